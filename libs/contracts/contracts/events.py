@@ -1,0 +1,248 @@
+"""Every event and command that crosses Kafka, as one discriminated union on `type`.
+
+Events are named `<domain>.<entity>.<past_verb>`; commands are imperative (`device.eject_bank`).
+Money is integer fen. Times are timezone-aware UTC.
+"""
+
+from enum import StrEnum
+from typing import Annotated, Literal
+from uuid import UUID
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from contracts.topics import Topic
+
+Fen = Annotated[int, Field(description="Amount in fen (1/100 CNY)")]
+
+
+class _Data(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class EjectFailureReason(StrEnum):
+    """Why a borrow did not eject a bank; billing turns each into a user-facing error code."""
+
+    BANK_BATTERY_LOW = "bank_battery_low"
+    BANK_FAULTY = "bank_faulty"
+    BANK_NOT_AVAILABLE = "bank_not_available"
+    UNKNOWN_CODE = "unknown_code"
+    CABINET_OFFLINE = "cabinet_offline"
+    NO_RENTABLE_BANK = "no_rentable_bank"
+    DEVICE_NO_ANSWER = "device_no_answer"
+    EJECT_FAILED = "eject_failed"
+    MOTOR_FAULT = "motor_fault"
+    BANK_NOT_PRESENT = "bank_not_present"
+    COMMAND_EXPIRED = "command_expired"
+
+
+# ---- user-svc -------------------------------------------------------------------------
+
+
+class UserRegistered(_Data):
+    type: Literal["user.user.registered"] = "user.user.registered"
+    user_id: UUID
+    registered_at: AwareDatetime
+    terms_version: str
+
+
+# ---- device-svc -----------------------------------------------------------------------
+
+
+class EjectBank(_Data):
+    """Command to device-svc: eject a bank for a rental. `code` is what the user scanned: a bank's
+    id (that bank) or a cabinet's id (device-svc picks the cabinet's best rentable bank)."""
+
+    type: Literal["device.eject_bank"] = "device.eject_bank"
+    command_id: UUID
+    rental_id: UUID
+    user_id: UUID
+    code: str = Field(min_length=1, max_length=128)
+    deadline: AwareDatetime = Field(description="After this instant the eject must not happen")
+
+
+class BankEjected(_Data):
+    type: Literal["device.bank.ejected"] = "device.bank.ejected"
+    command_id: UUID
+    rental_id: UUID
+    bank_id: str
+    cabinet_id: str
+    slot: int
+    battery_pct: int
+    ejected_at: AwareDatetime
+
+
+class EjectFailed(_Data):
+    type: Literal["device.eject.failed"] = "device.eject.failed"
+    command_id: UUID
+    rental_id: UUID
+    bank_id: str | None
+    cabinet_id: str | None
+    reason: EjectFailureReason
+    detail: str = ""
+
+
+class BankReturned(_Data):
+    """A cabinet reported a bank back in a slot. `returned_at` is the device's time, already
+    checked against the server clock; `device_reported_at` is what the device said."""
+
+    type: Literal["device.bank.returned"] = "device.bank.returned"
+    report_id: str
+    bank_id: str
+    cabinet_id: str
+    slot: int
+    battery_pct: int | None
+    returned_at: AwareDatetime
+    device_reported_at: AwareDatetime
+    received_at: AwareDatetime
+    clock_adjusted: bool = False
+
+
+class CabinetStatusChanged(_Data):
+    type: Literal["device.cabinet.status_changed"] = "device.cabinet.status_changed"
+    cabinet_id: str
+    online: bool
+    at: AwareDatetime
+    reason: str = ""
+
+
+class DeviceTelemetryReported(_Data):
+    """Normalised device report for the data team (heartbeats and inventories)."""
+
+    type: Literal["device.telemetry.reported"] = "device.telemetry.reported"
+    device_id: str
+    reported_at: AwareDatetime
+    received_at: AwareDatetime
+    rssi_dbm: int | None = None
+    banks_present: int | None = None
+    banks_rentable: int | None = None
+
+
+class DeviceMessageRejected(_Data):
+    type: Literal["device.message.rejected"] = "device.message.rejected"
+    device_id: str | None
+    mqtt_topic: str
+    reason: str
+    at: AwareDatetime
+
+
+# ---- billing-svc ----------------------------------------------------------------------
+
+
+class PriceSnapshot(_Data):
+    """The price that applies to a rental, fixed when it started."""
+
+    period_minutes: int
+    price_per_period_fen: Fen
+    free_minutes: int
+    daily_cap_fen: Fen
+
+
+class RentalStarted(_Data):
+    type: Literal["billing.rental.started"] = "billing.rental.started"
+    rental_id: UUID
+    user_id: UUID
+    bank_id: str
+    cabinet_id: str
+    slot: int
+    started_at: AwareDatetime
+    price: PriceSnapshot
+
+
+class RentalFailed(_Data):
+    type: Literal["billing.rental.failed"] = "billing.rental.failed"
+    rental_id: UUID
+    user_id: UUID
+    reason: EjectFailureReason
+    at: AwareDatetime
+
+
+class RentalEnded(_Data):
+    type: Literal["billing.rental.ended"] = "billing.rental.ended"
+    rental_id: UUID
+    user_id: UUID
+    bank_id: str
+    start_cabinet_id: str
+    return_cabinet_id: str
+    started_at: AwareDatetime
+    ended_at: AwareDatetime
+    duration_seconds: int
+    fee_fen: Fen
+
+
+class ChargeRequested(_Data):
+    """Ask asset-credit-svc to collect a fee. `charge_id` is the idempotency key: one charge per rental."""
+
+    type: Literal["billing.charge.requested"] = "billing.charge.requested"
+    charge_id: UUID
+    rental_id: UUID
+    user_id: UUID
+    amount_fen: Fen
+
+
+# ---- asset-credit-svc -----------------------------------------------------------------
+
+
+class WalletToppedUp(_Data):
+    type: Literal["asset.wallet.topped_up"] = "asset.wallet.topped_up"
+    user_id: UUID
+    top_up_id: UUID
+    amount_fen: Fen
+    balance_fen: Fen
+    provider: str
+
+
+class ChargeSettled(_Data):
+    type: Literal["asset.charge.settled"] = "asset.charge.settled"
+    charge_id: UUID
+    rental_id: UUID
+    user_id: UUID
+    amount_fen: Fen
+    balance_fen: Fen
+    settled_at: AwareDatetime
+
+
+class ChargeFailed(_Data):
+    type: Literal["asset.charge.failed"] = "asset.charge.failed"
+    charge_id: UUID
+    rental_id: UUID
+    user_id: UUID
+    amount_fen: Fen
+    reason: str
+
+
+EventData = Annotated[
+    UserRegistered
+    | EjectBank
+    | BankEjected
+    | EjectFailed
+    | BankReturned
+    | CabinetStatusChanged
+    | DeviceTelemetryReported
+    | DeviceMessageRejected
+    | RentalStarted
+    | RentalFailed
+    | RentalEnded
+    | ChargeRequested
+    | WalletToppedUp
+    | ChargeSettled
+    | ChargeFailed,
+    Field(discriminator="type"),
+]
+
+TOPIC_BY_TYPE: dict[str, Topic] = {
+    "user.user.registered": Topic.USERS,
+    "device.eject_bank": Topic.DEVICE_COMMANDS,  # key: the scanned code
+    "device.bank.ejected": Topic.DEVICE_EJECTS,
+    "device.eject.failed": Topic.DEVICE_EJECTS,
+    "device.bank.returned": Topic.DEVICE_RETURNS,
+    "device.cabinet.status_changed": Topic.DEVICE_STATUS,
+    "device.telemetry.reported": Topic.DEVICE_TELEMETRY,
+    "device.message.rejected": Topic.DEVICE_REJECTIONS,
+    "billing.rental.started": Topic.RENTALS,
+    "billing.rental.failed": Topic.RENTALS,
+    "billing.rental.ended": Topic.RENTALS,
+    "billing.charge.requested": Topic.CHARGES,
+    "asset.wallet.topped_up": Topic.WALLETS,
+    "asset.charge.settled": Topic.PAYMENTS,
+    "asset.charge.failed": Topic.PAYMENTS,
+}

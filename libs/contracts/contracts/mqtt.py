@@ -1,0 +1,177 @@
+"""The MQTT device protocol, version 1 (documented for device makers in docs/protocol.md).
+
+Each device (cabinet or bank) connects with its own credentials; its MQTT username is its
+device id, and the broker only lets it publish under `pb/v1/devices/<id>/up/...` and read
+`pb/v1/devices/<id>/cmd`. Every payload is a JSON object discriminated by `type`.
+Device times are epoch milliseconds (`ts`). QoS 1 everywhere; `status` is retained.
+"""
+
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+PROTOCOL_VERSION = 1
+TOPIC_ROOT = "pb/v1/devices"
+MAX_PAYLOAD_BYTES = 16 * 1024
+
+DeviceId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+EpochMs = Annotated[int, Field(ge=0, description="Device clock, milliseconds since the Unix epoch")]
+Percent = Annotated[int, Field(ge=0, le=100)]
+SlotNo = Annotated[int, Field(ge=1, le=256)]
+
+
+class UpChannel(StrEnum):
+    HELLO = "hello"
+    HEARTBEAT = "heartbeat"
+    INVENTORY = "inventory"
+    EJECT_RESULT = "eject_result"
+    RETURN = "return"
+    SLOT_ABNORMAL = "slot_abnormal"
+    STATUS = "status"
+
+
+def up_topic(device_id: str, channel: UpChannel) -> str:
+    return f"{TOPIC_ROOT}/{device_id}/up/{channel.value}"
+
+
+def cmd_topic(device_id: str) -> str:
+    return f"{TOPIC_ROOT}/{device_id}/cmd"
+
+
+UP_SUBSCRIPTION = f"{TOPIC_ROOT}/+/up/#"
+
+
+def parse_up_topic(topic: str) -> tuple[str, str] | None:
+    """`pb/v1/devices/<id>/up/<channel>` -> (id, channel); anything else -> None."""
+    parts = topic.split("/")
+    if len(parts) != 6 or "/".join(parts[:3]) != TOPIC_ROOT or parts[4] != "up":
+        return None
+    return parts[3], parts[5]
+
+
+class _Msg(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    v: Literal[1] = 1
+
+
+class _UpMsg(_Msg):
+    msg_id: str = Field(min_length=1, max_length=64, description="Unique per device; replays are dropped")
+    ts: EpochMs
+
+
+class SlotFault(StrEnum):
+    BANK_ERROR = "bank_error"
+    CABLE_FAULT = "cable_fault"
+    SLOT_FAULT = "slot_fault"
+
+
+class SlotState(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    slot: SlotNo
+    bank_id: DeviceId | None = None
+    battery_pct: Percent | None = None
+    locked: bool = True
+    charging: bool = False
+    fault: SlotFault | None = None
+
+
+class Hello(_UpMsg):
+    """Sent on every (re)connect: firmware and the full inventory."""
+
+    type: Literal["hello"] = "hello"
+    firmware: str = Field(max_length=64)
+    slot_count: int = Field(ge=1, le=256)
+    slots: list[SlotState] = Field(max_length=256)
+
+
+class Heartbeat(_UpMsg):
+    type: Literal["heartbeat"] = "heartbeat"
+    rssi_dbm: int | None = Field(default=None, ge=-150, le=0)
+
+
+class Inventory(_UpMsg):
+    type: Literal["inventory"] = "inventory"
+    slots: list[SlotState] = Field(max_length=256)
+
+
+class EjectResultCode(StrEnum):
+    OK = "ok"
+    FAILED = "failed"
+    BANK_NOT_PRESENT = "bank_not_present"
+    MOTOR_FAULT = "motor_fault"
+    EXPIRED = "expired"
+    TIMEOUT = "timeout"
+
+
+class EjectResult(_UpMsg):
+    type: Literal["eject_result"] = "eject_result"
+    cmd_id: str = Field(min_length=1, max_length=64)
+    result: EjectResultCode
+    slot: SlotNo | None = None
+    bank_id: DeviceId | None = None
+
+
+class ReturnReport(_UpMsg):
+    """A bank was pushed into a slot and locked. `ts` is when it happened on the device."""
+
+    type: Literal["return"] = "return"
+    slot: SlotNo
+    bank_id: DeviceId
+    battery_pct: Percent | None = None
+
+
+class SlotAbnormalKind(StrEnum):
+    REMOVED_WITHOUT_UNLOCK = "removed_without_unlock"
+    RETURN_WITHOUT_BANK = "return_without_bank"
+
+
+class SlotAbnormal(_UpMsg):
+    type: Literal["slot_abnormal"] = "slot_abnormal"
+    slot: SlotNo
+    kind: SlotAbnormalKind
+
+
+class Status(_Msg):
+    """Retained presence: `online: true` on connect, and the last will `online: false`."""
+
+    type: Literal["status"] = "status"
+    online: bool
+
+
+UpMessage = Annotated[
+    Hello | Heartbeat | Inventory | EjectResult | ReturnReport | SlotAbnormal | Status,
+    Field(discriminator="type"),
+]
+up_message_adapter: TypeAdapter[UpMessage] = TypeAdapter(UpMessage)
+
+
+class Eject(_Msg):
+    """Eject a bank (by id) or a slot. A device must not act on it after `expires_at` (device
+    clock) and must answer a repeated `cmd_id` with the first result without ejecting again."""
+
+    type: Literal["eject"] = "eject"
+    cmd_id: str = Field(min_length=1, max_length=64)
+    issued_at: EpochMs
+    expires_at: EpochMs
+    bank_id: DeviceId | None = None
+    slot: SlotNo | None = None
+
+
+class ReturnAckResult(StrEnum):
+    OK = "ok"
+    DUPLICATE = "duplicate"
+    UNKNOWN_BANK = "unknown_bank"
+    SLOT_MISMATCH = "slot_mismatch"
+
+
+class ReturnAck(_Msg):
+    type: Literal["return_ack"] = "return_ack"
+    ref_msg_id: str
+    result: ReturnAckResult
+
+
+DownMessage = Annotated[Eject | ReturnAck, Field(discriminator="type")]
+down_message_adapter: TypeAdapter[DownMessage] = TypeAdapter(DownMessage)

@@ -1,0 +1,29 @@
+"""Kafka topic names: `<domain>.<event-or-entity>.v<N>`, each keyed by the entity id named here."""
+
+from enum import StrEnum
+
+
+class Topic(StrEnum):
+    USERS = "user.users.v1"  # key: user_id
+    DEVICE_COMMANDS = "device.commands.v1"  # key: scanned code (commands to device-svc)
+    DEVICE_EJECTS = "device.ejects.v1"  # key: cabinet_id
+    DEVICE_RETURNS = "device.returns.v1"  # key: bank_id
+    DEVICE_STATUS = "device.status.v1"  # key: device_id (online/offline, inventory)
+    DEVICE_TELEMETRY = "device.telemetry.v1"  # key: device_id (data team feed)
+    DEVICE_REJECTIONS = "device.rejections.v1"  # key: device_id (refused device messages)
+    RENTALS = "billing.rentals.v1"  # key: rental_id
+    CHARGES = "billing.charges.v1"  # key: user_id
+    WALLETS = "asset.wallets.v1"  # key: user_id
+    PAYMENTS = "asset.payments.v1"  # key: user_id
+
+
+ALL_TOPICS: tuple[str, ...] = tuple(t.value for t in Topic)
+
+
+def main() -> None:
+    for name in ALL_TOPICS:
+        print(name)
+
+
+if __name__ == "__main__":
+    main()

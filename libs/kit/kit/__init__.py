@@ -1,0 +1,1 @@
+"""The shared service kit: one implementation of what every service repeats."""

@@ -1,0 +1,27 @@
+"""The correlation id that follows one user action from HTTP to Kafka to MQTT and back."""
+
+from contextvars import ContextVar
+from uuid import uuid4
+
+HEADER = "X-Correlation-ID"
+_current: ContextVar[str | None] = ContextVar("correlation_id", default=None)
+
+
+def get_correlation_id() -> str | None:
+    return _current.get()
+
+
+def set_correlation_id(value: str | None) -> None:
+    _current.set(value)
+
+
+def new_correlation_id() -> str:
+    return uuid4().hex
+
+
+def ensure_correlation_id() -> str:
+    value = _current.get()
+    if value is None:
+        value = new_correlation_id()
+        _current.set(value)
+    return value

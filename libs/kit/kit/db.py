@@ -1,0 +1,110 @@
+"""Async engine, sessions, and the one place that commits a unit of work."""
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Identity,
+    Index,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import UUID as PgUUID
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+AfterCommit = Callable[[], Awaitable[None] | None]
+
+
+def make_metadata() -> MetaData:
+    return MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def define_kit_tables(metadata: MetaData) -> tuple[Table, Table]:
+    """The outbox and processed-event tables every service keeps in its own database."""
+    outbox = Table(
+        "outbox",
+        metadata,
+        Column("id", BigInteger, Identity(), primary_key=True),
+        Column("event_id", PgUUID(as_uuid=True), nullable=False, unique=True),
+        Column("event_type", String(100), nullable=False),
+        Column("topic", String(200), nullable=False),
+        Column("key", String(200), nullable=False),
+        Column("payload", LargeBinary, nullable=False),
+        Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+        Column("published_at", DateTime(timezone=True), nullable=True),
+        Index("ix_outbox_unpublished", "id", postgresql_where=text("published_at IS NULL")),
+    )
+    processed = Table(
+        "processed_events",
+        metadata,
+        Column("consumer", String(100), primary_key=True),
+        Column("event_id", PgUUID(as_uuid=True), primary_key=True),
+        Column("event_type", String(100), nullable=False),
+        Column("status", String(20), nullable=False, server_default="done"),
+        Column("error", Text, nullable=True),
+        Column("processed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    )
+    return outbox, processed
+
+
+def make_engine(url: str, pool_size: int = 10) -> AsyncEngine:
+    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+
+
+def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def after_commit(session: AsyncSession, callback: AfterCommit) -> None:
+    """Run `callback` once the current unit of work has committed (never if it rolls back)."""
+    session.info.setdefault("after_commit", []).append(callback)
+
+
+@asynccontextmanager
+async def unit_of_work(sessionmaker: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+    """The one place that commits or rolls back. Services and repositories only flush."""
+    async with sessionmaker() as session:
+        try:
+            yield session
+            await session.commit()
+        except BaseException:
+            await session.rollback()
+            raise
+        callbacks: list[AfterCommit] = session.info.pop("after_commit", [])
+        for callback in callbacks:
+            result = callback()
+            if result is not None:
+                await result
+
+
+async def _request_session(request: Request) -> AsyncIterator[AsyncSession]:
+    async with unit_of_work(request.app.state.runtime.sessionmaker) as session:
+        yield session
+
+
+# scope="function": commit right after the endpoint returns, before the response is sent, so a
+# client never sees success for something that did not commit.
+SessionDep = Annotated[AsyncSession, Depends(_request_session, scope="function")]
+
+
+async def ping(engine: AsyncEngine) -> None:
+    async with engine.connect() as conn:
+        await conn.execute(text("SELECT 1"))

@@ -1,0 +1,49 @@
+"""Settings every service reads from its environment; services subclass and add their own."""
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "changethis", "secret", "dev", "development", "test"})
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", env_file=None)
+
+    service_name: str = "pb-service"
+    pb_env: Literal["development", "test", "production"] = "development"
+    log_level: str = "INFO"
+    database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5432/pb"
+    db_pool_size: int = 10
+    kafka_bootstrap: str = "127.0.0.1:19092"
+    kafka_consumer_group: str | None = None
+    outbox_poll_interval_s: float = 0.5
+    jwt_public_key_file: Path | None = None
+    jwt_issuer: str = "pb-user-svc"
+    jwt_audience: str = "pb"
+
+    user_svc_url: str = "http://127.0.0.1:8001"
+    device_svc_url: str = "http://127.0.0.1:8002"
+    billing_svc_url: str = "http://127.0.0.1:8003"
+    asset_svc_url: str = "http://127.0.0.1:8004"
+    notify_svc_url: str = "http://127.0.0.1:8005"
+    analytics_svc_url: str = "http://127.0.0.1:8006"
+
+    @property
+    def consumer_group(self) -> str:
+        return self.kafka_consumer_group or self.service_name
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_secrets_in_production(self) -> "ServiceSettings":
+        if self.pb_env != "production":
+            return self
+        for name, value in self:
+            if isinstance(value, SecretStr) and value.get_secret_value().strip().lower() in PLACEHOLDER_SECRETS:
+                raise ValueError(f"{name.upper()} holds a placeholder secret; set a real one in production")
+            if isinstance(value, SecretStr) and value.get_secret_value().startswith("dev-"):
+                raise ValueError(f"{name.upper()} holds a development secret; set a real one in production")
+        if self.jwt_public_key_file is None:
+            raise ValueError("JWT_PUBLIC_KEY_FILE must be set in production")
+        return self

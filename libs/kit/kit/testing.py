@@ -1,0 +1,99 @@
+"""Test helpers shared by every service's integration tests (real PostgreSQL and Kafka)."""
+
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import asyncpg
+import httpx
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from fastapi import FastAPI
+from sqlalchemy import make_url, text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+
+async def ensure_database(url: str, *, recreate: bool = False) -> None:
+    """Create the database named in `url` (dropping it first when `recreate`)."""
+    parsed = make_url(url)
+    name = parsed.database
+    assert name, "the database url names no database"
+    admin = parsed.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
+    conn = await asyncpg.connect(admin)
+    try:
+        exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
+        if exists and recreate:
+            await conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+            exists = None
+        if not exists:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+
+
+def migrate(service_dir: Path, database_url: str) -> None:
+    """`alembic upgrade head` for one service, in a subprocess so env.py runs as in production."""
+    env = {**os.environ, "DATABASE_URL": database_url}
+    subprocess.run(
+        [sys.executable, "-m", "alembic", "-c", str(service_dir / "alembic.ini"), "upgrade", "head"],
+        cwd=service_dir,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+
+
+async def truncate_all(database_url: str) -> None:
+    """Empty every table but Alembic's, so each test starts from a clean database."""
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.begin() as conn:
+            names = (
+                await conn.execute(
+                    text(
+                        "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'alembic_version'"
+                    )
+                )
+            ).scalars()
+            quoted = ", ".join(f'"{n}"' for n in names)
+            if quoted:
+                await conn.execute(text(f"TRUNCATE {quoted} RESTART IDENTITY CASCADE"))
+    finally:
+        await engine.dispose()
+
+
+@asynccontextmanager
+async def app_client(app: FastAPI, base_url: str = "http://test") -> AsyncIterator[httpx.AsyncClient]:
+    """Run the app's lifespan (real database, Kafka, MQTT) and talk to it in-process."""
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url=base_url) as client:
+            yield client
+
+
+def write_keypair(directory: Path) -> tuple[Path, Path]:
+    """An Ed25519 keypair for signing test tokens: (private, public) PEM paths."""
+    directory.mkdir(parents=True, exist_ok=True)
+    key = Ed25519PrivateKey.generate()
+    private = directory / "jwt-private.pem"
+    public = directory / "jwt-public.pem"
+    private.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    public.write_bytes(
+        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    return private, public
+
+
+def test_database_url(service: str) -> str:
+    """The test stack's database for `service` (e.g. `billing`), overridable by `<SERVICE>_DATABASE_URL`."""
+    var = f"{service.upper()}_DATABASE_URL"
+    return os.environ.get(var) or f"postgresql+asyncpg://postgres@127.0.0.1:5432/pb_test_{service}"
+
+
+def kafka_bootstrap() -> str:
+    return os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:19093")
