@@ -97,3 +97,6 @@ def test_database_url(service: str) -> str:
 
 def kafka_bootstrap() -> str:
     return os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:19093")
+
+
+test_database_url.__test__ = False  # type: ignore[attr-defined]  # a helper, not a test to collect

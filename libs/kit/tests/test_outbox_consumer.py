@@ -1,0 +1,196 @@
+"""The outbox and the idempotent consumer against the real PostgreSQL and Kafka broker."""
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from uuid import uuid4
+
+import pytest
+from aiokafka import AIOKafkaConsumer
+from pydantic import ValidationError
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from contracts import Envelope, Topic, event_adapter, new_event
+from contracts.events import DeviceTelemetryReported
+from kit.db import define_kit_tables, make_engine, make_metadata, make_sessionmaker, unit_of_work
+from kit.kafka import EventConsumer, make_producer
+from kit.outbox import OutboxRelay, OutboxWakeup, add_event
+from kit.testing import ensure_database, kafka_bootstrap, test_database_url
+
+pytestmark = pytest.mark.integration
+
+metadata = make_metadata()
+define_kit_tables(metadata)
+
+
+@pytest.fixture(scope="module")
+async def engine() -> AsyncIterator[AsyncEngine]:
+    url = test_database_url("kit")
+    await ensure_database(url, recreate=True)
+    engine = make_engine(url)
+    async with engine.begin() as conn:
+        await conn.run_sync(metadata.create_all)
+        await conn.execute(text("CREATE TABLE effects (event_id uuid PRIMARY KEY, device_id text)"))
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+def sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return make_sessionmaker(engine)
+
+
+def _telemetry(device_id: str) -> DeviceTelemetryReported:
+    now = datetime.now(UTC)
+    return DeviceTelemetryReported(device_id=device_id, reported_at=now, received_at=now)
+
+
+async def _consume_until(device_id: str, timeout: float = 15.0) -> list[Envelope]:
+    consumer = AIOKafkaConsumer(
+        Topic.DEVICE_TELEMETRY.value,
+        bootstrap_servers=kafka_bootstrap(),
+        group_id=f"kit-test-{uuid4().hex}",
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    found: list[Envelope] = []
+    try:
+        async with asyncio.timeout(timeout):
+            while not found:
+                batches = await consumer.getmany(timeout_ms=300)
+                for records in batches.values():
+                    for record in records:
+                        try:
+                            env = event_adapter.validate_json(record.value or b"")
+                        except ValidationError:
+                            continue  # other tests put garbage on this topic on purpose
+                        if isinstance(env.data, DeviceTelemetryReported) and env.data.device_id == device_id:
+                            found.append(env)
+    finally:
+        await consumer.stop()
+    return found
+
+
+async def test_committed_events_are_published_and_rolled_back_ones_never(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    producer = make_producer(kafka_bootstrap(), "kit-test")
+    await producer.start()
+    wakeup = OutboxWakeup()
+    relay = OutboxRelay(sessions, producer, wakeup, poll_interval_s=0.2)
+    task = asyncio.create_task(relay.run())
+    kept, dropped = f"KEEP-{uuid4().hex[:8]}", f"DROP-{uuid4().hex[:8]}"
+    try:
+        with pytest.raises(RuntimeError):
+            async with unit_of_work(sessions) as session:
+                await add_event(session, _telemetry(dropped), key=dropped, producer="kit-test", wakeup=wakeup)
+                raise RuntimeError("the state change failed")
+        async with unit_of_work(sessions) as session:
+            await add_event(session, _telemetry(kept), key=kept, producer="kit-test", wakeup=wakeup)
+        found = await _consume_until(kept)
+        assert found[0].key == kept
+        assert found[0].producer == "kit-test"
+        async with sessions() as session:
+            unpublished = (
+                await session.execute(text("SELECT count(*) FROM outbox WHERE published_at IS NULL"))
+            ).scalar()
+            dropped_rows = (
+                await session.execute(text("SELECT count(*) FROM outbox WHERE key = :k"), {"k": dropped})
+            ).scalar()
+        assert unpublished == 0
+        assert dropped_rows == 0
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await producer.stop()
+
+
+async def test_consumer_applies_each_event_once_even_when_delivered_twice(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    device = f"DUP-{uuid4().hex[:8]}"
+    envelope = new_event(_telemetry(device), key=device, producer="kit-test")
+    calls: list[str] = []
+
+    async def on_telemetry(session: AsyncSession, env: Envelope) -> None:
+        assert isinstance(env.data, DeviceTelemetryReported)
+        calls.append(env.data.device_id)
+        await session.execute(
+            text("INSERT INTO effects (event_id, device_id) VALUES (:e, :d)"),
+            {"e": env.event_id, "d": env.data.device_id},
+        )
+
+    consumer = EventConsumer(
+        name="kit-test",
+        bootstrap=kafka_bootstrap(),
+        group_id=f"kit-test-{uuid4().hex}",
+        topics=[Topic.DEVICE_TELEMETRY.value],
+        handlers={"device.telemetry.reported": on_telemetry},
+        sessionmaker=sessions,
+    )
+    task = asyncio.create_task(consumer.run())
+    producer = make_producer(kafka_bootstrap(), "kit-test")
+    await producer.start()
+    try:
+        for _ in range(2):
+            await producer.send_and_wait(envelope.topic.value, envelope.to_bytes(), key=device.encode())
+        await producer.send_and_wait(envelope.topic.value, b'{"not": "an event"}', key=device.encode())
+        async with asyncio.timeout(20):
+            while True:
+                async with sessions() as session:
+                    n = (
+                        await session.execute(text("SELECT count(*) FROM effects WHERE device_id = :d"), {"d": device})
+                    ).scalar()
+                if n and consumer.ready:
+                    break
+                await asyncio.sleep(0.1)
+        await asyncio.sleep(1.0)  # give the duplicate time to arrive
+        assert calls.count(device) == 1
+        assert await consumer.handle(envelope, on_telemetry) == "duplicate"
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await producer.stop()
+
+
+async def test_a_handler_that_keeps_failing_is_parked_not_lost(sessions: async_sessionmaker[AsyncSession]) -> None:
+    device = f"BAD-{uuid4().hex[:8]}"
+    envelope = new_event(_telemetry(device), key=device, producer="kit-test")
+
+    async def broken(session: AsyncSession, env: Envelope) -> None:
+        raise ValueError("cannot apply")
+
+    consumer = EventConsumer(
+        name="kit-test",
+        bootstrap=kafka_bootstrap(),
+        group_id="kit-test-parking",
+        topics=[Topic.DEVICE_TELEMETRY.value],
+        handlers={"device.telemetry.reported": broken},
+        sessionmaker=sessions,
+        max_attempts=2,
+    )
+    from aiokafka.structs import ConsumerRecord
+
+    record = ConsumerRecord(
+        topic=envelope.topic.value,
+        partition=0,
+        offset=0,
+        timestamp=0,
+        timestamp_type=0,
+        key=device.encode(),
+        value=envelope.to_bytes(),
+        checksum=None,
+        serialized_key_size=0,
+        serialized_value_size=0,
+        headers=(),
+    )
+    await consumer._handle_record(record)
+    async with sessions() as session:
+        row = (
+            await session.execute(
+                text("SELECT status, error FROM processed_events WHERE event_id = :e"), {"e": envelope.event_id}
+            )
+        ).one()
+    assert row.status == "failed"
+    assert "cannot apply" in row.error
