@@ -1,0 +1,23 @@
+from uuid import UUID
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from user_svc.models import Admin
+
+
+async def get_by_login(session: AsyncSession, login: str) -> Admin | None:
+    return (await session.scalars(select(Admin).where(Admin.login == login))).one_or_none()
+
+
+async def insert_if_login_free(
+    session: AsyncSession, *, admin_id: UUID, login: str, password_hash: str, role: str
+) -> bool:
+    stmt = (
+        insert(Admin)
+        .values(id=admin_id, login=login, password_hash=password_hash, role=role)
+        .on_conflict_do_nothing(index_elements=[Admin.login])
+        .returning(Admin.id)
+    )
+    return (await session.execute(stmt)).scalar_one_or_none() is not None

@@ -1,0 +1,6 @@
+from pydantic import BaseModel
+
+
+class TermsOut(BaseModel):
+    version: str
+    text: str
