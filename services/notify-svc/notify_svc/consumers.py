@@ -1,0 +1,42 @@
+"""Events that put a message in a user's inbox. The kit records each event id in the same
+transaction; the unique `source_event_id` keeps a redelivery from making a second message."""
+
+import logging
+from uuid import UUID
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from contracts import Envelope
+from contracts.events import ChargeFailed, ChargeSettled, RentalEnded, RentalFailed
+from notify_svc import texts
+from notify_svc.messages.service import deliver
+
+log = logging.getLogger(__name__)
+
+
+async def _deliver(session: AsyncSession, envelope: Envelope, text: texts.Text, user_id: UUID) -> None:
+    created = await deliver(session, user_id, text, source_event_id=envelope.event_id)
+    log.info(
+        "message delivered" if created else "message already delivered",
+        extra={"event_id": str(envelope.event_id), "type": envelope.type, "user_id": str(user_id)},
+    )
+
+
+async def on_rental_ended(session: AsyncSession, envelope: Envelope) -> None:
+    assert isinstance(envelope.data, RentalEnded)
+    await _deliver(session, envelope, texts.rental_ended(envelope.data), envelope.data.user_id)
+
+
+async def on_rental_failed(session: AsyncSession, envelope: Envelope) -> None:
+    assert isinstance(envelope.data, RentalFailed)
+    await _deliver(session, envelope, texts.rental_failed(envelope.data), envelope.data.user_id)
+
+
+async def on_charge_settled(session: AsyncSession, envelope: Envelope) -> None:
+    assert isinstance(envelope.data, ChargeSettled)
+    await _deliver(session, envelope, texts.charge_settled(envelope.data), envelope.data.user_id)
+
+
+async def on_charge_failed(session: AsyncSession, envelope: Envelope) -> None:
+    assert isinstance(envelope.data, ChargeFailed)
+    await _deliver(session, envelope, texts.charge_failed(envelope.data), envelope.data.user_id)

@@ -1,0 +1,78 @@
+"""Inbox rules: users see and mark only their own messages; pages are cut by an opaque cursor."""
+
+import base64
+import binascii
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from kit.errors import BusinessError, NotFound
+from notify_svc.messages import repository
+from notify_svc.models import Message
+from notify_svc.texts import Text
+
+
+class MessageNotFound(NotFound):
+    code = "message_not_found"
+    title = "Message not found"
+
+
+class InvalidCursor(BusinessError):
+    status = 400
+    code = "invalid_cursor"
+    title = "Invalid cursor"
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[Message]
+    next_before: str | None
+
+
+def encode_cursor(created_at: datetime, message_id: uuid.UUID) -> str:
+    raw = f"{created_at.astimezone(UTC).isoformat()}|{message_id}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        stamp, _, ident = raw.partition("|")
+        created_at = datetime.fromisoformat(stamp)
+        if created_at.tzinfo is None:
+            raise ValueError("naive time")
+        return created_at, uuid.UUID(ident)
+    except (ValueError, UnicodeDecodeError, binascii.Error):
+        raise InvalidCursor("`before` is not a cursor this service returned as `next_before`") from None
+
+
+async def list_messages(
+    session: AsyncSession, user_id: uuid.UUID, *, limit: int, unread_only: bool, before: str | None
+) -> Page:
+    cursor = decode_cursor(before) if before else None
+    rows = await repository.list_messages(session, user_id, limit=limit + 1, unread_only=unread_only, before=cursor)
+    items = rows[:limit]
+    next_before = encode_cursor(items[-1].created_at, items[-1].id) if len(rows) > limit else None
+    return Page(items=items, next_before=next_before)
+
+
+async def mark_read(session: AsyncSession, user_id: uuid.UUID, message_id: uuid.UUID) -> Message:
+    message = await repository.mark_read(session, user_id, message_id, datetime.now(UTC))
+    if message is None:
+        raise MessageNotFound(f"You have no message {message_id}")
+    return message
+
+
+async def deliver(session: AsyncSession, user_id: uuid.UUID, text: Text, *, source_event_id: uuid.UUID | None) -> bool:
+    """Put a message in a user's inbox; a repeated `source_event_id` is ignored (returns False)."""
+    return await repository.add_message(
+        session,
+        user_id=user_id,
+        category=text.category.value,
+        title=text.title,
+        body=text.body,
+        created_at=datetime.now(UTC),
+        source_event_id=source_event_id,
+    )

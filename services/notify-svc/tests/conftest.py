@@ -1,0 +1,165 @@
+"""Integration fixtures: the real PostgreSQL database and the real Kafka broker.
+
+Each test session consumes with its own consumer group, first moved to the end of the topics,
+so only events produced during the session reach the service."""
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from contracts import Envelope, Topic, new_event
+from contracts.events import EventData
+from kit.auth import TokenSigner
+from kit.testing import (
+    app_client,
+    ensure_database,
+    kafka_bootstrap,
+    migrate,
+    test_database_url,
+    truncate_all,
+    write_keypair,
+)
+from notify_svc.main import create_app
+from notify_svc.settings import Settings
+
+SERVICE_DIR = Path(__file__).resolve().parents[1]
+TOPICS = [Topic.RENTALS.value, Topic.PAYMENTS.value]
+ISSUER, AUDIENCE = "pb-user-svc", "pb"
+
+
+async def move_group_to_end(bootstrap: str, group: str, topics: list[str]) -> None:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or [])]
+        if partitions:
+            ends = await consumer.end_offsets(partitions)
+            consumer.assign(partitions)
+            await consumer.commit(dict(ends.items()))
+    finally:
+        await consumer.stop()
+
+
+@pytest.fixture(scope="session")
+def database_url() -> str:
+    return test_database_url("notify")
+
+
+@pytest.fixture(scope="session")
+async def prepared_database(database_url: str) -> str:
+    await ensure_database(database_url, recreate=True)
+    migrate(SERVICE_DIR, database_url)
+    return database_url
+
+
+@pytest.fixture(scope="session")
+def keypair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return write_keypair(tmp_path_factory.mktemp("keys"))
+
+
+@pytest.fixture(scope="session")
+def signer(keypair: tuple[Path, Path]) -> TokenSigner:
+    return TokenSigner.from_file(keypair[0], ISSUER, AUDIENCE)
+
+
+@pytest.fixture(scope="session")
+async def consumer_group() -> str:
+    group = f"notify-svc-test-{uuid.uuid4().hex[:8]}"
+    # The kit names the group `<consumer_group>.<spec name>`; the spec is named `events`.
+    await move_group_to_end(kafka_bootstrap(), f"{group}.events", TOPICS)
+    return group
+
+
+@pytest.fixture(scope="session")
+def settings(prepared_database: str, keypair: tuple[Path, Path], consumer_group: str) -> Settings:
+    return Settings(
+        pb_env="test",
+        database_url=prepared_database,
+        kafka_bootstrap=kafka_bootstrap(),
+        kafka_consumer_group=consumer_group,
+        jwt_public_key_file=keypair[1],
+        jwt_issuer=ISSUER,
+        jwt_audience=AUDIENCE,
+    )
+
+
+@pytest.fixture(scope="session")
+async def running_app(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """One app (real lifespan: database, producer, consumer) for the session: joining a consumer
+    group takes seconds, so it is not repeated per test."""
+    async with app_client(create_app(settings)) as http:
+        await eventually(lambda: _ready(http), timeout=60, what="consumers assigned")
+        yield http
+
+
+@pytest.fixture
+async def client(settings: Settings, running_app: httpx.AsyncClient) -> httpx.AsyncClient:
+    await truncate_all(settings.database_url)
+    return running_app
+
+
+async def _ready(http: httpx.AsyncClient) -> bool:
+    return (await http.get("/readyz")).status_code == 200
+
+
+@pytest.fixture(scope="session")
+async def producer() -> AsyncIterator[AIOKafkaProducer]:
+    prod = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap(), enable_idempotence=False, acks="all")
+    await prod.start()
+    yield prod
+    await prod.stop()
+
+
+class Bus:
+    def __init__(self, producer: AIOKafkaProducer) -> None:
+        self._producer = producer
+
+    def envelope(self, data: EventData, key: str) -> Envelope:
+        return new_event(data, key=key, producer="notify-svc-tests")
+
+    async def send(self, envelope: Envelope) -> None:
+        await self._producer.send_and_wait(envelope.topic.value, envelope.to_bytes(), key=envelope.key.encode())
+
+    async def publish(self, data: EventData, key: str) -> Envelope:
+        envelope = self.envelope(data, key)
+        await self.send(envelope)
+        return envelope
+
+
+@pytest.fixture
+def bus(producer: AIOKafkaProducer) -> Bus:
+    return Bus(producer)
+
+
+@pytest.fixture
+def auth(signer: TokenSigner) -> Callable[[uuid.UUID], dict[str, str]]:
+    def headers(user_id: uuid.UUID) -> dict[str, str]:
+        return {"Authorization": f"Bearer {signer.issue(str(user_id))}"}
+
+    return headers
+
+
+async def eventually(
+    check: Callable[[], Awaitable[Any]], *, timeout: float = 15.0, interval: float = 0.1, what: str = "condition"
+) -> Any:
+    """Poll `check` until it returns something truthy, or fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+@pytest.fixture
+def wait() -> Callable[..., Awaitable[Any]]:
+    return eventually
