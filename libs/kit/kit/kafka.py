@@ -90,9 +90,9 @@ class EventConsumer:
             metadata_max_age_ms=5_000,
         )
         self._consumer = consumer
-        await start_with_retry(consumer, f"consumer {self.name}")
-        self.running = True
         try:
+            await start_with_retry(consumer, f"consumer {self.name}")
+            self.running = True
             while True:
                 batches = await consumer.getmany(timeout_ms=500, max_records=200)
                 for records in batches.values():
