@@ -1,0 +1,1 @@
+"""Collecting rental fees that billing asks for."""

@@ -1,0 +1,131 @@
+"""All ledger SQL. Core statements, not ORM objects, so a locked read is never served from a
+stale identity map. Never commits."""
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import ColumnElement, func, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from asset_credit_svc.models import Account, LedgerTransaction, Posting
+
+
+@dataclass(frozen=True)
+class LockedAccount:
+    id: uuid.UUID
+    balance_fen: int
+    allow_negative: bool
+
+
+@dataclass(frozen=True)
+class EntryRow:
+    entry_id: int
+    kind: str
+    amount_fen: int
+    balance_after_fen: int
+    reference: str
+    created_at: datetime
+
+
+def _account_key(user_id: uuid.UUID | None, kind: str) -> list[ColumnElement[bool]]:
+    return [Account.kind == kind, Account.user_id.is_(None) if user_id is None else Account.user_id == user_id]
+
+
+async def find_account(session: AsyncSession, user_id: uuid.UUID | None, kind: str) -> tuple[uuid.UUID, int] | None:
+    row = (await session.execute(select(Account.id, Account.balance_fen).where(*_account_key(user_id, kind)))).first()
+    return None if row is None else (row.id, row.balance_fen)
+
+
+async def ensure_account(
+    session: AsyncSession, user_id: uuid.UUID | None, kind: str, *, allow_negative: bool
+) -> tuple[uuid.UUID, int]:
+    """The account's (id, balance), created with a zero balance when it does not exist yet.
+    Concurrent creators meet on the unique index; one row wins."""
+    if (found := await find_account(session, user_id, kind)) is not None:
+        return found
+    stmt = insert(Account).values(id=uuid.uuid4(), user_id=user_id, kind=kind, allow_negative=allow_negative)
+    if user_id is None:
+        stmt = stmt.on_conflict_do_nothing(index_elements=["kind"], index_where=Account.user_id.is_(None))
+    else:
+        stmt = stmt.on_conflict_do_nothing(index_elements=["user_id", "kind"], index_where=Account.user_id.isnot(None))
+    await session.execute(stmt)
+    found = await find_account(session, user_id, kind)
+    assert found is not None
+    return found
+
+
+async def lock_account(session: AsyncSession, account_id: uuid.UUID) -> LockedAccount:
+    row = (
+        await session.execute(
+            select(Account.id, Account.balance_fen, Account.allow_negative)
+            .where(Account.id == account_id)
+            .with_for_update()
+        )
+    ).one()
+    return LockedAccount(id=row.id, balance_fen=row.balance_fen, allow_negative=row.allow_negative)
+
+
+async def transaction_id_by_reference(session: AsyncSession, reference: str) -> uuid.UUID | None:
+    result = await session.execute(select(LedgerTransaction.id).where(LedgerTransaction.reference == reference))
+    return result.scalar_one_or_none()
+
+
+async def insert_transaction(session: AsyncSession, kind: str, reference: str) -> uuid.UUID | None:
+    """The new transaction's id, or None when `reference` is already recorded."""
+    stmt = (
+        insert(LedgerTransaction)
+        .values(id=uuid.uuid4(), kind=kind, reference=reference)
+        .on_conflict_do_nothing(index_elements=["reference"])
+        .returning(LedgerTransaction.id)
+    )
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def insert_posting(
+    session: AsyncSession, transaction_id: uuid.UUID, account_id: uuid.UUID, amount_fen: int, balance_after_fen: int
+) -> int:
+    stmt = (
+        insert(Posting)
+        .values(
+            transaction_id=transaction_id,
+            account_id=account_id,
+            amount_fen=amount_fen,
+            balance_after_fen=balance_after_fen,
+        )
+        .returning(Posting.id)
+    )
+    return (await session.execute(stmt)).scalar_one()
+
+
+async def set_balance(session: AsyncSession, account_id: uuid.UUID, balance_fen: int) -> None:
+    await session.execute(
+        update(Account).where(Account.id == account_id).values(balance_fen=balance_fen, updated_at=func.now())
+    )
+
+
+async def list_entries(
+    session: AsyncSession, account_id: uuid.UUID, *, limit: int, before: int | None
+) -> list[EntryRow]:
+    stmt = (
+        select(
+            Posting.id,
+            LedgerTransaction.kind,
+            Posting.amount_fen,
+            Posting.balance_after_fen,
+            LedgerTransaction.reference,
+            Posting.created_at,
+        )
+        .join(LedgerTransaction, LedgerTransaction.id == Posting.transaction_id)
+        .where(Posting.account_id == account_id)
+        .order_by(Posting.id.desc())
+        .limit(limit)
+    )
+    if before is not None:
+        stmt = stmt.where(Posting.id < before)
+    rows = (await session.execute(stmt)).all()
+    return [
+        EntryRow(entry_id=r[0], kind=r[1], amount_fen=r[2], balance_after_fen=r[3], reference=r[4], created_at=r[5])
+        for r in rows
+    ]

@@ -1,0 +1,1 @@
+"""Top-ups through payment providers (Alipay, WeChat Pay; a sandbox of each for now)."""

@@ -1,0 +1,93 @@
+import uuid
+from collections.abc import Mapping
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Request, Response, status
+
+from asset_credit_svc.models import TopUp, TopUpStatus
+from asset_credit_svc.payments import service
+from asset_credit_svc.payments.providers import InvalidSignature, MalformedNotification, PaymentProvider
+from asset_credit_svc.payments.schemas import NotifyAck, TopUpIn, TopUpOut
+from kit.app import RuntimeDep
+from kit.auth import CurrentUser
+from kit.db import SessionDep
+from kit.errors import BusinessError
+
+PROVIDERS_KEY = "payment_providers"
+MAX_NOTIFY_BYTES = 16 * 1024
+
+top_ups_router = APIRouter(prefix="/v1/wallet/top-ups", tags=["top-ups"])
+notify_router = APIRouter(prefix="/v1/payments", tags=["payments"])
+
+
+class PayloadTooLarge(BusinessError):
+    status = 413
+    code = "payload_too_large"
+    title = "The notification is too large"
+
+
+def get_providers(runtime: RuntimeDep) -> Mapping[str, PaymentProvider]:
+    providers: Mapping[str, PaymentProvider] = runtime.extras[PROVIDERS_KEY]
+    return providers
+
+
+ProvidersDep = Annotated[Mapping[str, PaymentProvider], Depends(get_providers)]
+
+
+def _out(top_up: TopUp) -> TopUpOut:
+    return TopUpOut(
+        top_up_id=top_up.id,
+        status=TopUpStatus(top_up.status),
+        amount_fen=top_up.amount_fen,
+        channel=top_up.channel,
+        created_at=top_up.created_at,
+        completed_at=top_up.completed_at,
+        failure_reason=top_up.failure_reason,
+    )
+
+
+@top_ups_router.post("", status_code=status.HTTP_201_CREATED, response_model=TopUpOut)
+async def create_top_up(
+    body: TopUpIn,
+    user: CurrentUser,
+    session: SessionDep,
+    providers: ProvidersDep,
+    response: Response,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> TopUpOut:
+    key = (idempotency_key or "").strip()
+    if not key or len(key) > 200:
+        raise service.IdempotencyKeyRequired("Send an Idempotency-Key header of 1 to 200 characters")
+    top_up, created = await service.create_top_up(
+        session, providers, user_id=user.user_id, idempotency_key=key, amount_fen=body.amount_fen, channel=body.channel
+    )
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    return _out(top_up)
+
+
+@top_ups_router.get("/{top_up_id}", response_model=TopUpOut)
+async def get_top_up(top_up_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> TopUpOut:
+    return _out(await service.get_top_up(session, user.user_id, top_up_id))
+
+
+@notify_router.post("/{channel}/notify", response_model=NotifyAck)
+async def provider_notification(
+    channel: str, request: Request, session: SessionDep, runtime: RuntimeDep, providers: ProvidersDep
+) -> NotifyAck:
+    """Called by the payment provider, authenticated by its signature (no user token)."""
+    provider = service.provider_for(providers, channel)
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_NOTIFY_BYTES:
+        raise PayloadTooLarge()
+    body = await request.body()
+    if len(body) > MAX_NOTIFY_BYTES:
+        raise PayloadTooLarge()
+    try:
+        notification = provider.verify_notification(request.headers, body)
+    except InvalidSignature:
+        raise service.InvalidSignatureError() from None
+    except MalformedNotification as exc:
+        raise service.InvalidNotification(str(exc)) from None
+    await service.apply_notification(session, runtime, channel, notification)
+    return NotifyAck()

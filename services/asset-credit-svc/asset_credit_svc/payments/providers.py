@@ -1,0 +1,84 @@
+"""What this service needs from a payment provider, whatever the channel.
+
+A top-up is an order at the provider (`out_trade_no` = our top-up id). The provider tells us the
+outcome by a signed, asynchronous notification to `POST /v1/payments/{channel}/notify`, which it
+repeats until we acknowledge; `query_order` asks it directly (reconciliation).
+"""
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Literal, Protocol, runtime_checkable
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt
+
+
+class PaymentProviderError(Exception):
+    """The provider refused or could not be reached."""
+
+
+class InvalidSignature(Exception):
+    """A notification whose signature does not verify: it did not come from the provider."""
+
+
+class MalformedNotification(Exception):
+    """A notification that is signed but not a notification we understand."""
+
+
+@dataclass(frozen=True)
+class PaymentOrder:
+    out_trade_no: str
+    amount_fen: int
+    subject: str
+
+
+@dataclass(frozen=True)
+class CreatedOrder:
+    out_trade_no: str
+    # What the app hands to the provider's SDK to pay (order string, prepay id, ...).
+    pay_params: Mapping[str, str] = field(default_factory=dict)
+
+
+class OrderState(StrEnum):
+    NOT_FOUND = "NOT_FOUND"
+    PENDING = "PENDING"
+    SUCCESS = "SUCCESS"
+    FAILED = "FAILED"
+
+
+@dataclass(frozen=True)
+class OrderQuery:
+    out_trade_no: str
+    state: OrderState
+    amount_fen: int | None = None
+    trade_no: str | None = None
+    paid_at: datetime | None = None
+
+
+class PaymentNotification(BaseModel):
+    """The verified content of a provider's notification."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    out_trade_no: str = Field(min_length=1, max_length=64)
+    trade_no: str = Field(min_length=1, max_length=100)
+    amount_fen: StrictInt
+    status: Literal["SUCCESS", "FAILED"]
+    paid_at: AwareDatetime | None = None
+    nonce: str = Field(min_length=1, max_length=64)
+
+
+@runtime_checkable
+class PaymentProvider(Protocol):
+    channel: str
+
+    async def create_order(self, order: PaymentOrder) -> CreatedOrder:
+        """Open an order at the provider; idempotent on `out_trade_no`."""
+        ...
+
+    def verify_notification(self, headers: Mapping[str, str], body: bytes) -> PaymentNotification:
+        """The notification if it is authentic; raises InvalidSignature or MalformedNotification."""
+        ...
+
+    async def query_order(self, out_trade_no: str) -> OrderQuery: ...

@@ -1,0 +1,159 @@
+"""A sandbox provider per channel that behaves like a real one, for development and tests.
+
+`create_order` registers the order and returns at once; in the background the sandbox "pays"
+after a short random delay and POSTs a signed notification to the service's notify endpoint,
+retrying with exponential backoff until it gets a 2xx (as real providers do). An amount ending in
+99 fen (e.g. 1099) is declined: the notification says FAILED.
+"""
+
+import asyncio
+import json
+import logging
+import random
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+from pydantic import ValidationError
+
+from asset_credit_svc.payments import signing
+from asset_credit_svc.payments.providers import (
+    CreatedOrder,
+    InvalidSignature,
+    MalformedNotification,
+    OrderQuery,
+    OrderState,
+    PaymentNotification,
+    PaymentOrder,
+    PaymentProviderError,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_NOTIFICATION_BYTES = 16 * 1024
+
+
+def is_declined(amount_fen: int) -> bool:
+    return amount_fen % 100 == 99
+
+
+@dataclass
+class _SandboxOrder:
+    out_trade_no: str
+    amount_fen: int
+    trade_no: str
+    state: OrderState = OrderState.PENDING
+    paid_at: datetime | None = None
+
+
+class SandboxProvider:
+    def __init__(
+        self,
+        channel: str,
+        secret: bytes,
+        http: httpx.AsyncClient,
+        *,
+        pay_delay_s: tuple[float, float] = (0.05, 0.2),
+        notify_attempts: int = 6,
+        notify_backoff_s: float = 0.2,
+    ) -> None:
+        self.channel = channel
+        self._secret = secret
+        self._http = http  # base_url = this service (settings.asset_svc_url); tests inject the ASGI app
+        self._pay_delay_s = pay_delay_s
+        self._notify_attempts = notify_attempts
+        self._notify_backoff_s = notify_backoff_s
+        self._orders: dict[str, _SandboxOrder] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def notify_path(self) -> str:
+        return f"/v1/payments/{self.channel}/notify"
+
+    async def create_order(self, order: PaymentOrder) -> CreatedOrder:
+        existing = self._orders.get(order.out_trade_no)
+        if existing is not None:
+            if existing.amount_fen != order.amount_fen:
+                raise PaymentProviderError(f"order {order.out_trade_no} exists with another amount")
+            return CreatedOrder(order.out_trade_no, {"trade_no": existing.trade_no})
+        if order.amount_fen <= 0:
+            raise PaymentProviderError("amount must be positive")
+        trade_no = f"SBX-{self.channel.upper()}-{uuid.uuid4().hex}"
+        self._orders[order.out_trade_no] = _SandboxOrder(order.out_trade_no, order.amount_fen, trade_no)
+        task = asyncio.create_task(self._pay_and_notify(order.out_trade_no), name=f"sandbox-{self.channel}-pay")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return CreatedOrder(order.out_trade_no, {"trade_no": trade_no, "sandbox": "auto-pay"})
+
+    def verify_notification(self, headers: Mapping[str, str], body: bytes) -> PaymentNotification:
+        if len(body) > MAX_NOTIFICATION_BYTES:
+            raise MalformedNotification("notification too large")
+        try:
+            payload = json.loads(body)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise MalformedNotification("notification is not JSON") from None
+        if not isinstance(payload, dict):
+            raise MalformedNotification("notification is not a JSON object")
+        if not signing.verify(self._secret, self.channel, payload, headers.get(signing.SIGNATURE_HEADER)):
+            raise InvalidSignature("notification signature does not verify")
+        try:
+            return PaymentNotification.model_validate(payload)
+        except ValidationError as exc:
+            raise MalformedNotification(str(exc)[:300]) from None
+
+    async def query_order(self, out_trade_no: str) -> OrderQuery:
+        order = self._orders.get(out_trade_no)
+        if order is None:
+            return OrderQuery(out_trade_no, OrderState.NOT_FOUND)
+        return OrderQuery(out_trade_no, order.state, order.amount_fen, order.trade_no, order.paid_at)
+
+    def signed_notification(self, payload: Mapping[str, Any]) -> tuple[bytes, dict[str, str]]:
+        """The body and headers the sandbox sends for `payload` (tests replay and forge with it)."""
+        return signing.canonical_json(payload), {
+            signing.SIGNATURE_HEADER: signing.sign(self._secret, self.channel, payload),
+            "Content-Type": "application/json",
+        }
+
+    async def aclose(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _pay_and_notify(self, out_trade_no: str) -> None:
+        await asyncio.sleep(random.uniform(*self._pay_delay_s))
+        order = self._orders[out_trade_no]
+        if is_declined(order.amount_fen):
+            order.state = OrderState.FAILED
+        else:
+            order.state = OrderState.SUCCESS
+            order.paid_at = datetime.now(UTC)
+        payload = {
+            "out_trade_no": order.out_trade_no,
+            "trade_no": order.trade_no,
+            "amount_fen": order.amount_fen,
+            "status": order.state.value,
+            "paid_at": order.paid_at.isoformat() if order.paid_at else None,
+            "nonce": uuid.uuid4().hex,
+        }
+        body, headers = self.signed_notification(payload)
+        for attempt in range(1, self._notify_attempts + 1):
+            try:
+                response = await self._http.post(self.notify_path, content=body, headers=headers)
+                if response.is_success:
+                    return
+                log.warning(
+                    "sandbox notification refused",
+                    extra={"out_trade_no": out_trade_no, "status": response.status_code, "attempt": attempt},
+                )
+            except httpx.HTTPError as exc:
+                log.warning(
+                    "sandbox notification failed",
+                    extra={"out_trade_no": out_trade_no, "error": repr(exc), "attempt": attempt},
+                )
+            if attempt < self._notify_attempts:
+                await asyncio.sleep(self._notify_backoff_s * 2 ** (attempt - 1))
+        log.error("sandbox gave up notifying", extra={"out_trade_no": out_trade_no})

@@ -1,0 +1,1 @@
+"""A user's wallet: the balance account and its history."""

@@ -1,0 +1,26 @@
+"""Wallet reads. The wallet (a `user_balance` account) is created lazily on first use."""
+
+import uuid
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from asset_credit_svc.ledger import repository as ledger_repo
+from asset_credit_svc.ledger import service as ledger
+from asset_credit_svc.ledger.repository import EntryRow
+
+
+async def balance(session: AsyncSession, user_id: uuid.UUID) -> int:
+    return await ledger.balance_of(session, ledger.user_balance(user_id))
+
+
+async def entries(
+    session: AsyncSession, user_id: uuid.UUID, *, limit: int, before: int | None
+) -> tuple[list[EntryRow], int | None]:
+    """One page of the wallet's postings, newest first, and the cursor of the next page."""
+    found = await ledger_repo.find_account(session, user_id, ledger.user_balance(user_id).kind)
+    if found is None:
+        return [], None
+    rows = await ledger_repo.list_entries(session, found[0], limit=limit + 1, before=before)
+    page = rows[:limit]
+    next_before = page[-1].entry_id if len(rows) > limit else None
+    return page, next_before

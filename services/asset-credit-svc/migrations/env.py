@@ -1,0 +1,4 @@
+from asset_credit_svc.models import metadata
+from kit.migrations import run_migrations
+
+run_migrations(metadata)
