@@ -126,6 +126,8 @@ def create_service_app(
                         topics=spec.topics,
                         handlers=spec.handlers,
                         sessionmaker=runtime.sessionmaker,
+                        session_timeout_ms=settings.kafka_session_timeout_ms,
+                        heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
                     )
                     for spec in specs
                 ]

@@ -63,6 +63,8 @@ class EventConsumer:
         handlers: Mapping[str, Handler],
         sessionmaker: async_sessionmaker[AsyncSession],
         max_attempts: int = 5,
+        session_timeout_ms: int = 10_000,
+        heartbeat_interval_ms: int = 3_000,
     ) -> None:
         self.name = name
         self._bootstrap = bootstrap
@@ -71,6 +73,8 @@ class EventConsumer:
         self._handlers = dict(handlers)
         self._sessionmaker = sessionmaker
         self._max_attempts = max_attempts
+        self._session_timeout_ms = session_timeout_ms
+        self._heartbeat_interval_ms = heartbeat_interval_ms
         self._consumer: AIOKafkaConsumer | None = None
         self.running = False
 
@@ -88,6 +92,8 @@ class EventConsumer:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             metadata_max_age_ms=5_000,
+            session_timeout_ms=self._session_timeout_ms,
+            heartbeat_interval_ms=self._heartbeat_interval_ms,
         )
         self._consumer = consumer
         try:

@@ -19,6 +19,10 @@ class ServiceSettings(BaseSettings):
     db_pool_size: int = 10
     kafka_bootstrap: str = "127.0.0.1:19092"
     kafka_consumer_group: str | None = None
+    # A new consumer is assigned partitions about half a session timeout after it joins (seen with
+    # tansu); the local stack lowers these so services are ready in about a second.
+    kafka_session_timeout_ms: int = 10_000
+    kafka_heartbeat_interval_ms: int = 3_000
     outbox_poll_interval_s: float = 0.5
     jwt_public_key_file: Path | None = None
     jwt_issuer: str = "pb-user-svc"
