@@ -1,0 +1,1 @@
+"""device-svc: the device registry, the MQTT gateway to cabinets, eject commands and returns."""

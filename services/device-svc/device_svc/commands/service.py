@@ -1,0 +1,310 @@
+"""Eject commands: resolve what the user scanned, refuse at once when no bank can go, otherwise
+record a `sent` command and publish the eject after commit. Device results and the deadline
+sweeper complete the command; nothing here waits for the device."""
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from uuid import UUID
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from contracts import Envelope
+from contracts.events import BankEjected, EjectBank, EjectFailed, EjectFailureReason, EventData
+from contracts.mqtt import Eject, EjectResult, EjectResultCode
+from device_svc.clock import checked_device_time, datetime_to_ms
+from device_svc.commands.rules import BankView, bank_refusal, deadline_passed, failure_reason, pick_best_bank
+from device_svc.metrics import COMMANDS_SENT, EJECT_RESULTS
+from device_svc.models import Bank, Cabinet, Command, Slot
+from device_svc.mqtt.downlink import Downlink
+from device_svc.registry import repository as repo
+from kit.db import after_commit, unit_of_work
+
+log = logging.getLogger(__name__)
+
+Publish = Callable[[AsyncSession, EventData, str], Awaitable[Envelope]]
+
+
+@dataclass(frozen=True)
+class _Choice:
+    bank: BankView | None
+    refusal: tuple[EjectFailureReason, str] | None
+
+
+class EjectService:
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        publish: Publish,
+        downlink: Downlink,
+        *,
+        min_battery_pct: int,
+        max_clock_skew_s: float,
+    ) -> None:
+        self._sessionmaker = sessionmaker
+        self._publish = publish
+        self._downlink = downlink
+        self._min_battery = min_battery_pct
+        self._max_skew = max_clock_skew_s
+
+    # ---- EjectBank from Kafka ---------------------------------------------------------------
+
+    async def on_eject_bank(self, session: AsyncSession, envelope: Envelope) -> None:
+        cmd = envelope.data
+        assert isinstance(cmd, EjectBank)
+        if await session.get(Command, cmd.command_id) is not None:
+            log.info("eject command already handled", extra={"command_id": str(cmd.command_id)})
+            return
+        now = datetime.now(UTC)
+        if deadline_passed(cmd.deadline, now):
+            await self._refuse(session, cmd, None, None, EjectFailureReason.COMMAND_EXPIRED, "deadline already passed")
+            return
+        choice = await self._resolve(session, cmd.code.strip())
+        if choice.bank is None or choice.refusal is not None:
+            reason, detail = choice.refusal or (EjectFailureReason.UNKNOWN_CODE, "")
+            bank = choice.bank
+            await self._refuse(
+                session, cmd, bank.id if bank else None, bank.cabinet_id if bank else None, reason, detail
+            )
+            return
+        bank = choice.bank
+        assert bank.cabinet_id is not None
+        assert bank.slot_no is not None
+        command = Command(
+            cmd_id=cmd.command_id,
+            rental_id=cmd.rental_id,
+            code=cmd.code,
+            cabinet_id=bank.cabinet_id,
+            bank_id=bank.id,
+            slot=bank.slot_no,
+            status="sent",
+            deadline=cmd.deadline,
+            created_at=now,
+        )
+        session.add(command)
+        await session.flush()
+        eject = Eject(
+            cmd_id=str(cmd.command_id),
+            issued_at=datetime_to_ms(now),
+            expires_at=datetime_to_ms(cmd.deadline),
+            bank_id=bank.id,
+            slot=bank.slot_no,
+        )
+        cabinet_id = bank.cabinet_id
+
+        async def send() -> None:
+            await self._send_eject(cabinet_id, eject, command.cmd_id)
+
+        after_commit(session, send)
+
+    async def _send_eject(self, cabinet_id: str, eject: Eject, cmd_id: UUID) -> None:
+        try:
+            await self._downlink.send(cabinet_id, eject)
+            COMMANDS_SENT.labels("published").inc()
+            log.info("eject published", extra={"cmd_id": str(cmd_id), "cabinet_id": cabinet_id, "slot": eject.slot})
+        except Exception as exc:
+            COMMANDS_SENT.labels("publish_failed").inc()
+            log.warning("eject could not be published", extra={"cmd_id": str(cmd_id), "error": repr(exc)})
+            async with unit_of_work(self._sessionmaker) as session:
+                await self._finish_unanswered(session, [cmd_id], "failed", f"not delivered: {exc!r}"[:200])
+
+    async def _resolve(self, session: AsyncSession, code: str) -> _Choice:
+        bank = await repo.get_bank(session, code, for_update=True)
+        if bank is not None:
+            view = await self._view(session, bank)
+            online = None
+            if bank.cabinet_id is not None:
+                cabinet = await session.get(Cabinet, bank.cabinet_id)
+                online = cabinet.online if cabinet is not None else None
+            return _Choice(view, bank_refusal(view, cabinet_online=online, min_battery_pct=self._min_battery))
+        cabinet = await repo.get_cabinet(session, code)
+        if cabinet is None:
+            return _Choice(None, (EjectFailureReason.UNKNOWN_CODE, "no bank or cabinet has this code"))
+        if not cabinet.online:
+            return _Choice(None, (EjectFailureReason.CABINET_OFFLINE, f"cabinet {cabinet.id} is offline"))
+        rows = (
+            await session.execute(
+                select(Bank, Slot.fault)
+                .join(Slot, (Slot.bank_id == Bank.id) & (Slot.cabinet_id == Bank.cabinet_id), isouter=True)
+                .where(Bank.cabinet_id == cabinet.id)
+                .order_by(Bank.id)
+                .with_for_update(of=Bank)
+            )
+        ).all()
+        pending = set(
+            (
+                await session.execute(
+                    select(Command.bank_id).where(Command.cabinet_id == cabinet.id, Command.status == "sent")
+                )
+            ).scalars()
+        )
+        views = [_to_view(b, fault, b.id in pending) for b, fault in rows]
+        best = pick_best_bank(views, self._min_battery)
+        if best is None:
+            return _Choice(None, (EjectFailureReason.NO_RENTABLE_BANK, f"cabinet {cabinet.id} has no rentable bank"))
+        return _Choice(best, None)
+
+    async def _view(self, session: AsyncSession, bank: Bank) -> BankView:
+        fault = None
+        if bank.cabinet_id is not None and bank.slot_no is not None:
+            slot = await repo.get_slot(session, bank.cabinet_id, bank.slot_no)
+            fault = slot.fault if slot is not None and slot.bank_id == bank.id else None
+        return _to_view(bank, fault, await repo.has_pending_command(session, bank.id))
+
+    async def _refuse(
+        self,
+        session: AsyncSession,
+        cmd: EjectBank,
+        bank_id: str | None,
+        cabinet_id: str | None,
+        reason: EjectFailureReason,
+        detail: str,
+    ) -> None:
+        log.info(
+            "eject refused",
+            extra={"command_id": str(cmd.command_id), "code": cmd.code, "reason": reason.value, "detail": detail},
+        )
+        COMMANDS_SENT.labels(f"refused_{reason.value}").inc()
+        failed = EjectFailed(
+            command_id=cmd.command_id,
+            rental_id=cmd.rental_id,
+            bank_id=bank_id,
+            cabinet_id=cabinet_id,
+            reason=reason,
+            detail=detail,
+        )
+        await self._publish(session, failed, cabinet_id or cmd.code)
+
+    # ---- results from devices ---------------------------------------------------------------
+
+    async def on_result(self, session: AsyncSession, cabinet: Cabinet, msg: EjectResult, received_at: datetime) -> None:
+        try:
+            cmd_id = UUID(msg.cmd_id)
+        except ValueError:
+            cmd_id = None
+        command = None
+        if cmd_id is not None:
+            command = (
+                await session.execute(select(Command).where(Command.cmd_id == cmd_id).with_for_update())
+            ).scalar_one_or_none()
+        if command is None or command.cabinet_id != cabinet.id:
+            EJECT_RESULTS.labels("unmatched").inc()
+            log.warning(
+                "eject result for no command of this cabinet",
+                extra={"device_id": cabinet.id, "cmd_id": msg.cmd_id, "result": msg.result.value},
+            )
+            return
+        ok = msg.result == EjectResultCode.OK
+        if command.status != "sent":
+            EJECT_RESULTS.labels("late").inc()
+            log.warning(
+                "eject result for a command that is already final",
+                extra={"cmd_id": msg.cmd_id, "status": command.status, "result": msg.result.value},
+            )
+            if ok and command.status != "succeeded":
+                # The bank did leave after we reported a failure: say so, billing compensates.
+                command.result = "ok_after_final"
+                await self._ejected(session, command, msg, received_at)
+            return
+        EJECT_RESULTS.labels(msg.result.value).inc()
+        command.completed_at = received_at
+        command.result = msg.result.value
+        if ok:
+            command.status = "succeeded"
+            await self._ejected(session, command, msg, received_at)
+            return
+        command.status = "failed"
+        failed = EjectFailed(
+            command_id=command.cmd_id,
+            rental_id=command.rental_id,
+            bank_id=command.bank_id,
+            cabinet_id=command.cabinet_id,
+            reason=failure_reason(msg.result),
+            detail=f"device answered {msg.result.value}",
+        )
+        await self._publish(session, failed, command.cabinet_id)
+
+    async def _ejected(self, session: AsyncSession, command: Command, msg: EjectResult, received_at: datetime) -> None:
+        ejected_at, adjusted = checked_device_time(
+            msg.ts, received_at, not_before=command.created_at, max_skew_s=self._max_skew
+        )
+        bank = await repo.get_bank(session, command.bank_id, for_update=True)
+        battery = 0
+        if bank is not None:
+            battery = bank.battery_pct or 0
+            bank.state = "rented"
+            bank.cabinet_id = None
+            bank.slot_no = None
+            bank.state_changed_at = ejected_at
+        await repo.empty_slot_of_bank(session, command.bank_id)
+        event = BankEjected(
+            command_id=command.cmd_id,
+            rental_id=command.rental_id,
+            bank_id=command.bank_id,
+            cabinet_id=command.cabinet_id,
+            slot=command.slot,
+            battery_pct=battery,
+            ejected_at=ejected_at,
+        )
+        await self._publish(session, event, command.cabinet_id)
+        log.info(
+            "bank ejected",
+            extra={"cmd_id": str(command.cmd_id), "bank_id": command.bank_id, "clock_adjusted": adjusted},
+        )
+
+    # ---- deadlines -------------------------------------------------------------------------
+
+    async def sweep_deadlines(self, now: datetime | None = None, limit: int = 200) -> int:
+        """Fail every `sent` command past its deadline with device_no_answer."""
+        now = now or datetime.now(UTC)
+        async with unit_of_work(self._sessionmaker) as session:
+            ids = list(
+                (
+                    await session.execute(
+                        select(Command.cmd_id)
+                        .where(Command.status == "sent", Command.deadline < now)
+                        .order_by(Command.deadline)
+                        .limit(limit)
+                        .with_for_update(skip_locked=True)
+                    )
+                ).scalars()
+            )
+            if ids:
+                await self._finish_unanswered(session, ids, "expired", "no answer before the deadline")
+        return len(ids)
+
+    async def _finish_unanswered(self, session: AsyncSession, ids: list[UUID], status: str, detail: str) -> None:
+        rows = (
+            await session.execute(
+                update(Command)
+                .where(Command.cmd_id.in_(ids), Command.status == "sent")
+                .values(status=status, result="no_answer", completed_at=datetime.now(UTC))
+                .returning(Command.cmd_id, Command.rental_id, Command.bank_id, Command.cabinet_id),
+                execution_options={"synchronize_session": False},
+            )
+        ).all()
+        for row in rows:
+            EJECT_RESULTS.labels("no_answer").inc()
+            failed = EjectFailed(
+                command_id=row.cmd_id,
+                rental_id=row.rental_id,
+                bank_id=row.bank_id,
+                cabinet_id=row.cabinet_id,
+                reason=EjectFailureReason.DEVICE_NO_ANSWER,
+                detail=detail,
+            )
+            await self._publish(session, failed, row.cabinet_id)
+
+
+def _to_view(bank: Bank, slot_fault: str | None, pending: bool) -> BankView:
+    return BankView(
+        id=bank.id,
+        state=bank.state,
+        battery_pct=bank.battery_pct,
+        cabinet_id=bank.cabinet_id,
+        slot_no=bank.slot_no,
+        slot_fault=slot_fault,
+        pending_command=pending,
+    )

@@ -1,0 +1,73 @@
+"""device-svc app: `uvicorn device_svc.main:create_app --factory --port 8002`."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from contracts import Envelope
+from contracts.events import EventData
+from device_svc.commands.service import EjectService
+from device_svc.consumers import consumer_specs
+from device_svc.mqtt.dispatch import DeviceLanes
+from device_svc.mqtt.downlink import Downlink
+from device_svc.mqtt.gateway import MqttGateway
+from device_svc.mqtt.handlers import MessageProcessor
+from device_svc.registry.endpoints import router as registry_router
+from device_svc.settings import Settings
+from device_svc.sweepers import deadline_sweeper, offline_sweeper
+from kit.app import Runtime, create_service_app
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def device_lifespan(runtime: Runtime) -> AsyncIterator[None]:
+        async def publish(session: AsyncSession, data: EventData, key: str) -> Envelope:
+            return await runtime.publish(session, data, key=key)
+
+        gateway = MqttGateway(settings)
+        downlink = Downlink(gateway)
+        ejects = EjectService(
+            runtime.sessionmaker,
+            publish,
+            downlink,
+            min_battery_pct=settings.min_rent_battery_pct,
+            max_clock_skew_s=settings.max_clock_skew_s,
+        )
+        processor = MessageProcessor(
+            runtime.sessionmaker,
+            publish,
+            downlink,
+            ejects,
+            min_battery_pct=settings.min_rent_battery_pct,
+            max_clock_skew_s=settings.max_clock_skew_s,
+        )
+        lanes = DeviceLanes(
+            processor.process,
+            max_pending_per_device=settings.max_pending_per_device,
+            max_concurrency=max(settings.db_pool_size, 1),
+        )
+        gateway.on_message = lanes.submit
+        runtime.extras.update(gateway=gateway, downlink=downlink, ejects=ejects, processor=processor, lanes=lanes)
+        runtime.readiness_checks["mqtt"] = gateway.ready
+        runtime.spawn(gateway.run(), "mqtt-gateway")
+        runtime.spawn(deadline_sweeper(ejects, settings.command_sweep_interval_s), "command-deadlines")
+        runtime.spawn(
+            offline_sweeper(runtime.sessionmaker, publish, settings.offline_after_s, settings.offline_sweep_interval_s),
+            "offline-sweeper",
+        )
+        try:
+            yield
+        finally:
+            await lanes.close()
+
+    return create_service_app(
+        settings,
+        title="device-svc",
+        routers=[registry_router],
+        consumers=consumer_specs,
+        extra_lifespan=device_lifespan,
+    )

@@ -1,0 +1,13 @@
+"""Prometheus metrics of the device gateway."""
+
+from prometheus_client import Counter, Gauge
+
+MESSAGES_RECEIVED = Counter("pb_device_messages_received_total", "Device MQTT messages received", ["channel"])
+MESSAGES_REJECTED = Counter("pb_device_messages_rejected_total", "Device MQTT messages refused, by reason", ["reason"])
+MESSAGES_FAILED = Counter("pb_device_messages_failed_total", "Device MQTT messages whose handling raised an error")
+MESSAGES_DROPPED = Counter(
+    "pb_device_messages_dropped_total", "Device MQTT messages dropped because the device's queue was full"
+)
+EJECT_RESULTS = Counter("pb_device_eject_results_total", "Eject results from devices, by outcome", ["outcome"])
+COMMANDS_SENT = Counter("pb_device_commands_sent_total", "Eject commands published to devices", ["outcome"])
+MQTT_CONNECTED = Gauge("pb_device_mqtt_connected", "1 while device-svc holds an MQTT connection")

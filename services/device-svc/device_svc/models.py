@@ -1,0 +1,132 @@
+"""device-svc tables: the registry (cabinets, slots, banks, credentials), eject commands, and the
+inbound message ids used to drop replayed device reports."""
+
+from datetime import datetime
+from uuid import UUID
+
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import UUID as PgUUID
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from kit.db import define_kit_tables, make_metadata
+
+metadata = make_metadata()
+define_kit_tables(metadata)
+
+BANK_STATES = ("in_cabinet", "rented", "faulty", "maintenance")
+COMMAND_STATES = ("sent", "succeeded", "failed", "expired")
+
+
+class Base(DeclarativeBase):
+    metadata = metadata
+
+
+class Cabinet(Base):
+    __tablename__ = "cabinets"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    lat: Mapped[float] = mapped_column(Float)
+    lon: Mapped[float] = mapped_column(Float)
+    address: Mapped[str] = mapped_column(String(200), server_default="")
+    slot_count: Mapped[int] = mapped_column(Integer)
+    online: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    last_seen_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    rssi_dbm: Mapped[int | None] = mapped_column(Integer)
+    firmware: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (Index("ix_cabinets_online_last_seen", "last_seen_at", postgresql_where=text("online")),)
+
+
+class Slot(Base):
+    __tablename__ = "slots"
+
+    cabinet_id: Mapped[str] = mapped_column(String(64), ForeignKey("cabinets.id"), primary_key=True)
+    slot_no: Mapped[int] = mapped_column(Integer, primary_key=True)
+    bank_id: Mapped[str | None] = mapped_column(String(64))
+    fault: Mapped[str | None] = mapped_column(String(30))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    # A bank sits in at most one slot.
+    __table_args__ = (Index("uq_slots_bank_id", "bank_id", unique=True, postgresql_where=text("bank_id IS NOT NULL")),)
+
+
+class Bank(Base):
+    __tablename__ = "banks"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    model: Mapped[str] = mapped_column(String(50), server_default="PB-5000")
+    battery_pct: Mapped[int | None] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(20))
+    cabinet_id: Mapped[str | None] = mapped_column(String(64), ForeignKey("cabinets.id"))
+    slot_no: Mapped[int | None] = mapped_column(Integer)
+    state_changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    last_report_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        CheckConstraint("state IN ('in_cabinet', 'rented', 'faulty', 'maintenance')", name="state"),
+        Index("ix_banks_cabinet_id", "cabinet_id"),
+    )
+
+
+class DeviceCredential(Base):
+    """`password_hash` is our argon2 copy (to verify a device); `broker_hash` is the Mosquitto
+    PBKDF2-SHA512 entry the broker's password file is regenerated from. No plaintext is kept."""
+
+    __tablename__ = "device_credentials"
+
+    device_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    password_hash: Mapped[str] = mapped_column(Text)
+    broker_hash: Mapped[str] = mapped_column(Text)
+    active: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    rotated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (CheckConstraint("kind IN ('cabinet', 'bank')", name="kind"),)
+
+
+class Command(Base):
+    __tablename__ = "commands"
+
+    cmd_id: Mapped[UUID] = mapped_column(PgUUID(as_uuid=True), primary_key=True)
+    rental_id: Mapped[UUID] = mapped_column(PgUUID(as_uuid=True))
+    code: Mapped[str] = mapped_column(String(128))
+    cabinet_id: Mapped[str] = mapped_column(String(64))
+    bank_id: Mapped[str] = mapped_column(String(64))
+    slot: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(20))
+    deadline: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    result: Mapped[str | None] = mapped_column(String(40))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        CheckConstraint("status IN ('sent', 'succeeded', 'failed', 'expired')", name="status"),
+        Index("ix_commands_sent_deadline", "deadline", postgresql_where=text("status = 'sent'")),
+        # At most one eject in flight per bank.
+        Index("uq_commands_sent_bank", "bank_id", unique=True, postgresql_where=text("status = 'sent'")),
+    )
+
+
+class InboundMessage(Base):
+    __tablename__ = "inbound_messages"
+
+    device_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    msg_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (Index("ix_inbound_messages_received_at", "received_at"),)

@@ -1,0 +1,12 @@
+"""Messages device-svc sends down to a device's command topic."""
+
+from contracts.mqtt import Eject, ReturnAck, cmd_topic
+from device_svc.mqtt.gateway import MqttGateway
+
+
+class Downlink:
+    def __init__(self, gateway: MqttGateway) -> None:
+        self._gateway = gateway
+
+    async def send(self, device_id: str, message: Eject | ReturnAck) -> None:
+        await self._gateway.publish(cmd_topic(device_id), message.model_dump_json().encode(), qos=1)

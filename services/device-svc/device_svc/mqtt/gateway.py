@@ -1,0 +1,91 @@
+"""The one MQTT connection of device-svc: subscribes to every device's up topics, hands each
+message to a callback without waiting for it, publishes commands, and reconnects with back-off."""
+
+import asyncio
+import logging
+import random
+import socket
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import aiomqtt
+
+from contracts.mqtt import UP_SUBSCRIPTION
+from device_svc.metrics import MQTT_CONNECTED
+from device_svc.settings import Settings
+
+log = logging.getLogger(__name__)
+
+OnMessage = Callable[[str, bytes, datetime], None]
+
+NODELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
+
+
+class NotConnected(RuntimeError):
+    pass
+
+
+class MqttGateway:
+    def __init__(self, settings: Settings, on_message: OnMessage | None = None) -> None:
+        self._settings = settings
+        self.on_message = on_message
+        self._client: aiomqtt.Client | None = None
+        self.last_error: str | None = "not connected yet"
+
+    @property
+    def connected(self) -> bool:
+        return self._client is not None
+
+    async def ready(self) -> None:
+        if self._client is None:
+            raise RuntimeError(f"mqtt disconnected: {self.last_error}")
+
+    async def publish(self, topic: str, payload: bytes, *, qos: int = 1, timeout_s: float = 5.0) -> None:
+        client = self._client
+        if client is None:
+            raise NotConnected(f"mqtt disconnected: {self.last_error}")
+        await asyncio.wait_for(client.publish(topic, payload, qos=qos), timeout_s)
+
+    def _make_client(self) -> aiomqtt.Client:
+        s = self._settings
+        return aiomqtt.Client(
+            s.mqtt_host,
+            s.mqtt_port,
+            username=s.mqtt_username,
+            password=s.mqtt_password.get_secret_value(),
+            identifier=s.mqtt_client_id,
+            clean_session=s.mqtt_clean_session,
+            keepalive=s.mqtt_keepalive_s,
+            timeout=10.0,
+            socket_options=NODELAY,
+            max_queued_incoming_messages=10_000,
+        )
+
+    async def run(self) -> None:
+        """Connect, subscribe and read until cancelled; reconnect with jittered back-off."""
+        delay = 0.2
+        while True:
+            client = self._make_client()
+            try:
+                async with client:
+                    await client.subscribe(UP_SUBSCRIPTION, qos=1)
+                    self._client = client
+                    self.last_error = None
+                    MQTT_CONNECTED.set(1)
+                    delay = 0.2
+                    log.info(
+                        "mqtt connected", extra={"host": self._settings.mqtt_host, "port": self._settings.mqtt_port}
+                    )
+                    async for message in client.messages:
+                        payload = message.payload
+                        raw = payload if isinstance(payload, bytes) else str(payload or "").encode()
+                        if self.on_message is not None:
+                            self.on_message(str(message.topic), raw, datetime.now(UTC))
+            except aiomqtt.MqttError as exc:
+                self.last_error = repr(exc)
+                log.warning("mqtt connection lost; reconnecting", extra={"error": repr(exc), "retry_in_s": delay})
+            finally:
+                self._client = None
+                MQTT_CONNECTED.set(0)
+            await asyncio.sleep(delay * (0.8 + 0.4 * random.random()))
+            delay = min(delay * 2, self._settings.mqtt_reconnect_max_s)

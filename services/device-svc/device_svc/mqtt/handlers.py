@@ -1,0 +1,380 @@
+"""What device-svc does with each message a device publishes: validate, drop replays, update the
+registry and emit events in one transaction, then answer the device after commit."""
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from pydantic import ValidationError
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from contracts import Envelope
+from contracts.events import (
+    BankReturned,
+    CabinetStatusChanged,
+    DeviceMessageRejected,
+    DeviceTelemetryReported,
+    EventData,
+)
+from contracts.mqtt import (
+    MAX_PAYLOAD_BYTES,
+    EjectResult,
+    Heartbeat,
+    Hello,
+    Inventory,
+    ReturnAck,
+    ReturnAckResult,
+    ReturnReport,
+    SlotAbnormal,
+    SlotFault,
+    SlotState,
+    Status,
+    UpChannel,
+    UpMessage,
+    parse_up_topic,
+    up_message_adapter,
+)
+from device_svc.clock import checked_device_time, ms_to_datetime
+from device_svc.commands.service import EjectService
+from device_svc.metrics import MESSAGES_RECEIVED, MESSAGES_REJECTED
+from device_svc.models import Bank, Cabinet, InboundMessage
+from device_svc.mqtt.downlink import Downlink
+from device_svc.registry import repository as repo
+from kit.db import after_commit, unit_of_work
+
+log = logging.getLogger(__name__)
+
+Publish = Callable[[AsyncSession, EventData, str], Awaitable[Envelope]]
+CHANNELS = frozenset(c.value for c in UpChannel)
+
+
+class Rejected(Exception):
+    def __init__(self, reason: str, detail: str = "", *, emit: bool = True) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.detail = detail
+        self.emit = emit
+
+
+@dataclass(frozen=True)
+class Incoming:
+    topic: str
+    device_id: str
+    channel: str
+    received_at: datetime
+
+
+class MessageProcessor:
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        publish: Publish,
+        downlink: Downlink,
+        ejects: EjectService,
+        *,
+        min_battery_pct: int,
+        max_clock_skew_s: float,
+    ) -> None:
+        self._sessionmaker = sessionmaker
+        self._publish = publish
+        self._downlink = downlink
+        self._ejects = ejects
+        self._min_battery = min_battery_pct
+        self._max_skew = max_clock_skew_s
+
+    async def process(self, topic: str, payload: bytes, received_at: datetime) -> None:
+        parsed = parse_up_topic(topic)
+        device_id = parsed[0] if parsed is not None else None
+        try:
+            if len(payload) > MAX_PAYLOAD_BYTES:
+                raise Rejected("oversized", f"{len(payload)} bytes")
+            if parsed is None or parsed[1] not in CHANNELS:
+                raise Rejected("bad_topic")
+            incoming = Incoming(topic, parsed[0], parsed[1], received_at)
+            MESSAGES_RECEIVED.labels(incoming.channel).inc()
+            outcome = await self._handle(incoming, payload)
+            if outcome is not None:
+                raise outcome
+        except Rejected as rejected:
+            await self._reject(device_id, topic, rejected, received_at)
+
+    async def _reject(self, device_id: str | None, topic: str, rejected: Rejected, at: datetime) -> None:
+        MESSAGES_REJECTED.labels(rejected.reason).inc()
+        log.warning(
+            "device message rejected",
+            extra={
+                "device_id": device_id,
+                "mqtt_topic": topic[:200],
+                "reason": rejected.reason,
+                "detail": rejected.detail[:300],
+            },
+        )
+        if not rejected.emit:
+            return
+        event = DeviceMessageRejected(device_id=device_id, mqtt_topic=topic[:200], reason=rejected.reason, at=at)
+        async with unit_of_work(self._sessionmaker) as session:
+            await self._publish(session, event, device_id or "unknown")
+
+    async def _handle(self, incoming: Incoming, payload: bytes) -> Rejected | None:
+        """Raises Rejected when nothing may be written; returns one when the transaction must still
+        commit (a replay: the repeated ack is sent after commit)."""
+        async with unit_of_work(self._sessionmaker) as session:
+            cabinet = await repo.get_cabinet(session, incoming.device_id, for_update=True)
+            if cabinet is None:
+                raise Rejected("unknown_device")
+            try:
+                msg: UpMessage = up_message_adapter.validate_json(payload)
+            except ValidationError as exc:
+                raise Rejected("invalid_payload", str(exc)) from None
+            if msg.type != incoming.channel:
+                raise Rejected("invalid_payload", f"a {msg.type} message on the {incoming.channel} channel")
+            if not isinstance(msg, Status) and not await self._first_time(session, incoming, msg.msg_id):
+                if isinstance(msg, ReturnReport):
+                    # The device did not get our ack: answer again, change nothing.
+                    self._ack_after_commit(session, incoming.device_id, msg.msg_id, ReturnAckResult.DUPLICATE)
+                return Rejected("duplicate", f"msg_id {msg.msg_id}", emit=False)
+            await self._dispatch(session, cabinet, incoming, msg)
+        return None
+
+    async def _first_time(self, session: AsyncSession, incoming: Incoming, msg_id: str) -> bool:
+        stmt = (
+            insert(InboundMessage)
+            .values(device_id=incoming.device_id, msg_id=msg_id, received_at=incoming.received_at)
+            .on_conflict_do_nothing()
+            .returning(InboundMessage.msg_id)
+        )
+        return (await session.execute(stmt)).first() is not None
+
+    async def _dispatch(self, session: AsyncSession, cabinet: Cabinet, incoming: Incoming, msg: UpMessage) -> None:
+        at = incoming.received_at
+        if isinstance(msg, Status):
+            if msg.online:
+                await self._seen(session, cabinet, at, "status_online")
+            elif cabinet.online:
+                cabinet.online = False
+                await self._status_changed(session, cabinet, False, at, "last_will")
+            return
+        await self._seen(session, cabinet, at, msg.type)
+        if isinstance(msg, Hello):
+            cabinet.firmware = msg.firmware
+            cabinet.slot_count = msg.slot_count
+            await self._inventory(session, cabinet, incoming, msg.slots, msg.ts, msg.msg_id)
+        elif isinstance(msg, Inventory):
+            await self._inventory(session, cabinet, incoming, msg.slots, msg.ts, msg.msg_id)
+        elif isinstance(msg, Heartbeat):
+            if msg.rssi_dbm is not None:
+                cabinet.rssi_dbm = msg.rssi_dbm
+            await self._telemetry(session, cabinet.id, msg.ts, at, rssi=msg.rssi_dbm)
+        elif isinstance(msg, EjectResult):
+            await self._ejects.on_result(session, cabinet, msg, at)
+        elif isinstance(msg, ReturnReport):
+            await self._return(session, cabinet, incoming, msg)
+        elif isinstance(msg, SlotAbnormal):
+            log.warning(
+                "slot abnormal",
+                extra={"device_id": cabinet.id, "slot": msg.slot, "kind": msg.kind.value},
+            )
+
+    async def _seen(self, session: AsyncSession, cabinet: Cabinet, at: datetime, reason: str) -> None:
+        cabinet.last_seen_at = at
+        if not cabinet.online:
+            cabinet.online = True
+            await self._status_changed(session, cabinet, True, at, reason)
+
+    async def _status_changed(
+        self, session: AsyncSession, cabinet: Cabinet, online: bool, at: datetime, why: str
+    ) -> None:
+        log.info("cabinet status changed", extra={"device_id": cabinet.id, "online": online, "reason": why})
+        event = CabinetStatusChanged(cabinet_id=cabinet.id, online=online, at=at, reason=why)
+        await self._publish(session, event, cabinet.id)
+
+    async def _telemetry(
+        self,
+        session: AsyncSession,
+        device_id: str,
+        device_ms: int,
+        received_at: datetime,
+        *,
+        rssi: int | None = None,
+        present: int | None = None,
+        rentable: int | None = None,
+    ) -> None:
+        reported_at, _ = checked_device_time(device_ms, received_at, not_before=None, max_skew_s=self._max_skew)
+        event = DeviceTelemetryReported(
+            device_id=device_id,
+            reported_at=reported_at,
+            received_at=received_at,
+            rssi_dbm=rssi,
+            banks_present=present,
+            banks_rentable=rentable,
+        )
+        await self._publish(session, event, device_id)
+
+    async def _inventory(
+        self,
+        session: AsyncSession,
+        cabinet: Cabinet,
+        incoming: Incoming,
+        slots: list[SlotState],
+        device_ms: int,
+        msg_id: str,
+    ) -> None:
+        """Make the registry match a cabinet's report of its slots (only the slots it reports)."""
+        at = incoming.received_at
+        reported_at, _ = checked_device_time(device_ms, at, not_before=None, max_skew_s=self._max_skew)
+        by_slot = {s.slot: s for s in slots if s.slot <= cabinet.slot_count}
+        reported = {s.bank_id: s for s in by_slot.values() if s.bank_id is not None}
+        banks = await repo.banks_for_update(session, cabinet.id, reported)
+        # A rented bank in a snapshot older than its eject: the snapshot was taken before it left.
+        stale = {
+            b
+            for b, bank in banks.items()
+            if b in reported and bank.state == "rented" and bank.state_changed_at > reported_at
+        }
+        for known in banks.values():
+            was_here = known.cabinet_id == cabinet.id and known.slot_no in by_slot
+            if was_here and known.id not in reported and known.state in ("in_cabinet", "faulty"):
+                log.warning("bank missing from its slot", extra={"device_id": cabinet.id, "bank_id": known.id})
+                known.state, known.cabinet_id, known.slot_no, known.state_changed_at = "maintenance", None, None, at
+        fresh = {b: s for b, s in reported.items() if b not in stale}
+        await repo.clear_slots(session, bank_ids=list(fresh), cabinet_id=cabinet.id, slot_nos=list(by_slot))
+        await repo.upsert_slots(
+            session,
+            cabinet.id,
+            [
+                {
+                    "slot_no": s.slot,
+                    "bank_id": s.bank_id if s.bank_id is not None and fresh.get(s.bank_id) is s else None,
+                    "fault": s.fault.value if s.fault is not None else None,
+                }
+                for s in by_slot.values()
+            ],
+        )
+        rentable = 0
+        for bank_id, state in fresh.items():
+            new_state = "faulty" if state.fault == SlotFault.BANK_ERROR else "in_cabinet"
+            bank = banks.get(bank_id)
+            if bank is None:
+                bank = Bank(id=bank_id, state=new_state, state_changed_at=at)
+                session.add(bank)
+            elif bank.state == "rented":
+                await self._returned_by_inventory(session, bank, cabinet, state, incoming, msg_id, reported_at)
+            if bank.state != new_state or bank.cabinet_id != cabinet.id or bank.slot_no != state.slot:
+                bank.state_changed_at = at
+            bank.state, bank.cabinet_id, bank.slot_no = new_state, cabinet.id, state.slot
+            if state.battery_pct is not None:
+                bank.battery_pct = state.battery_pct
+            bank.last_report_at = at
+            if new_state == "in_cabinet" and state.fault is None and (state.battery_pct or 0) >= self._min_battery:
+                rentable += 1
+        await self._telemetry(session, cabinet.id, device_ms, at, present=len(reported), rentable=rentable)
+
+    async def _returned_by_inventory(
+        self,
+        session: AsyncSession,
+        bank: Bank,
+        cabinet: Cabinet,
+        state: SlotState,
+        incoming: Incoming,
+        msg_id: str,
+        reported_at: datetime,
+    ) -> None:
+        """A rented bank shows up in an inventory without a return report: its return was lost.
+        Report it so the rental still ends (at the server's time: no device time for it)."""
+        event = BankReturned(
+            report_id=f"{cabinet.id}/{msg_id}/{state.slot}",
+            bank_id=bank.id,
+            cabinet_id=cabinet.id,
+            slot=state.slot,
+            battery_pct=state.battery_pct,
+            returned_at=incoming.received_at,
+            device_reported_at=reported_at,
+            received_at=incoming.received_at,
+            clock_adjusted=True,
+        )
+        log.warning("rented bank found by inventory", extra={"device_id": cabinet.id, "bank_id": bank.id})
+        await self._publish(session, event, bank.id)
+
+    async def _return(self, session: AsyncSession, cabinet: Cabinet, incoming: Incoming, msg: ReturnReport) -> None:
+        device_id = cabinet.id
+        bank = await repo.get_bank(session, msg.bank_id, for_update=True)
+        if bank is None:
+            self._ack_after_commit(session, device_id, msg.msg_id, ReturnAckResult.UNKNOWN_BANK)
+            await self._count_rejection(session, incoming, "unknown_bank", f"bank {msg.bank_id}")
+            return
+        if msg.slot > cabinet.slot_count:
+            self._ack_after_commit(session, device_id, msg.msg_id, ReturnAckResult.SLOT_MISMATCH)
+            await self._count_rejection(session, incoming, "slot_mismatch", f"slot {msg.slot}")
+            return
+        if bank.state == "in_cabinet" and bank.cabinet_id == device_id and bank.slot_no == msg.slot:
+            self._ack_after_commit(session, device_id, msg.msg_id, ReturnAckResult.DUPLICATE)
+            log.info("duplicate return report", extra={"device_id": device_id, "bank_id": bank.id})
+            return
+        at = incoming.received_at
+        returned_at, adjusted = checked_device_time(
+            msg.ts, at, not_before=bank.state_changed_at, max_skew_s=self._max_skew
+        )
+        occupant = (
+            await session.execute(
+                select(Bank).where(Bank.cabinet_id == device_id, Bank.slot_no == msg.slot, Bank.id != bank.id)
+            )
+        ).scalar_one_or_none()
+        if occupant is not None:
+            log.warning("returned into an occupied slot", extra={"device_id": device_id, "bank_id": occupant.id})
+            occupant.state, occupant.cabinet_id, occupant.slot_no, occupant.state_changed_at = (
+                "maintenance",
+                None,
+                None,
+                at,
+            )
+        await repo.clear_slots(session, bank_ids=[bank.id], cabinet_id=device_id, slot_nos=[msg.slot])
+        await repo.upsert_slots(session, device_id, [{"slot_no": msg.slot, "bank_id": bank.id, "fault": None}])
+        bank.state, bank.cabinet_id, bank.slot_no = "in_cabinet", device_id, msg.slot
+        bank.state_changed_at = returned_at
+        bank.last_report_at = at
+        if msg.battery_pct is not None:
+            bank.battery_pct = msg.battery_pct
+        reported = ms_to_datetime(msg.ts) or at
+        event = BankReturned(
+            report_id=f"{device_id}/{msg.msg_id}",
+            bank_id=bank.id,
+            cabinet_id=device_id,
+            slot=msg.slot,
+            battery_pct=msg.battery_pct,
+            returned_at=returned_at,
+            device_reported_at=reported,
+            received_at=at,
+            clock_adjusted=adjusted,
+        )
+        await self._publish(session, event, bank.id)
+        self._ack_after_commit(session, device_id, msg.msg_id, ReturnAckResult.OK)
+        log.info(
+            "bank returned",
+            extra={"device_id": device_id, "bank_id": bank.id, "slot": msg.slot, "clock_adjusted": adjusted},
+        )
+
+    async def _count_rejection(self, session: AsyncSession, incoming: Incoming, reason: str, detail: str) -> None:
+        MESSAGES_REJECTED.labels(reason).inc()
+        log.warning(
+            "device message rejected",
+            extra={"device_id": incoming.device_id, "mqtt_topic": incoming.topic, "reason": reason, "detail": detail},
+        )
+        event = DeviceMessageRejected(
+            device_id=incoming.device_id, mqtt_topic=incoming.topic, reason=reason, at=incoming.received_at
+        )
+        await self._publish(session, event, incoming.device_id)
+
+    def _ack_after_commit(self, session: AsyncSession, device_id: str, ref: str, result: ReturnAckResult) -> None:
+        ack = ReturnAck(ref_msg_id=ref, result=result)
+
+        async def send() -> None:
+            try:
+                await self._downlink.send(device_id, ack)
+            except Exception as exc:
+                # The device repeats its report and gets the ack then.
+                log.warning("return ack not sent", extra={"device_id": device_id, "error": repr(exc)})
+
+        after_commit(session, send)

@@ -1,0 +1,73 @@
+"""Provisioning CLI.
+
+    python -m device_svc.provision seed --cabinets 3 --slots 8 --fleet-out fleet.json [--seed 42]
+    python -m device_svc.provision sync-broker
+
+Reads DATABASE_URL, MQTT_HOST, MQTT_PORT, MQTT_USERNAME, MQTT_PASSWORD, MQTT_PASSWORD_FILE and
+MQTT_BROKER_PIDFILE from the environment (device-svc settings). The database must be migrated.
+"""
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from device_svc.provisioning.seed import BrokerTarget, seed, sync_broker
+from device_svc.settings import Settings
+from kit.db import make_engine, make_sessionmaker
+
+
+def _broker(settings: Settings) -> BrokerTarget:
+    return BrokerTarget(
+        host=settings.mqtt_host,
+        port=settings.mqtt_port,
+        password_file=settings.mqtt_password_file,
+        pidfile=settings.mqtt_broker_pidfile,
+        service_user=settings.mqtt_username,
+        service_password=settings.mqtt_password.get_secret_value(),
+    )
+
+
+async def _run(args: argparse.Namespace, settings: Settings) -> int:
+    engine = make_engine(settings.database_url, pool_size=2)
+    try:
+        sessionmaker = make_sessionmaker(engine)
+        if args.command == "seed":
+            result = await seed(
+                sessionmaker,
+                cabinets=args.cabinets,
+                slots=args.slots,
+                fleet_out=args.fleet_out,
+                broker=_broker(settings),
+                rng_seed=args.seed,
+            )
+            print(
+                f"seeded {args.cabinets} cabinets ({result.cabinets_created} new, "
+                f"{result.passwords_generated} new passwords); fleet file {args.fleet_out}; "
+                f"broker password file {'written' if result.broker_file_written else 'not configured'}"
+                f"{', broker reloaded' if result.broker_reloaded else ''}"
+            )
+        else:
+            reloaded = await sync_broker(sessionmaker, _broker(settings))
+            print(f"broker password file written{', broker reloaded' if reloaded else ''}")
+        return 0
+    finally:
+        await engine.dispose()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m device_svc.provision", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    seed_cmd = sub.add_parser("seed", help="create the demo fleet (idempotent) and the broker password file")
+    seed_cmd.add_argument("--cabinets", type=int, default=3, choices=range(1, 10000), metavar="N")
+    seed_cmd.add_argument("--slots", type=int, default=8, choices=range(3, 257), metavar="N")
+    seed_cmd.add_argument("--fleet-out", type=Path, required=True)
+    seed_cmd.add_argument("--seed", type=int, default=42)
+    sub.add_parser("sync-broker", help="rewrite the broker password file from the registry and reload it")
+    args = parser.parse_args(argv)
+    return asyncio.run(_run(args, Settings()))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

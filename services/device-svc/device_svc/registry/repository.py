@@ -1,0 +1,152 @@
+"""All registry SQL: cabinets, slots and banks. Never commits."""
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import ColumnElement
+
+from device_svc.models import Bank, Cabinet, Command, Slot
+
+
+async def get_cabinet(session: AsyncSession, cabinet_id: str, *, for_update: bool = False) -> Cabinet | None:
+    stmt = select(Cabinet).where(Cabinet.id == cabinet_id)
+    if for_update:
+        stmt = stmt.with_for_update()
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def get_bank(session: AsyncSession, bank_id: str, *, for_update: bool = False) -> Bank | None:
+    stmt = select(Bank).where(Bank.id == bank_id)
+    if for_update:
+        stmt = stmt.with_for_update()
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def get_slot(session: AsyncSession, cabinet_id: str, slot_no: int) -> Slot | None:
+    return await session.get(Slot, (cabinet_id, slot_no))
+
+
+async def list_slots(session: AsyncSession, cabinet_id: str) -> Sequence[Slot]:
+    stmt = select(Slot).where(Slot.cabinet_id == cabinet_id).order_by(Slot.slot_no)
+    return (await session.execute(stmt)).scalars().all()
+
+
+async def banks_for_update(session: AsyncSession, cabinet_id: str, bank_ids: Iterable[str]) -> dict[str, Bank]:
+    """Banks named in a report plus the banks the registry has in that cabinet, locked."""
+    ids = list(bank_ids)
+    stmt = select(Bank).where(or_(Bank.id.in_(ids), Bank.cabinet_id == cabinet_id)).order_by(Bank.id).with_for_update()
+    return {b.id: b for b in (await session.execute(stmt)).scalars().all()}
+
+
+async def clear_slots(
+    session: AsyncSession, *, bank_ids: Sequence[str], cabinet_id: str, slot_nos: Sequence[int]
+) -> None:
+    """Empty every slot holding one of `bank_ids` and the given slots of `cabinet_id`."""
+    conditions: list[ColumnElement[bool]] = []
+    if bank_ids:
+        conditions.append(Slot.bank_id.in_(bank_ids))
+    if slot_nos:
+        conditions.append(and_(Slot.cabinet_id == cabinet_id, Slot.slot_no.in_(slot_nos)))
+    if conditions:
+        await session.execute(
+            update(Slot).where(or_(*conditions)).values(bank_id=None, updated_at=func.now()),
+            execution_options={"synchronize_session": False},
+        )
+
+
+async def upsert_slots(session: AsyncSession, cabinet_id: str, rows: Sequence[dict[str, Any]]) -> None:
+    """rows: {"slot_no", "bank_id", "fault"}."""
+    if not rows:
+        return
+    stmt = insert(Slot).values([{"cabinet_id": cabinet_id, **row} for row in rows])
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[Slot.cabinet_id, Slot.slot_no],
+        set_={"bank_id": stmt.excluded.bank_id, "fault": stmt.excluded.fault, "updated_at": func.now()},
+    )
+    await session.execute(stmt)
+
+
+async def empty_slot_of_bank(session: AsyncSession, bank_id: str) -> None:
+    await session.execute(
+        update(Slot).where(Slot.bank_id == bank_id).values(bank_id=None, updated_at=func.now()),
+        execution_options={"synchronize_session": False},
+    )
+
+
+async def has_pending_command(session: AsyncSession, bank_id: str) -> bool:
+    stmt = select(Command.cmd_id).where(Command.bank_id == bank_id, Command.status == "sent").limit(1)
+    return (await session.execute(stmt)).first() is not None
+
+
+def _available_banks_subquery(min_battery_pct: int) -> Any:
+    return (
+        select(func.count())
+        .select_from(Bank)
+        .join(Slot, and_(Slot.bank_id == Bank.id, Slot.cabinet_id == Bank.cabinet_id))
+        .where(
+            Bank.cabinet_id == Cabinet.id,
+            Bank.state == "in_cabinet",
+            Bank.battery_pct >= min_battery_pct,
+            Slot.fault.is_(None),
+        )
+        .correlate(Cabinet)
+        .scalar_subquery()
+    )
+
+
+def _occupied_slots_subquery() -> Any:
+    return (
+        select(func.count())
+        .select_from(Slot)
+        .where(Slot.cabinet_id == Cabinet.id, Slot.bank_id.is_not(None))
+        .correlate(Cabinet)
+        .scalar_subquery()
+    )
+
+
+async def list_cabinets(session: AsyncSession, min_battery_pct: int) -> Sequence[Any]:
+    stmt = select(
+        Cabinet,
+        _available_banks_subquery(min_battery_pct).label("banks_available"),
+        _occupied_slots_subquery().label("occupied"),
+    ).order_by(Cabinet.id)
+    return (await session.execute(stmt)).all()
+
+
+async def cabinet_summary(session: AsyncSession, cabinet_id: str, min_battery_pct: int) -> Any | None:
+    stmt = select(
+        Cabinet,
+        _available_banks_subquery(min_battery_pct).label("banks_available"),
+        _occupied_slots_subquery().label("occupied"),
+    ).where(Cabinet.id == cabinet_id)
+    return (await session.execute(stmt)).first()
+
+
+async def slot_details(session: AsyncSession, cabinet_id: str) -> Sequence[Any]:
+    stmt = (
+        select(Slot, Bank)
+        .outerjoin(Bank, Bank.id == Slot.bank_id)
+        .where(Slot.cabinet_id == cabinet_id)
+        .order_by(Slot.slot_no)
+    )
+    return (await session.execute(stmt)).all()
+
+
+async def mark_stale_cabinets_offline(session: AsyncSession, seen_before: datetime, limit: int = 500) -> Sequence[Any]:
+    locked = (
+        select(Cabinet.id)
+        .where(Cabinet.online.is_(True), or_(Cabinet.last_seen_at.is_(None), Cabinet.last_seen_at < seen_before))
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    stmt = (
+        update(Cabinet)
+        .where(Cabinet.id.in_(locked.scalar_subquery()))
+        .values(online=False)
+        .returning(Cabinet.id, Cabinet.last_seen_at)
+    )
+    return (await session.execute(stmt, execution_options={"synchronize_session": False})).all()

@@ -1,0 +1,418 @@
+"""Fixtures: our own Mosquitto (password file + the stack's ACL), the real PostgreSQL and Kafka,
+the app in-process, a tap on device-svc's output topics and raw MQTT "cabinets"."""
+
+import asyncio
+import contextlib
+import getpass
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import httpx
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from pydantic import SecretStr
+
+from contracts import Envelope, Topic, event_adapter, new_event
+from contracts.events import EjectBank
+from contracts.mqtt import UpChannel, cmd_topic, down_message_adapter, up_topic
+from device_svc.main import create_app
+from device_svc.provisioning.mosquitto import mosquitto_hash, write_password_file
+from device_svc.provisioning.seed import BrokerTarget, seed
+from device_svc.settings import Settings
+from kit.auth import TokenSigner
+from kit.db import make_engine, make_sessionmaker
+from kit.testing import app_client, ensure_database, kafka_bootstrap, migrate, test_database_url, truncate_all
+
+SERVICE_DIR = Path(__file__).resolve().parents[1]
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+SERVICE_PASSWORD = "test-device-svc-" + uuid.uuid4().hex[:8]
+ACL = """user device-svc
+topic readwrite pb/v1/devices/#
+pattern write pb/v1/devices/%u/up/#
+pattern read pb/v1/devices/%u/cmd/#
+"""
+OUTPUT_TOPICS = [
+    Topic.DEVICE_EJECTS,
+    Topic.DEVICE_RETURNS,
+    Topic.DEVICE_STATUS,
+    Topic.DEVICE_TELEMETRY,
+    Topic.DEVICE_REJECTIONS,
+]
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+@dataclass
+class Broker:
+    host: str
+    port: int
+    directory: Path
+    password_file: Path
+    pidfile: Path
+    process: subprocess.Popen[bytes]
+
+    def target(self) -> BrokerTarget:
+        return BrokerTarget(
+            host=self.host,
+            port=self.port,
+            password_file=self.password_file,
+            pidfile=self.pidfile,
+            service_user="device-svc",
+            service_password=SERVICE_PASSWORD,
+        )
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    port = int(os.environ.get("DEVICE_TEST_MQTT_PORT", "0")) or next(p for p in range(18890, 18900) if _free(p))
+    directory = tmp_path_factory.mktemp("mosquitto")
+    password_file = directory / "passwd"
+    write_password_file(password_file, {"device-svc": mosquitto_hash(SERVICE_PASSWORD)})
+    (directory / "acl").write_text(ACL)
+    pidfile = directory / "mosquitto.pid"
+    conf = directory / "mosquitto.conf"
+    conf.write_text(
+        # `user`: when started as root, mosquitto would otherwise switch to `mosquitto` and lose the files.
+        f"user {getpass.getuser()}\nper_listener_settings false\nlistener {port} 127.0.0.1\nallow_anonymous false\n"
+        f"password_file {password_file}\nacl_file {directory / 'acl'}\nset_tcp_nodelay true\n"
+        f"persistence false\nlog_dest file {directory / 'mosquitto.log'}\nlog_type all\n"
+    )
+    process = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    pidfile.write_text(str(process.pid))
+    deadline = time.monotonic() + 10
+    while _free(port):
+        if process.poll() is not None or time.monotonic() > deadline:
+            err = process.stderr.read().decode() if process.stderr else ""
+            raise RuntimeError(f"mosquitto did not start: {err}")
+        time.sleep(0.05)
+    yield Broker("127.0.0.1", port, directory, password_file, pidfile, process)
+    process.terminate()
+    process.wait(10)
+
+
+@pytest.fixture(scope="session")
+async def database_url() -> str:
+    url = test_database_url("device")
+    await ensure_database(url, recreate=True)
+    migrate(SERVICE_DIR, url)
+    return url
+
+
+@pytest.fixture(scope="session")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    from kit.testing import write_keypair
+
+    return write_keypair(tmp_path_factory.mktemp("keys"))
+
+
+@pytest.fixture(scope="session")
+def signer(keys: tuple[Path, Path]) -> TokenSigner:
+    return TokenSigner.from_file(keys[0], "pb-user-svc", "pb")
+
+
+@pytest.fixture(scope="session")
+async def consumer_group() -> str:
+    """A fresh group whose offsets start at the end: old commands in a shared broker are not replayed."""
+    group = f"device-svc-test-{uuid.uuid4().hex[:8]}"
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap(), group_id=f"{group}.events")
+    await consumer.start()
+    try:
+        parts = [
+            TopicPartition(Topic.DEVICE_COMMANDS, p)
+            for p in consumer.partitions_for_topic(Topic.DEVICE_COMMANDS) or {0}
+        ]
+        consumer.assign(parts)
+        await consumer.seek_to_end(*parts)
+        await consumer.commit({tp: await consumer.position(tp) for tp in parts})
+    finally:
+        await consumer.stop()
+    return group
+
+
+class EventTap:
+    """Reads device-svc's output topics from the moment the session starts."""
+
+    def __init__(self) -> None:
+        self.events: list[Envelope] = []
+        self.mark = 0  # tests only look at events from `mark` on (set when a test's data is seeded)
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._consumer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap(), enable_auto_commit=False)
+        await self._consumer.start()
+        parts = []
+        for topic in OUTPUT_TOPICS:
+            await self._consumer._client.force_metadata_update()
+            for p in self._consumer.partitions_for_topic(topic) or {0}:
+                parts.append(TopicPartition(topic, p))
+        self._consumer.assign(parts)
+        await self._consumer.seek_to_end(*parts)
+        for tp in parts:
+            await self._consumer.position(tp)
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        assert self._consumer is not None
+        while True:
+            batches = await self._consumer.getmany(timeout_ms=100)
+            for records in batches.values():
+                for record in records:
+                    if record.value is not None:
+                        with contextlib.suppress(Exception):
+                            self.events.append(event_adapter.validate_json(record.value))
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+    def matching(self, event_type: str, **fields: Any) -> list[Any]:
+        out = []
+        for env in self.events[self.mark :]:
+            if env.type != event_type:
+                continue
+            data = env.data
+            if all(getattr(data, k) == v for k, v in fields.items()):
+                out.append(data)
+        return out
+
+    async def wait_for(self, event_type: str, timeout: float = 10.0, **fields: Any) -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = self.matching(event_type, **fields)
+            if found:
+                return found[0]
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"no {event_type} with {fields} within {timeout}s")
+
+
+@pytest.fixture(scope="session")
+async def tap() -> AsyncIterator[EventTap]:
+    t = EventTap()
+    await t.start()
+    yield t
+    await t.stop()
+
+
+@pytest.fixture(scope="session")
+async def kafka_producer() -> AsyncIterator[AIOKafkaProducer]:
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap(), enable_idempotence=False, linger_ms=0)
+    await producer.start()
+    yield producer
+    await producer.stop()
+
+
+@pytest.fixture(scope="session")
+def fleet_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("fleet") / "fleet.json"
+
+
+@pytest.fixture
+async def fleet(database_url: str, broker: Broker, fleet_file: Path, tap: EventTap) -> dict[str, Any]:
+    """A clean database seeded with 3 cabinets x 8 slots; the broker knows their passwords."""
+    await truncate_all(database_url)
+    tap.mark = len(tap.events)
+    engine = make_engine(database_url, 2)
+    try:
+        result = await seed(
+            make_sessionmaker(engine), cabinets=3, slots=8, fleet_out=fleet_file, broker=broker.target()
+        )
+    finally:
+        await engine.dispose()
+    await asyncio.sleep(0.2)  # SIGHUP reload
+    return result.fleet
+
+
+def make_settings(database_url: str, broker: Broker, consumer_group: str, keys: tuple[Path, Path]) -> Settings:
+    return Settings(
+        pb_env="test",
+        database_url=database_url,
+        kafka_bootstrap=kafka_bootstrap(),
+        kafka_consumer_group=consumer_group,
+        jwt_public_key_file=keys[1],
+        mqtt_host=broker.host,
+        mqtt_port=broker.port,
+        mqtt_password=SecretStr(SERVICE_PASSWORD),
+        mqtt_client_id=f"device-svc-test-{uuid.uuid4().hex[:8]}",
+        mqtt_clean_session=True,
+        outbox_poll_interval_s=0.1,
+        offline_after_s=60,
+    )
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str, broker: Broker, consumer_group: str, keys: tuple[Path, Path]) -> Settings:
+    return make_settings(database_url, broker, consumer_group, keys)
+
+
+async def wait_ready(client: httpx.AsyncClient, timeout: float = 30.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    body: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        resp = await client.get("/readyz")
+        body = resp.json()
+        if resp.status_code == 200:
+            return body
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"device-svc not ready: {body}")
+
+
+@pytest.fixture(scope="session")
+async def running_service(settings: Settings, tap: EventTap) -> AsyncIterator[httpx.AsyncClient]:
+    """One device-svc for the session (joining a consumer group takes seconds); tests reseed the data."""
+    async with app_client(create_app(settings)) as client:
+        await wait_ready(client)
+        yield client
+
+
+@pytest.fixture
+async def service(running_service: httpx.AsyncClient, fleet: dict[str, Any]) -> httpx.AsyncClient:
+    return running_service
+
+
+@dataclass
+class Cabinet:
+    """A raw MQTT client acting as one cabinet."""
+
+    device_id: str
+    client: aiomqtt.Client
+    inbox: "asyncio.Queue[Any]" = field(default_factory=asyncio.Queue)
+    task: "asyncio.Task[None] | None" = None
+    seq: int = 0
+
+    def next_id(self) -> str:
+        self.seq += 1
+        return f"m-{uuid.uuid4().hex[:8]}-{self.seq}"
+
+    async def send(self, channel: Any, message: dict[str, Any] | bytes, *, topic: str | None = None) -> None:
+        payload = message if isinstance(message, bytes) else json.dumps(message).encode()
+        await self.client.publish(topic or up_topic(self.device_id, UpChannel(channel)), payload, qos=1)
+
+    async def hello(self, fleet_entry: dict[str, Any]) -> None:
+        await self.send(
+            "hello",
+            {
+                "type": "hello",
+                "msg_id": self.next_id(),
+                "ts": now_ms(),
+                "firmware": "test-fw",
+                "slot_count": fleet_entry["slot_count"],
+                "slots": [
+                    {k: v for k, v in s.items() if v is not None} | {"slot": s["slot"]} for s in fleet_entry["slots"]
+                ],
+            },
+        )
+
+    async def receive(self, timeout: float = 5.0) -> Any:
+        return await asyncio.wait_for(self.inbox.get(), timeout)
+
+
+def now_ms(offset: timedelta = timedelta()) -> int:
+    return int((datetime.now(UTC) + offset).timestamp() * 1000)
+
+
+@pytest.fixture
+async def cabinets(broker: Broker) -> AsyncIterator[Callable[..., Any]]:
+    opened: list[Cabinet] = []
+    stack = contextlib.AsyncExitStack()
+
+    async def connect(device_id: str, password: str, *, subscribe: bool = True) -> Cabinet:
+        client = aiomqtt.Client(
+            broker.host,
+            broker.port,
+            username=device_id,
+            password=password,
+            identifier=f"{device_id}-{uuid.uuid4().hex[:6]}",
+        )
+        await stack.enter_async_context(client)
+        cab = Cabinet(device_id, client)
+        if subscribe:
+            await client.subscribe(cmd_topic(device_id), qos=1)
+
+            async def pump() -> None:
+                async for message in client.messages:
+                    payload = message.payload
+                    assert isinstance(payload, bytes)
+                    await cab.inbox.put(down_message_adapter.validate_json(payload))
+
+            cab.task = asyncio.create_task(pump())
+        opened.append(cab)
+        return cab
+
+    yield connect
+    for cab in opened:
+        if cab.task is not None:
+            cab.task.cancel()
+            with contextlib.suppress(BaseException):
+                await cab.task
+    await stack.aclose()
+
+
+async def send_eject(
+    producer: AIOKafkaProducer, code: str, *, deadline_s: float = 5.0, command_id: uuid.UUID | None = None
+) -> EjectBank:
+    cmd = EjectBank(
+        command_id=command_id or uuid.uuid4(),
+        rental_id=uuid.uuid4(),
+        user_id=uuid.uuid4(),
+        code=code,
+        deadline=datetime.now(UTC) + timedelta(seconds=deadline_s),
+    )
+    env = new_event(cmd, key=code, producer="test")
+    await producer.send_and_wait(Topic.DEVICE_COMMANDS, env.to_bytes(), key=code.encode())
+    return cmd
+
+
+@pytest.fixture
+def clock() -> Callable[..., int]:
+    """Device time in epoch ms, optionally offset: `clock()` or `clock(timedelta(days=1))`."""
+    return now_ms
+
+
+@pytest.fixture
+def eject(kafka_producer: AIOKafkaProducer) -> Callable[..., Any]:
+    """Produce an EjectBank command to device.commands.v1, as billing would."""
+
+    async def produce(code: str, **kwargs: Any) -> EjectBank:
+        return await send_eject(kafka_producer, code, **kwargs)
+
+    return produce
+
+
+@pytest.fixture
+def online(cabinets: Callable[..., Any], fleet: dict[str, Any], tap: EventTap) -> Callable[..., Any]:
+    """Connect a cabinet with its fleet password, say hello, and wait until device-svc has it online."""
+
+    async def bring_online(cabinet_id: str) -> Cabinet:
+        entry = next(c for c in fleet["cabinets"] if c["cabinet_id"] == cabinet_id)
+        cab: Cabinet = await cabinets(cabinet_id, entry["password"])
+        await cab.hello(entry)
+        await tap.wait_for("device.cabinet.status_changed", cabinet_id=cabinet_id, online=True)
+        return cab
+
+    return bring_online
+
+
+@pytest.fixture
+async def service_account(cabinets: Callable[..., Any]) -> Cabinet:
+    """An MQTT client logged in as device-svc itself (allowed on every device topic)."""
+    cab: Cabinet = await cabinets("device-svc", SERVICE_PASSWORD, subscribe=False)
+    return cab

@@ -1,0 +1,80 @@
+"""Public registry API and operations endpoints."""
+
+import pytest
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from device_svc.sweepers import mark_offline
+
+pytestmark = pytest.mark.integration
+
+
+def auth(signer, **kwargs):
+    return {"Authorization": f"Bearer {signer.issue('00000000-0000-0000-0000-000000000001', **kwargs)}"}
+
+
+async def test_cabinet_list_detail_and_bank(service, online, signer):
+    await online("CAB-0001")
+    resp = await service.get("/v1/cabinets", headers=auth(signer))
+    assert resp.status_code == 200
+    items = {c["id"]: c for c in resp.json()["items"]}
+    assert set(items) == {"CAB-0001", "CAB-0002", "CAB-0003"}
+    cab1 = items["CAB-0001"]
+    assert cab1["online"] is True
+    assert items["CAB-0002"]["online"] is False
+    assert cab1["slot_count"] == 8
+    assert cab1["free_slots"] == 2
+    assert cab1["banks_available"] == 5  # 6 banks, PB-000002 at 10%
+    detail = (await service.get("/v1/cabinets/CAB-0001", headers=auth(signer, kind="admin", roles=["admin"]))).json()
+    assert detail["firmware"] == "test-fw"
+    assert [s["slot"] for s in detail["slots"]] == list(range(1, 9))
+    assert detail["slots"][1] == {
+        "slot": 2,
+        "bank_id": "PB-000002",
+        "battery_pct": 10,
+        "fault": None,
+        "rentable": False,
+    }
+    assert detail["slots"][7]["bank_id"] is None
+    bank = (await service.get("/v1/banks/PB-000002", headers=auth(signer))).json()
+    assert (bank["state"], bank["battery_pct"], bank["cabinet_id"], bank["slot"]) == ("in_cabinet", 10, "CAB-0001", 2)
+
+
+async def test_api_errors(service, signer):
+    assert (await service.get("/v1/cabinets")).status_code == 401
+    assert (await service.get("/v1/cabinets", headers=auth(signer, kind="client"))).status_code == 403
+    missing = await service.get("/v1/cabinets/CAB-9999", headers=auth(signer))
+    assert missing.status_code == 404
+    assert missing.json()["code"] == "cabinet_not_found"
+    assert (await service.get("/v1/banks/PB-999999", headers=auth(signer))).json()["code"] == "bank_not_found"
+    assert (await service.get("/v1/banks/bad%20id", headers=auth(signer))).status_code == 422
+
+
+async def test_readyz_checks_database_kafka_and_mqtt(service):
+    body = (await service.get("/readyz")).json()
+    assert {"database", "kafka", "mqtt", "consumers"} <= set(body["checks"])
+    assert body["status"] == "ok"
+
+
+async def test_last_will_and_silence_mark_cabinets_offline(service, online, cabinets, tap, database_url):
+    cab = await online("CAB-0001")
+    await cab.send("status", {"type": "status", "online": False})
+    changed = await tap.wait_for("device.cabinet.status_changed", cabinet_id="CAB-0001", online=False)
+    assert changed.reason == "last_will"
+    cab3 = await online("CAB-0003")
+    assert cab3 is not None
+    engine = create_async_engine(database_url)
+    try:
+        from kit.db import make_sessionmaker
+
+        published = []
+
+        async def publish(session, data, key):
+            published.append(data)
+            return await service._transport.app.state.runtime.publish(session, data, key=key)
+
+        assert await mark_offline(make_sessionmaker(engine), publish, offline_after_s=0) >= 1
+    finally:
+        await engine.dispose()
+    assert [e.cabinet_id for e in published] == ["CAB-0003"]
+    silent = await tap.wait_for("device.cabinet.status_changed", cabinet_id="CAB-0003", online=False)
+    assert silent.reason == "no_message"

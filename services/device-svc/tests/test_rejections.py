@@ -1,0 +1,101 @@
+"""Bad device messages are dropped, logged, counted and reported, and never stop the next one;
+the broker itself keeps devices to their own topics."""
+
+import asyncio
+
+import aiomqtt
+import pytest
+from prometheus_client import REGISTRY
+
+from contracts.mqtt import MAX_PAYLOAD_BYTES
+
+pytestmark = pytest.mark.integration
+
+
+def rejected_count(reason):
+    return REGISTRY.get_sample_value("pb_device_messages_rejected_total", {"reason": reason}) or 0.0
+
+
+def received_count(channel):
+    return REGISTRY.get_sample_value("pb_device_messages_received_total", {"channel": channel}) or 0.0
+
+
+async def cabinet_rssi(service, signer, cabinet_id):
+    token = signer.issue("00000000-0000-0000-0000-000000000001")
+    resp = await service.get(f"/v1/cabinets/{cabinet_id}", headers={"Authorization": f"Bearer {token}"})
+    return resp.json()["rssi_dbm"]
+
+
+async def wait_rssi(service, signer, cabinet_id, value, timeout=5.0):
+    for _ in range(int(timeout / 0.05)):
+        if await cabinet_rssi(service, signer, cabinet_id) == value:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{cabinet_id} rssi never became {value}")
+
+
+def heartbeat(cab, clock, rssi):
+    return {"type": "heartbeat", "msg_id": cab.next_id(), "ts": clock(), "rssi_dbm": rssi}
+
+
+async def test_bad_messages_are_rejected_and_the_next_one_still_processed(
+    service, online, service_account, tap, clock, signer
+):
+    cab = await online("CAB-0001")
+    before = {
+        r: rejected_count(r) for r in ("invalid_payload", "oversized", "unknown_device", "duplicate", "bad_topic")
+    }
+
+    await cab.send("heartbeat", b"{not json")
+    await cab.send("heartbeat", b"x" * (MAX_PAYLOAD_BYTES + 1))
+    await cab.send("inventory", heartbeat(cab, clock, -60))  # type does not match the channel
+    await service_account.send(None, heartbeat(cab, clock, -61), topic="pb/v1/devices/CAB-9999/up/heartbeat")
+    await service_account.send(None, heartbeat(cab, clock, -62), topic="pb/v1/devices/CAB-0001/up/nonsense")
+    same = heartbeat(cab, clock, -63)
+    await cab.send("heartbeat", same)
+    await cab.send("heartbeat", same)  # replay
+    await cab.send("heartbeat", heartbeat(cab, clock, -64))  # valid, after all of the above
+
+    await wait_rssi(service, signer, "CAB-0001", -64)
+    await tap.wait_for("device.message.rejected", device_id="CAB-9999", reason="unknown_device")
+    await tap.wait_for("device.message.rejected", device_id="CAB-0001", reason="oversized")
+    await tap.wait_for("device.message.rejected", device_id="CAB-0001", reason="bad_topic")
+    assert len(tap.matching("device.message.rejected", device_id="CAB-0001", reason="invalid_payload")) >= 2
+    assert rejected_count("invalid_payload") - before["invalid_payload"] == 2
+    assert rejected_count("oversized") - before["oversized"] == 1
+    assert rejected_count("unknown_device") - before["unknown_device"] == 1
+    assert rejected_count("bad_topic") - before["bad_topic"] == 1
+    assert rejected_count("duplicate") - before["duplicate"] == 1
+    assert not tap.matching("device.message.rejected", reason="duplicate")
+    await tap.wait_for("device.telemetry.reported", device_id="CAB-0001", rssi_dbm=-64)
+
+
+async def test_broker_refuses_a_wrong_password(service, fleet, broker):
+    with pytest.raises(aiomqtt.MqttError):
+        async with aiomqtt.Client(broker.host, broker.port, username="CAB-0001", password="wrong-password"):
+            pass
+    with pytest.raises(aiomqtt.MqttError):
+        async with aiomqtt.Client(broker.host, broker.port):
+            pass
+
+
+async def test_a_device_cannot_act_for_another(service, fleet, online, cabinets, clock, signer, eject):
+    cab2 = await online("CAB-0002")
+    password1 = next(c["password"] for c in fleet["cabinets"] if c["cabinet_id"] == "CAB-0001")
+    cab1 = await cabinets("CAB-0001", password1)
+    received = received_count("heartbeat")
+
+    # CAB-0001 writes to CAB-0002's topic: the broker drops it (the ACL), device-svc never sees it.
+    await cab1.send(None, heartbeat(cab1, clock, -11), topic="pb/v1/devices/CAB-0002/up/heartbeat")
+    await cab2.send("heartbeat", heartbeat(cab2, clock, -22))
+    await wait_rssi(service, signer, "CAB-0002", -22)
+    await asyncio.sleep(0.3)
+    assert await cabinet_rssi(service, signer, "CAB-0002") == -22
+    assert received_count("heartbeat") - received == 1
+
+    # Nor may it read another cabinet's commands: the subscription delivers nothing.
+    await cab1.client.subscribe("pb/v1/devices/CAB-0002/#", qos=1)
+    await eject("CAB-0002")
+    assert (await cab2.receive()).type == "eject"
+    with pytest.raises(TimeoutError):
+        await cab1.receive(timeout=0.5)

@@ -1,0 +1,152 @@
+"""Unit tests: nothing running."""
+
+import base64
+import shutil
+import subprocess
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from contracts.events import EjectFailureReason
+from contracts.mqtt import EjectResultCode, parse_up_topic
+from device_svc.clock import checked_device_time, datetime_to_ms
+from device_svc.commands.rules import BankView, bank_refusal, failure_reason, pick_best_bank
+from device_svc.mqtt.handlers import CHANNELS
+from device_svc.provisioning.mosquitto import mosquitto_hash, render_password_file, verify_mosquitto_hash
+from device_svc.provisioning.seed import plan_cabinet
+
+NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
+
+# Written by `mosquitto_passwd -b -c pw alice secret` (Mosquitto 2.0.11).
+MOSQUITTO_PASSWD_LINE = "alice:$7$101$h2jjEn50v/iNFINK$KQWOjjWudxiVLs6WdYODCMApRKQ0WJxCcDqjrJg/red3DmJrOzXC9V+ydEs3c9tSPE7z+v/hKlPvr3goJkv4Pw=="
+
+
+@pytest.mark.parametrize(
+    ("topic", "expected"),
+    [
+        ("pb/v1/devices/CAB-0001/up/hello", ("CAB-0001", "hello")),
+        ("pb/v1/devices/CAB-0001/up/return", ("CAB-0001", "return")),
+        ("pb/v1/devices/CAB-0001/cmd", None),
+        ("pb/v1/devices/CAB-0001/up/hello/extra", None),
+        ("pb/v2/devices/CAB-0001/up/hello", None),
+        ("", None),
+    ],
+)
+def test_topic_parsing(topic, expected):
+    assert parse_up_topic(topic) == expected
+
+
+def test_every_channel_is_known_and_others_are_not():
+    assert {"hello", "heartbeat", "inventory", "eject_result", "return", "slot_abnormal", "status"} == CHANNELS
+    assert "nonsense" not in CHANNELS
+
+
+def test_clock_uses_device_time_when_plausible():
+    ts = datetime_to_ms(NOW - timedelta(seconds=5))
+    at, adjusted = checked_device_time(ts, NOW, not_before=NOW - timedelta(minutes=10), max_skew_s=60)
+    assert (at, adjusted) == (NOW - timedelta(seconds=5), False)
+    at, adjusted = checked_device_time(datetime_to_ms(NOW + timedelta(seconds=59)), NOW, not_before=None, max_skew_s=60)
+    assert not adjusted
+
+
+@pytest.mark.parametrize(
+    "device_time",
+    [NOW + timedelta(days=1), NOW + timedelta(seconds=61), NOW - timedelta(hours=1)],
+)
+def test_clock_falls_back_to_server_time(device_time):
+    at, adjusted = checked_device_time(
+        datetime_to_ms(device_time), NOW, not_before=NOW - timedelta(minutes=10), max_skew_s=60
+    )
+    assert (at, adjusted) == (NOW, True)
+
+
+def test_clock_survives_absurd_device_times():
+    assert checked_device_time(10**17, NOW, not_before=None, max_skew_s=60) == (NOW, True)
+
+
+def bank(**kw):
+    base = {"id": "PB-1", "state": "in_cabinet", "battery_pct": 80, "cabinet_id": "CAB-1", "slot_no": 1}
+    return BankView(**(base | kw))
+
+
+@pytest.mark.parametrize(
+    ("view", "online", "reason"),
+    [
+        (bank(), True, None),
+        (bank(battery_pct=19), True, EjectFailureReason.BANK_BATTERY_LOW),
+        (bank(battery_pct=None), True, EjectFailureReason.BANK_BATTERY_LOW),
+        (bank(battery_pct=20), True, None),
+        (bank(state="faulty"), True, EjectFailureReason.BANK_FAULTY),
+        (bank(slot_fault="cable_fault"), True, EjectFailureReason.BANK_FAULTY),
+        (bank(state="rented", cabinet_id=None, slot_no=None), None, EjectFailureReason.BANK_NOT_AVAILABLE),
+        (bank(state="maintenance"), True, EjectFailureReason.BANK_NOT_AVAILABLE),
+        (bank(pending_command=True), True, EjectFailureReason.BANK_NOT_AVAILABLE),
+        (bank(), False, EjectFailureReason.CABINET_OFFLINE),
+    ],
+)
+def test_bank_refusal_rules(view, online, reason):
+    refusal = bank_refusal(view, cabinet_online=online, min_battery_pct=20)
+    assert (refusal[0] if refusal else None) == reason
+
+
+def test_pick_best_bank_takes_most_charge_among_rentable():
+    banks = [
+        bank(id="A", battery_pct=70, slot_no=1),
+        bank(id="B", battery_pct=99, slot_no=2, state="faulty"),
+        bank(id="C", battery_pct=95, slot_no=3, pending_command=True),
+        bank(id="D", battery_pct=90, slot_no=4),
+        bank(id="E", battery_pct=90, slot_no=5),
+        bank(id="F", battery_pct=10, slot_no=6),
+    ]
+    best = pick_best_bank(banks, 20)
+    assert best is not None
+    assert best.id == "D"
+    assert pick_best_bank([bank(battery_pct=5)], 20) is None
+
+
+def test_result_codes_map_to_failure_reasons():
+    assert failure_reason(EjectResultCode.FAILED) == EjectFailureReason.EJECT_FAILED
+    assert failure_reason(EjectResultCode.MOTOR_FAULT) == EjectFailureReason.MOTOR_FAULT
+    assert failure_reason(EjectResultCode.BANK_NOT_PRESENT) == EjectFailureReason.BANK_NOT_PRESENT
+    assert failure_reason(EjectResultCode.EXPIRED) == EjectFailureReason.COMMAND_EXPIRED
+    assert failure_reason(EjectResultCode.TIMEOUT) == EjectFailureReason.DEVICE_NO_ANSWER
+
+
+def test_mosquitto_hash_matches_mosquitto_passwd_output():
+    _user, entry = MOSQUITTO_PASSWD_LINE.split(":", 1)
+    assert verify_mosquitto_hash("secret", entry)
+    assert not verify_mosquitto_hash("Secret", entry)
+    salt = base64.b64decode(entry.split("$")[3])
+    assert mosquitto_hash("secret", salt=salt) == entry
+    fresh = mosquitto_hash("pw")
+    _, algo, iterations, salt_b64, hash_b64 = fresh.split("$")
+    assert (algo, iterations) == ("7", "101")
+    assert len(base64.b64decode(salt_b64)) == 12
+    assert len(base64.b64decode(hash_b64)) == 64
+    assert render_password_file({"b": "$7$x", "a": "$7$y"}) == "a:$7$y\nb:$7$x\n"
+    with pytest.raises(ValueError):
+        render_password_file({"a:b": "$7$x"})
+
+
+def test_our_hash_verifies_against_a_fresh_mosquitto_passwd_file(tmp_path):
+    pw = tmp_path / "pw"
+    subprocess.run(
+        [shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd", "-b", "-c", str(pw), "dev1", "p@ss w0rd"],
+        check=True,
+    )
+    entry = pw.read_text().strip().split(":", 1)[1]
+    assert verify_mosquitto_hash("p@ss w0rd", entry)
+
+
+def test_seed_plan_is_deterministic_and_leaves_two_slots_free():
+    import random
+
+    lat, lon, banks = plan_cabinet(1, 8, random.Random(42))
+    assert (lat, lon, banks) == plan_cabinet(1, 8, random.Random(42))
+    assert sorted(banks) == [1, 2, 3, 4, 5, 6]
+    assert banks[2] == ("PB-000002", 10)
+    assert banks[1][0] == "PB-000001"
+    _, _, second = plan_cabinet(2, 8, random.Random(1))
+    assert second[1][0] == "PB-000007"
+    _lat2, lon2, _ = plan_cabinet(2, 8, random.Random(42))
+    assert 0.002 < abs(lon2 - lon) < 0.005  # a few hundred metres apart
