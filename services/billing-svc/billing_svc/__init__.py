@@ -1,0 +1,1 @@
+"""billing-svc: rentals from unlock to return, pricing, and charge requests."""

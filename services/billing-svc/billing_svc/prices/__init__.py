@@ -1,0 +1,1 @@
+"""The current price, shown before borrowing (GET /v1/pricing)."""

@@ -1,0 +1,1 @@
+"""Rentals: borrow, the device outcome, return, and the charge."""

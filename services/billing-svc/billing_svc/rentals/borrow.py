@@ -1,0 +1,104 @@
+"""The borrow workflow behind `POST /v1/rentals`.
+
+The answer depends on what the device does *after* our transaction committed, so this workflow
+holds its own units of work (`kit.db.unit_of_work`, the kit's one commit point) instead of the
+request-scoped SessionDep, which commits only once the endpoint returned:
+
+1. replay an earlier request with the same Idempotency-Key; refuse a second open rental (409);
+2. check the balance with asset-credit-svc (402 / 503);
+3. one transaction: the rental `unlocking` + the EjectBank command in the outbox;
+4. after the commit, wait (woken by the consumer, re-reading the database as a fallback) until the
+   rental leaves `unlocking`, or until the command's deadline + a grace, bounded by the 5 s budget.
+"""
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from uuid import UUID
+
+from sqlalchemy.exc import IntegrityError
+
+from billing_svc.models import Rental, RentalState
+from billing_svc.rentals import repository, service
+from billing_svc.rentals.errors import ActiveRentalExists, eject_error
+from kit.app import Runtime
+from kit.auth import Principal
+from kit.db import unit_of_work
+
+log = logging.getLogger(__name__)
+
+
+async def borrow(runtime: Runtime, user: Principal, code: str, idempotency_key: str | None) -> Rental:
+    """The rental once it is active (or still unlocking: see `answer`); raises the problem otherwise."""
+    loop = asyncio.get_running_loop()
+    settings = service.settings_of(runtime)
+    budget_end = loop.time() + settings.borrow_answer_budget_s
+    user_id = user.user_id
+    waiters = service.waiters_of(runtime)
+
+    async with runtime.sessionmaker() as session:
+        earlier = await service.replay(session, user_id, idempotency_key, code)
+        if earlier is None:
+            await service.ensure_no_open_rental(session, settings, user_id)
+    if earlier is not None:
+        return await _answer(runtime, earlier.id, budget_end)
+
+    await service.check_balance(runtime.http, settings, user.token)
+
+    rental_id = uuid.uuid4()
+    with waiters.watch(rental_id) as woken:
+        try:
+            async with unit_of_work(runtime.sessionmaker) as session:
+                rental = await service.request_rental(
+                    session, runtime, rental_id=rental_id, user_id=user_id, code=code, idempotency_key=idempotency_key
+                )
+        except IntegrityError:
+            # A concurrent request won: the same Idempotency-Key (replay it) or another open rental.
+            async with runtime.sessionmaker() as session:
+                earlier = await service.replay(session, user_id, idempotency_key, code)
+                other = earlier or await repository.open_for_user(session, user_id)
+            if earlier is not None:
+                return await _answer(runtime, earlier.id, budget_end)
+            raise ActiveRentalExists(rental_id=str(other.id) if other else None) from None
+        deadline = rental.eject_deadline.timestamp() - service.now_utc().timestamp() + settings.eject_answer_grace_s
+        wait_end = min(budget_end, loop.time() + deadline)
+        rental = await _wait_outcome(runtime, rental_id, woken, wait_end)
+    return _outcome(rental)
+
+
+async def _answer(runtime: Runtime, rental_id: UUID, budget_end: float) -> Rental:
+    """Answer a replayed request: wait for its outcome if it is still unlocking."""
+    settings = service.settings_of(runtime)
+    loop = asyncio.get_running_loop()
+    with service.waiters_of(runtime).watch(rental_id) as woken:
+        async with runtime.sessionmaker() as session:
+            rental = await repository.get(session, rental_id)
+        assert rental is not None
+        left = rental.eject_deadline.timestamp() - service.now_utc().timestamp() + settings.eject_answer_grace_s
+        rental = await _wait_outcome(runtime, rental_id, woken, min(budget_end, loop.time() + max(0.0, left)))
+    return _outcome(rental)
+
+
+async def _wait_outcome(runtime: Runtime, rental_id: UUID, woken: asyncio.Event, until: float) -> Rental:
+    poll = service.settings_of(runtime).borrow_poll_interval_s
+    loop = asyncio.get_running_loop()
+    while True:
+        async with runtime.sessionmaker() as session:
+            rental = await repository.get(session, rental_id)
+        assert rental is not None
+        remaining = until - loop.time()
+        if rental.state != RentalState.UNLOCKING.value or remaining <= 0:
+            return rental
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(woken.wait(), min(remaining, poll))
+        woken.clear()
+
+
+def _outcome(rental: Rental) -> Rental:
+    if rental.state == RentalState.FAILED.value:
+        raise eject_error(rental.failure_reason)(rental_id=str(rental.id))
+    if rental.state == RentalState.UNLOCKING.value:
+        log.warning("no device answer within the borrow deadline", extra={"rental_id": str(rental.id)})
+        raise eject_error("device_no_answer")(rental_id=str(rental.id))
+    return rental

@@ -1,0 +1,37 @@
+from datetime import datetime
+from uuid import UUID
+
+from pydantic import BaseModel, Field
+
+from contracts.events import PriceSnapshot
+
+
+class BorrowRequest(BaseModel):
+    code: str = Field(min_length=1, max_length=128, description="What the user scanned: a bank's or a cabinet's id")
+
+
+class RentalOut(BaseModel):
+    rental_id: UUID
+    state: str
+    code: str
+    bank_id: str | None
+    cabinet_id: str | None = Field(description="Where the bank was taken from")
+    slot: int | None
+    return_cabinet_id: str | None
+    requested_at: datetime
+    started_at: datetime | None
+    ended_at: datetime | None
+    duration_seconds: int | None
+    fee_fen: int | None
+    failure_reason: str | None
+    price: PriceSnapshot
+
+
+class CurrentRentalOut(RentalOut):
+    elapsed_seconds: int = Field(description="Seconds since the bank was ejected")
+    running_fee_fen: int = Field(description="What the rental would cost if it ended now")
+
+
+class RentalPage(BaseModel):
+    items: list[RentalOut]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next (older) page; null at the end")

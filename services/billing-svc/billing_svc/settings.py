@@ -1,0 +1,32 @@
+from pydantic import Field
+
+from kit.settings import ServiceSettings
+
+
+class Settings(ServiceSettings):
+    service_name: str = "billing-svc"
+
+    # Pricing (one national price for now; plans by region come later and replace these defaults).
+    period_minutes: int = Field(default=30, ge=1, le=24 * 60)
+    price_per_period_fen: int = Field(default=150, ge=0)
+    free_minutes: int = Field(default=0, ge=0, le=24 * 60)
+    daily_cap_fen: int = Field(default=2000, ge=0)
+
+    # Borrowing.
+    one_active_rental_per_user: bool = True
+    min_balance_to_borrow_fen: int = Field(default=100, ge=0)
+    wallet_timeout_s: float = Field(default=0.5, gt=0, le=3.0)
+    eject_deadline_s: float = Field(default=4.0, gt=0, le=30.0)
+    # The borrow answer waits until the device's outcome or `deadline + eject_answer_grace_s`,
+    # and never longer than `borrow_answer_budget_s` after the request arrived (clause 7.1: 5 s).
+    eject_answer_grace_s: float = Field(default=0.6, ge=0)
+    borrow_answer_budget_s: float = Field(default=4.7, gt=0)
+    # Fallback re-read of the rental while waiting (another instance's consumer may finalize it).
+    borrow_poll_interval_s: float = Field(default=0.25, gt=0)
+
+    # A rental still `unlocking` this long after its request never got a device answer; it is
+    # failed with `device_no_answer` so the user is not blocked. 0 disables the sweeper.
+    unlocking_expiry_s: float = Field(default=120.0, ge=0)
+    sweep_interval_s: float = Field(default=10.0, gt=0)
+
+    history_page_max: int = Field(default=100, ge=1)

@@ -1,0 +1,329 @@
+"""Integration fixtures: the real database and broker; the test plays device-svc and asset-credit-svc.
+
+- device-svc: `FakeDevice` consumes EjectBank from device.commands.v1 and answers on device.ejects.v1
+  as each test scripted per scanned code; it also produces BankReturned to device.returns.v1.
+- asset-credit-svc: a stand-in FastAPI app serving `GET /v1/wallet` on a real uvicorn server
+  (port chosen by the OS), and ChargeSettled/ChargeFailed produced to asset.payments.v1.
+"""
+
+import asyncio
+import contextlib
+import socket
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+import uvicorn
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from billing_svc.main import create_app
+from billing_svc.settings import Settings
+from contracts import Envelope, Topic, event_adapter, new_event
+from contracts.events import BankEjected, EjectBank, EjectFailed, EjectFailureReason, EventData
+from kit.app import Runtime
+from kit.auth import TokenSigner
+from kit.kafka import make_producer
+from kit.testing import app_client, ensure_database, kafka_bootstrap, migrate, test_database_url, truncate_all
+from kit.testing import write_keypair as make_keypair
+
+SERVICE_DIR = Path(__file__).resolve().parents[1]
+
+
+async def _bounded(awaitable: Awaitable[Any], what: str, timeout_s: float = 20.0) -> None:
+    """A teardown that hangs must fail the run loudly, not stall it."""
+    try:
+        await asyncio.wait_for(awaitable, timeout_s)
+    except TimeoutError:
+        pytest.fail(f"{what} did not finish within {timeout_s}s")
+
+
+# ---- asset-credit-svc stand-in --------------------------------------------------------------
+
+
+@dataclass
+class FakeWallets:
+    balances: dict[str, int] = field(default_factory=dict)
+    default_fen: int = 1_000
+    seen_tokens: list[str] = field(default_factory=list)
+    url: str = ""
+
+    def app(self) -> FastAPI:
+        app = FastAPI()
+
+        @app.get("/v1/wallet")
+        async def wallet(request: Request) -> JSONResponse:
+            token = request.headers.get("Authorization", "").removeprefix("Bearer ")
+            if not token:
+                return JSONResponse({"code": "unauthorized"}, status_code=401)
+            self.seen_tokens.append(token)
+            user_id = jwt.decode(token, options={"verify_signature": False})["sub"]
+            return JSONResponse({"user_id": user_id, "balance_fen": self.balances.get(user_id, self.default_fen)})
+
+        return app
+
+
+@pytest.fixture(scope="session")
+async def wallets() -> AsyncIterator[FakeWallets]:
+    fake = FakeWallets()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(fake.app(), log_level="warning", lifespan="off"))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    for _ in range(1000):
+        if server.started:
+            break
+        await asyncio.sleep(0.01)
+    assert server.started, "the wallet stand-in did not start"
+    fake.url = f"http://127.0.0.1:{port}"
+    yield fake
+    server.should_exit = True
+    await _bounded(task, "wallet stand-in shutdown")
+    sock.close()
+
+
+@pytest.fixture
+def dead_url() -> str:
+    """An address where nothing listens."""
+    return f"http://127.0.0.1:{free_port_nobody_listens_on()}"
+
+
+def free_port_nobody_listens_on() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+# ---- device-svc stand-in --------------------------------------------------------------------
+
+Behaviour = Callable[[EjectBank], EventData | None]
+
+
+def ejects(bank_id: str, cabinet_id: str, slot: int = 1) -> Behaviour:
+    def answer(command: EjectBank) -> EventData:
+        return BankEjected(
+            command_id=command.command_id,
+            rental_id=command.rental_id,
+            bank_id=bank_id,
+            cabinet_id=cabinet_id,
+            slot=slot,
+            battery_pct=90,
+            ejected_at=datetime.now(UTC),
+        )
+
+    return answer
+
+
+def fails(reason: EjectFailureReason) -> Behaviour:
+    def answer(command: EjectBank) -> EventData:
+        return EjectFailed(
+            command_id=command.command_id,
+            rental_id=command.rental_id,
+            bank_id=None,
+            cabinet_id=None,
+            reason=reason,
+            detail="scripted by the test",
+        )
+
+    return answer
+
+
+def ejects_once(bank_id: str, cabinet_id: str) -> Behaviour:
+    """A real bank comes out once; later commands for it find it gone."""
+    done: list[bool] = []
+
+    def answer(command: EjectBank) -> EventData | None:
+        if done:
+            return fails(EjectFailureReason.BANK_NOT_AVAILABLE)(command)
+        done.append(True)
+        return ejects(bank_id, cabinet_id)(command)
+
+    return answer
+
+
+def silent(_: EjectBank) -> None:
+    return None
+
+
+class FakeDevice:
+    """Answers EjectBank commands for the codes a test scripted; other codes are not ours."""
+
+    # Scripted answers, reached through the `device` fixture (conftest is not importable under
+    # --import-mode=importlib): device.behaviours[code] = device.ejects(bank, cabinet)
+    ejects = staticmethod(ejects)
+    fails = staticmethod(fails)
+    ejects_once = staticmethod(ejects_once)
+    silent = staticmethod(silent)
+
+    def __init__(self, bootstrap: str) -> None:
+        self._bootstrap = bootstrap
+        self.producer: AIOKafkaProducer = make_producer(bootstrap, "test-fake-device")
+        self.behaviours: dict[str, Behaviour] = {}
+        self.commands: list[EjectBank] = []
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.producer.start()
+        consumer = AIOKafkaConsumer(
+            Topic.DEVICE_COMMANDS.value,
+            bootstrap_servers=self._bootstrap,
+            group_id=f"billing-test-device-{uuid.uuid4().hex[:8]}",
+            auto_offset_reset="latest",
+            enable_auto_commit=True,
+            metadata_max_age_ms=5_000,
+        )
+        await consumer.start()
+        self._consumer = consumer
+        self._task = asyncio.create_task(self._run())
+        for _ in range(300):
+            if consumer.assignment():
+                break
+            await asyncio.sleep(0.1)
+        assert consumer.assignment(), "the fake device got no partitions of device.commands.v1"
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._consumer is not None:
+            await self._consumer.stop()
+        await self.producer.stop()
+
+    async def _run(self) -> None:
+        assert self._consumer is not None
+        while True:
+            batches = await self._consumer.getmany(timeout_ms=100)
+            for records in batches.values():
+                for record in records:
+                    if record.value is None:
+                        continue
+                    try:
+                        envelope = event_adapter.validate_json(record.value)
+                    except ValueError:
+                        continue
+                    command = envelope.data
+                    if not isinstance(command, EjectBank):
+                        continue
+                    behaviour = self.behaviours.get(command.code)
+                    if behaviour is None:
+                        continue
+                    self.commands.append(command)
+                    reply = behaviour(command)
+                    if reply is not None:
+                        key = getattr(reply, "cabinet_id", None) or command.code
+                        await self.emit(reply, key=key)
+
+    async def emit(self, data: EventData, *, key: str) -> Envelope:
+        envelope = new_event(data, key=key, producer="test-fake")
+        await self.send(envelope)
+        return envelope
+
+    async def send(self, envelope: Envelope) -> None:
+        await self.producer.send_and_wait(envelope.topic.value, envelope.to_bytes(), key=envelope.key.encode())
+
+
+@pytest.fixture(scope="session")
+async def device() -> AsyncIterator[FakeDevice]:
+    fake = FakeDevice(kafka_bootstrap())
+    await fake.start()
+    yield fake
+    await _bounded(fake.stop(), "fake device shutdown")
+
+
+# ---- billing-svc ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+async def database_url() -> str:
+    url = test_database_url("billing")
+    await ensure_database(url, recreate=True)
+    migrate(SERVICE_DIR, url)
+    return url
+
+
+@pytest.fixture(scope="session")
+def keypair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return make_keypair(tmp_path_factory.mktemp("keys"))
+
+
+@pytest.fixture(scope="session")
+def signer(keypair: tuple[Path, Path]) -> TokenSigner:
+    return TokenSigner.from_file(keypair[0], "pb-user-svc", "pb")
+
+
+def make_settings(database_url: str, keypair: tuple[Path, Path], asset_svc_url: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "pb_env": "test",
+        "database_url": database_url,
+        "kafka_bootstrap": kafka_bootstrap(),
+        # A fresh group per run: the broker is shared, old offsets are not ours.
+        "kafka_consumer_group": f"billing-svc-test-{uuid.uuid4().hex[:8]}",
+        "jwt_public_key_file": keypair[1],
+        "asset_svc_url": asset_svc_url,
+        "outbox_poll_interval_s": 0.2,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture
+def settings_for(database_url: str, keypair: tuple[Path, Path]) -> Callable[..., Settings]:
+    def build(asset_svc_url: str, **overrides: Any) -> Settings:
+        return make_settings(database_url, keypair, asset_svc_url, **overrides)
+
+    return build
+
+
+async def wait_ready(runtime: Runtime, timeout_s: float = 60.0) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout_s
+    while True:
+        try:
+            for check in runtime.readiness_checks.values():
+                await check()
+            return
+        except Exception:
+            if loop.time() > end:
+                raise
+            await asyncio.sleep(0.2)
+
+
+@dataclass
+class Billing:
+    client: httpx.AsyncClient
+    runtime: Runtime
+    database_url: str
+
+
+@pytest.fixture(scope="session")
+async def billing_app(
+    database_url: str, keypair: tuple[Path, Path], wallets: FakeWallets, device: FakeDevice
+) -> AsyncIterator[Billing]:
+    app = create_app(make_settings(database_url, keypair, wallets.url))
+    running = app_client(app)
+    client = await running.__aenter__()
+    try:
+        runtime: Runtime = app.state.runtime
+        await wait_ready(runtime)
+        yield Billing(client=client, runtime=runtime, database_url=database_url)
+    finally:
+        await _bounded(running.__aexit__(None, None, None), "billing-svc shutdown")
+
+
+@pytest.fixture
+async def billing(billing_app: Billing, wallets: FakeWallets, device: FakeDevice) -> Billing:
+    await truncate_all(billing_app.database_url)
+    wallets.balances.clear()
+    device.behaviours.clear()
+    return billing_app
