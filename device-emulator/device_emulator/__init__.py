@@ -1,0 +1,6 @@
+"""Emulated power bank cabinets speaking the MQTT device protocol v1 (see contracts.mqtt)."""
+
+from device_emulator.cabinet import Cabinet, CabinetError, Faults, SlotUnavailable
+from device_emulator.fleet import BankLocation, Fleet, FleetSpec
+
+__all__ = ["BankLocation", "Cabinet", "CabinetError", "Faults", "Fleet", "FleetSpec", "SlotUnavailable"]

@@ -1,0 +1,681 @@
+"""One emulated cabinet: a station with slots holding power banks, speaking protocol v1 over MQTT.
+
+Each cabinet is one asyncio task (`Cabinet._run`): connect, announce, then a receive loop that also
+times the heartbeat; reconnects with jittered exponential back-off. Commands are handled inline, one
+at a time, like a cabinet with one controller. Per-device state is a few small dicts and bounded deques,
+so thousands of cabinets fit in one process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import random
+import secrets
+import socket
+import time
+from collections import OrderedDict, deque
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import aiomqtt
+from pydantic import ValidationError
+
+from contracts.mqtt import (
+    Eject,
+    EjectResult,
+    EjectResultCode,
+    Heartbeat,
+    Hello,
+    Inventory,
+    ReturnAck,
+    ReturnReport,
+    SlotAbnormal,
+    SlotAbnormalKind,
+    SlotFault,
+    SlotState,
+    Status,
+    UpChannel,
+    cmd_topic,
+    down_message_adapter,
+    up_topic,
+)
+from device_emulator.aio import cancel_and_wait
+
+log = logging.getLogger("device_emulator.cabinet")
+
+SlotLike = SlotState | Mapping[str, Any]
+UpMsg = Hello | Heartbeat | Inventory | EjectResult | ReturnReport | SlotAbnormal
+
+_NODELAY = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+_ONLINE = Status(online=True).model_dump_json().encode()
+_OFFLINE = Status(online=False).model_dump_json().encode()
+
+
+class CabinetError(Exception):
+    """Base of the emulator's own errors."""
+
+
+class SlotUnavailable(CabinetError, ValueError):
+    """A return cannot be placed: no free slot, the slot is taken or faulty, or the bank is already in."""
+
+
+@dataclass(slots=True)
+class Faults:
+    """Injected faults. `stuck_motor`: ejects answer motor_fault; `drop_acks`: ejects happen but no
+    EjectResult is sent (repeats of the cmd_id neither, while the fault lasts); `silent`: eject commands are
+    ignored entirely (not acted on, not remembered)."""
+
+    stuck_motor: bool = False
+    drop_acks: bool = False
+    silent: bool = False
+
+
+@dataclass(slots=True)
+class _Slot:
+    slot: int
+    bank_id: str | None = None
+    battery_pct: int | None = None
+    locked: bool = True
+    charging: bool = False
+    fault: SlotFault | None = None
+
+    def state(self) -> SlotState:
+        return SlotState(
+            slot=self.slot,
+            bank_id=self.bank_id,
+            battery_pct=self.battery_pct,
+            locked=self.locked,
+            charging=self.charging,
+            fault=self.fault,
+        )
+
+
+def _as_slot_state(value: SlotLike) -> SlotState:
+    return value if isinstance(value, SlotState) else SlotState.model_validate(dict(value))
+
+
+def _bounded_put(mapping: OrderedDict[str, Any], key: str, value: Any, limit: int) -> None:
+    mapping[key] = value
+    mapping.move_to_end(key)
+    while len(mapping) > limit:
+        mapping.popitem(last=False)
+
+
+class Cabinet:
+    """An emulated cabinet. `start()` runs it in the background until `stop()`."""
+
+    def __init__(
+        self,
+        cabinet_id: str,
+        password: str,
+        host: str,
+        port: int,
+        slots: Iterable[SlotLike],
+        clock_skew_ms: int = 0,
+        *,
+        slot_count: int | None = None,
+        firmware: str = "emu-1.0",
+        lat: float | None = None,
+        lon: float | None = None,
+        heartbeat_s: float = 20.0,
+        motor_delay_s: float = 0.03,
+        keepalive_s: int = 30,
+        backoff_initial_s: float = 0.5,
+        backoff_max_s: float = 30.0,
+        op_timeout_s: float = 10.0,
+        clean_session: bool = True,
+        faults: Faults | None = None,
+        rng: random.Random | None = None,
+        history: int = 256,
+    ) -> None:
+        self.cabinet_id = cabinet_id
+        self.password = password
+        self.host = host
+        self.port = port
+        self.clock_skew_ms = clock_skew_ms
+        self.firmware = firmware
+        self.lat = lat
+        self.lon = lon
+        self.heartbeat_s = heartbeat_s
+        self.motor_delay_s = motor_delay_s
+        self.keepalive_s = keepalive_s
+        self.backoff_initial_s = backoff_initial_s
+        self.backoff_max_s = backoff_max_s
+        self.op_timeout_s = op_timeout_s
+        self.clean_session = clean_session
+        self.faults = faults or Faults()
+        self._rng = rng or random.Random()
+        self._history = history
+
+        states = sorted((_as_slot_state(s) for s in slots), key=lambda s: s.slot)
+        self._slots: dict[int, _Slot] = {
+            s.slot: _Slot(s.slot, s.bank_id, s.battery_pct, s.locked, s.charging, s.fault) for s in states
+        }
+        count = max(slot_count or 0, max(self._slots, default=0))
+        if count < 1:
+            raise ValueError("a cabinet needs at least one slot")
+        for n in range(1, count + 1):
+            self._slots.setdefault(n, _Slot(n))
+        self._slots = dict(sorted(self._slots.items()))
+        self.slot_count = count
+        seen: set[str] = set()
+        for s in self._slots.values():
+            if s.bank_id is not None:
+                if s.bank_id in seen:
+                    raise ValueError(f"bank {s.bank_id} is in two slots of {cabinet_id}")
+                seen.add(s.bank_id)
+
+        # banks ejected here and not returned here since: id -> (battery % at eject, loop time of the eject)
+        self._out: dict[str, tuple[int | None, float]] = {}
+        self._results_by_cmd: OrderedDict[str, EjectResult] = OrderedDict()
+        self._ack_futures: OrderedDict[str, asyncio.Future[ReturnAck]] = OrderedDict()
+        self._pending_reports: deque[tuple[ReturnReport | SlotAbnormal, int]] = deque()
+        self.results: deque[EjectResult] = deque(maxlen=history)  # every result decided (sent or dropped)
+        self.acks: deque[ReturnAck] = deque(maxlen=history)  # every ReturnAck received
+        self.stats: dict[str, int] = {
+            "connects": 0,
+            "connect_failures": 0,
+            "commands": 0,
+            "invalid_commands": 0,
+            "ejects": 0,
+            "results_sent": 0,
+            "results_dropped": 0,
+            "returns": 0,
+        }
+        self.last_error: str | None = None
+
+        self._boot = secrets.token_hex(4)
+        self._seq = itertools.count(1)
+        self._client: aiomqtt.Client | None = None
+        self._online = asyncio.Event()
+        self._offline = asyncio.Event()
+        self._offline.set()
+        self._want_online = asyncio.Event()
+        self._stopping = False
+        self._entered = False
+        self._task: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------------ clock, ids, views
+
+    def device_now_ms(self) -> int:
+        """The device clock: real time plus the configured skew, epoch milliseconds."""
+        return int(time.time() * 1000) + self.clock_skew_ms
+
+    def new_msg_id(self) -> str:
+        return f"{self._boot}-{next(self._seq)}"
+
+    @property
+    def online(self) -> bool:
+        """Connected and announced (status + hello published)."""
+        return self._online.is_set()
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def inventory(self) -> list[SlotState]:
+        return [s.state() for s in self._slots.values()]
+
+    def banks_out(self) -> dict[str, int | None]:
+        """Banks ejected by this cabinet and not returned to it since: bank id -> battery % at eject."""
+        return {bank: pct for bank, (pct, _) in self._out.items()}
+
+    def out_since(self, bank_id: str) -> float | None:
+        """When (`time.monotonic()`) this cabinet ejected `bank_id`, if it is still out from here."""
+        entry = self._out.get(bank_id)
+        return entry[1] if entry is not None else None
+
+    def slot_of(self, bank_id: str) -> int | None:
+        found = self._find(bank_id)
+        return found.slot if found is not None else None
+
+    def locate(self, bank_id: str) -> tuple[int, int | None] | None:
+        """(slot, battery %) of a bank in this cabinet, or None."""
+        found = self._find(bank_id)
+        return (found.slot, found.battery_pct) if found is not None else None
+
+    def _find(self, bank_id: str) -> _Slot | None:
+        for s in self._slots.values():
+            if s.bank_id == bank_id:
+                return s
+        return None
+
+    @property
+    def last_ack(self) -> ReturnAck | None:
+        return self.acks[-1] if self.acks else None
+
+    def ack_for(self, msg_id: str) -> ReturnAck | None:
+        """The first ReturnAck received for a ReturnReport msg_id, if any (recent ones only)."""
+        fut = self._ack_futures.get(msg_id)
+        return fut.result() if fut is not None and fut.done() and not fut.cancelled() else None
+
+    def tcp_nodelay(self) -> bool | None:
+        """Whether TCP_NODELAY is set on the live MQTT socket (None when not connected)."""
+        sock = self._raw_socket()
+        if sock is None:
+            return None
+        return bool(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "cabinet_id": self.cabinet_id,
+            "online": self.online,
+            "firmware": self.firmware,
+            "slot_count": self.slot_count,
+            "lat": self.lat,
+            "lon": self.lon,
+            "clock_skew_ms": self.clock_skew_ms,
+            "faults": asdict(self.faults),
+            "slots": [s.model_dump(mode="json") for s in self.inventory()],
+            "banks_out": sorted(self._out),
+            "last_error": self.last_error,
+            "stats": dict(self.stats),
+        }
+
+    def set_faults(
+        self,
+        *,
+        stuck_motor: bool | None = None,
+        drop_acks: bool | None = None,
+        silent: bool | None = None,
+        clock_skew_ms: int | None = None,
+    ) -> None:
+        if stuck_motor is not None:
+            self.faults.stuck_motor = stuck_motor
+        if drop_acks is not None:
+            self.faults.drop_acks = drop_acks
+        if silent is not None:
+            self.faults.silent = silent
+        if clock_skew_ms is not None:
+            self.clock_skew_ms = clock_skew_ms
+        log.info("faults set", extra={"cabinet_id": self.cabinet_id, **asdict(self.faults), "skew": self.clock_skew_ms})
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Start the device task (returns at once; see `wait_online`)."""
+        if self.running:
+            return
+        self._stopping = False
+        self._want_online.set()
+        self._task = asyncio.create_task(self._run(), name=f"cabinet:{self.cabinet_id}")
+
+    async def wait_online(self, timeout_s: float = 10.0) -> bool:
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._online.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    async def stop(self) -> None:
+        """Clean shutdown: retained `online: false`, then a graceful DISCONNECT (no last will)."""
+        self._stopping = True
+        client = self._client
+        if client is not None and self.online:
+            with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+                await client.publish(
+                    up_topic(self.cabinet_id, UpChannel.STATUS), _OFFLINE, qos=1, retain=True, timeout=2.0
+                )
+        task, self._task = self._task, None
+        if task is not None:
+            await cancel_and_wait(task)
+        self._online.clear()
+        self._offline.set()
+
+    async def go_offline(self, timeout_s: float = 5.0) -> None:
+        """Lose the connection abruptly (no DISCONNECT), so the broker publishes the last will; stay
+        offline until `go_online()`."""
+        self._want_online.clear()
+        sock = self._raw_socket()
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await self._offline.wait()
+        log.info("went offline", extra={"cabinet_id": self.cabinet_id})
+
+    async def go_online(self, *, wait: bool = True, timeout_s: float = 10.0) -> bool:
+        self._want_online.set()
+        if not self.running:
+            await self.start()
+        if not wait:
+            return self.online
+        return await self.wait_online(timeout_s)
+
+    def _raw_socket(self) -> socket.socket | None:
+        client = self._client
+        if client is None:
+            return None
+        # aiomqtt keeps the paho client as `_client`; paho's socket() is the live TCP socket (or a wrapper
+        # for websockets/TLS, which we do not use).
+        sock = client._client.socket()
+        return sock if isinstance(sock, socket.socket) else None
+
+    async def _run(self) -> None:
+        backoff = self.backoff_initial_s
+        while not self._stopping:
+            await self._want_online.wait()
+            if self._stopping:
+                break
+            self._entered = False
+            try:
+                await self._session()
+            except aiomqtt.MqttError as exc:
+                self.last_error = str(exc) or type(exc).__name__
+                if not self._entered:
+                    self.stats["connect_failures"] += 1
+                log.warning(
+                    "mqtt connection lost or refused", extra={"cabinet_id": self.cabinet_id, "error": self.last_error}
+                )
+            except Exception as exc:  # a bug must not kill one device silently in a swarm
+                self.last_error = repr(exc)
+                log.exception("cabinet task error", extra={"cabinet_id": self.cabinet_id})
+            finally:
+                self._online.clear()
+                self._offline.set()
+            if self._stopping:
+                break
+            if not self._want_online.is_set():
+                backoff = self.backoff_initial_s
+                continue
+            if self._entered:
+                backoff = self.backoff_initial_s
+            delay = backoff * self._rng.uniform(0.5, 1.0)
+            backoff = min(backoff * 2, self.backoff_max_s)
+            await asyncio.sleep(delay)
+
+    async def _session(self) -> None:
+        """One connection: connect, announce, serve commands and heartbeats until it drops. Sets `_entered`
+        once the broker accepted us (so the back-off restarts small)."""
+        client = aiomqtt.Client(
+            self.host,
+            self.port,
+            username=self.cabinet_id,
+            password=self.password,
+            identifier=self.cabinet_id,
+            will=aiomqtt.Will(up_topic(self.cabinet_id, UpChannel.STATUS), _OFFLINE, qos=1, retain=True),
+            clean_session=self.clean_session,
+            keepalive=self.keepalive_s,
+            timeout=self.op_timeout_s,
+            socket_options=[_NODELAY],
+        )
+        async with client:
+            self._entered = True
+            self._client = client
+            self._offline.clear()
+            try:
+                if not self._want_online.is_set():  # went offline while connecting
+                    self._abort_socket()
+                await self._announce(client)
+                self._online.set()
+                self.stats["connects"] += 1
+                self.last_error = None
+                log.info("online", extra={"cabinet_id": self.cabinet_id, "connects": self.stats["connects"]})
+                await self._flush_pending(client)
+                await self._serve(client)
+            finally:
+                self._client = None
+                self._online.clear()
+
+    def _abort_socket(self) -> None:
+        sock = self._raw_socket()
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    async def _announce(self, client: aiomqtt.Client) -> None:
+        # Subscribe before announcing, so that nothing device-svc sends in answer to the hello is missed.
+        await client.subscribe(cmd_topic(self.cabinet_id), qos=1)
+        await client.publish(up_topic(self.cabinet_id, UpChannel.STATUS), _ONLINE, qos=1, retain=True)
+        hello = Hello(
+            msg_id=self.new_msg_id(),
+            ts=self.device_now_ms(),
+            firmware=self.firmware,
+            slot_count=self.slot_count,
+            slots=self.inventory(),
+        )
+        await self._send(client, hello)
+
+    async def _serve(self, client: aiomqtt.Client) -> None:
+        loop = asyncio.get_running_loop()
+        messages = client.messages
+        next_heartbeat = loop.time() + self.heartbeat_s
+        receive: asyncio.Future[aiomqtt.Message] | None = None
+        try:
+            while True:
+                if receive is None:
+                    receive = asyncio.ensure_future(anext(messages))
+                wait_s = next_heartbeat - loop.time()
+                if wait_s > 0:
+                    await asyncio.wait((receive,), timeout=wait_s)
+                if receive.done():
+                    message = receive.result()  # raises MqttError when the connection dropped
+                    receive = None
+                    await self._on_message(client, message)
+                if loop.time() >= next_heartbeat:
+                    next_heartbeat = loop.time() + self.heartbeat_s
+                    await self._send(
+                        client,
+                        Heartbeat(
+                            msg_id=self.new_msg_id(), ts=self.device_now_ms(), rssi_dbm=self._rng.randint(-95, -50)
+                        ),
+                    )
+        finally:
+            if receive is not None and not receive.done():
+                receive.cancel()
+                with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+                    await receive
+
+    async def _send(self, client: aiomqtt.Client, msg: UpMsg) -> None:
+        await client.publish(up_topic(self.cabinet_id, UpChannel(msg.type)), msg.model_dump_json().encode(), qos=1)
+
+    async def _flush_pending(self, client: aiomqtt.Client) -> None:
+        while self._pending_reports:
+            report, repeat = self._pending_reports[0]
+            for _ in range(repeat):
+                await self._send(client, report)
+            self._pending_reports.popleft()
+
+    # ------------------------------------------------------------------ commands
+
+    async def _on_message(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
+        payload = message.payload
+        try:
+            if not isinstance(payload, str | bytes | bytearray):
+                raise TypeError(f"unexpected payload type {type(payload).__name__}")
+            down = down_message_adapter.validate_json(payload)
+        except (ValidationError, TypeError) as exc:
+            self.stats["invalid_commands"] += 1
+            log.warning("invalid down message", extra={"cabinet_id": self.cabinet_id, "error": str(exc)[:300]})
+            return
+        if isinstance(down, ReturnAck):
+            self._on_return_ack(down)
+            return
+        self.stats["commands"] += 1
+        if self.faults.silent:
+            log.info("silent: command ignored", extra={"cabinet_id": self.cabinet_id, "cmd_id": down.cmd_id})
+            return
+        await self._on_eject(client, down)
+
+    def _on_return_ack(self, ack: ReturnAck) -> None:
+        self.acks.append(ack)
+        fut = self._ack_future(ack.ref_msg_id)
+        if not fut.done():
+            fut.set_result(ack)
+        log.info(
+            "return ack", extra={"cabinet_id": self.cabinet_id, "ref_msg_id": ack.ref_msg_id, "result": ack.result}
+        )
+
+    def _ack_future(self, msg_id: str) -> asyncio.Future[ReturnAck]:
+        fut = self._ack_futures.get(msg_id)
+        if fut is None:
+            fut = asyncio.get_running_loop().create_future()
+            _bounded_put(self._ack_futures, msg_id, fut, self._history)
+        return fut
+
+    async def _on_eject(self, client: aiomqtt.Client, cmd: Eject) -> None:
+        first = self._results_by_cmd.get(cmd.cmd_id)
+        if first is not None:
+            # Same content and device time as the first answer; a fresh msg_id so that it is not dropped as
+            # a transport replay (device-svc retried because it did not get the first one).
+            log.info(
+                "repeated cmd_id: re-sending the first result",
+                extra={"cabinet_id": self.cabinet_id, "cmd_id": cmd.cmd_id},
+            )
+            await self._publish_result(client, first.model_copy(update={"msg_id": self.new_msg_id()}))
+            return
+        result = await self._decide_eject(cmd)
+        _bounded_put(self._results_by_cmd, cmd.cmd_id, result, 4 * self._history)
+        self.results.append(result)
+        log.info(
+            "eject",
+            extra={
+                "cabinet_id": self.cabinet_id,
+                "cmd_id": cmd.cmd_id,
+                "result": result.result,
+                "slot": result.slot,
+                "bank_id": result.bank_id,
+            },
+        )
+        await self._publish_result(client, result)
+
+    async def _publish_result(self, client: aiomqtt.Client, result: EjectResult) -> None:
+        if self.faults.drop_acks:
+            self.stats["results_dropped"] += 1
+            return
+        await self._send(client, result)
+        self.stats["results_sent"] += 1
+
+    async def _decide_eject(self, cmd: Eject) -> EjectResult:
+        def result(code: EjectResultCode, slot: _Slot | None = None, bank_id: str | None = None) -> EjectResult:
+            return EjectResult(
+                msg_id=self.new_msg_id(),
+                ts=self.device_now_ms(),
+                cmd_id=cmd.cmd_id,
+                result=code,
+                slot=slot.slot if slot is not None else cmd.slot,
+                bank_id=bank_id if bank_id is not None else cmd.bank_id,
+            )
+
+        if self.device_now_ms() > cmd.expires_at:
+            return result(EjectResultCode.EXPIRED)
+        if cmd.bank_id is None and cmd.slot is None:
+            return result(EjectResultCode.FAILED)
+        target: _Slot | None
+        if cmd.bank_id is not None:
+            target = self._find(cmd.bank_id)
+            if target is not None and cmd.slot is not None and target.slot != cmd.slot:
+                target = None
+        else:
+            assert cmd.slot is not None
+            target = self._slots.get(cmd.slot)
+        if target is None or target.bank_id is None:
+            return result(EjectResultCode.BANK_NOT_PRESENT)
+        bank_id = target.bank_id
+        if target.fault is not None:
+            return result(EjectResultCode.FAILED, target, bank_id)
+        await asyncio.sleep(self.motor_delay_s)
+        if self.faults.stuck_motor:
+            return result(EjectResultCode.MOTOR_FAULT, target, bank_id)
+        if target.bank_id != bank_id:  # changed under the motor (cannot happen today; keeps the rule local)
+            return result(EjectResultCode.FAILED, target, bank_id)
+        self._out[bank_id] = (target.battery_pct, time.monotonic())
+        target.bank_id = None
+        target.battery_pct = None
+        target.charging = False
+        self.stats["ejects"] += 1
+        return result(EjectResultCode.OK, target, bank_id)
+
+    # ------------------------------------------------------------------ device-initiated events
+
+    async def return_bank(
+        self,
+        bank_id: str,
+        slot: int | None = None,
+        battery_pct: int | None = None,
+        ts_offset_ms: int = 0,
+        repeat: int = 1,
+    ) -> str:
+        """A user pushes `bank_id` into `slot` (or the first free one). Publishes the ReturnReport `repeat`
+        times with the same msg_id (a QoS-1 redelivery); queued until reconnect when offline. Returns msg_id.
+        The battery level defaults to the one the bank had when this cabinet ejected it."""
+        if repeat < 1:
+            raise ValueError("repeat must be >= 1")
+        where = self.slot_of(bank_id)
+        if where is not None:
+            raise SlotUnavailable(f"bank {bank_id} is already in slot {where} of {self.cabinet_id}")
+        if slot is None:
+            target = next((s for s in self._slots.values() if s.bank_id is None and s.fault is None), None)
+            if target is None:
+                raise SlotUnavailable(f"{self.cabinet_id} has no free slot")
+        else:
+            found = self._slots.get(slot)
+            if found is None:
+                raise SlotUnavailable(f"{self.cabinet_id} has no slot {slot}")
+            if found.bank_id is not None:
+                raise SlotUnavailable(f"slot {slot} of {self.cabinet_id} holds {found.bank_id}")
+            target = found
+        pct = battery_pct if battery_pct is not None else self._out.get(bank_id, (None, 0.0))[0]
+        report = ReturnReport(
+            msg_id=self.new_msg_id(),
+            ts=self.device_now_ms() + ts_offset_ms,
+            slot=target.slot,
+            bank_id=bank_id,
+            battery_pct=pct,
+        )
+        self._out.pop(bank_id, None)
+        target.bank_id = bank_id
+        target.battery_pct = pct
+        target.locked = True
+        target.charging = pct is not None and pct < 100
+        self.stats["returns"] += 1
+        self._ack_future(report.msg_id)
+        log.info(
+            "return",
+            extra={"cabinet_id": self.cabinet_id, "bank_id": bank_id, "slot": target.slot, "msg_id": report.msg_id},
+        )
+        await self._publish_or_queue(report, repeat)
+        return report.msg_id
+
+    async def wait_ack(self, msg_id: str, timeout_s: float = 2.0) -> ReturnAck | None:
+        """The first ReturnAck for `msg_id`, waiting up to `timeout_s` seconds; None if none came."""
+        fut = self._ack_future(msg_id)
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), timeout_s)
+        except TimeoutError:
+            return None
+
+    async def report_slot_abnormal(self, slot: int, kind: SlotAbnormalKind) -> str:
+        if slot not in self._slots:
+            raise SlotUnavailable(f"{self.cabinet_id} has no slot {slot}")
+        if kind is SlotAbnormalKind.REMOVED_WITHOUT_UNLOCK:
+            gone = self._slots[slot]
+            gone.bank_id, gone.battery_pct, gone.charging = None, None, False
+        msg = SlotAbnormal(msg_id=self.new_msg_id(), ts=self.device_now_ms(), slot=slot, kind=kind)
+        await self._publish_or_queue(msg, 1)
+        return msg.msg_id
+
+    async def publish_inventory(self) -> str:
+        msg = Inventory(msg_id=self.new_msg_id(), ts=self.device_now_ms(), slots=self.inventory())
+        await self._publish_or_queue(msg, 1)
+        return msg.msg_id
+
+    async def _publish_or_queue(self, msg: UpMsg, repeat: int) -> None:
+        client = self._client
+        if client is not None and self.online:
+            try:
+                for _ in range(repeat):
+                    await self._send(client, msg)
+                return
+            except aiomqtt.MqttError as exc:
+                log.warning(
+                    "publish failed; queued for reconnect", extra={"cabinet_id": self.cabinet_id, "error": str(exc)}
+                )
+        if isinstance(msg, ReturnReport | SlotAbnormal):
+            self._pending_reports.append((msg, repeat))

@@ -1,0 +1,79 @@
+"""`python -m device_emulator run --fleet PATH`: run a fleet until SIGTERM/SIGINT, with the control API."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import Sequence
+
+from device_emulator.aio import cancel_and_wait
+from device_emulator.control import start_control_server
+from device_emulator.fleet import Fleet
+from device_emulator.logs import configure_logging
+
+log = logging.getLogger("device_emulator")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m device_emulator", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the cabinets of a fleet.json until SIGTERM/SIGINT")
+    run.add_argument("--fleet", required=True, help="fleet.json written by device-svc's seeder")
+    run.add_argument("--control-host", default="127.0.0.1")
+    run.add_argument(
+        "--control-port",
+        type=int,
+        default=int(os.environ.get("EMULATOR_CONTROL_PORT", "8010")),
+        help="default $EMULATOR_CONTROL_PORT or 8010; 0: the OS picks a free port (logged)",
+    )
+    run.add_argument("--broker-host", default=None, help="override the broker host of the fleet file")
+    run.add_argument("--broker-port", type=int, default=None, help="override the broker port of the fleet file")
+    run.add_argument("--heartbeat-s", type=float, default=20.0)
+    run.add_argument("--motor-delay-ms", type=int, default=30)
+    run.add_argument("--stagger-ms", type=float, default=0.0, help="delay between cabinet starts")
+    run.add_argument("--log-level", default="INFO")
+    return parser
+
+
+async def run_fleet(args: argparse.Namespace) -> int:
+    fleet = Fleet.from_file(
+        args.fleet,
+        host=args.broker_host,
+        port=args.broker_port,
+        heartbeat_s=args.heartbeat_s,
+        motor_delay_s=args.motor_delay_ms / 1000,
+    )
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    control = await start_control_server(fleet, args.control_host, args.control_port)
+    try:
+        await fleet.start_all(wait=False, stagger_s=args.stagger_ms / 1000)
+        watcher = asyncio.create_task(_report_online(fleet))
+        await stop.wait()
+        log.info("shutting down", extra={"cabinets": len(fleet)})
+        await cancel_and_wait(watcher)
+    finally:
+        await control.stop()
+        await fleet.stop_all()
+    log.info("stopped")
+    return 0
+
+
+async def _report_online(fleet: Fleet) -> None:
+    if await fleet.wait_all_online(timeout_s=60.0):
+        log.info("all cabinets online", extra={"cabinets": len(fleet)})
+    else:
+        log.warning("not all cabinets online after 60 s", extra={"cabinets": len(fleet), "online": fleet.online_count})
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(args.log_level)
+    if args.command == "run":
+        return asyncio.run(run_fleet(args))
+    return 2
