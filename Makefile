@@ -1,0 +1,97 @@
+# The two commands: `make run` (the product, left running) and `make test` (lint + every test suite).
+# Everything local lives in .state/<stack>/; see deploy/local/stack.py for the details.
+
+SHELL        := /bin/bash
+.SHELLFLAGS  := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON      ?= python3
+VENV        ?= .venv
+PY          := $(VENV)/bin/python
+STACK_TOOL  := deploy/local/stack.py
+STACK       := $(PYTHON) $(STACK_TOOL)
+STACK_NAME  ?= run
+
+DEMO        ?= tests/e2e/demo.py
+SEED_ARGS   ?= --cabinets 3 --slots 8
+BENCH_ARGS  ?=
+PYTEST_ARGS ?=
+KEEP_STACK  ?= 0
+SKIP_LINT   ?= 0
+TEST_TIMEOUT ?= 1200
+
+# Local packages: a directory with a pyproject.toml; their import name is the directory name with - -> _.
+PKG_DIRS    := $(patsubst %/pyproject.toml,%,$(wildcard libs/*/pyproject.toml services/*-svc/pyproject.toml device-emulator/pyproject.toml))
+# mypy gets the package directories (not their per-service tests/, whose module names collide); the module
+# names come from mypy_path in pyproject.toml. Override MYPY_TARGETS to widen it.
+PKG_SRC     := $(foreach d,$(PKG_DIRS),$(wildcard $(d)/$(subst -,_,$(notdir $(d)))/__init__.py))
+MYPY_TARGETS ?= $(patsubst %/__init__.py,%,$(PKG_SRC)) deploy/local $(wildcard tests)
+TEST_PATHS  := $(wildcard libs services device-emulator tests)
+
+.PHONY: help install run stop status test test-up lint bench clean-state
+
+help:
+	@echo "make install      create .venv (python3.11 + uv) and install requirements.lock and the local packages"
+	@echo "make run          bring up the local stack, migrate, start the six services, seed, emulator, demo"
+	@echo "make stop         stop the run stack (STACK_NAME=test for the test stack)"
+	@echo "make status       what runs and whether it answers (STACK_NAME=run|test)"
+	@echo "make test         lint, fresh test stack, migrations, pytest ($(TEST_PATHS))"
+	@echo "make lint         ruff check, ruff format --check, mypy"
+	@echo "make bench        python -m device_emulator.bench against the run stack"
+	@echo "make clean-state  stop every stack and delete .state/"
+
+install:
+	@$(STACK) install
+
+run: install
+	@$(STACK) up --stack run
+	@$(STACK) migrate --stack run
+	@$(STACK) start-services --stack run
+	@$(STACK) seed --stack run -- $(SEED_ARGS)
+	@$(STACK) emulator --stack run
+	@if [ -f "$(DEMO)" ]; then \
+	  $(STACK) exec --stack run -- $(PY) $(DEMO); \
+	else \
+	  echo "stack[run]: WARNING: demo $(DEMO) does not exist yet; skipped" >&2; \
+	fi
+	@$(STACK) status --stack run
+	@echo "Everything keeps running; stop it with: make stop"
+
+stop:
+	@$(STACK) stop --stack $(STACK_NAME)
+
+status:
+	@$(STACK) status --stack $(STACK_NAME)
+
+lint: install
+	@echo "ruff check"
+	@$(VENV)/bin/ruff check .
+	@echo "ruff format --check"
+	@$(VENV)/bin/ruff format --check .
+	@echo "mypy $(MYPY_TARGETS)"
+	@$(VENV)/bin/mypy $(MYPY_TARGETS)
+
+# Pytest exit 5 (nothing collected) counts as a failure. The e2e fixtures start the services themselves
+# through $$PB_STACK_TOOL start-services --stack test. KEEP_STACK=1 leaves the test stack up afterwards;
+# SKIP_LINT=1 skips lint while iterating (CI never sets it); TEST_TIMEOUT bounds a hung suite.
+test: install $(if $(filter 1,$(SKIP_LINT)),,lint)
+	@if [ -z "$(TEST_PATHS)" ]; then echo "make test: no test directories exist" >&2; exit 1; fi
+	@set +e; \
+	$(STACK) up --stack test && $(STACK) migrate --stack test && \
+	$(STACK) exec --stack test -- timeout --foreground -k 30 $(TEST_TIMEOUT) $(PY) -m pytest $(TEST_PATHS) $(PYTEST_ARGS); \
+	rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; rc=1; fi; \
+	if [ $$rc -eq 124 ]; then echo "make test: pytest hung, killed after $(TEST_TIMEOUT)s (TEST_TIMEOUT)" >&2; fi; \
+	if [ "$(KEEP_STACK)" != 1 ]; then $(STACK) stop --stack test || rc=1; fi; \
+	exit $$rc
+
+bench: install
+	@if $(PY) deploy/local/venv_tasks.py has-module device_emulator.bench; then \
+	  $(STACK) exec --stack run -- $(PY) -m device_emulator.bench $(BENCH_ARGS); \
+	else \
+	  echo "make bench: device_emulator.bench is not written yet (device-emulator/device_emulator/bench.py)" >&2; \
+	  exit 2; \
+	fi
+
+clean-state:
+	@$(STACK) clean
