@@ -1092,6 +1092,9 @@ def build_env(stack: Stack, target: PgTarget, password: str, keys: tuple[Path, P
         "PB_FLEET_FILE": str(stack.fleet_file),
         "LOG_LEVEL": "INFO",
         "KAFKA_BOOTSTRAP": f"127.0.0.1:{stack.kafka_port}",
+        # A new consumer group member is assigned after about half the session timeout: keep it short locally.
+        "KAFKA_SESSION_TIMEOUT_MS": "2000",
+        "KAFKA_HEARTBEAT_INTERVAL_MS": "500",
         "MQTT_HOST": "127.0.0.1",
         "MQTT_PORT": str(stack.mqtt_port),
         "MQTT_USERNAME": MQTT_SERVICE_USER,

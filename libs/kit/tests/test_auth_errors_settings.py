@@ -128,7 +128,11 @@ class _WithSecret(ServiceSettings):
     payment_secret: SecretStr = SecretStr("dev-secret")
 
 
-def test_settings_refuse_placeholder_secrets_only_in_production(keys: tuple[Path, Path]) -> None:
+def test_settings_refuse_placeholder_secrets_only_in_production(
+    keys: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("JWT_PUBLIC_KEY_FILE", "PAYMENT_SECRET", "PB_ENV"):
+        monkeypatch.delenv(name, raising=False)
     assert _WithSecret(pb_env="development").payment_secret.get_secret_value() == "dev-secret"
     with pytest.raises(ValidationError, match="PAYMENT_SECRET"):
         _WithSecret(pb_env="production", jwt_public_key_file=keys[1])

@@ -1,0 +1,43 @@
+"""Fixtures for the end-to-end tests; the machinery is in mesh.py."""
+
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from mesh import Mesh, new_user, run_stack
+from platform_client import PlatformClient, Urls, wait_for
+
+from device_emulator.fleet import Fleet
+
+
+@pytest.fixture(scope="session")
+async def mesh() -> AsyncIterator[Mesh]:
+    if "USER_SVC_URL" not in os.environ:
+        pytest.fail("run the e2e tests through `make test` (it exports the test stack's environment)")
+    run_stack("start-services")
+    run_stack("seed", "--", "--cabinets", "3", "--slots", "8")
+    fleet = Fleet.from_file(Path(os.environ["PB_FLEET_FILE"]), heartbeat_s=5.0)
+    started = await fleet.start_all(timeout_s=30)
+    assert started, "the emulated cabinets did not connect to the broker"
+    http = httpx.AsyncClient(timeout=15.0)
+    mesh = Mesh(Urls.from_env(), fleet, http)
+    try:
+        user = await new_user(mesh)
+
+        async def all_online() -> bool:
+            cabinets = await user.cabinets()
+            return len(cabinets) == len(fleet.cabinets) and all(c["online"] for c in cabinets)
+
+        await wait_for(all_online, timeout_s=20)
+        yield mesh
+    finally:
+        await http.aclose()
+        await fleet.stop_all()
+        run_stack("stop-services")
+
+
+@pytest.fixture
+async def user(mesh: Mesh) -> PlatformClient:
+    return await new_user(mesh)
