@@ -51,6 +51,7 @@ async def test_borrow_return_charge_and_message(mesh: Mesh, user: PlatformClient
     assert where is not None
     assert where.state == "out"
 
+    await asyncio.sleep(1.1)  # durations count whole seconds; a 0-second rental is free
     target = await _cabinet_with_free_slot(user, exclude=source["id"])
     cabinet: Cabinet = mesh.fleet[target["id"]]
     msg_id = await cabinet.return_bank(rental["bank_id"])
@@ -131,6 +132,7 @@ async def test_a_return_reported_twice_charges_once(mesh: Mesh, user: PlatformCl
     borrowed = await user.borrow(source["id"])
     assert borrowed.status == 201, borrowed.response.text
     rental = borrowed.json()
+    await asyncio.sleep(1.1)
     target = await _cabinet_with_free_slot(user, exclude=source["id"])
     cabinet: Cabinet = mesh.fleet[target["id"]]
     # The same report redelivered (same msg_id), then a second report of the same return (new msg_id).
