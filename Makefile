@@ -71,18 +71,32 @@ lint: install
 	@echo "mypy $(MYPY_TARGETS)"
 	@$(VENV)/bin/mypy $(MYPY_TARGETS)
 
-# Pytest exit 5 (nothing collected) counts as a failure. The e2e fixtures start the services themselves
-# through $$PB_STACK_TOOL start-services --stack test. KEEP_STACK=1 leaves the test stack up afterwards;
+# Two phases, each on a freshly reset test stack (new databases, empty broker): first the unit and
+# integration suites (they run services in-process), then the end-to-end suite (it starts the services as
+# processes through $$PB_STACK_TOOL start-services --stack test). Separate processes keep the in-process
+# apps of phase one from sharing consumer groups with the real services of phase two.
+# Pytest exit 5 (nothing collected) counts as a failure. KEEP_STACK=1 leaves the test stack up afterwards;
 # SKIP_LINT=1 skips lint while iterating (CI never sets it); TEST_TIMEOUT bounds a hung suite.
+UNIT_PATHS  := $(filter-out tests,$(TEST_PATHS))
+E2E_PATHS   := $(wildcard tests/e2e)
+PYTEST      := timeout --foreground -k 30 $(TEST_TIMEOUT) $(PY) -m pytest
+
 test: install $(if $(filter 1,$(SKIP_LINT)),,lint)
-	@if [ -z "$(TEST_PATHS)" ]; then echo "make test: no test directories exist" >&2; exit 1; fi
+	@if [ -z "$(UNIT_PATHS)" ] || [ -z "$(E2E_PATHS)" ]; then echo "make test: test directories missing" >&2; exit 1; fi
 	@set +e; \
-	$(STACK) up --stack test && $(STACK) migrate --stack test && \
-	$(STACK) exec --stack test -- timeout --foreground -k 30 $(TEST_TIMEOUT) $(PY) -m pytest $(TEST_PATHS) $(PYTEST_ARGS); \
-	rc=$$?; \
-	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; rc=1; fi; \
-	if [ $$rc -eq 124 ]; then echo "make test: pytest hung, killed after $(TEST_TIMEOUT)s (TEST_TIMEOUT)" >&2; fi; \
+	phase() { \
+	  $(STACK) up --stack test && $(STACK) migrate --stack test && \
+	  $(STACK) exec --stack test -- $(PYTEST) "$$@" $(PYTEST_ARGS); \
+	  r=$$?; \
+	  if [ $$r -eq 5 ]; then echo "make test: pytest collected no tests in $$*" >&2; r=1; fi; \
+	  if [ $$r -eq 124 ]; then echo "make test: pytest hung, killed after $(TEST_TIMEOUT)s (TEST_TIMEOUT)" >&2; fi; \
+	  return $$r; \
+	}; \
+	phase $(UNIT_PATHS); rc=$$?; \
+	phase $(E2E_PATHS); rc2=$$?; \
+	if [ $$rc -eq 0 ]; then rc=$$rc2; fi; \
 	if [ "$(KEEP_STACK)" != 1 ]; then $(STACK) stop --stack test || rc=1; fi; \
+	if [ $$rc -eq 0 ]; then echo "make test: all suites passed"; fi; \
 	exit $$rc
 
 bench: install
