@@ -45,6 +45,29 @@ class UserRegistered(_Data):
     terms_version: str
 
 
+class UserBlocked(_Data):
+    """An administrator blocked the user: they cannot borrow until unblocked."""
+
+    type: Literal["user.user.blocked"] = "user.user.blocked"
+    user_id: UUID
+    reason: str
+    at: AwareDatetime
+
+
+class UserUnblocked(_Data):
+    type: Literal["user.user.unblocked"] = "user.user.unblocked"
+    user_id: UUID
+    at: AwareDatetime
+
+
+class UserDeregistered(_Data):
+    """The user closed the account: refund the deposit and forget personal data after retention."""
+
+    type: Literal["user.user.deregistered"] = "user.user.deregistered"
+    user_id: UUID
+    at: AwareDatetime
+
+
 # ---- device-svc -----------------------------------------------------------------------
 
 
@@ -212,6 +235,9 @@ class ChargeFailed(_Data):
 
 EventData = Annotated[
     UserRegistered
+    | UserBlocked
+    | UserUnblocked
+    | UserDeregistered
     | EjectBank
     | BankEjected
     | EjectFailed
@@ -231,6 +257,9 @@ EventData = Annotated[
 
 TOPIC_BY_TYPE: dict[str, Topic] = {
     "user.user.registered": Topic.USERS,
+    "user.user.blocked": Topic.USERS,
+    "user.user.unblocked": Topic.USERS,
+    "user.user.deregistered": Topic.USERS,
     "device.eject_bank": Topic.DEVICE_COMMANDS,  # key: the scanned code
     "device.bank.ejected": Topic.DEVICE_EJECTS,
     "device.eject.failed": Topic.DEVICE_EJECTS,
