@@ -552,13 +552,13 @@ def cmd_install(_: argparse.Namespace) -> int:
         run([str(VENV_PY), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r", str(BOOTSTRAP_FILE)])
 
     say(f"syncing {rel(LOCK_FILE)} with uv")
-    run([str(uv), "pip", "install", "--python", str(VENV_PY), "-r", str(LOCK_FILE)])
+    run([str(uv), "pip", "install", "--system-certs", "--python", str(VENV_PY), "-r", str(LOCK_FILE)])
 
     dirs = package_dirs()
     if dirs:
         say("editable installs (no deps): " + " ".join(rel(d) for d in dirs))
         editables = [arg for d in dirs for arg in ("-e", str(d))]
-        run([str(uv), "pip", "install", "--python", str(VENV_PY), "--no-deps", *editables])
+        run([str(uv), "pip", "install", "--system-certs", "--python", str(VENV_PY), "--no-deps", *editables])
     INSTALL_STAMP.write_text(key + "\n")
     say(f"install done in {time.monotonic() - started:.1f}s")
     return 0
