@@ -1,19 +1,26 @@
 """Test helpers shared by every service's integration tests (real PostgreSQL and Kafka)."""
 
+import asyncio
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import FastAPI
 from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import create_async_engine
+
+from contracts import Envelope, new_event
+from contracts.events import EventData
 
 
 async def ensure_database(url: str, *, recreate: bool = False) -> None:
@@ -97,6 +104,58 @@ def test_database_url(service: str) -> str:
 
 def kafka_bootstrap() -> str:
     return os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:19093")
+
+
+async def move_group_to_end(bootstrap: str, group: str, topics: list[str]) -> None:
+    """Commit the end offsets for `group`, so a service under test sees only events produced from now on
+    (a shared broker may hold older events of other tests)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or [])]
+        if partitions:
+            ends = await consumer.end_offsets(partitions)
+            consumer.assign(partitions)
+            await consumer.commit(dict(ends.items()))
+    finally:
+        await consumer.stop()
+
+
+async def eventually(
+    check: Callable[[], Awaitable[Any]],
+    *,
+    timeout: float = 15.0,  # noqa: ASYNC109 - a polling budget, not a cancellation scope
+    interval: float = 0.1,
+    what: str = "condition",
+) -> Any:
+    """Poll `check` until it returns something truthy, or fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+class EventBus:
+    """Produces contract envelopes to the real broker, playing the other services' part in a test."""
+
+    def __init__(self, producer: AIOKafkaProducer, producer_name: str) -> None:
+        self._producer = producer
+        self._name = producer_name
+
+    def envelope(self, data: EventData, key: str) -> Envelope:
+        return new_event(data, key=key, producer=self._name)
+
+    async def send(self, envelope: Envelope) -> None:
+        await self._producer.send_and_wait(envelope.topic.value, envelope.to_bytes(), key=envelope.key.encode())
+
+    async def publish(self, data: EventData, key: str) -> Envelope:
+        envelope = self.envelope(data, key)
+        await self.send(envelope)
+        return envelope
 
 
 test_database_url.__test__ = False  # type: ignore[attr-defined]  # a helper, not a test to collect

@@ -3,9 +3,7 @@
 Each test session consumes with its own consumer group, first moved to the end of the topics,
 so only events produced during the session reach the service."""
 
-import asyncio
 import contextlib
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -13,20 +11,22 @@ from typing import Any
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from analytics_svc.main import create_app
 from analytics_svc.settings import Settings
-from contracts import Envelope, Topic, new_event
-from contracts.events import EventData
+from contracts import Envelope, Topic
 from kit.auth import TokenSigner
 from kit.testing import (
+    EventBus,
     app_client,
     ensure_database,
+    eventually,
     kafka_bootstrap,
     migrate,
+    move_group_to_end,
     test_database_url,
     truncate_all,
     write_keypair,
@@ -35,19 +35,6 @@ from kit.testing import (
 SERVICE_DIR = Path(__file__).resolve().parents[1]
 TOPICS = [Topic.RENTALS.value, Topic.USERS.value, Topic.DEVICE_RETURNS.value]
 ISSUER, AUDIENCE = "pb-user-svc", "pb"
-
-
-async def move_group_to_end(bootstrap: str, group: str, topics: list[str]) -> None:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        partitions = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or [])]
-        if partitions:
-            ends = await consumer.end_offsets(partitions)
-            consumer.assign(partitions)
-            await consumer.commit(dict(ends.items()))
-    finally:
-        await consumer.stop()
 
 
 @pytest.fixture(scope="session")
@@ -120,25 +107,9 @@ async def producer() -> AsyncIterator[AIOKafkaProducer]:
     await prod.stop()
 
 
-class Bus:
-    def __init__(self, producer: AIOKafkaProducer) -> None:
-        self._producer = producer
-
-    def envelope(self, data: EventData, key: str) -> Envelope:
-        return new_event(data, key=key, producer="analytics-svc-tests")
-
-    async def send(self, envelope: Envelope) -> None:
-        await self._producer.send_and_wait(envelope.topic.value, envelope.to_bytes(), key=envelope.key.encode())
-
-    async def publish(self, data: EventData, key: str) -> Envelope:
-        envelope = self.envelope(data, key)
-        await self.send(envelope)
-        return envelope
-
-
 @pytest.fixture
-def bus(producer: AIOKafkaProducer) -> Bus:
-    return Bus(producer)
+def bus(producer: AIOKafkaProducer) -> EventBus:
+    return EventBus(producer, "analytics-svc-tests")
 
 
 @pytest.fixture
@@ -147,20 +118,6 @@ def auth(signer: TokenSigner) -> Callable[[uuid.UUID], dict[str, str]]:
         return {"Authorization": f"Bearer {signer.issue(str(user_id))}"}
 
     return headers
-
-
-async def eventually(
-    check: Callable[[], Awaitable[Any]], *, timeout: float = 15.0, interval: float = 0.1, what: str = "condition"
-) -> Any:
-    """Poll `check` until it returns something truthy, or fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(interval)
 
 
 @pytest.fixture
