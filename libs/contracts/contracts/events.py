@@ -138,6 +138,35 @@ class DeviceTelemetryReported(_Data):
     rssi_dbm: int | None = None
     banks_present: int | None = None
     banks_rentable: int | None = None
+    # Banks with their own module (bank_report); absent for cabinets.
+    device_kind: Literal["cabinet", "bank"] | None = None
+    battery_pct: int | None = None
+    charging: bool | None = None
+    lat: float | None = None
+    lon: float | None = None
+    temperature_c: float | None = None
+    charge_cycles: int | None = None
+    health_pct: int | None = None
+    charge_mah_total: int | None = None
+    discharge_mah_total: int | None = None
+    moving: bool | None = None
+
+
+class DeviceAlarmKind(StrEnum):
+    MOVED_WHILE_IDLE = "moved_while_idle"  # 6.2.5: accelerometer, bank not rented
+    HIGH_TEMPERATURE = "high_temperature"
+    POSITION_OVERDUE = "position_overdue"  # 7.2: an idle bank silent on position for 4 hours
+    MAINTENANCE_DUE = "maintenance_due"  # 7.4.1: near its cycle budget or low battery health
+
+
+class DeviceAlarmRaised(_Data):
+    """Something operations must look at (also listed by device-svc's operations API)."""
+
+    type: Literal["device.alarm.raised"] = "device.alarm.raised"
+    device_id: str
+    kind: DeviceAlarmKind
+    at: AwareDatetime
+    detail: str = ""
 
 
 class DeviceMessageRejected(_Data):
@@ -158,6 +187,9 @@ class PriceSnapshot(_Data):
     price_per_period_fen: Fen
     free_minutes: int
     daily_cap_fen: Fen
+    purchase_ceiling_fen: Fen | None = Field(
+        default=None, description="An unreturned bank costing this much is sold to the user (no more is charged)"
+    )
 
 
 class RentalStarted(_Data):
@@ -169,6 +201,9 @@ class RentalStarted(_Data):
     slot: int
     started_at: AwareDatetime
     price: PriceSnapshot
+    after_failure: bool = Field(
+        default=False, description="A late eject revived a rental the user was told had failed: tell the user"
+    )
 
 
 class RentalFailed(_Data):
@@ -190,6 +225,7 @@ class RentalEnded(_Data):
     ended_at: AwareDatetime
     duration_seconds: int
     fee_fen: Fen
+    purchased: bool = Field(default=False, description="Not returned by the purchase ceiling: sold to the user")
 
 
 class ChargeRequested(_Data):
@@ -200,6 +236,17 @@ class ChargeRequested(_Data):
     rental_id: UUID
     user_id: UUID
     amount_fen: Fen
+
+
+class RefundRequested(_Data):
+    """Give money back for a rental (a support correction). `refund_id` is the idempotency key."""
+
+    type: Literal["billing.refund.requested"] = "billing.refund.requested"
+    refund_id: UUID
+    rental_id: UUID
+    user_id: UUID
+    amount_fen: Fen
+    reason: str = Field(max_length=200)
 
 
 # ---- asset-credit-svc -----------------------------------------------------------------
@@ -233,6 +280,16 @@ class ChargeFailed(_Data):
     reason: str
 
 
+class RefundSettled(_Data):
+    type: Literal["asset.refund.settled"] = "asset.refund.settled"
+    refund_id: UUID
+    rental_id: UUID
+    user_id: UUID
+    amount_fen: Fen
+    balance_fen: Fen
+    settled_at: AwareDatetime
+
+
 EventData = Annotated[
     UserRegistered
     | UserBlocked
@@ -244,6 +301,7 @@ EventData = Annotated[
     | BankReturned
     | CabinetStatusChanged
     | DeviceTelemetryReported
+    | DeviceAlarmRaised
     | DeviceMessageRejected
     | RentalStarted
     | RentalFailed
@@ -251,7 +309,9 @@ EventData = Annotated[
     | ChargeRequested
     | WalletToppedUp
     | ChargeSettled
-    | ChargeFailed,
+    | ChargeFailed
+    | RefundRequested
+    | RefundSettled,
     Field(discriminator="type"),
 ]
 
@@ -266,6 +326,7 @@ TOPIC_BY_TYPE: dict[str, Topic] = {
     "device.bank.returned": Topic.DEVICE_RETURNS,
     "device.cabinet.status_changed": Topic.DEVICE_STATUS,
     "device.telemetry.reported": Topic.DEVICE_TELEMETRY,
+    "device.alarm.raised": Topic.DEVICE_STATUS,
     "device.message.rejected": Topic.DEVICE_REJECTIONS,
     "billing.rental.started": Topic.RENTALS,
     "billing.rental.failed": Topic.RENTALS,
@@ -274,4 +335,6 @@ TOPIC_BY_TYPE: dict[str, Topic] = {
     "asset.wallet.topped_up": Topic.WALLETS,
     "asset.charge.settled": Topic.PAYMENTS,
     "asset.charge.failed": Topic.PAYMENTS,
+    "billing.refund.requested": Topic.CHARGES,
+    "asset.refund.settled": Topic.PAYMENTS,
 }

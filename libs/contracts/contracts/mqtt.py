@@ -29,6 +29,7 @@ class UpChannel(StrEnum):
     RETURN = "return"
     SLOT_ABNORMAL = "slot_abnormal"
     STATUS = "status"
+    BANK_REPORT = "bank_report"
 
 
 def up_topic(device_id: str, channel: UpChannel) -> str:
@@ -141,8 +142,42 @@ class Status(_Msg):
     online: bool
 
 
+class Position(BaseModel):
+    """A fix from the bank's own module (GNSS or cell/Wi-Fi location)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    lat: float = Field(ge=-90, le=90)
+    lon: float = Field(ge=-180, le=180)
+    accuracy_m: int | None = Field(default=None, ge=0, le=100_000)
+
+
+class BankAlarm(StrEnum):
+    MOVED = "moved"  # the accelerometer saw movement since the previous report
+    HIGH_TEMPERATURE = "high_temperature"
+    LOW_BATTERY = "low_battery"
+
+
+class BankReport(_UpMsg):
+    """Sent by a bank with its own module (protocol v1.1): periodically (at least every 4 hours while
+    not rented), on connect, and at once when it is moved or overheats. Every field but the common ones
+    is optional: a module reports what it measured."""
+
+    type: Literal["bank_report"] = "bank_report"
+    position: Position | None = None
+    battery_pct: Percent | None = None
+    charging: bool | None = None
+    charge_mah_total: int | None = Field(default=None, ge=0, description="Energy charged in, lifetime")
+    discharge_mah_total: int | None = Field(default=None, ge=0, description="Energy delivered, lifetime")
+    charge_cycles: int | None = Field(default=None, ge=0, le=1_000_000)
+    health_pct: Percent | None = Field(default=None, description="Capacity left, % of the rated capacity")
+    temperature_c: float | None = Field(default=None, ge=-60, le=150)
+    moving: bool = False
+    alarms: list[BankAlarm] = Field(default_factory=list, max_length=8)
+
+
 UpMessage = Annotated[
-    Hello | Heartbeat | Inventory | EjectResult | ReturnReport | SlotAbnormal | Status,
+    Hello | Heartbeat | Inventory | EjectResult | ReturnReport | SlotAbnormal | Status | BankReport,
     Field(discriminator="type"),
 ]
 up_message_adapter: TypeAdapter[UpMessage] = TypeAdapter(UpMessage)
@@ -173,5 +208,25 @@ class ReturnAck(_Msg):
     result: ReturnAckResult
 
 
-DownMessage = Annotated[Eject | ReturnAck, Field(discriminator="type")]
+class Ring(_Msg):
+    """Make a bank with its own module beep (find it; deter a thief). Devices ignore it after
+    `expires_at` and answer nothing."""
+
+    type: Literal["ring"] = "ring"
+    cmd_id: str = Field(min_length=1, max_length=64)
+    expires_at: EpochMs
+    duration_s: int = Field(default=10, ge=1, le=300)
+
+
+class Light(_Msg):
+    """Switch a cabinet's night light (helps the camera scan a code in the dark)."""
+
+    type: Literal["light"] = "light"
+    cmd_id: str = Field(min_length=1, max_length=64)
+    expires_at: EpochMs
+    on: bool
+    duration_s: int = Field(default=60, ge=1, le=3600)
+
+
+DownMessage = Annotated[Eject | ReturnAck | Ring | Light, Field(discriminator="type")]
 down_message_adapter: TypeAdapter[DownMessage] = TypeAdapter(DownMessage)
