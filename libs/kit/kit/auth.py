@@ -32,6 +32,38 @@ class Principal:
     def has_any_role(self, *roles: str) -> bool:
         return bool(self.roles.intersection(roles))
 
+    @property
+    def permissions(self) -> frozenset[str]:
+        """What this principal may do: an administrator's roles map to permissions through the one
+        shared `ROLE_PERMISSIONS` table; a client (API key, third-party app) holds its scopes."""
+        if self.kind == "admin":
+            return frozenset().union(*(ROLE_PERMISSIONS.get(role, frozenset()) for role in self.roles))
+        if self.kind == "client":
+            return self.scopes
+        return frozenset()
+
+    def can(self, permission: str) -> bool:
+        granted = self.permissions
+        return permission in granted or ALL_PERMISSIONS in granted
+
+
+ALL_PERMISSIONS = "*"
+
+# Administrator roles and what each may do (T/CA006-2018 6.3.1). Every service checks permissions
+# with `require_permission`, so a role means the same everywhere. Permission names are
+# `<area>:<action>`; API keys and client applications carry the same names as scopes.
+ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
+    "super_admin": frozenset({ALL_PERMISSIONS}),
+    "operator": frozenset(
+        {"users:read", "rentals:read", "devices:read", "devices:operate", "stats:read", "payments:read"}
+    ),
+    "field_maintenance": frozenset({"devices:read", "devices:maintain"}),
+    "support": frozenset({"users:read", "users:block", "rentals:read", "rentals:support", "payments:read", "dev:read"}),
+    "finance": frozenset({"users:read", "rentals:read", "payments:read", "payments:refund", "ledger:read"}),
+    "analyst": frozenset({"stats:read", "rentals:read"}),
+}
+ADMIN_ROLES = frozenset(ROLE_PERMISSIONS)
+
 
 class TokenVerifier:
     def __init__(self, public_key_pem: bytes, issuer: str, audience: str) -> None:
@@ -118,6 +150,17 @@ def require_roles(*roles: str) -> Callable[..., Coroutine[Any, Any, Principal]]:
     async def dependency(principal: CurrentPrincipal) -> Principal:
         if not principal.has_any_role(*roles):
             raise Forbidden(f"One of these roles is required: {', '.join(roles)}")
+        return principal
+
+    return dependency
+
+
+def require_permission(permission: str) -> Callable[..., Coroutine[Any, Any, Principal]]:
+    """An administrator whose roles grant `permission`, or a client whose scopes include it."""
+
+    async def dependency(principal: CurrentPrincipal) -> Principal:
+        if not principal.can(permission):
+            raise Forbidden(f"The permission {permission!r} is required")
         return principal
 
     return dependency
