@@ -45,7 +45,7 @@ async def main() -> None:
         reg = await api.register(phone, password)
         if reg.status != 201:
             fail("register", reg)
-        step("registered (terms accepted)", f"{phone} → user {reg.json()['user_id']}", reg.ms)
+        step("registered (SMS code, terms accepted)", f"{phone} → user {reg.json()['user_id']}", reg.ms)
         login = await api.login(phone, password)
         if login.status != 200:
             fail("login", login)

@@ -65,11 +65,34 @@ class PlatformClient:
 
     async def register(self, phone: str, password: str) -> Timed:
         terms = (await self.call("GET", f"{self.urls.user}/v1/terms")).json()
+        code = await self.sms_code(phone, "register")
         return await self.call(
             "POST",
             f"{self.urls.user}/v1/users",
-            json={"phone": phone, "password": password, "terms_version": terms["version"], "terms_accepted": True},
+            json={
+                "phone": phone,
+                "sms_code": code,
+                "password": password,
+                "terms_version": terms["version"],
+                "terms_accepted": True,
+            },
         )
+
+    async def sms_code(self, phone: str, purpose: str) -> str:
+        """Ask user-svc to text a code, then read it from the sandbox provider's development outbox
+        (an admin-only endpoint that non-production deployments serve)."""
+        sent = await self.call("POST", f"{self.urls.user}/v1/sms-codes", json={"phone": phone, "purpose": purpose})
+        sent.response.raise_for_status()
+        admin = await self.admin_login(
+            os.environ.get("ADMIN_BOOTSTRAP_LOGIN", "admin"),
+            os.environ.get("ADMIN_BOOTSTRAP_PASSWORD", "dev-admin-password"),
+        )
+        outbox = await self.call(
+            "GET", f"{self.urls.user}/v1/dev/messages", token=admin, params={"destination": phone, "limit": 1}
+        )
+        outbox.response.raise_for_status()
+        code: str = outbox.json()[0]["code"]
+        return code
 
     async def login(self, phone: str, password: str) -> Timed:
         timed = await self.call("POST", f"{self.urls.user}/v1/sessions", json={"login": phone, "password": password})

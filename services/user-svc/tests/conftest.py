@@ -49,6 +49,13 @@ def settings(database_url: str, keypair: tuple[Path, Path]) -> Settings:
         password_hash_parallelism=1,
         admin_bootstrap_login="root-admin",
         admin_bootstrap_password=SecretStr("test-admin-passphrase"),
+        # Tests send several codes to one number quickly; the limits have their own tests.
+        code_resend_interval_s=0,
+        code_max_per_destination=50,
+        code_max_per_client=200,
+        # Only the deregistration test needs the rentals/payments projection; apps started and
+        # stopped in quick succession would otherwise keep rebalancing one consumer group.
+        obligations_consumer=False,
     )
 
 

@@ -98,7 +98,7 @@ def test_admin_login_rules():
 
 def test_schema_reports_rule_codes():
     with pytest.raises(ValidationError) as info:
-        RegisterUserIn.model_validate({"phone": "123", "password": "short", "terms_version": "v"})
+        RegisterUserIn.model_validate({"phone": "123", "password": "short", "terms_version": "v", "sms_code": "123456"})
     types = {e["type"] for e in info.value.errors()}
     assert types == {"invalid_phone", "password_too_short"}
 

@@ -6,6 +6,7 @@ from typing import Annotated
 from fastapi import Depends
 
 from kit.app import RuntimeDep
+from user_svc.codes.provider import MessageProvider
 from user_svc.security import Passwords, Tokens
 from user_svc.settings import Settings
 from user_svc.terms.service import Terms
@@ -19,6 +20,7 @@ class UserServiceContext:
     passwords: Passwords
     tokens: Tokens
     terms: Terms
+    provider: MessageProvider
 
     def install(self, extras: dict[str, object]) -> None:
         extras[_KEY] = self

@@ -2,6 +2,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from uuid import uuid4
 
 from argon2 import PasswordHasher
@@ -14,9 +15,16 @@ from sqlalchemy.exc import DBAPIError
 from kit.app import Runtime, create_service_app
 from kit.auth import TokenSigner, TokenVerifier
 from kit.db import unit_of_work
+from user_svc.admins.endpoints import router as admin_router
 from user_svc.admins.service import ensure_bootstrap_admin
 from user_svc.auth.endpoints import router as auth_router
+from user_svc.clients.endpoints import router as clients_router
+from user_svc.codes.endpoints import dev_router
+from user_svc.codes.endpoints import router as codes_router
+from user_svc.codes.provider import SandboxProvider
 from user_svc.context import UserServiceContext
+from user_svc.deregistration.projection import consumer_spec as obligations_consumer
+from user_svc.deregistration.service import anonymise_due
 from user_svc.security import Passwords, Tokens
 from user_svc.settings import Settings
 from user_svc.terms.endpoints import router as terms_router
@@ -51,15 +59,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             passwords=await asyncio.to_thread(Passwords, hasher, settings.password_hash_concurrency),
             tokens=tokens,
             terms=load_terms(settings.terms_version, settings.terms_text_file),
+            provider=SandboxProvider(
+                runtime.sessionmaker,
+                fail_destinations=frozenset(settings.sms_sandbox_fail_numbers),
+                failure_rate=settings.sms_sandbox_failure_rate,
+            ),
         )
         context.install(runtime.extras)
         await _bootstrap_admin(runtime, context)
+        if settings.anonymise_interval_s > 0:
+            runtime.spawn(_anonymise(runtime, settings), "anonymiser")
         yield
 
+    routers = [terms_router, users_router, auth_router, codes_router, admin_router, clients_router]
+    if settings.pb_env != "production":
+        routers.append(dev_router)  # the sandbox provider's outbox: never served in production
     return create_service_app(
         settings,
         title="user-svc",
-        routers=[terms_router, users_router, auth_router],
+        routers=routers,
+        consumers=lambda rt: [obligations_consumer(rt)] if settings.obligations_consumer else [],
         extra_lifespan=lifespan,
     )
 
@@ -87,3 +106,20 @@ async def _bootstrap_admin(runtime: Runtime, context: UserServiceContext, attemp
                 raise
             log.warning("database not reachable for the admin bootstrap (%s); retrying", exc)
             await asyncio.sleep(min(0.25 * attempt, 2.0))
+
+
+async def _anonymise(runtime: Runtime, settings: Settings) -> None:
+    """Clear the personal data of users deregistered longer ago than the retention period."""
+    while True:
+        try:
+            async with unit_of_work(runtime.sessionmaker) as session:
+                count = await anonymise_due(
+                    session, now=datetime.now(UTC), retention_s=settings.deregistration_retention_s
+                )
+            if count:
+                log.info("deregistered users anonymised", extra={"count": count})
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("anonymisation failed; retrying")
+        await asyncio.sleep(settings.anonymise_interval_s)

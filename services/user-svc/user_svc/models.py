@@ -1,7 +1,9 @@
-from datetime import datetime
+from datetime import date, datetime
+from typing import Any
 from uuid import UUID
 
-from sqlalchemy import DateTime, String, Text, func
+from sqlalchemy import BigInteger, Date, DateTime, Identity, Index, Integer, String, Text, func
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import UUID as PgUUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -17,6 +19,8 @@ class Base(DeclarativeBase):
 
 class UserStatus:
     ACTIVE = "active"
+    BLOCKED = "blocked"
+    DEREGISTERED = "deregistered"
 
 
 class User(Base):
@@ -24,6 +28,14 @@ class User(Base):
 
     id: Mapped[UUID] = mapped_column(PgUUID(as_uuid=True), primary_key=True)
     phone: Mapped[str] = mapped_column(String(16), unique=True)
+    email: Mapped[str | None] = mapped_column(String(254), unique=True)
+    username: Mapped[str | None] = mapped_column(String(32), unique=True)
+    birth_date: Mapped[date | None] = mapped_column(Date)
+    # Deregistration frees the phone at once (it becomes a tombstone) and keeps the real number
+    # here until the anonymisation job clears the personal data after the retention period.
+    former_phone: Mapped[str | None] = mapped_column(String(16))
+    deregistered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    anonymised_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     display_name: Mapped[str | None] = mapped_column(String(64))
     password_hash: Mapped[str] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(20), server_default=UserStatus.ACTIVE)
@@ -35,6 +47,11 @@ class User(Base):
 
 class AdminRole:
     SUPER_ADMIN = "super_admin"
+    OPERATOR = "operator"
+    FIELD_MAINTENANCE = "field_maintenance"
+    SUPPORT = "support"
+    FINANCE = "finance"
+    ANALYST = "analyst"
 
 
 class Admin(Base):
@@ -46,3 +63,134 @@ class Admin(Base):
     role: Mapped[str] = mapped_column(String(40))
     status: Mapped[str] = mapped_column(String(20), server_default=UserStatus.ACTIVE)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class VerificationCode(Base):
+    """A one-time code sent by SMS (or e-mail); only its hash is kept."""
+
+    __tablename__ = "verification_codes"
+    __table_args__ = (
+        Index("ix_verification_codes_destination", "destination", "created_at"),
+        Index("ix_verification_codes_client_ip", "client_ip", "created_at"),
+    )
+
+    id: Mapped[UUID] = mapped_column(PgUUID(as_uuid=True), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(10))  # sms | email
+    destination: Mapped[str] = mapped_column(String(254))
+    purpose: Mapped[str] = mapped_column(String(20))
+    code_hash: Mapped[str] = mapped_column(String(64))
+    client_ip: Mapped[str] = mapped_column(String(64))
+    delivered: Mapped[bool] = mapped_column(server_default="true")
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    consumed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class DevMessage(Base):
+    """What the sandbox SMS/e-mail provider "sent": the development outbox, never served in production."""
+
+    __tablename__ = "dev_messages"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(10))
+    destination: Mapped[str] = mapped_column(String(254), index=True)
+    body: Mapped[str] = mapped_column(Text)
+    code: Mapped[str | None] = mapped_column(String(12))
+    status: Mapped[str] = mapped_column(String(12))  # delivered | failed
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class LoginFailure(Base):
+    """Failed logins per login identifier (whether or not it names anyone), for the lockout."""
+
+    __tablename__ = "login_failures"
+
+    key: Mapped[str] = mapped_column(String(330), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer)
+    window_started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class RefreshToken(Base):
+    """One refresh token of a rotation family; only the hash of the opaque token is kept."""
+
+    __tablename__ = "refresh_tokens"
+
+    id: Mapped[UUID] = mapped_column(PgUUID(as_uuid=True), primary_key=True)
+    family_id: Mapped[UUID] = mapped_column(PgUUID(as_uuid=True), index=True)
+    user_id: Mapped[UUID] = mapped_column(PgUUID(as_uuid=True), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    access_jti: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class RevokedAccessToken(Base):
+    """Access-token ids revoked before they expire (logout, reuse detection)."""
+
+    __tablename__ = "revoked_access_tokens"
+
+    jti: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class AdminAction(Base):
+    """The audit log: one row per administrative action, written in the action's transaction."""
+
+    __tablename__ = "admin_actions"
+    __table_args__ = (Index("ix_admin_actions_target", "target_type", "target_id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    admin_id: Mapped[UUID] = mapped_column(PgUUID(as_uuid=True), index=True)
+    admin_roles: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(60), index=True)
+    target_type: Mapped[str] = mapped_column(String(30))
+    target_id: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str | None] = mapped_column(Text)
+    details: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class EligibilityDecision(Base):
+    """Every registration's eligibility audit: accepted or rejected, with the reasons and the rules."""
+
+    __tablename__ = "eligibility_decisions"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    phone: Mapped[str] = mapped_column(String(16), index=True)
+    user_id: Mapped[UUID | None] = mapped_column(PgUUID(as_uuid=True))
+    accepted: Mapped[bool]
+    reasons: Mapped[list[str]] = mapped_column(JSONB)
+    rules: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class RentalObligation(Base):
+    """user-svc's projection of a user's rentals and their payment (billing.rentals.v1, asset.payments.v1),
+    so deregistration can be refused while a rental is active or a fee unpaid."""
+
+    __tablename__ = "rental_obligations"
+
+    rental_id: Mapped[UUID] = mapped_column(PgUUID(as_uuid=True), primary_key=True)
+    user_id: Mapped[UUID] = mapped_column(PgUUID(as_uuid=True), index=True)
+    state: Mapped[str] = mapped_column(String(12))  # active | ended | failed | unknown
+    fee_fen: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    paid: Mapped[bool] = mapped_column(server_default="false")
+
+
+class ApiKey(Base):
+    """A key for the supervision platform or a third party: exchanged for short-lived client tokens
+    carrying its scopes. Only the hash of the secret is kept."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[UUID] = mapped_column(PgUUID(as_uuid=True), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    scopes: Mapped[list[str]] = mapped_column(JSONB)
+    created_by: Mapped[UUID] = mapped_column(PgUUID(as_uuid=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -11,6 +11,11 @@ _E164 = re.compile(r"\+[1-9][0-9]{6,14}", re.ASCII)
 _CN_MOBILE = re.compile(r"\+861[3-9][0-9]{9}", re.ASCII)
 _VISUAL_SEPARATORS = re.compile(r"[ \-]")
 _ADMIN_LOGIN = re.compile(r"[a-z0-9][a-z0-9._@-]{2,63}", re.ASCII)
+_USERNAME = re.compile(r"[a-z][a-z0-9_.]{2,31}", re.ASCII)
+_EMAIL = re.compile(
+    r"[^@\s]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+"
+)
+_CODE = re.compile(r"[0-9]{6}", re.ASCII)
 
 
 class RuleViolation(ValueError):
@@ -67,3 +72,39 @@ def normalise_admin_login(raw: str) -> str:
             "invalid_admin_login", "An admin login has 3-64 characters: letters, digits and . _ @ -, starting alnum"
         )
     return login
+
+
+def normalise_email(raw: str) -> str:
+    """Trimmed, lower-cased; a plain `local@domain.tld` address of at most 254 characters."""
+    email = raw.strip().lower()
+    if len(email) > 254 or not _EMAIL.fullmatch(email) or any(unicodedata.category(ch).startswith("C") for ch in email):
+        raise RuleViolation("invalid_email", "Give an e-mail address like name@example.com")
+    return email
+
+
+def normalise_username(raw: str) -> str:
+    """3-32 characters: lower-case letters, digits, `_` and `.`, starting with a letter."""
+    name = raw.strip().lower()
+    if not _USERNAME.fullmatch(name):
+        raise RuleViolation(
+            "invalid_username", "A user name has 3-32 characters: letters, digits, _ and ., starting with a letter"
+        )
+    return name
+
+
+def check_code(raw: str) -> str:
+    if not _CODE.fullmatch(raw):
+        raise RuleViolation("invalid_code", "A verification code is 6 digits")
+    return raw
+
+
+def classify_login(raw: str) -> tuple[str, str] | None:
+    """What a login names: ("phone" | "email" | "username", canonical value), or None for nothing valid."""
+    try:
+        if "@" in raw:
+            return "email", normalise_email(raw)
+        if raw.strip().startswith("+") or raw.strip()[:1].isdigit():
+            return "phone", normalise_phone(raw)
+        return "username", normalise_username(raw)
+    except RuleViolation:
+        return None

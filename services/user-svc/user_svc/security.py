@@ -4,6 +4,7 @@ import asyncio
 import secrets
 from dataclasses import dataclass
 
+import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
@@ -54,6 +55,13 @@ class Passwords:
 class IssuedToken:
     access_token: str
     expires_in: int
+    token_id: str = ""
+
+
+def _issued(token: str, ttl_s: int) -> IssuedToken:
+    # Our own freshly signed token: read back its id without verifying again.
+    jti = str(jwt.decode(token, options={"verify_signature": False}).get("jti", ""))
+    return IssuedToken(token, ttl_s, jti)
 
 
 class Tokens:
@@ -62,7 +70,10 @@ class Tokens:
         self._admin = admin_signer
 
     def for_user(self, user_id: str) -> IssuedToken:
-        return IssuedToken(self._user.issue(user_id, kind="user", roles=[]), self._user.ttl_s)
+        return _issued(self._user.issue(user_id, kind="user", roles=[]), self._user.ttl_s)
 
     def for_admin(self, admin_id: str, role: str) -> IssuedToken:
-        return IssuedToken(self._admin.issue(admin_id, kind="admin", roles=[role]), self._admin.ttl_s)
+        return _issued(self._admin.issue(admin_id, kind="admin", roles=[role]), self._admin.ttl_s)
+
+    def for_client(self, client_id: str, scopes: list[str]) -> IssuedToken:
+        return _issued(self._user.issue(client_id, kind="client", scope=" ".join(scopes)), self._user.ttl_s)

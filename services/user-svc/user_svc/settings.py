@@ -1,4 +1,5 @@
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 
@@ -14,7 +15,10 @@ class Settings(ServiceSettings):
     service_name: str = "user-svc"
 
     jwt_private_key_file: Path
-    access_token_ttl_s: int = Field(default=900, ge=60, le=86_400)
+    # Access tokens are short-lived: other services verify them offline, so a revoked token (logout,
+    # refresh-token reuse) stays usable elsewhere at most this long; user-svc itself checks its denylist.
+    access_token_ttl_s: int = Field(default=300, ge=60, le=86_400)
+    refresh_token_ttl_s: int = Field(default=30 * 86_400, ge=300)
     admin_access_token_ttl_s: int = Field(default=900, ge=60, le=86_400)
 
     terms_version: str = Field(default="2026-11", min_length=1, max_length=32)
@@ -26,6 +30,33 @@ class Settings(ServiceSettings):
     password_hash_memory_kib: int = Field(default=65_536, ge=8)
     password_hash_parallelism: int = Field(default=4, ge=1)
     password_hash_concurrency: int = Field(default=2, ge=1)
+
+    # One-time codes (SMS for phones, e-mail for binding an address).
+    sms_provider: Literal["sandbox"] = "sandbox"
+    sms_sandbox_fail_numbers: list[str] = Field(default_factory=list)  # delivery to these always fails
+    sms_sandbox_failure_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    code_ttl_s: int = Field(default=300, ge=30)
+    code_max_attempts: int = Field(default=5, ge=1)
+    code_resend_interval_s: int = Field(default=60, ge=0)
+    code_max_per_destination: int = Field(default=5, ge=1)  # per code_window_s
+    code_max_per_client: int = Field(default=30, ge=1)  # per code_window_s, per client address
+    code_window_s: int = Field(default=3600, ge=60)
+
+    # Eligibility audit at registration (every decision is recorded in eligibility_decisions).
+    eligibility_blocked_numbers: list[str] = Field(default_factory=list)  # E.164 numbers or prefixes ("+86170")
+    eligibility_credit_blacklist: list[str] = Field(default_factory=list)  # E.164 numbers on the credit blacklist
+    eligibility_min_age_years: int = Field(default=16, ge=0, le=120)  # applied when a birth date is given
+
+    # Deregistration: personal data of a deregistered user is anonymised after the retention period.
+    deregistration_retention_s: int = Field(default=180 * 86_400, ge=0)
+    anonymise_interval_s: float = Field(default=3600.0, ge=0)  # 0 disables the job
+    # The projection of rentals/payments that deregistration checks (off only in tests that do not need it).
+    obligations_consumer: bool = True
+
+    # Lockout: this many failed logins for one identifier within the window lock it for lockout_s.
+    login_max_failures: int = Field(default=5, ge=1)
+    login_failure_window_s: int = Field(default=900, ge=1)
+    login_lockout_s: int = Field(default=900, ge=1)
 
     admin_bootstrap_login: str | None = None
     admin_bootstrap_password: SecretStr | None = None

@@ -1,10 +1,10 @@
 from uuid import UUID
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from user_svc.models import Admin
+from user_svc.models import Admin, User
 
 
 async def get_by_login(session: AsyncSession, login: str) -> Admin | None:
@@ -21,3 +21,22 @@ async def insert_if_login_free(
         .returning(Admin.id)
     )
     return (await session.execute(stmt)).scalar_one_or_none() is not None
+
+
+async def search_users(
+    session: AsyncSession, *, query: str | None, status: str | None, limit: int, offset: int
+) -> list[User]:
+    stmt = select(User).order_by(User.registered_at.desc(), User.id).limit(limit).offset(offset)
+    if query:
+        like = "%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        stmt = stmt.where(
+            or_(
+                User.phone.ilike(like, escape="\\"),
+                User.email.ilike(like, escape="\\"),
+                User.username.ilike(like, escape="\\"),
+                User.display_name.ilike(like, escape="\\"),
+            )
+        )
+    if status is not None:
+        stmt = stmt.where(User.status == status)
+    return list(await session.scalars(stmt))

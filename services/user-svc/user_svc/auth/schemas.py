@@ -1,21 +1,46 @@
 from typing import Literal
 from uuid import UUID
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
-from user_svc.validators import LoginField, PasswordField
+from user_svc.validators import Code, LoginField, PasswordField, Phone
 
 
 class LoginIn(BaseModel):
+    login: LoginField = Field(description="phone number (E.164), e-mail address or user name")
+    password: PasswordField
+
+
+class AdminLoginIn(BaseModel):
     login: LoginField
     password: PasswordField
+
+
+class SmsLoginIn(BaseModel):
+    phone: Phone
+    code: Code
+
+
+class RefreshIn(BaseModel):
+    refresh_token: str = Field(min_length=1, max_length=512)
+
+
+class LogoutIn(BaseModel):
+    refresh_token: str | None = Field(default=None, min_length=1, max_length=512)
 
 
 class UserSessionOut(BaseModel):
     access_token: str
     token_type: Literal["bearer"] = "bearer"
     expires_in: int
+    refresh_token: str
+    refresh_expires_in: int
     user_id: UUID
+    terms_update_required: bool = Field(
+        default=False,
+        description="the user accepted an older terms version; accept the current one (code terms_outdated)",
+    )
+    current_terms_version: str | None = None
 
 
 class AdminSessionOut(BaseModel):

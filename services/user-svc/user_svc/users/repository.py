@@ -1,4 +1,4 @@
-from datetime import datetime
+from datetime import date, datetime
 from uuid import UUID
 
 from sqlalchemy import select
@@ -17,6 +17,7 @@ async def insert_if_phone_free(
     password_hash: str,
     terms_version: str,
     registered_at: datetime,
+    birth_date: date | None = None,
 ) -> User | None:
     """The new user, or None when the phone is taken (also under concurrent registrations)."""
     stmt = (
@@ -29,6 +30,7 @@ async def insert_if_phone_free(
             terms_version=terms_version,
             terms_accepted_at=registered_at,
             registered_at=registered_at,
+            birth_date=birth_date,
         )
         .on_conflict_do_nothing(index_elements=[User.phone])
         .returning(User)
@@ -42,3 +44,8 @@ async def get_by_phone(session: AsyncSession, phone: str) -> User | None:
 
 async def get_by_id(session: AsyncSession, user_id: UUID) -> User | None:
     return await session.get(User, user_id)
+
+
+async def get_by_login(session: AsyncSession, kind: str, value: str) -> User | None:
+    column = {"phone": User.phone, "email": User.email, "username": User.username}[kind]
+    return (await session.scalars(select(User).where(column == value))).one_or_none()

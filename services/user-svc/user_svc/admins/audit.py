@@ -1,0 +1,53 @@
+"""The audit log of administrative actions: written in the same transaction as the action."""
+
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from kit.auth import Principal
+from user_svc.models import AdminAction
+
+
+async def record(
+    session: AsyncSession,
+    actor: Principal,
+    action: str,
+    *,
+    target_type: str,
+    target_id: str,
+    reason: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> None:
+    session.add(
+        AdminAction(
+            admin_id=UUID(actor.subject),
+            admin_roles=",".join(sorted(actor.roles))[:200],
+            action=action,
+            target_type=target_type,
+            target_id=target_id,
+            reason=reason,
+            details=details or {},
+        )
+    )
+    await session.flush()
+
+
+async def search(
+    session: AsyncSession,
+    *,
+    admin_id: UUID | None,
+    action: str | None,
+    target_id: str | None,
+    limit: int,
+    offset: int,
+) -> list[AdminAction]:
+    stmt = select(AdminAction).order_by(AdminAction.id.desc()).limit(limit).offset(offset)
+    if admin_id is not None:
+        stmt = stmt.where(AdminAction.admin_id == admin_id)
+    if action is not None:
+        stmt = stmt.where(AdminAction.action == action)
+    if target_id is not None:
+        stmt = stmt.where(AdminAction.target_id == target_id)
+    return list(await session.scalars(stmt))

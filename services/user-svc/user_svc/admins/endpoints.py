@@ -1,0 +1,129 @@
+"""Administration: search, view, block and unblock users, create administrators, read the audit log.
+Every action is recorded in the audit log; permissions come from `kit.auth.ROLE_PERMISSIONS`."""
+
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Query, status
+
+from kit.app import RuntimeDep
+from kit.auth import CurrentPrincipal, Principal
+from kit.db import SessionDep
+from kit.errors import Forbidden
+from user_svc.admins import audit, repository, service
+from user_svc.admins.schemas import AdminActionOut, AdminUserOut, NewAdminIn, NewAdminOut, ReasonIn
+from user_svc.context import ContextDep
+from user_svc.models import AdminAction, User
+from user_svc.users.service import profile
+from user_svc.validators import PlainText
+
+router = APIRouter(prefix="/v1/admin", tags=["administration"])
+
+
+def admin_with(permission: str) -> Callable[..., Coroutine[Any, Any, Principal]]:
+    async def dependency(principal: CurrentPrincipal) -> Principal:
+        if principal.kind != "admin" or not principal.can(permission):
+            raise Forbidden(f"An administrator with the permission {permission!r} is required")
+        return principal
+
+    return dependency
+
+
+UserReader = Annotated[Principal, Depends(admin_with("users:read"))]
+UserBlocker = Annotated[Principal, Depends(admin_with("users:block"))]
+AdminManager = Annotated[Principal, Depends(admin_with("admins:manage"))]
+AuditReader = Annotated[Principal, Depends(admin_with("audit:read"))]
+
+
+def _user(user: User) -> AdminUserOut:
+    return AdminUserOut(
+        user_id=user.id,
+        phone=user.phone,
+        email=user.email,
+        username=user.username,
+        display_name=user.display_name,
+        status=user.status,
+        registered_at=user.registered_at,
+        terms_version=user.terms_version,
+    )
+
+
+@router.get("/users")
+async def search_users(
+    actor: UserReader,
+    session: SessionDep,
+    q: Annotated[
+        PlainText | None, Query(max_length=64, description="part of phone, e-mail, user or display name")
+    ] = None,
+    user_status: Annotated[Literal["active", "blocked"] | None, Query(alias="status")] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+) -> list[AdminUserOut]:
+    users = await repository.search_users(session, query=q, status=user_status, limit=limit, offset=offset)
+    await audit.record(
+        session, actor, "user.search", target_type="user", target_id="*", details={"q": q, "status": user_status}
+    )
+    return [_user(u) for u in users]
+
+
+@router.get("/users/{user_id}")
+async def view_user(actor: UserReader, user_id: UUID, session: SessionDep) -> AdminUserOut:
+    user = await profile(session, user_id)
+    await audit.record(session, actor, "user.view", target_type="user", target_id=str(user_id))
+    return _user(user)
+
+
+@router.post("/users/{user_id}/block")
+async def block_user(
+    actor: UserBlocker, user_id: UUID, body: ReasonIn, session: SessionDep, context: ContextDep, runtime: RuntimeDep
+) -> AdminUserOut:
+    user = await service.block_user(
+        session, actor, user_id, reason=body.reason, events=runtime, settings=context.settings
+    )
+    return _user(user)
+
+
+@router.post("/users/{user_id}/unblock")
+async def unblock_user(
+    actor: UserBlocker, user_id: UUID, body: ReasonIn, session: SessionDep, runtime: RuntimeDep
+) -> AdminUserOut:
+    return _user(await service.unblock_user(session, actor, user_id, reason=body.reason, events=runtime))
+
+
+@router.post("/admins", status_code=status.HTTP_201_CREATED)
+async def create_admin(actor: AdminManager, body: NewAdminIn, session: SessionDep, context: ContextDep) -> NewAdminOut:
+    admin_id = await service.create_admin(
+        session, actor, login=body.login, password=body.password, role=body.role, passwords=context.passwords
+    )
+    return NewAdminOut(admin_id=admin_id, login=body.login, role=body.role)
+
+
+def _action(row: AdminAction) -> AdminActionOut:
+    return AdminActionOut(
+        id=row.id,
+        admin_id=row.admin_id,
+        admin_roles=[r for r in row.admin_roles.split(",") if r],
+        action=row.action,
+        target_type=row.target_type,
+        target_id=row.target_id,
+        reason=row.reason,
+        details=row.details,
+        at=row.at,
+    )
+
+
+@router.get("/audit-log")
+async def audit_log(
+    _: AuditReader,
+    session: SessionDep,
+    admin_id: UUID | None = None,
+    action: Annotated[PlainText | None, Query(max_length=60)] = None,
+    target_id: Annotated[PlainText | None, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+) -> list[AdminActionOut]:
+    rows = await audit.search(
+        session, admin_id=admin_id, action=action, target_id=target_id, limit=limit, offset=offset
+    )
+    return [_action(r) for r in rows]

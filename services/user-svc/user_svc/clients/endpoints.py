@@ -1,0 +1,88 @@
+from datetime import datetime
+from typing import Annotated, Literal
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Response, status
+from pydantic import AfterValidator, BaseModel, Field
+from pydantic_core import PydanticCustomError
+
+from kit.auth import ALL_PERMISSIONS, ROLE_PERMISSIONS, Principal
+from kit.db import SessionDep
+from user_svc.admins.endpoints import admin_with
+from user_svc.clients import service
+from user_svc.context import ContextDep
+from user_svc.validators import PlainText
+
+router = APIRouter(tags=["clients"])
+
+KNOWN_SCOPES = sorted({p for perms in ROLE_PERMISSIONS.values() for p in perms} - {ALL_PERMISSIONS})
+
+
+def _known_scope(value: str) -> str:
+    if value not in KNOWN_SCOPES:
+        raise PydanticCustomError("unknown_scope", "Unknown scope; known: {known}", {"known": " ".join(KNOWN_SCOPES)})
+    return value
+
+
+Scope = Annotated[str, Field(max_length=40), AfterValidator(_known_scope)]
+
+KeyManager = Annotated[Principal, Depends(admin_with("clients:manage"))]
+
+
+class NewApiKeyIn(BaseModel):
+    name: PlainText = Field(min_length=1, max_length=100)
+    scopes: list[Scope] = Field(min_length=1, max_length=len(KNOWN_SCOPES))
+
+
+class ApiKeyOut(BaseModel):
+    key_id: UUID
+    name: str
+    scopes: list[str]
+    created_at: datetime
+    revoked: bool
+
+
+class NewApiKeyOut(ApiKeyOut):
+    api_key: str = Field(description="shown once; keep it secret")
+
+
+class ClientTokenIn(BaseModel):
+    api_key: str = Field(min_length=1, max_length=200)
+
+
+class ClientTokenOut(BaseModel):
+    access_token: str
+    token_type: Literal["bearer"] = "bearer"
+    expires_in: int
+    scope: str
+
+
+@router.post("/v1/admin/api-keys", status_code=status.HTTP_201_CREATED)
+async def create_api_key(actor: KeyManager, body: NewApiKeyIn, session: SessionDep) -> NewApiKeyOut:
+    key, secret = await service.create(session, actor, name=body.name, scopes=list(body.scopes))
+    return NewApiKeyOut(
+        key_id=key.id, name=key.name, scopes=key.scopes, created_at=key.created_at, revoked=False, api_key=secret
+    )
+
+
+@router.get("/v1/admin/api-keys")
+async def list_api_keys(_: KeyManager, session: SessionDep) -> list[ApiKeyOut]:
+    return [
+        ApiKeyOut(key_id=k.id, name=k.name, scopes=k.scopes, created_at=k.created_at, revoked=k.revoked_at is not None)
+        for k in await service.listing(session)
+    ]
+
+
+@router.delete("/v1/admin/api-keys/{key_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def revoke_api_key(actor: KeyManager, key_id: UUID, session: SessionDep) -> None:
+    await service.revoke(session, actor, key_id)
+
+
+@router.post("/v1/client-sessions")
+async def client_token(
+    body: ClientTokenIn, session: SessionDep, context: ContextDep, response: Response
+) -> ClientTokenOut:
+    """Exchange an API key for a short-lived access token carrying the key's scopes."""
+    response.headers["Cache-Control"] = "no-store"
+    token, scopes = await service.exchange(session, body.api_key, context.tokens)
+    return ClientTokenOut(access_token=token.access_token, expires_in=token.expires_in, scope=" ".join(scopes))

@@ -1,0 +1,67 @@
+"""API keys for the government supervision platform and third parties. A key (`pbk_<id>.<secret>`,
+shown once) is exchanged for a short-lived access token of kind `client` whose `scope` lists the
+key's permissions; every service checks it with `kit.auth.require_permission`, offline."""
+
+import hashlib
+import hmac
+import secrets
+from datetime import UTC, datetime
+from uuid import UUID, uuid4
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from kit.auth import Principal
+from user_svc.admins import audit
+from user_svc.errors import ApiKeyNotFound, InvalidCredentials
+from user_svc.models import ApiKey
+from user_svc.security import IssuedToken, Tokens
+
+PREFIX = "pbk_"
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+async def create(session: AsyncSession, actor: Principal, *, name: str, scopes: list[str]) -> tuple[ApiKey, str]:
+    key_id = uuid4()
+    secret = secrets.token_urlsafe(32)
+    key = ApiKey(
+        id=key_id, name=name, secret_hash=_hash(secret), scopes=sorted(set(scopes)), created_by=UUID(actor.subject)
+    )
+    session.add(key)
+    await session.flush()
+    await audit.record(
+        session,
+        actor,
+        "api_key.create",
+        target_type="api_key",
+        target_id=str(key_id),
+        details={"name": name, "scopes": key.scopes},
+    )
+    return key, f"{PREFIX}{key_id.hex}.{secret}"
+
+
+async def revoke(session: AsyncSession, actor: Principal, key_id: UUID) -> None:
+    key = await session.get(ApiKey, key_id, with_for_update=True)
+    if key is None or key.revoked_at is not None:
+        raise ApiKeyNotFound()
+    key.revoked_at = datetime.now(UTC)
+    await audit.record(session, actor, "api_key.revoke", target_type="api_key", target_id=str(key_id))
+
+
+async def listing(session: AsyncSession) -> list[ApiKey]:
+    return list(await session.scalars(select(ApiKey).order_by(ApiKey.created_at.desc())))
+
+
+async def exchange(session: AsyncSession, api_key: str, tokens: Tokens) -> tuple[IssuedToken, list[str]]:
+    key_part, _, secret = api_key.removeprefix(PREFIX).partition(".")
+    try:
+        key_id = UUID(hex=key_part)
+    except ValueError:
+        raise InvalidCredentials() from None
+    key = await session.get(ApiKey, key_id)
+    if key is None or key.revoked_at is not None or not hmac.compare_digest(key.secret_hash, _hash(secret)):
+        raise InvalidCredentials()
+    return tokens.for_client(str(key.id), key.scopes), key.scopes
