@@ -1,19 +1,32 @@
 """asset-credit-svc: `uvicorn asset_credit_svc.main:create_app --factory`."""
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 
 import httpx
 from fastapi import FastAPI
 
-from asset_credit_svc.consumers import on_charge_requested
+from asset_credit_svc.charges import service as charges
+from asset_credit_svc.consumers import on_charge_requested, on_refund_requested, on_rental_event, on_user_deregistered
+from asset_credit_svc.credit.endpoints import router as credit_router
+from asset_credit_svc.deposit import service as deposits
+from asset_credit_svc.deposit.endpoints import router as deposit_router
 from asset_credit_svc.payments.endpoints import PROVIDERS_KEY, notify_router, top_ups_router
 from asset_credit_svc.payments.providers import PaymentProvider
 from asset_credit_svc.payments.sandbox import SandboxProvider
+from asset_credit_svc.reconciliation import router as reconciliation_router
 from asset_credit_svc.settings import Settings
 from asset_credit_svc.wallet.endpoints import router as wallet_router
+from asset_credit_svc.withdrawals import service as withdrawals
+from asset_credit_svc.withdrawals.endpoints import router as withdrawals_router
 from contracts import Topic
 from kit.app import ConsumerSpec, Runtime, create_service_app
+from kit.db import unit_of_work
+
+log = logging.getLogger(__name__)
 
 CHANNELS = ("alipay", "wechat")
 
@@ -24,6 +37,33 @@ NotifyClientFactory = Callable[[FastAPI, Settings], httpx.AsyncClient]
 
 def default_notify_client(_: FastAPI, settings: Settings) -> httpx.AsyncClient:
     return httpx.AsyncClient(base_url=settings.asset_svc_url, timeout=5.0)
+
+
+async def _resolve_provider_charges(runtime: Runtime, settings: Settings) -> None:
+    """Charges awaiting a provider whose notification did not come: ask the provider."""
+    while True:
+        await asyncio.sleep(settings.provider_sweep_interval_s)
+        try:
+            now = datetime.now(UTC)
+            async with unit_of_work(runtime.sessionmaker) as session:
+                await charges.resolve_unknown_outcomes(
+                    session,
+                    runtime,
+                    older_than=now - timedelta(seconds=settings.provider_query_after_s),
+                    give_up_before=now - timedelta(seconds=settings.provider_give_up_after_s),
+                )
+            async with unit_of_work(runtime.sessionmaker) as session:
+                await deposits.retry_pending_refunds(
+                    session, runtime, now - timedelta(seconds=settings.provider_query_after_s)
+                )
+            async with unit_of_work(runtime.sessionmaker) as session:
+                await withdrawals.retry_pending_parts(
+                    session, runtime, now - timedelta(seconds=settings.provider_query_after_s)
+                )
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("provider charge sweep failed; retrying")
 
 
 def create_app(settings: Settings | None = None, *, notify_client: NotifyClientFactory | None = None) -> FastAPI:
@@ -48,6 +88,8 @@ def create_app(settings: Settings | None = None, *, notify_client: NotifyClientF
         ]
         providers: dict[str, PaymentProvider] = {s.channel: s for s in sandboxes}
         runtime.extras[PROVIDERS_KEY] = providers
+        if settings.provider_sweep_interval_s > 0:
+            runtime.spawn(_resolve_provider_charges(runtime, settings), "provider-charge-sweeper")
         try:
             yield
         finally:
@@ -58,10 +100,39 @@ def create_app(settings: Settings | None = None, *, notify_client: NotifyClientF
     app = create_service_app(
         settings,
         title="asset-credit-svc",
-        routers=[wallet_router, top_ups_router, notify_router],
-        consumers=lambda rt: [
-            ConsumerSpec(topics=[Topic.CHARGES], handlers={"billing.charge.requested": on_charge_requested(rt)})
+        routers=[
+            wallet_router,
+            withdrawals_router,
+            top_ups_router,
+            notify_router,
+            deposit_router,
+            reconciliation_router,
+            credit_router,
         ],
+        consumers=_consumers,
         extra_lifespan=payments_lifespan,
     )
     return app
+
+
+def _consumers(rt: Runtime) -> list[ConsumerSpec]:
+    rental_events = on_rental_event(rt)
+    return [
+        ConsumerSpec(
+            topics=[Topic.CHARGES],
+            handlers={
+                "billing.charge.requested": on_charge_requested(rt),
+                "billing.refund.requested": on_refund_requested(rt),
+            },
+        ),
+        ConsumerSpec(
+            topics=[Topic.RENTALS, Topic.USERS],
+            handlers={
+                "billing.rental.started": rental_events,
+                "billing.rental.ended": rental_events,
+                "billing.rental.failed": rental_events,
+                "user.user.deregistered": on_user_deregistered(rt),
+            },
+            name="deposits",
+        ),
+    ]

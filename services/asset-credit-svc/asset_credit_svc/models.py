@@ -21,7 +21,9 @@ from sqlalchemy import (
     ForeignKey,
     Identity,
     Index,
+    Integer,
     String,
+    Text,
     UniqueConstraint,
     func,
     text,
@@ -43,6 +45,7 @@ class AccountKind:
     """Account kinds. A kind with a `:` names a counterparty (`provider_clearing:alipay`)."""
 
     USER_BALANCE = "user_balance"
+    USER_DEPOSIT = "user_deposit"
     PLATFORM_REVENUE = "platform_revenue"
     PROVIDER_CLEARING = "provider_clearing"
 
@@ -54,6 +57,11 @@ class AccountKind:
 class TransactionKind(StrEnum):
     TOP_UP = "top_up"
     CHARGE = "charge"
+    REFUND = "refund"
+    PROVIDER_PAYMENT = "provider_payment"  # the user's provider paid (part of) a charge into the wallet
+    DEPOSIT = "deposit"
+    DEPOSIT_REFUND = "deposit_refund"
+    WITHDRAWAL = "withdrawal"
 
 
 class TopUpStatus(StrEnum):
@@ -64,6 +72,7 @@ class TopUpStatus(StrEnum):
 
 class ChargeStatus(StrEnum):
     PENDING = "pending"  # only inside the transaction that claims the charge id
+    AWAITING_PROVIDER = "awaiting_provider"  # the balance was short; the user's provider pays the rest
     SETTLED = "settled"
     FAILED = "failed"
 
@@ -145,8 +154,19 @@ class Charge(Base):
 
     __tablename__ = "charges"
     __table_args__ = (
-        CheckConstraint("status IN ('pending', 'settled', 'failed')", name="status"),
+        CheckConstraint("status IN ('pending', 'awaiting_provider', 'settled', 'failed')", name="status"),
+        CheckConstraint(
+            "status <> 'awaiting_provider' OR (provider_channel IS NOT NULL AND provider_amount_fen > 0)",
+            name="awaiting_provider_has_order",
+        ),
         Index("ix_charges_user_id", "user_id"),
+        Index(
+            "ix_charges_awaiting_provider",
+            "provider_requested_at",
+            postgresql_where=text("status = 'awaiting_provider'"),
+        ),
+        # At most one charge per rental is ever collected (a failed one may be retried).
+        Index("uq_charges_rental_settled", "rental_id", unique=True, postgresql_where=text("status = 'settled'")),
     )
 
     charge_id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), primary_key=True)
@@ -161,3 +181,180 @@ class Charge(Base):
     )
     source_event_id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), nullable=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    # When the balance was short: the order at the user's provider for the shortfall.
+    provider_channel: Mapped[str | None] = mapped_column(String(30), nullable=True)
+    provider_amount_fen: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    provider_trade_no: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    provider_requested_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    provider_transaction_id: Mapped[uuid.UUID | None] = mapped_column(
+        PgUUID(as_uuid=True), ForeignKey("ledger_transactions.id"), nullable=True
+    )
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class PaymentMethod(Base):
+    """The provider a user chose to pay what the balance does not cover."""
+
+    __tablename__ = "payment_methods"
+    __table_args__ = (CheckConstraint("channel IN ('alipay', 'wechat')", name="channel"),)
+
+    user_id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(30), nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
+
+
+class RefundStatus(StrEnum):
+    PENDING = "pending"  # only inside the transaction that claims the refund id
+    SETTLED = "settled"
+    FAILED = "failed"
+
+
+class Refund(Base):
+    """One row per refund id billing asked for (support corrections): money back to the wallet,
+    never more than what was collected for the rental."""
+
+    __tablename__ = "refunds"
+    __table_args__ = (
+        CheckConstraint("status IN ('pending', 'settled', 'failed')", name="status"),
+        CheckConstraint("amount_fen > 0", name="amount_positive"),
+        Index("ix_refunds_rental_id", "rental_id"),
+    )
+
+    refund_id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), primary_key=True)
+    rental_id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), nullable=False)
+    user_id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), nullable=False)
+    amount_fen: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    reason: Mapped[str] = mapped_column(String(200), nullable=False)
+    status: Mapped[str] = mapped_column(String(20), nullable=False)
+    failure_reason: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    transaction_id: Mapped[uuid.UUID | None] = mapped_column(
+        PgUUID(as_uuid=True), ForeignKey("ledger_transactions.id"), nullable=True
+    )
+    source_event_id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class DepositKind(StrEnum):
+    PAY = "pay"
+    REFUND = "refund"
+
+
+class DepositStatus(StrEnum):
+    PENDING = "pending"  # pay: waiting for the provider; refund: booked, the provider not yet confirmed
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class DepositOperation(Base):
+    """A deposit paid through a provider, or refunded back to it (the deposit's history)."""
+
+    __tablename__ = "deposit_operations"
+    __table_args__ = (
+        CheckConstraint("amount_fen > 0", name="amount_positive"),
+        CheckConstraint("kind IN ('pay', 'refund')", name="kind"),
+        CheckConstraint("status IN ('pending', 'succeeded', 'failed')", name="status"),
+        UniqueConstraint("user_id", "idempotency_key", name="uq_deposit_operations_user_idempotency_key"),
+        Index("ix_deposit_operations_user_created", "user_id", "created_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), nullable=False)
+    idempotency_key: Mapped[str] = mapped_column(String(200), nullable=False)
+    kind: Mapped[str] = mapped_column(String(10), nullable=False)
+    amount_fen: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    channel: Mapped[str] = mapped_column(String(30), nullable=False)
+    status: Mapped[str] = mapped_column(String(20), nullable=False)
+    # For a refund: the pay operation whose provider order it refunds.
+    pay_id: Mapped[uuid.UUID | None] = mapped_column(PgUUID(as_uuid=True), ForeignKey("deposit_operations.id"))
+    source: Mapped[str] = mapped_column(String(30), nullable=False)  # user | deregistered
+    provider_trade_no: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    failure_reason: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    transaction_id: Mapped[uuid.UUID | None] = mapped_column(
+        PgUUID(as_uuid=True), ForeignKey("ledger_transactions.id"), nullable=True
+    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class OpenRental(Base):
+    """Rentals billing reported started and not yet ended or failed (billing.rentals.v1): a user
+    with one is renting, so the deposit stays."""
+
+    __tablename__ = "open_rentals"
+
+    rental_id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), nullable=False, index=True)
+    closed: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
+
+
+class Withdrawal(Base):
+    """Balance paid back to where it came from: refunds of the user's top-ups, newest first."""
+
+    __tablename__ = "withdrawals"
+    __table_args__ = (
+        CheckConstraint("amount_fen > 0", name="amount_positive"),
+        UniqueConstraint("user_id", "idempotency_key", name="uq_withdrawals_user_idempotency_key"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), nullable=False)
+    idempotency_key: Mapped[str] = mapped_column(String(200), nullable=False)
+    amount_fen: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    transaction_id: Mapped[uuid.UUID | None] = mapped_column(
+        PgUUID(as_uuid=True), ForeignKey("ledger_transactions.id"), nullable=True
+    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class WithdrawalPart(Base):
+    """The part of a withdrawal refunded through one top-up's provider order."""
+
+    __tablename__ = "withdrawal_parts"
+    __table_args__ = (
+        CheckConstraint("amount_fen > 0", name="amount_positive"),
+        CheckConstraint("status IN ('pending', 'succeeded')", name="status"),
+        Index("ix_withdrawal_parts_top_up_id", "top_up_id"),
+        Index("ix_withdrawal_parts_pending", "created_at", postgresql_where=text("status = 'pending'")),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), primary_key=True)
+    withdrawal_id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), ForeignKey("withdrawals.id"), nullable=False)
+    top_up_id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), ForeignKey("top_ups.id"), nullable=False)
+    channel: Mapped[str] = mapped_column(String(30), nullable=False)
+    amount_fen: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    status: Mapped[str] = mapped_column(String(20), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class CreditScore(Base):
+    """A user's credit score (clause 6.3.4); created at the initial score on first use."""
+
+    __tablename__ = "credit_scores"
+    __table_args__ = (CheckConstraint("score >= 0 AND score <= 1000", name="score_range"),)
+
+    user_id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), primary_key=True)
+    score: Mapped[int] = mapped_column(Integer, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
+
+
+class CreditChange(Base):
+    """Every change of a score: why, and from which event (or which admin). Append-only; one
+    change per (source id, reason), so a redelivered event changes nothing."""
+
+    __tablename__ = "credit_changes"
+    __table_args__ = (
+        UniqueConstraint("source_id", "reason", name="uq_credit_changes_source_reason"),
+        Index("ix_credit_changes_user_id", "user_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), nullable=False)
+    delta: Mapped[int] = mapped_column(Integer, nullable=False)
+    score_after: Mapped[int] = mapped_column(Integer, nullable=False)
+    reason: Mapped[str] = mapped_column(String(50), nullable=False)
+    source: Mapped[str] = mapped_column(String(100), nullable=False)  # event type, or `admin`
+    source_id: Mapped[str] = mapped_column(String(200), nullable=False)  # event/charge id, or admin key
+    actor: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    note: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())

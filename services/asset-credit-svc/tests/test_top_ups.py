@@ -38,7 +38,17 @@ async def test_wallet_is_created_lazily_and_needs_a_token(svc) -> None:
     assert (await svc.client.get("/v1/wallet")).status_code == 401
     response = await svc.client.get("/v1/wallet", headers=svc.auth(user))
     assert response.status_code == 200
-    assert response.json() == {"user_id": str(user), "balance_fen": 0, "currency": "CNY"}
+    assert response.json() == {
+        "user_id": str(user),
+        "balance_fen": 0,
+        "currency": "CNY",
+        # What billing checks before a rental: a new user's credit allows borrowing without a deposit.
+        "deposit_held_fen": 0,
+        "credit_score": 600,
+        "credit_level": "good",
+        "borrow_refusal": None,
+        "borrow_refusal_detail": None,
+    }
     entries = await svc.client.get("/v1/wallet/entries", headers=svc.auth(user))
     assert entries.json() == {"items": [], "next_before": None}
 

@@ -14,6 +14,8 @@ from billing_svc.rentals import service
 from billing_svc.rentals.endpoints import router as rentals_router
 from billing_svc.rentals.waiters import RentalWaiters
 from billing_svc.settings import Settings
+from billing_svc.support.endpoints import router as support_router
+from billing_svc.users import users_consumer_spec
 from kit.app import Runtime, create_service_app
 from kit.db import unit_of_work
 
@@ -34,6 +36,21 @@ async def _sweep_unlocking(runtime: Runtime, settings: Settings) -> None:
             log.exception("unlocking sweep failed; retrying")
 
 
+async def _reconcile_returns(runtime: Runtime, settings: Settings) -> None:
+    """Close active rentals whose bank is back in a cabinet by a stored return report."""
+    while True:
+        await asyncio.sleep(settings.reconcile_interval_s)
+        try:
+            async with unit_of_work(runtime.sessionmaker) as session:
+                await service.reconcile_returns(session, runtime)
+            async with unit_of_work(runtime.sessionmaker) as session:
+                await service.sell_unreturned(session, runtime, service.now_utc())
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("return reconciliation failed; retrying")
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
 
@@ -42,12 +59,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         runtime.extras["rental_waiters"] = RentalWaiters()
         if settings.unlocking_expiry_s > 0:
             runtime.spawn(_sweep_unlocking(runtime, settings), "unlocking-sweeper")
+        if settings.reconcile_interval_s > 0:
+            runtime.spawn(_reconcile_returns(runtime, settings), "returns-reconciler")
         yield
 
     return create_service_app(
         settings,
         title="billing-svc",
-        routers=[prices_router, rentals_router],
-        consumers=consumer_specs,
+        routers=[prices_router, rentals_router, support_router],
+        consumers=lambda rt: [*consumer_specs(rt), users_consumer_spec(rt)],
         extra_lifespan=lifespan,
     )

@@ -1,10 +1,24 @@
-"""billing-svc's tables: rentals (plus the kit's outbox and processed_events)."""
+"""billing-svc's tables: rentals, unmatched returns, disputes and the corrections audit
+(plus the kit's outbox and processed_events)."""
 
 import uuid
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import Boolean, CheckConstraint, DateTime, Index, Integer, String, UniqueConstraint, func, text
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import UUID as PgUUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -58,12 +72,20 @@ class Rental(Base):
     duration_seconds: Mapped[int | None] = mapped_column(Integer)
     fee_fen: Mapped[int | None] = mapped_column(Integer)
     charge_id: Mapped[uuid.UUID | None] = mapped_column(PgUUID(as_uuid=True), unique=True)
+    # 0 for the charge requested at the end; +1 for each manual payment of an unpaid rental.
+    charge_attempt: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    # Set when a late BankEjected turned a failed rental active (the user holds the bank).
+    revived_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     # The price that applies to this rental, fixed when it was requested.
     period_minutes: Mapped[int] = mapped_column(Integer, nullable=False)
     price_per_period_fen: Mapped[int] = mapped_column(Integer, nullable=False)
     free_minutes: Mapped[int] = mapped_column(Integer, nullable=False)
     daily_cap_fen: Mapped[int] = mapped_column(Integer, nullable=False)
+    purchase_ceiling_fen: Mapped[int | None] = mapped_column(Integer)
+    plan_id: Mapped[uuid.UUID | None] = mapped_column(PgUUID(as_uuid=True))
+    # The fee reached the purchase ceiling before the bank came back: the bank is the user's.
+    purchased: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
 
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(
@@ -87,4 +109,110 @@ class Rental(Base):
         Index("uq_rentals_bank_active", "bank_id", unique=True, postgresql_where=text("state = 'active'")),
         Index("ix_rentals_user_history", "user_id", text("requested_at DESC"), text("id DESC")),
         Index("ix_rentals_unlocking", "requested_at", postgresql_where=text("state = 'unlocking'")),
+        Index("ix_rentals_user_unpaid", "user_id", postgresql_where=text("state = 'unpaid'")),
+    )
+
+
+class UnmatchedReturn(Base):
+    """A return report with no active rental for its bank when it arrived (it may have overtaken
+    the eject event, which travels on another topic). Re-checked when a rental of the bank starts
+    and by the reconciliation sweep; `rental_id` is set once it ended a rental."""
+
+    __tablename__ = "unmatched_returns"
+
+    report_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    bank_id: Mapped[str] = mapped_column(String(128), nullable=False)
+    cabinet_id: Mapped[str] = mapped_column(String(128), nullable=False)
+    returned_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    rental_id: Mapped[uuid.UUID | None] = mapped_column(PgUUID(as_uuid=True), ForeignKey("rentals.id"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
+
+    __table_args__ = (
+        Index("ix_unmatched_returns_open", "bank_id", "received_at", postgresql_where=text("rental_id IS NULL")),
+    )
+
+
+class DisputeState(StrEnum):
+    OPEN = "open"
+    RESOLVED = "resolved"  # support corrected the rental
+    REJECTED = "rejected"  # support found nothing to correct
+
+
+class Dispute(Base):
+    __tablename__ = "disputes"
+
+    id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), primary_key=True)
+    rental_id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), ForeignKey("rentals.id"), nullable=False)
+    user_id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), nullable=False)
+    reason: Mapped[str] = mapped_column(Text, nullable=False)
+    state: Mapped[str] = mapped_column(String(20), nullable=False)
+    resolution: Mapped[str | None] = mapped_column(Text)
+    resolved_by: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        CheckConstraint("state IN ('open', 'resolved', 'rejected')", name="state"),
+        # One open dispute per rental.
+        Index("uq_disputes_rental_open", "rental_id", unique=True, postgresql_where=text("state = 'open'")),
+        Index("ix_disputes_state_created", "state", "created_at"),
+    )
+
+
+class RentalCorrection(Base):
+    """Audit of every change support made to a rental: who, when, why, before and after."""
+
+    __tablename__ = "rental_corrections"
+
+    id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), primary_key=True)
+    rental_id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), ForeignKey("rentals.id"), nullable=False)
+    dispute_id: Mapped[uuid.UUID | None] = mapped_column(PgUUID(as_uuid=True), ForeignKey("disputes.id"))
+    actor: Mapped[str] = mapped_column(String(200), nullable=False)
+    actor_roles: Mapped[str] = mapped_column(String(200), nullable=False)
+    action: Mapped[str] = mapped_column(String(40), nullable=False)
+    note: Mapped[str] = mapped_column(Text, nullable=False)
+    before: Mapped[dict[str, object]] = mapped_column(JSONB, nullable=False)
+    after: Mapped[dict[str, object]] = mapped_column(JSONB, nullable=False)
+    refund_fen: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    refund_id: Mapped[uuid.UUID | None] = mapped_column(PgUUID(as_uuid=True), unique=True)
+    idempotency_key: Mapped[str] = mapped_column(String(200), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
+
+    __table_args__ = (
+        CheckConstraint("refund_fen >= 0", name="refund_not_negative"),
+        UniqueConstraint("actor", "idempotency_key", name="uq_rental_corrections_actor_idempotency_key"),
+    )
+
+
+class PricingPlan(Base):
+    """A price for a cabinet (scope `cabinet`, value = the cabinet id), a region (scope `region`,
+    value = a prefix of cabinet ids, the longest match wins) or everywhere (scope `default`).
+    A rental keeps the plan's price as of borrowing; editing a plan changes only later rentals."""
+
+    __tablename__ = "pricing_plans"
+
+    id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), nullable=False)
+    scope: Mapped[str] = mapped_column(String(20), nullable=False)
+    scope_value: Mapped[str] = mapped_column(String(128), nullable=False, server_default="")
+    period_minutes: Mapped[int] = mapped_column(Integer, nullable=False)
+    price_per_period_fen: Mapped[int] = mapped_column(Integer, nullable=False)
+    free_minutes: Mapped[int] = mapped_column(Integer, nullable=False)
+    daily_cap_fen: Mapped[int] = mapped_column(Integer, nullable=False)
+    purchase_ceiling_fen: Mapped[int | None] = mapped_column(Integer)
+    active: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("true"))
+    updated_by: Mapped[str] = mapped_column(String(200), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
+
+    __table_args__ = (
+        CheckConstraint("scope IN ('default', 'region', 'cabinet')", name="scope"),
+        CheckConstraint(
+            "period_minutes > 0 AND price_per_period_fen >= 0 AND free_minutes >= 0 AND daily_cap_fen >= 0",
+            name="price_valid",
+        ),
+        CheckConstraint("purchase_ceiling_fen IS NULL OR purchase_ceiling_fen > 0", name="ceiling_positive"),
+        # One active plan per scope and value.
+        Index("uq_pricing_plans_active_scope", "scope", "scope_value", unique=True, postgresql_where=text("active")),
     )

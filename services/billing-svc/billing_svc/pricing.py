@@ -14,6 +14,8 @@ Rule (what the user is shown before borrowing, `GET /v1/pricing`):
   With the default 30-minute period (which divides a day) this is exactly "ceil(duration / period)
   periods, each 24 h window capped at the daily cap".
 
+- With a purchase ceiling, the fee never exceeds it (the bank is then the user's).
+
 Properties (checked by property tests): monotonic non-decreasing in the duration; never above
 ceil(duration / 24 h) * daily_cap; zero within the free minutes.
 """
@@ -29,12 +31,16 @@ class Price:
     price_per_period_fen: int
     free_minutes: int
     daily_cap_fen: int
+    # An unreturned bank whose fee reaches this is sold to the user: the fee never exceeds it.
+    purchase_ceiling_fen: int | None = None
 
     def __post_init__(self) -> None:
         if self.period_minutes <= 0:
             raise ValueError("period_minutes must be positive")
         if self.price_per_period_fen < 0 or self.daily_cap_fen < 0 or self.free_minutes < 0:
             raise ValueError("prices, caps and free minutes cannot be negative")
+        if self.purchase_ceiling_fen is not None and self.purchase_ceiling_fen < 0:
+            raise ValueError("the purchase ceiling cannot be negative")
 
 
 def _window_fee(seconds: int, price: Price) -> int:
@@ -49,4 +55,7 @@ def compute_fee(duration_seconds: int, price: Price) -> int:
     if duration <= price.free_minutes * 60:
         return 0
     full_days, remainder = divmod(duration, DAY_SECONDS)
-    return full_days * _window_fee(DAY_SECONDS, price) + _window_fee(remainder, price)
+    fee = full_days * _window_fee(DAY_SECONDS, price) + _window_fee(remainder, price)
+    if price.purchase_ceiling_fen is not None:
+        fee = min(fee, price.purchase_ceiling_fen)
+    return fee

@@ -28,5 +28,8 @@ class Settings(ServiceSettings):
     # failed with `device_no_answer` so the user is not blocked. 0 disables the sweeper.
     unlocking_expiry_s: float = Field(default=120.0, ge=0)
     sweep_interval_s: float = Field(default=10.0, gt=0)
+    # How often stored return reports are matched again against active rentals (a report that
+    # overtook its eject event, or raced it in the other consumer). 0 disables the job.
+    reconcile_interval_s: float = Field(default=5.0, ge=0)
 
     history_page_max: int = Field(default=100, ge=1)

@@ -23,11 +23,21 @@ import uvicorn
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
 from billing_svc.main import create_app
 from billing_svc.settings import Settings
 from contracts import Envelope, Topic, event_adapter, new_event
-from contracts.events import BankEjected, EjectBank, EjectFailed, EjectFailureReason, EventData
+from contracts.events import (
+    BankEjected,
+    BankReturned,
+    ChargeFailed,
+    EjectBank,
+    EjectFailed,
+    EjectFailureReason,
+    EventData,
+)
 from kit.app import Runtime
 from kit.auth import TokenSigner
 from kit.kafka import make_producer
@@ -53,6 +63,7 @@ class FakeWallets:
     balances: dict[str, int] = field(default_factory=dict)
     default_fen: int = 1_000
     seen_tokens: list[str] = field(default_factory=list)
+    refusals: dict[str, str] = field(default_factory=dict)
     url: str = ""
 
     def app(self) -> FastAPI:
@@ -65,7 +76,14 @@ class FakeWallets:
                 return JSONResponse({"code": "unauthorized"}, status_code=401)
             self.seen_tokens.append(token)
             user_id = jwt.decode(token, options={"verify_signature": False})["sub"]
-            return JSONResponse({"user_id": user_id, "balance_fen": self.balances.get(user_id, self.default_fen)})
+            body = {"user_id": user_id, "balance_fen": self.balances.get(user_id, self.default_fen)}
+            if user_id in self.refusals:
+                body |= {
+                    "borrow_refusal": self.refusals[user_id],
+                    "borrow_refusal_detail": "scripted",
+                    "credit_score": 1,
+                }
+            return JSONResponse(body)
 
         return app
 
@@ -272,6 +290,8 @@ def make_settings(database_url: str, keypair: tuple[Path, Path], asset_svc_url: 
         "jwt_public_key_file": keypair[1],
         "asset_svc_url": asset_svc_url,
         "outbox_poll_interval_s": 0.2,
+        # Tests run the reconciliation job themselves (a background one would race TRUNCATE).
+        "reconcile_interval_s": 0,
     }
     values.update(overrides)
     return Settings(**values)
@@ -299,6 +319,50 @@ async def wait_ready(runtime: Runtime, timeout_s: float = 60.0) -> None:
             await asyncio.sleep(0.2)
 
 
+async def wait_caught_up(runtime: Runtime, device: FakeDevice, timeout_s: float = 120.0) -> None:
+    """A fresh consumer group reads the shared dev broker from the start: wait until each of the
+    app's consumers has handled a probe sent now, so no test waits behind an old backlog."""
+    now = datetime.now(UTC)
+    probes = [
+        EjectFailed(
+            command_id=uuid.uuid4(),
+            rental_id=uuid.uuid4(),
+            bank_id=None,
+            cabinet_id=None,
+            reason=EjectFailureReason.EJECT_FAILED,
+        ),
+        BankReturned(
+            report_id=f"probe-{uuid.uuid4().hex}",
+            bank_id=f"PROBE-{uuid.uuid4().hex[:8]}",
+            cabinet_id="PROBE",
+            slot=1,
+            battery_pct=None,
+            returned_at=now,
+            device_reported_at=now,
+            received_at=now,
+        ),
+        ChargeFailed(
+            charge_id=uuid.uuid4(), rental_id=uuid.uuid4(), user_id=uuid.uuid4(), amount_fen=1, reason="probe"
+        ),
+    ]
+    ids = [(await device.emit(p, key="probe")).event_id for p in probes]
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout_s
+    while True:
+        async with runtime.sessionmaker() as session:
+            seen = (
+                await session.execute(
+                    text("SELECT count(DISTINCT event_id) FROM processed_events WHERE event_id = ANY(:ids)"),
+                    {"ids": ids},
+                )
+            ).scalar_one()
+        if seen == len(ids):
+            return
+        if loop.time() > end:
+            pytest.fail("billing-svc's consumers did not catch up with the broker")
+        await asyncio.sleep(0.2)
+
+
 @dataclass
 class Billing:
     client: httpx.AsyncClient
@@ -316,6 +380,7 @@ async def billing_app(
     try:
         runtime: Runtime = app.state.runtime
         await wait_ready(runtime)
+        await wait_caught_up(runtime, device)
         yield Billing(client=client, runtime=runtime, database_url=database_url)
     finally:
         await _bounded(running.__aexit__(None, None, None), "billing-svc shutdown")
@@ -323,7 +388,16 @@ async def billing_app(
 
 @pytest.fixture
 async def billing(billing_app: Billing, wallets: FakeWallets, device: FakeDevice) -> Billing:
-    await truncate_all(billing_app.database_url)
+    for attempt in range(5):
+        try:
+            # A consumer still handling a late event of the previous test can deadlock with TRUNCATE.
+            await truncate_all(billing_app.database_url)
+            break
+        except DBAPIError as exc:
+            if "deadlock" not in str(exc) or attempt == 4:
+                raise
+            await asyncio.sleep(0.2)
     wallets.balances.clear()
+    wallets.refusals.clear()
     device.behaviours.clear()
     return billing_app

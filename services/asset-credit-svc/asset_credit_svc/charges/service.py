@@ -1,27 +1,75 @@
-"""Settling a charge billing requested: debit the wallet once per charge id, or fail it.
+"""Settling a charge billing requested (clause 6.1.5): from the balance first; when the balance is
+short and the user chose a payment provider, the provider is charged the shortfall (an order
+`chg_<charge_id>`, answered by a signed asynchronous notification, or by a query when the outcome
+stays unknown); otherwise the charge fails.
 
 The `charges` row is claimed first (its primary key is the charge id), so a second request for
-the same charge, concurrent or later, waits for the first and then changes nothing.
+the same charge, concurrent or later, waits for the first and then changes nothing. A notification
+is applied under the charge's row lock and only while the charge awaits the provider, so a
+duplicate changes nothing; a forged one never verifies (see payments.signing).
 """
 
 import logging
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from asset_credit_svc.credit import service as credit
 from asset_credit_svc.ledger import service as ledger
 from asset_credit_svc.ledger.math import InsufficientFunds
-from asset_credit_svc.models import Charge, ChargeStatus, TransactionKind
+from asset_credit_svc.models import Charge, ChargeStatus, PaymentMethod, TransactionKind
+from asset_credit_svc.payments.providers import (
+    PROVIDERS_KEY,
+    OrderState,
+    PaymentNotification,
+    PaymentOrder,
+    PaymentProvider,
+    PaymentProviderError,
+)
+from asset_credit_svc.payments.service import AmountMismatch, ChannelMismatch
+from asset_credit_svc.settings import Settings
 from contracts.events import ChargeFailed, ChargeRequested, ChargeSettled
 from kit.app import Runtime
+from kit.db import after_commit
+from kit.errors import NotFound
 
 log = logging.getLogger(__name__)
 
 INSUFFICIENT_BALANCE = "insufficient_balance"
 INVALID_AMOUNT = "invalid_amount"
+ALREADY_CHARGED = "rental_already_charged"
+PROVIDER_DECLINED = "provider_declined"
+PROVIDER_UNAVAILABLE = "provider_unavailable"
+
+CHARGE_ORDER_PREFIX = "chg_"
+
+
+class ChargeOrderNotFound(NotFound):
+    code = "charge_order_not_found"
+    title = "No charge awaits this order"
+
+
+def order_no(charge_id: uuid.UUID) -> str:
+    return f"{CHARGE_ORDER_PREFIX}{charge_id}"
+
+
+def is_charge_order(out_trade_no: str) -> bool:
+    return out_trade_no.startswith(CHARGE_ORDER_PREFIX)
+
+
+def providers_of(runtime: Runtime) -> Mapping[str, PaymentProvider]:
+    providers: Mapping[str, PaymentProvider] = runtime.extras.get(PROVIDERS_KEY, {})
+    return providers
+
+
+async def payment_method(session: AsyncSession, user_id: uuid.UUID) -> str | None:
+    return (
+        await session.execute(select(PaymentMethod.channel).where(PaymentMethod.user_id == user_id))
+    ).scalar_one_or_none()
 
 
 async def settle(session: AsyncSession, runtime: Runtime, request: ChargeRequested, source_event_id: uuid.UUID) -> str:
@@ -49,6 +97,21 @@ async def settle(session: AsyncSession, runtime: Runtime, request: ChargeRequest
     wallet = ledger.user_balance(request.user_id)
     if request.amount_fen < 0:
         return await _fail(session, runtime, request, INVALID_AMOUNT)
+    # A rental is collected at most once, whatever charge ids billing sends (a manual payment is a
+    # new charge id after a failed one). The partial unique index makes this hold under races too.
+    already = (
+        await session.execute(
+            select(Charge.charge_id).where(
+                Charge.rental_id == request.rental_id, Charge.status == ChargeStatus.SETTLED.value
+            )
+        )
+    ).first()
+    if already is not None:
+        log.error(
+            "a second charge for an already collected rental; refused",
+            extra={"charge_id": str(request.charge_id), "rental_id": str(request.rental_id)},
+        )
+        return await _fail(session, runtime, request, ALREADY_CHARGED)
     if request.amount_fen == 0:
         return await _settle(session, runtime, request, None, await ledger.balance_of(session, wallet))
     try:
@@ -58,8 +121,11 @@ async def settle(session: AsyncSession, runtime: Runtime, request: ChargeRequest
             reference=f"charge:{request.charge_id}",
             legs=[(wallet, -request.amount_fen), (ledger.PLATFORM_REVENUE, request.amount_fen)],
         )
-    except InsufficientFunds:
-        return await _fail(session, runtime, request, INSUFFICIENT_BALANCE)
+    except InsufficientFunds as short:
+        channel = await payment_method(session, request.user_id)
+        if channel is None or channel not in providers_of(runtime):
+            return await _fail(session, runtime, request, INSUFFICIENT_BALANCE)
+        return await _ask_provider(session, runtime, request, channel, request.amount_fen - short.balance_fen)
     if posted is None:  # cannot happen: the charge id was claimed above
         raise RuntimeError(f"charge {request.charge_id} claimed but already posted")
     return await _settle(session, runtime, request, posted.id, posted.balance_after(wallet))
@@ -93,6 +159,9 @@ async def _settle(
 
 
 async def _fail(session: AsyncSession, runtime: Runtime, request: ChargeRequested, reason: str) -> str:
+    if reason in (INSUFFICIENT_BALANCE, PROVIDER_DECLINED, PROVIDER_UNAVAILABLE):  # the user owes the rental
+        assert isinstance(runtime.settings, Settings)
+        await credit.on_unpaid(session, runtime.settings, request.user_id, request.charge_id)
     await session.execute(
         update(Charge)
         .where(Charge.charge_id == request.charge_id)
@@ -111,3 +180,197 @@ async def _fail(session: AsyncSession, runtime: Runtime, request: ChargeRequeste
     )
     log.info("charge failed", extra={"charge_id": str(request.charge_id), "reason": reason})
     return "failed"
+
+
+# ---- the user's provider pays the shortfall -------------------------------------------------
+
+
+async def _ask_provider(
+    session: AsyncSession, runtime: Runtime, request: ChargeRequested, channel: str, shortfall_fen: int
+) -> str:
+    """The charge waits for the provider; the order is opened once the transaction committed."""
+    await session.execute(
+        update(Charge)
+        .where(Charge.charge_id == request.charge_id)
+        .values(
+            status=ChargeStatus.AWAITING_PROVIDER.value,
+            provider_channel=channel,
+            provider_amount_fen=shortfall_fen,
+            provider_requested_at=datetime.now(UTC),
+        )
+    )
+    _open_order_after_commit(session, runtime, request.charge_id, channel, shortfall_fen)
+    log.info(
+        "balance short; charging the user's provider",
+        extra={"charge_id": str(request.charge_id), "channel": channel, "shortfall_fen": shortfall_fen},
+    )
+    return "awaiting_provider"
+
+
+def _open_order_after_commit(
+    session: AsyncSession, runtime: Runtime, charge_id: uuid.UUID, channel: str, amount_fen: int
+) -> None:
+    provider = providers_of(runtime)[channel]
+    order = PaymentOrder(out_trade_no=order_no(charge_id), amount_fen=amount_fen, subject="Power bank rental fee")
+
+    async def open_order() -> None:
+        try:
+            await provider.create_order(order)
+        except Exception:  # the provider sweep re-opens it (create_order is idempotent)
+            log.exception("could not open the provider order for a charge", extra={"charge_id": str(charge_id)})
+
+    after_commit(session, open_order)
+
+
+async def _locked_charge(session: AsyncSession, charge_id: uuid.UUID) -> Charge | None:
+    stmt = (
+        select(Charge).where(Charge.charge_id == charge_id).with_for_update().execution_options(populate_existing=True)
+    )
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def apply_notification(
+    session: AsyncSession, runtime: Runtime, channel: str, notification: PaymentNotification
+) -> str:
+    """A verified provider notification for a charge order: `settled`, `failed` or `duplicate`."""
+    try:
+        charge_id = uuid.UUID(notification.out_trade_no.removeprefix(CHARGE_ORDER_PREFIX))
+    except ValueError:
+        raise ChargeOrderNotFound() from None
+    charge = await _locked_charge(session, charge_id)
+    if charge is None or charge.provider_channel is None:
+        raise ChargeOrderNotFound()
+    if charge.provider_channel != channel:
+        raise ChannelMismatch()
+    if notification.amount_fen != charge.provider_amount_fen:
+        log.error(
+            "provider notification amount differs from the charge order",
+            extra={
+                "charge_id": str(charge_id),
+                "expected": charge.provider_amount_fen,
+                "notified": notification.amount_fen,
+            },
+        )
+        raise AmountMismatch()
+    return await _resolve(session, runtime, charge, notification.status == "SUCCESS", notification.trade_no)
+
+
+async def _resolve(session: AsyncSession, runtime: Runtime, charge: Charge, paid: bool, trade_no: str | None) -> str:
+    """Apply the provider's outcome to a charge (under its row lock)."""
+    if charge.status != ChargeStatus.AWAITING_PROVIDER.value:
+        if paid and charge.status == ChargeStatus.FAILED.value and charge.provider_transaction_id is None:
+            # We gave up on the order, but the provider took the money after all: it goes to the
+            # user's wallet (nothing is lost); the rental stays unpaid until the user pays it.
+            await _credit_provider_payment(session, charge, trade_no)
+            log.warning("late provider payment credited to the wallet", extra={"charge_id": str(charge.charge_id)})
+        elif paid != (charge.status == ChargeStatus.SETTLED.value):
+            log.error(
+                "provider outcome contradicts a final charge; ignored",
+                extra={"charge_id": str(charge.charge_id), "status": charge.status, "paid": paid},
+            )
+        return "duplicate"
+    request = ChargeRequested(
+        charge_id=charge.charge_id, rental_id=charge.rental_id, user_id=charge.user_id, amount_fen=charge.amount_fen
+    )
+    charge.completed_at = datetime.now(UTC)
+    if not paid:
+        charge.provider_trade_no = trade_no
+        await session.flush()
+        return await _fail(session, runtime, request, PROVIDER_DECLINED)
+    await _credit_provider_payment(session, charge, trade_no)
+    wallet = ledger.user_balance(charge.user_id)
+    already = (
+        await session.execute(
+            select(Charge.charge_id).where(
+                Charge.rental_id == charge.rental_id, Charge.status == ChargeStatus.SETTLED.value
+            )
+        )
+    ).first()
+    if already is not None:  # the provider's money stays in the wallet
+        return await _fail(session, runtime, request, ALREADY_CHARGED)
+    try:
+        posted = await ledger.post(
+            session,
+            kind=TransactionKind.CHARGE.value,
+            reference=f"charge:{charge.charge_id}",
+            legs=[(wallet, -charge.amount_fen), (ledger.PLATFORM_REVENUE, charge.amount_fen)],
+        )
+    except InsufficientFunds:
+        # The balance dropped meanwhile; the provider's money stays in the wallet.
+        return await _fail(session, runtime, request, INSUFFICIENT_BALANCE)
+    if posted is None:
+        raise RuntimeError(f"charge {charge.charge_id} awaits the provider but is already posted")
+    return await _settle(session, runtime, request, posted.id, posted.balance_after(wallet))
+
+
+async def _credit_provider_payment(session: AsyncSession, charge: Charge, trade_no: str | None) -> None:
+    assert charge.provider_channel is not None
+    assert charge.provider_amount_fen is not None
+    posted = await ledger.post(
+        session,
+        kind=TransactionKind.PROVIDER_PAYMENT.value,
+        reference=f"provider_payment:{charge.charge_id}",
+        legs=[
+            (ledger.provider_clearing(charge.provider_channel), -charge.provider_amount_fen),
+            (ledger.user_balance(charge.user_id), charge.provider_amount_fen),
+        ],
+    )
+    if posted is not None:
+        charge.provider_transaction_id = posted.id
+    charge.provider_trade_no = trade_no
+    await session.flush()
+
+
+async def resolve_unknown_outcomes(
+    session: AsyncSession, runtime: Runtime, *, older_than: datetime, give_up_before: datetime, limit: int = 50
+) -> int:
+    """Ask the provider about charges whose notification has not come (timeout, lost notification,
+    order never opened). SUCCESS/FAILED are applied like a notification; an order the provider does
+    not know is opened again, and failed once it is older than `give_up_before`; PENDING waits."""
+    stmt = (
+        select(Charge)
+        .where(Charge.status == ChargeStatus.AWAITING_PROVIDER.value, Charge.provider_requested_at < older_than)
+        .order_by(Charge.provider_requested_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    resolved = 0
+    for charge in (await session.execute(stmt)).scalars().all():
+        assert charge.provider_channel is not None
+        assert charge.provider_amount_fen is not None
+        assert charge.provider_requested_at is not None
+        provider = providers_of(runtime).get(charge.provider_channel)
+        if provider is None:
+            continue
+        try:
+            answer = await provider.query_order(order_no(charge.charge_id))
+        except PaymentProviderError as exc:
+            log.warning(
+                "provider query failed; asking later", extra={"charge_id": str(charge.charge_id), "error": str(exc)}
+            )
+            continue
+        if answer.state in (OrderState.SUCCESS, OrderState.FAILED):
+            if answer.amount_fen is not None and answer.amount_fen != charge.provider_amount_fen:
+                log.error(
+                    "provider reports another amount for the charge order", extra={"charge_id": str(charge.charge_id)}
+                )
+                continue
+            await _resolve(session, runtime, charge, answer.state == OrderState.SUCCESS, answer.trade_no)
+            resolved += 1
+        elif answer.state == OrderState.NOT_FOUND:
+            if charge.provider_requested_at < give_up_before:
+                request = ChargeRequested(
+                    charge_id=charge.charge_id,
+                    rental_id=charge.rental_id,
+                    user_id=charge.user_id,
+                    amount_fen=charge.amount_fen,
+                )
+                charge.completed_at = datetime.now(UTC)
+                await session.flush()
+                await _fail(session, runtime, request, PROVIDER_UNAVAILABLE)
+                resolved += 1
+            else:
+                _open_order_after_commit(
+                    session, runtime, charge.charge_id, charge.provider_channel, charge.provider_amount_fen
+                )
+    return resolved

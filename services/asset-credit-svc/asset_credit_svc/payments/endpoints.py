@@ -4,16 +4,24 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Request, Response, status
 
+from asset_credit_svc.charges import service as charges
+from asset_credit_svc.deposit import service as deposits
 from asset_credit_svc.models import TopUp, TopUpStatus
 from asset_credit_svc.payments import service
-from asset_credit_svc.payments.providers import InvalidSignature, MalformedNotification, PaymentProvider
+from asset_credit_svc.payments.providers import (
+    PROVIDERS_KEY,
+    InvalidSignature,
+    MalformedNotification,
+    PaymentProvider,
+)
 from asset_credit_svc.payments.schemas import NotifyAck, TopUpIn, TopUpOut
 from kit.app import RuntimeDep
 from kit.auth import CurrentUser
 from kit.db import SessionDep
 from kit.errors import BusinessError
 
-PROVIDERS_KEY = "payment_providers"
+__all__ = ["PROVIDERS_KEY", "notify_router", "top_ups_router"]
+
 MAX_NOTIFY_BYTES = 16 * 1024
 
 top_ups_router = APIRouter(prefix="/v1/wallet/top-ups", tags=["top-ups"])
@@ -89,5 +97,10 @@ async def provider_notification(
         raise service.InvalidSignatureError() from None
     except MalformedNotification as exc:
         raise service.InvalidNotification(str(exc)) from None
-    await service.apply_notification(session, runtime, channel, notification)
+    if charges.is_charge_order(notification.out_trade_no):
+        await charges.apply_notification(session, runtime, channel, notification)
+    elif deposits.is_deposit_order(notification.out_trade_no):
+        await deposits.apply_notification(session, runtime, channel, notification)
+    else:
+        await service.apply_notification(session, runtime, channel, notification)
     return NotifyAck()

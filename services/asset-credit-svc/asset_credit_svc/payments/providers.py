@@ -13,6 +13,9 @@ from typing import Literal, Protocol, runtime_checkable
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt
 
+# Where the app keeps the providers by channel (runtime.extras).
+PROVIDERS_KEY = "payment_providers"
+
 
 class PaymentProviderError(Exception):
     """The provider refused or could not be reached."""
@@ -82,3 +85,8 @@ class PaymentProvider(Protocol):
         ...
 
     async def query_order(self, out_trade_no: str) -> OrderQuery: ...
+
+    async def refund(self, out_trade_no: str, refund_no: str, amount_fen: int) -> None:
+        """Give `amount_fen` of a paid order back to the payer; idempotent on `refund_no`.
+        Raises PaymentProviderError when refused or unreachable (the caller retries)."""
+        ...

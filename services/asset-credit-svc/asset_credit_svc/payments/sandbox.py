@@ -12,7 +12,7 @@ import logging
 import random
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -47,6 +47,7 @@ class _SandboxOrder:
     trade_no: str
     state: OrderState = OrderState.PENDING
     paid_at: datetime | None = None
+    refunds: dict[str, int] = field(default_factory=dict)
 
 
 class SandboxProvider:
@@ -109,6 +110,18 @@ class SandboxProvider:
         if order is None:
             return OrderQuery(out_trade_no, OrderState.NOT_FOUND)
         return OrderQuery(out_trade_no, order.state, order.amount_fen, order.trade_no, order.paid_at)
+
+    async def refund(self, out_trade_no: str, refund_no: str, amount_fen: int) -> None:
+        order = self._orders.get(out_trade_no)
+        if order is None or order.state != OrderState.SUCCESS:
+            raise PaymentProviderError(f"order {out_trade_no} is not paid")
+        if refund_no in order.refunds:
+            if order.refunds[refund_no] != amount_fen:
+                raise PaymentProviderError(f"refund {refund_no} exists with another amount")
+            return
+        if amount_fen <= 0 or amount_fen > order.amount_fen - sum(order.refunds.values()):
+            raise PaymentProviderError("refund above what is left of the order")
+        order.refunds[refund_no] = amount_fen
 
     def signed_notification(self, payload: Mapping[str, Any]) -> tuple[bytes, dict[str, str]]:
         """The body and headers the sandbox sends for `payload` (tests replay and forge with it)."""

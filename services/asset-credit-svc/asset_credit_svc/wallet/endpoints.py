@@ -1,18 +1,38 @@
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
+from sqlalchemy import delete, func
+from sqlalchemy.dialects.postgresql import insert
 
+from asset_credit_svc.charges.service import payment_method
+from asset_credit_svc.credit import service as credit
+from asset_credit_svc.deposit.service import held_fen
+from asset_credit_svc.models import PaymentMethod
+from asset_credit_svc.settings import Settings
 from asset_credit_svc.wallet import service
-from asset_credit_svc.wallet.schemas import EntriesOut, EntryOut, WalletOut
+from asset_credit_svc.wallet.schemas import EntriesOut, EntryOut, PaymentMethodIn, PaymentMethodOut, WalletOut
+from kit.app import RuntimeDep
 from kit.auth import CurrentUser
 from kit.db import SessionDep
+from kit.errors import NotFound
 
 router = APIRouter(prefix="/v1/wallet", tags=["wallet"])
 
 
 @router.get("", response_model=WalletOut)
-async def get_wallet(user: CurrentUser, session: SessionDep) -> WalletOut:
-    return WalletOut(user_id=user.user_id, balance_fen=await service.balance(session, user.user_id))
+async def get_wallet(user: CurrentUser, session: SessionDep, runtime: RuntimeDep) -> WalletOut:
+    assert isinstance(runtime.settings, Settings)
+    held = await held_fen(session, user.user_id)
+    standing = await credit.standing(session, runtime.settings, user.user_id, held)
+    return WalletOut(
+        user_id=user.user_id,
+        balance_fen=await service.balance(session, user.user_id),
+        deposit_held_fen=held,
+        credit_score=standing.score,
+        credit_level=standing.level,
+        borrow_refusal=standing.refusal_code,
+        borrow_refusal_detail=standing.refusal_detail,
+    )
 
 
 @router.get("/entries", response_model=EntriesOut)
@@ -37,3 +57,33 @@ async def list_entries(
         ],
         next_before=next_before,
     )
+
+
+class NoPaymentMethod(NotFound):
+    code = "no_payment_method"
+    title = "No payment method chosen"
+
+
+@router.put("/payment-method", response_model=PaymentMethodOut)
+async def set_payment_method(body: PaymentMethodIn, user: CurrentUser, session: SessionDep) -> PaymentMethodOut:
+    """The provider that pays what the balance does not cover when a rental is charged."""
+    stmt = insert(PaymentMethod).values(user_id=user.user_id, channel=body.channel)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["user_id"], set_={"channel": body.channel, "updated_at": func.now()}
+    )
+    await session.execute(stmt)
+    return PaymentMethodOut(channel=body.channel)
+
+
+@router.get("/payment-method", response_model=PaymentMethodOut)
+async def get_payment_method(user: CurrentUser, session: SessionDep) -> PaymentMethodOut:
+    channel = await payment_method(session, user.user_id)
+    if channel is None:
+        raise NoPaymentMethod()
+    return PaymentMethodOut(channel=channel)
+
+
+@router.delete("/payment-method", status_code=204)
+async def delete_payment_method(user: CurrentUser, session: SessionDep) -> Response:
+    await session.execute(delete(PaymentMethod).where(PaymentMethod.user_id == user.user_id))
+    return Response(status_code=204)

@@ -2,13 +2,19 @@ import uuid
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 
 class WalletOut(BaseModel):
     user_id: uuid.UUID
     balance_fen: int
     currency: Literal["CNY"] = "CNY"
+    # What billing checks before a rental (credit, deposit); `borrow_refusal` is a problem code.
+    deposit_held_fen: int = 0
+    credit_score: int | None = None
+    credit_level: str | None = None
+    borrow_refusal: str | None = None
+    borrow_refusal_detail: str | None = None
 
 
 class EntryOut(BaseModel):
@@ -24,3 +30,13 @@ class EntriesOut(BaseModel):
     items: list[EntryOut]
     # Pass as `before` to get the next (older) page; null on the last page.
     next_before: int | None
+
+
+class PaymentMethodIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    channel: Literal["alipay", "wechat"]
+
+
+class PaymentMethodOut(BaseModel):
+    channel: str

@@ -4,7 +4,8 @@ The answer depends on what the device does *after* our transaction committed, so
 holds its own units of work (`kit.db.unit_of_work`, the kit's one commit point) instead of the
 request-scoped SessionDep, which commits only once the endpoint returned:
 
-1. replay an earlier request with the same Idempotency-Key; refuse a second open rental (409);
+1. replay an earlier request with the same Idempotency-Key; refuse a second open rental (409)
+   and a user with an unpaid rental (402 unpaid_debt);
 2. check the balance with asset-credit-svc (402 / 503);
 3. one transaction: the rental `unlocking` + the EjectBank command in the outbox;
 4. after the commit, wait (woken by the consumer, re-reading the database as a fallback) until the
@@ -22,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from billing_svc.models import Rental, RentalState
 from billing_svc.rentals import repository, service
 from billing_svc.rentals.errors import ActiveRentalExists, eject_error
+from billing_svc.users import ensure_not_blocked
 from kit.app import Runtime
 from kit.auth import Principal
 from kit.db import unit_of_work
@@ -40,7 +42,9 @@ async def borrow(runtime: Runtime, user: Principal, code: str, idempotency_key: 
     async with runtime.sessionmaker() as session:
         earlier = await service.replay(session, user_id, idempotency_key, code)
         if earlier is None:
+            await ensure_not_blocked(session, user_id)
             await service.ensure_no_open_rental(session, settings, user_id)
+            await service.ensure_no_debt(session, user_id)
     if earlier is not None:
         return await _answer(runtime, earlier.id, budget_end)
 

@@ -40,6 +40,7 @@ def to_out(rental: Rental) -> RentalOut:
         fee_fen=rental.fee_fen,
         failure_reason=rental.failure_reason,
         price=service.snapshot(service.price_of(rental)),
+        purchased=rental.purchased,
     )
 
 
@@ -89,6 +90,13 @@ async def rental_history(
     rows = rows[:limit]
     next_cursor = _encode_cursor(rows[-1]) if more and rows else None
     return RentalPage(items=[to_out(r) for r in rows], next_cursor=next_cursor)
+
+
+@router.post("/v1/rentals/{rental_id}/payments", status_code=202)
+async def pay_rental(rental_id: UUID, user: CurrentUser, session: SessionDep, runtime: RuntimeDep) -> RentalOut:
+    """Pay an unpaid rental from the balance (top up first): a new charge for its fee. The rental
+    is `ended` until the payment's outcome arrives, then `settled` (or `unpaid` again)."""
+    return to_out(await service.pay_unpaid(session, runtime, user.user_id, rental_id))
 
 
 @router.get("/v1/rentals/{rental_id}")

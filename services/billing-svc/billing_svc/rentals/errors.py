@@ -17,6 +17,40 @@ class InsufficientBalance(BusinessError):
     title = "Your balance is too low to borrow; top up first"
 
 
+class UnpaidDebt(BusinessError):
+    status = 402
+    code = "unpaid_debt"
+    title = "You have an unpaid rental; pay it before borrowing again"
+
+
+class PaymentPending(Conflict):
+    code = "payment_pending"
+    title = "A payment for this rental is already in progress"
+
+
+class NothingToPay(Conflict):
+    code = "nothing_to_pay"
+    title = "This rental has nothing to pay"
+
+
+class CreditTooLow(BusinessError):
+    status = 403
+    code = "credit_too_low"
+    title = "Your credit score does not allow borrowing"
+
+
+class DepositRequired(BusinessError):
+    status = 402
+    code = "deposit_required"
+    title = "Pay the deposit to borrow"
+
+
+class BorrowRefused(BusinessError):
+    status = 403
+    code = "borrow_refused"
+    title = "Borrowing is not possible for your account right now"
+
+
 class WalletUnavailable(BusinessError):
     status = 503
     code = "wallet_unavailable"

@@ -3,10 +3,11 @@
 from datetime import datetime
 from uuid import UUID
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import func, select, tuple_
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from billing_svc.models import OPEN_STATES, Rental, RentalState
+from billing_svc.models import OPEN_STATES, Rental, RentalState, UnmatchedReturn
 
 
 async def add(session: AsyncSession, rental: Rental) -> None:
@@ -67,5 +68,90 @@ async def stale_unlocking(session: AsyncSession, older_than: datetime, *, limit:
         .order_by(Rental.requested_at)
         .limit(limit)
         .with_for_update(skip_locked=True)
+    )
+    return list((await session.execute(stmt)).scalars())
+
+
+async def lock_bank(session: AsyncSession, bank_id: str) -> None:
+    """Serialize everything that starts or ends a rental of this bank, until the transaction ends
+    (the eject and the return of one bank arrive on different topics, through different consumers)."""
+    await session.execute(select(func.pg_advisory_xact_lock(func.hashtext(f"bank:{bank_id}"))))
+
+
+async def unpaid_for_user(session: AsyncSession, user_id: UUID) -> list[Rental]:
+    stmt = (
+        select(Rental)
+        .where(Rental.user_id == user_id, Rental.state == RentalState.UNPAID.value)
+        .order_by(Rental.requested_at)
+    )
+    return list((await session.execute(stmt)).scalars())
+
+
+async def store_unmatched_return(
+    session: AsyncSession,
+    *,
+    report_id: str,
+    bank_id: str,
+    cabinet_id: str,
+    returned_at: datetime,
+    received_at: datetime,
+) -> None:
+    stmt = (
+        insert(UnmatchedReturn)
+        .values(
+            report_id=report_id,
+            bank_id=bank_id,
+            cabinet_id=cabinet_id,
+            returned_at=returned_at,
+            received_at=received_at,
+        )
+        .on_conflict_do_nothing(index_elements=["report_id"])
+    )
+    await session.execute(stmt)
+
+
+async def unmatched_return_for(session: AsyncSession, rental: Rental) -> UnmatchedReturn | None:
+    """The earliest stored return of the rental's bank that happened during the rental: received
+    after it was requested and, by the device's clock, not before the eject."""
+    assert rental.bank_id is not None
+    assert rental.started_at is not None
+    stmt = (
+        select(UnmatchedReturn)
+        .where(
+            UnmatchedReturn.bank_id == rental.bank_id,
+            UnmatchedReturn.rental_id.is_(None),
+            UnmatchedReturn.received_at >= rental.requested_at,
+            UnmatchedReturn.returned_at >= rental.started_at,
+        )
+        .order_by(UnmatchedReturn.returned_at, UnmatchedReturn.report_id)
+        .limit(1)
+        .with_for_update()
+    )
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def banks_with_matchable_returns(session: AsyncSession, *, limit: int = 100) -> list[str]:
+    """Banks in an active rental that have a stored return which happened during that rental."""
+    stmt = (
+        select(Rental.bank_id)
+        .join(UnmatchedReturn, UnmatchedReturn.bank_id == Rental.bank_id)
+        .where(
+            Rental.state == RentalState.ACTIVE.value,
+            UnmatchedReturn.rental_id.is_(None),
+            UnmatchedReturn.received_at >= Rental.requested_at,
+            UnmatchedReturn.returned_at >= Rental.started_at,
+        )
+        .distinct()
+        .limit(limit)
+    )
+    return [b for b in (await session.execute(stmt)).scalars() if b is not None]
+
+
+async def active_with_ceiling(session: AsyncSession, *, limit: int) -> list[Rental]:
+    stmt = (
+        select(Rental)
+        .where(Rental.state == RentalState.ACTIVE.value, Rental.purchase_ceiling_fen.is_not(None))
+        .order_by(Rental.started_at)
+        .limit(limit)
     )
     return list((await session.execute(stmt)).scalars())

@@ -25,6 +25,7 @@ class RentalOut(BaseModel):
     fee_fen: int | None
     failure_reason: str | None
     price: PriceSnapshot
+    purchased: bool = Field(default=False, description="The bank was not returned by the purchase ceiling")
 
 
 class CurrentRentalOut(RentalOut):

@@ -13,9 +13,22 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing_svc.models import Rental, RentalState
+from billing_svc.prices import service as prices
 from billing_svc.pricing import Price, compute_fee
 from billing_svc.rentals import repository
-from billing_svc.rentals.errors import ActiveRentalExists, IdempotencyKeyReused, InsufficientBalance, WalletUnavailable
+from billing_svc.rentals.errors import (
+    ActiveRentalExists,
+    BorrowRefused,
+    CreditTooLow,
+    DepositRequired,
+    IdempotencyKeyReused,
+    InsufficientBalance,
+    NothingToPay,
+    PaymentPending,
+    RentalNotFound,
+    UnpaidDebt,
+    WalletUnavailable,
+)
 from billing_svc.rentals.waiters import RentalWaiters
 from billing_svc.settings import Settings
 from contracts.events import (
@@ -41,8 +54,12 @@ log = logging.getLogger(__name__)
 CHARGE_NAMESPACE = UUID("6f1c8a52-3d5e-5b8e-9a57-0c1b2d3e4f50")
 
 
-def charge_id_for(rental_id: UUID) -> UUID:
-    return uuid.uuid5(CHARGE_NAMESPACE, str(rental_id))
+def charge_id_for(rental_id: UUID, attempt: int = 0) -> UUID:
+    """Attempt 0 is the charge requested when the rental ended; each manual payment of an unpaid
+    rental is a new attempt (asset-credit-svc settles at most one charge per rental)."""
+    if attempt == 0:
+        return uuid.uuid5(CHARGE_NAMESPACE, str(rental_id))
+    return uuid.uuid5(CHARGE_NAMESPACE, f"{rental_id}:{attempt}")
 
 
 def now_utc() -> datetime:
@@ -50,12 +67,8 @@ def now_utc() -> datetime:
 
 
 def current_price(settings: Settings) -> Price:
-    return Price(
-        period_minutes=settings.period_minutes,
-        price_per_period_fen=settings.price_per_period_fen,
-        free_minutes=settings.free_minutes,
-        daily_cap_fen=settings.daily_cap_fen,
-    )
+    """The service's default price (when no pricing plan applies)."""
+    return prices.default_price(settings)
 
 
 def price_of(rental: Rental) -> Price:
@@ -64,6 +77,7 @@ def price_of(rental: Rental) -> Price:
         price_per_period_fen=rental.price_per_period_fen,
         free_minutes=rental.free_minutes,
         daily_cap_fen=rental.daily_cap_fen,
+        purchase_ceiling_fen=rental.purchase_ceiling_fen,
     )
 
 
@@ -73,6 +87,7 @@ def snapshot(price: Price) -> PriceSnapshot:
         price_per_period_fen=price.price_per_period_fen,
         free_minutes=price.free_minutes,
         daily_cap_fen=price.daily_cap_fen,
+        purchase_ceiling_fen=price.purchase_ceiling_fen,
     )
 
 
@@ -115,8 +130,20 @@ async def ensure_no_open_rental(session: AsyncSession, settings: Settings, user_
         raise ActiveRentalExists(rental_id=str(rental.id))
 
 
+async def ensure_no_debt(session: AsyncSession, user_id: UUID) -> None:
+    """Unpaid rentals block new ones until they are paid (POST /v1/rentals/{id}/payments)."""
+    unpaid = await repository.unpaid_for_user(session, user_id)
+    if unpaid:
+        raise UnpaidDebt(
+            debt_fen=sum(r.fee_fen or 0 for r in unpaid),
+            rental_ids=[str(r.id) for r in unpaid],
+        )
+
+
 async def check_balance(http: httpx.AsyncClient, settings: Settings, token: str) -> None:
-    """Ask asset-credit-svc for the user's balance (GET /v1/wallet with the user's token)."""
+    """Ask asset-credit-svc for the user's balance (GET /v1/wallet with the user's token), and
+    whether credit and deposit allow borrowing (`borrow_refusal`: credit_too_low 403,
+    deposit_required 402)."""
     url = f"{settings.asset_svc_url.rstrip('/')}/v1/wallet"
     try:
         response = await http.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=settings.wallet_timeout_s)
@@ -127,10 +154,16 @@ async def check_balance(http: httpx.AsyncClient, settings: Settings, token: str)
         balance = 0
     elif response.status_code == 200:
         try:
-            balance = int(response.json()["balance_fen"])
+            answer = response.json()
+            balance = int(answer["balance_fen"])
         except (ValueError, KeyError, TypeError):
             log.warning("wallet answer without a balance_fen", extra={"body": response.text[:200]})
             raise WalletUnavailable() from None
+        refusal = answer.get("borrow_refusal") if isinstance(answer, dict) else None
+        if refusal:  # credit and deposit rules (asset-credit-svc decides, billing enforces)
+            detail = answer.get("borrow_refusal_detail") or None
+            refused = {"credit_too_low": CreditTooLow, "deposit_required": DepositRequired}.get(refusal, BorrowRefused)
+            raise refused(detail if isinstance(detail, str) else None, credit_score=answer.get("credit_score"))
     else:
         log.warning("wallet check refused", extra={"status": response.status_code, "body": response.text[:200]})
         raise WalletUnavailable()
@@ -149,7 +182,7 @@ async def request_rental(
 ) -> Rental:
     """Insert the rental `unlocking` and the EjectBank command in the caller's transaction."""
     settings = settings_of(runtime)
-    price = current_price(settings)
+    price, plan = await prices.price_for_code(session, settings, code)
     requested_at = now_utc()
     rental = Rental(
         id=rental_id,
@@ -165,6 +198,8 @@ async def request_rental(
         price_per_period_fen=price.price_per_period_fen,
         free_minutes=price.free_minutes,
         daily_cap_fen=price.daily_cap_fen,
+        purchase_ceiling_fen=price.purchase_ceiling_fen,
+        plan_id=plan.id if plan else None,
     )
     await repository.add(session, rental)
     command = EjectBank(
@@ -183,6 +218,7 @@ async def request_rental(
 
 
 async def on_bank_ejected(session: AsyncSession, runtime: Runtime, data: BankEjected) -> None:
+    await repository.lock_bank(session, data.bank_id)
     rental = await repository.get(session, data.rental_id, for_update=True)
     if rental is None:
         log.warning("bank ejected for an unknown rental", extra={"rental_id": str(data.rental_id)})
@@ -193,13 +229,14 @@ async def on_bank_ejected(session: AsyncSession, runtime: Runtime, data: BankEje
             extra={"rental_id": str(rental.id), "command_id": str(data.command_id)},
         )
         return
+    if rental.state == RentalState.FAILED.value:
+        await revive_failed_rental(session, runtime, rental, data)
+        return
     if rental.state != RentalState.UNLOCKING.value:
         if rental.state == RentalState.ACTIVE.value and rental.bank_id == data.bank_id:
             return  # the same outcome again
-        # A late eject after the rental was failed (or a contradictory report): the user may hold
-        # a bank without a running rental. Compensation is a later issue; make it loud.
         log.error(
-            "bank ejected for a rental that is not unlocking",
+            "bank ejected for a rental that is not unlocking; ignored",
             extra={
                 "rental_id": str(rental.id),
                 "state": rental.state,
@@ -209,10 +246,38 @@ async def on_bank_ejected(session: AsyncSession, runtime: Runtime, data: BankEje
             },
         )
         return
+    await _start(session, runtime, rental, data)
+    log.info("rental started", extra={"rental_id": str(rental.id), "bank_id": data.bank_id})
+    _wake(session, runtime, rental.id)
+
+
+async def revive_failed_rental(session: AsyncSession, runtime: Runtime, rental: Rental, data: BankEjected) -> None:
+    """Compensation for a late eject (clause 7.1): the borrow was answered as failed (no device
+    answer in time, expired command, ...) but the cabinet did eject the bank, so the user holds it.
+    The rental becomes active at the device's eject time and is billed normally from then on;
+    RentalStarted tells the user (and everyone else) that the meter runs. If the user already
+    started another rental meanwhile, this one stops counting for the one-open-rental rule."""
+    other = await repository.open_for_user(session, rental.user_id)
+    if other is not None and other.id != rental.id:
+        rental.user_exclusive = False
+    log.error(
+        "late eject for a failed rental; the user holds the bank, so the rental becomes active",
+        extra={
+            "rental_id": str(rental.id),
+            "failure_reason": rental.failure_reason,
+            "bank_id": data.bank_id,
+            "ejected_at": data.ejected_at.isoformat(),
+        },
+    )
+    rental.revived_at = now_utc()
+    await _start(session, runtime, rental, data)
+
+
+async def _start(session: AsyncSession, runtime: Runtime, rental: Rental, data: BankEjected) -> None:
     # The device just took this bank out of a slot, so any rental still holding it was returned
     # without a report reaching us: close it at the latest instant we know it was back.
     stale = await repository.active_for_bank(session, data.bank_id)
-    if stale is not None:
+    if stale is not None and stale.id != rental.id:
         log.error(
             "bank ejected while still in another active rental; closing that one",
             extra={"rental_id": str(stale.id), "new_rental_id": str(rental.id), "bank_id": data.bank_id},
@@ -221,6 +286,7 @@ async def on_bank_ejected(session: AsyncSession, runtime: Runtime, data: BankEje
             session, runtime, stale, ended_at=data.ejected_at, return_cabinet_id=data.cabinet_id, report_id=None
         )
     rental.state = RentalState.ACTIVE.value
+    rental.failure_reason = None
     rental.started_at = data.ejected_at
     rental.bank_id = data.bank_id
     rental.start_cabinet_id = data.cabinet_id
@@ -236,11 +302,47 @@ async def on_bank_ejected(session: AsyncSession, runtime: Runtime, data: BankEje
             slot=data.slot,
             started_at=data.ejected_at,
             price=snapshot(price_of(rental)),
+            after_failure=rental.revived_at is not None,
         ),
         key=str(rental.id),
     )
-    log.info("rental started", extra={"rental_id": str(rental.id), "bank_id": data.bank_id})
-    _wake(session, runtime, rental.id)
+    # A return report of this bank may have overtaken the eject event (another topic).
+    await match_stored_return(session, runtime, rental)
+
+
+async def match_stored_return(session: AsyncSession, runtime: Runtime, rental: Rental) -> bool:
+    """End an active rental with a stored return report that happened during it, if any.
+    The caller holds the bank's lock."""
+    stored = await repository.unmatched_return_for(session, rental)
+    if stored is None:
+        return False
+    log.warning(
+        "a stored return report ends the rental (the report overtook the eject event)",
+        extra={"rental_id": str(rental.id), "report_id": stored.report_id, "bank_id": stored.bank_id},
+    )
+    stored.rental_id = rental.id
+    await end_rental(
+        session,
+        runtime,
+        rental,
+        ended_at=stored.returned_at,
+        return_cabinet_id=stored.cabinet_id,
+        report_id=stored.report_id,
+    )
+    return True
+
+
+async def reconcile_returns(session: AsyncSession, runtime: Runtime) -> int:
+    """The reconciliation job: close active rentals whose bank has a stored return report from
+    during the rental (a race between the two consumers, or a report that arrived out of order),
+    at the device's return time. Returns how many rentals it closed."""
+    closed = 0
+    for bank_id in await repository.banks_with_matchable_returns(session):
+        await repository.lock_bank(session, bank_id)
+        rental = await repository.active_for_bank(session, bank_id)
+        if rental is not None and await match_stored_return(session, runtime, rental):
+            closed += 1
+    return closed
 
 
 async def on_eject_failed(session: AsyncSession, runtime: Runtime, data: EjectFailed) -> None:
@@ -299,11 +401,22 @@ def _wake(session: AsyncSession, runtime: Runtime, rental_id: UUID) -> None:
 
 
 async def on_bank_returned(session: AsyncSession, runtime: Runtime, data: BankReturned) -> None:
+    await repository.lock_bank(session, data.bank_id)
     rental = await repository.active_for_bank(session, data.bank_id)
     if rental is None:
+        # Maybe the eject event of its rental has not arrived yet (it travels on another topic):
+        # keep the report; the eject handler and the reconciliation sweep look for it.
         log.info(
-            "bank returned with no active rental; ignored",
+            "bank returned with no active rental; report kept for a later match",
             extra={"bank_id": data.bank_id, "report_id": data.report_id, "cabinet_id": data.cabinet_id},
+        )
+        await repository.store_unmatched_return(
+            session,
+            report_id=data.report_id,
+            bank_id=data.bank_id,
+            cabinet_id=data.cabinet_id,
+            returned_at=data.returned_at,
+            received_at=data.received_at,
         )
         return
     await end_rental(
@@ -352,6 +465,7 @@ async def end_rental(
             ended_at=ended_at,
             duration_seconds=duration,
             fee_fen=fee,
+            purchased=rental.purchased,
         ),
         key=str(rental.id),
     )
@@ -396,3 +510,61 @@ async def _charged_rental(session: AsyncSession, rental_id: UUID, charge_id: UUI
         )
         return None
     return rental
+
+
+async def pay_unpaid(session: AsyncSession, runtime: Runtime, user_id: UUID, rental_id: UUID) -> Rental:
+    """The user pays an unpaid rental (after topping up): a new charge attempt for the fee.
+
+    Idempotent by state: while that charge is pending, asking again changes nothing."""
+    rental = await repository.get(session, rental_id, for_update=True)
+    if rental is None or rental.user_id != user_id:
+        raise RentalNotFound()
+    if rental.state == RentalState.ENDED.value:
+        raise PaymentPending(rental_id=str(rental.id))
+    if rental.state != RentalState.UNPAID.value or not rental.fee_fen:
+        raise NothingToPay(rental_id=str(rental.id), state=rental.state)
+    await request_charge(session, runtime, rental)
+    return rental
+
+
+async def request_charge(session: AsyncSession, runtime: Runtime, rental: Rental) -> None:
+    """A new charge attempt for the rental's (current) fee; the rental waits for its outcome."""
+    assert rental.fee_fen is not None
+    assert rental.fee_fen > 0
+    rental.charge_attempt += 1
+    rental.charge_id = charge_id_for(rental.id, rental.charge_attempt)
+    rental.state = RentalState.ENDED.value
+    await session.flush()
+    await runtime.publish(
+        session,
+        ChargeRequested(
+            charge_id=rental.charge_id, rental_id=rental.id, user_id=rental.user_id, amount_fen=rental.fee_fen
+        ),
+        key=str(rental.user_id),
+    )
+    log.info(
+        "charge requested again",
+        extra={"rental_id": str(rental.id), "attempt": rental.charge_attempt, "fee_fen": rental.fee_fen},
+    )
+
+
+async def sell_unreturned(session: AsyncSession, runtime: Runtime, at: datetime, *, limit: int = 100) -> int:
+    """Active rentals whose fee reached their plan's purchase ceiling: the bank is the user's now;
+    the rental ends at `at`, charged exactly the ceiling. Returns how many."""
+    sold = 0
+    for rental in await repository.active_with_ceiling(session, limit=limit):
+        assert rental.started_at is not None
+        assert rental.bank_id is not None
+        assert rental.purchase_ceiling_fen is not None
+        if compute_fee(elapsed_seconds(rental, at), price_of(rental)) < rental.purchase_ceiling_fen:
+            continue
+        await repository.lock_bank(session, rental.bank_id)
+        locked = await repository.get(session, rental.id, for_update=True)
+        if locked is None or locked.state != RentalState.ACTIVE.value:
+            continue
+        await session.refresh(locked)
+        locked.purchased = True
+        log.warning("bank not returned by its purchase ceiling; sold to the user", extra={"rental_id": str(rental.id)})
+        await end_rental(session, runtime, locked, ended_at=at, return_cabinet_id="", report_id=None)
+        sold += 1
+    return sold

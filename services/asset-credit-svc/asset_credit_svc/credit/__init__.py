@@ -1,0 +1,1 @@
+"""Credit scores (clause 6.3.4)."""

@@ -1,0 +1,1 @@
+"""The rental deposit: paid through a provider, refunded back to it."""

@@ -1,0 +1,96 @@
+"""The user's deposit: state, pay, refund, history."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Response, status
+
+from asset_credit_svc.deposit import service
+from asset_credit_svc.deposit.schemas import DepositHistory, DepositOperationOut, DepositOut, DepositPayIn
+from asset_credit_svc.models import DepositOperation
+from asset_credit_svc.payments.service import IdempotencyKeyRequired
+from asset_credit_svc.settings import Settings
+from kit.app import RuntimeDep
+from kit.auth import CurrentUser
+from kit.db import SessionDep
+
+router = APIRouter(prefix="/v1/deposit", tags=["deposit"])
+
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key")]
+
+
+def _key(value: str | None) -> str:
+    key = (value or "").strip()
+    if not key or len(key) > 200:
+        raise IdempotencyKeyRequired("Send an Idempotency-Key header of 1 to 200 characters")
+    return key
+
+
+def _out(op: DepositOperation) -> DepositOperationOut:
+    return DepositOperationOut(
+        operation_id=op.id,
+        kind=op.kind,
+        amount_fen=op.amount_fen,
+        channel=op.channel,
+        status=op.status,
+        source=op.source,
+        failure_reason=op.failure_reason,
+        created_at=op.created_at,
+        completed_at=op.completed_at,
+    )
+
+
+def _settings(runtime: RuntimeDep) -> Settings:
+    assert isinstance(runtime.settings, Settings)
+    return runtime.settings
+
+
+@router.get("")
+async def get_deposit(user: CurrentUser, session: SessionDep, runtime: RuntimeDep) -> DepositOut:
+    return DepositOut(
+        held_fen=await service.held_fen(session, user.user_id), required_fen=_settings(runtime).deposit_fen
+    )
+
+
+@router.post("/payments", status_code=status.HTTP_201_CREATED)
+async def pay_deposit(
+    body: DepositPayIn,
+    user: CurrentUser,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
+) -> DepositOperationOut:
+    """Pay the deposit through a provider (its signed notification completes it)."""
+    operation, created = await service.pay(
+        session,
+        runtime,
+        user_id=user.user_id,
+        key=_key(idempotency_key),
+        channel=body.channel,
+        amount_fen=_settings(runtime).deposit_fen,
+    )
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    return _out(operation)
+
+
+@router.post("/refunds", status_code=status.HTTP_201_CREATED)
+async def refund_deposit(
+    user: CurrentUser,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
+) -> DepositOperationOut:
+    """Refund the whole deposit to the provider it was paid with (409 renting / owing / no_deposit)."""
+    operation, created = await service.refund(session, runtime, user_id=user.user_id, key=_key(idempotency_key))
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    return _out(operation)
+
+
+@router.get("/history")
+async def deposit_history(
+    user: CurrentUser, session: SessionDep, limit: Annotated[int, Query(ge=1, le=200)] = 50
+) -> DepositHistory:
+    return DepositHistory(items=[_out(op) for op in await service.history(session, user.user_id, limit)])

@@ -1,0 +1,33 @@
+import uuid
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+
+class DepositPayIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    channel: Literal["alipay", "wechat"]
+
+
+class DepositOperationOut(BaseModel):
+    operation_id: uuid.UUID
+    kind: str
+    amount_fen: int
+    channel: str
+    status: str
+    source: str
+    failure_reason: str | None
+    created_at: datetime
+    completed_at: datetime | None
+
+
+class DepositOut(BaseModel):
+    held_fen: int
+    required_fen: int
+    currency: Literal["CNY"] = "CNY"
+
+
+class DepositHistory(BaseModel):
+    items: list[DepositOperationOut]

@@ -1,0 +1,1 @@
+"""Refunds billing asks for (support corrections)."""

@@ -1,0 +1,1 @@
+"""Withdrawing the balance back to where it came from."""

@@ -1,0 +1,1 @@
+"""Disputes by users and audited corrections by support (clause 7.1)."""

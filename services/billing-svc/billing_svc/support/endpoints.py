@@ -1,0 +1,124 @@
+"""Users dispute their rentals; support (roles support/finance) corrects them, audited."""
+
+from typing import Annotated, Literal
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Header, Query
+
+from billing_svc.models import Dispute, RentalCorrection
+from billing_svc.rentals import repository
+from billing_svc.rentals.errors import RentalNotFound
+from billing_svc.support import service
+from billing_svc.support.schemas import (
+    CorrectionIn,
+    CorrectionList,
+    CorrectionOut,
+    DisputeIn,
+    DisputeList,
+    DisputeOut,
+    RejectIn,
+)
+from kit.app import RuntimeDep
+from kit.auth import CurrentUser, Principal, require_roles
+from kit.db import SessionDep
+from kit.errors import BusinessError
+
+router = APIRouter(tags=["disputes"])
+
+Support = Annotated[Principal, Depends(require_roles(*service.SUPPORT_ROLES))]
+
+
+class IdempotencyKeyRequired(BusinessError):
+    status = 400
+    code = "idempotency_key_required"
+    title = "Send an Idempotency-Key header of 1 to 200 characters"
+
+
+def dispute_out(d: Dispute) -> DisputeOut:
+    return DisputeOut(
+        dispute_id=d.id,
+        rental_id=d.rental_id,
+        user_id=d.user_id,
+        reason=d.reason,
+        state=d.state,
+        resolution=d.resolution,
+        created_at=d.created_at,
+        resolved_at=d.resolved_at,
+    )
+
+
+def correction_out(c: RentalCorrection) -> CorrectionOut:
+    return CorrectionOut(
+        correction_id=c.id,
+        rental_id=c.rental_id,
+        dispute_id=c.dispute_id,
+        actor=c.actor,
+        action=c.action,
+        note=c.note,
+        before=c.before,
+        after=c.after,
+        refund_fen=c.refund_fen,
+        refund_id=c.refund_id,
+        created_at=c.created_at,
+    )
+
+
+@router.post("/v1/rentals/{rental_id}/disputes", status_code=201)
+async def open_dispute(rental_id: UUID, body: DisputeIn, user: CurrentUser, session: SessionDep) -> DisputeOut:
+    """Dispute one of your rentals (one open dispute per rental)."""
+    return dispute_out(await service.open_dispute(session, user.user_id, rental_id, body.reason))
+
+
+@router.get("/v1/rentals/{rental_id}/disputes")
+async def my_disputes(rental_id: UUID, user: CurrentUser, session: SessionDep) -> DisputeList:
+    if await repository.get_own(session, user.user_id, rental_id) is None:
+        raise RentalNotFound()
+    return DisputeList(items=[dispute_out(d) for d in await service.disputes_of_rental(session, rental_id)])
+
+
+@router.get("/v1/admin/disputes")
+async def list_disputes(
+    _: Support,
+    session: SessionDep,
+    state: Literal["open", "resolved", "rejected"] | None = "open",
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> DisputeList:
+    return DisputeList(items=[dispute_out(d) for d in await service.list_disputes(session, state, limit)])
+
+
+@router.post("/v1/admin/disputes/{dispute_id}/reject")
+async def reject_dispute(dispute_id: UUID, body: RejectIn, actor: Support, session: SessionDep) -> DisputeOut:
+    return dispute_out(await service.reject_dispute(session, actor, dispute_id, body.note))
+
+
+@router.post("/v1/admin/rentals/{rental_id}/corrections", status_code=201)
+async def correct_rental(
+    rental_id: UUID,
+    body: CorrectionIn,
+    actor: Support,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> CorrectionOut:
+    """End an active rental at a time, or lower a finished rental's fee (refunding what was paid
+    above it). Audited; the same Idempotency-Key replays the same correction."""
+    key = (idempotency_key or "").strip()
+    if not key or len(key) > 200:
+        raise IdempotencyKeyRequired()
+    correction = await service.correct(
+        session,
+        runtime,
+        actor,
+        rental_id,
+        idempotency_key=key,
+        note=body.note,
+        fee_fen=body.fee_fen,
+        ended_at=body.ended_at,
+        dispute_id=body.dispute_id,
+    )
+    return correction_out(correction)
+
+
+@router.get("/v1/admin/rentals/{rental_id}/corrections")
+async def list_corrections(rental_id: UUID, _: Support, session: SessionDep) -> CorrectionList:
+    return CorrectionList(items=[correction_out(c) for c in await service.corrections_of(session, rental_id)])

@@ -1,0 +1,70 @@
+"""Blocked users (from user-svc's `user.users.v1`): a blocked user cannot borrow (403 user_blocked).
+
+Owned by issue #3 (accounts and access): a projection of block/unblock events, one consumer, one
+check in the borrow path. Events of one user share a partition (key user_id), so they arrive in
+order; `at` still guards against an older event overwriting a newer state."""
+
+from datetime import datetime
+from uuid import UUID
+
+from sqlalchemy import DateTime, String, select
+from sqlalchemy.dialects.postgresql import UUID as PgUUID
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped, mapped_column
+
+from billing_svc.models import Base
+from contracts import Envelope, Topic
+from contracts.events import UserBlocked, UserUnblocked
+from kit.app import ConsumerSpec, Runtime
+from kit.errors import Forbidden
+
+
+class UserAccess(Base):
+    __tablename__ = "user_access"
+
+    user_id: Mapped[UUID] = mapped_column(PgUUID(as_uuid=True), primary_key=True)
+    status: Mapped[str] = mapped_column(String(20))  # active | blocked
+    reason: Mapped[str | None] = mapped_column(String(500))
+    changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class UserIsBlocked(Forbidden):
+    code = "user_blocked"
+    title = "This account is blocked and cannot borrow"
+
+
+async def ensure_not_blocked(session: AsyncSession, user_id: UUID) -> None:
+    status = (
+        await session.execute(select(UserAccess.status).where(UserAccess.user_id == user_id))
+    ).scalar_one_or_none()
+    if status == "blocked":
+        raise UserIsBlocked()
+
+
+async def _set(session: AsyncSession, user_id: UUID, status: str, reason: str | None, at: datetime) -> None:
+    stmt = insert(UserAccess).values(user_id=user_id, status=status, reason=reason, changed_at=at)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[UserAccess.user_id],
+        set_={"status": status, "reason": reason, "changed_at": at},
+        where=UserAccess.changed_at <= at,
+    )
+    await session.execute(stmt)
+
+
+async def on_user_blocked(session: AsyncSession, envelope: Envelope) -> None:
+    assert isinstance(envelope.data, UserBlocked)
+    await _set(session, envelope.data.user_id, "blocked", envelope.data.reason[:500], envelope.data.at)
+
+
+async def on_user_unblocked(session: AsyncSession, envelope: Envelope) -> None:
+    assert isinstance(envelope.data, UserUnblocked)
+    await _set(session, envelope.data.user_id, "active", None, envelope.data.at)
+
+
+def users_consumer_spec(_: Runtime) -> ConsumerSpec:
+    return ConsumerSpec(
+        topics=[Topic.USERS],
+        handlers={"user.user.blocked": on_user_blocked, "user.user.unblocked": on_user_unblocked},
+        name="users",
+    )
