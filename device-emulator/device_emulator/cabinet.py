@@ -31,6 +31,7 @@ from contracts.mqtt import (
     Heartbeat,
     Hello,
     Inventory,
+    Light,
     ReturnAck,
     ReturnReport,
     SlotAbnormal,
@@ -187,8 +188,10 @@ class Cabinet:
             "returns": 0,
         }
         self.last_error: str | None = None
+        self.light_on = False
+        self.light_until: float | None = None
 
-        self._boot = secrets.token_hex(4)
+        self._boot = secrets.token_hex(4)  # never from a seed: a restarted device must not repeat msg_ids
         self._seq = itertools.count(1)
         self._client: aiomqtt.Client | None = None
         self._online = asyncio.Event()
@@ -273,6 +276,7 @@ class Cabinet:
             "slots": [s.model_dump(mode="json") for s in self.inventory()],
             "banks_out": sorted(self._out),
             "last_error": self.last_error,
+            "night_light": self.night_light,
             "stats": dict(self.stats),
         }
 
@@ -497,11 +501,32 @@ class Cabinet:
         if isinstance(down, ReturnAck):
             self._on_return_ack(down)
             return
+        if isinstance(down, Light):
+            self._on_light(down)
+            return
+        if not isinstance(down, Eject):  # a bank's command (ring): not for a cabinet
+            self.stats["invalid_commands"] += 1
+            return
         self.stats["commands"] += 1
         if self.faults.silent:
             log.info("silent: command ignored", extra={"cabinet_id": self.cabinet_id, "cmd_id": down.cmd_id})
             return
         await self._on_eject(client, down)
+
+    def _on_light(self, cmd: Light) -> None:
+        """The night light (helps a phone camera scan in the dark); ignored once expired."""
+        if self.device_now_ms() > cmd.expires_at:
+            log.info("light command expired", extra={"cabinet_id": self.cabinet_id, "cmd_id": cmd.cmd_id})
+            return
+        self.light_on = cmd.on
+        self.light_until = time.monotonic() + cmd.duration_s if cmd.on else None
+        self.stats["light_commands"] = self.stats.get("light_commands", 0) + 1
+        log.info("night light", extra={"cabinet_id": self.cabinet_id, "on": cmd.on, "duration_s": cmd.duration_s})
+
+    @property
+    def night_light(self) -> bool:
+        """Whether the night light is on now."""
+        return self.light_on and (self.light_until is None or time.monotonic() < self.light_until)
 
     def _on_return_ack(self, ack: ReturnAck) -> None:
         self.acks.append(ack)

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import signal
 from collections.abc import Sequence
+from pathlib import Path
 
 from device_emulator.aio import cancel_and_wait
 from device_emulator.control import start_control_server
 from device_emulator.fleet import Fleet
 from device_emulator.logs import configure_logging
+from device_emulator.scenario import Scenario, generate
+from device_emulator.scenario import run as play
 
 log = logging.getLogger("device_emulator")
 
@@ -35,7 +39,43 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--motor-delay-ms", type=int, default=30)
     run.add_argument("--stagger-ms", type=float, default=0.0, help="delay between cabinet starts")
     run.add_argument("--log-level", default="INFO")
+    sc = sub.add_parser(
+        "scenario", help="run a fleet, play a scenario (a JSON file, or one drawn from --seed), print what was done"
+    )
+    sc.add_argument("--fleet", required=True)
+    sc.add_argument("--script", default=None, help="scenario JSON; without it one is generated from --seed")
+    sc.add_argument("--seed", type=int, default=1)
+    sc.add_argument("--duration-s", type=float, default=60.0)
+    sc.add_argument("--events", type=int, default=20)
+    sc.add_argument("--speed", type=float, default=1.0)
+    sc.add_argument("--print-only", action="store_true", help="print the scenario and exit (no devices started)")
+    sc.add_argument("--broker-host", default=None)
+    sc.add_argument("--broker-port", type=int, default=None)
+    sc.add_argument("--heartbeat-s", type=float, default=20.0)
+    sc.add_argument("--log-level", default="WARNING")
     return parser
+
+
+def _load_plan(args: argparse.Namespace, fleet: Fleet) -> Scenario:
+    if args.script:
+        return Scenario.model_validate_json(Path(args.script).read_text(encoding="utf-8"))
+    return generate(args.seed, list(fleet.cabinets), list(fleet.banks), duration_s=args.duration_s, events=args.events)
+
+
+async def run_scenario(args: argparse.Namespace) -> int:
+    fleet = Fleet.from_file(args.fleet, host=args.broker_host, port=args.broker_port, heartbeat_s=args.heartbeat_s)
+    plan = _load_plan(args, fleet)
+    if args.print_only:
+        print(plan.model_dump_json(indent=2))
+        return 0
+    try:
+        if not await fleet.start_all(timeout_s=30.0):
+            log.warning("not every device came online", extra={"online": fleet.online_count})
+        for record in await play(fleet, plan, speed=args.speed):
+            print(json.dumps(record, default=str))
+    finally:
+        await fleet.stop_all()
+    return 0
 
 
 async def run_fleet(args: argparse.Namespace) -> int:
@@ -76,4 +116,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(args.log_level)
     if args.command == "run":
         return asyncio.run(run_fleet(args))
+    if args.command == "scenario":
+        return asyncio.run(run_scenario(args))
     return 2

@@ -14,6 +14,7 @@ from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.mqtt import DeviceId, Percent, SlotNo
+from device_emulator.bank import BankModule
 from device_emulator.cabinet import Cabinet, SlotUnavailable
 from device_emulator.fleet import Fleet
 
@@ -47,6 +48,26 @@ class FaultsRequest(BaseModel):
     drop_acks: bool | None = None
     silent: bool | None = None
     clock_skew_ms: int | None = None
+
+
+class MoveRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    lat: float = Field(ge=-90, le=90)
+    lon: float = Field(ge=-180, le=180)
+
+
+class ModuleFaultsRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    drop_messages: bool | None = None
+    duplicate: int | None = Field(default=None, ge=1, le=20)
+    delay_s: float | None = Field(default=None, ge=0, le=600)
+    clock_skew_ms: int | None = None
+    battery_pct: Percent | None = None
+    temperature_c: float | None = Field(default=None, ge=-60, le=150)
+    charge_cycles: int | None = Field(default=None, ge=0)
+    health_pct: Percent | None = None
 
 
 class BankResponse(BaseModel):
@@ -136,6 +157,48 @@ def create_control_app(fleet: Fleet) -> FastAPI:
             slot=where.slot,
             battery_pct=where.battery_pct,
         )
+
+    def module(bank_id: str) -> BankModule:
+        found = fleet.banks.get(bank_id)
+        if found is None:
+            raise HTTPException(status_code=404, detail=f"no bank module {bank_id}")
+        return found
+
+    @app.get("/modules")
+    async def list_modules() -> dict[str, Any]:
+        return {"modules": [b.describe() for b in fleet.banks.values()]}
+
+    @app.get("/modules/{bank_id}")
+    async def get_module(bank_id: str) -> dict[str, Any]:
+        return module(bank_id).describe()
+
+    @app.post("/modules/{bank_id}/report")
+    async def module_report(bank_id: str) -> dict[str, Any]:
+        bank = module(bank_id)
+        return {"msg_id": await bank.report(), **bank.describe()}
+
+    @app.post("/modules/{bank_id}/move")
+    async def module_move(bank_id: str, body: MoveRequest) -> dict[str, Any]:
+        bank = module(bank_id)
+        return {"msg_id": await bank.move_to(body.lat, body.lon), **bank.describe()}
+
+    @app.post("/modules/{bank_id}/offline")
+    async def module_offline(bank_id: str) -> dict[str, Any]:
+        bank = module(bank_id)
+        await bank.go_offline()
+        return bank.describe()
+
+    @app.post("/modules/{bank_id}/online")
+    async def module_online(bank_id: str) -> dict[str, Any]:
+        bank = module(bank_id)
+        await bank.go_online(timeout_s=ONLINE_WAIT_S)
+        return bank.describe()
+
+    @app.post("/modules/{bank_id}/faults")
+    async def module_faults(bank_id: str, body: ModuleFaultsRequest) -> dict[str, Any]:
+        bank = module(bank_id)
+        bank.set_faults(**body.model_dump())
+        return bank.describe()
 
     return app
 

@@ -1,4 +1,5 @@
-"""A fleet of emulated cabinets, read from the fleet.json device-svc's seeder writes."""
+"""A fleet of emulated cabinets (and banks with their own module, when the fleet file lists them),
+read from the fleet.json device-svc's seeder writes."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.mqtt import DeviceId, Percent, SlotNo, SlotState
+from device_emulator.bank import BankModule
 from device_emulator.cabinet import Cabinet
 
 log = logging.getLogger("device_emulator.fleet")
@@ -43,9 +45,20 @@ class CabinetSpec(_Spec):
     slots: list[SlotSpec] = Field(default_factory=list)
 
 
+class BankModuleSpec(_Spec):
+    """A bank with its own module: its credential, and the cabinet it starts in (for its position)."""
+
+    bank_id: DeviceId
+    password: str
+    cabinet_id: DeviceId | None = None
+    lat: float | None = None
+    lon: float | None = None
+
+
 class FleetSpec(_Spec):
     broker: BrokerSpec = Field(default_factory=BrokerSpec)
     cabinets: list[CabinetSpec]
+    banks: list[BankModuleSpec] = Field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,19 +73,48 @@ class BankLocation:
 class Fleet:
     """Cabinets by id. `start_all()` starts one task per cabinet; `stop_all()` shuts them down cleanly."""
 
-    def __init__(self, cabinets: Iterable[Cabinet]) -> None:
+    def __init__(self, cabinets: Iterable[Cabinet], banks: Iterable[BankModule] = ()) -> None:
         self.cabinets: dict[str, Cabinet] = {}
         for cabinet in cabinets:
             if cabinet.cabinet_id in self.cabinets:
                 raise ValueError(f"duplicate cabinet id {cabinet.cabinet_id}")
             self.cabinets[cabinet.cabinet_id] = cabinet
+        self.banks: dict[str, BankModule] = {}
+        for bank in banks:
+            if bank.bank_id in self.banks:
+                raise ValueError(f"duplicate bank id {bank.bank_id}")
+            self.banks[bank.bank_id] = bank
 
     @classmethod
     def from_spec(
-        cls, spec: FleetSpec, *, host: str | None = None, port: int | None = None, **cabinet_options: Any
+        cls,
+        spec: FleetSpec,
+        *,
+        host: str | None = None,
+        port: int | None = None,
+        bank_options: dict[str, Any] | None = None,
+        **cabinet_options: Any,
     ) -> Fleet:
-        """`host`/`port` override the broker in the spec; `cabinet_options` go to every `Cabinet`."""
-        return cls(
+        """`host`/`port` override the broker in the spec; `cabinet_options` go to every `Cabinet`,
+        `bank_options` to every `BankModule`."""
+        by_id = {c.cabinet_id: c for c in spec.cabinets}
+        banks = []
+        for b in spec.banks:
+            home = by_id.get(b.cabinet_id) if b.cabinet_id is not None else None
+            slot = next((s for s in home.slots if s.bank_id == b.bank_id), None) if home is not None else None
+            banks.append(
+                BankModule(
+                    b.bank_id,
+                    b.password,
+                    host or spec.broker.host,
+                    port or spec.broker.port,
+                    lat=b.lat if b.lat is not None else (home.lat if home is not None else None),
+                    lon=b.lon if b.lon is not None else (home.lon if home is not None else None),
+                    battery_pct=slot.battery_pct if slot is not None and slot.battery_pct is not None else 90,
+                    **(bank_options or {}),
+                )
+            )
+        cabinets = (
             Cabinet(
                 c.cabinet_id,
                 c.password,
@@ -87,13 +129,20 @@ class Fleet:
             )
             for c in spec.cabinets
         )
+        return cls(cabinets, banks)
 
     @classmethod
     def from_file(
-        cls, path: str | Path, *, host: str | None = None, port: int | None = None, **cabinet_options: Any
+        cls,
+        path: str | Path,
+        *,
+        host: str | None = None,
+        port: int | None = None,
+        bank_options: dict[str, Any] | None = None,
+        **cabinet_options: Any,
     ) -> Fleet:
         spec = FleetSpec.model_validate(json.loads(Path(path).read_text(encoding="utf-8")))
-        return cls.from_spec(spec, host=host, port=port, **cabinet_options)
+        return cls.from_spec(spec, host=host, port=port, bank_options=bank_options, **cabinet_options)
 
     def __len__(self) -> int:
         return len(self.cabinets)
@@ -120,17 +169,22 @@ class Fleet:
             if i and stagger_s > 0:
                 await asyncio.sleep(stagger_s)
             await cabinet.start()
-        log.info("fleet started", extra={"cabinets": len(self.cabinets)})
+        for bank in self.banks.values():
+            await bank.start()
+        log.info("fleet started", extra={"cabinets": len(self.cabinets), "bank_modules": len(self.banks)})
         if not wait:
             return self.online_count == len(self.cabinets)
         return await self.wait_all_online(timeout_s)
 
     async def wait_all_online(self, timeout_s: float = 30.0) -> bool:
-        results = await asyncio.gather(*(c.wait_online(timeout_s) for c in self.cabinets.values()))
+        results = await asyncio.gather(
+            *(c.wait_online(timeout_s) for c in self.cabinets.values()),
+            *(b.wait_online(timeout_s) for b in self.banks.values()),
+        )
         return all(results)
 
     async def stop_all(self) -> None:
-        await asyncio.gather(*(c.stop() for c in self.cabinets.values()))
+        await asyncio.gather(*(c.stop() for c in self.cabinets.values()), *(b.stop() for b in self.banks.values()))
         log.info("fleet stopped", extra={"cabinets": len(self.cabinets)})
 
     def find_bank(self, bank_id: str) -> BankLocation | None:

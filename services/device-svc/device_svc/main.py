@@ -8,15 +8,20 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts import Envelope
 from contracts.events import EventData
+from device_svc.admin.endpoints import router as admin_router
 from device_svc.commands.service import EjectService
 from device_svc.consumers import consumer_specs
+from device_svc.geo.endpoints import router as geo_router
 from device_svc.mqtt.dispatch import DeviceLanes
 from device_svc.mqtt.downlink import Downlink
 from device_svc.mqtt.gateway import MqttGateway
 from device_svc.mqtt.handlers import MessageProcessor
+from device_svc.ops.endpoints import router as ops_router
 from device_svc.registry.endpoints import router as registry_router
 from device_svc.settings import Settings
-from device_svc.sweepers import deadline_sweeper, offline_sweeper
+from device_svc.sweepers import bank_sweeper, deadline_sweeper, offline_sweeper
+from device_svc.telemetry.service import BankDevices, BankRules
+from device_svc.telemetry.store import StateBatcher
 from kit.app import Runtime, create_service_app
 
 
@@ -37,6 +42,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             min_battery_pct=settings.min_rent_battery_pct,
             max_clock_skew_s=settings.max_clock_skew_s,
         )
+        store = StateBatcher(
+            runtime.sessionmaker, interval_s=settings.state_flush_interval_s, max_rows=settings.state_flush_max_rows
+        )
+        rules = BankRules(
+            high_temperature_c=settings.bank_high_temperature_c,
+            cycle_budget=settings.bank_cycle_budget,
+            cycle_warning_ratio=settings.bank_cycle_warning_ratio,
+            min_health_pct=settings.bank_min_health_pct,
+            ring_duration_s=settings.ring_duration_s,
+            max_clock_skew_s=settings.max_clock_skew_s,
+        )
+        banks = BankDevices(publish, downlink, store, rules)
         processor = MessageProcessor(
             runtime.sessionmaker,
             publish,
@@ -44,6 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ejects,
             min_battery_pct=settings.min_rent_battery_pct,
             max_clock_skew_s=settings.max_clock_skew_s,
+            banks=banks,
         )
         lanes = DeviceLanes(
             processor.process,
@@ -51,7 +69,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             max_concurrency=max(settings.db_pool_size, 1),
         )
         gateway.on_message = lanes.submit
-        runtime.extras.update(gateway=gateway, downlink=downlink, ejects=ejects, processor=processor, lanes=lanes)
+        runtime.extras.update(
+            gateway=gateway,
+            downlink=downlink,
+            ejects=ejects,
+            processor=processor,
+            lanes=lanes,
+            store=store,
+            rules=rules,
+        )
         runtime.readiness_checks["mqtt"] = gateway.ready
         runtime.spawn(gateway.run(), "mqtt-gateway")
         runtime.spawn(deadline_sweeper(ejects, settings.command_sweep_interval_s), "command-deadlines")
@@ -59,15 +85,32 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             offline_sweeper(runtime.sessionmaker, publish, settings.offline_after_s, settings.offline_sweep_interval_s),
             "offline-sweeper",
         )
+        runtime.spawn(store.run(), "bank-state-store")
+        runtime.spawn(
+            bank_sweeper(
+                runtime.sessionmaker,
+                publish,
+                offline_after_s=settings.bank_offline_after_s,
+                position_max_age_s=settings.bank_position_max_age_s,
+                interval_s=settings.freshness_sweep_interval_s,
+            ),
+            "bank-sweeper",
+        )
         try:
             yield
         finally:
             await lanes.close()
+            await store.close()
 
     return create_service_app(
         settings,
         title="device-svc",
-        routers=[registry_router],
+        routers=[
+            geo_router,
+            registry_router,
+            ops_router,
+            admin_router,
+        ],  # geo first: /cabinets/nearby before /cabinets/{id}
         consumers=consumer_specs,
         extra_lifespan=device_lifespan,
     )

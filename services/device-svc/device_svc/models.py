@@ -5,11 +5,13 @@ from datetime import datetime
 from uuid import UUID
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     CheckConstraint,
     DateTime,
     Float,
     ForeignKey,
+    Identity,
     Index,
     Integer,
     String,
@@ -25,7 +27,8 @@ from kit.db import define_kit_tables, make_metadata
 metadata = make_metadata()
 define_kit_tables(metadata)
 
-BANK_STATES = ("in_cabinet", "rented", "faulty", "maintenance")
+BANK_STATES = ("in_cabinet", "rented", "faulty", "maintenance", "lost", "retired")
+CABINET_STATES = ("active", "maintenance", "retired")
 COMMAND_STATES = ("sent", "succeeded", "failed", "expired")
 
 
@@ -46,9 +49,16 @@ class Cabinet(Base):
     last_seen_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     rssi_dbm: Mapped[int | None] = mapped_column(Integer)
     firmware: Mapped[str | None] = mapped_column(String(64))
+    region: Mapped[str] = mapped_column(String(100), server_default="")
+    opening_hours: Mapped[str] = mapped_column(String(100), server_default="")
+    state: Mapped[str] = mapped_column(String(20), server_default="active")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
-    __table_args__ = (Index("ix_cabinets_online_last_seen", "last_seen_at", postgresql_where=text("online")),)
+    __table_args__ = (
+        Index("ix_cabinets_online_last_seen", "last_seen_at", postgresql_where=text("online")),
+        CheckConstraint("state IN ('active', 'maintenance', 'retired')", name="state"),
+        # and ix_cabinets_earth: GiST on ll_to_earth(lat, lon) (migration 0002; cube + earthdistance)
+    )
 
 
 class Slot(Base):
@@ -75,11 +85,61 @@ class Bank(Base):
     slot_no: Mapped[int | None] = mapped_column(Integer)
     state_changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     last_report_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Registry (6.2.1, 6.3.2)
+    qr_code: Mapped[str | None] = mapped_column(String(128))
+    nfc_uid: Mapped[str | None] = mapped_column(String(64))
+    ble_mac: Mapped[str | None] = mapped_column(String(32))
+    capacity_mah: Mapped[int | None] = mapped_column(Integer)
+    in_service_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Banks with their own module: presence and the current-state store (written in batches; a
+    # report older than `telemetry_at` never overwrites it).
+    has_module: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    online: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    last_seen_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    rssi_dbm: Mapped[int | None] = mapped_column(Integer)
+    telemetry_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    lat: Mapped[float | None] = mapped_column(Float)
+    lon: Mapped[float | None] = mapped_column(Float)
+    position_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    charging: Mapped[bool | None] = mapped_column(Boolean)
+    temperature_c: Mapped[float | None] = mapped_column(Float)
+    charge_cycles: Mapped[int | None] = mapped_column(Integer)
+    health_pct: Mapped[int | None] = mapped_column(Integer)
+    charge_mah_total: Mapped[int | None] = mapped_column(BigInteger)
+    discharge_mah_total: Mapped[int | None] = mapped_column(BigInteger)
+    # Open alarms (operations list); cleared when the condition goes away.
+    moved_alarm_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    high_temp_alarm_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    position_overdue_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    maintenance_due_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (
-        CheckConstraint("state IN ('in_cabinet', 'rented', 'faulty', 'maintenance')", name="state"),
+        CheckConstraint("state IN ('in_cabinet', 'rented', 'faulty', 'maintenance', 'lost', 'retired')", name="state"),
         Index("ix_banks_cabinet_id", "cabinet_id"),
+        Index("uq_banks_qr_code", "qr_code", unique=True, postgresql_where=text("qr_code IS NOT NULL")),
+        Index("uq_banks_nfc_uid", "nfc_uid", unique=True, postgresql_where=text("nfc_uid IS NOT NULL")),
+        Index("uq_banks_ble_mac", "ble_mac", unique=True, postgresql_where=text("ble_mac IS NOT NULL")),
+        Index(
+            "ix_banks_module_position_at",
+            "position_at",
+            postgresql_where=text("has_module AND state NOT IN ('rented', 'retired')"),
+        ),
     )
+
+
+class BankTransition(Base):
+    """Every bank state change, with why (6.3.2)."""
+
+    __tablename__ = "bank_transitions"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    bank_id: Mapped[str] = mapped_column(String(64))
+    from_state: Mapped[str | None] = mapped_column(String(20))
+    to_state: Mapped[str] = mapped_column(String(20))
+    reason: Mapped[str] = mapped_column(String(100), server_default="")
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (Index("ix_bank_transitions_bank_id_at", "bank_id", "at"),)
 
 
 class DeviceCredential(Base):

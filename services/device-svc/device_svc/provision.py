@@ -1,6 +1,6 @@
 """Provisioning CLI.
 
-    python -m device_svc.provision seed --cabinets 3 --slots 8 --fleet-out fleet.json [--seed 42]
+    python -m device_svc.provision seed --cabinets 3 --slots 8 --fleet-out fleet.json [--seed 42] [--bank-modules N]
     python -m device_svc.provision sync-broker
 
 Reads DATABASE_URL, MQTT_HOST, MQTT_PORT, MQTT_USERNAME, MQTT_PASSWORD, MQTT_PASSWORD_FILE and
@@ -41,6 +41,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
                 fleet_out=args.fleet_out,
                 broker=_broker(settings),
                 rng_seed=args.seed,
+                bank_modules=args.bank_modules,
             )
             print(
                 f"seeded {args.cabinets} cabinets ({result.cabinets_created} new, "
@@ -64,6 +65,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     seed_cmd.add_argument("--slots", type=int, default=8, choices=range(3, 257), metavar="N")
     seed_cmd.add_argument("--fleet-out", type=Path, required=True)
     seed_cmd.add_argument("--seed", type=int, default=42)
+    seed_cmd.add_argument(
+        "--bank-modules", type=int, default=0, metavar="N", help="the first N banks get their own module and credential"
+    )
     sub.add_parser("sync-broker", help="rewrite the broker password file from the registry and reload it")
     args = parser.parse_args(argv)
     return asyncio.run(_run(args, Settings()))

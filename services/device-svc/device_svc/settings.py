@@ -30,3 +30,19 @@ class Settings(ServiceSettings):
     command_sweep_interval_s: float = 0.2
     # Reports waiting per device before new ones are dropped (protects memory under a flood).
     max_pending_per_device: int = 100
+    # Several instances share the device load through an MQTT shared subscription
+    # (`$share/<group>/pb/v1/devices/+/up/#`); unset: one instance takes every message.
+    mqtt_shared_group: str | None = None
+
+    # Banks with their own module.
+    bank_offline_after_s: float = 900.0  # a module heartbeats every 5 minutes
+    bank_position_max_age_s: float = 4 * 3600.0  # 7.2: idle banks report position at least every 4 h
+    freshness_sweep_interval_s: float = 60.0
+    bank_high_temperature_c: float = 60.0
+    bank_cycle_budget: int = 1000  # 7.4.1
+    bank_cycle_warning_ratio: float = 0.95  # flag for maintenance from 950 cycles
+    bank_min_health_pct: int = 80
+    ring_duration_s: int = 10
+    # The current-state store is written in batches, at most this often.
+    state_flush_interval_s: float = 0.2
+    state_flush_max_rows: int = 500

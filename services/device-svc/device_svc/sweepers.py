@@ -1,4 +1,5 @@
-"""Background jobs: fail eject commands past their deadline; mark silent cabinets offline."""
+"""Background jobs: fail eject commands past their deadline; mark silent cabinets and bank modules
+offline; flag idle banks whose position is overdue (7.2)."""
 
 import asyncio
 import logging
@@ -6,8 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from contracts.events import CabinetStatusChanged
+from contracts.events import CabinetStatusChanged, DeviceAlarmKind, DeviceAlarmRaised
 from device_svc.commands.service import EjectService
+from device_svc.metrics import ALARMS_RAISED
 from device_svc.mqtt.handlers import Publish
 from device_svc.registry import repository as repo
 from kit.db import unit_of_work
@@ -50,4 +52,49 @@ async def offline_sweeper(
             raise
         except Exception:
             log.exception("offline sweep failed")
+        await asyncio.sleep(interval_s)
+
+
+async def mark_banks_offline(sessionmaker: async_sessionmaker[AsyncSession], offline_after_s: float) -> int:
+    """Bank modules silent for `offline_after_s` are shown offline (their last will may be lost)."""
+    async with unit_of_work(sessionmaker) as session:
+        ids = await repo.mark_stale_banks_offline(session, datetime.now(UTC) - timedelta(seconds=offline_after_s))
+    for bank_id in ids:
+        log.info("bank module silent; marked offline", extra={"device_id": bank_id})
+    return len(ids)
+
+
+async def flag_overdue_positions(
+    sessionmaker: async_sessionmaker[AsyncSession], publish: Publish, max_age_s: float
+) -> list[str]:
+    """7.2: an idle bank with a module must give its position at least every `max_age_s`. Flags the
+    ones that did not (once, until a position arrives) and emits device.alarm.raised for each."""
+    now = datetime.now(UTC)
+    async with unit_of_work(sessionmaker) as session:
+        rows = await repo.flag_overdue_positions(session, now - timedelta(seconds=max_age_s), now)
+        for bank_id, last in rows:
+            detail = f"last position {last.isoformat()}" if last is not None else "no position yet"
+            ALARMS_RAISED.labels(DeviceAlarmKind.POSITION_OVERDUE.value).inc()
+            log.warning("bank position overdue", extra={"device_id": bank_id, "detail": detail})
+            event = DeviceAlarmRaised(device_id=bank_id, kind=DeviceAlarmKind.POSITION_OVERDUE, at=now, detail=detail)
+            await publish(session, event, bank_id)
+    return [bank_id for bank_id, _ in rows]
+
+
+async def bank_sweeper(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    publish: Publish,
+    *,
+    offline_after_s: float,
+    position_max_age_s: float,
+    interval_s: float,
+) -> None:
+    while True:
+        try:
+            await mark_banks_offline(sessionmaker, offline_after_s)
+            await flag_overdue_positions(sessionmaker, publish, position_max_age_s)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("bank sweep failed")
         await asyncio.sleep(interval_s)

@@ -22,6 +22,7 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from pydantic import SecretStr
+from sqlalchemy.exc import DBAPIError
 
 from contracts import Envelope, Topic, event_adapter, new_event
 from contracts.events import EjectBank
@@ -127,7 +128,17 @@ def signer(keys: tuple[Path, Path]) -> TokenSigner:
 @pytest.fixture(scope="session")
 async def consumer_group() -> str:
     """A fresh group whose offsets start at the end: old commands in a shared broker are not replayed."""
-    group = f"device-svc-test-{uuid.uuid4().hex[:8]}"
+    return await make_consumer_group("device-svc-test")
+
+
+@pytest.fixture
+def group_factory() -> Callable[[str], Any]:
+    """`await group_factory("prefix")`: another fresh consumer group positioned at the end."""
+    return make_consumer_group
+
+
+async def make_consumer_group(prefix: str) -> str:
+    group = f"{prefix}-{uuid.uuid4().hex[:8]}"
     consumer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap(), group_id=f"{group}.events")
     await consumer.start()
     try:
@@ -228,17 +239,36 @@ def fleet_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 async def fleet(database_url: str, broker: Broker, fleet_file: Path, tap: EventTap) -> dict[str, Any]:
     """A clean database seeded with 3 cabinets x 8 slots; the broker knows their passwords."""
-    await truncate_all(database_url)
+    await truncate_retrying(database_url)
     tap.mark = len(tap.events)
     engine = make_engine(database_url, 2)
     try:
         result = await seed(
-            make_sessionmaker(engine), cabinets=3, slots=8, fleet_out=fleet_file, broker=broker.target()
+            make_sessionmaker(engine),
+            cabinets=3,
+            slots=8,
+            fleet_out=fleet_file,
+            broker=broker.target(),
+            bank_modules=2,  # PB-000001 and PB-000002 (in CAB-0001) have their own module
         )
     finally:
         await engine.dispose()
     await asyncio.sleep(0.2)  # SIGHUP reload
     return result.fleet
+
+
+async def truncate_retrying(database_url: str, attempts: int = 5) -> None:
+    """TRUNCATE takes every table's exclusive lock while the running service may still be writing
+    (the last test's messages, the bank state store's batch, commands from the shared broker):
+    PostgreSQL may pick the TRUNCATE as a deadlock victim. Then try again."""
+    for attempt in range(1, attempts + 1):
+        try:
+            await truncate_all(database_url)
+            return
+        except DBAPIError as exc:
+            if "deadlock" not in str(exc) or attempt == attempts:
+                raise
+            await asyncio.sleep(0.2 * attempt)
 
 
 def make_settings(database_url: str, broker: Broker, consumer_group: str, keys: tuple[Path, Path]) -> Settings:
@@ -416,3 +446,31 @@ async def service_account(cabinets: Callable[..., Any]) -> Cabinet:
     """An MQTT client logged in as device-svc itself (allowed on every device topic)."""
     cab: Cabinet = await cabinets("device-svc", SERVICE_PASSWORD, subscribe=False)
     return cab
+
+
+@pytest.fixture
+def bank_device(cabinets: Callable[..., Any], fleet: dict[str, Any]) -> Callable[..., Any]:
+    """Connect a bank with its own module (its fleet password), subscribed to its command topic."""
+
+    async def connect(bank_id: str) -> Cabinet:
+        entry = next(b for b in fleet["banks"] if b["bank_id"] == bank_id)
+        device: Cabinet = await cabinets(bank_id, entry["password"])
+        return device
+
+    return connect
+
+
+@pytest.fixture
+def settings_factory(database_url: str, broker: Broker, keys: tuple[Path, Path]) -> Callable[[str], Settings]:
+    """Settings for another device-svc instance (its own Kafka consumer group)."""
+    return lambda group: make_settings(database_url, broker, group, keys)
+
+
+@pytest.fixture
+def readiness() -> Callable[..., Any]:
+    return wait_ready
+
+
+@pytest.fixture
+def truncate() -> Callable[[str], Any]:
+    return truncate_retrying

@@ -12,7 +12,6 @@ import aiomqtt
 import pytest
 
 from device_svc.provisioning.mosquitto import verify_mosquitto_hash
-from kit.testing import truncate_all
 
 pytestmark = pytest.mark.integration
 
@@ -43,8 +42,8 @@ async def connects(broker, user, password):
         return False
 
 
-async def test_seed_cli_is_idempotent_and_the_broker_accepts_the_passwords(database_url, broker, tmp_path):
-    await truncate_all(database_url)
+async def test_seed_cli_is_idempotent_and_the_broker_accepts_the_passwords(database_url, broker, tmp_path, truncate):
+    await truncate(database_url)
     fleet_out = tmp_path / "fleet.json"
     out = run_seed(database_url, broker, fleet_out)
     assert "2 new" in out

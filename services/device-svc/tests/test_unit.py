@@ -37,7 +37,9 @@ def test_topic_parsing(topic, expected):
 
 
 def test_every_channel_is_known_and_others_are_not():
-    assert {"hello", "heartbeat", "inventory", "eject_result", "return", "slot_abnormal", "status"} == CHANNELS
+    assert {"hello", "heartbeat", "inventory", "eject_result", "return", "slot_abnormal", "status", "bank_report"} == (
+        CHANNELS
+    )
     assert "nonsense" not in CHANNELS
 
 

@@ -112,6 +112,9 @@ class EjectService:
 
     async def _resolve(self, session: AsyncSession, code: str) -> _Choice:
         bank = await repo.get_bank(session, code, for_update=True)
+        if bank is None:
+            # 6.2.1: a bank is also known by its QR code, NFC tag or Bluetooth address.
+            bank = await repo.get_bank_by_identity(session, code, for_update=True)
         if bank is not None:
             view = await self._view(session, bank)
             online = None

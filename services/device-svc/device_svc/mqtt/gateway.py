@@ -33,6 +33,13 @@ class MqttGateway:
         self.last_error: str | None = "not connected yet"
 
     @property
+    def subscription(self) -> str:
+        """Every device's up topics; through a shared subscription when instances share the load
+        (the broker hands each message to one member of the group)."""
+        group = self._settings.mqtt_shared_group
+        return f"$share/{group}/{UP_SUBSCRIPTION}" if group else UP_SUBSCRIPTION
+
+    @property
     def connected(self) -> bool:
         return self._client is not None
 
@@ -68,7 +75,7 @@ class MqttGateway:
             client = self._make_client()
             try:
                 async with client:
-                    await client.subscribe(UP_SUBSCRIPTION, qos=1)
+                    await client.subscribe(self.subscription, qos=1)
                     self._client = client
                     self.last_error = None
                     MQTT_CONNECTED.set(1)

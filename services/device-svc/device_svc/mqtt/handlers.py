@@ -21,6 +21,7 @@ from contracts.events import (
 )
 from contracts.mqtt import (
     MAX_PAYLOAD_BYTES,
+    BankReport,
     EjectResult,
     Heartbeat,
     Hello,
@@ -43,6 +44,7 @@ from device_svc.metrics import MESSAGES_RECEIVED, MESSAGES_REJECTED
 from device_svc.models import Bank, Cabinet, InboundMessage
 from device_svc.mqtt.downlink import Downlink
 from device_svc.registry import repository as repo
+from device_svc.telemetry.service import BANK_MESSAGES, BankDevices
 from kit.db import after_commit, unit_of_work
 
 log = logging.getLogger(__name__)
@@ -77,7 +79,9 @@ class MessageProcessor:
         *,
         min_battery_pct: int,
         max_clock_skew_s: float,
+        banks: BankDevices | None = None,
     ) -> None:
+        self._banks = banks
         self._sessionmaker = sessionmaker
         self._publish = publish
         self._downlink = downlink
@@ -123,20 +127,36 @@ class MessageProcessor:
         commit (a replay: the repeated ack is sent after commit)."""
         async with unit_of_work(self._sessionmaker) as session:
             cabinet = await repo.get_cabinet(session, incoming.device_id, for_update=True)
+            bank: Bank | None = None
             if cabinet is None:
-                raise Rejected("unknown_device")
+                bank = await repo.get_bank(session, incoming.device_id) if self._banks is not None else None
+                if bank is None:
+                    raise Rejected("unknown_device")
+                if bank.state == "retired":
+                    raise Rejected("retired_device")
+            elif cabinet.state == "retired":
+                raise Rejected("retired_device")
             try:
                 msg: UpMessage = up_message_adapter.validate_json(payload)
             except ValidationError as exc:
                 raise Rejected("invalid_payload", str(exc)) from None
             if msg.type != incoming.channel:
                 raise Rejected("invalid_payload", f"a {msg.type} message on the {incoming.channel} channel")
+            if bank is not None and not isinstance(msg, BANK_MESSAGES):
+                raise Rejected("invalid_payload", f"a bank cannot send {msg.type}")
+            if cabinet is not None and isinstance(msg, BankReport):
+                raise Rejected("invalid_payload", "a cabinet cannot send bank_report")
             if not isinstance(msg, Status) and not await self._first_time(session, incoming, msg.msg_id):
                 if isinstance(msg, ReturnReport):
                     # The device did not get our ack: answer again, change nothing.
                     self._ack_after_commit(session, incoming.device_id, msg.msg_id, ReturnAckResult.DUPLICATE)
                 return Rejected("duplicate", f"msg_id {msg.msg_id}", emit=False)
-            await self._dispatch(session, cabinet, incoming, msg)
+            if bank is not None:
+                assert self._banks is not None
+                assert isinstance(msg, BANK_MESSAGES)
+                await self._banks.handle(session, bank, msg, incoming.received_at)
+            elif cabinet is not None:
+                await self._dispatch(session, cabinet, incoming, msg)
         return None
 
     async def _first_time(self, session: AsyncSession, incoming: Incoming, msg_id: str) -> bool:
@@ -257,6 +277,8 @@ class MessageProcessor:
         for bank_id, state in fresh.items():
             new_state = "faulty" if state.fault == SlotFault.BANK_ERROR else "in_cabinet"
             bank = banks.get(bank_id)
+            if bank is not None and bank.state == "retired":
+                new_state = "retired"  # out of service for good, wherever it is put
             if bank is None:
                 bank = Bank(id=bank_id, state=new_state, state_changed_at=at)
                 session.add(bank)

@@ -1,6 +1,7 @@
 """Seed a demo fleet: cabinets around Shenzhen with banks, per-device passwords in a 0600 fleet
 file (the only place plaintext passwords live), and the broker's password file regenerated."""
 
+import hashlib
 import json
 import logging
 import random
@@ -68,12 +69,22 @@ def plan_cabinet(n: int, slot_count: int, rng: random.Random) -> tuple[float, fl
     return lat, lon, banks
 
 
+def bank_identity(bid: str) -> dict[str, str]:
+    """6.2.1: the QR code printed on a bank, its NFC tag id and its Bluetooth address (derived
+    from the id, so a seed is reproducible)."""
+    digest = hashlib.sha256(bid.encode()).hexdigest()
+    mac = ":".join(digest[i : i + 2] for i in range(0, 12, 2)).upper()
+    return {"qr_code": f"https://pb.example/q/{bid}", "nfc_uid": digest[:14].upper(), "ble_mac": mac}
+
+
 def read_fleet_passwords(path: Path) -> dict[str, str]:
     if not path.exists():
         return {}
     try:
         data = json.loads(path.read_text())
-        return {c["cabinet_id"]: c["password"] for c in data.get("cabinets", []) if c.get("password")}
+        known = {c["cabinet_id"]: c["password"] for c in data.get("cabinets", []) if c.get("password")}
+        known |= {b["bank_id"]: b["password"] for b in data.get("banks", []) if b.get("password")}
+        return known
     except (ValueError, KeyError, TypeError, AttributeError):
         log.warning("fleet file unreadable; its passwords are regenerated", extra={"path": str(path)})
         return {}
@@ -87,7 +98,10 @@ async def seed(
     fleet_out: Path,
     broker: BrokerTarget,
     rng_seed: int = 42,
+    bank_modules: int = 0,
 ) -> SeedResult:
+    """`bank_modules`: how many banks (the first ones) have their own cellular module and get a
+    device credential of their own."""
     rng = random.Random(rng_seed)
     known_passwords = read_fleet_passwords(fleet_out)
     created = generated = 0
@@ -103,8 +117,19 @@ async def seed(
             password, fresh = await _ensure_credential(session, cid, known_passwords.get(cid), now)
             generated += fresh
             fleet_cabinets.append(await _fleet_entry(session, cid, password))
+        fleet_banks = []
+        module_ids = [b for c in fleet_cabinets for b in (s["bank_id"] for s in c["slots"]) if b][:bank_modules]
+        for bid in module_ids:
+            bank = await session.get(Bank, bid)
+            assert bank is not None
+            bank.has_module = True
+            password, fresh = await _ensure_credential(session, bid, known_passwords.get(bid), now, kind="bank")
+            generated += fresh
+            fleet_banks.append({"bank_id": bid, "password": password, "cabinet_id": bank.cabinet_id})
         entries = await broker_entries(session, broker.service_user, broker.service_password)
-    fleet = {"broker": {"host": broker.host, "port": broker.port}, "cabinets": fleet_cabinets}
+    fleet: dict[str, Any] = {"broker": {"host": broker.host, "port": broker.port}, "cabinets": fleet_cabinets}
+    if fleet_banks:
+        fleet["banks"] = fleet_banks
     write_atomically(fleet_out, json.dumps(fleet, indent=2) + "\n", mode=0o600)
     written = reloaded = False
     if broker.password_file is not None:
@@ -131,6 +156,8 @@ async def _create_cabinet(
             lat=lat,
             lon=lon,
             address=f"Futian District, Shenzhen, point {n}",
+            region="Futian",
+            opening_hours="00:00-24:00",
             slot_count=slots,
             online=False,
             firmware=FIRMWARE,
@@ -151,18 +178,21 @@ async def _create_cabinet(
                     cabinet_id=cid,
                     slot_no=slot,
                     state_changed_at=now,
+                    capacity_mah=5000,
+                    in_service_at=now,
+                    **bank_identity(planned[0]),
                 )
             )
     await session.flush()
 
 
 async def _ensure_credential(
-    session: AsyncSession, device_id: str, known: str | None, now: datetime
+    session: AsyncSession, device_id: str, known: str | None, now: datetime, kind: str = "cabinet"
 ) -> tuple[str, bool]:
     """The device's password: the fleet file's when it has one, else a new one."""
     credential = await session.get(DeviceCredential, device_id)
     if credential is None:
-        credential = DeviceCredential(device_id=device_id, kind="cabinet", active=True, rotated_at=now)
+        credential = DeviceCredential(device_id=device_id, kind=kind, active=True, rotated_at=now)
         session.add(credential)
     password = known if known is not None else generate_password()
     if known is None or not credential.password_hash or not verify_password(known, credential.password_hash):

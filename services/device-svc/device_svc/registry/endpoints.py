@@ -27,21 +27,21 @@ async def viewer(principal: CurrentPrincipal) -> Principal:
 Viewer = Annotated[Principal, Depends(viewer)]
 
 
-def _min_battery(runtime: RuntimeDep) -> int:
+def min_battery(runtime: RuntimeDep) -> int:
     settings = runtime.settings
     return settings.min_rent_battery_pct if isinstance(settings, Settings) else 20
 
 
 @router.get("/cabinets", response_model=CabinetList)
 async def list_cabinets(_: Viewer, session: SessionDep, runtime: RuntimeDep) -> CabinetList:
-    return CabinetList(items=await service.list_cabinets(session, _min_battery(runtime)))
+    return CabinetList(items=await service.list_cabinets(session, min_battery(runtime)))
 
 
 @router.get("/cabinets/{cabinet_id}", response_model=CabinetDetailOut)
 async def get_cabinet(
     cabinet_id: DeviceIdPath, _: Viewer, session: SessionDep, runtime: RuntimeDep
 ) -> CabinetDetailOut:
-    return await service.get_cabinet(session, cabinet_id, _min_battery(runtime))
+    return await service.get_cabinet(session, cabinet_id, min_battery(runtime))
 
 
 @router.get("/banks/{bank_id}", response_model=BankOut)

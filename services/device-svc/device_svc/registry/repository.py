@@ -26,6 +26,14 @@ async def get_bank(session: AsyncSession, bank_id: str, *, for_update: bool = Fa
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
+async def get_bank_by_identity(session: AsyncSession, code: str, *, for_update: bool = False) -> Bank | None:
+    """The bank whose QR code, NFC tag id or Bluetooth address is `code`."""
+    stmt = select(Bank).where(or_(Bank.qr_code == code, Bank.nfc_uid == code, Bank.ble_mac == code)).limit(1)
+    if for_update:
+        stmt = stmt.with_for_update()
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
 async def get_slot(session: AsyncSession, cabinet_id: str, slot_no: int) -> Slot | None:
     return await session.get(Slot, (cabinet_id, slot_no))
 
@@ -82,7 +90,7 @@ async def has_pending_command(session: AsyncSession, bank_id: str) -> bool:
     return (await session.execute(stmt)).first() is not None
 
 
-def _available_banks_subquery(min_battery_pct: int) -> Any:
+def available_banks_subquery(min_battery_pct: int) -> Any:
     return (
         select(func.count())
         .select_from(Bank)
@@ -98,7 +106,7 @@ def _available_banks_subquery(min_battery_pct: int) -> Any:
     )
 
 
-def _occupied_slots_subquery() -> Any:
+def occupied_slots_subquery() -> Any:
     return (
         select(func.count())
         .select_from(Slot)
@@ -111,8 +119,8 @@ def _occupied_slots_subquery() -> Any:
 async def list_cabinets(session: AsyncSession, min_battery_pct: int) -> Sequence[Any]:
     stmt = select(
         Cabinet,
-        _available_banks_subquery(min_battery_pct).label("banks_available"),
-        _occupied_slots_subquery().label("occupied"),
+        available_banks_subquery(min_battery_pct).label("banks_available"),
+        occupied_slots_subquery().label("occupied"),
     ).order_by(Cabinet.id)
     return (await session.execute(stmt)).all()
 
@@ -120,8 +128,8 @@ async def list_cabinets(session: AsyncSession, min_battery_pct: int) -> Sequence
 async def cabinet_summary(session: AsyncSession, cabinet_id: str, min_battery_pct: int) -> Any | None:
     stmt = select(
         Cabinet,
-        _available_banks_subquery(min_battery_pct).label("banks_available"),
-        _occupied_slots_subquery().label("occupied"),
+        available_banks_subquery(min_battery_pct).label("banks_available"),
+        occupied_slots_subquery().label("occupied"),
     ).where(Cabinet.id == cabinet_id)
     return (await session.execute(stmt)).first()
 
@@ -150,3 +158,42 @@ async def mark_stale_cabinets_offline(session: AsyncSession, seen_before: dateti
         .returning(Cabinet.id, Cabinet.last_seen_at)
     )
     return (await session.execute(stmt, execution_options={"synchronize_session": False})).all()
+
+
+async def mark_stale_banks_offline(session: AsyncSession, seen_before: datetime, limit: int = 1000) -> list[str]:
+    locked = (
+        select(Bank.id)
+        .where(Bank.online.is_(True), or_(Bank.last_seen_at.is_(None), Bank.last_seen_at < seen_before))
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    stmt = update(Bank).where(Bank.id.in_(locked.scalar_subquery())).values(online=False).returning(Bank.id)
+    result = await session.execute(stmt, execution_options={"synchronize_session": False})
+    return [row[0] for row in result.all()]
+
+
+async def flag_overdue_positions(
+    session: AsyncSession, positioned_before: datetime, now: datetime, limit: int = 1000
+) -> list[tuple[str, datetime | None]]:
+    """Idle banks with a module whose last position (or, if later, their last state change: a bank
+    just returned starts a fresh period) is older than `positioned_before` and not yet flagged."""
+    since = func.greatest(func.coalesce(Bank.position_at, Bank.state_changed_at), Bank.state_changed_at)
+    locked = (
+        select(Bank.id)
+        .where(
+            Bank.has_module.is_(True),
+            Bank.state.not_in(("rented", "retired")),
+            Bank.position_overdue_at.is_(None),
+            since < positioned_before,
+        )
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    stmt = (
+        update(Bank)
+        .where(Bank.id.in_(locked.scalar_subquery()))
+        .values(position_overdue_at=now)
+        .returning(Bank.id, Bank.position_at)
+    )
+    result = await session.execute(stmt, execution_options={"synchronize_session": False})
+    return [(row[0], row[1]) for row in result.all()]

@@ -19,7 +19,7 @@ class BankNotFound(NotFound):
     title = "No such bank"
 
 
-def _cabinet_out(row: Any) -> dict[str, Any]:
+def cabinet_out(row: Any) -> dict[str, Any]:
     cabinet, available, occupied = row
     return {
         "id": cabinet.id,
@@ -36,7 +36,7 @@ def _cabinet_out(row: Any) -> dict[str, Any]:
 
 
 async def list_cabinets(session: AsyncSession, min_battery_pct: int) -> list[CabinetOut]:
-    return [CabinetOut(**_cabinet_out(row)) for row in await repo.list_cabinets(session, min_battery_pct)]
+    return [CabinetOut(**cabinet_out(row)) for row in await repo.list_cabinets(session, min_battery_pct)]
 
 
 async def get_cabinet(session: AsyncSession, cabinet_id: str, min_battery_pct: int) -> CabinetDetailOut:
@@ -61,7 +61,7 @@ async def get_cabinet(session: AsyncSession, cabinet_id: str, min_battery_pct: i
                 rentable=rentable,
             )
         )
-    return CabinetDetailOut(**_cabinet_out(row), firmware=cabinet.firmware, rssi_dbm=cabinet.rssi_dbm, slots=slots)
+    return CabinetDetailOut(**cabinet_out(row), firmware=cabinet.firmware, rssi_dbm=cabinet.rssi_dbm, slots=slots)
 
 
 async def get_bank(session: AsyncSession, bank_id: str) -> BankOut:

@@ -1,0 +1,138 @@
+"""Registry administration for super administrators and operators: provision cabinets and banks
+(one or a bulk import), rotate or revoke device credentials, retire devices."""
+
+import logging
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Depends
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from device_svc.admin import service
+from device_svc.admin.schemas import (
+    BankCreate,
+    BankImport,
+    CabinetCreate,
+    CabinetOut,
+    CabinetUpdate,
+    Credential,
+    ImportResult,
+    Provisioned,
+    Revoked,
+)
+from device_svc.provisioning.seed import BrokerTarget, sync_broker
+from device_svc.registry.endpoints import DeviceIdPath
+from device_svc.settings import Settings
+from kit.app import Runtime, RuntimeDep
+from kit.auth import Principal, require_roles
+from kit.db import SessionDep, after_commit
+
+log = logging.getLogger(__name__)
+
+Admin = Annotated[Principal, Depends(require_roles("super_admin", "operator"))]
+
+router = APIRouter(prefix="/v1/admin", tags=["registry administration"])
+
+
+def _broker_after_commit(session: AsyncSession, runtime: Runtime) -> bool:
+    """Regenerate the broker's password file from the registry and SIGHUP the broker once this
+    transaction has committed (before the answer is sent). False when no password file is set."""
+    settings = runtime.settings
+    if not isinstance(settings, Settings) or settings.mqtt_password_file is None:
+        return False
+    target = BrokerTarget(
+        host=settings.mqtt_host,
+        port=settings.mqtt_port,
+        password_file=settings.mqtt_password_file,
+        pidfile=settings.mqtt_broker_pidfile,
+        service_user=settings.mqtt_username,
+        service_password=settings.mqtt_password.get_secret_value(),
+    )
+
+    async def sync() -> None:
+        try:
+            reloaded = await sync_broker(runtime.sessionmaker, target)
+            log.info("broker password file regenerated", extra={"reloaded": reloaded})
+        except Exception:
+            log.exception("broker password file not regenerated; run `provision sync-broker`")
+
+    after_commit(session, sync)
+    return True
+
+
+def _credential(device_id: str, password: str | None, updated: bool) -> Credential | None:
+    return Credential(device_id=device_id, password=password, broker_updated=updated) if password else None
+
+
+@router.post("/cabinets", response_model=Provisioned, status_code=201)
+async def create_cabinet(body: CabinetCreate, _: Admin, session: SessionDep, runtime: RuntimeDep) -> Provisioned:
+    out, password = await service.create_cabinet(session, body)
+    updated = _broker_after_commit(session, runtime)
+    return out.model_copy(update={"credential": _credential(out.id, password, updated)})
+
+
+@router.patch("/cabinets/{cabinet_id}", response_model=CabinetOut)
+async def update_cabinet(cabinet_id: DeviceIdPath, body: CabinetUpdate, _: Admin, session: SessionDep) -> CabinetOut:
+    """Address, region, opening hours, position, operating state (active / maintenance: off the map)."""
+    c = await service.update_cabinet(session, cabinet_id, body)
+    return CabinetOut(
+        id=c.id,
+        name=c.name,
+        lat=c.lat,
+        lon=c.lon,
+        address=c.address,
+        region=c.region,
+        opening_hours=c.opening_hours,
+        state=c.state,
+        slot_count=c.slot_count,
+    )
+
+
+@router.post("/banks", response_model=Provisioned, status_code=201)
+async def create_bank(body: BankCreate, _: Admin, session: SessionDep, runtime: RuntimeDep) -> Provisioned:
+    out, password = await service.create_bank(session, body)
+    updated = _broker_after_commit(session, runtime) if password else False
+    return out.model_copy(update={"credential": _credential(out.id, password, updated)})
+
+
+@router.post("/banks/import", response_model=ImportResult)
+async def import_banks(body: BankImport, _: Admin, session: SessionDep, runtime: RuntimeDep) -> ImportResult:
+    """Bulk import (up to 1000); ids already registered are skipped, so a re-run is harmless. One
+    transaction: an identity clash refuses the whole import."""
+    created, skipped, passwords = [], [], {}
+    for item in body.items:
+        if await service.taken(session, item.id):
+            skipped.append(item.id)
+            continue
+        out, password = await service.create_bank(session, item)
+        created.append(out)
+        if password:
+            passwords[out.id] = password
+    updated = _broker_after_commit(session, runtime) if passwords else False
+    created = [c.model_copy(update={"credential": _credential(c.id, passwords.get(c.id), updated)}) for c in created]
+    return ImportResult(created=created, skipped=skipped)
+
+
+@router.post("/devices/{device_id}/credentials/rotate", response_model=Credential)
+async def rotate(device_id: DeviceIdPath, _: Admin, session: SessionDep, runtime: RuntimeDep) -> Credential:
+    """A new password; the old one stops working once the broker reloaded (no restart)."""
+    password = await service.rotate(session, device_id)
+    return Credential(device_id=device_id, password=password, broker_updated=_broker_after_commit(session, runtime))
+
+
+@router.post("/devices/{device_id}/credentials/revoke", response_model=Revoked)
+async def revoke(device_id: DeviceIdPath, _: Admin, session: SessionDep, runtime: RuntimeDep) -> Revoked:
+    await service.revoke(session, device_id)
+    return Revoked(device_id=device_id, active=False, broker_updated=_broker_after_commit(session, runtime))
+
+
+@router.post("/devices/{device_id}/retire", response_model=Provisioned)
+async def retire(
+    device_id: DeviceIdPath,
+    _: Admin,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    reason: Annotated[str, Body(embed=True, min_length=1, max_length=80)] = "end of life",
+) -> Provisioned:
+    out = await service.retire(session, device_id, reason)
+    _broker_after_commit(session, runtime)
+    return out

@@ -1,0 +1,95 @@
+"""Registry administration: requests and responses (passwords appear once, in the response that
+issued them)."""
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+
+
+class CabinetCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: Id
+    name: str = Field(min_length=1, max_length=100)
+    lat: float = Field(ge=-90, le=90)
+    lon: float = Field(ge=-180, le=180)
+    address: str = Field(default="", max_length=200)
+    region: str = Field(default="", max_length=100)
+    opening_hours: str = Field(default="00:00-24:00", max_length=100)
+    slot_count: int = Field(ge=1, le=256)
+
+
+class CabinetUpdate(BaseModel):
+    """Operating data of a cabinet; omitted fields are left as they are."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, min_length=1, max_length=100)
+    lat: float | None = Field(default=None, ge=-90, le=90)
+    lon: float | None = Field(default=None, ge=-180, le=180)
+    address: str | None = Field(default=None, max_length=200)
+    region: str | None = Field(default=None, max_length=100)
+    opening_hours: str | None = Field(default=None, max_length=100)
+    state: Literal["active", "maintenance"] | None = None
+
+
+class CabinetOut(BaseModel):
+    id: str
+    name: str
+    lat: float
+    lon: float
+    address: str
+    region: str
+    opening_hours: str
+    state: str
+    slot_count: int
+
+
+class BankCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: Id
+    model: str = Field(default="PB-5000", min_length=1, max_length=50)
+    capacity_mah: int = Field(default=5000, ge=100, le=100_000)
+    qr_code: str | None = Field(default=None, min_length=1, max_length=128)
+    nfc_uid: str | None = Field(default=None, pattern=r"^[0-9A-Fa-f]{8,20}$")
+    ble_mac: str | None = Field(default=None, pattern=r"^([0-9A-Fa-f]{2}:){5}[0-9A-Fa-f]{2}$")
+    in_service_at: datetime | None = None
+    module: bool = Field(default=False, description="Has its own cellular module: issue it a credential")
+
+
+class BankImport(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[BankCreate] = Field(min_length=1, max_length=1000)
+
+
+class Credential(BaseModel):
+    device_id: str
+    password: str = Field(description="Shown once; the platform keeps only hashes")
+    broker_updated: bool = Field(
+        description="The broker password file is regenerated and reloaded (SIGHUP) before this answer"
+    )
+
+
+class Provisioned(BaseModel):
+    id: str
+    kind: str
+    state: str
+    credential: Credential | None = None
+
+
+class ImportResult(BaseModel):
+    created: list[Provisioned]
+    skipped: list[str] = Field(description="ids already registered (left unchanged)")
+
+
+class Revoked(BaseModel):
+    device_id: str
+    active: bool
+    broker_updated: bool = Field(
+        description="The broker password file is regenerated and reloaded (SIGHUP) before this answer"
+    )

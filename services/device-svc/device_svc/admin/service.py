@@ -1,0 +1,160 @@
+"""Provisioning (6.2.1, 6.3.2): create cabinets and banks, bulk import, retire; per-device
+credentials issued at provisioning, rotated or revoked without restarting the broker (its password
+file is regenerated from the registry and the broker is sent SIGHUP, after commit)."""
+
+import logging
+from datetime import UTC, datetime
+
+from sqlalchemy import or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from device_svc.admin.schemas import BankCreate, CabinetCreate, CabinetUpdate, Provisioned
+from device_svc.models import Bank, Cabinet, DeviceCredential, Slot
+from device_svc.ops import repository as ops_repo
+from device_svc.provisioning.credentials import generate_password, set_password
+from device_svc.registry.repository import empty_slot_of_bank
+from kit.errors import Conflict, NotFound
+
+log = logging.getLogger(__name__)
+
+
+class AlreadyRegistered(Conflict):
+    code = "device_already_registered"
+    title = "A device with this id or identity is already registered"
+
+
+class DeviceNotFound(NotFound):
+    code = "device_not_found"
+    title = "No such device"
+
+
+async def _credential(session: AsyncSession, device_id: str, kind: str) -> str:
+    """A new password for the device (replacing any), active. Returns the plaintext once."""
+    credential = await session.get(DeviceCredential, device_id)
+    now = datetime.now(UTC)
+    if credential is None:
+        credential = DeviceCredential(device_id=device_id, kind=kind, active=True, rotated_at=now)
+        session.add(credential)
+    password = generate_password()
+    set_password(credential, password)
+    credential.active = True
+    credential.rotated_at = now
+    await session.flush()
+    return password
+
+
+async def taken(session: AsyncSession, device_id: str) -> bool:
+    return (await session.get(Cabinet, device_id)) is not None or (await session.get(Bank, device_id)) is not None
+
+
+async def create_cabinet(session: AsyncSession, body: CabinetCreate) -> tuple[Provisioned, str]:
+    if await taken(session, body.id):
+        raise AlreadyRegistered(f"{body.id} is already registered")
+    session.add(
+        Cabinet(
+            id=body.id,
+            name=body.name,
+            lat=body.lat,
+            lon=body.lon,
+            address=body.address,
+            region=body.region,
+            opening_hours=body.opening_hours,
+            slot_count=body.slot_count,
+            online=False,
+            state="active",
+        )
+    )
+    await session.flush()
+    session.add_all(Slot(cabinet_id=body.id, slot_no=n) for n in range(1, body.slot_count + 1))
+    password = await _credential(session, body.id, "cabinet")
+    log.info("cabinet provisioned", extra={"device_id": body.id})
+    return Provisioned(id=body.id, kind="cabinet", state="active"), password
+
+
+async def update_cabinet(session: AsyncSession, cabinet_id: str, body: CabinetUpdate) -> Cabinet:
+    cabinet = await session.get(Cabinet, cabinet_id, with_for_update=True)
+    if cabinet is None:
+        raise DeviceNotFound(f"{cabinet_id} is not registered")
+    if cabinet.state == "retired":
+        raise Conflict("A retired cabinet cannot be changed")
+    for field, value in body.model_dump(exclude_unset=True).items():
+        if value is not None:
+            setattr(cabinet, field, value)
+    await session.flush()
+    log.info("cabinet updated", extra={"device_id": cabinet_id, "fields": sorted(body.model_fields_set)})
+    return cabinet
+
+
+async def create_bank(session: AsyncSession, body: BankCreate) -> tuple[Provisioned, str | None]:
+    if await taken(session, body.id):
+        raise AlreadyRegistered(f"{body.id} is already registered")
+    identities = [v for v in (body.qr_code, body.nfc_uid, body.ble_mac) if v is not None]
+    if identities:
+        clash = await session.execute(
+            select(Bank.id)
+            .where(or_(Bank.qr_code.in_(identities), Bank.nfc_uid.in_(identities), Bank.ble_mac.in_(identities)))
+            .limit(1)
+        )
+        if clash.first() is not None:
+            raise AlreadyRegistered(f"an identity of {body.id} belongs to another bank")
+    await ops_repo.set_transition_reason(session, "provisioned")
+    # Not in service until a cabinet reports it in a slot (then in_cabinet).
+    session.add(
+        Bank(
+            id=body.id,
+            model=body.model,
+            capacity_mah=body.capacity_mah,
+            qr_code=body.qr_code,
+            nfc_uid=body.nfc_uid.upper() if body.nfc_uid else None,
+            ble_mac=body.ble_mac.upper() if body.ble_mac else None,
+            in_service_at=body.in_service_at or datetime.now(UTC),
+            has_module=body.module,
+            state="maintenance",
+        )
+    )
+    await session.flush()
+    password = await _credential(session, body.id, "bank") if body.module else None
+    log.info("bank provisioned", extra={"device_id": body.id, "has_module": body.module})
+    return Provisioned(id=body.id, kind="bank", state="maintenance"), password
+
+
+async def rotate(session: AsyncSession, device_id: str) -> str:
+    credential = await session.get(DeviceCredential, device_id, with_for_update=True)
+    if credential is None:
+        raise DeviceNotFound(f"{device_id} has no credential")
+    password = await _credential(session, device_id, credential.kind)
+    log.info("device credential rotated", extra={"device_id": device_id})
+    return password
+
+
+async def revoke(session: AsyncSession, device_id: str) -> None:
+    credential = await session.get(DeviceCredential, device_id, with_for_update=True)
+    if credential is None:
+        raise DeviceNotFound(f"{device_id} has no credential")
+    credential.active = False
+    log.info("device credential revoked", extra={"device_id": device_id})
+
+
+async def retire(session: AsyncSession, device_id: str, reason: str) -> Provisioned:
+    """Out of service for good: retired in the registry, its credential revoked."""
+    cabinet = await session.get(Cabinet, device_id, with_for_update=True)
+    if cabinet is not None:
+        cabinet.state = "retired"
+        kind = "cabinet"
+    else:
+        bank = await session.get(Bank, device_id, with_for_update=True)
+        if bank is None:
+            raise DeviceNotFound(f"{device_id} is not registered")
+        if bank.state == "rented":
+            raise Conflict("A rented bank cannot be retired before it is returned")
+        await ops_repo.set_transition_reason(session, f"retired: {reason}"[:100])
+        if bank.cabinet_id is not None:
+            await empty_slot_of_bank(session, bank.id)
+        bank.state, bank.cabinet_id, bank.slot_no, bank.state_changed_at = "retired", None, None, datetime.now(UTC)
+        kind = "bank"
+    credential = await session.get(DeviceCredential, device_id, with_for_update=True)
+    if credential is not None:
+        credential.active = False
+    await session.flush()
+    log.info("device retired", extra={"device_id": device_id, "reason": reason})
+    return Provisioned(id=device_id, kind=kind, state="retired")

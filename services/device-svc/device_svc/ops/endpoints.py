@@ -1,0 +1,121 @@
+"""Operations API for administrators, operators and field staff."""
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query
+
+from device_svc.models import BANK_STATES
+from device_svc.mqtt.downlink import Downlink
+from device_svc.ops import service
+from device_svc.ops.schemas import (
+    AlarmList,
+    BankAdminList,
+    BankAdminOut,
+    CommandAccepted,
+    DeviceStatusList,
+    LightRequest,
+    MaintenanceTaskList,
+    ResolveAlarm,
+    StateChange,
+    TransitionList,
+)
+from device_svc.registry.endpoints import DeviceIdPath
+from device_svc.settings import Settings
+from kit.app import RuntimeDep
+from kit.auth import Principal, require_roles
+from kit.db import SessionDep
+
+OPS_ROLES = ("super_admin", "operator", "field_maintenance")
+Staff = Annotated[Principal, Depends(require_roles(*OPS_ROLES))]
+Manager = Annotated[Principal, Depends(require_roles("super_admin", "operator"))]
+Limit = Annotated[int, Query(ge=1, le=1000)]
+
+router = APIRouter(prefix="/v1/ops", tags=["operations"])
+
+
+def _downlink(runtime: Any) -> Downlink:
+    downlink = runtime.extras["downlink"]
+    assert isinstance(downlink, Downlink)
+    return downlink
+
+
+@router.get("/alarms", response_model=AlarmList)
+async def alarms(_: Staff, session: SessionDep, limit: Limit = 500) -> AlarmList:
+    """Open alarms: banks moved while not rented, overheating, position overdue, maintenance due,
+    bank modules and cabinets offline."""
+    return AlarmList(items=await service.alarms(session, limit))
+
+
+@router.post("/alarms/resolve", status_code=204)
+async def resolve(body: ResolveAlarm, _: Staff, session: SessionDep) -> None:
+    await service.resolve_alarm(session, body.device_id, body.kind)
+
+
+@router.get("/devices", response_model=DeviceStatusList)
+async def devices(
+    _: Staff,
+    session: SessionDep,
+    kind: Literal["cabinet", "bank"] | None = None,
+    online: bool | None = None,
+    limit: Limit = 500,
+) -> DeviceStatusList:
+    """Communication status: online, last seen, signal strength and operating state per device."""
+    return DeviceStatusList(items=await service.device_statuses(session, kind, online, limit))
+
+
+@router.get("/banks", response_model=BankAdminList)
+async def banks(
+    _: Staff,
+    session: SessionDep,
+    state: Annotated[str | None, Query(pattern="^(" + "|".join(BANK_STATES) + ")$")] = None,
+    maintenance_due: bool | None = None,
+    has_module: bool | None = None,
+    cabinet_id: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Limit = 200,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> BankAdminList:
+    """Banks with state, faults, time in service, usage, power statistics and open alarms."""
+    items = await service.query_banks(
+        session,
+        state=state,
+        maintenance_due=maintenance_due,
+        has_module=has_module,
+        cabinet_id=cabinet_id,
+        limit=limit,
+        offset=offset,
+    )
+    return BankAdminList(items=items)
+
+
+@router.get("/banks/{bank_id}/transitions", response_model=TransitionList)
+async def transitions(bank_id: DeviceIdPath, _: Staff, session: SessionDep) -> TransitionList:
+    return TransitionList(items=await service.transitions(session, bank_id))
+
+
+@router.post("/banks/{bank_id}/state", response_model=BankAdminOut)
+async def change_state(bank_id: DeviceIdPath, body: StateChange, who: Staff, session: SessionDep) -> BankAdminOut:
+    bank = await service.change_state(session, bank_id, body.state, body.reason, who.subject)
+    return service.bank_admin_out(bank, 0)
+
+
+@router.post("/banks/{bank_id}/ring", response_model=CommandAccepted, status_code=202)
+async def ring(bank_id: DeviceIdPath, _: Staff, session: SessionDep, runtime: RuntimeDep) -> CommandAccepted:
+    """Make a bank with a module beep; 409 device_offline at once when it is offline."""
+    settings = runtime.settings
+    duration = settings.ring_duration_s if isinstance(settings, Settings) else 10
+    return await service.ring(session, _downlink(runtime), bank_id, duration)
+
+
+@router.post("/cabinets/{cabinet_id}/light", response_model=CommandAccepted, status_code=202)
+async def light(
+    cabinet_id: DeviceIdPath, body: LightRequest, _: Staff, session: SessionDep, runtime: RuntimeDep
+) -> CommandAccepted:
+    """Switch a cabinet's night light (scanning in the dark); 409 device_offline when offline."""
+    return await service.light(session, _downlink(runtime), cabinet_id, body.on, body.duration_s)
+
+
+@router.get("/maintenance-tasks", response_model=MaintenanceTaskList)
+async def maintenance_tasks(_: Staff, session: SessionDep, limit: Limit = 500) -> MaintenanceTaskList:
+    """What field staff should visit: offline cabinets, faulty slots, banks faulty, in maintenance,
+    lost or due for maintenance."""
+    return MaintenanceTaskList(items=await service.maintenance_tasks(session, limit))

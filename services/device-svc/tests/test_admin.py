@@ -1,0 +1,125 @@
+"""Registry administration: provisioning with per-device credentials the broker accepts at once,
+bulk import, rotation and revocation without a broker restart, retirement."""
+
+import aiomqtt
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+async def connects(broker, user, password):
+    try:
+        async with aiomqtt.Client(broker.host, broker.port, username=user, password=password):
+            return True
+    except aiomqtt.MqttError:
+        return False
+
+
+@pytest.fixture
+async def admin_service(settings_factory, group_factory, readiness, broker, fleet):
+    """An instance that owns the broker's password file (as the deployed service does)."""
+    from device_svc.main import create_app
+    from kit.testing import app_client
+
+    settings = settings_factory(await group_factory("device-svc-admin")).model_copy(
+        update={"mqtt_password_file": broker.password_file, "mqtt_broker_pidfile": broker.pidfile}
+    )
+    async with app_client(create_app(settings)) as client:
+        await readiness(client)
+        yield client
+
+
+def admin(signer, role="super_admin"):
+    token = signer.issue("00000000-0000-0000-0000-0000000000ad", kind="admin", roles=[role])
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def test_provision_rotate_revoke_and_retire(admin_service, broker, signer, service_account, tap):
+    client, headers = admin_service, admin(signer)
+    cabinet = {"id": "CAB-0100", "name": "Mall", "lat": 22.5, "lon": 114.0, "region": "Nanshan", "slot_count": 4}
+    resp = await client.post("/v1/admin/cabinets", json=cabinet, headers=headers)
+    assert resp.status_code == 201, resp.text
+    body = resp.json()
+    assert (body["state"], body["credential"]["broker_updated"]) == ("active", True)
+    password = body["credential"]["password"]
+    assert await connects(broker, "CAB-0100", password)
+    assert (await client.post("/v1/admin/cabinets", json=cabinet, headers=headers)).json()[
+        "code"
+    ] == "device_already_registered"
+
+    bank = {"id": "PB-100001", "qr_code": "QR-100001", "nfc_uid": "04A1B2C3D4E5F6", "module": True}
+    created = (await client.post("/v1/admin/banks", json=bank, headers=headers)).json()
+    assert created["state"] == "maintenance"
+    assert await connects(broker, "PB-100001", created["credential"]["password"])
+    clash = await client.post("/v1/admin/banks", json={"id": "PB-100002", "qr_code": "QR-100001"}, headers=headers)
+    assert (clash.status_code, clash.json()["code"]) == (409, "device_already_registered")
+    imported = await client.post(
+        "/v1/admin/banks/import",
+        json={"items": [{"id": "PB-100001"}, {"id": "PB-100003", "ble_mac": "aa:bb:cc:dd:ee:ff"}, {"id": "PB-100004"}]},
+        headers=headers,
+    )
+    assert imported.status_code == 200, imported.text
+    assert [c["id"] for c in imported.json()["created"]] == ["PB-100003", "PB-100004"]
+    assert imported.json()["skipped"] == ["PB-100001"]
+    assert all(c["credential"] is None for c in imported.json()["created"])
+
+    rotated = (await client.post("/v1/admin/devices/CAB-0100/credentials/rotate", headers=headers)).json()
+    assert rotated["password"] != password
+    assert not await connects(broker, "CAB-0100", password)
+    assert await connects(broker, "CAB-0100", rotated["password"])
+    revoked = await client.post("/v1/admin/devices/CAB-0100/credentials/revoke", headers=headers)
+    assert revoked.json() == {"device_id": "CAB-0100", "active": False, "broker_updated": True}
+    assert not await connects(broker, "CAB-0100", rotated["password"])
+
+    retired = await client.post("/v1/admin/devices/PB-100001/retire", json={"reason": "water damage"}, headers=headers)
+    assert retired.json()["state"] == "retired"
+    assert not await connects(broker, "PB-100001", created["credential"]["password"])
+    history = (await client.get("/v1/ops/banks/PB-100001/transitions", headers=headers)).json()["items"]
+    assert [(h["from_state"], h["to_state"], h["reason"]) for h in history] == [
+        (None, "maintenance", "provisioned"),
+        ("maintenance", "retired", "retired: water damage"),
+    ]
+    # Whatever still arrives for a retired device is refused.
+    report = {"type": "bank_report", "msg_id": "x-1", "ts": 1764070000000, "battery_pct": 5}
+    await service_account.send(None, report, topic="pb/v1/devices/PB-100001/up/bank_report")
+    await tap.wait_for("device.message.rejected", device_id="PB-100001", reason="retired_device")
+
+
+async def test_admin_endpoints_need_an_administrator(admin_service, signer):
+    body = {"id": "PB-200001"}
+    field = await admin_service.post("/v1/admin/banks", json=body, headers=admin(signer, "field_maintenance"))
+    assert field.status_code == 403
+    user = signer.issue("00000000-0000-0000-0000-000000000001")
+    denied = await admin_service.post("/v1/admin/banks", json=body, headers={"Authorization": f"Bearer {user}"})
+    assert denied.status_code == 403
+    bad = await admin_service.post("/v1/admin/banks", json={"id": "bad id"}, headers=admin(signer))
+    assert bad.status_code == 422
+    missing = await admin_service.post("/v1/admin/devices/NOPE-1/credentials/rotate", headers=admin(signer))
+    assert (missing.status_code, missing.json()["code"]) == (404, "device_not_found")
+
+
+async def test_cabinet_operating_data_and_state(admin_service, signer, fleet):
+    headers = admin(signer, "operator")
+    resp = await admin_service.patch(
+        "/v1/admin/cabinets/CAB-0002",
+        json={"address": "Gate B", "opening_hours": "08:00-22:00", "region": "Futian North", "state": "maintenance"},
+        headers=headers,
+    )
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert (body["address"], body["opening_hours"], body["region"], body["state"]) == (
+        "Gate B",
+        "08:00-22:00",
+        "Futian North",
+        "maintenance",
+    )
+    here = next(c for c in fleet["cabinets"] if c["cabinet_id"] == "CAB-0002")
+    user = {"Authorization": f"Bearer {signer.issue('00000000-0000-0000-0000-000000000001')}"}
+    near = await admin_service.get(
+        "/v1/cabinets/nearby", params={"lat": here["lat"], "lon": here["lon"], "radius_m": 5000}, headers=user
+    )
+    assert "CAB-0002" not in [c["id"] for c in near.json()["items"]]  # in maintenance: off the map
+    bad = await admin_service.patch("/v1/admin/cabinets/CAB-0002", json={"state": "retired"}, headers=headers)
+    assert bad.status_code == 422  # retiring has its own endpoint (it revokes the credential)
+    missing = await admin_service.patch("/v1/admin/cabinets/CAB-9999", json={"name": "x"}, headers=headers)
+    assert missing.json()["code"] == "device_not_found"
