@@ -37,7 +37,7 @@ help:
 	@echo "make status       what runs and whether it answers (STACK_NAME=run|test)"
 	@echo "make test         lint, fresh test stack, migrations, pytest ($(TEST_PATHS))"
 	@echo "make lint         ruff check, ruff format --check, mypy"
-	@echo "make bench        python -m device_emulator.bench against the run stack"
+	@echo "make bench        swarm benchmark on the run stack (started if down); BENCH_ARGS=\"--devices 1000 ...\""
 	@echo "make clean-state  stop every stack and delete .state/"
 
 install:
@@ -101,6 +101,7 @@ test: install $(if $(filter 1,$(SKIP_LINT)),,lint)
 
 bench: install
 	@if $(PY) deploy/local/venv_tasks.py has-module device_emulator.bench; then \
+	  $(STACK) up --stack run && $(STACK) migrate --stack run && $(STACK) start-services --stack run --keep && \
 	  $(STACK) exec --stack run -- $(PY) -m device_emulator.bench $(BENCH_ARGS); \
 	else \
 	  echo "make bench: device_emulator.bench is not written yet (device-emulator/device_emulator/bench.py)" >&2; \

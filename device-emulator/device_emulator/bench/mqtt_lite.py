@@ -1,0 +1,263 @@
+"""A deliberately small MQTT 3.1.1 client on asyncio's Protocol API, for swarms of tens of thousands of
+connections in one process.
+
+aiomqtt (paho underneath) costs a thread-safe client object, several tasks and a socket watcher per
+connection; a benchmark swarm needs one transport, one parse buffer and a dict of in-flight packet ids.
+Supported: CONNECT (user, password, last will, clean session), PUBLISH QoS 0/1 both ways (incoming
+QoS 1 is acknowledged at once), SUBSCRIBE, PINGREQ, DISCONNECT. Nothing else (no QoS 2, no MQTT 5).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+
+OnMessage = Callable[[str, bytes], None]
+
+CONNECT, CONNACK, PUBLISH, PUBACK, SUBSCRIBE, SUBACK, PINGREQ, PINGRESP, DISCONNECT = 1, 2, 3, 4, 8, 9, 12, 13, 14
+
+
+class MqttLiteError(Exception):
+    """Connection refused, lost, or a protocol violation."""
+
+
+@dataclass(frozen=True, slots=True)
+class Will:
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = True
+
+
+def _utf8(value: str) -> bytes:
+    raw = value.encode()
+    return struct.pack("!H", len(raw)) + raw
+
+
+def _blob(value: bytes) -> bytes:
+    return struct.pack("!H", len(value)) + value
+
+
+def encode_remaining_length(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n % 128, n // 128
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def packet(first: int, body: bytes) -> bytes:
+    return bytes((first,)) + encode_remaining_length(len(body)) + body
+
+
+def connect_packet(
+    client_id: str,
+    username: str | None,
+    password: str | None,
+    *,
+    keepalive_s: int = 60,
+    clean_session: bool = True,
+    will: Will | None = None,
+) -> bytes:
+    flags = 0x02 if clean_session else 0
+    payload = _utf8(client_id)
+    if will is not None:
+        flags |= 0x04 | (will.qos << 3) | (0x20 if will.retain else 0)
+        payload += _utf8(will.topic) + _blob(will.payload)
+    if username is not None:
+        flags |= 0x80
+        payload += _utf8(username)
+    if password is not None:
+        flags |= 0x40
+        payload += _blob(password.encode())
+    return packet(CONNECT << 4, _utf8("MQTT") + bytes((4, flags)) + struct.pack("!H", keepalive_s) + payload)
+
+
+def publish_packet(topic: str, payload: bytes, *, qos: int = 0, retain: bool = False, packet_id: int = 0) -> bytes:
+    body = _utf8(topic) + (struct.pack("!H", packet_id) if qos else b"") + payload
+    return packet((PUBLISH << 4) | (qos << 1) | (1 if retain else 0), body)
+
+
+def subscribe_packet(packet_id: int, topic: str, qos: int = 1) -> bytes:
+    return packet((SUBSCRIBE << 4) | 0x02, struct.pack("!H", packet_id) + _utf8(topic) + bytes((qos,)))
+
+
+def split_packets(buf: bytearray) -> list[tuple[int, bytes]]:
+    """Remove and return every complete (first byte, body) packet at the start of `buf`."""
+    out: list[tuple[int, bytes]] = []
+    pos = 0
+    size = len(buf)
+    while pos + 2 <= size:
+        mult, length, i = 1, 0, pos + 1
+        while True:
+            if i >= size:
+                del buf[:pos]
+                return out
+            byte = buf[i]
+            length += (byte & 0x7F) * mult
+            mult *= 128
+            i += 1
+            if not byte & 0x80:
+                break
+            if mult > 128**4:
+                raise MqttLiteError("malformed remaining length")
+        if i + length > size:
+            break
+        out.append((buf[pos], bytes(buf[i : i + length])))
+        pos = i + length
+    del buf[:pos]
+    return out
+
+
+class LiteClient(asyncio.Protocol):
+    """One connection. `connect()` opens it and waits for CONNACK; `on_message(topic, payload)` is called for
+    every PUBLISH received; `closed` completes when the connection ends (with the reason as exception)."""
+
+    def __init__(self, client_id: str, on_message: OnMessage | None = None) -> None:
+        self.client_id = client_id
+        self.on_message = on_message
+        self._transport: asyncio.Transport | None = None
+        self._buf = bytearray()
+        self._connack: asyncio.Future[int] | None = None
+        self._pending: dict[int, asyncio.Future[None]] = {}
+        self._next_id = 0
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.last_sent = 0.0
+
+    # --------------------------------------------------------------- asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def data_received(self, data: bytes) -> None:
+        self._buf += data
+        try:
+            packets = split_packets(self._buf)
+        except MqttLiteError as exc:
+            self._fail(exc)
+            return
+        for first, body in packets:
+            kind = first >> 4
+            if kind == PUBLISH:
+                self._on_publish(first, body)
+            elif kind in (PUBACK, SUBACK):
+                fut = self._pending.pop(struct.unpack_from("!H", body)[0], None)
+                if fut is not None and not fut.done():
+                    fut.set_result(None)
+            elif kind == CONNACK and self._connack is not None and not self._connack.done():
+                self._connack.set_result(body[1] if len(body) > 1 else 255)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail(MqttLiteError(f"connection lost: {exc!r}" if exc else "connection closed"))
+
+    # --------------------------------------------------------------- internals
+
+    def _on_publish(self, first: int, body: bytes) -> None:
+        qos = (first >> 1) & 0x03
+        (tlen,) = struct.unpack_from("!H", body)
+        topic = body[2 : 2 + tlen].decode()
+        pos = 2 + tlen
+        if qos:
+            pid = body[pos : pos + 2]
+            pos += 2
+            self._write(packet(PUBACK << 4, pid))
+        if self.on_message is not None:
+            self.on_message(topic, body[pos:])
+
+    def _fail(self, exc: Exception) -> None:
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(exc)
+                fut.exception()  # fire-and-forget publishes need no awaiting; awaiting ones still raise
+        self._pending.clear()
+        if self._connack is not None and not self._connack.done():
+            self._connack.set_exception(exc)
+        if not self.closed.done():
+            self.closed.set_exception(exc)
+            self.closed.exception()  # mark retrieved: nobody has to await it
+        if self._transport is not None:
+            self._transport.abort()
+            self._transport = None
+
+    def _write(self, data: bytes) -> None:
+        if self._transport is None:
+            raise MqttLiteError("not connected")
+        self._transport.write(data)
+        self.last_sent = asyncio.get_running_loop().time()
+
+    def _new_id(self) -> int:
+        self._next_id = self._next_id % 65535 + 1
+        return self._next_id
+
+    # --------------------------------------------------------------- API
+
+    @property
+    def connected(self) -> bool:
+        return self._transport is not None and not self.closed.done()
+
+    async def connect(
+        self,
+        host: str,
+        port: int,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        keepalive_s: int = 60,
+        will: Will | None = None,
+        timeout_s: float = 10.0,
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        self._connack = loop.create_future()
+        async with asyncio.timeout(timeout_s):
+            await loop.create_connection(lambda: self, host, port)
+            self._write(connect_packet(self.client_id, username, password, keepalive_s=keepalive_s, will=will))
+            code = await self._connack
+        if code != 0:
+            self._fail(MqttLiteError(f"connection refused, CONNACK code {code}"))
+            raise MqttLiteError(f"connection refused, CONNACK code {code}")
+
+    def publish_nowait(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> asyncio.Future[None]:
+        """Send a PUBLISH; the future completes on PUBACK (at once for QoS 0)."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if qos:
+            pid = self._new_id()
+            self._pending[pid] = fut
+            self._write(publish_packet(topic, payload, qos=qos, retain=retain, packet_id=pid))
+        else:
+            self._write(publish_packet(topic, payload, qos=0, retain=retain))
+            fut.set_result(None)
+        return fut
+
+    async def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
+        await self.publish_nowait(topic, payload, qos=qos, retain=retain)
+
+    async def subscribe(self, topic: str, qos: int = 1) -> None:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        pid = self._new_id()
+        self._pending[pid] = fut
+        self._write(subscribe_packet(pid, topic, qos))
+        await fut
+
+    def ping(self) -> None:
+        self._write(bytes((PINGREQ << 4, 0)))
+
+    def disconnect(self) -> None:
+        """Graceful DISCONNECT (the broker drops the last will)."""
+        if self._transport is not None:
+            self._transport.write(bytes((DISCONNECT << 4, 0)))
+            self._transport.close()
+            self._transport = None
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def abort(self) -> None:
+        """Drop the TCP connection without DISCONNECT (the broker publishes the last will)."""
+        self._fail(MqttLiteError("aborted"))

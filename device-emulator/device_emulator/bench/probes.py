@@ -1,0 +1,395 @@
+"""What the benchmark watches besides the product: the floors measured in the same run (raw MQTT round
+trip, raw Kafka round trip, raw subscriber rate), the telemetry feed on Kafka, and CPU / memory of every
+process of the stack, read from /proc."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from device_emulator.bench.mqtt_lite import LiteClient
+from device_emulator.bench.report import summarize
+
+FLOOR_TOPIC = "pb/v1/devices/BENCH-FLOOR/cmd"  # under the service account's ACL; not an up topic
+KAFKA_FLOOR_TOPIC = "bench.floor.v1"
+
+# ------------------------------------------------------------------ floors
+
+
+async def mqtt_round_trip(host: str, port: int, user: str, password: str, samples: int = 200) -> dict[str, Any]:
+    """QoS 1 publish from A, B echoes, A receives: the same path as a command and its answer."""
+    tag = uuid.uuid4().hex[:6]
+    ping, pong = f"{FLOOR_TOPIC}/{tag}/ping", f"{FLOOR_TOPIC}/{tag}/pong"
+    got: asyncio.Queue[float] = asyncio.Queue()
+    a = LiteClient(f"bench-floor-a-{tag}", lambda t, p: got.put_nowait(time.perf_counter()))
+    b_holder: list[LiteClient] = []
+
+    def echo(_topic: str, payload: bytes) -> None:
+        b_holder[0].publish_nowait(pong, payload)
+
+    b = LiteClient(f"bench-floor-b-{tag}", echo)
+    b_holder.append(b)
+    await a.connect(host, port, username=user, password=password)
+    await b.connect(host, port, username=user, password=password)
+    try:
+        await a.subscribe(pong)
+        await b.subscribe(ping)
+        lat: list[float] = []
+        for i in range(samples):
+            start = time.perf_counter()
+            a.publish_nowait(ping, b"%d" % i)
+            end = await asyncio.wait_for(got.get(), 5)
+            lat.append((end - start) * 1000)
+        return summarize(lat)
+    finally:
+        a.disconnect()
+        b.disconnect()
+
+
+async def mqtt_subscriber_rate(
+    host: str, port: int, user: str, password: str, count: int = 20_000, window: int = 500
+) -> dict[str, Any]:
+    """One subscriber (this benchmark's MQTT client), one publisher pushing `count` QoS 1 messages with at most
+    `window` sent but not yet received (so the broker never queues past its per-client limit and drops):
+    messages per second received."""
+    tag = uuid.uuid4().hex[:6]
+    topic = f"{FLOOR_TOPIC}/{tag}/rate"
+    received = 0
+    room = asyncio.Event()
+    done = asyncio.get_running_loop().create_future()
+    sent = 0
+
+    def on_msg(_t: str, _p: bytes) -> None:
+        nonlocal received
+        received += 1
+        if sent - received < window // 2:
+            room.set()
+        if received >= count and not done.done():
+            done.set_result(None)
+
+    sub = LiteClient(f"bench-floor-sub-{tag}", on_msg)
+    pub = LiteClient(f"bench-floor-pub-{tag}")
+    await sub.connect(host, port, username=user, password=password)
+    await pub.connect(host, port, username=user, password=password)
+    try:
+        await sub.subscribe(topic, qos=1)
+        payload = b'{"type":"heartbeat","v":1,"msg_id":"x","ts":1764070000000,"rssi_dbm":-70}'
+        start = time.perf_counter()
+        while sent < count:
+            if sent - received >= window:
+                room.clear()
+                await asyncio.wait_for(room.wait(), 10)
+            pub.publish_nowait(topic, payload)
+            sent += 1
+            if sent % 100 == 0:
+                await asyncio.sleep(0)  # let the sockets be read
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(done, 10)
+        elapsed = time.perf_counter() - start
+        return {
+            "messages": received,
+            "sent": sent,
+            "seconds": round(elapsed, 3),
+            "msgs_per_s": round(received / elapsed),
+        }
+    finally:
+        sub.disconnect()
+        pub.disconnect()
+
+
+async def aiomqtt_subscriber_rate(
+    host: str, port: int, user: str, password: str, count: int = 20_000, window: int = 500
+) -> dict[str, Any]:
+    """As `mqtt_subscriber_rate`, but the subscriber is an aiomqtt client, as device-svc's gateway is."""
+    tag = uuid.uuid4().hex[:6]
+    topic = f"{FLOOR_TOPIC}/{tag}/rate"
+    pub = LiteClient(f"bench-floor-pub-{tag}")
+    await pub.connect(host, port, username=user, password=password)
+    received = sent = 0
+    room = asyncio.Event()
+    try:
+        async with aiomqtt.Client(
+            host,
+            port,
+            username=user,
+            password=password,
+            identifier=f"bench-floor-aio-{tag}",
+            max_queued_incoming_messages=0,
+        ) as sub:
+            await sub.subscribe(topic, qos=1)
+
+            async def consume() -> None:
+                nonlocal received
+                async for _ in sub.messages:
+                    received += 1
+                    if sent - received < window // 2:
+                        room.set()
+                    if received >= count:
+                        return
+
+            reader = asyncio.create_task(consume())
+            payload = b'{"type":"heartbeat","v":1,"msg_id":"x","ts":1764070000000,"rssi_dbm":-70}'
+            start = time.perf_counter()
+            while sent < count:
+                if sent - received >= window:
+                    room.clear()
+                    await asyncio.wait_for(room.wait(), 10)
+                pub.publish_nowait(topic, payload)
+                sent += 1
+                if sent % 100 == 0:
+                    await asyncio.sleep(0)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(reader, 10)
+            elapsed = time.perf_counter() - start
+            reader.cancel()
+        return {
+            "messages": received,
+            "sent": sent,
+            "seconds": round(elapsed, 3),
+            "msgs_per_s": round(received / elapsed),
+        }
+    finally:
+        pub.disconnect()
+
+
+async def kafka_round_trip(bootstrap: str, samples: int = 50, fetch_max_wait_ms: int = 5) -> dict[str, Any]:
+    """Produce one message, consume it (own group-less consumer): the broker's produce-to-consume floor.
+    `fetch_max_wait_ms=500` is aiokafka's default, which kit's EventConsumer uses."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        with contextlib.suppress(Exception):  # exists already
+            await admin.create_topics([NewTopic(KAFKA_FLOOR_TOPIC, num_partitions=1, replication_factor=1)])
+    finally:
+        await admin.close()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False, acks=1, linger_ms=0)
+    consumer = AIOKafkaConsumer(
+        KAFKA_FLOOR_TOPIC,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="latest",
+        enable_auto_commit=False,
+        fetch_max_wait_ms=fetch_max_wait_ms,
+    )
+    await producer.start()
+    await consumer.start()
+    try:
+        # wait for the assignment and position, so the first sample is not a join
+        deadline = time.monotonic() + 15
+        while not consumer.assignment() and time.monotonic() < deadline:  # noqa: ASYNC110 (no event to wait on)
+            await asyncio.sleep(0.05)
+        for tp in consumer.assignment():
+            await consumer.position(tp)
+        lat: list[float] = []
+        for i in range(samples):
+            marker = f"{uuid.uuid4().hex}-{i}".encode()
+            start = time.perf_counter()
+            await producer.send_and_wait(KAFKA_FLOOR_TOPIC, marker)
+            found = False
+            while not found:
+                batch = await consumer.getmany(timeout_ms=2000)
+                if not batch:
+                    break
+                found = any(m.value == marker for msgs in batch.values() for m in msgs)
+            if found:
+                lat.append((time.perf_counter() - start) * 1000)
+        return summarize(lat)
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
+# ------------------------------------------------------------------ telemetry feed
+
+
+def _iso_ms(value: str) -> int:
+    return round(datetime.fromisoformat(value).timestamp() * 1000)
+
+
+@dataclass
+class TelemetryWatch:
+    """Consumes device.telemetry.v1 and matches each event to a heartbeat the swarm sent, by
+    (device id, device ts); lag = seen on Kafka minus published over MQTT, both on this process's clock."""
+
+    bootstrap: str
+    topic: str = "device.telemetry.v1"
+    pending: dict[tuple[str, int], float] = field(default_factory=dict)
+    lags_ms: list[float] = field(default_factory=list)
+    seen_times: list[float] = field(default_factory=list)
+    sent: int = 0
+    seen: int = 0
+    foreign: int = 0
+    _consumer: Any = None
+    _task: asyncio.Task[None] | None = None
+
+    def record_sent(self, device_id: str, ts: int, at: float) -> None:
+        self.sent += 1
+        self.pending[(device_id, ts)] = at
+
+    async def start(self) -> None:
+        self._consumer = AIOKafkaConsumer(
+            self.topic,
+            bootstrap_servers=self.bootstrap,
+            auto_offset_reset="latest",
+            enable_auto_commit=False,
+            fetch_max_wait_ms=20,
+            max_poll_records=5000,
+        )
+        await self._consumer.start()
+        deadline = time.monotonic() + 15
+        while not self._consumer.assignment() and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        for tp in self._consumer.assignment():
+            await self._consumer.position(tp)
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            batch = await self._consumer.getmany(timeout_ms=200)
+            now = time.monotonic()
+            for msgs in batch.values():
+                for m in msgs:
+                    self._on_event(m.value, now)
+
+    def _on_event(self, raw: bytes, now: float) -> None:
+        try:
+            data = json.loads(raw)["data"]
+            key = (data["device_id"], _iso_ms(data["reported_at"]))
+        except (ValueError, KeyError, TypeError):
+            self.foreign += 1
+            return
+        sent_at = self.pending.pop(key, None)
+        if sent_at is None:
+            self.foreign += 1  # hello/inventory telemetry, or another device
+            return
+        self.seen += 1
+        self.lags_ms.append((now - sent_at) * 1000)
+        self.seen_times.append(now)
+
+    async def drain(self, timeout_s: float, max_s: float = 60.0) -> None:
+        """Wait until every sent heartbeat was seen, `timeout_s` passed without progress, or `max_s` in all."""
+        last, quiet_since = self.seen, time.monotonic()
+        give_up = quiet_since + max_s
+        while self.pending and time.monotonic() - quiet_since < timeout_s and time.monotonic() < give_up:
+            await asyncio.sleep(0.25)
+            if self.seen != last:
+                last, quiet_since = self.seen, time.monotonic()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+
+# ------------------------------------------------------------------ processes
+
+_TICK = os.sysconf("SC_CLK_TCK")
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def stack_processes(state_dir: Path | None) -> dict[str, list[int]]:
+    """name -> pids: services and tansu from the stack's pid files, mosquitto from its own pid file,
+    every PostgreSQL process of the machine (shared by the stacks), and this benchmark."""
+    found: dict[str, list[int]] = {"bench": [os.getpid()]}
+    if state_dir is not None:
+        for pid_file in sorted((state_dir / "pids").glob("*.pid")):
+            with contextlib.suppress(OSError, ValueError):
+                found[pid_file.stem] = [int(pid_file.read_text().strip())]
+        with contextlib.suppress(OSError, ValueError):
+            found["mosquitto"] = [int((state_dir / "mosquitto" / "mosquitto.pid").read_text().strip())]
+    pg: list[int] = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if (entry / "comm").read_text().strip() in ("postgres", "postmaster"):
+                    pg.append(int(entry.name))
+    if pg:
+        found["postgres (all)"] = pg
+    return found
+
+
+def _cpu_rss(pid: int) -> tuple[float, int] | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        rss_pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK, rss_pages * _PAGE
+
+
+@dataclass
+class ProcessSampler:
+    """Every `interval_s`: CPU % (of one core) and RSS of each named process group."""
+
+    state_dir: Path | None
+    interval_s: float = 1.0
+    series: dict[str, list[tuple[float, float, float]]] = field(default_factory=dict)  # name -> (t, cpu %, MiB)
+    _task: asyncio.Task[None] | None = None
+    t0: float = field(default_factory=time.monotonic)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        groups = stack_processes(self.state_dir)
+        refresh = time.monotonic() + 10
+        prev: dict[int, float] = {}
+        prev_t = time.monotonic()
+        while True:
+            now = time.monotonic()
+            if now > refresh:  # postgres backends come and go
+                groups, refresh = stack_processes(self.state_dir), now + 10
+            dt = now - prev_t
+            for name, pids in groups.items():
+                cpu = rss = 0.0
+                for pid in pids:
+                    got = _cpu_rss(pid)
+                    if got is None:
+                        continue
+                    if pid in prev and dt > 0:
+                        cpu += (got[0] - prev[pid]) / dt * 100
+                    prev[pid] = got[0]
+                    rss += got[1]
+                self.series.setdefault(name, []).append((now - self.t0, round(cpu, 1), round(rss / 2**20, 1)))
+            prev_t = now
+            await asyncio.sleep(self.interval_s)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def summary(self, since: float = 0.0) -> dict[str, dict[str, float]]:
+        out = {}
+        for name, pts in self.series.items():
+            window = [p for p in pts[1:] if p[0] >= since] or pts[1:]
+            if not window:
+                continue
+            cpus = [p[1] for p in window]
+            out[name] = {
+                "cpu_avg_pct": round(sum(cpus) / len(cpus), 1),
+                "cpu_max_pct": max(cpus),
+                "rss_max_mib": max(p[2] for p in window),
+            }
+        return out
+
+
+def clean_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
