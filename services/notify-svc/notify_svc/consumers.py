@@ -7,7 +7,7 @@ from uuid import UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts import Envelope
-from contracts.events import ChargeFailed, ChargeSettled, RentalEnded, RentalFailed
+from contracts.events import ChargeFailed, ChargeSettled, RefundSettled, RentalEnded, RentalFailed, RentalStarted
 from notify_svc import texts
 from notify_svc.messages.service import deliver
 
@@ -40,3 +40,15 @@ async def on_charge_settled(session: AsyncSession, envelope: Envelope) -> None:
 async def on_charge_failed(session: AsyncSession, envelope: Envelope) -> None:
     assert isinstance(envelope.data, ChargeFailed)
     await _deliver(session, envelope, texts.charge_failed(envelope.data), envelope.data.user_id)
+
+
+async def on_rental_started(session: AsyncSession, envelope: Envelope) -> None:
+    """A normal start is answered in the app itself; only a rental revived by a late eject needs a message."""
+    assert isinstance(envelope.data, RentalStarted)
+    if envelope.data.after_failure:
+        await _deliver(session, envelope, texts.rental_revived(envelope.data), envelope.data.user_id)
+
+
+async def on_refund_settled(session: AsyncSession, envelope: Envelope) -> None:
+    assert isinstance(envelope.data, RefundSettled)
+    await _deliver(session, envelope, texts.refund_settled(envelope.data), envelope.data.user_id)

@@ -14,10 +14,12 @@ def _consumers(_: Runtime) -> list[ConsumerSpec]:
         ConsumerSpec(
             topics=[Topic.RENTALS, Topic.PAYMENTS],
             handlers={
+                "billing.rental.started": consumers.on_rental_started,
                 "billing.rental.ended": consumers.on_rental_ended,
                 "billing.rental.failed": consumers.on_rental_failed,
                 "asset.charge.settled": consumers.on_charge_settled,
                 "asset.charge.failed": consumers.on_charge_failed,
+                "asset.refund.settled": consumers.on_refund_settled,
             },
         )
     ]

@@ -5,7 +5,15 @@ Pure functions, so each wording is unit-tested without a database.
 
 from dataclasses import dataclass
 
-from contracts.events import ChargeFailed, ChargeSettled, EjectFailureReason, RentalEnded, RentalFailed
+from contracts.events import (
+    ChargeFailed,
+    ChargeSettled,
+    EjectFailureReason,
+    RefundSettled,
+    RentalEnded,
+    RentalFailed,
+    RentalStarted,
+)
 from notify_svc.models import Category
 
 NOT_CHARGED = "You have not been charged."
@@ -29,6 +37,8 @@ CHARGE_FAILURE_TEXT: dict[str, str] = {
     "insufficient_balance": "your balance is too low",
     "wallet_frozen": "your wallet is frozen",
     "no_wallet": "you have no wallet yet",
+    "provider_declined": "your payment provider declined the charge",
+    "provider_unavailable": "the payment provider could not be reached",
 }
 
 
@@ -79,6 +89,12 @@ def charge_failure_reason(reason: str) -> str:
 
 
 def rental_ended(data: RentalEnded) -> Text:
+    if data.purchased:
+        body = (
+            f"Power bank {data.bank_id} was not returned within {format_duration(data.duration_seconds)}, "
+            f"so it is now yours: you were charged the purchase price {format_fen(data.fee_fen)}."
+        )
+        return Text(Category.RENTAL, "Power bank purchased", body)
     body = (
         f"You returned power bank {data.bank_id} at {data.return_cabinet_id} "
         f"after {format_duration(data.duration_seconds)}. Fee: {format_fen(data.fee_fen)}."
@@ -104,3 +120,21 @@ def charge_failed(data: ChargeFailed) -> Text:
         f"({charge_failure_reason(data.reason)}); please pay manually in the app."
     )
     return Text(Category.PAYMENT, "Payment failed", body)
+
+
+def rental_revived(data: RentalStarted) -> Text:
+    """A cabinet ejected the bank after all, after the user was told borrowing failed."""
+    when = data.started_at.strftime("%H:%M:%S UTC")
+    body = (
+        f"The cabinet did release power bank {data.bank_id} from slot {data.slot} after all; "
+        f"your rental runs since {when}. Return it at any cabinet to stop billing."
+    )
+    return Text(Category.RENTAL, "Your rental has started", body)
+
+
+def refund_settled(data: RefundSettled) -> Text:
+    body = (
+        f"Refund of {format_fen(data.amount_fen)} for your rental credited to your balance. "
+        f"Balance: {format_fen(data.balance_fen)}."
+    )
+    return Text(Category.PAYMENT, "Refund received", body)

@@ -172,3 +172,47 @@ async def test_bad_requests(client, auth, signer):
     admin = signer.issue("ops-1", kind="admin", roles=["super_admin"])
     response = await client.get("/v1/messages", headers={"Authorization": f"Bearer {admin}"})
     assert response.status_code == 403
+
+
+async def test_only_a_revived_rental_start_and_a_refund_make_messages(client, bus, auth, wait):
+    from contracts.events import PriceSnapshot, RefundSettled, RentalStarted
+
+    user = uuid.uuid4()
+    price = PriceSnapshot(period_minutes=30, price_per_period_fen=150, free_minutes=0, daily_cap_fen=2000)
+    now = datetime.now(UTC)
+
+    def started(after_failure: bool) -> RentalStarted:
+        return RentalStarted(
+            rental_id=uuid.uuid4(),
+            user_id=user,
+            bank_id="PB-000004",
+            cabinet_id="CAB-0001",
+            slot=2,
+            started_at=now,
+            price=price,
+            after_failure=after_failure,
+        )
+
+    normal, revived = started(False), started(True)
+    await bus.publish(normal, key=str(normal.rental_id))
+    await bus.publish(revived, key=str(revived.rental_id))
+    refund = RefundSettled(
+        refund_id=uuid.uuid4(),
+        rental_id=revived.rental_id,
+        user_id=user,
+        amount_fen=150,
+        balance_fen=4850,
+        settled_at=now,
+    )
+    await bus.publish(refund, key=str(user))
+
+    body = await wait_for_count(client, auth(user), wait, 2)
+    assert sorted(m["title"] for m in body["items"]) == ["Refund received", "Your rental has started"]
+    # Same key as the normal start, so same partition: once this message is in, the normal start was handled.
+    await bus.publish(failed(user, normal.rental_id), key=str(normal.rental_id))
+    body = await wait_for_count(client, auth(user), wait, 3)
+    assert sorted(m["title"] for m in body["items"]) == [
+        "Borrowing failed",
+        "Refund received",
+        "Your rental has started",
+    ]

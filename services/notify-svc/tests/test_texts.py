@@ -5,7 +5,16 @@ from datetime import UTC, datetime
 
 import pytest
 
-from contracts.events import ChargeFailed, ChargeSettled, EjectFailureReason, RentalEnded, RentalFailed
+from contracts.events import (
+    ChargeFailed,
+    ChargeSettled,
+    EjectFailureReason,
+    PriceSnapshot,
+    RefundSettled,
+    RentalEnded,
+    RentalFailed,
+    RentalStarted,
+)
 from notify_svc import texts
 from notify_svc.messages.service import InvalidCursor, decode_cursor, encode_cursor
 from notify_svc.models import Category
@@ -98,3 +107,53 @@ def test_cursor_round_trip_and_garbage():
     for bad in ["", "!!!", "bm90LWEtY3Vyc29y", encode_cursor(NOW, message_id)[:-3]]:
         with pytest.raises(InvalidCursor):
             decode_cursor(bad)
+
+
+def test_purchase_revival_and_refund_texts():
+    now = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+    purchased = RentalEnded(
+        rental_id=uuid.uuid4(),
+        user_id=uuid.uuid4(),
+        bank_id="PB-000009",
+        start_cabinet_id="CAB-0001",
+        return_cabinet_id="CAB-0001",
+        started_at=now,
+        ended_at=now,
+        duration_seconds=3 * 24 * 3600,
+        fee_fen=9900,
+        purchased=True,
+    )
+    text = texts.rental_ended(purchased)
+    assert text.title == "Power bank purchased"
+    assert "¥99.00" in text.body
+    assert "PB-000009" in text.body
+    revived = RentalStarted(
+        rental_id=uuid.uuid4(),
+        user_id=uuid.uuid4(),
+        bank_id="PB-000003",
+        cabinet_id="CAB-0002",
+        slot=4,
+        started_at=now,
+        price=PriceSnapshot(period_minutes=30, price_per_period_fen=150, free_minutes=0, daily_cap_fen=2000),
+        after_failure=True,
+    )
+    text = texts.rental_revived(revived)
+    assert text.category == Category.RENTAL
+    assert "PB-000003" in text.body
+    assert "12:00:00 UTC" in text.body
+    refund = RefundSettled(
+        refund_id=uuid.uuid4(),
+        rental_id=uuid.uuid4(),
+        user_id=uuid.uuid4(),
+        amount_fen=150,
+        balance_fen=4850,
+        settled_at=now,
+    )
+    text = texts.refund_settled(refund)
+    assert (text.category, text.title) == (Category.PAYMENT, "Refund received")
+    assert "¥1.50" in text.body
+    assert "¥48.50" in text.body
+    declined = ChargeFailed(
+        charge_id=uuid.uuid4(), rental_id=uuid.uuid4(), user_id=uuid.uuid4(), amount_fen=150, reason="provider_declined"
+    )
+    assert "declined" in texts.charge_failed(declined).body
