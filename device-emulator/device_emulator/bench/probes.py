@@ -167,7 +167,7 @@ async def aiomqtt_subscriber_rate(
 
 async def kafka_round_trip(bootstrap: str, samples: int = 50, fetch_max_wait_ms: int = 5) -> dict[str, Any]:
     """Produce one message, consume it (own group-less consumer): the broker's produce-to-consume floor.
-    `fetch_max_wait_ms=500` is aiokafka's default, which kit's EventConsumer uses."""
+    `fetch_max_wait_ms=500` is aiokafka's default (kit's EventConsumer uses the KAFKA_FETCH_MAX_WAIT_MS setting, 50)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:

@@ -128,6 +128,7 @@ def create_service_app(
                         sessionmaker=runtime.sessionmaker,
                         session_timeout_ms=settings.kafka_session_timeout_ms,
                         heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
+                        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
                     )
                     for spec in specs
                 ]

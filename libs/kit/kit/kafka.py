@@ -2,7 +2,6 @@
 
 import asyncio
 import logging
-import os
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
@@ -66,6 +65,7 @@ class EventConsumer:
         max_attempts: int = 5,
         session_timeout_ms: int = 10_000,
         heartbeat_interval_ms: int = 3_000,
+        fetch_max_wait_ms: int = 50,
     ) -> None:
         self.name = name
         self._bootstrap = bootstrap
@@ -76,6 +76,7 @@ class EventConsumer:
         self._max_attempts = max_attempts
         self._session_timeout_ms = session_timeout_ms
         self._heartbeat_interval_ms = heartbeat_interval_ms
+        self._fetch_max_wait_ms = fetch_max_wait_ms
         self._consumer: AIOKafkaConsumer | None = None
         self.running = False
 
@@ -93,9 +94,8 @@ class EventConsumer:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             metadata_max_age_ms=5_000,
-            # aiokafka's default (500 ms) is how long tansu holds every fetch, even with data waiting: about
-            # 250 ms per hop (bench floor). KAFKA_FETCH_MAX_WAIT_MS lowers it; unset keeps the default.
-            fetch_max_wait_ms=int(os.environ.get("KAFKA_FETCH_MAX_WAIT_MS", "500")),
+            # See ServiceSettings.kafka_fetch_max_wait_ms: this bounds the latency of every event hop.
+            fetch_max_wait_ms=self._fetch_max_wait_ms,
             session_timeout_ms=self._session_timeout_ms,
             heartbeat_interval_ms=self._heartbeat_interval_ms,
         )

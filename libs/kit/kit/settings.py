@@ -23,6 +23,10 @@ class ServiceSettings(BaseSettings):
     # tansu); the local stack lowers these so services are ready in about a second.
     kafka_session_timeout_ms: int = 10_000
     kafka_heartbeat_interval_ms: int = 3_000
+    # Each event hop waits for a fetch to return. With tansu, a waiting fetch is held about 200 ms with
+    # aiokafka's default of 500 ms even when data arrives, and about 2.4 ms at 50 ms (measured on the
+    # local broker); Apache Kafka answers a waiting fetch as soon as data arrives, so 50 ms only adds polls.
+    kafka_fetch_max_wait_ms: int = 50
     outbox_poll_interval_s: float = 0.5
     jwt_public_key_file: Path | None = None
     jwt_issuer: str = "pb-user-svc"
