@@ -566,6 +566,7 @@ class Cabinet:
                 "result": result.result,
                 "slot": result.slot,
                 "bank_id": result.bank_id,
+                "platform_correlation_id": cmd.correlation_id,
             },
         )
         await self._publish_result(client, result)

@@ -1,6 +1,7 @@
 """The product's central flow across the running mesh, through public APIs and emulated cabinets."""
 
 import asyncio
+import os
 import time
 import uuid
 from typing import Any
@@ -226,3 +227,48 @@ async def test_unauthenticated_and_foreign_access_is_refused(mesh: Mesh, user: P
     cabinet: Cabinet = mesh.fleet[target["id"]]
     await cabinet.return_bank(borrowed.json()["bank_id"])
     await _rental_in(user, rental_id, {"settled"})
+
+
+async def _events_for(topic: str, rental_id: str, types: set[str], timeout_s: float = 15) -> dict[str, Any]:
+    from aiokafka import AIOKafkaConsumer
+
+    from contracts import event_adapter
+
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=os.environ["KAFKA_BOOTSTRAP"],
+        group_id=f"e2e-trace-{uuid.uuid4().hex}",
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    found: dict[str, Any] = {}
+    try:
+        async with asyncio.timeout(timeout_s):
+            while set(found) != types:
+                for records in (await consumer.getmany(timeout_ms=200)).values():
+                    for record in records:
+                        envelope = event_adapter.validate_json(record.value or b"")
+                        if envelope.type in types and str(getattr(envelope.data, "rental_id", "")) == rental_id:
+                            found[envelope.type] = envelope
+    finally:
+        await consumer.stop()
+    return found
+
+
+async def test_a_request_trace_goes_to_the_device_and_back(mesh: Mesh, user: PlatformClient) -> None:
+    trace = f"trace-{uuid.uuid4().hex[:12]}"
+    source = await _cabinet_with_bank(user)
+    borrowed = await user.call(
+        "POST", f"{mesh.urls.billing}/v1/rentals", json={"code": source["id"]}, headers={"X-Correlation-ID": trace}
+    )
+    assert borrowed.status == 201, borrowed.response.text
+    assert borrowed.response.headers["X-Correlation-ID"] == trace
+    rental = borrowed.json()
+    ejects = await _events_for("device.ejects.v1", rental["rental_id"], {"device.bank.ejected"})
+    rentals = await _events_for("billing.rentals.v1", rental["rental_id"], {"billing.rental.started"})
+    assert ejects["device.bank.ejected"].correlation_id == trace  # device-svc, after the cabinet's MQTT answer
+    assert rentals["billing.rental.started"].correlation_id == trace
+    target = await _cabinet_with_free_slot(user, exclude=source["id"])
+    await asyncio.sleep(1.1)
+    await mesh.fleet[target["id"]].return_bank(rental["bank_id"])
+    await _rental_in(user, rental["rental_id"], {"settled"})

@@ -193,6 +193,9 @@ class Eject(_Msg):
     expires_at: EpochMs
     bank_id: DeviceId | None = None
     slot: SlotNo | None = None
+    correlation_id: str | None = Field(
+        default=None, max_length=64, description="The platform's trace id for this command, for device logs"
+    )
 
 
 class ReturnAckResult(StrEnum):

@@ -173,6 +173,8 @@ class Command(Base):
     result: Mapped[str | None] = mapped_column(String(40))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The trace id of the request that caused the eject, restored when the device answers.
+    correlation_id: Mapped[str | None] = mapped_column(String(64))
 
     __table_args__ = (
         CheckConstraint("status IN ('sent', 'succeeded', 'failed', 'expired')", name="status"),

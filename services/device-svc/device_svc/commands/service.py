@@ -20,6 +20,7 @@ from device_svc.metrics import COMMANDS_SENT, EJECT_RESULTS
 from device_svc.models import Bank, Cabinet, Command, Slot
 from device_svc.mqtt.downlink import Downlink
 from device_svc.registry import repository as repo
+from kit.correlation import get_correlation_id, set_correlation_id
 from kit.db import after_commit, unit_of_work
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,7 @@ class EjectService:
             status="sent",
             deadline=cmd.deadline,
             created_at=now,
+            correlation_id=get_correlation_id(),
         )
         session.add(command)
         await session.flush()
@@ -91,6 +93,7 @@ class EjectService:
             expires_at=datetime_to_ms(cmd.deadline),
             bank_id=bank.id,
             slot=bank.slot_no,
+            correlation_id=command.correlation_id,
         )
         cabinet_id = bank.cabinet_id
 
@@ -199,6 +202,8 @@ class EjectService:
                 extra={"device_id": cabinet.id, "cmd_id": msg.cmd_id, "result": msg.result.value},
             )
             return
+        if command.correlation_id is not None:
+            set_correlation_id(command.correlation_id)  # the answer continues the request's trace
         ok = msg.result == EjectResultCode.OK
         if command.status != "sent":
             EJECT_RESULTS.labels("late").inc()
@@ -284,11 +289,14 @@ class EjectService:
                 update(Command)
                 .where(Command.cmd_id.in_(ids), Command.status == "sent")
                 .values(status=status, result="no_answer", completed_at=datetime.now(UTC))
-                .returning(Command.cmd_id, Command.rental_id, Command.bank_id, Command.cabinet_id),
+                .returning(
+                    Command.cmd_id, Command.rental_id, Command.bank_id, Command.cabinet_id, Command.correlation_id
+                ),
                 execution_options={"synchronize_session": False},
             )
         ).all()
         for row in rows:
+            set_correlation_id(row.correlation_id)
             EJECT_RESULTS.labels("no_answer").inc()
             failed = EjectFailed(
                 command_id=row.cmd_id,

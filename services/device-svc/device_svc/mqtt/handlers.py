@@ -45,6 +45,7 @@ from device_svc.models import Bank, Cabinet, InboundMessage
 from device_svc.mqtt.downlink import Downlink
 from device_svc.registry import repository as repo
 from device_svc.telemetry.service import BANK_MESSAGES, BankDevices
+from kit.correlation import new_correlation_id, set_correlation_id
 from kit.db import after_commit, unit_of_work
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,9 @@ class MessageProcessor:
         self._max_skew = max_clock_skew_s
 
     async def process(self, topic: str, payload: bytes, received_at: datetime) -> None:
+        # Each device message starts its own trace (a return's report, charge and inbox message share it);
+        # an eject result switches to the trace of the request that caused the eject.
+        set_correlation_id(new_correlation_id())
         parsed = parse_up_topic(topic)
         device_id = parsed[0] if parsed is not None else None
         try:
