@@ -619,6 +619,28 @@ async def test_lockout_after_repeated_failures(client, settings):
     assert_problem(r, 429, "login_locked")
 
 
+async def test_one_client_address_trying_many_accounts_is_locked(settings, database_url):
+    """Password spraying: each identifier fails once (far below its own lockout), yet the address is locked,
+    and a success in between does not reset the address's count."""
+    from kit.testing import app_client, truncate_all
+    from user_svc.main import create_app
+
+    limited = settings.model_copy(update={"login_max_failures_per_client": 3, "login_max_failures": 100})
+    await truncate_all(database_url)
+    async with app_client(create_app(limited)) as client:
+        await register(client)
+        for n in range(2):
+            r = await client.post("/v1/sessions", json={"login": f"+861380000{n:04d}", "password": "guess-1234"})
+            assert_problem(r, 401, "invalid_credentials")
+        await login(client)  # the real owner logs in from the same address
+        r = await client.post("/v1/sessions", json={"login": "someone@example.com", "password": "guess-1234"})
+        assert_problem(r, 401, "invalid_credentials")
+        locked = await client.post("/v1/sessions", json={"login": PHONE, "password": PASSWORD})
+        problem = assert_problem(locked, 429, "login_locked")
+        assert 1 <= int(locked.headers["retry-after"]) <= limited.login_lockout_s
+        assert problem["retry_after_s"] == int(locked.headers["retry-after"])
+
+
 # --- refresh, logout -------------------------------------------------------------------------------
 
 

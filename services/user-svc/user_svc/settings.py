@@ -57,6 +57,9 @@ class Settings(ServiceSettings):
     login_max_failures: int = Field(default=5, ge=1)
     login_failure_window_s: int = Field(default=900, ge=1)
     login_lockout_s: int = Field(default=900, ge=1)
+    # And this many failed password logins from one client address (any identifiers) lock that address:
+    # one address trying many accounts (password spraying, credential stuffing).
+    login_max_failures_per_client: int = Field(default=50, ge=1)
 
     admin_bootstrap_login: str | None = None
     admin_bootstrap_password: SecretStr | None = None

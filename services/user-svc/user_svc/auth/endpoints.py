@@ -1,4 +1,4 @@
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Request, Response, status
 
 from kit.app import RuntimeDep
 from kit.db import SessionDep
@@ -13,6 +13,7 @@ from user_svc.auth.schemas import (
     SmsLoginIn,
     UserSessionOut,
 )
+from user_svc.codes.endpoints import client_address
 from user_svc.context import ContextDep, UserServiceContext
 from user_svc.errors import RefreshTokenReused
 from user_svc.sessions import service as sessions
@@ -37,7 +38,12 @@ def _out(issued: IssuedSession, accepted_terms: str | None, context: UserService
 
 @router.post("/v1/sessions")
 async def create_user_session(
-    body: LoginIn, session: SessionDep, context: ContextDep, runtime: RuntimeDep, response: Response
+    body: LoginIn,
+    request: Request,
+    session: SessionDep,
+    context: ContextDep,
+    runtime: RuntimeDep,
+    response: Response,
 ) -> UserSessionOut:
     """Log in with phone, e-mail or user name and password."""
     response.headers["Cache-Control"] = "no-store"  # tokens must not be cached (RFC 6749 5.1)
@@ -49,6 +55,7 @@ async def create_user_session(
         passwords=context.passwords,
         tokens=context.tokens,
         settings=context.settings,
+        client_ip=client_address(request),
     )
     return _out(result.session, result.terms_version, context)
 

@@ -57,20 +57,26 @@ async def login_user(
     passwords: Passwords,
     tokens: Tokens,
     settings: Settings,
+    client_ip: str,
 ) -> UserLogin:
     """Log in by phone, e-mail or user name and password."""
     key, named = _lock_key(login)
     lockout = Lockout(sessionmaker, settings)
+    address = Lockout(sessionmaker, settings, max_failures=settings.login_max_failures_per_client)
+    address_key = f"client:{client_ip}"
+    await address.check(session, address_key)
     await lockout.check(session, key)
     user = await users.get_by_login(session, *named) if named is not None else None
     if user is None:
         await passwords.burn(password)
         await lockout.failed(key)
+        await address.failed(address_key)
         raise InvalidCredentials()
     check = await passwords.verify(user.password_hash, password)
     if not check.ok:
         log.info("user login refused", extra={"user_id": str(user.id)})
         await lockout.failed(key)
+        await address.failed(address_key)
         raise InvalidCredentials()
     _refuse_inactive(user)
     if check.new_hash is not None:

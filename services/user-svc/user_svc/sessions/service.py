@@ -112,9 +112,12 @@ def _access_expiry(now: datetime, settings: Settings) -> datetime:
 class Lockout:
     """Counts failed logins per identifier; `check` raises LoginLocked (429 + Retry-After)."""
 
-    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], settings: Settings) -> None:
+    def __init__(
+        self, sessionmaker: async_sessionmaker[AsyncSession], settings: Settings, max_failures: int | None = None
+    ) -> None:
         self._sessionmaker = sessionmaker
         self._settings = settings
+        self._max_failures = max_failures or settings.login_max_failures
 
     async def check(self, session: AsyncSession, key: str) -> None:
         now = datetime.now(UTC)
@@ -129,7 +132,7 @@ class Lockout:
             count = await repository.add_failure(
                 own, key, now=now, window_start=now - timedelta(seconds=s.login_failure_window_s)
             )
-            if count >= s.login_max_failures:
+            if count >= self._max_failures:
                 await repository.lock(own, key, now=now, until=now + timedelta(seconds=s.login_lockout_s))
                 log.warning("login locked after repeated failures", extra={"failures": count})
 
