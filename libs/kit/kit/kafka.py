@@ -131,6 +131,12 @@ class EventConsumer:
         if handler is None:
             return
         set_correlation_id(envelope.correlation_id)
+        try:
+            await self._handle_with_retries(envelope, handler)
+        finally:
+            set_correlation_id(None)  # the next record, or anything else this task logs, is not this trace
+
+    async def _handle_with_retries(self, envelope: Envelope, handler: Handler) -> None:
         for attempt in range(1, self._max_attempts + 1):
             try:
                 with HANDLE_SECONDS.labels(self.name, envelope.type).time():
@@ -147,7 +153,6 @@ class EventConsumer:
                     CONSUMED.labels(self.name, envelope.type, "failed").inc()
                     return
                 await asyncio.sleep(0.1 * 2**attempt)
-        set_correlation_id(None)
 
     async def handle(self, envelope: Envelope, handler: Handler) -> str:
         """Apply one event exactly once; returns `done` or `duplicate`."""

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from contracts import Envelope, Topic, event_adapter, new_event
 from contracts.events import DeviceTelemetryReported
+from kit.correlation import get_correlation_id
 from kit.db import define_kit_tables, make_engine, make_metadata, make_sessionmaker, unit_of_work
 from kit.kafka import EventConsumer, make_producer
 from kit.outbox import OutboxRelay, OutboxWakeup, add_event
@@ -156,9 +157,11 @@ async def test_consumer_applies_each_event_once_even_when_delivered_twice(
 
 async def test_a_handler_that_keeps_failing_is_parked_not_lost(sessions: async_sessionmaker[AsyncSession]) -> None:
     device = f"BAD-{uuid4().hex[:8]}"
-    envelope = new_event(_telemetry(device), key=device, producer="kit-test")
+    envelope = new_event(_telemetry(device), key=device, producer="kit-test", correlation_id="trace-park")
+    seen_traces: list[str | None] = []
 
     async def broken(session: AsyncSession, env: Envelope) -> None:
+        seen_traces.append(get_correlation_id())
         raise ValueError("cannot apply")
 
     consumer = EventConsumer(
@@ -194,3 +197,5 @@ async def test_a_handler_that_keeps_failing_is_parked_not_lost(sessions: async_s
         ).one()
     assert row.status == "failed"
     assert "cannot apply" in row.error
+    assert seen_traces == ["trace-park", "trace-park"]  # each attempt runs in the event's trace
+    assert get_correlation_id() is None  # and the trace does not leak past the event
