@@ -68,6 +68,20 @@ class UserDeregistered(_Data):
     at: AwareDatetime
 
 
+class SessionRevoked(_Data):
+    """Access tokens revoked before they expire (logout, refresh-token reuse, password change, block,
+    deregistration, an application's access withdrawn). Every replica of every service reads
+    `user.sessions.v1` without a consumer group and refuses these token ids (`jti`) until `expires_at`,
+    when they would have expired anyway."""
+
+    type: Literal["user.session.revoked"] = "user.session.revoked"
+    user_id: UUID
+    token_ids: list[str] = Field(min_length=1, max_length=10_000)
+    expires_at: AwareDatetime
+    reason: str = Field(default="", max_length=64)
+    at: AwareDatetime
+
+
 # ---- device-svc -----------------------------------------------------------------------
 
 
@@ -126,6 +140,29 @@ class CabinetStatusChanged(_Data):
     online: bool
     at: AwareDatetime
     reason: str = ""
+
+
+class PresenceReason(StrEnum):
+    """Why a device's online state changed."""
+
+    CONNECT = "connect"  # it announced itself (retained status online, or hello)
+    MESSAGE = "message"  # another message from a device shown offline
+    LAST_WILL = "last_will"  # the broker published its last will (or it said offline itself)
+    HEARTBEAT_SILENCE = "heartbeat_silence"  # nothing heard for the offline timeout
+    CREDENTIAL_REVOKED = "credential_revoked"  # its credential was revoked: the broker dropped it
+
+
+class DevicePresenceChanged(_Data):
+    """A cabinet or a bank module went online or offline: once per transition, keyed by device id."""
+
+    type: Literal["device.presence.changed"] = "device.presence.changed"
+    device_id: str
+    device_kind: Literal["cabinet", "bank"]
+    online: bool
+    reason: PresenceReason
+    at: AwareDatetime
+    last_seen_at: AwareDatetime | None = None
+    rssi_dbm: int | None = None
 
 
 class DeviceTelemetryReported(_Data):
@@ -236,6 +273,21 @@ class ChargeRequested(_Data):
     rental_id: UUID
     user_id: UUID
     amount_fen: Fen
+    # The rental's timing, so asset-credit-svc can apply a card of free minutes (absent from
+    # older producers: then no card applies).
+    started_at: AwareDatetime | None = None
+    ended_at: AwareDatetime | None = None
+    duration_seconds: int | None = Field(default=None, ge=0)
+
+
+class DebtWaived(_Data):
+    """Support lowered an unpaid rental's fee to zero: the user no longer owes it."""
+
+    type: Literal["billing.debt.waived"] = "billing.debt.waived"
+    rental_id: UUID
+    user_id: UUID
+    waived_fen: Fen
+    at: AwareDatetime
 
 
 class RefundRequested(_Data):
@@ -269,6 +321,12 @@ class ChargeSettled(_Data):
     amount_fen: Fen
     balance_fen: Fen
     settled_at: AwareDatetime
+    # How the fee (`amount_fen`) was covered, in the order applied: a card's free minutes, a
+    # coupon, red packets, then the balance (topped up by the user's provider when short).
+    card_fen: Fen = 0
+    coupon_fen: Fen = 0
+    red_packet_fen: Fen = 0
+    paid_fen: Fen | None = Field(default=None, description="Paid from the balance/provider; null means amount_fen")
 
 
 class ChargeFailed(_Data):
@@ -295,11 +353,13 @@ EventData = Annotated[
     | UserBlocked
     | UserUnblocked
     | UserDeregistered
+    | SessionRevoked
     | EjectBank
     | BankEjected
     | EjectFailed
     | BankReturned
     | CabinetStatusChanged
+    | DevicePresenceChanged
     | DeviceTelemetryReported
     | DeviceAlarmRaised
     | DeviceMessageRejected
@@ -311,7 +371,8 @@ EventData = Annotated[
     | ChargeSettled
     | ChargeFailed
     | RefundRequested
-    | RefundSettled,
+    | RefundSettled
+    | DebtWaived,
     Field(discriminator="type"),
 ]
 
@@ -320,11 +381,13 @@ TOPIC_BY_TYPE: dict[str, Topic] = {
     "user.user.blocked": Topic.USERS,
     "user.user.unblocked": Topic.USERS,
     "user.user.deregistered": Topic.USERS,
+    "user.session.revoked": Topic.SESSIONS,
     "device.eject_bank": Topic.DEVICE_COMMANDS,  # key: the scanned code
     "device.bank.ejected": Topic.DEVICE_EJECTS,
     "device.eject.failed": Topic.DEVICE_EJECTS,
     "device.bank.returned": Topic.DEVICE_RETURNS,
     "device.cabinet.status_changed": Topic.DEVICE_STATUS,
+    "device.presence.changed": Topic.DEVICE_STATUS,
     "device.telemetry.reported": Topic.DEVICE_TELEMETRY,
     "device.alarm.raised": Topic.DEVICE_STATUS,
     "device.message.rejected": Topic.DEVICE_REJECTIONS,
@@ -337,4 +400,5 @@ TOPIC_BY_TYPE: dict[str, Topic] = {
     "asset.charge.failed": Topic.PAYMENTS,
     "billing.refund.requested": Topic.CHARGES,
     "asset.refund.settled": Topic.PAYMENTS,
+    "billing.debt.waived": Topic.CHARGES,
 }

@@ -22,7 +22,8 @@ from kit.health import ObservabilityMiddleware, ReadinessCheck
 from kit.health import router as health_router
 from kit.kafka import EventConsumer, Handler, make_producer, start_with_retry
 from kit.logging import configure_logging
-from kit.outbox import OutboxRelay, OutboxWakeup, add_event
+from kit.outbox import OutboxRelay, OutboxWakeup, add_event, add_events
+from kit.revocation import RevocationList, RevocationListener
 from kit.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ class Runtime:
     outbox_wakeup: OutboxWakeup
     http: httpx.AsyncClient
     verifier: TokenVerifier | None
+    revocations: RevocationList = field(default_factory=RevocationList)
     readiness_checks: dict[str, ReadinessCheck] = field(default_factory=dict)
     tasks: list["asyncio.Task[Any]"] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)
@@ -46,6 +48,12 @@ class Runtime:
     async def publish(self, session: AsyncSession, data: EventData, *, key: str) -> Envelope:
         """Write an event to the outbox in `session`'s transaction; it is sent once that commits."""
         return await add_event(session, data, key=key, producer=self.settings.service_name, wakeup=self.outbox_wakeup)
+
+    async def publish_many(
+        self, session: AsyncSession, events: Sequence[tuple[EventData, str, str | None]]
+    ) -> list[Envelope]:
+        """Many events (`(data, key, correlation id or None)`) in one outbox insert, same transaction."""
+        return await add_events(session, events, producer=self.settings.service_name, wakeup=self.outbox_wakeup)
 
     def spawn(self, coro: Any, name: str) -> "asyncio.Task[Any]":
         task = asyncio.create_task(coro, name=name)
@@ -96,9 +104,12 @@ def create_service_app(
         engine = make_engine(settings.database_url, settings.db_pool_size)
         producer = make_producer(settings.kafka_bootstrap, settings.service_name)
         await start_with_retry(producer, "producer")
+        revocations = RevocationList()
         verifier = None
         if settings.jwt_public_key_file is not None:
-            verifier = TokenVerifier.from_file(settings.jwt_public_key_file, settings.jwt_issuer, settings.jwt_audience)
+            verifier = TokenVerifier.from_file(
+                settings.jwt_public_key_file, settings.jwt_issuer, settings.jwt_audience, revocations
+            )
         runtime = Runtime(
             settings=settings,
             engine=engine,
@@ -107,6 +118,7 @@ def create_service_app(
             outbox_wakeup=OutboxWakeup(),
             http=httpx.AsyncClient(timeout=5.0, event_hooks={"request": [_propagate_correlation]}),
             verifier=verifier,
+            revocations=revocations,
         )
         app.state.runtime = runtime
         relay = OutboxRelay(runtime.sessionmaker, producer, runtime.outbox_wakeup, settings.outbox_poll_interval_s)
@@ -114,6 +126,8 @@ def create_service_app(
         runtime.readiness_checks["kafka"] = lambda: _kafka_ready(producer, relay)
         runtime.spawn(relay.run(), "outbox-relay")
         try:
+            if settings.token_revocation_listener:
+                await _listen_for_revocations(runtime)
             async with AsyncExitStack() as stack:
                 if extra_lifespan is not None:
                     await stack.enter_async_context(extra_lifespan(runtime))
@@ -153,6 +167,30 @@ def create_service_app(
     for router in routers:
         app.include_router(router)
     return app
+
+
+async def _listen_for_revocations(runtime: Runtime) -> None:
+    """Every process reads the revocations itself; serve only once those before the start are known
+    (or after the timeout, not ready until then)."""
+    settings = runtime.settings
+    listener = RevocationListener(
+        runtime.revocations,
+        bootstrap=settings.kafka_bootstrap,
+        client_id=settings.service_name,
+        lookback_s=settings.token_revocation_lookback_s,
+        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+    )
+    task = runtime.spawn(listener.run(), "revocation-listener")
+    try:
+        await asyncio.wait_for(listener.caught_up.wait(), settings.token_revocation_startup_timeout_s)
+    except TimeoutError:
+        log.warning("revocations not caught up at startup; serving, not ready until they are")
+
+    async def caught_up() -> None:
+        if task.done() or not listener.caught_up.is_set():
+            raise RuntimeError("revocations not caught up" if not task.done() else "revocation listener stopped")
+
+    runtime.readiness_checks["revocations"] = caught_up
 
 
 async def _kafka_ready(producer: AIOKafkaProducer, relay: OutboxRelay) -> None:

@@ -5,15 +5,39 @@ import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from uuid import UUID, uuid4
 
 import jwt
-from fastapi import Depends, Request
+from fastapi import Depends, Request, params
 
 from kit.errors import Forbidden, Unauthorized
 
+if TYPE_CHECKING:
+    from kit.revocation import RevocationList
+
 ALGORITHM = "EdDSA"
+
+# What a client application may do on behalf of a user who consented (OAuth 2.0 authorization code
+# flow, user-svc). A delegated token (`client_id` claim) passes only routes that declare one of its
+# scopes with `user_scope`; a user's own (first-party) token passes every user route.
+USER_SCOPES: dict[str, str] = {
+    "profile": "read and edit your profile (user-svc /v1/users/me)",
+    "map": "find cabinets and banks (device-svc /v1/cabinets, /v1/banks)",
+    "rentals": "borrow, see and pay your rentals, open disputes (billing-svc /v1/rentals, /v1/pricing)",
+    "wallet": "see your wallet, deposit and credit, top up (asset-credit-svc /v1/wallet, /v1/deposit, /v1/credit)",
+    "messages": "read your messages (notify-svc /v1/messages)",
+}
+
+
+class TokenRevoked(Unauthorized):
+    code = "token_revoked"
+    title = "The access token has been revoked"
+
+
+class InsufficientScope(Forbidden):
+    code = "insufficient_scope"
+    title = "The application was not granted access to this"
 
 
 @dataclass(frozen=True)
@@ -24,10 +48,15 @@ class Principal:
     scopes: frozenset[str] = field(default_factory=frozenset)
     token_id: str = ""
     token: str = ""
+    client_id: str = ""  # set on a delegated token: the application acting for the user `subject`
 
     @property
     def user_id(self) -> UUID:
         return UUID(self.subject)
+
+    @property
+    def delegated(self) -> bool:
+        return bool(self.client_id)
 
     def has_any_role(self, *roles: str) -> bool:
         return bool(self.roles.intersection(roles))
@@ -36,6 +65,8 @@ class Principal:
     def permissions(self) -> frozenset[str]:
         """What this principal may do: an administrator's roles map to permissions through the one
         shared `ROLE_PERMISSIONS` table; a client (API key, third-party app) holds its scopes."""
+        if self.delegated:
+            return frozenset()  # an application acting for a user never holds administrative permissions
         if self.kind == "admin":
             return frozenset().union(*(ROLE_PERMISSIONS.get(role, frozenset()) for role in self.roles))
         if self.kind == "client":
@@ -55,25 +86,54 @@ ALL_PERMISSIONS = "*"
 ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
     "super_admin": frozenset({ALL_PERMISSIONS}),
     "operator": frozenset(
-        {"users:read", "rentals:read", "devices:read", "devices:operate", "stats:read", "payments:read"}
+        {
+            "users:read",
+            "rentals:read",
+            "devices:read",
+            "devices:maintain",
+            "devices:provision",
+            "stats:read",
+            "payments:read",
+            "assets:manage",
+            "pricing:manage",
+        }
     ),
     "field_maintenance": frozenset({"devices:read", "devices:maintain"}),
-    "support": frozenset({"users:read", "users:block", "rentals:read", "rentals:support", "payments:read", "dev:read"}),
-    "finance": frozenset({"users:read", "rentals:read", "payments:read", "payments:refund", "ledger:read"}),
+    "support": frozenset(
+        {"users:read", "users:block", "rentals:read", "rentals:support", "payments:read", "credit:adjust", "dev:read"}
+    ),
+    "finance": frozenset(
+        {
+            "users:read",
+            "rentals:read",
+            "rentals:support",
+            "payments:read",
+            "payments:refund",
+            "ledger:read",
+            "assets:manage",
+            "pricing:manage",
+            "credit:adjust",
+        }
+    ),
     "analyst": frozenset({"stats:read", "rentals:read"}),
 }
 ADMIN_ROLES = frozenset(ROLE_PERMISSIONS)
 
 
 class TokenVerifier:
-    def __init__(self, public_key_pem: bytes, issuer: str, audience: str) -> None:
+    def __init__(
+        self, public_key_pem: bytes, issuer: str, audience: str, revocations: "RevocationList | None" = None
+    ) -> None:
         self._key = public_key_pem
         self._issuer = issuer
         self._audience = audience
+        self.revocations = revocations
 
     @classmethod
-    def from_file(cls, path: Path, issuer: str, audience: str) -> "TokenVerifier":
-        return cls(path.read_bytes(), issuer, audience)
+    def from_file(
+        cls, path: Path, issuer: str, audience: str, revocations: "RevocationList | None" = None
+    ) -> "TokenVerifier":
+        return cls(path.read_bytes(), issuer, audience, revocations)
 
     def verify(self, token: str) -> Principal:
         try:
@@ -89,6 +149,8 @@ class TokenVerifier:
             raise Unauthorized("The access token has expired") from None
         except jwt.PyJWTError:
             raise Unauthorized("The access token is not valid") from None
+        if self.revocations is not None and self.revocations.is_revoked(str(claims["jti"])):
+            raise TokenRevoked()
         return Principal(
             subject=str(claims["sub"]),
             kind=str(claims.get("kind", "user")),
@@ -96,6 +158,7 @@ class TokenVerifier:
             scopes=frozenset(str(claims.get("scope", "")).split()),
             token_id=str(claims["jti"]),
             token=token,
+            client_id=str(claims.get("client_id", "")),
         )
 
 
@@ -110,7 +173,9 @@ class TokenSigner:
     def from_file(cls, path: Path, issuer: str, audience: str, ttl_s: int = 900) -> "TokenSigner":
         return cls(path.read_bytes(), issuer, audience, ttl_s)
 
-    def issue(self, subject: str, *, kind: str = "user", roles: list[str] | None = None, scope: str = "") -> str:
+    def issue(
+        self, subject: str, *, kind: str = "user", roles: list[str] | None = None, scope: str = "", client_id: str = ""
+    ) -> str:
         now = int(time.time())
         claims: dict[str, Any] = {
             "iss": self._issuer,
@@ -125,6 +190,8 @@ class TokenSigner:
         }
         if scope:
             claims["scope"] = scope
+        if client_id:
+            claims["client_id"] = client_id  # RFC 9068: the application acting for `sub`
         return jwt.encode(claims, self._key, algorithm=ALGORITHM)
 
 
@@ -136,11 +203,43 @@ def _bearer(request: Request) -> str:
     return token.strip()
 
 
+class UserScope:
+    """Declares the user scope a route belongs to (see `user_scope`); as a dependency it does nothing."""
+
+    def __init__(self, scope: str) -> None:
+        if scope not in USER_SCOPES:
+            raise ValueError(f"unknown user scope {scope!r}; known: {', '.join(USER_SCOPES)}")
+        self.scope = scope
+
+    async def __call__(self) -> None:
+        return None
+
+
+def user_scope(scope: str) -> params.Depends:
+    """`APIRouter(dependencies=[user_scope("wallet")])` (or on one route): a delegated token passes
+    this route only when it carries `scope`. Routes that declare none refuse every delegated token.
+    Declare it on the APIRouter or the route: `include_router(..., dependencies=...)` is not seen."""
+    return params.Depends(UserScope(scope))
+
+
+def _declared_scopes(request: Request) -> frozenset[str]:
+    route = request.scope.get("route")
+    declared = getattr(route, "dependencies", None) or []
+    return frozenset(d.dependency.scope for d in declared if isinstance(d.dependency, UserScope))
+
+
 async def current_principal(request: Request) -> Principal:
     verifier: TokenVerifier | None = request.app.state.runtime.verifier
     if verifier is None:
         raise Unauthorized("This service has no token verifier configured")
-    return verifier.verify(_bearer(request))
+    principal = verifier.verify(_bearer(request))
+    if principal.delegated:
+        declared = _declared_scopes(request)
+        if not declared:
+            raise InsufficientScope("Applications acting for a user cannot use this endpoint")
+        if not declared & principal.scopes:
+            raise InsufficientScope(f"This needs the scope {' or '.join(sorted(declared))!r}", scope=sorted(declared))
+    return principal
 
 
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
@@ -148,7 +247,7 @@ CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
 
 def require_roles(*roles: str) -> Callable[..., Coroutine[Any, Any, Principal]]:
     async def dependency(principal: CurrentPrincipal) -> Principal:
-        if not principal.has_any_role(*roles):
+        if principal.delegated or not principal.has_any_role(*roles):
             raise Forbidden(f"One of these roles is required: {', '.join(roles)}")
         return principal
 
@@ -159,7 +258,7 @@ def require_permission(permission: str) -> Callable[..., Coroutine[Any, Any, Pri
     """An administrator whose roles grant `permission`, or a client whose scopes include it."""
 
     async def dependency(principal: CurrentPrincipal) -> Principal:
-        if not principal.can(permission):
+        if principal.delegated or not principal.can(permission):
             raise Forbidden(f"The permission {permission!r} is required")
         return principal
 

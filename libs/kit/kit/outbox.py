@@ -4,6 +4,7 @@ reports, and a relay publishes committed rows to Kafka. Nothing is published tha
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaProducer
@@ -61,6 +62,40 @@ async def add_event(
     if wakeup is not None:
         after_commit(session, wakeup.notify)
     return envelope
+
+
+async def add_events(
+    session: AsyncSession,
+    events: Sequence[tuple[EventData, str, str | None]],
+    *,
+    producer: str,
+    wakeup: OutboxWakeup | None = None,
+) -> list[Envelope]:
+    """Many events in one multi-row insert: `(data, key, correlation id)` each (None: the current
+    correlation id). For high-volume writers (a batch of device telemetry)."""
+    if not events:
+        return []
+    current = get_correlation_id()
+    envelopes = [
+        new_event(data, key=key, producer=producer, correlation_id=correlation_id or current)
+        for data, key, correlation_id in events
+    ]
+    await session.execute(
+        insert(_outbox_table),
+        [
+            {
+                "event_id": e.event_id,
+                "event_type": e.type,
+                "topic": e.topic.value,
+                "key": e.key,
+                "payload": e.to_bytes(),
+            }
+            for e in envelopes
+        ],
+    )
+    if wakeup is not None:
+        after_commit(session, wakeup.notify)
+    return envelopes
 
 
 class OutboxRelay:

@@ -31,6 +31,11 @@ class ServiceSettings(BaseSettings):
     jwt_public_key_file: Path | None = None
     jwt_issuer: str = "pb-user-svc"
     jwt_audience: str = "pb"
+    # Instant access-token revocation (kit.revocation): every process reads user.sessions.v1 itself and
+    # on start reads back this far (longer than any access token lives); startup waits at most the timeout.
+    token_revocation_listener: bool = True
+    token_revocation_lookback_s: int = 1800
+    token_revocation_startup_timeout_s: float = 10.0
 
     user_svc_url: str = "http://127.0.0.1:8001"
     device_svc_url: str = "http://127.0.0.1:8002"

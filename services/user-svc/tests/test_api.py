@@ -15,7 +15,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from sqlalchemy import make_url
 
 from contracts import Envelope, Topic, new_event
-from contracts.events import ChargeSettled, RentalEnded, RentalStarted, UserRegistered
+from contracts.events import ChargeSettled, DebtWaived, RentalEnded, RentalStarted, UserRegistered
 from kit.auth import TokenSigner, TokenVerifier
 from kit.testing import app_client, kafka_bootstrap, truncate_all, write_keypair
 from user_svc.main import create_app
@@ -863,9 +863,14 @@ async def test_admin_block_and_unblock_a_user(client, database_url):
     )
     await login(client)
 
-    # events went out through the outbox, in order
+    # events went out through the outbox, in order (the ended session's token ids first, for every service)
     rows = await sql(database_url, "SELECT event_type FROM outbox WHERE key = $1 ORDER BY id", user_id)
-    assert [r["event_type"] for r in rows] == ["user.user.registered", "user.user.blocked", "user.user.unblocked"]
+    assert [r["event_type"] for r in rows] == [
+        "user.user.registered",
+        "user.session.revoked",
+        "user.user.blocked",
+        "user.user.unblocked",
+    ]
 
     # every action is in the audit log, queryable
     root = await admin_token(client)
@@ -1064,6 +1069,16 @@ async def _deregistration(client, settings, database_url):
     )
     await emit(settled)
     await wait_obligation(database_url, rental_id, paid=True)
+    # a second unpaid rental that support waives no longer counts as owed
+    waived_id = uuid.uuid4()
+    await emit(ended.model_copy(update={"rental_id": waived_id, "fee_fen": 300}))
+    await wait_obligation(database_url, waived_id, state="ended", paid=False)
+    problem = assert_problem(
+        await client.post(deregister, json={"password": PASSWORD}, headers=headers), 409, "debt_unpaid"
+    )
+    assert problem["unpaid_fen"] == 300
+    await emit(DebtWaived(rental_id=waived_id, user_id=user_id, waived_fen=300, at=now))
+    await wait_obligation(database_url, waived_id, paid=True)
     assert_problem(
         await client.post(deregister, json={"password": "wrong password"}, headers=headers), 401, "invalid_credentials"
     )
@@ -1078,7 +1093,7 @@ async def _deregistration(client, settings, database_url):
         await client.post("/v1/sessions", json={"login": PHONE, "password": PASSWORD}), 401, "invalid_credentials"
     )
     rows = await sql(database_url, "SELECT event_type FROM outbox WHERE key = $1 ORDER BY id", str(user_id))
-    assert [r["event_type"] for r in rows] == ["user.user.registered", "user.user.deregistered"]
+    assert [r["event_type"] for r in rows] == ["user.user.registered", "user.session.revoked", "user.user.deregistered"]
 
     # the number registers again, as a new user
     again = await register(client)

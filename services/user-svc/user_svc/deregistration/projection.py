@@ -1,4 +1,5 @@
-"""Rentals and their payment, projected from billing.rentals.v1 and asset.payments.v1. The two topics
+"""Rentals and their payment, projected from billing.rentals.v1, asset.payments.v1 and the waivers on
+billing.charges.v1. The topics
 are not ordered with each other, so every handler is an upsert that only moves a rental forward."""
 
 from uuid import UUID
@@ -8,7 +9,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts import Envelope, Topic
-from contracts.events import ChargeSettled, RentalEnded, RentalFailed, RentalStarted
+from contracts.events import ChargeSettled, DebtWaived, RentalEnded, RentalFailed, RentalStarted
 from kit.app import ConsumerSpec, Runtime
 from user_svc.models import RentalObligation as R
 
@@ -52,14 +53,23 @@ async def on_charge_settled(session: AsyncSession, envelope: Envelope) -> None:
     await session.execute(stmt.on_conflict_do_update(index_elements=[R.rental_id], set_={"paid": True}))
 
 
+async def on_debt_waived(session: AsyncSession, envelope: Envelope) -> None:
+    """Support waived the fee: the rental no longer counts as owed."""
+    data = envelope.data
+    assert isinstance(data, DebtWaived)
+    stmt = insert(R).values(rental_id=data.rental_id, user_id=data.user_id, state="unknown", paid=True)
+    await session.execute(stmt.on_conflict_do_update(index_elements=[R.rental_id], set_={"paid": True}))
+
+
 def consumer_spec(_: Runtime) -> ConsumerSpec:
     return ConsumerSpec(
-        topics=[Topic.RENTALS, Topic.PAYMENTS],
+        topics=[Topic.RENTALS, Topic.PAYMENTS, Topic.CHARGES],
         handlers={
             "billing.rental.started": on_rental_started,
             "billing.rental.failed": on_rental_failed,
             "billing.rental.ended": on_rental_ended,
             "asset.charge.settled": on_charge_settled,
+            "billing.debt.waived": on_debt_waived,
         },
         name="obligations",
     )

@@ -53,7 +53,7 @@ async def deregister(
     user.status = UserStatus.DEREGISTERED
     user.deregistered_at = now
     user.updated_at = now
-    await sessions.end_all(session, user.id, settings)
+    await sessions.end_all(session, user.id, settings, events, reason="user_deregistered")
     await events.publish(session, UserDeregistered(user_id=user.id, at=now), key=str(user.id))
     log.info("user deregistered", extra={"user_id": str(user.id)})
     return now
