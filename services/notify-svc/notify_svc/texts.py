@@ -107,10 +107,23 @@ def rental_failed(data: RentalFailed) -> Text:
 
 
 def charge_settled(data: ChargeSettled) -> Text:
-    body = (
-        f"Payment confirmed: {format_fen(data.amount_fen)} from your balance for your rental. "
-        f"Balance: {format_fen(data.balance_fen)}."
-    )
+    discounts = [
+        f"{label} {format_fen(fen)}"
+        for label, fen in (("card", data.card_fen), ("coupon", data.coupon_fen), ("red packets", data.red_packet_fen))
+        if fen
+    ]
+    if not discounts:
+        body = (
+            f"Payment confirmed: {format_fen(data.amount_fen)} from your balance for your rental. "
+            f"Balance: {format_fen(data.balance_fen)}."
+        )
+    else:
+        paid = data.amount_fen if data.paid_fen is None else data.paid_fen
+        body = (
+            f"Payment confirmed: fee {format_fen(data.amount_fen)}, discount "
+            f"{format_fen(data.card_fen + data.coupon_fen + data.red_packet_fen)} ({', '.join(discounts)}), "
+            f"{format_fen(paid)} from your balance. Balance: {format_fen(data.balance_fen)}."
+        )
     return Text(Category.PAYMENT, "Payment confirmed", body)
 
 

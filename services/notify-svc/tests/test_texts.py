@@ -93,6 +93,15 @@ def test_payment_texts():
     assert settled.title == "Payment confirmed"
     assert "¥3.00 from your balance" in settled.body
     assert "Balance: ¥17.00" in settled.body
+    discounted = texts.charge_settled(
+        ChargeSettled(
+            **ids, amount_fen=300, balance_fen=1900, settled_at=NOW, coupon_fen=200, red_packet_fen=50, paid_fen=50
+        )
+    )
+    assert discounted.body == (
+        "Payment confirmed: fee ¥3.00, discount ¥2.50 (coupon ¥2.00, red packets ¥0.50), "
+        "¥0.50 from your balance. Balance: ¥19.00."
+    )
     failed = texts.charge_failed(ChargeFailed(**ids, amount_fen=450, reason="insufficient_balance"))
     assert failed.title == "Payment failed"
     assert "¥4.50" in failed.body

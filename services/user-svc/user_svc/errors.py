@@ -127,3 +127,72 @@ class DebtUnpaid(Conflict):
 class ApiKeyNotFound(NotFound):
     code = "api_key_not_found"
     title = "No such active API key"
+
+
+class OAuthClientNotFound(NotFound):
+    code = "oauth_client_not_found"
+    title = "No such enabled client application"
+
+
+class OAuthGrantNotFound(NotFound):
+    code = "oauth_grant_not_found"
+    title = "This application has no access to the account"
+
+
+# The authorization request (RFC 6749 4.1.1, RFC 7636). An unknown client or a redirect URI that is
+# not registered is answered to the user, never redirected (RFC 6749 4.1.2.1).
+class OAuthInvalidClient(BusinessError):
+    status = 400
+    code = "invalid_client"
+    title = "Unknown or disabled client application"
+
+
+class OAuthInvalidRedirectUri(BusinessError):
+    status = 400
+    code = "invalid_redirect_uri"
+    title = "The redirect URI is not registered for this application"
+
+
+class OAuthInvalidScope(BusinessError):
+    status = 400
+    code = "invalid_scope"
+    title = "The requested scope is unknown or not allowed for this application"
+
+
+class TokenError(BusinessError):
+    """A token endpoint error (RFC 6749 5.2): rendered as problem+json that also carries the RFC's
+    `error` and `error_description` members."""
+
+    status = 400
+    code = "invalid_request"
+    title = "The token request is malformed"
+
+
+class TokenInvalidClient(TokenError):
+    status = 401
+    code = "invalid_client"
+    title = "Client authentication failed"
+
+    def __init__(self, detail: str | None = None, **extra: Any) -> None:
+        super().__init__(detail, **extra)
+        self.headers = {"WWW-Authenticate": 'Basic realm="pb"'}
+
+
+class TokenInvalidGrant(TokenError):
+    code = "invalid_grant"
+    title = "The authorization code or refresh token is invalid, expired, revoked or was issued to another client"
+
+
+class TokenUnsupportedGrantType(TokenError):
+    code = "unsupported_grant_type"
+    title = "Use grant_type authorization_code or refresh_token"
+
+
+class TokenInvalidScope(TokenError):
+    code = "invalid_scope"
+    title = "The requested scope exceeds what was granted"
+
+
+class TokenUnauthorizedClient(TokenError):
+    code = "unauthorized_client"
+    title = "The client is not allowed to use this grant"

@@ -25,6 +25,7 @@ from user_svc.codes.provider import SandboxProvider
 from user_svc.context import UserServiceContext
 from user_svc.deregistration.projection import consumer_spec as obligations_consumer
 from user_svc.deregistration.service import anonymise_due
+from user_svc.oauth.endpoints import router as oauth_router
 from user_svc.security import Passwords, Tokens
 from user_svc.settings import Settings
 from user_svc.terms.endpoints import router as terms_router
@@ -41,7 +42,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(runtime: Runtime) -> AsyncIterator[None]:
         private_pem = settings.jwt_private_key_file.read_bytes()
         if runtime.verifier is None:
-            runtime.verifier = TokenVerifier(_public_pem(private_pem), settings.jwt_issuer, settings.jwt_audience)
+            runtime.verifier = TokenVerifier(
+                _public_pem(private_pem), settings.jwt_issuer, settings.jwt_audience, runtime.revocations
+            )
         tokens = Tokens(
             TokenSigner(private_pem, settings.jwt_issuer, settings.jwt_audience, settings.access_token_ttl_s),
             TokenSigner(private_pem, settings.jwt_issuer, settings.jwt_audience, settings.admin_access_token_ttl_s),
@@ -71,7 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             runtime.spawn(_anonymise(runtime, settings), "anonymiser")
         yield
 
-    routers = [terms_router, users_router, auth_router, codes_router, admin_router, clients_router]
+    routers = [terms_router, users_router, auth_router, codes_router, admin_router, clients_router, oauth_router]
     if settings.pb_env != "production":
         routers.append(dev_router)  # the sandbox provider's outbox: never served in production
     return create_service_app(

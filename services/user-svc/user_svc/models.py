@@ -126,6 +126,9 @@ class RefreshToken(Base):
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Set when the family belongs to a client application acting for the user (OAuth 2.0).
+    client_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    scopes: Mapped[list[str] | None] = mapped_column(JSONB)
 
 
 class RevokedAccessToken(Base):
@@ -194,3 +197,52 @@ class ApiKey(Base):
     created_by: Mapped[UUID] = mapped_column(PgUUID(as_uuid=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class OAuthClient(Base):
+    """A registered client application (a mini program, a partner app) that obtains tokens on behalf
+    of users through the authorization code flow with PKCE. Only the hash of a confidential
+    client's secret is kept; a public client has none."""
+
+    __tablename__ = "oauth_clients"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    redirect_uris: Mapped[list[str]] = mapped_column(JSONB)
+    scopes: Mapped[list[str]] = mapped_column(JSONB)
+    confidential: Mapped[bool]
+    secret_hash: Mapped[str | None] = mapped_column(String(64))
+    created_by: Mapped[UUID] = mapped_column(PgUUID(as_uuid=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    disabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class OAuthConsent(Base):
+    """What a user allowed an application to do, and when; revoking it ends the application's tokens."""
+
+    __tablename__ = "oauth_consents"
+
+    user_id: Mapped[UUID] = mapped_column(PgUUID(as_uuid=True), primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    scopes: Mapped[list[str]] = mapped_column(JSONB)
+    granted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class OAuthCode(Base):
+    """A one-time authorization code (hashed), bound to client, redirect URI, PKCE challenge, user and
+    scopes. `family_id` names the tokens issued from it, revoked if the code is presented again."""
+
+    __tablename__ = "oauth_codes"
+
+    code_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(64))
+    user_id: Mapped[UUID] = mapped_column(PgUUID(as_uuid=True))
+    redirect_uri: Mapped[str] = mapped_column(Text)
+    scopes: Mapped[list[str]] = mapped_column(JSONB)
+    code_challenge: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    family_id: Mapped[UUID | None] = mapped_column(PgUUID(as_uuid=True))

@@ -75,5 +75,12 @@ class Tokens:
     def for_admin(self, admin_id: str, role: str) -> IssuedToken:
         return _issued(self._admin.issue(admin_id, kind="admin", roles=[role]), self._admin.ttl_s)
 
+    def for_delegated(self, user_id: str, client_id: str, scopes: list[str]) -> IssuedToken:
+        """A token for a client application acting for the user, limited to the granted scopes."""
+        return _issued(
+            self._user.issue(user_id, kind="user", roles=[], scope=" ".join(scopes), client_id=client_id),
+            self._user.ttl_s,
+        )
+
     def for_client(self, client_id: str, scopes: list[str]) -> IssuedToken:
         return _issued(self._user.issue(client_id, kind="client", scope=" ".join(scopes)), self._user.ttl_s)

@@ -15,11 +15,13 @@ class Settings(ServiceSettings):
     service_name: str = "user-svc"
 
     jwt_private_key_file: Path
-    # Access tokens are short-lived: other services verify them offline, so a revoked token (logout,
-    # refresh-token reuse) stays usable elsewhere at most this long; user-svc itself checks its denylist.
+    # Access tokens are short-lived and verified offline by every service; a revoked one (logout, reuse,
+    # block, ...) is refused everywhere within about a second through `user.session.revoked` (kit.revocation).
     access_token_ttl_s: int = Field(default=300, ge=60, le=86_400)
     refresh_token_ttl_s: int = Field(default=30 * 86_400, ge=300)
     admin_access_token_ttl_s: int = Field(default=900, ge=60, le=86_400)
+    # OAuth 2.0 authorization codes (client applications acting for users) are one-time and short-lived.
+    oauth_code_ttl_s: int = Field(default=60, ge=10, le=600)
 
     terms_version: str = Field(default="2026-11", min_length=1, max_length=32)
     terms_text_file: Path | None = None

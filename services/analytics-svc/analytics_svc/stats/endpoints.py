@@ -6,11 +6,10 @@ from analytics_svc.settings import Settings
 from analytics_svc.stats import service
 from analytics_svc.stats.schemas import HourBucket, OverviewOut, RentalsPerHourOut
 from kit.app import RuntimeDep
-from kit.auth import Principal, require_roles
+from kit.auth import Principal, require_permission
 from kit.db import SessionDep
 
-STATS_ROLES = ("super_admin", "operator", "analyst")
-StatsReader = Annotated[Principal, Depends(require_roles(*STATS_ROLES))]
+StatsReader = Annotated[Principal, Depends(require_permission("stats:read"))]
 
 router = APIRouter(prefix="/v1/stats", tags=["stats"])
 

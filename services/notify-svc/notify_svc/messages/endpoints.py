@@ -3,13 +3,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from kit.auth import CurrentUser
+from kit.auth import CurrentUser, user_scope
 from kit.db import SessionDep
 from notify_svc.messages import service
 from notify_svc.messages.schemas import MessageOut, MessagePage
 from notify_svc.models import Category, Message
 
-router = APIRouter(prefix="/v1/messages", tags=["messages"])
+router = APIRouter(prefix="/v1/messages", tags=["messages"], dependencies=[user_scope("messages")])
 
 
 def _out(message: Message) -> MessageOut:

@@ -43,7 +43,7 @@ async def block_user(
     now = datetime.now(UTC)
     user.status = UserStatus.BLOCKED
     user.updated_at = now
-    await sessions.end_all(session, user.id, settings)
+    await sessions.end_all(session, user.id, settings, events, reason="user_blocked")
     await events.publish(session, UserBlocked(user_id=user.id, reason=reason, at=now), key=str(user.id))
     await audit.record(session, actor, "user.block", target_type="user", target_id=str(user.id), reason=reason)
     log.info("user blocked", extra={"user_id": str(user.id), "admin_id": actor.subject})

@@ -79,13 +79,13 @@ async def create_user_session_by_code(
 
 @router.post("/v1/sessions/refresh", response_model=UserSessionOut, responses={401: {"description": "invalid"}})
 async def refresh_user_session(
-    body: RefreshIn, session: SessionDep, context: ContextDep, response: Response
+    body: RefreshIn, session: SessionDep, context: ContextDep, runtime: RuntimeDep, response: Response
 ) -> UserSessionOut | Response:
     """Trade a refresh token for a new access token and a new refresh token (the old one is spent).
     Presenting a spent refresh token again ends its whole family (`refresh_token_reused`)."""
     response.headers["Cache-Control"] = "no-store"
     issued = await sessions.rotate(
-        session, refresh_token=body.refresh_token, tokens=context.tokens, settings=context.settings
+        session, refresh_token=body.refresh_token, tokens=context.tokens, settings=context.settings, events=runtime
     )
     if issued is None:
         # Answered, not raised: the revocation must commit with this request.
@@ -95,7 +95,9 @@ async def refresh_user_session(
 
 
 @router.post("/v1/sessions/logout", status_code=status.HTTP_204_NO_CONTENT)
-async def logout(body: LogoutIn, principal: SignedInUser, session: SessionDep, context: ContextDep) -> None:
+async def logout(
+    body: LogoutIn, principal: SignedInUser, session: SessionDep, context: ContextDep, runtime: RuntimeDep
+) -> None:
     """End this session: revokes the refresh token's family and this access token."""
     await sessions.logout(
         session,
@@ -103,6 +105,7 @@ async def logout(body: LogoutIn, principal: SignedInUser, session: SessionDep, c
         access_jti=principal.token_id,
         refresh_token=body.refresh_token,
         settings=context.settings,
+        events=runtime,
     )
 
 

@@ -1,7 +1,8 @@
+from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
-from sqlalchemy import ColumnElement, case, delete, select, update
+from sqlalchemy import ColumnElement, and_, case, delete, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -50,24 +51,38 @@ async def get_refresh(session: AsyncSession, token_hash: str, *, for_update: boo
     return (await session.scalars(stmt)).one_or_none()
 
 
-async def revoke_family(session: AsyncSession, family_id: UUID, *, now: datetime, access_expiry: datetime) -> None:
-    jtis = await _revoke(session, RefreshToken.family_id == family_id, now)
-    await deny(session, jtis, access_expiry)
+@dataclass(frozen=True)
+class RevokedRow:
+    user_id: UUID
+    access_jti: str
+    created_at: datetime
 
 
-async def revoke_user(session: AsyncSession, user_id: UUID, *, now: datetime, access_expiry: datetime) -> None:
-    jtis = await _revoke(session, RefreshToken.user_id == user_id, now)
-    await deny(session, jtis, access_expiry)
+async def revoke_family(session: AsyncSession, family_id: UUID, now: datetime) -> list[RevokedRow]:
+    return await _revoke(session, RefreshToken.family_id == family_id, now)
 
 
-async def _revoke(session: AsyncSession, where: ColumnElement[bool], now: datetime) -> list[str]:
+async def revoke_user(session: AsyncSession, user_id: UUID, now: datetime) -> list[RevokedRow]:
+    return await _revoke(session, RefreshToken.user_id == user_id, now)
+
+
+async def revoke_grant(session: AsyncSession, user_id: UUID, client_id: str, now: datetime) -> list[RevokedRow]:
+    """Every token a client application holds for one user."""
+    return await _revoke(session, and_(RefreshToken.user_id == user_id, RefreshToken.client_id == client_id), now)
+
+
+async def revoke_client(session: AsyncSession, client_id: str, now: datetime) -> list[RevokedRow]:
+    return await _revoke(session, RefreshToken.client_id == client_id, now)
+
+
+async def _revoke(session: AsyncSession, where: ColumnElement[bool], now: datetime) -> list[RevokedRow]:
     stmt = (
         update(RefreshToken)
         .where(where, RefreshToken.revoked_at.is_(None))
         .values(revoked_at=now)
-        .returning(RefreshToken.access_jti)
+        .returning(RefreshToken.user_id, RefreshToken.access_jti, RefreshToken.created_at)
     )
-    return list((await session.execute(stmt)).scalars())
+    return [RevokedRow(*row) for row in (await session.execute(stmt)).all()]
 
 
 async def deny(session: AsyncSession, jtis: list[str], expires_at: datetime) -> None:

@@ -1,6 +1,7 @@
 from fastapi import APIRouter, Request, Response, status
 
 from kit.app import RuntimeDep
+from kit.auth import user_scope
 from kit.db import SessionDep
 from kit.errors import BusinessError, problem
 from user_svc.codes import service as codes
@@ -73,12 +74,12 @@ def _profile(user: User, current_terms: str) -> UserProfileOut:
     )
 
 
-@router.get("/me")
+@router.get("/me", dependencies=[user_scope("profile")])
 async def my_profile(principal: SignedInUser, session: SessionDep, context: ContextDep) -> UserProfileOut:
     return _profile(await service.profile(session, principal.user_id), context.terms.version)
 
 
-@router.patch("/me")
+@router.patch("/me", dependencies=[user_scope("profile")])
 async def edit_my_profile(
     body: ProfilePatchIn, principal: SignedInUser, session: SessionDep, context: ContextDep
 ) -> UserProfileOut:
@@ -88,7 +89,7 @@ async def edit_my_profile(
 
 @router.post("/me/password", status_code=status.HTTP_204_NO_CONTENT)
 async def change_my_password(
-    body: ChangePasswordIn, principal: SignedInUser, session: SessionDep, context: ContextDep
+    body: ChangePasswordIn, principal: SignedInUser, session: SessionDep, context: ContextDep, runtime: RuntimeDep
 ) -> None:
     """Change the password; every refresh token of the account is revoked."""
     await service.change_password(
@@ -98,6 +99,7 @@ async def change_my_password(
         new=body.new_password,
         passwords=context.passwords,
         settings=context.settings,
+        events=runtime,
     )
 
 

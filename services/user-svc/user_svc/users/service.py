@@ -95,7 +95,14 @@ async def edit_profile(session: AsyncSession, user_id: UUID, patch: ProfilePatch
 
 
 async def change_password(
-    session: AsyncSession, user_id: UUID, *, current: str, new: str, passwords: Passwords, settings: Settings
+    session: AsyncSession,
+    user_id: UUID,
+    *,
+    current: str,
+    new: str,
+    passwords: Passwords,
+    settings: Settings,
+    events: EventPublisher,
 ) -> None:
     """Needs the current password; ends every session (refresh tokens) of the user."""
     user = await profile(session, user_id)
@@ -103,7 +110,7 @@ async def change_password(
         raise InvalidCredentials("The current password is wrong")
     user.password_hash = await passwords.hash(new)
     user.updated_at = datetime.now(UTC)
-    await sessions.end_all(session, user.id, settings)
+    await sessions.end_all(session, user.id, settings, events, reason="password_changed")
     log.info("password changed", extra={"user_id": str(user.id)})
 
 

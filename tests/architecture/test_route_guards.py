@@ -1,0 +1,102 @@
+"""Every service guards its routes the same way (T/CA006-2018 6.3.1, issue 3): administrative and
+operations routes check a permission from the one shared role table (`kit.auth.require_permission`,
+or user-svc's admin-only variant), never a role name of their own; and every route a user's token
+can reach declares the user scope an application acting for that user needs (or none, so
+applications are refused there). Reads the routes of the real apps; nothing is started."""
+
+import importlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
+
+from kit.auth import ROLE_PERMISSIONS, UserScope
+
+SERVICES = ["user_svc", "device_svc", "billing_svc", "asset_credit_svc", "notify_svc", "analytics_svc"]
+STAFF_PREFIXES = ("/v1/admin", "/v1/ops", "/v1/dev")
+PUBLIC_STAFF_ROUTES = {("POST", "/v1/admin/sessions")}  # administrators log in here
+KNOWN_PERMISSIONS = set().union(*ROLE_PERMISSIONS.values()) | {"clients:manage", "admins:manage", "audit:read"}
+
+
+def _app(package: str) -> FastAPI:
+    module = importlib.import_module(f"{package}.main")
+    settings = importlib.import_module(f"{package}.settings").Settings(pb_env="test")
+    app: FastAPI = module.create_app(settings)
+    return app
+
+
+def _calls(dependant: Dependant) -> Iterator[Callable[..., Any]]:
+    for sub in dependant.dependencies:
+        if sub.call is not None:
+            yield sub.call
+        yield from _calls(sub)
+
+
+def _guards(route: APIRoute) -> set[str]:
+    names = set()
+    for call in _calls(route.dependant):
+        qualname = getattr(call, "__qualname__", "")
+        if qualname.startswith(("require_permission.", "admin_with.")):
+            names.add("permission")
+        elif qualname.startswith("require_roles."):
+            names.add("role")
+    return names
+
+
+def _permissions(route: APIRoute) -> set[str]:
+    found: set[str] = set()
+    for call in _calls(route.dependant):
+        closure = getattr(call, "__closure__", None) or ()
+        if getattr(call, "__qualname__", "").startswith(("require_permission.", "admin_with.")):
+            found.update(c.cell_contents for c in closure if isinstance(c.cell_contents, str))
+    return found
+
+
+def _flatten(routes: list[Any]) -> Iterator[APIRoute]:
+    for route in routes:
+        if isinstance(route, APIRoute):
+            yield route
+        router = getattr(route, "original_router", None)  # FastAPI keeps included routers nested
+        if router is not None:
+            assert not getattr(route.include_context, "prefix", ""), "include prefixes are not followed here"
+            yield from _flatten(router.routes)
+
+
+def _routes(package: str) -> list[APIRoute]:
+    routes = list(_flatten(_app(package).routes))
+    assert routes, f"no routes found in {package}"
+    return routes
+
+
+@pytest.mark.parametrize("package", SERVICES)
+def test_staff_routes_check_a_shared_permission(package: str) -> None:
+    staff = [
+        r
+        for r in _routes(package)
+        if r.path.startswith(STAFF_PREFIXES) and not {(m, r.path) for m in r.methods or ()} & PUBLIC_STAFF_ROUTES
+    ]
+    problems = []
+    for route in staff:
+        guards = _guards(route)
+        if "permission" not in guards or "role" in guards:
+            problems.append(f"{sorted(route.methods or ())} {route.path}: {sorted(guards) or 'unguarded'}")
+        unknown = _permissions(route) - KNOWN_PERMISSIONS
+        if unknown:
+            problems.append(f"{route.path}: permission {sorted(unknown)} is in no role")
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("package", SERVICES)
+def test_user_routes_declare_their_scope_or_refuse_applications(package: str) -> None:
+    declared: dict[str, set[str]] = {}
+    for route in _routes(package):
+        scopes = {d.dependency.scope for d in route.dependencies if isinstance(d.dependency, UserScope)}
+        if scopes:
+            assert not route.path.startswith(STAFF_PREFIXES), f"{route.path} is a staff route with a user scope"
+            declared[route.path] = scopes
+    # Every service a user talks to exposes something to applications acting for users.
+    if package != "analytics_svc":
+        assert declared, f"{package} declares no user scope at all"
