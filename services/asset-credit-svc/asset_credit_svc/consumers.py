@@ -10,6 +10,7 @@ from asset_credit_svc.settings import Settings
 from contracts import Envelope
 from contracts.events import (
     ChargeRequested,
+    DebtWaived,
     RefundRequested,
     RentalEnded,
     RentalFailed,
@@ -32,6 +33,17 @@ def on_refund_requested(runtime: Runtime) -> Handler:
     async def handle(session: AsyncSession, envelope: Envelope) -> None:
         assert isinstance(envelope.data, RefundRequested)
         await refunds.refund(session, runtime, envelope.data, envelope.event_id)
+
+    return handle
+
+
+def on_debt_waived(runtime: Runtime) -> Handler:
+    async def handle(session: AsyncSession, envelope: Envelope) -> None:
+        data = envelope.data
+        assert isinstance(data, DebtWaived)
+        await deposits.waive(session, data.rental_id, data.user_id, data.waived_fen, data.at)
+        assert isinstance(runtime.settings, Settings)
+        await credit.on_debt_waived(session, runtime.settings, data.user_id, data.rental_id)
 
     return handle
 

@@ -9,8 +9,16 @@ from datetime import UTC, datetime, timedelta
 import httpx
 from fastapi import FastAPI
 
+from asset_credit_svc.assets import service as assets
+from asset_credit_svc.assets.endpoints import router as assets_router
 from asset_credit_svc.charges import service as charges
-from asset_credit_svc.consumers import on_charge_requested, on_refund_requested, on_rental_event, on_user_deregistered
+from asset_credit_svc.consumers import (
+    on_charge_requested,
+    on_debt_waived,
+    on_refund_requested,
+    on_rental_event,
+    on_user_deregistered,
+)
 from asset_credit_svc.credit.endpoints import router as credit_router
 from asset_credit_svc.deposit import service as deposits
 from asset_credit_svc.deposit.endpoints import router as deposit_router
@@ -66,6 +74,18 @@ async def _resolve_provider_charges(runtime: Runtime, settings: Settings) -> Non
             log.exception("provider charge sweep failed; retrying")
 
 
+async def _expire_assets(runtime: Runtime, settings: Settings) -> None:
+    while True:
+        await asyncio.sleep(settings.asset_expiry_interval_s)
+        try:
+            async with unit_of_work(runtime.sessionmaker) as session:
+                await assets.expire_due(session, datetime.now(UTC))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("asset expiry sweep failed; retrying")
+
+
 def create_app(settings: Settings | None = None, *, notify_client: NotifyClientFactory | None = None) -> FastAPI:
     settings = settings or Settings()
     make_client = notify_client or default_notify_client
@@ -90,6 +110,8 @@ def create_app(settings: Settings | None = None, *, notify_client: NotifyClientF
         runtime.extras[PROVIDERS_KEY] = providers
         if settings.provider_sweep_interval_s > 0:
             runtime.spawn(_resolve_provider_charges(runtime, settings), "provider-charge-sweeper")
+        if settings.asset_expiry_interval_s > 0:
+            runtime.spawn(_expire_assets(runtime, settings), "asset-expiry-sweeper")
         try:
             yield
         finally:
@@ -108,6 +130,7 @@ def create_app(settings: Settings | None = None, *, notify_client: NotifyClientF
             deposit_router,
             reconciliation_router,
             credit_router,
+            assets_router,
         ],
         consumers=_consumers,
         extra_lifespan=payments_lifespan,
@@ -123,6 +146,7 @@ def _consumers(rt: Runtime) -> list[ConsumerSpec]:
             handlers={
                 "billing.charge.requested": on_charge_requested(rt),
                 "billing.refund.requested": on_refund_requested(rt),
+                "billing.debt.waived": on_debt_waived(rt),
             },
         ),
         ConsumerSpec(

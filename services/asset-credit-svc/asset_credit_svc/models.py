@@ -46,7 +46,12 @@ class AccountKind:
 
     USER_BALANCE = "user_balance"
     USER_DEPOSIT = "user_deposit"
+    # Red packets the user holds: money-like, spendable only on rental fees, never withdrawable.
+    USER_RED_PACKET = "user_red_packet"
     PLATFORM_REVENUE = "platform_revenue"
+    # What promotions cost the platform (red packets granted, coupon and card discounts): an
+    # expense account, so its balance is negative.
+    PLATFORM_PROMOTIONS = "platform_promotions"
     PROVIDER_CLEARING = "provider_clearing"
 
     @staticmethod
@@ -62,6 +67,9 @@ class TransactionKind(StrEnum):
     DEPOSIT = "deposit"
     DEPOSIT_REFUND = "deposit_refund"
     WITHDRAWAL = "withdrawal"
+    RED_PACKET_GRANT = "red_packet_grant"
+    RED_PACKET_RETURN = "red_packet_return"  # an expired or revoked red packet's remainder
+    CARD_PURCHASE = "card_purchase"
 
 
 class TopUpStatus(StrEnum):
@@ -82,6 +90,9 @@ class Account(Base):
     __table_args__ = (
         CheckConstraint("allow_negative OR balance_fen >= 0", name="balance_not_negative"),
         CheckConstraint("kind <> 'user_balance' OR (user_id IS NOT NULL AND NOT allow_negative)", name="user_balance"),
+        CheckConstraint(
+            "kind <> 'user_red_packet' OR (user_id IS NOT NULL AND NOT allow_negative)", name="user_red_packet"
+        ),
         # (user_id, kind) is unique; system accounts (no user) are unique by kind.
         Index("uq_accounts_user_kind", "user_id", "kind", unique=True, postgresql_where=text("user_id IS NOT NULL")),
         Index("uq_accounts_system_kind", "kind", unique=True, postgresql_where=text("user_id IS NULL")),
@@ -190,6 +201,13 @@ class Charge(Base):
         PgUUID(as_uuid=True), ForeignKey("ledger_transactions.id"), nullable=True
     )
     completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # The rental's timing (for a card of free minutes) and how a settled fee was covered; the
+    # rest (`amount_fen` minus these) was paid from the balance.
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    duration_seconds: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    card_fen: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+    coupon_fen: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+    red_packet_fen: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
 
 
 class PaymentMethod(Base):
@@ -358,3 +376,140 @@ class CreditChange(Base):
     actor: Mapped[str | None] = mapped_column(String(200), nullable=True)
     note: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
+
+
+# ---- virtual assets: coupons, red packets, cards ------------------------------------------
+
+
+class AssetKind(StrEnum):
+    COUPON = "coupon"
+    RED_PACKET = "red_packet"
+    CARD = "card"
+
+
+class AssetStatus(StrEnum):
+    AVAILABLE = "available"
+    USED = "used"  # a coupon applied, a red packet or card spent to the last fen/minute
+    EXPIRED = "expired"
+    REVOKED = "revoked"
+
+
+class AssetTemplate(Base):
+    """What administrators define and issue from: a coupon (amount or percentage off, minimum
+    spend), a red packet (an amount) or a card (free minutes, optionally for sale)."""
+
+    __tablename__ = "asset_templates"
+    __table_args__ = (
+        CheckConstraint("kind IN ('coupon', 'red_packet', 'card')", name="kind"),
+        CheckConstraint(
+            "kind <> 'coupon' OR ((amount_off_fen > 0) <> (percent_off IS NOT NULL))", name="coupon_one_discount"
+        ),
+        CheckConstraint("percent_off IS NULL OR percent_off BETWEEN 1 AND 100", name="percent_range"),
+        CheckConstraint("kind <> 'red_packet' OR amount_fen > 0", name="red_packet_amount"),
+        CheckConstraint("kind <> 'card' OR card_minutes > 0", name="card_minutes"),
+        CheckConstraint("valid_days IS NOT NULL OR valid_until IS NOT NULL", name="has_validity"),
+        CheckConstraint("min_spend_fen >= 0", name="min_spend_not_negative"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20), nullable=False)
+    name: Mapped[str] = mapped_column(String(100), nullable=False)
+    amount_off_fen: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    percent_off: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    max_discount_fen: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    min_spend_fen: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+    amount_fen: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    card_minutes: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    price_fen: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # a card users may buy
+    valid_days: Mapped[int | None] = mapped_column(Integer, nullable=True)  # from issuance
+    valid_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    active: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("true"))
+    created_by: Mapped[str] = mapped_column(String(200), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class UserAsset(Base):
+    """One coupon, red packet or card a user holds. Its rules are its template's."""
+
+    __tablename__ = "user_assets"
+    __table_args__ = (
+        CheckConstraint("kind IN ('coupon', 'red_packet', 'card')", name="kind"),
+        CheckConstraint("status IN ('available', 'used', 'expired', 'revoked')", name="status"),
+        CheckConstraint("remaining_fen IS NULL OR remaining_fen >= 0", name="remaining_not_negative"),
+        CheckConstraint("minutes_remaining IS NULL OR minutes_remaining >= 0", name="minutes_not_negative"),
+        CheckConstraint("kind <> 'coupon' OR status <> 'used' OR used_rental_id IS NOT NULL", name="coupon_used_on"),
+        # Issuing is idempotent on (template, user, key).
+        UniqueConstraint("template_id", "user_id", "issue_key", name="uq_user_assets_template_user_key"),
+        # At most one coupon per rental.
+        Index(
+            "uq_user_assets_coupon_rental",
+            "used_rental_id",
+            unique=True,
+            postgresql_where=text("kind = 'coupon' AND status = 'used'"),
+        ),
+        Index("ix_user_assets_user_status", "user_id", "status"),
+        Index("ix_user_assets_expiring", "expires_at", postgresql_where=text("status = 'available'")),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), nullable=False)
+    template_id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), ForeignKey("asset_templates.id"))
+    kind: Mapped[str] = mapped_column(String(20), nullable=False)
+    status: Mapped[str] = mapped_column(String(20), nullable=False)
+    issue_key: Mapped[str] = mapped_column(String(200), nullable=False)
+    source: Mapped[str] = mapped_column(String(30), nullable=False)  # admin | purchase
+    issued_by: Mapped[str] = mapped_column(String(200), nullable=False)
+    issued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    remaining_fen: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # red packet
+    minutes_remaining: Mapped[int | None] = mapped_column(Integer, nullable=True)  # card
+    used_rental_id: Mapped[uuid.UUID | None] = mapped_column(PgUUID(as_uuid=True), nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class AssetHistory(Base):
+    """What happened to an asset: issued, applied to a rental, expired, revoked. Append-only."""
+
+    __tablename__ = "asset_history"
+    __table_args__ = (
+        CheckConstraint("action IN ('issued', 'applied', 'expired', 'revoked')", name="action"),
+        # A coupon is applied at most once, whatever races.
+        Index(
+            "uq_asset_history_coupon_applied",
+            "asset_id",
+            unique=True,
+            postgresql_where=text("kind = 'coupon' AND action = 'applied'"),
+        ),
+        # An asset is applied at most once per charge.
+        Index(
+            "uq_asset_history_applied_charge",
+            "asset_id",
+            "charge_id",
+            unique=True,
+            postgresql_where=text("action = 'applied'"),
+        ),
+        Index("ix_asset_history_user", "user_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    asset_id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), ForeignKey("user_assets.id"), nullable=False)
+    user_id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), nullable=False)
+    kind: Mapped[str] = mapped_column(String(20), nullable=False)
+    action: Mapped[str] = mapped_column(String(20), nullable=False)
+    amount_fen: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+    minutes: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    rental_id: Mapped[uuid.UUID | None] = mapped_column(PgUUID(as_uuid=True), nullable=True)
+    charge_id: Mapped[uuid.UUID | None] = mapped_column(PgUUID(as_uuid=True), nullable=True)
+    actor: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
+
+
+class WaivedRental(Base):
+    """Rentals whose unpaid fee support waived (billing.debt.waived): no longer owed."""
+
+    __tablename__ = "waived_rentals"
+
+    rental_id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), nullable=False, index=True)
+    waived_fen: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)

@@ -15,12 +15,12 @@ from asset_credit_svc.models import Charge, ChargeStatus, TopUp, TopUpStatus
 from asset_credit_svc.payments.providers import OrderState, PaymentProvider, PaymentProviderError
 from asset_credit_svc.payments.service import UnsupportedChannel
 from kit.app import RuntimeDep
-from kit.auth import Principal, require_roles
+from kit.auth import Principal, require_permission
 from kit.db import SessionDep
 
 router = APIRouter(tags=["reconciliation"])
 
-Finance = Annotated[Principal, Depends(require_roles("finance", "admin"))]
+Finance = Annotated[Principal, Depends(require_permission("ledger:read"))]
 
 
 class Mismatch(BaseModel):

@@ -41,3 +41,7 @@ class Settings(ServiceSettings):
     provider_sweep_interval_s: float = 10.0
     provider_query_after_s: float = 30.0
     provider_give_up_after_s: float = 900.0
+
+    # Virtual assets: how often expired coupons, red packets and cards are marked (a red packet's
+    # remainder goes back to promotions). An expired asset never applies, swept or not.
+    asset_expiry_interval_s: float = 30.0

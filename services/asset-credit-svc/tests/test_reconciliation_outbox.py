@@ -95,6 +95,7 @@ async def test_a_crash_before_commit_writes_nothing_and_a_commit_always_publishe
         lambda e: e.type == "asset.charge.settled" and e.data.charge_id == request.charge_id
     )
     assert settled.data.balance_fen == 700
+
     # The relay marks the row after the broker acknowledged it, so the mark may trail the event.
     async def marked() -> bool:
         rows = await sql(svc, "SELECT published_at FROM outbox WHERE event_type = 'asset.charge.settled'")

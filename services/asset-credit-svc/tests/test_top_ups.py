@@ -42,6 +42,7 @@ async def test_wallet_is_created_lazily_and_needs_a_token(svc) -> None:
         "user_id": str(user),
         "balance_fen": 0,
         "currency": "CNY",
+        "red_packet_fen": 0,
         # What billing checks before a rental: a new user's credit allows borrowing without a deposit.
         "deposit_held_fen": 0,
         "credit_score": 600,

@@ -86,6 +86,12 @@ class Rental(Base):
     plan_id: Mapped[uuid.UUID | None] = mapped_column(PgUUID(as_uuid=True))
     # The fee reached the purchase ceiling before the bank came back: the bank is the user's.
     purchased: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
+    # How the fee was covered when it was collected (asset.charge.settled): discounts from a card,
+    # a coupon and red packets, and what the user paid (balance/provider; less refunds since).
+    card_fen: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default=text("0"))
+    coupon_fen: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default=text("0"))
+    red_packet_fen: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default=text("0"))
+    paid_fen: Mapped[int | None] = mapped_column(Integer)
 
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(
@@ -97,6 +103,10 @@ class Rental(Base):
         CheckConstraint("fee_fen IS NULL OR fee_fen >= 0", name="fee_not_negative"),
         CheckConstraint("ended_at IS NULL OR started_at IS NULL OR ended_at >= started_at", name="end_after_start"),
         CheckConstraint("state <> 'active' OR bank_id IS NOT NULL", name="active_has_bank"),
+        CheckConstraint(
+            "card_fen >= 0 AND coupon_fen >= 0 AND red_packet_fen >= 0 AND (paid_fen IS NULL OR paid_fen >= 0)",
+            name="breakdown_not_negative",
+        ),
         UniqueConstraint("user_id", "idempotency_key", name="uq_rentals_user_idempotency_key"),
         # At most one open (unlocking/active) rental per user.
         Index(

@@ -20,7 +20,9 @@ from contracts.events import (
     BankEjected,
     BankReturned,
     ChargeFailed,
+    ChargeRequested,
     ChargeSettled,
+    DebtWaived,
     EjectBank,
     EjectFailureReason,
     RefundRequested,
@@ -495,7 +497,63 @@ async def test_support_ends_an_active_rental_and_waives_an_unpaid_one(
     assert row["state"] == "settled"
     assert row["fee_fen"] == 0
     assert not of_type(await outbox(billing, rental_id), "billing.refund.requested")
+    # asset-credit-svc hears of the waiver (it no longer counts the rental as owing).
+    waived = of_type(await outbox(billing, rental_id), "billing.debt.waived")
+    assert len(waived) == 1
+    assert isinstance(waived[0].data, DebtWaived)
+    assert waived[0].data.waived_fen == 150
+    assert str(waived[0].data.user_id) == str(row["user_id"])
     await borrow_active(billing, device, headers)  # no debt left
+
+
+async def test_a_discounted_charge_shows_its_breakdown_and_a_correction_refunds_only_money(
+    billing: Billing, device: FakeDevice, signer: TokenSigner
+) -> None:
+    _, headers = user(signer)
+    body, row = await ended_rental(billing, device, headers, minutes=50)
+    rental_id = body["rental_id"]
+    assert row["fee_fen"] == 300
+    requested = of_type(await outbox(billing, rental_id), "billing.charge.requested")
+    assert len(requested) == 1
+    charge = requested[0].data
+    assert isinstance(charge, ChargeRequested)
+    assert charge.duration_seconds == 50 * 60  # what a card of free minutes needs
+    assert charge.started_at == datetime.fromisoformat(body["started_at"])
+    assert charge.ended_at == charge.started_at + timedelta(minutes=50)
+
+    settled = ChargeSettled(
+        charge_id=row["charge_id"],
+        rental_id=row["id"],
+        user_id=row["user_id"],
+        amount_fen=300,
+        balance_fen=900,
+        settled_at=datetime.now(UTC),
+        coupon_fen=150,
+        red_packet_fen=50,
+        paid_fen=100,
+    )
+    await device.emit(settled, key=str(row["user_id"]))
+    await in_state(billing, rental_id, "settled")
+    shown = (await billing.client.get(f"/v1/rentals/{rental_id}", headers=headers)).json()
+    assert (shown["fee_fen"], shown["coupon_fen"], shown["red_packet_fen"], shown["card_fen"]) == (300, 150, 50, 0)
+    assert (shown["discount_fen"], shown["paid_fen"]) == (200, 100)
+    history = (await billing.client.get("/v1/rentals", headers=headers)).json()["items"]
+    assert [(r["rental_id"], r["discount_fen"], r["paid_fen"]) for r in history] == [(rental_id, 200, 100)]
+
+    # A lower fee of 250: the assets still cover 200, so the user's money pays 50 and gets 50 back.
+    path = f"/v1/admin/rentals/{rental_id}/corrections"
+    agent = {**support(signer), "Idempotency-Key": unique("k")}
+    first = await billing.client.post(path, json={"note": "cabinet clock", "fee_fen": 250}, headers=agent)
+    assert first.status_code == 201, first.text
+    assert first.json()["refund_fen"] == 50
+    # Down to 100, below what the assets covered: the rest of the money comes back, never more.
+    agent = {**support(signer), "Idempotency-Key": unique("k")}
+    second = await billing.client.post(path, json={"note": "goodwill", "fee_fen": 100}, headers=agent)
+    assert second.json()["refund_fen"] == 50
+    row = await rental_row(billing, rental_id)
+    assert (row["fee_fen"], row["paid_fen"], row["state"]) == (100, 0, "settled")
+    refunds = [e.data for e in of_type(await outbox(billing, rental_id), "billing.refund.requested")]
+    assert [r.amount_fen for r in refunds if isinstance(r, RefundRequested)] == [50, 50]
 
 
 async def test_bad_input_is_a_4xx(billing: Billing, signer: TokenSigner) -> None:

@@ -42,7 +42,7 @@ def user(signer: TokenSigner) -> dict[str, str]:
 
 
 def pricing_admin(signer: TokenSigner) -> dict[str, str]:
-    return {"Authorization": f"Bearer {signer.issue('pricing-admin', kind='admin', roles=['admin'])}"}
+    return {"Authorization": f"Bearer {signer.issue('pricing-admin', kind='admin', roles=['operator'])}"}
 
 
 def plan(scope: str, value: str, price: int, **extra: Any) -> dict[str, Any]:

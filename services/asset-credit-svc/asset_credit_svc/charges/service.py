@@ -3,6 +3,10 @@ short and the user chose a payment provider, the provider is charged the shortfa
 `chg_<charge_id>`, answered by a signed asynchronous notification, or by a query when the outcome
 stays unknown); otherwise the charge fails.
 
+Before the balance, the user's virtual assets cover what they can (`assets.rules`: a card, then a
+coupon, then red packets), in the same ledger transaction as the balance's part; when the balance
+is short nothing of the assets is spent, and they are worked out again once the provider paid.
+
 The `charges` row is claimed first (its primary key is the charge id), so a second request for
 the same charge, concurrent or later, waits for the first and then changes nothing. A notification
 is applied under the charge's row lock and only while the charge awaits the provider, so a
@@ -18,6 +22,8 @@ from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from asset_credit_svc.assets import rules
+from asset_credit_svc.assets import service as assets
 from asset_credit_svc.credit import service as credit
 from asset_credit_svc.ledger import service as ledger
 from asset_credit_svc.ledger.math import InsufficientFunds
@@ -85,6 +91,8 @@ async def settle(session: AsyncSession, runtime: Runtime, request: ChargeRequest
                 status=ChargeStatus.PENDING.value,
                 source_event_id=source_event_id,
                 created_at=datetime.now(UTC),
+                ended_at=request.ended_at,
+                duration_seconds=request.duration_seconds,
             )
             .on_conflict_do_nothing(index_elements=["charge_id"])
             .returning(Charge.charge_id)
@@ -94,7 +102,6 @@ async def settle(session: AsyncSession, runtime: Runtime, request: ChargeRequest
         log.info("charge already handled; nothing changes", extra={"charge_id": str(request.charge_id)})
         return "duplicate"
 
-    wallet = ledger.user_balance(request.user_id)
     if request.amount_fen < 0:
         return await _fail(session, runtime, request, INVALID_AMOUNT)
     # A rental is collected at most once, whatever charge ids billing sends (a manual payment is a
@@ -113,22 +120,38 @@ async def settle(session: AsyncSession, runtime: Runtime, request: ChargeRequest
         )
         return await _fail(session, runtime, request, ALREADY_CHARGED)
     if request.amount_fen == 0:
-        return await _settle(session, runtime, request, None, await ledger.balance_of(session, wallet))
+        return await _settle(session, runtime, request, None, rules.Plan(fee_fen=0))
+    try:
+        posted, covered = await _collect(session, request)
+    except InsufficientFunds as short:
+        channel = await payment_method(session, request.user_id)
+        if channel is None or channel not in providers_of(runtime):
+            return await _fail(session, runtime, request, INSUFFICIENT_BALANCE)
+        return await _ask_provider(session, runtime, request, channel, short.amount_fen - short.balance_fen)
+    return await _settle(session, runtime, request, posted.id, covered)
+
+
+async def _collect(session: AsyncSession, request: ChargeRequested) -> tuple[ledger.PostedTransaction, rules.Plan]:
+    """Post the charge: the user's assets first, the balance the rest; then spend the assets.
+    Raises InsufficientFunds (for the balance) before anything is written."""
+    now = datetime.now(UTC)
+    covered = await assets.plan_for_charge(session, request.user_id, request.amount_fen, request.duration_seconds, now)
+    wallet = ledger.user_balance(request.user_id)
     try:
         posted = await ledger.post(
             session,
             kind=TransactionKind.CHARGE.value,
             reference=f"charge:{request.charge_id}",
-            legs=[(wallet, -request.amount_fen), (ledger.PLATFORM_REVENUE, request.amount_fen)],
+            legs=rules.charge_legs(request.user_id, covered),
         )
     except InsufficientFunds as short:
-        channel = await payment_method(session, request.user_id)
-        if channel is None or channel not in providers_of(runtime):
-            return await _fail(session, runtime, request, INSUFFICIENT_BALANCE)
-        return await _ask_provider(session, runtime, request, channel, request.amount_fen - short.balance_fen)
-    if posted is None:  # cannot happen: the charge id was claimed above
+        if short.account != wallet:  # the red packet account always holds what its packets hold
+            raise RuntimeError(f"ledger refused a charge leg of {short.account}") from short
+        raise
+    if posted is None:  # cannot happen: the charge id was claimed
         raise RuntimeError(f"charge {request.charge_id} claimed but already posted")
-    return await _settle(session, runtime, request, posted.id, posted.balance_after(wallet))
+    await assets.apply_plan(session, covered, rental_id=request.rental_id, charge_id=request.charge_id, now=now)
+    return posted, covered
 
 
 async def _settle(
@@ -136,12 +159,20 @@ async def _settle(
     runtime: Runtime,
     request: ChargeRequested,
     transaction_id: uuid.UUID | None,
-    balance_fen: int,
+    covered: rules.Plan,
 ) -> str:
+    balance_fen = await ledger.balance_of(session, ledger.user_balance(request.user_id))
     await session.execute(
         update(Charge)
         .where(Charge.charge_id == request.charge_id)
-        .values(status=ChargeStatus.SETTLED.value, balance_after_fen=balance_fen, transaction_id=transaction_id)
+        .values(
+            status=ChargeStatus.SETTLED.value,
+            balance_after_fen=balance_fen,
+            transaction_id=transaction_id,
+            card_fen=covered.card_fen,
+            coupon_fen=covered.coupon_fen,
+            red_packet_fen=covered.red_packet_fen,
+        )
     )
     await runtime.publish(
         session,
@@ -152,10 +183,25 @@ async def _settle(
             amount_fen=request.amount_fen,
             balance_fen=balance_fen,
             settled_at=datetime.now(UTC),
+            card_fen=covered.card_fen,
+            coupon_fen=covered.coupon_fen,
+            red_packet_fen=covered.red_packet_fen,
+            paid_fen=covered.cash_fen,
         ),
         key=str(request.user_id),
     )
     return "settled"
+
+
+def _request_of(charge: Charge) -> ChargeRequested:
+    return ChargeRequested(
+        charge_id=charge.charge_id,
+        rental_id=charge.rental_id,
+        user_id=charge.user_id,
+        amount_fen=charge.amount_fen,
+        ended_at=charge.ended_at,
+        duration_seconds=charge.duration_seconds,
+    )
 
 
 async def _fail(session: AsyncSession, runtime: Runtime, request: ChargeRequested, reason: str) -> str:
@@ -269,16 +315,15 @@ async def _resolve(session: AsyncSession, runtime: Runtime, charge: Charge, paid
                 extra={"charge_id": str(charge.charge_id), "status": charge.status, "paid": paid},
             )
         return "duplicate"
-    request = ChargeRequested(
-        charge_id=charge.charge_id, rental_id=charge.rental_id, user_id=charge.user_id, amount_fen=charge.amount_fen
-    )
+    request = _request_of(charge)
     charge.completed_at = datetime.now(UTC)
     if not paid:
         charge.provider_trade_no = trade_no
         await session.flush()
         return await _fail(session, runtime, request, PROVIDER_DECLINED)
+    # Lock order: the user's assets before ledger accounts, as in every settlement.
+    await assets.lock_spendable(session, charge.user_id, datetime.now(UTC))
     await _credit_provider_payment(session, charge, trade_no)
-    wallet = ledger.user_balance(charge.user_id)
     already = (
         await session.execute(
             select(Charge.charge_id).where(
@@ -289,18 +334,12 @@ async def _resolve(session: AsyncSession, runtime: Runtime, charge: Charge, paid
     if already is not None:  # the provider's money stays in the wallet
         return await _fail(session, runtime, request, ALREADY_CHARGED)
     try:
-        posted = await ledger.post(
-            session,
-            kind=TransactionKind.CHARGE.value,
-            reference=f"charge:{charge.charge_id}",
-            legs=[(wallet, -charge.amount_fen), (ledger.PLATFORM_REVENUE, charge.amount_fen)],
-        )
+        posted, covered = await _collect(session, request)
     except InsufficientFunds:
-        # The balance dropped meanwhile; the provider's money stays in the wallet.
+        # The balance (or what the assets cover) dropped meanwhile; the provider's money stays in
+        # the wallet.
         return await _fail(session, runtime, request, INSUFFICIENT_BALANCE)
-    if posted is None:
-        raise RuntimeError(f"charge {charge.charge_id} awaits the provider but is already posted")
-    return await _settle(session, runtime, request, posted.id, posted.balance_after(wallet))
+    return await _settle(session, runtime, request, posted.id, covered)
 
 
 async def _credit_provider_payment(session: AsyncSession, charge: Charge, trade_no: str | None) -> None:
@@ -359,12 +398,7 @@ async def resolve_unknown_outcomes(
             resolved += 1
         elif answer.state == OrderState.NOT_FOUND:
             if charge.provider_requested_at < give_up_before:
-                request = ChargeRequested(
-                    charge_id=charge.charge_id,
-                    rental_id=charge.rental_id,
-                    user_id=charge.user_id,
-                    amount_fen=charge.amount_fen,
-                )
+                request = _request_of(charge)
                 charge.completed_at = datetime.now(UTC)
                 await session.flush()
                 await _fail(session, runtime, request, PROVIDER_UNAVAILABLE)

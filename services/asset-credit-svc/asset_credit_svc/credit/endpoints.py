@@ -13,13 +13,13 @@ from asset_credit_svc.models import CreditChange
 from asset_credit_svc.payments.service import IdempotencyKeyRequired
 from asset_credit_svc.settings import Settings
 from kit.app import RuntimeDep
-from kit.auth import CurrentUser, Principal, require_roles
+from kit.auth import CurrentUser, Principal, require_permission, user_scope
 from kit.db import SessionDep
 from kit.errors import BusinessError
 
 router = APIRouter(tags=["credit"])
 
-CreditAdmin = Annotated[Principal, Depends(require_roles("admin", "support", "finance"))]
+CreditAdmin = Annotated[Principal, Depends(require_permission("credit:adjust"))]
 
 
 class CreditOut(BaseModel):
@@ -76,7 +76,7 @@ def change_out(c: CreditChange) -> CreditChangeOut:
     )
 
 
-@router.get("/v1/credit")
+@router.get("/v1/credit", dependencies=[user_scope("wallet")])
 async def my_credit(user: CurrentUser, session: SessionDep, runtime: RuntimeDep) -> CreditOut:
     s = await service.standing(session, settings_of(runtime), user.user_id, await held_fen(session, user.user_id))
     return CreditOut(
@@ -88,7 +88,7 @@ async def my_credit(user: CurrentUser, session: SessionDep, runtime: RuntimeDep)
     )
 
 
-@router.get("/v1/credit/history")
+@router.get("/v1/credit/history", dependencies=[user_scope("wallet")])
 async def my_credit_history(
     user: CurrentUser, session: SessionDep, limit: Annotated[int, Query(ge=1, le=200)] = 50
 ) -> CreditHistory:

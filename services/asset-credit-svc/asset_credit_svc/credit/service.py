@@ -8,11 +8,11 @@ import logging
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import String, cast, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from asset_credit_svc.models import CreditChange, CreditScore
+from asset_credit_svc.models import Charge, CreditChange, CreditScore
 from asset_credit_svc.settings import Settings
 from contracts.events import RentalEnded
 
@@ -133,6 +133,31 @@ async def on_unpaid(session: AsyncSession, settings: Settings, user_id: uuid.UUI
         source="asset.charge.failed",
         source_id=str(charge_id),
     )
+
+
+async def on_debt_waived(session: AsyncSession, settings: Settings, user_id: uuid.UUID, rental_id: uuid.UUID) -> None:
+    """Support waived a rental's unpaid fee: the unpaid-debt penalty of its failed charges is taken
+    back, once per charge (a waiver means the user does not owe it, so it must not weigh on them)."""
+    charge_ids = select(cast(Charge.charge_id, String)).where(Charge.rental_id == rental_id)
+    penalties = (
+        await session.execute(
+            select(CreditChange).where(
+                CreditChange.user_id == user_id,
+                CreditChange.reason == "unpaid_debt",
+                CreditChange.source_id.in_(charge_ids),
+            )
+        )
+    ).scalars()
+    for penalty in list(penalties):
+        await change(
+            session,
+            settings,
+            user_id,
+            -penalty.delta,
+            reason="debt_waived",
+            source="billing.debt.waived",
+            source_id=penalty.source_id,
+        )
 
 
 async def by_source(session: AsyncSession, source_id: str, reason: str) -> CreditChange | None:

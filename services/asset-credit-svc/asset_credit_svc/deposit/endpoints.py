@@ -10,10 +10,10 @@ from asset_credit_svc.models import DepositOperation
 from asset_credit_svc.payments.service import IdempotencyKeyRequired
 from asset_credit_svc.settings import Settings
 from kit.app import RuntimeDep
-from kit.auth import CurrentUser
+from kit.auth import CurrentUser, user_scope
 from kit.db import SessionDep
 
-router = APIRouter(prefix="/v1/deposit", tags=["deposit"])
+router = APIRouter(prefix="/v1/deposit", tags=["deposit"], dependencies=[user_scope("wallet")])
 
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key")]
 

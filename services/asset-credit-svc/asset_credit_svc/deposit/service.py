@@ -3,7 +3,8 @@
 - pay: an order `dep_<operation id>` at the chosen provider; its verified notification credits the
   deposit once (provider_clearing -> user_deposit). Refused while a deposit is held or being paid.
 - refund: refused while the user is renting (billing.rentals.v1 says a rental is open) or owing
-  (a charge failed or awaits the provider with nothing collected for its rental). The whole deposit
+  (a charge failed or awaits the provider with nothing collected for its rental, and support did
+  not waive that rental's debt: billing.debt.waived). The whole deposit
   is booked back to the provider (user_deposit -> provider_clearing) and the provider is asked to
   refund the paying order; until it confirms, the refund is `pending` and retried by the sweep.
 - user.user.deregistered refunds it too (when not renting or owing; otherwise it stays, logged).
@@ -32,6 +33,7 @@ from asset_credit_svc.models import (
     DepositStatus,
     OpenRental,
     TransactionKind,
+    WaivedRental,
 )
 from asset_credit_svc.payments.providers import PaymentNotification, PaymentOrder, PaymentProviderError
 from asset_credit_svc.payments.service import AmountMismatch, ChannelMismatch, IdempotencyKeyReused, provider_for
@@ -229,6 +231,7 @@ async def refusal(session: AsyncSession, user_id: uuid.UUID) -> Renting | Owing 
                 ~exists().where(
                     and_(settled.c.rental_id == Charge.rental_id, settled.c.status == ChargeStatus.SETTLED.value)
                 ),
+                ~exists().where(WaivedRental.rental_id == Charge.rental_id),  # support waived the debt
             )
             .limit(1)
         )
@@ -368,3 +371,10 @@ async def on_deregistered(session: AsyncSession, runtime: Runtime, user_id: uuid
 async def track_rental(session: AsyncSession, rental_id: uuid.UUID, user_id: uuid.UUID, *, open_: bool) -> None:
     stmt = insert(OpenRental).values(rental_id=rental_id, user_id=user_id, closed=not open_)
     await session.execute(stmt.on_conflict_do_update(index_elements=["rental_id"], set_={"closed": not open_}))
+
+
+async def waive(session: AsyncSession, rental_id: uuid.UUID, user_id: uuid.UUID, waived_fen: int, at: datetime) -> None:
+    """Support waived a rental's unpaid fee: it no longer counts as owing."""
+    stmt = insert(WaivedRental).values(rental_id=rental_id, user_id=user_id, waived_fen=waived_fen, at=at)
+    await session.execute(stmt.on_conflict_do_nothing(index_elements=["rental_id"]))
+    log.info("rental debt waived", extra={"rental_id": str(rental_id), "waived_fen": waived_fen})

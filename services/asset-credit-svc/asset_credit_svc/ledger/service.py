@@ -24,9 +24,10 @@ class AccountRef:
 
     @property
     def allow_negative(self) -> bool:
-        # Only an external counterparty's clearing account may go negative: it is what the
-        # provider owes us. Users' balances and the platform's own accounts never do.
-        return self.kind.startswith(AccountKind.PROVIDER_CLEARING + ":")
+        # Only an external counterparty's clearing account (what the provider owes us) and the
+        # promotions expense account (what promotions cost us) may go negative. Users' accounts
+        # and the platform's revenue never do.
+        return self.kind.startswith(AccountKind.PROVIDER_CLEARING + ":") or self.kind == AccountKind.PLATFORM_PROMOTIONS
 
     def __str__(self) -> str:
         return self.kind if self.user_id is None else f"{self.kind}:{self.user_id}"
@@ -40,7 +41,12 @@ def provider_clearing(channel: str) -> AccountRef:
     return AccountRef(AccountKind.provider_clearing(channel))
 
 
+def user_red_packet(user_id: uuid.UUID) -> AccountRef:
+    return AccountRef(AccountKind.USER_RED_PACKET, user_id)
+
+
 PLATFORM_REVENUE = AccountRef(AccountKind.PLATFORM_REVENUE)
+PLATFORM_PROMOTIONS = AccountRef(AccountKind.PLATFORM_PROMOTIONS)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from asset_credit_svc.payments.providers import (
 )
 from asset_credit_svc.payments.schemas import NotifyAck, TopUpIn, TopUpOut
 from kit.app import RuntimeDep
-from kit.auth import CurrentUser
+from kit.auth import CurrentUser, user_scope
 from kit.db import SessionDep
 from kit.errors import BusinessError
 
@@ -24,7 +24,7 @@ __all__ = ["PROVIDERS_KEY", "notify_router", "top_ups_router"]
 
 MAX_NOTIFY_BYTES = 16 * 1024
 
-top_ups_router = APIRouter(prefix="/v1/wallet/top-ups", tags=["top-ups"])
+top_ups_router = APIRouter(prefix="/v1/wallet/top-ups", tags=["top-ups"], dependencies=[user_scope("wallet")])
 notify_router = APIRouter(prefix="/v1/payments", tags=["payments"])
 
 

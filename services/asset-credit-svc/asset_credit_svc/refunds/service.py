@@ -1,5 +1,5 @@
 """Refunding part of what a rental cost: platform revenue back to the user's wallet, once per
-refund id, and never more than what was collected for the rental minus earlier refunds."""
+refund id, and never more than what the user paid for the rental minus earlier refunds."""
 
 import logging
 import uuid
@@ -23,9 +23,12 @@ LEDGER_REFUSED = "ledger_refused"
 
 
 async def refundable_fen(session: AsyncSession, rental_id: uuid.UUID, user_id: uuid.UUID) -> int:
+    # What the user paid (balance or provider): what coupons, cards and red packets covered is
+    # not refunded as money.
+    paid = Charge.amount_fen - Charge.card_fen - Charge.coupon_fen - Charge.red_packet_fen
     collected = (
         await session.execute(
-            select(func.coalesce(func.sum(Charge.amount_fen), 0)).where(
+            select(func.coalesce(func.sum(paid), 0)).where(
                 Charge.rental_id == rental_id, Charge.user_id == user_id, Charge.status == ChargeStatus.SETTLED.value
             )
         )

@@ -12,11 +12,11 @@ from asset_credit_svc.settings import Settings
 from asset_credit_svc.wallet import service
 from asset_credit_svc.wallet.schemas import EntriesOut, EntryOut, PaymentMethodIn, PaymentMethodOut, WalletOut
 from kit.app import RuntimeDep
-from kit.auth import CurrentUser
+from kit.auth import CurrentUser, user_scope
 from kit.db import SessionDep
 from kit.errors import NotFound
 
-router = APIRouter(prefix="/v1/wallet", tags=["wallet"])
+router = APIRouter(prefix="/v1/wallet", tags=["wallet"], dependencies=[user_scope("wallet")])
 
 
 @router.get("", response_model=WalletOut)
@@ -27,6 +27,7 @@ async def get_wallet(user: CurrentUser, session: SessionDep, runtime: RuntimeDep
     return WalletOut(
         user_id=user.user_id,
         balance_fen=await service.balance(session, user.user_id),
+        red_packet_fen=await service.red_packets(session, user.user_id),
         deposit_held_fen=held,
         credit_score=standing.score,
         credit_level=standing.level,

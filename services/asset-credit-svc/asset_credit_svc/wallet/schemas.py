@@ -9,6 +9,8 @@ class WalletOut(BaseModel):
     user_id: uuid.UUID
     balance_fen: int
     currency: Literal["CNY"] = "CNY"
+    # Red packets (spendable on rental fees only, not withdrawable); see GET /v1/assets.
+    red_packet_fen: int = 0
     # What billing checks before a rental (credit, deposit); `borrow_refusal` is a problem code.
     deposit_held_fen: int = 0
     credit_score: int | None = None

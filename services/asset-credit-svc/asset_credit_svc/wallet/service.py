@@ -13,6 +13,11 @@ async def balance(session: AsyncSession, user_id: uuid.UUID) -> int:
     return await ledger.balance_of(session, ledger.user_balance(user_id))
 
 
+async def red_packets(session: AsyncSession, user_id: uuid.UUID) -> int:
+    found = await ledger_repo.find_account(session, user_id, ledger.user_red_packet(user_id).kind)
+    return 0 if found is None else found[1]
+
+
 async def entries(
     session: AsyncSession, user_id: uuid.UUID, *, limit: int, before: int | None
 ) -> tuple[list[EntryRow], int | None]:

@@ -10,12 +10,12 @@ from billing_svc.prices import service
 from billing_svc.prices.schemas import PlanIn, PlanList, PlanOut, PlanPatch, PriceOut
 from billing_svc.rentals.service import settings_of
 from kit.app import RuntimeDep
-from kit.auth import Principal, require_roles
+from kit.auth import Principal, require_permission
 from kit.db import SessionDep
 
 router = APIRouter(tags=["pricing"])
 
-Pricing = Annotated[Principal, Depends(require_roles("admin", "finance"))]
+Pricing = Annotated[Principal, Depends(require_permission("pricing:manage"))]
 
 RULE = (
     "Free up to free_minutes; otherwise every started period from the start costs price_per_period_fen, "

@@ -13,10 +13,10 @@ from billing_svc.rentals import repository, service
 from billing_svc.rentals.errors import InvalidCursor, NoActiveRental, RentalNotFound
 from billing_svc.rentals.schemas import BorrowRequest, CurrentRentalOut, RentalOut, RentalPage
 from kit.app import RuntimeDep
-from kit.auth import CurrentUser
+from kit.auth import CurrentUser, user_scope
 from kit.db import SessionDep
 
-router = APIRouter(tags=["rentals"])
+router = APIRouter(tags=["rentals"], dependencies=[user_scope("rentals")])
 
 IdempotencyKey = Annotated[
     str | None,
@@ -41,6 +41,11 @@ def to_out(rental: Rental) -> RentalOut:
         failure_reason=rental.failure_reason,
         price=service.snapshot(service.price_of(rental)),
         purchased=rental.purchased,
+        card_fen=rental.card_fen or 0,
+        coupon_fen=rental.coupon_fen or 0,
+        red_packet_fen=rental.red_packet_fen or 0,
+        discount_fen=(rental.card_fen or 0) + (rental.coupon_fen or 0) + (rental.red_packet_fen or 0),
+        paid_fen=rental.paid_fen,
     )
 
 

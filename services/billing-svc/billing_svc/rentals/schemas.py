@@ -26,6 +26,12 @@ class RentalOut(BaseModel):
     failure_reason: str | None
     price: PriceSnapshot
     purchased: bool = Field(default=False, description="The bank was not returned by the purchase ceiling")
+    # How the fee (`fee_fen`, gross) was covered once collected: discounts, then what was paid.
+    card_fen: int = Field(default=0, description="Covered by a card of free minutes")
+    coupon_fen: int = Field(default=0, description="Taken off by a coupon")
+    red_packet_fen: int = Field(default=0, description="Paid with red packets")
+    discount_fen: int = Field(default=0, description="card_fen + coupon_fen + red_packet_fen")
+    paid_fen: int | None = Field(default=None, description="Paid from the balance/provider (net of refunds)")
 
 
 class CurrentRentalOut(RentalOut):

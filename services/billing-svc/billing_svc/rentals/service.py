@@ -472,12 +472,27 @@ async def end_rental(
     if rental.charge_id is not None:
         await runtime.publish(
             session,
-            ChargeRequested(charge_id=rental.charge_id, rental_id=rental.id, user_id=rental.user_id, amount_fen=fee),
+            charge_request(rental),
             key=str(rental.user_id),
         )
     log.info(
         "rental ended",
         extra={"rental_id": str(rental.id), "duration_seconds": duration, "fee_fen": fee, "report_id": report_id},
+    )
+
+
+def charge_request(rental: Rental) -> ChargeRequested:
+    """The charge of the rental's current fee, with its timing (a card of free minutes needs it)."""
+    assert rental.charge_id is not None
+    assert rental.fee_fen is not None
+    return ChargeRequested(
+        charge_id=rental.charge_id,
+        rental_id=rental.id,
+        user_id=rental.user_id,
+        amount_fen=rental.fee_fen,
+        started_at=rental.started_at,
+        ended_at=rental.ended_at,
+        duration_seconds=rental.duration_seconds,
     )
 
 
@@ -487,8 +502,20 @@ async def on_charge_settled(session: AsyncSession, data: ChargeSettled) -> None:
         return
     if rental.state in (RentalState.ENDED.value, RentalState.UNPAID.value):
         rental.state = RentalState.SETTLED.value
+        rental.card_fen = data.card_fen
+        rental.coupon_fen = data.coupon_fen
+        rental.red_packet_fen = data.red_packet_fen
+        rental.paid_fen = data.amount_fen if data.paid_fen is None else data.paid_fen
         await session.flush()
-        log.info("rental settled", extra={"rental_id": str(rental.id), "amount_fen": data.amount_fen})
+        log.info(
+            "rental settled",
+            extra={
+                "rental_id": str(rental.id),
+                "amount_fen": data.amount_fen,
+                "paid_fen": rental.paid_fen,
+                "discount_fen": data.card_fen + data.coupon_fen + data.red_packet_fen,
+            },
+        )
 
 
 async def on_charge_failed(session: AsyncSession, data: ChargeFailed) -> None:
@@ -537,9 +564,7 @@ async def request_charge(session: AsyncSession, runtime: Runtime, rental: Rental
     await session.flush()
     await runtime.publish(
         session,
-        ChargeRequested(
-            charge_id=rental.charge_id, rental_id=rental.id, user_id=rental.user_id, amount_fen=rental.fee_fen
-        ),
+        charge_request(rental),
         key=str(rental.user_id),
     )
     log.info(

@@ -1,4 +1,4 @@
-"""Users dispute their rentals; support (roles support/finance) corrects them, audited."""
+"""Users dispute their rentals; support (permission rentals:support) corrects them, audited."""
 
 from typing import Annotated, Literal
 from uuid import UUID
@@ -19,13 +19,13 @@ from billing_svc.support.schemas import (
     RejectIn,
 )
 from kit.app import RuntimeDep
-from kit.auth import CurrentUser, Principal, require_roles
+from kit.auth import CurrentUser, Principal, require_permission, user_scope
 from kit.db import SessionDep
 from kit.errors import BusinessError
 
 router = APIRouter(tags=["disputes"])
 
-Support = Annotated[Principal, Depends(require_roles(*service.SUPPORT_ROLES))]
+Support = Annotated[Principal, Depends(require_permission("rentals:support"))]
 
 
 class IdempotencyKeyRequired(BusinessError):
@@ -63,13 +63,13 @@ def correction_out(c: RentalCorrection) -> CorrectionOut:
     )
 
 
-@router.post("/v1/rentals/{rental_id}/disputes", status_code=201)
+@router.post("/v1/rentals/{rental_id}/disputes", status_code=201, dependencies=[user_scope("rentals")])
 async def open_dispute(rental_id: UUID, body: DisputeIn, user: CurrentUser, session: SessionDep) -> DisputeOut:
     """Dispute one of your rentals (one open dispute per rental)."""
     return dispute_out(await service.open_dispute(session, user.user_id, rental_id, body.reason))
 
 
-@router.get("/v1/rentals/{rental_id}/disputes")
+@router.get("/v1/rentals/{rental_id}/disputes", dependencies=[user_scope("rentals")])
 async def my_disputes(rental_id: UUID, user: CurrentUser, session: SessionDep) -> DisputeList:
     if await repository.get_own(session, user.user_id, rental_id) is None:
         raise RentalNotFound()

@@ -1,5 +1,7 @@
 """Disputes and corrections. A correction never raises a fee; lowering the fee of a paid rental
-refunds the difference (billing.refund.requested -> asset-credit-svc). Every correction is an
+refunds what the user paid above the new fee (billing.refund.requested -> asset-credit-svc);
+lowering an unpaid fee to zero waives the debt (billing.debt.waived, so asset-credit-svc no longer
+counts it as owing). Every correction is an
 append-only audit row (who, roles, when, why, before, after, refund) written in the same
 transaction as the change and its events. Never commits."""
 
@@ -18,14 +20,12 @@ from billing_svc.pricing import compute_fee
 from billing_svc.rentals import repository
 from billing_svc.rentals import service as rentals
 from billing_svc.rentals.errors import IdempotencyKeyReused, PaymentPending, RentalNotFound
-from contracts.events import RefundRequested
+from contracts.events import DebtWaived, RefundRequested
 from kit.app import Runtime
 from kit.auth import Principal
 from kit.errors import BusinessError, Conflict, NotFound
 
 log = logging.getLogger(__name__)
-
-SUPPORT_ROLES = ("support", "finance")
 
 
 class DisputeOpen(Conflict):
@@ -61,6 +61,7 @@ def rental_facts(rental: Rental) -> dict[str, Any]:
         "ended_at": rental.ended_at.isoformat() if rental.ended_at else None,
         "duration_seconds": rental.duration_seconds,
         "fee_fen": rental.fee_fen,
+        "paid_fen": rental.paid_fen,
     }
 
 
@@ -204,12 +205,22 @@ async def correct(
         if new_fee > rental.fee_fen:
             raise InvalidCorrection("A correction never raises the fee", fee_fen=rental.fee_fen)
         action = "lower_fee"
-        paid = rental.fee_fen if (rental.state == RentalState.SETTLED.value and rental.charge_id) else 0
-        if paid:
-            refund_fen = paid - new_fee
+        if rental.state == RentalState.SETTLED.value and rental.charge_id:
+            # What coupons, cards and red packets covered stays applied; the user's money pays at
+            # most what they do not cover of the new fee, and the rest of it is refunded.
+            paid = rental.fee_fen if rental.paid_fen is None else rental.paid_fen
+            covered = rental.card_fen + rental.coupon_fen + rental.red_packet_fen
+            refund_fen = max(0, paid - max(0, new_fee - covered))
+            rental.paid_fen = paid - refund_fen
+        waived_fen = rental.fee_fen if rental.state == RentalState.UNPAID.value and new_fee == 0 else 0
         rental.fee_fen = new_fee
-        if rental.state == RentalState.UNPAID.value and new_fee == 0:
+        if waived_fen:
             rental.state = RentalState.SETTLED.value  # the debt is waived
+            await runtime.publish(
+                session,
+                DebtWaived(rental_id=rental.id, user_id=rental.user_id, waived_fen=waived_fen, at=rentals.now_utc()),
+                key=str(rental.user_id),
+            )
         if refund_fen > 0:
             refund_id = uuid.uuid4()
             await runtime.publish(
