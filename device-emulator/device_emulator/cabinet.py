@@ -1,19 +1,18 @@
 """One emulated cabinet: a station with slots holding power banks, speaking protocol v1 over MQTT.
 
-Each cabinet is one asyncio task (`Cabinet._run`): connect, announce, then a receive loop that also
-times the heartbeat; reconnects with jittered exponential back-off. Commands are handled inline, one
-at a time, like a cabinet with one controller. Per-device state is a few small dicts and bounded deques,
-so thousands of cabinets fit in one process.
+Each cabinet is one asyncio task (the connection lifecycle of `device.Device`): connect, announce
+(status, hello), then a receive loop that also times the heartbeat; reconnects with jittered
+exponential back-off. Commands are handled inline, one at a time, like a cabinet with one controller.
+Per-device state is a few small dicts and bounded deques, so thousands of cabinets fit in one process.
+Faults: a stuck motor, lost eject results, ignored commands, a skewed clock, and the generic ones of
+every device (lost, duplicated and delayed up messages).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import itertools
 import logging
 import random
-import secrets
 import socket
 import time
 from collections import OrderedDict, deque
@@ -38,22 +37,14 @@ from contracts.mqtt import (
     SlotAbnormalKind,
     SlotFault,
     SlotState,
-    Status,
-    UpChannel,
-    cmd_topic,
     down_message_adapter,
-    up_topic,
 )
-from device_emulator.aio import cancel_and_wait
+from device_emulator.device import Device, MessageFaults
 
 log = logging.getLogger("device_emulator.cabinet")
 
 SlotLike = SlotState | Mapping[str, Any]
 UpMsg = Hello | Heartbeat | Inventory | EjectResult | ReturnReport | SlotAbnormal
-
-_NODELAY = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-_ONLINE = Status(online=True).model_dump_json().encode()
-_OFFLINE = Status(online=False).model_dump_json().encode()
 
 
 class CabinetError(Exception):
@@ -65,10 +56,11 @@ class SlotUnavailable(CabinetError, ValueError):
 
 
 @dataclass(slots=True)
-class Faults:
+class Faults(MessageFaults):
     """Injected faults. `stuck_motor`: ejects answer motor_fault; `drop_acks`: ejects happen but no
     EjectResult is sent (repeats of the cmd_id neither, while the fault lasts); `silent`: eject commands are
-    ignored entirely (not acted on, not remembered)."""
+    ignored entirely (not acted on, not remembered); and the generic `drop_messages`, `duplicate`,
+    `delay_s` of every up message (see MessageFaults)."""
 
     stuck_motor: bool = False
     drop_acks: bool = False
@@ -106,8 +98,11 @@ def _bounded_put(mapping: OrderedDict[str, Any], key: str, value: Any, limit: in
         mapping.popitem(last=False)
 
 
-class Cabinet:
+class Cabinet(Device):
     """An emulated cabinet. `start()` runs it in the background until `stop()`."""
+
+    kind = "cabinet"
+    faults: Faults
 
     def __init__(
         self,
@@ -133,23 +128,25 @@ class Cabinet:
         rng: random.Random | None = None,
         history: int = 256,
     ) -> None:
-        self.cabinet_id = cabinet_id
-        self.password = password
-        self.host = host
-        self.port = port
-        self.clock_skew_ms = clock_skew_ms
+        super().__init__(
+            cabinet_id,
+            password,
+            host,
+            port,
+            clock_skew_ms=clock_skew_ms,
+            keepalive_s=keepalive_s,
+            backoff_initial_s=backoff_initial_s,
+            backoff_max_s=backoff_max_s,
+            op_timeout_s=op_timeout_s,
+            clean_session=clean_session,
+            rng=rng,
+        )
         self.firmware = firmware
         self.lat = lat
         self.lon = lon
         self.heartbeat_s = heartbeat_s
         self.motor_delay_s = motor_delay_s
-        self.keepalive_s = keepalive_s
-        self.backoff_initial_s = backoff_initial_s
-        self.backoff_max_s = backoff_max_s
-        self.op_timeout_s = op_timeout_s
-        self.clean_session = clean_session
         self.faults = faults or Faults()
-        self._rng = rng or random.Random()
         self._history = history
 
         states = sorted((_as_slot_state(s) for s in slots), key=lambda s: s.slot)
@@ -177,9 +174,7 @@ class Cabinet:
         self._pending_reports: deque[tuple[ReturnReport | SlotAbnormal, int]] = deque()
         self.results: deque[EjectResult] = deque(maxlen=history)  # every result decided (sent or dropped)
         self.acks: deque[ReturnAck] = deque(maxlen=history)  # every ReturnAck received
-        self.stats: dict[str, int] = {
-            "connects": 0,
-            "connect_failures": 0,
+        self.stats |= {
             "commands": 0,
             "invalid_commands": 0,
             "ejects": 0,
@@ -187,38 +182,14 @@ class Cabinet:
             "results_dropped": 0,
             "returns": 0,
         }
-        self.last_error: str | None = None
         self.light_on = False
         self.light_until: float | None = None
 
-        self._boot = secrets.token_hex(4)  # never from a seed: a restarted device must not repeat msg_ids
-        self._seq = itertools.count(1)
-        self._client: aiomqtt.Client | None = None
-        self._online = asyncio.Event()
-        self._offline = asyncio.Event()
-        self._offline.set()
-        self._want_online = asyncio.Event()
-        self._stopping = False
-        self._entered = False
-        self._task: asyncio.Task[None] | None = None
-
-    # ------------------------------------------------------------------ clock, ids, views
-
-    def device_now_ms(self) -> int:
-        """The device clock: real time plus the configured skew, epoch milliseconds."""
-        return int(time.time() * 1000) + self.clock_skew_ms
-
-    def new_msg_id(self) -> str:
-        return f"{self._boot}-{next(self._seq)}"
+    # ------------------------------------------------------------------ views
 
     @property
-    def online(self) -> bool:
-        """Connected and announced (status + hello published)."""
-        return self._online.is_set()
-
-    @property
-    def running(self) -> bool:
-        return self._task is not None and not self._task.done()
+    def cabinet_id(self) -> str:
+        return self.device_id
 
     def inventory(self) -> list[SlotState]:
         return [s.state() for s in self._slots.values()]
@@ -287,7 +258,11 @@ class Cabinet:
         drop_acks: bool | None = None,
         silent: bool | None = None,
         clock_skew_ms: int | None = None,
+        drop_messages: bool | None = None,
+        duplicate: int | None = None,
+        delay_s: float | None = None,
     ) -> None:
+        self.faults.set(drop_messages=drop_messages, duplicate=duplicate, delay_s=delay_s)
         if stuck_motor is not None:
             self.faults.stuck_motor = stuck_motor
         if drop_acks is not None:
@@ -298,145 +273,9 @@ class Cabinet:
             self.clock_skew_ms = clock_skew_ms
         log.info("faults set", extra={"cabinet_id": self.cabinet_id, **asdict(self.faults), "skew": self.clock_skew_ms})
 
-    # ------------------------------------------------------------------ lifecycle
+    # ------------------------------------------------------------------ connection (see Device)
 
-    async def start(self) -> None:
-        """Start the device task (returns at once; see `wait_online`)."""
-        if self.running:
-            return
-        self._stopping = False
-        self._want_online.set()
-        self._task = asyncio.create_task(self._run(), name=f"cabinet:{self.cabinet_id}")
-
-    async def wait_online(self, timeout_s: float = 10.0) -> bool:
-        try:
-            async with asyncio.timeout(timeout_s):
-                await self._online.wait()
-        except TimeoutError:
-            return False
-        return True
-
-    async def stop(self) -> None:
-        """Clean shutdown: retained `online: false`, then a graceful DISCONNECT (no last will)."""
-        self._stopping = True
-        client = self._client
-        if client is not None and self.online:
-            with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
-                await client.publish(
-                    up_topic(self.cabinet_id, UpChannel.STATUS), _OFFLINE, qos=1, retain=True, timeout=2.0
-                )
-        task, self._task = self._task, None
-        if task is not None:
-            await cancel_and_wait(task)
-        self._online.clear()
-        self._offline.set()
-
-    async def go_offline(self, timeout_s: float = 5.0) -> None:
-        """Lose the connection abruptly (no DISCONNECT), so the broker publishes the last will; stay
-        offline until `go_online()`."""
-        self._want_online.clear()
-        sock = self._raw_socket()
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout_s):
-                await self._offline.wait()
-        log.info("went offline", extra={"cabinet_id": self.cabinet_id})
-
-    async def go_online(self, *, wait: bool = True, timeout_s: float = 10.0) -> bool:
-        self._want_online.set()
-        if not self.running:
-            await self.start()
-        if not wait:
-            return self.online
-        return await self.wait_online(timeout_s)
-
-    def _raw_socket(self) -> socket.socket | None:
-        client = self._client
-        if client is None:
-            return None
-        # aiomqtt keeps the paho client as `_client`; paho's socket() is the live TCP socket (or a wrapper
-        # for websockets/TLS, which we do not use).
-        sock = client._client.socket()
-        return sock if isinstance(sock, socket.socket) else None
-
-    async def _run(self) -> None:
-        backoff = self.backoff_initial_s
-        while not self._stopping:
-            await self._want_online.wait()
-            if self._stopping:
-                break
-            self._entered = False
-            try:
-                await self._session()
-            except aiomqtt.MqttError as exc:
-                self.last_error = str(exc) or type(exc).__name__
-                if not self._entered:
-                    self.stats["connect_failures"] += 1
-                log.warning(
-                    "mqtt connection lost or refused", extra={"cabinet_id": self.cabinet_id, "error": self.last_error}
-                )
-            except Exception as exc:  # a bug must not kill one device silently in a swarm
-                self.last_error = repr(exc)
-                log.exception("cabinet task error", extra={"cabinet_id": self.cabinet_id})
-            finally:
-                self._online.clear()
-                self._offline.set()
-            if self._stopping:
-                break
-            if not self._want_online.is_set():
-                backoff = self.backoff_initial_s
-                continue
-            if self._entered:
-                backoff = self.backoff_initial_s
-            delay = backoff * self._rng.uniform(0.5, 1.0)
-            backoff = min(backoff * 2, self.backoff_max_s)
-            await asyncio.sleep(delay)
-
-    async def _session(self) -> None:
-        """One connection: connect, announce, serve commands and heartbeats until it drops. Sets `_entered`
-        once the broker accepted us (so the back-off restarts small)."""
-        client = aiomqtt.Client(
-            self.host,
-            self.port,
-            username=self.cabinet_id,
-            password=self.password,
-            identifier=self.cabinet_id,
-            will=aiomqtt.Will(up_topic(self.cabinet_id, UpChannel.STATUS), _OFFLINE, qos=1, retain=True),
-            clean_session=self.clean_session,
-            keepalive=self.keepalive_s,
-            timeout=self.op_timeout_s,
-            socket_options=[_NODELAY],
-        )
-        async with client:
-            self._entered = True
-            self._client = client
-            self._offline.clear()
-            try:
-                if not self._want_online.is_set():  # went offline while connecting
-                    self._abort_socket()
-                await self._announce(client)
-                self._online.set()
-                self.stats["connects"] += 1
-                self.last_error = None
-                log.info("online", extra={"cabinet_id": self.cabinet_id, "connects": self.stats["connects"]})
-                await self._flush_pending(client)
-                await self._serve(client)
-            finally:
-                self._client = None
-                self._online.clear()
-
-    def _abort_socket(self) -> None:
-        sock = self._raw_socket()
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-
-    async def _announce(self, client: aiomqtt.Client) -> None:
-        # Subscribe before announcing, so that nothing device-svc sends in answer to the hello is missed.
-        await client.subscribe(cmd_topic(self.cabinet_id), qos=1)
-        await client.publish(up_topic(self.cabinet_id, UpChannel.STATUS), _ONLINE, qos=1, retain=True)
+    async def _hello(self, client: aiomqtt.Client) -> None:
         hello = Hello(
             msg_id=self.new_msg_id(),
             ts=self.device_now_ms(),
@@ -444,46 +283,21 @@ class Cabinet:
             slot_count=self.slot_count,
             slots=self.inventory(),
         )
-        await self._send(client, hello)
+        await self._publish_up(client, hello)
+        await self._flush_pending(client)
 
-    async def _serve(self, client: aiomqtt.Client) -> None:
-        loop = asyncio.get_running_loop()
-        messages = client.messages
-        next_heartbeat = loop.time() + self.heartbeat_s
-        receive: asyncio.Future[aiomqtt.Message] | None = None
-        try:
-            while True:
-                if receive is None:
-                    receive = asyncio.ensure_future(anext(messages))
-                wait_s = next_heartbeat - loop.time()
-                if wait_s > 0:
-                    await asyncio.wait((receive,), timeout=wait_s)
-                if receive.done():
-                    message = receive.result()  # raises MqttError when the connection dropped
-                    receive = None
-                    await self._on_message(client, message)
-                if loop.time() >= next_heartbeat:
-                    next_heartbeat = loop.time() + self.heartbeat_s
-                    await self._send(
-                        client,
-                        Heartbeat(
-                            msg_id=self.new_msg_id(), ts=self.device_now_ms(), rssi_dbm=self._rng.randint(-95, -50)
-                        ),
-                    )
-        finally:
-            if receive is not None and not receive.done():
-                receive.cancel()
-                with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
-                    await receive
+    def _tick_start(self, now: float) -> float:
+        return now + self.heartbeat_s
 
-    async def _send(self, client: aiomqtt.Client, msg: UpMsg) -> None:
-        await client.publish(up_topic(self.cabinet_id, UpChannel(msg.type)), msg.model_dump_json().encode(), qos=1)
+    async def _tick(self, client: aiomqtt.Client, now: float) -> float:
+        beat = Heartbeat(msg_id=self.new_msg_id(), ts=self.device_now_ms(), rssi_dbm=self._rng.randint(-95, -50))
+        await self._publish_up(client, beat)
+        return now + self.heartbeat_s
 
     async def _flush_pending(self, client: aiomqtt.Client) -> None:
         while self._pending_reports:
             report, repeat = self._pending_reports[0]
-            for _ in range(repeat):
-                await self._send(client, report)
+            await self._publish_up(client, report, repeat)
             self._pending_reports.popleft()
 
     # ------------------------------------------------------------------ commands
@@ -575,7 +389,7 @@ class Cabinet:
         if self.faults.drop_acks:
             self.stats["results_dropped"] += 1
             return
-        await self._send(client, result)
+        await self._publish_up(client, result)
         self.stats["results_sent"] += 1
 
     async def _decide_eject(self, cmd: Eject) -> EjectResult:
@@ -696,8 +510,7 @@ class Cabinet:
         client = self._client
         if client is not None and self.online:
             try:
-                for _ in range(repeat):
-                    await self._send(client, msg)
+                await self._publish_up(client, msg, repeat)
                 return
             except aiomqtt.MqttError as exc:
                 log.warning(

@@ -48,6 +48,9 @@ class FaultsRequest(BaseModel):
     drop_acks: bool | None = None
     silent: bool | None = None
     clock_skew_ms: int | None = None
+    drop_messages: bool | None = None
+    duplicate: int | None = Field(default=None, ge=1, le=20)
+    delay_s: float | None = Field(default=None, ge=0, le=600)
 
 
 class MoveRequest(BaseModel):

@@ -3,8 +3,9 @@
 A scenario is JSON (`Scenario`): `{"seed": 7, "steps": [{"at_s": 0.5, "device": "PB-000001",
 "action": "move", "args": {"lat": 22.55, "lon": 114.06}}, ...]}`. `generate(seed, ...)` draws a
 random one from a seed (the same seed, the same steps); `run(fleet, scenario)` plays it and returns
-what was done. Actions: cabinets `faults` (stuck_motor, drop_acks, silent, clock_skew_ms), `offline`,
-`online`, `return` (bank_id, slot, battery_pct, ts_offset_ms, repeat), `inventory`; bank modules
+what was done. Actions: cabinets `faults` (stuck_motor, drop_acks, silent, clock_skew_ms, drop_messages,
+duplicate, delay_s), `offline`, `online`, `return` (bank_id, slot, battery_pct, ts_offset_ms,
+repeat), `inventory`; bank modules
 `faults` (drop_messages, duplicate, delay_s, clock_skew_ms, battery_pct, temperature_c,
 charge_cycles, health_pct), `offline`, `online`, `move` (lat, lon), `report`, `use` (pct),
 `charge` (pct).
@@ -96,6 +97,8 @@ def generate(
                         {"stuck_motor": True},
                         {"drop_acks": True},
                         {"silent": True},
+                        {"duplicate": rng.randint(2, 3)},
+                        {"delay_s": round(rng.uniform(0.5, 3.0), 2)},
                         {"clock_skew_ms": rng.choice([-1, 1]) * rng.randint(60_000, 86_400_000)},
                     ]
                 )

@@ -301,3 +301,31 @@ async def test_reconnects_after_the_broker_restarts(broker_factory, make_cabinet
         await svc.eject(cab.cabinet_id, "cmd-after-restart", slot=2)
         result = (await svc.wait_for(cab.cabinet_id, UpChannel.EJECT_RESULT))[0].msg
         assert result.result is EjectResultCode.OK
+
+
+async def test_duplicated_delayed_and_lost_cabinet_messages(make_cabinet, svc_session):
+    """The generic message faults (shared with bank modules): every up message, inventories and
+    return reports included, can be repeated with its msg_id, overtaken by newer ones, or lost."""
+    cab = make_cabinet()
+    async with svc_session(cab.cabinet_id) as svc:
+        await cab.start()
+        assert await cab.wait_online(5)
+        cab.set_faults(duplicate=2)
+        dup_id = await cab.publish_inventory()
+        got = await svc.wait_for(cab.cabinet_id, UpChannel.INVENTORY, lambda m: m.msg_id == dup_id, count=2)
+        assert len({r.raw for r in got}) == 1
+        cab.set_faults(duplicate=1, delay_s=0.5)
+        late_id = await cab.publish_inventory()
+        cab.set_faults(delay_s=0)
+        on_time_id = await cab.publish_inventory()
+        await svc.wait_for(cab.cabinet_id, UpChannel.INVENTORY, lambda m: m.msg_id == late_id, timeout=3)
+        order = [r.msg.msg_id for r in svc.of(cab.cabinet_id, UpChannel.INVENTORY)]
+        assert order.index(on_time_id) < order.index(late_id)  # the older snapshot arrived last
+        cab.set_faults(drop_messages=True)
+        lost_id = await cab.publish_inventory()
+        cab.set_faults(drop_messages=False)
+        next_id = await cab.publish_inventory()
+        await svc.wait_for(cab.cabinet_id, UpChannel.INVENTORY, lambda m: m.msg_id == next_id)
+        assert lost_id not in [r.msg.msg_id for r in svc.of(cab.cabinet_id, UpChannel.INVENTORY)]
+        assert cab.stats["dropped"] == 1
+        assert cab.describe()["faults"]["delay_s"] == 0.0

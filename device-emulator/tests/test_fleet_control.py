@@ -99,7 +99,18 @@ async def test_control_api_over_http(tmp_path, new_cabinet_id, svc_session, writ
             # faults
             r = await http.post(f"/cabinets/{a}/faults", json={"stuck_motor": True, "clock_skew_ms": 1234})
             assert r.status_code == 200
-            assert r.json()["faults"] == {"stuck_motor": True, "drop_acks": False, "silent": False}
+            assert r.json()["faults"] == {
+                "stuck_motor": True,
+                "drop_acks": False,
+                "silent": False,
+                "drop_messages": False,
+                "duplicate": 1,
+                "delay_s": 0.0,
+            }
+            r = await http.post(f"/cabinets/{a}/faults", json={"duplicate": 2, "delay_s": 0.5})
+            assert (r.json()["faults"]["duplicate"], r.json()["faults"]["delay_s"]) == (2, 0.5)
+            r = await http.post(f"/cabinets/{a}/faults", json={"duplicate": 1, "delay_s": 0})
+            assert r.status_code == 200
             assert r.json()["clock_skew_ms"] == 1234
             await svc.eject(a, "cmd-api-2", bank_id=f"PB-{a}-2")
             result = (await svc.wait_for(a, UpChannel.EJECT_RESULT, lambda m: m.cmd_id == "cmd-api-2"))[0].msg

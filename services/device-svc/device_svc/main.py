@@ -1,6 +1,6 @@
 """device-svc app: `uvicorn device_svc.main:create_app --factory --port 8002`."""
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -20,8 +20,8 @@ from device_svc.ops.endpoints import router as ops_router
 from device_svc.registry.endpoints import router as registry_router
 from device_svc.settings import Settings
 from device_svc.sweepers import bank_sweeper, deadline_sweeper, offline_sweeper
+from device_svc.telemetry.ingest import TelemetryIngest
 from device_svc.telemetry.service import BankDevices, BankRules
-from device_svc.telemetry.store import StateBatcher
 from kit.app import Runtime, create_service_app
 
 
@@ -42,9 +42,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             min_battery_pct=settings.min_rent_battery_pct,
             max_clock_skew_s=settings.max_clock_skew_s,
         )
-        store = StateBatcher(
-            runtime.sessionmaker, interval_s=settings.state_flush_interval_s, max_rows=settings.state_flush_max_rows
-        )
+
+        async def publish_many(
+            session: AsyncSession, events: Sequence[tuple[EventData, str, str | None]]
+        ) -> list[Envelope]:
+            return await runtime.publish_many(session, events)
+
         rules = BankRules(
             high_temperature_c=settings.bank_high_temperature_c,
             cycle_budget=settings.bank_cycle_budget,
@@ -53,7 +56,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ring_duration_s=settings.ring_duration_s,
             max_clock_skew_s=settings.max_clock_skew_s,
         )
-        banks = BankDevices(publish, downlink, store, rules)
+        telemetry = TelemetryIngest(
+            runtime.sessionmaker,
+            publish_many,
+            downlink,
+            rules,
+            max_rows=settings.telemetry_batch_max,
+            workers=settings.telemetry_batch_writers,
+        )
         processor = MessageProcessor(
             runtime.sessionmaker,
             publish,
@@ -61,13 +71,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ejects,
             min_battery_pct=settings.min_rent_battery_pct,
             max_clock_skew_s=settings.max_clock_skew_s,
-            banks=banks,
+            banks=BankDevices(publish),
+            telemetry=telemetry,
+            max_concurrency=max(settings.db_pool_size - settings.telemetry_batch_writers, 1),
         )
-        lanes = DeviceLanes(
-            processor.process,
-            max_pending_per_device=settings.max_pending_per_device,
-            max_concurrency=max(settings.db_pool_size, 1),
-        )
+        lanes = DeviceLanes(processor.process, max_pending_per_device=settings.max_pending_per_device)
         gateway.on_message = lanes.submit
         runtime.extras.update(
             gateway=gateway,
@@ -75,7 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ejects=ejects,
             processor=processor,
             lanes=lanes,
-            store=store,
+            telemetry=telemetry,
             rules=rules,
         )
         runtime.readiness_checks["mqtt"] = gateway.ready
@@ -85,7 +93,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             offline_sweeper(runtime.sessionmaker, publish, settings.offline_after_s, settings.offline_sweep_interval_s),
             "offline-sweeper",
         )
-        runtime.spawn(store.run(), "bank-state-store")
+        runtime.spawn(telemetry.run(), "telemetry-ingest")
         runtime.spawn(
             bank_sweeper(
                 runtime.sessionmaker,
@@ -100,7 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await lanes.close()
-            await store.close()
+            await telemetry.close()
 
     return create_service_app(
         settings,

@@ -1,6 +1,6 @@
 """Prometheus metrics of the device gateway."""
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
 
 MESSAGES_RECEIVED = Counter("pb_device_messages_received_total", "Device MQTT messages received", ["channel"])
 MESSAGES_REJECTED = Counter("pb_device_messages_rejected_total", "Device MQTT messages refused, by reason", ["reason"])
@@ -18,4 +18,9 @@ STATE_WRITES_SKIPPED = Counter(
 ALARMS_RAISED = Counter("pb_device_alarms_raised_total", "Device alarms raised, by kind", ["kind"])
 COMMANDS_DOWN = Counter(
     "pb_device_down_commands_total", "Ring and light commands, by type and outcome", ["type", "outcome"]
+)
+TELEMETRY_BATCH_SIZE = Histogram(
+    "pb_device_telemetry_batch_size",
+    "Heartbeats and bank reports written per telemetry transaction",
+    buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000),
 )

@@ -53,6 +53,10 @@ class Cabinet(Base):
     opening_hours: Mapped[str] = mapped_column(String(100), server_default="")
     state: Mapped[str] = mapped_column(String(20), server_default="active")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # Device times (checked against our clock) of the newest slot snapshot (hello / inventory) and
+    # signal reading applied: an older one arriving later changes nothing.
+    inventory_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    rssi_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (
         Index("ix_cabinets_online_last_seen", "last_seen_at", postgresql_where=text("online")),
@@ -112,6 +116,9 @@ class Bank(Base):
     high_temp_alarm_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     position_overdue_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     maintenance_due_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Set when operations put the bank in maintenance / faulty / lost by hand: cabinet reports then
+    # record where it is but keep that state until operations clear it.
+    operator_hold: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
 
     __table_args__ = (
         CheckConstraint("state IN ('in_cabinet', 'rented', 'faulty', 'maintenance', 'lost', 'retired')", name="state"),

@@ -43,6 +43,7 @@ class Settings(ServiceSettings):
     bank_cycle_warning_ratio: float = 0.95  # flag for maintenance from 950 cycles
     bank_min_health_pct: int = 80
     ring_duration_s: int = 10
-    # The current-state store is written in batches, at most this often.
-    state_flush_interval_s: float = 0.2
-    state_flush_max_rows: int = 500
+    # Heartbeats and bank reports are written in batches (one transaction each): at most this many
+    # messages per batch, by this many writers at once.
+    telemetry_batch_max: int = 500
+    telemetry_batch_writers: int = 2

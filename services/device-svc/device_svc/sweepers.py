@@ -4,10 +4,17 @@ offline; flag idle banks whose position is overdue (7.2)."""
 import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from contracts.events import CabinetStatusChanged, DeviceAlarmKind, DeviceAlarmRaised
+from contracts.events import (
+    CabinetStatusChanged,
+    DeviceAlarmKind,
+    DeviceAlarmRaised,
+    DevicePresenceChanged,
+    PresenceReason,
+)
 from device_svc.commands.service import EjectService
 from device_svc.metrics import ALARMS_RAISED
 from device_svc.mqtt.handlers import Publish
@@ -39,7 +46,20 @@ async def mark_offline(sessionmaker: async_sessionmaker[AsyncSession], publish: 
             )
             event = CabinetStatusChanged(cabinet_id=row.id, online=False, at=now, reason="no_message")
             await publish(session, event, row.id)
+            await publish(session, _silent(row, "cabinet", now), row.id)
     return len(rows)
+
+
+def _silent(row: Any, kind: Literal["cabinet", "bank"], now: datetime) -> DevicePresenceChanged:
+    return DevicePresenceChanged(
+        device_id=row.id,
+        device_kind=kind,
+        online=False,
+        reason=PresenceReason.HEARTBEAT_SILENCE,
+        at=now,
+        last_seen_at=row.last_seen_at,
+        rssi_dbm=row.rssi_dbm,
+    )
 
 
 async def offline_sweeper(
@@ -55,13 +75,18 @@ async def offline_sweeper(
         await asyncio.sleep(interval_s)
 
 
-async def mark_banks_offline(sessionmaker: async_sessionmaker[AsyncSession], offline_after_s: float) -> int:
-    """Bank modules silent for `offline_after_s` are shown offline (their last will may be lost)."""
+async def mark_banks_offline(
+    sessionmaker: async_sessionmaker[AsyncSession], publish: Publish, offline_after_s: float
+) -> int:
+    """Bank modules silent for `offline_after_s` are shown offline (their last will may be lost),
+    each with device.presence.changed."""
+    now = datetime.now(UTC)
     async with unit_of_work(sessionmaker) as session:
-        ids = await repo.mark_stale_banks_offline(session, datetime.now(UTC) - timedelta(seconds=offline_after_s))
-    for bank_id in ids:
-        log.info("bank module silent; marked offline", extra={"device_id": bank_id})
-    return len(ids)
+        rows = await repo.mark_stale_banks_offline(session, now - timedelta(seconds=offline_after_s))
+        for row in rows:
+            log.info("bank module silent; marked offline", extra={"device_id": row.id})
+            await publish(session, _silent(row, "bank", now), row.id)
+    return len(rows)
 
 
 async def flag_overdue_positions(
@@ -91,7 +116,7 @@ async def bank_sweeper(
 ) -> None:
     while True:
         try:
-            await mark_banks_offline(sessionmaker, offline_after_s)
+            await mark_banks_offline(sessionmaker, publish, offline_after_s)
             await flag_overdue_positions(sessionmaker, publish, position_max_age_s)
         except asyncio.CancelledError:
             raise

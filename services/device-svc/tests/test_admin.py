@@ -123,3 +123,63 @@ async def test_cabinet_operating_data_and_state(admin_service, signer, fleet):
     assert bad.status_code == 422  # retiring has its own endpoint (it revokes the credential)
     missing = await admin_service.patch("/v1/admin/cabinets/CAB-9999", json={"name": "x"}, headers=headers)
     assert missing.json()["code"] == "device_not_found"
+
+
+async def test_revoking_or_rotating_disconnects_a_connected_device(admin_service, broker, signer, fleet, tap):
+    """Mosquitto (2.0) re-checks connected clients against the reloaded password file: a device
+    whose credential is revoked or rotated is dropped at once and cannot come back with the old
+    password. The broker does not publish the last will of a client it drops that way, so
+    device-svc shows a revoked device offline itself."""
+    import asyncio
+    import json
+
+    from contracts.mqtt import UpChannel, up_topic
+    from kit.testing import eventually
+
+    passwords = {c["cabinet_id"]: c["password"] for c in fleet["cabinets"]}
+    will = aiomqtt.Will(up_topic("CAB-0001", UpChannel.STATUS), json.dumps({"type": "status", "online": False}), 1)
+    device = aiomqtt.Client(
+        broker.host, broker.port, username="CAB-0001", password=passwords["CAB-0001"], identifier="CAB-0001", will=will
+    )
+    other = aiomqtt.Client(
+        broker.host, broker.port, username="CAB-0002", password=passwords["CAB-0002"], identifier="CAB-0002"
+    )
+    dropped: dict[str, BaseException | None] = {}
+
+    async def hold(client, name):
+        try:
+            async with client:
+                await client.publish(up_topic(name, UpChannel.STATUS), b'{"type":"status","online":true}', qos=1)
+                await client.subscribe(f"pb/v1/devices/{name}/cmd", qos=1)
+                async for _ in client.messages:
+                    pass
+        except aiomqtt.MqttError as exc:
+            dropped[name] = exc
+
+    tasks = [asyncio.create_task(hold(device, "CAB-0001")), asyncio.create_task(hold(other, "CAB-0002"))]
+    try:
+        await tap.wait_for("device.presence.changed", device_id="CAB-0001", online=True)
+        revoked = await admin_service.post("/v1/admin/devices/CAB-0001/credentials/revoke", headers=admin(signer))
+        assert revoked.json()["broker_updated"] is True
+
+        async def dropped_cab1():
+            return "CAB-0001" in dropped
+
+        await eventually(dropped_cab1, timeout=10, what="the revoked device disconnected")
+        assert "CAB-0002" not in dropped  # the others stay connected
+        offline = await tap.wait_for("device.presence.changed", device_id="CAB-0001", online=False)
+        assert offline.reason == "credential_revoked"
+        assert not await connects(broker, "CAB-0001", passwords["CAB-0001"])
+
+        rotated = await admin_service.post("/v1/admin/devices/CAB-0002/credentials/rotate", headers=admin(signer))
+
+        async def dropped_cab2():
+            return "CAB-0002" in dropped
+
+        await eventually(dropped_cab2, timeout=10, what="the device with a rotated password disconnected")
+        assert not await connects(broker, "CAB-0002", passwords["CAB-0002"])
+        assert await connects(broker, "CAB-0002", rotated.json()["password"])
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

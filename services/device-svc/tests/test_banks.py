@@ -254,7 +254,7 @@ async def test_idle_bank_without_a_position_for_4_hours_is_flagged(service, bank
             await asyncio.sleep(0.05)
         assert ("PB-000001", "position_overdue") not in await alarms(service, signer)
         # Silent modules are shown offline.
-        assert await mark_banks_offline(sessionmaker, offline_after_s=0) >= 1
+        assert await mark_banks_offline(sessionmaker, publish, offline_after_s=0) >= 1
         devices = (await service.get("/v1/ops/devices", params={"kind": "bank"}, headers=auth(signer, **OPS))).json()
         assert all(d["online"] is False for d in devices["items"])
     finally:
@@ -345,3 +345,37 @@ async def test_state_changes_are_recorded_with_a_reason(service, signer):
     assert history[1]["reason"].startswith("cracked case (by ")
     listed = (await service.get("/v1/ops/banks", params={"state": "retired"}, headers=headers)).json()["items"]
     assert [b["id"] for b in listed] == ["PB-000003"]
+
+
+async def test_bank_presence_transitions_reach_kafka_once_each(service, bank_device, tap, database_url):
+    bank = await bank_device("PB-000002")
+    await bank.send("status", {"type": "status", "online": True})
+    up = await tap.wait_for("device.presence.changed", device_id="PB-000002", online=True)
+    assert (up.device_kind, up.reason, up.last_seen_at is not None) == ("bank", "connect", True)
+    env = next(e for e in tap.events if e.data is up)
+    assert (env.key, env.topic) == ("PB-000002", "device.status.v1")
+    # Heartbeats and reports of an online bank change nothing; the last will takes it offline.
+    await bank.send("heartbeat", {"type": "heartbeat", "msg_id": bank.next_id(), "ts": now_ms(), "rssi_dbm": -88})
+    await bank.send("bank_report", bank_report(bank, now_ms(), battery_pct=55))
+    await tap.wait_for("device.telemetry.reported", device_id="PB-000002", battery_pct=55)
+    await bank.send("status", {"type": "status", "online": False})
+    down = await tap.wait_for("device.presence.changed", device_id="PB-000002", online=False)
+    assert (down.reason, down.rssi_dbm) == ("last_will", -88)
+    # The next message brings it back; silence takes it offline again.
+    await bank.send("heartbeat", {"type": "heartbeat", "msg_id": bank.next_id(), "ts": now_ms(), "rssi_dbm": -70})
+    back = await tap.wait_for("device.presence.changed", device_id="PB-000002", online=True, reason="message")
+    assert back.rssi_dbm == -70
+    engine = create_async_engine(database_url)
+    try:
+
+        async def publish(session, data, key):
+            return await service._transport.app.state.runtime.publish(session, data, key=key)
+
+        assert await mark_banks_offline(make_sessionmaker(engine), publish, offline_after_s=0) == 1
+    finally:
+        await engine.dispose()
+    silent = await tap.wait_for("device.presence.changed", device_id="PB-000002", reason="heartbeat_silence")
+    assert (silent.online, silent.last_seen_at is not None) == (False, True)
+    await asyncio.sleep(0.3)
+    changes = [(e.online, e.reason) for e in tap.matching("device.presence.changed", device_id="PB-000002")]
+    assert changes == [(True, "connect"), (False, "last_will"), (True, "message"), (False, "heartbeat_silence")]

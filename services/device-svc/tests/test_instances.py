@@ -14,7 +14,7 @@ pytestmark = pytest.mark.integration
 
 
 async def test_two_instances_share_the_load_and_keep_state_ordered(
-    settings_factory, group_factory, readiness, fleet, bank_device, running_service, signer
+    settings_factory, group_factory, readiness, fleet, bank_device, running_service, signer, tap
 ):
     group = f"pair-{uuid.uuid4().hex[:6]}"
     counts = {"a": 0, "b": 0}
@@ -68,3 +68,6 @@ async def test_two_instances_share_the_load_and_keep_state_ordered(
             "/v1/ops/banks", params={"has_module": "true"}, headers={"Authorization": f"Bearer {token}"}
         )
         assert next(b["battery_pct"] for b in resp.json()["items"] if b["id"] == "PB-000001") == 61
+        # Three writers saw the bank's first messages (both instances and the session's own service,
+        # which is not in the group): its one transition online was reported once.
+        assert [e.reason for e in tap.matching("device.presence.changed", device_id="PB-000001")] == ["message"]

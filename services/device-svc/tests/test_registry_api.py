@@ -24,7 +24,7 @@ async def test_cabinet_list_detail_and_bank(service, online, signer):
     assert cab1["slot_count"] == 8
     assert cab1["free_slots"] == 2
     assert cab1["banks_available"] == 5  # 6 banks, PB-000002 at 10%
-    detail = (await service.get("/v1/cabinets/CAB-0001", headers=auth(signer, kind="admin", roles=["admin"]))).json()
+    detail = (await service.get("/v1/cabinets/CAB-0001", headers=auth(signer, kind="admin", roles=["operator"]))).json()
     assert detail["firmware"] == "test-fw"
     assert [s["slot"] for s in detail["slots"]] == list(range(1, 9))
     assert detail["slots"][1] == {
@@ -75,6 +75,14 @@ async def test_last_will_and_silence_mark_cabinets_offline(service, online, cabi
         assert await mark_offline(make_sessionmaker(engine), publish, offline_after_s=0) >= 1
     finally:
         await engine.dispose()
-    assert [e.cabinet_id for e in published] == ["CAB-0003"]
+    assert [(e.type, getattr(e, "cabinet_id", None) or e.device_id) for e in published] == [
+        ("device.cabinet.status_changed", "CAB-0003"),
+        ("device.presence.changed", "CAB-0003"),
+    ]
     silent = await tap.wait_for("device.cabinet.status_changed", cabinet_id="CAB-0003", online=False)
     assert silent.reason == "no_message"
+    # The same transitions for every device kind on device.presence.changed (keyed by device id).
+    will = await tap.wait_for("device.presence.changed", device_id="CAB-0001", online=False)
+    assert (will.device_kind, will.reason, will.last_seen_at is not None) == ("cabinet", "last_will", True)
+    quiet = await tap.wait_for("device.presence.changed", device_id="CAB-0003", online=False)
+    assert quiet.reason == "heartbeat_silence"

@@ -7,6 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Depends
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from contracts import Envelope
+from contracts.events import EventData
 from device_svc.admin import service
 from device_svc.admin.schemas import (
     BankCreate,
@@ -23,12 +25,12 @@ from device_svc.provisioning.seed import BrokerTarget, sync_broker
 from device_svc.registry.endpoints import DeviceIdPath
 from device_svc.settings import Settings
 from kit.app import Runtime, RuntimeDep
-from kit.auth import Principal, require_roles
+from kit.auth import Principal, require_permission
 from kit.db import SessionDep, after_commit
 
 log = logging.getLogger(__name__)
 
-Admin = Annotated[Principal, Depends(require_roles("super_admin", "operator"))]
+Admin = Annotated[Principal, Depends(require_permission("devices:provision"))]
 
 router = APIRouter(prefix="/v1/admin", tags=["registry administration"])
 
@@ -57,6 +59,13 @@ def _broker_after_commit(session: AsyncSession, runtime: Runtime) -> bool:
 
     after_commit(session, sync)
     return True
+
+
+def _publisher(runtime: Runtime) -> service.Publish:
+    async def publish(session: AsyncSession, data: EventData, key: str) -> Envelope:
+        return await runtime.publish(session, data, key=key)
+
+    return publish
 
 
 def _credential(device_id: str, password: str | None, updated: bool) -> Credential | None:
@@ -121,7 +130,7 @@ async def rotate(device_id: DeviceIdPath, _: Admin, session: SessionDep, runtime
 
 @router.post("/devices/{device_id}/credentials/revoke", response_model=Revoked)
 async def revoke(device_id: DeviceIdPath, _: Admin, session: SessionDep, runtime: RuntimeDep) -> Revoked:
-    await service.revoke(session, device_id)
+    await service.revoke(session, device_id, _publisher(runtime))
     return Revoked(device_id=device_id, active=False, broker_updated=_broker_after_commit(session, runtime))
 
 
@@ -133,6 +142,6 @@ async def retire(
     runtime: RuntimeDep,
     reason: Annotated[str, Body(embed=True, min_length=1, max_length=80)] = "end of life",
 ) -> Provisioned:
-    out = await service.retire(session, device_id, reason)
+    out = await service.retire(session, device_id, reason, _publisher(runtime))
     _broker_after_commit(session, runtime)
     return out

@@ -3,19 +3,24 @@ credentials issued at provisioning, rotated or revoked without restarting the br
 file is regenerated from the registry and the broker is sent SIGHUP, after commit)."""
 
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from contracts import Envelope
+from contracts.events import CabinetStatusChanged, DevicePresenceChanged, EventData, PresenceReason
 from device_svc.admin.schemas import BankCreate, CabinetCreate, CabinetUpdate, Provisioned
 from device_svc.models import Bank, Cabinet, DeviceCredential, Slot
 from device_svc.ops import repository as ops_repo
 from device_svc.provisioning.credentials import generate_password, set_password
-from device_svc.registry.repository import empty_slot_of_bank
+from device_svc.registry.repository import empty_slot_of_bank, take_offline
 from kit.errors import Conflict, NotFound
 
 log = logging.getLogger(__name__)
+
+Publish = Callable[[AsyncSession, EventData, str], Awaitable[Envelope]]
 
 
 class AlreadyRegistered(Conflict):
@@ -127,15 +132,39 @@ async def rotate(session: AsyncSession, device_id: str) -> str:
     return password
 
 
-async def revoke(session: AsyncSession, device_id: str) -> None:
+async def revoke(session: AsyncSession, device_id: str, publish: Publish) -> None:
     credential = await session.get(DeviceCredential, device_id, with_for_update=True)
     if credential is None:
         raise DeviceNotFound(f"{device_id} has no credential")
     credential.active = False
+    await _revoked_offline(session, device_id, publish)
     log.info("device credential revoked", extra={"device_id": device_id})
 
 
-async def retire(session: AsyncSession, device_id: str, reason: str) -> Provisioned:
+async def _revoked_offline(session: AsyncSession, device_id: str, publish: Publish) -> None:
+    """The broker drops a connected device once its password file no longer admits it, without
+    publishing its last will: show it offline here, in the same transaction as the revocation."""
+    taken = await take_offline(session, device_id)
+    if taken is None:
+        return
+    kind, row = taken
+    now = datetime.now(UTC)
+    if kind == "cabinet":
+        status = CabinetStatusChanged(cabinet_id=device_id, online=False, at=now, reason="credential_revoked")
+        await publish(session, status, device_id)
+    presence = DevicePresenceChanged(
+        device_id=device_id,
+        device_kind="cabinet" if kind == "cabinet" else "bank",
+        online=False,
+        reason=PresenceReason.CREDENTIAL_REVOKED,
+        at=now,
+        last_seen_at=row.last_seen_at,
+        rssi_dbm=row.rssi_dbm,
+    )
+    await publish(session, presence, device_id)
+
+
+async def retire(session: AsyncSession, device_id: str, reason: str, publish: Publish) -> Provisioned:
     """Out of service for good: retired in the registry, its credential revoked."""
     cabinet = await session.get(Cabinet, device_id, with_for_update=True)
     if cabinet is not None:
@@ -155,6 +184,7 @@ async def retire(session: AsyncSession, device_id: str, reason: str) -> Provisio
     credential = await session.get(DeviceCredential, device_id, with_for_update=True)
     if credential is not None:
         credential.active = False
+        await _revoked_offline(session, device_id, publish)
     await session.flush()
     log.info("device retired", extra={"device_id": device_id, "reason": reason})
     return Provisioned(id=device_id, kind=kind, state="retired")

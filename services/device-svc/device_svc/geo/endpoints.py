@@ -8,9 +8,10 @@ from device_svc.geo import service
 from device_svc.geo.schemas import NearbyList
 from device_svc.registry.endpoints import Viewer, min_battery
 from kit.app import RuntimeDep
+from kit.auth import user_scope
 from kit.db import SessionDep
 
-router = APIRouter(prefix="/v1", tags=["map"])
+router = APIRouter(prefix="/v1", tags=["map"], dependencies=[user_scope("map")])
 
 Lat = Annotated[float, Query(ge=-90, le=90)]
 Lon = Annotated[float, Query(ge=-180, le=180)]

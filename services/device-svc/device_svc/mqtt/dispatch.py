@@ -1,5 +1,6 @@
 """Runs device messages concurrently across devices but in arrival order for one device, never
-letting one slow or failing message hold up the others."""
+letting one slow or failing message hold up the others. (How many touch the database at once is
+the processor's business: telemetry waits for its batch without holding a connection.)"""
 
 import asyncio
 import logging
@@ -19,12 +20,11 @@ NO_DEVICE_LANE = "\x00"
 
 
 class DeviceLanes:
-    def __init__(self, process: Process, *, max_pending_per_device: int = 100, max_concurrency: int = 32) -> None:
+    def __init__(self, process: Process, *, max_pending_per_device: int = 100) -> None:
         self._process = process
         self._max_pending = max_pending_per_device
         self._lanes: dict[str, asyncio.Queue[Item]] = {}
         self._workers: set[asyncio.Task[None]] = set()
-        self._limit = asyncio.Semaphore(max_concurrency)
 
     def submit(self, topic: str, payload: bytes, received_at: datetime) -> None:
         parsed = parse_up_topic(topic)
@@ -47,8 +47,7 @@ class DeviceLanes:
             while not queue.empty():
                 topic, payload, received_at = queue.get_nowait()
                 try:
-                    async with self._limit:
-                        await self._process(topic, payload, received_at)
+                    await self._process(topic, payload, received_at)
                 except asyncio.CancelledError:
                     raise
                 except Exception:

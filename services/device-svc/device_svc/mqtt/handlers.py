@@ -1,9 +1,9 @@
 """What device-svc does with each message a device publishes: validate, drop replays, update the
 registry and emit events in one transaction, then answer the device after commit."""
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import datetime
 
 from pydantic import ValidationError
@@ -16,8 +16,10 @@ from contracts.events import (
     BankReturned,
     CabinetStatusChanged,
     DeviceMessageRejected,
+    DevicePresenceChanged,
     DeviceTelemetryReported,
     EventData,
+    PresenceReason,
 )
 from contracts.mqtt import (
     MAX_PAYLOAD_BYTES,
@@ -40,10 +42,12 @@ from contracts.mqtt import (
 )
 from device_svc.clock import checked_device_time, ms_to_datetime
 from device_svc.commands.service import EjectService
-from device_svc.metrics import MESSAGES_RECEIVED, MESSAGES_REJECTED
+from device_svc.metrics import MESSAGES_RECEIVED
 from device_svc.models import Bank, Cabinet, InboundMessage
 from device_svc.mqtt.downlink import Downlink
+from device_svc.mqtt.incoming import Incoming, count_rejection
 from device_svc.registry import repository as repo
+from device_svc.telemetry.ingest import TelemetryIngest
 from device_svc.telemetry.service import BANK_MESSAGES, BankDevices
 from kit.correlation import new_correlation_id, set_correlation_id
 from kit.db import after_commit, unit_of_work
@@ -52,6 +56,8 @@ log = logging.getLogger(__name__)
 
 Publish = Callable[[AsyncSession, EventData, str], Awaitable[Envelope]]
 CHANNELS = frozenset(c.value for c in UpChannel)
+# Ingested in batches (telemetry.ingest) once they parse; everything else is one transaction each.
+TELEMETRY_CHANNELS = frozenset({UpChannel.HEARTBEAT.value, UpChannel.BANK_REPORT.value})
 
 
 class Rejected(Exception):
@@ -60,14 +66,6 @@ class Rejected(Exception):
         self.reason = reason
         self.detail = detail
         self.emit = emit
-
-
-@dataclass(frozen=True)
-class Incoming:
-    topic: str
-    device_id: str
-    channel: str
-    received_at: datetime
 
 
 class MessageProcessor:
@@ -80,9 +78,15 @@ class MessageProcessor:
         *,
         min_battery_pct: int,
         max_clock_skew_s: float,
-        banks: BankDevices | None = None,
+        banks: BankDevices,
+        telemetry: TelemetryIngest,
+        max_concurrency: int = 10,
     ) -> None:
         self._banks = banks
+        self._ingest = telemetry
+        # Transactions of message handling at once (the database pool); telemetry waits for its
+        # batch without holding one, so a batch can hold a message of every device talking.
+        self._limit = asyncio.Semaphore(max_concurrency)
         self._sessionmaker = sessionmaker
         self._publish = publish
         self._downlink = downlink
@@ -103,27 +107,37 @@ class MessageProcessor:
                 raise Rejected("bad_topic")
             incoming = Incoming(topic, parsed[0], parsed[1], received_at)
             MESSAGES_RECEIVED.labels(incoming.channel).inc()
-            outcome = await self._handle(incoming, payload)
+            telemetry = self._as_telemetry(incoming, payload)
+            if telemetry is not None:
+                await self._ingest.submit(incoming, telemetry)
+                return
+            async with self._limit:
+                outcome = await self._handle(incoming, payload)
             if outcome is not None:
                 raise outcome
         except Rejected as rejected:
             await self._reject(device_id, topic, rejected, received_at)
 
+    @staticmethod
+    def _as_telemetry(incoming: Incoming, payload: bytes) -> Heartbeat | BankReport | None:
+        """A well-formed heartbeat or bank report (for the batch); anything else takes the one-by-one
+        path, which refuses it with the precise reason (unknown device first, then the payload)."""
+        if incoming.channel not in TELEMETRY_CHANNELS:
+            return None
+        try:
+            msg = up_message_adapter.validate_json(payload)
+        except ValidationError:
+            return None
+        if msg.type != incoming.channel or not isinstance(msg, Heartbeat | BankReport):
+            return None
+        return msg
+
     async def _reject(self, device_id: str | None, topic: str, rejected: Rejected, at: datetime) -> None:
-        MESSAGES_REJECTED.labels(rejected.reason).inc()
-        log.warning(
-            "device message rejected",
-            extra={
-                "device_id": device_id,
-                "mqtt_topic": topic[:200],
-                "reason": rejected.reason,
-                "detail": rejected.detail[:300],
-            },
-        )
+        count_rejection(device_id, topic, rejected.reason, rejected.detail)
         if not rejected.emit:
             return
         event = DeviceMessageRejected(device_id=device_id, mqtt_topic=topic[:200], reason=rejected.reason, at=at)
-        async with unit_of_work(self._sessionmaker) as session:
+        async with self._limit, unit_of_work(self._sessionmaker) as session:
             await self._publish(session, event, device_id or "unknown")
 
     async def _handle(self, incoming: Incoming, payload: bytes) -> Rejected | None:
@@ -133,7 +147,7 @@ class MessageProcessor:
             cabinet = await repo.get_cabinet(session, incoming.device_id, for_update=True)
             bank: Bank | None = None
             if cabinet is None:
-                bank = await repo.get_bank(session, incoming.device_id) if self._banks is not None else None
+                bank = await repo.get_bank(session, incoming.device_id)
                 if bank is None:
                     raise Rejected("unknown_device")
                 if bank.state == "retired":
@@ -156,9 +170,10 @@ class MessageProcessor:
                     self._ack_after_commit(session, incoming.device_id, msg.msg_id, ReturnAckResult.DUPLICATE)
                 return Rejected("duplicate", f"msg_id {msg.msg_id}", emit=False)
             if bank is not None:
-                assert self._banks is not None
-                assert isinstance(msg, BANK_MESSAGES)
-                await self._banks.handle(session, bank, msg, incoming.received_at)
+                if isinstance(msg, Status):
+                    await self._banks.handle(session, bank, msg, incoming.received_at)
+                else:  # a replayed heartbeat or report was dropped above; a new one is batched
+                    raise Rejected("invalid_payload", f"{msg.type} outside the telemetry path")
             elif cabinet is not None:
                 await self._dispatch(session, cabinet, incoming, msg)
         return None
@@ -176,22 +191,17 @@ class MessageProcessor:
         at = incoming.received_at
         if isinstance(msg, Status):
             if msg.online:
-                await self._seen(session, cabinet, at, "status_online")
+                await self._seen(session, cabinet, at, "status_online", PresenceReason.CONNECT)
             elif cabinet.online:
                 cabinet.online = False
-                await self._status_changed(session, cabinet, False, at, "last_will")
+                await self._status_changed(session, cabinet, False, at, "last_will", PresenceReason.LAST_WILL)
             return
-        await self._seen(session, cabinet, at, msg.type)
-        if isinstance(msg, Hello):
-            cabinet.firmware = msg.firmware
-            cabinet.slot_count = msg.slot_count
-            await self._inventory(session, cabinet, incoming, msg.slots, msg.ts, msg.msg_id)
-        elif isinstance(msg, Inventory):
-            await self._inventory(session, cabinet, incoming, msg.slots, msg.ts, msg.msg_id)
-        elif isinstance(msg, Heartbeat):
-            if msg.rssi_dbm is not None:
-                cabinet.rssi_dbm = msg.rssi_dbm
-            await self._telemetry(session, cabinet.id, msg.ts, at, rssi=msg.rssi_dbm)
+        reason = PresenceReason.CONNECT if isinstance(msg, Hello) else PresenceReason.MESSAGE
+        await self._seen(session, cabinet, at, msg.type, reason)
+        if isinstance(msg, Hello | Inventory):
+            await self._inventory(session, cabinet, incoming, msg)
+        elif isinstance(msg, Heartbeat):  # only when the batch is bypassed (not in normal operation)
+            raise Rejected("invalid_payload", "heartbeat outside the telemetry path")
         elif isinstance(msg, EjectResult):
             await self._ejects.on_result(session, cabinet, msg, at)
         elif isinstance(msg, ReturnReport):
@@ -202,18 +212,33 @@ class MessageProcessor:
                 extra={"device_id": cabinet.id, "slot": msg.slot, "kind": msg.kind.value},
             )
 
-    async def _seen(self, session: AsyncSession, cabinet: Cabinet, at: datetime, reason: str) -> None:
-        cabinet.last_seen_at = at
+    async def _seen(
+        self, session: AsyncSession, cabinet: Cabinet, at: datetime, why: str, reason: PresenceReason
+    ) -> None:
+        if cabinet.last_seen_at is None or cabinet.last_seen_at < at:
+            cabinet.last_seen_at = at
         if not cabinet.online:
             cabinet.online = True
-            await self._status_changed(session, cabinet, True, at, reason)
+            await self._status_changed(session, cabinet, True, at, why, reason)
 
     async def _status_changed(
-        self, session: AsyncSession, cabinet: Cabinet, online: bool, at: datetime, why: str
+        self, session: AsyncSession, cabinet: Cabinet, online: bool, at: datetime, why: str, reason: PresenceReason
     ) -> None:
+        """Once per transition: the cabinet's row is locked while its message is handled."""
         log.info("cabinet status changed", extra={"device_id": cabinet.id, "online": online, "reason": why})
-        event = CabinetStatusChanged(cabinet_id=cabinet.id, online=online, at=at, reason=why)
-        await self._publish(session, event, cabinet.id)
+        await self._publish(
+            session, CabinetStatusChanged(cabinet_id=cabinet.id, online=online, at=at, reason=why), cabinet.id
+        )
+        presence = DevicePresenceChanged(
+            device_id=cabinet.id,
+            device_kind="cabinet",
+            online=online,
+            reason=reason,
+            at=at,
+            last_seen_at=cabinet.last_seen_at,
+            rssi_dbm=cabinet.rssi_dbm,
+        )
+        await self._publish(session, presence, cabinet.id)
 
     async def _telemetry(
         self,
@@ -238,65 +263,96 @@ class MessageProcessor:
         await self._publish(session, event, device_id)
 
     async def _inventory(
-        self,
-        session: AsyncSession,
-        cabinet: Cabinet,
-        incoming: Incoming,
-        slots: list[SlotState],
-        device_ms: int,
-        msg_id: str,
+        self, session: AsyncSession, cabinet: Cabinet, incoming: Incoming, msg: Hello | Inventory
     ) -> None:
-        """Make the registry match a cabinet's report of its slots (only the slots it reports)."""
+        """Make the registry match a cabinet's report of its slots (only the slots it reports).
+
+        Snapshots apply in device-time order: one older than the newest applied (a late or
+        redelivered one, or handled by another instance after a newer one) only feeds the data
+        team. Within a newer snapshot, a bank that changed after it was taken (ejected, returned,
+        set by operations) keeps its newer state and slot."""
         at = incoming.received_at
-        reported_at, _ = checked_device_time(device_ms, at, not_before=None, max_skew_s=self._max_skew)
-        by_slot = {s.slot: s for s in slots if s.slot <= cabinet.slot_count}
-        reported = {s.bank_id: s for s in by_slot.values() if s.bank_id is not None}
-        banks = await repo.banks_for_update(session, cabinet.id, reported)
-        # A rented bank in a snapshot older than its eject: the snapshot was taken before it left.
-        stale = {
+        reported_at, _ = checked_device_time(msg.ts, at, not_before=None, max_skew_s=self._max_skew)
+        if not await repo.advance_inventory_at(session, cabinet.id, reported_at):
+            log.info("older slot snapshot ignored", extra={"device_id": cabinet.id, "msg_id": msg.msg_id})
+            present = sum(1 for s in msg.slots if s.bank_id is not None)
+            await self._telemetry(session, cabinet.id, msg.ts, at, present=present)
+            return
+        if isinstance(msg, Hello):
+            cabinet.firmware = msg.firmware
+            cabinet.slot_count = msg.slot_count
+        snapshot = {s.slot: s for s in msg.slots if s.slot <= cabinet.slot_count}
+        banks = await repo.banks_for_update(
+            session, cabinet.id, [s.bank_id for s in snapshot.values() if s.bank_id is not None]
+        )
+        changed = {
             b
             for b, bank in banks.items()
-            if b in reported and bank.state == "rented" and bank.state_changed_at > reported_at
+            if bank.state_changed_at > reported_at and (bank.state == "rented" or bank.cabinet_id is not None)
         }
+        # Slots naming a bank that changed since, or now holding one: the registry is newer there.
+        busy = {bank.slot_no for b, bank in banks.items() if b in changed and bank.cabinet_id == cabinet.id}
+        by_slot = {n: s for n, s in snapshot.items() if n not in busy and s.bank_id not in changed}
+        reported = {s.bank_id: s for s in by_slot.values() if s.bank_id is not None}
         for known in banks.values():
             was_here = known.cabinet_id == cabinet.id and known.slot_no in by_slot
-            if was_here and known.id not in reported and known.state in ("in_cabinet", "faulty"):
-                log.warning("bank missing from its slot", extra={"device_id": cabinet.id, "bank_id": known.id})
-                known.state, known.cabinet_id, known.slot_no, known.state_changed_at = "maintenance", None, None, at
-        fresh = {b: s for b, s in reported.items() if b not in stale}
-        await repo.clear_slots(session, bank_ids=list(fresh), cabinet_id=cabinet.id, slot_nos=list(by_slot))
+            if not was_here or known.id in reported or known.id in changed:
+                continue
+            log.warning("bank missing from its slot", extra={"device_id": cabinet.id, "bank_id": known.id})
+            if known.state in ("in_cabinet", "faulty") and not known.operator_hold:
+                known.state = "maintenance"
+            known.cabinet_id, known.slot_no, known.state_changed_at = None, None, reported_at
+        await repo.clear_slots(session, bank_ids=list(reported), cabinet_id=cabinet.id, slot_nos=list(by_slot))
         await repo.upsert_slots(
             session,
             cabinet.id,
             [
                 {
                     "slot_no": s.slot,
-                    "bank_id": s.bank_id if s.bank_id is not None and fresh.get(s.bank_id) is s else None,
+                    "bank_id": s.bank_id,
                     "fault": s.fault.value if s.fault is not None else None,
                 }
                 for s in by_slot.values()
             ],
         )
         rentable = 0
-        for bank_id, state in fresh.items():
-            new_state = "faulty" if state.fault == SlotFault.BANK_ERROR else "in_cabinet"
-            bank = banks.get(bank_id)
-            if bank is not None and bank.state == "retired":
-                new_state = "retired"  # out of service for good, wherever it is put
-            if bank is None:
-                bank = Bank(id=bank_id, state=new_state, state_changed_at=at)
-                session.add(bank)
-            elif bank.state == "rented":
-                await self._returned_by_inventory(session, bank, cabinet, state, incoming, msg_id, reported_at)
-            if bank.state != new_state or bank.cabinet_id != cabinet.id or bank.slot_no != state.slot:
-                bank.state_changed_at = at
-            bank.state, bank.cabinet_id, bank.slot_no = new_state, cabinet.id, state.slot
-            if state.battery_pct is not None:
-                bank.battery_pct = state.battery_pct
-            bank.last_report_at = at
-            if new_state == "in_cabinet" and state.fault is None and (state.battery_pct or 0) >= self._min_battery:
+        for bank_id, state in reported.items():
+            bank = await self._place(
+                session, cabinet, banks.get(bank_id), bank_id, state, incoming, msg.msg_id, reported_at
+            )
+            if bank.state == "in_cabinet" and state.fault is None and (state.battery_pct or 0) >= self._min_battery:
                 rentable += 1
-        await self._telemetry(session, cabinet.id, device_ms, at, present=len(reported), rentable=rentable)
+        present = sum(1 for s in snapshot.values() if s.bank_id is not None)
+        await self._telemetry(session, cabinet.id, msg.ts, at, present=present, rentable=rentable)
+
+    async def _place(
+        self,
+        session: AsyncSession,
+        cabinet: Cabinet,
+        bank: Bank | None,
+        bank_id: str,
+        state: SlotState,
+        incoming: Incoming,
+        msg_id: str,
+        reported_at: datetime,
+    ) -> Bank:
+        """A bank a snapshot shows in a slot: where it is, its battery, and its state unless that is
+        retired or held by operations (maintenance / faulty / lost set by hand)."""
+        new_state = "faulty" if state.fault == SlotFault.BANK_ERROR else "in_cabinet"
+        if bank is None:
+            bank = Bank(id=bank_id, state=new_state, state_changed_at=reported_at)
+            session.add(bank)
+        elif bank.state == "retired" or bank.operator_hold:
+            new_state = bank.state  # kept until operations clear it; the slot is still recorded
+        elif bank.state == "rented":
+            await self._returned_by_inventory(session, bank, cabinet, state, incoming, msg_id, reported_at)
+        if bank.state != new_state or bank.cabinet_id != cabinet.id or bank.slot_no != state.slot:
+            bank.state_changed_at = reported_at
+        bank.state, bank.cabinet_id, bank.slot_no = new_state, cabinet.id, state.slot
+        if state.battery_pct is not None:
+            bank.battery_pct = state.battery_pct
+        bank.last_report_at = incoming.received_at
+        return bank
 
     async def _returned_by_inventory(
         self,
@@ -335,7 +391,7 @@ class MessageProcessor:
             self._ack_after_commit(session, device_id, msg.msg_id, ReturnAckResult.SLOT_MISMATCH)
             await self._count_rejection(session, incoming, "slot_mismatch", f"slot {msg.slot}")
             return
-        if bank.state == "in_cabinet" and bank.cabinet_id == device_id and bank.slot_no == msg.slot:
+        if bank.state != "rented" and bank.cabinet_id == device_id and bank.slot_no == msg.slot:
             self._ack_after_commit(session, device_id, msg.msg_id, ReturnAckResult.DUPLICATE)
             log.info("duplicate return report", extra={"device_id": device_id, "bank_id": bank.id})
             return
@@ -350,15 +406,14 @@ class MessageProcessor:
         ).scalar_one_or_none()
         if occupant is not None:
             log.warning("returned into an occupied slot", extra={"device_id": device_id, "bank_id": occupant.id})
-            occupant.state, occupant.cabinet_id, occupant.slot_no, occupant.state_changed_at = (
-                "maintenance",
-                None,
-                None,
-                at,
-            )
+            if not occupant.operator_hold and occupant.state != "retired":
+                occupant.state = "maintenance"
+            occupant.cabinet_id, occupant.slot_no, occupant.state_changed_at = None, None, at
         await repo.clear_slots(session, bank_ids=[bank.id], cabinet_id=device_id, slot_nos=[msg.slot])
         await repo.upsert_slots(session, device_id, [{"slot_no": msg.slot, "bank_id": bank.id, "fault": None}])
-        bank.state, bank.cabinet_id, bank.slot_no = "in_cabinet", device_id, msg.slot
+        if not bank.operator_hold and bank.state != "retired":
+            bank.state = "in_cabinet"  # a held or retired bank keeps its state; the slot is recorded
+        bank.cabinet_id, bank.slot_no = device_id, msg.slot
         bank.state_changed_at = returned_at
         bank.last_report_at = at
         if msg.battery_pct is not None:
@@ -383,11 +438,7 @@ class MessageProcessor:
         )
 
     async def _count_rejection(self, session: AsyncSession, incoming: Incoming, reason: str, detail: str) -> None:
-        MESSAGES_REJECTED.labels(reason).inc()
-        log.warning(
-            "device message rejected",
-            extra={"device_id": incoming.device_id, "mqtt_topic": incoming.topic, "reason": reason, "detail": detail},
-        )
+        count_rejection(incoming.device_id, incoming.topic, reason, detail)
         event = DeviceMessageRejected(
             device_id=incoming.device_id, mqtt_topic=incoming.topic, reason=reason, at=incoming.received_at
         )

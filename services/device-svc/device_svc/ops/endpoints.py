@@ -22,12 +22,11 @@ from device_svc.ops.schemas import (
 from device_svc.registry.endpoints import DeviceIdPath
 from device_svc.settings import Settings
 from kit.app import RuntimeDep
-from kit.auth import Principal, require_roles
+from kit.auth import Principal, require_permission
 from kit.db import SessionDep
 
-OPS_ROLES = ("super_admin", "operator", "field_maintenance")
-Staff = Annotated[Principal, Depends(require_roles(*OPS_ROLES))]
-Manager = Annotated[Principal, Depends(require_roles("super_admin", "operator"))]
+Staff = Annotated[Principal, Depends(require_permission("devices:read"))]
+Maintainer = Annotated[Principal, Depends(require_permission("devices:maintain"))]
 Limit = Annotated[int, Query(ge=1, le=1000)]
 
 router = APIRouter(prefix="/v1/ops", tags=["operations"])
@@ -47,7 +46,7 @@ async def alarms(_: Staff, session: SessionDep, limit: Limit = 500) -> AlarmList
 
 
 @router.post("/alarms/resolve", status_code=204)
-async def resolve(body: ResolveAlarm, _: Staff, session: SessionDep) -> None:
+async def resolve(body: ResolveAlarm, _: Maintainer, session: SessionDep) -> None:
     await service.resolve_alarm(session, body.device_id, body.kind)
 
 
@@ -93,13 +92,13 @@ async def transitions(bank_id: DeviceIdPath, _: Staff, session: SessionDep) -> T
 
 
 @router.post("/banks/{bank_id}/state", response_model=BankAdminOut)
-async def change_state(bank_id: DeviceIdPath, body: StateChange, who: Staff, session: SessionDep) -> BankAdminOut:
+async def change_state(bank_id: DeviceIdPath, body: StateChange, who: Maintainer, session: SessionDep) -> BankAdminOut:
     bank = await service.change_state(session, bank_id, body.state, body.reason, who.subject)
     return service.bank_admin_out(bank, 0)
 
 
 @router.post("/banks/{bank_id}/ring", response_model=CommandAccepted, status_code=202)
-async def ring(bank_id: DeviceIdPath, _: Staff, session: SessionDep, runtime: RuntimeDep) -> CommandAccepted:
+async def ring(bank_id: DeviceIdPath, _: Maintainer, session: SessionDep, runtime: RuntimeDep) -> CommandAccepted:
     """Make a bank with a module beep; 409 device_offline at once when it is offline."""
     settings = runtime.settings
     duration = settings.ring_duration_s if isinstance(settings, Settings) else 10
@@ -108,7 +107,7 @@ async def ring(bank_id: DeviceIdPath, _: Staff, session: SessionDep, runtime: Ru
 
 @router.post("/cabinets/{cabinet_id}/light", response_model=CommandAccepted, status_code=202)
 async def light(
-    cabinet_id: DeviceIdPath, body: LightRequest, _: Staff, session: SessionDep, runtime: RuntimeDep
+    cabinet_id: DeviceIdPath, body: LightRequest, _: Maintainer, session: SessionDep, runtime: RuntimeDep
 ) -> CommandAccepted:
     """Switch a cabinet's night light (scanning in the dark); 409 device_offline when offline."""
     return await service.light(session, _downlink(runtime), cabinet_id, body.on, body.duration_s)

@@ -40,6 +40,10 @@ ALLOWED = {
 }
 
 
+# Manual states that cabinet reports keep (retired is final anyway).
+HELD_STATES = frozenset({"maintenance", "faulty", "lost"})
+
+
 class DeviceOffline(BusinessError):
     status = 409
     code = "device_offline"
@@ -178,6 +182,9 @@ async def change_state(session: AsyncSession, bank_id: str, state: str, reason: 
     await repo.set_transition_reason(session, f"{reason} (by {actor})")
     bank.state = state
     bank.state_changed_at = datetime.now(UTC)
+    # Held until operations change it again: a cabinet's report records where the bank is but does
+    # not put it back in service (in_cabinet clears the hold).
+    bank.operator_hold = state in HELD_STATES
     if state in ("lost", "retired"):
         if bank.cabinet_id is not None:
             await registry.empty_slot_of_bank(session, bank.id)

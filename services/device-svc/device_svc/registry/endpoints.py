@@ -8,18 +8,18 @@ from device_svc.registry import service
 from device_svc.registry.schemas import BankOut, CabinetDetailOut, CabinetList
 from device_svc.settings import Settings
 from kit.app import RuntimeDep
-from kit.auth import CurrentPrincipal, Principal
+from kit.auth import CurrentPrincipal, Principal, user_scope
 from kit.db import SessionDep
 from kit.errors import Forbidden
 
-router = APIRouter(prefix="/v1", tags=["registry"])
+router = APIRouter(prefix="/v1", tags=["registry"], dependencies=[user_scope("map")])
 
 DeviceIdPath = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 
 
 async def viewer(principal: CurrentPrincipal) -> Principal:
     """A signed-in user, or an administrator / operator token."""
-    if principal.kind == "user" or principal.has_any_role("admin", "operator"):
+    if principal.kind == "user" or (principal.kind == "admin" and principal.can("devices:read")):
         return principal
     raise Forbidden("A user or administrator token is required")
 

@@ -19,6 +19,19 @@ async def get_cabinet(session: AsyncSession, cabinet_id: str, *, for_update: boo
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
+async def advance_inventory_at(session: AsyncSession, cabinet_id: str, reported_at: datetime) -> bool:
+    """Record `reported_at` as the cabinet's newest slot snapshot if it is newer than the stored one
+    (compared in the UPDATE, so concurrent writers agree). False: an older snapshot."""
+    stmt = (
+        update(Cabinet)
+        .where(Cabinet.id == cabinet_id, or_(Cabinet.inventory_at.is_(None), Cabinet.inventory_at < reported_at))
+        .values(inventory_at=reported_at)
+        .returning(Cabinet.id)
+    )
+    result = await session.execute(stmt, execution_options={"synchronize_session": False})
+    return result.first() is not None
+
+
 async def get_bank(session: AsyncSession, bank_id: str, *, for_update: bool = False) -> Bank | None:
     stmt = select(Bank).where(Bank.id == bank_id)
     if for_update:
@@ -144,6 +157,22 @@ async def slot_details(session: AsyncSession, cabinet_id: str) -> Sequence[Any]:
     return (await session.execute(stmt)).all()
 
 
+async def take_offline(session: AsyncSession, device_id: str) -> tuple[str, Any] | None:
+    """Show a device offline now: ("cabinet" | "bank", row with last_seen_at and rssi_dbm), or None
+    when it was not shown online."""
+    for kind, model in (("cabinet", Cabinet), ("bank", Bank)):
+        stmt = (
+            update(model)
+            .where(model.id == device_id, model.online.is_(True))
+            .values(online=False)
+            .returning(model.last_seen_at, model.rssi_dbm)
+        )
+        row = (await session.execute(stmt, execution_options={"synchronize_session": False})).first()
+        if row is not None:
+            return kind, row
+    return None
+
+
 async def mark_stale_cabinets_offline(session: AsyncSession, seen_before: datetime, limit: int = 500) -> Sequence[Any]:
     locked = (
         select(Cabinet.id)
@@ -155,21 +184,26 @@ async def mark_stale_cabinets_offline(session: AsyncSession, seen_before: dateti
         update(Cabinet)
         .where(Cabinet.id.in_(locked.scalar_subquery()))
         .values(online=False)
-        .returning(Cabinet.id, Cabinet.last_seen_at)
+        .returning(Cabinet.id, Cabinet.last_seen_at, Cabinet.rssi_dbm)
     )
     return (await session.execute(stmt, execution_options={"synchronize_session": False})).all()
 
 
-async def mark_stale_banks_offline(session: AsyncSession, seen_before: datetime, limit: int = 1000) -> list[str]:
+async def mark_stale_banks_offline(session: AsyncSession, seen_before: datetime, limit: int = 1000) -> Sequence[Any]:
     locked = (
         select(Bank.id)
         .where(Bank.online.is_(True), or_(Bank.last_seen_at.is_(None), Bank.last_seen_at < seen_before))
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
-    stmt = update(Bank).where(Bank.id.in_(locked.scalar_subquery())).values(online=False).returning(Bank.id)
+    stmt = (
+        update(Bank)
+        .where(Bank.id.in_(locked.scalar_subquery()))
+        .values(online=False)
+        .returning(Bank.id, Bank.last_seen_at, Bank.rssi_dbm)
+    )
     result = await session.execute(stmt, execution_options={"synchronize_session": False})
-    return [row[0] for row in result.all()]
+    return result.all()
 
 
 async def flag_overdue_positions(

@@ -1,25 +1,21 @@
 """The current-state store of banks with their own module: the latest presence (last seen, signal)
-and the latest report (position, battery, power statistics) per bank, written in batches.
+and the latest report (position, battery, power statistics) per bank, written set-based (one
+statement per batch, rows as arrays; see telemetry.ingest).
 
-Reports are coalesced in memory per bank and flushed every `interval_s` (or when `max_rows` banks
-are waiting) with one executemany per kind. Every write is guarded in SQL: a report whose device
-time is not newer than the stored `telemetry_at` changes nothing, and `last_seen_at` only moves
-forward, so late, out-of-order or replayed reports (also from another device-svc instance) never
-overwrite newer state.
+Every write is guarded in SQL: a report whose device time is not newer than the stored
+`telemetry_at` changes nothing, and `last_seen_at` only moves forward, so late, out-of-order or
+replayed reports (also from another device-svc instance) never overwrite newer state.
 """
 
-import asyncio
-import contextlib
 import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from device_svc.metrics import STATE_ROWS_WRITTEN, STATE_WRITES_SKIPPED
-from kit.db import unit_of_work
 
 log = logging.getLogger(__name__)
 
@@ -55,15 +51,6 @@ class BankState:
         if self.lat is None:
             values["lat"], values["lon"], values["position_at"] = older.lat, older.lon, older.position_at
         return BankState(**values)
-
-
-@dataclass
-class _Pending:
-    presence: dict[str, Presence] = field(default_factory=dict)
-    states: dict[str, BankState] = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return len(self.presence) + len(self.states)
 
 
 # One statement per batch: the rows travel as arrays and are unnested server-side.
@@ -138,76 +125,3 @@ async def write_states(session: AsyncSession, presence: dict[str, Presence], sta
         STATE_WRITES_SKIPPED.inc(max(len(rows) - written, 0))
         changed += written
     return changed
-
-
-class StateBatcher:
-    """Collects presence and reports per bank; `run()` flushes them in batches until cancelled."""
-
-    def __init__(
-        self, sessionmaker: async_sessionmaker[AsyncSession], *, interval_s: float = 0.2, max_rows: int = 500
-    ) -> None:
-        self._sessionmaker = sessionmaker
-        self._interval = interval_s
-        self._max_rows = max_rows
-        self._pending = _Pending()
-        self._wake = asyncio.Event()
-        self._lock = asyncio.Lock()
-
-    def seen(self, bank_id: str, presence: Presence) -> None:
-        old = self._pending.presence.get(bank_id)
-        if old is None or presence.seen_at >= old.seen_at:
-            rssi = presence.rssi_dbm if presence.rssi_dbm is not None else (old.rssi_dbm if old else None)
-            self._pending.presence[bank_id] = replace(presence, rssi_dbm=rssi)
-        self._nudge()
-
-    def report(self, bank_id: str, state: BankState) -> None:
-        old = self._pending.states.get(bank_id)
-        if old is None:
-            self._pending.states[bank_id] = state
-        elif state.at > old.at:
-            self._pending.states[bank_id] = state.merged_over(old)
-        elif state.at < old.at:
-            self._pending.states[bank_id] = old.merged_over(state)
-        self._nudge()
-
-    @property
-    def pending(self) -> int:
-        return len(self._pending)
-
-    def _nudge(self) -> None:
-        if len(self._pending) >= self._max_rows:
-            self._wake.set()
-
-    async def flush(self) -> int:
-        async with self._lock:
-            batch, self._pending = self._pending, _Pending()
-            if not len(batch):
-                return 0
-            try:
-                async with unit_of_work(self._sessionmaker) as session:
-                    return await write_states(session, batch.presence, batch.states)
-            except Exception:
-                # Put it back (newer reports that came in meanwhile win) and try again next time.
-                for bank_id, p in batch.presence.items():
-                    self.seen(bank_id, p)
-                for bank_id, s in batch.states.items():
-                    self.report(bank_id, s)
-                raise
-
-    async def run(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._interval)
-            self._wake.clear()
-            try:
-                await self.flush()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("bank state flush failed; retrying")
-
-    async def close(self) -> None:
-        try:
-            await self.flush()
-        except Exception:
-            log.exception("final bank state flush failed")

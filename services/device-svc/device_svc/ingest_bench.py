@@ -1,0 +1,208 @@
+"""A short telemetry-ingestion benchmark of one device-svc, in-process, on the test stack.
+
+    python3 deploy/local/stack.py exec --stack test -- .venv/bin/python -m device_svc.ingest_bench \
+        [--messages 6000] [--cabinets 40] [--bank-modules 200]
+
+Starts a private Mosquitto (password file, ACL), a database of its own (`pb_test_device_bench`,
+recreated), seeds a fleet, runs device-svc (real lifespan: MQTT, Kafka outbox relay), then publishes
+`--messages` heartbeats and bank reports (device times increasing per device) as the service
+account, as fast as the broker takes them, and times until device-svc has recorded every one
+(`inbound_messages`) and every telemetry event is in the outbox. Prints reports per second.
+"""
+
+import argparse
+import asyncio
+import getpass
+import json
+import random
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiomqtt
+from pydantic import SecretStr
+from sqlalchemy import text
+
+from contracts.mqtt import UpChannel, up_topic
+from device_svc.main import create_app
+from device_svc.provisioning.mosquitto import mosquitto_hash, write_password_file
+from device_svc.provisioning.seed import BrokerTarget, seed
+from device_svc.settings import Settings
+from kit.db import make_engine, make_sessionmaker
+from kit.testing import app_client, ensure_database, kafka_bootstrap, migrate, test_database_url, write_keypair
+
+SERVICE_DIR = Path(__file__).resolve().parents[1]
+SERVICE_PASSWORD = "bench-" + uuid.uuid4().hex[:8]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def start_broker(directory: Path) -> tuple[subprocess.Popen[bytes], BrokerTarget]:
+    port = _free_port()
+    password_file = directory / "passwd"
+    write_password_file(password_file, {"device-svc": mosquitto_hash(SERVICE_PASSWORD)})
+    (directory / "acl").write_text(
+        "user device-svc\ntopic readwrite pb/v1/devices/#\n"
+        "pattern write pb/v1/devices/%u/up/#\npattern read pb/v1/devices/%u/cmd/#\n"
+    )
+    conf = directory / "mosquitto.conf"
+    conf.write_text(
+        f"user {getpass.getuser()}\nper_listener_settings false\nlistener {port} 127.0.0.1\n"
+        f"allow_anonymous false\npassword_file {password_file}\nacl_file {directory / 'acl'}\n"
+        "set_tcp_nodelay true\nmax_queued_messages 200000\npersistence false\n"
+    )
+    mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    process = subprocess.Popen([mosquitto, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    (directory / "mosquitto.pid").write_text(str(process.pid))
+    deadline = time.monotonic() + 10
+    while True:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        if time.monotonic() > deadline:
+            raise RuntimeError("mosquitto did not start")
+        time.sleep(0.05)
+    target = BrokerTarget("127.0.0.1", port, password_file, directory / "mosquitto.pid", "device-svc", SERVICE_PASSWORD)
+    return process, target
+
+
+def plan(devices: list[tuple[str, str]], count: int, rng: random.Random) -> list[tuple[str, bytes]]:
+    """`count` (topic, payload) pairs: cabinets heartbeat; banks mostly report, sometimes heartbeat."""
+    base = int(datetime.now(UTC).timestamp() * 1000) - 3_600_000
+    seq: dict[str, int] = {}
+    out = []
+    for n in range(count):
+        device_id, kind = devices[n % len(devices)]
+        k = seq[device_id] = seq.get(device_id, 0) + 1
+        ts = base + k * 10
+        msg: dict[str, object]
+        if kind == "bank" and k % 4:
+            msg = {
+                "type": "bank_report",
+                "battery_pct": rng.randint(20, 100),
+                "position": {"lat": 22.54 + rng.uniform(-0.01, 0.01), "lon": 114.05 + rng.uniform(-0.01, 0.01)},
+                "temperature_c": 25.0,
+                "charge_cycles": 10,
+                "health_pct": 98,
+            }
+        else:
+            msg = {"type": "heartbeat", "rssi_dbm": rng.randint(-100, -50)}
+        msg |= {"v": 1, "msg_id": f"b-{device_id}-{k}", "ts": ts}
+        out.append((up_topic(device_id, UpChannel(str(msg["type"]))), json.dumps(msg).encode()))
+    return out
+
+
+async def count(engine_url: str, sql: str) -> int:
+    engine = make_engine(engine_url, 1)
+    try:
+        async with engine.connect() as conn:
+            return int((await conn.execute(text(sql))).scalar_one())
+    finally:
+        await engine.dispose()
+
+
+async def run(args: argparse.Namespace) -> None:
+    url = test_database_url("device").rsplit("/", 1)[0] + "/pb_test_device_bench"
+    await ensure_database(url, recreate=True)
+    migrate(SERVICE_DIR, url)
+    with tempfile.TemporaryDirectory(prefix="ingest-bench-") as tmp:
+        directory = Path(tmp)
+        process, broker = start_broker(directory)
+        try:
+            engine = make_engine(url, 2)
+            try:
+                result = await seed(
+                    make_sessionmaker(engine),
+                    cabinets=args.cabinets,
+                    slots=8,
+                    fleet_out=directory / "fleet.json",
+                    broker=broker,
+                    bank_modules=args.bank_modules,
+                )
+            finally:
+                await engine.dispose()
+            devices = [(c["cabinet_id"], "cabinet") for c in result.fleet["cabinets"]]
+            devices += [(b["bank_id"], "bank") for b in result.fleet.get("banks", [])]
+            messages = plan(devices, args.messages, random.Random(args.seed))
+            settings = Settings(
+                pb_env="test",
+                database_url=url,
+                kafka_bootstrap=kafka_bootstrap(),
+                kafka_consumer_group=f"ingest-bench-{uuid.uuid4().hex[:6]}",
+                jwt_public_key_file=write_keypair(directory / "keys")[1],
+                mqtt_host=broker.host,
+                mqtt_port=broker.port,
+                mqtt_password=SecretStr(SERVICE_PASSWORD),
+                mqtt_client_id=f"device-svc-bench-{uuid.uuid4().hex[:6]}",
+                mqtt_clean_session=True,
+                offline_after_s=600,
+            )
+            async with app_client(create_app(settings)) as client:
+                for _ in range(300):
+                    if (await client.get("/readyz")).status_code == 200:
+                        break
+                    await asyncio.sleep(0.1)
+                async with aiomqtt.Client(
+                    broker.host,
+                    broker.port,
+                    username="device-svc",
+                    password=SERVICE_PASSWORD,
+                    identifier=f"bench-load-{uuid.uuid4().hex[:6]}",
+                    max_inflight_messages=500,
+                ) as load:
+                    started = time.monotonic()
+                    window = 400
+                    for i in range(0, len(messages), window):
+                        await asyncio.gather(*(load.publish(t, p, qos=1) for t, p in messages[i : i + window]))
+                    published = time.monotonic() - started
+                    done = 0
+                    deadline = started + args.timeout_s
+                    while time.monotonic() < deadline:
+                        done = await count(url, "SELECT count(*) FROM inbound_messages")
+                        if done >= len(messages):
+                            break
+                        await asyncio.sleep(0.25)
+                    elapsed = time.monotonic() - started
+                telemetry = await count(
+                    url, "SELECT count(*) FROM outbox WHERE event_type = 'device.telemetry.reported'"
+                )
+            print(
+                json.dumps(
+                    {
+                        "messages": len(messages),
+                        "devices": len(devices),
+                        "recorded": done,
+                        "telemetry_events": telemetry,
+                        "publish_s": round(published, 2),
+                        "ingest_s": round(elapsed, 2),
+                        "reports_per_s": round(done / elapsed, 1),
+                    }
+                )
+            )
+        finally:
+            process.terminate()
+            process.wait(10)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m device_svc.ingest_bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, default=6000)
+    parser.add_argument("--cabinets", type=int, default=40)
+    parser.add_argument("--bank-modules", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--timeout-s", type=float, default=60.0)
+    asyncio.run(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
