@@ -64,6 +64,8 @@ async def test_borrow_return_charge_and_message(mesh: Mesh, user: PlatformClient
     assert ended["fee_fen"] == 150  # one started 30-minute period at the default price
     settled = await _rental_in(user, rental["rental_id"], {"settled"})
     assert settled["fee_fen"] == 150
+    assert settled["bank_model"] == "PB-5000"  # history: bank, model, start, duration, fee
+    assert settled["duration_seconds"] >= 1 and settled["started_at"] and settled["ended_at"]
     assert (await user.wallet())["balance_fen"] == start_balance - 150
     charges = [e for e in await user.wallet_entries() if e["kind"] == "charge"]
     assert [c["amount_fen"] for c in charges] == [-150]

@@ -106,6 +106,7 @@ class BankEjected(_Data):
     slot: int
     battery_pct: int
     ejected_at: AwareDatetime
+    bank_model: str | None = Field(default=None, max_length=50, description="The bank's model (rental history)")
 
 
 class EjectFailed(_Data):

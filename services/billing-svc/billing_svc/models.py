@@ -60,6 +60,7 @@ class Rental(Base):
     user_exclusive: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("true"))
 
     bank_id: Mapped[str | None] = mapped_column(String(128))
+    bank_model: Mapped[str | None] = mapped_column(String(50))
     start_cabinet_id: Mapped[str | None] = mapped_column(String(128))
     slot: Mapped[int | None] = mapped_column(Integer)
     return_cabinet_id: Mapped[str | None] = mapped_column(String(128))

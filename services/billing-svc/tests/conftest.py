@@ -136,6 +136,7 @@ def ejects(bank_id: str, cabinet_id: str, slot: int = 1) -> Behaviour:
             slot=slot,
             battery_pct=90,
             ejected_at=datetime.now(UTC),
+            bank_model="PB-5000",
         )
 
     return answer

@@ -179,6 +179,7 @@ async def test_borrow_answers_active_rental(
     own = await billing.client.get(f"/v1/rentals/{rental_id}", headers=headers)
     assert own.status_code == 200
     assert own.json()["state"] == "active"
+    assert (own.json()["bank_id"], own.json()["bank_model"]) == (bank, "PB-5000")
     _, other_headers = user(signer)
     theirs = await billing.client.get(f"/v1/rentals/{rental_id}", headers=other_headers)
     assert theirs.status_code == 404

@@ -38,6 +38,7 @@ async def test_eject_by_bank_id_then_device_ok_emits_bank_ejected(service, fleet
     ejected = await tap.wait_for("device.bank.ejected", command_id=cmd.command_id)
     assert ejected.rental_id == cmd.rental_id
     assert (ejected.bank_id, ejected.cabinet_id, ejected.slot) == ("PB-000001", "CAB-0001", 1)
+    assert ejected.bank_model == "PB-5000"
     assert ejected.battery_pct == entry(fleet, "CAB-0001")["slots"][0]["battery_pct"]
     assert not tap.matching("device.eject.failed", command_id=cmd.command_id)
 

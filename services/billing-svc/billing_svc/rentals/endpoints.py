@@ -30,6 +30,7 @@ def to_out(rental: Rental) -> RentalOut:
         state=rental.state,
         code=rental.code,
         bank_id=rental.bank_id,
+        bank_model=rental.bank_model,
         cabinet_id=rental.start_cabinet_id,
         slot=rental.slot,
         return_cabinet_id=rental.return_cabinet_id,

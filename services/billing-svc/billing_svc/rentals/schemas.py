@@ -15,6 +15,7 @@ class RentalOut(BaseModel):
     state: str
     code: str
     bank_id: str | None
+    bank_model: str | None = Field(default=None, description="The bank's model, as the device registry knows it")
     cabinet_id: str | None = Field(description="Where the bank was taken from")
     slot: int | None
     return_cabinet_id: str | None

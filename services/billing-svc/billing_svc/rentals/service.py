@@ -289,6 +289,7 @@ async def _start(session: AsyncSession, runtime: Runtime, rental: Rental, data: 
     rental.failure_reason = None
     rental.started_at = data.ejected_at
     rental.bank_id = data.bank_id
+    rental.bank_model = data.bank_model
     rental.start_cabinet_id = data.cabinet_id
     rental.slot = data.slot
     await session.flush()

@@ -240,8 +240,10 @@ class EjectService:
         )
         bank = await repo.get_bank(session, command.bank_id, for_update=True)
         battery = 0
+        model = None
         if bank is not None:
             battery = bank.battery_pct or 0
+            model = bank.model
             bank.state = "rented"
             bank.cabinet_id = None
             bank.slot_no = None
@@ -255,6 +257,7 @@ class EjectService:
             slot=command.slot,
             battery_pct=battery,
             ejected_at=ejected_at,
+            bank_model=model,
         )
         await self._publish(session, event, command.cabinet_id)
         log.info(
