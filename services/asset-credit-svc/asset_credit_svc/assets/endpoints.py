@@ -5,7 +5,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Header, Query, Response, status
+from fastapi import APIRouter, Depends, Query, Response, status
 
 from asset_credit_svc.assets import repository as repo
 from asset_credit_svc.assets import service
@@ -24,26 +24,20 @@ from asset_credit_svc.assets.schemas import (
 )
 from asset_credit_svc.ledger import service as ledger
 from asset_credit_svc.models import AssetHistory, AssetTemplate, UserAsset
-from asset_credit_svc.payments.service import IdempotencyKeyRequired
 from kit.auth import CurrentUser, Principal, require_permission, user_scope
 from kit.db import SessionDep
+from kit.idempotency import idempotency_key
 
 router = APIRouter(tags=["assets"])
 
 AssetAdmin = Annotated[Principal, Depends(require_permission("assets:manage"))]
+AssetKey = Annotated[str, Depends(idempotency_key(150))]  # issue keys are stored with a prefix
 StatusFilter = Literal["available", "used", "expired", "revoked"]
 KindFilter = Literal["coupon", "red_packet", "card"]
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _key(idempotency_key: str | None) -> str:
-    key = (idempotency_key or "").strip()
-    if not key or len(key) > 150:
-        raise IdempotencyKeyRequired("Send an Idempotency-Key header of 1 to 150 characters")
-    return key
 
 
 def template_out(t: AssetTemplate) -> TemplateOut:
@@ -145,13 +139,11 @@ async def buy_card(
     user: CurrentUser,
     session: SessionDep,
     response: Response,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    key: AssetKey,
 ) -> AssetOut:
     """Buy a card with the balance (402 insufficient_balance when it does not cover the price)."""
     now = _now()
-    asset, new = await service.buy_card(
-        session, user_id=user.user_id, template_id=body.template_id, key=_key(idempotency_key), now=now
-    )
+    asset, new = await service.buy_card(session, user_id=user.user_id, template_id=body.template_id, key=key, now=now)
     if not new:
         response.status_code = status.HTTP_200_OK
     template = await repo.template(session, asset.template_id)
@@ -204,7 +196,7 @@ async def issue(
     actor: AssetAdmin,
     session: SessionDep,
     response: Response,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    key: AssetKey,
 ) -> IssuedOut:
     """One asset per user id; the same Idempotency-Key again issues nothing more to those users."""
     now = _now()
@@ -213,7 +205,7 @@ async def issue(
         actor=actor.subject,
         template_id=template_id,
         user_ids=body.user_ids,
-        key=_key(idempotency_key),
+        key=key,
         now=now,
     )
     template = await repo.template(session, template_id)

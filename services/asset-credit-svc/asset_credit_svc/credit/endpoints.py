@@ -4,18 +4,18 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query, Response, status
+from fastapi import APIRouter, Depends, Query, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from asset_credit_svc.credit import service
 from asset_credit_svc.deposit.service import held_fen
 from asset_credit_svc.models import CreditChange
-from asset_credit_svc.payments.service import IdempotencyKeyRequired
 from asset_credit_svc.settings import Settings
 from kit.app import RuntimeDep
 from kit.auth import CurrentUser, Principal, require_permission, user_scope
 from kit.db import SessionDep
 from kit.errors import BusinessError
+from kit.idempotency import idempotency_key
 
 router = APIRouter(tags=["credit"])
 
@@ -103,11 +103,8 @@ async def adjust(
     session: SessionDep,
     runtime: RuntimeDep,
     response: Response,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    key: Annotated[str, Depends(idempotency_key(150))],
 ) -> CreditChangeOut:
-    key = (idempotency_key or "").strip()
-    if not key or len(key) > 150:
-        raise IdempotencyKeyRequired("Send an Idempotency-Key header of 1 to 150 characters")
     record = await service.change(
         session,
         settings_of(runtime),

@@ -2,27 +2,18 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Response, status
+from fastapi import APIRouter, Query, Response, status
 
 from asset_credit_svc.deposit import service
 from asset_credit_svc.deposit.schemas import DepositHistory, DepositOperationOut, DepositOut, DepositPayIn
 from asset_credit_svc.models import DepositOperation
-from asset_credit_svc.payments.service import IdempotencyKeyRequired
 from asset_credit_svc.settings import Settings
 from kit.app import RuntimeDep
 from kit.auth import CurrentUser, user_scope
 from kit.db import SessionDep
+from kit.idempotency import IdempotencyKey
 
 router = APIRouter(prefix="/v1/deposit", tags=["deposit"], dependencies=[user_scope("wallet")])
-
-IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key")]
-
-
-def _key(value: str | None) -> str:
-    key = (value or "").strip()
-    if not key or len(key) > 200:
-        raise IdempotencyKeyRequired("Send an Idempotency-Key header of 1 to 200 characters")
-    return key
 
 
 def _out(op: DepositOperation) -> DepositOperationOut:
@@ -58,14 +49,14 @@ async def pay_deposit(
     session: SessionDep,
     runtime: RuntimeDep,
     response: Response,
-    idempotency_key: IdempotencyKey = None,
+    key: IdempotencyKey,
 ) -> DepositOperationOut:
     """Pay the deposit through a provider (its signed notification completes it)."""
     operation, created = await service.pay(
         session,
         runtime,
         user_id=user.user_id,
-        key=_key(idempotency_key),
+        key=key,
         channel=body.channel,
         amount_fen=_settings(runtime).deposit_fen,
     )
@@ -80,10 +71,10 @@ async def refund_deposit(
     session: SessionDep,
     runtime: RuntimeDep,
     response: Response,
-    idempotency_key: IdempotencyKey = None,
+    key: IdempotencyKey,
 ) -> DepositOperationOut:
     """Refund the whole deposit to the provider it was paid with (409 renting / owing / no_deposit)."""
-    operation, created = await service.refund(session, runtime, user_id=user.user_id, key=_key(idempotency_key))
+    operation, created = await service.refund(session, runtime, user_id=user.user_id, key=key)
     if not created:
         response.status_code = status.HTTP_200_OK
     return _out(operation)

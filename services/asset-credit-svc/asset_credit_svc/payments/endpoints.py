@@ -2,7 +2,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Request, Response, status
+from fastapi import APIRouter, Depends, Request, Response, status
 
 from asset_credit_svc.charges import service as charges
 from asset_credit_svc.deposit import service as deposits
@@ -19,6 +19,7 @@ from kit.app import RuntimeDep
 from kit.auth import CurrentUser, user_scope
 from kit.db import SessionDep
 from kit.errors import BusinessError
+from kit.idempotency import IdempotencyKey
 
 __all__ = ["PROVIDERS_KEY", "notify_router", "top_ups_router"]
 
@@ -61,11 +62,8 @@ async def create_top_up(
     session: SessionDep,
     providers: ProvidersDep,
     response: Response,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    key: IdempotencyKey,
 ) -> TopUpOut:
-    key = (idempotency_key or "").strip()
-    if not key or len(key) > 200:
-        raise service.IdempotencyKeyRequired("Send an Idempotency-Key header of 1 to 200 characters")
     top_up, created = await service.create_top_up(
         session, providers, user_id=user.user_id, idempotency_key=key, amount_fen=body.amount_fen, channel=body.channel
     )

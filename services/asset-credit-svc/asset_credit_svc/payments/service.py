@@ -26,12 +26,6 @@ class UnsupportedChannel(BusinessError):
     title = "This payment channel is not supported"
 
 
-class IdempotencyKeyRequired(BusinessError):
-    status = 400
-    code = "idempotency_key_required"
-    title = "Send an Idempotency-Key header"
-
-
 class IdempotencyKeyReused(Conflict):
     code = "idempotency_key_reused"
     title = "This Idempotency-Key was used for a different top-up"

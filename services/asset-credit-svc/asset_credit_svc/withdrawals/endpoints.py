@@ -2,16 +2,15 @@
 
 import uuid
 from datetime import datetime
-from typing import Annotated
 
-from fastapi import APIRouter, Header, Response, status
+from fastapi import APIRouter, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from asset_credit_svc.payments.service import IdempotencyKeyRequired
 from asset_credit_svc.withdrawals import service
 from kit.app import RuntimeDep
 from kit.auth import CurrentUser
 from kit.db import SessionDep
+from kit.idempotency import IdempotencyKey
 
 router = APIRouter(prefix="/v1/wallet/withdrawals", tags=["wallet"])
 
@@ -43,11 +42,8 @@ async def withdraw(
     session: SessionDep,
     runtime: RuntimeDep,
     response: Response,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    key: IdempotencyKey,
 ) -> WithdrawalOut:
-    key = (idempotency_key or "").strip()
-    if not key or len(key) > 200:
-        raise IdempotencyKeyRequired("Send an Idempotency-Key header of 1 to 200 characters")
     withdrawal, parts, created = await service.withdraw(
         session, runtime, user_id=user.user_id, key=key, amount_fen=body.amount_fen
     )

@@ -3,7 +3,7 @@
 from typing import Annotated, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Header, Query
+from fastapi import APIRouter, Depends, Query
 
 from billing_svc.models import Dispute, RentalCorrection
 from billing_svc.rentals import repository
@@ -21,17 +21,11 @@ from billing_svc.support.schemas import (
 from kit.app import RuntimeDep
 from kit.auth import CurrentUser, Principal, require_permission, user_scope
 from kit.db import SessionDep
-from kit.errors import BusinessError
+from kit.idempotency import IdempotencyKey
 
 router = APIRouter(tags=["disputes"])
 
 Support = Annotated[Principal, Depends(require_permission("rentals:support"))]
-
-
-class IdempotencyKeyRequired(BusinessError):
-    status = 400
-    code = "idempotency_key_required"
-    title = "Send an Idempotency-Key header of 1 to 200 characters"
 
 
 def dispute_out(d: Dispute) -> DisputeOut:
@@ -98,13 +92,10 @@ async def correct_rental(
     actor: Support,
     session: SessionDep,
     runtime: RuntimeDep,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    key: IdempotencyKey,
 ) -> CorrectionOut:
     """End an active rental at a time, or lower a finished rental's fee (refunding what was paid
     above it). Audited; the same Idempotency-Key replays the same correction."""
-    key = (idempotency_key or "").strip()
-    if not key or len(key) > 200:
-        raise IdempotencyKeyRequired()
     correction = await service.correct(
         session,
         runtime,
