@@ -1,7 +1,7 @@
 """A short telemetry-ingestion benchmark of one device-svc, in-process, on the test stack.
 
     python3 deploy/local/stack.py exec --stack test -- .venv/bin/python -m device_svc.ingest_bench \
-        [--messages 6000] [--cabinets 40] [--bank-modules 200]
+        [--messages 6000] [--cabinets 40] [--bank-modules 200] [--broker-inflight 1000]
 
 Starts a private Mosquitto (password file, ACL), a database of its own (`pb_test_device_bench`,
 recreated), seeds a fleet, runs device-svc (real lifespan: MQTT, Kafka outbox relay), then publishes
@@ -47,7 +47,7 @@ def _free_port() -> int:
         return port
 
 
-def start_broker(directory: Path) -> tuple[subprocess.Popen[bytes], BrokerTarget]:
+def start_broker(directory: Path, max_inflight: int) -> tuple[subprocess.Popen[bytes], BrokerTarget]:
     port = _free_port()
     password_file = directory / "passwd"
     write_password_file(password_file, {"device-svc": mosquitto_hash(SERVICE_PASSWORD)})
@@ -60,6 +60,8 @@ def start_broker(directory: Path) -> tuple[subprocess.Popen[bytes], BrokerTarget
         f"user {getpass.getuser()}\nper_listener_settings false\nlistener {port} 127.0.0.1\n"
         f"allow_anonymous false\npassword_file {password_file}\nacl_file {directory / 'acl'}\n"
         "set_tcp_nodelay true\nmax_queued_messages 200000\npersistence false\n"
+        # As deployed: device-svc acks after commit, so this bounds what it can have in hand.
+        f"max_inflight_messages {max_inflight}\n"
     )
     mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     process = subprocess.Popen([mosquitto, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -117,7 +119,7 @@ async def run(args: argparse.Namespace) -> None:
     migrate(SERVICE_DIR, url)
     with tempfile.TemporaryDirectory(prefix="ingest-bench-") as tmp:
         directory = Path(tmp)
-        process, broker = start_broker(directory)
+        process, broker = start_broker(directory, args.broker_inflight)
         try:
             engine = make_engine(url, 2)
             try:
@@ -180,6 +182,7 @@ async def run(args: argparse.Namespace) -> None:
                 json.dumps(
                     {
                         "messages": len(messages),
+                        "broker_inflight": args.broker_inflight,
                         "devices": len(devices),
                         "recorded": done,
                         "telemetry_events": telemetry,
@@ -201,6 +204,9 @@ def main() -> None:
     parser.add_argument("--bank-modules", type=int, default=200)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--timeout-s", type=float, default=60.0)
+    parser.add_argument(
+        "--broker-inflight", type=int, default=1000, help="the broker's max_inflight_messages (Mosquitto's default: 20)"
+    )
     asyncio.run(run(parser.parse_args()))
 
 

@@ -75,7 +75,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             telemetry=telemetry,
             max_concurrency=max(settings.db_pool_size - settings.telemetry_batch_writers, 1),
         )
-        lanes = DeviceLanes(processor.process, max_pending_per_device=settings.max_pending_per_device)
+        lanes = DeviceLanes(
+            processor.process,
+            max_pending_per_device=settings.max_pending_per_device,
+            attempts=settings.message_attempts,
+        )
         gateway.on_message = lanes.submit
         runtime.extras.update(
             gateway=gateway,

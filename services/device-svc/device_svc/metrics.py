@@ -4,7 +4,9 @@ from prometheus_client import Counter, Gauge, Histogram
 
 MESSAGES_RECEIVED = Counter("pb_device_messages_received_total", "Device MQTT messages received", ["channel"])
 MESSAGES_REJECTED = Counter("pb_device_messages_rejected_total", "Device MQTT messages refused, by reason", ["reason"])
-MESSAGES_FAILED = Counter("pb_device_messages_failed_total", "Device MQTT messages whose handling raised an error")
+MESSAGES_FAILED = Counter(
+    "pb_device_messages_failed_total", "Device MQTT messages given up (and acknowledged) after repeated errors"
+)
 MESSAGES_DROPPED = Counter(
     "pb_device_messages_dropped_total", "Device MQTT messages dropped because the device's queue was full"
 )
@@ -23,4 +25,11 @@ TELEMETRY_BATCH_SIZE = Histogram(
     "pb_device_telemetry_batch_size",
     "Heartbeats and bank reports written per telemetry transaction",
     buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000),
+)
+MESSAGES_RETRIED = Counter(
+    "pb_device_messages_retried_total", "Device MQTT message handling attempts repeated after an unexpected error"
+)
+MESSAGES_ACK_STALE = Counter(
+    "pb_device_messages_ack_stale_total",
+    "Acks not sent because the connection the message came in on had dropped (the broker redelivers it)",
 )

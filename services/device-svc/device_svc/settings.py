@@ -30,6 +30,9 @@ class Settings(ServiceSettings):
     command_sweep_interval_s: float = 0.2
     # Reports waiting per device before new ones are dropped (protects memory under a flood).
     max_pending_per_device: int = 100
+    # A message whose handling raises unexpectedly is tried this often (short back-off) before it is
+    # counted, logged and acknowledged anyway (pb_device_messages_failed_total).
+    message_attempts: int = 3
     # Several instances share the device load through an MQTT shared subscription
     # (`$share/<group>/pb/v1/devices/+/up/#`); unset: one instance takes every message.
     mqtt_shared_group: str | None = None

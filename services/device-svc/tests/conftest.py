@@ -77,20 +77,22 @@ class Broker:
         )
 
 
-@pytest.fixture(scope="session")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
-    port = int(os.environ.get("DEVICE_TEST_MQTT_PORT", "0")) or next(p for p in range(18890, 18900) if _free(p))
-    directory = tmp_path_factory.mktemp("mosquitto")
+def start_mosquitto(directory: Path, port: int, *, persistence: bool = False) -> Broker:
+    """A Mosquitto of our own: the service account's password, the stack's ACL, and the broker
+    settings device-svc is deployed with (deploy/local/mosquitto/mosquitto.conf.template)."""
     password_file = directory / "passwd"
-    write_password_file(password_file, {"device-svc": mosquitto_hash(SERVICE_PASSWORD)})
+    if not password_file.exists():
+        write_password_file(password_file, {"device-svc": mosquitto_hash(SERVICE_PASSWORD)})
     (directory / "acl").write_text(ACL)
     pidfile = directory / "mosquitto.pid"
     conf = directory / "mosquitto.conf"
+    stored = f"persistence true\npersistence_location {directory}/\n" if persistence else "persistence false\n"
     conf.write_text(
         # `user`: when started as root, mosquitto would otherwise switch to `mosquitto` and lose the files.
         f"user {getpass.getuser()}\nper_listener_settings false\nlistener {port} 127.0.0.1\nallow_anonymous false\n"
         f"password_file {password_file}\nacl_file {directory / 'acl'}\nset_tcp_nodelay true\n"
-        f"persistence false\nlog_dest file {directory / 'mosquitto.log'}\nlog_type all\n"
+        f"max_inflight_messages 1000\nmax_queued_messages 200000\n"
+        f"{stored}log_dest file {directory / 'mosquitto.log'}\nlog_type all\n"
     )
     process = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     pidfile.write_text(str(process.pid))
@@ -100,9 +102,55 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
             err = process.stderr.read().decode() if process.stderr else ""
             raise RuntimeError(f"mosquitto did not start: {err}")
         time.sleep(0.05)
-    yield Broker("127.0.0.1", port, directory, password_file, pidfile, process)
-    process.terminate()
-    process.wait(10)
+    return Broker("127.0.0.1", port, directory, password_file, pidfile, process)
+
+
+def stop_mosquitto(broker: Broker) -> None:
+    broker.process.terminate()
+    broker.process.wait(10)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    port = int(os.environ.get("DEVICE_TEST_MQTT_PORT", "0")) or next(p for p in range(18890, 18900) if _free(p))
+    broker = start_mosquitto(tmp_path_factory.mktemp("mosquitto"), port)
+    yield broker
+    stop_mosquitto(broker)
+
+
+@pytest.fixture
+def private_broker(tmp_path: Path) -> Iterator[Broker]:
+    """A broker for one test alone (with persistence, so it can be restarted keeping sessions): the
+    session's device-svc, subscribed to every device on the shared test broker, never sees it."""
+    broker = start_mosquitto(tmp_path, free_port(), persistence=True)
+    try:
+        yield broker
+    finally:
+        if broker.process.poll() is None:
+            stop_mosquitto(broker)
+
+
+@pytest.fixture
+def restart_broker() -> Callable[[Broker], None]:
+    """Stop a private broker (it saves its sessions) and start it again on the same port."""
+
+    def restart(broker: Broker) -> None:
+        stop_mosquitto(broker)
+        broker.process = start_mosquitto(broker.directory, broker.port, persistence=True).process
+
+    return restart
+
+
+@pytest.fixture
+def service_password() -> str:
+    return SERVICE_PASSWORD
 
 
 @pytest.fixture(scope="session")

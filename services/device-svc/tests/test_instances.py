@@ -33,9 +33,9 @@ async def test_two_instances_share_the_load_and_keep_state_ordered(
             assert gateway.subscription.startswith("$share/")
             forward = gateway.on_message
 
-            def counting(topic, payload, at, _name=name, _forward=forward):
+            def counting(topic, payload, at, ack, _name=name, _forward=forward):
                 counts[_name] += 1
-                _forward(topic, payload, at)
+                _forward(topic, payload, at, ack)
 
             gateway.on_message = counting
         bank = await bank_device("PB-000001")

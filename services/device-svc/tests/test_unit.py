@@ -1,19 +1,25 @@
 """Unit tests: nothing running."""
 
+import asyncio
 import base64
 import shutil
 import subprocess
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from prometheus_client import REGISTRY
+from sqlalchemy.exc import OperationalError
 
 from contracts.events import EjectFailureReason
 from contracts.mqtt import EjectResultCode, parse_up_topic
 from device_svc.clock import checked_device_time, datetime_to_ms
 from device_svc.commands.rules import BankView, bank_refusal, failure_reason, pick_best_bank
+from device_svc.mqtt.dispatch import DeviceLanes
 from device_svc.mqtt.handlers import CHANNELS
 from device_svc.provisioning.mosquitto import mosquitto_hash, render_password_file, verify_mosquitto_hash
 from device_svc.provisioning.seed import plan_cabinet
+from kit.testing import eventually
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 
@@ -152,3 +158,74 @@ def test_seed_plan_is_deterministic_and_leaves_two_slots_free():
     assert second[1][0] == "PB-000007"
     _lat2, lon2, _ = plan_cabinet(2, 8, random.Random(42))
     assert 0.002 < abs(lon2 - lon) < 0.005  # a few hundred metres apart
+
+
+class _Acks:
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def of(self, name: str) -> Callable[[], None]:
+        return lambda: self.sent.append(name)
+
+
+async def test_lane_acks_after_processing_and_after_retries():
+    acks, attempts = _Acks(), {"poison": 0, "flaky": 0}
+
+    async def process(topic: str, payload: bytes, at: datetime) -> None:
+        name = payload.decode()
+        if name == "poison":
+            attempts[name] += 1
+            raise RuntimeError("always")
+        if name == "flaky":
+            attempts[name] += 1
+            if attempts[name] < 3:
+                raise RuntimeError("transient")
+        assert name not in acks.sent  # not acknowledged before it is handled
+
+    lanes = DeviceLanes(process, attempts=3, retry_delay_s=0.001)
+    failed = REGISTRY.get_sample_value("pb_device_messages_failed_total") or 0.0
+    topic = "pb/v1/devices/CAB-0001/up/heartbeat"
+    for name in ("ok", "flaky", "poison", "last"):
+        lanes.submit(topic, name.encode(), NOW, acks.of(name))
+    await eventually(lambda: _done(acks.sent, 4), what="every message handled")
+    assert acks.sent == ["ok", "flaky", "poison", "last"]  # in order; the poison one given up and acked
+    assert attempts == {"poison": 3, "flaky": 3}
+    assert REGISTRY.get_sample_value("pb_device_messages_failed_total") == failed + 1
+    await lanes.close()
+
+
+async def test_lane_waits_out_an_outage_without_giving_up_or_acking():
+    acks, calls = _Acks(), {"n": 0}
+
+    async def process(topic: str, payload: bytes, at: datetime) -> None:
+        calls["n"] += 1
+        if calls["n"] <= 6:  # twice the attempts a poison message gets: the database is down
+            raise OperationalError("SELECT 1", {}, ConnectionRefusedError("database down"))
+        assert acks.sent == []
+
+    lanes = DeviceLanes(process, attempts=3, retry_delay_s=0.001)
+    lanes.submit("pb/v1/devices/CAB-0001/up/heartbeat", b"m", NOW, acks.of("m"))
+    await eventually(lambda: _done(acks.sent, 1), what="the message handled after the outage")
+    assert calls["n"] == 7 and acks.sent == ["m"]
+    await lanes.close()
+
+
+async def test_lane_acks_a_dropped_message_at_once_and_not_a_cancelled_one():
+    acks, release = _Acks(), asyncio.Event()
+
+    async def process(topic: str, payload: bytes, at: datetime) -> None:
+        await release.wait()
+
+    lanes = DeviceLanes(process, max_pending_per_device=1)
+    topic = "pb/v1/devices/CAB-0001/up/heartbeat"
+    lanes.submit(topic, b"a", NOW, acks.of("a"))  # taken by the lane's worker at its first turn
+    await asyncio.sleep(0)
+    lanes.submit(topic, b"b", NOW, acks.of("b"))  # waits in the queue
+    lanes.submit(topic, b"c", NOW, acks.of("c"))  # queue full: dropped, acknowledged
+    assert acks.sent == ["c"]
+    await lanes.close()  # shutdown mid-handling: the broker will send "a" and "b" again
+    assert acks.sent == ["c"]
+
+
+async def _done(sent: list[str], n: int) -> bool:
+    return len(sent) >= n

@@ -1,5 +1,12 @@
 """The one MQTT connection of device-svc: subscribes to every device's up topics, hands each
-message to a callback without waiting for it, publishes commands, and reconnects with back-off."""
+message to a callback without waiting for it, publishes commands, and reconnects with back-off.
+
+QoS 1 messages are acknowledged by hand: the callback gets an `Ack` to call once the message's
+effect has committed (or it was deliberately refused). Until then the broker keeps the message in
+our persistent session and sends it again after a reconnect, so a crash between arrival and commit
+loses nothing. An ack only ever goes out on the connection its message came in on: after that
+connection dropped the broker redelivers the message anyway (device-svc drops the repeat by its
+`msg_id`), and on a new connection the same packet id may name another message."""
 
 import asyncio
 import logging
@@ -11,12 +18,49 @@ from datetime import UTC, datetime
 import aiomqtt
 
 from contracts.mqtt import UP_SUBSCRIPTION
-from device_svc.metrics import MQTT_CONNECTED
+from device_svc.metrics import MESSAGES_ACK_STALE, MQTT_CONNECTED
 from device_svc.settings import Settings
 
 log = logging.getLogger(__name__)
 
-OnMessage = Callable[[str, bytes, datetime], None]
+
+class Ack:
+    """Acknowledges one received message to the broker, once, on the connection it came in on."""
+
+    __slots__ = ("_connection", "_mid", "_qos", "_sent")
+
+    def __init__(self, connection: "_Connection", mid: int, qos: int) -> None:
+        self._connection = connection
+        self._mid = mid
+        self._qos = qos
+        self._sent = False
+
+    def __call__(self) -> None:
+        if self._sent:
+            return
+        self._sent = True
+        if self._qos > 0:
+            self._connection.ack(self._mid, self._qos)
+
+
+class _Connection:
+    """One broker connection (aiomqtt makes a new paho client for each of ours)."""
+
+    def __init__(self, client: aiomqtt.Client) -> None:
+        # aiomqtt 2.5 has no public manual-ack API; its paho client is `_client`. paho's
+        # manual_ack stops the PUBACK it otherwise sends as soon as a QoS 1 PUBLISH arrives.
+        self._paho = client._client
+        self._paho.manual_ack_set(True)
+        self.open = True
+
+    def ack(self, mid: int, qos: int) -> None:
+        if not self.open:
+            MESSAGES_ACK_STALE.inc()
+            return
+        self._paho.ack(mid, qos)
+
+
+OnMessage = Callable[[str, bytes, datetime, Ack], None]
 
 NODELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
 
@@ -65,6 +109,8 @@ class MqttGateway:
             keepalive=s.mqtt_keepalive_s,
             timeout=10.0,
             socket_options=NODELAY,
+            # aiomqtt discards (and so never acks) what does not fit: keep it above the broker's
+            # max_inflight_messages, which bounds the QoS 1 messages not yet acknowledged.
             max_queued_incoming_messages=10_000,
         )
 
@@ -73,6 +119,7 @@ class MqttGateway:
         delay = 0.2
         while True:
             client = self._make_client()
+            connection = _Connection(client)
             try:
                 async with client:
                     await client.subscribe(self.subscription, qos=1)
@@ -86,12 +133,16 @@ class MqttGateway:
                     async for message in client.messages:
                         payload = message.payload
                         raw = payload if isinstance(payload, bytes) else str(payload or "").encode()
-                        if self.on_message is not None:
-                            self.on_message(str(message.topic), raw, datetime.now(UTC))
+                        ack = Ack(connection, message.mid, message.qos)
+                        if self.on_message is None:
+                            ack()
+                        else:
+                            self.on_message(str(message.topic), raw, datetime.now(UTC), ack)
             except aiomqtt.MqttError as exc:
                 self.last_error = repr(exc)
                 log.warning("mqtt connection lost; reconnecting", extra={"error": repr(exc), "retry_in_s": delay})
             finally:
+                connection.open = False
                 self._client = None
                 MQTT_CONNECTED.set(0)
             await asyncio.sleep(delay * (0.8 + 0.4 * random.random()))
