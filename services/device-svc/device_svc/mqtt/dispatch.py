@@ -4,9 +4,10 @@ the processor's business: telemetry waits for its batch without holding a connec
 
 Each message carries its broker acknowledgement, called once its handling is over: committed,
 refused (the processor logs, counts and commits that), dropped because the device's queue was full,
-or given up after a few attempts (a message that fails by itself). An outage (database or network unreachable) is not a reason to
-give up: such a message is retried, with back-off, for as long as the outage lasts and stays
-unacknowledged meanwhile, so the broker keeps what arrives behind it. A message cancelled half-way
+or given up after a few attempts (a message that fails by itself). An outage (database or network
+unreachable) is not a reason to give up: such a message is retried, with back-off, for as long as
+the outage lasts and stays unacknowledged meanwhile, so the broker keeps what arrives behind it.
+A message cancelled half-way
 (shutdown) is not acknowledged: the broker sends it again to the next connection of our persistent
 session."""
 
