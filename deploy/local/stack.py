@@ -912,6 +912,9 @@ def mosquitto_paths(stack: Stack) -> dict[str, Path]:
         "acl": d / "acl",
         "pid": d / "mosquitto.pid",
         "log": stack.logs / "mosquitto.log",
+        # the configuration the running broker was started with: a reload (SIGHUP) rereads the password
+        # and ACL files but not settings such as max_inflight_messages, so a changed one needs a restart
+        "started_conf": d / "mosquitto.conf.started",
     }
 
 
@@ -933,7 +936,8 @@ def ensure_mosquitto(stack: Stack, password: str) -> None:
         pid_file=paths["pid"],
         user_line=user_line,
     )
-    conf_changed = not paths["conf"].exists() or paths["conf"].read_text() != conf
+    started = paths["started_conf"].read_text() if paths["started_conf"].exists() else None
+    conf_changed = started != conf
     paths["conf"].write_text(conf)
 
     # The test stack starts with only the service account; the run stack keeps devices device-svc provisioned,
@@ -964,6 +968,7 @@ def ensure_mosquitto(stack: Stack, password: str) -> None:
             )
         paths["pid"].unlink(missing_ok=True)
         proc = spawn([mosquitto, "-c", str(paths["conf"])], log=paths["log"], pid_file=None)
+        paths["started_conf"].write_text(conf)
         wait_for_port(stack.mqtt_port, proc, "mosquitto", paths["log"])
         deadline = time.monotonic() + 5
         while read_pid(paths["pid"]) != proc.pid and time.monotonic() < deadline:

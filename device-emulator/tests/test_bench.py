@@ -2,14 +2,18 @@
 in-process MQTT server, the swarm's messages against the device protocol, percentiles and the report files."""
 
 import asyncio
+import itertools
 import json
+import random
 import struct
+from datetime import UTC, datetime
 from pathlib import Path
 from xml.etree import ElementTree
 
 import pytest
 
 from contracts.mqtt import (
+    BankReport,
     EjectResult,
     EjectResultCode,
     Heartbeat,
@@ -20,7 +24,7 @@ from contracts.mqtt import (
     UpChannel,
     up_message_adapter,
 )
-from device_emulator.bench import report
+from device_emulator.bench import freshness, report
 from device_emulator.bench.mqtt_lite import (
     CONNACK,
     CONNECT,
@@ -177,6 +181,17 @@ def test_report_files(tmp_path: Path):
     text = page.read_text()
     assert "| unlock_p50_ms | 1.0 |" in text
     assert "![latency](latency.svg)" in text
+    assert "Location freshness" not in text
+
+    fresh = {"freshness_banks": 2, "freshness_time_scale": 3600.0, "freshness_budget_s": 14400.0}
+    fresh |= {"freshness_oldest_position_s": 9000.0, "freshness_oldest_position_real_s": 2.5}
+    details = {"params": {}, "freshness": {"schedule": {"every_s": 10800.0, "jitter": 0.2}, "reports_sent": 7}}
+    fresh_chart = {"freshness": report.line_svg("fresh", {"oldest age, h": [(1.0, 2.5), (2.0, 1.0)]}, "s", "h")}
+    text = report.write_report(tmp_path / "f", fresh, details, fresh_chart).read_text()
+    assert "## Location freshness" in text
+    assert "| oldest latest-position age among idle banks | 9000.0 s | 2.5 s |" in text
+    assert "| budget | 14400.0 s | 4.0 s |" in text
+    assert "![freshness](freshness.svg)" in text
     for name in charts:
         svg = (tmp_path / f"{name}.svg").read_text()
         root = ElementTree.fromstring(svg)  # well-formed XML
@@ -234,3 +249,94 @@ async def test_swarm_speaks_the_protocol_through_a_real_broker(broker, svc_sessi
         finally:
             await swarm.stop()
         await svc.wait_for(ids[1], UpChannel.STATUS, lambda m: isinstance(m, Status) and not m.online)
+
+
+def test_read_fleet_banks_places_each_module_at_its_cabinet(tmp_path: Path):
+    fleet = tmp_path / "fleet.json"
+    fleet.write_text(
+        json.dumps(
+            {
+                "broker": {"host": "127.0.0.1", "port": 18830},
+                "cabinets": [{"cabinet_id": "CAB-0001", "password": "pw", "lat": 22.5, "lon": 114.1, "slots": []}],
+                "banks": [{"bank_id": "PB-000001", "password": "bpw", "cabinet_id": "CAB-0001"}],
+            }
+        )
+    )
+    assert freshness.read_fleet_banks(fleet) == [freshness.BankModuleCredentials("PB-000001", "bpw", 22.5, 114.1)]
+    fleet.write_text(json.dumps({"cabinets": []}))
+    assert freshness.read_fleet_banks(fleet) == []
+
+
+def test_report_schedule_is_compressed_and_jittered_within_bounds():
+    schedule = freshness.ReportSchedule(every_s=3 * 3600, jitter=0.2, time_scale=3600)
+    rng = random.Random(1)
+    delays = [schedule.next_delay(rng) for _ in range(500)]
+    assert all(2.4 <= d <= 3.6 for d in delays)  # 3 h +- 20 % in bank time is 2.4-3.6 s at x3600
+    assert max(delays) - min(delays) > 0.8  # jittered, not one fixed period
+    assert schedule.longest_s == pytest.approx(3.6 * 3600)
+    assert schedule.longest_s < freshness.BUDGET_S
+
+
+def test_sample_freshness_takes_idle_banks_and_counts_from_the_run_start():
+    since = 1_764_000_000.0
+    now = since + 10.0
+
+    def iso(at: float) -> str:
+        return datetime.fromtimestamp(at, UTC).isoformat()
+
+    items = [
+        {"id": "PB-1", "state": "in_cabinet", "position_at": iso(now - 2.5)},
+        {"id": "PB-2", "state": "in_cabinet", "position_at": iso(since - 3600)},  # stored before this run
+        {"id": "PB-3", "state": "rented", "position_at": iso(since - 7200)},  # not idle
+        {"id": "PB-4", "state": "maintenance", "position_at": None},  # idle, never positioned
+        {"id": "PB-9", "state": "in_cabinet", "position_at": iso(since - 9999)},  # not one of ours
+    ]
+    s = freshness.sample_freshness(items, {"PB-1", "PB-2", "PB-3", "PB-4", "PB-5"}, now, since, t=3.0)
+    assert s.idle == 3
+    assert s.unknown == 1  # PB-5 was not listed
+    assert s.ages_s == pytest.approx({"PB-1": 2.5, "PB-2": 10.0, "PB-4": 10.0})
+    assert s.oldest_age_s == pytest.approx(10.0)
+
+    fresh = freshness.FreshnessSample(t=5.0, idle=1, unknown=0, oldest_age_s=3.0, ages_s={"PB-1": 3.0})
+    early = freshness.FreshnessSample(t=1.0, idle=1, unknown=0, oldest_age_s=99.0, ages_s={"PB-1": 99.0})
+    out = freshness.freshness_summary(
+        [early, s, fresh], banks=4, time_scale=3600, window=(2.0, 100.0), longest_gap_s=3.5
+    )
+    assert out["freshness_oldest_position_s"] == pytest.approx(36000.0)  # 10 real s x 3600, the early one left out
+    assert out["freshness_oldest_position_real_s"] == pytest.approx(10.0)
+    assert out["freshness_final_oldest_position_s"] == pytest.approx(10800.0)
+    assert out["freshness_stale_banks"] == 2  # PB-2 and PB-4: 36,000 s of bank time, over the 14,400 s budget
+    assert out["freshness_budget_s"] == 14400
+    assert out["freshness_max_report_gap_s"] == pytest.approx(12600.0)
+    assert out["freshness_samples"] == 2
+    none = freshness.freshness_summary([], banks=0, time_scale=3600, window=(0, 1), longest_gap_s=None)
+    assert none["freshness_oldest_position_s"] is None and none["freshness_stale_banks"] is None
+
+
+async def test_idle_bank_modules_report_positions_on_a_compressed_schedule(broker, svc_session, new_cabinet_id):
+    """Two swarm banks on the test Mosquitto (own credentials, the device ACL): a bank_report with the position on
+    connect and no hello, then reports on the compressed schedule (3 h +- 20 % at x54000: 0.16-0.24 s apart)."""
+    ids = [new_cabinet_id(), new_cabinet_id()]  # any pool id has a broker login and the device ACL
+    creds = [freshness.BankModuleCredentials(i, f"pw-{i}", 22.5 + n / 100, 114.05) for n, i in enumerate(ids)]
+    schedule = freshness.ReportSchedule(every_s=3 * 3600, jitter=0.2, time_scale=54_000)
+    async with svc_session() as svc:
+        banks = freshness.bank_swarm(broker.host, broker.port, creds, backoff_initial_s=0.05)
+        pacer = None
+        try:
+            await banks.start(connect_rate=100)
+            assert await banks.wait_connected(2, timeout_s=5)
+            pacer = asyncio.create_task(freshness.report_pacer(banks, schedule, random.Random(3)))
+            for n, i in enumerate(ids):
+                reports = await svc.wait_for(i, UpChannel.BANK_REPORT, count=4, timeout=15)
+                msgs = [r.msg for r in reports]
+                assert all(isinstance(m, BankReport) for m in msgs)
+                assert msgs[0].position is not None and msgs[0].position.lat == pytest.approx(22.5 + n / 100)
+                assert all(not m.moving for m in msgs)
+                gaps_ms = [b.ts - a.ts for a, b in itertools.pairwise(msgs)]
+                assert min(gaps_ms) >= 150  # never sooner than the schedule's shortest period (160 ms)
+                assert svc.of(i, UpChannel.HELLO) == []
+            emulated = freshness.swarm_banks(banks)
+            assert all(b.reports_sent >= 4 and b.longest_gap_s > 0.15 for b in emulated)
+        finally:
+            await freshness.cancel(pacer)
+            await banks.stop()

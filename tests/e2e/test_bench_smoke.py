@@ -45,6 +45,8 @@ async def test_bench_smoke_run_reports(mesh: Mesh, tmp_path: Path) -> None:
     ):  # fmt: skip
         assert key in summary
     assert summary["devices_connected"] == devices
+    assert summary["freshness_banks"] == 0  # no bank modules in this run: the keys are there, empty
+    assert summary["freshness_oldest_position_s"] is None
     assert summary["telemetry_sent"] > 0
     assert summary["unlocks_ok"] + summary["unlock_errors"] > 0
     assert summary["floor_mqtt_rtt_p50_ms"] is not None

@@ -2,7 +2,7 @@
 the Argon2id cost of the stored device-password hash is lowered.
 
     python -m device_emulator.bench.provision --cabinets 10003 --slots 8 --fleet-out fleet.json [--seed 42]
-        [--real-hash-cost]
+        [--bank-modules N] [--real-hash-cost]
 
 Why: `device_svc.provision seed` hashes every new device password with argon2-cffi's default profile
 (64 MiB, 3 passes; about 0.24 s of CPU per device here), so 10,000 devices take about 40 minutes, and its
@@ -51,12 +51,14 @@ async def _run(args: argparse.Namespace) -> int:
                 service_password=settings.mqtt_password.get_secret_value(),
             ),
             rng_seed=args.seed,
+            bank_modules=args.bank_modules,
         )
     finally:
         await engine.dispose()
     print(
         f"seeded {args.cabinets} cabinets ({result.cabinets_created} new, {result.passwords_generated} new "
-        f"passwords) in {time.monotonic() - start:.1f} s; broker reloaded: {result.broker_reloaded}"
+        f"passwords, {len(result.fleet.get('banks', []))} bank modules) in {time.monotonic() - start:.1f} s; "
+        f"broker reloaded: {result.broker_reloaded}"
     )
     return 0
 
@@ -67,6 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--slots", type=int, default=8)
     parser.add_argument("--fleet-out", type=Path, required=True)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--bank-modules", type=int, default=0, help="the first N banks get a module and credential")
     parser.add_argument("--real-hash-cost", action="store_true", help="keep device-svc's Argon2 cost")
     return asyncio.run(_run(parser.parse_args(argv)))
 

@@ -145,6 +145,12 @@ def line_svg(title: str, series: Mapping[str, Sequence[tuple[float, float]]], x_
     return _svg(title, body, x_label, y_label)
 
 
+def _real(bank_time_s: Any, time_scale: Any) -> float | None:
+    if not isinstance(bank_time_s, int | float) or not isinstance(time_scale, int | float) or time_scale <= 0:
+        return None
+    return round(bank_time_s / time_scale, 3)
+
+
 def write_report(out_dir: Path, summary: dict[str, Any], details: dict[str, Any], charts: dict[str, str]) -> Path:
     """summary.json (headline figures), details.json (everything), one SVG per chart, index.md."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -164,6 +170,31 @@ def write_report(out_dir: Path, summary: dict[str, Any], details: dict[str, Any]
     floors = details.get("floors", {})
     if floors:
         lines += ["", "## Floors (same run)", "", "```", json.dumps(floors, indent=2, sort_keys=True), "```"]
+    fresh = details.get("freshness")
+    if fresh:
+        sched = fresh.get("schedule", {})
+        k = summary.get("freshness_time_scale")
+        lines += [
+            "",
+            "## Location freshness (7.2: an idle bank's position at least every 4 h)",
+            "",
+            f"{summary.get('freshness_banks')} idle bank modules, each its own MQTT connection, report a position "
+            f"every {sched.get('every_s')} s +- {sched.get('jitter')} (bank time), time compressed x{k}; device-svc's "
+            "stored position times were read from `GET /v1/ops/banks` during the load.",
+            "",
+            "| figure | bank time | real |",
+            "| --- | --- | --- |",
+            f"| oldest latest-position age among idle banks | {summary.get('freshness_oldest_position_s')} s | "
+            f"{summary.get('freshness_oldest_position_real_s')} s |",
+            f"| budget | {summary.get('freshness_budget_s')} s | {_real(summary.get('freshness_budget_s'), k)} s |",
+            f"| longest gap between one bank's reports (emulator side) | "
+            f"{summary.get('freshness_max_report_gap_s')} s | |",
+            "",
+            f"Banks over the budget at some reading: {summary.get('freshness_stale_banks')}; readings: "
+            f"{summary.get('freshness_samples')}; reports sent: {fresh.get('reports_sent')}.",
+        ]
+        if "freshness" in charts:
+            lines += ["", "![freshness](freshness.svg)"]
     procs = details.get("processes", {})
     if procs:
         lines += [

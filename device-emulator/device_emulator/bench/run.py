@@ -1,7 +1,12 @@
 """The swarm benchmark: many cabinets (own MQTT connection and credentials each) sending telemetry while
 simulated users borrow and return through the public HTTP APIs; everything measured from the outside.
 
-    python -m device_emulator.bench --devices 100 --telemetry-rate 50 --unlock-rate 5 --duration 30
+    python -m device_emulator.bench --devices 100 --telemetry-rate 50 --unlock-rate 5 --duration 30 \
+        [--banks 50 --time-scale 3600]
+
+With --banks N, N idle banks with their own module (own MQTT connection and credentials each) report their
+position on a schedule compressed --time-scale times, and the oldest stored position among them is read from
+device-svc's ops API (location freshness, 7.2: at most 4 h; see device_emulator.bench.freshness).
 
 Reads the stack environment (`deploy/local/stack.py exec --stack run -- ...` sets it): *_SVC_URL,
 MQTT_HOST/PORT/USERNAME/PASSWORD, KAFKA_BOOTSTRAP, PB_FLEET_FILE, PB_STATE_DIR, PB_STACK, PB_STACK_TOOL.
@@ -31,7 +36,7 @@ from typing import Any
 import httpx
 
 from contracts.mqtt import Eject
-from device_emulator.bench import probes
+from device_emulator.bench import freshness, probes
 from device_emulator.bench.report import histogram_svg, line_svg, percentile, ratio, summarize, write_report
 from device_emulator.bench.swarm import Swarm, SwarmDevice, read_fleet
 from device_emulator.bench.users import ApiError, BenchUser, Urls, UserPool
@@ -46,6 +51,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--telemetry-rate", type=float, default=50.0, help="heartbeats per second, whole swarm")
     p.add_argument("--unlock-rate", type=float, default=5.0, help="borrows started per second (0: none)")
     p.add_argument("--duration", type=float, default=30.0, help="seconds of load")
+    p.add_argument("--banks", type=int, default=0, help="idle bank modules reporting positions (freshness)")
+    p.add_argument("--time-scale", type=float, default=3600.0, help="bank time per real second (3600: 4 h become 4 s)")
+    p.add_argument("--bank-report-every-s", type=float, default=3 * 3600.0, help="a bank's position period, bank time")
+    p.add_argument("--bank-jitter", type=float, default=0.2, help="+- fraction of the position period")
+    p.add_argument(
+        "--freshness-sample-s", type=float, default=0.0, help="seconds between readings (default: budget / 8)"
+    )
     p.add_argument("--seed", type=int, default=42, help="random seed (device choice, jitter; also provisioning)")
     p.add_argument(
         "--skip-devices",
@@ -124,6 +136,7 @@ class Bench:
         self.eject_seen: dict[str, float] = {}
         self.t0 = time.monotonic()
         self.telemetry_until = math.inf
+        self.probe: freshness.FreshnessProbe | None = None
         self.details: dict[str, Any] = {"params": {k: str(v) for k, v in vars(args).items()}}
 
     # ------------------------------------------------------------------ phases
@@ -133,6 +146,8 @@ class Bench:
         with --real-provisioning, else through device_emulator.bench.provision (same code, cheap hash)."""
         total = self.skip + self.args.devices
         seed_args = ["--cabinets", str(total), "--slots", str(self.args.slots), "--seed", str(self.args.seed)]
+        if self.args.banks > 0:
+            seed_args += ["--bank-modules", str(self.args.banks)]
         env = dict(os.environ)
         if self.args.real_provisioning:
             cmd = [sys.executable, self.stack_tool, "seed", "--stack", self.stack, "--", *seed_args]
@@ -140,12 +155,13 @@ class Bench:
             cmd = [sys.executable, "-m", "device_emulator.bench.provision", *seed_args]
             cmd += ["--fleet-out", str(self.fleet_file)]
             env["DATABASE_URL"] = env.get("DEVICE_DATABASE_URL", env.get("DATABASE_URL", ""))
-        say(f"provisioning {total} cabinets: {' '.join(cmd[1:])}")
+        say(f"provisioning {total} cabinets, {self.args.banks} bank modules: {' '.join(cmd[1:])}")
         start = time.monotonic()
         done = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=ROOT, env=env)
         took = time.monotonic() - start
         self.details["provision"] = {
             "cabinets": total,
+            "bank_modules": self.args.banks,
             "seconds": round(took, 2),
             "rc": done.returncode,
             "real_hash_cost": self.args.real_provisioning,
@@ -305,7 +321,15 @@ class Bench:
                     f"{point['telemetry_seen_per_s']:.0f}/s on kafka, pending {len(watch.pending)} | unlocks ok "
                     f"{len(r.unlock_ms)} err {sum(r.unlock_errors.values())} "
                     f"p50 {percentile(r.unlock_ms, 50) or 0:.0f} ms | stops {len(r.billing_stop_ms)} | cpu {top}"
+                    + self.freshness_progress()
                 )
+
+    def freshness_progress(self) -> str:
+        samples = self.probe.samples if self.probe is not None else []
+        if not samples or samples[-1].oldest_age_s is None:
+            return ""
+        hours = samples[-1].oldest_age_s * self.args.time_scale / 3600
+        return f" | oldest idle-bank position {hours:.1f} h (bank time)"
 
     async def wait_cabinets_online(self, pool: UserPool, ids: set[str], timeout_s: float) -> int:
         """How many swarm cabinets device-svc shows online (waits until all or timeout)."""
@@ -370,20 +394,36 @@ class Bench:
         chosen = creds[self.skip : self.skip + args.devices]
         if len(chosen) < args.devices:
             self.notes.append(f"fleet file holds {len(chosen)} usable devices (asked {args.devices})")
+        bank_creds = freshness.read_fleet_banks(self.fleet_file)[: args.banks] if args.banks > 0 else []
+        if len(bank_creds) < args.banks:
+            self.notes.append(f"fleet file holds {len(bank_creds)} bank modules (asked {args.banks})")
+        schedule = freshness.ReportSchedule(args.bank_report_every_s, args.bank_jitter, args.time_scale)
+        if bank_creds and schedule.longest_s > freshness.BUDGET_S:
+            self.notes.append(f"the banks' schedule allows gaps of {schedule.longest_s:.0f} s, over the 4 h budget")
         sampler = probes.ProcessSampler(self.state_dir)
         sampler.start()
         floors = {} if args.no_floors else await self.floors()
         watch = probes.TelemetryWatch(self.bootstrap)
         await watch.start()
         swarm = Swarm(host, port, chosen, motor_delay_s=args.motor_ms / 1000, on_eject=self.on_eject)
+        banks = freshness.bank_swarm(host, port, bank_creds) if bank_creds else None
+        reporter: asyncio.Task[None] | None = None
+        watcher: asyncio.Task[None] | None = None
         t0 = self.t0 = time.monotonic()
+        since_wall = time.time()
         progress = asyncio.create_task(self.progress(swarm, watch, sampler, t0))
         http = httpx.AsyncClient(timeout=30.0, limits=httpx.Limits(max_connections=256, max_keepalive_connections=256))
         try:
             say(f"connecting {len(chosen)} devices at {args.connect_rate:.0f}/s")
             telemetry = asyncio.create_task(self.telemetry_pacer(swarm, watch))
+            if banks is not None:
+                say(f"connecting {len(bank_creds)} idle bank modules (time scale x{args.time_scale:g})")
+                await banks.start(args.connect_rate)
+                reporter = asyncio.create_task(freshness.report_pacer(banks, schedule, random.Random(args.seed + 1)))
             await swarm.start(args.connect_rate)
             all_in = await swarm.wait_connected(len(chosen), timeout_s=60 + len(chosen) / args.connect_rate)
+            if banks is not None and not await banks.wait_connected(len(bank_creds), timeout_s=30):
+                self.notes.append(f"only {banks.connected} of {len(bank_creds)} bank modules connected")
             connect_s = time.monotonic() - t0
             say(f"{swarm.connected}/{len(chosen)} connected after {connect_s:.1f} s")
             if not all_in:
@@ -403,6 +443,12 @@ class Bench:
             if not pool.users and args.unlock_rate > 0:
                 self.notes.append("no simulated user could be created: no unlocks in this run")
                 args.unlock_rate = 0
+            if banks is not None:
+                self.probe = freshness.FreshnessProbe(
+                    pool.http, self.device_url, pool.admin_auth, {b.bank_id for b in bank_creds}, since_wall, t0
+                )
+                every = args.freshness_sample_s or min(5.0, max(0.2, freshness.BUDGET_S / args.time_scale / 8))
+                watcher = asyncio.create_task(self.probe.watch(every))
             ids = {d.device_id for d in chosen}
             online = await self.wait_cabinets_online(pool, ids, timeout_s=120) if args.unlock_rate > 0 else -1
             ready_s = time.monotonic() - t0
@@ -416,6 +462,10 @@ class Bench:
             await telemetry
             load_end = time.monotonic()
             devices_connected = swarm.connected
+            if self.probe is not None:
+                await freshness.cancel(watcher)
+                await self.probe.sample()  # the final reading, banks still reporting
+            await freshness.cancel(reporter)
             hb_sent = swarm.stats.heartbeats_sent - hb_before
             say(f"load done; waiting for {len(cycles)} rentals in flight and the telemetry feed")
             if cycles:
@@ -426,6 +476,10 @@ class Bench:
             restart = await self.broker_restart(swarm) if args.broker_restart else None
         finally:
             progress.cancel()
+            await freshness.cancel(watcher)
+            await freshness.cancel(reporter)
+            if banks is not None:
+                await banks.stop()
             await swarm.stop()
             await watch.stop()
             await sampler.stop()
@@ -442,6 +496,7 @@ class Bench:
             online=online,
             connect_s=connect_s,
             restart=restart,
+            banks=banks,
         )
 
     def finish(
@@ -458,6 +513,7 @@ class Bench:
         online: int,
         connect_s: float,
         restart: dict[str, Any] | None,
+        banks: Swarm | None = None,
     ) -> dict[str, Any]:
         r = self.results
         duration = load[1] - load[0]
@@ -512,6 +568,34 @@ class Bench:
         }
         if restart is not None:
             summary["broker_restart_all_back_s"] = restart.get("all_back_s_after_sigterm")
+        emulated = freshness.swarm_banks(banks) if banks is not None else []
+        samples = self.probe.samples if self.probe is not None else []
+        scale = self.args.time_scale
+        summary.update(
+            freshness.freshness_summary(
+                samples,
+                banks=len(emulated),
+                time_scale=scale,
+                window=(load[0], math.inf),
+                longest_gap_s=max((b.longest_gap_s for b in emulated), default=None) if emulated else None,
+            )
+        )
+        if self.probe is not None:
+            self.details["freshness"] = {
+                "schedule": dataclasses.asdict(
+                    freshness.ReportSchedule(self.args.bank_report_every_s, self.args.bank_jitter, scale)
+                ),
+                "reports_sent": sum(b.reports_sent for b in emulated),
+                "bank_connects": banks.stats.connects if banks is not None else 0,
+                "probe_request_ms": summarize(self.probe.request_ms),
+                "probe_errors": self.probe.errors,
+                "timeline": [
+                    {"t": round(x.t, 2), "idle": x.idle, "unknown": x.unknown, "oldest_real_s": x.oldest_age_s}
+                    for x in samples
+                ],
+            }
+            if self.probe.errors:
+                self.notes.append(f"{len(self.probe.errors)} freshness readings failed, e.g. {self.probe.errors[0]}")
         procs = sampler.summary(since=load[0])
         self.details.update(
             floors=floors,
@@ -555,6 +639,19 @@ class Bench:
                 "% CPU",
             ),
         }
+        if samples:
+            budget_h = freshness.BUDGET_S / 3600
+            charts["freshness"] = line_svg(
+                f"Oldest idle-bank position age (bank time, x{scale:g})",
+                {
+                    "oldest age, h": [
+                        (x.t, x.oldest_age_s * scale / 3600) for x in samples if x.oldest_age_s is not None
+                    ],
+                    "budget (4 h)": [(samples[0].t, budget_h), (samples[-1].t, budget_h)],
+                },
+                "seconds since start",
+                "hours (bank time)",
+            )
         if restart is not None:
             charts["reconnect"] = line_svg(
                 "Devices connected after the broker restart",
@@ -571,6 +668,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.devices < 1 or args.unlock_rate < 0 or args.duration <= 0:
         raise SystemExit("--devices and --duration must be positive, --unlock-rate not negative")
+    if args.banks < 0 or args.time_scale <= 0 or args.bank_report_every_s <= 0 or not 0 <= args.bank_jitter < 1:
+        raise SystemExit(
+            "--banks not negative, --time-scale and --bank-report-every-s positive, --bank-jitter in [0, 1)"
+        )
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:  # one socket per device
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -586,6 +687,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "telemetry_msgs_per_s",
         "telemetry_lost",
         "telemetry_lag_p99_ms",
+        *(("freshness_oldest_position_s", "freshness_stale_banks") if args.banks > 0 else ()),
     ):
         print(f"{key}: {summary.get(key)}")
     return 0

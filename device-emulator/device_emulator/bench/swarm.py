@@ -128,14 +128,7 @@ class SwarmDevice:
                 )
                 await client.subscribe(cmd_topic(self.device_id), qos=1)
                 client.publish_nowait(up_topic(self.device_id, UpChannel.STATUS), _ONLINE, retain=True)
-                hello = Hello(
-                    msg_id=self.next_msg_id(),
-                    ts=self.next_ts(),
-                    firmware="bench-1.0",
-                    slot_count=self.creds.slot_count,
-                    slots=[],
-                )
-                await client.publish(up_topic(self.device_id, UpChannel.HELLO), hello.model_dump_json().encode())
+                await self.announce(client)
             except (MqttLiteError, OSError, TimeoutError) as exc:
                 client.abort()
                 swarm.stats.connect_failures += 1
@@ -158,6 +151,17 @@ class SwarmDevice:
             # protocol.md: exponential back-off with jitter (1 s doubling to 60 s, +-50 %)
             await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
             backoff = min(backoff * 2, swarm.backoff_max_s)
+
+    async def announce(self, client: LiteClient) -> None:
+        """What the device sends once connected (after `status`): a cabinet's hello."""
+        hello = Hello(
+            msg_id=self.next_msg_id(),
+            ts=self.next_ts(),
+            firmware="bench-1.0",
+            slot_count=self.creds.slot_count,
+            slots=[],
+        )
+        await client.publish(up_topic(self.device_id, UpChannel.HELLO), hello.model_dump_json().encode())
 
     def _on_message(self, topic: str, payload: bytes) -> None:
         now = time.monotonic()
@@ -261,7 +265,9 @@ class Swarm:
         backoff_initial_s: float = 1.0,
         backoff_max_s: float = 60.0,
         on_eject: OnEject | None = None,
+        device_factory: Callable[[DeviceCredentials, Swarm], SwarmDevice] | None = None,
     ) -> None:
+        """`device_factory` makes each device (default: a SwarmDevice cabinet)."""
         self.host = host
         self.port = port
         self.keepalive_s = keepalive_s
@@ -272,7 +278,8 @@ class Swarm:
         self.stats = SwarmStats()
         self.connected = 0
         self.stopping = False
-        self.devices = [SwarmDevice(c, self) for c in devices]
+        make = device_factory or SwarmDevice
+        self.devices = [make(c, self) for c in devices]
         self.by_id = {d.device_id: d for d in self.devices}
         self._tasks: set[asyncio.Task[Any]] = set()
 

@@ -136,6 +136,10 @@ class UserPool:
             self._admin_token = str(r.json()["access_token"])
         return self._admin_token
 
+    async def admin_auth(self) -> dict[str, str]:
+        """The administrator's Authorization header (the ops API)."""
+        return {"Authorization": f"Bearer {await self._admin()}"}
+
     async def _sms_code(self, phone: str, address: str) -> str:
         """Ask for a registration code and read it from the sandbox provider's outbox (dev stacks only)."""
         headers = {"X-Forwarded-For": address}
