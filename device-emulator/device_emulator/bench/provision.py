@@ -52,6 +52,7 @@ async def _run(args: argparse.Namespace) -> int:
             ),
             rng_seed=args.seed,
             bank_modules=args.bank_modules,
+            bank_modules_last=args.bank_modules_last,
         )
     finally:
         await engine.dispose()
@@ -70,6 +71,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--fleet-out", type=Path, required=True)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--bank-modules", type=int, default=0, help="the first N banks get a module and credential")
+    parser.add_argument(
+        "--bank-modules-last", action="store_true", help="the last N banks instead (the benchmark: not the demo's)"
+    )
     parser.add_argument("--real-hash-cost", action="store_true", help="keep device-svc's Argon2 cost")
     return asyncio.run(_run(parser.parse_args(argv)))
 

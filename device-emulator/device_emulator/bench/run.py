@@ -147,7 +147,7 @@ class Bench:
         total = self.skip + self.args.devices
         seed_args = ["--cabinets", str(total), "--slots", str(self.args.slots), "--seed", str(self.args.seed)]
         if self.args.banks > 0:
-            seed_args += ["--bank-modules", str(self.args.banks)]
+            seed_args += ["--bank-modules", str(self.args.banks), "--bank-modules-last"]
         env = dict(os.environ)
         if self.args.real_provisioning:
             cmd = [sys.executable, self.stack_tool, "seed", "--stack", self.stack, "--", *seed_args]

@@ -42,6 +42,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
                 broker=_broker(settings),
                 rng_seed=args.seed,
                 bank_modules=args.bank_modules,
+                bank_modules_last=args.bank_modules_last,
             )
             print(
                 f"seeded {args.cabinets} cabinets ({result.cabinets_created} new, "
@@ -67,6 +68,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     seed_cmd.add_argument("--seed", type=int, default=42)
     seed_cmd.add_argument(
         "--bank-modules", type=int, default=0, metavar="N", help="the first N banks get their own module and credential"
+    )
+    seed_cmd.add_argument(
+        "--bank-modules-last", action="store_true", help="give the modules to the last N banks instead (benchmarks)"
     )
     sub.add_parser("sync-broker", help="rewrite the broker password file from the registry and reload it")
     args = parser.parse_args(argv)

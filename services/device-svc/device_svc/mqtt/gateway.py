@@ -109,9 +109,10 @@ class MqttGateway:
             keepalive=s.mqtt_keepalive_s,
             timeout=10.0,
             socket_options=NODELAY,
-            # aiomqtt discards (and so never acks) what does not fit: keep it above the broker's
-            # max_inflight_messages, which bounds the QoS 1 messages not yet acknowledged.
-            max_queued_incoming_messages=10_000,
+            # Unbounded: aiomqtt discards what does not fit, and a discarded QoS 1 message is never
+            # acknowledged, so it would hold one of the broker's in-flight slots until we reconnect
+            # (seen under the 1,000-device benchmark). The broker's max_inflight_messages bounds it.
+            max_queued_incoming_messages=0,
         )
 
     async def run(self) -> None:

@@ -99,8 +99,10 @@ async def seed(
     broker: BrokerTarget,
     rng_seed: int = 42,
     bank_modules: int = 0,
+    bank_modules_last: bool = False,
 ) -> SeedResult:
-    """`bank_modules`: how many banks (the first ones) have their own cellular module and get a
+    """`bank_modules`: how many banks (the first ones, or the last ones with `bank_modules_last`, so a
+    benchmark's modules stay out of the demo cabinets) have their own cellular module and get a
     device credential of their own."""
     rng = random.Random(rng_seed)
     known_passwords = read_fleet_passwords(fleet_out)
@@ -118,7 +120,9 @@ async def seed(
             generated += fresh
             fleet_cabinets.append(await _fleet_entry(session, cid, password))
         fleet_banks = []
-        module_ids = [b for c in fleet_cabinets for b in (s["bank_id"] for s in c["slots"]) if b][:bank_modules]
+        all_banks = [b for c in fleet_cabinets for b in (s["bank_id"] for s in c["slots"]) if b]
+        module_ids = all_banks[len(all_banks) - bank_modules :] if bank_modules_last else all_banks[:bank_modules]
+        module_ids = module_ids if bank_modules > 0 else []
         for bid in module_ids:
             bank = await session.get(Bank, bid)
             assert bank is not None
