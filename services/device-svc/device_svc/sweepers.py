@@ -9,15 +9,15 @@ from typing import Any, Literal
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from contracts.events import (
-    CabinetStatusChanged,
     DeviceAlarmKind,
     DeviceAlarmRaised,
-    DevicePresenceChanged,
+    EventData,
     PresenceReason,
 )
 from device_svc.commands.service import EjectService
 from device_svc.metrics import ALARMS_RAISED
 from device_svc.mqtt.handlers import Publish
+from device_svc.presence import transition_events
 from device_svc.registry import repository as repo
 from kit.db import unit_of_work
 
@@ -44,21 +44,21 @@ async def mark_offline(sessionmaker: async_sessionmaker[AsyncSession], publish: 
             log.info(
                 "cabinet silent; marked offline", extra={"device_id": row.id, "last_seen_at": str(row.last_seen_at)}
             )
-            event = CabinetStatusChanged(cabinet_id=row.id, online=False, at=now, reason="no_message")
-            await publish(session, event, row.id)
-            await publish(session, _silent(row, "cabinet", now), row.id)
+            for event in _silent(row, "cabinet", now):
+                await publish(session, event, row.id)
     return len(rows)
 
 
-def _silent(row: Any, kind: Literal["cabinet", "bank"], now: datetime) -> DevicePresenceChanged:
-    return DevicePresenceChanged(
-        device_id=row.id,
-        device_kind=kind,
+def _silent(row: Any, kind: Literal["cabinet", "bank"], now: datetime) -> list[EventData]:
+    return transition_events(
+        row.id,
+        kind,
         online=False,
         reason=PresenceReason.HEARTBEAT_SILENCE,
         at=now,
         last_seen_at=row.last_seen_at,
         rssi_dbm=row.rssi_dbm,
+        status_reason="no_message",
     )
 
 
@@ -85,7 +85,8 @@ async def mark_banks_offline(
         rows = await repo.mark_stale_banks_offline(session, now - timedelta(seconds=offline_after_s))
         for row in rows:
             log.info("bank module silent; marked offline", extra={"device_id": row.id})
-            await publish(session, _silent(row, "bank", now), row.id)
+            for event in _silent(row, "bank", now):
+                await publish(session, event, row.id)
     return len(rows)
 
 

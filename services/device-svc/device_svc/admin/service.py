@@ -10,10 +10,11 @@ from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts import Envelope
-from contracts.events import CabinetStatusChanged, DevicePresenceChanged, EventData, PresenceReason
+from contracts.events import EventData, PresenceReason
 from device_svc.admin.schemas import BankCreate, CabinetCreate, CabinetUpdate, Provisioned
 from device_svc.models import Bank, Cabinet, DeviceCredential, Slot
 from device_svc.ops import repository as ops_repo
+from device_svc.presence import transition_events
 from device_svc.provisioning.credentials import generate_password, set_password
 from device_svc.registry.repository import empty_slot_of_bank, take_offline
 from kit.errors import Conflict, NotFound
@@ -148,20 +149,16 @@ async def _revoked_offline(session: AsyncSession, device_id: str, publish: Publi
     if taken is None:
         return
     kind, row = taken
-    now = datetime.now(UTC)
-    if kind == "cabinet":
-        status = CabinetStatusChanged(cabinet_id=device_id, online=False, at=now, reason="credential_revoked")
-        await publish(session, status, device_id)
-    presence = DevicePresenceChanged(
-        device_id=device_id,
-        device_kind="cabinet" if kind == "cabinet" else "bank",
+    for event in transition_events(
+        device_id,
+        "cabinet" if kind == "cabinet" else "bank",
         online=False,
         reason=PresenceReason.CREDENTIAL_REVOKED,
-        at=now,
+        at=datetime.now(UTC),
         last_seen_at=row.last_seen_at,
         rssi_dbm=row.rssi_dbm,
-    )
-    await publish(session, presence, device_id)
+    ):
+        await publish(session, event, device_id)
 
 
 async def retire(session: AsyncSession, device_id: str, reason: str, publish: Publish) -> Provisioned:

@@ -14,9 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from contracts import Envelope
 from contracts.events import (
     BankReturned,
-    CabinetStatusChanged,
     DeviceMessageRejected,
-    DevicePresenceChanged,
     DeviceTelemetryReported,
     EventData,
     PresenceReason,
@@ -46,6 +44,7 @@ from device_svc.metrics import MESSAGES_RECEIVED
 from device_svc.models import Bank, Cabinet, InboundMessage
 from device_svc.mqtt.downlink import Downlink
 from device_svc.mqtt.incoming import Incoming, count_rejection
+from device_svc.presence import transition_events
 from device_svc.registry import repository as repo
 from device_svc.telemetry.ingest import TelemetryIngest
 from device_svc.telemetry.service import BANK_MESSAGES, BankDevices
@@ -226,19 +225,17 @@ class MessageProcessor:
     ) -> None:
         """Once per transition: the cabinet's row is locked while its message is handled."""
         log.info("cabinet status changed", extra={"device_id": cabinet.id, "online": online, "reason": why})
-        await self._publish(
-            session, CabinetStatusChanged(cabinet_id=cabinet.id, online=online, at=at, reason=why), cabinet.id
-        )
-        presence = DevicePresenceChanged(
-            device_id=cabinet.id,
-            device_kind="cabinet",
+        for event in transition_events(
+            cabinet.id,
+            "cabinet",
             online=online,
             reason=reason,
             at=at,
             last_seen_at=cabinet.last_seen_at,
             rssi_dbm=cabinet.rssi_dbm,
-        )
-        await self._publish(session, presence, cabinet.id)
+            status_reason=why,
+        ):
+            await self._publish(session, event, cabinet.id)
 
     async def _telemetry(
         self,

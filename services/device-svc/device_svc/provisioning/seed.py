@@ -121,8 +121,8 @@ async def seed(
             fleet_cabinets.append(await _fleet_entry(session, cid, password))
         fleet_banks = []
         all_banks = [b for c in fleet_cabinets for b in (s["bank_id"] for s in c["slots"]) if b]
-        module_ids = all_banks[len(all_banks) - bank_modules :] if bank_modules_last else all_banks[:bank_modules]
-        module_ids = module_ids if bank_modules > 0 else []
+        count = max(bank_modules, 0)
+        module_ids = (all_banks[-count:] if bank_modules_last else all_banks[:count]) if count else []
         for bid in module_ids:
             bank = await session.get(Bank, bid)
             assert bank is not None

@@ -32,10 +32,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from contracts import Envelope
 from contracts.events import (
-    CabinetStatusChanged,
     DeviceAlarmRaised,
     DeviceMessageRejected,
-    DevicePresenceChanged,
     DeviceTelemetryReported,
     EventData,
     PresenceReason,
@@ -46,6 +44,7 @@ from device_svc.metrics import ALARMS_RAISED, COMMANDS_DOWN, TELEMETRY_BATCH_SIZ
 from device_svc.models import Bank
 from device_svc.mqtt.downlink import Downlink
 from device_svc.mqtt.incoming import Incoming, count_rejection
+from device_svc.presence import transition_events
 from device_svc.telemetry.service import BankRules, alarm_changes
 from device_svc.telemetry.store import BankState, write_states
 from kit.correlation import get_correlation_id
@@ -292,19 +291,17 @@ class TelemetryIngest:
             return
         online_now.add(device_id)
         log.info("device online", extra={"device_id": device_id, "kind": kind, "reason": "message"})
-        if kind == "cabinet":
-            status = CabinetStatusChanged(cabinet_id=device_id, online=True, at=at, reason=item.msg.type)
-            batch.events.append((status, device_id, item.correlation_id))
-        presence = DevicePresenceChanged(
-            device_id=device_id,
-            device_kind="cabinet" if kind == "cabinet" else "bank",
+        for event in transition_events(
+            device_id,
+            "cabinet" if kind == "cabinet" else "bank",
             online=True,
             reason=PresenceReason.MESSAGE,
             at=at,
             last_seen_at=at if row.last_seen_at is None else max(at, row.last_seen_at),
             rssi_dbm=rssi if rssi is not None else row.rssi_dbm,
-        )
-        batch.events.append((presence, device_id, item.correlation_id))
+            status_reason=item.msg.type,
+        ):
+            batch.events.append((event, device_id, item.correlation_id))
 
     def _cabinet(self, batch: _Batch, row: Any, item: _Item, online_now: set[str]) -> None:
         msg = item.msg

@@ -13,9 +13,10 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts import Envelope
-from contracts.events import DeviceAlarmKind, DevicePresenceChanged, EventData, PresenceReason
+from contracts.events import DeviceAlarmKind, EventData, PresenceReason
 from contracts.mqtt import BankAlarm, BankReport, Heartbeat, Status
 from device_svc.models import Bank
+from device_svc.presence import transition_events
 
 log = logging.getLogger(__name__)
 
@@ -128,14 +129,8 @@ async def set_bank_online(
     last_seen = row.last_seen_at
     if online:
         last_seen = at if last_seen is None else max(at, last_seen)
-    event = DevicePresenceChanged(
-        device_id=bank_id,
-        device_kind="bank",
-        online=online,
-        reason=reason,
-        at=at,
-        last_seen_at=last_seen,
-        rssi_dbm=row.rssi_dbm,
-    )
-    await publish(session, event, bank_id)
+    for event in transition_events(
+        bank_id, "bank", online=online, reason=reason, at=at, last_seen_at=last_seen, rssi_dbm=row.rssi_dbm
+    ):
+        await publish(session, event, bank_id)
     return True
