@@ -318,17 +318,7 @@ async def revoke(session: AsyncSession, *, actor: str, asset_id: uuid.UUID, now:
     )
     if asset.status != AssetStatus.AVAILABLE.value or not unused:
         raise AssetNotRevocable(asset_status=asset.status)
-    returned = 0
-    if asset.kind == AssetKind.RED_PACKET.value:
-        returned = await _return_red_packet(session, asset, "revoked")
-    await repo.set_asset(
-        session,
-        asset.id,
-        now,
-        status=AssetStatus.REVOKED.value,
-        **({"remaining_fen": 0} if asset.kind == AssetKind.RED_PACKET.value else {}),
-    )
-    await repo.record(session, asset, "revoked", amount_fen=returned, minutes=asset.minutes_remaining or 0, actor=actor)
+    await _close(session, asset, AssetStatus.REVOKED, now, actor=actor)
     refreshed = await repo.asset(session, asset.id)
     assert refreshed is not None
     return refreshed
@@ -339,18 +329,27 @@ async def expire_due(session: AsyncSession, now: datetime, *, limit: int = 200) 
     promotions. (Planning never applies an expired asset, whether or not this ran yet.)"""
     due = await repo.due_to_expire(session, now, limit)
     for asset in due:
-        returned = 0
-        if asset.kind == AssetKind.RED_PACKET.value:
-            returned = await _return_red_packet(session, asset, "expired")
-        await repo.set_asset(
-            session,
-            asset.id,
-            now,
-            status=AssetStatus.EXPIRED.value,
-            **({"remaining_fen": 0} if asset.kind == AssetKind.RED_PACKET.value else {}),
-        )
-        await repo.record(session, asset, "expired", amount_fen=returned, minutes=asset.minutes_remaining or 0)
+        await _close(session, asset, AssetStatus.EXPIRED, now)
     return len(due)
+
+
+async def _close(
+    session: AsyncSession, asset: UserAsset, status: AssetStatus, now: datetime, *, actor: str | None = None
+) -> None:
+    """End an asset (revoked or expired): a red packet's remainder goes back to promotions in a
+    balanced transaction; the history records what was left."""
+    event = status.value  # "revoked" / "expired"
+    returned = 0
+    if asset.kind == AssetKind.RED_PACKET.value:
+        returned = await _return_red_packet(session, asset, event)
+    await repo.set_asset(
+        session,
+        asset.id,
+        now,
+        status=status.value,
+        **({"remaining_fen": 0} if asset.kind == AssetKind.RED_PACKET.value else {}),
+    )
+    await repo.record(session, asset, event, amount_fen=returned, minutes=asset.minutes_remaining or 0, actor=actor)
 
 
 # ---- at settlement --------------------------------------------------------------------------
