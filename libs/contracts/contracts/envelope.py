@@ -79,8 +79,12 @@ def new_event(
     producer: str,
     correlation_id: str | None = None,
     occurred_at: datetime | None = None,
+    event_id: UUID | None = None,
 ) -> Envelope:
+    """`event_id`: a deterministic id for an event that may be published more than once (at least
+    once, straight to Kafka), so that its consumers can drop the copies; a random one otherwise."""
     return Envelope(
+        event_id=event_id or uuid4(),
         type=data.type,
         occurred_at=occurred_at or datetime.now(UTC),
         producer=producer,

@@ -20,6 +20,11 @@ class Topic(StrEnum):
 
 ALL_TOPICS: tuple[str, ...] = tuple(t.value for t in Topic)
 
+# Topics whose volume grows with the fleet, not with rentals: telemetry, presence and status, refused
+# device messages. Producers relay them on a lane of their own, so that a backlog of them (a connect
+# storm, a telemetry flood) never delays a rental's events on their way to Kafka.
+BULK_TOPICS: frozenset[str] = frozenset({Topic.DEVICE_TELEMETRY, Topic.DEVICE_STATUS, Topic.DEVICE_REJECTIONS})
+
 
 def main() -> None:
     for name in ALL_TOPICS:

@@ -6,13 +6,14 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Annotated, Any
+from uuid import UUID
 
 import httpx
 from aiokafka import AIOKafkaProducer
 from fastapi import APIRouter, Depends, FastAPI, Request
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from contracts import Envelope
+from contracts import Envelope, new_event
 from contracts.events import EventData
 from kit.auth import TokenVerifier
 from kit.correlation import HEADER, get_correlation_id
@@ -22,7 +23,7 @@ from kit.health import ObservabilityMiddleware, ReadinessCheck
 from kit.health import router as health_router
 from kit.kafka import EventConsumer, Handler, make_producer, start_with_retry
 from kit.logging import configure_logging
-from kit.outbox import OutboxRelay, OutboxWakeup, add_event, add_events
+from kit.outbox import Lane, OutboxRelay, OutboxWakeup, add_event, add_events
 from kit.revocation import RevocationList, RevocationListener
 from kit.settings import ServiceSettings
 
@@ -40,6 +41,9 @@ class Runtime:
     outbox_wakeup: OutboxWakeup
     http: httpx.AsyncClient
     verifier: TokenVerifier | None
+    # A second producer for bulk events (settings.outbox_split_lanes): its batches never sit in front
+    # of a rental's events in the same produce request.
+    bulk_producer: AIOKafkaProducer | None = None
     revocations: RevocationList = field(default_factory=RevocationList)
     readiness_checks: dict[str, ReadinessCheck] = field(default_factory=dict)
     tasks: list["asyncio.Task[Any]"] = field(default_factory=list)
@@ -54,6 +58,25 @@ class Runtime:
     ) -> list[Envelope]:
         """Many events (`(data, key, correlation id or None)`) in one outbox insert, same transaction."""
         return await add_events(session, events, producer=self.settings.service_name, wakeup=self.outbox_wakeup)
+
+    async def publish_direct(self, events: Sequence[tuple[EventData, str, str | None, UUID]]) -> None:
+        """Publish `(data, key, correlation id or None, event id)` straight to Kafka (on the bulk producer
+        when there is one) and return once Kafka acknowledged every one. At least once and outside any
+        transaction: only for facts that need no state change to be true (a device's report), with
+        event ids derived from the fact, so that consumers drop a second copy as a duplicate."""
+        producer = self.bulk_producer or self.producer
+        current = get_correlation_id()
+        sent = []
+        for data, key, correlation_id, event_id in events:
+            envelope = new_event(
+                data,
+                key=key,
+                producer=self.settings.service_name,
+                correlation_id=correlation_id or current,
+                event_id=event_id,
+            )
+            sent.append(await producer.send(envelope.topic.value, value=envelope.to_bytes(), key=key.encode()))
+        await asyncio.gather(*sent)
 
     def spawn(self, coro: Any, name: str) -> "asyncio.Task[Any]":
         task = asyncio.create_task(coro, name=name)
@@ -104,6 +127,10 @@ def create_service_app(
         engine = make_engine(settings.database_url, settings.db_pool_size)
         producer = make_producer(settings.kafka_bootstrap, settings.service_name)
         await start_with_retry(producer, "producer")
+        bulk_producer = None
+        if settings.outbox_split_lanes:
+            bulk_producer = make_producer(settings.kafka_bootstrap, f"{settings.service_name}-bulk")
+            await start_with_retry(bulk_producer, "bulk producer")
         revocations = RevocationList()
         verifier = None
         if settings.jwt_public_key_file is not None:
@@ -115,16 +142,18 @@ def create_service_app(
             engine=engine,
             sessionmaker=make_sessionmaker(engine),
             producer=producer,
-            outbox_wakeup=OutboxWakeup(),
+            outbox_wakeup=OutboxWakeup(split=settings.outbox_split_lanes),
+            bulk_producer=bulk_producer,
             http=httpx.AsyncClient(timeout=5.0, event_hooks={"request": [_propagate_correlation]}),
             verifier=verifier,
             revocations=revocations,
         )
         app.state.runtime = runtime
-        relay = OutboxRelay(runtime.sessionmaker, producer, runtime.outbox_wakeup, settings.outbox_poll_interval_s)
+        relays = _outbox_relays(runtime)
         runtime.readiness_checks["database"] = lambda: ping(engine)
-        runtime.readiness_checks["kafka"] = lambda: _kafka_ready(producer, relay)
-        runtime.spawn(relay.run(), "outbox-relay")
+        runtime.readiness_checks["kafka"] = lambda: _kafka_ready(producer, relays)
+        for name, relay in relays.items():
+            runtime.spawn(relay.run(), name)
         try:
             if settings.token_revocation_listener:
                 await _listen_for_revocations(runtime)
@@ -157,6 +186,8 @@ def create_service_app(
         finally:
             await _cancel_all(runtime.tasks)
             await producer.stop()
+            if bulk_producer is not None:
+                await bulk_producer.stop()
             await runtime.http.aclose()
             await engine.dispose()
 
@@ -193,11 +224,31 @@ async def _listen_for_revocations(runtime: Runtime) -> None:
     runtime.readiness_checks["revocations"] = caught_up
 
 
-async def _kafka_ready(producer: AIOKafkaProducer, relay: OutboxRelay) -> None:
+def _outbox_relays(runtime: Runtime) -> dict[str, OutboxRelay]:
+    """One relay for every event; or, when the service splits its outbox, one per lane."""
+    s = runtime.settings
+    if runtime.bulk_producer is None:
+        return {
+            "outbox-relay": OutboxRelay(
+                runtime.sessionmaker, runtime.producer, runtime.outbox_wakeup, s.outbox_poll_interval_s
+            )
+        }
+    return {
+        "outbox-relay": OutboxRelay(
+            runtime.sessionmaker, runtime.producer, runtime.outbox_wakeup, s.outbox_poll_interval_s, lane=Lane.CRITICAL
+        ),
+        "outbox-relay-bulk": OutboxRelay(
+            runtime.sessionmaker, runtime.bulk_producer, runtime.outbox_wakeup, s.outbox_poll_interval_s, lane=Lane.BULK
+        ),
+    }
+
+
+async def _kafka_ready(producer: AIOKafkaProducer, relays: Mapping[str, OutboxRelay]) -> None:
     if not await producer.client.force_metadata_update():
         raise RuntimeError("kafka metadata request failed")
-    if relay.last_error is not None:
-        raise RuntimeError(f"outbox relay: {relay.last_error}")
+    for name, relay in relays.items():
+        if relay.last_error is not None:
+            raise RuntimeError(f"{name}: {relay.last_error}")
 
 
 async def _cancel_all(tasks: list["asyncio.Task[Any]"]) -> None:

@@ -1,11 +1,18 @@
 """Transactional outbox: an event is written in the same transaction as the state change it
-reports, and a relay publishes committed rows to Kafka. Nothing is published that did not commit."""
+reports, and a relay publishes committed rows to Kafka. Nothing is published that did not commit.
+
+Two lanes: a service that writes bulk events (`contracts.topics.BULK_TOPICS`: telemetry, presence,
+refused device messages) relays them with a relay of their own, so a backlog of them never holds up
+a rental's events (an eject result waiting behind ten thousand presence changes is a user told "no
+answer" although the bank came out). Each topic stays on one lane, so per-partition order holds."""
 
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from enum import StrEnum
 
 from aiokafka import AIOKafkaProducer
 from prometheus_client import Counter, Gauge
@@ -14,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from contracts import Envelope, new_event
 from contracts.events import EventData
+from contracts.topics import BULK_TOPICS
 from kit.correlation import get_correlation_id
 from kit.db import after_commit, define_kit_tables, make_metadata
 
@@ -22,22 +30,45 @@ log = logging.getLogger(__name__)
 _outbox_table, _ = define_kit_tables(make_metadata())
 
 OUTBOX_PUBLISHED = Counter("pb_outbox_published_total", "Outbox events published to Kafka", ["topic"])
-OUTBOX_BACKLOG = Gauge("pb_outbox_backlog", "Outbox events committed but not yet published")
+OUTBOX_BACKLOG = Gauge("pb_outbox_backlog", "Outbox events committed but not yet published", ["lane"])
+
+
+class Lane(StrEnum):
+    CRITICAL = "critical"
+    BULK = "bulk"
+
+
+def lane_of(topic: str) -> Lane:
+    return Lane.BULK if topic in BULK_TOPICS else Lane.CRITICAL
+
+
+# The lanes' row filters, as literal SQL (our own topic names, not input) so that PostgreSQL matches
+# them to the partial indexes of a service that splits its outbox (device-svc's migration 0007).
+assert all(re.fullmatch(r"[a-z0-9._]+", topic) for topic in BULK_TOPICS)
+_BULK_LIST = ", ".join(f"'{topic}'" for topic in sorted(BULK_TOPICS))
+LANE_FILTERS: dict[Lane, str] = {Lane.CRITICAL: f"topic NOT IN ({_BULK_LIST})", Lane.BULK: f"topic IN ({_BULK_LIST})"}
 
 
 class OutboxWakeup:
-    """Wakes the relay right after a commit that wrote events, so publishing does not wait a poll."""
+    """Wakes a lane's relay right after a commit that wrote its events, so publishing does not wait a
+    poll. Unless `split`, every event wakes the one relay (which takes every lane)."""
 
-    def __init__(self) -> None:
-        self._event = asyncio.Event()
+    def __init__(self, *, split: bool = False) -> None:
+        self.split = split
+        self._events = {lane: asyncio.Event() for lane in Lane}
 
-    def notify(self) -> None:
-        self._event.set()
+    def notify(self, lane: Lane = Lane.CRITICAL) -> None:
+        self._events[lane if self.split else Lane.CRITICAL].set()
 
-    async def wait(self, seconds: float) -> None:
+    def notify_topics(self, topics: Sequence[str]) -> None:
+        for lane in {lane_of(topic) for topic in topics}:
+            self.notify(lane)
+
+    async def wait(self, seconds: float, lane: Lane = Lane.CRITICAL) -> None:
+        event = self._events[lane]
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._event.wait(), seconds)
-        self._event.clear()
+            await asyncio.wait_for(event.wait(), seconds)
+        event.clear()
 
 
 async def add_event(
@@ -60,7 +91,8 @@ async def add_event(
         )
     )
     if wakeup is not None:
-        after_commit(session, wakeup.notify)
+        lane = lane_of(envelope.topic)
+        after_commit(session, lambda: wakeup.notify(lane))
     return envelope
 
 
@@ -94,13 +126,16 @@ async def add_events(
         ],
     )
     if wakeup is not None:
-        after_commit(session, wakeup.notify)
+        topics = [e.topic.value for e in envelopes]
+        after_commit(session, lambda: wakeup.notify_topics(topics))
     return envelopes
 
 
 class OutboxRelay:
     """Publishes committed outbox rows in id order. Several instances may run: rows are claimed
-    with SKIP LOCKED. A row is marked published only after Kafka acknowledged it (at least once)."""
+    with SKIP LOCKED. A row is marked published only after Kafka acknowledged it (at least once).
+    `lane`: only that lane's rows (a service that splits its outbox runs one relay per lane);
+    None: every row."""
 
     def __init__(
         self,
@@ -109,12 +144,19 @@ class OutboxRelay:
         wakeup: OutboxWakeup,
         poll_interval_s: float = 0.5,
         batch_size: int = 500,
+        lane: Lane | None = None,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._producer = producer
         self._wakeup = wakeup
         self._poll = poll_interval_s
         self._batch = batch_size
+        self._wake_lane = lane or Lane.CRITICAL
+        where = "published_at IS NULL" + (f" AND {LANE_FILTERS[lane]}" if lane is not None else "")
+        self._claim = text(
+            f"SELECT id, topic, key, payload FROM outbox WHERE {where} ORDER BY id LIMIT :n FOR UPDATE SKIP LOCKED"  # noqa: S608 (our topic names, checked above)
+        )
+        self._backlog = OUTBOX_BACKLOG.labels(lane.value if lane is not None else "all")
         self.last_error: str | None = None
 
     async def run(self) -> None:
@@ -130,21 +172,13 @@ class OutboxRelay:
                 sent = 0
                 await asyncio.sleep(min(self._poll * 4, 2.0))
             if sent < self._batch:
-                await self._wakeup.wait(self._poll)
+                await self._wakeup.wait(self._poll, self._wake_lane)
 
     async def publish_pending(self) -> int:
         async with self._sessionmaker() as session, session.begin():
-            rows = (
-                await session.execute(
-                    text(
-                        "SELECT id, topic, key, payload FROM outbox WHERE published_at IS NULL "
-                        "ORDER BY id LIMIT :n FOR UPDATE SKIP LOCKED"
-                    ),
-                    {"n": self._batch},
-                )
-            ).all()
+            rows = (await session.execute(self._claim, {"n": self._batch})).all()
             if not rows:
-                OUTBOX_BACKLOG.set(0)
+                self._backlog.set(0)
                 return 0
             futures = [
                 await self._producer.send(row.topic, value=bytes(row.payload), key=row.key.encode()) for row in rows

@@ -28,6 +28,9 @@ class ServiceSettings(BaseSettings):
     # local broker); Apache Kafka answers a waiting fetch as soon as data arrives, so 50 ms only adds polls.
     kafka_fetch_max_wait_ms: int = 50
     outbox_poll_interval_s: float = 0.5
+    # Relay bulk events (contracts.topics.BULK_TOPICS) on a lane of their own (kit.outbox); for a
+    # service that writes them in volume, with the outbox's per-lane partial indexes in its migrations.
+    outbox_split_lanes: bool = False
     jwt_public_key_file: Path | None = None
     jwt_issuer: str = "pb-user-svc"
     jwt_audience: str = "pb"

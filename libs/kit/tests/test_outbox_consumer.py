@@ -12,11 +12,11 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from contracts import Envelope, Topic, event_adapter, new_event
-from contracts.events import DeviceTelemetryReported
+from contracts.events import DeviceTelemetryReported, UserBlocked
 from kit.correlation import get_correlation_id
 from kit.db import define_kit_tables, make_engine, make_metadata, make_sessionmaker, unit_of_work
 from kit.kafka import EventConsumer, make_producer
-from kit.outbox import OutboxRelay, OutboxWakeup, add_event
+from kit.outbox import Lane, OutboxRelay, OutboxWakeup, add_event, add_events
 from kit.testing import ensure_database, kafka_bootstrap, test_database_url
 
 pytestmark = pytest.mark.integration
@@ -199,3 +199,35 @@ async def test_a_handler_that_keeps_failing_is_parked_not_lost(sessions: async_s
     assert "cannot apply" in row.error
     assert seen_traces == ["trace-park", "trace-park"]  # each attempt runs in the event's trace
     assert get_correlation_id() is None  # and the trace does not leak past the event
+
+
+async def test_a_critical_event_is_relayed_past_a_backlog_of_bulk_events(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    producer = make_producer(kafka_bootstrap(), "kit-test")
+    await producer.start()
+    wakeup = OutboxWakeup(split=True)
+    critical = OutboxRelay(sessions, producer, wakeup, batch_size=100, lane=Lane.CRITICAL)
+    bulk = OutboxRelay(sessions, producer, wakeup, batch_size=500, lane=Lane.BULK)
+    device, user = f"BULK-{uuid4().hex[:8]}", uuid4()
+    try:
+        async with unit_of_work(sessions) as session:
+            backlog = [(_telemetry(device), device, None) for _ in range(2000)]
+            await add_events(session, backlog, producer="kit-test", wakeup=wakeup)
+            blocked = UserBlocked(user_id=user, reason="test", at=datetime.now(UTC))
+            await add_event(session, blocked, key=str(user), producer="kit-test", wakeup=wakeup)
+        assert await critical.publish_pending() == 1  # the one critical row, written after 2,000 bulk ones
+        assert await _unpublished(sessions, "user.user.blocked") == 0
+        assert await _unpublished(sessions, "device.telemetry.reported") == 2000
+        assert await bulk.publish_pending() == 500  # bulk rows only, in order
+        assert await critical.publish_pending() == 0
+    finally:
+        while await bulk.publish_pending():
+            pass
+        await producer.stop()
+
+
+async def _unpublished(sessions: async_sessionmaker[AsyncSession], event_type: str) -> int:
+    async with sessions() as session:
+        query = text("SELECT count(*) FROM outbox WHERE published_at IS NULL AND event_type = :t")
+        return int((await session.execute(query, {"t": event_type})).scalar_one())

@@ -12,7 +12,7 @@ from device_svc.admin.endpoints import router as admin_router
 from device_svc.commands.service import EjectService
 from device_svc.consumers import consumer_specs
 from device_svc.geo.endpoints import router as geo_router
-from device_svc.mqtt.dispatch import DeviceLanes
+from device_svc.mqtt.dispatch import DeviceLanes, IntakeLanes
 from device_svc.mqtt.downlink import Downlink
 from device_svc.mqtt.gateway import MqttGateway
 from device_svc.mqtt.handlers import MessageProcessor
@@ -63,6 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             rules,
             max_rows=settings.telemetry_batch_max,
             workers=settings.telemetry_batch_writers,
+            feed=runtime.publish_direct,
         )
         processor = MessageProcessor(
             runtime.sessionmaker,
@@ -73,12 +74,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             max_clock_skew_s=settings.max_clock_skew_s,
             banks=BankDevices(publish),
             telemetry=telemetry,
-            max_concurrency=max(settings.db_pool_size - settings.telemetry_batch_writers, 1),
+            max_concurrency=max(
+                settings.db_pool_size - settings.telemetry_batch_writers - settings.critical_concurrency, 1
+            ),
+            critical_concurrency=settings.critical_concurrency,
         )
-        lanes = DeviceLanes(
-            processor.process,
-            max_pending_per_device=settings.max_pending_per_device,
-            attempts=settings.message_attempts,
+        lanes = IntakeLanes(
+            lambda: DeviceLanes(
+                processor.process,
+                max_pending_per_device=settings.max_pending_per_device,
+                attempts=settings.message_attempts,
+            )
         )
         gateway.on_message = lanes.submit
         runtime.extras.update(

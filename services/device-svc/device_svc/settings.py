@@ -50,3 +50,8 @@ class Settings(ServiceSettings):
     # messages per batch, by this many writers at once.
     telemetry_batch_max: int = 500
     telemetry_batch_writers: int = 2
+    # Database transactions at once for critical messages (eject results, returns, slot alarms): their
+    # own share of the pool, so no backlog of other messages holds them up (mqtt/intake.py).
+    critical_concurrency: int = 4
+    # Bulk events (telemetry, presence, refusals) relayed on their own outbox lane (kit.outbox).
+    outbox_split_lanes: bool = True

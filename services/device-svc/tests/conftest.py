@@ -38,11 +38,8 @@ from kit.testing import app_client, ensure_database, kafka_bootstrap, migrate, t
 SERVICE_DIR = Path(__file__).resolve().parents[1]
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 SERVICE_PASSWORD = "test-device-svc-" + uuid.uuid4().hex[:8]
-ACL = """user device-svc
-topic readwrite pb/v1/devices/#
-pattern write pb/v1/devices/%u/up/#
-pattern read pb/v1/devices/%u/cmd/#
-"""
+# The stack's own ACL (devices write only their protocol channels, read only their commands).
+ACL = (Path(__file__).resolve().parents[3] / "deploy" / "local" / "mosquitto" / "acl").read_text()
 OUTPUT_TOPICS = [
     Topic.DEVICE_EJECTS,
     Topic.DEVICE_RETURNS,

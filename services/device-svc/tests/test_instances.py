@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from device_svc.main import create_app
+from device_svc.mqtt.intake import Intake
 from kit.testing import app_client
 
 pytestmark = pytest.mark.integration
@@ -30,7 +31,7 @@ async def test_two_instances_share_the_load_and_keep_state_ordered(
         await readiness(client_b)
         for name, app in apps:
             gateway = app.state.runtime.extras["gateway"]
-            assert gateway.subscription.startswith("$share/")
+            assert all(t.startswith(f"$share/{group}/") for i in Intake for t in gateway.subscriptions(i))
             forward = gateway.on_message
 
             def counting(topic, payload, at, ack, _name=name, _forward=forward):

@@ -6,17 +6,19 @@ import shutil
 import subprocess
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy.exc import OperationalError
 
 from contracts.events import EjectFailureReason
-from contracts.mqtt import EjectResultCode, parse_up_topic
+from contracts.mqtt import EjectResultCode, UpChannel, parse_up_topic
 from device_svc.clock import checked_device_time, datetime_to_ms
 from device_svc.commands.rules import BankView, bank_refusal, failure_reason, pick_best_bank
 from device_svc.mqtt.dispatch import DeviceLanes
 from device_svc.mqtt.handlers import CHANNELS
+from device_svc.mqtt.intake import INTAKE_CHANNELS, Intake, intake_of, subscriptions
 from device_svc.provisioning.mosquitto import mosquitto_hash, render_password_file, verify_mosquitto_hash
 from device_svc.provisioning.seed import plan_cabinet
 from kit.testing import eventually
@@ -229,3 +231,21 @@ async def test_lane_acks_a_dropped_message_at_once_and_not_a_cancelled_one():
 
 async def _done(sent: list[str], n: int) -> bool:
     return len(sent) >= n
+
+
+def test_every_channel_has_one_intake_and_the_broker_allows_exactly_the_channels():
+    assigned = [channel for channels in INTAKE_CHANNELS.values() for channel in channels]
+    assert sorted(assigned) == sorted(UpChannel)  # each once
+    assert intake_of("eject_result") is Intake.CRITICAL
+    assert intake_of("return") is Intake.CRITICAL
+    assert intake_of("heartbeat") is Intake.TELEMETRY
+    assert intake_of("nonsense") is Intake.STATE
+    assert subscriptions(Intake.CRITICAL, "g")[0] == "$share/g/pb/v1/devices/+/up/eject_result"
+    root = Path(__file__).resolve().parents[3]
+    for acl in (root / "deploy/local/mosquitto/acl", root / "deploy/k8s/10-config.yaml"):
+        allowed = {
+            line.split("/up/")[1]
+            for line in acl.read_text().splitlines()
+            if line.strip().startswith("pattern write pb/v1/devices/%u/up/")
+        }
+        assert allowed == {c.value for c in UpChannel}, acl

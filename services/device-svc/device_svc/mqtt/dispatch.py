@@ -16,10 +16,12 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
+from aiokafka.errors import KafkaError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from contracts.mqtt import parse_up_topic
 from device_svc.metrics import MESSAGES_DROPPED, MESSAGES_FAILED, MESSAGES_RETRIED
+from device_svc.mqtt.intake import Intake, intake_of_topic
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +44,8 @@ def is_outage(exc: BaseException) -> bool:
     """The database or the network is unreachable: retrying later will work, the message is fine."""
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return True
-    return isinstance(exc, OperationalError | InterfaceError | OSError | TimeoutError)
+    # A Kafka error (telemetry goes straight to Kafka) is the broker's state, not the message's.
+    return isinstance(exc, OperationalError | InterfaceError | OSError | TimeoutError | KafkaError)
 
 
 class DeviceLanes:
@@ -127,3 +130,17 @@ class DeviceLanes:
         for worker in list(self._workers):
             worker.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
+
+
+class IntakeLanes:
+    """Device lanes per intake (mqtt/intake.py): a device's eject result never queues behind its own
+    heartbeat either."""
+
+    def __init__(self, make: Callable[[], DeviceLanes]) -> None:
+        self._lanes = {intake: make() for intake in Intake}
+
+    def submit(self, topic: str, payload: bytes, received_at: datetime, ack: Ack = _no_ack) -> None:
+        self._lanes[intake_of_topic(topic)].submit(topic, payload, received_at, ack)
+
+    async def close(self) -> None:
+        await asyncio.gather(*(lanes.close() for lanes in self._lanes.values()))

@@ -1,5 +1,6 @@
-"""The one MQTT connection of device-svc: subscribes to every device's up topics, hands each
-message to a callback without waiting for it, publishes commands, and reconnects with back-off.
+"""The MQTT connections of device-svc, one per intake (mqtt/intake.py): each subscribes to its
+channels of every device's up topics, hands each message to a callback without waiting for it, and
+reconnects with back-off; commands go out on the critical intake's connection.
 
 QoS 1 messages are acknowledged by hand: the callback gets an `Ack` to call once the message's
 effect has committed (or it was deliberately refused). Until then the broker keeps the message in
@@ -17,8 +18,8 @@ from datetime import UTC, datetime
 
 import aiomqtt
 
-from contracts.mqtt import UP_SUBSCRIPTION
 from device_svc.metrics import MESSAGES_ACK_STALE, MQTT_CONNECTED
+from device_svc.mqtt.intake import Intake, subscriptions
 from device_svc.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -73,38 +74,41 @@ class MqttGateway:
     def __init__(self, settings: Settings, on_message: OnMessage | None = None) -> None:
         self._settings = settings
         self.on_message = on_message
-        self._client: aiomqtt.Client | None = None
-        self.last_error: str | None = "not connected yet"
+        self._clients: dict[Intake, aiomqtt.Client] = {}
+        self._errors: dict[Intake, str] = {intake: "not connected yet" for intake in Intake}
 
-    @property
-    def subscription(self) -> str:
-        """Every device's up topics; through a shared subscription when instances share the load
-        (the broker hands each message to one member of the group)."""
-        group = self._settings.mqtt_shared_group
-        return f"$share/{group}/{UP_SUBSCRIPTION}" if group else UP_SUBSCRIPTION
+    def subscriptions(self, intake: Intake) -> list[str]:
+        """The intake's channels of every device; through a shared subscription when instances share
+        the load (the broker hands each message to one member of the group)."""
+        return subscriptions(intake, self._settings.mqtt_shared_group)
 
     @property
     def connected(self) -> bool:
-        return self._client is not None
+        return len(self._clients) == len(Intake)
+
+    @property
+    def last_error(self) -> str | None:
+        return "; ".join(f"{intake}: {error}" for intake, error in self._errors.items()) or None
 
     async def ready(self) -> None:
-        if self._client is None:
+        if not self.connected:
             raise RuntimeError(f"mqtt disconnected: {self.last_error}")
 
     async def publish(self, topic: str, payload: bytes, *, qos: int = 1, timeout_s: float = 5.0) -> None:
-        client = self._client
+        client = self._clients.get(Intake.CRITICAL)
         if client is None:
-            raise NotConnected(f"mqtt disconnected: {self.last_error}")
+            raise NotConnected(f"mqtt disconnected: {self._errors.get(Intake.CRITICAL)}")
         await asyncio.wait_for(client.publish(topic, payload, qos=qos), timeout_s)
 
-    def _make_client(self) -> aiomqtt.Client:
+    def _make_client(self, intake: Intake) -> aiomqtt.Client:
         s = self._settings
         return aiomqtt.Client(
             s.mqtt_host,
             s.mqtt_port,
             username=s.mqtt_username,
             password=s.mqtt_password.get_secret_value(),
-            identifier=s.mqtt_client_id,
+            # A persistent session per intake: each connection's client id is its own.
+            identifier=f"{s.mqtt_client_id}-{intake.value}",
             clean_session=s.mqtt_clean_session,
             keepalive=s.mqtt_keepalive_s,
             timeout=10.0,
@@ -116,20 +120,26 @@ class MqttGateway:
         )
 
     async def run(self) -> None:
+        """Every intake's connection, until cancelled."""
+        await asyncio.gather(*(self._run(intake) for intake in Intake))
+
+    async def _run(self, intake: Intake) -> None:
         """Connect, subscribe and read until cancelled; reconnect with jittered back-off."""
         delay = 0.2
         while True:
-            client = self._make_client()
+            client = self._make_client(intake)
             connection = _Connection(client)
             try:
                 async with client:
-                    await client.subscribe(self.subscription, qos=1)
-                    self._client = client
-                    self.last_error = None
-                    MQTT_CONNECTED.set(1)
+                    for topic in self.subscriptions(intake):
+                        await client.subscribe(topic, qos=1)
+                    self._clients[intake] = client
+                    self._errors.pop(intake, None)
+                    MQTT_CONNECTED.labels(intake.value).set(1)
                     delay = 0.2
                     log.info(
-                        "mqtt connected", extra={"host": self._settings.mqtt_host, "port": self._settings.mqtt_port}
+                        "mqtt connected",
+                        extra={"host": self._settings.mqtt_host, "port": self._settings.mqtt_port, "intake": intake},
                     )
                     async for message in client.messages:
                         payload = message.payload
@@ -140,11 +150,14 @@ class MqttGateway:
                         else:
                             self.on_message(str(message.topic), raw, datetime.now(UTC), ack)
             except aiomqtt.MqttError as exc:
-                self.last_error = repr(exc)
-                log.warning("mqtt connection lost; reconnecting", extra={"error": repr(exc), "retry_in_s": delay})
+                self._errors[intake] = repr(exc)
+                log.warning(
+                    "mqtt connection lost; reconnecting",
+                    extra={"error": repr(exc), "retry_in_s": delay, "intake": intake},
+                )
             finally:
                 connection.open = False
-                self._client = None
-                MQTT_CONNECTED.set(0)
+                self._clients.pop(intake, None)
+                MQTT_CONNECTED.labels(intake.value).set(0)
             await asyncio.sleep(delay * (0.8 + 0.4 * random.random()))
             delay = min(delay * 2, self._settings.mqtt_reconnect_max_s)

@@ -44,6 +44,7 @@ from device_svc.metrics import MESSAGES_RECEIVED
 from device_svc.models import Bank, Cabinet, InboundMessage
 from device_svc.mqtt.downlink import Downlink
 from device_svc.mqtt.incoming import Incoming, count_rejection
+from device_svc.mqtt.intake import Intake, intake_of
 from device_svc.presence import transition_events
 from device_svc.registry import repository as repo
 from device_svc.telemetry.ingest import TelemetryIngest
@@ -80,12 +81,16 @@ class MessageProcessor:
         banks: BankDevices,
         telemetry: TelemetryIngest,
         max_concurrency: int = 10,
+        critical_concurrency: int = 4,
     ) -> None:
         self._banks = banks
         self._ingest = telemetry
         # Transactions of message handling at once (the database pool); telemetry waits for its
         # batch without holding one, so a batch can hold a message of every device talking.
         self._limit = asyncio.Semaphore(max_concurrency)
+        # The critical intake's messages (eject results, returns) have transactions of their own, so a
+        # connect storm's hellos and inventories never make them wait for a database connection.
+        self._critical_limit = asyncio.Semaphore(critical_concurrency)
         self._sessionmaker = sessionmaker
         self._publish = publish
         self._downlink = downlink
@@ -110,7 +115,8 @@ class MessageProcessor:
             if telemetry is not None:
                 await self._ingest.submit(incoming, telemetry)
                 return
-            async with self._limit:
+            limit = self._critical_limit if intake_of(incoming.channel) is Intake.CRITICAL else self._limit
+            async with limit:
                 outcome = await self._handle(incoming, payload)
             if outcome is not None:
                 raise outcome

@@ -9,8 +9,13 @@ takes everything waiting (up to `max_rows`) into one transaction:
    RETURNING`; what it does not return was seen before and is dropped;
 3. presence (last seen, signal), the banks' current state (only by a report newer by device time
    than the stored one), alarms, and online transitions, each one set-based statement;
-4. every event (telemetry for the data team, presence, alarms, rejections) in one multi-row outbox
-   insert.
+4. presence, alarm and rejection events in one multi-row outbox insert;
+5. the telemetry itself (the data team's feed, the bulk of the volume) straight to Kafka, before the
+   commit: a device's report is a fact whatever we make of it, so it needs no outbox row, no relay
+   query and no published mark. Its event id is derived from the device and msg_id, so a batch
+   retried after Kafka acknowledged but before the commit publishes copies that consumers drop as
+   duplicates (at least once, nothing lost). Kafka unreachable fails the batch like the database:
+   nothing is acknowledged and the messages are handled again.
 
 It all commits together, so a crash loses nothing that was acknowledged as recorded, and a replay is
 never half-applied. `submit()` returns once the batch committed: a device's lane waits for it, so one
@@ -53,6 +58,17 @@ from kit.db import after_commit, unit_of_work
 log = logging.getLogger(__name__)
 
 PublishMany = Callable[[AsyncSession, Sequence[tuple[EventData, str, str | None]]], Awaitable[list[Envelope]]]
+# Publishes `(data, key, correlation id, event id)` straight to Kafka; returns once Kafka acknowledged.
+FeedEvent = tuple[EventData, str, str | None, uuid.UUID]
+Feed = Callable[[Sequence[FeedEvent]], Awaitable[None]]
+_FEED_NAMESPACE = uuid.UUID("6f1d2c3e-7a4b-4f0e-9c1d-2b3a4c5d6e7f")
+
+
+def feed_event_id(device_id: str, msg_id: str) -> uuid.UUID:
+    """The same device message always yields the same telemetry event id."""
+    return uuid.uuid5(_FEED_NAMESPACE, f"{device_id}/{msg_id}")
+
+
 TelemetryMessage = Heartbeat | BankReport
 
 _LOCK_CABINETS = text(
@@ -115,6 +131,7 @@ class _Batch:
     """What one batch writes; built from the locked rows, then applied."""
 
     events: list[tuple[EventData, str, str | None]] = field(default_factory=list)
+    feed: list[FeedEvent] = field(default_factory=list)
     rejections: list[tuple[_Item, str, str]] = field(default_factory=list)
     cabinet_presence: dict[str, tuple[datetime, int | None, datetime]] = field(default_factory=dict)
     bank_presence: dict[str, tuple[datetime, int | None]] = field(default_factory=dict)
@@ -132,12 +149,14 @@ class TelemetryIngest:
         downlink: Downlink,
         rules: BankRules,
         *,
+        feed: Feed,
         max_rows: int = 500,
         workers: int = 2,
         attempts: int = 3,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._publish_many = publish_many
+        self._feed = feed
         self._downlink = downlink
         self._rules = rules
         self._max_rows = max_rows
@@ -313,7 +332,7 @@ class TelemetryIngest:
         event = DeviceTelemetryReported(
             device_id=device_id, reported_at=reported_at, received_at=received, rssi_dbm=msg.rssi_dbm
         )
-        batch.events.append((event, device_id, item.correlation_id))
+        batch.feed.append((event, device_id, item.correlation_id, feed_event_id(device_id, msg.msg_id)))
 
     def _bank(self, batch: _Batch, row: Any, item: _Item, online_now: set[str]) -> None:
         msg = item.msg
@@ -345,7 +364,7 @@ class TelemetryIngest:
             discharge_mah_total=msg.discharge_mah_total,
             moving=msg.moving,
         )
-        batch.events.append((event, device_id, item.correlation_id))
+        batch.feed.append((event, device_id, item.correlation_id, feed_event_id(device_id, msg.msg_id)))
         if row.telemetry_at is not None and reported_at <= row.telemetry_at:
             # A late report: in the feed, but it neither changes state nor raises alarms.
             log.info("late bank report", extra={"device_id": device_id})
@@ -404,6 +423,8 @@ class TelemetryIngest:
             )
         if batch.events:
             await self._publish_many(session, batch.events)
+        if batch.feed:
+            await self._feed(batch.feed)
 
     def _ring_after_commit(self, session: AsyncSession, bank_id: str) -> None:
         now = datetime.now(UTC)

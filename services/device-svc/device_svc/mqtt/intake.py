@@ -1,0 +1,47 @@
+"""Device messages arrive on three intakes, each its own broker connection, subscription and queue,
+so that a flood of one kind never delays another (issue 9: an eject result queued behind bulk
+telemetry made billing tell a user "no answer" although the bank had come out):
+
+- critical: what a user or a rental is waiting for (eject results, returns, slot alarms);
+- state: presence and slot snapshots (hello, inventory, status): a connect storm lands here;
+- telemetry: periodic reports (heartbeats, bank reports): the bulk of the traffic.
+
+With QoS 1 and acknowledgements after commit the broker sends a connection at most its in-flight
+window of unacknowledged messages and queues the rest in order; separate connections give each
+intake its own window and queue. A device's messages on different intakes may be handled in another
+order than sent: every handler orders state by device time (see telemetry/ingest.py and
+registry/repository.py), as it must anyway with several instances on a shared subscription."""
+
+from enum import StrEnum
+
+from contracts.mqtt import TOPIC_ROOT, UpChannel, parse_up_topic
+
+
+class Intake(StrEnum):
+    CRITICAL = "critical"
+    STATE = "state"
+    TELEMETRY = "telemetry"
+
+
+INTAKE_CHANNELS: dict[Intake, tuple[UpChannel, ...]] = {
+    Intake.CRITICAL: (UpChannel.EJECT_RESULT, UpChannel.RETURN, UpChannel.SLOT_ABNORMAL),
+    Intake.STATE: (UpChannel.HELLO, UpChannel.INVENTORY, UpChannel.STATUS),
+    Intake.TELEMETRY: (UpChannel.HEARTBEAT, UpChannel.BANK_REPORT),
+}
+_INTAKE_OF = {channel.value: intake for intake, channels in INTAKE_CHANNELS.items() for channel in channels}
+
+
+def intake_of(channel: str) -> Intake:
+    """Messages on no known channel cannot arrive (the broker lets devices publish only on known
+    channels, and we subscribe only to those); if one does, the state intake refuses it."""
+    return _INTAKE_OF.get(channel, Intake.STATE)
+
+
+def intake_of_topic(topic: str) -> Intake:
+    parsed = parse_up_topic(topic)
+    return intake_of(parsed[1]) if parsed is not None else Intake.STATE
+
+
+def subscriptions(intake: Intake, shared_group: str | None) -> list[str]:
+    prefix = f"$share/{shared_group}/" if shared_group else ""
+    return [f"{prefix}{TOPIC_ROOT}/+/up/{channel.value}" for channel in INTAKE_CHANNELS[intake]]
