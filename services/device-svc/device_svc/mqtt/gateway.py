@@ -121,7 +121,28 @@ class MqttGateway:
 
     async def run(self) -> None:
         """Every intake's connection, until cancelled."""
+        await self._end_single_connection_session()
         await asyncio.gather(*(self._run(intake) for intake in Intake))
+
+    async def _end_single_connection_session(self) -> None:
+        """Before the intakes, device-svc read everything on one persistent session under the bare
+        client id; a broker that persists sessions would keep queueing every device message for it.
+        Connecting once with a clean session under that id ends it."""
+        s = self._settings
+        if not s.mqtt_clean_session:
+            try:
+                async with aiomqtt.Client(
+                    s.mqtt_host,
+                    s.mqtt_port,
+                    username=s.mqtt_username,
+                    password=s.mqtt_password.get_secret_value(),
+                    identifier=s.mqtt_client_id,
+                    clean_session=True,
+                    timeout=10.0,
+                ):
+                    pass
+            except aiomqtt.MqttError as exc:
+                log.warning("could not end the single-connection session", extra={"error": repr(exc)})
 
     async def _run(self, intake: Intake) -> None:
         """Connect, subscribe and read until cancelled; reconnect with jittered back-off."""
