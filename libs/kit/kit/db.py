@@ -2,7 +2,7 @@
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from sqlalchemy import (
@@ -16,10 +16,12 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    event,
     func,
     text,
 )
 from sqlalchemy.dialects.postgresql import UUID as PgUUID
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 NAMING_CONVENTION = {
@@ -66,7 +68,20 @@ def define_kit_tables(metadata: MetaData) -> tuple[Table, Table]:
 
 
 def make_engine(url: str, pool_size: int = 10) -> AsyncEngine:
-    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    """No `pool_pre_ping`: it costs a round trip before every transaction. A connection the server
+    closed (restart, terminated backend) is known to asyncpg without one, and is replaced at checkout
+    (`_replace_closed_connection`); one that dies unnoticed fails its unit of work once, and SQLAlchemy
+    then invalidates the whole pool (consumers retry the event; an HTTP client gets a 500 once)."""
+    engine = create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False)
+    event.listen(engine.sync_engine.pool, "checkout", _replace_closed_connection)
+    return engine
+
+
+def _replace_closed_connection(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+    # DisconnectionError at checkout makes the pool discard this connection and open a new one.
+    driver = getattr(dbapi_connection, "driver_connection", None)
+    if driver is not None and driver.is_closed():
+        raise DisconnectionError("the server closed this pooled connection")
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
