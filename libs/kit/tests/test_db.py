@@ -4,10 +4,10 @@ server closed is replaced at checkout instead of failing the next unit of work."
 from collections.abc import AsyncIterator
 
 import pytest
-from sqlalchemy import event, text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import column, event, insert, table, text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from kit.db import make_engine, make_sessionmaker, unit_of_work
+from kit.db import ReadOnlyViolation, make_engine, make_sessionmaker, read_sessionmaker, unit_of_work
 from kit.testing import ensure_database, eventually, test_database_url
 
 pytestmark = pytest.mark.integration
@@ -48,3 +48,22 @@ async def test_a_connection_the_server_closed_is_replaced_without_a_ping(
         async with unit_of_work(sessions) as session:
             pid = (await session.execute(text("SELECT pg_backend_pid()"))).scalar_one()
         assert pid != first_pid
+
+
+async def test_a_read_session_runs_each_statement_on_its_own_and_refuses_writes(
+    engines: tuple[AsyncEngine, AsyncEngine],
+) -> None:
+    engine, _ = engines
+    xid = text("SELECT txid_current()")  # the same for every statement of one transaction
+
+    async def transactions_seen(session: AsyncSession) -> int:
+        return len({(await session.execute(xid)).scalar_one() for _ in range(2)})
+
+    async with unit_of_work(make_sessionmaker(engine)) as session:
+        assert await transactions_seen(session) == 1
+    async with read_sessionmaker(engine)() as session:
+        assert await transactions_seen(session) == 2  # no BEGIN ... COMMIT around them
+        with pytest.raises(ReadOnlyViolation):
+            await session.execute(insert(table("whatever", column("x"))).values(x=1))
+    async with unit_of_work(make_sessionmaker(engine)) as session:  # the pooled connection is back to normal
+        assert await transactions_seen(session) == 1
