@@ -38,6 +38,17 @@ async def find_account(session: AsyncSession, user_id: uuid.UUID | None, kind: s
     return None if row is None else (row.id, row.balance_fen)
 
 
+async def user_balances(session: AsyncSession, user_id: uuid.UUID, kinds: list[str]) -> dict[str, int]:
+    """The balances of a user's accounts of these kinds in one statement; a missing account holds 0."""
+    rows = (
+        await session.execute(
+            select(Account.kind, Account.balance_fen).where(Account.user_id == user_id, Account.kind.in_(kinds))
+        )
+    ).all()
+    found = {row.kind: row.balance_fen for row in rows}
+    return {kind: found.get(kind, 0) for kind in kinds}
+
+
 async def ensure_account(
     session: AsyncSession, user_id: uuid.UUID | None, kind: str, *, allow_negative: bool
 ) -> tuple[uuid.UUID, int]:

@@ -4,6 +4,7 @@ import uuid
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from asset_credit_svc.deposit.service import deposit_account
 from asset_credit_svc.ledger import repository as ledger_repo
 from asset_credit_svc.ledger import service as ledger
 from asset_credit_svc.ledger.repository import EntryRow
@@ -11,6 +12,13 @@ from asset_credit_svc.ledger.repository import EntryRow
 
 async def balance(session: AsyncSession, user_id: uuid.UUID) -> int:
     return await ledger.balance_of(session, ledger.user_balance(user_id))
+
+
+async def summary(session: AsyncSession, user_id: uuid.UUID) -> tuple[int, int, int]:
+    """(balance, red packets, deposit held) without creating any account: reads only."""
+    kinds = [ledger.user_balance(user_id).kind, ledger.user_red_packet(user_id).kind, deposit_account(user_id).kind]
+    found = await ledger_repo.user_balances(session, user_id, kinds)
+    return found[kinds[0]], found[kinds[1]], found[kinds[2]]
 
 
 async def red_packets(session: AsyncSession, user_id: uuid.UUID) -> int:
