@@ -134,8 +134,12 @@ async def insert_transaction(session: AsyncSession, kind: str, reference: str) -
 
 
 async def list_entries(
-    session: AsyncSession, account_id: uuid.UUID, *, limit: int, before: int | None
+    session: AsyncSession, user_id: uuid.UUID, kind: str, *, limit: int, before: int | None
 ) -> list[EntryRow]:
+    """A page of the postings of the user's account of `kind`, newest first (none when it does not
+    exist): one statement, as clients poll it. The account is a scalar subquery (an init plan), so the
+    postings come newest first straight from the (account_id, id DESC) index, however many there are."""
+    account_id = select(Account.id).where(*_account_key(user_id, kind)).scalar_subquery()
     stmt = (
         select(
             Posting.id,

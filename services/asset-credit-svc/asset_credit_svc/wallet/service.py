@@ -30,10 +30,8 @@ async def entries(
     session: AsyncSession, user_id: uuid.UUID, *, limit: int, before: int | None
 ) -> tuple[list[EntryRow], int | None]:
     """One page of the wallet's postings, newest first, and the cursor of the next page."""
-    found = await ledger_repo.find_account(session, user_id, ledger.user_balance(user_id).kind)
-    if found is None:
-        return [], None
-    rows = await ledger_repo.list_entries(session, found[0], limit=limit + 1, before=before)
+    kind = ledger.user_balance(user_id).kind
+    rows = await ledger_repo.list_entries(session, user_id, kind, limit=limit + 1, before=before)
     page = rows[:limit]
     next_before = page[-1].entry_id if len(rows) > limit else None
     return page, next_before
