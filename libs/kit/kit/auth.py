@@ -2,6 +2,7 @@
 public key. Only EdDSA is accepted, so `alg: none` and HMAC-confusion tokens are refused."""
 
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,6 +10,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 from uuid import UUID, uuid4
 
 import jwt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from fastapi import Depends, Request, params
 
 from kit.errors import Forbidden, Unauthorized
@@ -121,13 +124,28 @@ ADMIN_ROLES = frozenset(ROLE_PERMISSIONS)
 
 
 class TokenVerifier:
+    """Verifies access tokens. A token whose signature and claims verified is remembered until it
+    expires (a bounded cache keyed by the whole token), so a client polling with the same token pays
+    the Ed25519 check once; expiry and the revocation denylist are checked on every call."""
+
     def __init__(
-        self, public_key_pem: bytes, issuer: str, audience: str, revocations: "RevocationList | None" = None
+        self,
+        public_key_pem: bytes,
+        issuer: str,
+        audience: str,
+        revocations: "RevocationList | None" = None,
+        *,
+        cache_size: int = 10_000,
     ) -> None:
-        self._key = public_key_pem
+        key = load_pem_public_key(public_key_pem)
+        if not isinstance(key, Ed25519PublicKey):
+            raise ValueError("the token verification key must be an Ed25519 public key")
+        self._key = key  # parsed once: PyJWT would parse a PEM on every decode
         self._issuer = issuer
         self._audience = audience
         self.revocations = revocations
+        self._cache_size = cache_size
+        self._verified: OrderedDict[str, tuple[float, Principal]] = OrderedDict()
 
     @classmethod
     def from_file(
@@ -136,6 +154,20 @@ class TokenVerifier:
         return cls(path.read_bytes(), issuer, audience, revocations)
 
     def verify(self, token: str) -> Principal:
+        cached = self._verified.get(token)
+        if cached is not None:
+            expires_at, principal = cached
+            if time.time() >= expires_at:  # PyJWT's rule (no leeway): expired once now >= exp
+                del self._verified[token]
+                raise Unauthorized("The access token has expired")
+        else:
+            expires_at, principal = self._decode(token)
+            self._remember(token, expires_at, principal)
+        if self.revocations is not None and self.revocations.is_revoked(principal.token_id):
+            raise TokenRevoked()
+        return principal
+
+    def _decode(self, token: str) -> tuple[float, Principal]:
         try:
             claims = jwt.decode(
                 token,
@@ -149,9 +181,7 @@ class TokenVerifier:
             raise Unauthorized("The access token has expired") from None
         except jwt.PyJWTError:
             raise Unauthorized("The access token is not valid") from None
-        if self.revocations is not None and self.revocations.is_revoked(str(claims["jti"])):
-            raise TokenRevoked()
-        return Principal(
+        principal = Principal(
             subject=str(claims["sub"]),
             kind=str(claims.get("kind", "user")),
             roles=frozenset(claims.get("roles", [])),
@@ -160,6 +190,16 @@ class TokenVerifier:
             token=token,
             client_id=str(claims.get("client_id", "")),
         )
+        return float(claims["exp"]), principal
+
+    def _remember(self, token: str, expires_at: float, principal: Principal) -> None:
+        if len(self._verified) >= self._cache_size:
+            now = time.time()
+            for stale in [t for t, (until, _) in self._verified.items() if until <= now]:
+                del self._verified[stale]
+            while len(self._verified) >= self._cache_size:
+                self._verified.popitem(last=False)  # the oldest verified token pays the check again
+        self._verified[token] = (expires_at, principal)
 
 
 class TokenSigner:

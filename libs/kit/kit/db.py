@@ -1,8 +1,9 @@
 """Async engine, sessions, and the one place that commits a unit of work."""
 
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from sqlalchemy import (
@@ -16,11 +17,14 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    event,
     func,
     text,
 )
 from sqlalchemy.dialects.postgresql import UUID as PgUUID
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -66,7 +70,20 @@ def define_kit_tables(metadata: MetaData) -> tuple[Table, Table]:
 
 
 def make_engine(url: str, pool_size: int = 10) -> AsyncEngine:
-    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    """No `pool_pre_ping`: it costs a round trip before every transaction. A connection the server
+    closed (restart, terminated backend) is known to asyncpg without one, and is replaced at checkout
+    (`_replace_closed_connection`); one that dies unnoticed fails its unit of work once, and SQLAlchemy
+    then invalidates the whole pool (consumers retry the event; an HTTP client gets a 500 once)."""
+    engine = create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False)
+    event.listen(engine.sync_engine.pool, "checkout", _replace_closed_connection)
+    return engine
+
+
+def _replace_closed_connection(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+    # DisconnectionError at checkout makes the pool discard this connection and open a new one.
+    driver = getattr(dbapi_connection, "driver_connection", None)
+    if driver is not None and driver.is_closed():
+        raise DisconnectionError("the server closed this pooled connection")
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
@@ -103,6 +120,54 @@ async def _request_session(request: Request) -> AsyncIterator[AsyncSession]:
 # scope="function": commit right after the endpoint returns, before the response is sent, so a
 # client never sees success for something that did not commit.
 SessionDep = Annotated[AsyncSession, Depends(_request_session, scope="function")]
+
+
+class ReadOnlyViolation(RuntimeError):
+    """A read session was asked to write: writes belong in a unit of work."""
+
+
+class _ReadOnlySession(Session):
+    pass
+
+
+@event.listens_for(_ReadOnlySession, "before_flush")
+def _refuse_flush(session: Session, _flush: UOWTransaction, _instances: object) -> None:
+    raise ReadOnlyViolation("a read session never flushes; use SessionDep or unit_of_work to write")
+
+
+@event.listens_for(_ReadOnlySession, "do_orm_execute")
+def _refuse_dml(state: ORMExecuteState) -> None:
+    if state.is_insert or state.is_update or state.is_delete:
+        raise ReadOnlyViolation("a read session never writes; use SessionDep or unit_of_work to write")
+
+
+_read_sessionmakers: "weakref.WeakKeyDictionary[AsyncEngine, async_sessionmaker[AsyncSession]]" = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def read_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions for reads only, without a transaction: each statement runs on its own (autocommit),
+    one round trip instead of BEGIN + statement + COMMIT. Under READ COMMITTED every statement of a
+    transaction sees its own snapshot anyway, so reads lose nothing; locks and writes are refused."""
+    found = _read_sessionmakers.get(engine)
+    if found is None:
+        found = async_sessionmaker(
+            engine.execution_options(isolation_level="AUTOCOMMIT"),
+            expire_on_commit=False,
+            sync_session_class=_ReadOnlySession,
+        )
+        _read_sessionmakers[engine] = found
+    return found
+
+
+async def _read_session(request: Request) -> AsyncIterator[AsyncSession]:
+    async with read_sessionmaker(request.app.state.runtime.engine)() as session:
+        yield session
+
+
+# For GET endpoints that only read (hot paths clients poll).
+ReadSessionDep = Annotated[AsyncSession, Depends(_read_session, scope="function")]
 
 
 async def ping(engine: AsyncEngine) -> None:

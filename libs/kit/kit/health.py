@@ -7,8 +7,8 @@ from collections.abc import Awaitable, Callable
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
-from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
-from starlette.routing import Match
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kit.correlation import HEADER, new_correlation_id, set_correlation_id
 
@@ -50,25 +50,40 @@ async def metrics() -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
-def _route_template(request: Request) -> str:
-    for route in request.app.routes:
-        match, _ = route.matches(request.scope)
-        if match == Match.FULL:
-            return str(getattr(route, "path", "unmatched"))
-    return "unmatched"
+def _route_template(scope: Scope) -> str:
+    """The matched route's path template (the router records the route in the scope it shares)."""
+    return str(getattr(scope.get("route"), "path", "unmatched"))
 
 
-class ObservabilityMiddleware(BaseHTTPMiddleware):
-    """Sets the correlation id for the request (from `X-Correlation-ID` or new) and records metrics."""
+class ObservabilityMiddleware:
+    """Sets the correlation id for the request (from `X-Correlation-ID` or new) and records metrics.
+    A plain ASGI middleware: no extra task and response stream per request, as BaseHTTPMiddleware
+    has, and the correlation id stays in the request's own context."""
 
-    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
-        incoming = request.headers.get(HEADER, "")
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = Headers(scope=scope).get(HEADER, "")
         cid = incoming if 0 < len(incoming) <= 64 and incoming.isprintable() else new_correlation_id()
         set_correlation_id(cid)
         start = time.perf_counter()
-        response = await call_next(request)
-        route = _route_template(request)
-        HTTP_SECONDS.labels(request.method, route).observe(time.perf_counter() - start)
-        HTTP_REQUESTS.labels(request.method, route, str(response.status_code)).inc()
-        response.headers[HEADER] = cid
-        return response
+        status = 500
+
+        async def send_with_correlation(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                MutableHeaders(scope=message)[HEADER] = cid
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_correlation)
+        finally:
+            route = _route_template(scope)
+            method = scope["method"]
+            HTTP_SECONDS.labels(method, route).observe(time.perf_counter() - start)
+            HTTP_REQUESTS.labels(method, route, str(status)).inc()

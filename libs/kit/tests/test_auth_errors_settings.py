@@ -1,7 +1,9 @@
 import base64
 import json
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import jwt
@@ -9,9 +11,11 @@ import pytest
 from fastapi import APIRouter, Depends, FastAPI
 from pydantic import SecretStr, ValidationError
 
-from kit.auth import CurrentPrincipal, TokenSigner, TokenVerifier, require_roles
+import kit.auth
+from kit.auth import CurrentPrincipal, TokenRevoked, TokenSigner, TokenVerifier, require_roles
 from kit.errors import BusinessError, Conflict, Unauthorized, install_error_handlers
 from kit.health import ObservabilityMiddleware
+from kit.revocation import RevocationList
 from kit.settings import ServiceSettings
 from kit.testing import write_keypair
 
@@ -33,6 +37,29 @@ def test_signed_token_verifies_and_carries_roles(keys: tuple[Path, Path]) -> Non
     assert principal.kind == "admin"
     assert principal.roles == frozenset({"operator"})
     assert principal.scopes == frozenset({"stats:read"})
+
+
+def test_a_verified_token_is_remembered_but_revocation_and_expiry_apply_on_every_call(
+    keys: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    signer = TokenSigner.from_file(keys[0], "iss", "aud")
+    revocations = RevocationList()
+    verifier = TokenVerifier(keys[1].read_bytes(), "iss", "aud", revocations, cache_size=2)
+    token = signer.issue("u1")
+    first = verifier.verify(token)
+    assert verifier.verify(token) is first  # remembered: no second signature check
+    revocations.add([first.token_id], datetime.now(UTC) + timedelta(minutes=5))
+    with pytest.raises(TokenRevoked):
+        verifier.verify(token)
+    others = [signer.issue(f"u{n}") for n in range(2, 5)]
+    for other in others:
+        verifier.verify(other)
+    assert list(verifier._verified) == others[1:]  # bounded: the oldest were forgotten
+    after_expiry = time.time() + signer.ttl_s
+    monkeypatch.setattr(kit.auth, "time", SimpleNamespace(time=lambda: after_expiry))
+    for other in others[1:]:  # remembered, and still refused once expired
+        with pytest.raises(Unauthorized, match="expired"):
+            verifier.verify(other)
 
 
 def test_forged_tokens_are_refused(keys: tuple[Path, Path], tmp_path: Path) -> None:

@@ -128,7 +128,7 @@ async def settle(session: AsyncSession, runtime: Runtime, request: ChargeRequest
         if channel is None or channel not in providers_of(runtime):
             return await _fail(session, runtime, request, INSUFFICIENT_BALANCE)
         return await _ask_provider(session, runtime, request, channel, short.amount_fen - short.balance_fen)
-    return await _settle(session, runtime, request, posted.id, covered)
+    return await _settle(session, runtime, request, posted, covered)
 
 
 async def _collect(session: AsyncSession, request: ChargeRequested) -> tuple[ledger.PostedTransaction, rules.Plan]:
@@ -158,10 +158,15 @@ async def _settle(
     session: AsyncSession,
     runtime: Runtime,
     request: ChargeRequested,
-    transaction_id: uuid.UUID | None,
+    posted: ledger.PostedTransaction | None,
     covered: rules.Plan,
 ) -> str:
-    balance_fen = await ledger.balance_of(session, ledger.user_balance(request.user_id))
+    wallet = ledger.user_balance(request.user_id)
+    if posted is not None and posted.touches(wallet):  # the charge just set it: no need to read it again
+        balance_fen = posted.balance_after(wallet)
+    else:
+        balance_fen = await ledger.balance_of(session, wallet)
+    transaction_id = posted.id if posted is not None else None
     await session.execute(
         update(Charge)
         .where(Charge.charge_id == request.charge_id)
@@ -339,7 +344,7 @@ async def _resolve(session: AsyncSession, runtime: Runtime, charge: Charge, paid
         # The balance (or what the assets cover) dropped meanwhile; the provider's money stays in
         # the wallet.
         return await _fail(session, runtime, request, INSUFFICIENT_BALANCE)
-    return await _settle(session, runtime, request, posted.id, covered)
+    return await _settle(session, runtime, request, posted, covered)
 
 
 async def _credit_provider_payment(session: AsyncSession, charge: Charge, trade_no: str | None) -> None:

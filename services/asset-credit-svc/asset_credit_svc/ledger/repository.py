@@ -5,7 +5,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, func, select, update
+from sqlalchemy import ColumnElement, and_, case, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -38,6 +38,17 @@ async def find_account(session: AsyncSession, user_id: uuid.UUID | None, kind: s
     return None if row is None else (row.id, row.balance_fen)
 
 
+async def user_balances(session: AsyncSession, user_id: uuid.UUID, kinds: list[str]) -> dict[str, int]:
+    """The balances of a user's accounts of these kinds in one statement; a missing account holds 0."""
+    rows = (
+        await session.execute(
+            select(Account.kind, Account.balance_fen).where(Account.user_id == user_id, Account.kind.in_(kinds))
+        )
+    ).all()
+    found = {row.kind: row.balance_fen for row in rows}
+    return {kind: found.get(kind, 0) for kind in kinds}
+
+
 async def ensure_account(
     session: AsyncSession, user_id: uuid.UUID | None, kind: str, *, allow_negative: bool
 ) -> tuple[uuid.UUID, int]:
@@ -56,15 +67,54 @@ async def ensure_account(
     return found
 
 
-async def lock_account(session: AsyncSession, account_id: uuid.UUID) -> LockedAccount:
-    row = (
+AccountKey = tuple[uuid.UUID | None, str]  # (user_id or None for a system account, kind)
+
+
+async def find_accounts(session: AsyncSession, keys: list[AccountKey]) -> dict[AccountKey, uuid.UUID]:
+    """The ids of those of these accounts that exist, in one statement."""
+    matches = or_(*(and_(*_account_key(user_id, kind)) for user_id, kind in keys))
+    rows = (await session.execute(select(Account.id, Account.user_id, Account.kind).where(matches))).all()
+    return {(row.user_id, row.kind): row.id for row in rows}
+
+
+async def lock_accounts(session: AsyncSession, account_ids: list[uuid.UUID]) -> dict[uuid.UUID, LockedAccount]:
+    """Lock the accounts in one statement, in id order (the rows are locked as they leave the sort),
+    so two transactions never wait for each other in a cycle."""
+    rows = (
         await session.execute(
             select(Account.id, Account.balance_fen, Account.allow_negative)
-            .where(Account.id == account_id)
+            .where(Account.id.in_(account_ids))
+            .order_by(Account.id)
             .with_for_update()
         )
-    ).one()
-    return LockedAccount(id=row.id, balance_fen=row.balance_fen, allow_negative=row.allow_negative)
+    ).all()
+    return {row.id: LockedAccount(row.id, row.balance_fen, row.allow_negative) for row in rows}
+
+
+async def insert_postings(
+    session: AsyncSession, transaction_id: uuid.UUID, postings: list[tuple[uuid.UUID, int, int]]
+) -> None:
+    """The transaction's postings (account id, amount, balance after; one per account) in one
+    statement, and the accounts' new balances in another."""
+    await session.execute(
+        insert(Posting).values(
+            [
+                {
+                    "transaction_id": transaction_id,
+                    "account_id": account_id,
+                    "amount_fen": amount_fen,
+                    "balance_after_fen": balance_after_fen,
+                }
+                for account_id, amount_fen, balance_after_fen in postings
+            ]
+        )
+    )
+    new_balance = case({account_id: balance for account_id, _, balance in postings}, value=Account.id)
+    await session.execute(
+        update(Account)
+        .where(Account.id.in_([account_id for account_id, _, _ in postings]))
+        .values(balance_fen=new_balance, updated_at=func.now())
+    )
 
 
 async def transaction_id_by_reference(session: AsyncSession, reference: str) -> uuid.UUID | None:
@@ -83,31 +133,13 @@ async def insert_transaction(session: AsyncSession, kind: str, reference: str) -
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
-async def insert_posting(
-    session: AsyncSession, transaction_id: uuid.UUID, account_id: uuid.UUID, amount_fen: int, balance_after_fen: int
-) -> int:
-    stmt = (
-        insert(Posting)
-        .values(
-            transaction_id=transaction_id,
-            account_id=account_id,
-            amount_fen=amount_fen,
-            balance_after_fen=balance_after_fen,
-        )
-        .returning(Posting.id)
-    )
-    return (await session.execute(stmt)).scalar_one()
-
-
-async def set_balance(session: AsyncSession, account_id: uuid.UUID, balance_fen: int) -> None:
-    await session.execute(
-        update(Account).where(Account.id == account_id).values(balance_fen=balance_fen, updated_at=func.now())
-    )
-
-
 async def list_entries(
-    session: AsyncSession, account_id: uuid.UUID, *, limit: int, before: int | None
+    session: AsyncSession, user_id: uuid.UUID, kind: str, *, limit: int, before: int | None
 ) -> list[EntryRow]:
+    """A page of the postings of the user's account of `kind`, newest first (none when it does not
+    exist): one statement, as clients poll it. The account is a scalar subquery (an init plan), so the
+    postings come newest first straight from the (account_id, id DESC) index, however many there are."""
+    account_id = select(Account.id).where(*_account_key(user_id, kind)).scalar_subquery()
     stmt = (
         select(
             Posting.id,

@@ -58,6 +58,9 @@ class PostedTransaction:
     def balance_after(self, account: AccountRef) -> int:
         return next(p.balance_after_fen for p in self.postings if p.account == account)
 
+    def touches(self, account: AccountRef) -> bool:
+        return any(p.account == account for p in self.postings)
+
 
 async def ensure(session: AsyncSession, account: AccountRef) -> tuple[uuid.UUID, int]:
     return await repo.ensure_account(session, account.user_id, account.kind, allow_negative=account.allow_negative)
@@ -78,17 +81,29 @@ async def post(
     check_legs(legs)
     if await repo.transaction_id_by_reference(session, reference) is not None:
         return None
-    ids = {account: (await ensure(session, account))[0] for account, _ in legs}
-    locked = {account: await repo.lock_account(session, ids[account]) for account in sorted(ids, key=ids.__getitem__)}
+    ids = await _account_ids(session, [account for account, _ in legs])
+    locked = await repo.lock_accounts(session, list(ids.values()))
     planned = plan_postings(
         legs,
-        {a: AccountState(balance_fen=la.balance_fen, allow_negative=la.allow_negative) for a, la in locked.items()},
+        {
+            account: AccountState(locked[ids[account]].balance_fen, locked[ids[account]].allow_negative)
+            for account in ids
+        },
     )
     transaction_id = await repo.insert_transaction(session, kind, reference)
     if transaction_id is None:  # a concurrent unit of work recorded the same reference first
         return None
-    for posting in planned:
-        account_id = ids[posting.account]
-        await repo.insert_posting(session, transaction_id, account_id, posting.amount_fen, posting.balance_after_fen)
-        await repo.set_balance(session, account_id, posting.balance_after_fen)
+    await repo.insert_postings(
+        session, transaction_id, [(ids[p.account], p.amount_fen, p.balance_after_fen) for p in planned]
+    )
     return PostedTransaction(id=transaction_id, reference=reference, postings=planned)
+
+
+async def _account_ids(session: AsyncSession, accounts: list[AccountRef]) -> dict[AccountRef, uuid.UUID]:
+    """The accounts' ids in one lookup; an account that does not exist yet is created (rare)."""
+    found = await repo.find_accounts(session, [(a.user_id, a.kind) for a in accounts])
+    ids: dict[AccountRef, uuid.UUID] = {}
+    for account in accounts:
+        account_id = found.get((account.user_id, account.kind))
+        ids[account] = account_id if account_id is not None else (await ensure(session, account))[0]
+    return ids

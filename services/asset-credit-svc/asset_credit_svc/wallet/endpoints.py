@@ -6,28 +6,27 @@ from sqlalchemy.dialects.postgresql import insert
 
 from asset_credit_svc.charges.service import payment_method
 from asset_credit_svc.credit import service as credit
-from asset_credit_svc.deposit.service import held_fen
 from asset_credit_svc.models import PaymentMethod
 from asset_credit_svc.settings import Settings
 from asset_credit_svc.wallet import service
 from asset_credit_svc.wallet.schemas import EntriesOut, EntryOut, PaymentMethodIn, PaymentMethodOut, WalletOut
 from kit.app import RuntimeDep
 from kit.auth import CurrentUser, user_scope
-from kit.db import SessionDep
+from kit.db import ReadSessionDep, SessionDep
 from kit.errors import NotFound
 
 router = APIRouter(prefix="/v1/wallet", tags=["wallet"], dependencies=[user_scope("wallet")])
 
 
 @router.get("", response_model=WalletOut)
-async def get_wallet(user: CurrentUser, session: SessionDep, runtime: RuntimeDep) -> WalletOut:
+async def get_wallet(user: CurrentUser, session: ReadSessionDep, runtime: RuntimeDep) -> WalletOut:
     assert isinstance(runtime.settings, Settings)
-    held = await held_fen(session, user.user_id)
+    balance, red_packets, held = await service.summary(session, user.user_id)
     standing = await credit.standing(session, runtime.settings, user.user_id, held)
     return WalletOut(
         user_id=user.user_id,
-        balance_fen=await service.balance(session, user.user_id),
-        red_packet_fen=await service.red_packets(session, user.user_id),
+        balance_fen=balance,
+        red_packet_fen=red_packets,
         deposit_held_fen=held,
         credit_score=standing.score,
         credit_level=standing.level,
@@ -39,7 +38,7 @@ async def get_wallet(user: CurrentUser, session: SessionDep, runtime: RuntimeDep
 @router.get("/entries", response_model=EntriesOut)
 async def list_entries(
     user: CurrentUser,
-    session: SessionDep,
+    session: ReadSessionDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     before: Annotated[int | None, Query(ge=1, description="entry_id cursor from `next_before`")] = None,
 ) -> EntriesOut:

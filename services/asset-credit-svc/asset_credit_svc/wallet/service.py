@@ -4,6 +4,7 @@ import uuid
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from asset_credit_svc.deposit.service import deposit_account
 from asset_credit_svc.ledger import repository as ledger_repo
 from asset_credit_svc.ledger import service as ledger
 from asset_credit_svc.ledger.repository import EntryRow
@@ -11,6 +12,13 @@ from asset_credit_svc.ledger.repository import EntryRow
 
 async def balance(session: AsyncSession, user_id: uuid.UUID) -> int:
     return await ledger.balance_of(session, ledger.user_balance(user_id))
+
+
+async def summary(session: AsyncSession, user_id: uuid.UUID) -> tuple[int, int, int]:
+    """(balance, red packets, deposit held) without creating any account: reads only."""
+    kinds = [ledger.user_balance(user_id).kind, ledger.user_red_packet(user_id).kind, deposit_account(user_id).kind]
+    found = await ledger_repo.user_balances(session, user_id, kinds)
+    return found[kinds[0]], found[kinds[1]], found[kinds[2]]
 
 
 async def red_packets(session: AsyncSession, user_id: uuid.UUID) -> int:
@@ -22,10 +30,8 @@ async def entries(
     session: AsyncSession, user_id: uuid.UUID, *, limit: int, before: int | None
 ) -> tuple[list[EntryRow], int | None]:
     """One page of the wallet's postings, newest first, and the cursor of the next page."""
-    found = await ledger_repo.find_account(session, user_id, ledger.user_balance(user_id).kind)
-    if found is None:
-        return [], None
-    rows = await ledger_repo.list_entries(session, found[0], limit=limit + 1, before=before)
+    kind = ledger.user_balance(user_id).kind
+    rows = await ledger_repo.list_entries(session, user_id, kind, limit=limit + 1, before=before)
     page = rows[:limit]
     next_before = page[-1].entry_id if len(rows) > limit else None
     return page, next_before

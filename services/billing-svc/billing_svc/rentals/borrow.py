@@ -2,7 +2,8 @@
 
 The answer depends on what the device does *after* our transaction committed, so this workflow
 holds its own units of work (`kit.db.unit_of_work`, the kit's one commit point) instead of the
-request-scoped SessionDep, which commits only once the endpoint returned:
+request-scoped SessionDep, which commits only once the endpoint returned; its checks and re-reads
+use read sessions (`kit.db.read_sessionmaker`: no BEGIN/COMMIT round trips around a lookup):
 
 1. replay an earlier request with the same Idempotency-Key; refuse a second open rental (409)
    and a user with an unpaid rental (402 unpaid_debt);
@@ -26,7 +27,7 @@ from billing_svc.rentals.errors import ActiveRentalExists, eject_error
 from billing_svc.users import ensure_not_blocked
 from kit.app import Runtime
 from kit.auth import Principal
-from kit.db import unit_of_work
+from kit.db import read_sessionmaker, unit_of_work
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ async def borrow(runtime: Runtime, user: Principal, code: str, idempotency_key: 
     user_id = user.user_id
     waiters = service.waiters_of(runtime)
 
-    async with runtime.sessionmaker() as session:
+    async with read_sessionmaker(runtime.engine)() as session:
         earlier = await service.replay(session, user_id, idempotency_key, code)
         if earlier is None:
             await ensure_not_blocked(session, user_id)
@@ -59,7 +60,7 @@ async def borrow(runtime: Runtime, user: Principal, code: str, idempotency_key: 
                 )
         except IntegrityError:
             # A concurrent request won: the same Idempotency-Key (replay it) or another open rental.
-            async with runtime.sessionmaker() as session:
+            async with read_sessionmaker(runtime.engine)() as session:
                 earlier = await service.replay(session, user_id, idempotency_key, code)
                 other = earlier or await repository.open_for_user(session, user_id)
             if earlier is not None:
@@ -76,7 +77,7 @@ async def _answer(runtime: Runtime, rental_id: UUID, budget_end: float) -> Renta
     settings = service.settings_of(runtime)
     loop = asyncio.get_running_loop()
     with service.waiters_of(runtime).watch(rental_id) as woken:
-        async with runtime.sessionmaker() as session:
+        async with read_sessionmaker(runtime.engine)() as session:
             rental = await repository.get(session, rental_id)
         assert rental is not None
         left = rental.eject_deadline.timestamp() - service.now_utc().timestamp() + settings.eject_answer_grace_s
@@ -88,7 +89,7 @@ async def _wait_outcome(runtime: Runtime, rental_id: UUID, woken: asyncio.Event,
     poll = service.settings_of(runtime).borrow_poll_interval_s
     loop = asyncio.get_running_loop()
     while True:
-        async with runtime.sessionmaker() as session:
+        async with read_sessionmaker(runtime.engine)() as session:
             rental = await repository.get(session, rental_id)
         assert rental is not None
         remaining = until - loop.time()

@@ -14,7 +14,7 @@ from billing_svc.rentals.errors import InvalidCursor, NoActiveRental, RentalNotF
 from billing_svc.rentals.schemas import BorrowRequest, CurrentRentalOut, RentalOut, RentalPage
 from kit.app import RuntimeDep
 from kit.auth import CurrentUser, user_scope
-from kit.db import SessionDep
+from kit.db import ReadSessionDep, SessionDep
 
 router = APIRouter(tags=["rentals"], dependencies=[user_scope("rentals")])
 
@@ -71,7 +71,7 @@ async def borrow(
 
 
 @router.get("/v1/rentals/current")
-async def current_rental(user: CurrentUser, session: SessionDep) -> CurrentRentalOut:
+async def current_rental(user: CurrentUser, session: ReadSessionDep) -> CurrentRentalOut:
     rental = await repository.open_for_user(session, user.user_id)
     if rental is None or rental.state not in OPEN_STATES:
         raise NoActiveRental()
@@ -83,7 +83,7 @@ async def current_rental(user: CurrentUser, session: SessionDep) -> CurrentRenta
 @router.get("/v1/rentals")
 async def rental_history(
     user: CurrentUser,
-    session: SessionDep,
+    session: ReadSessionDep,
     runtime: RuntimeDep,
     limit: Annotated[int, Query(ge=1)] = 20,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
@@ -106,7 +106,7 @@ async def pay_rental(rental_id: UUID, user: CurrentUser, session: SessionDep, ru
 
 
 @router.get("/v1/rentals/{rental_id}")
-async def get_rental(rental_id: UUID, user: CurrentUser, session: SessionDep) -> RentalOut:
+async def get_rental(rental_id: UUID, user: CurrentUser, session: ReadSessionDep) -> RentalOut:
     rental = await repository.get_own(session, user.user_id, rental_id)
     if rental is None:
         raise RentalNotFound()

@@ -4,7 +4,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from kit.auth import CurrentUser, user_scope
-from kit.db import SessionDep
+from kit.db import ReadSessionDep, SessionDep
 from notify_svc.messages import service
 from notify_svc.messages.schemas import MessageOut, MessagePage
 from notify_svc.models import Category, Message
@@ -26,7 +26,7 @@ def _out(message: Message) -> MessageOut:
 @router.get("")
 async def list_messages(
     user: CurrentUser,
-    session: SessionDep,
+    session: ReadSessionDep,
     unread_only: bool = False,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     before: Annotated[str | None, Query(max_length=200, description="`next_before` of the previous page")] = None,
