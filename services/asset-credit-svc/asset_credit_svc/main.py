@@ -33,6 +33,7 @@ from asset_credit_svc.withdrawals.endpoints import router as withdrawals_router
 from contracts import Topic
 from kit.app import ConsumerSpec, Runtime, create_service_app
 from kit.db import unit_of_work
+from kit.kafka import LatencyClass
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +149,7 @@ def _consumers(rt: Runtime) -> list[ConsumerSpec]:
                 "billing.refund.requested": on_refund_requested(rt),
                 "billing.debt.waived": on_debt_waived(rt),
             },
+            latency=LatencyClass.CRITICAL,  # a rental's charge settles right after it ends
         ),
         ConsumerSpec(
             topics=[Topic.RENTALS, Topic.USERS],
