@@ -21,7 +21,7 @@ from kit.db import make_engine, make_sessionmaker, ping
 from kit.errors import install_error_handlers
 from kit.health import ObservabilityMiddleware, ReadinessCheck
 from kit.health import router as health_router
-from kit.kafka import EventConsumer, Handler, make_producer, start_with_retry
+from kit.kafka import EventConsumer, FetchPacing, Handler, LatencyClass, make_producer, start_with_retry
 from kit.logging import configure_logging
 from kit.outbox import Lane, OutboxRelay, OutboxWakeup, add_event, add_events
 from kit.revocation import RevocationList, RevocationListener
@@ -110,6 +110,7 @@ class ConsumerSpec:
     topics: Sequence[str]
     handlers: Mapping[str, Handler]
     name: str = "events"
+    latency: LatencyClass = LatencyClass.BACKGROUND
 
 
 def create_service_app(
@@ -171,7 +172,7 @@ def create_service_app(
                         sessionmaker=runtime.sessionmaker,
                         session_timeout_ms=settings.kafka_session_timeout_ms,
                         heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
-                        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+                        pacing=FetchPacing.for_class(settings, spec.latency),
                     )
                     for spec in specs
                 ]
@@ -209,7 +210,7 @@ async def _listen_for_revocations(runtime: Runtime) -> None:
         bootstrap=settings.kafka_bootstrap,
         client_id=settings.service_name,
         lookback_s=settings.token_revocation_lookback_s,
-        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+        pacing=FetchPacing.for_class(settings, LatencyClass.BACKGROUND),
     )
     task = runtime.spawn(listener.run(), "revocation-listener")
     try:

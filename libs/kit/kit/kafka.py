@@ -2,7 +2,10 @@
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from prometheus_client import Counter, Histogram
@@ -13,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from contracts import Envelope, event_adapter
 from kit.correlation import set_correlation_id
 from kit.db import unit_of_work
+from kit.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +24,91 @@ Handler = Callable[[AsyncSession, Envelope], Awaitable[None]]
 
 CONSUMED = Counter("pb_events_consumed_total", "Events consumed", ["consumer", "type", "outcome"])
 HANDLE_SECONDS = Histogram("pb_event_handle_seconds", "Time to handle one event", ["consumer", "type"])
+
+
+class LatencyClass(StrEnum):
+    """What a consumer's events wait for. CRITICAL: a user holds a request open for them (commands, eject
+    results, returns, charges): at rest they keep a short fetch wait. BACKGROUND: projections, inboxes,
+    statistics, revocations: at rest they may wait longer, so they cost next to nothing."""
+
+    CRITICAL = "critical"
+    BACKGROUND = "background"
+
+
+@dataclass(frozen=True)
+class FetchPacing:
+    """How long a fetch may wait at the broker: `flow_wait_ms` while records flow (until `flow_s` after the
+    last one), `rest_wait_ms` at rest. `flow_wait_ms` None keeps `rest_wait_ms` always (Apache Kafka answers
+    a waiting fetch as soon as data arrives, so a long wait costs nothing there; see ServiceSettings)."""
+
+    rest_wait_ms: int = 500
+    flow_wait_ms: int | None = None
+    flow_s: float = 10.0
+
+    @classmethod
+    def for_class(cls, settings: ServiceSettings, latency: LatencyClass) -> "FetchPacing":
+        rest = (
+            settings.kafka_fetch_max_wait_ms
+            if latency is LatencyClass.CRITICAL
+            else settings.kafka_background_fetch_max_wait_ms
+        )
+        return cls(
+            rest_wait_ms=rest, flow_wait_ms=settings.kafka_fetch_flow_wait_ms, flow_s=settings.kafka_fetch_flow_s
+        )
+
+
+# The consumer's background fetcher wakes this often even with a fetch in flight (aiokafka's default is 200 ms,
+# five wake-ups a second per consumer at rest). New data and rebalances wake it anyway.
+_FETCHER_TIMEOUT_MS = 2_000
+# getmany returns as soon as records arrive; this only bounds how long one call waits at rest.
+_REST_POLL_MS = 60_000
+
+
+class FetchWait:
+    """Switches a running consumer between the flow and the rest fetch wait. Starts in flow: a consumer
+    that just started usually has a backlog, or a caller waiting on its first event."""
+
+    def __init__(self, consumer: AIOKafkaConsumer, pacing: FetchPacing) -> None:
+        self._consumer = consumer
+        self._pacing = pacing
+        self._flow_until = time.monotonic() + pacing.flow_s
+        self.wait_ms = pacing.flow_wait_ms if pacing.flow_wait_ms is not None else pacing.rest_wait_ms
+
+    @property
+    def flowing(self) -> bool:
+        return self._pacing.flow_wait_ms is not None and time.monotonic() < self._flow_until
+
+    def poll_timeout_ms(self) -> int:
+        """How long the next getmany may wait: until the flow ends (to switch to the rest wait), or long."""
+        if not self.flowing:
+            return _REST_POLL_MS
+        return max(int((self._flow_until - time.monotonic()) * 1000) + 1, 1)
+
+    def observe(self, got_records: bool) -> None:
+        """After each getmany: records keep (or bring back) the flow wait; a quiet flow_s ends it."""
+        if self._pacing.flow_wait_ms is None:
+            return
+        if got_records:
+            self._flow_until = time.monotonic() + self._pacing.flow_s
+        self._apply(self._pacing.flow_wait_ms if self.flowing else self._pacing.rest_wait_ms)
+
+    def _apply(self, wait_ms: int) -> None:
+        if wait_ms == self.wait_ms:
+            return
+        self.wait_ms = wait_ms
+        # aiokafka reads this for every fetch request it builds (Fetcher._get_actions_per_node); it has no
+        # public setter. The fetch already in flight keeps its wait. kit's tests check the switch works.
+        fetcher = self._consumer._fetcher
+        if fetcher is not None:
+            fetcher._fetch_max_wait_ms = wait_ms
+
+
+def consumer_options(pacing: FetchPacing) -> dict[str, int]:
+    """The fetch options every consumer of the kit starts with (see FetchWait)."""
+    return {
+        "fetch_max_wait_ms": pacing.flow_wait_ms if pacing.flow_wait_ms is not None else pacing.rest_wait_ms,
+        "consumer_timeout_ms": _FETCHER_TIMEOUT_MS,
+    }
 
 
 def make_producer(bootstrap: str, client_id: str) -> AIOKafkaProducer:
@@ -65,7 +154,7 @@ class EventConsumer:
         max_attempts: int = 5,
         session_timeout_ms: int = 10_000,
         heartbeat_interval_ms: int = 3_000,
-        fetch_max_wait_ms: int = 50,
+        pacing: FetchPacing | None = None,
     ) -> None:
         self.name = name
         self._bootstrap = bootstrap
@@ -76,8 +165,9 @@ class EventConsumer:
         self._max_attempts = max_attempts
         self._session_timeout_ms = session_timeout_ms
         self._heartbeat_interval_ms = heartbeat_interval_ms
-        self._fetch_max_wait_ms = fetch_max_wait_ms
+        self._pacing = pacing or FetchPacing()
         self._consumer: AIOKafkaConsumer | None = None
+        self.fetch_wait: FetchWait | None = None
         self.running = False
 
     @property
@@ -94,17 +184,21 @@ class EventConsumer:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             metadata_max_age_ms=5_000,
-            # See ServiceSettings.kafka_fetch_max_wait_ms: this bounds the latency of every event hop.
-            fetch_max_wait_ms=self._fetch_max_wait_ms,
             session_timeout_ms=self._session_timeout_ms,
             heartbeat_interval_ms=self._heartbeat_interval_ms,
+            # The fetch wait bounds the latency of every event hop on a broker that does not answer a waiting
+            # fetch when data arrives (tansu): see FetchWait and ServiceSettings.kafka_fetch_flow_wait_ms.
+            **consumer_options(self._pacing),
         )
         self._consumer = consumer
         try:
             await start_with_retry(consumer, f"consumer {self.name}")
+            fetch_wait = self.fetch_wait = FetchWait(consumer, self._pacing)
             self.running = True
             while True:
-                batches = await consumer.getmany(timeout_ms=500, max_records=200)
+                batches = await consumer.getmany(timeout_ms=fetch_wait.poll_timeout_ms(), max_records=200)
+                # Before handling: the fetcher sends the next request while the handlers await the database.
+                fetch_wait.observe(bool(batches))
                 for records in batches.values():
                     for record in records:
                         await self._handle_record(record)

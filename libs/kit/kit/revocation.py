@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from contracts import Topic, event_adapter
 from contracts.events import SessionRevoked
-from kit.kafka import start_with_retry
+from kit.kafka import FetchPacing, FetchWait, consumer_options, start_with_retry
 
 log = logging.getLogger(__name__)
 
@@ -67,14 +67,14 @@ class RevocationListener:
         bootstrap: str,
         client_id: str,
         lookback_s: float,
-        fetch_max_wait_ms: int = 50,
+        pacing: FetchPacing | None = None,
         topic: str = Topic.SESSIONS.value,
     ) -> None:
         self._revocations = revocations
         self._bootstrap = bootstrap
         self._client_id = client_id
         self._lookback_s = lookback_s
-        self._fetch_max_wait_ms = fetch_max_wait_ms
+        self._pacing = pacing or FetchPacing()
         self._topic = topic
         self.caught_up = asyncio.Event()
 
@@ -85,9 +85,10 @@ class RevocationListener:
             client_id=f"{self._client_id}-revocations",
             enable_auto_commit=False,
             auto_offset_reset="earliest",  # the broker lost our position (e.g. a restarted broker): read it all
-            fetch_max_wait_ms=self._fetch_max_wait_ms,
+            **consumer_options(self._pacing),
         )
         await start_with_retry(consumer, "revocation listener")
+        fetch_wait = FetchWait(consumer, self._pacing)
         try:
             partitions = await self._assign(consumer)
             ends = await consumer.end_offsets(partitions)
@@ -95,7 +96,10 @@ class RevocationListener:
             if not pending:
                 self.caught_up.set()
             while True:
-                batches = await consumer.getmany(timeout_ms=500, max_records=500)
+                # While catching up, the positions are checked at least twice a second.
+                timeout_ms = min(fetch_wait.poll_timeout_ms(), 500) if pending else fetch_wait.poll_timeout_ms()
+                batches = await consumer.getmany(timeout_ms=timeout_ms, max_records=500)
+                fetch_wait.observe(bool(batches))
                 for records in batches.values():
                     for record in records:
                         self._apply(record.value)

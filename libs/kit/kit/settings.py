@@ -3,7 +3,7 @@
 from pathlib import Path
 from typing import Literal
 
-from pydantic import SecretStr, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "changethis", "secret", "dev", "development", "test"})
@@ -23,11 +23,20 @@ class ServiceSettings(BaseSettings):
     # tansu); the local stack lowers these so services are ready in about a second.
     kafka_session_timeout_ms: int = 10_000
     kafka_heartbeat_interval_ms: int = 3_000
-    # Each event hop waits for a fetch to return. With tansu, a waiting fetch is held about 200 ms with
-    # aiokafka's default of 500 ms even when data arrives, and about 2.4 ms at 50 ms (measured on the
-    # local broker); Apache Kafka answers a waiting fetch as soon as data arrives, so 50 ms only adds polls.
-    kafka_fetch_max_wait_ms: int = 50
-    outbox_poll_interval_s: float = 0.5
+    # How long a consumer's fetch may wait at the broker for data (kit.kafka.FetchPacing). Apache Kafka
+    # answers a waiting fetch as soon as data arrives, so there one long wait (500 ms, its default) costs
+    # neither latency nor CPU, and these defaults are the production ones. tansu 0.6 (the local broker)
+    # never wakes a waiting fetch: it re-reads its storage at half the remaining wait (250, 375, 500 ms of a
+    # 500 ms wait), so a record waits up to half the wait and every re-read costs CPU. The local stack
+    # therefore sets `kafka_fetch_flow_wait_ms` (50): a consumer fetches with it while records flow (until
+    # `kafka_fetch_flow_s` after the last one) and with its latency class's wait at rest.
+    kafka_fetch_max_wait_ms: int = Field(default=500, ge=0)  # critical consumers at rest
+    kafka_background_fetch_max_wait_ms: int = Field(default=500, ge=0)  # the others and revocations, at rest
+    kafka_fetch_flow_wait_ms: int | None = Field(default=None, ge=0)  # None: the rest wait always
+    kafka_fetch_flow_s: float = Field(default=10.0, ge=0)
+    # The relay is woken in-process by every commit that wrote events; the poll only finds what that
+    # missed (a relay that failed, rows written by another replica whose relay is down).
+    outbox_poll_interval_s: float = 5.0
     # Relay bulk events (contracts.topics.BULK_TOPICS) on a lane of their own (kit.outbox); for a
     # service that writes them in volume, with the outbox's per-lane partial indexes in its migrations.
     outbox_split_lanes: bool = False

@@ -1,7 +1,5 @@
 """asset-credit-svc: `uvicorn asset_credit_svc.main:create_app --factory`."""
 
-import asyncio
-import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -33,8 +31,8 @@ from asset_credit_svc.withdrawals.endpoints import router as withdrawals_router
 from contracts import Topic
 from kit.app import ConsumerSpec, Runtime, create_service_app
 from kit.db import unit_of_work
-
-log = logging.getLogger(__name__)
+from kit.kafka import LatencyClass
+from kit.periodic import run_periodically
 
 CHANNELS = ("alipay", "wechat")
 
@@ -49,41 +47,25 @@ def default_notify_client(_: FastAPI, settings: Settings) -> httpx.AsyncClient:
 
 async def _resolve_provider_charges(runtime: Runtime, settings: Settings) -> None:
     """Charges awaiting a provider whose notification did not come: ask the provider."""
-    while True:
-        await asyncio.sleep(settings.provider_sweep_interval_s)
-        try:
-            now = datetime.now(UTC)
-            async with unit_of_work(runtime.sessionmaker) as session:
-                await charges.resolve_unknown_outcomes(
-                    session,
-                    runtime,
-                    older_than=now - timedelta(seconds=settings.provider_query_after_s),
-                    give_up_before=now - timedelta(seconds=settings.provider_give_up_after_s),
-                )
-            async with unit_of_work(runtime.sessionmaker) as session:
-                await deposits.retry_pending_refunds(
-                    session, runtime, now - timedelta(seconds=settings.provider_query_after_s)
-                )
-            async with unit_of_work(runtime.sessionmaker) as session:
-                await withdrawals.retry_pending_parts(
-                    session, runtime, now - timedelta(seconds=settings.provider_query_after_s)
-                )
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("provider charge sweep failed; retrying")
+    now = datetime.now(UTC)
+    async with unit_of_work(runtime.sessionmaker) as session:
+        await charges.resolve_unknown_outcomes(
+            session,
+            runtime,
+            older_than=now - timedelta(seconds=settings.provider_query_after_s),
+            give_up_before=now - timedelta(seconds=settings.provider_give_up_after_s),
+        )
+    async with unit_of_work(runtime.sessionmaker) as session:
+        await deposits.retry_pending_refunds(session, runtime, now - timedelta(seconds=settings.provider_query_after_s))
+    async with unit_of_work(runtime.sessionmaker) as session:
+        await withdrawals.retry_pending_parts(
+            session, runtime, now - timedelta(seconds=settings.provider_query_after_s)
+        )
 
 
-async def _expire_assets(runtime: Runtime, settings: Settings) -> None:
-    while True:
-        await asyncio.sleep(settings.asset_expiry_interval_s)
-        try:
-            async with unit_of_work(runtime.sessionmaker) as session:
-                await assets.expire_due(session, datetime.now(UTC))
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("asset expiry sweep failed; retrying")
+async def _expire_assets(runtime: Runtime) -> None:
+    async with unit_of_work(runtime.sessionmaker) as session:
+        await assets.expire_due(session, datetime.now(UTC))
 
 
 def create_app(settings: Settings | None = None, *, notify_client: NotifyClientFactory | None = None) -> FastAPI:
@@ -109,9 +91,33 @@ def create_app(settings: Settings | None = None, *, notify_client: NotifyClientF
         providers: dict[str, PaymentProvider] = {s.channel: s for s in sandboxes}
         runtime.extras[PROVIDERS_KEY] = providers
         if settings.provider_sweep_interval_s > 0:
-            runtime.spawn(_resolve_provider_charges(runtime, settings), "provider-charge-sweeper")
+
+            async def resolve_provider_charges() -> None:
+                await _resolve_provider_charges(runtime, settings)
+
+            runtime.spawn(
+                run_periodically(
+                    resolve_provider_charges,
+                    name="provider-charge-sweeper",
+                    interval_s=settings.provider_sweep_interval_s,
+                    run_at_start=False,
+                ),
+                "provider-charge-sweeper",
+            )
         if settings.asset_expiry_interval_s > 0:
-            runtime.spawn(_expire_assets(runtime, settings), "asset-expiry-sweeper")
+
+            async def expire_assets() -> None:
+                await _expire_assets(runtime)
+
+            runtime.spawn(
+                run_periodically(
+                    expire_assets,
+                    name="asset-expiry-sweeper",
+                    interval_s=settings.asset_expiry_interval_s,
+                    run_at_start=False,
+                ),
+                "asset-expiry-sweeper",
+            )
         try:
             yield
         finally:
@@ -148,6 +154,7 @@ def _consumers(rt: Runtime) -> list[ConsumerSpec]:
                 "billing.refund.requested": on_refund_requested(rt),
                 "billing.debt.waived": on_debt_waived(rt),
             },
+            latency=LatencyClass.CRITICAL,  # a rental's charge settles right after it ends
         ),
         ConsumerSpec(
             topics=[Topic.RENTALS, Topic.USERS],

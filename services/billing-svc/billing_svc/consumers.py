@@ -9,7 +9,7 @@ from billing_svc.rentals import service
 from contracts import Envelope, Topic
 from contracts.events import BankEjected, BankReturned, ChargeFailed, ChargeSettled, EjectFailed
 from kit.app import ConsumerSpec, Runtime
-from kit.kafka import Handler
+from kit.kafka import Handler, LatencyClass
 
 
 def consumer_specs(runtime: Runtime) -> list[ConsumerSpec]:
@@ -38,7 +38,8 @@ def consumer_specs(runtime: Runtime) -> list[ConsumerSpec]:
     returns: dict[str, Handler] = {"device.bank.returned": on_bank_returned}
     payments: dict[str, Handler] = {"asset.charge.settled": on_charge_settled, "asset.charge.failed": on_charge_failed}
     return [
-        ConsumerSpec(topics=[Topic.DEVICE_EJECTS], handlers=ejects, name="ejects"),
-        ConsumerSpec(topics=[Topic.DEVICE_RETURNS], handlers=returns, name="returns"),
+        # A borrow request waits for the eject result; a return ends the fee.
+        ConsumerSpec(topics=[Topic.DEVICE_EJECTS], handlers=ejects, name="ejects", latency=LatencyClass.CRITICAL),
+        ConsumerSpec(topics=[Topic.DEVICE_RETURNS], handlers=returns, name="returns", latency=LatencyClass.CRITICAL),
         ConsumerSpec(topics=[Topic.PAYMENTS], handlers=payments, name="payments"),
     ]

@@ -1,7 +1,5 @@
 """billing-svc: `uvicorn billing_svc.main:create_app --factory --port 8003`."""
 
-import asyncio
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -18,37 +16,22 @@ from billing_svc.support.endpoints import router as support_router
 from billing_svc.users import users_consumer_spec
 from kit.app import Runtime, create_service_app
 from kit.db import unit_of_work
-
-log = logging.getLogger(__name__)
+from kit.periodic import run_periodically
 
 
 async def _sweep_unlocking(runtime: Runtime, settings: Settings) -> None:
     """Fail rentals that stayed `unlocking` past `unlocking_expiry_s` (device-svc never answered)."""
-    while True:
-        await asyncio.sleep(settings.sweep_interval_s)
-        try:
-            older_than = service.now_utc() - timedelta(seconds=settings.unlocking_expiry_s)
-            async with unit_of_work(runtime.sessionmaker) as session:
-                await service.expire_unlocking(session, runtime, older_than)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("unlocking sweep failed; retrying")
+    older_than = service.now_utc() - timedelta(seconds=settings.unlocking_expiry_s)
+    async with unit_of_work(runtime.sessionmaker) as session:
+        await service.expire_unlocking(session, runtime, older_than)
 
 
-async def _reconcile_returns(runtime: Runtime, settings: Settings) -> None:
+async def _reconcile_returns(runtime: Runtime) -> None:
     """Close active rentals whose bank is back in a cabinet by a stored return report."""
-    while True:
-        await asyncio.sleep(settings.reconcile_interval_s)
-        try:
-            async with unit_of_work(runtime.sessionmaker) as session:
-                await service.reconcile_returns(session, runtime)
-            async with unit_of_work(runtime.sessionmaker) as session:
-                await service.sell_unreturned(session, runtime, service.now_utc())
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("return reconciliation failed; retrying")
+    async with unit_of_work(runtime.sessionmaker) as session:
+        await service.reconcile_returns(session, runtime)
+    async with unit_of_work(runtime.sessionmaker) as session:
+        await service.sell_unreturned(session, runtime, service.now_utc())
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -58,9 +41,30 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(runtime: Runtime) -> AsyncIterator[None]:
         runtime.extras["rental_waiters"] = RentalWaiters()
         if settings.unlocking_expiry_s > 0:
-            runtime.spawn(_sweep_unlocking(runtime, settings), "unlocking-sweeper")
+
+            async def sweep_unlocking() -> None:
+                await _sweep_unlocking(runtime, settings)
+
+            runtime.spawn(
+                run_periodically(
+                    sweep_unlocking, name="unlocking-sweeper", interval_s=settings.sweep_interval_s, run_at_start=False
+                ),
+                "unlocking-sweeper",
+            )
         if settings.reconcile_interval_s > 0:
-            runtime.spawn(_reconcile_returns(runtime, settings), "returns-reconciler")
+
+            async def reconcile_returns() -> None:
+                await _reconcile_returns(runtime)
+
+            runtime.spawn(
+                run_periodically(
+                    reconcile_returns,
+                    name="returns-reconciler",
+                    interval_s=settings.reconcile_interval_s,
+                    run_at_start=False,
+                ),
+                "returns-reconciler",
+            )
         yield
 
     return create_service_app(

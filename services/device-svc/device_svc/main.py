@@ -2,6 +2,7 @@
 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from datetime import datetime
 
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -19,10 +20,11 @@ from device_svc.mqtt.handlers import MessageProcessor
 from device_svc.ops.endpoints import router as ops_router
 from device_svc.registry.endpoints import router as registry_router
 from device_svc.settings import Settings
-from device_svc.sweepers import bank_sweeper, deadline_sweeper, offline_sweeper
+from device_svc.sweepers import fail_expired_commands, mark_offline_until_next, sweep_banks
 from device_svc.telemetry.ingest import TelemetryIngest
 from device_svc.telemetry.service import BankDevices, BankRules
 from kit.app import Runtime, create_service_app
+from kit.periodic import run_periodically
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -98,20 +100,42 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         runtime.readiness_checks["mqtt"] = gateway.ready
         runtime.spawn(gateway.run(), "mqtt-gateway")
-        runtime.spawn(deadline_sweeper(ejects, settings.command_sweep_interval_s), "command-deadlines")
-        runtime.spawn(
-            offline_sweeper(runtime.sessionmaker, publish, settings.offline_after_s, settings.offline_sweep_interval_s),
-            "offline-sweeper",
-        )
-        runtime.spawn(telemetry.run(), "telemetry-ingest")
-        runtime.spawn(
-            bank_sweeper(
+
+        async def expire_commands() -> None:
+            await fail_expired_commands(ejects)
+
+        async def mark_silent_cabinets() -> datetime | None:
+            return await mark_offline_until_next(runtime.sessionmaker, publish, settings.offline_after_s)
+
+        async def sweep_bank_modules() -> None:
+            await sweep_banks(
                 runtime.sessionmaker,
                 publish,
                 offline_after_s=settings.bank_offline_after_s,
                 position_max_age_s=settings.bank_position_max_age_s,
-                interval_s=settings.freshness_sweep_interval_s,
+            )
+
+        # Woken at each command's deadline; the interval finds commands of a replica that stopped.
+        runtime.spawn(
+            run_periodically(
+                expire_commands,
+                name="command-deadlines",
+                interval_s=settings.command_sweep_interval_s,
+                alarm=ejects.deadlines,
+                min_gap_s=settings.command_sweep_min_gap_s,
             ),
+            "command-deadlines",
+        )
+        # Sleeps until the next online cabinet would fall silent (the job says when), or the interval; an
+        # interval below offline_after_s sees a cabinet that came online meanwhile before it is due.
+        offline_check_s = min(settings.offline_sweep_interval_s, settings.offline_after_s / 2)
+        runtime.spawn(
+            run_periodically(mark_silent_cabinets, name="offline-sweeper", interval_s=offline_check_s),
+            "offline-sweeper",
+        )
+        runtime.spawn(telemetry.run(), "telemetry-ingest")
+        runtime.spawn(
+            run_periodically(sweep_bank_modules, name="bank-sweeper", interval_s=settings.freshness_sweep_interval_s),
             "bank-sweeper",
         )
         try:

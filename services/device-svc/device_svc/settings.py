@@ -24,10 +24,16 @@ class Settings(ServiceSettings):
     mqtt_broker_pidfile: Path | None = None
 
     offline_after_s: float = 60.0
-    offline_sweep_interval_s: float = 2.0
+    # The offline sweeper sleeps until the next online cabinet would fall silent; at most this long (it must
+    # stay below offline_after_s: a cabinet that came online meanwhile is seen before it is due).
+    offline_sweep_interval_s: float = 20.0
     max_clock_skew_s: float = 60.0
     min_rent_battery_pct: int = 20
-    command_sweep_interval_s: float = 0.2
+    # The deadline sweeper runs at each eject command's deadline (known in-process), at most once per
+    # min gap (a command fails at most that long after its deadline; billing waits 0.6 s beyond it), and
+    # every interval for commands a stopped replica left behind.
+    command_sweep_interval_s: float = 5.0
+    command_sweep_min_gap_s: float = 0.2
     # Reports waiting per device before new ones are dropped (protects memory under a flood).
     max_pending_per_device: int = 100
     # A message whose handling raises unexpectedly is tried this often (short back-off) before it is

@@ -1,7 +1,6 @@
-"""Background jobs: fail eject commands past their deadline; mark silent cabinets and bank modules
-offline; flag idle banks whose position is overdue (7.2)."""
+"""Background jobs (run by kit.periodic): fail eject commands past their deadline; mark silent cabinets
+and bank modules offline; flag idle banks whose position is overdue (7.2)."""
 
-import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -24,19 +23,32 @@ from kit.db import unit_of_work
 log = logging.getLogger(__name__)
 
 
-async def deadline_sweeper(ejects: EjectService, interval_s: float) -> None:
-    while True:
-        try:
-            while await ejects.sweep_deadlines() > 0:
-                pass
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("deadline sweep failed")
-        await asyncio.sleep(interval_s)
+async def fail_expired_commands(ejects: EjectService) -> None:
+    """Every `sent` command past its deadline, in batches."""
+    while await ejects.sweep_deadlines() > 0:
+        pass
 
 
 async def mark_offline(sessionmaker: async_sessionmaker[AsyncSession], publish: Publish, offline_after_s: float) -> int:
+    return len(await _mark_offline(sessionmaker, publish, offline_after_s))
+
+
+async def mark_offline_until_next(
+    sessionmaker: async_sessionmaker[AsyncSession], publish: Publish, offline_after_s: float
+) -> datetime | None:
+    """Mark silent cabinets offline; returns when the next online cabinet falls silent if nothing is heard
+    from it (its last message + `offline_after_s`), so the sweeper sleeps until then."""
+    rows = await _mark_offline(sessionmaker, publish, offline_after_s)
+    if len(rows) >= repo.STALE_BATCH:
+        return datetime.now(UTC)  # more to mark
+    async with sessionmaker() as session:
+        oldest = await repo.oldest_online_cabinet_seen_at(session)
+    return None if oldest is None else oldest + timedelta(seconds=offline_after_s)
+
+
+async def _mark_offline(
+    sessionmaker: async_sessionmaker[AsyncSession], publish: Publish, offline_after_s: float
+) -> list[Any]:
     now = datetime.now(UTC)
     async with unit_of_work(sessionmaker) as session:
         rows = await repo.mark_stale_cabinets_offline(session, now - timedelta(seconds=offline_after_s))
@@ -46,7 +58,7 @@ async def mark_offline(sessionmaker: async_sessionmaker[AsyncSession], publish: 
             )
             for event in _silent(row, "cabinet", now):
                 await publish(session, event, row.id)
-    return len(rows)
+    return list(rows)
 
 
 def _silent(row: Any, kind: Literal["cabinet", "bank"], now: datetime) -> list[EventData]:
@@ -60,19 +72,6 @@ def _silent(row: Any, kind: Literal["cabinet", "bank"], now: datetime) -> list[E
         rssi_dbm=row.rssi_dbm,
         status_reason="no_message",
     )
-
-
-async def offline_sweeper(
-    sessionmaker: async_sessionmaker[AsyncSession], publish: Publish, offline_after_s: float, interval_s: float
-) -> None:
-    while True:
-        try:
-            await mark_offline(sessionmaker, publish, offline_after_s)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("offline sweep failed")
-        await asyncio.sleep(interval_s)
 
 
 async def mark_banks_offline(
@@ -107,20 +106,12 @@ async def flag_overdue_positions(
     return [bank_id for bank_id, _ in rows]
 
 
-async def bank_sweeper(
+async def sweep_banks(
     sessionmaker: async_sessionmaker[AsyncSession],
     publish: Publish,
     *,
     offline_after_s: float,
     position_max_age_s: float,
-    interval_s: float,
 ) -> None:
-    while True:
-        try:
-            await mark_banks_offline(sessionmaker, publish, offline_after_s)
-            await flag_overdue_positions(sessionmaker, publish, position_max_age_s)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("bank sweep failed")
-        await asyncio.sleep(interval_s)
+    await mark_banks_offline(sessionmaker, publish, offline_after_s)
+    await flag_overdue_positions(sessionmaker, publish, position_max_age_s)

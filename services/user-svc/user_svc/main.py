@@ -15,6 +15,7 @@ from sqlalchemy.exc import DBAPIError
 from kit.app import Runtime, create_service_app
 from kit.auth import TokenSigner, TokenVerifier
 from kit.db import unit_of_work
+from kit.periodic import run_periodically
 from user_svc.admins.endpoints import router as admin_router
 from user_svc.admins.service import ensure_bootstrap_admin
 from user_svc.auth.endpoints import router as auth_router
@@ -71,7 +72,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         context.install(runtime.extras)
         await _bootstrap_admin(runtime, context)
         if settings.anonymise_interval_s > 0:
-            runtime.spawn(_anonymise(runtime, settings), "anonymiser")
+
+            async def anonymise() -> None:
+                await _anonymise(runtime, settings)
+
+            runtime.spawn(
+                run_periodically(anonymise, name="anonymiser", interval_s=settings.anonymise_interval_s), "anonymiser"
+            )
         yield
 
     routers = [terms_router, users_router, auth_router, codes_router, admin_router, clients_router, oauth_router]
@@ -113,16 +120,7 @@ async def _bootstrap_admin(runtime: Runtime, context: UserServiceContext, attemp
 
 async def _anonymise(runtime: Runtime, settings: Settings) -> None:
     """Clear the personal data of users deregistered longer ago than the retention period."""
-    while True:
-        try:
-            async with unit_of_work(runtime.sessionmaker) as session:
-                count = await anonymise_due(
-                    session, now=datetime.now(UTC), retention_s=settings.deregistration_retention_s
-                )
-            if count:
-                log.info("deregistered users anonymised", extra={"count": count})
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("anonymisation failed; retrying")
-        await asyncio.sleep(settings.anonymise_interval_s)
+    async with unit_of_work(runtime.sessionmaker) as session:
+        count = await anonymise_due(session, now=datetime.now(UTC), retention_s=settings.deregistration_retention_s)
+    if count:
+        log.info("deregistered users anonymised", extra={"count": count})

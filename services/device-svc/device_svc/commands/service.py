@@ -22,6 +22,7 @@ from device_svc.mqtt.downlink import Downlink
 from device_svc.registry import repository as repo
 from kit.correlation import get_correlation_id, set_correlation_id
 from kit.db import after_commit, unit_of_work
+from kit.periodic import Alarm
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,9 @@ class EjectService:
         self._downlink = downlink
         self._min_battery = min_battery_pct
         self._max_skew = max_clock_skew_s
+        # Rung with each command's deadline once it is committed: the deadline sweeper wakes then, and
+        # does not poll the database at rest.
+        self.deadlines = Alarm()
 
     # ---- EjectBank from Kafka ---------------------------------------------------------------
 
@@ -98,6 +102,7 @@ class EjectService:
         cabinet_id = bank.cabinet_id
 
         async def send() -> None:
+            self.deadlines.ring_at(cmd.deadline)
             await self._send_eject(cabinet_id, eject, command.cmd_id)
 
         after_commit(session, send)

@@ -173,7 +173,12 @@ async def take_offline(session: AsyncSession, device_id: str) -> tuple[str, Any]
     return None
 
 
-async def mark_stale_cabinets_offline(session: AsyncSession, seen_before: datetime, limit: int = 500) -> Sequence[Any]:
+STALE_BATCH = 500  # cabinets marked offline per transaction
+
+
+async def mark_stale_cabinets_offline(
+    session: AsyncSession, seen_before: datetime, limit: int = STALE_BATCH
+) -> Sequence[Any]:
     locked = (
         select(Cabinet.id)
         .where(Cabinet.online.is_(True), or_(Cabinet.last_seen_at.is_(None), Cabinet.last_seen_at < seen_before))
@@ -187,6 +192,13 @@ async def mark_stale_cabinets_offline(session: AsyncSession, seen_before: dateti
         .returning(Cabinet.id, Cabinet.last_seen_at, Cabinet.rssi_dbm)
     )
     return (await session.execute(stmt, execution_options={"synchronize_session": False})).all()
+
+
+async def oldest_online_cabinet_seen_at(session: AsyncSession) -> datetime | None:
+    oldest: datetime | None = (
+        await session.execute(select(func.min(Cabinet.last_seen_at)).where(Cabinet.online.is_(True)))
+    ).scalar_one()
+    return oldest
 
 
 async def mark_stale_banks_offline(session: AsyncSession, seen_before: datetime, limit: int = 1000) -> Sequence[Any]:
