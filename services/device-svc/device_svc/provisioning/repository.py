@@ -5,7 +5,7 @@ round trip per device. Never commits."""
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -121,3 +121,12 @@ async def active_broker_entries(session: AsyncSession) -> dict[str, str]:
         select(DeviceCredential.device_id, DeviceCredential.broker_hash).where(DeviceCredential.active.is_(True))
     )
     return {device_id: broker_hash for device_id, broker_hash in rows.all()}
+
+
+async def banks_with_identities(session: AsyncSession, identities: Sequence[str]) -> list[str]:
+    """Ids of banks whose QR code, NFC tag id or Bluetooth address is one of `identities`."""
+    found: list[str] = []
+    for chunk in _chunks(identities):
+        stmt = select(Bank.id).where(or_(Bank.qr_code.in_(chunk), Bank.nfc_uid.in_(chunk), Bank.ble_mac.in_(chunk)))
+        found.extend((await session.execute(stmt)).scalars())
+    return found
