@@ -2,8 +2,8 @@
 
 A device password is 24 bytes from `secrets` (192 random bits), never chosen by a person. A slow
 hash (Argon2, bcrypt) exists to make guessing a *weak* password expensive; against 2^192 candidates
-guessing is hopeless at any hash speed, so a salted HMAC-SHA256 (about a microsecond) protects a
-leaked table as well as Argon2 (about 0.24 s of CPU and 64 MiB per hash), and lets thousands of
+guessing is hopeless at any hash speed, so a salted HMAC-SHA256 (2.5 µs of CPU) protects a
+leaked table as well as Argon2id (211 ms of CPU and 64 MiB per hash), and lets thousands of
 devices be provisioned per second. Hashes written by earlier versions (Argon2id) still verify; a
 device's hash becomes the fast kind when its password is next set (rotation, re-provisioning)."""
 
