@@ -1,14 +1,10 @@
-"""Provision a benchmark fleet through device-svc's own provisioning code, with one bench-only change:
-the Argon2id cost of the stored device-password hash is lowered.
+"""Provision a benchmark fleet through device-svc's own provisioning code (set-based; device passwords
+hashed with a salted HMAC-SHA256, see device_svc.provisioning.credentials).
 
-    python -m device_emulator.bench.provision --cabinets 10003 --slots 8 --fleet-out fleet.json [--seed 42]
-        [--bank-modules N] [--real-hash-cost]
+    python -m device_emulator.bench.provision --cabinets 20003 --slots 8 --fleet-out fleet.json [--seed 42]
+        [--bank-modules N]
 
-Why: `device_svc.provision seed` hashes every new device password with argon2-cffi's default profile
-(64 MiB, 3 passes; about 0.24 s of CPU per device here), so 10,000 devices take about 40 minutes, and its
-CLI caps --cabinets at 9,999. Device passwords are 24 random bytes (192 bits): a fast hash is as safe for
-them as a slow one, which is the fix proposed for device-svc. Hashes made with any Argon2 parameters
-verify the same way, and the broker's PBKDF2 entries are unchanged. `--real-hash-cost` keeps the default.
+`device_svc.provision seed` caps --cabinets at 9,999 (four-digit demo ids); this has no cap.
 
 Reads DATABASE_URL, MQTT_* like `python -m device_svc.provision`.
 """
@@ -22,17 +18,12 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from argon2 import PasswordHasher
-
-from device_svc.provisioning import credentials
 from device_svc.provisioning.seed import BrokerTarget, seed
 from device_svc.settings import Settings
 from kit.db import make_engine, make_sessionmaker
 
 
 async def _run(args: argparse.Namespace) -> int:
-    if not args.real_hash_cost:
-        credentials._hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
     settings = Settings()
     engine = make_engine(settings.database_url, pool_size=2)
     start = time.monotonic()
@@ -74,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--bank-modules-last", action="store_true", help="the last N banks instead (the benchmark: not the demo's)"
     )
-    parser.add_argument("--real-hash-cost", action="store_true", help="keep device-svc's Argon2 cost")
+    parser.add_argument("--real-hash-cost", action="store_true", help="ignored: there is one hash cost now")
     return asyncio.run(_run(parser.parse_args(argv)))
 
 

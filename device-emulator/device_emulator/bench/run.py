@@ -69,7 +69,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--real-provisioning",
         action="store_true",
-        help="seed through `stack.py seed` (device-svc's full Argon2 cost, at most 9,999 cabinets)",
+        help="seed through `stack.py seed` (device-svc's own CLI, at most 9,999 cabinets)",
     )
     p.add_argument("--fleet-file", type=Path, default=None, help="default $PB_FLEET_FILE")
     p.add_argument("--hold-s", type=float, default=1.0, help="seconds a user keeps the bank")
@@ -143,7 +143,7 @@ class Bench:
 
     def provision(self) -> None:
         """Seed skip + devices cabinets: through `stack.py seed` (device_svc.provision, real password-hash cost)
-        with --real-provisioning, else through device_emulator.bench.provision (same code, cheap hash)."""
+        with --real-provisioning, else through device_emulator.bench.provision (same code, no cabinet cap)."""
         total = self.skip + self.args.devices
         seed_args = ["--cabinets", str(total), "--slots", str(self.args.slots), "--seed", str(self.args.seed)]
         if self.args.banks > 0:
@@ -568,6 +568,8 @@ class Bench:
         }
         if restart is not None:
             summary["broker_restart_all_back_s"] = restart.get("all_back_s_after_sigterm")
+        if "provision" in self.details:
+            summary["provision_s"] = self.details["provision"]["seconds"]
         emulated = freshness.swarm_banks(banks) if banks is not None else []
         samples = self.probe.samples if self.probe is not None else []
         scale = self.args.time_scale

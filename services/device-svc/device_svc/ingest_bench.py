@@ -2,6 +2,12 @@
 
     python3 deploy/local/stack.py exec --stack test -- .venv/bin/python -m device_svc.ingest_bench \
         [--messages 6000] [--cabinets 40] [--bank-modules 200] [--broker-inflight 1000]
+    ... -m device_svc.ingest_bench --storm --cabinets 2000 --bank-modules 0
+
+`--storm`: a connect storm instead (what a broker restart causes): every cabinet sends its retained
+`status` online, a `hello` and an `inventory` (its slots as seeded); timed until every cabinet is shown
+online and every hello and inventory is recorded. Prints messages per second and the process's CPU
+per message (device-svc and the load publisher share the process: an upper bound for device-svc).
 
 Starts a private Mosquitto (password file, ACL), a database of its own (`pb_test_device_bench`,
 recreated), seeds a fleet, runs device-svc (real lifespan: MQTT, Kafka outbox relay), then publishes
@@ -23,6 +29,7 @@ import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import aiomqtt
 from pydantic import SecretStr
@@ -104,6 +111,25 @@ def plan(devices: list[tuple[str, str]], count: int, rng: random.Random) -> list
     return out
 
 
+def storm_plan(fleet: dict[str, Any]) -> list[tuple[str, bytes]]:
+    """Per cabinet: status online, hello (full inventory), inventory; device times one second apart."""
+    ts = int(datetime.now(UTC).timestamp() * 1000) - 10_000
+    status = json.dumps({"type": "status", "v": 1, "online": True}).encode()
+    out = []
+    for cabinet in fleet["cabinets"]:
+        cid = cabinet["cabinet_id"]
+        slots = [
+            {"slot": s["slot"], "bank_id": s["bank_id"], "battery_pct": s["battery_pct"]} for s in cabinet["slots"]
+        ]
+        hello = {"type": "hello", "firmware": cabinet["firmware"], "slot_count": cabinet["slot_count"]}
+        inventory = {"type": "inventory"}
+        out.append((up_topic(cid, UpChannel.STATUS), status))
+        for n, msg in enumerate((hello, inventory)):
+            body = msg | {"v": 1, "msg_id": f"s-{cid}-{n}", "ts": ts + n * 1000, "slots": slots}
+            out.append((up_topic(cid, UpChannel(str(msg["type"]))), json.dumps(body).encode()))
+    return out
+
+
 async def count(engine_url: str, sql: str) -> int:
     engine = make_engine(engine_url, 1)
     try:
@@ -135,7 +161,14 @@ async def run(args: argparse.Namespace) -> None:
                 await engine.dispose()
             devices = [(c["cabinet_id"], "cabinet") for c in result.fleet["cabinets"]]
             devices += [(b["bank_id"], "bank") for b in result.fleet.get("banks", [])]
-            messages = plan(devices, args.messages, random.Random(args.seed))
+            if args.storm:
+                messages = storm_plan(result.fleet)
+                recorded_target = 2 * len(result.fleet["cabinets"])  # hellos + inventories (status: no msg_id)
+                finished_sql = "SELECT count(*) FROM inbound_messages WHERE (SELECT bool_and(online) FROM cabinets)"
+            else:
+                messages = plan(devices, args.messages, random.Random(args.seed))
+                recorded_target = len(messages)
+                finished_sql = "SELECT count(*) FROM inbound_messages"
             settings = Settings(
                 pb_env="test",
                 database_url=url,
@@ -163,6 +196,7 @@ async def run(args: argparse.Namespace) -> None:
                     max_inflight_messages=500,
                 ) as load:
                     started = time.monotonic()
+                    cpu_started = time.process_time()
                     window = 400
                     for i in range(0, len(messages), window):
                         await asyncio.gather(*(load.publish(t, p, qos=1) for t, p in messages[i : i + window]))
@@ -170,17 +204,20 @@ async def run(args: argparse.Namespace) -> None:
                     done = 0
                     deadline = started + args.timeout_s
                     while time.monotonic() < deadline:
-                        done = await count(url, "SELECT count(*) FROM inbound_messages")
-                        if done >= len(messages):
+                        done = await count(url, finished_sql)
+                        if done >= recorded_target:
                             break
                         await asyncio.sleep(0.25)
                     elapsed = time.monotonic() - started
+                    cpu_s = time.process_time() - cpu_started
+                online = await count(url, "SELECT count(*) FROM cabinets WHERE online")
                 telemetry = await count(
                     url, "SELECT count(*) FROM outbox WHERE event_type = 'device.telemetry.reported'"
                 )
             print(
                 json.dumps(
                     {
+                        "mode": "storm" if args.storm else "telemetry",
                         "messages": len(messages),
                         "broker_inflight": args.broker_inflight,
                         "devices": len(devices),
@@ -188,7 +225,10 @@ async def run(args: argparse.Namespace) -> None:
                         "telemetry_events": telemetry,
                         "publish_s": round(published, 2),
                         "ingest_s": round(elapsed, 2),
+                        "cabinets_online": online,
+                        "messages_per_s": round(len(messages) / elapsed, 1) if done >= recorded_target else None,
                         "reports_per_s": round(done / elapsed, 1),
+                        "process_cpu_ms_per_message": round(cpu_s * 1000 / len(messages), 3),
                     }
                 )
             )
@@ -204,6 +244,7 @@ def main() -> None:
     parser.add_argument("--bank-modules", type=int, default=200)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--timeout-s", type=float, default=60.0)
+    parser.add_argument("--storm", action="store_true", help="a connect storm: status + hello + inventory per cabinet")
     parser.add_argument(
         "--broker-inflight", type=int, default=1000, help="the broker's max_inflight_messages (Mosquitto's default: 20)"
     )

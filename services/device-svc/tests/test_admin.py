@@ -183,3 +183,43 @@ async def test_revoking_or_rotating_disconnects_a_connected_device(admin_service
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_bulk_import_is_set_based_and_the_broker_accepts_every_new_credential(admin_service, broker, signer):
+    client, headers = admin_service, admin(signer)
+    cabinets = [
+        {"id": f"CAB-2{n:03d}", "name": f"Import {n}", "lat": 22.5, "lon": 114.0, "slot_count": 6} for n in range(300)
+    ]
+    resp = await client.post("/v1/admin/cabinets/import", json={"items": cabinets[:2]}, headers=headers)
+    assert resp.status_code == 200, resp.text
+    again = await client.post("/v1/admin/cabinets/import", json={"items": [*cabinets, cabinets[5]]}, headers=headers)
+    body = again.json()
+    assert [c["id"] for c in body["created"]] == [c["id"] for c in cabinets[2:]]
+    assert body["skipped"] == ["CAB-2000", "CAB-2001", "CAB-2005"]  # registered, and a repeat
+    credentials = {c["id"]: c["credential"] for c in body["created"]}
+    assert all(c["broker_updated"] and c["password"] for c in credentials.values())
+    assert await connects(broker, "CAB-2299", credentials["CAB-2299"]["password"])
+    assert not await connects(broker, "CAB-2299", credentials["CAB-2298"]["password"])
+    detail = (await client.get("/v1/cabinets/CAB-2150", headers=headers)).json()
+    assert detail["slot_count"] == 6
+
+    # An identity shared inside one import (or with a registered bank) refuses the whole import.
+    shared = [{"id": "PB-200001", "qr_code": "QR-2"}, {"id": "PB-200002", "qr_code": "QR-2"}]
+    refused = await client.post("/v1/admin/banks/import", json={"items": shared}, headers=headers)
+    assert (refused.status_code, refused.json()["code"]) == (409, "device_already_registered")
+    assert (await client.get("/v1/banks/PB-200001", headers=headers)).status_code == 404
+    banks = [{"id": "PB-200001", "qr_code": "QR-2", "module": True}, {"id": "PB-200002", "nfc_uid": "04a1b2c3d4e5f7"}]
+    imported = (await client.post("/v1/admin/banks/import", json={"items": banks}, headers=headers)).json()
+    assert [(c["id"], c["state"]) for c in imported["created"]] == [
+        ("PB-200001", "maintenance"),
+        ("PB-200002", "maintenance"),
+    ]
+    module_password = imported["created"][0]["credential"]["password"]
+    assert imported["created"][1]["credential"] is None
+    assert await connects(broker, "PB-200001", module_password)
+    clash = await client.post(
+        "/v1/admin/banks/import", json={"items": [{"id": "PB-200003", "nfc_uid": "04A1B2C3D4E5F7"}]}, headers=headers
+    )
+    assert (clash.status_code, clash.json()["code"]) == (409, "device_already_registered")
+    history = (await client.get("/v1/ops/banks/PB-200002/transitions", headers=headers)).json()["items"]
+    assert [(h["from_state"], h["to_state"], h["reason"]) for h in history] == [(None, "maintenance", "provisioned")]

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from argon2 import PasswordHasher
 from prometheus_client import REGISTRY
 from sqlalchemy.exc import OperationalError
 
@@ -19,6 +20,7 @@ from device_svc.commands.rules import BankView, bank_refusal, failure_reason, pi
 from device_svc.mqtt.dispatch import DeviceLanes
 from device_svc.mqtt.handlers import CHANNELS
 from device_svc.mqtt.intake import INTAKE_CHANNELS, Intake, intake_of, subscriptions
+from device_svc.provisioning.credentials import generate_password, hash_password, verify_password
 from device_svc.provisioning.mosquitto import mosquitto_hash, render_password_file, verify_mosquitto_hash
 from device_svc.provisioning.seed import plan_cabinet
 from kit.testing import eventually
@@ -249,3 +251,19 @@ def test_every_channel_has_one_intake_and_the_broker_allows_exactly_the_channels
             if line.strip().startswith("pattern write pb/v1/devices/%u/up/")
         }
         assert allowed == {c.value for c in UpChannel}, acl
+
+
+def test_device_password_hash_is_fast_salted_and_keeps_argon2_hashes_verifying():
+    password = generate_password()
+    assert len(base64.urlsafe_b64decode(password + "==")) == 24  # 192 random bits
+    stored = hash_password(password)
+    assert stored.startswith("$hmac-sha256$")
+    assert verify_password(password, stored)
+    assert not verify_password(password + "x", stored)
+    assert hash_password(password) != stored  # salted: the same password never hashes the same
+    assert not verify_password(password, "$hmac-sha256$not base64$x")
+    # A hash written before the fast scheme (Argon2id) still verifies.
+    legacy = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1).hash(password)
+    assert verify_password(password, legacy)
+    assert not verify_password(password + "x", legacy)
+    assert not verify_password(password, "garbage")

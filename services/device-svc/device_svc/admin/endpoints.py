@@ -14,6 +14,7 @@ from device_svc.admin.schemas import (
     BankCreate,
     BankImport,
     CabinetCreate,
+    CabinetImport,
     CabinetOut,
     CabinetUpdate,
     Credential,
@@ -103,22 +104,29 @@ async def create_bank(body: BankCreate, _: Admin, session: SessionDep, runtime: 
     return out.model_copy(update={"credential": _credential(out.id, password, updated)})
 
 
+@router.post("/cabinets/import", response_model=ImportResult)
+async def import_cabinets(body: CabinetImport, _: Admin, session: SessionDep, runtime: RuntimeDep) -> ImportResult:
+    """Bulk provisioning (up to 5000 a request), set-based: ids already registered are skipped, so a re-run
+    is harmless; each new cabinet gets its slots and a credential (its password shown once, here). One
+    transaction, then one broker password-file rewrite and one SIGHUP for the whole batch."""
+    imported = await service.import_cabinets(session, body.items)
+    return _import_result(imported, _broker_after_commit(session, runtime) if imported.passwords else False)
+
+
 @router.post("/banks/import", response_model=ImportResult)
 async def import_banks(body: BankImport, _: Admin, session: SessionDep, runtime: RuntimeDep) -> ImportResult:
-    """Bulk import (up to 1000); ids already registered are skipped, so a re-run is harmless. One
-    transaction: an identity clash refuses the whole import."""
-    created, skipped, passwords = [], [], {}
-    for item in body.items:
-        if await service.taken(session, item.id):
-            skipped.append(item.id)
-            continue
-        out, password = await service.create_bank(session, item)
-        created.append(out)
-        if password:
-            passwords[out.id] = password
-    updated = _broker_after_commit(session, runtime) if passwords else False
-    created = [c.model_copy(update={"credential": _credential(c.id, passwords.get(c.id), updated)}) for c in created]
-    return ImportResult(created=created, skipped=skipped)
+    """Bulk import (up to 5000 a request), set-based; ids already registered are skipped, so a re-run is
+    harmless. One transaction: an identity clash refuses the whole import."""
+    imported = await service.import_banks(session, body.items)
+    return _import_result(imported, _broker_after_commit(session, runtime) if imported.passwords else False)
+
+
+def _import_result(imported: service.Imported, broker_updated: bool) -> ImportResult:
+    created = [
+        c.model_copy(update={"credential": _credential(c.id, imported.passwords.get(c.id), broker_updated)})
+        for c in imported.created
+    ]
+    return ImportResult(created=created, skipped=imported.skipped)
 
 
 @router.post("/devices/{device_id}/credentials/rotate", response_model=Credential)

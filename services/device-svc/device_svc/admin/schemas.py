@@ -64,7 +64,13 @@ class BankCreate(BaseModel):
 class BankImport(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    items: list[BankCreate] = Field(min_length=1, max_length=1000)
+    items: list[BankCreate] = Field(min_length=1, max_length=5000)
+
+
+class CabinetImport(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[CabinetCreate] = Field(min_length=1, max_length=5000)
 
 
 class Credential(BaseModel):

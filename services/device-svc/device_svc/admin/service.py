@@ -3,8 +3,10 @@ credentials issued at provisioning, rotated or revoked without restarting the br
 file is regenerated from the registry and the broker is sent SIGHUP, after commit)."""
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -15,12 +17,14 @@ from device_svc.admin.schemas import BankCreate, CabinetCreate, CabinetUpdate, P
 from device_svc.models import Bank, Cabinet, DeviceCredential, Slot
 from device_svc.ops import repository as ops_repo
 from device_svc.presence import transition_events
-from device_svc.provisioning.credentials import generate_password, set_password
+from device_svc.provisioning import repository as prov_repo
+from device_svc.provisioning.credentials import generate_password, hashes_for, set_password
 from device_svc.registry.repository import empty_slot_of_bank, take_offline
 from kit.errors import Conflict, NotFound
 
 log = logging.getLogger(__name__)
 
+Item = TypeVar("Item", CabinetCreate, BankCreate)
 Publish = Callable[[AsyncSession, EventData, str], Awaitable[Envelope]]
 
 
@@ -75,6 +79,122 @@ async def create_cabinet(session: AsyncSession, body: CabinetCreate) -> tuple[Pr
     password = await _credential(session, body.id, "cabinet")
     log.info("cabinet provisioned", extra={"device_id": body.id})
     return Provisioned(id=body.id, kind="cabinet", state="active"), password
+
+
+@dataclass(frozen=True)
+class Imported:
+    created: list[Provisioned]
+    skipped: list[str]
+    passwords: dict[str, str]  # device id -> its new password (shown once)
+
+
+async def import_cabinets(session: AsyncSession, items: Sequence[CabinetCreate]) -> Imported:
+    """Set-based: ids already registered (or repeated in `items`) are skipped; the rest are written
+    with one multi-row statement per table (cabinets, slots, credentials)."""
+    cabinets, skipped = _split_new(items, await _unregistered(session, [item.id for item in items]))
+    now = datetime.now(UTC)
+    await prov_repo.insert_cabinets(
+        session,
+        [{**item.model_dump(), "online": False, "state": "active"} for item in cabinets],
+    )
+    await prov_repo.insert_slots(
+        session,
+        [{"cabinet_id": item.id, "slot_no": n} for item in cabinets for n in range(1, item.slot_count + 1)],
+    )
+    passwords = await _issue_credentials(session, [(item.id, "cabinet") for item in cabinets], now)
+    log.info("cabinets imported", extra={"imported": len(cabinets), "skipped": len(items) - len(cabinets)})
+    created = [Provisioned(id=item.id, kind="cabinet", state="active") for item in cabinets]
+    return Imported(created, skipped, passwords)
+
+
+async def import_banks(session: AsyncSession, items: Sequence[BankCreate]) -> Imported:
+    """Set-based: ids already registered (or repeated in `items`) are skipped; an identity (QR code,
+    NFC tag id, Bluetooth address) that belongs to another bank, registered or in this import,
+    refuses the whole import."""
+    new, skipped = _split_new(items, await _unregistered(session, [item.id for item in items]))
+    banks = [_normalised(item) for item in new]
+    identities = [v for item in banks for v in (item.qr_code, item.nfc_uid, item.ble_mac) if v is not None]
+    if len(set(identities)) != len(identities):
+        raise AlreadyRegistered("two banks in this import share an identity")
+    clash = await prov_repo.banks_with_identities(session, identities)
+    if clash:
+        raise AlreadyRegistered(f"an identity in this import belongs to {clash[0]}")
+    now = datetime.now(UTC)
+    await ops_repo.set_transition_reason(session, "provisioned")
+    # Not in service until a cabinet reports it in a slot (then in_cabinet).
+    await prov_repo.insert_banks(
+        session,
+        [
+            {
+                "id": item.id,
+                "model": item.model,
+                "capacity_mah": item.capacity_mah,
+                "qr_code": item.qr_code,
+                "nfc_uid": item.nfc_uid,
+                "ble_mac": item.ble_mac,
+                "in_service_at": item.in_service_at or now,
+                "has_module": item.module,
+                "state": "maintenance",
+            }
+            for item in banks
+        ],
+    )
+    passwords = await _issue_credentials(session, [(item.id, "bank") for item in banks if item.module], now)
+    log.info("banks imported", extra={"imported": len(banks), "skipped": len(items) - len(banks)})
+    created = [Provisioned(id=item.id, kind="bank", state="maintenance") for item in banks]
+    return Imported(created, skipped, passwords)
+
+
+async def _unregistered(session: AsyncSession, ids: Sequence[str]) -> set[str]:
+    """The ids among `ids` that name no cabinet and no bank."""
+    unique = list(dict.fromkeys(ids))
+    cabinets = await prov_repo.existing_cabinet_ids(session, unique)
+    banks = await prov_repo.existing_bank_ids(session, unique)
+    return set(unique) - cabinets - banks
+
+
+def _split_new(items: Sequence[Item], unregistered: set[str]) -> tuple[list[Item], list[str]]:
+    """(items to create, ids skipped): registered ids, and an id's repeats after its first item."""
+    remaining = set(unregistered)
+    new: list[Item] = []
+    skipped: list[str] = []
+    for item in items:
+        if item.id in remaining:
+            remaining.discard(item.id)
+            new.append(item)
+        else:
+            skipped.append(item.id)
+    return new, skipped
+
+
+def _normalised(item: BankCreate) -> BankCreate:
+    return item.model_copy(
+        update={
+            "nfc_uid": item.nfc_uid.upper() if item.nfc_uid else None,
+            "ble_mac": item.ble_mac.upper() if item.ble_mac else None,
+        }
+    )
+
+
+async def _issue_credentials(
+    session: AsyncSession, devices: Sequence[tuple[str, str]], now: datetime
+) -> dict[str, str]:
+    """A new password for each (device id, kind), written in one multi-row upsert."""
+    passwords = {device_id: generate_password() for device_id, _ in devices}
+    rows = []
+    for device_id, kind in devices:
+        hashes = hashes_for(passwords[device_id])
+        rows.append(
+            {
+                "device_id": device_id,
+                "kind": kind,
+                "password_hash": hashes.password_hash,
+                "broker_hash": hashes.broker_hash,
+                "rotated_at": now,
+            }
+        )
+    await prov_repo.upsert_credentials(session, rows)
+    return passwords
 
 
 async def update_cabinet(session: AsyncSession, cabinet_id: str, body: CabinetUpdate) -> Cabinet:

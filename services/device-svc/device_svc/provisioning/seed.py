@@ -10,11 +10,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from device_svc.models import Bank, Cabinet, DeviceCredential, Slot
-from device_svc.provisioning.credentials import broker_entries, generate_password, set_password, verify_password
+from device_svc.provisioning import repository as repo
+from device_svc.provisioning.credentials import broker_entries, generate_password, hashes_for, verify_password
 from device_svc.provisioning.mosquitto import reload_broker, write_atomically, write_password_file
 from kit.db import unit_of_work
 
@@ -103,33 +102,48 @@ async def seed(
 ) -> SeedResult:
     """`bank_modules`: how many banks (the first ones, or the last ones with `bank_modules_last`, so a
     benchmark's modules stay out of the demo cabinets) have their own cellular module and get a
-    device credential of their own."""
+    device credential of their own.
+
+    Set-based: one transaction, a few multi-row statements per table, one password-file rewrite and
+    one SIGHUP for the whole fleet (20,000 cabinets with 8 slots each in seconds)."""
     rng = random.Random(rng_seed)
     known_passwords = read_fleet_passwords(fleet_out)
-    created = generated = 0
     now = datetime.now(UTC)
-    fleet_cabinets = []
+    plans = {cabinet_id(n): (n, *plan_cabinet(n, slots, rng)) for n in range(1, cabinets + 1)}
+    ids = list(plans)
     async with unit_of_work(sessionmaker) as session:
-        for n in range(1, cabinets + 1):
-            cid = cabinet_id(n)
-            lat, lon, banks = plan_cabinet(n, slots, rng)
-            if await session.get(Cabinet, cid) is None:
-                created += 1
-                await _create_cabinet(session, cid, n, lat, lon, slots, banks, now)
-            password, fresh = await _ensure_credential(session, cid, known_passwords.get(cid), now)
-            generated += fresh
-            fleet_cabinets.append(await _fleet_entry(session, cid, password))
-        fleet_banks = []
-        all_banks = [b for c in fleet_cabinets for b in (s["bank_id"] for s in c["slots"]) if b]
+        existing = await repo.existing_cabinet_ids(session, ids)
+        new_ids = [cid for cid in ids if cid not in existing]
+        planned_banks = [bid for cid in new_ids for bid, _ in plans[cid][3].values()]
+        banks_elsewhere = await repo.existing_bank_ids(session, planned_banks)
+        cabinet_rows, slot_rows, bank_rows = [], [], []
+        for cid in new_ids:
+            n, lat, lon, banks = plans[cid]
+            cabinet_rows.append(_cabinet_row(cid, n, lat, lon, slots))
+            for slot in range(1, slots + 1):
+                planned = banks.get(slot)
+                if planned is not None and planned[0] in banks_elsewhere:
+                    planned = None  # that bank already lives elsewhere
+                slot_rows.append({"cabinet_id": cid, "slot_no": slot, "bank_id": planned[0] if planned else None})
+                if planned is not None:
+                    bank_rows.append(_bank_row(planned[0], planned[1], cid, slot, now))
+        await repo.insert_cabinets(session, cabinet_rows)
+        await repo.insert_slots(session, slot_rows)
+        await repo.insert_banks(session, bank_rows)
+
+        occupants = await repo.slot_occupants(session, ids)
+        all_banks = [bid for cid in ids for _, bid, _ in occupants.get(cid, []) if bid]
         count = max(bank_modules, 0)
         module_ids = (all_banks[-count:] if bank_modules_last else all_banks[:count]) if count else []
-        for bid in module_ids:
-            bank = await session.get(Bank, bid)
-            assert bank is not None
-            bank.has_module = True
-            password, fresh = await _ensure_credential(session, bid, known_passwords.get(bid), now, kind="bank")
-            generated += fresh
-            fleet_banks.append({"bank_id": bid, "password": password, "cabinet_id": bank.cabinet_id})
+        module_cabinets = await repo.mark_modules(session, module_ids)
+        devices = [(cid, "cabinet") for cid in ids] + [(bid, "bank") for bid in module_ids]
+        passwords, generated = await _ensure_credentials(session, devices, known_passwords, now)
+
+        profiles = await repo.cabinet_profiles(session, ids)
+        fleet_cabinets = [_fleet_entry(cid, passwords[cid], profiles[cid], occupants.get(cid, [])) for cid in ids]
+        fleet_banks = [
+            {"bank_id": bid, "password": passwords[bid], "cabinet_id": module_cabinets.get(bid)} for bid in module_ids
+        ]
         entries = await broker_entries(session, broker.service_user, broker.service_password)
     fleet: dict[str, Any] = {"broker": {"host": broker.host, "port": broker.port}, "cabinets": fleet_cabinets}
     if fleet_banks:
@@ -140,92 +154,86 @@ async def seed(
         write_password_file(broker.password_file, entries)
         written = True
         reloaded = reload_broker(broker.pidfile)
-    return SeedResult(created, generated, written, reloaded, fleet)
+    return SeedResult(len(new_ids), generated, written, reloaded, fleet)
 
 
-async def _create_cabinet(
-    session: AsyncSession,
+def _cabinet_row(cid: str, n: int, lat: float, lon: float, slots: int) -> dict[str, Any]:
+    return {
+        "id": cid,
+        "name": f"Futian station {n}",
+        "lat": lat,
+        "lon": lon,
+        "address": f"Futian District, Shenzhen, point {n}",
+        "region": "Futian",
+        "opening_hours": "00:00-24:00",
+        "slot_count": slots,
+        "online": False,
+        "firmware": FIRMWARE,
+    }
+
+
+def _bank_row(bid: str, battery: int, cid: str, slot: int, now: datetime) -> dict[str, Any]:
+    return {
+        "id": bid,
+        "battery_pct": battery,
+        "state": "in_cabinet",
+        "cabinet_id": cid,
+        "slot_no": slot,
+        "state_changed_at": now,
+        "capacity_mah": 5000,
+        "in_service_at": now,
+        **bank_identity(bid),
+    }
+
+
+async def _ensure_credentials(
+    session: AsyncSession, devices: list[tuple[str, str]], known: dict[str, str], now: datetime
+) -> tuple[dict[str, str], int]:
+    """Each device's password: the fleet file's when the stored hash still accepts it, else a new
+    one (written in one multi-row upsert). Returns (device id -> password, passwords generated)."""
+    stored = await repo.stored_password_hashes(session, [device_id for device_id, _ in devices])
+    passwords: dict[str, str] = {}
+    rows = []
+    generated = 0
+    for device_id, kind in devices:
+        password = known.get(device_id)
+        stored_hash = stored.get(device_id)
+        if password is not None and stored_hash and verify_password(password, stored_hash):
+            passwords[device_id] = password
+            continue
+        if password is None:
+            password = generate_password()
+            generated += 1
+        hashes = hashes_for(password)
+        passwords[device_id] = password
+        rows.append(
+            {
+                "device_id": device_id,
+                "kind": kind,
+                "password_hash": hashes.password_hash,
+                "broker_hash": hashes.broker_hash,
+                "rotated_at": now,
+            }
+        )
+    await repo.upsert_credentials(session, rows)
+    return passwords, generated
+
+
+def _fleet_entry(
     cid: str,
-    n: int,
-    lat: float,
-    lon: float,
-    slots: int,
-    banks: dict[int, tuple[str, int]],
-    now: datetime,
-) -> None:
-    session.add(
-        Cabinet(
-            id=cid,
-            name=f"Futian station {n}",
-            lat=lat,
-            lon=lon,
-            address=f"Futian District, Shenzhen, point {n}",
-            region="Futian",
-            opening_hours="00:00-24:00",
-            slot_count=slots,
-            online=False,
-            firmware=FIRMWARE,
-        )
-    )
-    await session.flush()
-    for slot in range(1, slots + 1):
-        planned = banks.get(slot)
-        if planned is not None and await session.get(Bank, planned[0]) is not None:
-            planned = None  # that bank already lives elsewhere
-        session.add(Slot(cabinet_id=cid, slot_no=slot, bank_id=planned[0] if planned else None))
-        if planned is not None:
-            session.add(
-                Bank(
-                    id=planned[0],
-                    battery_pct=planned[1],
-                    state="in_cabinet",
-                    cabinet_id=cid,
-                    slot_no=slot,
-                    state_changed_at=now,
-                    capacity_mah=5000,
-                    in_service_at=now,
-                    **bank_identity(planned[0]),
-                )
-            )
-    await session.flush()
-
-
-async def _ensure_credential(
-    session: AsyncSession, device_id: str, known: str | None, now: datetime, kind: str = "cabinet"
-) -> tuple[str, bool]:
-    """The device's password: the fleet file's when it has one, else a new one."""
-    credential = await session.get(DeviceCredential, device_id)
-    if credential is None:
-        credential = DeviceCredential(device_id=device_id, kind=kind, active=True, rotated_at=now)
-        session.add(credential)
-    password = known if known is not None else generate_password()
-    if known is None or not credential.password_hash or not verify_password(known, credential.password_hash):
-        set_password(credential, password)
-        credential.rotated_at = now
-        credential.active = True
-    await session.flush()
-    return password, known is None
-
-
-async def _fleet_entry(session: AsyncSession, cid: str, password: str) -> dict[str, Any]:
-    cabinet = await session.get(Cabinet, cid)
-    assert cabinet is not None
-    rows = (
-        await session.execute(
-            select(Slot.slot_no, Slot.bank_id, Bank.battery_pct)
-            .outerjoin(Bank, Bank.id == Slot.bank_id)
-            .where(Slot.cabinet_id == cid)
-            .order_by(Slot.slot_no)
-        )
-    ).all()
+    password: str,
+    profile: tuple[float, float, int, str | None],
+    occupants: list[tuple[int, str | None, int | None]],
+) -> dict[str, Any]:
+    lat, lon, slot_count, firmware = profile
     return {
         "cabinet_id": cid,
         "password": password,
-        "lat": cabinet.lat,
-        "lon": cabinet.lon,
-        "slot_count": cabinet.slot_count,
-        "firmware": cabinet.firmware or FIRMWARE,
-        "slots": [{"slot": s, "bank_id": b, "battery_pct": p if b is not None else None} for s, b, p in rows],
+        "lat": lat,
+        "lon": lon,
+        "slot_count": slot_count,
+        "firmware": firmware or FIRMWARE,
+        "slots": [{"slot": s, "bank_id": b, "battery_pct": p if b is not None else None} for s, b, p in occupants],
     }
 
 

@@ -1,0 +1,144 @@
+"""Provisioning SQL, set-based: a fleet of tens of thousands of devices is written with a few
+multi-row statements per table (SQLAlchemy's insertmanyvalues: one INSERT per 1,000 rows), not a
+round trip per device. Never commits."""
+
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from device_svc.models import Bank, Cabinet, DeviceCredential, Slot
+
+SlotOccupant = tuple[int, str | None, int | None]  # (slot, bank id, battery)
+CabinetProfile = tuple[float, float, int, str | None]  # (lat, lon, slot count, firmware)
+
+# Ids per `IN (...)` lookup: far below asyncpg's 32,767 bind parameters.
+LOOKUP_CHUNK = 5_000
+
+
+def _chunks(ids: Sequence[str]) -> Iterator[Sequence[str]]:
+    for start in range(0, len(ids), LOOKUP_CHUNK):
+        yield ids[start : start + LOOKUP_CHUNK]
+
+
+async def existing_cabinet_ids(session: AsyncSession, ids: Sequence[str]) -> set[str]:
+    found: set[str] = set()
+    for chunk in _chunks(ids):
+        found.update((await session.execute(select(Cabinet.id).where(Cabinet.id.in_(chunk)))).scalars())
+    return found
+
+
+async def existing_bank_ids(session: AsyncSession, ids: Sequence[str]) -> set[str]:
+    found: set[str] = set()
+    for chunk in _chunks(ids):
+        found.update((await session.execute(select(Bank.id).where(Bank.id.in_(chunk)))).scalars())
+    return found
+
+
+async def stored_password_hashes(session: AsyncSession, ids: Sequence[str]) -> dict[str, str]:
+    """device id -> our password hash, for the devices among `ids` that have a credential."""
+    found: dict[str, str] = {}
+    for chunk in _chunks(ids):
+        stmt = select(DeviceCredential.device_id, DeviceCredential.password_hash).where(
+            DeviceCredential.device_id.in_(chunk)
+        )
+        found.update({device_id: password_hash for device_id, password_hash in (await session.execute(stmt)).all()})
+    return found
+
+
+async def insert_cabinets(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    if rows:
+        await session.execute(insert(Cabinet), rows)
+
+
+async def insert_slots(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    await _copy(session, Slot.__tablename__, rows)
+
+
+async def insert_banks(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    await _copy(session, Bank.__tablename__, rows)
+
+
+async def _copy(session: AsyncSession, table: str, rows: Sequence[dict[str, Any]]) -> None:
+    """COPY `rows` (all with the same keys) into `table` in the session's transaction: the bulk tables
+    of a fleet (8 slots and 6 banks a cabinet) go in at PostgreSQL's COPY speed, several times a multi-row
+    INSERT's. Columns left out take their defaults; triggers (the banks' transition log) still fire."""
+    if not rows:
+        return
+    columns = list(rows[0])
+    connection = await session.connection()
+    driver = (await connection.get_raw_connection()).driver_connection
+    if driver is None:
+        raise RuntimeError("the session's connection has no driver connection")
+    await driver.copy_records_to_table(table, records=[tuple(row[c] for c in columns) for row in rows], columns=columns)
+
+
+async def mark_modules(session: AsyncSession, bank_ids: Sequence[str]) -> dict[str, str | None]:
+    """Flag banks as carrying their own module; bank id -> the cabinet it is in."""
+    placed: dict[str, str | None] = {}
+    for chunk in _chunks(bank_ids):
+        stmt = update(Bank).where(Bank.id.in_(chunk)).values(has_module=True).returning(Bank.id, Bank.cabinet_id)
+        result = await session.execute(stmt, execution_options={"synchronize_session": False})
+        placed.update({bank_id: cabinet_id for bank_id, cabinet_id in result.all()})
+    return placed
+
+
+async def upsert_credentials(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    """rows: {"device_id", "kind", "password_hash", "broker_hash", "rotated_at"}; active either way."""
+    if not rows:
+        return
+    stmt = insert(DeviceCredential)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[DeviceCredential.device_id],
+        set_={
+            "password_hash": stmt.excluded.password_hash,
+            "broker_hash": stmt.excluded.broker_hash,
+            "rotated_at": stmt.excluded.rotated_at,
+            "active": True,
+        },
+    )
+    await session.execute(stmt, [{**row, "active": True} for row in rows])
+
+
+async def slot_occupants(session: AsyncSession, cabinet_ids: Iterable[str]) -> dict[str, list[SlotOccupant]]:
+    """cabinet id -> [(slot, bank id, battery)] in slot order."""
+    by_cabinet: dict[str, list[SlotOccupant]] = {}
+    for chunk in _chunks(list(cabinet_ids)):
+        stmt = (
+            select(Slot.cabinet_id, Slot.slot_no, Slot.bank_id, Bank.battery_pct)
+            .outerjoin(Bank, Bank.id == Slot.bank_id)
+            .where(Slot.cabinet_id.in_(chunk))
+            .order_by(Slot.cabinet_id, Slot.slot_no)
+        )
+        for cabinet_id, slot_no, bank_id, battery in (await session.execute(stmt)).all():
+            by_cabinet.setdefault(cabinet_id, []).append((slot_no, bank_id, battery))
+    return by_cabinet
+
+
+async def cabinet_profiles(session: AsyncSession, ids: Sequence[str]) -> dict[str, CabinetProfile]:
+    """cabinet id -> (lat, lon, slot count, firmware)."""
+    found: dict[str, CabinetProfile] = {}
+    for chunk in _chunks(ids):
+        stmt = select(Cabinet.id, Cabinet.lat, Cabinet.lon, Cabinet.slot_count, Cabinet.firmware).where(
+            Cabinet.id.in_(chunk)
+        )
+        found.update({row[0]: (row[1], row[2], row[3], row[4]) for row in (await session.execute(stmt)).all()})
+    return found
+
+
+async def active_broker_entries(session: AsyncSession) -> dict[str, str]:
+    rows = await session.execute(
+        select(DeviceCredential.device_id, DeviceCredential.broker_hash).where(DeviceCredential.active.is_(True))
+    )
+    return {device_id: broker_hash for device_id, broker_hash in rows.all()}
+
+
+async def banks_with_identities(session: AsyncSession, identities: Sequence[str]) -> list[str]:
+    """Ids of banks whose QR code, NFC tag id or Bluetooth address is one of `identities`."""
+    found: list[str] = []
+    for chunk in _chunks(identities):
+        stmt = select(Bank.id).where(or_(Bank.qr_code.in_(chunk), Bank.nfc_uid.in_(chunk), Bank.ble_mac.in_(chunk)))
+        found.extend((await session.execute(stmt)).scalars())
+    return found
