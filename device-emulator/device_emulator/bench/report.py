@@ -276,7 +276,8 @@ def _storm_section(storm: dict[str, Any] | None) -> list[str]:
         "",
         "| figure | value |",
         "| --- | --- |",
-        f"| broker down | {storm.get('broker_down_s')} s |",
+        f"| devices dropped until `stack.py up` returned (Mosquitto is up earlier) | "
+        f"{storm.get('restart_command_s')} s |",
         f"| every device connected again | {storm.get('all_back_s_after_sigterm')} s |",
         f"| device-svc shows every swarm cabinet online and heard from since the SIGTERM | "
         f"{storm.get('online_s_after_sigterm')} s |",

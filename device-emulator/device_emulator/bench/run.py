@@ -592,7 +592,7 @@ class Bench:
             "all_back_s_after_sigterm": round(connected_s, 1) if connected_s is not None else None,
             "online_s_after_sigterm": round(online_s, 1) if online_s is not None else None,
             "rent_again_s_after_sigterm": self.rent_again_s(start),
-            "broker_down_s": round(up_at - dropped_at, 1),
+            "restart_command_s": round(up_at - dropped_at, 1),  # devices dropped until `stack.py up` returned
             "unlocks": len(storm.attempts),
             "unlocks_over_5s": sum(1 for a in storm.attempts if a.took_ms > STORM_ANSWER_BUDGET_MS),
             "unlock_errors_by_code": dict(storm.unlock_errors),

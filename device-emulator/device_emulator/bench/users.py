@@ -42,6 +42,14 @@ class ApiError(Exception):
         self.code = _problem_code(response)
 
 
+class OpenRental(ApiError):
+    """A stored user still has a rental open (an unlock the benchmark gave up on that the platform completed)."""
+
+    def __init__(self, user: BenchUser, response: httpx.Response) -> None:
+        super().__init__("still has an open rental", response)
+        self.user = user
+
+
 def _problem_code(response: httpx.Response) -> str:
     try:
         body = response.json()
@@ -117,6 +125,7 @@ class Prepared:
     refreshed: int = 0  # stored refresh token traded for a session (no password hash)
     logged_in: int = 0  # password login (one hash)
     registered: int = 0  # new user (SMS code, two hashes, a top-up)
+    busy: int = 0  # stored users left out this time: a rental still open
 
 
 @dataclass
@@ -138,45 +147,54 @@ class UserPool:
     _terms: str | None = None
     _admin_token: str | None = None
     _known: dict[str, str | None] = field(default_factory=dict)
+    _busy: list[BenchUser] = field(default_factory=list)  # stored users left out: a rental still open
 
     async def create(self, count: int, balance_fen: int, concurrency: int = 8, cache: Path | None = None) -> Prepared:
         """`count` users, signed in and with money. The users file (`cache`) first: trade the stored refresh token
         for a new session (no password hash), else log in with the password (one hash), and only then register
-        new ones (an SMS code and two hashes each; added to the file). Failures are in `failures` (the run goes
-        on with the users it has)."""
+        new ones (an SMS code and two hashes each; added to the file). A stored user whose rental is still open
+        is left out this time (kept in the file). Failures are in `failures` (the run goes on with the users it
+        has)."""
         limit = asyncio.Semaphore(concurrency)
         self._known = known = load_users(cache)
         prepared = Prepared()
 
-        async def one(phone: str | None) -> None:
+        async def stored(phone: str) -> None:
             async with limit:
-                user = None
-                if phone is not None:
-                    token = known.get(phone)
-                    if token is not None:
-                        with contextlib.suppress(ApiError, httpx.HTTPError):
-                            user = await self.resume(phone, token, balance_fen)
-                            prepared.refreshed += 1
-                    if user is None:
-                        with contextlib.suppress(ApiError, httpx.HTTPError):
-                            user = await self.login(phone, balance_fen)
-                            prepared.logged_in += 1
-                if user is None:
+                token = known.get(phone)
+                if token is not None:
                     try:
-                        user = await self.register(balance_fen)
-                    except (ApiError, httpx.HTTPError) as exc:
-                        self.failures.append(f"{type(exc).__name__}: {exc}"[:200])
+                        self.users.append(await self.resume(phone, token, balance_fen))
+                        prepared.refreshed += 1
                         return
-                    prepared.registered += 1
-                self.users.append(user)
+                    except OpenRental as exc:  # a password login would not help: keep it for a later run
+                        self._busy.append(exc.user)
+                        prepared.busy += 1
+                        return
+                    except (ApiError, httpx.HTTPError):
+                        pass  # spent or expired: the password then
+                with contextlib.suppress(ApiError, httpx.HTTPError):
+                    self.users.append(await self.login(phone, balance_fen))
+                    prepared.logged_in += 1
 
-        phones: list[str | None] = [*list(known)[:count], *([None] * max(0, count - len(known)))]
-        await asyncio.gather(*(one(p) for p in phones))
+        async def new() -> None:
+            async with limit:
+                try:
+                    self.users.append(await self.register(balance_fen))
+                    prepared.registered += 1
+                except (ApiError, httpx.HTTPError) as exc:
+                    self.failures.append(f"{type(exc).__name__}: {exc}"[:200])
+
+        untried = list(known)
+        while untried and len(self.users) < count:
+            batch, untried = untried[: count - len(self.users)], untried[count - len(self.users) :]
+            await asyncio.gather(*(stored(phone) for phone in batch))
+        await asyncio.gather(*(new() for _ in range(count - len(self.users))))
         self.save(cache)
         return prepared
 
     def save(self, cache: Path | None) -> None:
-        save_users(cache, self._known, self.users)
+        save_users(cache, self._known, [*self._busy, *self.users])
 
     async def fresh(self, user: BenchUser, margin_s: float = 60.0) -> None:
         """Renew the user's access token with its refresh token when it expires within `margin_s` (runs
@@ -250,8 +268,8 @@ class UserPool:
     async def _ready(self, user: BenchUser, balance_fen: int) -> BenchUser:
         """No open rental, at least half of `balance_fen` in the wallet (topped up otherwise)."""
         r = await self.http.get(f"{self.urls.billing}/v1/rentals/current", headers=user.auth)
-        if r.status_code == 200:  # e.g. an unlock the benchmark gave up on that the platform later completed
-            raise ApiError("still has an open rental", r)
+        if r.status_code == 200:
+            raise OpenRental(user, r)
         r = await self.http.get(f"{self.urls.asset}/v1/wallet", headers=user.auth)
         if r.status_code != 200:
             raise ApiError("wallet", r)
