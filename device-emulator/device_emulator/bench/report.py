@@ -240,7 +240,9 @@ def _cpu_section(summary: dict[str, Any], cost: dict[str, Any] | None) -> list[s
         "those seconds - heartbeats seen on Kafka meanwhile x `cpu_ms_per_report` - the benchmark's own API polls "
         "x `cpu_ms_per_bench_poll`) / rentals completed (unlocked, returned, billing stopped, debit and inbox "
         "message seen). With `--telemetry-rate 0` nothing but idle and polls is taken out. Failed unlocks cost "
-        "CPU too and have no rental of their own: their cost lands on the completed ones (see `unlock_errors`).",
+        "CPU too and have no rental of their own: their cost lands on the completed ones (see `unlock_errors`; "
+        "after an error whose eject the cabinet received, the bench hands the bank back so the user can go on, "
+        "`unlock_errors_bank_handed_back`: that rental's close is in the window too).",
         "- `cpu_ms_per_bench_poll`: the benchmark times a billing stop by polling the rental, then the wallet "
         "entries and the inbox (5 items each); after the load it issues the same requests in the same mix on "
         "their own and divides the CPU above idle by their number. Accounted for, not left in the rental.",

@@ -202,6 +202,7 @@ class Results:
     unlocks_skipped: int = 0  # the pacer found no idle user or cabinet
     users_retired: int = 0  # left out after an error (they may hold a rental the platform completed late)
     attempts: list[Attempt] = field(default_factory=list)
+    handed_back: int = 0  # error answers whose ejected bank the user handed back (see Bench.hand_back)
     timeline: list[dict[str, float]] = field(default_factory=list)
 
 
@@ -231,7 +232,8 @@ class Bench:
         self.results = Results()
         self.notes: list[str] = []
         self.eject_seen: dict[str, float] = {}
-        self.ejected: dict[str, tuple[str, str | None]] = {}  # correlation id -> (cabinet, bank) the swarm ejected
+        # correlation id -> (cabinet, bank, slot) of each eject the swarm received
+        self.ejected: dict[str, tuple[str, str | None, int | None]] = {}
         self.storm_results = Results()
         self.telemetry_paused = False
         self.platform = cpu.platform_processes(self.state_dir, env)
@@ -299,7 +301,7 @@ class Bench:
     def on_eject(self, device_id: str, cmd: Eject, at: float) -> None:
         self.eject_seen[device_id] = at
         if cmd.correlation_id is not None:
-            self.ejected[cmd.correlation_id] = (device_id, cmd.bank_id)
+            self.ejected[cmd.correlation_id] = (device_id, cmd.bank_id, cmd.slot)
 
     async def cycle(self, pool: UserPool, user: BenchUser, device: SwarmDevice, r: Results) -> bool:
         """Borrow, hold, return, watch billing stop. True when the user is free for another rental (after a
@@ -312,7 +314,11 @@ class Bench:
         except ApiError as exc:
             r.unlock_errors[exc.code] += 1
             r.attempts.append(Attempt(start, (time.monotonic() - start) * 1000, exc.code, correlation_id))
-            return exc.status < 500 and exc.code != "active_rental_exists"
+            if exc.status >= 500:
+                recovered = await self.hand_back(pool, user, device, correlation_id)
+                r.handed_back += recovered
+                return recovered
+            return exc.code != "active_rental_exists"
         except httpx.HTTPError as exc:
             r.unlock_errors[type(exc).__name__] += 1
             r.attempts.append(Attempt(start, (time.monotonic() - start) * 1000, type(exc).__name__, correlation_id))
@@ -335,6 +341,22 @@ class Bench:
         r.billing_stop_ms.append((max(parts.values()) - sent_at) * 1000)
         self.last_rental = (user, borrowed.rental_id)
         return True
+
+    async def hand_back(self, pool: UserPool, user: BenchUser, device: SwarmDevice, correlation_id: str) -> bool:
+        """After an error answer: when the cabinet did receive this request's eject, the bank is out and the
+        platform may still open the rental (a late eject result). As a user would, hand the bank back and wait
+        until the user has no rental open; True when the user can go on (else the user is retired)."""
+        deadline = time.monotonic() + 10
+        while correlation_id not in self.ejected and time.monotonic() < deadline:  # noqa: ASYNC110 (no event)
+            await asyncio.sleep(0.2)
+        ejected = self.ejected.get(correlation_id)
+        if ejected is None or ejected[1] is None or ejected[2] is None:
+            return False
+        try:
+            await device.return_bank(ejected[1], ejected[2])
+            return await pool.wait_no_open_rental(user, timeout_s=30)
+        except (ApiError, httpx.HTTPError, TimeoutError):
+            return False
 
     async def unlock_pacer(
         self,
@@ -487,6 +509,8 @@ class Bench:
             async with limit:
                 if kind == "rental":
                     await pool.rental(user, rental_id)
+                elif kind == "current":
+                    await pool.has_open_rental(user)
                 elif kind == "wallet_entries":
                     await pool.last_debit_id(user)
                 else:
@@ -782,6 +806,7 @@ class Bench:
             "users_registered": users.get("registered"),
             "unlock_errors_by_code": dict(sorted(r.unlock_errors.items())),
             "unlock_error_but_ejected": errors_but_ejected(r.attempts, self.ejected),
+            "unlock_errors_bank_handed_back": r.handed_back,
         }
 
     def finish(

@@ -351,6 +351,23 @@ class UserPool:
         body: dict[str, Any] = r.json()
         return body
 
+    async def has_open_rental(self, user: BenchUser) -> bool:
+        self.polls["current"] += 1
+        await self.fresh(user)
+        r = await self.http.get(f"{self.urls.billing}/v1/rentals/current", headers=user.auth)
+        if r.status_code not in (200, 404):
+            raise ApiError("current rental", r)
+        return r.status_code == 200
+
+    async def wait_no_open_rental(self, user: BenchUser, timeout_s: float) -> bool:
+        """Poll every 0.5 s until the user has no rental open; False after `timeout_s`."""
+        deadline = time.monotonic() + timeout_s
+        while await self.has_open_rental(user):
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.5)
+        return True
+
     async def last_ended_message_at(self, user: BenchUser) -> datetime | None:
         """When the newest "Rental ended" message among the latest few was created (newest first)."""
         self.polls["messages"] += 1
