@@ -8,6 +8,12 @@ With --banks N, N idle banks with their own module (own MQTT connection and cred
 position on a schedule compressed --time-scale times, and the oldest stored position among them is read from
 device-svc's ops API (location freshness, 7.2: at most 4 h; see device_emulator.bench.freshness).
 
+The runs issue 9 names are presets (`--preset overload|rental|telemetry|city|sustained|storm|rest`; flags given
+as well override the preset's values). Before the load: users ready (kept with their refresh tokens in
+$PB_STATE_DIR/bench-users.json), swarm connected and shown online, an idle window (swarm silent) and a
+telemetry-only window; the platform's CPU in each, read from /proc, gives idle_cpu_pct_of_core,
+cpu_ms_per_report and cpu_ms_per_rental (device_emulator.bench.cpu explains what is counted and how).
+
 Reads the stack environment (`deploy/local/stack.py exec --stack run -- ...` sets it): *_SVC_URL,
 MQTT_HOST/PORT/USERNAME/PASSWORD, KAFKA_BOOTSTRAP, PB_FLEET_FILE, PB_STATE_DIR, PB_STACK, PB_STACK_TOOL.
 Writes <out>/summary.json, details.json, index.md and SVG charts.
@@ -717,7 +723,9 @@ class Bench:
             self.telemetry_paused = True
             await watch.drain(args.drain_s, args.drain_max_s)
             say(f"idle window: {args.idle_s:g} s with the swarm connected and silent")
+            watch.pause()
             idle = await self.measure("idle", args.idle_s, watch)
+            watch.resume()
             self.telemetry_paused = False
             telemetry_only = None
             if args.telemetry_rate > 0 and args.unlock_rate > 0 and args.duration > 0 and args.telemetry_window_s > 0:
