@@ -38,6 +38,7 @@ help:
 	@echo "make test         lint, fresh test stack, migrations, pytest ($(TEST_PATHS))"
 	@echo "make lint         ruff check, ruff format --check, mypy"
 	@echo "make bench        swarm benchmark on the run stack (started if down); BENCH_ARGS=\"--devices 1000 ...\""
+	@echo "                  PRESET=overload|rental|telemetry|city|sustained|storm|rest: a named run of issue 9"
 	@echo "make clean-state  stop every stack and delete .state/"
 
 install:
@@ -102,7 +103,7 @@ test: install $(if $(filter 1,$(SKIP_LINT)),,lint)
 bench: install
 	@if $(PY) deploy/local/venv_tasks.py has-module device_emulator.bench; then \
 	  $(STACK) up --stack run && $(STACK) migrate --stack run && $(STACK) start-services --stack run --keep && \
-	  $(STACK) exec --stack run -- $(PY) -m device_emulator.bench $(BENCH_ARGS); \
+	  $(STACK) exec --stack run -- $(PY) -m device_emulator.bench $(if $(PRESET),--preset $(PRESET)) $(BENCH_ARGS); \
 	else \
 	  echo "make bench: device_emulator.bench is not written yet (device-emulator/device_emulator/bench.py)" >&2; \
 	  exit 2; \

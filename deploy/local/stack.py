@@ -30,6 +30,7 @@ import hashlib
 import json
 import os
 import pwd
+import resource
 import secrets
 import shutil
 import signal
@@ -354,8 +355,10 @@ def spawn(
     pid_file: Path | None,
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
+    open_files: int | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start a long-lived process in its own session, detached from our stdio (CI runners wait on those)."""
+    """Start a long-lived process in its own session, detached from our stdio (CI runners wait on those);
+    `open_files` sets its open-file limit (see `open_files_limit`)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
         out.write(f"\n=== {time.strftime('%Y-%m-%dT%H:%M:%S')} start: {' '.join(cmd)}\n".encode())
@@ -369,11 +372,36 @@ def spawn(
             env=dict(env) if env is not None else None,
             start_new_session=True,
             close_fds=True,
+            preexec_fn=None if open_files is None else lambda: _set_open_files(open_files),
         )
     if pid_file is not None:
         pid_file.parent.mkdir(parents=True, exist_ok=True)
         pid_file.write_text(f"{proc.pid}\n")
     return proc
+
+
+def open_files_limit(wanted: int) -> int:
+    """The open-file limit a child can be given: `wanted` where we may raise our hard limit to it (root with
+    CAP_SYS_RESOURCE, up to fs.nr_open; a container may withhold the capability), else our hard limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if wanted > hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, wanted))
+            hard = wanted
+    return min(wanted, hard)
+
+
+def _set_open_files(limit: int) -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+
+def process_open_files(pid: int) -> int | None:
+    """A running process's soft open-file limit (/proc/<pid>/limits)."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+            if line.startswith("Max open files"):
+                return int(line.split()[3])
+    return None
 
 
 def terminate(pid: int, label: str, stack: str | None, timeout: float = 10.0) -> None:
@@ -904,6 +932,10 @@ def load_secrets(stack: Stack) -> dict[str, str]:
     return data
 
 
+# One socket per device: `make bench PRESET=storm` connects 20,000 at once, and the shell's limit here is 20,000.
+MOSQUITTO_OPEN_FILES = 65_536
+
+
 def mosquitto_paths(stack: Stack) -> dict[str, Path]:
     d = stack.mqtt_dir
     return {
@@ -952,7 +984,9 @@ def ensure_mosquitto(stack: Stack, password: str) -> None:
 
     pid = read_pid(paths["pid"])
     running = pid_alive(pid, "mosquitto") and port_open(stack.mqtt_port)
-    if running and (conf_changed or stack.fresh):
+    open_files = open_files_limit(MOSQUITTO_OPEN_FILES)
+    too_few_files = running and pid is not None and (process_open_files(pid) or 0) < open_files
+    if running and (conf_changed or stack.fresh or too_few_files):
         assert pid is not None
         terminate(pid, "mosquitto", stack.name)
         running = False
@@ -967,7 +1001,7 @@ def ensure_mosquitto(stack: Stack, password: str) -> None:
                 f"port {stack.mqtt_port} is taken by another process; set PB_{stack.name.upper()}_MQTT_PORT"
             )
         paths["pid"].unlink(missing_ok=True)
-        proc = spawn([mosquitto, "-c", str(paths["conf"])], log=paths["log"], pid_file=None)
+        proc = spawn([mosquitto, "-c", str(paths["conf"])], log=paths["log"], pid_file=None, open_files=open_files)
         paths["started_conf"].write_text(conf)
         wait_for_port(stack.mqtt_port, proc, "mosquitto", paths["log"])
         deadline = time.monotonic() + 5

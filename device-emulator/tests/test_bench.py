@@ -2,9 +2,12 @@
 in-process MQTT server, the swarm's messages against the device protocol, percentiles and the report files."""
 
 import asyncio
+import contextlib
 import itertools
 import json
 import random
+import resource
+import socket
 import struct
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,7 +27,7 @@ from contracts.mqtt import (
     UpChannel,
     up_message_adapter,
 )
-from device_emulator.bench import freshness, report
+from device_emulator.bench import cpu, freshness, report, users
 from device_emulator.bench.mqtt_lite import (
     CONNACK,
     CONNECT,
@@ -40,6 +43,7 @@ from device_emulator.bench.mqtt_lite import (
     publish_packet,
     split_packets,
 )
+from device_emulator.bench.run import PRESETS, Attempt, errors_but_ejected, parse_args, raise_open_files
 from device_emulator.bench.swarm import DeviceCredentials, Swarm, heartbeat_payload, read_fleet
 
 
@@ -340,3 +344,137 @@ async def test_idle_bank_modules_report_positions_on_a_compressed_schedule(broke
         finally:
             await freshness.cancel(pacer)
             await banks.stop()
+
+
+# ------------------------------------------------------------------ issue 9: cost, presets, users, errors
+
+
+def test_cost_attribution_takes_idle_reports_and_polls_out_of_the_rental():
+    idle = cpu.Window(cpu_s=1.0, seconds=10.0)  # 10 % of a core at rest
+    telemetry = cpu.Window(cpu_s=2.0, seconds=10.0, reports=2000)  # 1 s above idle for 2,000 reports
+    polls = cpu.Window(cpu_s=0.5, seconds=2.0, polls=100)  # 0.3 s above idle for 100 polls
+    # 20 s: 2 s idle, 4,000 reports (2 s), 200 polls (0.6 s), leaving 3 s for 100 rentals
+    mixed = cpu.Window(cpu_s=7.6, seconds=20.0, reports=4000, rentals=100, polls=200)
+    out = cpu.attribute(idle, telemetry, mixed, polls)
+    assert out["idle_cpu_pct_of_core"] == pytest.approx(10.0)
+    assert out["cpu_ms_per_report"] == pytest.approx(0.5)
+    assert out["cpu_ms_per_bench_poll"] == pytest.approx(3.0)
+    assert out["cpu_ms_per_rental"] == pytest.approx(30.0)
+
+
+def test_cost_attribution_without_telemetry_or_without_unlocks():
+    idle = cpu.Window(cpu_s=0.5, seconds=10.0)
+    rentals_only = cpu.Window(cpu_s=2.5, seconds=20.0, rentals=50)  # direct: (2.5 - 1.0) / 50
+    assert cpu.attribute(idle, None, rentals_only)["cpu_ms_per_rental"] == pytest.approx(30.0)
+    reports_only = cpu.Window(cpu_s=4.0, seconds=30.0, reports=10_000)  # the load window is telemetry only
+    out = cpu.attribute(idle, None, reports_only)
+    assert out["cpu_ms_per_report"] == pytest.approx(0.25)
+    assert out["cpu_ms_per_rental"] is None
+    # reports beside rentals but no telemetry-only window: they cannot be told apart, so no figure
+    assert cpu.attribute(idle, None, cpu.Window(5.0, 20.0, reports=100, rentals=10))["cpu_ms_per_rental"] is None
+    nothing = cpu.attribute(None, None, None)
+    assert set(nothing.values()) == {None}
+
+
+def test_platform_cpu_counts_whole_trees_with_reaped_children():
+    stats = {
+        10: cpu.ProcStat(10, 1, own_s=2.0, children_s=5.0),  # a postmaster: 5 s of backends that ended
+        11: cpu.ProcStat(11, 10, own_s=1.0, children_s=0.0),
+        12: cpu.ProcStat(12, 11, own_s=0.5, children_s=0.0),
+        20: cpu.ProcStat(20, 1, own_s=3.0, children_s=1.0),
+    }
+    assert cpu.tree_cpu_s(10, stats) == pytest.approx(8.5)
+    assert sorted(cpu.tree_pids([10], stats)) == [10, 11, 12]
+    platform = cpu.Platform({"postgres": [10], "tansu": [20], "gone": [99]}, frozenset({"postgres"}))
+    assert cpu.platform_cpu_s(platform, stats) == {"postgres": 8.5, "tansu": 3.0, "gone": 0.0}
+    w = cpu.window({"postgres": 8.0, "tansu": 2.0}, {"postgres": 8.5, "tansu": 3.0}, 2.0, reports=3)
+    assert (w.cpu_s, w.seconds, w.reports) == (1.5, 2.0, 3)
+
+
+def test_platform_processes_leave_out_the_emulator_and_read_the_stack_database_port(tmp_path: Path):
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    (pids / "billing-svc.pid").write_text("123\n")
+    (pids / "emulator.pid").write_text("456\n")
+    (tmp_path / "mosquitto").mkdir()
+    (tmp_path / "mosquitto" / "mosquitto.pid").write_text("789\n")
+    env = {"BILLING_DATABASE_URL": "postgresql+asyncpg://postgres@127.0.0.1:1/pb_billing", "OTHER": "x"}
+    assert cpu.stack_databases(env) == (1, {"pb_billing"})
+    platform = cpu.platform_processes(tmp_path, env)  # nothing listens on port 1
+    assert platform.roots == {"billing-svc": [123], "mosquitto": [789]}
+    assert "emulator" not in platform.roots
+    assert any("PostgreSQL was not found" in n for n in platform.notes)
+
+
+def test_this_process_is_found_listening_on_its_port():
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        # only PostgreSQL processes are looked at: a Python process listening is not one
+        assert cpu.listening_pid(port) is None
+    assert cpu.listening_pid(1) is None
+
+
+def test_presets_fill_in_values_and_explicit_flags_win():
+    args = parse_args(["--preset", "overload"])
+    assert (args.devices, args.telemetry_rate, args.unlock_rate, args.duration) == (300, 200.0, 15.0, 30.0)
+    assert not args.broker_restart
+    args = parse_args(["--preset", "city", "--duration", "5", "--devices", "50"])
+    assert (args.devices, args.duration, args.telemetry_rate, args.broker_restart) == (50, 5.0, 500.0, True)
+    assert parse_args(["--preset", "rental"]).telemetry_rate == 0
+    assert parse_args(["--preset", "storm"]).devices == 20_000
+    assert parse_args(["--preset", "rest"]).duration == 0
+    assert parse_args(["--preset", "sustained"]).duration == 600
+    plain = parse_args([])
+    assert (plain.devices, plain.idle_s, plain.telemetry_window_s) == (100, 10.0, 10.0)
+    assert parse_args(["--smoke"]).idle_s == 2.0
+    assert parse_args(["--smoke", "--idle-s", "7"]).idle_s == 7.0
+    with pytest.raises(SystemExit):
+        parse_args(["--preset", "no-such-run"])
+    assert set(PRESETS) == {"overload", "rental", "telemetry", "city", "sustained", "storm", "rest"}
+
+
+def test_open_file_limit_is_raised_for_the_swarm():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        assert raise_open_files(100) == hard  # the soft limit goes up to the hard one
+        assert resource.getrlimit(resource.RLIMIT_NOFILE) == (hard, hard)
+        wanted = hard + 1000
+        got = raise_open_files(wanted)
+        # beyond the hard limit only with CAP_SYS_RESOURCE (this machine's containers withhold it)
+        assert got in (wanted, hard)
+        assert resource.getrlimit(resource.RLIMIT_NOFILE) == (got, got)
+    finally:
+        with contextlib.suppress(ValueError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, max(hard, resource.getrlimit(resource.RLIMIT_NOFILE)[1])))
+
+
+def test_users_file_keeps_every_phone_with_its_newest_refresh_token(tmp_path: Path):
+    cache = tmp_path / "state" / "bench-users.json"
+    assert users.load_users(cache) == {}
+    first = [users.BenchUser("+8613900000001", "a1", refresh_token="r1"), users.BenchUser("+8613900000002", "a2")]
+    users.save_users(cache, {}, first)
+    assert users.load_users(cache) == {"+8613900000001": "r1", "+8613900000002": None}
+    assert cache.stat().st_mode & 0o777 == 0o600  # refresh tokens are credentials
+    # the next run used the first user only (its token rotated): the second stays in the file
+    again = [users.BenchUser("+8613900000001", "a3", refresh_token="r2")]
+    users.save_users(cache, users.load_users(cache), again)
+    assert users.load_users(cache) == {"+8613900000001": "r2", "+8613900000002": None}
+    # the older file format (phones only) is still read, so its users are logged in, not registered anew
+    cache.write_text(json.dumps({"phones": ["+8613900000003"]}))
+    assert users.load_users(cache) == {"+8613900000003": None}
+    cache.write_text("not json")
+    assert users.load_users(cache) == {}
+
+
+def test_errors_answered_although_the_cabinet_ejected_are_counted_by_correlation_id():
+    attempts = [
+        Attempt(started=0.0, took_ms=120.0, code=None, correlation_id="ok-1"),
+        Attempt(started=1.0, took_ms=5004.0, code="device_no_answer", correlation_id="late-1"),  # ejected anyway
+        Attempt(started=2.0, took_ms=80.0, code="bank_battery_low", correlation_id="refused-1"),  # never sent
+        Attempt(started=3.0, took_ms=5003.0, code="device_no_answer", correlation_id="lost-1"),  # never arrived
+    ]
+    ejected = {"ok-1": ("CAB-1", "PB-1"), "late-1": ("CAB-2", "PB-2")}
+    assert errors_but_ejected(attempts, ejected) == 1
+    assert errors_but_ejected(attempts, {}) == 0

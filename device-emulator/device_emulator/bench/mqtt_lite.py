@@ -180,6 +180,7 @@ class LiteClient(asyncio.Protocol):
         self._pending.clear()
         if self._connack is not None and not self._connack.done():
             self._connack.set_exception(exc)
+            self._connack.exception()  # connect() may have given up on it already (a storm's timeouts)
         if not self.closed.done():
             self.closed.set_exception(exc)
             self.closed.exception()  # mark retrieved: nobody has to await it

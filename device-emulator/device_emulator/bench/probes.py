@@ -1,10 +1,11 @@
 """What the benchmark watches besides the product: the floors measured in the same run (raw MQTT round
-trip, raw Kafka round trip, raw subscriber rate), the telemetry feed on Kafka, and CPU / memory of every
-process of the stack, read from /proc."""
+trip, raw Kafka round trip, raw subscriber rate), the telemetry feed on Kafka, and CPU / memory of the
+platform's processes over time, read from /proc (device_emulator.bench.cpu)."""
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import json
 import os
@@ -20,6 +21,7 @@ import aiomqtt
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from device_emulator.bench import cpu
 from device_emulator.bench.mqtt_lite import LiteClient
 from device_emulator.bench.report import summarize
 
@@ -244,6 +246,9 @@ class TelemetryWatch:
             bootstrap_servers=self.bootstrap,
             auto_offset_reset="latest",
             enable_auto_commit=False,
+            # short: tansu answers a fetch when the wait is over even if records came earlier (the floor
+            # kafka_round_trip_default_fetch_wait_ms shows it), so the wait adds to the measured lag; the
+            # empty fetches it costs the broker are kept out of the idle window by `pause`
             fetch_max_wait_ms=20,
             max_poll_records=5000,
         )
@@ -278,6 +283,17 @@ class TelemetryWatch:
         self.lags_ms.append((now - sent_at) * 1000)
         self.seen_times.append(now)
 
+    def pause(self) -> None:
+        """Stop fetching (the idle window: no telemetry is sent, and empty fetches cost the broker CPU)."""
+        self._consumer.pause(*self._consumer.assignment())
+
+    def resume(self) -> None:
+        self._consumer.resume(*self._consumer.assignment())
+
+    def seen_between(self, start: float, end: float) -> int:
+        """Heartbeats seen on Kafka between two monotonic times (`seen_times` grows in time order)."""
+        return bisect.bisect_right(self.seen_times, end) - bisect.bisect_left(self.seen_times, start)
+
     async def drain(self, timeout_s: float, max_s: float = 60.0) -> None:
         """Wait until every sent heartbeat was seen, `timeout_s` passed without progress, or `max_s` in all."""
         last, quiet_since = self.seen, time.monotonic()
@@ -298,46 +314,23 @@ class TelemetryWatch:
 
 # ------------------------------------------------------------------ processes
 
-_TICK = os.sysconf("SC_CLK_TCK")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
-def stack_processes(state_dir: Path | None) -> dict[str, list[int]]:
-    """name -> pids: services and tansu from the stack's pid files, mosquitto from its own pid file,
-    every PostgreSQL process of the machine (shared by the stacks), and this benchmark."""
-    found: dict[str, list[int]] = {"bench": [os.getpid()]}
-    if state_dir is not None:
-        for pid_file in sorted((state_dir / "pids").glob("*.pid")):
-            with contextlib.suppress(OSError, ValueError):
-                found[pid_file.stem] = [int(pid_file.read_text().strip())]
-        with contextlib.suppress(OSError, ValueError):
-            found["mosquitto"] = [int((state_dir / "mosquitto" / "mosquitto.pid").read_text().strip())]
-    pg: list[int] = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                if (entry / "comm").read_text().strip() in ("postgres", "postmaster"):
-                    pg.append(int(entry.name))
-    if pg:
-        found["postgres (all)"] = pg
-    return found
-
-
-def _cpu_rss(pid: int) -> tuple[float, int] | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        rss_pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / _TICK, rss_pages * _PAGE
+def _rss_bytes(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * _PAGE
+    return total
 
 
 @dataclass
 class ProcessSampler:
-    """Every `interval_s`: CPU % (of one core) and RSS of each named process group."""
+    """Every `interval_s`: CPU % (of one core) and RSS of each platform group (device_emulator.bench.cpu says
+    what belongs to it) and of this benchmark ("bench", shown in the charts, never in the platform's cost)."""
 
-    state_dir: Path | None
+    platform: cpu.Platform
     interval_s: float = 1.0
     series: dict[str, list[tuple[float, float, float]]] = field(default_factory=dict)  # name -> (t, cpu %, MiB)
     _task: asyncio.Task[None] | None = None
@@ -347,27 +340,22 @@ class ProcessSampler:
         self._task = asyncio.create_task(self._run())
 
     async def _run(self) -> None:
-        groups = stack_processes(self.state_dir)
-        refresh = time.monotonic() + 10
-        prev: dict[int, float] = {}
+        own = os.getpid()
+        prev: dict[str, float] = {}
         prev_t = time.monotonic()
         while True:
             now = time.monotonic()
-            if now > refresh:  # postgres backends come and go
-                groups, refresh = stack_processes(self.state_dir), now + 10
+            stats = cpu.all_stats()
+            totals = cpu.platform_cpu_s(self.platform, stats)
+            if own in stats:
+                totals["bench"] = stats[own].own_s
             dt = now - prev_t
-            for name, pids in groups.items():
-                cpu = rss = 0.0
-                for pid in pids:
-                    got = _cpu_rss(pid)
-                    if got is None:
-                        continue
-                    if pid in prev and dt > 0:
-                        cpu += (got[0] - prev[pid]) / dt * 100
-                    prev[pid] = got[0]
-                    rss += got[1]
-                self.series.setdefault(name, []).append((now - self.t0, round(cpu, 1), round(rss / 2**20, 1)))
-            prev_t = now
+            for name, total in totals.items():
+                pct = (total - prev[name]) / dt * 100 if name in prev and dt > 0 else 0.0
+                pids = cpu.tree_pids(self.platform.roots.get(name, [own]), stats)
+                rss_mib = round(_rss_bytes(pids) / 2**20, 1)
+                self.series.setdefault(name, []).append((now - self.t0, round(pct, 1), rss_mib))
+            prev, prev_t = totals, now
             await asyncio.sleep(self.interval_s)
 
     async def stop(self) -> None:

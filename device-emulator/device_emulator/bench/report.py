@@ -195,6 +195,8 @@ def write_report(out_dir: Path, summary: dict[str, Any], details: dict[str, Any]
         ]
         if "freshness" in charts:
             lines += ["", "![freshness](freshness.svg)"]
+    lines += _cpu_section(summary, details.get("cpu"))
+    lines += _storm_section(details.get("broker_restart"))
     procs = details.get("processes", {})
     if procs:
         lines += [
@@ -214,3 +216,76 @@ def write_report(out_dir: Path, summary: dict[str, Any], details: dict[str, Any]
     page = out_dir / "index.md"
     page.write_text("\n".join(lines) + "\n")
     return page
+
+
+def _cpu_section(summary: dict[str, Any], cost: dict[str, Any] | None) -> list[str]:
+    if not cost:
+        return []
+    counted = ", ".join(
+        f"{name} ({len(pids)} root pid{'s' if len(pids) != 1 else ''})" for name, pids in cost["counted"].items()
+    )
+    lines = [
+        "",
+        "## CPU cost (issue 9)",
+        "",
+        f"Counted as the platform: {counted}. Read from /proc as process trees (utime + stime of every live "
+        "process, plus cutime + cstime, so backends that ended between two readings still count). Not counted: "
+        "this benchmark's process (swarm, users, probes) and the stack's device emulator.",
+        "",
+        "- `idle_cpu_pct_of_core`: the platform's CPU in the idle window (swarm connected and silent, once the "
+        "telemetry sent before had arrived), per second of that window.",
+        "- `cpu_ms_per_report`: (CPU in the telemetry-only window - idle rate x its seconds) / heartbeats seen on "
+        "Kafka in it; without unlocks the whole load window is telemetry only.",
+        "- `cpu_ms_per_rental`: (CPU from the load's start until every rental in flight finished - idle rate x "
+        "those seconds - heartbeats seen on Kafka meanwhile x `cpu_ms_per_report` - the benchmark's own API polls "
+        "x `cpu_ms_per_bench_poll`) / rentals completed (unlocked, returned, billing stopped, debit and inbox "
+        "message seen). With `--telemetry-rate 0` nothing but idle and polls is taken out. Failed unlocks cost "
+        "CPU too and have no rental of their own: their cost lands on the completed ones (see `unlock_errors`; "
+        "after an error whose eject the cabinet received, the bench hands the bank back so the user can go on, "
+        "`unlock_errors_bank_handed_back`: that rental's close is in the window too).",
+        "- `cpu_ms_per_bench_poll`: the benchmark times a billing stop by polling the rental, then the wallet "
+        "entries and the inbox (5 items each); after the load it issues the same requests in the same mix on "
+        "their own and divides the CPU above idle by their number. Accounted for, not left in the rental.",
+        "",
+        "| window | seconds | CPU s | % of a core | reports | rentals | polls |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for w in cost["windows"]:
+        lines.append(
+            f"| {w['window']} | {w['seconds']} | {w['cpu_s']} | {w['pct_of_core']} | {w['reports']} | "
+            f"{w['rentals']} | {w['polls']} |"
+        )
+    lines += ["", "| figure | value |", "| --- | --- |"]
+    lines += [f"| {k} | {v} |" for k, v in cost["figures"].items()]
+    groups = cost.get("per_group_pct_of_core", {})
+    if groups:
+        names = sorted({n for g in groups.values() for n in g})
+        lines += ["", "% of a core per group:", "", "| group | " + " | ".join(groups) + " |"]
+        lines.append("| --- |" + " --- |" * len(groups))
+        lines += [f"| {n} | " + " | ".join(str(g.get(n, "")) for g in groups.values()) + " |" for n in names]
+    lines += [f"- {note}" for note in cost.get("notes", [])]
+    return lines
+
+
+def _storm_section(storm: dict[str, Any] | None) -> list[str]:
+    if not storm or "devices" not in storm:
+        return []
+    return [
+        "",
+        "## Connect storm (broker restart)",
+        "",
+        f"{storm['devices']} devices; Mosquitto stopped (SIGTERM) and started again; seconds from the SIGTERM:",
+        "",
+        "| figure | value |",
+        "| --- | --- |",
+        f"| devices dropped until `stack.py up` returned (Mosquitto is up earlier) | "
+        f"{storm.get('restart_command_s')} s |",
+        f"| every device connected again | {storm.get('all_back_s_after_sigterm')} s |",
+        f"| device-svc shows every swarm cabinet online and heard from since the SIGTERM | "
+        f"{storm.get('online_s_after_sigterm')} s |",
+        f"| first borrow answered with an active rental | {storm.get('rent_again_s_after_sigterm')} s |",
+        f"| borrows tried during the storm / answered after more than 5 s | {storm.get('unlocks')} / "
+        f"{storm.get('unlocks_over_5s')} |",
+        f"| their errors by code | {storm.get('unlock_errors_by_code')} |",
+        f"| answered with an error although the cabinet ejected | {storm.get('unlock_error_but_ejected')} |",
+    ]

@@ -8,6 +8,12 @@ With --banks N, N idle banks with their own module (own MQTT connection and cred
 position on a schedule compressed --time-scale times, and the oldest stored position among them is read from
 device-svc's ops API (location freshness, 7.2: at most 4 h; see device_emulator.bench.freshness).
 
+The runs issue 9 names are presets (`--preset overload|rental|telemetry|city|sustained|storm|rest`; flags given
+as well override the preset's values). Before the load: users ready (kept with their refresh tokens in
+$PB_STATE_DIR/bench-users.json), swarm connected and shown online, an idle window (swarm silent) and a
+telemetry-only window; the platform's CPU in each, read from /proc, gives idle_cpu_pct_of_core,
+cpu_ms_per_report and cpu_ms_per_rental (device_emulator.bench.cpu explains what is counted and how).
+
 Reads the stack environment (`deploy/local/stack.py exec --stack run -- ...` sets it): *_SVC_URL,
 MQTT_HOST/PORT/USERNAME/PASSWORD, KAFKA_BOOTSTRAP, PB_FLEET_FILE, PB_STATE_DIR, PB_STACK, PB_STACK_TOOL.
 Writes <out>/summary.json, details.json, index.md and SVG charts.
@@ -28,29 +34,99 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from contracts.mqtt import Eject
-from device_emulator.bench import freshness, probes
+from device_emulator.bench import cpu, freshness, probes
 from device_emulator.bench.report import histogram_svg, line_svg, percentile, ratio, summarize, write_report
 from device_emulator.bench.swarm import Swarm, SwarmDevice, read_fleet
 from device_emulator.bench.users import ApiError, BenchUser, Urls, UserPool
 
 ROOT = Path(__file__).resolve().parents[3]
+STORM_ANSWER_BUDGET_MS = 5000.0  # an unlock during a connect storm is answered within 5 s, with a reason if need be
+
+
+# The runs issue 9 names, one command each (`make bench PRESET=overload`); flags given with --preset win.
+PRESETS: dict[str, dict[str, Any]] = {
+    # the overload that made unlocks answer 504 while their bank was ejected
+    "overload": {"devices": 300, "telemetry_rate": 200.0, "unlock_rate": 15.0, "duration": 30.0},
+    # CPU per rental, undiluted: few devices, no telemetry (cpu_ms_per_rental measured directly)
+    "rental": {"devices": 20, "telemetry_rate": 0.0, "unlock_rate": 5.0, "duration": 30.0},
+    # telemetry capacity: 5,000 reports/s offered by 1,000 devices, no unlocks
+    "telemetry": {"devices": 1000, "telemetry_rate": 5000.0, "unlock_rate": 0.0, "duration": 30.0},
+    # a 10,000-cabinet city at its heartbeat rate (one per 20 s), a few rentals, then a connect storm
+    "city": {
+        "devices": 10_000,
+        "telemetry_rate": 500.0,
+        "unlock_rate": 2.0,
+        "duration": 20.0,
+        "broker_restart": True,
+        "connect_rate": 1000.0,
+    },
+    # the 10-minute sustained target: 50 unlocks/s with 10,000 devices and 2,000 reports/s
+    "sustained": {
+        "devices": 10_000,
+        "telemetry_rate": 2000.0,
+        "unlock_rate": 50.0,
+        "duration": 600.0,
+        "connect_rate": 1000.0,
+    },
+    # 20,000 devices connected at once, then a broker restart (the fleet heartbeats every 20 s)
+    "storm": {
+        "devices": 20_000,
+        "telemetry_rate": 1000.0,
+        "unlock_rate": 2.0,
+        "duration": 20.0,
+        "broker_restart": True,
+        "connect_rate": 1000.0,
+    },
+    # the mesh at rest: a silent fleet connected, 30 s idle, no load window
+    "rest": {"devices": 100, "telemetry_rate": 0.0, "unlock_rate": 0.0, "duration": 0.0, "idle_s": 30.0},
+}
+
+
+def _preset_help() -> str:
+    def flag(key: str, value: Any) -> str:
+        name = "--" + key.replace("_", "-")
+        if value is True:
+            return name
+        return f"{name} {value:g}" if isinstance(value, float) else f"{name} {value}"
+
+    return "; ".join(f"{name}: {' '.join(flag(k, v) for k, v in values.items())}" for name, values in PRESETS.items())
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m device_emulator.bench", description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default=None,
+        help="a named run of issue 9 (flags given as well override its values): " + _preset_help(),
+    )
     p.add_argument("--devices", type=int, default=100, help="swarm cabinets (each its own MQTT connection)")
     p.add_argument("--slots", type=int, default=8, help="slots per cabinet when provisioning")
     p.add_argument("--telemetry-rate", type=float, default=50.0, help="heartbeats per second, whole swarm")
     p.add_argument("--unlock-rate", type=float, default=5.0, help="borrows started per second (0: none)")
-    p.add_argument("--duration", type=float, default=30.0, help="seconds of load")
+    p.add_argument("--duration", type=float, default=30.0, help="seconds of load (0: idle window only)")
+    p.add_argument(
+        "--idle-s",
+        type=float,
+        default=None,
+        help="quiet seconds before the load, swarm connected and silent: the platform's CPU at rest (10; 2 --smoke)",
+    )
+    p.add_argument(
+        "--telemetry-window-s",
+        type=float,
+        default=None,
+        help="seconds of telemetry only before the mixed load, for CPU per report (10; 2 with --smoke)",
+    )
     p.add_argument("--banks", type=int, default=0, help="idle bank modules reporting positions (freshness)")
     p.add_argument("--time-scale", type=float, default=3600.0, help="bank time per real second (3600: 4 h become 4 s)")
     p.add_argument("--bank-report-every-s", type=float, default=3 * 3600.0, help="a bank's position period, bank time")
@@ -83,15 +159,41 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="after the load, restart Mosquitto and time until every device is back",
     )
+    p.add_argument("--storm-timeout-s", type=float, default=180.0, help="max seconds the storm is watched")
     p.add_argument("--drain-s", type=float, default=10.0, help="max quiet seconds waiting for telemetry")
     p.add_argument("--drain-max-s", type=float, default=60.0, help="max seconds waiting for telemetry in all")
     p.add_argument("--out", type=Path, default=ROOT / "reports" / "bench")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
-    return p.parse_args(argv)
+    known, _ = p.parse_known_args(argv)
+    if known.preset is not None:
+        p.set_defaults(**PRESETS[known.preset])
+    args = p.parse_args(argv)
+    quiet_window_s = 2.0 if args.smoke else 10.0
+    args.idle_s = quiet_window_s if args.idle_s is None else args.idle_s
+    args.telemetry_window_s = quiet_window_s if args.telemetry_window_s is None else args.telemetry_window_s
+    return args
 
 
 def say(text: str) -> None:
     print(f"bench: {text}", file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One unlock request: when it started (monotonic), how long the answer took, its error code (None: the
+    bank was ejected and the rental is active) and the correlation id it was sent with."""
+
+    started: float
+    took_ms: float
+    code: str | None
+    correlation_id: str
+
+
+def errors_but_ejected(attempts: Sequence[Attempt], ejected: Mapping[str, object]) -> int:
+    """Unlocks answered with an error although the cabinet received the eject sent for that very request
+    (`ejected` is keyed by the command's correlation id): the 504-while-ejected class; 0 when the platform is
+    right (a cabinet that answered an eject means the bank is out, whatever the user was told)."""
+    return sum(1 for a in attempts if a.code is not None and a.correlation_id in ejected)
 
 
 @dataclass
@@ -105,6 +207,8 @@ class Results:
     unlocks_started: int = 0
     unlocks_skipped: int = 0  # the pacer found no idle user or cabinet
     users_retired: int = 0  # left out after an error (they may hold a rental the platform completed late)
+    attempts: list[Attempt] = field(default_factory=list)
+    handed_back: int = 0  # error answers whose ejected bank the user handed back (see Bench.hand_back)
     timeline: list[dict[str, float]] = field(default_factory=list)
 
 
@@ -134,9 +238,19 @@ class Bench:
         self.results = Results()
         self.notes: list[str] = []
         self.eject_seen: dict[str, float] = {}
+        # correlation id -> (cabinet, bank, slot) of each eject the swarm received
+        self.ejected: dict[str, tuple[str, str | None, int | None]] = {}
+        self.storm_results = Results()
+        self.telemetry_paused = False
+        self.platform = cpu.platform_processes(self.state_dir, env)
+        self.last_rental: tuple[BenchUser, str] | None = None  # for measuring what a poll costs
         self.t0 = time.monotonic()
         self.telemetry_until = math.inf
         self.probe: freshness.FreshnessProbe | None = None
+        self.idle_users: collections.deque[BenchUser] | None = None  # shared by the load's and the storm's pacer
+        self.cpu_windows: dict[str, cpu.Window | None] = {}
+        self.cpu_group_pct: dict[str, dict[str, float]] = {}
+        self.users_file: tuple[UserPool, Path | None] | None = None
         self.details: dict[str, Any] = {"params": {k: str(v) for k, v in vars(args).items()}}
 
     # ------------------------------------------------------------------ phases
@@ -190,25 +304,34 @@ class Bench:
             say(f"floor {name}: {out[name]}")
         return out
 
-    def on_eject(self, device_id: str, _cmd: Eject, at: float) -> None:
+    def on_eject(self, device_id: str, cmd: Eject, at: float) -> None:
         self.eject_seen[device_id] = at
+        if cmd.correlation_id is not None:
+            self.ejected[cmd.correlation_id] = (device_id, cmd.bank_id, cmd.slot)
 
-    async def cycle(self, pool: UserPool, user: BenchUser, device: SwarmDevice) -> bool:
+    async def cycle(self, pool: UserPool, user: BenchUser, device: SwarmDevice, r: Results) -> bool:
         """Borrow, hold, return, watch billing stop. True when the user is free for another rental (after a
         failed unlock the platform may still complete it later: such a user is retired)."""
-        r = self.results
         self.eject_seen.pop(device.device_id, None)
+        correlation_id = uuid.uuid4().hex
         start = time.monotonic()
         try:
-            borrowed = await pool.borrow(user, device.device_id)
+            borrowed = await pool.borrow(user, device.device_id, correlation_id)
         except ApiError as exc:
             r.unlock_errors[exc.code] += 1
-            return exc.status < 500 and exc.code != "active_rental_exists"
+            r.attempts.append(Attempt(start, (time.monotonic() - start) * 1000, exc.code, correlation_id))
+            if exc.status >= 500:
+                recovered = await self.hand_back(pool, user, device, correlation_id)
+                r.handed_back += recovered
+                return recovered
+            return exc.code != "active_rental_exists"
         except httpx.HTTPError as exc:
             r.unlock_errors[type(exc).__name__] += 1
+            r.attempts.append(Attempt(start, (time.monotonic() - start) * 1000, type(exc).__name__, correlation_id))
             return False
         done = time.monotonic()
         r.unlock_ms.append((done - start) * 1000)
+        r.attempts.append(Attempt(start, (done - start) * 1000, None, correlation_id))
         seen = self.eject_seen.pop(device.device_id, None)
         if seen is not None:
             r.eject_seen_ms.append((seen - start) * 1000)
@@ -222,29 +345,59 @@ class Bench:
         for name, at in parts.items():
             r.billing_parts_ms[name].append((at - sent_at) * 1000)
         r.billing_stop_ms.append((max(parts.values()) - sent_at) * 1000)
+        self.last_rental = (user, borrowed.rental_id)
         return True
 
-    async def unlock_pacer(self, pool: UserPool, swarm: Swarm, until: float, tasks: set[asyncio.Task[Any]]) -> None:
-        if self.args.unlock_rate <= 0:
+    async def hand_back(self, pool: UserPool, user: BenchUser, device: SwarmDevice, correlation_id: str) -> bool:
+        """After an error answer: when the cabinet did receive this request's eject, the bank is out and the
+        platform may still open the rental (a late eject result). As a user would, hand the bank back and wait
+        until the user has no rental open; True when the user can go on (else the user is retired)."""
+        deadline = time.monotonic() + 10
+        while correlation_id not in self.ejected and time.monotonic() < deadline:  # noqa: ASYNC110 (no event)
+            await asyncio.sleep(0.2)
+        ejected = self.ejected.get(correlation_id)
+        if ejected is None or ejected[1] is None or ejected[2] is None:
+            return False
+        try:
+            await device.return_bank(ejected[1], ejected[2])
+            return await pool.wait_no_open_rental(user, timeout_s=30)
+        except (ApiError, httpx.HTTPError, TimeoutError):
+            return False
+
+    async def unlock_pacer(
+        self,
+        pool: UserPool,
+        swarm: Swarm,
+        until: float,
+        tasks: set[asyncio.Task[Any]],
+        results: Results,
+        *,
+        rate: float | None = None,
+        stop: asyncio.Event | None = None,
+    ) -> None:
+        """Start a borrow cycle every 1/rate s (default --unlock-rate) until `until` or `stop` is set."""
+        rate = self.args.unlock_rate if rate is None else rate
+        if rate <= 0:
             return
-        idle_users = collections.deque(pool.users)
+        idle_users = collections.deque(self.idle_users if self.idle_users is not None else pool.users)
+        self.idle_users = idle_users
         busy_devices: set[str] = set()
-        interval = 1.0 / self.args.unlock_rate
+        interval = 1.0 / rate
         loop = asyncio.get_running_loop()
         next_at = loop.time()
 
         async def run_one(user: BenchUser, device: SwarmDevice) -> None:
             reusable = False
             try:
-                reusable = await self.cycle(pool, user, device)
+                reusable = await self.cycle(pool, user, device, results)
             finally:
                 if reusable:
                     idle_users.append(user)
                 else:
-                    self.results.users_retired += 1
+                    results.users_retired += 1
                 busy_devices.discard(device.device_id)
 
-        while time.monotonic() < until:
+        while time.monotonic() < until and (stop is None or not stop.is_set()):
             next_at += interval
             await asyncio.sleep(max(0.0, next_at - loop.time()))
             online = [d for d in swarm.devices if d.client is not None and d.client.connected]
@@ -255,11 +408,11 @@ class Bench:
                     device = candidate
                     break
             if device is None or not idle_users:
-                self.results.unlocks_skipped += 1
+                results.unlocks_skipped += 1
                 continue
             user = idle_users.popleft()
             busy_devices.add(device.device_id)
-            self.results.unlocks_started += 1
+            results.unlocks_started += 1
             task = asyncio.create_task(run_one(user, device))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
@@ -278,6 +431,9 @@ class Bench:
         while time.monotonic() < self.telemetry_until:
             next_at += tick
             await asyncio.sleep(max(0.0, next_at - loop.time()))
+            if self.telemetry_paused:  # the idle window: connected and silent
+                carry = 0.0
+                continue
             carry += rate * tick
             n, carry = int(carry), carry - int(carry)
             devices = swarm.devices
@@ -331,27 +487,94 @@ class Bench:
         hours = samples[-1].oldest_age_s * self.args.time_scale / 3600
         return f" | oldest idle-bank position {hours:.1f} h (bank time)"
 
+    async def measure(self, name: str, seconds: float, watch: probes.TelemetryWatch) -> cpu.Window:
+        """The platform's CPU over the next `seconds`, with the telemetry reports seen on Kafka meanwhile."""
+        before, start = cpu.platform_cpu_s(self.platform), time.monotonic()
+        await asyncio.sleep(seconds)
+        return self.close_window(name, before, start, reports=watch.seen_between(start, time.monotonic()))
+
+    def close_window(self, name: str, before: dict[str, float], start: float, **counts: int) -> cpu.Window:
+        """The window from `start` (platform CPU `before`) until now; its share per group kept for the report."""
+        after, end = cpu.platform_cpu_s(self.platform), time.monotonic()
+        self.cpu_group_pct[name] = cpu.per_group_pct(before, after, end - start)
+        return cpu.window(before, after, end - start, **counts)
+
+    async def measure_polls(self, pool: UserPool, in_load: collections.Counter[str]) -> cpu.Window:
+        """What the benchmark's own polling costs the platform: the requests `wait_stopped` made in the load
+        (rental, wallet entries, inbox), issued again on their own after it, in the same mix (60-600 of them)."""
+        assert self.last_rental is not None
+        user, rental_id = self.last_rental
+        total = sum(in_load.values())
+        scale = min(600, max(60, total)) / total
+        kinds = [kind for kind, n in in_load.items() for _ in range(max(1, round(n * scale)))]
+        await asyncio.sleep(2.0)  # let the last rentals' events settle (analytics, notify)
+        say(f"measuring the cost of the benchmark's polls: {len(kinds)} requests")
+        limit = asyncio.Semaphore(4)
+
+        async def one(kind: str) -> None:
+            async with limit:
+                if kind == "rental":
+                    await pool.rental(user, rental_id)
+                elif kind == "current":
+                    await pool.has_open_rental(user)
+                elif kind == "wallet_entries":
+                    await pool.last_debit_id(user)
+                else:
+                    await pool.last_ended_message_at(user)
+
+        await pool.fresh(user)
+        before, start = cpu.platform_cpu_s(self.platform), time.monotonic()
+        await asyncio.gather(*(one(kind) for kind in kinds))
+        return self.close_window("polls", before, start, polls=len(kinds))
+
+    async def cabinets_online(self, pool: UserPool, ids: set[str], seen_after: datetime | None = None) -> int:
+        """How many of `ids` device-svc shows online (and, with `seen_after`, heard from since then)."""
+        user = pool.users[0]
+        await pool.fresh(user)
+        r = await pool.http.get(f"{self.device_url}/v1/cabinets", headers=user.auth, timeout=30)
+        return sum(
+            1
+            for c in r.json()["items"]
+            if c["id"] in ids
+            and c["online"]
+            and (
+                seen_after is None
+                or (c["last_seen_at"] is not None and datetime.fromisoformat(c["last_seen_at"]) > seen_after)
+            )
+        )
+
     async def wait_cabinets_online(self, pool: UserPool, ids: set[str], timeout_s: float) -> int:
         """How many swarm cabinets device-svc shows online (waits until all or timeout)."""
-        user = pool.users[0]
         deadline = time.monotonic() + timeout_s
         online = 0
         while True:
             with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
-                r = await pool.http.get(f"{self.device_url}/v1/cabinets", headers=user.auth, timeout=30)
-                online = sum(1 for c in r.json()["items"] if c["id"] in ids and c["online"])
+                online = await self.cabinets_online(pool, ids)
             if online >= len(ids) or time.monotonic() > deadline:
                 return online
             await asyncio.sleep(3.0)  # listing every cabinet is not free for device-svc
 
-    async def broker_restart(self, swarm: Swarm) -> dict[str, Any]:
+    async def broker_restart(self, swarm: Swarm, pool: UserPool) -> dict[str, Any]:
+        """The connect storm: SIGTERM Mosquitto, start it again (`stack.py up`), and time from the SIGTERM until
+        every device is connected again, until device-svc shows each swarm cabinet online and heard from since
+        the SIGTERM (`storm_online_s`), and until a borrow succeeds again (`storm_rent_again_s`). Borrows go on
+        through the storm at --unlock-rate (at least 1/s) on cabinets connected from the swarm's side."""
         if self.state_dir is None:
             return {"error": "PB_STATE_DIR not set"}
         pid = int((self.state_dir / "mosquitto" / "mosquitto.pid").read_text().strip())
         total = len(swarm.devices)
+        ids = {d.device_id for d in swarm.devices}
         say(f"broker restart: SIGTERM mosquitto (pid {pid}), then `stack.py up --stack {self.stack}`")
         start = time.monotonic()
+        killed_wall = datetime.now(UTC)
         os.kill(pid, signal.SIGTERM)
+        stop = asyncio.Event()
+        cycles: set[asyncio.Task[Any]] = set()
+        rate = max(1.0, self.args.unlock_rate)
+        storm_end = start + self.args.storm_timeout_s
+        pacer = asyncio.create_task(
+            self.unlock_pacer(pool, swarm, storm_end, cycles, self.storm_results, rate=rate, stop=stop)
+        )
         while swarm.connected > 0 and time.monotonic() - start < 10:  # noqa: ASYNC110 (a counter, no event)
             await asyncio.sleep(0.05)
         dropped_at = time.monotonic()
@@ -368,19 +591,51 @@ class Bench:
         await proc.wait()
         up_at = time.monotonic()
         curve: list[tuple[float, float]] = []
-        while swarm.connected < total and time.monotonic() - up_at < 180:
-            curve.append((time.monotonic() - start, swarm.connected))
+        online_curve: list[tuple[float, float]] = []
+        connected_s: float | None = None
+        online_s: float | None = None
+        next_online_check = 0.0
+        while time.monotonic() < storm_end:
+            now = time.monotonic()
+            curve.append((now - start, swarm.connected))
+            if connected_s is None and swarm.connected >= total:
+                connected_s = now - start
+            if online_s is None and now >= next_online_check:
+                next_online_check = now + 2.0  # listing every cabinet is not free for device-svc
+                with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
+                    online = await self.cabinets_online(pool, ids, seen_after=killed_wall)
+                    online_curve.append((time.monotonic() - start, online))
+                    if online >= total:
+                        online_s = time.monotonic() - start
+            if connected_s is not None and online_s is not None and self.rent_again_s(start) is not None:
+                break
             await asyncio.sleep(0.5)
-        curve.append((time.monotonic() - start, swarm.connected))
-        back = time.monotonic()
+        stop.set()
+        await pacer
+        if cycles:
+            await asyncio.wait(cycles, timeout=60)
+        storm = self.storm_results
         return {
             "devices": total,
             "reconnected": swarm.connected,
-            "all_back_s_after_broker_up": round(back - up_at, 1) if swarm.connected >= total else None,
-            "all_back_s_after_sigterm": round(curve[-1][0], 1) if swarm.connected >= total else None,
-            "broker_down_s": round(up_at - dropped_at, 1),
+            "all_back_s_after_broker_up": round(connected_s - (up_at - start), 1) if connected_s else None,
+            "all_back_s_after_sigterm": round(connected_s, 1) if connected_s is not None else None,
+            "online_s_after_sigterm": round(online_s, 1) if online_s is not None else None,
+            "rent_again_s_after_sigterm": self.rent_again_s(start),
+            "restart_command_s": round(up_at - dropped_at, 1),  # devices dropped until `stack.py up` returned
+            "unlocks": len(storm.attempts),
+            "unlocks_over_5s": sum(1 for a in storm.attempts if a.took_ms > STORM_ANSWER_BUDGET_MS),
+            "unlock_errors_by_code": dict(storm.unlock_errors),
+            "unlock_answer_ms": summarize([a.took_ms for a in storm.attempts]),
+            "unlock_error_but_ejected": errors_but_ejected(storm.attempts, self.ejected),
             "curve": curve,
+            "online_curve": online_curve,
         }
+
+    def rent_again_s(self, since: float) -> float | None:
+        """Seconds from `since` until the first storm borrow answered with an active rental."""
+        ok = [a.started + a.took_ms / 1000 for a in self.storm_results.attempts if a.code is None]
+        return round(min(ok) - since, 1) if ok else None
 
     # ------------------------------------------------------------------ main
 
@@ -400,7 +655,7 @@ class Bench:
         schedule = freshness.ReportSchedule(args.bank_report_every_s, args.bank_jitter, args.time_scale)
         if bank_creds and schedule.longest_s > freshness.BUDGET_S:
             self.notes.append(f"the banks' schedule allows gaps of {schedule.longest_s:.0f} s, over the 4 h budget")
-        sampler = probes.ProcessSampler(self.state_dir)
+        sampler = probes.ProcessSampler(self.platform)
         sampler.start()
         floors = {} if args.no_floors else await self.floors()
         watch = probes.TelemetryWatch(self.bootstrap)
@@ -414,7 +669,32 @@ class Bench:
         progress = asyncio.create_task(self.progress(swarm, watch, sampler, t0))
         http = httpx.AsyncClient(timeout=30.0, limits=httpx.Limits(max_connections=256, max_keepalive_connections=256))
         try:
+            # users first: a silent cabinet is shown offline after 60 s, and the first registrations take a while
+            pool = UserPool(self.urls, http)
+            n_users = args.users or max(2, math.ceil(args.unlock_rate * (args.hold_s + 3) * 1.5))
+            u0 = time.monotonic()
+            cache = self.state_dir / "bench-users.json" if self.state_dir is not None else None
+            prepared = await pool.create(n_users, balance_fen=100_000, cache=cache)
+            self.users_file = (pool, cache)
+            self.details["users"] = {
+                "wanted": n_users,
+                "ready": len(pool.users),
+                "prepare_s": round(time.monotonic() - u0, 1),
+                "file": str(cache),
+                **dataclasses.asdict(prepared),
+            }
+            say(
+                f"{len(pool.users)} of {n_users} users ready ({prepared.refreshed} by refresh token, "
+                f"{prepared.logged_in} by password, {prepared.registered} registered) in {time.monotonic() - u0:.1f} s"
+            )
+            if pool.failures:
+                self.notes.append(f"{len(pool.failures)} user registrations failed, e.g. {pool.failures[0]}")
+                say(f"{len(pool.failures)} user registrations failed, e.g. {pool.failures[0]}")
+            if not pool.users and args.unlock_rate > 0:
+                self.notes.append("no simulated user could be created: no unlocks in this run")
+                args.unlock_rate = 0
             say(f"connecting {len(chosen)} devices at {args.connect_rate:.0f}/s")
+            connect_start = time.monotonic()
             telemetry = asyncio.create_task(self.telemetry_pacer(swarm, watch))
             if banks is not None:
                 say(f"connecting {len(bank_creds)} idle bank modules (time scale x{args.time_scale:g})")
@@ -424,25 +704,10 @@ class Bench:
             all_in = await swarm.wait_connected(len(chosen), timeout_s=60 + len(chosen) / args.connect_rate)
             if banks is not None and not await banks.wait_connected(len(bank_creds), timeout_s=30):
                 self.notes.append(f"only {banks.connected} of {len(bank_creds)} bank modules connected")
-            connect_s = time.monotonic() - t0
+            connect_s = time.monotonic() - connect_start
             say(f"{swarm.connected}/{len(chosen)} connected after {connect_s:.1f} s")
             if not all_in:
                 self.notes.append(f"only {swarm.connected} of {len(chosen)} devices connected")
-            pool = UserPool(self.urls, http)
-            n_users = args.users or max(2, math.ceil(args.unlock_rate * (args.hold_s + 3) * 1.5))
-            u0 = time.monotonic()
-            cache = self.state_dir / "bench-users.json" if self.state_dir is not None else None
-            reused, new = await pool.create(n_users, balance_fen=100_000, cache=cache)
-            say(
-                f"{len(pool.users)} of {n_users} users ready ({reused} logged in again, {new} registered) "
-                f"in {time.monotonic() - u0:.1f} s"
-            )
-            if pool.failures:
-                self.notes.append(f"{len(pool.failures)} user registrations failed, e.g. {pool.failures[0]}")
-                say(f"{len(pool.failures)} user registrations failed, e.g. {pool.failures[0]}")
-            if not pool.users and args.unlock_rate > 0:
-                self.notes.append("no simulated user could be created: no unlocks in this run")
-                args.unlock_rate = 0
             if banks is not None:
                 self.probe = freshness.FreshnessProbe(
                     pool.http, self.device_url, pool.admin_auth, {b.bank_id for b in bank_creds}, since_wall, t0
@@ -450,15 +715,31 @@ class Bench:
                 every = args.freshness_sample_s or min(5.0, max(0.2, freshness.BUDGET_S / args.time_scale / 8))
                 watcher = asyncio.create_task(self.probe.watch(every))
             ids = {d.device_id for d in chosen}
-            online = await self.wait_cabinets_online(pool, ids, timeout_s=120) if args.unlock_rate > 0 else -1
-            ready_s = time.monotonic() - t0
+            online = await self.wait_cabinets_online(pool, ids, timeout_s=120) if pool.users else -1
+            ready_s = time.monotonic() - connect_start
             say(f"device-svc shows {online}/{len(ids)} swarm cabinets online after {ready_s:.1f} s")
+
+            # the platform at rest: swarm connected and silent, once the telemetry sent so far is through
+            self.telemetry_paused = True
+            await watch.drain(args.drain_s, args.drain_max_s)
+            say(f"idle window: {args.idle_s:g} s with the swarm connected and silent")
+            watch.pause()
+            idle = await self.measure("idle", args.idle_s, watch)
+            watch.resume()
+            self.telemetry_paused = False
+            telemetry_only = None
+            if args.telemetry_rate > 0 and args.unlock_rate > 0 and args.duration > 0 and args.telemetry_window_s > 0:
+                say(f"telemetry-only window: {args.telemetry_window_s:g} s at {args.telemetry_rate:g} reports/s")
+                telemetry_only = await self.measure("telemetry_only", args.telemetry_window_s, watch)
+
             load_start = time.monotonic()
             until = load_start + args.duration
             cycles: set[asyncio.Task[Any]] = set()
             hb_before = swarm.stats.heartbeats_sent
+            polls_before = collections.Counter(pool.polls)
+            cpu_before = cpu.platform_cpu_s(self.platform)
             self.telemetry_until = until
-            await self.unlock_pacer(pool, swarm, until, cycles)
+            await self.unlock_pacer(pool, swarm, until, cycles, self.results)
             await telemetry
             load_end = time.monotonic()
             devices_connected = swarm.connected
@@ -470,10 +751,21 @@ class Bench:
             say(f"load done; waiting for {len(cycles)} rentals in flight and the telemetry feed")
             if cycles:
                 await asyncio.wait(cycles, timeout=60)
+            mixed = self.close_window(
+                "mixed",
+                cpu_before,
+                load_start,
+                reports=watch.seen_between(load_start, time.monotonic()),
+                rentals=len(self.results.billing_stop_ms),
+                polls=(pool.polls - polls_before).total(),
+            )
+            self.cpu_windows = {"idle": idle, "telemetry_only": telemetry_only, "mixed": mixed}
             drain_start = time.monotonic()
             await watch.drain(args.drain_s, args.drain_max_s)
             drain_s = time.monotonic() - drain_start
-            restart = await self.broker_restart(swarm) if args.broker_restart else None
+            if mixed.polls and self.last_rental is not None:
+                self.cpu_windows["polls"] = await self.measure_polls(pool, pool.polls - polls_before)
+            restart = await self.broker_restart(swarm, pool) if args.broker_restart else None
         finally:
             progress.cancel()
             await freshness.cancel(watcher)
@@ -483,6 +775,8 @@ class Bench:
             await swarm.stop()
             await watch.stop()
             await sampler.stop()
+            if self.users_file is not None:
+                self.users_file[0].save(self.users_file[1])  # the newest refresh tokens, for the next run
             await http.aclose()
         return self.finish(
             floors=floors,
@@ -498,6 +792,30 @@ class Bench:
             restart=restart,
             banks=banks,
         )
+
+    def cost_and_errors(self) -> dict[str, Any]:
+        """The cost figures (device_emulator.bench.cpu), provisioning time, user preparation and the unlock
+        errors by code, with those whose cabinet did eject the bank."""
+        w = self.cpu_windows
+        costs = cpu.attribute(w.get("idle"), w.get("telemetry_only"), w.get("mixed"), w.get("polls"))
+        self.details["cpu"] = {
+            "counted": {name: pids for name, pids in self.platform.roots.items()},
+            "notes": list(self.platform.notes),
+            "windows": cpu.describe(w.items()),
+            "per_group_pct_of_core": self.cpu_group_pct,
+            "figures": costs,
+        }
+        r = self.results
+        provision = self.details.get("provision")
+        users = self.details.get("users", {})
+        return costs | {
+            "provision_s": provision["seconds"] if provision else None,
+            "users_prepare_s": users.get("prepare_s"),
+            "users_registered": users.get("registered"),
+            "unlock_errors_by_code": dict(sorted(r.unlock_errors.items())),
+            "unlock_error_but_ejected": errors_but_ejected(r.attempts, self.ejected),
+            "unlock_errors_bank_handed_back": r.handed_back,
+        }
 
     def finish(
         self,
@@ -566,10 +884,17 @@ class Bench:
                 round(telemetry_rate / sub_rate, 4) if sub_rate and telemetry_rate else None
             ),
         }
+        summary |= self.cost_and_errors()
         if restart is not None:
             summary["broker_restart_all_back_s"] = restart.get("all_back_s_after_sigterm")
-        if "provision" in self.details:
-            summary["provision_s"] = self.details["provision"]["seconds"]
+            summary |= {
+                "storm_connected_s": restart.get("all_back_s_after_sigterm"),
+                "storm_online_s": restart.get("online_s_after_sigterm"),
+                "storm_rent_again_s": restart.get("rent_again_s_after_sigterm"),
+                "storm_unlocks": restart.get("unlocks"),
+                "storm_unlocks_over_5s": restart.get("unlocks_over_5s"),
+                "storm_unlock_error_but_ejected": restart.get("unlock_error_but_ejected"),
+            }
         emulated = freshness.swarm_banks(banks) if banks is not None else []
         samples = self.probe.samples if self.probe is not None else []
         scale = self.args.time_scale
@@ -666,19 +991,36 @@ class Bench:
         return summary
 
 
+STORM_KEYS = ("storm_connected_s", "storm_online_s", "storm_rent_again_s", "storm_unlocks_over_5s")
+OWN_FILES = 1024  # the benchmark's descriptors besides one socket per device: HTTP pool, Kafka, probes, files
+
+
+def raise_open_files(need: int) -> int:
+    """Make room for `need` open files (one socket per device): the soft limit up to the hard one, and both to
+    `need` when the hard limit is lower and we may raise it (root with CAP_SYS_RESOURCE, up to fs.nr_open; a
+    container may withhold the capability). The soft limit in force is returned."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if need > hard and os.geteuid() == 0:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (need, need))
+            return need
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.devices < 1 or args.unlock_rate < 0 or args.duration <= 0:
-        raise SystemExit("--devices and --duration must be positive, --unlock-rate not negative")
+    if args.devices < 1 or args.unlock_rate < 0 or args.duration < 0 or args.idle_s <= 0:
+        raise SystemExit("--devices and --idle-s must be positive, --unlock-rate and --duration not negative")
     if args.banks < 0 or args.time_scale <= 0 or args.bank_report_every_s <= 0 or not 0 <= args.bank_jitter < 1:
         raise SystemExit(
             "--banks not negative, --time-scale and --bank-report-every-s positive, --bank-jitter in [0, 1)"
         )
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:  # one socket per device
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    if args.devices + 100 > hard:
-        say(f"warning: {args.devices} devices need more file descriptors than the limit {hard}")
+    need = args.devices + args.banks + OWN_FILES
+    limit = raise_open_files(need)
+    if need > limit:
+        say(f"warning: {args.devices} devices need {need} file descriptors, over the limit {limit}")
     summary = asyncio.run(Bench(args).run())
     for key in (
         "devices_connected",
@@ -689,6 +1031,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         "telemetry_msgs_per_s",
         "telemetry_lost",
         "telemetry_lag_p99_ms",
+        "cpu_ms_per_rental",
+        "cpu_ms_per_report",
+        "idle_cpu_pct_of_core",
+        "provision_s",
+        "unlock_error_but_ejected",
+        "unlock_errors_by_code",
+        *(
+            ("storm_connected_s", "storm_online_s", "storm_rent_again_s", "storm_unlocks_over_5s")
+            if args.broker_restart
+            else ()
+        ),
         *(("freshness_oldest_position_s", "freshness_stale_banks") if args.banks > 0 else ()),
     ):
         print(f"{key}: {summary.get(key)}")
