@@ -162,6 +162,12 @@ def create_service_app(
                 if extra_lifespan is not None:
                     await stack.enter_async_context(extra_lifespan(runtime))
                 specs = consumers(runtime) if consumers is not None else []
+                # The consumers' own connections: requests waiting for an outcome (a borrow waiting for
+                # its eject) must never hold the pool the consumer that delivers that outcome needs.
+                consumer_engine = make_engine(settings.database_url, settings.db_consumer_pool_size) if specs else None
+                if consumer_engine is not None:
+                    stack.push_async_callback(consumer_engine.dispose)
+                consumer_sessions = make_sessionmaker(consumer_engine) if consumer_engine is not None else None
                 event_consumers = [
                     EventConsumer(
                         name=spec.name,
@@ -169,7 +175,7 @@ def create_service_app(
                         group_id=f"{settings.consumer_group}.{spec.name}",
                         topics=spec.topics,
                         handlers=spec.handlers,
-                        sessionmaker=runtime.sessionmaker,
+                        sessionmaker=consumer_sessions or runtime.sessionmaker,
                         session_timeout_ms=settings.kafka_session_timeout_ms,
                         heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
                         pacing=FetchPacing.for_class(settings, spec.latency),

@@ -17,6 +17,8 @@ class ServiceSettings(BaseSettings):
     log_level: str = "INFO"
     database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5432/pb"
     db_pool_size: int = 10
+    # A separate pool for the Kafka consumers (kit.app): each consumer handles one event at a time.
+    db_consumer_pool_size: int = 4
     kafka_bootstrap: str = "127.0.0.1:19092"
     kafka_consumer_group: str | None = None
     # A new consumer is assigned partitions about half a session timeout after it joins (seen with

@@ -16,13 +16,18 @@ class Settings(ServiceSettings):
     one_active_rental_per_user: bool = True
     min_balance_to_borrow_fen: int = Field(default=100, ge=0)
     wallet_timeout_s: float = Field(default=0.5, gt=0, le=3.0)
-    eject_deadline_s: float = Field(default=4.0, gt=0, le=30.0)
+    eject_deadline_s: float = Field(default=3.5, gt=0, le=30.0)
     # The borrow answer waits until the device's outcome or `deadline + eject_answer_grace_s`,
     # and never longer than `borrow_answer_budget_s` after the request arrived (clause 7.1: 5 s).
-    eject_answer_grace_s: float = Field(default=0.6, ge=0)
+    # The grace covers device-svc's failure at the deadline crossing two hops to us: a consumer at
+    # rest fetches with its rest wait (kit.kafka.FetchPacing; on tansu an event waits up to half
+    # of it), so a "no answer" is final by the time it is given and a retry is not refused.
+    eject_answer_grace_s: float = Field(default=1.1, ge=0)
     borrow_answer_budget_s: float = Field(default=4.7, gt=0)
-    # Fallback re-read of the rental while waiting (another instance's consumer may finalize it).
-    borrow_poll_interval_s: float = Field(default=0.25, gt=0)
+    # Fallback re-read of the rental while waiting: this instance's consumer wakes the request at
+    # once; the re-read only finds an outcome another instance's consumer wrote. Polling faster
+    # costs database connections exactly when the consumer needs them (an unlock burst).
+    borrow_poll_interval_s: float = Field(default=1.0, gt=0)
 
     # A rental still `unlocking` this long after its request never got a device answer; it is
     # failed with `device_no_answer` so the user is not blocked. 0 disables the sweeper.
