@@ -101,8 +101,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         runtime.readiness_checks["mqtt"] = gateway.ready
         runtime.spawn(gateway.run(), "mqtt-gateway")
 
-        async def expire_commands() -> None:
-            await fail_expired_commands(ejects)
+        async def expire_commands() -> datetime | None:
+            return await fail_expired_commands(ejects)
 
         async def mark_silent_cabinets() -> datetime | None:
             return await mark_offline_until_next(runtime.sessionmaker, publish, settings.offline_after_s)

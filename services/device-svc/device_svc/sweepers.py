@@ -23,10 +23,12 @@ from kit.db import unit_of_work
 log = logging.getLogger(__name__)
 
 
-async def fail_expired_commands(ejects: EjectService) -> None:
-    """Every `sent` command past its deadline, in batches."""
+async def fail_expired_commands(ejects: EjectService) -> datetime | None:
+    """Every `sent` command past its deadline, in batches; returns the next deadline still ahead (the
+    in-process alarm keeps only the earliest, so later ones rung meanwhile must come from here)."""
     while await ejects.sweep_deadlines() > 0:
         pass
+    return await ejects.next_deadline()
 
 
 async def mark_offline(sessionmaker: async_sessionmaker[AsyncSession], publish: Publish, offline_after_s: float) -> int:

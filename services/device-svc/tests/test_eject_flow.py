@@ -90,6 +90,20 @@ async def test_no_answer_fails_after_the_deadline(service, fleet, online, tap, e
     assert status == "expired"
 
 
+async def test_each_unanswered_command_fails_at_its_own_deadline(service, fleet, online, tap, eject):
+    """The deadline alarm keeps only the earliest deadline; a later one rung meanwhile is still kept
+    (the sweep reports the next one), not left to the slow fallback interval."""
+    first_cab, second_cab = await online("CAB-0002"), await online("CAB-0003")
+    first = await eject("CAB-0002", deadline_s=1.0)
+    second = await eject("CAB-0003", deadline_s=1.6)
+    await first_cab.receive()
+    await second_cab.receive()
+    await tap.wait_for("device.eject.failed", command_id=first.command_id, timeout=5)
+    # The fallback sweep comes command_sweep_interval_s (5 s) after the first one: well after this.
+    failed = await tap.wait_for("device.eject.failed", command_id=second.command_id, timeout=3)
+    assert failed.reason == EjectFailureReason.DEVICE_NO_ANSWER
+
+
 async def test_redelivered_command_is_not_ejected_twice(service, fleet, online, tap, eject, clock):
     cab = await online("CAB-0001")
     cmd = await eject("PB-000003")

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from uuid import UUID
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from contracts import Envelope
@@ -290,6 +290,12 @@ class EjectService:
             if ids:
                 await self._finish_unanswered(session, ids, "expired", "no answer before the deadline")
         return len(ids)
+
+    async def next_deadline(self) -> datetime | None:
+        """The earliest deadline of a command still waiting for its device."""
+        async with self._sessionmaker() as session:
+            stmt = select(func.min(Command.deadline)).where(Command.status == "sent")
+            return (await session.execute(stmt)).scalar_one_or_none()
 
     async def _finish_unanswered(self, session: AsyncSession, ids: list[UUID], status: str, detail: str) -> None:
         rows = (
