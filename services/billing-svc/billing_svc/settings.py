@@ -28,6 +28,12 @@ class Settings(ServiceSettings):
     # once; the re-read only finds an outcome another instance's consumer wrote. Polling faster
     # costs database connections exactly when the consumer needs them (an unlock burst).
     borrow_poll_interval_s: float = Field(default=1.0, gt=0)
+    # Load shedding (503 busy, nothing ejected): a borrow is refused while this many wait for their
+    # outcome in this instance, or while one has waited this long. An outcome normally arrives in well
+    # under a second; one still missing after that means the event pipeline lags, and every eject sent
+    # then risks a bank out of its slot while the user is told "no answer".
+    max_borrows_waiting: int = Field(default=64, ge=1)
+    shed_borrows_after_wait_s: float = Field(default=2.0, gt=0)
 
     # A rental still `unlocking` this long after its request never got a device answer; it is
     # failed with `device_no_answer` so the user is not blocked. 0 disables the sweeper.

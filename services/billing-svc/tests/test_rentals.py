@@ -28,7 +28,7 @@ from contracts.events import (
 )
 from kit.auth import TokenSigner
 from kit.db import unit_of_work
-from kit.testing import app_client
+from kit.testing import app_client, eventually
 
 if TYPE_CHECKING:
     from conftest import Billing, FakeDevice, FakeWallets
@@ -573,3 +573,36 @@ async def test_stale_unlocking_rentals_are_failed_by_the_sweeper(
     row = await eventually(revived)
     assert row["started_at"] == late.ejected_at
     assert row["user_exclusive"] is False
+
+
+async def test_borrows_are_shed_while_earlier_unlocks_wait_too_long(
+    billing: Billing, device: FakeDevice, signer: TokenSigner
+) -> None:
+    """Load shedding: while the pipeline cannot confirm the unlocks in flight, a new borrow is refused
+    at once with 503 busy and Retry-After, before any rental or eject exists."""
+    normal = billing.runtime.settings
+    billing.runtime.settings = normal.model_copy(update={"max_borrows_waiting": 1})
+    try:
+        _, waiting_headers = user(signer)
+        silent = unique("BANK")
+        device.behaviours[silent] = device.silent
+        waiting = asyncio.create_task(
+            billing.client.post("/v1/rentals", json={"code": silent}, headers=waiting_headers)
+        )
+        waiters = service.waiters_of(billing.runtime)
+
+        async def one_waiting() -> bool:
+            return len(waiters) == 1
+
+        await eventually(one_waiting, what="the first borrow to wait for its device")
+        shed_user, shed_headers = user(signer)
+        shed = await billing.client.post("/v1/rentals", json={"code": unique("BANK")}, headers=shed_headers)
+        assert shed.status_code == 503, shed.text
+        assert shed.json()["code"] == "busy"
+        assert shed.headers["Retry-After"] == "2"
+        async with billing.runtime.sessionmaker() as session:
+            rows = await session.execute(text("SELECT count(*) FROM rentals WHERE user_id = :u"), {"u": shed_user})
+            assert rows.scalar_one() == 0
+        assert (await waiting).status_code == 504
+    finally:
+        billing.runtime.settings = normal

@@ -7,7 +7,8 @@ use read sessions (`kit.db.read_sessionmaker`: no BEGIN/COMMIT round trips aroun
 
 1. replay an earlier request with the same Idempotency-Key; refuse a second open rental (409)
    and a user with an unpaid rental (402 unpaid_debt);
-2. check the balance with asset-credit-svc (402 / 503);
+2. shed load (503 busy, nothing started) while earlier unlocks wait too long for their outcome;
+   check the balance with asset-credit-svc (402 / 503);
 3. one transaction: the rental `unlocking` + the EjectBank command in the outbox;
 4. after the commit, wait (woken by the consumer, re-reading the database as a fallback) until the
    rental leaves `unlocking`, or until the command's deadline + a grace, bounded by the 5 s budget.
@@ -49,6 +50,7 @@ async def borrow(runtime: Runtime, user: Principal, code: str, idempotency_key: 
     if earlier is not None:
         return await _answer(runtime, earlier.id, budget_end)
 
+    service.admit_borrow(runtime)
     await service.check_balance(runtime.http, settings, user.token)
 
     rental_id = uuid.uuid4()

@@ -57,6 +57,19 @@ class WalletUnavailable(BusinessError):
     title = "Your balance cannot be checked right now; try again shortly"
 
 
+class UnlocksBusy(BusinessError):
+    """Refused before anything started (no rental, no eject): unlocks already waiting show the platform
+    cannot confirm more in time."""
+
+    status = 503
+    code = "busy"
+    title = "Too many unlocks are in progress right now; nothing was ejected, try again in a moment"
+
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__()
+        self.headers["Retry-After"] = str(retry_after_s)
+
+
 class NoActiveRental(NotFound):
     code = "no_active_rental"
     title = "You have no rental in progress"

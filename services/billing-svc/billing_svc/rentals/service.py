@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 import httpx
+from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing_svc.models import Rental, RentalState
@@ -26,6 +27,7 @@ from billing_svc.rentals.errors import (
     NothingToPay,
     PaymentPending,
     RentalNotFound,
+    UnlocksBusy,
     UnpaidDebt,
     WalletUnavailable,
 )
@@ -49,6 +51,8 @@ from kit.app import Runtime
 from kit.db import after_commit
 
 log = logging.getLogger(__name__)
+
+BORROWS_SHED = Counter("pb_billing_borrows_shed_total", "Borrows refused 503 busy (load shedding), nothing ejected")
 
 # charge_id = uuid5(CHARGE_NAMESPACE, str(rental_id)): one rental can never produce two charges.
 CHARGE_NAMESPACE = UUID("6f1c8a52-3d5e-5b8e-9a57-0c1b2d3e4f50")
@@ -102,6 +106,15 @@ def elapsed_seconds(rental: Rental, at: datetime) -> int:
 def waiters_of(runtime: Runtime) -> RentalWaiters:
     waiters: RentalWaiters = runtime.extras["rental_waiters"]
     return waiters
+
+
+def admit_borrow(runtime: Runtime) -> None:
+    """Shed load before anything starts when the unlocks already in flight show a lagging pipeline."""
+    settings, waiters = settings_of(runtime), waiters_of(runtime)
+    if len(waiters) >= settings.max_borrows_waiting or waiters.oldest_wait_s() > settings.shed_borrows_after_wait_s:
+        log.warning("borrow shed", extra={"waiting": len(waiters), "oldest_wait_s": round(waiters.oldest_wait_s(), 2)})
+        BORROWS_SHED.inc()
+        raise UnlocksBusy(retry_after_s=2)
 
 
 def settings_of(runtime: Runtime) -> Settings:

@@ -3,6 +3,7 @@ that applied the device's outcome notifies after its commit. Waiting also re-rea
 (another instance's consumer may have applied the outcome), so a missed wake-up costs one poll."""
 
 import asyncio
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from uuid import UUID
@@ -11,12 +12,14 @@ from uuid import UUID
 class RentalWaiters:
     def __init__(self) -> None:
         self._events: dict[UUID, set[asyncio.Event]] = {}
+        self._since: dict[UUID, float] = {}  # when the rental's first watcher began to wait
 
     @contextmanager
     def watch(self, rental_id: UUID) -> Iterator[asyncio.Event]:
         """Register before the rental is committed, so a wake-up cannot be lost."""
         event = asyncio.Event()
         self._events.setdefault(rental_id, set()).add(event)
+        self._since.setdefault(rental_id, time.monotonic())
         try:
             yield event
         finally:
@@ -25,6 +28,7 @@ class RentalWaiters:
                 waiting.discard(event)
                 if not waiting:
                     del self._events[rental_id]
+                    self._since.pop(rental_id, None)
 
     def notify(self, rental_id: UUID) -> None:
         for event in self._events.get(rental_id, ()):
@@ -32,3 +36,7 @@ class RentalWaiters:
 
     def __len__(self) -> int:
         return len(self._events)
+
+    def oldest_wait_s(self) -> float:
+        """How long the longest-waiting borrow has waited for its outcome (0 when none waits)."""
+        return time.monotonic() - min(self._since.values()) if self._since else 0.0
