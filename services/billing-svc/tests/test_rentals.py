@@ -28,7 +28,7 @@ from contracts.events import (
 )
 from kit.auth import TokenSigner
 from kit.db import unit_of_work
-from kit.testing import app_client, eventually
+from kit.testing import app_client
 
 if TYPE_CHECKING:
     from conftest import Billing, FakeDevice, FakeWallets
@@ -594,7 +594,7 @@ async def test_borrows_are_shed_while_earlier_unlocks_wait_too_long(
         async def one_waiting() -> bool:
             return len(waiters) == 1
 
-        await eventually(one_waiting, what="the first borrow to wait for its device")
+        await eventually(one_waiting)
         shed_user, shed_headers = user(signer)
         shed = await billing.client.post("/v1/rentals", json={"code": unique("BANK")}, headers=shed_headers)
         assert shed.status_code == 503, shed.text
