@@ -33,7 +33,7 @@ class Settings(ServiceSettings):
     # under a second; one still missing after that means the event pipeline lags, and every eject sent
     # then risks a bank out of its slot while the user is told "no answer".
     max_borrows_waiting: int = Field(default=64, ge=1)
-    shed_borrows_after_wait_s: float = Field(default=2.0, gt=0)
+    shed_borrows_after_wait_s: float = Field(default=1.0, gt=0)
 
     # A rental still `unlocking` this long after its request never got a device answer; it is
     # failed with `device_no_answer` so the user is not blocked. 0 disables the sweeper.
