@@ -22,6 +22,7 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from pydantic import SecretStr
+from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from contracts import Envelope, Topic, event_adapter, new_event
@@ -519,3 +520,44 @@ def readiness() -> Callable[..., Any]:
 @pytest.fixture
 def truncate() -> Callable[[str], Any]:
     return truncate_retrying
+
+
+@contextlib.asynccontextmanager
+async def cabinet_rows_locked(database_url: str, cabinet_ids: list[str]) -> AsyncIterator[None]:
+    """Holds the cabinets' row locks: device-svc's handling of their next messages waits, uncommitted."""
+    engine = make_engine(database_url, 1)
+    try:
+        async with engine.connect() as conn:
+            query = text("SELECT id FROM cabinets WHERE id = ANY(:ids) ORDER BY id FOR UPDATE")
+            await conn.execute(query, {"ids": cabinet_ids})
+            try:
+                yield
+            finally:
+                await conn.rollback()
+    finally:
+        await engine.dispose()
+
+
+async def count_lock_waiters(database_url: str) -> int:
+    """Sessions of this database waiting for a lock (e.g. a message's handling on a locked cabinet)."""
+    engine = make_engine(database_url, 1)
+    try:
+        async with engine.connect() as conn:
+            query = (
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+            return int((await conn.execute(text(query))).scalar_one())
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+def lock_cabinets(database_url: str) -> Callable[..., Any]:
+    """`async with lock_cabinets("CAB-0001", ...)`: hold those cabinets' row locks."""
+    return lambda *cabinet_ids: cabinet_rows_locked(database_url, list(cabinet_ids))
+
+
+@pytest.fixture
+def lock_waiters(database_url: str) -> Callable[[], Any]:
+    """`await lock_waiters()`: how many sessions wait for a lock."""
+    return lambda: count_lock_waiters(database_url)

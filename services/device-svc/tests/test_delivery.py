@@ -63,15 +63,6 @@ async def outbox_count(database_url: str, event_type: str, field: str, value: st
     )
 
 
-async def lock_waiters(database_url: str) -> bool:
-    return bool(
-        await scalar(
-            database_url,
-            "SELECT count(*) > 0 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
-        )
-    )
-
-
 def metric(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
@@ -99,32 +90,25 @@ def return_report(msg_id: str, clock) -> bytes:
     return json.dumps(report).encode()
 
 
-@contextlib.asynccontextmanager
-async def cabinet_row_locked(database_url: str, cabinet_id: str) -> AsyncIterator[None]:
-    """Holds the cabinet's row lock: device-svc's handling of its next message waits, uncommitted."""
-    engine = make_engine(database_url, 1)
-    try:
-        async with engine.connect() as conn:
-            await conn.execute(text("SELECT id FROM cabinets WHERE id = :id FOR UPDATE"), {"id": cabinet_id})
-            try:
-                yield
-            finally:
-                await conn.rollback()
-    finally:
-        await engine.dispose()
-
-
 async def test_message_not_committed_is_redelivered_after_restart_and_lands_once(
-    fleet, database_url, private_broker, persistent_settings, service_password, readiness, clock
+    fleet,
+    database_url,
+    private_broker,
+    persistent_settings,
+    service_password,
+    readiness,
+    clock,
+    lock_cabinets,
+    lock_waiters,
 ):
     settings = await persistent_settings()
     msg_id = f"ret-{uuid.uuid4().hex[:8]}"
-    async with cabinet_row_locked(database_url, "CAB-0002"):
+    async with lock_cabinets("CAB-0002"):
         async with app_client(create_app(settings)) as client:
             await readiness(client)
             async with publisher(private_broker, service_password) as device:
                 await device.publish(up_topic("CAB-0002", UpChannel.RETURN), return_report(msg_id, clock), qos=1)
-            await eventually(lambda: lock_waiters(database_url), what="the return's handling to wait on the lock")
+            await eventually(lock_waiters, what="the return's handling to wait on the lock")
         # device-svc stopped (a crash would do the same) before the return committed.
     assert await inbound(database_url, "CAB-0002", msg_id) == 0
 
@@ -164,7 +148,16 @@ async def test_rejected_message_is_acknowledged_and_not_redelivered(
 
 
 async def test_ack_never_goes_to_a_newer_connection(
-    fleet, database_url, private_broker, restart_broker, persistent_settings, service_password, readiness, clock
+    fleet,
+    database_url,
+    private_broker,
+    restart_broker,
+    persistent_settings,
+    service_password,
+    readiness,
+    clock,
+    lock_cabinets,
+    lock_waiters,
 ):
     """The connection drops while a message is being handled; it commits afterwards. Its ack is not
     sent (the packet id means nothing on the new connection); the broker's redelivery is dropped as
@@ -177,10 +170,10 @@ async def test_ack_never_goes_to_a_newer_connection(
     async with app_client(app) as client:
         await readiness(client)
         gateway = app.state.runtime.extras["gateway"]
-        async with cabinet_row_locked(database_url, "CAB-0002"):
+        async with lock_cabinets("CAB-0002"):
             async with publisher(private_broker, service_password) as device:
                 await device.publish(up_topic("CAB-0002", UpChannel.RETURN), return_report(msg_id, clock), qos=1)
-            await eventually(lambda: lock_waiters(database_url), what="the return's handling to wait on the lock")
+            await eventually(lock_waiters, what="the return's handling to wait on the lock")
             restart_broker(private_broker)  # keeps the session and the unacknowledged return
 
             async def reconnected() -> bool:

@@ -18,7 +18,7 @@ from device_svc.models import Bank, Cabinet, DeviceCredential, Slot
 from device_svc.ops import repository as ops_repo
 from device_svc.presence import transition_events
 from device_svc.provisioning import repository as prov_repo
-from device_svc.provisioning.credentials import generate_password, hashes_for, set_password
+from device_svc.provisioning.credentials import credential_row, generate_password, set_password
 from device_svc.registry.repository import empty_slot_of_bank, take_offline
 from kit.errors import Conflict, NotFound
 
@@ -181,18 +181,7 @@ async def _issue_credentials(
 ) -> dict[str, str]:
     """A new password for each (device id, kind), written in one multi-row upsert."""
     passwords = {device_id: generate_password() for device_id, _ in devices}
-    rows = []
-    for device_id, kind in devices:
-        hashes = hashes_for(passwords[device_id])
-        rows.append(
-            {
-                "device_id": device_id,
-                "kind": kind,
-                "password_hash": hashes.password_hash,
-                "broker_hash": hashes.broker_hash,
-                "rotated_at": now,
-            }
-        )
+    rows = [credential_row(device_id, kind, passwords[device_id], now) for device_id, kind in devices]
     await prov_repo.upsert_credentials(session, rows)
     return passwords
 

@@ -13,6 +13,8 @@ import hmac
 import os
 import secrets
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -63,6 +65,18 @@ class Hashes:
 def hashes_for(password: str) -> Hashes:
     """Our copy (to verify a device) and the broker's password-file entry."""
     return Hashes(hash_password(password), mosquitto_hash(password))
+
+
+def credential_row(device_id: str, kind: str, password: str, now: datetime) -> dict[str, Any]:
+    """A `device_credentials` row for a bulk upsert (provisioning/repository.upsert_credentials)."""
+    hashes = hashes_for(password)
+    return {
+        "device_id": device_id,
+        "kind": kind,
+        "password_hash": hashes.password_hash,
+        "broker_hash": hashes.broker_hash,
+        "rotated_at": now,
+    }
 
 
 def set_password(credential: DeviceCredential, password: str) -> None:

@@ -13,7 +13,12 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from device_svc.provisioning import repository as repo
-from device_svc.provisioning.credentials import broker_entries, generate_password, hashes_for, verify_password
+from device_svc.provisioning.credentials import (
+    broker_entries,
+    credential_row,
+    generate_password,
+    verify_password,
+)
 from device_svc.provisioning.mosquitto import reload_broker, write_atomically, write_password_file
 from kit.db import unit_of_work
 
@@ -204,17 +209,8 @@ async def _ensure_credentials(
         if password is None:
             password = generate_password()
             generated += 1
-        hashes = hashes_for(password)
         passwords[device_id] = password
-        rows.append(
-            {
-                "device_id": device_id,
-                "kind": kind,
-                "password_hash": hashes.password_hash,
-                "broker_hash": hashes.broker_hash,
-                "rotated_at": now,
-            }
-        )
+        rows.append(credential_row(device_id, kind, password, now))
     await repo.upsert_credentials(session, rows)
     return passwords, generated
 
