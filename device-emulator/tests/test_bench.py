@@ -478,3 +478,17 @@ def test_errors_answered_although_the_cabinet_ejected_are_counted_by_correlation
     ejected = {"ok-1": ("CAB-1", "PB-1"), "late-1": ("CAB-2", "PB-2")}
     assert errors_but_ejected(attempts, ejected) == 1
     assert errors_but_ejected(attempts, {}) == 0
+
+
+@pytest.mark.parametrize(
+    ("title", "database"),
+    [
+        ("postgres: 15/main: postgres pb_notify 127.0.0.1(51386) idle", "pb_notify"),  # Debian's cluster_name
+        ("postgres: pb pb_billing [local] idle", "pb_billing"),
+        ("postgres: alice pb_user ::1(5555) SELECT", "pb_user"),
+        ("postgres: 15/main: checkpointer ", None),
+        ("postgres: 15/main: logical replication launcher ", None),
+    ],
+)
+def test_a_shared_postgres_backend_is_told_by_its_database_whatever_the_cluster_name(title: str, database: str | None):
+    assert cpu.backend_database(title) == database

@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -119,7 +119,7 @@ def stack_databases(env: Mapping[str, str]) -> tuple[int | None, set[str]]:
     return port, names
 
 
-def _backends_of(postmaster: int, databases: set[str]) -> list[int]:
+def _backends_of(postmaster: int, databases: Collection[str]) -> list[int]:
     """The postmaster's children that serve one of `databases` ("postgres: user db host(port) state")."""
     found = []
     for entry in Path("/proc").iterdir():
@@ -129,10 +129,19 @@ def _backends_of(postmaster: int, databases: set[str]) -> list[int]:
                 if stat is None or stat.ppid != postmaster:
                     continue
                 title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-                match = re.match(r"postgres: \S+ (\S+) ", title)
-                if match and match.group(1) in databases:
+                if backend_database(title) in databases:
                     found.append(stat.pid)
     return found
+
+
+# "postgres: [cluster_name: ]user database host(port)|[local] state"; Debian sets cluster_name ("15/main").
+_BACKEND_TITLE = re.compile(r"postgres: (?:\S+: )?\S+ (\S+) (?:\[local\]|\S+\(\d+\))")
+
+
+def backend_database(title: str) -> str | None:
+    """The database a backend serves, from its process title; None for background processes."""
+    match = _BACKEND_TITLE.match(title)
+    return match.group(1) if match else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +151,14 @@ class Platform:
     roots: dict[str, list[int]]
     whole_trees: frozenset[str]
     notes: tuple[str, ...] = ()
+    # A shared PostgreSQL (postmaster pid, the stack's databases): its backends are found again at each
+    # reading, since the services' pools open connections while the load runs.
+    shared_pg: tuple[int, frozenset[str]] | None = None
+
+    def roots_now(self) -> dict[str, list[int]]:
+        if self.shared_pg is None:
+            return self.roots
+        return {**self.roots, "postgres": _backends_of(*self.shared_pg)}
 
 
 def platform_processes(state_dir: Path | None, env: Mapping[str, str]) -> Platform:
@@ -164,8 +181,10 @@ def platform_processes(state_dir: Path | None, env: Mapping[str, str]) -> Platfo
         roots["postgres"] = [postmaster]
         whole.add("postgres")
     else:
-        roots["postgres"] = _backends_of(postmaster, databases)
+        shared = (postmaster, frozenset(databases))
+        roots["postgres"] = _backends_of(*shared)
         notes.append("shared PostgreSQL: only the backends of the stack's databases are counted")
+        return Platform(roots, frozenset(whole), tuple(notes), shared)
     return Platform(roots, frozenset(whole), tuple(notes))
 
 
@@ -184,7 +203,7 @@ def platform_cpu_s(platform: Platform, stats: Mapping[int, ProcStat] | None = No
     """Cumulative CPU seconds per group now (differences between two readings are what counts)."""
     stats = all_stats() if stats is None else stats
     out: dict[str, float] = {}
-    for name, pids in platform.roots.items():
+    for name, pids in platform.roots_now().items():
         if name in platform.whole_trees:
             out[name] = sum(tree_cpu_s(pid, stats) for pid in pids)
         else:
