@@ -967,6 +967,7 @@ def ensure_mosquitto(stack: Stack, password: str) -> None:
         acl_file=paths["acl"],
         pid_file=paths["pid"],
         user_line=user_line,
+        persistence_dir=f"{stack.mqtt_dir}/",
     )
     started = paths["started_conf"].read_text() if paths["started_conf"].exists() else None
     conf_changed = started != conf
