@@ -1,5 +1,7 @@
 """Public registry API and operations endpoints."""
 
+from datetime import UTC, datetime
+
 import pytest
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -86,3 +88,23 @@ async def test_last_will_and_silence_mark_cabinets_offline(service, online, cabi
     assert (will.device_kind, will.reason, will.last_seen_at is not None) == ("cabinet", "last_will", True)
     quiet = await tap.wait_for("device.presence.changed", device_id="CAB-0003", online=False)
     assert quiet.reason == "heartbeat_silence"
+
+
+async def test_presence_counts_who_was_heard_since_a_moment_and_names_the_silent(service, online, signer):
+    ops = auth(signer, kind="admin", roles=["operator"])
+    assert (await service.get("/v1/ops/presence", headers=auth(signer))).status_code == 403
+    assert (await service.get("/v1/ops/presence", params={"heard_since": "yesterday"}, headers=ops)).status_code == 422
+    moment = datetime.now(UTC).isoformat()  # same machine, same clock as device-svc
+    await online("CAB-0003")
+    after = (
+        await service.get("/v1/ops/presence", params={"heard_since": moment, "silent_limit": 10}, headers=ops)
+    ).json()
+    assert after["cabinets"] == 3
+    assert after["heard"] >= 1 and "CAB-0003" not in after["silent"]
+    assert after["silent_total"] == after["cabinets"] - after["heard"]
+    assert len(after["silent"]) == after["silent_total"]
+    assert after["online"] >= after["heard"]
+    capped = (
+        await service.get("/v1/ops/presence", params={"heard_since": moment, "silent_limit": 0}, headers=ops)
+    ).json()
+    assert capped["silent"] == [] and capped["silent_total"] == after["silent_total"]

@@ -3,6 +3,7 @@
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
+from pydantic import AwareDatetime
 
 from device_svc.models import BANK_STATES
 from device_svc.mqtt.downlink import Downlink
@@ -11,6 +12,7 @@ from device_svc.ops.schemas import (
     AlarmList,
     BankAdminList,
     BankAdminOut,
+    CabinetPresence,
     CommandAccepted,
     DeviceStatusList,
     LightRequest,
@@ -23,7 +25,7 @@ from device_svc.registry.endpoints import DeviceIdPath
 from device_svc.settings import Settings
 from kit.app import RuntimeDep
 from kit.auth import Principal, require_permission
-from kit.db import SessionDep
+from kit.db import ReadSessionDep, SessionDep
 
 Staff = Annotated[Principal, Depends(require_permission("devices:read"))]
 Maintainer = Annotated[Principal, Depends(require_permission("devices:maintain"))]
@@ -60,6 +62,18 @@ async def devices(
 ) -> DeviceStatusList:
     """Communication status: online, last seen, signal strength and operating state per device."""
     return DeviceStatusList(items=await service.device_statuses(session, kind, online, limit))
+
+
+@router.get("/presence", response_model=CabinetPresence)
+async def presence(
+    _: Staff,
+    session: ReadSessionDep,
+    heard_since: Annotated[AwareDatetime | None, Query()] = None,
+    silent_limit: Annotated[int, Query(ge=0, le=1000)] = 100,
+) -> CabinetPresence:
+    """How many cabinets are online, how many were heard from since a moment (after an outage: who is
+    back), and the first silent ones by id. One query, cheap at any fleet size."""
+    return await service.cabinet_presence(session, heard_since, silent_limit)
 
 
 @router.get("/banks", response_model=BankAdminList)

@@ -1,9 +1,10 @@
 """Operations SQL. Never commits."""
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, or_, select, text
+from sqlalchemy import ColumnElement, and_, func, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from device_svc.models import Bank, BankTransition, Cabinet, Slot
@@ -54,6 +55,31 @@ async def device_statuses(session: AsyncSession, kind: str | None, online: bool 
             bstmt = bstmt.where(Bank.online.is_(online))
         rows += [("bank", b) for b in (await session.execute(bstmt)).scalars().all()]
     return rows[:limit]
+
+
+async def cabinet_presence(
+    session: AsyncSession, heard_since: datetime | None, silent_limit: int
+) -> tuple[Any, list[str]]:
+    """(total, online, heard from since `heard_since` while online) and the first cabinets not counted
+    as heard (by id): one scan, however large the fleet."""
+    heard: ColumnElement[bool] = Cabinet.online.is_(True)
+    if heard_since is not None:
+        heard = and_(heard, Cabinet.last_seen_at > heard_since)
+    counts = (
+        await session.execute(
+            select(
+                func.count(),
+                func.count().filter(Cabinet.online.is_(True)),
+                func.count().filter(heard),
+            ).where(Cabinet.state != "retired")
+        )
+    ).one()
+    silent = (
+        await session.execute(
+            select(Cabinet.id).where(Cabinet.state != "retired", ~heard).order_by(Cabinet.id).limit(silent_limit)
+        )
+    ).scalars()
+    return counts, list(silent)
 
 
 async def query_banks(

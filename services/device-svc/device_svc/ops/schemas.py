@@ -45,6 +45,19 @@ class DeviceStatusList(BaseModel):
     items: list[DeviceStatusOut]
 
 
+class CabinetPresence(BaseModel):
+    """The fleet's communication status at a glance (6.3.9): counts, and which cabinets are silent."""
+
+    cabinets: int
+    online: int
+    heard_since: datetime | None
+    # Online and heard from after `heard_since` (all online ones without it).
+    heard: int
+    # Cabinets not counted in `heard`, by id, at most `silent_limit` of them; `silent_total` counts all.
+    silent: list[str]
+    silent_total: int
+
+
 class BankAdminOut(BaseModel):
     id: str
     model: str

@@ -17,6 +17,7 @@ from device_svc.ops import repository as repo
 from device_svc.ops.schemas import (
     AlarmOut,
     BankAdminOut,
+    CabinetPresence,
     CommandAccepted,
     DeviceStatusOut,
     MaintenanceTask,
@@ -119,6 +120,18 @@ async def device_statuses(
         )
         for k, d in await repo.device_statuses(session, kind, online, limit)
     ]
+
+
+async def cabinet_presence(session: AsyncSession, heard_since: datetime | None, silent_limit: int) -> CabinetPresence:
+    (total, online, heard), silent = await repo.cabinet_presence(session, heard_since, silent_limit)
+    return CabinetPresence(
+        cabinets=total,
+        online=online,
+        heard_since=heard_since,
+        heard=heard,
+        silent=silent,
+        silent_total=total - heard,
+    )
 
 
 def bank_admin_out(bank: Bank, rentals: int, now: datetime | None = None) -> BankAdminOut:
