@@ -13,6 +13,10 @@ MESSAGES_DROPPED = Counter(
 EJECT_RESULTS = Counter("pb_device_eject_results_total", "Eject results from devices, by outcome", ["outcome"])
 COMMANDS_SENT = Counter("pb_device_commands_sent_total", "Eject commands published to devices", ["outcome"])
 MQTT_CONNECTED = Gauge("pb_device_mqtt_connected", "1 while device-svc holds the intake's MQTT connection", ["intake"])
+RETAINED_STATUS_CURRENT = Counter(
+    "pb_device_retained_status_current_total",
+    "Retained status messages replayed by the broker on subscribe that matched the registry (no write)",
+)
 MQTT_CONNECTS = Counter("pb_device_mqtt_connects_total", "MQTT connections device-svc opened, per intake", ["intake"])
 STATE_ROWS_WRITTEN = Counter("pb_device_state_rows_written_total", "Bank current-state rows updated by batch writes")
 STATE_WRITES_SKIPPED = Counter(

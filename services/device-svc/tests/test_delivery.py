@@ -191,6 +191,19 @@ async def test_ack_never_goes_to_a_newer_connection(
         assert await outbox_count(database_url, "device.bank.returned", "report_id", f"CAB-0002/{msg_id}") == 1
 
 
+async def take_over_critical(broker: Any, settings: Any, password: str) -> None:
+    """Connect with the critical intake's client id: the broker drops device-svc's connection (a takeover)."""
+    async with aiomqtt.Client(
+        broker.host,
+        broker.port,
+        username="device-svc",
+        password=password,
+        identifier=f"{settings.mqtt_client_id}-critical",
+        clean_session=False,
+    ):
+        pass
+
+
 async def test_when_the_broker_drops_one_intake_every_intake_reconnects(
     private_broker, persistent_settings, service_password, readiness
 ):
@@ -204,18 +217,48 @@ async def test_when_the_broker_drops_one_intake_every_intake_reconnects(
         await readiness(client)
         gateway = app.state.runtime.extras["gateway"]
         before = {i: metric("pb_device_mqtt_connects_total", intake=i) for i in ("critical", "state", "telemetry")}
-        async with aiomqtt.Client(
-            private_broker.host,
-            private_broker.port,
-            username="device-svc",
-            password=service_password,
-            identifier=f"{settings.mqtt_client_id}-critical",
-            clean_session=False,
-        ):
-            pass
+        await take_over_critical(private_broker, settings, service_password)
 
         async def all_reconnected() -> bool:
             now = {i: metric("pb_device_mqtt_connects_total", intake=i) for i in before}
             return gateway.connected and all(now[i] > before[i] for i in before)
 
         await eventually(all_reconnected, what="every intake to reconnect")
+
+
+async def test_a_retained_status_replayed_on_subscribe_writes_nothing_when_it_is_current(
+    fleet, private_broker, persistent_settings, service_password, readiness, database_url
+):
+    """The broker replays every retained `status` whenever device-svc subscribes again (each reconnect;
+    after a broker restart, the whole fleet's): one that matches the registry is no sign of life and
+    no news, so nothing is written; one that does not goes the normal way."""
+    settings = await persistent_settings()
+    online = b'{"type":"status","v":1,"online":true}'
+    app = create_app(settings)
+    async with app_client(app) as client:
+        await readiness(client)
+        async with publisher(private_broker, service_password) as device:
+            await device.publish(up_topic("CAB-0003", UpChannel.STATUS), online, qos=1, retain=True)
+
+        async def last_seen() -> Any:
+            return await scalar(database_url, "SELECT max(last_seen_at) FROM cabinets WHERE id = 'CAB-0003' AND online")
+
+        await eventually(last_seen, what="CAB-0003 online")
+        seen = await last_seen()
+        current = metric("pb_device_retained_status_current_total")
+        await take_over_critical(private_broker, settings, service_password)
+
+        async def replay_skipped() -> bool:
+            return metric("pb_device_retained_status_current_total") > current
+
+        await eventually(replay_skipped, what="the replayed status to be found current")
+        assert await last_seen() == seen
+        # Shown offline meanwhile (say, by silence): the replayed `online` is news again and is applied.
+        engine = make_engine(database_url, 1)
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(text("UPDATE cabinets SET online = false WHERE id = 'CAB-0003'"))
+        finally:
+            await engine.dispose()
+        await take_over_critical(private_broker, settings, service_password)
+        await eventually(last_seen, what="the replayed online status to be applied")

@@ -175,7 +175,7 @@ class _Acks:
 async def test_lane_acks_after_processing_and_after_retries():
     acks, attempts = _Acks(), {"poison": 0, "flaky": 0}
 
-    async def process(topic: str, payload: bytes, at: datetime) -> None:
+    async def process(topic: str, payload: bytes, at: datetime, retained: bool = False) -> None:
         name = payload.decode()
         if name == "poison":
             attempts[name] += 1
@@ -201,7 +201,7 @@ async def test_lane_acks_after_processing_and_after_retries():
 async def test_lane_waits_out_an_outage_without_giving_up_or_acking():
     acks, calls = _Acks(), {"n": 0}
 
-    async def process(topic: str, payload: bytes, at: datetime) -> None:
+    async def process(topic: str, payload: bytes, at: datetime, retained: bool = False) -> None:
         calls["n"] += 1
         if calls["n"] <= 6:  # twice the attempts a poison message gets: the database is down
             raise OperationalError("SELECT 1", {}, ConnectionRefusedError("database down"))
@@ -217,7 +217,7 @@ async def test_lane_waits_out_an_outage_without_giving_up_or_acking():
 async def test_lane_acks_a_dropped_message_at_once_and_not_a_cancelled_one():
     acks, release = _Acks(), asyncio.Event()
 
-    async def process(topic: str, payload: bytes, at: datetime) -> None:
+    async def process(topic: str, payload: bytes, at: datetime, retained: bool = False) -> None:
         await release.wait()
 
     lanes = DeviceLanes(process, max_pending_per_device=1)

@@ -25,9 +25,10 @@ from device_svc.mqtt.intake import Intake, intake_of_topic
 
 log = logging.getLogger(__name__)
 
-Process = Callable[[str, bytes, datetime], Awaitable[None]]
+# (topic, payload, received at, retained: replayed by the broker on subscribe, not sent just now)
+Process = Callable[[str, bytes, datetime, bool], Awaitable[None]]
 Ack = Callable[[], None]
-Item = tuple[str, bytes, datetime, Ack]
+Item = tuple[str, bytes, datetime, Ack, bool]
 
 # Messages whose topic names no device share one lane.
 NO_DEVICE_LANE = "\x00"
@@ -64,7 +65,9 @@ class DeviceLanes:
         self._lanes: dict[str, asyncio.Queue[Item]] = {}
         self._workers: set[asyncio.Task[None]] = set()
 
-    def submit(self, topic: str, payload: bytes, received_at: datetime, ack: Ack = _no_ack) -> None:
+    def submit(
+        self, topic: str, payload: bytes, received_at: datetime, ack: Ack = _no_ack, retained: bool = False
+    ) -> None:
         parsed = parse_up_topic(topic)
         lane = parsed[0] if parsed is not None else NO_DEVICE_LANE
         queue = self._lanes.get(lane)
@@ -75,7 +78,7 @@ class DeviceLanes:
             self._workers.add(worker)
             worker.add_done_callback(self._workers.discard)
         try:
-            queue.put_nowait((topic, payload, received_at, ack))
+            queue.put_nowait((topic, payload, received_at, ack, retained))
         except asyncio.QueueFull:
             MESSAGES_DROPPED.inc()
             log.warning("device queue full; message dropped", extra={"device_id": lane, "mqtt_topic": topic})
@@ -84,15 +87,15 @@ class DeviceLanes:
     async def _drain(self, lane: str, queue: "asyncio.Queue[Item]") -> None:
         try:
             while not queue.empty():
-                topic, payload, received_at, ack = queue.get_nowait()
-                await self._handle(topic, payload, received_at)
+                topic, payload, received_at, ack, retained = queue.get_nowait()
+                await self._handle(topic, payload, received_at, retained)
                 ack()
         finally:
             # No await between the last empty() check and this: nothing can be queued in between.
             if self._lanes.get(lane) is queue:
                 del self._lanes[lane]
 
-    async def _handle(self, topic: str, payload: bytes, received_at: datetime) -> None:
+    async def _handle(self, topic: str, payload: bytes, received_at: datetime, retained: bool) -> None:
         """Process with a few attempts (a deadlock victim, a dropped database connection: every
         attempt rolled back, and a replay is dropped by its msg_id); then give up, so that one poison
         message cannot hold its device's lane and an unacknowledged broker slot for ever."""
@@ -100,7 +103,7 @@ class DeviceLanes:
         while True:
             attempt += 1
             try:
-                await self._process(topic, payload, received_at)
+                await self._process(topic, payload, received_at, retained)
                 return
             except asyncio.CancelledError:
                 raise
@@ -139,8 +142,10 @@ class IntakeLanes:
     def __init__(self, make: Callable[[], DeviceLanes]) -> None:
         self._lanes = {intake: make() for intake in Intake}
 
-    def submit(self, topic: str, payload: bytes, received_at: datetime, ack: Ack = _no_ack) -> None:
-        self._lanes[intake_of_topic(topic)].submit(topic, payload, received_at, ack)
+    def submit(
+        self, topic: str, payload: bytes, received_at: datetime, ack: Ack = _no_ack, retained: bool = False
+    ) -> None:
+        self._lanes[intake_of_topic(topic)].submit(topic, payload, received_at, ack, retained)
 
     async def close(self) -> None:
         await asyncio.gather(*(lanes.close() for lanes in self._lanes.values()))

@@ -73,7 +73,8 @@ class _Connection:
         self._paho.ack(mid, qos)
 
 
-OnMessage = Callable[[str, bytes, datetime, Ack], None]
+# (topic, payload, received at, ack, retained)
+OnMessage = Callable[[str, bytes, datetime, Ack, bool], None]
 
 NODELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
 
@@ -195,7 +196,7 @@ class MqttGateway:
                         if self.on_message is None:
                             ack()
                         else:
-                            self.on_message(str(message.topic), raw, datetime.now(UTC), ack)
+                            self.on_message(str(message.topic), raw, datetime.now(UTC), ack, message.retain)
             except aiomqtt.MqttError as exc:
                 self._errors[intake] = repr(exc)
                 log.warning(

@@ -40,7 +40,7 @@ from contracts.mqtt import (
 )
 from device_svc.clock import checked_device_time, ms_to_datetime
 from device_svc.commands.service import EjectService
-from device_svc.metrics import MESSAGES_RECEIVED
+from device_svc.metrics import MESSAGES_RECEIVED, RETAINED_STATUS_CURRENT
 from device_svc.models import Bank, Cabinet, InboundMessage
 from device_svc.mqtt.downlink import Downlink
 from device_svc.mqtt.incoming import Incoming, count_rejection
@@ -98,7 +98,7 @@ class MessageProcessor:
         self._min_battery = min_battery_pct
         self._max_skew = max_clock_skew_s
 
-    async def process(self, topic: str, payload: bytes, received_at: datetime) -> None:
+    async def process(self, topic: str, payload: bytes, received_at: datetime, retained: bool = False) -> None:
         # Each device message starts its own trace (a return's report, charge and inbox message share it);
         # an eject result switches to the trace of the request that caused the eject.
         set_correlation_id(new_correlation_id())
@@ -111,6 +111,9 @@ class MessageProcessor:
                 raise Rejected("bad_topic")
             incoming = Incoming(topic, parsed[0], parsed[1], received_at)
             MESSAGES_RECEIVED.labels(incoming.channel).inc()
+            if retained and await self._retained_status_is_current(incoming, payload):
+                RETAINED_STATUS_CURRENT.inc()
+                return
             telemetry = self._as_telemetry(incoming, payload)
             if telemetry is not None:
                 await self._ingest.submit(incoming, telemetry)
@@ -122,6 +125,23 @@ class MessageProcessor:
                 raise outcome
         except Rejected as rejected:
             await self._reject(device_id, topic, rejected, received_at)
+
+    async def _retained_status_is_current(self, incoming: Incoming, payload: bytes) -> bool:
+        """A `status` the broker replays from its retained store each time device-svc subscribes (every
+        reconnect: thousands at once after a broker restart) is not news when the registry already shows
+        the cabinet that way: one read, no transaction, no write. Otherwise (and for banks and anything
+        malformed) it takes the normal path."""
+        if incoming.channel != UpChannel.STATUS.value:
+            return False
+        try:
+            msg = up_message_adapter.validate_json(payload)
+        except ValidationError:
+            return False
+        if not isinstance(msg, Status):
+            return False
+        async with self._sessionmaker() as session:
+            online = await repo.cabinet_online(session, incoming.device_id)
+        return online is not None and online == msg.online
 
     @staticmethod
     def _as_telemetry(incoming: Incoming, payload: bytes) -> Heartbeat | BankReport | None:

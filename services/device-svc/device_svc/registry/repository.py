@@ -19,6 +19,12 @@ async def get_cabinet(session: AsyncSession, cabinet_id: str, *, for_update: boo
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
+async def cabinet_online(session: AsyncSession, cabinet_id: str) -> bool | None:
+    """Whether a cabinet (not retired) is shown online; None when there is no such cabinet."""
+    stmt = select(Cabinet.online).where(Cabinet.id == cabinet_id, Cabinet.state != "retired")
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
 async def advance_inventory_at(session: AsyncSession, cabinet_id: str, reported_at: datetime) -> bool:
     """Record `reported_at` as the cabinet's newest slot snapshot if it is newer than the stored one
     (compared in the UPDATE, so concurrent writers agree). False: an older snapshot."""
