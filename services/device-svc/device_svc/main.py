@@ -17,6 +17,7 @@ from device_svc.mqtt.dispatch import DeviceLanes, IntakeLanes
 from device_svc.mqtt.downlink import Downlink
 from device_svc.mqtt.gateway import MqttGateway
 from device_svc.mqtt.handlers import MessageProcessor
+from device_svc.mqtt.intake import presence_only
 from device_svc.ops.endpoints import router as ops_router
 from device_svc.registry.endpoints import router as registry_router
 from device_svc.settings import Settings
@@ -86,6 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 processor.process,
                 max_pending_per_device=settings.max_pending_per_device,
                 attempts=settings.message_attempts,
+                superseded=presence_only,
             )
         )
         gateway.on_message = lanes.submit

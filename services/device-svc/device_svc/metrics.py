@@ -10,6 +10,10 @@ MESSAGES_FAILED = Counter(
 MESSAGES_DROPPED = Counter(
     "pb_device_messages_dropped_total", "Device MQTT messages dropped because the device's queue was full"
 )
+MESSAGES_SUPERSEDED = Counter(
+    "pb_device_messages_superseded_total",
+    "Presence-only messages (status) skipped because a later message of the same device waited behind them",
+)
 EJECT_RESULTS = Counter("pb_device_eject_results_total", "Eject results from devices, by outcome", ["outcome"])
 COMMANDS_SENT = Counter("pb_device_commands_sent_total", "Eject commands published to devices", ["outcome"])
 MQTT_CONNECTED = Gauge("pb_device_mqtt_connected", "1 while device-svc holds the intake's MQTT connection", ["intake"])

@@ -19,7 +19,7 @@ from device_svc.clock import checked_device_time, datetime_to_ms
 from device_svc.commands.rules import BankView, bank_refusal, failure_reason, pick_best_bank
 from device_svc.mqtt.dispatch import DeviceLanes
 from device_svc.mqtt.handlers import CHANNELS
-from device_svc.mqtt.intake import INTAKE_CHANNELS, Intake, intake_of, subscriptions
+from device_svc.mqtt.intake import INTAKE_CHANNELS, Intake, intake_of, presence_only, subscriptions
 from device_svc.provisioning.credentials import generate_password, hash_password, verify_password
 from device_svc.provisioning.mosquitto import mosquitto_hash, render_password_file, verify_mosquitto_hash
 from device_svc.provisioning.seed import plan_cabinet
@@ -229,6 +229,37 @@ async def test_lane_acks_a_dropped_message_at_once_and_not_a_cancelled_one():
     assert acks.sent == ["c"]
     await lanes.close()  # shutdown mid-handling: the broker will send "a" and "b" again
     assert acks.sent == ["c"]
+
+
+async def test_a_status_with_a_later_message_of_its_device_waiting_is_acked_unhandled():
+    """After a broker restart a cabinet's lane holds its last will, its online status and its hello:
+    only the hello is handled; every message is acknowledged. A status with nothing behind it is
+    handled, and other devices' messages never make one moot."""
+    acks, handled, release = _Acks(), [], asyncio.Event()
+
+    async def process(topic: str, payload: bytes, at: datetime, retained: bool = False) -> None:
+        await release.wait()
+        handled.append(payload.decode())
+
+    lanes = DeviceLanes(process, superseded=presence_only)
+    superseded = REGISTRY.get_sample_value("pb_device_messages_superseded_total") or 0.0
+    cab1, cab2 = "pb/v1/devices/CAB-0001/up", "pb/v1/devices/CAB-0002/up"
+    lanes.submit(f"{cab1}/hello", b"busy", NOW, acks.of("busy"))  # the lane's worker holds this one
+    await asyncio.sleep(0)
+    for topic, name in [
+        (f"{cab1}/status", "will"),
+        (f"{cab1}/status", "online"),
+        (f"{cab2}/status", "other"),
+        (f"{cab1}/hello", "hello"),
+        (f"{cab1}/status", "last"),
+    ]:
+        lanes.submit(topic, name.encode(), NOW, acks.of(name))
+    release.set()
+    await eventually(lambda: _done(acks.sent, 6), what="every message acknowledged")
+    assert sorted(handled) == ["busy", "hello", "last", "other"]
+    assert sorted(acks.sent) == ["busy", "hello", "last", "online", "other", "will"]
+    assert REGISTRY.get_sample_value("pb_device_messages_superseded_total") == superseded + 2
+    await lanes.close()
 
 
 async def _done(sent: list[str], n: int) -> bool:

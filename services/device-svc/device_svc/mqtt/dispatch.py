@@ -20,7 +20,7 @@ from aiokafka.errors import KafkaError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from contracts.mqtt import parse_up_topic
-from device_svc.metrics import MESSAGES_DROPPED, MESSAGES_FAILED, MESSAGES_RETRIED
+from device_svc.metrics import MESSAGES_DROPPED, MESSAGES_FAILED, MESSAGES_RETRIED, MESSAGES_SUPERSEDED
 from device_svc.mqtt.intake import Intake, intake_of_topic
 
 log = logging.getLogger(__name__)
@@ -57,8 +57,11 @@ class DeviceLanes:
         max_pending_per_device: int = 100,
         attempts: int = 3,
         retry_delay_s: float = 0.2,
+        superseded: Callable[[str], bool] = lambda topic: False,
     ) -> None:
         self._process = process
+        # A message on such a topic says nothing once a later one of the same device waits behind it.
+        self._superseded = superseded
         self._max_pending = max_pending_per_device
         self._attempts = max(attempts, 1)
         self._retry_delay = retry_delay_s
@@ -88,7 +91,10 @@ class DeviceLanes:
         try:
             while not queue.empty():
                 topic, payload, received_at, ack, retained = queue.get_nowait()
-                await self._handle(topic, payload, received_at, retained)
+                if not queue.empty() and self._superseded(topic):
+                    MESSAGES_SUPERSEDED.inc()
+                else:
+                    await self._handle(topic, payload, received_at, retained)
                 ack()
         finally:
             # No await between the last empty() check and this: nothing can be queued in between.

@@ -45,3 +45,12 @@ def intake_of_topic(topic: str) -> Intake:
 def subscriptions(intake: Intake, shared_group: str | None) -> list[str]:
     prefix = f"$share/{shared_group}/" if shared_group else ""
     return [f"{prefix}{TOPIC_ROOT}/+/up/{channel.value}" for channel in INTAKE_CHANNELS[intake]]
+
+
+def presence_only(topic: str) -> bool:
+    """A `status` (online, or the last will's offline) tells presence and nothing else; any later
+    message of the same device on the state intake (another status, a hello, an inventory) tells it
+    afresh, so one still waiting behind it makes it moot. After a broker restart each cabinet's queue
+    holds its last will, its new online status and its hello: only the hello needs handling."""
+    parsed = parse_up_topic(topic)
+    return parsed is not None and parsed[1] == UpChannel.STATUS.value
