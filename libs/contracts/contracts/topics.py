@@ -16,6 +16,10 @@ class Topic(StrEnum):
     CHARGES = "billing.charges.v1"  # key: user_id
     WALLETS = "asset.wallets.v1"  # key: user_id
     PAYMENTS = "asset.payments.v1"  # key: user_id
+    DEVICE_FAULTS = "device.faults.v1"  # key: bank_id (a user-reported fault cleared by staff)
+    FAULT_REPORTS = "notify.reports.v1"  # key: bank_id (user reports about a bank, for device-svc)
+    TICKETS = "notify.tickets.v1"  # key: ticket_id (support tickets: opened, status changes, overdue alerts)
+    NOTICES = "notify.notices.v1"  # key: notice_id (system and operations notices published to users)
 
 
 ALL_TOPICS: tuple[str, ...] = tuple(t.value for t in Topic)
