@@ -7,9 +7,18 @@ from uuid import UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts import Envelope
-from contracts.events import ChargeFailed, ChargeSettled, RefundSettled, RentalEnded, RentalFailed, RentalStarted
+from contracts.events import (
+    BankFaultCleared,
+    ChargeFailed,
+    ChargeSettled,
+    RefundSettled,
+    RentalEnded,
+    RentalFailed,
+    RentalStarted,
+)
 from notify_svc import texts
 from notify_svc.messages.service import deliver
+from notify_svc.tickets import service as tickets
 
 log = logging.getLogger(__name__)
 
@@ -52,3 +61,9 @@ async def on_rental_started(session: AsyncSession, envelope: Envelope) -> None:
 async def on_refund_settled(session: AsyncSession, envelope: Envelope) -> None:
     assert isinstance(envelope.data, RefundSettled)
     await _deliver(session, envelope, texts.refund_settled(envelope.data), envelope.data.user_id)
+
+
+async def on_bank_fault_cleared(session: AsyncSession, envelope: Envelope) -> None:
+    assert isinstance(envelope.data, BankFaultCleared)
+    added = await tickets.note_fault_cleared(session, envelope.event_id, envelope.data)
+    log.info("bank fault cleared noted", extra={"bank_id": envelope.data.bank_id, "tickets": added})

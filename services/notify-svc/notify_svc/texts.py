@@ -13,6 +13,7 @@ from contracts.events import (
     RentalEnded,
     RentalFailed,
     RentalStarted,
+    ReportKind,
 )
 from notify_svc.models import Category
 
@@ -151,3 +152,17 @@ def refund_settled(data: RefundSettled) -> Text:
         f"Balance: {format_fen(data.balance_fen)}."
     )
     return Text(Category.PAYMENT, "Refund received", body)
+
+
+REPORT_NAMES: dict[ReportKind, str] = {
+    ReportKind.FAULTY_BANK: "faulty power bank",
+    ReportKind.DAMAGED_CABLE: "damaged cable",
+    ReportKind.ABUSE: "abuse report",
+    ReportKind.APP_PROBLEM: "app problem",
+    ReportKind.OTHER: "report",
+}
+
+
+def ticket_reply(kind: ReportKind, reply: str) -> Text:
+    """Customer service answered a report; the staff member's words as written (plain text)."""
+    return Text(Category.SERVICE, f"Customer service replied to your {REPORT_NAMES[kind]}", reply)

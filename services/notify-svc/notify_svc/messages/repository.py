@@ -3,7 +3,7 @@
 import uuid
 from datetime import datetime
 
-from sqlalchemy import select, tuple_, update
+from sqlalchemy import delete, func, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -19,8 +19,8 @@ async def add_message(
     body: str,
     created_at: datetime,
     source_event_id: uuid.UUID | None,
-) -> bool:
-    """Insert a message; False when a message for `source_event_id` already exists."""
+) -> uuid.UUID | None:
+    """Insert a message; None when a message for `source_event_id` already exists."""
     stmt = (
         insert(Message)
         .values(
@@ -35,7 +35,7 @@ async def add_message(
         .on_conflict_do_nothing(index_elements=[Message.source_event_id])
         .returning(Message.id)
     )
-    return (await session.execute(stmt)).first() is not None
+    return (await session.execute(stmt)).scalar()
 
 
 async def list_messages(
@@ -44,15 +44,27 @@ async def list_messages(
     *,
     limit: int,
     unread_only: bool,
+    category: str | None,
     before: tuple[datetime, uuid.UUID] | None,
 ) -> list[Message]:
     stmt = select(Message).where(Message.user_id == user_id)
     if unread_only:
         stmt = stmt.where(Message.read_at.is_(None))
+    if category is not None:
+        stmt = stmt.where(Message.category == category)
     if before is not None:
         stmt = stmt.where(tuple_(Message.created_at, Message.id) < tuple_(*before))
     stmt = stmt.order_by(Message.created_at.desc(), Message.id.desc()).limit(limit)
     return list((await session.scalars(stmt)).all())
+
+
+async def unread_by_category(session: AsyncSession, user_id: uuid.UUID) -> dict[str, int]:
+    stmt = (
+        select(Message.category, func.count())
+        .where(Message.user_id == user_id, Message.read_at.is_(None))
+        .group_by(Message.category)
+    )
+    return {category: count for category, count in (await session.execute(stmt)).all()}
 
 
 async def mark_read(session: AsyncSession, user_id: uuid.UUID, message_id: uuid.UUID, at: datetime) -> Message | None:
@@ -64,3 +76,18 @@ async def mark_read(session: AsyncSession, user_id: uuid.UUID, message_id: uuid.
     )
     stmt = select(Message).where(Message.id == message_id, Message.user_id == user_id)
     return (await session.scalars(stmt.execution_options(populate_existing=True))).first()
+
+
+async def mark_all_read(session: AsyncSession, user_id: uuid.UUID, category: str | None, at: datetime) -> int:
+    stmt = update(Message).where(Message.user_id == user_id, Message.read_at.is_(None))
+    if category is not None:
+        stmt = stmt.where(Message.category == category)
+    result = await session.execute(stmt.values(read_at=at).returning(Message.id))
+    return len(result.all())
+
+
+async def delete_message(session: AsyncSession, user_id: uuid.UUID, message_id: uuid.UUID) -> bool:
+    result = await session.execute(
+        delete(Message).where(Message.id == message_id, Message.user_id == user_id).returning(Message.id)
+    )
+    return result.first() is not None

@@ -18,3 +18,12 @@ class MessageOut(BaseModel):
 class MessagePage(BaseModel):
     items: list[MessageOut]
     next_before: str | None
+
+
+class UnreadCount(BaseModel):
+    unread: int
+    by_category: dict[Category, int]
+
+
+class MarkedRead(BaseModel):
+    marked: int

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from kit.errors import BusinessError, NotFound
 from notify_svc.messages import repository
-from notify_svc.models import Message
+from notify_svc.models import Category, Message
 from notify_svc.texts import Text
 
 
@@ -49,10 +49,23 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
 
 
 async def list_messages(
-    session: AsyncSession, user_id: uuid.UUID, *, limit: int, unread_only: bool, before: str | None
+    session: AsyncSession,
+    user_id: uuid.UUID,
+    *,
+    limit: int,
+    unread_only: bool,
+    before: str | None,
+    category: Category | None = None,
 ) -> Page:
     cursor = decode_cursor(before) if before else None
-    rows = await repository.list_messages(session, user_id, limit=limit + 1, unread_only=unread_only, before=cursor)
+    rows = await repository.list_messages(
+        session,
+        user_id,
+        limit=limit + 1,
+        unread_only=unread_only,
+        category=category.value if category else None,
+        before=cursor,
+    )
     items = rows[:limit]
     next_before = encode_cursor(items[-1].created_at, items[-1].id) if len(rows) > limit else None
     return Page(items=items, next_before=next_before)
@@ -65,8 +78,24 @@ async def mark_read(session: AsyncSession, user_id: uuid.UUID, message_id: uuid.
     return message
 
 
-async def deliver(session: AsyncSession, user_id: uuid.UUID, text: Text, *, source_event_id: uuid.UUID | None) -> bool:
-    """Put a message in a user's inbox; a repeated `source_event_id` is ignored (returns False)."""
+async def unread_count(session: AsyncSession, user_id: uuid.UUID) -> dict[Category, int]:
+    counts = await repository.unread_by_category(session, user_id)
+    return {category: counts.get(category.value, 0) for category in Category}
+
+
+async def mark_all_read(session: AsyncSession, user_id: uuid.UUID, category: Category | None) -> int:
+    return await repository.mark_all_read(session, user_id, category.value if category else None, datetime.now(UTC))
+
+
+async def delete(session: AsyncSession, user_id: uuid.UUID, message_id: uuid.UUID) -> None:
+    if not await repository.delete_message(session, user_id, message_id):
+        raise MessageNotFound(f"You have no message {message_id}")
+
+
+async def deliver(
+    session: AsyncSession, user_id: uuid.UUID, text: Text, *, source_event_id: uuid.UUID | None
+) -> uuid.UUID | None:
+    """Put a message in a user's inbox: its id, or None when `source_event_id` was already delivered."""
     return await repository.add_message(
         session,
         user_id=user_id,
