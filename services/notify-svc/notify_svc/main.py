@@ -11,7 +11,11 @@ from kit.app import ConsumerSpec, Runtime, create_service_app
 from kit.db import unit_of_work
 from kit.periodic import run_periodically
 from notify_svc import consumers
+from notify_svc.context import NotifyContext
 from notify_svc.messages.endpoints import router as messages_router
+from notify_svc.notices.endpoints import media_router
+from notify_svc.notices.endpoints import staff_router as notices_staff_router
+from notify_svc.notices.signing import UrlSigner
 from notify_svc.settings import Settings
 from notify_svc.tickets import service as tickets
 from notify_svc.tickets.endpoints import router as tickets_router
@@ -40,6 +44,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(runtime: Runtime) -> AsyncIterator[None]:
+        signer = UrlSigner(settings.media_signing_key.get_secret_value().encode(), settings.media_url_ttl_s)
+        NotifyContext(settings=settings, signer=signer).install(runtime.extras)
         if settings.ticket_sla_sweep_interval_s > 0:
 
             async def alert_overdue() -> datetime | None:
@@ -55,7 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return create_service_app(
         settings,
         title="notify-svc",
-        routers=[messages_router, tickets_router, tickets_staff_router],
+        routers=[messages_router, tickets_router, tickets_staff_router, notices_staff_router, media_router],
         consumers=_consumers,
         extra_lifespan=lifespan,
     )

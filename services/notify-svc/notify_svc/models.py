@@ -5,11 +5,11 @@ import uuid
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import Boolean, CheckConstraint, DateTime, ForeignKey, Index, String, Text
+from sqlalchemy import Boolean, CheckConstraint, DateTime, ForeignKey, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.dialects.postgresql import UUID as PgUUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from contracts.events import ReportKind, TicketPriority, TicketStatus
+from contracts.events import NoticeKind, ReportKind, TicketPriority, TicketStatus
 from kit.db import define_kit_tables, make_metadata
 
 metadata = make_metadata()
@@ -103,3 +103,49 @@ class TicketEntry(Base):
     internal: Mapped[bool] = mapped_column(Boolean, nullable=False)
     body: Mapped[str] = mapped_column(Text, nullable=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class Notice(Base):
+    """A system or operations notice (6.1.6, 6.3.8). Once published it is in every user's inbox: the
+    inbox reads it from here (one row, whatever the audience), and a user's read or delete is a row
+    in `notice_receipts`, written only when that user acts."""
+
+    __tablename__ = "notices"
+    __table_args__ = (
+        CheckConstraint(_in("kind", NoticeKind), name="kind"),
+        Index("ix_notices_published", "published_at", "id", postgresql_where="published_at IS NOT NULL"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20), nullable=False)
+    title: Mapped[str] = mapped_column(String(200), nullable=False)
+    body: Mapped[str] = mapped_column(Text, nullable=False)
+    created_by: Mapped[str] = mapped_column(String(100), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class NoticeImage(Base):
+    """An uploaded image, checked by its bytes; kept in the database (see docs/service.md)."""
+
+    __tablename__ = "notice_images"
+    __table_args__ = (Index("ix_notice_images_notice", "notice_id", "position"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), primary_key=True)
+    notice_id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), ForeignKey("notices.id"), nullable=False)
+    position: Mapped[int] = mapped_column(Integer, nullable=False)
+    content_type: Mapped[str] = mapped_column(String(50), nullable=False)
+    size: Mapped[int] = mapped_column(Integer, nullable=False)
+    data: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class NoticeReceipt(Base):
+    """One user's state of one notice: read, deleted from the inbox, or both."""
+
+    __tablename__ = "notice_receipts"
+
+    notice_id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), ForeignKey("notices.id"), primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), primary_key=True)
+    read_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -73,7 +73,8 @@ async def test_rental_ended_becomes_one_message_even_when_redelivered(client, bu
     assert message["category"] == "rental"
     assert message["body"] == "You returned power bank PB-000003 at CAB-0002 after 1 h 5 min. Fee: ¥3.00."
     assert message["read_at"] is None
-    assert set(message) == {"message_id", "category", "title", "body", "created_at", "read_at"}
+    assert set(message) == {"message_id", "category", "title", "body", "created_at", "read_at", "images"}
+    assert message["images"] == []
     assert body["next_before"] is None
 
 

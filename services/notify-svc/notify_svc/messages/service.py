@@ -1,4 +1,5 @@
-"""Inbox rules: users see and mark only their own messages; pages are cut by an opaque cursor."""
+"""Inbox rules: users see and mark only their own messages (and the published notices, which are
+everyone's); pages are cut by an opaque cursor."""
 
 import base64
 import binascii
@@ -10,7 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from kit.errors import BusinessError, NotFound
 from notify_svc.messages import repository
-from notify_svc.models import Category, Message
+from notify_svc.messages.repository import InboxItem
+from notify_svc.models import Category
+from notify_svc.notices import repository as notices
 from notify_svc.texts import Text
 
 
@@ -27,8 +30,9 @@ class InvalidCursor(BusinessError):
 
 @dataclass(frozen=True)
 class Page:
-    items: list[Message]
+    items: list[InboxItem]
     next_before: str | None
+    images: dict[uuid.UUID, list[tuple[uuid.UUID, str]]]  # notice id -> (image id, content type)
 
 
 def encode_cursor(created_at: datetime, message_id: uuid.UUID) -> str:
@@ -58,7 +62,7 @@ async def list_messages(
     category: Category | None = None,
 ) -> Page:
     cursor = decode_cursor(before) if before else None
-    rows = await repository.list_messages(
+    rows = await repository.list_inbox(
         session,
         user_id,
         limit=limit + 1,
@@ -68,14 +72,19 @@ async def list_messages(
     )
     items = rows[:limit]
     next_before = encode_cursor(items[-1].created_at, items[-1].id) if len(rows) > limit else None
-    return Page(items=items, next_before=next_before)
+    images = await notices.images_of(session, [i.id for i in items if i.notice])
+    return Page(items=items, next_before=next_before, images=images)
 
 
-async def mark_read(session: AsyncSession, user_id: uuid.UUID, message_id: uuid.UUID) -> Message:
-    message = await repository.mark_read(session, user_id, message_id, datetime.now(UTC))
-    if message is None:
+async def mark_read(session: AsyncSession, user_id: uuid.UUID, message_id: uuid.UUID) -> InboxItem:
+    item = await repository.mark_read(session, user_id, message_id, datetime.now(UTC))
+    if item is None:
         raise MessageNotFound(f"You have no message {message_id}")
-    return message
+    return item
+
+
+async def images_of(session: AsyncSession, item: InboxItem) -> list[tuple[uuid.UUID, str]]:
+    return (await notices.images_of(session, [item.id])).get(item.id, []) if item.notice else []
 
 
 async def unread_count(session: AsyncSession, user_id: uuid.UUID) -> dict[Category, int]:
@@ -88,7 +97,7 @@ async def mark_all_read(session: AsyncSession, user_id: uuid.UUID, category: Cat
 
 
 async def delete(session: AsyncSession, user_id: uuid.UUID, message_id: uuid.UUID) -> None:
-    if not await repository.delete_message(session, user_id, message_id):
+    if not await repository.delete_item(session, user_id, message_id, datetime.now(UTC)):
         raise MessageNotFound(f"You have no message {message_id}")
 
 
