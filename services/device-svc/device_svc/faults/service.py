@@ -40,7 +40,7 @@ async def on_fault_reported(session: AsyncSession, envelope: Envelope) -> None:
     if await repo.hold_bank(session, data.bank_id, data.at):
         log.warning("bank held: reported faulty by a user", extra={"bank_id": data.bank_id, "kind": data.kind.value})
     else:
-        # Kept, so that a bank registered later under this id is not lent before someone looks.
+        # Kept and listed for staff (a mistyped code); it holds nothing.
         log.warning("fault report about an unknown bank", extra={"bank_id": data.bank_id})
 
 
