@@ -204,7 +204,11 @@ async def customer_service(api: PlatformClient, admin: str, bank_id: str, cabine
     if cleared.status != 200:
         fail("clear the fault report", cleared)
     resolved = await api.call("POST", f"{tickets}/{ticket['ticket_id']}/resolve", token=admin)
-    step("technician cleared the bank, ticket " + resolved.json()["status"], f"{bank_id}: fault reports cleared", cleared.ms)
+    step(
+        "technician cleared the bank, ticket " + resolved.json()["status"],
+        f"{bank_id}: fault reports cleared",
+        cleared.ms,
+    )
 
 
 async def notice_with_image(api: PlatformClient, admin: str) -> None:

@@ -82,6 +82,16 @@ class SessionRevoked(_Data):
     at: AwareDatetime
 
 
+class SendSms(_Data):
+    """Command to user-svc: text the user (who alone holds their phone number) through its SMS provider.
+    notify-svc sends it for a critical message that no phone received by push."""
+
+    type: Literal["user.send_sms"] = "user.send_sms"
+    user_id: UUID
+    text: str = Field(min_length=1, max_length=500)
+    reason: str = Field(default="", max_length=40)
+
+
 # ---- device-svc -----------------------------------------------------------------------
 
 
@@ -465,6 +475,7 @@ EventData = Annotated[
     | UserUnblocked
     | UserDeregistered
     | SessionRevoked
+    | SendSms
     | EjectBank
     | BankEjected
     | EjectFailed
@@ -499,6 +510,7 @@ TOPIC_BY_TYPE: dict[str, Topic] = {
     "user.user.unblocked": Topic.USERS,
     "user.user.deregistered": Topic.USERS,
     "user.session.revoked": Topic.SESSIONS,
+    "user.send_sms": Topic.USER_COMMANDS,  # key: user_id
     "device.eject_bank": Topic.DEVICE_COMMANDS,  # key: the scanned code
     "device.bank.ejected": Topic.DEVICE_EJECTS,
     "device.eject.failed": Topic.DEVICE_EJECTS,

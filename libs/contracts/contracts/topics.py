@@ -5,6 +5,7 @@ from enum import StrEnum
 
 class Topic(StrEnum):
     USERS = "user.users.v1"  # key: user_id
+    USER_COMMANDS = "user.commands.v1"  # key: user_id (commands to user-svc: texts to the user's phone)
     SESSIONS = "user.sessions.v1"  # key: user_id (access-token revocations; every service's every replica reads it)
     DEVICE_COMMANDS = "device.commands.v1"  # key: scanned code (commands to device-svc)
     DEVICE_EJECTS = "device.ejects.v1"  # key: cabinet_id

@@ -5,7 +5,19 @@ import uuid
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import Boolean, CheckConstraint, DateTime, ForeignKey, Index, Integer, LargeBinary, String, Text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import UUID as PgUUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -149,3 +161,42 @@ class NoticeReceipt(Base):
     user_id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), primary_key=True)
     read_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class PushToken(Base):
+    """A phone's push token (APNs device token, FCM registration token), registered by its user. A token
+    names one app install: registering it again moves it to whoever registers it now."""
+
+    __tablename__ = "push_tokens"
+    __table_args__ = (
+        CheckConstraint("platform IN ('ios', 'android')", name="platform"),
+        Index("ix_push_tokens_user", "user_id"),
+    )
+
+    token: Mapped[str] = mapped_column(String(400), primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), nullable=False)
+    platform: Mapped[str] = mapped_column(String(10), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class PushJob(Base):
+    """A push to send for an inbox message, written in the message's transaction; the push worker
+    sends it after commit (and again after a crash: a job is done only once its outcome is stored)."""
+
+    __tablename__ = "push_jobs"
+    __table_args__ = (Index("ix_push_jobs_due", "next_attempt_at", postgresql_where="done_at IS NULL"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), nullable=False)
+    message_id: Mapped[uuid.UUID | None] = mapped_column(PgUUID(as_uuid=True))
+    title: Mapped[str] = mapped_column(String(200), nullable=False)
+    body: Mapped[str] = mapped_column(Text, nullable=False)
+    critical: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    done_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # delivered | no_device | failed | sms_fallback
+    outcome: Mapped[str | None] = mapped_column(String(20))
+    # Per token: {"<token suffix>": "ok" | "invalid_token" | "unavailable" | ...} of the last attempt.
+    results: Mapped[dict[str, str] | None] = mapped_column(JSONB)

@@ -12,3 +12,6 @@ class Settings(ServiceSettings):
     media_url_ttl_s: int = Field(default=900, ge=10, le=7 * 24 * 3600)
     notice_image_max_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
     notice_max_images: int = Field(default=4, ge=0, le=20)
+    # Push: the worker sends queued pushes when woken after a commit, else every this many seconds (0: never).
+    push_poll_interval_s: float = 5.0
+    push_sandbox_failure_rate: float = Field(default=0.0, ge=0.0, le=1.0)

@@ -48,6 +48,8 @@ class Text:
     category: Category
     title: str
     body: str
+    # The user must learn this even without the app: pushed, and texted when no phone got the push.
+    critical: bool = False
 
 
 def format_fen(fen: int) -> str:
@@ -95,7 +97,7 @@ def rental_ended(data: RentalEnded) -> Text:
             f"Power bank {data.bank_id} was not returned within {format_duration(data.duration_seconds)}, "
             f"so it is now yours: you were charged the purchase price {format_fen(data.fee_fen)}."
         )
-        return Text(Category.RENTAL, "Power bank purchased", body)
+        return Text(Category.RENTAL, "Power bank purchased", body, critical=True)
     body = (
         f"You returned power bank {data.bank_id} at {data.return_cabinet_id} "
         f"after {format_duration(data.duration_seconds)}. Fee: {format_fen(data.fee_fen)}."
@@ -133,7 +135,7 @@ def charge_failed(data: ChargeFailed) -> Text:
         f"We could not collect {format_fen(data.amount_fen)} for your rental "
         f"({charge_failure_reason(data.reason)}); please pay manually in the app."
     )
-    return Text(Category.PAYMENT, "Payment failed", body)
+    return Text(Category.PAYMENT, "Payment failed", body, critical=True)
 
 
 def rental_revived(data: RentalStarted) -> Text:

@@ -32,7 +32,7 @@ from notify_svc.settings import Settings
 
 SERVICE_DIR = Path(__file__).resolve().parents[1]
 TOPICS = [Topic.RENTALS.value, Topic.PAYMENTS.value, Topic.DEVICE_FAULTS.value]
-PUBLISHED = [Topic.TICKETS.value, Topic.FAULT_REPORTS.value, Topic.NOTICES.value]
+PUBLISHED = [Topic.TICKETS.value, Topic.FAULT_REPORTS.value, Topic.NOTICES.value, Topic.USER_COMMANDS.value]
 ISSUER, AUDIENCE = "pb-user-svc", "pb"
 
 

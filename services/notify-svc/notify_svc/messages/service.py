@@ -10,10 +10,12 @@ from datetime import UTC, datetime
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kit.errors import BusinessError, NotFound
+from kit.periodic import Alarm
 from notify_svc.messages import repository
 from notify_svc.messages.repository import InboxItem
 from notify_svc.models import Category
 from notify_svc.notices import repository as notices
+from notify_svc.push import service as push
 from notify_svc.texts import Text
 
 
@@ -102,10 +104,17 @@ async def delete(session: AsyncSession, user_id: uuid.UUID, message_id: uuid.UUI
 
 
 async def deliver(
-    session: AsyncSession, user_id: uuid.UUID, text: Text, *, source_event_id: uuid.UUID | None
+    session: AsyncSession,
+    user_id: uuid.UUID,
+    text: Text,
+    *,
+    source_event_id: uuid.UUID | None,
+    pushes: Alarm | None = None,
 ) -> uuid.UUID | None:
-    """Put a message in a user's inbox: its id, or None when `source_event_id` was already delivered."""
-    return await repository.add_message(
+    """Put a message in a user's inbox and a push of it in the push queue (same transaction; `pushes`
+    wakes the push worker after commit): the message id, or None when `source_event_id` was already
+    delivered."""
+    message_id = await repository.add_message(
         session,
         user_id=user_id,
         category=text.category.value,
@@ -114,3 +123,14 @@ async def deliver(
         created_at=datetime.now(UTC),
         source_event_id=source_event_id,
     )
+    if message_id is not None:
+        push.enqueue(
+            session,
+            pushes,
+            user_id=user_id,
+            message_id=message_id,
+            title=text.title,
+            body=text.body,
+            critical=text.critical,
+        )
+    return message_id

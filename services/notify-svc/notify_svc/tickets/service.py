@@ -24,6 +24,7 @@ from contracts.events import (
 from kit.app import Runtime
 from kit.errors import BusinessError, NotFound
 from notify_svc import texts
+from notify_svc.context import context_of
 from notify_svc.messages import service as inbox
 from notify_svc.messages.service import decode_cursor, encode_cursor
 from notify_svc.models import Ticket, TicketEntry
@@ -249,7 +250,11 @@ async def staff_reply(
     entry = _entry(ticket, "staff", by, text, now, internal=False)
     repo.add_entry(session, entry)
     await inbox.deliver(
-        session, ticket.user_id, texts.ticket_reply(ReportKind(ticket.kind), text), source_event_id=entry.id
+        session,
+        ticket.user_id,
+        texts.ticket_reply(ReportKind(ticket.kind), text),
+        source_event_id=entry.id,
+        pushes=context_of(runtime).pushes,
     )
     return entry
 
