@@ -154,6 +154,7 @@ async def main() -> None:
 async def customer_service(api: PlatformClient, admin: str, bank_id: str, cabinet_id: str, rental_id: str) -> None:
     """The returned bank's cable is frayed: a report, the bank held, a ticket, a staff reply in the inbox."""
     urls = api.urls
+    await api.call("PUT", f"{urls.notify}/v1/push-tokens", json={"platform": "ios", "token": "apns-demo-phone-0001"})
     report = await api.report(
         "damaged_cable",
         "The cable of this bank is frayed.",
@@ -194,6 +195,15 @@ async def customer_service(api: PlatformClient, admin: str, bank_id: str, cabine
     if not inbox:
         fail("the staff reply is not in the inbox")
     step(f"inbox: {inbox[0]['title']}", inbox[0]["body"], reply.ms)
+    user_id = reply_user(await api.call("GET", f"{tickets}/{ticket['ticket_id']}", token=admin))
+
+    async def pushed() -> dict[str, Any] | None:
+        jobs = (await api.call("GET", f"{urls.notify}/v1/admin/users/{user_id}/pushes", token=admin)).json()["items"]
+        job = next((j for j in jobs if j["message_id"] == inbox[0]["message_id"]), None)
+        return job if job is not None and job["outcome"] else None
+
+    job, push_ms = await wait_for(pushed, timeout_s=10)
+    step("push to the phone (sandbox provider)", f"{job['outcome']}, per token {job['results']}", push_ms)
 
     cleared = await api.call(
         "POST",
@@ -209,6 +219,11 @@ async def customer_service(api: PlatformClient, admin: str, bank_id: str, cabine
         f"{bank_id}: fault reports cleared",
         cleared.ms,
     )
+
+
+def reply_user(timed: Timed) -> str:
+    user_id: str = timed.json()["user_id"]
+    return user_id
 
 
 async def notice_with_image(api: PlatformClient, admin: str) -> None:

@@ -27,6 +27,10 @@ async def test_fault_report_unrentable_bank_ticket_reply_and_clear(mesh: Mesh, u
     detail = (await user.call("GET", f"{user.urls.device}/v1/cabinets/{cabinet_id}")).json()
     bank_id = next(s["bank_id"] for s in detail["slots"] if s["rentable"])
 
+    registered = await user.call(
+        "PUT", f"{user.urls.notify}/v1/push-tokens", json={"platform": "android", "token": "fcm:e2e-phone-0001"}
+    )
+    assert registered.status == 204, registered.response.text
     reported = await user.report(
         "faulty_bank", "It does not charge my phone <3", bank_id=bank_id, cabinet_id=cabinet_id
     )
@@ -68,6 +72,16 @@ async def test_fault_report_unrentable_bank_ticket_reply_and_clear(mesh: Mesh, u
     assert [m["body"] for m in service] == [answer]
     thread = (await user.ticket(ticket["ticket_id"]))["entries"]
     assert [(e["author"], e["body"]) for e in thread] == [("support", answer)]  # the note stays internal
+
+    user_id = assigned.json()["user_id"]
+
+    async def pushed() -> list[dict[str, Any]] | None:
+        timed = await user.call("GET", f"{user.urls.notify}/v1/admin/users/{user_id}/pushes", token=admin)
+        jobs = [j for j in timed.json()["items"] if j["message_id"] == service[0]["message_id"]]
+        return jobs if jobs and jobs[0]["outcome"] else None
+
+    jobs, _ = await wait_for(pushed, timeout_s=15)
+    assert (jobs[0]["outcome"], jobs[0]["results"]) == ("delivered", {"one-0001": "ok"})
 
     cleared = await user.call(
         "POST",
