@@ -28,7 +28,7 @@ async def test_a_faulty_bank_report_is_a_ticket_and_an_event_for_device_svc(clie
     rental = uuid.uuid4()
     text_with_markup = "<script>alert(1)</script> the cable is <b>cut</b>"
     ticket = await report(
-        client, auth(user), kind="faulty_bank", text=text_with_markup, bank_id="PB-000007", rental_id=str(rental)
+        client, auth(user), kind="faulty_bank", text=text_with_markup, bank_id="PB-TEST-07", rental_id=str(rental)
     )
     assert ticket["status"] == "new"
     assert ticket["priority"] == "high"
@@ -42,7 +42,7 @@ async def test_a_faulty_bank_report_is_a_ticket_and_an_event_for_device_svc(clie
         lambda e: isinstance(e.data, BankFaultReported) and str(e.data.ticket_id) == ticket["ticket_id"],
         what="notify.bank.fault_reported",
     )
-    assert fault.key == "PB-000007"
+    assert fault.key == "PB-TEST-07"
     assert fault.topic.value == "notify.reports.v1"
     assert isinstance(fault.data, BankFaultReported)
     assert (fault.data.user_id, fault.data.rental_id, fault.data.kind) == (user, rental, "faulty_bank")
@@ -119,7 +119,7 @@ async def test_users_see_only_their_own_tickets(client, auth):
 
 async def test_a_staff_reply_reaches_the_inbox_and_the_thread_notes_stay_internal(client, auth, staff, recorder):
     user = uuid.uuid4()
-    ticket = await report(client, auth(user), kind="damaged_cable", text="cable frayed", bank_id="PB-000002")
+    ticket = await report(client, auth(user), kind="damaged_cable", text="cable frayed", bank_id="PB-TEST-02")
     tid = ticket["ticket_id"]
     agent = staff("agent-7")
 
@@ -211,7 +211,7 @@ async def test_staff_endpoints_check_permissions(client, auth, staff):
 
 async def test_staff_search_and_filter(client, auth, staff):
     alice, bob = uuid.uuid4(), uuid.uuid4()
-    a1 = await report(client, auth(alice), kind="faulty_bank", text="no charge at all", bank_id="PB-000011")
+    a1 = await report(client, auth(alice), kind="faulty_bank", text="no charge at all", bank_id="PB-TEST-11")
     await report(client, auth(alice), kind="abuse", text="someone kicked CAB-0002")
     b1 = await report(client, auth(bob), kind="other", text="100% unhappy_face")
     await client.post(f"/v1/admin/tickets/{a1['ticket_id']}/assign", headers=staff(), json={"assignee": "agent-2"})
@@ -223,7 +223,7 @@ async def test_staff_search_and_filter(client, auth, staff):
 
     assert len(await ids()) == 3
     assert await ids(kind="faulty_bank") == [a1["ticket_id"]]
-    assert await ids(bank_id="PB-000011") == [a1["ticket_id"]]
+    assert await ids(bank_id="PB-TEST-11") == [a1["ticket_id"]]
     assert await ids(assignee="agent-2") == [a1["ticket_id"]]
     assert len(await ids(unassigned="true")) == 2
     assert len(await ids(status="new")) == 2
@@ -281,15 +281,15 @@ async def test_an_overdue_ticket_raises_one_alert(client, auth, staff, recorder,
 
 async def test_a_cleared_bank_fault_is_noted_on_its_tickets_once(client, auth, bus, wait):
     user = uuid.uuid4()
-    ticket = await report(client, auth(user), kind="faulty_bank", text="dead", bank_id="PB-000021")
+    ticket = await report(client, auth(user), kind="faulty_bank", text="dead", bank_id="PB-TEST-21")
     cleared = BankFaultCleared(
-        bank_id="PB-000021",
+        bank_id="PB-TEST-21",
         ticket_ids=[uuid.UUID(ticket["ticket_id"]), uuid.uuid4()],
         by="tech-1",
         note="replaced the cable",
         at=datetime.now(UTC),
     )
-    envelope = bus.envelope(cleared, key="PB-000021")
+    envelope = bus.envelope(cleared, key="PB-TEST-21")
     await bus.send(envelope)
     await bus.send(envelope)
 
@@ -299,11 +299,11 @@ async def test_a_cleared_bank_fault_is_noted_on_its_tickets_once(client, auth, b
         return lines or None
 
     lines = await wait(system_lines, what="the cleared line")
-    assert lines[0]["body"] == "Power bank PB-000021 was inspected by staff and cleared for lending."
+    assert lines[0]["body"] == "Power bank PB-TEST-21 was inspected by staff and cleared for lending."
     # A later event on the same key is handled after both copies above: once it shows, the duplicate was seen.
-    second = await report(client, auth(user), kind="faulty_bank", text="also dead", bank_id="PB-000021")
+    second = await report(client, auth(user), kind="faulty_bank", text="also dead", bank_id="PB-TEST-21")
     later = cleared.model_copy(update={"ticket_ids": [uuid.UUID(second["ticket_id"])]})
-    await bus.publish(later, key="PB-000021")
+    await bus.publish(later, key="PB-TEST-21")
 
     async def second_noted() -> bool:
         body = (await client.get(f"/v1/tickets/{second['ticket_id']}", headers=auth(user))).json()
