@@ -100,3 +100,26 @@ def test_user_routes_declare_their_scope_or_refuse_applications(package: str) ->
     # Every service a user talks to exposes something to applications acting for users.
     if package != "analytics_svc":
         assert declared, f"{package} declares no user scope at all"
+
+
+@pytest.mark.parametrize(
+    ("package", "method", "path", "permission"),
+    [
+        ("notify_svc", "GET", "/v1/admin/tickets", "tickets:read"),
+        ("notify_svc", "GET", "/v1/admin/tickets/{ticket_id}", "tickets:read"),
+        ("notify_svc", "POST", "/v1/admin/tickets/{ticket_id}/assign", "tickets:manage"),
+        ("notify_svc", "POST", "/v1/admin/tickets/{ticket_id}/replies", "tickets:manage"),
+        ("notify_svc", "POST", "/v1/admin/tickets/{ticket_id}/notes", "tickets:manage"),
+        ("notify_svc", "POST", "/v1/admin/tickets/{ticket_id}/resolve", "tickets:manage"),
+        ("notify_svc", "POST", "/v1/admin/notices", "notices:send"),
+        ("notify_svc", "POST", "/v1/admin/notices/{notice_id}/images", "notices:send"),
+        ("notify_svc", "POST", "/v1/admin/notices/{notice_id}/publish", "notices:send"),
+        ("device_svc", "POST", "/v1/ops/banks/{bank_id}/fault-reports/clear", "devices:maintain"),
+        ("device_svc", "GET", "/v1/ops/fault-reports", "devices:read"),
+    ],
+)
+def test_customer_service_staff_routes_check_their_permission(package: str, method: str, path: str, permission: str):
+    """The support and notice routes (issue 10) are staff routes the test above walks, with these permissions."""
+    route = next((r for r in _routes(package) if r.path == path and method in (r.methods or ())), None)
+    assert route is not None, f"{method} {path} is not a route of {package}"
+    assert _permissions(route) == {permission}

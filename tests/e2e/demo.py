@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 import httpx
-from platform_client import PlatformClient, Timed, Urls, wait_for, yuan
+from platform_client import PlatformClient, Timed, Urls, tiny_png, wait_for, yuan
 
 LOW_BATTERY_BANK = "PB-000002"
 
@@ -138,6 +138,9 @@ async def main() -> None:
         admin_login = os.environ.get("ADMIN_BOOTSTRAP_LOGIN", "admin")
         admin_password = os.environ.get("ADMIN_BOOTSTRAP_PASSWORD", "dev-admin-password")
         admin = await api.admin_login(admin_login, admin_password)
+
+        await customer_service(api, admin, rental["bank_id"], return_to["id"], rental["rental_id"])
+        await notice_with_image(api, admin)
         stats = await api.call("GET", f"{urls.analytics}/v1/stats/rentals-per-hour", token=admin)
         busy = [f"{b['hour']:02d}h: {b['rentals']}" for b in stats.json().get("buckets", []) if b["rentals"]]
         step("analytics: rentals per hour of day", ", ".join(busy) or "none yet", stats.ms)
@@ -146,6 +149,129 @@ async def main() -> None:
         for name, base in vars(urls).items():
             print(f"  {name:<10} {base}   (docs {base}/docs, health {base}/readyz, metrics {base}/metrics)")
         print(f"  emulator   {emulator}   (control API: {emulator}/docs)\n", flush=True)
+
+
+async def customer_service(api: PlatformClient, admin: str, bank_id: str, cabinet_id: str, rental_id: str) -> None:
+    """The returned bank's cable is frayed: a report, the bank held, a ticket, a staff reply in the inbox."""
+    urls = api.urls
+    await api.call("PUT", f"{urls.notify}/v1/push-tokens", json={"platform": "ios", "token": "apns-demo-phone-0001"})
+    report = await api.report(
+        "damaged_cable",
+        "The cable of this bank is frayed.",
+        bank_id=bank_id,
+        cabinet_id=cabinet_id,
+        rental_id=rental_id,
+    )
+    if report.status != 201:
+        fail("fault report", report)
+    ticket = report.json()
+    step(
+        "report: damaged cable",
+        f"ticket {ticket['ticket_id']} {ticket['status']}, priority {ticket['priority']}",
+        report.ms,
+    )
+
+    async def held() -> bool:
+        timed = await api.call("GET", f"{urls.device}/v1/cabinets/{cabinet_id}")
+        return not any(s["bank_id"] == bank_id and s["rentable"] for s in timed.json()["slots"])
+
+    _, held_ms = await wait_for(held, timeout_s=15)
+    refused = await api.borrow(bank_id)
+    step(
+        f"scan {bank_id} (reported)",
+        f"refused {refused.status} {refused.json().get('code')}: {refused.json().get('title')}",
+        held_ms,
+    )
+
+    tickets = f"{urls.notify}/v1/admin/tickets"
+    queue = await api.call("GET", tickets, token=admin, params={"status": "new", "bank_id": bank_id})
+    step("staff queue", f"{len(queue.json()['items'])} new ticket(s) about {bank_id}", queue.ms)
+    await api.call("POST", f"{tickets}/{ticket['ticket_id']}/assign", token=admin, json={"assignee": "support-1"})
+    answer = f"Thank you! {bank_id} is out of service until a technician has replaced its cable."
+    reply = await api.call("POST", f"{tickets}/{ticket['ticket_id']}/replies", token=admin, json={"text": answer})
+    if reply.status != 201:
+        fail("staff reply", reply)
+    inbox = [m for m in await api.messages() if m["category"] == "service"]
+    if not inbox:
+        fail("the staff reply is not in the inbox")
+    step(f"inbox: {inbox[0]['title']}", inbox[0]["body"], reply.ms)
+    user_id = reply_user(await api.call("GET", f"{tickets}/{ticket['ticket_id']}", token=admin))
+
+    async def pushed() -> dict[str, Any] | None:
+        jobs = (await api.call("GET", f"{urls.notify}/v1/admin/users/{user_id}/pushes", token=admin)).json()["items"]
+        job = next((j for j in jobs if j["message_id"] == inbox[0]["message_id"]), None)
+        return job if job is not None and job["outcome"] else None
+
+    job, push_ms = await wait_for(pushed, timeout_s=10)
+    step("push to the phone (sandbox provider)", f"{job['outcome']}, per token {job['results']}", push_ms)
+
+    cleared = await api.call(
+        "POST",
+        f"{urls.device}/v1/ops/banks/{bank_id}/fault-reports/clear",
+        token=admin,
+        json={"note": "cable replaced"},
+    )
+    if cleared.status != 200:
+        fail("clear the fault report", cleared)
+    resolved = await api.call("POST", f"{tickets}/{ticket['ticket_id']}/resolve", token=admin)
+    step(
+        "technician cleared the bank, ticket " + resolved.json()["status"],
+        f"{bank_id}: fault reports cleared",
+        cleared.ms,
+    )
+
+
+def reply_user(timed: Timed) -> str:
+    user_id: str = timed.json()["user_id"]
+    return user_id
+
+
+async def notice_with_image(api: PlatformClient, admin: str) -> None:
+    notices = f"{api.urls.notify}/v1/admin/notices"
+    draft = await api.call(
+        "POST",
+        notices,
+        token=admin,
+        json={"kind": "operations", "title": "New cabinets downtown", "text": "Three new cabinets at the station."},
+    )
+    if draft.status != 201:
+        fail("notice draft", draft)
+    notice_id = draft.json()["notice_id"]
+    image = tiny_png()
+    upload = await api.call(
+        "POST", f"{notices}/{notice_id}/images", token=admin, content=image, headers={"Content-Type": "image/png"}
+    )
+    if upload.status != 201:
+        fail("notice image", upload)
+    not_an_image = await api.call(
+        "POST",
+        f"{notices}/{notice_id}/images",
+        token=admin,
+        content=b"<svg/onload=alert(1)>",
+        headers={"Content-Type": "image/png"},
+    )
+    published = await api.call("POST", f"{notices}/{notice_id}/publish", token=admin)
+    if published.status != 200:
+        fail("publish notice", published)
+    step(
+        "notice published with an image",
+        f"{upload.json()['content_type']} {len(image)} B accepted; a fake PNG refused {not_an_image.status} "
+        f"{not_an_image.json().get('code')}",
+        published.ms,
+    )
+    item = next((m for m in await api.messages() if m["message_id"] == notice_id), None)
+    if item is None or not item["images"]:
+        fail("the notice is not in the inbox")
+    assert item is not None
+    fetched = await api.call("GET", f"{api.urls.notify}{item['images'][0]['url']}")
+    step(
+        f"inbox: {item['title']}",
+        f"{item['body']} [image {fetched.response.headers.get('content-type')}, {len(fetched.response.content)} B "
+        "through a signed URL that expires]",
+        fetched.ms,
+    )
+    unread = await api.unread()
+    step("unread messages", str(unread))
 
 
 if __name__ == "__main__":

@@ -2,8 +2,10 @@
 
 import asyncio
 import os
+import struct
 import time
 import uuid
+import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -147,6 +149,22 @@ class PlatformClient:
         items: list[dict[str, Any]] = timed.json()["items"]
         return items
 
+    async def unread(self) -> int:
+        timed = await self.call("GET", f"{self.urls.notify}/v1/messages/unread-count")
+        timed.response.raise_for_status()
+        count: int = timed.json()["unread"]
+        return count
+
+    async def report(self, kind: str, text: str, **about: str) -> Timed:
+        """A problem report (a support ticket): `about` takes bank_id, cabinet_id, rental_id."""
+        return await self.call("POST", f"{self.urls.notify}/v1/tickets", json={"kind": kind, "text": text, **about})
+
+    async def ticket(self, ticket_id: str) -> dict[str, Any]:
+        timed = await self.call("GET", f"{self.urls.notify}/v1/tickets/{ticket_id}")
+        timed.response.raise_for_status()
+        result: dict[str, Any] = timed.json()
+        return result
+
     async def cabinets(self) -> list[dict[str, Any]]:
         timed = await self.call("GET", f"{self.urls.device}/v1/cabinets")
         timed.response.raise_for_status()
@@ -172,3 +190,14 @@ async def wait_for(
 
 def yuan(fen: int) -> str:
     return f"¥{fen // 100}.{fen % 100:02d}"
+
+
+def tiny_png(width: int = 4, height: int = 4) -> bytes:
+    """A real (red) PNG image, built without an imaging library."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = b"".join(b"\x00" + b"\xe0\x20\x20" * width for _ in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")

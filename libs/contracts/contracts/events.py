@@ -82,6 +82,16 @@ class SessionRevoked(_Data):
     at: AwareDatetime
 
 
+class SendSms(_Data):
+    """Command to user-svc: text the user (who alone holds their phone number) through its SMS provider.
+    notify-svc sends it for a critical message that no phone received by push."""
+
+    type: Literal["user.send_sms"] = "user.send_sms"
+    user_id: UUID
+    text: str = Field(min_length=1, max_length=500)
+    reason: str = Field(default="", max_length=40)
+
+
 # ---- device-svc -----------------------------------------------------------------------
 
 
@@ -349,12 +359,123 @@ class RefundSettled(_Data):
     settled_at: AwareDatetime
 
 
+# ---- notify-svc (customer service) ----------------------------------------------------
+
+
+class ReportKind(StrEnum):
+    """What a user reports (6.1.7, 6.3.9); every report is a support ticket."""
+
+    FAULTY_BANK = "faulty_bank"
+    DAMAGED_CABLE = "damaged_cable"
+    ABUSE = "abuse"
+    APP_PROBLEM = "app_problem"
+    OTHER = "other"
+
+
+class TicketPriority(StrEnum):
+    LOW = "low"
+    NORMAL = "normal"
+    HIGH = "high"
+    URGENT = "urgent"
+
+
+class TicketStatus(StrEnum):
+    NEW = "new"
+    ASSIGNED = "assigned"
+    WAITING_USER = "waiting_user"
+    RESOLVED = "resolved"
+    CLOSED = "closed"
+    REOPENED = "reopened"
+
+
+class BankFaultReported(_Data):
+    """A user reported a bank broken (faulty bank, damaged cable): device-svc stops lending it until
+    staff clear the report (`device.bank.fault_cleared`) and lists a maintenance task for it."""
+
+    type: Literal["notify.bank.fault_reported"] = "notify.bank.fault_reported"
+    ticket_id: UUID
+    user_id: UUID
+    bank_id: str = Field(min_length=1, max_length=64)
+    kind: ReportKind
+    cabinet_id: str | None = Field(default=None, max_length=64)
+    rental_id: UUID | None = None
+    at: AwareDatetime
+
+
+class TicketOpened(_Data):
+    type: Literal["notify.ticket.opened"] = "notify.ticket.opened"
+    ticket_id: UUID
+    user_id: UUID
+    kind: ReportKind
+    priority: TicketPriority
+    sla_due_at: AwareDatetime
+    bank_id: str | None = None
+    cabinet_id: str | None = None
+    rental_id: UUID | None = None
+    at: AwareDatetime
+
+
+class TicketStatusChanged(_Data):
+    """A ticket moved through its lifecycle (one event per transition, in order per ticket)."""
+
+    type: Literal["notify.ticket.status_changed"] = "notify.ticket.status_changed"
+    ticket_id: UUID
+    user_id: UUID
+    from_status: TicketStatus
+    to_status: TicketStatus
+    action: str = Field(max_length=40)
+    by: str = Field(max_length=100, description="`user` or the staff member's subject")
+    at: AwareDatetime
+
+
+class TicketOverdue(_Data):
+    """A ticket passed its SLA deadline while still open: an alert for support leads (once per ticket)."""
+
+    type: Literal["notify.ticket.overdue"] = "notify.ticket.overdue"
+    ticket_id: UUID
+    priority: TicketPriority
+    status: TicketStatus
+    sla_due_at: AwareDatetime
+    assignee: str | None = None
+    at: AwareDatetime
+
+
+class NoticeKind(StrEnum):
+    SYSTEM = "system"
+    OPERATIONS = "operations"
+
+
+class NoticePublished(_Data):
+    """Staff published a notice to every user's inbox (6.1.6, 6.3.8)."""
+
+    type: Literal["notify.notice.published"] = "notify.notice.published"
+    notice_id: UUID
+    kind: NoticeKind
+    title: str = Field(max_length=200)
+    image_count: int = Field(ge=0)
+    by: str = Field(max_length=100)
+    at: AwareDatetime
+
+
+class BankFaultCleared(_Data):
+    """Staff inspected a bank users reported broken and cleared the reports: it is rentable again
+    unless something else (its state, its slot) still keeps it."""
+
+    type: Literal["device.bank.fault_cleared"] = "device.bank.fault_cleared"
+    bank_id: str
+    ticket_ids: list[UUID] = Field(default_factory=list, max_length=1000)
+    by: str = Field(max_length=100)
+    note: str = Field(default="", max_length=500)
+    at: AwareDatetime
+
+
 EventData = Annotated[
     UserRegistered
     | UserBlocked
     | UserUnblocked
     | UserDeregistered
     | SessionRevoked
+    | SendSms
     | EjectBank
     | BankEjected
     | EjectFailed
@@ -373,7 +494,13 @@ EventData = Annotated[
     | ChargeFailed
     | RefundRequested
     | RefundSettled
-    | DebtWaived,
+    | DebtWaived
+    | BankFaultReported
+    | BankFaultCleared
+    | TicketOpened
+    | TicketStatusChanged
+    | TicketOverdue
+    | NoticePublished,
     Field(discriminator="type"),
 ]
 
@@ -383,6 +510,7 @@ TOPIC_BY_TYPE: dict[str, Topic] = {
     "user.user.unblocked": Topic.USERS,
     "user.user.deregistered": Topic.USERS,
     "user.session.revoked": Topic.SESSIONS,
+    "user.send_sms": Topic.USER_COMMANDS,  # key: user_id
     "device.eject_bank": Topic.DEVICE_COMMANDS,  # key: the scanned code
     "device.bank.ejected": Topic.DEVICE_EJECTS,
     "device.eject.failed": Topic.DEVICE_EJECTS,
@@ -402,4 +530,10 @@ TOPIC_BY_TYPE: dict[str, Topic] = {
     "billing.refund.requested": Topic.CHARGES,
     "asset.refund.settled": Topic.PAYMENTS,
     "billing.debt.waived": Topic.CHARGES,
+    "notify.bank.fault_reported": Topic.FAULT_REPORTS,  # key: bank_id
+    "device.bank.fault_cleared": Topic.DEVICE_FAULTS,  # key: bank_id
+    "notify.ticket.opened": Topic.TICKETS,
+    "notify.ticket.status_changed": Topic.TICKETS,
+    "notify.ticket.overdue": Topic.TICKETS,
+    "notify.notice.published": Topic.NOTICES,
 }

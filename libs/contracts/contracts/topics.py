@@ -5,6 +5,7 @@ from enum import StrEnum
 
 class Topic(StrEnum):
     USERS = "user.users.v1"  # key: user_id
+    USER_COMMANDS = "user.commands.v1"  # key: user_id (commands to user-svc: texts to the user's phone)
     SESSIONS = "user.sessions.v1"  # key: user_id (access-token revocations; every service's every replica reads it)
     DEVICE_COMMANDS = "device.commands.v1"  # key: scanned code (commands to device-svc)
     DEVICE_EJECTS = "device.ejects.v1"  # key: cabinet_id
@@ -16,6 +17,10 @@ class Topic(StrEnum):
     CHARGES = "billing.charges.v1"  # key: user_id
     WALLETS = "asset.wallets.v1"  # key: user_id
     PAYMENTS = "asset.payments.v1"  # key: user_id
+    DEVICE_FAULTS = "device.faults.v1"  # key: bank_id (a user-reported fault cleared by staff)
+    FAULT_REPORTS = "notify.reports.v1"  # key: bank_id (user reports about a bank, for device-svc)
+    TICKETS = "notify.tickets.v1"  # key: ticket_id (support tickets: opened, status changes, overdue alerts)
+    NOTICES = "notify.notices.v1"  # key: notice_id (system and operations notices published to users)
 
 
 ALL_TOPICS: tuple[str, ...] = tuple(t.value for t in Topic)

@@ -30,6 +30,7 @@ USER_SCOPES: dict[str, str] = {
     "rentals": "borrow, see and pay your rentals, open disputes (billing-svc /v1/rentals, /v1/pricing)",
     "wallet": "see your wallet, deposit and credit, top up (asset-credit-svc /v1/wallet, /v1/deposit, /v1/credit)",
     "messages": "read your messages (notify-svc /v1/messages)",
+    "support": "report problems and talk to customer service (notify-svc /v1/tickets)",
 }
 
 
@@ -99,11 +100,24 @@ ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
             "payments:read",
             "assets:manage",
             "pricing:manage",
+            "tickets:read",
+            "notices:send",
         }
     ),
-    "field_maintenance": frozenset({"devices:read", "devices:maintain"}),
+    "field_maintenance": frozenset({"devices:read", "devices:maintain", "tickets:read"}),
     "support": frozenset(
-        {"users:read", "users:block", "rentals:read", "rentals:support", "payments:read", "credit:adjust", "dev:read"}
+        {
+            "users:read",
+            "users:block",
+            "rentals:read",
+            "rentals:support",
+            "payments:read",
+            "credit:adjust",
+            "dev:read",
+            "tickets:read",
+            "tickets:manage",
+            "notices:send",
+        }
     ),
     "finance": frozenset(
         {

@@ -19,7 +19,7 @@ from fastapi import FastAPI
 from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from contracts import Envelope, new_event
+from contracts import Envelope, event_adapter, new_event
 from contracts.events import EventData
 
 
@@ -156,6 +156,56 @@ class EventBus:
         envelope = self.envelope(data, key)
         await self.send(envelope)
         return envelope
+
+
+class EventRecorder:
+    """Reads topics from their end (no consumer group) and keeps every envelope, so a test can wait for
+    the events a service under test published: `await recorder.wait_for(lambda e: ...)`."""
+
+    def __init__(self, bootstrap: str, topics: list[str]) -> None:
+        self._bootstrap = bootstrap
+        self._topics = topics
+        self.seen: list[Envelope] = []
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        consumer = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        partitions = [
+            TopicPartition(t, p) for t in self._topics for p in sorted(consumer.partitions_for_topic(t) or [])
+        ]
+        consumer.assign(partitions)
+        await consumer.seek_to_end(*partitions)
+        for partition in partitions:
+            await consumer.position(partition)  # resolve the end now: events from here on are seen
+        self._consumer = consumer
+        self._task = asyncio.create_task(self._run(consumer))
+
+    async def _run(self, consumer: AIOKafkaConsumer) -> None:
+        async for record in consumer:
+            if record.value is not None:
+                self.seen.append(event_adapter.validate_json(record.value))
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+    async def wait_for(
+        self,
+        match: Callable[[Envelope], bool],
+        *,
+        timeout: float = 15.0,  # noqa: ASYNC109 - a polling budget, not a cancellation scope
+        what: str = "event",
+    ) -> Envelope:
+        async def found() -> Envelope | None:
+            return next((e for e in self.seen if match(e)), None)
+
+        result: Envelope = await eventually(found, timeout=timeout, what=what)
+        return result
 
 
 test_database_url.__test__ = False  # type: ignore[attr-defined]  # a helper, not a test to collect

@@ -1,7 +1,8 @@
-"""Kafka consumers of device-svc: `device.eject_bank` commands."""
+"""Kafka consumers of device-svc: `device.eject_bank` commands; users' fault reports about banks."""
 
 from contracts import Topic
 from device_svc.commands.service import EjectService
+from device_svc.faults import service as faults
 from kit.app import ConsumerSpec, Runtime
 from kit.kafka import LatencyClass
 
@@ -14,5 +15,11 @@ def consumer_specs(runtime: Runtime) -> list[ConsumerSpec]:
             topics=[Topic.DEVICE_COMMANDS],
             handlers={"device.eject_bank": ejects.on_eject_bank},
             latency=LatencyClass.CRITICAL,
-        )
+        ),
+        # Users' fault reports about banks: a group of their own, never in front of an eject command.
+        ConsumerSpec(
+            topics=[Topic.FAULT_REPORTS],
+            handlers={"notify.bank.fault_reported": faults.on_fault_reported},
+            name="faults",
+        ),
     ]

@@ -12,6 +12,7 @@ from contracts.events import EventData
 from device_svc.admin.endpoints import router as admin_router
 from device_svc.commands.service import EjectService
 from device_svc.consumers import consumer_specs
+from device_svc.faults.endpoints import router as faults_router
 from device_svc.geo.endpoints import router as geo_router
 from device_svc.mqtt.dispatch import DeviceLanes, IntakeLanes
 from device_svc.mqtt.downlink import Downlink
@@ -150,6 +151,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings,
         title="device-svc",
         routers=[
+            faults_router,
             geo_router,
             registry_router,
             ops_router,

@@ -119,6 +119,9 @@ class Bank(Base):
     # Set when operations put the bank in maintenance / faulty / lost by hand: cabinet reports then
     # record where it is but keep that state until operations clear it.
     operator_hold: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    # Set while users' fault reports about this bank are open (notify-svc's tickets): it is not lent
+    # until staff clear them (`ops` clear-fault-reports), whatever the cabinet reports.
+    reported_fault_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (
         CheckConstraint("state IN ('in_cabinet', 'rented', 'faulty', 'maintenance', 'lost', 'retired')", name="state"),
@@ -199,3 +202,20 @@ class InboundMessage(Base):
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
     __table_args__ = (Index("ix_inbound_messages_received_at", "received_at"),)
+
+
+class BankFaultReport(Base):
+    """A user's report that a bank is broken (one per ticket), open until staff clear it."""
+
+    __tablename__ = "bank_fault_reports"
+    __table_args__ = (Index("ix_bank_fault_reports_open", "bank_id", postgresql_where=text("cleared_at IS NULL")),)
+
+    ticket_id: Mapped[UUID] = mapped_column(PgUUID(as_uuid=True), primary_key=True)
+    bank_id: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(20))
+    user_id: Mapped[UUID] = mapped_column(PgUUID(as_uuid=True))
+    cabinet_id: Mapped[str | None] = mapped_column(String(64))
+    reported_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    cleared_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    cleared_by: Mapped[str | None] = mapped_column(String(100))
+    note: Mapped[str | None] = mapped_column(Text)

@@ -34,7 +34,15 @@ from device_svc.provisioning.seed import BrokerTarget, seed
 from device_svc.settings import Settings
 from kit.auth import TokenSigner
 from kit.db import make_engine, make_sessionmaker
-from kit.testing import app_client, ensure_database, kafka_bootstrap, migrate, test_database_url, truncate_all
+from kit.testing import (
+    app_client,
+    ensure_database,
+    kafka_bootstrap,
+    migrate,
+    move_group_to_end,
+    test_database_url,
+    truncate_all,
+)
 
 SERVICE_DIR = Path(__file__).resolve().parents[1]
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
@@ -47,6 +55,7 @@ OUTPUT_TOPICS = [
     Topic.DEVICE_STATUS,
     Topic.DEVICE_TELEMETRY,
     Topic.DEVICE_REJECTIONS,
+    Topic.DEVICE_FAULTS,
 ]
 
 
@@ -185,6 +194,7 @@ def group_factory() -> Callable[[str], Any]:
 
 async def make_consumer_group(prefix: str) -> str:
     group = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    await move_group_to_end(kafka_bootstrap(), f"{group}.faults", [Topic.FAULT_REPORTS.value])
     consumer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap(), group_id=f"{group}.events")
     await consumer.start()
     try:

@@ -90,6 +90,8 @@ def bank(**kw):
         (bank(battery_pct=20), True, None),
         (bank(state="faulty"), True, EjectFailureReason.BANK_FAULTY),
         (bank(slot_fault="cable_fault"), True, EjectFailureReason.BANK_FAULTY),
+        (bank(reported_fault=True), True, EjectFailureReason.BANK_FAULTY),
+        (bank(reported_fault=True, battery_pct=99), False, EjectFailureReason.BANK_FAULTY),
         (bank(state="rented", cabinet_id=None, slot_no=None), None, EjectFailureReason.BANK_NOT_AVAILABLE),
         (bank(state="maintenance"), True, EjectFailureReason.BANK_NOT_AVAILABLE),
         (bank(pending_command=True), True, EjectFailureReason.BANK_NOT_AVAILABLE),
@@ -105,6 +107,7 @@ def test_pick_best_bank_takes_most_charge_among_rentable():
     banks = [
         bank(id="A", battery_pct=70, slot_no=1),
         bank(id="B", battery_pct=99, slot_no=2, state="faulty"),
+        bank(id="B2", battery_pct=98, slot_no=7, reported_fault=True),
         bank(id="C", battery_pct=95, slot_no=3, pending_command=True),
         bank(id="D", battery_pct=90, slot_no=4),
         bank(id="E", battery_pct=90, slot_no=5),

@@ -7,48 +7,63 @@ from uuid import UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts import Envelope
-from contracts.events import ChargeFailed, ChargeSettled, RefundSettled, RentalEnded, RentalFailed, RentalStarted
+from contracts.events import (
+    BankFaultCleared,
+    ChargeFailed,
+    ChargeSettled,
+    RefundSettled,
+    RentalEnded,
+    RentalFailed,
+    RentalStarted,
+)
+from kit.periodic import Alarm
 from notify_svc import texts
 from notify_svc.messages.service import deliver
+from notify_svc.tickets import service as tickets
 
 log = logging.getLogger(__name__)
 
 
-async def _deliver(session: AsyncSession, envelope: Envelope, text: texts.Text, user_id: UUID) -> None:
-    created = await deliver(session, user_id, text, source_event_id=envelope.event_id)
-    log.info(
-        "message delivered" if created else "message already delivered",
-        extra={"event_id": str(envelope.event_id), "type": envelope.type, "user_id": str(user_id)},
-    )
+class InboxConsumers:
+    """The handlers; `pushes` wakes the push worker once a message (and its push job) is committed."""
 
+    def __init__(self, pushes: Alarm | None = None) -> None:
+        self._pushes = pushes
 
-async def on_rental_ended(session: AsyncSession, envelope: Envelope) -> None:
-    assert isinstance(envelope.data, RentalEnded)
-    await _deliver(session, envelope, texts.rental_ended(envelope.data), envelope.data.user_id)
+    async def _deliver(self, session: AsyncSession, envelope: Envelope, text: texts.Text, user_id: UUID) -> None:
+        created = await deliver(session, user_id, text, source_event_id=envelope.event_id, pushes=self._pushes)
+        log.info(
+            "message delivered" if created else "message already delivered",
+            extra={"event_id": str(envelope.event_id), "type": envelope.type, "user_id": str(user_id)},
+        )
 
+    async def on_rental_ended(self, session: AsyncSession, envelope: Envelope) -> None:
+        assert isinstance(envelope.data, RentalEnded)
+        await self._deliver(session, envelope, texts.rental_ended(envelope.data), envelope.data.user_id)
 
-async def on_rental_failed(session: AsyncSession, envelope: Envelope) -> None:
-    assert isinstance(envelope.data, RentalFailed)
-    await _deliver(session, envelope, texts.rental_failed(envelope.data), envelope.data.user_id)
+    async def on_rental_failed(self, session: AsyncSession, envelope: Envelope) -> None:
+        assert isinstance(envelope.data, RentalFailed)
+        await self._deliver(session, envelope, texts.rental_failed(envelope.data), envelope.data.user_id)
 
+    async def on_charge_settled(self, session: AsyncSession, envelope: Envelope) -> None:
+        assert isinstance(envelope.data, ChargeSettled)
+        await self._deliver(session, envelope, texts.charge_settled(envelope.data), envelope.data.user_id)
 
-async def on_charge_settled(session: AsyncSession, envelope: Envelope) -> None:
-    assert isinstance(envelope.data, ChargeSettled)
-    await _deliver(session, envelope, texts.charge_settled(envelope.data), envelope.data.user_id)
+    async def on_charge_failed(self, session: AsyncSession, envelope: Envelope) -> None:
+        assert isinstance(envelope.data, ChargeFailed)
+        await self._deliver(session, envelope, texts.charge_failed(envelope.data), envelope.data.user_id)
 
+    async def on_rental_started(self, session: AsyncSession, envelope: Envelope) -> None:
+        """A normal start is answered in the app itself; only a rental revived by a late eject needs a message."""
+        assert isinstance(envelope.data, RentalStarted)
+        if envelope.data.after_failure:
+            await self._deliver(session, envelope, texts.rental_revived(envelope.data), envelope.data.user_id)
 
-async def on_charge_failed(session: AsyncSession, envelope: Envelope) -> None:
-    assert isinstance(envelope.data, ChargeFailed)
-    await _deliver(session, envelope, texts.charge_failed(envelope.data), envelope.data.user_id)
+    async def on_refund_settled(self, session: AsyncSession, envelope: Envelope) -> None:
+        assert isinstance(envelope.data, RefundSettled)
+        await self._deliver(session, envelope, texts.refund_settled(envelope.data), envelope.data.user_id)
 
-
-async def on_rental_started(session: AsyncSession, envelope: Envelope) -> None:
-    """A normal start is answered in the app itself; only a rental revived by a late eject needs a message."""
-    assert isinstance(envelope.data, RentalStarted)
-    if envelope.data.after_failure:
-        await _deliver(session, envelope, texts.rental_revived(envelope.data), envelope.data.user_id)
-
-
-async def on_refund_settled(session: AsyncSession, envelope: Envelope) -> None:
-    assert isinstance(envelope.data, RefundSettled)
-    await _deliver(session, envelope, texts.refund_settled(envelope.data), envelope.data.user_id)
+    async def on_bank_fault_cleared(self, session: AsyncSession, envelope: Envelope) -> None:
+        assert isinstance(envelope.data, BankFaultCleared)
+        added = await tickets.note_fault_cleared(session, envelope.event_id, envelope.data)
+        log.info("bank fault cleared noted", extra={"bank_id": envelope.data.bank_id, "tickets": added})

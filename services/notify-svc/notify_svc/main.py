@@ -1,34 +1,97 @@
 """notify-svc: `uvicorn notify_svc.main:create_app --factory`."""
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime
+
 from fastapi import FastAPI
 
 from contracts import Topic
 from kit.app import ConsumerSpec, Runtime, create_service_app
-from notify_svc import consumers
+from kit.db import unit_of_work
+from kit.periodic import Alarm, run_periodically
+from notify_svc.consumers import InboxConsumers
+from notify_svc.context import NotifyContext, context_of
 from notify_svc.messages.endpoints import router as messages_router
+from notify_svc.notices.endpoints import media_router
+from notify_svc.notices.endpoints import staff_router as notices_staff_router
+from notify_svc.notices.signing import UrlSigner
+from notify_svc.push import service as push
+from notify_svc.push.endpoints import router as push_router
+from notify_svc.push.endpoints import staff_router as push_staff_router
+from notify_svc.push.provider import SandboxPushProvider
 from notify_svc.settings import Settings
+from notify_svc.tickets import service as tickets
+from notify_svc.tickets.endpoints import router as tickets_router
+from notify_svc.tickets.endpoints import staff_router as tickets_staff_router
 
 
-def _consumers(_: Runtime) -> list[ConsumerSpec]:
+def _consumers(runtime: Runtime) -> list[ConsumerSpec]:
+    inbox = InboxConsumers(context_of(runtime).pushes)
     return [
         ConsumerSpec(
-            topics=[Topic.RENTALS, Topic.PAYMENTS],
+            topics=[Topic.RENTALS, Topic.PAYMENTS, Topic.DEVICE_FAULTS],
             handlers={
-                "billing.rental.started": consumers.on_rental_started,
-                "billing.rental.ended": consumers.on_rental_ended,
-                "billing.rental.failed": consumers.on_rental_failed,
-                "asset.charge.settled": consumers.on_charge_settled,
-                "asset.charge.failed": consumers.on_charge_failed,
-                "asset.refund.settled": consumers.on_refund_settled,
+                "billing.rental.started": inbox.on_rental_started,
+                "billing.rental.ended": inbox.on_rental_ended,
+                "billing.rental.failed": inbox.on_rental_failed,
+                "asset.charge.settled": inbox.on_charge_settled,
+                "asset.charge.failed": inbox.on_charge_failed,
+                "asset.refund.settled": inbox.on_refund_settled,
+                "device.bank.fault_cleared": inbox.on_bank_fault_cleared,
             },
         )
     ]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(runtime: Runtime) -> AsyncIterator[None]:
+        context = NotifyContext(
+            settings=settings,
+            signer=UrlSigner(settings.media_signing_key.get_secret_value().encode(), settings.media_url_ttl_s),
+            push_provider=SandboxPushProvider(failure_rate=settings.push_sandbox_failure_rate),
+            pushes=Alarm(),
+        )
+        context.install(runtime.extras)
+        if settings.ticket_sla_sweep_interval_s > 0:
+
+            async def alert_overdue() -> datetime | None:
+                async with unit_of_work(runtime.sessionmaker) as session:
+                    return await tickets.alert_overdue(session, runtime)
+
+            runtime.spawn(
+                run_periodically(alert_overdue, name="ticket-sla", interval_s=settings.ticket_sla_sweep_interval_s),
+                "ticket-sla",
+            )
+        if settings.push_poll_interval_s > 0:
+
+            async def send_pushes() -> datetime | None:
+                async with unit_of_work(runtime.sessionmaker) as session:
+                    return await push.send_due(session, runtime, context.push_provider)
+
+            runtime.spawn(
+                run_periodically(
+                    send_pushes, name="push-sender", interval_s=settings.push_poll_interval_s, alarm=context.pushes
+                ),
+                "push-sender",
+            )
+        yield
+
     return create_service_app(
-        settings or Settings(),
+        settings,
         title="notify-svc",
-        routers=[messages_router],
+        routers=[
+            messages_router,
+            tickets_router,
+            tickets_staff_router,
+            notices_staff_router,
+            media_router,
+            push_router,
+            push_staff_router,
+        ],
         consumers=_consumers,
+        extra_lifespan=lifespan,
     )

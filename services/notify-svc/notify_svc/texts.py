@@ -13,6 +13,7 @@ from contracts.events import (
     RentalEnded,
     RentalFailed,
     RentalStarted,
+    ReportKind,
 )
 from notify_svc.models import Category
 
@@ -47,6 +48,8 @@ class Text:
     category: Category
     title: str
     body: str
+    # The user must learn this even without the app: pushed, and texted when no phone got the push.
+    critical: bool = False
 
 
 def format_fen(fen: int) -> str:
@@ -94,7 +97,7 @@ def rental_ended(data: RentalEnded) -> Text:
             f"Power bank {data.bank_id} was not returned within {format_duration(data.duration_seconds)}, "
             f"so it is now yours: you were charged the purchase price {format_fen(data.fee_fen)}."
         )
-        return Text(Category.RENTAL, "Power bank purchased", body)
+        return Text(Category.RENTAL, "Power bank purchased", body, critical=True)
     body = (
         f"You returned power bank {data.bank_id} at {data.return_cabinet_id} "
         f"after {format_duration(data.duration_seconds)}. Fee: {format_fen(data.fee_fen)}."
@@ -132,7 +135,7 @@ def charge_failed(data: ChargeFailed) -> Text:
         f"We could not collect {format_fen(data.amount_fen)} for your rental "
         f"({charge_failure_reason(data.reason)}); please pay manually in the app."
     )
-    return Text(Category.PAYMENT, "Payment failed", body)
+    return Text(Category.PAYMENT, "Payment failed", body, critical=True)
 
 
 def rental_revived(data: RentalStarted) -> Text:
@@ -151,3 +154,17 @@ def refund_settled(data: RefundSettled) -> Text:
         f"Balance: {format_fen(data.balance_fen)}."
     )
     return Text(Category.PAYMENT, "Refund received", body)
+
+
+REPORT_NAMES: dict[ReportKind, str] = {
+    ReportKind.FAULTY_BANK: "faulty power bank",
+    ReportKind.DAMAGED_CABLE: "damaged cable",
+    ReportKind.ABUSE: "abuse report",
+    ReportKind.APP_PROBLEM: "app problem",
+    ReportKind.OTHER: "report",
+}
+
+
+def ticket_reply(kind: ReportKind, reply: str) -> Text:
+    """Customer service answered a report; the staff member's words as written (plain text)."""
+    return Text(Category.SERVICE, f"Customer service replied to your {REPORT_NAMES[kind]}", reply)

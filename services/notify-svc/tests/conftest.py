@@ -16,6 +16,7 @@ from contracts import Topic
 from kit.auth import TokenSigner
 from kit.testing import (
     EventBus,
+    EventRecorder,
     app_client,
     ensure_database,
     eventually,
@@ -30,7 +31,8 @@ from notify_svc.main import create_app
 from notify_svc.settings import Settings
 
 SERVICE_DIR = Path(__file__).resolve().parents[1]
-TOPICS = [Topic.RENTALS.value, Topic.PAYMENTS.value]
+TOPICS = [Topic.RENTALS.value, Topic.PAYMENTS.value, Topic.DEVICE_FAULTS.value]
+PUBLISHED = [Topic.TICKETS.value, Topic.FAULT_REPORTS.value, Topic.NOTICES.value, Topic.USER_COMMANDS.value]
 ISSUER, AUDIENCE = "pb-user-svc", "pb"
 
 
@@ -74,6 +76,7 @@ def settings(prepared_database: str, keypair: tuple[Path, Path], consumer_group:
         jwt_public_key_file=keypair[1],
         jwt_issuer=ISSUER,
         jwt_audience=AUDIENCE,
+        ticket_sla_sweep_interval_s=0.5,
     )
 
 
@@ -115,6 +118,25 @@ def auth(signer: TokenSigner) -> Callable[[uuid.UUID], dict[str, str]]:
         return {"Authorization": f"Bearer {signer.issue(str(user_id))}"}
 
     return headers
+
+
+@pytest.fixture
+def staff(signer: TokenSigner) -> Callable[..., dict[str, str]]:
+    """Headers of an administrator with `roles` (default: support)."""
+
+    def headers(subject: str = "agent-1", roles: tuple[str, ...] = ("support",)) -> dict[str, str]:
+        return {"Authorization": f"Bearer {signer.issue(subject, kind='admin', roles=list(roles))}"}
+
+    return headers
+
+
+@pytest.fixture(scope="session")
+async def recorder() -> AsyncIterator[EventRecorder]:
+    """Every event notify-svc publishes during the session (tickets, fault reports, notices)."""
+    events = EventRecorder(kafka_bootstrap(), PUBLISHED)
+    await events.start()
+    yield events
+    await events.stop()
 
 
 @pytest.fixture

@@ -73,7 +73,8 @@ async def test_rental_ended_becomes_one_message_even_when_redelivered(client, bu
     assert message["category"] == "rental"
     assert message["body"] == "You returned power bank PB-000003 at CAB-0002 after 1 h 5 min. Fee: ¥3.00."
     assert message["read_at"] is None
-    assert set(message) == {"message_id", "category", "title", "body", "created_at", "read_at"}
+    assert set(message) == {"message_id", "category", "title", "body", "created_at", "read_at", "images"}
+    assert message["images"] == []
     assert body["next_before"] is None
 
 
@@ -216,3 +217,54 @@ async def test_only_a_revived_rental_start_and_a_refund_make_messages(client, bu
         "Refund received",
         "Your rental has started",
     ]
+
+
+async def test_unread_count_read_all_delete_and_category_filter(client, bus, auth, staff, wait):
+    user, other = uuid.uuid4(), uuid.uuid4()
+    await bus.publish(ended(user, fee=100), key=str(user))
+    await bus.publish(failed(user), key=str(user))
+    await bus.publish(ended(other, fee=100), key=str(other))
+    ids = {"charge_id": uuid.uuid4(), "rental_id": uuid.uuid4(), "user_id": user}
+    await bus.publish(
+        ChargeSettled(**ids, amount_fen=100, balance_fen=900, settled_at=datetime.now(UTC)), key=str(user)
+    )
+    await wait_for_count(client, auth(user), wait, 3)
+    await wait_for_count(client, auth(other), wait, 1)
+
+    counts = (await client.get("/v1/messages/unread-count", headers=auth(user))).json()
+    assert counts["unread"] == 3
+    assert counts["by_category"] == {
+        "rental": 2,
+        "payment": 1,
+        "system": 0,
+        "operations": 0,
+        "service": 0,
+        "marketing": 0,
+    }
+    rentals = await inbox(client, auth(user), category="rental")
+    assert {m["category"] for m in rentals["items"]} == {"rental"} and len(rentals["items"]) == 2
+
+    response = await client.post("/v1/messages/read-all", headers=auth(user), params={"category": "payment"})
+    assert response.json() == {"marked": 1}
+    assert (await client.get("/v1/messages/unread-count", headers=auth(user))).json()["unread"] == 2
+    assert (await client.post("/v1/messages/read-all", headers=auth(user))).json() == {"marked": 2}
+    assert (await client.post("/v1/messages/read-all", headers=auth(user))).json() == {"marked": 0}
+    assert (await client.get("/v1/messages/unread-count", headers=auth(user))).json()["unread"] == 0
+    # The other user's message is untouched.
+    assert (await client.get("/v1/messages/unread-count", headers=auth(other))).json()["unread"] == 1
+
+    victim = (await inbox(client, auth(other)))["items"][0]["message_id"]
+    response = await client.delete(f"/v1/messages/{victim}", headers=auth(user))
+    assert response.status_code == 404
+    assert response.json()["code"] == "message_not_found"
+    mine = (await inbox(client, auth(user), category="payment"))["items"][0]["message_id"]
+    assert (await client.delete(f"/v1/messages/{mine}", headers=auth(user))).status_code == 204
+    assert (await client.delete(f"/v1/messages/{mine}", headers=auth(user))).status_code == 404
+    assert len((await inbox(client, auth(user)))["items"]) == 2
+    assert len((await inbox(client, auth(other)))["items"]) == 1
+
+    for params in ({"category": "spam"},):
+        assert (await client.get("/v1/messages", headers=auth(user), params=params)).status_code == 422
+        assert (await client.post("/v1/messages/read-all", headers=auth(user), params=params)).status_code == 422
+    assert (await client.get("/v1/messages/unread-count")).status_code == 401
+    assert (await client.get("/v1/messages/unread-count", headers=staff())).status_code == 403

@@ -56,6 +56,7 @@ def settings(database_url: str, keypair: tuple[Path, Path]) -> Settings:
         # Only the deregistration test needs the rentals/payments projection; apps started and
         # stopped in quick succession would otherwise keep rebalancing one consumer group.
         obligations_consumer=False,
+        sms_commands_consumer=False,
     )
 
 

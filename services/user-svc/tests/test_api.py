@@ -15,7 +15,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from sqlalchemy import make_url
 
 from contracts import Envelope, Topic, new_event
-from contracts.events import ChargeSettled, DebtWaived, RentalEnded, RentalStarted, UserRegistered
+from contracts.events import ChargeSettled, DebtWaived, RentalEnded, RentalStarted, SendSms, UserRegistered
 from kit.auth import TokenSigner, TokenVerifier
 from kit.testing import app_client, kafka_bootstrap, truncate_all, write_keypair
 from user_svc.main import create_app
@@ -1170,3 +1170,45 @@ async def test_api_keys_give_scoped_client_tokens(client, settings, keypair):
     )
     actions = [r["action"] for r in (await client.get("/v1/admin/audit-log", headers=root)).json()]
     assert "api_key.create" in actions and "api_key.revoke" in actions
+
+
+async def test_send_sms_commands_text_the_users_phone(settings, database_url):
+    """notify-svc's fallback for a critical message: user-svc texts the number only it holds."""
+    await truncate_all(database_url)
+    with_texts = settings.model_copy(
+        update={"sms_commands_consumer": True, "kafka_consumer_group": f"user-svc-test-{uuid.uuid4().hex[:8]}"}
+    )
+    app = create_app(with_texts)
+    async with app_client(app) as client:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                await app.state.runtime.readiness_checks["consumers"]()
+                break
+            except RuntimeError:
+                assert time.monotonic() < deadline, "the texts consumer was never assigned partitions"
+                await asyncio.sleep(0.2)
+        user_id = uuid.UUID((await register(client))["user_id"])
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap())
+        await producer.start()
+        try:
+            for data in (
+                SendSms(user_id=uuid.uuid4(), text="nobody", reason="push_undelivered"),
+                SendSms(user_id=user_id, text="Payment failed: please pay manually", reason="push_undelivered"),
+            ):
+                envelope = new_event(data, key=str(data.user_id), producer="notify-svc")
+                await producer.send_and_wait(envelope.topic.value, envelope.to_bytes(), key=envelope.key.encode())
+                if data.user_id == user_id:
+                    await producer.send_and_wait(envelope.topic.value, envelope.to_bytes(), key=envelope.key.encode())
+        finally:
+            await producer.stop()
+
+        async def texted() -> list[dict[str, Any]]:
+            return [m for m in await outbox(client, PHONE) if m["body"] == "Payment failed: please pay manually"]
+
+        deadline = time.monotonic() + 20
+        while not await texted():
+            assert time.monotonic() < deadline, "the text never reached the sandbox provider"
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(1.0)  # the redelivered copy had its chance
+        assert len(await texted()) == 1

@@ -31,6 +31,7 @@ from user_svc.security import Passwords, Tokens
 from user_svc.settings import Settings
 from user_svc.terms.endpoints import router as terms_router
 from user_svc.terms.service import load_terms
+from user_svc.texting.consumers import consumer_spec as texts_consumer
 from user_svc.users.endpoints import router as users_router
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings,
         title="user-svc",
         routers=routers,
-        consumers=lambda rt: [obligations_consumer(rt)] if settings.obligations_consumer else [],
+        consumers=lambda rt: [
+            *([obligations_consumer(rt)] if settings.obligations_consumer else []),
+            *([texts_consumer(rt)] if settings.sms_commands_consumer else []),
+        ],
         extra_lifespan=lifespan,
     )
 

@@ -54,6 +54,8 @@ class Settings(ServiceSettings):
     anonymise_interval_s: float = Field(default=3600.0, ge=0)  # 0 disables the job
     # The projection of rentals/payments that deregistration checks (off only in tests that do not need it).
     obligations_consumer: bool = True
+    # Texts notify-svc asks for (`user.send_sms`: critical messages no phone received by push).
+    sms_commands_consumer: bool = True
 
     # Lockout: this many failed logins for one identifier within the window lock it for lockout_s.
     login_max_failures: int = Field(default=5, ge=1)

@@ -17,6 +17,7 @@ class BankView:
     slot_no: int | None
     slot_fault: str | None = None
     pending_command: bool = False
+    reported_fault: bool = False  # users reported it broken; staff have not cleared it yet
 
 
 class CodeKind:
@@ -32,6 +33,8 @@ def bank_refusal(
     bank is in no known cabinet."""
     if bank.state == "faulty":
         return EjectFailureReason.BANK_FAULTY, "the bank is marked faulty"
+    if bank.reported_fault:
+        return EjectFailureReason.BANK_FAULTY, "a user reported the bank faulty; it waits for staff to check it"
     if bank.slot_fault is not None:
         return EjectFailureReason.BANK_FAULTY, f"its slot reports {bank.slot_fault}"
     if bank.state != "in_cabinet" or bank.cabinet_id is None or bank.slot_no is None:

@@ -332,4 +332,5 @@ def _to_view(bank: Bank, slot_fault: str | None, pending: bool) -> BankView:
         slot_no=bank.slot_no,
         slot_fault=slot_fault,
         pending_command=pending,
+        reported_fault=bank.reported_fault_at is not None,
     )

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.mqtt import Light, Ring
 from device_svc.clock import datetime_to_ms
+from device_svc.faults import repository as fault_reports
 from device_svc.metrics import COMMANDS_DOWN
 from device_svc.models import Bank
 from device_svc.mqtt.downlink import Downlink
@@ -272,6 +273,19 @@ async def maintenance_tasks(session: AsyncSession, limit: int = 500) -> list[Mai
                 slot=slot.slot_no,
                 lat=lat,
                 lon=lon,
+            )
+        )
+    for bank in await fault_reports.reported_banks(session, limit):
+        tasks.append(
+            MaintenanceTask(
+                device_id=bank.id,
+                device_kind="bank",
+                task="bank reported faulty by a user: check it, then clear its fault reports",
+                since=bank.reported_fault_at,
+                cabinet_id=bank.cabinet_id,
+                slot=bank.slot_no,
+                lat=bank.lat,
+                lon=bank.lon,
             )
         )
     for bank in await repo.banks_needing_work(session, limit):

@@ -118,6 +118,7 @@ def available_banks_subquery(min_battery_pct: int) -> Any:
             Bank.cabinet_id == Cabinet.id,
             Bank.state == "in_cabinet",
             Bank.battery_pct >= min_battery_pct,
+            Bank.reported_fault_at.is_(None),
             Slot.fault.is_(None),
         )
         .correlate(Cabinet)

@@ -49,6 +49,7 @@ async def get_cabinet(session: AsyncSession, cabinet_id: str, min_battery_pct: i
         rentable = (
             bank is not None
             and bank.state == "in_cabinet"
+            and bank.reported_fault_at is None
             and slot.fault is None
             and (bank.battery_pct or 0) >= min_battery_pct
         )

@@ -1,4 +1,5 @@
-"""Inbox rules: users see and mark only their own messages; pages are cut by an opaque cursor."""
+"""Inbox rules: users see and mark only their own messages (and the published notices, which are
+everyone's); pages are cut by an opaque cursor."""
 
 import base64
 import binascii
@@ -9,8 +10,12 @@ from datetime import UTC, datetime
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kit.errors import BusinessError, NotFound
+from kit.periodic import Alarm
 from notify_svc.messages import repository
-from notify_svc.models import Message
+from notify_svc.messages.repository import InboxItem
+from notify_svc.models import Category
+from notify_svc.notices import repository as notices
+from notify_svc.push import service as push
 from notify_svc.texts import Text
 
 
@@ -27,8 +32,9 @@ class InvalidCursor(BusinessError):
 
 @dataclass(frozen=True)
 class Page:
-    items: list[Message]
+    items: list[InboxItem]
     next_before: str | None
+    images: dict[uuid.UUID, list[tuple[uuid.UUID, str]]]  # notice id -> (image id, content type)
 
 
 def encode_cursor(created_at: datetime, message_id: uuid.UUID) -> str:
@@ -49,25 +55,66 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
 
 
 async def list_messages(
-    session: AsyncSession, user_id: uuid.UUID, *, limit: int, unread_only: bool, before: str | None
+    session: AsyncSession,
+    user_id: uuid.UUID,
+    *,
+    limit: int,
+    unread_only: bool,
+    before: str | None,
+    category: Category | None = None,
 ) -> Page:
     cursor = decode_cursor(before) if before else None
-    rows = await repository.list_messages(session, user_id, limit=limit + 1, unread_only=unread_only, before=cursor)
+    rows = await repository.list_inbox(
+        session,
+        user_id,
+        limit=limit + 1,
+        unread_only=unread_only,
+        category=category.value if category else None,
+        before=cursor,
+    )
     items = rows[:limit]
     next_before = encode_cursor(items[-1].created_at, items[-1].id) if len(rows) > limit else None
-    return Page(items=items, next_before=next_before)
+    images = await notices.images_of(session, [i.id for i in items if i.notice])
+    return Page(items=items, next_before=next_before, images=images)
 
 
-async def mark_read(session: AsyncSession, user_id: uuid.UUID, message_id: uuid.UUID) -> Message:
-    message = await repository.mark_read(session, user_id, message_id, datetime.now(UTC))
-    if message is None:
+async def mark_read(session: AsyncSession, user_id: uuid.UUID, message_id: uuid.UUID) -> InboxItem:
+    item = await repository.mark_read(session, user_id, message_id, datetime.now(UTC))
+    if item is None:
         raise MessageNotFound(f"You have no message {message_id}")
-    return message
+    return item
 
 
-async def deliver(session: AsyncSession, user_id: uuid.UUID, text: Text, *, source_event_id: uuid.UUID | None) -> bool:
-    """Put a message in a user's inbox; a repeated `source_event_id` is ignored (returns False)."""
-    return await repository.add_message(
+async def images_of(session: AsyncSession, item: InboxItem) -> list[tuple[uuid.UUID, str]]:
+    return (await notices.images_of(session, [item.id])).get(item.id, []) if item.notice else []
+
+
+async def unread_count(session: AsyncSession, user_id: uuid.UUID) -> dict[Category, int]:
+    counts = await repository.unread_by_category(session, user_id)
+    return {category: counts.get(category.value, 0) for category in Category}
+
+
+async def mark_all_read(session: AsyncSession, user_id: uuid.UUID, category: Category | None) -> int:
+    return await repository.mark_all_read(session, user_id, category.value if category else None, datetime.now(UTC))
+
+
+async def delete(session: AsyncSession, user_id: uuid.UUID, message_id: uuid.UUID) -> None:
+    if not await repository.delete_item(session, user_id, message_id, datetime.now(UTC)):
+        raise MessageNotFound(f"You have no message {message_id}")
+
+
+async def deliver(
+    session: AsyncSession,
+    user_id: uuid.UUID,
+    text: Text,
+    *,
+    source_event_id: uuid.UUID | None,
+    pushes: Alarm | None = None,
+) -> uuid.UUID | None:
+    """Put a message in a user's inbox and a push of it in the push queue (same transaction; `pushes`
+    wakes the push worker after commit): the message id, or None when `source_event_id` was already
+    delivered."""
+    message_id = await repository.add_message(
         session,
         user_id=user_id,
         category=text.category.value,
@@ -76,3 +123,14 @@ async def deliver(session: AsyncSession, user_id: uuid.UUID, text: Text, *, sour
         created_at=datetime.now(UTC),
         source_event_id=source_event_id,
     )
+    if message_id is not None:
+        push.enqueue(
+            session,
+            pushes,
+            user_id=user_id,
+            message_id=message_id,
+            title=text.title,
+            body=text.body,
+            critical=text.critical,
+        )
+    return message_id
