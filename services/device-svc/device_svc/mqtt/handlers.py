@@ -38,6 +38,7 @@ from contracts.mqtt import (
     parse_up_topic,
     up_message_adapter,
 )
+from contracts.regions import region_at
 from device_svc.clock import checked_device_time, ms_to_datetime
 from device_svc.commands.service import EjectService
 from device_svc.metrics import MESSAGES_RECEIVED
@@ -379,6 +380,7 @@ class MessageProcessor:
             device_reported_at=reported_at,
             received_at=incoming.received_at,
             clock_adjusted=True,
+            region=region_at(cabinet.lat, cabinet.lon, cabinet.region),
         )
         log.warning("rented bank found by inventory", extra={"device_id": cabinet.id, "bank_id": bank.id})
         await self._publish(session, event, bank.id)
@@ -432,6 +434,7 @@ class MessageProcessor:
             device_reported_at=reported,
             received_at=at,
             clock_adjusted=adjusted,
+            region=region_at(cabinet.lat, cabinet.lon, cabinet.region),
         )
         await self._publish(session, event, bank.id)
         self._ack_after_commit(session, device_id, msg.msg_id, ReturnAckResult.OK)
