@@ -195,6 +195,10 @@ class DeviceTelemetryReported(_Data):
     charge_mah_total: int | None = None
     discharge_mah_total: int | None = None
     moving: bool | None = None
+    region: RegionRef | None = Field(
+        default=None,
+        description="A cabinet's region, or a bank's from its position (absent from older producers)",
+    )
 
 
 class DeviceAlarmKind(StrEnum):
