@@ -96,6 +96,7 @@ ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
             "devices:maintain",
             "devices:provision",
             "stats:read",
+            "analytics:read",
             "payments:read",
             "assets:manage",
             "pricing:manage",
@@ -118,7 +119,7 @@ ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
             "credit:adjust",
         }
     ),
-    "analyst": frozenset({"stats:read", "rentals:read"}),
+    "analyst": frozenset({"stats:read", "analytics:read", "rentals:read"}),
 }
 ADMIN_ROLES = frozenset(ROLE_PERMISSIONS)
 

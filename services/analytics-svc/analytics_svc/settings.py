@@ -9,6 +9,10 @@ class Settings(ServiceSettings):
     service_name: str = "analytics-svc"
     # The time zone statistics are reported in (hour of day, day boundaries): env STATS_TIMEZONE.
     stats_timezone: str = "Asia/Shanghai"
+    # A bank rented for longer than this counts as lost in banks per region.
+    lost_after_hours: int = 72
+    # How often the hourly rollup is rebuilt for the hours facts changed in (0: never, tests drive it).
+    rollup_interval_s: float = 2.0
 
     @field_validator("stats_timezone")
     @classmethod
