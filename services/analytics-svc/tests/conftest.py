@@ -375,6 +375,8 @@ def all_events(now: datetime) -> list[tuple[EventData, str]]:
 def dataset() -> types.SimpleNamespace:
     """The data set above, for test modules (they cannot import conftest)."""
     return types.SimpleNamespace(
+        SHANGHAI=SHANGHAI,
+        Rental=Rental,
         USERS=USERS,
         region=region,
         rentals=rentals,
