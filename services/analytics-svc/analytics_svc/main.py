@@ -10,6 +10,7 @@ from analytics_svc.consumers import Ingest
 from analytics_svc.rollup import service as rollup
 from analytics_svc.settings import Settings
 from analytics_svc.stats.endpoints import router as stats_router
+from analytics_svc.supervision.endpoints import router as supervision_router
 from contracts import Topic
 from kit.app import ConsumerSpec, Runtime, create_service_app
 from kit.periodic import run_periodically
@@ -46,7 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return create_service_app(
         settings,
         title="analytics-svc",
-        routers=[stats_router, analyses_router],
+        routers=[stats_router, analyses_router, supervision_router],
         consumers=consumers,
         extra_lifespan=lifespan,
     )

@@ -132,3 +132,19 @@ class RollupDirtyHour(Base):
     __tablename__ = "rollup_dirty_hours"
 
     hour: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+
+
+class SupervisionAccess(Base):
+    """Every request the supervision platform's credential made (clause 5: each access audited)."""
+
+    __tablename__ = "supervision_access_log"
+    __table_args__ = (Index("ix_supervision_access_log_at", "at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    client_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    token_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    method: Mapped[str] = mapped_column(String(10), nullable=False)
+    path: Mapped[str] = mapped_column(String(200), nullable=False)
+    query: Mapped[str] = mapped_column(String(500), nullable=False)
+    regions: Mapped[str] = mapped_column(String(200), nullable=False)

@@ -5,13 +5,11 @@ import csv
 import io
 import uuid
 from collections import Counter
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
 
-from contracts.events import DeviceAlarmRaised
 from contracts.regions import cell_parent
 
 pytestmark = pytest.mark.integration
@@ -24,21 +22,6 @@ async def get_json(client: httpx.AsyncClient, path: str, headers: dict[str, str]
     response = await client.get(f"/v1/analytics/{path}", headers=headers, params=params)
     assert response.status_code == 200, response.text
     return response.json()
-
-
-@pytest.fixture
-async def seeded(client, bus, processed, refresh_rollup, dataset):
-    now = datetime.now(UTC)
-    sent = []
-    for data, key in dataset.all_events(now):
-        if isinstance(data, DeviceAlarmRaised):
-            continue  # raised long after its bank's return: sent once the rest is in
-        sent.append(await bus.publish(data, key))
-    await processed(sent)
-    alarms = [await bus.publish(d, k) for d, k in dataset.device_events(now) if isinstance(d, DeviceAlarmRaised)]
-    await processed(alarms)
-    await refresh_rollup()
-    return client
 
 
 async def test_analyses_need_the_analytics_permission(client, auth, admin):
