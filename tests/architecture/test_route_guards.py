@@ -13,10 +13,10 @@ from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 
-from kit.auth import ROLE_PERMISSIONS, UserScope
+from kit.auth import ROLE_PERMISSIONS, SUPERVISION_SCOPE, Principal, UserScope
 
 SERVICES = ["user_svc", "device_svc", "billing_svc", "asset_credit_svc", "notify_svc", "analytics_svc"]
-STAFF_PREFIXES = ("/v1/admin", "/v1/ops", "/v1/dev")
+STAFF_PREFIXES = ("/v1/admin", "/v1/ops", "/v1/dev", "/v1/stats", "/v1/analytics")
 PUBLIC_STAFF_ROUTES = {("POST", "/v1/admin/sessions")}  # administrators log in here
 KNOWN_PERMISSIONS = set().union(*ROLE_PERMISSIONS.values()) | {"clients:manage", "admins:manage", "audit:read"}
 
@@ -123,3 +123,26 @@ def test_customer_service_staff_routes_check_their_permission(package: str, meth
     route = next((r for r in _routes(package) if r.path == path and method in (r.methods or ())), None)
     assert route is not None, f"{method} {path} is not a route of {package}"
     assert _permissions(route) == {permission}
+
+
+@pytest.mark.parametrize("package", SERVICES)
+def test_supervision_routes_answer_regulators_only(package: str) -> None:
+    """The supervision interface (clause 5) is guarded by `require_regulator` and nothing that an
+    administrator's role could open; a regulator's scopes hold no permission of the role table."""
+    routes = [r for r in _routes(package) if r.path.startswith("/v1/supervision")]
+    for route in routes:
+        qualnames = {getattr(call, "__qualname__", "") for call in _calls(route.dependant)}
+        assert any(q.startswith("require_regulator.") for q in qualnames), route.path
+        assert not _guards(route), f"{route.path}: {_guards(route)}"
+    if package == "analytics_svc":
+        assert {r.path for r in routes} >= {
+            "/v1/supervision/trips",
+            "/v1/supervision/vehicles",
+            "/v1/supervision/vehicles/status",
+            "/v1/supervision/stops",
+            "/v1/supervision/events/historical",
+            "/v1/supervision/events/recent",
+            "/v1/supervision/reports",
+        }
+    regulator = Principal("key", kind="client", scopes=frozenset({SUPERVISION_SCOPE, "supervision:region:440300"}))
+    assert not any(regulator.can(p) for p in KNOWN_PERMISSIONS)

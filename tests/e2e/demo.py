@@ -8,6 +8,7 @@ import os
 import random
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -144,6 +145,8 @@ async def main() -> None:
         stats = await api.call("GET", f"{urls.analytics}/v1/stats/rentals-per-hour", token=admin)
         busy = [f"{b['hour']:02d}h: {b['rentals']}" for b in stats.json().get("buckets", []) if b["rentals"]]
         step("analytics: rentals per hour of day", ", ".join(busy) or "none yet", stats.ms)
+        await show_analytics(api, urls, admin)
+        await show_supervision(api, urls, admin)
 
         print("\nServices:")
         for name, base in vars(urls).items():
@@ -272,6 +275,57 @@ async def notice_with_image(api: PlatformClient, admin: str) -> None:
     )
     unread = await api.unread()
     step("unread messages", str(unread))
+
+
+async def show_analytics(api: PlatformClient, urls: Urls, admin: str) -> None:
+    banks = await api.call("GET", f"{urls.analytics}/v1/analytics/banks-per-region", token=admin)
+    rows = [
+        f"{r['name'] or 'unknown'} ({r['division_code'] or '-'}): {r['in_cabinets']} in cabinets, {r['rented']} rented, "
+        f"{r['faulty']} faulty, {r['lost']} lost"
+        for r in banks.json().get("rows", [])
+    ]
+    step("analytics: banks per region", "; ".join(rows) or "none yet", banks.ms)
+
+    async def active_today() -> Timed | None:
+        answer = await api.call("GET", f"{urls.analytics}/v1/analytics/active-users", token=admin)
+        return answer if answer.status == 200 and answer.json()["rows"] else None
+
+    active, _ = await wait_for(active_today, timeout_s=10)
+    today = active.json()["rows"][-1]
+    step(
+        "analytics: active users",
+        f"{today['period_start']}: {today['active']} active ({today['new']} new, {today['returning']} returning)",
+        active.ms,
+    )
+
+
+async def show_supervision(api: PlatformClient, urls: Urls, admin: str) -> None:
+    """The regulator's view: a credential of its own, MDS 2.0 shapes, no personal data."""
+    token = await api.regulator_token(admin)
+    mds = {"Accept": "application/vnd.mds+json;version=2.0"}
+    now = datetime.now(UTC)
+    last_hour = (now - timedelta(hours=1)).strftime("%Y-%m-%dT%H")
+    trips = await api.call(
+        "GET", f"{urls.analytics}/v1/supervision/trips", token=token, headers=mds, params={"end_time": last_hour}
+    )
+    listed = trips.json().get("trips", []) if trips.status == 200 else []
+    step(f"supervision: trips ending {last_hour}h UTC", f"{trips.status}, {len(listed)} trips", trips.ms)
+    this_hour = now.strftime("%Y-%m-%dT%H")
+    current = await api.call(
+        "GET", f"{urls.analytics}/v1/supervision/trips", token=token, headers=mds, params={"end_time": this_hour}
+    )
+    step(f"supervision: trips ending {this_hour}h UTC", f"{current.status} (the hour is not complete)", current.ms)
+    now_ms = int(now.timestamp() * 1000)
+    recent = await api.call(
+        "GET",
+        f"{urls.analytics}/v1/supervision/events/recent",
+        token=token,
+        headers=mds,
+        params={"start_time": now_ms - 3600_000, "end_time": now_ms + 1},
+    )
+    events = recent.json().get("events", [])
+    shown = [f"{e['event_types'][0]} trip {e['trip_ids'][0][:8]}… ({e['vehicle_state']})" for e in events[-4:]]
+    step("supervision: events of the last hour", "; ".join(shown) or "none", recent.ms)
 
 
 if __name__ == "__main__":

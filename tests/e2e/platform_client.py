@@ -110,6 +110,22 @@ class PlatformClient:
         token: str = timed.json()["access_token"]
         return token
 
+    async def regulator_token(self, admin_token: str, *scopes: str) -> str:
+        """An API key for the supervision platform, exchanged by OAuth 2.0 client credentials."""
+        created = await self.call(
+            "POST",
+            f"{self.urls.user}/v1/admin/api-keys",
+            token=admin_token,
+            json={"name": "supervision platform", "scopes": ["supervision:read", *scopes]},
+        )
+        created.response.raise_for_status()
+        client_id, _, secret = created.json()["api_key"].partition(".")
+        form = {"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret}
+        issued = await self.call("POST", f"{self.urls.user}/v1/oauth/token", data=form)
+        issued.response.raise_for_status()
+        token: str = issued.json()["access_token"]
+        return token
+
     async def top_up(self, amount_fen: int, channel: str = "alipay") -> Timed:
         return await self.call(
             "POST",

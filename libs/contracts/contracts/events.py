@@ -10,6 +10,7 @@ from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from contracts.regions import RegionRef
 from contracts.topics import Topic
 
 Fen = Annotated[int, Field(description="Amount in fen (1/100 CNY)")]
@@ -117,6 +118,9 @@ class BankEjected(_Data):
     battery_pct: int
     ejected_at: AwareDatetime
     bank_model: str | None = Field(default=None, max_length=50, description="The bank's model (rental history)")
+    region: RegionRef | None = Field(
+        default=None, description="The cabinet's division and H3 cell (absent from older producers)"
+    )
 
 
 class EjectFailed(_Data):
@@ -143,6 +147,9 @@ class BankReturned(_Data):
     device_reported_at: AwareDatetime
     received_at: AwareDatetime
     clock_adjusted: bool = False
+    region: RegionRef | None = Field(
+        default=None, description="The cabinet's division and H3 cell (absent from older producers)"
+    )
 
 
 class CabinetStatusChanged(_Data):
@@ -198,6 +205,10 @@ class DeviceTelemetryReported(_Data):
     charge_mah_total: int | None = None
     discharge_mah_total: int | None = None
     moving: bool | None = None
+    region: RegionRef | None = Field(
+        default=None,
+        description="A cabinet's region, or a bank's from its position (absent from older producers)",
+    )
 
 
 class DeviceAlarmKind(StrEnum):

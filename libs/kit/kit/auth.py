@@ -77,12 +77,31 @@ class Principal:
             return self.scopes
         return frozenset()
 
+    @property
+    def supervision_regions(self) -> frozenset[str]:
+        """Division codes a regulator's token is limited to (empty: every region)."""
+        return frozenset(
+            s.removeprefix(SUPERVISION_REGION_PREFIX) for s in self.scopes if s.startswith(SUPERVISION_REGION_PREFIX)
+        )
+
     def can(self, permission: str) -> bool:
         granted = self.permissions
         return permission in granted or ALL_PERMISSIONS in granted
 
 
 ALL_PERMISSIONS = "*"
+
+# The government supervision interface (clause 5): a regulator's API key carries `supervision:read`
+# and optionally `supervision:region:<division code>` scopes, never any other (user-svc refuses to
+# mix them), so its tokens pass `require_regulator` and nothing else. An administrator's `*` does
+# not open it: the interface answers regulators only, and each of their accesses is audited.
+SUPERVISION_SCOPE = "supervision:read"
+SUPERVISION_REGION_PREFIX = "supervision:region:"
+
+
+def is_supervision_scope(scope: str) -> bool:
+    return scope == SUPERVISION_SCOPE or scope.startswith(SUPERVISION_REGION_PREFIX)
+
 
 # Administrator roles and what each may do (T/CA006-2018 6.3.1). Every service checks permissions
 # with `require_permission`, so a role means the same everywhere. Permission names are
@@ -97,6 +116,7 @@ ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
             "devices:maintain",
             "devices:provision",
             "stats:read",
+            "analytics:read",
             "payments:read",
             "assets:manage",
             "pricing:manage",
@@ -132,7 +152,7 @@ ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
             "credit:adjust",
         }
     ),
-    "analyst": frozenset({"stats:read", "rentals:read"}),
+    "analyst": frozenset({"stats:read", "analytics:read", "rentals:read"}),
 }
 ADMIN_ROLES = frozenset(ROLE_PERMISSIONS)
 
@@ -314,6 +334,17 @@ def require_permission(permission: str) -> Callable[..., Coroutine[Any, Any, Pri
     async def dependency(principal: CurrentPrincipal) -> Principal:
         if principal.delegated or not principal.can(permission):
             raise Forbidden(f"The permission {permission!r} is required")
+        return principal
+
+    return dependency
+
+
+def require_regulator() -> Callable[..., Coroutine[Any, Any, Principal]]:
+    """A client token (a regulator's API key) holding `supervision:read`; nobody else."""
+
+    async def dependency(principal: CurrentPrincipal) -> Principal:
+        if principal.kind != "client" or SUPERVISION_SCOPE not in principal.scopes:
+            raise Forbidden("This interface is for the supervision platform's credential")
         return principal
 
     return dependency

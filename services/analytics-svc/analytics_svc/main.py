@@ -1,32 +1,53 @@
 """analytics-svc: `uvicorn analytics_svc.main:create_app --factory`."""
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI
 
-from analytics_svc import consumers
+from analytics_svc.analyses.endpoints import router as analyses_router
+from analytics_svc.consumers import Ingest
+from analytics_svc.rollup import service as rollup
 from analytics_svc.settings import Settings
 from analytics_svc.stats.endpoints import router as stats_router
+from analytics_svc.supervision.endpoints import router as supervision_router
 from contracts import Topic
 from kit.app import ConsumerSpec, Runtime, create_service_app
+from kit.periodic import run_periodically
 
-
-def _consumers(_: Runtime) -> list[ConsumerSpec]:
-    return [
-        ConsumerSpec(
-            topics=[Topic.RENTALS, Topic.USERS, Topic.DEVICE_RETURNS],
-            handlers={
-                "billing.rental.started": consumers.on_rental_started,
-                "billing.rental.ended": consumers.on_rental_ended,
-                "user.user.registered": consumers.on_user_registered,
-                "device.bank.returned": consumers.on_bank_returned,
-            },
-        )
-    ]
+TOPICS = [
+    Topic.RENTALS,
+    Topic.USERS,
+    Topic.DEVICE_RETURNS,
+    Topic.DEVICE_EJECTS,
+    Topic.DEVICE_STATUS,
+    Topic.DEVICE_TELEMETRY,
+]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    def consumers(_: Runtime) -> list[ConsumerSpec]:
+        return [ConsumerSpec(topics=TOPICS, handlers=Ingest(settings.zone).handlers())]
+
+    @asynccontextmanager
+    async def lifespan(runtime: Runtime) -> AsyncIterator[None]:
+        if settings.rollup_interval_s > 0:
+
+            async def refresh_rollup() -> None:
+                await rollup.refresh(runtime.sessionmaker)
+
+            runtime.spawn(
+                run_periodically(refresh_rollup, name="rollup-refresh", interval_s=settings.rollup_interval_s),
+                "rollup-refresh",
+            )
+        yield
+
     return create_service_app(
-        settings or Settings(),
+        settings,
         title="analytics-svc",
-        routers=[stats_router],
-        consumers=_consumers,
+        routers=[stats_router, analyses_router, supervision_router],
+        consumers=consumers,
+        extra_lifespan=lifespan,
     )

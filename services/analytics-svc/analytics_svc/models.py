@@ -4,9 +4,9 @@ Each fact has a unique business key, so an event applied twice (even under anoth
 group) leaves one fact. Personal data is kept to ids and times."""
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 
-from sqlalchemy import BigInteger, Boolean, DateTime, Identity, Index, Integer, String, UniqueConstraint
+from sqlalchemy import BigInteger, Boolean, Date, DateTime, Identity, Index, Integer, String, UniqueConstraint
 from sqlalchemy.dialects.postgresql import UUID as PgUUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -24,7 +24,10 @@ class UserFact(Base):
     __tablename__ = "user_facts"
 
     user_id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), primary_key=True)
-    registered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    # Null while only rentals are known (their registration not yet consumed).
+    registered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # The earliest rental start seen (LEAST of every one, so arrival order does not matter).
+    first_rental_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class RentalFact(Base):
@@ -43,6 +46,12 @@ class RentalFact(Base):
     return_cabinet_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     duration_seconds: Mapped[int | None] = mapped_column(Integer, nullable=True)
     fee_fen: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # Where (contracts.regions): from the eject fact, else the cabinet's region known at the time.
+    start_division: Mapped[str | None] = mapped_column(String(6), nullable=True)
+    start_cell: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    return_division: Mapped[str | None] = mapped_column(String(6), nullable=True)
+    return_cell: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    purchased: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default="false")
 
 
 class ReturnFact(Base):
@@ -60,3 +69,82 @@ class ReturnFact(Base):
     battery_pct: Mapped[int | None] = mapped_column(Integer, nullable=True)
     returned_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     clock_adjusted: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    division: Mapped[str | None] = mapped_column(String(6), nullable=True)
+    cell: Mapped[str | None] = mapped_column(String(16), nullable=True)
+
+
+class CabinetRegion(Base):
+    """The newest region known for a cabinet (by event time), from any fact that carries one."""
+
+    __tablename__ = "cabinet_regions"
+
+    cabinet_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    division: Mapped[str | None] = mapped_column(String(6), nullable=True)
+    cell: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    as_of: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    # The newest stock report (cabinet inventories): banks physically in its slots.
+    banks_present: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    stock_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class BankFact(Base):
+    """A bank's newest known state by event time: in_cabinet, rented, faulty (a fault seen after its
+    last movement), lost (sold by the purchase ceiling); long rentals count as lost when queried."""
+
+    __tablename__ = "bank_facts"
+    __table_args__ = (Index("ix_bank_facts_division", "division"),)
+
+    bank_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    state: Mapped[str] = mapped_column(String(20), nullable=False)
+    cabinet_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    division: Mapped[str | None] = mapped_column(String(6), nullable=True)
+    cell: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    state_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    model: Mapped[str | None] = mapped_column(String(50), nullable=True)
+
+
+class UserDay(Base):
+    """A user active (started a rental) on a local day, in a division ('' when unknown)."""
+
+    __tablename__ = "user_days"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), primary_key=True)
+    division: Mapped[str] = mapped_column(String(6), primary_key=True, server_default="")
+
+
+class RentalRollup(Base):
+    """Rentals per UTC hour of their start, start division and cell, and return division ('' when
+    unknown): rebuilt from `rental_facts` for every hour a fact changed in (`rollup_dirty_hours`),
+    so a late or repeated event lands in its own hour and is never counted twice."""
+
+    __tablename__ = "rental_rollup_hourly"
+
+    hour: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    start_division: Mapped[str] = mapped_column(String(6), primary_key=True)
+    start_cell: Mapped[str] = mapped_column(String(16), primary_key=True)
+    return_division: Mapped[str] = mapped_column(String(6), primary_key=True)
+    rentals: Mapped[int] = mapped_column(Integer, nullable=False)
+    returned: Mapped[int] = mapped_column(Integer, nullable=False)
+
+
+class RollupDirtyHour(Base):
+    __tablename__ = "rollup_dirty_hours"
+
+    hour: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+
+
+class SupervisionAccess(Base):
+    """Every request the supervision platform's credential made (clause 5: each access audited)."""
+
+    __tablename__ = "supervision_access_log"
+    __table_args__ = (Index("ix_supervision_access_log_at", "at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    client_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    token_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    method: Mapped[str] = mapped_column(String(10), nullable=False)
+    path: Mapped[str] = mapped_column(String(200), nullable=False)
+    query: Mapped[str] = mapped_column(String(500), nullable=False)
+    regions: Mapped[str] = mapped_column(String(200), nullable=False)

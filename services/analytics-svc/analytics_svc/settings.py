@@ -1,6 +1,7 @@
+import uuid
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import field_validator
+from pydantic import SecretStr, field_validator
 
 from kit.settings import ServiceSettings
 
@@ -9,6 +10,18 @@ class Settings(ServiceSettings):
     service_name: str = "analytics-svc"
     # The time zone statistics are reported in (hour of day, day boundaries): env STATS_TIMEZONE.
     stats_timezone: str = "Asia/Shanghai"
+    # A bank rented for longer than this counts as lost in banks per region.
+    lost_after_hours: int = 72
+    # How often the hourly rollup is rebuilt for the hours facts changed in (0: never, tests drive it).
+    rollup_interval_s: float = 2.0
+    # Government supervision interface (MDS 2.0 Provider API, docs/supervision.md).
+    mds_provider_id: uuid.UUID = uuid.UUID("5f7114d1-4091-46ee-b492-e55875f7de00")
+    mds_provider_name: str = "Power bank platform"
+    # Keys the HMAC that turns rental ids into trip ids: rotate it and every trip id changes.
+    supervision_id_key: SecretStr = SecretStr("dev-supervision-id-key")
+    # An hour is answered (200) this long after it ended; until then 202 (late events may still land).
+    supervision_hour_lag_s: int = 60
+    supervision_ttl_ms: int = 60_000
 
     @field_validator("stats_timezone")
     @classmethod

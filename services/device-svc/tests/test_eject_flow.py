@@ -6,6 +6,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from contracts.events import EjectFailureReason
 from contracts.mqtt import Eject
+from contracts.regions import region_at
 
 pytestmark = pytest.mark.integration
 
@@ -39,6 +40,8 @@ async def test_eject_by_bank_id_then_device_ok_emits_bank_ejected(service, fleet
     assert ejected.rental_id == cmd.rental_id
     assert (ejected.bank_id, ejected.cabinet_id, ejected.slot) == ("PB-000001", "CAB-0001", 1)
     assert ejected.bank_model == "PB-5000"
+    cabinet = entry(fleet, "CAB-0001")
+    assert ejected.region == region_at(cabinet["lat"], cabinet["lon"])
     assert ejected.battery_pct == entry(fleet, "CAB-0001")["slots"][0]["battery_pct"]
     assert not tap.matching("device.eject.failed", command_id=cmd.command_id)
 

@@ -48,6 +48,8 @@ async def test_return_emits_bank_returned_and_acks(service, online, eject, tap, 
     )
     assert returned.clock_adjusted is False
     assert int(returned.returned_at.timestamp() * 1000) == returned_ts
+    assert returned.region is not None and returned.region.division_code == "440304"  # the seed is in Futian
+    assert returned.region.cell is not None and returned.region == ejected.region
     assert returned.returned_at >= ejected.ejected_at
     token = signer.issue("00000000-0000-0000-0000-000000000001")
     bank = (await service.get("/v1/banks/PB-000001", headers={"Authorization": f"Bearer {token}"})).json()

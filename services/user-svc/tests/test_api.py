@@ -1212,3 +1212,48 @@ async def test_send_sms_commands_text_the_users_phone(settings, database_url):
             await asyncio.sleep(0.2)
         await asyncio.sleep(1.0)  # the redelivered copy had its chance
         assert len(await texted()) == 1
+
+
+async def test_regulator_key_uses_client_credentials_and_holds_supervision_scopes_only(client, settings, keypair):
+    root = bearer(await admin_token(client))
+    for scopes in (["supervision:read", "stats:read"], ["supervision:region:440300"], ["supervision:region:44030"]):
+        response = await client.post("/v1/admin/api-keys", json={"name": "regulator", "scopes": scopes}, headers=root)
+        assert_problem(response, 422, "validation_error")
+    created = await client.post(
+        "/v1/admin/api-keys",
+        json={"name": "Shenzhen regulator", "scopes": ["supervision:read", "supervision:region:440300"]},
+        headers=root,
+    )
+    assert created.status_code == 201, created.text
+    key_part, _, secret = created.json()["api_key"].partition(".")
+    form = {"grant_type": "client_credentials", "client_id": key_part, "client_secret": secret}
+    answer = await client.post("/v1/oauth/token", data=form)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["token_type"] == "Bearer" and "refresh_token" not in body
+    assert body["scope"] == "supervision:read supervision:region:440300"
+    assert answer.headers["cache-control"] == "no-store"
+    principal = TokenVerifier.from_file(keypair[1], settings.jwt_issuer, settings.jwt_audience).verify(
+        body["access_token"]
+    )
+    assert principal.kind == "client" and principal.supervision_regions == {"440300"}
+    assert not principal.can("stats:read") and not principal.can("users:read")
+    # HTTP Basic works too; a narrower scope may be asked for, a wider one not
+    basic = httpx.BasicAuth(key_part, secret)
+    narrower = await client.post(
+        "/v1/oauth/token", data={"grant_type": "client_credentials", "scope": "supervision:read"}, auth=basic
+    )
+    assert narrower.status_code == 200 and narrower.json()["scope"] == "supervision:read"
+    wider = await client.post(
+        "/v1/oauth/token", data={"grant_type": "client_credentials", "scope": "supervision:read stats:read"}, auth=basic
+    )
+    assert_problem(wider, 400, "invalid_scope")
+    for wrong in (
+        {**form, "client_secret": secret + "x"},
+        {**form, "client_id": "pbk_0"},
+        {**form, "client_secret": ""},
+    ):
+        assert_problem(await client.post("/v1/oauth/token", data=wrong), 401, "invalid_client")
+    token = bearer(body["access_token"])
+    assert_problem(await client.get("/v1/admin/users", headers=token), 403, "forbidden")
+    assert_problem(await client.get("/v1/users/me", headers=token), 403, "forbidden")

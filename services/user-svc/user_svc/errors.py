@@ -185,7 +185,7 @@ class TokenInvalidGrant(TokenError):
 
 class TokenUnsupportedGrantType(TokenError):
     code = "unsupported_grant_type"
-    title = "Use grant_type authorization_code or refresh_token"
+    title = "Use grant_type authorization_code, refresh_token or client_credentials"
 
 
 class TokenInvalidScope(TokenError):

@@ -29,7 +29,7 @@ async def rentals_per_slot(session: AsyncSession, start: datetime, end: datetime
 
 
 async def overview(session: AsyncSession) -> Overview:
-    users = select(func.count()).select_from(UserFact).scalar_subquery()
+    users = select(func.count()).select_from(UserFact).where(UserFact.registered_at.is_not(None)).scalar_subquery()
     stmt = select(
         users,
         func.count(),

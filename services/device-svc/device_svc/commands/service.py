@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from contracts import Envelope
 from contracts.events import BankEjected, EjectBank, EjectFailed, EjectFailureReason, EventData
 from contracts.mqtt import Eject, EjectResult, EjectResultCode
+from contracts.regions import region_at
 from device_svc.clock import checked_device_time, datetime_to_ms
 from device_svc.commands.rules import BankView, bank_refusal, deadline_passed, failure_reason, pick_best_bank
 from device_svc.metrics import COMMANDS_SENT, EJECT_RESULTS
@@ -254,6 +255,7 @@ class EjectService:
             bank.slot_no = None
             bank.state_changed_at = ejected_at
         await repo.empty_slot_of_bank(session, command.bank_id)
+        cabinet = await repo.get_cabinet(session, command.cabinet_id)
         event = BankEjected(
             command_id=command.cmd_id,
             rental_id=command.rental_id,
@@ -263,6 +265,7 @@ class EjectService:
             battery_pct=battery,
             ejected_at=ejected_at,
             bank_model=model,
+            region=region_at(cabinet.lat, cabinet.lon, cabinet.region) if cabinet else None,
         )
         await self._publish(session, event, command.cabinet_id)
         log.info(

@@ -38,6 +38,7 @@ from contracts.mqtt import (
     parse_up_topic,
     up_message_adapter,
 )
+from contracts.regions import RegionRef, region_at
 from device_svc.clock import checked_device_time, ms_to_datetime
 from device_svc.commands.service import EjectService
 from device_svc.metrics import MESSAGES_RECEIVED, RETAINED_STATUS_CURRENT
@@ -58,6 +59,11 @@ Publish = Callable[[AsyncSession, EventData, str], Awaitable[Envelope]]
 CHANNELS = frozenset(c.value for c in UpChannel)
 # Ingested in batches (telemetry.ingest) once they parse; everything else is one transaction each.
 TELEMETRY_CHANNELS = frozenset({UpChannel.HEARTBEAT.value, UpChannel.BANK_REPORT.value})
+
+
+def _region(cabinet: Cabinet) -> RegionRef:
+    """A cabinet's division (staff's, when its `region` holds a six-digit code) and H3 cell."""
+    return region_at(cabinet.lat, cabinet.lon, cabinet.region)
 
 
 class Rejected(Exception):
@@ -273,6 +279,7 @@ class MessageProcessor:
         rssi: int | None = None,
         present: int | None = None,
         rentable: int | None = None,
+        region: RegionRef | None = None,
     ) -> None:
         reported_at, _ = checked_device_time(device_ms, received_at, not_before=None, max_skew_s=self._max_skew)
         event = DeviceTelemetryReported(
@@ -282,6 +289,7 @@ class MessageProcessor:
             rssi_dbm=rssi,
             banks_present=present,
             banks_rentable=rentable,
+            region=region,
         )
         await self._publish(session, event, device_id)
 
@@ -299,7 +307,7 @@ class MessageProcessor:
         if not await repo.advance_inventory_at(session, cabinet.id, reported_at):
             log.info("older slot snapshot ignored", extra={"device_id": cabinet.id, "msg_id": msg.msg_id})
             present = sum(1 for s in msg.slots if s.bank_id is not None)
-            await self._telemetry(session, cabinet.id, msg.ts, at, present=present)
+            await self._telemetry(session, cabinet.id, msg.ts, at, present=present, region=_region(cabinet))
             return
         if isinstance(msg, Hello):
             cabinet.firmware = msg.firmware
@@ -346,7 +354,9 @@ class MessageProcessor:
             if bank.state == "in_cabinet" and state.fault is None and (state.battery_pct or 0) >= self._min_battery:
                 rentable += 1
         present = sum(1 for s in snapshot.values() if s.bank_id is not None)
-        await self._telemetry(session, cabinet.id, msg.ts, at, present=present, rentable=rentable)
+        await self._telemetry(
+            session, cabinet.id, msg.ts, at, present=present, rentable=rentable, region=_region(cabinet)
+        )
 
     async def _place(
         self,
@@ -399,6 +409,7 @@ class MessageProcessor:
             device_reported_at=reported_at,
             received_at=incoming.received_at,
             clock_adjusted=True,
+            region=_region(cabinet),
         )
         log.warning("rented bank found by inventory", extra={"device_id": cabinet.id, "bank_id": bank.id})
         await self._publish(session, event, bank.id)
@@ -452,6 +463,7 @@ class MessageProcessor:
             device_reported_at=reported,
             received_at=at,
             clock_adjusted=adjusted,
+            region=_region(cabinet),
         )
         await self._publish(session, event, bank.id)
         self._ack_after_commit(session, device_id, msg.msg_id, ReturnAckResult.OK)

@@ -44,6 +44,7 @@ from contracts.events import (
     PresenceReason,
 )
 from contracts.mqtt import BankReport, Heartbeat, Ring
+from contracts.regions import region_at
 from device_svc.clock import checked_device_time, datetime_to_ms
 from device_svc.metrics import ALARMS_RAISED, COMMANDS_DOWN, TELEMETRY_BATCH_SIZE
 from device_svc.models import Bank
@@ -363,6 +364,7 @@ class TelemetryIngest:
             charge_mah_total=msg.charge_mah_total,
             discharge_mah_total=msg.discharge_mah_total,
             moving=msg.moving,
+            region=region_at(lat, lon) if lat is not None and lon is not None else None,
         )
         batch.feed.append((event, device_id, item.correlation_id, feed_event_id(device_id, msg.msg_id)))
         if row.telemetry_at is not None and reported_at <= row.telemetry_at:

@@ -3,10 +3,11 @@ from typing import Annotated, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Response, status
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field, model_validator
 from pydantic_core import PydanticCustomError
 
-from kit.auth import ALL_PERMISSIONS, ROLE_PERMISSIONS, Principal
+from contracts.regions import is_division_code
+from kit.auth import ALL_PERMISSIONS, ROLE_PERMISSIONS, SUPERVISION_SCOPE, Principal, is_supervision_scope
 from kit.db import SessionDep
 from user_svc.admins.endpoints import admin_with
 from user_svc.clients import service
@@ -15,11 +16,15 @@ from user_svc.validators import PlainText
 
 router = APIRouter(tags=["clients"])
 
-KNOWN_SCOPES = sorted({p for perms in ROLE_PERMISSIONS.values() for p in perms} - {ALL_PERMISSIONS})
+_PERMISSIONS = sorted({p for perms in ROLE_PERMISSIONS.values() for p in perms} - {ALL_PERMISSIONS})
+KNOWN_SCOPES = [*_PERMISSIONS, SUPERVISION_SCOPE, "supervision:region:<division code>"]
 
 
 def _known_scope(value: str) -> str:
-    if value not in KNOWN_SCOPES:
+    region = value.removeprefix("supervision:region:")
+    if region != value and is_division_code(region):
+        return value
+    if value not in KNOWN_SCOPES or "<" in value:
         raise PydanticCustomError("unknown_scope", "Unknown scope; known: {known}", {"known": " ".join(KNOWN_SCOPES)})
     return value
 
@@ -31,7 +36,17 @@ KeyManager = Annotated[Principal, Depends(admin_with("clients:manage"))]
 
 class NewApiKeyIn(BaseModel):
     name: PlainText = Field(min_length=1, max_length=100)
-    scopes: list[Scope] = Field(min_length=1, max_length=len(KNOWN_SCOPES))
+    scopes: list[Scope] = Field(min_length=1, max_length=len(KNOWN_SCOPES) + 50)
+
+    @model_validator(mode="after")
+    def _supervision_keys_hold_nothing_else(self) -> "NewApiKeyIn":
+        supervision = [s for s in self.scopes if is_supervision_scope(s)]
+        if supervision and (len(supervision) != len(self.scopes) or SUPERVISION_SCOPE not in supervision):
+            raise PydanticCustomError(
+                "supervision_scopes_mixed",
+                "A supervision key holds supervision:read (and region scopes) only",
+            )
+        return self
 
 
 class ApiKeyOut(BaseModel):

@@ -55,13 +55,37 @@ async def listing(session: AsyncSession) -> list[ApiKey]:
     return list(await session.scalars(select(ApiKey).order_by(ApiKey.created_at.desc())))
 
 
-async def exchange(session: AsyncSession, api_key: str, tokens: Tokens) -> tuple[IssuedToken, list[str]]:
-    key_part, _, secret = api_key.removeprefix(PREFIX).partition(".")
+async def _verified_key(session: AsyncSession, key_part: str, secret: str) -> ApiKey | None:
     try:
         key_id = UUID(hex=key_part)
     except ValueError:
-        raise InvalidCredentials() from None
+        return None
     key = await session.get(ApiKey, key_id)
     if key is None or key.revoked_at is not None or not hmac.compare_digest(key.secret_hash, _hash(secret)):
+        return None
+    return key
+
+
+async def exchange(session: AsyncSession, api_key: str, tokens: Tokens) -> tuple[IssuedToken, list[str]]:
+    key_part, _, secret = api_key.removeprefix(PREFIX).partition(".")
+    key = await _verified_key(session, key_part, secret)
+    if key is None:
         raise InvalidCredentials()
     return tokens.for_client(str(key.id), key.scopes), key.scopes
+
+
+async def client_credentials(
+    session: AsyncSession, client_id: str, client_secret: str, requested: list[str] | None, tokens: Tokens
+) -> tuple[IssuedToken, list[str]] | None:
+    """OAuth 2.0 client credentials (RFC 6749 4.4) for an API key: `client_id` is `pbk_<key id>`, the
+    secret the part after the dot. The token holds the requested scopes (a subset) or all of the
+    key's. None when the credentials are wrong; ValueError when a scope exceeds the key's."""
+    if not client_id.startswith(PREFIX):
+        return None
+    key = await _verified_key(session, client_id.removeprefix(PREFIX), client_secret)
+    if key is None:
+        return None
+    scopes = key.scopes if not requested else sorted(set(requested))
+    if not set(scopes) <= set(key.scopes):
+        raise ValueError("scope")
+    return tokens.for_client(str(key.id), scopes), scopes

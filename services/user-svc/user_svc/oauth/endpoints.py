@@ -139,7 +139,10 @@ _TOKEN_FORM: dict[str, Any] = {
                     "type": "object",
                     "required": ["grant_type"],
                     "properties": {
-                        "grant_type": {"type": "string", "enum": ["authorization_code", "refresh_token"]},
+                        "grant_type": {
+                            "type": "string",
+                            "enum": ["authorization_code", "refresh_token", "client_credentials"],
+                        },
                         "code": {"type": "string"},
                         "redirect_uri": {"type": "string"},
                         "code_verifier": {"type": "string"},
@@ -165,11 +168,18 @@ _TOKEN_FORM: dict[str, Any] = {
     },
 )
 async def token(request: Request, session: SessionDep, context: ContextDep, runtime: RuntimeDep) -> Response:
-    """RFC 6749 token endpoint (form-encoded): `authorization_code` (with `code_verifier`) or
-    `refresh_token`. Confidential clients authenticate with HTTP Basic or `client_secret`. Errors
-    carry RFC 6749's `error` and `error_description` next to the problem's `code`."""
+    """RFC 6749 token endpoint (form-encoded): `authorization_code` (with `code_verifier`),
+    `refresh_token`, or `client_credentials` for an API key (`client_id` `pbk_<key id>`, its secret).
+    Confidential clients authenticate with HTTP Basic or `client_secret`. Errors carry RFC 6749's
+    `error` and `error_description` next to the problem's `code`."""
     try:
         form = service.parse_form(await request.body(), request.headers.get("content-type", ""))
+        if form.get("grant_type") == "client_credentials":
+            token, scopes = await service.grant_client_credentials(
+                session, form, request.headers.get("Authorization"), tokens=context.tokens
+            )
+            out = TokenOut(access_token=token.access_token, expires_in=token.expires_in, scope=" ".join(scopes))
+            return Response(out.model_dump_json(exclude_none=True), media_type="application/json", headers=_NO_STORE)
         issued = await service.grant_tokens(
             session,
             form,

@@ -124,5 +124,5 @@ class TokenOut(BaseModel):
     access_token: str
     token_type: Literal["Bearer"] = "Bearer"
     expires_in: int
-    refresh_token: str
+    refresh_token: str | None = Field(default=None, description="absent for client_credentials")
     scope: str

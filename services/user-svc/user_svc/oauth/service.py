@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from kit.auth import USER_SCOPES, Principal
 from user_svc.admins import audit
+from user_svc.clients import service as api_keys
 from user_svc.errors import (
     InvalidRefreshToken,
     OAuthClientNotFound,
@@ -33,6 +34,7 @@ from user_svc.errors import (
     TokenError,
     TokenInvalidClient,
     TokenInvalidGrant,
+    TokenInvalidScope,
     TokenUnsupportedGrantType,
     UserNotFound,
 )
@@ -40,7 +42,7 @@ from user_svc.events import EventPublisher
 from user_svc.models import OAuthClient, OAuthCode, OAuthConsent, UserStatus
 from user_svc.oauth import repository
 from user_svc.oauth.schemas import AuthorizeQuery
-from user_svc.security import Tokens
+from user_svc.security import IssuedToken, Tokens
 from user_svc.sessions import service as sessions
 from user_svc.sessions.service import IssuedSession
 from user_svc.settings import Settings
@@ -254,9 +256,8 @@ def parse_form(body: bytes, content_type: str) -> dict[str, str]:
     return form
 
 
-async def authenticate_client(session: AsyncSession, form: dict[str, str], authorization: str | None) -> OAuthClient:
-    """HTTP Basic (client_secret_basic) or client_id/client_secret in the form for a confidential
-    client; client_id alone for a public one (which must then prove itself with PKCE)."""
+def _presented_credentials(form: dict[str, str], authorization: str | None) -> tuple[str, str | None]:
+    """(client_id, secret or None) from HTTP Basic (client_secret_basic) or the form."""
     basic: tuple[str, str] | None = None
     if authorization:
         scheme, _, credentials = authorization.partition(" ")
@@ -275,6 +276,13 @@ async def authenticate_client(session: AsyncSession, form: dict[str, str], autho
         raise TokenError("client_id differs from the authenticated client")
     client_id = basic[0] if basic is not None else form.get("client_id", "")
     secret = basic[1] if basic is not None else form.get("client_secret")
+    return client_id, secret
+
+
+async def authenticate_client(session: AsyncSession, form: dict[str, str], authorization: str | None) -> OAuthClient:
+    """HTTP Basic (client_secret_basic) or client_id/client_secret in the form for a confidential
+    client; client_id alone for a public one (which must then prove itself with PKCE)."""
+    client_id, secret = _presented_credentials(form, authorization)
     if not _CLIENT_ID.match(client_id):
         raise TokenInvalidClient()
     client = await repository.get_client(session, client_id)
@@ -374,6 +382,24 @@ async def refresh(
         raise TokenInvalidGrant() from None
     if issued is None:
         raise TokenInvalidGrant("The refresh token was already used; every token of its family is revoked")
+    return issued
+
+
+async def grant_client_credentials(
+    session: AsyncSession, form: dict[str, str], authorization: str | None, *, tokens: Tokens
+) -> tuple[IssuedToken, list[str]]:
+    """grant_type=client_credentials (RFC 6749 4.4) for an API key (the supervision platform, a
+    partner): a short-lived client token, no refresh token."""
+    client_id, secret = _presented_credentials(form, authorization)
+    if not secret:
+        raise TokenInvalidClient()
+    requested = form.get("scope", "").split() or None
+    try:
+        issued = await api_keys.client_credentials(session, client_id, secret, requested, tokens)
+    except ValueError:
+        raise TokenInvalidScope() from None
+    if issued is None:
+        raise TokenInvalidClient()
     return issued
 
 

@@ -1,0 +1,69 @@
+"""The supervision interface's SQL (reads facts; writes only the access log). Never commits."""
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, false, or_, select, true
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from analytics_svc.models import BankFact, CabinetRegion, RentalFact, SupervisionAccess
+from contracts.regions import code_prefix
+
+
+def _within(column: Any, regions: frozenset[str]) -> ColumnElement[bool]:
+    """Rows in one of `regions` (division codes); every row when none is set."""
+    if not regions:
+        return true()
+    return or_(false(), *(column.like(code_prefix(r) + "%") for r in sorted(regions)))
+
+
+async def trips_ended(session: AsyncSession, start: datetime, end: datetime, regions: frozenset[str]) -> Sequence[Any]:
+    stmt = (
+        select(RentalFact)
+        .where(
+            RentalFact.ended_at >= start,
+            RentalFact.ended_at < end,
+            or_(_within(RentalFact.start_division, regions), _within(RentalFact.return_division, regions)),
+        )
+        .order_by(RentalFact.ended_at)
+    )
+    return (await session.scalars(stmt)).all()
+
+
+async def rentals_touching(
+    session: AsyncSession, start: datetime, end: datetime, regions: frozenset[str]
+) -> Sequence[RentalFact]:
+    """Rentals that started or ended in [start, end): their trip_start and trip_end events."""
+    stmt = select(RentalFact).where(
+        or_(
+            (RentalFact.started_at >= start) & (RentalFact.started_at < end),
+            (RentalFact.ended_at >= start) & (RentalFact.ended_at < end),
+        ),
+        or_(_within(RentalFact.start_division, regions), _within(RentalFact.return_division, regions)),
+    )
+    return (await session.scalars(stmt)).all()
+
+
+async def banks(session: AsyncSession, regions: frozenset[str]) -> Sequence[BankFact]:
+    stmt = select(BankFact).where(_within(BankFact.division, regions)).order_by(BankFact.bank_id)
+    return (await session.scalars(stmt)).all()
+
+
+async def cabinets(session: AsyncSession, regions: frozenset[str]) -> Sequence[CabinetRegion]:
+    stmt = select(CabinetRegion).where(_within(CabinetRegion.division, regions)).order_by(CabinetRegion.cabinet_id)
+    return (await session.scalars(stmt)).all()
+
+
+async def trips_in_month(
+    session: AsyncSession, start: datetime, end: datetime, regions: frozenset[str]
+) -> Sequence[Any]:
+    """(division, trips, riders) of trips that started in [start, end)."""
+    stmt = select(RentalFact.start_division, RentalFact.rental_id, RentalFact.user_id).where(
+        RentalFact.started_at >= start, RentalFact.started_at < end, _within(RentalFact.start_division, regions)
+    )
+    return (await session.execute(stmt)).all()
+
+
+def record_access(session: AsyncSession, **values: Any) -> None:
+    session.add(SupervisionAccess(**values))
