@@ -34,9 +34,9 @@ async def test_two_instances_share_the_load_and_keep_state_ordered(
             assert all(t.startswith(f"$share/{group}/") for i in Intake for t in gateway.subscriptions(i))
             forward = gateway.on_message
 
-            def counting(topic, payload, at, ack, _name=name, _forward=forward):
+            def counting(topic, payload, at, ack, retained, _name=name, _forward=forward):
                 counts[_name] += 1
-                _forward(topic, payload, at, ack)
+                _forward(topic, payload, at, ack, retained)
 
             gateway.on_message = counting
         bank = await bank_device("PB-000001")
