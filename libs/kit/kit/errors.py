@@ -56,6 +56,19 @@ class Forbidden(BusinessError):
     title = "Not allowed"
 
 
+class TooManyRequests(BusinessError):
+    """429 with `Retry-After` (whole seconds, at least 1): a limit the caller may retry after."""
+
+    status = 429
+    code = "rate_limited"
+    title = "Too many requests"
+
+    def __init__(self, detail: str | None = None, *, retry_after_s: float, **extra: Any) -> None:
+        seconds = max(1, int(-(-retry_after_s // 1)))
+        super().__init__(detail, retry_after_s=seconds, **extra)
+        self.headers = {"Retry-After": str(seconds)}
+
+
 def problem(
     status: int, code: str, title: str, detail: str, headers: dict[str, str] | None = None, **extra: Any
 ) -> JSONResponse:

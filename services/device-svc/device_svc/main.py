@@ -2,7 +2,7 @@
 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -14,6 +14,8 @@ from device_svc.commands.service import EjectService
 from device_svc.consumers import consumer_specs
 from device_svc.faults.endpoints import router as faults_router
 from device_svc.geo.endpoints import router as geo_router
+from device_svc.lighting.endpoints import router as lighting_router
+from device_svc.lighting.service import LightRules, run_schedule
 from device_svc.mqtt.dispatch import DeviceLanes, IntakeLanes
 from device_svc.mqtt.downlink import Downlink
 from device_svc.mqtt.gateway import MqttGateway
@@ -27,7 +29,7 @@ from device_svc.telemetry.ingest import TelemetryIngest
 from device_svc.telemetry.service import BankDevices, BankRules
 from device_svc.telemetry.snapshots import SnapshotIngest
 from kit.app import Runtime, create_service_app
-from kit.periodic import run_periodically
+from kit.periodic import Alarm, run_periodically
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -117,6 +119,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             snapshots=snapshots,
             rules=rules,
         )
+        light_rules = LightRules(
+            user_light_s=settings.user_light_s,
+            max_distance_m=settings.light_max_distance_m,
+            user_limit=settings.user_light_limit,
+            user_window_s=settings.user_light_window_s,
+            schedule_every_s=settings.night_light_check_s,
+        )
+        light_schedule = Alarm()
+        runtime.extras.update(light_rules=light_rules, light_schedule=light_schedule)
         runtime.readiness_checks["mqtt"] = gateway.ready
         runtime.spawn(gateway.run(), "mqtt-gateway")
 
@@ -152,6 +163,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             run_periodically(mark_silent_cabinets, name="offline-sweeper", interval_s=offline_check_s),
             "offline-sweeper",
         )
+
+        async def night_light() -> datetime | None:
+            await run_schedule(runtime.sessionmaker, downlink, light_rules, datetime.now(UTC))
+            return None
+
+        runtime.spawn(
+            run_periodically(
+                night_light, name="night-light", interval_s=settings.night_light_check_s, alarm=light_schedule
+            ),
+            "night-light",
+        )
         runtime.spawn(telemetry.run(), "telemetry-ingest")
         runtime.spawn(snapshots.run(), "state-ingest")
         runtime.spawn(
@@ -171,6 +193,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         routers=[
             faults_router,
             geo_router,
+            lighting_router,
             registry_router,
             ops_router,
             admin_router,

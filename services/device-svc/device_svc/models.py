@@ -57,10 +57,15 @@ class Cabinet(Base):
     # signal reading applied: an older one arriving later changes nothing.
     inventory_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     rssi_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The night light (lighting/): `auto` lights it between local sunset and sunrise, `on` / `off` are an
+    # operator's override; `light_on_until` is when the last scheduled "on" command runs out.
+    night_light: Mapped[str] = mapped_column(String(10), server_default="auto")
+    light_on_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (
         Index("ix_cabinets_online_last_seen", "last_seen_at", postgresql_where=text("online")),
         CheckConstraint("state IN ('active', 'maintenance', 'retired')", name="state"),
+        CheckConstraint("night_light IN ('auto', 'on', 'off')", name="night_light"),
         # and ix_cabinets_earth: GiST on ll_to_earth(lat, lon) (migration 0002; cube + earthdistance)
     )
 
@@ -192,6 +197,19 @@ class Command(Base):
         # At most one eject in flight per bank.
         Index("uq_commands_sent_bank", "bank_id", unique=True, postgresql_where=text("status = 'sent'")),
     )
+
+
+class UserLightRequest(Base):
+    """A user's request to light a cabinet (kept for the per-user limit across replicas)."""
+
+    __tablename__ = "user_light_requests"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    user_id: Mapped[UUID] = mapped_column(PgUUID(as_uuid=True))
+    cabinet_id: Mapped[str] = mapped_column(String(64))
+    requested_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (Index("ix_user_light_requests_user_at", "user_id", "requested_at"),)
 
 
 class InboundMessage(Base):

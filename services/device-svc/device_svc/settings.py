@@ -55,6 +55,14 @@ class Settings(ServiceSettings):
     bank_cycle_warning_ratio: float = 0.95  # flag for maintenance from 950 cycles
     bank_min_health_pct: int = 80
     ring_duration_s: int = 10
+    # The night light (lighting/): a user within `light_max_distance_m` of a cabinet may light it for
+    # `user_light_s`, at most `user_light_limit` times per `user_light_window_s`; the schedule (sunset to
+    # sunrise, or an operator's override) runs every `night_light_check_s`.
+    user_light_s: int = 60
+    light_max_distance_m: float = 200.0
+    user_light_limit: int = 5
+    user_light_window_s: float = 600.0
+    night_light_check_s: float = 300.0
     # Heartbeats and bank reports are written in batches (one transaction each): at most this many
     # messages per batch, by this many writers at once.
     telemetry_batch_max: int = 500

@@ -341,6 +341,9 @@ def make_settings(database_url: str, broker: Broker, consumer_group: str, keys: 
         mqtt_clean_session=True,
         outbox_poll_interval_s=0.1,
         offline_after_s=60,
+        # The night-light schedule runs at start and when staff change a mode (test_night_light.py), not
+        # every few minutes: a test cabinet's inbox gets no light command it did not ask for.
+        night_light_check_s=3600,
     )
 
 
