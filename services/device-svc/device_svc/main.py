@@ -23,6 +23,7 @@ from device_svc.mqtt.handlers import MessageProcessor
 from device_svc.mqtt.intake import presence_only
 from device_svc.ops.endpoints import router as ops_router
 from device_svc.registry.endpoints import router as registry_router
+from device_svc.rented.endpoints import router as rented_router
 from device_svc.settings import Settings
 from device_svc.sweepers import fail_expired_commands, mark_offline_until_next, sweep_banks
 from device_svc.telemetry.ingest import TelemetryIngest
@@ -194,6 +195,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             faults_router,
             geo_router,
             lighting_router,
+            rented_router,  # /v1/banks/rented-by-me before /v1/banks/{id}
             registry_router,
             ops_router,
             admin_router,

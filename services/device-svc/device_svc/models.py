@@ -179,6 +179,8 @@ class Command(Base):
 
     cmd_id: Mapped[UUID] = mapped_column(PgUUID(as_uuid=True), primary_key=True)
     rental_id: Mapped[UUID] = mapped_column(PgUUID(as_uuid=True))
+    # The renter (absent on commands from before it was kept): shows them their bank (rented/).
+    user_id: Mapped[UUID | None] = mapped_column(PgUUID(as_uuid=True))
     code: Mapped[str] = mapped_column(String(128))
     cabinet_id: Mapped[str] = mapped_column(String(64))
     bank_id: Mapped[str] = mapped_column(String(64))
@@ -196,7 +198,19 @@ class Command(Base):
         Index("ix_commands_sent_deadline", "deadline", postgresql_where=text("status = 'sent'")),
         # At most one eject in flight per bank.
         Index("uq_commands_sent_bank", "bank_id", unique=True, postgresql_where=text("status = 'sent'")),
+        Index("ix_commands_user_succeeded", "user_id", postgresql_where=text("status = 'succeeded'")),
     )
+
+
+class PositionConsent(Base):
+    """A user's consent to see the position of the bank they rent (6.1.9): the bank reports where it is,
+    so where they are; shown to them only, and only while they consent."""
+
+    __tablename__ = "position_consents"
+
+    user_id: Mapped[UUID] = mapped_column(PgUUID(as_uuid=True), primary_key=True)
+    granted: Mapped[bool] = mapped_column(Boolean)
+    changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
 class UserLightRequest(Base):

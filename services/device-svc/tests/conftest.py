@@ -456,12 +456,17 @@ async def cabinets(broker: Broker) -> AsyncIterator[Callable[..., Any]]:
 
 
 async def send_eject(
-    producer: AIOKafkaProducer, code: str, *, deadline_s: float = 5.0, command_id: uuid.UUID | None = None
+    producer: AIOKafkaProducer,
+    code: str,
+    *,
+    deadline_s: float = 5.0,
+    command_id: uuid.UUID | None = None,
+    user_id: uuid.UUID | None = None,
 ) -> EjectBank:
     cmd = EjectBank(
         command_id=command_id or uuid.uuid4(),
         rental_id=uuid.uuid4(),
-        user_id=uuid.uuid4(),
+        user_id=user_id or uuid.uuid4(),
         code=code,
         deadline=datetime.now(UTC) + timedelta(seconds=deadline_s),
     )

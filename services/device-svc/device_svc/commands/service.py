@@ -81,6 +81,7 @@ class EjectService:
         command = Command(
             cmd_id=cmd.command_id,
             rental_id=cmd.rental_id,
+            user_id=cmd.user_id,
             code=cmd.code,
             cabinet_id=bank.cabinet_id,
             bank_id=bank.id,
