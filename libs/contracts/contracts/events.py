@@ -370,6 +370,36 @@ class RefundSettled(_Data):
     settled_at: AwareDatetime
 
 
+class CreditChanged(_Data):
+    """A user's credit score changed (a rental, an unpaid fee, staff): the score and level after it.
+    Consumers keep the latest by `at` (notify-svc's campaign audience)."""
+
+    type: Literal["asset.credit.changed"] = "asset.credit.changed"
+    user_id: UUID
+    score: int
+    level: str = Field(max_length=32)
+    at: AwareDatetime
+
+
+class CouponStatus(StrEnum):
+    AVAILABLE = "available"
+    USED = "used"
+    EXPIRED = "expired"
+    REVOKED = "revoked"
+
+
+class CouponChanged(_Data):
+    """A coupon was issued to a user (`available`) or left that state. An available coupon past
+    `expires_at` is unused no longer, with or without an `expired` event."""
+
+    type: Literal["asset.coupon.changed"] = "asset.coupon.changed"
+    user_id: UUID
+    asset_id: UUID
+    status: CouponStatus
+    expires_at: AwareDatetime
+    at: AwareDatetime
+
+
 # ---- notify-svc (customer service) ----------------------------------------------------
 
 
@@ -506,6 +536,8 @@ EventData = Annotated[
     | RefundRequested
     | RefundSettled
     | DebtWaived
+    | CreditChanged
+    | CouponChanged
     | BankFaultReported
     | BankFaultCleared
     | TicketOpened
@@ -541,6 +573,8 @@ TOPIC_BY_TYPE: dict[str, Topic] = {
     "billing.refund.requested": Topic.CHARGES,
     "asset.refund.settled": Topic.PAYMENTS,
     "billing.debt.waived": Topic.CHARGES,
+    "asset.credit.changed": Topic.CREDIT,
+    "asset.coupon.changed": Topic.COUPONS,
     "notify.bank.fault_reported": Topic.FAULT_REPORTS,  # key: bank_id
     "device.bank.fault_cleared": Topic.DEVICE_FAULTS,  # key: bank_id
     "notify.ticket.opened": Topic.TICKETS,

@@ -122,6 +122,7 @@ ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
             "pricing:manage",
             "tickets:read",
             "notices:send",
+            "campaigns:manage",
         }
     ),
     "field_maintenance": frozenset({"devices:read", "devices:maintain", "tickets:read"}),

@@ -20,6 +20,7 @@ class NotifyContext:
     signer: UrlSigner
     push_provider: PushProvider
     pushes: Alarm  # rung after a commit that queued a push
+    campaigns: Alarm  # rung with a campaign's send time once it is scheduled
 
     def install(self, extras: dict[str, object]) -> None:
         extras[_KEY] = self

@@ -10,12 +10,16 @@ from contracts import Topic
 from kit.app import ConsumerSpec, Runtime, create_service_app
 from kit.db import unit_of_work
 from kit.periodic import Alarm, run_periodically
+from notify_svc.audience import consumers as audience
+from notify_svc.campaigns import fanout
+from notify_svc.campaigns.endpoints import staff_router as campaigns_staff_router
 from notify_svc.consumers import InboxConsumers
 from notify_svc.context import NotifyContext, context_of
 from notify_svc.messages.endpoints import router as messages_router
 from notify_svc.notices.endpoints import media_router
 from notify_svc.notices.endpoints import staff_router as notices_staff_router
 from notify_svc.notices.signing import UrlSigner
+from notify_svc.preferences.endpoints import router as preferences_router
 from notify_svc.push import service as push
 from notify_svc.push.endpoints import router as push_router
 from notify_svc.push.endpoints import staff_router as push_staff_router
@@ -30,6 +34,20 @@ def _consumers(runtime: Runtime) -> list[ConsumerSpec]:
     inbox = InboxConsumers(context_of(runtime).pushes)
     return [
         ConsumerSpec(
+            name="audience",
+            topics=[Topic.USERS, Topic.RENTALS, Topic.DEVICE_EJECTS, Topic.DEVICE_RETURNS, Topic.CREDIT, Topic.COUPONS],
+            handlers={
+                "user.user.registered": audience.on_user_registered,
+                "user.user.deregistered": audience.on_user_deregistered,
+                "billing.rental.started": audience.on_rental_started,
+                "billing.rental.ended": audience.on_rental_ended,
+                "device.bank.ejected": audience.on_bank_moved,
+                "device.bank.returned": audience.on_bank_moved,
+                "asset.credit.changed": audience.on_credit_changed,
+                "asset.coupon.changed": audience.on_coupon_changed,
+            },
+        ),
+        ConsumerSpec(
             topics=[Topic.RENTALS, Topic.PAYMENTS, Topic.DEVICE_FAULTS],
             handlers={
                 "billing.rental.started": inbox.on_rental_started,
@@ -40,7 +58,7 @@ def _consumers(runtime: Runtime) -> list[ConsumerSpec]:
                 "asset.refund.settled": inbox.on_refund_settled,
                 "device.bank.fault_cleared": inbox.on_bank_fault_cleared,
             },
-        )
+        ),
     ]
 
 
@@ -54,6 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             signer=UrlSigner(settings.media_signing_key.get_secret_value().encode(), settings.media_url_ttl_s),
             push_provider=SandboxPushProvider(failure_rate=settings.push_sandbox_failure_rate),
             pushes=Alarm(),
+            campaigns=Alarm(),
         )
         context.install(runtime.extras)
         if settings.ticket_sla_sweep_interval_s > 0:
@@ -78,6 +97,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 ),
                 "push-sender",
             )
+        if settings.campaign_poll_interval_s > 0:
+
+            async def send_campaigns() -> datetime | None:
+                return await fanout.drain(
+                    runtime.sessionmaker,
+                    batch_size=settings.campaign_batch_size,
+                    budget_s=settings.campaign_budget_s,
+                    wakeup=runtime.outbox_wakeup,
+                    pushes=context.pushes,
+                )
+
+            runtime.spawn(
+                run_periodically(
+                    send_campaigns,
+                    name="campaign-sender",
+                    interval_s=settings.campaign_poll_interval_s,
+                    alarm=context.campaigns,
+                ),
+                "campaign-sender",
+            )
         yield
 
     return create_service_app(
@@ -91,6 +130,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             media_router,
             push_router,
             push_staff_router,
+            preferences_router,
+            campaigns_staff_router,
         ],
         consumers=_consumers,
         extra_lifespan=lifespan,

@@ -15,3 +15,8 @@ class Settings(ServiceSettings):
     # Push: the worker sends queued pushes when woken after a commit, else every this many seconds (0: never).
     push_poll_interval_s: float = 5.0
     push_sandbox_failure_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    # Campaigns: recipients per batch (one transaction each); the sender looks for due campaigns when rung
+    # (a schedule), else every this many seconds (0: never), and yields to other jobs every budget.
+    campaign_batch_size: int = Field(default=1000, ge=1, le=5000)
+    campaign_poll_interval_s: float = 5.0
+    campaign_budget_s: float = Field(default=1.0, gt=0)

@@ -32,6 +32,14 @@ from notify_svc.settings import Settings
 
 SERVICE_DIR = Path(__file__).resolve().parents[1]
 TOPICS = [Topic.RENTALS.value, Topic.PAYMENTS.value, Topic.DEVICE_FAULTS.value]
+AUDIENCE_TOPICS = [
+    Topic.USERS.value,
+    Topic.RENTALS.value,
+    Topic.DEVICE_EJECTS.value,
+    Topic.DEVICE_RETURNS.value,
+    Topic.CREDIT.value,
+    Topic.COUPONS.value,
+]
 PUBLISHED = [Topic.TICKETS.value, Topic.FAULT_REPORTS.value, Topic.NOTICES.value, Topic.USER_COMMANDS.value]
 ISSUER, AUDIENCE = "pb-user-svc", "pb"
 
@@ -63,6 +71,7 @@ async def consumer_group() -> str:
     group = f"notify-svc-test-{uuid.uuid4().hex[:8]}"
     # The kit names the group `<consumer_group>.<spec name>`; the spec is named `events`.
     await move_group_to_end(kafka_bootstrap(), f"{group}.events", TOPICS)
+    await move_group_to_end(kafka_bootstrap(), f"{group}.audience", AUDIENCE_TOPICS)
     return group
 
 
@@ -77,6 +86,7 @@ def settings(prepared_database: str, keypair: tuple[Path, Path], consumer_group:
         jwt_issuer=ISSUER,
         jwt_audience=AUDIENCE,
         ticket_sla_sweep_interval_s=0.5,
+        campaign_batch_size=50,
     )
 
 

@@ -3,6 +3,7 @@ fetched by anyone holding a signed, expiring URL at /v1/media/{image_id}."""
 
 import time
 import uuid
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -11,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from contracts.events import NoticeKind
 from kit.app import RuntimeDep
 from kit.auth import Principal, require_permission
-from kit.db import ReadSessionDep, SessionDep
+from kit.db import ReadSessionDep, SessionDep, after_commit
 from notify_svc.context import ContextDep, NotifyContext
 from notify_svc.models import Notice, NoticeImage
 from notify_svc.notices import repository as repo
@@ -83,8 +84,9 @@ async def upload_image(
 async def publish(
     notice_id: uuid.UUID, staff: Sender, session: SessionDep, runtime: RuntimeDep, context: ContextDep
 ) -> NoticeOut:
-    """Into every user's inbox, now."""
+    """Into every user's inbox, now; pushed to every phone by the campaign sender's batches."""
     notice = await service.publish(session, runtime, notice_id, staff.subject)
+    after_commit(session, lambda: context.campaigns.ring_at(datetime.now(UTC)))
     return await _out(session, context, notice)
 
 
