@@ -325,3 +325,24 @@ async def test_a_scheduled_campaign_waits_for_its_time_and_counts_opens_and_clic
     assert (cancelled.status_code, cancelled.json()["code"]) == (409, "campaign_transition_not_allowed")
     missing = await client.get(f"/v1/admin/campaigns/{uuid.uuid4()}", headers=staff(roles=("operator",)))
     assert (missing.status_code, missing.json()["code"]) == (404, "campaign_not_found")
+
+
+async def test_a_published_notice_is_pushed_to_every_phone_without_marketing_consent(
+    client, auth, staff, settings, wait
+):
+    user = uuid.uuid4()
+    await seed(settings, "INSERT INTO audience (user_id, registered_at) VALUES (:u, now())", u=user)
+    await client.put("/v1/push-tokens", headers=auth(user), json={"platform": "android", "token": "fcm:notice-0001"})
+    notice = (
+        await client.post(
+            "/v1/admin/notices", headers=staff(), json={"kind": "operations", "title": "Maintenance", "text": "Tonight"}
+        )
+    ).json()
+    assert (await client.post(f"/v1/admin/notices/{notice['notice_id']}/publish", headers=staff())).status_code == 200
+
+    async def pushed() -> list[Any] | None:
+        jobs: list[Any] = (await client.get(f"/v1/admin/users/{user}/pushes", headers=staff())).json()["items"]
+        return jobs if jobs and jobs[0]["outcome"] else None
+
+    jobs = await wait(pushed, what="the notice pushed")
+    assert (jobs[0]["title"], jobs[0]["outcome"]) == ("Maintenance", "delivered")
