@@ -323,6 +323,32 @@ class RefundRequested(_Data):
     reason: str = Field(max_length=200)
 
 
+class DisputeOpened(_Data):
+    """A user disputed a rental (billing-svc holds the dispute and alone resolves it); notify-svc opens
+    a ticket of kind `dispute` in the staff queue."""
+
+    type: Literal["billing.dispute.opened"] = "billing.dispute.opened"
+    dispute_id: UUID
+    rental_id: UUID
+    user_id: UUID
+    reason: str = Field(max_length=2000)
+    at: AwareDatetime
+
+
+class DisputeResolved(_Data):
+    """Support settled a dispute in billing-svc: `rejected`, or `corrected` (the rental ended or its fee
+    lowered)."""
+
+    type: Literal["billing.dispute.resolved"] = "billing.dispute.resolved"
+    dispute_id: UUID
+    rental_id: UUID
+    user_id: UUID
+    outcome: Literal["rejected", "corrected"]
+    note: str = Field(default="", max_length=2000)
+    by: str = Field(max_length=100)
+    at: AwareDatetime
+
+
 # ---- asset-credit-svc -----------------------------------------------------------------
 
 
@@ -411,6 +437,8 @@ class ReportKind(StrEnum):
     ABUSE = "abuse"
     APP_PROBLEM = "app_problem"
     OTHER = "other"
+    # Opened by notify-svc from billing's `billing.dispute.opened`, never through POST /v1/tickets.
+    DISPUTE = "dispute"
 
 
 class TicketPriority(StrEnum):
@@ -536,6 +564,8 @@ EventData = Annotated[
     | RefundRequested
     | RefundSettled
     | DebtWaived
+    | DisputeOpened
+    | DisputeResolved
     | CreditChanged
     | CouponChanged
     | BankFaultReported
@@ -573,6 +603,8 @@ TOPIC_BY_TYPE: dict[str, Topic] = {
     "billing.refund.requested": Topic.CHARGES,
     "asset.refund.settled": Topic.PAYMENTS,
     "billing.debt.waived": Topic.CHARGES,
+    "billing.dispute.opened": Topic.DISPUTES,
+    "billing.dispute.resolved": Topic.DISPUTES,
     "asset.credit.changed": Topic.CREDIT,
     "asset.coupon.changed": Topic.COUPONS,
     "notify.bank.fault_reported": Topic.FAULT_REPORTS,  # key: bank_id

@@ -15,6 +15,7 @@ class Topic(StrEnum):
     DEVICE_REJECTIONS = "device.rejections.v1"  # key: device_id (refused device messages)
     RENTALS = "billing.rentals.v1"  # key: rental_id
     CHARGES = "billing.charges.v1"  # key: user_id
+    DISPUTES = "billing.disputes.v1"  # key: rental_id (a user disputed a rental; support resolved it)
     WALLETS = "asset.wallets.v1"  # key: user_id
     PAYMENTS = "asset.payments.v1"  # key: user_id
     CREDIT = "asset.credit.v1"  # key: user_id (a user's credit score and level after each change)

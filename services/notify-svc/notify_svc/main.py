@@ -13,7 +13,7 @@ from kit.periodic import Alarm, run_periodically
 from notify_svc.audience import consumers as audience
 from notify_svc.campaigns import fanout
 from notify_svc.campaigns.endpoints import staff_router as campaigns_staff_router
-from notify_svc.consumers import InboxConsumers
+from notify_svc.consumers import DisputeConsumers, InboxConsumers
 from notify_svc.context import NotifyContext, context_of
 from notify_svc.messages.endpoints import router as messages_router
 from notify_svc.notices.endpoints import media_router
@@ -32,6 +32,7 @@ from notify_svc.tickets.endpoints import staff_router as tickets_staff_router
 
 def _consumers(runtime: Runtime) -> list[ConsumerSpec]:
     inbox = InboxConsumers(context_of(runtime).pushes)
+    disputes = DisputeConsumers(runtime)
     return [
         ConsumerSpec(
             name="audience",
@@ -48,7 +49,7 @@ def _consumers(runtime: Runtime) -> list[ConsumerSpec]:
             },
         ),
         ConsumerSpec(
-            topics=[Topic.RENTALS, Topic.PAYMENTS, Topic.DEVICE_FAULTS],
+            topics=[Topic.RENTALS, Topic.PAYMENTS, Topic.DEVICE_FAULTS, Topic.DISPUTES],
             handlers={
                 "billing.rental.started": inbox.on_rental_started,
                 "billing.rental.ended": inbox.on_rental_ended,
@@ -57,6 +58,8 @@ def _consumers(runtime: Runtime) -> list[ConsumerSpec]:
                 "asset.charge.failed": inbox.on_charge_failed,
                 "asset.refund.settled": inbox.on_refund_settled,
                 "device.bank.fault_cleared": inbox.on_bank_fault_cleared,
+                "billing.dispute.opened": disputes.on_opened,
+                "billing.dispute.resolved": disputes.on_resolved,
             },
         ),
     ]

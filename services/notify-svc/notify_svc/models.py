@@ -93,6 +93,8 @@ class Ticket(Base):
     bank_id: Mapped[str | None] = mapped_column(String(64))
     cabinet_id: Mapped[str | None] = mapped_column(String(64))
     assignee: Mapped[str | None] = mapped_column(String(100))
+    # A `dispute` ticket's dispute in billing-svc (which alone resolves it).
+    dispute_id: Mapped[uuid.UUID | None] = mapped_column(PgUUID(as_uuid=True), unique=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     sla_due_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)

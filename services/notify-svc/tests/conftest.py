@@ -31,7 +31,7 @@ from notify_svc.main import create_app
 from notify_svc.settings import Settings
 
 SERVICE_DIR = Path(__file__).resolve().parents[1]
-TOPICS = [Topic.RENTALS.value, Topic.PAYMENTS.value, Topic.DEVICE_FAULTS.value]
+TOPICS = [Topic.RENTALS.value, Topic.PAYMENTS.value, Topic.DEVICE_FAULTS.value, Topic.DISPUTES.value]
 AUDIENCE_TOPICS = [
     Topic.USERS.value,
     Topic.RENTALS.value,

@@ -118,3 +118,8 @@ async def next_sla_deadline(session: AsyncSession) -> datetime | None:
         Ticket.status.in_(OVERDUE_STATUSES), Ticket.overdue_alerted_at.is_(None)
     )
     return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def by_dispute(session: AsyncSession, dispute_id: uuid.UUID) -> Ticket | None:
+    stmt = select(Ticket).where(Ticket.dispute_id == dispute_id).with_for_update()
+    return (await session.execute(stmt)).scalar_one_or_none()

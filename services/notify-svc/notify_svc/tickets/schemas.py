@@ -2,7 +2,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from contracts.events import ReportKind, TicketPriority, TicketStatus
 
@@ -22,6 +22,13 @@ class ReportIn(_In):
     rental_id: uuid.UUID | None = None
     bank_id: DeviceCode | None = Field(default=None, description="The bank's id (printed on it, also its QR code)")
     cabinet_id: DeviceCode | None = None
+
+    @field_validator("kind")
+    @classmethod
+    def _not_a_dispute(cls, kind: ReportKind) -> ReportKind:
+        if kind is ReportKind.DISPUTE:
+            raise ValueError("dispute a rental with POST /v1/rentals/{rental_id}/disputes")
+        return kind
 
 
 class ReplyIn(_In):

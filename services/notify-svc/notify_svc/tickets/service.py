@@ -14,6 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from contracts.events import (
     BankFaultCleared,
     BankFaultReported,
+    DisputeOpened,
+    DisputeResolved,
     ReportKind,
     TicketOpened,
     TicketOverdue,
@@ -49,6 +51,7 @@ DEFAULT_PRIORITY: dict[ReportKind, TicketPriority] = {
     ReportKind.ABUSE: TicketPriority.HIGH,
     ReportKind.APP_PROBLEM: TicketPriority.NORMAL,
     ReportKind.OTHER: TicketPriority.NORMAL,
+    ReportKind.DISPUTE: TicketPriority.HIGH,  # the user's money is in question
 }
 # Reports that say a bank itself is broken: device-svc takes the bank out of lending.
 BANK_FAULT_KINDS = frozenset({ReportKind.FAULTY_BANK, ReportKind.DAMAGED_CABLE})
@@ -335,3 +338,57 @@ async def note_fault_cleared(session: AsyncSession, event_id: uuid.UUID, data: B
         ):
             added += 1
     return added
+
+
+# ---- disputes (billing-svc holds them; the queue shows them) ---------------------------------
+
+
+async def open_for_dispute(session: AsyncSession, runtime: Runtime, data: DisputeOpened) -> Ticket | None:
+    """A ticket of kind `dispute` linked to the rental; None when this dispute has one already."""
+    if await repo.by_dispute(session, data.dispute_id) is not None:
+        return None
+    priority = DEFAULT_PRIORITY[ReportKind.DISPUTE]
+    now = now_utc()
+    ticket = Ticket(
+        id=uuid.uuid4(),
+        user_id=data.user_id,
+        kind=ReportKind.DISPUTE.value,
+        status=TicketStatus.NEW.value,
+        priority=priority.value,
+        description=data.reason,
+        rental_id=data.rental_id,
+        dispute_id=data.dispute_id,
+        created_at=data.at,
+        updated_at=now,
+        sla_due_at=data.at + SLA[priority],
+    )
+    repo.add(session, ticket)
+    await runtime.publish(
+        session,
+        TicketOpened(
+            ticket_id=ticket.id,
+            user_id=data.user_id,
+            kind=ReportKind.DISPUTE,
+            priority=priority,
+            sla_due_at=ticket.sla_due_at,
+            rental_id=data.rental_id,
+            at=now,
+        ),
+        key=str(ticket.id),
+    )
+    log.info("dispute ticket opened", extra={"ticket_id": str(ticket.id), "dispute_id": str(data.dispute_id)})
+    return ticket
+
+
+async def dispute_resolved(session: AsyncSession, runtime: Runtime, data: DisputeResolved) -> Ticket | None:
+    """Billing settled the dispute: a line on its ticket both sides see, and the ticket resolved if open."""
+    ticket = await repo.by_dispute(session, data.dispute_id)
+    if ticket is None:  # opened before this service kept disputes: nothing to record it on
+        return None
+    now = now_utc()
+    outcome = "rejected" if data.outcome == "rejected" else "corrected (the rental was ended or its fee lowered)"
+    body = f"Billing {outcome} this dispute." + (f" {data.note}" if data.note else "")
+    repo.add_entry(session, _entry(ticket, "system", data.by, body, now, internal=False))
+    if TicketStatus(ticket.status) in lifecycle.OPEN:
+        await _transition(session, runtime, ticket, Action.RESOLVE, Actor.STAFF, data.by, now)
+    return ticket
