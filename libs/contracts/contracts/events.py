@@ -439,6 +439,8 @@ class ReportKind(StrEnum):
     OTHER = "other"
     # Opened by notify-svc from billing's `billing.dispute.opened`, never through POST /v1/tickets.
     DISPUTE = "dispute"
+    # Opened by notify-svc for a call-back request (POST /v1/callbacks).
+    CALLBACK = "callback"
 
 
 class TicketPriority(StrEnum):

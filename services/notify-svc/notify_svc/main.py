@@ -1,9 +1,10 @@
 """notify-svc: `uvicorn notify_svc.main:create_app --factory`."""
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
 
+import httpx
 from fastapi import FastAPI
 
 from contracts import Topic
@@ -11,6 +12,11 @@ from kit.app import ConsumerSpec, Runtime, create_service_app
 from kit.db import unit_of_work
 from kit.periodic import Alarm, run_periodically
 from notify_svc.audience import consumers as audience
+from notify_svc.callbacks.endpoints import hotline_router
+from notify_svc.callbacks.endpoints import provider_router as telephony_router
+from notify_svc.callbacks.endpoints import router as callbacks_router
+from notify_svc.callbacks.endpoints import staff_router as callbacks_staff_router
+from notify_svc.callbacks.provider import SandboxTelephony
 from notify_svc.campaigns import fanout
 from notify_svc.campaigns.endpoints import staff_router as campaigns_staff_router
 from notify_svc.consumers import DisputeConsumers, InboxConsumers
@@ -65,15 +71,28 @@ def _consumers(runtime: Runtime) -> list[ConsumerSpec]:
     ]
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+# The HTTP client the sandbox telephony provider reports outcomes through (tests give it the app itself).
+TelephonyClientFactory = Callable[[FastAPI, Settings], httpx.AsyncClient]
+
+
+def default_telephony_client(_: FastAPI, settings: Settings) -> httpx.AsyncClient:
+    return httpx.AsyncClient(base_url=settings.notify_svc_url, timeout=5.0)
+
+
+def create_app(settings: Settings | None = None, *, telephony_client: TelephonyClientFactory | None = None) -> FastAPI:
     settings = settings or Settings()
+    make_client = telephony_client or default_telephony_client
+    app: FastAPI
 
     @asynccontextmanager
     async def lifespan(runtime: Runtime) -> AsyncIterator[None]:
+        telephony_http = make_client(app, settings)
+        telephony = SandboxTelephony(settings.telephony_signing_key.get_secret_value().encode(), telephony_http)
         context = NotifyContext(
             settings=settings,
             signer=UrlSigner(settings.media_signing_key.get_secret_value().encode(), settings.media_url_ttl_s),
             push_provider=SandboxPushProvider(failure_rate=settings.push_sandbox_failure_rate),
+            telephony=telephony,
             pushes=Alarm(),
             campaigns=Alarm(),
         )
@@ -120,9 +139,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 ),
                 "campaign-sender",
             )
-        yield
+        try:
+            yield
+        finally:
+            await telephony.close()
+            await telephony_http.aclose()
 
-    return create_service_app(
+    app = create_service_app(
         settings,
         title="notify-svc",
         routers=[
@@ -135,7 +158,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             push_staff_router,
             preferences_router,
             campaigns_staff_router,
+            callbacks_router,
+            callbacks_staff_router,
+            hotline_router,
+            telephony_router,
         ],
         consumers=_consumers,
         extra_lifespan=lifespan,
     )
+    return app

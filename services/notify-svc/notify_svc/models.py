@@ -316,3 +316,40 @@ class CampaignInteraction(Base):
     kind: Mapped[str] = mapped_column(String(8), primary_key=True)
     user_id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), primary_key=True)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class CallbackStatus(StrEnum):
+    REQUESTED = "requested"
+    CALLING = "calling"
+    ANSWERED = "answered"
+    NO_ANSWER = "no_answer"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class CallbackRequest(Base):
+    """A user asked to be called back (human voice service). Staff place the call through the
+    telephony provider; its outcome arrives later, signed, and is recorded here and on the ticket.
+    `status` changes only through `callbacks.lifecycle.apply`."""
+
+    __tablename__ = "callbacks"
+    __table_args__ = (
+        CheckConstraint(_in("status", CallbackStatus), name="status"),
+        Index("ix_callbacks_queue", "status", "preferred_at", "created_at"),
+        Index("ix_callbacks_user", "user_id", "created_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), nullable=False)
+    ticket_id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), ForeignKey("tickets.id"), nullable=False)
+    phone: Mapped[str] = mapped_column(String(20), nullable=False)
+    topic: Mapped[str] = mapped_column(Text, nullable=False)
+    preferred_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    provider_call_id: Mapped[str | None] = mapped_column(String(64), unique=True)
+    placed_by: Mapped[str | None] = mapped_column(String(100))
+    duration_s: Mapped[int | None] = mapped_column(Integer)
+    failure: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)

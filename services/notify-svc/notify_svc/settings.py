@@ -20,3 +20,8 @@ class Settings(ServiceSettings):
     campaign_batch_size: int = Field(default=1000, ge=1, le=5000)
     campaign_poll_interval_s: float = 5.0
     campaign_budget_s: float = Field(default=1.0, gt=0)
+    # Human voice service: the hotline the app shows, and the key the telephony provider signs its
+    # outcome callbacks with (HMAC-SHA256; the sandbox provider signs with it too).
+    support_hotline: str = "400-800-1234"
+    support_hotline_hours: str = "08:00-22:00 (UTC+8)"
+    telephony_signing_key: SecretStr = SecretStr("dev-notify-telephony-signing-key")

@@ -94,7 +94,8 @@ def settings(prepared_database: str, keypair: tuple[Path, Path], consumer_group:
 async def running_app(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """One app (real lifespan: database, producer, consumer) for the session: joining a consumer
     group takes seconds, so it is not repeated per test."""
-    async with app_client(create_app(settings)) as http:
+    app = create_app(settings, telephony_client=_self_client)
+    async with app_client(app) as http:
         await eventually(lambda: _ready(http), timeout=60, what="consumers assigned")
         yield http
 
@@ -103,6 +104,11 @@ async def running_app(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 async def client(settings: Settings, running_app: httpx.AsyncClient) -> httpx.AsyncClient:
     await truncate_all(settings.database_url)
     return running_app
+
+
+def _self_client(app: Any, _: Settings) -> httpx.AsyncClient:
+    """The sandbox telephony provider reports call outcomes to the app under test itself."""
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://notify-svc")
 
 
 async def _ready(http: httpx.AsyncClient) -> bool:

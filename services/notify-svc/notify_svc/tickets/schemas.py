@@ -28,6 +28,8 @@ class ReportIn(_In):
     def _not_a_dispute(cls, kind: ReportKind) -> ReportKind:
         if kind is ReportKind.DISPUTE:
             raise ValueError("dispute a rental with POST /v1/rentals/{rental_id}/disputes")
+        if kind is ReportKind.CALLBACK:
+            raise ValueError("ask for a call back with POST /v1/callbacks")
         return kind
 
 

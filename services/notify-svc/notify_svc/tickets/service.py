@@ -52,6 +52,7 @@ DEFAULT_PRIORITY: dict[ReportKind, TicketPriority] = {
     ReportKind.APP_PROBLEM: TicketPriority.NORMAL,
     ReportKind.OTHER: TicketPriority.NORMAL,
     ReportKind.DISPUTE: TicketPriority.HIGH,  # the user's money is in question
+    ReportKind.CALLBACK: TicketPriority.NORMAL,
 }
 # Reports that say a bank itself is broken: device-svc takes the bank out of lending.
 BANK_FAULT_KINDS = frozenset({ReportKind.FAULTY_BANK, ReportKind.DAMAGED_CABLE})
@@ -343,41 +344,72 @@ async def note_fault_cleared(session: AsyncSession, event_id: uuid.UUID, data: B
 # ---- disputes (billing-svc holds them; the queue shows them) ---------------------------------
 
 
-async def open_for_dispute(session: AsyncSession, runtime: Runtime, data: DisputeOpened) -> Ticket | None:
-    """A ticket of kind `dispute` linked to the rental; None when this dispute has one already."""
-    if await repo.by_dispute(session, data.dispute_id) is not None:
-        return None
-    priority = DEFAULT_PRIORITY[ReportKind.DISPUTE]
+async def open_for(
+    session: AsyncSession,
+    runtime: Runtime,
+    *,
+    user_id: uuid.UUID,
+    kind: ReportKind,
+    description: str,
+    at: datetime,
+    rental_id: uuid.UUID | None = None,
+    dispute_id: uuid.UUID | None = None,
+) -> Ticket:
+    """A ticket opened by the service for the user (a dispute, a call-back request), not by a report."""
+    priority = DEFAULT_PRIORITY[kind]
     now = now_utc()
     ticket = Ticket(
         id=uuid.uuid4(),
-        user_id=data.user_id,
-        kind=ReportKind.DISPUTE.value,
+        user_id=user_id,
+        kind=kind.value,
         status=TicketStatus.NEW.value,
         priority=priority.value,
-        description=data.reason,
-        rental_id=data.rental_id,
-        dispute_id=data.dispute_id,
-        created_at=data.at,
+        description=description,
+        rental_id=rental_id,
+        dispute_id=dispute_id,
+        created_at=at,
         updated_at=now,
-        sla_due_at=data.at + SLA[priority],
+        sla_due_at=at + SLA[priority],
     )
     repo.add(session, ticket)
     await runtime.publish(
         session,
         TicketOpened(
             ticket_id=ticket.id,
-            user_id=data.user_id,
-            kind=ReportKind.DISPUTE,
+            user_id=user_id,
+            kind=kind,
             priority=priority,
             sla_due_at=ticket.sla_due_at,
-            rental_id=data.rental_id,
+            rental_id=rental_id,
             at=now,
         ),
         key=str(ticket.id),
     )
-    log.info("dispute ticket opened", extra={"ticket_id": str(ticket.id), "dispute_id": str(data.dispute_id)})
+    log.info("ticket opened", extra={"ticket_id": str(ticket.id), "kind": kind.value})
     return ticket
+
+
+def add_system_line(session: AsyncSession, ticket: Ticket, body: str, by: str) -> None:
+    """A line both sides see (an outcome from another system: billing, the telephony provider)."""
+    now = now_utc()
+    ticket.updated_at = now
+    repo.add_entry(session, _entry(ticket, "system", by, body, now, internal=False))
+
+
+async def open_for_dispute(session: AsyncSession, runtime: Runtime, data: DisputeOpened) -> Ticket | None:
+    """A ticket of kind `dispute` linked to the rental; None when this dispute has one already."""
+    if await repo.by_dispute(session, data.dispute_id) is not None:
+        return None
+    return await open_for(
+        session,
+        runtime,
+        user_id=data.user_id,
+        kind=ReportKind.DISPUTE,
+        description=data.reason,
+        at=data.at,
+        rental_id=data.rental_id,
+        dispute_id=data.dispute_id,
+    )
 
 
 async def dispute_resolved(session: AsyncSession, runtime: Runtime, data: DisputeResolved) -> Ticket | None:
