@@ -25,3 +25,6 @@ class Settings(ServiceSettings):
     support_hotline: str = "400-800-1234"
     support_hotline_hours: str = "08:00-22:00 (UTC+8)"
     telephony_signing_key: SecretStr = SecretStr("dev-notify-telephony-signing-key")
+    # Photos on reports: checked by content like notice images, at most this many of at most this size.
+    report_photo_max_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
+    report_max_photos: int = Field(default=3, ge=0, le=10)

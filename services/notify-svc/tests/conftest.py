@@ -3,7 +3,9 @@
 Each test session consumes with its own consumer group, first moved to the end of the topics,
 so only events produced during the session reach the service."""
 
+import struct
 import uuid
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -153,6 +155,29 @@ async def recorder() -> AsyncIterator[EventRecorder]:
     await events.start()
     yield events
     await events.stop()
+
+
+def _png(width: int = 2, height: int = 1) -> bytes:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    raw = b"".join(b"\x00" + b"\xff\x00\x00" * width for _ in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+
+
+_JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00" + b"\x00" * 64 + b"\xff\xd9"
+
+
+@pytest.fixture
+def png() -> Callable[..., bytes]:
+    """A real PNG of the given size (notice images, photos on reports)."""
+    return _png
+
+
+@pytest.fixture
+def jpeg() -> bytes:
+    return _JPEG
 
 
 @pytest.fixture

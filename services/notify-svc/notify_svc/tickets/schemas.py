@@ -5,6 +5,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from contracts.events import ReportKind, TicketPriority, TicketStatus
+from notify_svc.notices.schemas import ImageOut
 
 DeviceCode = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^[A-Za-z0-9._-]{1,64}$")]
 # User and staff text: kept exactly as written (HTML and scripts included) and only ever served as JSON
@@ -74,6 +75,7 @@ class TicketOut(BaseModel):
     resolved_at: datetime | None
     closed_at: datetime | None
     entries: list[EntryOut] | None = Field(default=None, description="The thread, on a single ticket only")
+    photos: list[ImageOut] | None = Field(default=None, description="Signed photo URLs, on a single ticket only")
 
 
 class StaffTicketOut(TicketOut):

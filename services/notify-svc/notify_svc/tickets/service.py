@@ -29,7 +29,9 @@ from notify_svc import texts
 from notify_svc.context import context_of
 from notify_svc.messages import service as inbox
 from notify_svc.messages.service import decode_cursor, encode_cursor
-from notify_svc.models import Ticket, TicketEntry
+from notify_svc.models import Ticket, TicketEntry, TicketPhoto
+from notify_svc.notices.images import ALLOWED_TYPES, sniff
+from notify_svc.notices.service import NotAnImage, TooManyImages
 from notify_svc.tickets import lifecycle
 from notify_svc.tickets import repository as repo
 from notify_svc.tickets.lifecycle import Action, Actor
@@ -424,3 +426,41 @@ async def dispute_resolved(session: AsyncSession, runtime: Runtime, data: Disput
     if TicketStatus(ticket.status) in lifecycle.OPEN:
         await _transition(session, runtime, ticket, Action.RESOLVE, Actor.STAFF, data.by, now)
     return ticket
+
+
+# ---- photos on reports ----------------------------------------------------------------------
+
+
+class TicketNotOpen(BusinessError):
+    status = 409
+    code = "ticket_not_open"
+    title = "Photos can be added to an open ticket only"
+
+
+async def add_photo(
+    session: AsyncSession, user_id: uuid.UUID, ticket_id: uuid.UUID, data: bytes, *, max_photos: int
+) -> TicketPhoto:
+    """A photo of the user's own open ticket, typed by its bytes (as notice images)."""
+    ticket = await own_ticket(session, user_id, ticket_id, lock=True)
+    if TicketStatus(ticket.status) not in lifecycle.OPEN:
+        raise TicketNotOpen(f"The ticket is {ticket.status}", ticket_status=ticket.status)
+    count = await repo.photo_count(session, ticket.id)
+    if count >= max_photos:
+        raise TooManyImages(f"A report has at most {max_photos} photos", max_images=max_photos)
+    content_type = sniff(data)
+    if content_type is None:
+        raise NotAnImage(f"Send the photo's bytes: one of {', '.join(sorted(ALLOWED_TYPES))}")
+    now = now_utc()
+    photo = TicketPhoto(
+        id=uuid.uuid4(),
+        ticket_id=ticket.id,
+        position=count,
+        content_type=content_type,
+        size=len(data),
+        data=data,
+        created_at=now,
+    )
+    session.add(photo)
+    ticket.updated_at = now
+    await session.flush()
+    return photo
