@@ -123,6 +123,7 @@ ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
             "tickets:read",
             "notices:send",
             "campaigns:manage",
+            "vas:manage",
         }
     ),
     "field_maintenance": frozenset({"devices:read", "devices:maintain", "tickets:read"}),

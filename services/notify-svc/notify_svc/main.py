@@ -34,6 +34,8 @@ from notify_svc.settings import Settings
 from notify_svc.tickets import service as tickets
 from notify_svc.tickets.endpoints import router as tickets_router
 from notify_svc.tickets.endpoints import staff_router as tickets_staff_router
+from notify_svc.vas.endpoints import router as vas_router
+from notify_svc.vas.endpoints import staff_router as vas_staff_router
 
 
 def _consumers(runtime: Runtime) -> list[ConsumerSpec]:
@@ -162,6 +164,8 @@ def create_app(settings: Settings | None = None, *, telephony_client: TelephonyC
             callbacks_staff_router,
             hotline_router,
             telephony_router,
+            vas_router,
+            vas_staff_router,
         ],
         consumers=_consumers,
         extra_lifespan=lifespan,

@@ -369,3 +369,49 @@ class TicketPhoto(Base):
     size: Mapped[int] = mapped_column(Integer, nullable=False)
     data: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class ValueAddedService(Base):
+    """A value-added service offered in the app (damage cover, an extended return window); users take it
+    only after accepting the current version of its risk notice."""
+
+    __tablename__ = "value_added_services"
+
+    code: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), nullable=False)
+    description: Mapped[str] = mapped_column(Text, nullable=False)
+    created_by: Mapped[str] = mapped_column(String(100), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class RiskNotice(Base):
+    """One version of a service's risk notice: published once, never changed (a new text is a new
+    version, and consent to an older one no longer counts)."""
+
+    __tablename__ = "risk_notices"
+
+    service_code: Mapped[str] = mapped_column(String(40), ForeignKey("value_added_services.code"), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    text: Mapped[str] = mapped_column(Text, nullable=False)
+    published_by: Mapped[str] = mapped_column(String(100), nullable=False)
+    published_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class ConsentRecord(Base):
+    """A user accepted a risk notice's version, or withdrew: append-only (a trigger refuses updates and
+    deletes), the evidence of what the user agreed to and when."""
+
+    __tablename__ = "consent_records"
+    __table_args__ = (
+        CheckConstraint("action IN ('accepted', 'withdrawn')", name="action"),
+        Index("ix_consent_records_user", "user_id", "service_code", "at"),
+        Index("ix_consent_records_service", "service_code", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), nullable=False)
+    service_code: Mapped[str] = mapped_column(String(40), ForeignKey("value_added_services.code"), nullable=False)
+    version: Mapped[int | None] = mapped_column(Integer)
+    action: Mapped[str] = mapped_column(String(10), nullable=False)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    user_agent: Mapped[str | None] = mapped_column(String(200))
