@@ -28,7 +28,7 @@ PKG_SRC     := $(foreach d,$(PKG_DIRS),$(wildcard $(d)/$(subst -,_,$(notdir $(d)
 MYPY_TARGETS ?= $(patsubst %/__init__.py,%,$(PKG_SRC)) deploy/local $(wildcard tests)
 TEST_PATHS  := $(wildcard libs services device-emulator tests)
 
-.PHONY: help install run stop status test test-up lint bench clean-state
+.PHONY: help install run stop status test test-up lint bench bench-campaigns clean-state
 
 help:
 	@echo "make install      create .venv (python3.11 + uv) and install requirements.lock and the local packages"
@@ -37,6 +37,7 @@ help:
 	@echo "make status       what runs and whether it answers (STACK_NAME=run|test)"
 	@echo "make test         lint, fresh test stack, migrations, pytest ($(TEST_PATHS))"
 	@echo "make lint         ruff check, ruff format --check, mypy"
+	@echo "make bench-campaigns  campaign fan-out rate (recipients/s) on a scratch database of the test stack"
 	@echo "make bench        swarm benchmark on the run stack (started if down); BENCH_ARGS=\"--devices 1000 ...\""
 	@echo "                  PRESET=overload|rental|telemetry|city|sustained|storm|rest: a named run of issue 9"
 	@echo "make clean-state  stop every stack and delete .state/"
@@ -108,6 +109,10 @@ bench: install
 	  echo "make bench: device_emulator.bench is not written yet (device-emulator/device_emulator/bench.py)" >&2; \
 	  exit 2; \
 	fi
+
+bench-campaigns: install
+	@$(STACK) up --stack test && $(STACK) exec --stack test -- \
+	  sh -c '$(PY) -m notify_svc.campaigns.bench --database-url "$$NOTIFY_DATABASE_URL" $(BENCH_ARGS)'
 
 clean-state:
 	@$(STACK) clean

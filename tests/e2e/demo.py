@@ -142,6 +142,7 @@ async def main() -> None:
 
         await customer_service(api, admin, rental["bank_id"], return_to["id"], rental["rental_id"])
         await notice_with_image(api, admin)
+        await campaign(api, admin)
         stats = await api.call("GET", f"{urls.analytics}/v1/stats/rentals-per-hour", token=admin)
         busy = [f"{b['hour']:02d}h: {b['rentals']}" for b in stats.json().get("buckets", []) if b["rentals"]]
         step("analytics: rentals per hour of day", ", ".join(busy) or "none yet", stats.ms)
@@ -275,6 +276,30 @@ async def notice_with_image(api: PlatformClient, admin: str) -> None:
     )
     unread = await api.unread()
     step("unread messages", str(unread))
+
+
+async def campaign(api: PlatformClient, admin: str) -> None:
+    """The user consents to marketing in the inbox; a campaign to everyone goes out in batches."""
+    notify = api.urls.notify
+    await api.call("PUT", f"{notify}/v1/preferences", json={"marketing": {"inbox": True, "push": False, "sms": False}})
+    body = {"title": "Weekend offer", "text": "Half price on Saturday.", "segment": {"all_users": True}}
+    draft = await api.call("POST", f"{notify}/v1/admin/campaigns", token=admin, json=body | {"channels": ["inbox"]})
+    if draft.status != 201:
+        fail("campaign draft", draft)
+    campaign_id = draft.json()["campaign_id"]
+    await api.call("POST", f"{notify}/v1/admin/campaigns/{campaign_id}/schedule", token=admin, json={})
+
+    async def sent() -> dict[str, Any] | None:
+        one = (await api.call("GET", f"{notify}/v1/admin/campaigns/{campaign_id}", token=admin)).json()
+        return one if one["status"] == "sent" else None
+
+    done, ms = await wait_for(sent, timeout_s=15)
+    stats = done["stats"]
+    step(
+        "campaign to all users (consent per channel, batched fan-out)",
+        f"{stats['recipients']} recipient(s), {stats['inbox_delivered']} in the inbox, {stats['unreached']} without consent",
+        ms,
+    )
 
 
 async def show_analytics(api: PlatformClient, urls: Urls, admin: str) -> None:

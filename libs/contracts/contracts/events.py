@@ -323,6 +323,32 @@ class RefundRequested(_Data):
     reason: str = Field(max_length=200)
 
 
+class DisputeOpened(_Data):
+    """A user disputed a rental (billing-svc holds the dispute and alone resolves it); notify-svc opens
+    a ticket of kind `dispute` in the staff queue."""
+
+    type: Literal["billing.dispute.opened"] = "billing.dispute.opened"
+    dispute_id: UUID
+    rental_id: UUID
+    user_id: UUID
+    reason: str = Field(max_length=2000)
+    at: AwareDatetime
+
+
+class DisputeResolved(_Data):
+    """Support settled a dispute in billing-svc: `rejected`, or `corrected` (the rental ended or its fee
+    lowered)."""
+
+    type: Literal["billing.dispute.resolved"] = "billing.dispute.resolved"
+    dispute_id: UUID
+    rental_id: UUID
+    user_id: UUID
+    outcome: Literal["rejected", "corrected"]
+    note: str = Field(default="", max_length=2000)
+    by: str = Field(max_length=100)
+    at: AwareDatetime
+
+
 # ---- asset-credit-svc -----------------------------------------------------------------
 
 
@@ -370,6 +396,36 @@ class RefundSettled(_Data):
     settled_at: AwareDatetime
 
 
+class CreditChanged(_Data):
+    """A user's credit score changed (a rental, an unpaid fee, staff): the score and level after it.
+    Consumers keep the latest by `at` (notify-svc's campaign audience)."""
+
+    type: Literal["asset.credit.changed"] = "asset.credit.changed"
+    user_id: UUID
+    score: int
+    level: str = Field(max_length=32)
+    at: AwareDatetime
+
+
+class CouponStatus(StrEnum):
+    AVAILABLE = "available"
+    USED = "used"
+    EXPIRED = "expired"
+    REVOKED = "revoked"
+
+
+class CouponChanged(_Data):
+    """A coupon was issued to a user (`available`) or left that state. An available coupon past
+    `expires_at` is unused no longer, with or without an `expired` event."""
+
+    type: Literal["asset.coupon.changed"] = "asset.coupon.changed"
+    user_id: UUID
+    asset_id: UUID
+    status: CouponStatus
+    expires_at: AwareDatetime
+    at: AwareDatetime
+
+
 # ---- notify-svc (customer service) ----------------------------------------------------
 
 
@@ -381,6 +437,10 @@ class ReportKind(StrEnum):
     ABUSE = "abuse"
     APP_PROBLEM = "app_problem"
     OTHER = "other"
+    # Opened by notify-svc from billing's `billing.dispute.opened`, never through POST /v1/tickets.
+    DISPUTE = "dispute"
+    # Opened by notify-svc for a call-back request (POST /v1/callbacks).
+    CALLBACK = "callback"
 
 
 class TicketPriority(StrEnum):
@@ -506,6 +566,10 @@ EventData = Annotated[
     | RefundRequested
     | RefundSettled
     | DebtWaived
+    | DisputeOpened
+    | DisputeResolved
+    | CreditChanged
+    | CouponChanged
     | BankFaultReported
     | BankFaultCleared
     | TicketOpened
@@ -541,6 +605,10 @@ TOPIC_BY_TYPE: dict[str, Topic] = {
     "billing.refund.requested": Topic.CHARGES,
     "asset.refund.settled": Topic.PAYMENTS,
     "billing.debt.waived": Topic.CHARGES,
+    "billing.dispute.opened": Topic.DISPUTES,
+    "billing.dispute.resolved": Topic.DISPUTES,
+    "asset.credit.changed": Topic.CREDIT,
+    "asset.coupon.changed": Topic.COUPONS,
     "notify.bank.fault_reported": Topic.FAULT_REPORTS,  # key: bank_id
     "device.bank.fault_cleared": Topic.DEVICE_FAULTS,  # key: bank_id
     "notify.ticket.opened": Topic.TICKETS,

@@ -15,8 +15,11 @@ class Topic(StrEnum):
     DEVICE_REJECTIONS = "device.rejections.v1"  # key: device_id (refused device messages)
     RENTALS = "billing.rentals.v1"  # key: rental_id
     CHARGES = "billing.charges.v1"  # key: user_id
+    DISPUTES = "billing.disputes.v1"  # key: rental_id (a user disputed a rental; support resolved it)
     WALLETS = "asset.wallets.v1"  # key: user_id
     PAYMENTS = "asset.payments.v1"  # key: user_id
+    CREDIT = "asset.credit.v1"  # key: user_id (a user's credit score and level after each change)
+    COUPONS = "asset.coupons.v1"  # key: user_id (a coupon issued to a user, and each change of its state)
     DEVICE_FAULTS = "device.faults.v1"  # key: bank_id (a user-reported fault cleared by staff)
     FAULT_REPORTS = "notify.reports.v1"  # key: bank_id (user reports about a bank, for device-svc)
     TICKETS = "notify.tickets.v1"  # key: ticket_id (support tickets: opened, status changes, overdue alerts)

@@ -122,6 +122,8 @@ ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
             "pricing:manage",
             "tickets:read",
             "notices:send",
+            "campaigns:manage",
+            "vas:manage",
         }
     ),
     "field_maintenance": frozenset({"devices:read", "devices:maintain", "tickets:read"}),

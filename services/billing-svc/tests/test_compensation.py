@@ -458,6 +458,11 @@ async def test_dispute_and_an_audited_correction_refund_once(
     assert str(refund.refund_id) == out["refund_id"]
     disputes = (await billing.client.get(f"/v1/rentals/{rental_id}/disputes", headers=headers)).json()["items"]
     assert disputes[0]["state"] == "resolved"
+    # The support queue (notify-svc) hears of the dispute and of its outcome, through the outbox.
+    opened = of_type(await outbox(billing, rental_id), "billing.dispute.opened")
+    resolved = of_type(await outbox(billing, rental_id), "billing.dispute.resolved")
+    assert [str(e.data.dispute_id) for e in opened] == [disputes[0]["dispute_id"]]  # type: ignore[union-attr]
+    assert [e.data.outcome for e in resolved] == ["corrected"]  # type: ignore[union-attr]
     audit = await billing.client.get(path, headers=support(signer))
     assert [c["correction_id"] for c in audit.json()["items"]] == [out["correction_id"]]
 

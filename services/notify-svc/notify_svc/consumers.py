@@ -11,11 +11,14 @@ from contracts.events import (
     BankFaultCleared,
     ChargeFailed,
     ChargeSettled,
+    DisputeOpened,
+    DisputeResolved,
     RefundSettled,
     RentalEnded,
     RentalFailed,
     RentalStarted,
 )
+from kit.app import Runtime
 from kit.periodic import Alarm
 from notify_svc import texts
 from notify_svc.messages.service import deliver
@@ -67,3 +70,19 @@ class InboxConsumers:
         assert isinstance(envelope.data, BankFaultCleared)
         added = await tickets.note_fault_cleared(session, envelope.event_id, envelope.data)
         log.info("bank fault cleared noted", extra={"bank_id": envelope.data.bank_id, "tickets": added})
+
+
+class DisputeConsumers:
+    """billing-svc's disputes in the support queue: a ticket per dispute, resolved when billing settles it."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+
+    async def on_opened(self, session: AsyncSession, envelope: Envelope) -> None:
+        assert isinstance(envelope.data, DisputeOpened)
+        ticket = await tickets.open_for_dispute(session, self._runtime, envelope.data)
+        log.info("dispute queued", extra={"dispute_id": str(envelope.data.dispute_id), "new": ticket is not None})
+
+    async def on_resolved(self, session: AsyncSession, envelope: Envelope) -> None:
+        assert isinstance(envelope.data, DisputeResolved)
+        await tickets.dispute_resolved(session, self._runtime, envelope.data)

@@ -7,6 +7,7 @@ from fastapi import Depends
 
 from kit.app import Runtime, RuntimeDep
 from kit.periodic import Alarm
+from notify_svc.callbacks.provider import TelephonyProvider
 from notify_svc.notices.signing import UrlSigner
 from notify_svc.push.provider import PushProvider
 from notify_svc.settings import Settings
@@ -19,7 +20,9 @@ class NotifyContext:
     settings: Settings
     signer: UrlSigner
     push_provider: PushProvider
+    telephony: TelephonyProvider
     pushes: Alarm  # rung after a commit that queued a push
+    campaigns: Alarm  # rung with a campaign's send time once it is scheduled
 
     def install(self, extras: dict[str, object]) -> None:
         extras[_KEY] = self

@@ -51,6 +51,7 @@ class Message(Base):
         CheckConstraint(_in("category", Category), name="category"),
         Index("ix_messages_user_created", "user_id", "created_at", "id"),
         Index("ix_messages_user_unread", "user_id", "category", postgresql_where="read_at IS NULL"),
+        Index("uq_messages_campaign_user", "campaign_id", "user_id", unique=True),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
@@ -62,6 +63,8 @@ class Message(Base):
     read_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     # The event (or ticket entry) that produced the message: a redelivery never makes a second message.
     source_event_id: Mapped[uuid.UUID | None] = mapped_column(PgUUID(as_uuid=True), nullable=True, unique=True)
+    # A campaign's message: at most one per (campaign, user), whatever batch or process wrote it.
+    campaign_id: Mapped[uuid.UUID | None] = mapped_column(PgUUID(as_uuid=True), nullable=True)
 
 
 class Ticket(Base):
@@ -90,6 +93,8 @@ class Ticket(Base):
     bank_id: Mapped[str | None] = mapped_column(String(64))
     cabinet_id: Mapped[str | None] = mapped_column(String(64))
     assignee: Mapped[str | None] = mapped_column(String(100))
+    # A `dispute` ticket's dispute in billing-svc (which alone resolves it).
+    dispute_id: Mapped[uuid.UUID | None] = mapped_column(PgUUID(as_uuid=True), unique=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     sla_due_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
@@ -200,3 +205,213 @@ class PushJob(Base):
     outcome: Mapped[str | None] = mapped_column(String(20))
     # Per token: {"<token suffix>": "ok" | "invalid_token" | "unavailable" | ...} of the last attempt.
     results: Mapped[dict[str, str] | None] = mapped_column(JSONB)
+    # A campaign's push (marketing: consent is checked again when it is sent).
+    campaign_id: Mapped[uuid.UUID | None] = mapped_column(PgUUID(as_uuid=True))
+
+
+class AudienceMember(Base):
+    """notify-svc's own projection of what campaigns select users by, fed by other services' events:
+    registration (user-svc), the region of their last rental (billing + device-svc), credit level and
+    coupons (asset-credit-svc). Keyed by user id: fan-out batches are keyset ranges of it."""
+
+    __tablename__ = "audience"
+    __table_args__ = (Index("ix_audience_active", "user_id", postgresql_where="deregistered_at IS NULL"),)
+
+    user_id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), primary_key=True)
+    registered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    deregistered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    division_code: Mapped[str | None] = mapped_column(String(6))
+    credit_level: Mapped[str | None] = mapped_column(String(32))
+    credit_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_active_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class AudienceCoupon(Base):
+    """A coupon of a user as asset-credit-svc last reported it; unused while available and not expired."""
+
+    __tablename__ = "audience_coupons"
+    __table_args__ = (Index("ix_audience_coupons_user", "user_id", postgresql_where="status = 'available'"),)
+
+    asset_id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), nullable=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class CabinetRegion(Base):
+    """A cabinet's division, learnt from eject and return facts: a rental's region is its cabinet's."""
+
+    __tablename__ = "cabinet_regions"
+
+    cabinet_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    division_code: Mapped[str] = mapped_column(String(6), nullable=False)
+
+
+class Preference(Base):
+    """A user's consent to marketing per channel (none until given) and quiet hours in their time
+    zone. Service messages ignore both: they always reach the inbox and push at once."""
+
+    __tablename__ = "preferences"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), primary_key=True)
+    marketing_inbox: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    marketing_push: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    marketing_sms: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    quiet_start: Mapped[int | None] = mapped_column(Integer)  # minutes after local midnight
+    quiet_end: Mapped[int | None] = mapped_column(Integer)
+    timezone: Mapped[str] = mapped_column(String(64), nullable=False, default="Asia/Shanghai")
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class CampaignStatus(StrEnum):
+    DRAFT = "draft"
+    SCHEDULED = "scheduled"
+    SENDING = "sending"
+    SENT = "sent"
+    CANCELLED = "cancelled"
+
+
+class Campaign(Base):
+    """A marketing message to a segment of the audience, sent in batches: `cursor` is the last user id
+    done, committed with each batch's inbox rows, so a crashed fan-out resumes after it. A notice's
+    push to every phone is a campaign too (`notice_id` set: no inbox rows, no consent needed)."""
+
+    __tablename__ = "campaigns"
+    __table_args__ = (
+        CheckConstraint(_in("status", CampaignStatus), name="status"),
+        Index("ix_campaigns_due", "send_at", postgresql_where="status IN ('scheduled', 'sending')"),
+        Index("ix_campaigns_created", "created_at", "id"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), primary_key=True)
+    title: Mapped[str] = mapped_column(String(200), nullable=False)
+    body: Mapped[str] = mapped_column(Text, nullable=False)
+    segment: Mapped[dict[str, object]] = mapped_column(JSONB, nullable=False)
+    channels: Mapped[list[str]] = mapped_column(JSONB, nullable=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    notice_id: Mapped[uuid.UUID | None] = mapped_column(PgUUID(as_uuid=True), unique=True)
+    created_by: Mapped[str] = mapped_column(String(100), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    send_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    cursor: Mapped[uuid.UUID | None] = mapped_column(PgUUID(as_uuid=True))
+    batches: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    recipients: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    inbox_sent: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    push_queued: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    sms_sent: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    unreached: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+
+
+class CampaignInteraction(Base):
+    """A recipient opened or clicked a campaign's message: one row per (campaign, user, kind), so
+    counts are per recipient whatever the number of taps."""
+
+    __tablename__ = "campaign_interactions"
+    __table_args__ = (CheckConstraint("kind IN ('open', 'click')", name="kind"),)
+
+    campaign_id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(8), primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class CallbackStatus(StrEnum):
+    REQUESTED = "requested"
+    CALLING = "calling"
+    ANSWERED = "answered"
+    NO_ANSWER = "no_answer"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class CallbackRequest(Base):
+    """A user asked to be called back (human voice service). Staff place the call through the
+    telephony provider; its outcome arrives later, signed, and is recorded here and on the ticket.
+    `status` changes only through `callbacks.lifecycle.apply`."""
+
+    __tablename__ = "callbacks"
+    __table_args__ = (
+        CheckConstraint(_in("status", CallbackStatus), name="status"),
+        Index("ix_callbacks_queue", "status", "preferred_at", "created_at"),
+        Index("ix_callbacks_user", "user_id", "created_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), nullable=False)
+    ticket_id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), ForeignKey("tickets.id"), nullable=False)
+    phone: Mapped[str] = mapped_column(String(20), nullable=False)
+    topic: Mapped[str] = mapped_column(Text, nullable=False)
+    preferred_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    provider_call_id: Mapped[str | None] = mapped_column(String(64), unique=True)
+    placed_by: Mapped[str | None] = mapped_column(String(100))
+    duration_s: Mapped[int | None] = mapped_column(Integer)
+    failure: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class TicketPhoto(Base):
+    """A photo the user attached to a report, checked by its bytes and stored like notice images; served
+    only through signed URLs handed to the ticket's user and to staff."""
+
+    __tablename__ = "ticket_photos"
+    __table_args__ = (Index("ix_ticket_photos_ticket", "ticket_id", "position"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), primary_key=True)
+    ticket_id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), ForeignKey("tickets.id"), nullable=False)
+    position: Mapped[int] = mapped_column(Integer, nullable=False)
+    content_type: Mapped[str] = mapped_column(String(50), nullable=False)
+    size: Mapped[int] = mapped_column(Integer, nullable=False)
+    data: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class ValueAddedService(Base):
+    """A value-added service offered in the app (damage cover, an extended return window); users take it
+    only after accepting the current version of its risk notice."""
+
+    __tablename__ = "value_added_services"
+
+    code: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), nullable=False)
+    description: Mapped[str] = mapped_column(Text, nullable=False)
+    created_by: Mapped[str] = mapped_column(String(100), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class RiskNotice(Base):
+    """One version of a service's risk notice: published once, never changed (a new text is a new
+    version, and consent to an older one no longer counts)."""
+
+    __tablename__ = "risk_notices"
+
+    service_code: Mapped[str] = mapped_column(String(40), ForeignKey("value_added_services.code"), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    text: Mapped[str] = mapped_column(Text, nullable=False)
+    published_by: Mapped[str] = mapped_column(String(100), nullable=False)
+    published_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class ConsentRecord(Base):
+    """A user accepted a risk notice's version, or withdrew: append-only (a trigger refuses updates and
+    deletes), the evidence of what the user agreed to and when."""
+
+    __tablename__ = "consent_records"
+    __table_args__ = (
+        CheckConstraint("action IN ('accepted', 'withdrawn')", name="action"),
+        Index("ix_consent_records_user", "user_id", "service_code", "at"),
+        Index("ix_consent_records_service", "service_code", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), nullable=False)
+    service_code: Mapped[str] = mapped_column(String(40), ForeignKey("value_added_services.code"), nullable=False)
+    version: Mapped[int | None] = mapped_column(Integer)
+    action: Mapped[str] = mapped_column(String(10), nullable=False)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    user_agent: Mapped[str | None] = mapped_column(String(200))

@@ -3,7 +3,9 @@
 Each test session consumes with its own consumer group, first moved to the end of the topics,
 so only events produced during the session reach the service."""
 
+import struct
 import uuid
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -31,7 +33,15 @@ from notify_svc.main import create_app
 from notify_svc.settings import Settings
 
 SERVICE_DIR = Path(__file__).resolve().parents[1]
-TOPICS = [Topic.RENTALS.value, Topic.PAYMENTS.value, Topic.DEVICE_FAULTS.value]
+TOPICS = [Topic.RENTALS.value, Topic.PAYMENTS.value, Topic.DEVICE_FAULTS.value, Topic.DISPUTES.value]
+AUDIENCE_TOPICS = [
+    Topic.USERS.value,
+    Topic.RENTALS.value,
+    Topic.DEVICE_EJECTS.value,
+    Topic.DEVICE_RETURNS.value,
+    Topic.CREDIT.value,
+    Topic.COUPONS.value,
+]
 PUBLISHED = [Topic.TICKETS.value, Topic.FAULT_REPORTS.value, Topic.NOTICES.value, Topic.USER_COMMANDS.value]
 ISSUER, AUDIENCE = "pb-user-svc", "pb"
 
@@ -63,6 +73,7 @@ async def consumer_group() -> str:
     group = f"notify-svc-test-{uuid.uuid4().hex[:8]}"
     # The kit names the group `<consumer_group>.<spec name>`; the spec is named `events`.
     await move_group_to_end(kafka_bootstrap(), f"{group}.events", TOPICS)
+    await move_group_to_end(kafka_bootstrap(), f"{group}.audience", AUDIENCE_TOPICS)
     return group
 
 
@@ -77,6 +88,7 @@ def settings(prepared_database: str, keypair: tuple[Path, Path], consumer_group:
         jwt_issuer=ISSUER,
         jwt_audience=AUDIENCE,
         ticket_sla_sweep_interval_s=0.5,
+        campaign_batch_size=50,
     )
 
 
@@ -84,7 +96,8 @@ def settings(prepared_database: str, keypair: tuple[Path, Path], consumer_group:
 async def running_app(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """One app (real lifespan: database, producer, consumer) for the session: joining a consumer
     group takes seconds, so it is not repeated per test."""
-    async with app_client(create_app(settings)) as http:
+    app = create_app(settings, telephony_client=_self_client)
+    async with app_client(app) as http:
         await eventually(lambda: _ready(http), timeout=60, what="consumers assigned")
         yield http
 
@@ -93,6 +106,11 @@ async def running_app(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 async def client(settings: Settings, running_app: httpx.AsyncClient) -> httpx.AsyncClient:
     await truncate_all(settings.database_url)
     return running_app
+
+
+def _self_client(app: Any, _: Settings) -> httpx.AsyncClient:
+    """The sandbox telephony provider reports call outcomes to the app under test itself."""
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://notify-svc")
 
 
 async def _ready(http: httpx.AsyncClient) -> bool:
@@ -137,6 +155,29 @@ async def recorder() -> AsyncIterator[EventRecorder]:
     await events.start()
     yield events
     await events.stop()
+
+
+def _png(width: int = 2, height: int = 1) -> bytes:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    raw = b"".join(b"\x00" + b"\xff\x00\x00" * width for _ in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+
+
+_JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00" + b"\x00" * 64 + b"\xff\xd9"
+
+
+@pytest.fixture
+def png() -> Callable[..., bytes]:
+    """A real PNG of the given size (notice images, photos on reports)."""
+    return _png
+
+
+@pytest.fixture
+def jpeg() -> bytes:
+    return _JPEG
 
 
 @pytest.fixture

@@ -1,10 +1,8 @@
 """Notices with images (6.1.6, 6.3.8): staff write, attach images checked by their bytes, publish;
 every user's inbox shows the notice (one row, not one per user) with expiring signed image URLs."""
 
-import struct
 import time
 import uuid
-import zlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlparse
@@ -14,18 +12,6 @@ import pytest
 from contracts.events import NoticePublished, RentalEnded
 
 pytestmark = pytest.mark.integration
-
-
-def png(width: int = 2, height: int = 1) -> bytes:
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    raw = b"".join(b"\x00" + b"\xff\x00\x00" * width for _ in range(height))
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
-
-
-JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00" + b"\x00" * 64 + b"\xff\xd9"
 
 
 async def draft(client, staff, **body: Any) -> Any:
@@ -41,7 +27,7 @@ async def upload(client, staff, notice_id: str, data: bytes, content_type: str =
     )
 
 
-async def test_a_published_notice_with_an_image_reaches_every_inbox(client, auth, staff, recorder):
+async def test_a_published_notice_with_an_image_reaches_every_inbox(client, auth, staff, recorder, png, jpeg):
     notice = await draft(client, staff, kind="operations", title="New cabinets", text="<b>3 new</b> at the station")
     # Declared as a PNG named like one, but not an image: refused by its content.
     response = await upload(client, staff, notice["notice_id"], b"<svg onload=alert(1)>", "image/png")
@@ -51,7 +37,7 @@ async def test_a_published_notice_with_an_image_reaches_every_inbox(client, auth
     response = await upload(client, staff, notice["notice_id"], picture, "application/octet-stream")
     assert response.status_code == 201, response.text
     assert (response.json()["content_type"], response.json()["size"]) == ("image/png", len(picture))
-    assert (await upload(client, staff, notice["notice_id"], JPEG)).json()["content_type"] == "image/jpeg"
+    assert (await upload(client, staff, notice["notice_id"], jpeg)).json()["content_type"] == "image/jpeg"
 
     alice, bob = uuid.uuid4(), uuid.uuid4()
     assert (await client.get("/v1/messages", headers=auth(alice))).json()["items"] == []  # a draft is nobody's
@@ -163,7 +149,7 @@ async def test_notices_and_messages_share_one_cursor(client, auth, staff, bus, w
     assert (await client.get("/v1/messages/unread-count", headers=auth(user))).json()["unread"] == 2
 
 
-async def test_bad_notices_and_uploads(client, auth, staff, settings):
+async def test_bad_notices_and_uploads(client, auth, staff, settings, png):
     for body in ({"kind": "marketing", "title": "x", "text": "y"}, {"kind": "system", "title": "", "text": "y"}, {}):
         response = await client.post("/v1/admin/notices", headers=staff(), json=body)
         assert response.status_code == 422, body

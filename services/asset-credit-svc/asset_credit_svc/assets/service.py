@@ -22,9 +22,13 @@ from asset_credit_svc.ledger import service as ledger
 from asset_credit_svc.ledger.math import InsufficientFunds
 from asset_credit_svc.models import AssetKind, AssetStatus, AssetTemplate, TransactionKind, UserAsset
 from asset_credit_svc.payments.service import IdempotencyKeyReused
+from contracts.events import CouponChanged, CouponStatus
 from kit.errors import BusinessError, Conflict, NotFound
+from kit.outbox import add_event
 
 log = logging.getLogger(__name__)
+
+PRODUCER = "asset-credit-svc"  # the outbox's producer name for the coupon events written here
 
 MAX_VALID_DAYS = 3660
 
@@ -237,6 +241,7 @@ async def _grant(
         minutes=template.card_minutes or 0,
         actor=actor,
     )
+    await _coupon_changed(session, asset, AssetStatus.AVAILABLE, now)
     return asset, True
 
 
@@ -350,6 +355,21 @@ async def _close(
         **({"remaining_fen": 0} if asset.kind == AssetKind.RED_PACKET.value else {}),
     )
     await repo.record(session, asset, event, amount_fen=returned, minutes=asset.minutes_remaining or 0, actor=actor)
+    await _coupon_changed(session, asset, status, now)
+
+
+async def _coupon_changed(session: AsyncSession, asset: UserAsset, status: AssetStatus, now: datetime) -> None:
+    """Tell the campaign audience (notify-svc) a user has, or no longer has, this unused coupon."""
+    if asset.kind != AssetKind.COUPON.value:
+        return
+    event = CouponChanged(
+        user_id=asset.user_id,
+        asset_id=asset.id,
+        status=CouponStatus(status.value),
+        expires_at=asset.expires_at,
+        at=now,
+    )
+    await add_event(session, event, key=str(asset.user_id), producer=PRODUCER)
 
 
 # ---- at settlement --------------------------------------------------------------------------
@@ -419,6 +439,7 @@ async def apply_plan(
             rental_id=rental_id,
             charge_id=charge_id,
         )
+        await _coupon_changed(session, asset, AssetStatus.USED, now)
 
 
 # ---- reads ----------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ Never commits."""
 import logging
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from sqlalchemy import String, cast, func, select
 from sqlalchemy.dialects.postgresql import insert
@@ -14,7 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from asset_credit_svc.models import Charge, CreditChange, CreditScore
 from asset_credit_svc.settings import Settings
-from contracts.events import RentalEnded
+from contracts.events import CreditChanged, RentalEnded
+from kit.outbox import add_event
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +105,9 @@ async def change(
     current.score = after
     current.updated_at = func.now()
     await session.flush()
+    # The level after the change, for notify-svc's campaign audience; in this transaction (outbox).
+    changed = CreditChanged(user_id=user_id, score=after, level=level_of(settings, after), at=datetime.now(UTC))
+    await add_event(session, changed, key=str(user_id), producer=settings.service_name)
     log.info("credit changed", extra={"user_id": str(user_id), "delta": record.delta, "reason": reason})
     return record
 

@@ -8,7 +8,7 @@ transaction as the change and its events. Never commits."""
 import logging
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID
 
 from sqlalchemy import select
@@ -20,10 +20,11 @@ from billing_svc.pricing import compute_fee
 from billing_svc.rentals import repository
 from billing_svc.rentals import service as rentals
 from billing_svc.rentals.errors import IdempotencyKeyReused, PaymentPending, RentalNotFound
-from contracts.events import DebtWaived, RefundRequested
+from contracts.events import DebtWaived, DisputeOpened, DisputeResolved, RefundRequested
 from kit.app import Runtime
 from kit.auth import Principal
 from kit.errors import BusinessError, Conflict, NotFound
+from kit.outbox import add_event
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,24 @@ def rental_facts(rental: Rental) -> dict[str, Any]:
 
 # ---- disputes -------------------------------------------------------------------------------
 
+PRODUCER = "billing-svc"  # the outbox's producer name for the dispute events written here
+
+
+async def _resolved(session: AsyncSession, dispute: Dispute, outcome: Literal["rejected", "corrected"]) -> None:
+    """The support queue (notify-svc's ticket of this dispute) learns the outcome."""
+    assert dispute.resolved_at is not None
+    assert dispute.resolved_by is not None
+    event = DisputeResolved(
+        dispute_id=dispute.id,
+        rental_id=dispute.rental_id,
+        user_id=dispute.user_id,
+        outcome=outcome,
+        note=(dispute.resolution or "")[:2000],
+        by=dispute.resolved_by[:100],
+        at=dispute.resolved_at,
+    )
+    await add_event(session, event, key=str(dispute.rental_id), producer=PRODUCER)
+
 
 async def open_dispute(session: AsyncSession, user_id: UUID, rental_id: UUID, reason: str) -> Dispute:
     rental = await repository.get_own(session, user_id, rental_id)
@@ -92,6 +111,10 @@ async def open_dispute(session: AsyncSession, user_id: UUID, rental_id: UUID, re
     if inserted is None:
         raise DisputeOpen(rental_id=str(rental.id))
     log.info("rental disputed", extra={"rental_id": str(rental.id), "dispute_id": str(inserted)})
+    opened = DisputeOpened(
+        dispute_id=inserted, rental_id=rental.id, user_id=user_id, reason=reason, at=rentals.now_utc()
+    )
+    await add_event(session, opened, key=str(rental.id), producer=PRODUCER)
     dispute = await session.get(Dispute, inserted)
     assert dispute is not None
     return dispute
@@ -133,6 +156,7 @@ async def reject_dispute(session: AsyncSession, actor: Principal, dispute_id: UU
     dispute.resolved_at = rentals.now_utc()
     await session.flush()
     log.info("dispute rejected", extra={"dispute_id": str(dispute.id), "actor": actor.subject})
+    await _resolved(session, dispute, "rejected")
     return dispute
 
 
@@ -261,6 +285,7 @@ async def correct(
         dispute.resolution = note
         dispute.resolved_by = actor.subject
         dispute.resolved_at = rentals.now_utc()
+        await _resolved(session, dispute, "corrected")
     await session.flush()
     log.warning(
         "rental corrected by support",

@@ -61,6 +61,14 @@ async def mark_read(message_id: uuid.UUID, user: CurrentUser, session: SessionDe
     return _out(item, await service.images_of(session, item), context.signer)
 
 
+@router.post("/{message_id}/click", status_code=204)
+async def click(message_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> Response:
+    """A campaign message's link was followed: counted once per recipient (`409 not_a_campaign_message`
+    for any other message)."""
+    await service.click(session, user.user_id, message_id)
+    return Response(status_code=204)
+
+
 @router.delete("/{message_id}", status_code=204)
 async def delete_message(message_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> Response:
     await service.delete(session, user.user_id, message_id)

@@ -161,6 +161,14 @@ async def mark_read(session: AsyncSession, user_id: uuid.UUID, item_id: uuid.UUI
     return await _notice_item(session, user_id, item_id)
 
 
+async def owns(session: AsyncSession, user_id: uuid.UUID, item_id: uuid.UUID) -> bool:
+    """The user has this message, or it is a published notice they did not delete."""
+    mine = select(Message.id).where(Message.id == item_id, Message.user_id == user_id)
+    return (await session.execute(mine)).first() is not None or await _notice_item(
+        session, user_id, item_id
+    ) is not None
+
+
 async def mark_all_read(session: AsyncSession, user_id: uuid.UUID, category: str | None, at: datetime) -> int:
     stmt = update(Message).where(Message.user_id == user_id, Message.read_at.is_(None))
     if category is not None:

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from kit.errors import BusinessError, NotFound
 from kit.periodic import Alarm
+from notify_svc.campaigns import service as campaigns
 from notify_svc.messages import repository
 from notify_svc.messages.repository import InboxItem
 from notify_svc.models import Category
@@ -82,7 +83,17 @@ async def mark_read(session: AsyncSession, user_id: uuid.UUID, message_id: uuid.
     item = await repository.mark_read(session, user_id, message_id, datetime.now(UTC))
     if item is None:
         raise MessageNotFound(f"You have no message {message_id}")
+    if item.category == Category.MARKETING.value:
+        await campaigns.record(session, user_id, message_id, "open")
     return item
+
+
+async def click(session: AsyncSession, user_id: uuid.UUID, message_id: uuid.UUID) -> None:
+    """The user followed a campaign message's link (counted once per recipient, and as an open)."""
+    if not await campaigns.record(session, user_id, message_id, "click"):
+        if not await repository.owns(session, user_id, message_id):
+            raise MessageNotFound(f"You have no message {message_id}")
+        raise campaigns.NotACampaignMessage("This message is not a campaign's")
 
 
 async def images_of(session: AsyncSession, item: InboxItem) -> list[tuple[uuid.UUID, str]]:

@@ -3,6 +3,7 @@ fetched by anyone holding a signed, expiring URL at /v1/media/{image_id}."""
 
 import time
 import uuid
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -11,12 +12,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from contracts.events import NoticeKind
 from kit.app import RuntimeDep
 from kit.auth import Principal, require_permission
-from kit.db import ReadSessionDep, SessionDep
+from kit.db import ReadSessionDep, SessionDep, after_commit
 from notify_svc.context import ContextDep, NotifyContext
-from notify_svc.models import Notice, NoticeImage
+from notify_svc.models import Notice, NoticeImage, TicketPhoto
 from notify_svc.notices import repository as repo
 from notify_svc.notices import service
 from notify_svc.notices.schemas import ImageOut, NoticeIn, NoticeList, NoticeOut
+from notify_svc.tickets import repository as tickets_repo
 
 staff_router = APIRouter(prefix="/v1/admin/notices", tags=["notices (staff)"])
 media_router = APIRouter(prefix="/v1/media", tags=["media"])
@@ -72,7 +74,7 @@ async def upload_image(
 ) -> ImageOut:
     """The image's bytes as the request body (PNG, JPEG, GIF or WebP, recognised by content; the
     declared type and any file name are ignored)."""
-    data = await _read_limited(request, context.settings.notice_image_max_bytes)
+    data = await read_limited(request, context.settings.notice_image_max_bytes)
     image = await service.add_image(session, notice_id, data, max_images=context.settings.notice_max_images)
     return ImageOut(
         image_id=image.id, content_type=image.content_type, size=image.size, url=context.signer.url(image.id)
@@ -83,12 +85,13 @@ async def upload_image(
 async def publish(
     notice_id: uuid.UUID, staff: Sender, session: SessionDep, runtime: RuntimeDep, context: ContextDep
 ) -> NoticeOut:
-    """Into every user's inbox, now."""
+    """Into every user's inbox, now; pushed to every phone by the campaign sender's batches."""
     notice = await service.publish(session, runtime, notice_id, staff.subject)
+    after_commit(session, lambda: context.campaigns.ring_at(datetime.now(UTC)))
     return await _out(session, context, notice)
 
 
-async def _read_limited(request: Request, limit: int) -> bytes:
+async def read_limited(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise service.ImageTooLarge(f"At most {limit} bytes", max_bytes=limit)
@@ -114,7 +117,9 @@ async def media(
     remaining = exp - int(time.time())
     if remaining <= 0:
         raise service.UrlExpired()
-    image: NoticeImage | None = await repo.published_image(session, image_id)
+    image: NoticeImage | TicketPhoto | None = await repo.published_image(session, image_id)
+    if image is None:  # a photo on a report: its signed URL went only to the ticket's user and staff
+        image = await tickets_repo.photo(session, image_id)
     if image is None:
         raise service.ImageNotFound(f"No image {image_id}")
     return Response(

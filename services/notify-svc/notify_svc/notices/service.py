@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from contracts.events import NoticeKind, NoticePublished
 from kit.app import Runtime
 from kit.errors import BusinessError, Conflict, NotFound
+from notify_svc.campaigns import service as campaigns
 from notify_svc.models import Notice, NoticeImage
 from notify_svc.notices import repository as repo
 from notify_svc.notices.images import ALLOWED_TYPES, sniff
@@ -123,5 +124,6 @@ async def publish(session: AsyncSession, runtime: Runtime, notice_id: uuid.UUID,
         ),
         key=str(notice.id),
     )
+    await campaigns.push_notice(session, notice.id, notice.title, notice.body, by)
     log.info("notice published", extra={"notice_id": str(notice.id), "kind": notice.kind})
     return notice

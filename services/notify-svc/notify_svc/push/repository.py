@@ -8,7 +8,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from notify_svc.models import PushJob, PushToken
+from notify_svc.models import Campaign, Preference, PushJob, PushToken
 
 
 async def upsert_token(session: AsyncSession, user_id: uuid.UUID, platform: str, token: str, at: datetime) -> None:
@@ -59,3 +59,16 @@ async def next_due(session: AsyncSession) -> datetime | None:
 async def jobs_of(session: AsyncSession, user_id: uuid.UUID, limit: int) -> Sequence[PushJob]:
     stmt = select(PushJob).where(PushJob.user_id == user_id).order_by(PushJob.id.desc()).limit(limit)
     return (await session.scalars(stmt)).all()
+
+
+async def marketing_withdrawn(session: AsyncSession, campaign_id: uuid.UUID, user_id: uuid.UUID) -> bool:
+    """A marketing campaign's push to a user who no longer consents to marketing pushes (a notice's is
+    a service message: never withdrawn)."""
+    stmt = (
+        select(Campaign.notice_id, Preference.marketing_push)
+        .select_from(Campaign)
+        .outerjoin(Preference, Preference.user_id == user_id)
+        .where(Campaign.id == campaign_id)
+    )
+    row = (await session.execute(stmt)).first()
+    return row is not None and row[0] is None and not row[1]

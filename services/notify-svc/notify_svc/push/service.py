@@ -91,6 +91,9 @@ async def send_due(
 
 async def _send(session: AsyncSession, runtime: Runtime, provider: PushProvider, job: PushJob, now: datetime) -> None:
     job.attempts += 1
+    if job.campaign_id is not None and await repo.marketing_withdrawn(session, job.campaign_id, job.user_id):
+        _finish(job, now, "no_consent")  # consent withdrawn while the push waited (quiet hours, a retry)
+        return
     tokens = await repo.tokens_of(session, job.user_id)
     data = {"message_id": str(job.message_id)} if job.message_id else {}
     body = fit(job.title, job.body, data)

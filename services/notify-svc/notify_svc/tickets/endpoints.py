@@ -4,13 +4,17 @@
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.events import ReportKind, TicketPriority, TicketStatus
 from kit.app import RuntimeDep
 from kit.auth import CurrentUser, Principal, require_permission, user_scope
 from kit.db import ReadSessionDep, SessionDep
+from notify_svc.context import ContextDep, NotifyContext
 from notify_svc.models import Ticket, TicketEntry
+from notify_svc.notices.endpoints import read_limited
+from notify_svc.notices.schemas import ImageOut
 from notify_svc.tickets import repository as repo
 from notify_svc.tickets import service
 from notify_svc.tickets.lifecycle import Action
@@ -67,18 +71,23 @@ def _staff_entry(entry: TicketEntry) -> EntryOut:
     )
 
 
-def _user_out(ticket: Ticket, entries: list[TicketEntry] | None = None) -> TicketOut:
+def _user_out(
+    ticket: Ticket, entries: list[TicketEntry] | None = None, photos: list[ImageOut] | None = None
+) -> TicketOut:
     thread = [_user_entry(e) for e in entries] if entries is not None else None
-    return TicketOut.model_validate(_fields(ticket) | {"entries": thread})
+    return TicketOut.model_validate(_fields(ticket) | {"entries": thread, "photos": photos})
 
 
-def _staff_out(ticket: Ticket, entries: list[TicketEntry] | None = None) -> StaffTicketOut:
+def _staff_out(
+    ticket: Ticket, entries: list[TicketEntry] | None = None, photos: list[ImageOut] | None = None
+) -> StaffTicketOut:
     thread = [_staff_entry(e) for e in entries] if entries is not None else None
     extra = {
         "user_id": ticket.user_id,
         "assignee": ticket.assignee,
         "overdue_alerted_at": ticket.overdue_alerted_at,
         "entries": thread,
+        "photos": photos,
     }
     return StaffTicketOut.model_validate(_fields(ticket) | extra)
 
@@ -104,9 +113,40 @@ async def my_tickets(
 
 
 @router.get("/{ticket_id}")
-async def my_ticket(ticket_id: uuid.UUID, user: CurrentUser, session: ReadSessionDep) -> TicketOut:
+async def my_ticket(ticket_id: uuid.UUID, user: CurrentUser, session: ReadSessionDep, context: ContextDep) -> TicketOut:
     ticket = await service.own_ticket(session, user.user_id, ticket_id)
-    return _user_out(ticket, await service.entries_of(session, ticket, include_internal=False))
+    entries = await service.entries_of(session, ticket, include_internal=False)
+    return _user_out(ticket, entries, await _photos(session, context, ticket))
+
+
+async def _photos(session: AsyncSession, context: NotifyContext, ticket: Ticket) -> list[ImageOut]:
+    return [
+        ImageOut(image_id=i, content_type=t, size=n, url=context.signer.url(i))
+        for i, t, n in await repo.photos_of(session, ticket.id)
+    ]
+
+
+@router.post(
+    "/{ticket_id}/photos",
+    status_code=201,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+        }
+    },
+)
+async def add_photo(
+    ticket_id: uuid.UUID, request: Request, user: CurrentUser, session: SessionDep, context: ContextDep
+) -> ImageOut:
+    """A photo of the fault (PNG, JPEG, GIF or WebP, recognised by content) as the request body."""
+    data = await read_limited(request, context.settings.report_photo_max_bytes)
+    photo = await service.add_photo(
+        session, user.user_id, ticket_id, data, max_photos=context.settings.report_max_photos
+    )
+    return ImageOut(
+        image_id=photo.id, content_type=photo.content_type, size=photo.size, url=context.signer.url(photo.id)
+    )
 
 
 @router.post("/{ticket_id}/replies", status_code=201)
@@ -161,9 +201,10 @@ async def search(
 
 
 @staff_router.get("/{ticket_id}")
-async def staff_view(ticket_id: uuid.UUID, _: Reader, session: ReadSessionDep) -> StaffTicketOut:
+async def staff_view(ticket_id: uuid.UUID, _: Reader, session: ReadSessionDep, context: ContextDep) -> StaffTicketOut:
     ticket = await service.staff_ticket(session, ticket_id)
-    return _staff_out(ticket, await service.entries_of(session, ticket, include_internal=True))
+    entries = await service.entries_of(session, ticket, include_internal=True)
+    return _staff_out(ticket, entries, await _photos(session, context, ticket))
 
 
 @staff_router.post("/{ticket_id}/assign")

@@ -9,7 +9,7 @@ from sqlalchemy import func, select, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from notify_svc.models import Ticket, TicketEntry
+from notify_svc.models import Ticket, TicketEntry, TicketPhoto
 
 OVERDUE_STATUSES = ("new", "assigned", "reopened")  # the next step is support's
 
@@ -118,3 +118,27 @@ async def next_sla_deadline(session: AsyncSession) -> datetime | None:
         Ticket.status.in_(OVERDUE_STATUSES), Ticket.overdue_alerted_at.is_(None)
     )
     return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def by_dispute(session: AsyncSession, dispute_id: uuid.UUID) -> Ticket | None:
+    stmt = select(Ticket).where(Ticket.dispute_id == dispute_id).with_for_update()
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def photo_count(session: AsyncSession, ticket_id: uuid.UUID) -> int:
+    stmt = select(func.count()).select_from(TicketPhoto).where(TicketPhoto.ticket_id == ticket_id)
+    return int((await session.execute(stmt)).scalar_one())
+
+
+async def photos_of(session: AsyncSession, ticket_id: uuid.UUID) -> list[tuple[uuid.UUID, str, int]]:
+    """(photo id, content type, size) in upload order; the bytes are not read."""
+    stmt = (
+        select(TicketPhoto.id, TicketPhoto.content_type, TicketPhoto.size)
+        .where(TicketPhoto.ticket_id == ticket_id)
+        .order_by(TicketPhoto.position)
+    )
+    return [(i, t, n) for i, t, n in (await session.execute(stmt)).all()]
+
+
+async def photo(session: AsyncSession, photo_id: uuid.UUID) -> TicketPhoto | None:
+    return (await session.execute(select(TicketPhoto).where(TicketPhoto.id == photo_id))).scalar_one_or_none()

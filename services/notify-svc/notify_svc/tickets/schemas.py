@@ -2,9 +2,10 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from contracts.events import ReportKind, TicketPriority, TicketStatus
+from notify_svc.notices.schemas import ImageOut
 
 DeviceCode = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^[A-Za-z0-9._-]{1,64}$")]
 # User and staff text: kept exactly as written (HTML and scripts included) and only ever served as JSON
@@ -22,6 +23,15 @@ class ReportIn(_In):
     rental_id: uuid.UUID | None = None
     bank_id: DeviceCode | None = Field(default=None, description="The bank's id (printed on it, also its QR code)")
     cabinet_id: DeviceCode | None = None
+
+    @field_validator("kind")
+    @classmethod
+    def _not_a_dispute(cls, kind: ReportKind) -> ReportKind:
+        if kind is ReportKind.DISPUTE:
+            raise ValueError("dispute a rental with POST /v1/rentals/{rental_id}/disputes")
+        if kind is ReportKind.CALLBACK:
+            raise ValueError("ask for a call back with POST /v1/callbacks")
+        return kind
 
 
 class ReplyIn(_In):
@@ -65,6 +75,7 @@ class TicketOut(BaseModel):
     resolved_at: datetime | None
     closed_at: datetime | None
     entries: list[EntryOut] | None = Field(default=None, description="The thread, on a single ticket only")
+    photos: list[ImageOut] | None = Field(default=None, description="Signed photo URLs, on a single ticket only")
 
 
 class StaffTicketOut(TicketOut):

@@ -14,6 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from contracts.events import (
     BankFaultCleared,
     BankFaultReported,
+    DisputeOpened,
+    DisputeResolved,
     ReportKind,
     TicketOpened,
     TicketOverdue,
@@ -27,7 +29,9 @@ from notify_svc import texts
 from notify_svc.context import context_of
 from notify_svc.messages import service as inbox
 from notify_svc.messages.service import decode_cursor, encode_cursor
-from notify_svc.models import Ticket, TicketEntry
+from notify_svc.models import Ticket, TicketEntry, TicketPhoto
+from notify_svc.notices.images import ALLOWED_TYPES, sniff
+from notify_svc.notices.service import NotAnImage, TooManyImages
 from notify_svc.tickets import lifecycle
 from notify_svc.tickets import repository as repo
 from notify_svc.tickets.lifecycle import Action, Actor
@@ -49,6 +53,8 @@ DEFAULT_PRIORITY: dict[ReportKind, TicketPriority] = {
     ReportKind.ABUSE: TicketPriority.HIGH,
     ReportKind.APP_PROBLEM: TicketPriority.NORMAL,
     ReportKind.OTHER: TicketPriority.NORMAL,
+    ReportKind.DISPUTE: TicketPriority.HIGH,  # the user's money is in question
+    ReportKind.CALLBACK: TicketPriority.NORMAL,
 }
 # Reports that say a bank itself is broken: device-svc takes the bank out of lending.
 BANK_FAULT_KINDS = frozenset({ReportKind.FAULTY_BANK, ReportKind.DAMAGED_CABLE})
@@ -335,3 +341,126 @@ async def note_fault_cleared(session: AsyncSession, event_id: uuid.UUID, data: B
         ):
             added += 1
     return added
+
+
+# ---- disputes (billing-svc holds them; the queue shows them) ---------------------------------
+
+
+async def open_for(
+    session: AsyncSession,
+    runtime: Runtime,
+    *,
+    user_id: uuid.UUID,
+    kind: ReportKind,
+    description: str,
+    at: datetime,
+    rental_id: uuid.UUID | None = None,
+    dispute_id: uuid.UUID | None = None,
+) -> Ticket:
+    """A ticket opened by the service for the user (a dispute, a call-back request), not by a report."""
+    priority = DEFAULT_PRIORITY[kind]
+    now = now_utc()
+    ticket = Ticket(
+        id=uuid.uuid4(),
+        user_id=user_id,
+        kind=kind.value,
+        status=TicketStatus.NEW.value,
+        priority=priority.value,
+        description=description,
+        rental_id=rental_id,
+        dispute_id=dispute_id,
+        created_at=at,
+        updated_at=now,
+        sla_due_at=at + SLA[priority],
+    )
+    repo.add(session, ticket)
+    await runtime.publish(
+        session,
+        TicketOpened(
+            ticket_id=ticket.id,
+            user_id=user_id,
+            kind=kind,
+            priority=priority,
+            sla_due_at=ticket.sla_due_at,
+            rental_id=rental_id,
+            at=now,
+        ),
+        key=str(ticket.id),
+    )
+    log.info("ticket opened", extra={"ticket_id": str(ticket.id), "kind": kind.value})
+    return ticket
+
+
+def add_system_line(session: AsyncSession, ticket: Ticket, body: str, by: str) -> None:
+    """A line both sides see (an outcome from another system: billing, the telephony provider)."""
+    now = now_utc()
+    ticket.updated_at = now
+    repo.add_entry(session, _entry(ticket, "system", by, body, now, internal=False))
+
+
+async def open_for_dispute(session: AsyncSession, runtime: Runtime, data: DisputeOpened) -> Ticket | None:
+    """A ticket of kind `dispute` linked to the rental; None when this dispute has one already."""
+    if await repo.by_dispute(session, data.dispute_id) is not None:
+        return None
+    return await open_for(
+        session,
+        runtime,
+        user_id=data.user_id,
+        kind=ReportKind.DISPUTE,
+        description=data.reason,
+        at=data.at,
+        rental_id=data.rental_id,
+        dispute_id=data.dispute_id,
+    )
+
+
+async def dispute_resolved(session: AsyncSession, runtime: Runtime, data: DisputeResolved) -> Ticket | None:
+    """Billing settled the dispute: a line on its ticket both sides see, and the ticket resolved if open."""
+    ticket = await repo.by_dispute(session, data.dispute_id)
+    if ticket is None:  # opened before this service kept disputes: nothing to record it on
+        return None
+    now = now_utc()
+    outcome = "rejected" if data.outcome == "rejected" else "corrected (the rental was ended or its fee lowered)"
+    body = f"Billing {outcome} this dispute." + (f" {data.note}" if data.note else "")
+    repo.add_entry(session, _entry(ticket, "system", data.by, body, now, internal=False))
+    if TicketStatus(ticket.status) in lifecycle.OPEN:
+        await _transition(session, runtime, ticket, Action.RESOLVE, Actor.STAFF, data.by, now)
+    return ticket
+
+
+# ---- photos on reports ----------------------------------------------------------------------
+
+
+class TicketNotOpen(BusinessError):
+    status = 409
+    code = "ticket_not_open"
+    title = "Photos can be added to an open ticket only"
+
+
+async def add_photo(
+    session: AsyncSession, user_id: uuid.UUID, ticket_id: uuid.UUID, data: bytes, *, max_photos: int
+) -> TicketPhoto:
+    """A photo of the user's own open ticket, typed by its bytes (as notice images)."""
+    ticket = await own_ticket(session, user_id, ticket_id, lock=True)
+    if TicketStatus(ticket.status) not in lifecycle.OPEN:
+        raise TicketNotOpen(f"The ticket is {ticket.status}", ticket_status=ticket.status)
+    count = await repo.photo_count(session, ticket.id)
+    if count >= max_photos:
+        raise TooManyImages(f"A report has at most {max_photos} photos", max_images=max_photos)
+    content_type = sniff(data)
+    if content_type is None:
+        raise NotAnImage(f"Send the photo's bytes: one of {', '.join(sorted(ALLOWED_TYPES))}")
+    now = now_utc()
+    photo = TicketPhoto(
+        id=uuid.uuid4(),
+        ticket_id=ticket.id,
+        position=count,
+        content_type=content_type,
+        size=len(data),
+        data=data,
+        created_at=now,
+    )
+    session.add(photo)
+    ticket.updated_at = now
+    await session.flush()
+    return photo

@@ -1,0 +1,76 @@
+"""SQL of the audience projection. Every write is an upsert that keeps the newest fact, so events
+arriving late or twice leave it right. Never commits."""
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from notify_svc.models import AudienceCoupon, AudienceMember, CabinetRegion
+
+
+async def registered(session: AsyncSession, user_id: uuid.UUID, at: datetime) -> None:
+    stmt = insert(AudienceMember).values(user_id=user_id, registered_at=at)
+    await session.execute(
+        stmt.on_conflict_do_update(index_elements=[AudienceMember.user_id], set_={"registered_at": at})
+    )
+
+
+async def deregistered(session: AsyncSession, user_id: uuid.UUID, at: datetime) -> None:
+    stmt = insert(AudienceMember).values(user_id=user_id, deregistered_at=at)
+    await session.execute(
+        stmt.on_conflict_do_update(index_elements=[AudienceMember.user_id], set_={"deregistered_at": at})
+    )
+
+
+async def active(session: AsyncSession, user_id: uuid.UUID, at: datetime, division_code: str | None) -> None:
+    """The user rented (or returned) at `at` in `division_code`: the newest activity wins."""
+    stmt = insert(AudienceMember).values(user_id=user_id, last_active_at=at, division_code=division_code)
+    newer = AudienceMember.last_active_at.is_(None) | (AudienceMember.last_active_at <= at)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[AudienceMember.user_id],
+        set_={
+            "last_active_at": func.greatest(AudienceMember.last_active_at, stmt.excluded.last_active_at),
+            "division_code": func.coalesce(stmt.excluded.division_code, AudienceMember.division_code),
+        },
+        where=newer,
+    )
+    await session.execute(stmt)
+
+
+async def credit(session: AsyncSession, user_id: uuid.UUID, level: str, at: datetime) -> None:
+    stmt = insert(AudienceMember).values(user_id=user_id, credit_level=level, credit_at=at)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[AudienceMember.user_id],
+        set_={"credit_level": level, "credit_at": at},
+        where=AudienceMember.credit_at.is_(None) | (AudienceMember.credit_at <= at),
+    )
+    await session.execute(stmt)
+
+
+async def coupon(
+    session: AsyncSession, asset_id: uuid.UUID, user_id: uuid.UUID, status: str, expires_at: datetime, at: datetime
+) -> None:
+    stmt = insert(AudienceCoupon).values(
+        asset_id=asset_id, user_id=user_id, status=status, expires_at=expires_at, at=at
+    )
+    # A coupon leaves `available` only once: a late `available` never revives a used one.
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[AudienceCoupon.asset_id],
+        set_={"status": status, "at": at},
+        where=(AudienceCoupon.status == "available") & (AudienceCoupon.at <= at),
+    )
+    await session.execute(stmt)
+
+
+async def cabinet_region(session: AsyncSession, cabinet_id: str, division_code: str) -> None:
+    stmt = insert(CabinetRegion).values(cabinet_id=cabinet_id, division_code=division_code)
+    stmt = stmt.on_conflict_do_update(index_elements=[CabinetRegion.cabinet_id], set_={"division_code": division_code})
+    await session.execute(stmt)
+
+
+async def region_of_cabinet(session: AsyncSession, cabinet_id: str) -> str | None:
+    stmt = select(CabinetRegion.division_code).where(CabinetRegion.cabinet_id == cabinet_id)
+    return (await session.execute(stmt)).scalar_one_or_none()

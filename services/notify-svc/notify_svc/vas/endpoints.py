@@ -1,0 +1,108 @@
+"""Value-added services: users read the offers with their current risk notice and accept or withdraw
+at /v1/value-added-services (their own token only: no application may consent for a user); staff
+define services, publish risk notice versions and read the consent records at
+/v1/admin/value-added-services (permission `vas:manage`)."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Query, Request
+
+from kit.auth import CurrentUser, Principal, require_permission
+from kit.db import ReadSessionDep, SessionDep
+from notify_svc.models import ConsentRecord, RiskNotice, ValueAddedService
+from notify_svc.vas import repository as repo
+from notify_svc.vas import service
+from notify_svc.vas.schemas import (
+    ConsentIn,
+    ConsentList,
+    ConsentOut,
+    NoticeIn,
+    RiskNoticeOut,
+    ServiceIn,
+    ServiceList,
+    ServiceOut,
+    StaffConsentList,
+    StaffConsentOut,
+)
+
+router = APIRouter(prefix="/v1/value-added-services", tags=["value-added services"])
+staff_router = APIRouter(prefix="/v1/admin/value-added-services", tags=["value-added services (staff)"])
+
+Manager = Annotated[Principal, Depends(require_permission("vas:manage"))]
+Limit = Annotated[int, Query(ge=1, le=100)]
+Code = Annotated[str, Path(pattern=r"^[a-z][a-z0-9_]{2,39}$")]
+
+
+def _notice(n: RiskNotice | None) -> RiskNoticeOut | None:
+    return RiskNoticeOut(version=n.version, text=n.text, published_at=n.published_at) if n else None
+
+
+def _service(s: ValueAddedService, notice: RiskNotice | None, consent: ConsentRecord | None = None) -> ServiceOut:
+    accepted = consent.version if consent is not None and consent.action == "accepted" else None
+    return ServiceOut(
+        code=s.code,
+        name=s.name,
+        description=s.description,
+        risk_notice=_notice(notice),
+        consented_version=accepted,
+        consent_current=accepted is not None and notice is not None and accepted == notice.version,
+    )
+
+
+def _consent(r: ConsentRecord) -> ConsentOut:
+    return ConsentOut(service_code=r.service_code, version=r.version, action=r.action, at=r.at)
+
+
+@router.get("")
+async def offers(user: CurrentUser, session: ReadSessionDep) -> ServiceList:
+    """Every service with its current risk notice and whether you accepted that version."""
+    notices = await repo.current_notices(session)
+    consents = await repo.latest_consents(session, user.user_id)
+    return ServiceList(
+        items=[_service(s, notices.get(s.code), consents.get(s.code)) for s in await repo.services(session)]
+    )
+
+
+@router.get("/consents")
+async def my_consents(user: CurrentUser, session: ReadSessionDep, limit: Limit = 50) -> ConsentList:
+    return ConsentList(items=[_consent(r) for r in await repo.records_of_user(session, user.user_id, limit)])
+
+
+@router.post("/{code}/consents", status_code=201)
+async def accept(code: Code, body: ConsentIn, request: Request, user: CurrentUser, session: SessionDep) -> ConsentOut:
+    """Accept the risk notice version you read (it must be the current one)."""
+    record = await service.accept(session, user.user_id, code, body.version, request.headers.get("user-agent"))
+    return _consent(record)
+
+
+@router.post("/{code}/withdraw", status_code=201)
+async def withdraw(code: Code, request: Request, user: CurrentUser, session: SessionDep) -> ConsentOut:
+    return _consent(await service.withdraw(session, user.user_id, code, request.headers.get("user-agent")))
+
+
+@staff_router.post("", status_code=201)
+async def create(body: ServiceIn, staff: Manager, session: SessionDep) -> ServiceOut:
+    return _service(await service.create(session, body, staff.subject), None)
+
+
+@staff_router.post("/{code}/risk-notices", status_code=201)
+async def publish_notice(code: Code, body: NoticeIn, staff: Manager, session: SessionDep) -> RiskNoticeOut:
+    """A new version of the risk notice; earlier consents no longer count as current."""
+    notice = await service.publish_notice(session, code, body.text, staff.subject)
+    out = _notice(notice)
+    assert out is not None
+    return out
+
+
+@staff_router.get("/{code}/consents")
+async def consents(code: Code, _: Manager, session: ReadSessionDep, limit: Limit = 100) -> StaffConsentList:
+    """The consent records of a service, newest first (the audit of who accepted which version when)."""
+    await service.get(session, code)
+    return StaffConsentList(
+        items=[
+            StaffConsentOut(
+                user_id=str(r.user_id), service_code=r.service_code, version=r.version, action=r.action, at=r.at
+            )
+            for r in await repo.records_of_service(session, code, limit)
+        ]
+    )

@@ -1,0 +1,64 @@
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+Code = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{2,39}$")]
+
+
+class ServiceIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    code: Code
+    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+    description: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
+
+
+class NoticeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    text: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=20000)]
+
+
+class RiskNoticeOut(BaseModel):
+    version: int
+    text: str
+    published_at: datetime
+
+
+class ServiceOut(BaseModel):
+    code: str
+    name: str
+    description: str
+    risk_notice: RiskNoticeOut | None = Field(description="the current version; none yet: not offered")
+    consented_version: int | None = Field(default=None, description="the version you accepted (users only)")
+    consent_current: bool | None = Field(default=None, description="you accepted the current version")
+
+
+class ServiceList(BaseModel):
+    items: list[ServiceOut]
+
+
+class ConsentIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: int = Field(ge=1, description="the version of the risk notice you read")
+
+
+class ConsentOut(BaseModel):
+    service_code: str
+    version: int | None
+    action: str
+    at: datetime
+
+
+class StaffConsentOut(ConsentOut):
+    user_id: str
+
+
+class ConsentList(BaseModel):
+    items: list[ConsentOut]
+
+
+class StaffConsentList(BaseModel):
+    items: list[StaffConsentOut]

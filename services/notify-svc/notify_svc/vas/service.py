@@ -1,0 +1,107 @@
+"""Value-added services with versioned risk notices: staff define a service and publish its risk notice;
+each new text is a new version. A user accepts the version they read (an older version than the
+current one: `409 risk_notice_outdated`, read the new one); acceptance and withdrawal are append-only
+consent records, the evidence of what the user agreed to and when."""
+
+import uuid
+from datetime import UTC, datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from kit.errors import Conflict, NotFound
+from notify_svc.models import ConsentRecord, RiskNotice, ValueAddedService
+from notify_svc.vas import repository as repo
+from notify_svc.vas.schemas import ServiceIn
+
+
+class ServiceNotFound(NotFound):
+    code = "service_not_found"
+    title = "No such value-added service"
+
+
+class ServiceExists(Conflict):
+    code = "service_exists"
+    title = "A value-added service with this code exists"
+
+
+class NoRiskNotice(Conflict):
+    code = "no_risk_notice"
+    title = "The service has no risk notice yet: it cannot be taken"
+
+
+class RiskNoticeOutdated(Conflict):
+    code = "risk_notice_outdated"
+    title = "The risk notice changed since you read it: read the current version"
+
+
+class NotConsented(Conflict):
+    code = "not_consented"
+    title = "You have not accepted this service's risk notice"
+
+
+async def get(session: AsyncSession, code: str, *, lock: bool = False) -> ValueAddedService:
+    found = await repo.service(session, code, lock=lock)
+    if found is None:
+        raise ServiceNotFound(f"No value-added service {code!r}")
+    return found
+
+
+async def create(session: AsyncSession, body: ServiceIn, by: str) -> ValueAddedService:
+    if await repo.service(session, body.code) is not None:
+        raise ServiceExists(f"{body.code!r} exists")
+    created = ValueAddedService(
+        code=body.code, name=body.name, description=body.description, created_by=by, created_at=datetime.now(UTC)
+    )
+    session.add(created)
+    await session.flush()
+    return created
+
+
+async def publish_notice(session: AsyncSession, code: str, text: str, by: str) -> RiskNotice:
+    await get(session, code, lock=True)  # versions of one service are numbered one at a time
+    notice = RiskNotice(
+        service_code=code,
+        version=await repo.latest_version(session, code) + 1,
+        text=text,
+        published_by=by,
+        published_at=datetime.now(UTC),
+    )
+    session.add(notice)
+    await session.flush()
+    return notice
+
+
+async def accept(
+    session: AsyncSession, user_id: uuid.UUID, code: str, version: int, user_agent: str | None
+) -> ConsentRecord:
+    await get(session, code)
+    current = await repo.latest_version(session, code)
+    if current == 0:
+        raise NoRiskNotice()
+    if version != current:
+        raise RiskNoticeOutdated(f"The current version is {current}", current_version=current)
+    return await _record(session, user_id, code, current, "accepted", user_agent)
+
+
+async def withdraw(session: AsyncSession, user_id: uuid.UUID, code: str, user_agent: str | None) -> ConsentRecord:
+    await get(session, code)
+    latest = (await repo.latest_consents(session, user_id)).get(code)
+    if latest is None or latest.action != "accepted":
+        raise NotConsented()
+    return await _record(session, user_id, code, latest.version, "withdrawn", user_agent)
+
+
+async def _record(
+    session: AsyncSession, user_id: uuid.UUID, code: str, version: int | None, action: str, user_agent: str | None
+) -> ConsentRecord:
+    record = ConsentRecord(
+        user_id=user_id,
+        service_code=code,
+        version=version,
+        action=action,
+        at=datetime.now(UTC),
+        user_agent=(user_agent or "")[:200] or None,
+    )
+    session.add(record)
+    await session.flush()
+    return record
