@@ -480,6 +480,56 @@ class BankFaultCleared(_Data):
     at: AwareDatetime
 
 
+class MaintenanceCause(StrEnum):
+    """Why a maintenance task was opened; one open task per device and cause."""
+
+    MOVED_WHILE_IDLE = "moved_while_idle"
+    HIGH_TEMPERATURE = "high_temperature"
+    POSITION_OVERDUE = "position_overdue"
+    MAINTENANCE_DUE = "maintenance_due"  # 7.4.1: the cycle budget (1,000) approached or battery health low
+    FAULT_REPORT = "fault_report"  # users reported the bank broken
+    BANK_FAULTY = "bank_faulty"  # the bank is in state faulty
+    SLOT_FAULT = "slot_fault"  # a cabinet reported a slot abnormal
+    CABINET_OFFLINE = "cabinet_offline"  # silent for longer than the maintenance threshold
+
+
+class MaintenanceTaskStatus(StrEnum):
+    OPEN = "open"
+    ASSIGNED = "assigned"
+    IN_PROGRESS = "in_progress"
+    DONE = "done"
+    CANCELLED = "cancelled"
+
+
+class MaintenanceTaskOpened(_Data):
+    """device-svc opened a task for field staff (from an alarm, a fault report or the cycle/health rule)."""
+
+    type: Literal["device.maintenance_task.opened"] = "device.maintenance_task.opened"
+    task_id: UUID
+    device_id: str = Field(max_length=64)
+    device_kind: Literal["cabinet", "bank"]
+    cause: MaintenanceCause
+    detail: str = Field(default="", max_length=200)
+    cabinet_id: str | None = Field(default=None, max_length=64)
+    at: AwareDatetime
+
+
+class MaintenanceTaskStatusChanged(_Data):
+    """A maintenance task moved through its lifecycle (one event per transition, in order per task)."""
+
+    type: Literal["device.maintenance_task.status_changed"] = "device.maintenance_task.status_changed"
+    task_id: UUID
+    device_id: str = Field(max_length=64)
+    cause: MaintenanceCause
+    from_status: MaintenanceTaskStatus
+    to_status: MaintenanceTaskStatus
+    action: str = Field(max_length=40)
+    by: str = Field(max_length=100)
+    assignee: str | None = Field(default=None, max_length=100)
+    note: str = Field(default="", max_length=1000)
+    at: AwareDatetime
+
+
 EventData = Annotated[
     UserRegistered
     | UserBlocked
@@ -511,7 +561,9 @@ EventData = Annotated[
     | TicketOpened
     | TicketStatusChanged
     | TicketOverdue
-    | NoticePublished,
+    | NoticePublished
+    | MaintenanceTaskOpened
+    | MaintenanceTaskStatusChanged,
     Field(discriminator="type"),
 ]
 
@@ -547,4 +599,6 @@ TOPIC_BY_TYPE: dict[str, Topic] = {
     "notify.ticket.status_changed": Topic.TICKETS,
     "notify.ticket.overdue": Topic.TICKETS,
     "notify.notice.published": Topic.NOTICES,
+    "device.maintenance_task.opened": Topic.MAINTENANCE,
+    "device.maintenance_task.status_changed": Topic.MAINTENANCE,
 }

@@ -21,6 +21,7 @@ class Topic(StrEnum):
     FAULT_REPORTS = "notify.reports.v1"  # key: bank_id (user reports about a bank, for device-svc)
     TICKETS = "notify.tickets.v1"  # key: ticket_id (support tickets: opened, status changes, overdue alerts)
     NOTICES = "notify.notices.v1"  # key: notice_id (system and operations notices published to users)
+    MAINTENANCE = "device.maintenance.v1"  # key: task_id (maintenance tasks for field staff: opened, status changes)
 
 
 ALL_TOPICS: tuple[str, ...] = tuple(t.value for t in Topic)

@@ -115,6 +115,7 @@ ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
             "devices:read",
             "devices:maintain",
             "devices:provision",
+            "maintenance:dispatch",
             "stats:read",
             "analytics:read",
             "payments:read",

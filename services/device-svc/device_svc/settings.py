@@ -52,6 +52,10 @@ class Settings(ServiceSettings):
     bank_cycle_warning_ratio: float = 0.95  # flag for maintenance from 950 cycles
     bank_min_health_pct: int = 80
     ring_duration_s: int = 10
+    # Maintenance tasks (device_svc/maintenance): opened from current conditions every interval; a cabinet
+    # silent this long gets one.
+    maintenance_scan_interval_s: float = 30.0
+    maintenance_cabinet_offline_after_s: float = 1800.0
     # Heartbeats and bank reports are written in batches (one transaction each): at most this many
     # messages per batch, by this many writers at once.
     telemetry_batch_max: int = 500
