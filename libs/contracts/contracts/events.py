@@ -193,6 +193,7 @@ class DeviceTelemetryReported(_Data):
     rssi_dbm: int | None = None
     banks_present: int | None = None
     banks_rentable: int | None = None
+    slot_count: int | None = Field(default=None, description="A cabinet's slots (free return slots = this - present)")
     # Banks with their own module (bank_report); absent for cabinets.
     device_kind: Literal["cabinet", "bank"] | None = None
     battery_pct: int | None = None
@@ -530,6 +531,83 @@ class MaintenanceTaskStatusChanged(_Data):
     at: AwareDatetime
 
 
+class DepositPaid(_Data):
+    """A user's deposit was paid (the provider's verified notification credited it)."""
+
+    type: Literal["asset.deposit.paid"] = "asset.deposit.paid"
+    deposit_id: UUID
+    user_id: UUID
+    amount_fen: Fen
+    channel: str = Field(max_length=20)
+    at: AwareDatetime
+
+
+class DepositRefundRequested(_Data):
+    """A deposit refund was booked (asked by the user, or on deregistration); the provider pays it."""
+
+    type: Literal["asset.deposit.refund_requested"] = "asset.deposit.refund_requested"
+    refund_id: UUID
+    user_id: UUID
+    amount_fen: Fen
+    source: str = Field(max_length=20, description="`user` or `deregistered`")
+    requested_at: AwareDatetime
+
+
+class DepositRefunded(_Data):
+    """The provider confirmed a deposit refund: the money is back with the user."""
+
+    type: Literal["asset.deposit.refunded"] = "asset.deposit.refunded"
+    refund_id: UUID
+    user_id: UUID
+    amount_fen: Fen
+    requested_at: AwareDatetime
+    paid_at: AwareDatetime
+
+
+# ---- analytics-svc --------------------------------------------------------------------
+
+
+class HotspotKind(StrEnum):
+    DRY = "dry"  # a busy cell's cabinets ran out of rentable banks
+    FULL = "full"  # a cell's cabinets have (almost) no free return slot
+
+
+class RebalanceMove(_Data):
+    """Move `banks` banks from one cabinet to another (a suggestion for operations)."""
+
+    from_cabinet_id: str = Field(max_length=64)
+    to_cabinet_id: str = Field(max_length=64)
+    banks: int = Field(ge=1)
+
+
+class HotspotRaised(_Data):
+    """A cell (H3, resolution 8) ran dry or full; raised once until it is cleared. Demand is counted over
+    the evaluation window: borrows started there and scans refused for lack of a rentable bank."""
+
+    type: Literal["analytics.hotspot.raised"] = "analytics.hotspot.raised"
+    alert_id: UUID
+    cell: str = Field(max_length=16)
+    division: str | None = Field(default=None, max_length=6)
+    kind: HotspotKind
+    borrows: int = Field(ge=0)
+    refused: int = Field(ge=0)
+    banks_available: int = Field(ge=0)
+    free_slots: int = Field(ge=0)
+    moves: list[RebalanceMove] = Field(default_factory=list, max_length=100)
+    at: AwareDatetime
+
+
+class HotspotCleared(_Data):
+    """The condition of a raised hotspot no longer holds (once per alert)."""
+
+    type: Literal["analytics.hotspot.cleared"] = "analytics.hotspot.cleared"
+    alert_id: UUID
+    cell: str = Field(max_length=16)
+    kind: HotspotKind
+    raised_at: AwareDatetime
+    at: AwareDatetime
+
+
 EventData = Annotated[
     UserRegistered
     | UserBlocked
@@ -563,7 +641,12 @@ EventData = Annotated[
     | TicketOverdue
     | NoticePublished
     | MaintenanceTaskOpened
-    | MaintenanceTaskStatusChanged,
+    | MaintenanceTaskStatusChanged
+    | HotspotRaised
+    | HotspotCleared
+    | DepositPaid
+    | DepositRefundRequested
+    | DepositRefunded,
     Field(discriminator="type"),
 ]
 
@@ -601,4 +684,9 @@ TOPIC_BY_TYPE: dict[str, Topic] = {
     "notify.notice.published": Topic.NOTICES,
     "device.maintenance_task.opened": Topic.MAINTENANCE,
     "device.maintenance_task.status_changed": Topic.MAINTENANCE,
+    "analytics.hotspot.raised": Topic.HOTSPOTS,
+    "analytics.hotspot.cleared": Topic.HOTSPOTS,
+    "asset.deposit.paid": Topic.DEPOSITS,
+    "asset.deposit.refund_requested": Topic.DEPOSITS,
+    "asset.deposit.refunded": Topic.DEPOSITS,
 }

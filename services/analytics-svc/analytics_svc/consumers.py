@@ -15,13 +15,24 @@ from sqlalchemy import delete, func, or_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from analytics_svc.models import BankFact, CabinetRegion, RentalFact, ReturnFact, RollupDirtyHour, UserDay, UserFact
+from analytics_svc.models import (
+    BankFact,
+    CabinetRegion,
+    DevicePresence,
+    RefusalFact,
+    RentalFact,
+    ReturnFact,
+    RollupDirtyHour,
+    UserDay,
+    UserFact,
+)
 from contracts import Envelope
 from contracts.events import (
     BankEjected,
     BankReturned,
     DeviceAlarmKind,
     DeviceAlarmRaised,
+    DevicePresenceChanged,
     DeviceTelemetryReported,
     EjectFailed,
     EjectFailureReason,
@@ -33,6 +44,8 @@ from contracts.regions import RegionRef
 from kit.kafka import Handler
 
 FAULT_ALARMS = frozenset({DeviceAlarmKind.HIGH_TEMPERATURE})
+# Refused scans that count as unmet demand in hotspots: the scanned cabinet had no bank to lend.
+LACK_OF_BANK = frozenset({EjectFailureReason.NO_RENTABLE_BANK})
 
 
 async def _mark_dirty(session: AsyncSession, started_at: datetime) -> None:
@@ -109,6 +122,7 @@ class Ingest:
             "device.bank.returned": self.on_bank_returned,
             "device.telemetry.reported": self.on_telemetry,
             "device.alarm.raised": self.on_alarm,
+            "device.presence.changed": self.on_presence,
         }
 
     async def on_user_registered(self, session: AsyncSession, envelope: Envelope) -> None:
@@ -248,6 +262,17 @@ class Ingest:
         assert isinstance(data, EjectFailed)
         if data.reason is EjectFailureReason.BANK_FAULTY and data.bank_id:
             await _set_bank(session, data.bank_id, "faulty", envelope.occurred_at, keep_place=True)
+        if data.reason in LACK_OF_BANK and data.cabinet_id:
+            await session.execute(
+                insert(RefusalFact)
+                .values(
+                    command_id=data.command_id,
+                    cabinet_id=data.cabinet_id,
+                    reason=data.reason.value,
+                    at=envelope.occurred_at,
+                )
+                .on_conflict_do_nothing()
+            )
 
     async def on_bank_returned(self, session: AsyncSession, envelope: Envelope) -> None:
         data = envelope.data
@@ -300,12 +325,19 @@ class Ingest:
             cabinet_id=data.device_id,
             as_of=data.reported_at,
             banks_present=data.banks_present,
+            banks_rentable=data.banks_rentable,
+            slot_count=data.slot_count,
             stock_at=data.reported_at,
         )
         await session.execute(
             stmt.on_conflict_do_update(
                 index_elements=[CabinetRegion.cabinet_id],
-                set_={"banks_present": stmt.excluded.banks_present, "stock_at": stmt.excluded.stock_at},
+                set_={
+                    "banks_present": stmt.excluded.banks_present,
+                    "banks_rentable": stmt.excluded.banks_rentable,
+                    "slot_count": func.coalesce(stmt.excluded.slot_count, CabinetRegion.slot_count),
+                    "stock_at": stmt.excluded.stock_at,
+                },
                 where=or_(CabinetRegion.stock_at.is_(None), CabinetRegion.stock_at < stmt.excluded.stock_at),
             )
         )
@@ -315,3 +347,25 @@ class Ingest:
         assert isinstance(data, DeviceAlarmRaised)
         if data.kind in FAULT_ALARMS and await session.get(BankFact, data.device_id) is not None:
             await _set_bank(session, data.device_id, "faulty", data.at, keep_place=True)
+
+    async def on_presence(self, session: AsyncSession, envelope: Envelope) -> None:
+        data = envelope.data
+        assert isinstance(data, DevicePresenceChanged)
+        stmt = insert(DevicePresence).values(
+            device_id=data.device_id,
+            kind=data.device_kind,
+            online=data.online,
+            last_seen_at=data.last_seen_at or (data.at if data.online else None),
+            at=data.at,
+        )
+        await session.execute(
+            stmt.on_conflict_do_update(
+                index_elements=[DevicePresence.device_id],
+                set_={
+                    "online": stmt.excluded.online,
+                    "last_seen_at": func.coalesce(stmt.excluded.last_seen_at, DevicePresence.last_seen_at),
+                    "at": stmt.excluded.at,
+                },
+                where=DevicePresence.at < stmt.excluded.at,
+            )
+        )

@@ -4,15 +4,21 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from analytics_svc.analyses.endpoints import router as analyses_router
 from analytics_svc.consumers import Ingest
+from analytics_svc.devices.endpoints import router as devices_router
+from analytics_svc.hotspots import service as hotspots
+from analytics_svc.hotspots.endpoints import router as hotspots_router
 from analytics_svc.rollup import service as rollup
 from analytics_svc.settings import Settings
 from analytics_svc.stats.endpoints import router as stats_router
 from analytics_svc.supervision.endpoints import router as supervision_router
-from contracts import Topic
+from contracts import Envelope, Topic
+from contracts.events import EventData
 from kit.app import ConsumerSpec, Runtime, create_service_app
+from kit.db import unit_of_work
 from kit.periodic import run_periodically
 
 TOPICS = [
@@ -33,6 +39,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(runtime: Runtime) -> AsyncIterator[None]:
+        rules = settings.hotspot_rules
+        runtime.extras["hotspot_rules"] = rules
+        if settings.hotspot_interval_s > 0:
+
+            async def publish(session: AsyncSession, data: EventData, key: str) -> Envelope:
+                return await runtime.publish(session, data, key=key)
+
+            async def evaluate_hotspots() -> None:
+                async with unit_of_work(runtime.sessionmaker) as session:
+                    await hotspots.evaluate(session, publish, rules)
+
+            runtime.spawn(
+                run_periodically(evaluate_hotspots, name="hotspots", interval_s=settings.hotspot_interval_s),
+                "hotspots",
+            )
         if settings.rollup_interval_s > 0:
 
             async def refresh_rollup() -> None:
@@ -47,7 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return create_service_app(
         settings,
         title="analytics-svc",
-        routers=[stats_router, analyses_router, supervision_router],
+        routers=[stats_router, analyses_router, hotspots_router, devices_router, supervision_router],
         consumers=consumers,
         extra_lifespan=lifespan,
     )

@@ -5,8 +5,10 @@ group) leaves one fact. Personal data is kept to ids and times."""
 
 import uuid
 from datetime import date, datetime
+from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, Date, DateTime, Identity, Index, Integer, String, UniqueConstraint
+from sqlalchemy import BigInteger, Boolean, Date, DateTime, Identity, Index, Integer, String, UniqueConstraint, text
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import UUID as PgUUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -84,6 +86,8 @@ class CabinetRegion(Base):
     as_of: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     # The newest stock report (cabinet inventories): banks physically in its slots.
     banks_present: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    banks_rentable: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    slot_count: Mapped[int | None] = mapped_column(Integer, nullable=True)
     stock_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
@@ -148,3 +152,53 @@ class SupervisionAccess(Base):
     path: Mapped[str] = mapped_column(String(200), nullable=False)
     query: Mapped[str] = mapped_column(String(500), nullable=False)
     regions: Mapped[str] = mapped_column(String(200), nullable=False)
+
+
+class RefusalFact(Base):
+    """A scan of a cabinet refused because it held no rentable bank (`device.eject.failed`,
+    `no_rentable_bank`): demand the cabinet could not serve."""
+
+    __tablename__ = "refusal_facts"
+    __table_args__ = (Index("ix_refusal_facts_at", "at"),)
+
+    command_id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), primary_key=True)
+    cabinet_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    reason: Mapped[str] = mapped_column(String(40), nullable=False)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class HotspotAlert(Base):
+    """A cell that ran dry or full (analytics_svc/hotspots): open while `cleared_at` is null, at most
+    one open per cell and kind; the figures and suggested moves are those of the latest evaluation."""
+
+    __tablename__ = "hotspot_alerts"
+    __table_args__ = (
+        Index("uq_hotspot_alerts_open", "cell", "kind", unique=True, postgresql_where=text("cleared_at IS NULL")),
+        Index("ix_hotspot_alerts_raised_at", "raised_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), primary_key=True)
+    cell: Mapped[str] = mapped_column(String(16), nullable=False)
+    kind: Mapped[str] = mapped_column(String(10), nullable=False)
+    division: Mapped[str | None] = mapped_column(String(6), nullable=True)
+    raised_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    cleared_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    evaluated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    borrows: Mapped[int] = mapped_column(Integer, nullable=False)
+    refused: Mapped[int] = mapped_column(Integer, nullable=False)
+    banks_available: Mapped[int] = mapped_column(Integer, nullable=False)
+    free_slots: Mapped[int] = mapped_column(Integer, nullable=False)
+    moves: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, nullable=False)
+
+
+class DevicePresence(Base):
+    """A cabinet's or bank module's newest online state (`device.presence.changed`, by event time). For an
+    offline device `last_seen_at` is final: it was last heard then."""
+
+    __tablename__ = "device_presence"
+
+    device_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(10), nullable=False)
+    online: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    last_seen_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)

@@ -97,6 +97,7 @@ def settings(prepared_database: str, keypair: tuple[Path, Path], consumer_group:
         jwt_issuer=ISSUER,
         jwt_audience=AUDIENCE,
         rollup_interval_s=0,  # tests rebuild the rollup themselves (`refresh_rollup`), when they choose
+        hotspot_interval_s=0,  # and evaluate hotspots themselves (test_hotspots.py)
     )
 
 

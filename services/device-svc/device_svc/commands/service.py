@@ -34,6 +34,7 @@ Publish = Callable[[AsyncSession, EventData, str], Awaitable[Envelope]]
 class _Choice:
     bank: BankView | None
     refusal: tuple[EjectFailureReason, str] | None
+    cabinet_id: str | None = None  # the scanned cabinet, when no bank was picked from it
 
 
 class EjectService:
@@ -71,9 +72,8 @@ class EjectService:
         if choice.bank is None or choice.refusal is not None:
             reason, detail = choice.refusal or (EjectFailureReason.UNKNOWN_CODE, "")
             bank = choice.bank
-            await self._refuse(
-                session, cmd, bank.id if bank else None, bank.cabinet_id if bank else None, reason, detail
-            )
+            cabinet_id = bank.cabinet_id if bank else choice.cabinet_id
+            await self._refuse(session, cmd, bank.id if bank else None, cabinet_id, reason, detail)
             return
         bank = choice.bank
         assert bank.cabinet_id is not None
@@ -135,7 +135,7 @@ class EjectService:
         if cabinet is None:
             return _Choice(None, (EjectFailureReason.UNKNOWN_CODE, "no bank or cabinet has this code"))
         if not cabinet.online:
-            return _Choice(None, (EjectFailureReason.CABINET_OFFLINE, f"cabinet {cabinet.id} is offline"))
+            return _Choice(None, (EjectFailureReason.CABINET_OFFLINE, f"cabinet {cabinet.id} is offline"), cabinet.id)
         rows = (
             await session.execute(
                 select(Bank, Slot.fault)
@@ -155,7 +155,8 @@ class EjectService:
         views = [_to_view(b, fault, b.id in pending) for b, fault in rows]
         best = pick_best_bank(views, self._min_battery)
         if best is None:
-            return _Choice(None, (EjectFailureReason.NO_RENTABLE_BANK, f"cabinet {cabinet.id} has no rentable bank"))
+            reason = (EjectFailureReason.NO_RENTABLE_BANK, f"cabinet {cabinet.id} has no rentable bank")
+            return _Choice(None, reason, cabinet.id)
         return _Choice(best, None)
 
     async def _view(self, session: AsyncSession, bank: Bank) -> BankView:
