@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from analytics_svc.models import (
     BankFact,
     CabinetRegion,
+    DepositFact,
     DevicePresence,
     RefusalFact,
     RentalFact,
@@ -30,6 +31,9 @@ from contracts import Envelope
 from contracts.events import (
     BankEjected,
     BankReturned,
+    DepositPaid,
+    DepositRefunded,
+    DepositRefundRequested,
     DeviceAlarmKind,
     DeviceAlarmRaised,
     DevicePresenceChanged,
@@ -123,6 +127,9 @@ class Ingest:
             "device.telemetry.reported": self.on_telemetry,
             "device.alarm.raised": self.on_alarm,
             "device.presence.changed": self.on_presence,
+            "asset.deposit.paid": self.on_deposit_paid,
+            "asset.deposit.refund_requested": self.on_deposit_refund,
+            "asset.deposit.refunded": self.on_deposit_refund,
         }
 
     async def on_user_registered(self, session: AsyncSession, envelope: Envelope) -> None:
@@ -367,5 +374,36 @@ class Ingest:
                     "at": stmt.excluded.at,
                 },
                 where=DevicePresence.at < stmt.excluded.at,
+            )
+        )
+
+    async def on_deposit_paid(self, session: AsyncSession, envelope: Envelope) -> None:
+        data = envelope.data
+        assert isinstance(data, DepositPaid)
+        await session.execute(
+            insert(DepositFact)
+            .values(
+                operation_id=data.deposit_id, user_id=data.user_id, kind="pay", amount_fen=data.amount_fen, at=data.at
+            )
+            .on_conflict_do_nothing()
+        )
+
+    async def on_deposit_refund(self, session: AsyncSession, envelope: Envelope) -> None:
+        """Requested and refunded, in either order: the refund's fact, with `paid_at` once paid."""
+        data = envelope.data
+        assert isinstance(data, DepositRefundRequested | DepositRefunded)
+        paid_at = data.paid_at if isinstance(data, DepositRefunded) else None
+        stmt = insert(DepositFact).values(
+            operation_id=data.refund_id,
+            user_id=data.user_id,
+            kind="refund",
+            amount_fen=data.amount_fen,
+            at=data.requested_at,
+            paid_at=paid_at,
+        )
+        await session.execute(
+            stmt.on_conflict_do_update(
+                index_elements=[DepositFact.operation_id],
+                set_={"paid_at": func.coalesce(DepositFact.paid_at, stmt.excluded.paid_at)},
             )
         )

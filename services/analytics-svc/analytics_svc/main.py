@@ -28,6 +28,7 @@ TOPICS = [
     Topic.DEVICE_EJECTS,
     Topic.DEVICE_STATUS,
     Topic.DEVICE_TELEMETRY,
+    Topic.DEPOSITS,
 ]
 
 

@@ -202,3 +202,18 @@ class DevicePresence(Base):
     online: Mapped[bool] = mapped_column(Boolean, nullable=False)
     last_seen_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class DepositFact(Base):
+    """A deposit paid (`kind` pay, `at` when paid) or a refund (`kind` refund, `at` when requested,
+    `paid_at` once the provider paid it). Only ids, amounts and times: for the regulator's aggregates."""
+
+    __tablename__ = "deposit_facts"
+    __table_args__ = (Index("ix_deposit_facts_kind_at", "kind", "at"),)
+
+    operation_id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), nullable=False)
+    kind: Mapped[str] = mapped_column(String(10), nullable=False)
+    amount_fen: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    paid_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
