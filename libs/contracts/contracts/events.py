@@ -118,6 +118,9 @@ class BankEjected(_Data):
     battery_pct: int
     ejected_at: AwareDatetime
     bank_model: str | None = Field(default=None, max_length=50, description="The bank's model (rental history)")
+    bank_in_service_at: AwareDatetime | None = Field(default=None, description="When the bank went into service")
+    bank_charge_cycles: int | None = Field(default=None, ge=0, description="Its battery's cycles, when known")
+    bank_health_pct: int | None = Field(default=None, ge=0, le=100, description="Its battery's health, when known")
     region: RegionRef | None = Field(
         default=None, description="The cabinet's division and H3 cell (absent from older producers)"
     )

@@ -110,6 +110,35 @@ async def _set_bank(
     )
 
 
+async def _bank_attributes(
+    session: AsyncSession,
+    bank_id: str,
+    at: datetime,
+    *,
+    in_service_at: datetime | None = None,
+    cycles: int | None = None,
+    health: int | None = None,
+) -> None:
+    """A known bank's time in service (first known wins) and battery figures (a newer reading wins)."""
+    if in_service_at is not None:
+        await session.execute(
+            update(BankFact)
+            .where(BankFact.bank_id == bank_id, BankFact.in_service_at.is_(None))
+            .values(in_service_at=in_service_at)
+        )
+    if cycles is None and health is None:
+        return
+    await session.execute(
+        update(BankFact)
+        .where(BankFact.bank_id == bank_id, or_(BankFact.health_at.is_(None), BankFact.health_at < at))
+        .values(
+            charge_cycles=func.coalesce(cycles, BankFact.charge_cycles),
+            health_pct=func.coalesce(health, BankFact.health_pct),
+            health_at=at,
+        )
+    )
+
+
 class Ingest:
     """The handlers, with the time zone active-user days are counted in."""
 
@@ -240,6 +269,14 @@ class Ingest:
             region=data.region,
             model=data.bank_model,
         )
+        await _bank_attributes(
+            session,
+            data.bank_id,
+            data.ejected_at,
+            in_service_at=data.bank_in_service_at,
+            cycles=data.bank_charge_cycles,
+            health=data.bank_health_pct,
+        )
         if data.region is None:
             return
         started = (
@@ -325,8 +362,14 @@ class Ingest:
     async def on_telemetry(self, session: AsyncSession, envelope: Envelope) -> None:
         data = envelope.data
         assert isinstance(data, DeviceTelemetryReported)
-        if data.device_kind == "bank" or data.banks_present is None:
-            return  # heartbeats and bank reports carry no stock
+        if data.device_kind == "bank":
+            if data.charge_cycles is not None or data.health_pct is not None:
+                await _bank_attributes(
+                    session, data.device_id, data.reported_at, cycles=data.charge_cycles, health=data.health_pct
+                )
+            return
+        if data.banks_present is None:
+            return  # heartbeats carry no stock
         await _remember_region(session, data.device_id, data.region, data.reported_at)
         stmt = insert(CabinetRegion).values(
             cabinet_id=data.device_id,

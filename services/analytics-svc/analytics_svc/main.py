@@ -7,6 +7,7 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from analytics_svc.analyses.endpoints import router as analyses_router
+from analytics_svc.attributes.endpoints import router as attributes_router
 from analytics_svc.consumers import Ingest
 from analytics_svc.devices.endpoints import router as devices_router
 from analytics_svc.hotspots import service as hotspots
@@ -69,7 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return create_service_app(
         settings,
         title="analytics-svc",
-        routers=[stats_router, analyses_router, hotspots_router, devices_router, supervision_router],
+        routers=[stats_router, analyses_router, hotspots_router, devices_router, attributes_router, supervision_router],
         consumers=consumers,
         extra_lifespan=lifespan,
     )

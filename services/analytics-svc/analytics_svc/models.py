@@ -105,6 +105,11 @@ class BankFact(Base):
     cell: Mapped[str | None] = mapped_column(String(16), nullable=True)
     state_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     model: Mapped[str | None] = mapped_column(String(50), nullable=True)
+    # Attributes (bank analyses): from its ejects and its own module's reports, the newest by `health_at`.
+    in_service_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    charge_cycles: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    health_pct: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    health_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class UserDay(Base):

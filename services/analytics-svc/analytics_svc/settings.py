@@ -15,6 +15,9 @@ class Settings(ServiceSettings):
     lost_after_hours: int = 72
     # How often the hourly rollup is rebuilt for the hours facts changed in (0: never, tests drive it).
     rollup_interval_s: float = 2.0
+    # The battery's cycle budget (7.4.1) and the share of it from which a bank is "approaching" its limit.
+    bank_cycle_budget: int = 1000
+    bank_cycle_warning_ratio: float = 0.95
     # Hotspot alerts (analytics_svc/hotspots): every cell evaluated this often (0: never, tests drive it).
     hotspot_interval_s: float = 30.0
     hotspot_window_s: float = 3600.0

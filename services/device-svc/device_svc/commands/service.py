@@ -6,6 +6,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 from uuid import UUID
 
 from sqlalchemy import func, select, update
@@ -248,9 +249,15 @@ class EjectService:
         bank = await repo.get_bank(session, command.bank_id, for_update=True)
         battery = 0
         model = None
+        attributes: dict[str, Any] = {}
         if bank is not None:
             battery = bank.battery_pct or 0
             model = bank.model
+            attributes = {
+                "bank_in_service_at": bank.in_service_at,
+                "bank_charge_cycles": bank.charge_cycles,
+                "bank_health_pct": bank.health_pct,
+            }
             bank.state = "rented"
             bank.cabinet_id = None
             bank.slot_no = None
@@ -266,6 +273,7 @@ class EjectService:
             battery_pct=battery,
             ejected_at=ejected_at,
             bank_model=model,
+            **attributes,
             region=region_at(cabinet.lat, cabinet.lon, cabinet.region) if cabinet else None,
         )
         await self._publish(session, event, command.cabinet_id)
