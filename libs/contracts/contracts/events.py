@@ -567,6 +567,20 @@ class DepositRefunded(_Data):
     paid_at: AwareDatetime
 
 
+class CreditChanged(_Data):
+    """A user's credit score moved (a rule or an administrator): its level, and whether borrowing needs
+    no deposit at this score."""
+
+    type: Literal["asset.credit.changed"] = "asset.credit.changed"
+    user_id: UUID
+    score: int = Field(ge=0, le=1000)
+    delta: int
+    level: str = Field(max_length=20)
+    deposit_free: bool
+    reason: str = Field(max_length=40)
+    at: AwareDatetime
+
+
 # ---- analytics-svc --------------------------------------------------------------------
 
 
@@ -649,7 +663,8 @@ EventData = Annotated[
     | HotspotCleared
     | DepositPaid
     | DepositRefundRequested
-    | DepositRefunded,
+    | DepositRefunded
+    | CreditChanged,
     Field(discriminator="type"),
 ]
 
@@ -692,4 +707,5 @@ TOPIC_BY_TYPE: dict[str, Topic] = {
     "asset.deposit.paid": Topic.DEPOSITS,
     "asset.deposit.refund_requested": Topic.DEPOSITS,
     "asset.deposit.refunded": Topic.DEPOSITS,
+    "asset.credit.changed": Topic.CREDIT,
 }

@@ -17,6 +17,7 @@ class Topic(StrEnum):
     CHARGES = "billing.charges.v1"  # key: user_id
     WALLETS = "asset.wallets.v1"  # key: user_id
     PAYMENTS = "asset.payments.v1"  # key: user_id
+    CREDIT = "asset.credit.v1"  # key: user_id (credit score changes: level, deposit-free)
     DEPOSITS = "asset.deposits.v1"  # key: user_id (deposits paid, refunds requested and paid)
     DEVICE_FAULTS = "device.faults.v1"  # key: bank_id (a user-reported fault cleared by staff)
     FAULT_REPORTS = "notify.reports.v1"  # key: bank_id (user reports about a bank, for device-svc)
@@ -44,6 +45,7 @@ TOPIC_KEYS: dict[Topic, str] = {
     Topic.WALLETS: "user id",
     Topic.PAYMENTS: "user id",
     Topic.DEPOSITS: "user id",
+    Topic.CREDIT: "user id",
     Topic.DEVICE_FAULTS: "bank id",
     Topic.FAULT_REPORTS: "bank id",
     Topic.TICKETS: "ticket id",

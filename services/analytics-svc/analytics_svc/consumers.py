@@ -31,6 +31,7 @@ from contracts import Envelope
 from contracts.events import (
     BankEjected,
     BankReturned,
+    CreditChanged,
     DepositPaid,
     DepositRefunded,
     DepositRefundRequested,
@@ -159,6 +160,7 @@ class Ingest:
             "asset.deposit.paid": self.on_deposit_paid,
             "asset.deposit.refund_requested": self.on_deposit_refund,
             "asset.deposit.refunded": self.on_deposit_refund,
+            "asset.credit.changed": self.on_credit_changed,
         }
 
     async def on_user_registered(self, session: AsyncSession, envelope: Envelope) -> None:
@@ -448,5 +450,23 @@ class Ingest:
             stmt.on_conflict_do_update(
                 index_elements=[DepositFact.operation_id],
                 set_={"paid_at": func.coalesce(DepositFact.paid_at, stmt.excluded.paid_at)},
+            )
+        )
+
+    async def on_credit_changed(self, session: AsyncSession, envelope: Envelope) -> None:
+        data = envelope.data
+        assert isinstance(data, CreditChanged)
+        stmt = insert(UserFact).values(
+            user_id=data.user_id, credit_level=data.level, deposit_free=data.deposit_free, credit_at=data.at
+        )
+        await session.execute(
+            stmt.on_conflict_do_update(
+                index_elements=[UserFact.user_id],
+                set_={
+                    "credit_level": stmt.excluded.credit_level,
+                    "deposit_free": stmt.excluded.deposit_free,
+                    "credit_at": stmt.excluded.credit_at,
+                },
+                where=or_(UserFact.credit_at.is_(None), UserFact.credit_at < stmt.excluded.credit_at),
             )
         )

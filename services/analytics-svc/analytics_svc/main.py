@@ -30,6 +30,7 @@ TOPICS = [
     Topic.DEVICE_STATUS,
     Topic.DEVICE_TELEMETRY,
     Topic.DEPOSITS,
+    Topic.CREDIT,
 ]
 
 

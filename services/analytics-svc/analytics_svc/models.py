@@ -30,6 +30,10 @@ class UserFact(Base):
     registered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     # The earliest rental start seen (LEAST of every one, so arrival order does not matter).
     first_rental_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # The newest credit change (`asset.credit.changed`, by its time); null: none seen (initial score).
+    credit_level: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    deposit_free: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    credit_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class RentalFact(Base):

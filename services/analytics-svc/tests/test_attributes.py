@@ -112,3 +112,67 @@ async def test_bank_attributes_per_division(client, bus, processed, admin) -> No
     csv = (await client.get("/v1/analytics/bank-attributes", params={"format": "csv"}, headers=admin("analyst"))).text
     assert csv.splitlines()[0] == "division_code,name,attribute,bucket,count"
     assert "440304,Futian,cycle_limit,approaching,1" in csv
+
+
+async def test_user_attributes(client, bus, processed, admin) -> None:
+    """U1 registered 10 days ago, credit good and deposit-free (an older change, poor, arrives later and
+    is ignored), rented in Futian; U2 60 days ago, poor, pays a deposit; U3 400 days ago, no credit change
+    seen; U4 only a credit change seen (excellent, deposit-free), registration unknown."""
+    from contracts.events import CreditChanged, PriceSnapshot, RentalStarted, UserRegistered
+
+    now = datetime.now(UTC)
+    u1, u2, u3, u4 = (uuid.uuid4() for _ in range(4))
+
+    def credit(user, level, free, at):
+        return CreditChanged(user_id=user, score=600, delta=5, level=level, deposit_free=free, reason="r", at=at)
+
+    def registered(user, days):
+        return UserRegistered(user_id=user, registered_at=now - timedelta(days=days), terms_version="v1")
+
+    first = [
+        await bus.publish(registered(u1, 10), str(u1)),
+        await bus.publish(registered(u2, 60), str(u2)),
+        await bus.publish(registered(u3, 400), str(u3)),
+        await bus.publish(credit(u1, "good", True, now - timedelta(minutes=5)), str(u1)),
+        await bus.publish(credit(u1, "poor", False, now - timedelta(minutes=50)), str(u1)),  # older: ignored
+        await bus.publish(credit(u2, "poor", False, now), str(u2)),
+        await bus.publish(credit(u4, "excellent", True, now), str(u4)),
+        await bus.publish(
+            DeviceTelemetryReported(
+                device_id="CAB-U", reported_at=now, received_at=now, banks_present=3, region=FUTIAN
+            ),
+            "CAB-U",
+        ),
+    ]
+    await processed(first)
+    price = PriceSnapshot(period_minutes=60, price_per_period_fen=300, free_minutes=5, daily_cap_fen=3000)
+    rental = RentalStarted(
+        rental_id=uuid.uuid4(), user_id=u1, bank_id="PB-U", cabinet_id="CAB-U", slot=1, started_at=now, price=price
+    )
+    await processed([await bus.publish(rental, str(rental.rental_id))])
+
+    def table(rows):
+        out: dict[str, list[tuple[str, int]]] = {}
+        for row in rows:
+            out.setdefault(row["attribute"], []).append((row["bucket"], row["count"]))
+        return out
+
+    everyone = (await client.get("/v1/analytics/user-attributes", headers=admin("analyst"))).json()["rows"]
+    assert {r["division_code"] for r in everyone} == {""}
+    assert table(everyone) == {
+        "credit_level": [("excellent", 1), ("good", 1), ("poor", 1), ("unknown", 1)],
+        "tenure": [("under 30 days", 1), ("30-89 days", 1), ("90-364 days", 0), ("1 year or more", 1), ("unknown", 1)],
+        "deposit_free": [("yes", 2), ("no", 1), ("unknown", 1)],
+    }
+    futian = (
+        await client.get("/v1/analytics/user-attributes", params={"region": "440304"}, headers=admin("analyst"))
+    ).json()["rows"]
+    assert {attribute: [b for b in buckets if b[1]] for attribute, buckets in table(futian).items()} == {
+        "credit_level": [("good", 1)],
+        "tenure": [("under 30 days", 1)],
+        "deposit_free": [("yes", 1)],
+    }
+    assert futian[0]["name"] == "Futian"
+    csv = (await client.get("/v1/analytics/user-attributes", params={"format": "csv"}, headers=admin("analyst"))).text
+    assert ",deposit_free,yes,2" in csv
+    assert not any(str(u) in csv for u in (u1, u2, u3, u4))

@@ -1,5 +1,5 @@
-"""Bank attributes (model, time in service, charge cycles, battery health, the cycle limit) per division
-(permission `analytics:read`; CSV with `format=csv`)."""
+"""Bank attributes (model, time in service, charge cycles, battery health, the cycle limit) per division, and
+user attributes (tenure, credit level, deposit-free); permission `analytics:read`, CSV with `format=csv`."""
 
 from datetime import UTC, datetime
 from typing import Annotated, Literal
@@ -67,4 +67,18 @@ async def bank_attributes(
     rows = _rows(found, repo.BANK_BUCKETS)
     if format == "csv":
         return csv_response(rows, list(AttributeRow.model_fields), "bank-attributes")
+    return AttributesOut(at=now, rows=rows)
+
+
+@router.get("/user-attributes", response_model=AttributesOut)
+async def user_attributes(
+    _: AnalyticsReader, session: ReadSessionDep, region: Region = None, format: Format = "json"
+) -> AttributesOut | Response:
+    """Users by tenure (since registration), credit level and whether they borrow without a deposit,
+    all users or those who rented in `region`. Credit is known from a user's first credit change on (until
+    then: `unknown`, the initial score); no age band: the platform does not ask for a birth date."""
+    now = datetime.now(UTC)
+    rows = _rows(await repo.user_attributes(session, region, now), repo.USER_BUCKETS)
+    if format == "csv":
+        return csv_response(rows, list(AttributeRow.model_fields), "user-attributes")
     return AttributesOut(at=now, rows=rows)

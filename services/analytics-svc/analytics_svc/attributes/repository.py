@@ -3,10 +3,11 @@
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from analytics_svc.analyses.repository import _in_region, _level, _sql
-from contracts.regions import DivisionLevel
+from contracts.regions import DivisionLevel, code_prefix
 
 # Buckets per attribute, in the order they are reported (each SQL CASE below yields exactly these).
 BANK_BUCKETS: dict[str, list[str]] = {
@@ -66,3 +67,41 @@ async def bank_attributes(
     }
     sql = _sql(_BANKS, f0=_level("division", level), f1=_in_region("division", region, params))
     return [(d, a, b, int(n)) for d, a, b, n in (await session.execute(sql, params)).all()]
+
+
+USER_BUCKETS: dict[str, list[str]] = {
+    "tenure": ["under 30 days", "30-89 days", "90-364 days", "1 year or more", "unknown"],
+    "deposit_free": ["yes", "no", "unknown"],
+}
+
+_USERS = """
+WITH u AS (
+    SELECT registered_at, credit_level, deposit_free FROM user_facts f
+     WHERE CAST(:prefix AS text) IS NULL
+        OR EXISTS (SELECT 1 FROM user_days d WHERE d.user_id = f.user_id AND d.division LIKE :prefix)
+)
+SELECT 'tenure', CASE
+    WHEN registered_at IS NULL THEN 'unknown'
+    WHEN registered_at > :d30 THEN 'under 30 days'
+    WHEN registered_at > :d90 THEN '30-89 days'
+    WHEN registered_at > :d365 THEN '90-364 days'
+    ELSE '1 year or more' END, count(*) FROM u GROUP BY 1, 2
+UNION ALL
+SELECT 'credit_level', coalesce(credit_level, 'unknown'), count(*) FROM u GROUP BY 1, 2
+UNION ALL
+SELECT 'deposit_free', CASE WHEN deposit_free IS NULL THEN 'unknown' WHEN deposit_free THEN 'yes' ELSE 'no' END,
+       count(*) FROM u GROUP BY 1, 2
+"""
+
+
+async def user_attributes(session: AsyncSession, region: str | None, now: datetime) -> list[tuple[str, str, str, int]]:
+    """('' or the region, attribute, bucket, users): every user analytics knows, or those who rented in
+    `region` (users have no place of their own)."""
+    params: dict[str, Any] = {
+        "prefix": None if region is None else code_prefix(region) + "%",
+        "d30": now - timedelta(days=30),
+        "d90": now - timedelta(days=90),
+        "d365": now - timedelta(days=365),
+    }
+    rows = (await session.execute(text(_USERS), params)).all()
+    return [(region or "", a, b, int(n)) for a, b, n in rows]

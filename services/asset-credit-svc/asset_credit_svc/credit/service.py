@@ -7,6 +7,7 @@ Never commits."""
 import logging
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from sqlalchemy import String, cast, func, select
 from sqlalchemy.dialects.postgresql import insert
@@ -14,7 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from asset_credit_svc.models import Charge, CreditChange, CreditScore
 from asset_credit_svc.settings import Settings
-from contracts.events import RentalEnded
+from contracts.events import CreditChanged, RentalEnded
+from kit.outbox import add_event
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +104,17 @@ async def change(
     session.add(record)
     current.score = after
     current.updated_at = func.now()
+    # Through the outbox in this transaction (the relay's next poll sends it: analytics is not waiting).
+    changed = CreditChanged(
+        user_id=user_id,
+        score=after,
+        delta=record.delta,
+        level=level_of(settings, after),
+        deposit_free=after >= settings.credit_no_deposit_min,
+        reason=reason,
+        at=datetime.now(UTC),
+    )
+    await add_event(session, changed, key=str(user_id), producer=settings.service_name)
     await session.flush()
     log.info("credit changed", extra={"user_id": str(user_id), "delta": record.delta, "reason": reason})
     return record
