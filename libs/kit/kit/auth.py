@@ -116,6 +116,7 @@ ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
             "devices:maintain",
             "devices:provision",
             "maintenance:dispatch",
+            "partners:manage",
             "stats:read",
             "analytics:read",
             "payments:read",

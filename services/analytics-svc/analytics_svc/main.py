@@ -16,6 +16,8 @@ from analytics_svc.rollup import service as rollup
 from analytics_svc.settings import Settings
 from analytics_svc.stats.endpoints import router as stats_router
 from analytics_svc.supervision.endpoints import router as supervision_router
+from analytics_svc.webhooks import service as webhooks
+from analytics_svc.webhooks.endpoints import router as webhooks_router
 from contracts import Envelope, Topic
 from contracts.events import EventData
 from kit.app import ConsumerSpec, Runtime, create_service_app
@@ -38,7 +40,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
 
     def consumers(_: Runtime) -> list[ConsumerSpec]:
-        return [ConsumerSpec(topics=TOPICS, handlers=Ingest(settings.zone).handlers())]
+        # Partner webhooks read in a group of their own: a slow partner never holds the facts up.
+        partner = {event_type: webhooks.on_event for event_type in webhooks.EVENT_TYPES}
+        return [
+            ConsumerSpec(topics=TOPICS, handlers=Ingest(settings.zone).handlers()),
+            ConsumerSpec(topics=list(webhooks.PARTNER_EVENTS), handlers=partner, name="webhooks"),
+        ]
 
     @asynccontextmanager
     async def lifespan(runtime: Runtime) -> AsyncIterator[None]:
@@ -66,12 +73,30 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 run_periodically(refresh_rollup, name="rollup-refresh", interval_s=settings.rollup_interval_s),
                 "rollup-refresh",
             )
+        if settings.webhook_interval_s > 0:
+            policy = settings.webhook_policy
+
+            async def deliver_webhooks() -> None:
+                await webhooks.deliver_due(runtime.sessionmaker, runtime.http, policy)
+
+            runtime.spawn(
+                run_periodically(deliver_webhooks, name="webhooks", interval_s=settings.webhook_interval_s),
+                "webhooks",
+            )
         yield
 
     return create_service_app(
         settings,
         title="analytics-svc",
-        routers=[stats_router, analyses_router, hotspots_router, devices_router, attributes_router, supervision_router],
+        routers=[
+            stats_router,
+            analyses_router,
+            hotspots_router,
+            devices_router,
+            attributes_router,
+            webhooks_router,
+            supervision_router,
+        ],
         consumers=consumers,
         extra_lifespan=lifespan,
     )
