@@ -1142,6 +1142,7 @@ def build_env(stack: Stack, target: PgTarget, password: str, keys: tuple[Path, P
         # at rest 500 ms for the borrow/return path (a hop waits at most 250 ms) and 2 s for the others
         # (at most 1 s). See ServiceSettings.kafka_fetch_flow_wait_ms; Apache Kafka needs none of this.
         "KAFKA_FETCH_FLOW_WAIT_MS": "50",
+        "KAFKA_BACKGROUND_FETCH_FLOW_WAIT_MS": "200",
         "KAFKA_FETCH_MAX_WAIT_MS": "500",
         "KAFKA_BACKGROUND_FETCH_MAX_WAIT_MS": "2000",
         "MQTT_HOST": "127.0.0.1",

@@ -320,8 +320,8 @@ class Bench:
         except ApiError as exc:
             r.unlock_errors[exc.code] += 1
             r.attempts.append(Attempt(start, (time.monotonic() - start) * 1000, exc.code, correlation_id))
-            if exc.code == "busy":
-                return True  # shed before anything started: no rental, no eject
+            if exc.code in ("busy", "cabinet_offline"):
+                return True  # shed, or refused by device-svc before any eject was sent: the user can go on
             if exc.status >= 500:
                 recovered = await self.hand_back(pool, user, device, correlation_id)
                 r.handed_back += recovered

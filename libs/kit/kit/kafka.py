@@ -47,14 +47,14 @@ class FetchPacing:
 
     @classmethod
     def for_class(cls, settings: ServiceSettings, latency: LatencyClass) -> "FetchPacing":
-        rest = (
-            settings.kafka_fetch_max_wait_ms
-            if latency is LatencyClass.CRITICAL
-            else settings.kafka_background_fetch_max_wait_ms
-        )
-        return cls(
-            rest_wait_ms=rest, flow_wait_ms=settings.kafka_fetch_flow_wait_ms, flow_s=settings.kafka_fetch_flow_s
-        )
+        flow = settings.kafka_fetch_flow_wait_ms
+        if latency is LatencyClass.CRITICAL:
+            rest = settings.kafka_fetch_max_wait_ms
+        else:
+            rest = settings.kafka_background_fetch_max_wait_ms
+            if flow is not None and settings.kafka_background_fetch_flow_wait_ms is not None:
+                flow = settings.kafka_background_fetch_flow_wait_ms
+        return cls(rest_wait_ms=rest, flow_wait_ms=flow, flow_s=settings.kafka_fetch_flow_s)
 
 
 # The consumer's background fetcher wakes this often even with a fetch in flight (aiokafka's default is 200 ms,

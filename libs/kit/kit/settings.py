@@ -35,6 +35,10 @@ class ServiceSettings(BaseSettings):
     kafka_fetch_max_wait_ms: int = Field(default=500, ge=0)  # critical consumers at rest
     kafka_background_fetch_max_wait_ms: int = Field(default=500, ge=0)  # the others and revocations, at rest
     kafka_fetch_flow_wait_ms: int | None = Field(default=None, ge=0)  # None: the rest wait always
+    # Background consumers' wait while records flow (None: `kafka_fetch_flow_wait_ms`). No user holds a
+    # request open for their events, and with tansu every consumer that fetches with a short wait while
+    # records flow costs the broker and itself a fetch per wait.
+    kafka_background_fetch_flow_wait_ms: int | None = Field(default=None, ge=0)
     kafka_fetch_flow_s: float = Field(default=10.0, ge=0)
     # The relay is woken in-process by every commit that wrote events; the poll only finds what that
     # missed (a relay that failed, rows written by another replica whose relay is down).

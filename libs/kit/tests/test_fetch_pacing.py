@@ -137,7 +137,12 @@ def test_the_latency_class_chooses_the_rest_wait() -> None:
     )
     assert FetchPacing.for_class(settings, LatencyClass.CRITICAL) == FetchPacing(500, 50, 7)
     assert FetchPacing.for_class(settings, LatencyClass.BACKGROUND) == FetchPacing(2000, 50, 7)
+    # background consumers may fetch less often while records flow
+    slower = settings.model_copy(update={"kafka_background_fetch_flow_wait_ms": 200})
+    assert FetchPacing.for_class(slower, LatencyClass.CRITICAL) == FetchPacing(500, 50, 7)
+    assert FetchPacing.for_class(slower, LatencyClass.BACKGROUND) == FetchPacing(2000, 200, 7)
     # production defaults (Apache Kafka): one wait, Kafka's own default, no switching
     fields = ServiceSettings.model_fields
     assert fields["kafka_fetch_max_wait_ms"].default == fields["kafka_background_fetch_max_wait_ms"].default == 500
     assert fields["kafka_fetch_flow_wait_ms"].default is None
+    assert fields["kafka_background_fetch_flow_wait_ms"].default is None

@@ -27,6 +27,7 @@ from device_svc.settings import Settings
 from device_svc.sweepers import fail_expired_commands, mark_offline_until_next, sweep_banks
 from device_svc.telemetry.ingest import TelemetryIngest
 from device_svc.telemetry.service import BankDevices, BankRules
+from device_svc.telemetry.snapshots import SnapshotIngest
 from kit.app import Runtime, create_service_app
 from kit.db import unit_of_work
 from kit.periodic import run_periodically
@@ -72,6 +73,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             workers=settings.telemetry_batch_writers,
             feed=runtime.publish_direct,
         )
+        snapshots = SnapshotIngest(
+            runtime.sessionmaker,
+            publish_many,
+            feed=runtime.publish_direct,
+            min_battery_pct=settings.min_rent_battery_pct,
+            max_clock_skew_s=settings.max_clock_skew_s,
+            max_rows=settings.state_batch_max,
+            workers=settings.state_batch_writers,
+        )
         processor = MessageProcessor(
             runtime.sessionmaker,
             publish,
@@ -81,8 +91,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             max_clock_skew_s=settings.max_clock_skew_s,
             banks=BankDevices(publish),
             telemetry=telemetry,
+            snapshots=snapshots,
             max_concurrency=max(
-                settings.db_pool_size - settings.telemetry_batch_writers - settings.critical_concurrency, 1
+                settings.db_pool_size
+                - settings.telemetry_batch_writers
+                - settings.state_batch_writers
+                - settings.critical_concurrency,
+                1,
             ),
             critical_concurrency=settings.critical_concurrency,
         )
@@ -108,6 +123,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             processor=processor,
             lanes=lanes,
             telemetry=telemetry,
+            snapshots=snapshots,
             rules=rules,
             task_rules=task_rules,
         )
@@ -147,6 +163,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "offline-sweeper",
         )
         runtime.spawn(telemetry.run(), "telemetry-ingest")
+        runtime.spawn(snapshots.run(), "state-ingest")
         runtime.spawn(
             run_periodically(sweep_bank_modules, name="bank-sweeper", interval_s=settings.freshness_sweep_interval_s),
             "bank-sweeper",
@@ -167,6 +184,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await lanes.close()
             await telemetry.close()
+            await snapshots.close()
 
     return create_service_app(
         settings,

@@ -21,6 +21,16 @@ RETAINED_STATUS_CURRENT = Counter(
     "pb_device_retained_status_current_total",
     "Retained status messages replayed by the broker on subscribe that matched the registry (no write)",
 )
+STATE_BATCH_SIZE = Histogram(
+    "pb_device_state_batch_size",
+    "State messages (status, hello, inventory) per state-batch transaction",
+    buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000),
+)
+STATE_BATCH_FALLBACK = Counter(
+    "pb_device_state_batch_fallback_total",
+    "State messages the batch left to the one-by-one path, by why (a snapshot that changes slots, ...)",
+    ["reason"],
+)
 MQTT_CONNECTS = Counter("pb_device_mqtt_connects_total", "MQTT connections device-svc opened, per intake", ["intake"])
 STATE_ROWS_WRITTEN = Counter("pb_device_state_rows_written_total", "Bank current-state rows updated by batch writes")
 STATE_WRITES_SKIPPED = Counter(

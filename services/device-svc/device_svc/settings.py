@@ -11,6 +11,9 @@ class Settings(ServiceSettings):
     service_name: str = "device-svc"
     database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5432/pb_device"
 
+    # The batch writers (telemetry, state) and the critical share come out of this pool (main.py).
+    db_pool_size: int = 12
+
     mqtt_host: str = "127.0.0.1"
     mqtt_port: int = 1883
     mqtt_username: str = "device-svc"
@@ -60,6 +63,10 @@ class Settings(ServiceSettings):
     # messages per batch, by this many writers at once.
     telemetry_batch_max: int = 500
     telemetry_batch_writers: int = 2
+    # Cabinets' status and the hello / inventory snapshots that agree with the registry (a connect
+    # storm), likewise (telemetry/snapshots.py).
+    state_batch_max: int = 500
+    state_batch_writers: int = 2
     # Database transactions at once for critical messages (eject results, returns, slot alarms): their
     # own share of the pool, so no backlog of other messages holds them up (mqtt/intake.py).
     critical_concurrency: int = 4

@@ -41,7 +41,7 @@ from contracts.mqtt import (
 from contracts.regions import RegionRef, region_at
 from device_svc.clock import checked_device_time, ms_to_datetime
 from device_svc.commands.service import EjectService
-from device_svc.metrics import MESSAGES_RECEIVED, RETAINED_STATUS_CURRENT
+from device_svc.metrics import MESSAGES_RECEIVED
 from device_svc.models import Bank, Cabinet, InboundMessage
 from device_svc.mqtt.downlink import Downlink
 from device_svc.mqtt.incoming import Incoming, count_rejection
@@ -50,6 +50,7 @@ from device_svc.presence import transition_events
 from device_svc.registry import repository as repo
 from device_svc.telemetry.ingest import TelemetryIngest
 from device_svc.telemetry.service import BANK_MESSAGES, BankDevices
+from device_svc.telemetry.snapshots import Outcome, SnapshotIngest
 from kit.correlation import new_correlation_id, set_correlation_id
 from kit.db import after_commit, unit_of_work
 
@@ -57,8 +58,12 @@ log = logging.getLogger(__name__)
 
 Publish = Callable[[AsyncSession, EventData, str], Awaitable[Envelope]]
 CHANNELS = frozenset(c.value for c in UpChannel)
-# Ingested in batches (telemetry.ingest) once they parse; everything else is one transaction each.
-TELEMETRY_CHANNELS = frozenset({UpChannel.HEARTBEAT.value, UpChannel.BANK_REPORT.value})
+# Ingested in batches once they parse (telemetry.ingest; telemetry.snapshots, which leaves what changes
+# slots or banks to this module); everything else is one transaction each.
+BATCHED_CHANNELS = frozenset(
+    c.value
+    for c in (UpChannel.HEARTBEAT, UpChannel.BANK_REPORT, UpChannel.STATUS, UpChannel.HELLO, UpChannel.INVENTORY)
+)
 
 
 def _region(cabinet: Cabinet) -> RegionRef:
@@ -86,11 +91,13 @@ class MessageProcessor:
         max_clock_skew_s: float,
         banks: BankDevices,
         telemetry: TelemetryIngest,
+        snapshots: SnapshotIngest,
         max_concurrency: int = 10,
         critical_concurrency: int = 4,
     ) -> None:
         self._banks = banks
         self._ingest = telemetry
+        self._snapshots = snapshots
         # Transactions of message handling at once (the database pool); telemetry waits for its
         # batch without holding one, so a batch can hold a message of every device talking.
         self._limit = asyncio.Semaphore(max_concurrency)
@@ -117,12 +124,13 @@ class MessageProcessor:
                 raise Rejected("bad_topic")
             incoming = Incoming(topic, parsed[0], parsed[1], received_at)
             MESSAGES_RECEIVED.labels(incoming.channel).inc()
-            if retained and await self._retained_status_is_current(incoming, payload):
-                RETAINED_STATUS_CURRENT.inc()
+            msg = self._parsed(incoming, payload)
+            if isinstance(msg, Heartbeat | BankReport):
+                await self._ingest.submit(incoming, msg)
                 return
-            telemetry = self._as_telemetry(incoming, payload)
-            if telemetry is not None:
-                await self._ingest.submit(incoming, telemetry)
+            if isinstance(msg, Status | Hello | Inventory) and (
+                await self._snapshots.submit(incoming, msg, retained) is Outcome.DONE
+            ):
                 return
             limit = self._critical_limit if intake_of(incoming.channel) is Intake.CRITICAL else self._limit
             async with limit:
@@ -132,36 +140,18 @@ class MessageProcessor:
         except Rejected as rejected:
             await self._reject(device_id, topic, rejected, received_at)
 
-    async def _retained_status_is_current(self, incoming: Incoming, payload: bytes) -> bool:
-        """A `status` the broker replays from its retained store each time device-svc subscribes (every
-        reconnect: thousands at once after a broker restart) is not news when the registry already shows
-        the cabinet that way: one read, no transaction, no write. Otherwise (and for banks and anything
-        malformed) it takes the normal path."""
-        if incoming.channel != UpChannel.STATUS.value:
-            return False
-        try:
-            msg = up_message_adapter.validate_json(payload)
-        except ValidationError:
-            return False
-        if not isinstance(msg, Status):
-            return False
-        async with self._sessionmaker() as session:
-            online = await repo.cabinet_online(session, incoming.device_id)
-        return online is not None and online == msg.online
-
     @staticmethod
-    def _as_telemetry(incoming: Incoming, payload: bytes) -> Heartbeat | BankReport | None:
-        """A well-formed heartbeat or bank report (for the batch); anything else takes the one-by-one
-        path, which refuses it with the precise reason (unknown device first, then the payload)."""
-        if incoming.channel not in TELEMETRY_CHANNELS:
+    def _parsed(incoming: Incoming, payload: bytes) -> UpMessage | None:
+        """A well-formed message of the channel it came on, for the batches (telemetry, state); anything
+        else takes the one-by-one path, which refuses it with the precise reason (unknown device first,
+        then the payload)."""
+        if incoming.channel not in BATCHED_CHANNELS:
             return None
         try:
             msg = up_message_adapter.validate_json(payload)
         except ValidationError:
             return None
-        if msg.type != incoming.channel or not isinstance(msg, Heartbeat | BankReport):
-            return None
-        return msg
+        return msg if msg.type == incoming.channel else None
 
     async def _reject(self, device_id: str | None, topic: str, rejected: Rejected, at: datetime) -> None:
         count_rejection(device_id, topic, rejected.reason, rejected.detail)

@@ -1,8 +1,8 @@
 """Telemetry ingestion in micro-batches: heartbeats (cabinets and bank modules) and bank reports.
 
 Telemetry is most of the device traffic. Instead of one transaction per message (a row lock, an
-`inbound_messages` insert, an outbox insert and a commit each), messages queue here and a worker
-takes everything waiting (up to `max_rows`) into one transaction:
+`inbound_messages` insert, an outbox insert and a commit each), messages queue in a micro-batcher
+(telemetry/batching.py) and each batch is one transaction:
 
 1. the devices of the batch, locked in id order (one statement; no two writers deadlock);
 2. the replay check for the whole batch: one `INSERT … SELECT unnest(…) ON CONFLICT DO NOTHING
@@ -18,13 +18,9 @@ takes everything waiting (up to `max_rows`) into one transaction:
    nothing is acknowledged and the messages are handled again.
 
 It all commits together, so a crash loses nothing that was acknowledged as recorded, and a replay is
-never half-applied. `submit()` returns once the batch committed: a device's lane waits for it, so one
-device's messages stay in arrival order while the batch grows with the number of devices talking.
-Under light load a batch is one message and is written at once; under heavy load batches grow
-while the previous one is being written.
+never half-applied.
 """
 
-import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -51,10 +47,11 @@ from device_svc.models import Bank
 from device_svc.mqtt.downlink import Downlink
 from device_svc.mqtt.incoming import Incoming, count_rejection
 from device_svc.presence import transition_events
+from device_svc.telemetry.batching import MicroBatcher
 from device_svc.telemetry.service import BankRules, alarm_changes
 from device_svc.telemetry.store import BankState, write_states
 from kit.correlation import get_correlation_id
-from kit.db import after_commit, unit_of_work
+from kit.db import after_commit
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +121,6 @@ class _Item:
     incoming: Incoming
     msg: TelemetryMessage
     correlation_id: str | None
-    done: "asyncio.Future[None]"
 
 
 @dataclass
@@ -155,77 +151,43 @@ class TelemetryIngest:
         workers: int = 2,
         attempts: int = 3,
     ) -> None:
-        self._sessionmaker = sessionmaker
         self._publish_many = publish_many
         self._feed = feed
         self._downlink = downlink
         self._rules = rules
-        self._max_rows = max_rows
-        self._workers = max(workers, 1)
-        self._attempts = max(attempts, 1)
-        self._pending: list[_Item] = []
-        self._wake = asyncio.Event()
+        self._batcher: MicroBatcher[_Item, None] = MicroBatcher(
+            "telemetry",
+            sessionmaker,
+            self._apply,
+            size=TELEMETRY_BATCH_SIZE,
+            max_rows=max_rows,
+            workers=workers,
+            attempts=attempts,
+        )
 
     @property
     def pending(self) -> int:
-        return len(self._pending)
+        return self._batcher.pending
 
     async def submit(self, incoming: Incoming, msg: TelemetryMessage) -> None:
         """Queue one validated message; returns when its batch committed (raises if it could not)."""
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Item(incoming, msg, get_correlation_id(), done))
-        self._wake.set()
-        await done
+        await self._batcher.submit(_Item(incoming, msg, get_correlation_id()))
 
     async def run(self) -> None:
-        await asyncio.gather(*(self._work() for _ in range(self._workers)))
-
-    async def _work(self) -> None:
-        while True:
-            await self._wake.wait()
-            items, self._pending = self._pending[: self._max_rows], self._pending[self._max_rows :]
-            if not self._pending:
-                self._wake.clear()
-            if items:
-                await self._flush(items)
+        await self._batcher.run()
 
     async def close(self) -> None:
         """Write what is still queued (shutdown)."""
-        while self._pending:
-            items, self._pending = self._pending[: self._max_rows], self._pending[self._max_rows :]
-            await self._flush(items)
+        await self._batcher.close()
 
-    async def _flush(self, items: list[_Item]) -> None:
-        TELEMETRY_BATCH_SIZE.observe(len(items))
-        for attempt in range(1, self._attempts + 1):
-            try:
-                async with unit_of_work(self._sessionmaker) as session:
-                    batch = await self._apply(session, items)
-                break
-            except asyncio.CancelledError:
-                for item in items:
-                    if not item.done.done():
-                        item.done.cancel()
-                raise
-            except Exception as exc:
-                if attempt == self._attempts:
-                    log.exception("telemetry batch failed", extra={"messages": len(items)})
-                    for item in items:
-                        if not item.done.done():
-                            item.done.set_exception(exc)
-                    return
-                # A deadlock victim or a lost connection: the whole batch rolled back; do it again.
-                log.warning("telemetry batch retried", extra={"messages": len(items), "error": repr(exc)[:300]})
-                await asyncio.sleep(0.05 * attempt)
+    @staticmethod
+    def _count(batch: "_Batch") -> None:
         for item, reason, detail in batch.rejections:
             count_rejection(item.incoming.device_id, item.incoming.topic, reason, detail)
         for kind in batch.alarms_raised:
             ALARMS_RAISED.labels(kind).inc()
-        for item in items:
-            if not item.done.done():
-                item.done.set_result(None)
 
-    async def _apply(self, session: AsyncSession, items: list[_Item]) -> _Batch:
+    async def _apply(self, session: AsyncSession, items: list[_Item]) -> list[None]:
         batch = _Batch()
         ids = sorted({item.incoming.device_id for item in items})
         cabinets = {r.id: r for r in (await session.execute(_LOCK_CABINETS, {"ids": ids})).all()}
@@ -257,7 +219,8 @@ class TelemetryIngest:
         await self._write(session, batch)
         for bank_id in batch.rings:
             self._ring_after_commit(session, bank_id)
-        return batch
+        after_commit(session, lambda: self._count(batch))
+        return [None] * len(items)
 
     async def _first_time(self, session: AsyncSession, batch: _Batch, candidates: list[_Item]) -> list[_Item]:
         """The candidates not seen before (by device and msg_id); the others are replays."""
