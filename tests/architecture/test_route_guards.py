@@ -116,6 +116,13 @@ def test_user_routes_declare_their_scope_or_refuse_applications(package: str) ->
         ("notify_svc", "POST", "/v1/admin/notices/{notice_id}/publish", "notices:send"),
         ("device_svc", "POST", "/v1/ops/banks/{bank_id}/fault-reports/clear", "devices:maintain"),
         ("device_svc", "GET", "/v1/ops/fault-reports", "devices:read"),
+        ("device_svc", "GET", "/v1/ops/tasks", "devices:read"),
+        ("device_svc", "POST", "/v1/ops/tasks/{task_id}/assign", "maintenance:dispatch"),
+        ("device_svc", "POST", "/v1/ops/tasks/{task_id}/cancel", "maintenance:dispatch"),
+        ("device_svc", "POST", "/v1/ops/tasks/{task_id}/start", "devices:maintain"),
+        ("device_svc", "POST", "/v1/ops/tasks/{task_id}/done", "devices:maintain"),
+        ("analytics_svc", "POST", "/v1/admin/webhooks", "partners:manage"),
+        ("analytics_svc", "POST", "/v1/admin/webhooks/deliveries/{delivery_id}/replay", "partners:manage"),
     ],
 )
 def test_customer_service_staff_routes_check_their_permission(package: str, method: str, path: str, permission: str):

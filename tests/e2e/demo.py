@@ -209,6 +209,18 @@ async def customer_service(api: PlatformClient, admin: str, bank_id: str, cabine
     job, push_ms = await wait_for(pushed, timeout_s=10)
     step("push to the phone (sandbox provider)", f"{job['outcome']}, per token {job['results']}", push_ms)
 
+    async def task_opened() -> Timed | None:
+        found = await api.call("GET", f"{urls.device}/v1/ops/tasks", token=admin, params={"device_id": bank_id})
+        return found if found.status == 200 and found.json()["items"] else None
+
+    listed, _ = await wait_for(task_opened, timeout_s=10)
+    task = listed.json()["items"][0]
+    await api.call("POST", f"{urls.device}/v1/ops/tasks/{task['id']}/start", token=admin, json={"note": "on my way"})
+    done = await api.call(
+        "POST", f"{urls.device}/v1/ops/tasks/{task['id']}/done", token=admin, json={"note": "cable replaced"}
+    )
+    step(f"maintenance task ({task['cause']})", f"{task['detail']}; {done.json().get('status')}", done.ms)
+
     cleared = await api.call(
         "POST",
         f"{urls.device}/v1/ops/banks/{bank_id}/fault-reports/clear",
@@ -310,6 +322,12 @@ async def show_analytics(api: PlatformClient, urls: Urls, admin: str) -> None:
         for r in banks.json().get("rows", [])
     ]
     step("analytics: banks per region", "; ".join(rows) or "none yet", banks.ms)
+    status = await api.call("GET", f"{urls.analytics}/v1/analytics/device-status", token=admin)
+    online = [
+        f"{r['name'] or 'unknown'}: {r['online']} of {r['devices']} {r['kind']}s online"
+        for r in status.json().get("rows", [])
+    ]
+    step("analytics: device status", "; ".join(online) or "none yet", status.ms)
 
     async def active_today() -> Timed | None:
         answer = await api.call("GET", f"{urls.analytics}/v1/analytics/active-users", token=admin)

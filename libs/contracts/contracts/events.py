@@ -118,6 +118,9 @@ class BankEjected(_Data):
     battery_pct: int
     ejected_at: AwareDatetime
     bank_model: str | None = Field(default=None, max_length=50, description="The bank's model (rental history)")
+    bank_in_service_at: AwareDatetime | None = Field(default=None, description="When the bank went into service")
+    bank_charge_cycles: int | None = Field(default=None, ge=0, description="Its battery's cycles, when known")
+    bank_health_pct: int | None = Field(default=None, ge=0, le=100, description="Its battery's health, when known")
     region: RegionRef | None = Field(
         default=None, description="The cabinet's division and H3 cell (absent from older producers)"
     )
@@ -193,6 +196,7 @@ class DeviceTelemetryReported(_Data):
     rssi_dbm: int | None = None
     banks_present: int | None = None
     banks_rentable: int | None = None
+    slot_count: int | None = Field(default=None, description="A cabinet's slots (free return slots = this - present)")
     # Banks with their own module (bank_report); absent for cabinets.
     device_kind: Literal["cabinet", "bank"] | None = None
     battery_pct: int | None = None
@@ -396,17 +400,6 @@ class RefundSettled(_Data):
     settled_at: AwareDatetime
 
 
-class CreditChanged(_Data):
-    """A user's credit score changed (a rental, an unpaid fee, staff): the score and level after it.
-    Consumers keep the latest by `at` (notify-svc's campaign audience)."""
-
-    type: Literal["asset.credit.changed"] = "asset.credit.changed"
-    user_id: UUID
-    score: int
-    level: str = Field(max_length=32)
-    at: AwareDatetime
-
-
 class CouponStatus(StrEnum):
     AVAILABLE = "available"
     USED = "used"
@@ -540,6 +533,148 @@ class BankFaultCleared(_Data):
     at: AwareDatetime
 
 
+class MaintenanceCause(StrEnum):
+    """Why a maintenance task was opened; one open task per device and cause."""
+
+    MOVED_WHILE_IDLE = "moved_while_idle"
+    HIGH_TEMPERATURE = "high_temperature"
+    POSITION_OVERDUE = "position_overdue"
+    MAINTENANCE_DUE = "maintenance_due"  # 7.4.1: the cycle budget (1,000) approached or battery health low
+    FAULT_REPORT = "fault_report"  # users reported the bank broken
+    BANK_FAULTY = "bank_faulty"  # the bank is in state faulty
+    SLOT_FAULT = "slot_fault"  # a cabinet reported a slot abnormal
+    CABINET_OFFLINE = "cabinet_offline"  # silent for longer than the maintenance threshold
+
+
+class MaintenanceTaskStatus(StrEnum):
+    OPEN = "open"
+    ASSIGNED = "assigned"
+    IN_PROGRESS = "in_progress"
+    DONE = "done"
+    CANCELLED = "cancelled"
+
+
+class MaintenanceTaskOpened(_Data):
+    """device-svc opened a task for field staff (from an alarm, a fault report or the cycle/health rule)."""
+
+    type: Literal["device.maintenance_task.opened"] = "device.maintenance_task.opened"
+    task_id: UUID
+    device_id: str = Field(max_length=64)
+    device_kind: Literal["cabinet", "bank"]
+    cause: MaintenanceCause
+    detail: str = Field(default="", max_length=200)
+    cabinet_id: str | None = Field(default=None, max_length=64)
+    at: AwareDatetime
+
+
+class MaintenanceTaskStatusChanged(_Data):
+    """A maintenance task moved through its lifecycle (one event per transition, in order per task)."""
+
+    type: Literal["device.maintenance_task.status_changed"] = "device.maintenance_task.status_changed"
+    task_id: UUID
+    device_id: str = Field(max_length=64)
+    cause: MaintenanceCause
+    from_status: MaintenanceTaskStatus
+    to_status: MaintenanceTaskStatus
+    action: str = Field(max_length=40)
+    by: str = Field(max_length=100)
+    assignee: str | None = Field(default=None, max_length=100)
+    note: str = Field(default="", max_length=1000)
+    at: AwareDatetime
+
+
+class DepositPaid(_Data):
+    """A user's deposit was paid (the provider's verified notification credited it)."""
+
+    type: Literal["asset.deposit.paid"] = "asset.deposit.paid"
+    deposit_id: UUID
+    user_id: UUID
+    amount_fen: Fen
+    channel: str = Field(max_length=20)
+    at: AwareDatetime
+
+
+class DepositRefundRequested(_Data):
+    """A deposit refund was booked (asked by the user, or on deregistration); the provider pays it."""
+
+    type: Literal["asset.deposit.refund_requested"] = "asset.deposit.refund_requested"
+    refund_id: UUID
+    user_id: UUID
+    amount_fen: Fen
+    source: str = Field(max_length=20, description="`user` or `deregistered`")
+    requested_at: AwareDatetime
+
+
+class DepositRefunded(_Data):
+    """The provider confirmed a deposit refund: the money is back with the user."""
+
+    type: Literal["asset.deposit.refunded"] = "asset.deposit.refunded"
+    refund_id: UUID
+    user_id: UUID
+    amount_fen: Fen
+    requested_at: AwareDatetime
+    paid_at: AwareDatetime
+
+
+class CreditChanged(_Data):
+    """A user's credit score moved (a rule or an administrator): the score and level after it, and whether
+    borrowing needs no deposit at this score. Consumers keep the latest by `at` (analytics' user
+    attributes, notify-svc's campaign audience)."""
+
+    type: Literal["asset.credit.changed"] = "asset.credit.changed"
+    user_id: UUID
+    score: int = Field(ge=0, le=1000)
+    delta: int
+    level: str = Field(max_length=32)
+    deposit_free: bool
+    reason: str = Field(max_length=40)
+    at: AwareDatetime
+
+
+# ---- analytics-svc --------------------------------------------------------------------
+
+
+class HotspotKind(StrEnum):
+    DRY = "dry"  # a busy cell's cabinets ran out of rentable banks
+    FULL = "full"  # a cell's cabinets have (almost) no free return slot
+
+
+class RebalanceMove(_Data):
+    """Move `banks` banks from one cabinet to another (a suggestion for operations)."""
+
+    from_cabinet_id: str = Field(max_length=64)
+    to_cabinet_id: str = Field(max_length=64)
+    banks: int = Field(ge=1)
+
+
+class HotspotRaised(_Data):
+    """A cell (H3, resolution 8) ran dry or full; raised once until it is cleared. Demand is counted over
+    the evaluation window: borrows started there and scans refused for lack of a rentable bank."""
+
+    type: Literal["analytics.hotspot.raised"] = "analytics.hotspot.raised"
+    alert_id: UUID
+    cell: str = Field(max_length=16)
+    division: str | None = Field(default=None, max_length=6)
+    kind: HotspotKind
+    borrows: int = Field(ge=0)
+    refused: int = Field(ge=0)
+    banks_available: int = Field(ge=0)
+    free_slots: int = Field(ge=0)
+    moves: list[RebalanceMove] = Field(default_factory=list, max_length=100)
+    at: AwareDatetime
+
+
+class HotspotCleared(_Data):
+    """The condition of a raised hotspot no longer holds (once per alert)."""
+
+    type: Literal["analytics.hotspot.cleared"] = "analytics.hotspot.cleared"
+    alert_id: UUID
+    cell: str = Field(max_length=16)
+    kind: HotspotKind
+    raised_at: AwareDatetime
+    at: AwareDatetime
+
+
 EventData = Annotated[
     UserRegistered
     | UserBlocked
@@ -575,7 +710,14 @@ EventData = Annotated[
     | TicketOpened
     | TicketStatusChanged
     | TicketOverdue
-    | NoticePublished,
+    | NoticePublished
+    | MaintenanceTaskOpened
+    | MaintenanceTaskStatusChanged
+    | HotspotRaised
+    | HotspotCleared
+    | DepositPaid
+    | DepositRefundRequested
+    | DepositRefunded,
     Field(discriminator="type"),
 ]
 
@@ -615,4 +757,11 @@ TOPIC_BY_TYPE: dict[str, Topic] = {
     "notify.ticket.status_changed": Topic.TICKETS,
     "notify.ticket.overdue": Topic.TICKETS,
     "notify.notice.published": Topic.NOTICES,
+    "device.maintenance_task.opened": Topic.MAINTENANCE,
+    "device.maintenance_task.status_changed": Topic.MAINTENANCE,
+    "analytics.hotspot.raised": Topic.HOTSPOTS,
+    "analytics.hotspot.cleared": Topic.HOTSPOTS,
+    "asset.deposit.paid": Topic.DEPOSITS,
+    "asset.deposit.refund_requested": Topic.DEPOSITS,
+    "asset.deposit.refunded": Topic.DEPOSITS,
 }

@@ -5,7 +5,7 @@ from uuid import uuid4
 import pytest
 from pydantic import ValidationError
 
-from contracts import ALL_TOPICS, Envelope, event_adapter, new_event
+from contracts import ALL_TOPICS, Envelope, Topic, event_adapter, new_event
 from contracts.envelope import UPCASTERS
 from contracts.events import TOPIC_BY_TYPE, BankReturned, ChargeRequested, EventData
 from contracts.mqtt import (
@@ -131,3 +131,44 @@ def test_committed_json_schemas_match_the_models() -> None:
 
 def test_envelope_schema_is_exported() -> None:
     assert "data" in Envelope.model_json_schema()["properties"]
+
+
+def test_the_asyncapi_document_is_current_and_complete() -> None:
+    """The data team's AsyncAPI 3 document: committed equal to the models, every topic a channel with its
+    key, every event a message on its topic's channel, every reference resolvable, and a real envelope
+    valid against its message's schema."""
+    import jsonschema_rs
+
+    from contracts.asyncapi import DEFAULT_OUT, build, render
+    from contracts.topics import TOPIC_KEYS
+
+    document = build()
+    assert DEFAULT_OUT.read_text(encoding="utf-8") == render(document), "run `python -m contracts.asyncapi`"
+    assert document["asyncapi"] == "3.0.0"
+    channels = {c["address"]: c for c in document["channels"].values()}
+    assert set(channels) == set(ALL_TOPICS) and set(TOPIC_KEYS) == set(Topic)
+    for event_type, topic in TOPIC_BY_TYPE.items():
+        message_id = event_type.replace(".", "_")
+        assert message_id in channels[topic.value]["messages"], event_type
+        assert document["components"]["messages"][message_id]["bindings"]["kafka"]["key"]["description"]
+
+    def refs(node: object) -> list[str]:
+        if isinstance(node, dict):
+            own = [node["$ref"]] if "$ref" in node else []
+            return own + [r for v in node.values() for r in refs(v)]
+        if isinstance(node, list):
+            return [r for v in node for r in refs(v)]
+        return []
+
+    for ref in set(refs(document)):
+        target: object = document
+        for part in ref.removeprefix("#/").split("/"):
+            assert isinstance(target, dict) and part in target, f"{ref} does not resolve"
+            target = target[part]
+
+    payload = document["components"]["messages"]["device_bank_returned"]["payload"]
+    validator = jsonschema_rs.validator_for({**payload, "components": document["components"]})
+    assert validator.is_valid(json.loads(new_event(_returned(), key="PB-000001", producer="device-svc").to_bytes()))
+    ended = json.loads(new_event(_returned(), key="PB-000001", producer="device-svc").to_bytes())
+    ended["data"]["slot"] = "not a slot"
+    assert not validator.is_valid(ended)

@@ -115,6 +115,8 @@ ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
             "devices:read",
             "devices:maintain",
             "devices:provision",
+            "maintenance:dispatch",
+            "partners:manage",
             "stats:read",
             "analytics:read",
             "payments:read",

@@ -15,13 +15,29 @@ from sqlalchemy import delete, func, or_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from analytics_svc.models import BankFact, CabinetRegion, RentalFact, ReturnFact, RollupDirtyHour, UserDay, UserFact
+from analytics_svc.models import (
+    BankFact,
+    CabinetRegion,
+    DepositFact,
+    DevicePresence,
+    RefusalFact,
+    RentalFact,
+    ReturnFact,
+    RollupDirtyHour,
+    UserDay,
+    UserFact,
+)
 from contracts import Envelope
 from contracts.events import (
     BankEjected,
     BankReturned,
+    CreditChanged,
+    DepositPaid,
+    DepositRefunded,
+    DepositRefundRequested,
     DeviceAlarmKind,
     DeviceAlarmRaised,
+    DevicePresenceChanged,
     DeviceTelemetryReported,
     EjectFailed,
     EjectFailureReason,
@@ -33,6 +49,8 @@ from contracts.regions import RegionRef
 from kit.kafka import Handler
 
 FAULT_ALARMS = frozenset({DeviceAlarmKind.HIGH_TEMPERATURE})
+# Refused scans that count as unmet demand in hotspots: the scanned cabinet had no bank to lend.
+LACK_OF_BANK = frozenset({EjectFailureReason.NO_RENTABLE_BANK})
 
 
 async def _mark_dirty(session: AsyncSession, started_at: datetime) -> None:
@@ -93,6 +111,35 @@ async def _set_bank(
     )
 
 
+async def _bank_attributes(
+    session: AsyncSession,
+    bank_id: str,
+    at: datetime,
+    *,
+    in_service_at: datetime | None = None,
+    cycles: int | None = None,
+    health: int | None = None,
+) -> None:
+    """A known bank's time in service (first known wins) and battery figures (a newer reading wins)."""
+    if in_service_at is not None:
+        await session.execute(
+            update(BankFact)
+            .where(BankFact.bank_id == bank_id, BankFact.in_service_at.is_(None))
+            .values(in_service_at=in_service_at)
+        )
+    if cycles is None and health is None:
+        return
+    await session.execute(
+        update(BankFact)
+        .where(BankFact.bank_id == bank_id, or_(BankFact.health_at.is_(None), BankFact.health_at < at))
+        .values(
+            charge_cycles=func.coalesce(cycles, BankFact.charge_cycles),
+            health_pct=func.coalesce(health, BankFact.health_pct),
+            health_at=at,
+        )
+    )
+
+
 class Ingest:
     """The handlers, with the time zone active-user days are counted in."""
 
@@ -109,6 +156,11 @@ class Ingest:
             "device.bank.returned": self.on_bank_returned,
             "device.telemetry.reported": self.on_telemetry,
             "device.alarm.raised": self.on_alarm,
+            "device.presence.changed": self.on_presence,
+            "asset.deposit.paid": self.on_deposit_paid,
+            "asset.deposit.refund_requested": self.on_deposit_refund,
+            "asset.deposit.refunded": self.on_deposit_refund,
+            "asset.credit.changed": self.on_credit_changed,
         }
 
     async def on_user_registered(self, session: AsyncSession, envelope: Envelope) -> None:
@@ -219,6 +271,14 @@ class Ingest:
             region=data.region,
             model=data.bank_model,
         )
+        await _bank_attributes(
+            session,
+            data.bank_id,
+            data.ejected_at,
+            in_service_at=data.bank_in_service_at,
+            cycles=data.bank_charge_cycles,
+            health=data.bank_health_pct,
+        )
         if data.region is None:
             return
         started = (
@@ -248,6 +308,17 @@ class Ingest:
         assert isinstance(data, EjectFailed)
         if data.reason is EjectFailureReason.BANK_FAULTY and data.bank_id:
             await _set_bank(session, data.bank_id, "faulty", envelope.occurred_at, keep_place=True)
+        if data.reason in LACK_OF_BANK and data.cabinet_id:
+            await session.execute(
+                insert(RefusalFact)
+                .values(
+                    command_id=data.command_id,
+                    cabinet_id=data.cabinet_id,
+                    reason=data.reason.value,
+                    at=envelope.occurred_at,
+                )
+                .on_conflict_do_nothing()
+            )
 
     async def on_bank_returned(self, session: AsyncSession, envelope: Envelope) -> None:
         data = envelope.data
@@ -293,19 +364,32 @@ class Ingest:
     async def on_telemetry(self, session: AsyncSession, envelope: Envelope) -> None:
         data = envelope.data
         assert isinstance(data, DeviceTelemetryReported)
-        if data.device_kind == "bank" or data.banks_present is None:
-            return  # heartbeats and bank reports carry no stock
+        if data.device_kind == "bank":
+            if data.charge_cycles is not None or data.health_pct is not None:
+                await _bank_attributes(
+                    session, data.device_id, data.reported_at, cycles=data.charge_cycles, health=data.health_pct
+                )
+            return
+        if data.banks_present is None:
+            return  # heartbeats carry no stock
         await _remember_region(session, data.device_id, data.region, data.reported_at)
         stmt = insert(CabinetRegion).values(
             cabinet_id=data.device_id,
             as_of=data.reported_at,
             banks_present=data.banks_present,
+            banks_rentable=data.banks_rentable,
+            slot_count=data.slot_count,
             stock_at=data.reported_at,
         )
         await session.execute(
             stmt.on_conflict_do_update(
                 index_elements=[CabinetRegion.cabinet_id],
-                set_={"banks_present": stmt.excluded.banks_present, "stock_at": stmt.excluded.stock_at},
+                set_={
+                    "banks_present": stmt.excluded.banks_present,
+                    "banks_rentable": stmt.excluded.banks_rentable,
+                    "slot_count": func.coalesce(stmt.excluded.slot_count, CabinetRegion.slot_count),
+                    "stock_at": stmt.excluded.stock_at,
+                },
                 where=or_(CabinetRegion.stock_at.is_(None), CabinetRegion.stock_at < stmt.excluded.stock_at),
             )
         )
@@ -315,3 +399,74 @@ class Ingest:
         assert isinstance(data, DeviceAlarmRaised)
         if data.kind in FAULT_ALARMS and await session.get(BankFact, data.device_id) is not None:
             await _set_bank(session, data.device_id, "faulty", data.at, keep_place=True)
+
+    async def on_presence(self, session: AsyncSession, envelope: Envelope) -> None:
+        data = envelope.data
+        assert isinstance(data, DevicePresenceChanged)
+        stmt = insert(DevicePresence).values(
+            device_id=data.device_id,
+            kind=data.device_kind,
+            online=data.online,
+            last_seen_at=data.last_seen_at or (data.at if data.online else None),
+            at=data.at,
+        )
+        await session.execute(
+            stmt.on_conflict_do_update(
+                index_elements=[DevicePresence.device_id],
+                set_={
+                    "online": stmt.excluded.online,
+                    "last_seen_at": func.coalesce(stmt.excluded.last_seen_at, DevicePresence.last_seen_at),
+                    "at": stmt.excluded.at,
+                },
+                where=DevicePresence.at < stmt.excluded.at,
+            )
+        )
+
+    async def on_deposit_paid(self, session: AsyncSession, envelope: Envelope) -> None:
+        data = envelope.data
+        assert isinstance(data, DepositPaid)
+        await session.execute(
+            insert(DepositFact)
+            .values(
+                operation_id=data.deposit_id, user_id=data.user_id, kind="pay", amount_fen=data.amount_fen, at=data.at
+            )
+            .on_conflict_do_nothing()
+        )
+
+    async def on_deposit_refund(self, session: AsyncSession, envelope: Envelope) -> None:
+        """Requested and refunded, in either order: the refund's fact, with `paid_at` once paid."""
+        data = envelope.data
+        assert isinstance(data, DepositRefundRequested | DepositRefunded)
+        paid_at = data.paid_at if isinstance(data, DepositRefunded) else None
+        stmt = insert(DepositFact).values(
+            operation_id=data.refund_id,
+            user_id=data.user_id,
+            kind="refund",
+            amount_fen=data.amount_fen,
+            at=data.requested_at,
+            paid_at=paid_at,
+        )
+        await session.execute(
+            stmt.on_conflict_do_update(
+                index_elements=[DepositFact.operation_id],
+                set_={"paid_at": func.coalesce(DepositFact.paid_at, stmt.excluded.paid_at)},
+            )
+        )
+
+    async def on_credit_changed(self, session: AsyncSession, envelope: Envelope) -> None:
+        data = envelope.data
+        assert isinstance(data, CreditChanged)
+        stmt = insert(UserFact).values(
+            user_id=data.user_id, credit_level=data.level, deposit_free=data.deposit_free, credit_at=data.at
+        )
+        await session.execute(
+            stmt.on_conflict_do_update(
+                index_elements=[UserFact.user_id],
+                set_={
+                    "credit_level": stmt.excluded.credit_level,
+                    "deposit_free": stmt.excluded.deposit_free,
+                    "credit_at": stmt.excluded.credit_at,
+                },
+                where=or_(UserFact.credit_at.is_(None), UserFact.credit_at < stmt.excluded.credit_at),
+            )
+        )

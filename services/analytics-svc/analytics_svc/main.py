@@ -4,15 +4,24 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from analytics_svc.analyses.endpoints import router as analyses_router
+from analytics_svc.attributes.endpoints import router as attributes_router
 from analytics_svc.consumers import Ingest
+from analytics_svc.devices.endpoints import router as devices_router
+from analytics_svc.hotspots import service as hotspots
+from analytics_svc.hotspots.endpoints import router as hotspots_router
 from analytics_svc.rollup import service as rollup
 from analytics_svc.settings import Settings
 from analytics_svc.stats.endpoints import router as stats_router
 from analytics_svc.supervision.endpoints import router as supervision_router
-from contracts import Topic
+from analytics_svc.webhooks import service as webhooks
+from analytics_svc.webhooks.endpoints import router as webhooks_router
+from contracts import Envelope, Topic
+from contracts.events import EventData
 from kit.app import ConsumerSpec, Runtime, create_service_app
+from kit.db import unit_of_work
 from kit.periodic import run_periodically
 
 TOPICS = [
@@ -22,6 +31,8 @@ TOPICS = [
     Topic.DEVICE_EJECTS,
     Topic.DEVICE_STATUS,
     Topic.DEVICE_TELEMETRY,
+    Topic.DEPOSITS,
+    Topic.CREDIT,
 ]
 
 
@@ -29,10 +40,30 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
 
     def consumers(_: Runtime) -> list[ConsumerSpec]:
-        return [ConsumerSpec(topics=TOPICS, handlers=Ingest(settings.zone).handlers())]
+        # Partner webhooks read in a group of their own: a slow partner never holds the facts up.
+        partner = {event_type: webhooks.on_event for event_type in webhooks.EVENT_TYPES}
+        return [
+            ConsumerSpec(topics=TOPICS, handlers=Ingest(settings.zone).handlers()),
+            ConsumerSpec(topics=list(webhooks.PARTNER_EVENTS), handlers=partner, name="webhooks"),
+        ]
 
     @asynccontextmanager
     async def lifespan(runtime: Runtime) -> AsyncIterator[None]:
+        rules = settings.hotspot_rules
+        runtime.extras["hotspot_rules"] = rules
+        if settings.hotspot_interval_s > 0:
+
+            async def publish(session: AsyncSession, data: EventData, key: str) -> Envelope:
+                return await runtime.publish(session, data, key=key)
+
+            async def evaluate_hotspots() -> None:
+                async with unit_of_work(runtime.sessionmaker) as session:
+                    await hotspots.evaluate(session, publish, rules)
+
+            runtime.spawn(
+                run_periodically(evaluate_hotspots, name="hotspots", interval_s=settings.hotspot_interval_s),
+                "hotspots",
+            )
         if settings.rollup_interval_s > 0:
 
             async def refresh_rollup() -> None:
@@ -42,12 +73,30 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 run_periodically(refresh_rollup, name="rollup-refresh", interval_s=settings.rollup_interval_s),
                 "rollup-refresh",
             )
+        if settings.webhook_interval_s > 0:
+            policy = settings.webhook_policy
+
+            async def deliver_webhooks() -> None:
+                await webhooks.deliver_due(runtime.sessionmaker, runtime.http, policy)
+
+            runtime.spawn(
+                run_periodically(deliver_webhooks, name="webhooks", interval_s=settings.webhook_interval_s),
+                "webhooks",
+            )
         yield
 
     return create_service_app(
         settings,
         title="analytics-svc",
-        routers=[stats_router, analyses_router, supervision_router],
+        routers=[
+            stats_router,
+            analyses_router,
+            hotspots_router,
+            devices_router,
+            attributes_router,
+            webhooks_router,
+            supervision_router,
+        ],
         consumers=consumers,
         extra_lifespan=lifespan,
     )

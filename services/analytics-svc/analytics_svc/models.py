@@ -5,8 +5,24 @@ group) leaves one fact. Personal data is kept to ids and times."""
 
 import uuid
 from datetime import date, datetime
+from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, Date, DateTime, Identity, Index, Integer, String, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Date,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.dialects.postgresql import UUID as PgUUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -28,6 +44,10 @@ class UserFact(Base):
     registered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     # The earliest rental start seen (LEAST of every one, so arrival order does not matter).
     first_rental_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # The newest credit change (`asset.credit.changed`, by its time); null: none seen (initial score).
+    credit_level: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    deposit_free: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    credit_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class RentalFact(Base):
@@ -84,6 +104,8 @@ class CabinetRegion(Base):
     as_of: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     # The newest stock report (cabinet inventories): banks physically in its slots.
     banks_present: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    banks_rentable: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    slot_count: Mapped[int | None] = mapped_column(Integer, nullable=True)
     stock_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
@@ -101,6 +123,11 @@ class BankFact(Base):
     cell: Mapped[str | None] = mapped_column(String(16), nullable=True)
     state_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     model: Mapped[str | None] = mapped_column(String(50), nullable=True)
+    # Attributes (bank analyses): from its ejects and its own module's reports, the newest by `health_at`.
+    in_service_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    charge_cycles: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    health_pct: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    health_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class UserDay(Base):
@@ -148,3 +175,125 @@ class SupervisionAccess(Base):
     path: Mapped[str] = mapped_column(String(200), nullable=False)
     query: Mapped[str] = mapped_column(String(500), nullable=False)
     regions: Mapped[str] = mapped_column(String(200), nullable=False)
+
+
+class RefusalFact(Base):
+    """A scan of a cabinet refused because it held no rentable bank (`device.eject.failed`,
+    `no_rentable_bank`): demand the cabinet could not serve."""
+
+    __tablename__ = "refusal_facts"
+    __table_args__ = (Index("ix_refusal_facts_at", "at"),)
+
+    command_id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), primary_key=True)
+    cabinet_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    reason: Mapped[str] = mapped_column(String(40), nullable=False)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class HotspotAlert(Base):
+    """A cell that ran dry or full (analytics_svc/hotspots): open while `cleared_at` is null, at most
+    one open per cell and kind; the figures and suggested moves are those of the latest evaluation."""
+
+    __tablename__ = "hotspot_alerts"
+    __table_args__ = (
+        Index("uq_hotspot_alerts_open", "cell", "kind", unique=True, postgresql_where=text("cleared_at IS NULL")),
+        Index("ix_hotspot_alerts_raised_at", "raised_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), primary_key=True)
+    cell: Mapped[str] = mapped_column(String(16), nullable=False)
+    kind: Mapped[str] = mapped_column(String(10), nullable=False)
+    division: Mapped[str | None] = mapped_column(String(6), nullable=True)
+    raised_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    cleared_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    evaluated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    borrows: Mapped[int] = mapped_column(Integer, nullable=False)
+    refused: Mapped[int] = mapped_column(Integer, nullable=False)
+    banks_available: Mapped[int] = mapped_column(Integer, nullable=False)
+    free_slots: Mapped[int] = mapped_column(Integer, nullable=False)
+    moves: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, nullable=False)
+
+
+class DevicePresence(Base):
+    """A cabinet's or bank module's newest online state (`device.presence.changed`, by event time). For an
+    offline device `last_seen_at` is final: it was last heard then."""
+
+    __tablename__ = "device_presence"
+
+    device_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(10), nullable=False)
+    online: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    last_seen_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class DepositFact(Base):
+    """A deposit paid (`kind` pay, `at` when paid) or a refund (`kind` refund, `at` when requested,
+    `paid_at` once the provider paid it). Only ids, amounts and times: for the regulator's aggregates."""
+
+    __tablename__ = "deposit_facts"
+    __table_args__ = (Index("ix_deposit_facts_kind_at", "kind", "at"),)
+
+    operation_id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), nullable=False)
+    kind: Mapped[str] = mapped_column(String(10), nullable=False)
+    amount_fen: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    paid_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class WebhookSubscription(Base):
+    """A partner's subscription: the event types it wants (a filter), where, and the secret that signs them."""
+
+    __tablename__ = "webhook_subscriptions"
+
+    id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), primary_key=True)
+    partner: Mapped[str] = mapped_column(String(100), nullable=False)
+    url: Mapped[str] = mapped_column(String(500), nullable=False)
+    secret: Mapped[str] = mapped_column(String(100), nullable=False)
+    event_types: Mapped[list[str]] = mapped_column(ARRAY(String(100)), nullable=False)
+    active: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("true"))
+    created_by: Mapped[str] = mapped_column(String(100), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class WebhookDelivery(Base):
+    """One event for one subscription: pending (due at `next_attempt_at`), delivered, or dead (the dead-letter
+    list, after `WEBHOOK_MAX_ATTEMPTS`); replayed by hand back to pending."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        UniqueConstraint("subscription_id", "event_id", name="uq_webhook_deliveries_subscription_event"),
+        CheckConstraint("status IN ('pending', 'delivered', 'dead')", name="status"),
+        Index("ix_webhook_deliveries_due", "next_attempt_at", postgresql_where=text("status = 'pending'")),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), primary_key=True)
+    subscription_id: Mapped[uuid.UUID] = mapped_column(
+        PgUUID(as_uuid=True), ForeignKey("webhook_subscriptions.id"), nullable=False
+    )
+    event_id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), nullable=False)
+    event_type: Mapped[str] = mapped_column(String(100), nullable=False)
+    payload: Mapped[str] = mapped_column(Text, nullable=False)
+    status: Mapped[str] = mapped_column(String(12), nullable=False)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    last_error: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class WebhookAttempt(Base):
+    """The delivery log: every POST, its answer or error, and how long it took."""
+
+    __tablename__ = "webhook_attempts"
+    __table_args__ = (Index("ix_webhook_attempts_delivery_id", "delivery_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    delivery_id: Mapped[uuid.UUID] = mapped_column(
+        PgUUID(as_uuid=True), ForeignKey("webhook_deliveries.id"), nullable=False
+    )
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    error: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    duration_ms: Mapped[int] = mapped_column(Integer, nullable=False)

@@ -3,6 +3,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import SecretStr, field_validator
 
+from analytics_svc.hotspots.rules import HotspotRules
+from analytics_svc.webhooks.service import Policy as WebhookPolicy
 from kit.settings import ServiceSettings
 
 
@@ -14,6 +16,22 @@ class Settings(ServiceSettings):
     lost_after_hours: int = 72
     # How often the hourly rollup is rebuilt for the hours facts changed in (0: never, tests drive it).
     rollup_interval_s: float = 2.0
+    # The battery's cycle budget (7.4.1) and the share of it from which a bank is "approaching" its limit.
+    bank_cycle_budget: int = 1000
+    bank_cycle_warning_ratio: float = 0.95
+    # Hotspot alerts (analytics_svc/hotspots): every cell evaluated this often (0: never, tests drive it).
+    hotspot_interval_s: float = 30.0
+    hotspot_window_s: float = 3600.0
+    hotspot_min_demand: int = 3
+    hotspot_dry_max_banks: int = 1
+    hotspot_full_max_free: int = 1
+    hotspot_radius: int = 3
+    # Partner webhooks (analytics_svc/webhooks): due deliveries sent every interval (0: never, tests drive it).
+    webhook_interval_s: float = 1.0
+    webhook_timeout_s: float = 5.0
+    webhook_max_attempts: int = 8
+    webhook_backoff_s: float = 2.0
+    webhook_backoff_max_s: float = 3600.0
     # Government supervision interface (MDS 2.0 Provider API, docs/supervision.md).
     mds_provider_id: uuid.UUID = uuid.UUID("5f7114d1-4091-46ee-b492-e55875f7de00")
     mds_provider_name: str = "Power bank platform"
@@ -35,3 +53,22 @@ class Settings(ServiceSettings):
     @property
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.stats_timezone)
+
+    @property
+    def hotspot_rules(self) -> HotspotRules:
+        return HotspotRules(
+            window_s=self.hotspot_window_s,
+            min_demand=self.hotspot_min_demand,
+            dry_max_banks=self.hotspot_dry_max_banks,
+            full_max_free=self.hotspot_full_max_free,
+            radius=self.hotspot_radius,
+        )
+
+    @property
+    def webhook_policy(self) -> WebhookPolicy:
+        return WebhookPolicy(
+            timeout_s=self.webhook_timeout_s,
+            max_attempts=self.webhook_max_attempts,
+            backoff_s=self.webhook_backoff_s,
+            backoff_max_s=self.webhook_backoff_max_s,
+        )

@@ -11,7 +11,7 @@ from sqlalchemy.exc import DBAPIError
 
 from asset_credit_svc.charges import service as charges
 from asset_credit_svc.credit import service as credit
-from contracts import Topic, new_event
+from contracts import Topic, event_adapter, new_event
 from contracts.events import ChargeRequested, RentalEnded
 from kit.db import unit_of_work
 
@@ -57,6 +57,23 @@ async def test_rules_move_the_score_once_per_source(svc) -> None:
     assert body["credit_score"] == expected == 375
     assert body["credit_level"] == "poor"
     assert body["borrow_refusal"] == "deposit_required"
+    # Each change is an event for analytics' user attributes (asset.credit.v1), through the outbox.
+    async with svc.runtime.engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                text("SELECT payload FROM outbox WHERE topic = 'asset.credit.v1' AND key = :k ORDER BY id"),
+                {"k": str(user)},
+            )
+        ).all()
+    changes = [event_adapter.validate_json(payload).data for (payload,) in rows]
+    assert [(c.score, c.reason) for c in changes] == [
+        (605, "on_time_return"),
+        (575, "overdue_return"),
+        (425, "lost_bank"),
+        (375, "unpaid_debt"),
+    ]
+    assert changes[-1].level == "poor"
+    assert [c.deposit_free for c in changes] == [c.score >= settings.credit_no_deposit_min for c in changes]
     history = (await svc.client.get("/v1/credit/history", headers=svc.auth(user))).json()["items"]
     assert [(h["reason"], h["delta"]) for h in history] == [
         ("unpaid_debt", -50),

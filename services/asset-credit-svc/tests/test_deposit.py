@@ -9,6 +9,7 @@ from sqlalchemy import text
 
 from asset_credit_svc.charges import service as charges
 from asset_credit_svc.deposit import service as deposits
+from contracts import event_adapter
 from contracts.events import ChargeRequested
 from kit.db import unit_of_work
 
@@ -138,6 +139,18 @@ async def test_refund_is_refused_while_renting_or_owing_then_goes_back_to_the_pr
         svc, "SELECT transaction_id FROM postings GROUP BY transaction_id HAVING sum(amount_fen) <> 0"
     )
     assert unbalanced == []
+    # What the regulator's deposit figures are built from (analytics-svc), through the outbox.
+    rows = await sql(
+        svc, "SELECT payload FROM outbox WHERE key = :k AND topic = 'asset.deposits.v1' ORDER BY id", k=str(user)
+    )
+    events = [event_adapter.validate_json(payload).data for (payload,) in rows]
+    assert [(e.type, e.amount_fen) for e in events] == [
+        ("asset.deposit.paid", DEPOSIT),
+        ("asset.deposit.refund_requested", DEPOSIT),
+        ("asset.deposit.refunded", DEPOSIT),
+    ]
+    assert events[2].refund_id == events[1].refund_id == uuid.UUID(done.json()["operation_id"])
+    assert events[2].paid_at >= events[2].requested_at
 
 
 async def test_concurrent_refunds_refund_once(svc) -> None:

@@ -16,6 +16,8 @@ from device_svc.faults.endpoints import router as faults_router
 from device_svc.geo.endpoints import router as geo_router
 from device_svc.lighting.endpoints import router as lighting_router
 from device_svc.lighting.service import LightRules, run_schedule
+from device_svc.maintenance import service as maintenance
+from device_svc.maintenance.endpoints import router as maintenance_router
 from device_svc.mqtt.dispatch import DeviceLanes, IntakeLanes
 from device_svc.mqtt.downlink import Downlink
 from device_svc.mqtt.gateway import MqttGateway
@@ -30,6 +32,7 @@ from device_svc.telemetry.ingest import TelemetryIngest
 from device_svc.telemetry.service import BankDevices, BankRules
 from device_svc.telemetry.snapshots import SnapshotIngest
 from kit.app import Runtime, create_service_app
+from kit.db import unit_of_work
 from kit.periodic import Alarm, run_periodically
 
 
@@ -101,6 +104,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ),
             critical_concurrency=settings.critical_concurrency,
         )
+        task_rules = maintenance.TaskRules(
+            cycle_budget=settings.bank_cycle_budget,
+            cycle_warning_ratio=settings.bank_cycle_warning_ratio,
+            min_health_pct=settings.bank_min_health_pct,
+            cabinet_offline_after_s=settings.maintenance_cabinet_offline_after_s,
+        )
         lanes = IntakeLanes(
             lambda: DeviceLanes(
                 processor.process,
@@ -119,6 +128,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             telemetry=telemetry,
             snapshots=snapshots,
             rules=rules,
+            task_rules=task_rules,
         )
         light_rules = LightRules(
             user_light_s=settings.user_light_s,
@@ -181,6 +191,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             run_periodically(sweep_bank_modules, name="bank-sweeper", interval_s=settings.freshness_sweep_interval_s),
             "bank-sweeper",
         )
+
+        async def open_maintenance_tasks() -> None:
+            async with unit_of_work(runtime.sessionmaker) as session:
+                await maintenance.open_tasks(session, runtime, task_rules)
+
+        runtime.spawn(
+            run_periodically(
+                open_maintenance_tasks, name="maintenance-tasks", interval_s=settings.maintenance_scan_interval_s
+            ),
+            "maintenance-tasks",
+        )
         try:
             yield
         finally:
@@ -198,6 +219,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             rented_router,  # /v1/banks/rented-by-me before /v1/banks/{id}
             registry_router,
             ops_router,
+            maintenance_router,
             admin_router,
         ],  # geo first: /cabinets/nearby before /cabinets/{id}
         consumers=consumer_specs,

@@ -251,3 +251,55 @@ class BankFaultReport(Base):
     cleared_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     cleared_by: Mapped[str | None] = mapped_column(String(100))
     note: Mapped[str | None] = mapped_column(Text)
+
+
+MAINTENANCE_OPEN_STATUSES = ("open", "assigned", "in_progress")
+
+
+class MaintenanceTask(Base):
+    """Work for field staff about one device, from an alarm, a fault report or the cycle/health rule
+    (device_svc/maintenance); at most one open task per device and cause."""
+
+    __tablename__ = "maintenance_tasks"
+
+    id: Mapped[UUID] = mapped_column(PgUUID(as_uuid=True), primary_key=True)
+    device_id: Mapped[str] = mapped_column(String(64))
+    device_kind: Mapped[str] = mapped_column(String(10))
+    cause: Mapped[str] = mapped_column(String(30))
+    detail: Mapped[str] = mapped_column(String(200), server_default="")
+    cabinet_id: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(20), server_default="open")
+    assignee: Mapped[str | None] = mapped_column(String(100))
+    note: Mapped[str | None] = mapped_column(Text)
+    opened_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        CheckConstraint("status IN ('open', 'assigned', 'in_progress', 'done', 'cancelled')", name="status"),
+        CheckConstraint("device_kind IN ('cabinet', 'bank')", name="device_kind"),
+        Index(
+            "uq_maintenance_tasks_open",
+            "device_id",
+            "cause",
+            unique=True,
+            postgresql_where=text("status IN ('open', 'assigned', 'in_progress')"),
+        ),
+        Index("ix_maintenance_tasks_status_opened_at", "status", "opened_at"),
+        Index("ix_maintenance_tasks_device_cause", "device_id", "cause", "closed_at"),
+    )
+
+
+class MaintenanceTaskHistory(Base):
+    __tablename__ = "maintenance_task_history"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    task_id: Mapped[UUID] = mapped_column(PgUUID(as_uuid=True), ForeignKey("maintenance_tasks.id"))
+    action: Mapped[str] = mapped_column(String(20))
+    from_status: Mapped[str | None] = mapped_column(String(20))
+    to_status: Mapped[str] = mapped_column(String(20))
+    by: Mapped[str] = mapped_column(String(100))
+    note: Mapped[str] = mapped_column(Text, server_default="")
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (Index("ix_maintenance_task_history_task_id", "task_id", "id"),)

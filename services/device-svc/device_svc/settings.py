@@ -63,6 +63,10 @@ class Settings(ServiceSettings):
     user_light_limit: int = 5
     user_light_window_s: float = 600.0
     night_light_check_s: float = 300.0
+    # Maintenance tasks (device_svc/maintenance): opened from current conditions every interval; a cabinet
+    # silent this long gets one.
+    maintenance_scan_interval_s: float = 30.0
+    maintenance_cabinet_offline_after_s: float = 1800.0
     # Heartbeats and bank reports are written in batches (one transaction each): at most this many
     # messages per batch, by this many writers at once.
     telemetry_batch_max: int = 500

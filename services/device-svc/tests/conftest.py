@@ -56,6 +56,7 @@ OUTPUT_TOPICS = [
     Topic.DEVICE_TELEMETRY,
     Topic.DEVICE_REJECTIONS,
     Topic.DEVICE_FAULTS,
+    Topic.MAINTENANCE,
 ]
 
 

@@ -9,12 +9,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from analytics_svc.settings import Settings
-from analytics_svc.supervision import mds
+from analytics_svc.supervision import deposits, mds
 from analytics_svc.supervision import repository as repo
 from analytics_svc.supervision.service import Feed
 from kit.app import RuntimeDep
 from kit.auth import Principal, require_regulator
 from kit.db import SessionDep, unit_of_work
+from kit.errors import Forbidden
 
 Regulator = Annotated[Principal, Depends(require_regulator())]
 RECENT_WINDOW = timedelta(weeks=2)
@@ -143,13 +144,13 @@ async def stops(_: Access, feed: FeedDep, settings: SettingsDep) -> Response:
     return _near_real_time(settings, {"stops": await feed.stops()})
 
 
-@router.get("/reports")
-async def reports(
-    _: Access,
-    feed: FeedDep,
-    month: Annotated[str | None, Query(description="YYYY-MM (UTC)")] = None,
-) -> Response:
-    """Monthly CSV (trips and riders per division, counts under 10 redacted as -1)."""
+class NotRegional(Forbidden):
+    code = "not_regional"
+    title = "Deposits are held per user, not per region: a credential limited to regions cannot read them"
+
+
+def _month(month: str | None) -> tuple[datetime, datetime] | Response:
+    """`YYYY-MM` (UTC): 400 malformed, 404 not begun, 202 not complete, else its [start, end)."""
     match = _MONTH.match(month or "")
     if match is None or not 1 <= int(match.group(2)) <= 12:
         raise mds.BadParam("`month` is required as YYYY-MM", error="bad_param", param="month")
@@ -161,9 +162,46 @@ async def reports(
         raise mds.HourNotFound(f"{month} has not begun", error="not_found")
     if end > now:
         return mds.mds_json({"status": "processing", "detail": f"{month} is not complete yet"}, status=202)
-    body = await feed.report_csv(start, end)
+    return start, end
+
+
+@router.get("/reports")
+async def reports(
+    _: Access,
+    feed: FeedDep,
+    month: Annotated[str | None, Query(description="YYYY-MM (UTC)")] = None,
+) -> Response:
+    """Monthly CSV (trips and riders per division, counts under 10 redacted as -1)."""
+    window = _month(month)
+    if isinstance(window, Response):
+        return window
+    body = await feed.report_csv(*window)
     return Response(
         body,
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="mds-report-{month}.csv"'},
     )
+
+
+@router.get("/deposits")
+async def deposits_now(principal: Access, session: SessionDep, settings: SettingsDep) -> Response:
+    """Deposits held now and refunds not yet paid (near real time: `last_updated`, `ttl`)."""
+    if principal.supervision_regions:
+        raise NotRegional(error="forbidden")
+    return _near_real_time(settings, {"deposits": await deposits.now(session)})
+
+
+@router.get("/deposits/monthly")
+async def deposits_monthly(
+    principal: Access,
+    session: SessionDep,
+    month: Annotated[str | None, Query(description="YYYY-MM (UTC)")] = None,
+) -> Response:
+    """Deposits paid and refunds requested in a month, how many of those refunds were paid, within a day,
+    and the seconds from request to payment (median, 95th percentile, longest). Hourly-style rules."""
+    if principal.supervision_regions:
+        raise NotRegional(error="forbidden")
+    window = _month(month)
+    if isinstance(window, Response):
+        return window
+    return mds.mds_json({"deposits": await deposits.month(session, str(month), *window)})

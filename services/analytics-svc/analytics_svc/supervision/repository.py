@@ -4,7 +4,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, false, or_, select, true
+from sqlalchemy import ColumnElement, false, or_, select, text, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from analytics_svc.models import BankFact, CabinetRegion, RentalFact, SupervisionAccess
@@ -67,3 +67,53 @@ async def trips_in_month(
 
 def record_access(session: AsyncSession, **values: Any) -> None:
     session.add(SupervisionAccess(**values))
+
+
+async def deposits_held(session: AsyncSession) -> Any:
+    """(users holding a deposit, fen held) now: paid minus refunded, per user."""
+    return (
+        await session.execute(
+            text(
+                """SELECT count(*) FILTER (WHERE held > 0), coalesce(sum(held) FILTER (WHERE held > 0), 0)
+                FROM (SELECT sum(CASE WHEN kind = 'pay' THEN amount_fen ELSE -amount_fen END) AS held
+                      FROM deposit_facts GROUP BY user_id) AS per_user"""
+            )
+        )
+    ).one()
+
+
+async def refunds_pending(session: AsyncSession) -> Any:
+    """(refunds requested and not paid yet, their fen, the oldest request time)."""
+    return (
+        await session.execute(
+            text(
+                """SELECT count(*), coalesce(sum(amount_fen), 0), min(at) FROM deposit_facts
+                WHERE kind = 'refund' AND paid_at IS NULL"""
+            )
+        )
+    ).one()
+
+
+async def deposits_in(session: AsyncSession, start: datetime, end: datetime) -> Any:
+    """Deposits paid and refunds requested in [start, end), and how those refunds were paid."""
+    return (
+        await session.execute(
+            text(
+                """SELECT
+                  count(*) FILTER (WHERE kind = 'pay'),
+                  coalesce(sum(amount_fen) FILTER (WHERE kind = 'pay'), 0),
+                  count(*) FILTER (WHERE kind = 'refund'),
+                  coalesce(sum(amount_fen) FILTER (WHERE kind = 'refund'), 0),
+                  count(*) FILTER (WHERE kind = 'refund' AND paid_at IS NOT NULL),
+                  coalesce(sum(amount_fen) FILTER (WHERE kind = 'refund' AND paid_at IS NOT NULL), 0),
+                  count(*) FILTER (WHERE kind = 'refund' AND paid_at <= at + interval '1 day'),
+                  percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM paid_at - at))
+                    FILTER (WHERE kind = 'refund' AND paid_at IS NOT NULL),
+                  percentile_cont(0.95) WITHIN GROUP (ORDER BY extract(epoch FROM paid_at - at))
+                    FILTER (WHERE kind = 'refund' AND paid_at IS NOT NULL),
+                  max(extract(epoch FROM paid_at - at)) FILTER (WHERE kind = 'refund' AND paid_at IS NOT NULL)
+                FROM deposit_facts WHERE at >= :start AND at < :end"""
+            ),
+            {"start": start, "end": end},
+        )
+    ).one()

@@ -104,10 +104,18 @@ async def change(
     session.add(record)
     current.score = after
     current.updated_at = func.now()
-    await session.flush()
-    # The level after the change, for notify-svc's campaign audience; in this transaction (outbox).
-    changed = CreditChanged(user_id=user_id, score=after, level=level_of(settings, after), at=datetime.now(UTC))
+    # Through the outbox in this transaction (analytics' user attributes, notify-svc's campaign audience).
+    changed = CreditChanged(
+        user_id=user_id,
+        score=after,
+        delta=record.delta,
+        level=level_of(settings, after),
+        deposit_free=after >= settings.credit_no_deposit_min,
+        reason=reason,
+        at=datetime.now(UTC),
+    )
     await add_event(session, changed, key=str(user_id), producer=settings.service_name)
+    await session.flush()
     log.info("credit changed", extra={"user_id": str(user_id), "delta": record.delta, "reason": reason})
     return record
 

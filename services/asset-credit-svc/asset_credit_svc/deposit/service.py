@@ -37,6 +37,7 @@ from asset_credit_svc.models import (
 )
 from asset_credit_svc.payments.providers import PaymentNotification, PaymentOrder, PaymentProviderError
 from asset_credit_svc.payments.service import AmountMismatch, ChannelMismatch, IdempotencyKeyReused, provider_for
+from contracts.events import DepositPaid, DepositRefunded, DepositRefundRequested
 from kit.app import Runtime
 from kit.db import after_commit, unit_of_work
 from kit.errors import Conflict, NotFound
@@ -203,6 +204,17 @@ async def apply_notification(
     )
     operation.status = DepositStatus.SUCCEEDED.value
     operation.transaction_id = posted.id if posted else None
+    await runtime.publish(
+        session,
+        DepositPaid(
+            deposit_id=operation.id,
+            user_id=operation.user_id,
+            amount_fen=operation.amount_fen,
+            channel=channel,
+            at=operation.completed_at,
+        ),
+        key=str(operation.user_id),
+    )
     await session.flush()
     log.info("deposit paid", extra={"deposit_id": str(operation.id), "amount_fen": operation.amount_fen})
     return "succeeded"
@@ -296,6 +308,17 @@ async def refund(
     operation = await session.get(DepositOperation, refund_id)
     assert operation is not None
     operation.transaction_id = posted.id if posted else None
+    await runtime.publish(
+        session,
+        DepositRefundRequested(
+            refund_id=operation.id,
+            user_id=user_id,
+            amount_fen=held,
+            source=source,
+            requested_at=operation.created_at,
+        ),
+        key=str(user_id),
+    )
     await session.flush()
     _refund_after_commit(session, runtime, operation.id)
     log.info("deposit refund booked", extra={"deposit_id": str(refund_id), "amount_fen": held, "source": source})
@@ -331,6 +354,17 @@ async def confirm_refund(session: AsyncSession, runtime: Runtime, refund_id: uui
         return False
     operation.status = DepositStatus.SUCCEEDED.value
     operation.completed_at = datetime.now(UTC)
+    await runtime.publish(
+        session,
+        DepositRefunded(
+            refund_id=operation.id,
+            user_id=operation.user_id,
+            amount_fen=operation.amount_fen,
+            requested_at=operation.created_at,
+            paid_at=operation.completed_at,
+        ),
+        key=str(operation.user_id),
+    )
     await session.flush()
     return True
 

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 from uuid import UUID
 
 from sqlalchemy import func, select, update
@@ -34,6 +35,7 @@ Publish = Callable[[AsyncSession, EventData, str], Awaitable[Envelope]]
 class _Choice:
     bank: BankView | None
     refusal: tuple[EjectFailureReason, str] | None
+    cabinet_id: str | None = None  # the scanned cabinet, when no bank was picked from it
 
 
 class EjectService:
@@ -71,9 +73,8 @@ class EjectService:
         if choice.bank is None or choice.refusal is not None:
             reason, detail = choice.refusal or (EjectFailureReason.UNKNOWN_CODE, "")
             bank = choice.bank
-            await self._refuse(
-                session, cmd, bank.id if bank else None, bank.cabinet_id if bank else None, reason, detail
-            )
+            cabinet_id = bank.cabinet_id if bank else choice.cabinet_id
+            await self._refuse(session, cmd, bank.id if bank else None, cabinet_id, reason, detail)
             return
         bank = choice.bank
         assert bank.cabinet_id is not None
@@ -136,7 +137,7 @@ class EjectService:
         if cabinet is None:
             return _Choice(None, (EjectFailureReason.UNKNOWN_CODE, "no bank or cabinet has this code"))
         if not cabinet.online:
-            return _Choice(None, (EjectFailureReason.CABINET_OFFLINE, f"cabinet {cabinet.id} is offline"))
+            return _Choice(None, (EjectFailureReason.CABINET_OFFLINE, f"cabinet {cabinet.id} is offline"), cabinet.id)
         rows = (
             await session.execute(
                 select(Bank, Slot.fault)
@@ -156,7 +157,8 @@ class EjectService:
         views = [_to_view(b, fault, b.id in pending) for b, fault in rows]
         best = pick_best_bank(views, self._min_battery)
         if best is None:
-            return _Choice(None, (EjectFailureReason.NO_RENTABLE_BANK, f"cabinet {cabinet.id} has no rentable bank"))
+            reason = (EjectFailureReason.NO_RENTABLE_BANK, f"cabinet {cabinet.id} has no rentable bank")
+            return _Choice(None, reason, cabinet.id)
         return _Choice(best, None)
 
     async def _view(self, session: AsyncSession, bank: Bank) -> BankView:
@@ -248,9 +250,15 @@ class EjectService:
         bank = await repo.get_bank(session, command.bank_id, for_update=True)
         battery = 0
         model = None
+        attributes: dict[str, Any] = {}
         if bank is not None:
             battery = bank.battery_pct or 0
             model = bank.model
+            attributes = {
+                "bank_in_service_at": bank.in_service_at,
+                "bank_charge_cycles": bank.charge_cycles,
+                "bank_health_pct": bank.health_pct,
+            }
             bank.state = "rented"
             bank.cabinet_id = None
             bank.slot_no = None
@@ -266,6 +274,7 @@ class EjectService:
             battery_pct=battery,
             ejected_at=ejected_at,
             bank_model=model,
+            **attributes,
             region=region_at(cabinet.lat, cabinet.lon, cabinet.region) if cabinet else None,
         )
         await self._publish(session, event, command.cabinet_id)

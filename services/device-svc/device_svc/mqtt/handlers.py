@@ -270,6 +270,7 @@ class MessageProcessor:
         present: int | None = None,
         rentable: int | None = None,
         region: RegionRef | None = None,
+        slots: int | None = None,
     ) -> None:
         reported_at, _ = checked_device_time(device_ms, received_at, not_before=None, max_skew_s=self._max_skew)
         event = DeviceTelemetryReported(
@@ -279,6 +280,7 @@ class MessageProcessor:
             rssi_dbm=rssi,
             banks_present=present,
             banks_rentable=rentable,
+            slot_count=slots,
             region=region,
         )
         await self._publish(session, event, device_id)
@@ -297,7 +299,9 @@ class MessageProcessor:
         if not await repo.advance_inventory_at(session, cabinet.id, reported_at):
             log.info("older slot snapshot ignored", extra={"device_id": cabinet.id, "msg_id": msg.msg_id})
             present = sum(1 for s in msg.slots if s.bank_id is not None)
-            await self._telemetry(session, cabinet.id, msg.ts, at, present=present, region=_region(cabinet))
+            await self._telemetry(
+                session, cabinet.id, msg.ts, at, present=present, region=_region(cabinet), slots=cabinet.slot_count
+            )
             return
         if isinstance(msg, Hello):
             cabinet.firmware = msg.firmware
@@ -345,7 +349,14 @@ class MessageProcessor:
                 rentable += 1
         present = sum(1 for s in snapshot.values() if s.bank_id is not None)
         await self._telemetry(
-            session, cabinet.id, msg.ts, at, present=present, rentable=rentable, region=_region(cabinet)
+            session,
+            cabinet.id,
+            msg.ts,
+            at,
+            present=present,
+            rentable=rentable,
+            region=_region(cabinet),
+            slots=cabinet.slot_count,
         )
 
     async def _place(

@@ -354,6 +354,7 @@ class SnapshotIngest:
             received_at=at,
             banks_present=snapshot.present,
             banks_rentable=snapshot.rentable,
+            slot_count=row.slot_count,
             region=region_at(row.lat, row.lon, row.region),
         )
         batch.feed.append((event, row.id, item.correlation_id, feed_event_id(row.id, msg.msg_id)))

@@ -1,0 +1,89 @@
+"""Partner webhooks for staff (permission `partners:manage`): subscriptions with a filter, deliveries,
+the dead-letter list, replay, and each delivery's attempt log."""
+
+import uuid
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Query
+
+from analytics_svc.webhooks import repository as repo
+from analytics_svc.webhooks import service
+from analytics_svc.webhooks.schemas import (
+    AttemptOut,
+    DeliveryList,
+    DeliveryOut,
+    SubscriptionCreated,
+    SubscriptionIn,
+    SubscriptionList,
+    SubscriptionOut,
+)
+from kit.auth import Principal, require_permission
+from kit.db import SessionDep
+from kit.errors import BusinessError
+
+PartnerAdmin = Annotated[Principal, Depends(require_permission("partners:manage"))]
+Limit = Annotated[int, Query(ge=1, le=1000)]
+
+router = APIRouter(prefix="/v1/admin/webhooks", tags=["partner webhooks"])
+
+
+class UnknownEventType(BusinessError):
+    status = 422
+    code = "unknown_event_type"
+    title = "Partners may subscribe to these event types only"
+
+
+@router.post("", response_model=SubscriptionCreated, status_code=201)
+async def subscribe(body: SubscriptionIn, who: PartnerAdmin, session: SessionDep) -> SubscriptionCreated:
+    unknown = sorted(set(body.event_types) - service.EVENT_TYPES)
+    if unknown:
+        raise UnknownEventType(f"Not offered to partners: {', '.join(unknown)}", allowed=sorted(service.EVENT_TYPES))
+    created = await service.subscribe(
+        session, partner=body.partner, url=str(body.url), event_types=body.event_types, by=who.subject
+    )
+    return SubscriptionCreated.model_validate(created, from_attributes=True)
+
+
+@router.get("", response_model=SubscriptionList)
+async def subscriptions(_: PartnerAdmin, session: SessionDep) -> SubscriptionList:
+    items = [SubscriptionOut.model_validate(s, from_attributes=True) for s in await repo.subscriptions(session)]
+    return SubscriptionList(items=items)
+
+
+@router.delete("/{subscription_id}", status_code=204)
+async def unsubscribe(subscription_id: uuid.UUID, _: PartnerAdmin, session: SessionDep) -> None:
+    if not await repo.deactivate(session, subscription_id):
+        raise service.SubscriptionNotFound(f"Webhook subscription {subscription_id} does not exist")
+
+
+@router.get("/{subscription_id}/deliveries", response_model=DeliveryList)
+async def deliveries(
+    subscription_id: uuid.UUID,
+    _: PartnerAdmin,
+    session: SessionDep,
+    status: Literal["pending", "delivered", "dead"] | None = None,
+    limit: Limit = 200,
+) -> DeliveryList:
+    found = await repo.deliveries(session, subscription_id=subscription_id, status=status, limit=limit)
+    return DeliveryList(items=[DeliveryOut.model_validate(d, from_attributes=True) for d in found])
+
+
+@router.get("/dead-letters", response_model=DeliveryList)
+async def dead_letters(_: PartnerAdmin, session: SessionDep, limit: Limit = 200) -> DeliveryList:
+    """Deliveries given up after the last attempt, newest first: replay them once the partner is back."""
+    found = await repo.deliveries(session, subscription_id=None, status="dead", limit=limit)
+    return DeliveryList(items=[DeliveryOut.model_validate(d, from_attributes=True) for d in found])
+
+
+@router.get("/deliveries/{delivery_id}", response_model=DeliveryOut)
+async def delivery(delivery_id: uuid.UUID, _: PartnerAdmin, session: SessionDep) -> DeliveryOut:
+    found = await repo.deliveries_by_id(session, delivery_id)
+    if found is None:
+        raise service.DeliveryNotFound(f"Webhook delivery {delivery_id} does not exist")
+    log = [AttemptOut.model_validate(a, from_attributes=True) for a in await repo.attempts(session, delivery_id)]
+    return DeliveryOut.model_validate(found, from_attributes=True).model_copy(update={"log": log})
+
+
+@router.post("/deliveries/{delivery_id}/replay", response_model=DeliveryOut)
+async def replay(delivery_id: uuid.UUID, _: PartnerAdmin, session: SessionDep) -> DeliveryOut:
+    return DeliveryOut.model_validate(await service.replay(session, delivery_id), from_attributes=True)

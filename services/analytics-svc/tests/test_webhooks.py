@@ -1,0 +1,166 @@
+"""Partner webhooks (issue 11) against a real local HTTP receiver that answers 500, times out, then 200:
+filtered subscriptions, HMAC-signed payloads with a timestamp, exponential back-off, the dead-letter list,
+manual replay and the delivery log. The delivery pass is driven with explicit times (no sleeping through
+back-offs); the HTTP is real."""
+
+import asyncio
+import contextlib
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from analytics_svc.webhooks.service import Policy, deliver_due
+from analytics_svc.webhooks.signing import verify
+from contracts import event_adapter
+from contracts.events import DeviceAlarmKind, DeviceAlarmRaised
+from kit.db import make_sessionmaker
+from kit.testing import eventually
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class Receiver:
+    """Answers each path from its script (`500`, `timeout`, `200`; the last entry repeats)."""
+
+    port: int = 0
+    scripts: dict[str, list[str]] = field(default_factory=dict)
+    received: list[tuple[str, dict[str, str], bytes]] = field(default_factory=list)
+
+    async def handle(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        self.received.append((name, dict(request.headers), await request.body()))
+        script = self.scripts.setdefault(name, ["200"])
+        action = script.pop(0) if len(script) > 1 else script[0]
+        if action == "timeout":
+            await asyncio.sleep(2)
+            return Response(status_code=200)
+        return Response(status_code=int(action))
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{name}"
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    found = Receiver()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        found.port = s.getsockname()[1]
+    app = Starlette(routes=[Route("/{name}", found.handle, methods=["POST"])])
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=found.port, log_level="warning"))
+    task = asyncio.create_task(server.serve())
+
+    async def started() -> bool:
+        return bool(server.started)
+
+    await eventually(started, timeout=10, what="the receiver listening")
+    yield found
+    server.should_exit = True
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(task, 5)
+
+
+async def test_signed_deliveries_back_off_dead_letter_and_replay(client, bus, admin, db, receiver) -> None:
+    staff = admin("operator")
+    receiver.scripts = {"a": ["500", "timeout", "200"], "b": ["500"]}
+    subs: dict[str, Any] = {}
+    for name, types in (
+        ("a", ["device.alarm.raised"]),
+        ("b", ["device.alarm.raised"]),
+        ("c", ["analytics.hotspot.raised"]),
+    ):
+        body = {"partner": f"partner-{name}", "url": receiver.url(name), "event_types": types}
+        created = await client.post("/v1/admin/webhooks", json=body, headers=staff)
+        assert created.status_code == 201, created.text
+        subs[name] = created.json()
+    assert subs["a"]["secret"].startswith("whsec_")
+    listed = (await client.get("/v1/admin/webhooks", headers=staff)).json()["items"]
+    assert len(listed) == 3 and all("secret" not in s for s in listed)
+    refused = await client.post(
+        "/v1/admin/webhooks",
+        json={"partner": "p", "url": receiver.url("x"), "event_types": ["billing.rental.started"]},
+        headers=staff,
+    )
+    assert (refused.status_code, refused.json()["code"]) == (422, "unknown_event_type")  # carries user ids
+    assert (await client.get("/v1/admin/webhooks", headers=admin("analyst"))).status_code == 403
+
+    alarm = DeviceAlarmRaised(
+        device_id="PB-W1", kind=DeviceAlarmKind.HIGH_TEMPERATURE, at=datetime.now(UTC), detail="65 °C"
+    )
+    envelope = await bus.publish(alarm, "PB-W1")
+    await bus.send(envelope)  # a copy: still one delivery per subscription
+
+    async def deliveries(name: str) -> list[dict[str, Any]]:
+        url = f"/v1/admin/webhooks/{subs[name]['id']}/deliveries"
+        return list((await client.get(url, headers=staff)).json()["items"])
+
+    for _ in range(200):
+        if await deliveries("a") and await deliveries("b"):
+            break
+        await asyncio.sleep(0.05)
+    assert len(await deliveries("a")) == len(await deliveries("b")) == 1
+    assert await deliveries("c") == []  # filtered out
+
+    sessionmaker = make_sessionmaker(db)
+    policy = Policy(timeout_s=0.3, max_attempts=3, backoff_s=1.0)
+    t0 = datetime.now(UTC)
+    async with httpx.AsyncClient() as http:
+
+        async def run(at: datetime) -> int:
+            return await deliver_due(sessionmaker, http, policy, at)
+
+        assert await run(t0) == 2  # a: 500, b: 500
+        assert await run(t0 + timedelta(seconds=0.5)) == 0  # backing off 1 s
+        assert await run(t0 + timedelta(seconds=1.1)) == 2  # a: timeout, b: 500
+        assert await run(t0 + timedelta(seconds=2.5)) == 0  # backing off 2 s now
+        assert await run(t0 + timedelta(seconds=3.2)) == 2  # a: 200, b: 500, its third: dead
+        assert await run(t0 + timedelta(hours=1)) == 0
+
+        [a] = await deliveries("a")
+        assert (a["status"], a["attempts"], a["event_id"]) == ("delivered", 3, str(envelope.event_id))
+        log = (await client.get(f"/v1/admin/webhooks/deliveries/{a['id']}", headers=staff)).json()["log"]
+        assert [(x["status_code"], x["error"]) for x in log] == [(500, None), (None, "timeout"), (200, None)]
+        dead = (await client.get("/v1/admin/webhooks/dead-letters", headers=staff)).json()["items"]
+        [b] = dead
+        assert (b["subscription_id"], b["status"], b["attempts"], b["last_error"]) == (
+            subs["b"]["id"],
+            "dead",
+            3,
+            "HTTP 500",
+        )
+
+        # Every request was signed with its subscription's secret and a timestamp, over the exact body.
+        for name, headers, body in receiver.received:
+            assert verify(subs[name]["secret"], headers["x-pb-signature"], body, now=int(time.time()), tolerance_s=3600)
+            assert not verify(subs["c"]["secret"], headers["x-pb-signature"], body, now=int(time.time()))
+            assert event_adapter.validate_json(body).event_id == envelope.event_id
+            assert headers["x-pb-event-type"] == "device.alarm.raised"
+        assert [n for n, _, _ in receiver.received].count("a") == 3
+        _, headers, body = receiver.received[0]
+        assert not verify(subs["a"]["secret"], headers["x-pb-signature"], body + b" ", now=int(time.time()))
+
+        # The partner is back: replay the dead letter by hand.
+        receiver.scripts["b"] = ["200"]
+        replayed = await client.post(f"/v1/admin/webhooks/deliveries/{b['id']}/replay", headers=staff)
+        assert (replayed.json()["status"], replayed.json()["attempts"]) == ("pending", 0)
+        assert await run(datetime.now(UTC) + timedelta(seconds=1)) == 1
+        [b] = await deliveries("b")
+        assert (b["status"], b["attempts"]) == ("delivered", 1)
+        assert (await client.get("/v1/admin/webhooks/dead-letters", headers=staff)).json()["items"] == []
+
+    assert (await client.delete(f"/v1/admin/webhooks/{subs['a']['id']}", headers=staff)).status_code == 204
+    missing = await client.post(f"/v1/admin/webhooks/deliveries/{uuid.uuid4()}/replay", headers=staff)
+    assert (missing.status_code, missing.json()["code"]) == (404, "webhook_delivery_not_found")
