@@ -51,8 +51,16 @@ async def test_the_audience_is_fed_by_events_and_previewed_per_rule(client, staf
     for user, at in ((early, now - timedelta(days=400)), (late, now - timedelta(days=3)), (gone, now)):
         await bus.publish(UserRegistered(user_id=user, registered_at=at, terms_version="1"), str(user))
     await bus.publish(UserDeregistered(user_id=gone, at=now), str(gone))
-    await bus.publish(CreditChanged(user_id=early, score=720, delta=20, level="good", deposit_free=True, reason="on_time_return", at=now), str(early))
-    await bus.publish(CreditChanged(user_id=late, score=300, delta=-50, level="poor", deposit_free=False, reason="lost_bank", at=now), str(late))
+    await bus.publish(
+        CreditChanged(
+            user_id=early, score=720, delta=20, level="good", deposit_free=True, reason="on_time_return", at=now
+        ),
+        str(early),
+    )
+    await bus.publish(
+        CreditChanged(user_id=late, score=300, delta=-50, level="poor", deposit_free=False, reason="lost_bank", at=now),
+        str(late),
+    )
     coupon = uuid.uuid4()
     await bus.publish(
         CouponChanged(
