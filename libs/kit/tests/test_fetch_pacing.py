@@ -133,6 +133,7 @@ def test_the_latency_class_chooses_the_rest_wait() -> None:
         kafka_fetch_max_wait_ms=500,
         kafka_background_fetch_max_wait_ms=2000,
         kafka_fetch_flow_wait_ms=50,
+        kafka_background_fetch_flow_wait_ms=None,  # not the stack's KAFKA_BACKGROUND_FETCH_FLOW_WAIT_MS (make test)
         kafka_fetch_flow_s=7,
     )
     assert FetchPacing.for_class(settings, LatencyClass.CRITICAL) == FetchPacing(500, 50, 7)
