@@ -21,6 +21,7 @@ from kit.db import make_engine, make_sessionmaker, ping
 from kit.errors import install_error_handlers
 from kit.health import ObservabilityMiddleware, ReadinessCheck
 from kit.health import router as health_router
+from kit.inputs import InputGuardMiddleware
 from kit.kafka import EventConsumer, FetchPacing, Handler, LatencyClass, make_producer, start_with_retry
 from kit.logging import configure_logging
 from kit.outbox import Lane, OutboxRelay, OutboxWakeup, add_event, add_events
@@ -199,6 +200,7 @@ def create_service_app(
             await engine.dispose()
 
     app = FastAPI(title=title, lifespan=lifespan)
+    app.add_middleware(InputGuardMiddleware)  # inside the observability one: refusals get a correlation id
     app.add_middleware(ObservabilityMiddleware)
     install_error_handlers(app)
     app.include_router(health_router)

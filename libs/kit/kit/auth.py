@@ -90,6 +90,8 @@ class Principal:
 
 
 ALL_PERMISSIONS = "*"
+# Where staff routes live in every service: each checks a permission of ROLE_PERMISSIONS.
+STAFF_PATH_PREFIXES = ("/v1/admin", "/v1/ops", "/v1/dev", "/v1/stats", "/v1/analytics")
 
 # The government supervision interface (clause 5): a regulator's API key carries `supervision:read`
 # and optionally `supervision:region:<division code>` scopes, never any other (user-svc refuses to
