@@ -25,6 +25,7 @@ from kit.inputs import InputGuardMiddleware
 from kit.kafka import EventConsumer, FetchPacing, Handler, LatencyClass, make_producer, start_with_retry
 from kit.logging import configure_logging
 from kit.outbox import Lane, OutboxRelay, OutboxWakeup, add_event, add_events
+from kit.parked import router as parked_router
 from kit.revocation import RevocationList, RevocationListener
 from kit.settings import ServiceSettings
 
@@ -47,6 +48,7 @@ class Runtime:
     bulk_producer: AIOKafkaProducer | None = None
     revocations: RevocationList = field(default_factory=RevocationList)
     readiness_checks: dict[str, ReadinessCheck] = field(default_factory=dict)
+    event_consumers: list[EventConsumer] = field(default_factory=list)  # kit.parked replays through them
     tasks: list["asyncio.Task[Any]"] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)
 
@@ -183,6 +185,7 @@ def create_service_app(
                     )
                     for spec in specs
                 ]
+                runtime.event_consumers = event_consumers
                 for consumer in event_consumers:
                     runtime.spawn(consumer.run(), f"consumer-{consumer.name}")
                 if event_consumers:
@@ -204,6 +207,7 @@ def create_service_app(
     app.add_middleware(ObservabilityMiddleware)
     install_error_handlers(app)
     app.include_router(health_router)
+    app.include_router(parked_router)
     for router in routers:
         app.include_router(router)
     return app

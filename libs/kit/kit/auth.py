@@ -124,6 +124,8 @@ ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
             "pricing:manage",
             "tickets:read",
             "notices:send",
+            "events:read",  # parked events of every service (kit.parked)
+            "events:replay",
         }
     ),
     "field_maintenance": frozenset({"devices:read", "devices:maintain", "tickets:read"}),

@@ -36,3 +36,24 @@ def run_migrations(target_metadata: MetaData) -> None:
             context.run_migrations()
         return
     asyncio.run(_run_async(target_metadata))
+
+
+def add_parked_event_payload() -> None:
+    """Every service's migration for issue 14: a parked event keeps its envelope, so it can be replayed."""
+    import sqlalchemy as sa
+    from alembic import op
+
+    op.add_column("processed_events", sa.Column("payload", sa.LargeBinary(), nullable=True))
+    op.create_index(
+        "ix_processed_events_parked",
+        "processed_events",
+        ["processed_at"],
+        postgresql_where=sa.text("status = 'failed'"),
+    )
+
+
+def drop_parked_event_payload() -> None:
+    from alembic import op
+
+    op.drop_index("ix_processed_events_parked", table_name="processed_events")
+    op.drop_column("processed_events", "payload")
