@@ -1,5 +1,5 @@
-"""Every service's OpenAPI, fuzzed against the real processes: whatever the input, no 5xx, and every
-refusal is a problem+json with a stable code (issue 14).
+"""Every service's OpenAPI, fuzzed against the real processes: whatever the input, no 500 (and 502-504
+only as a device's typed answer), and every refusal is a problem+json with a stable code (issue 14).
 
 Two passes per service, with a real user's token on user routes and the administrator's on staff routes:
 - schemathesis generates requests from the schema (a few examples per operation, to stay lean);
@@ -33,6 +33,10 @@ EXAMPLES = int(os.environ.get("PB_FUZZ_EXAMPLES", "20"))
 SERVICES = ["user", "device", "billing", "asset", "notify", "analytics"]
 # Calls that would end the fuzzing principal's own session; sent with a bad token instead.
 SELF_ENDING = {("POST", "/v1/sessions/logout"), ("DELETE", "/v1/users/me"), ("POST", "/v1/admin/sessions/logout")}
+
+# 502/503/504 are answers by design where a device is behind the request (a borrow from an offline
+# cabinet is 503 cabinet_offline, an unanswered eject 504): allowed as typed problems, never a 500.
+GATEWAY_ANSWERS = {502, 503, 504}
 
 _EDGE_MOMENTS = [
     "0001-01-01T00:00:00+14:00",
@@ -91,6 +95,9 @@ def _headers(method: str, path: str, principals: dict[str, str]) -> dict[str, st
 
 def _check(method: str, path: str, response: httpx.Response | Any, sent: str) -> None:
     status = response.status_code
+    if status in GATEWAY_ANSWERS:  # a device's designed answer (the fuzzing may have created the cabinet)
+        assert response.json().get("code") not in {"internal_error", "http_error"}, response.text[:500]
+        return
     assert status < 500, f"{method} {path} {sent} -> {status}: {response.text[:500]}"
     if status >= 400:
         content_type = response.headers.get("content-type", "")
