@@ -5,6 +5,7 @@ import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -26,6 +27,8 @@ from kit.kafka import EventConsumer, FetchPacing, Handler, LatencyClass, make_pr
 from kit.logging import configure_logging
 from kit.outbox import Lane, OutboxRelay, OutboxWakeup, add_event, add_events
 from kit.parked import router as parked_router
+from kit.periodic import run_periodically
+from kit.retention import prune
 from kit.revocation import RevocationList, RevocationListener
 from kit.settings import ServiceSettings
 
@@ -158,6 +161,8 @@ def create_service_app(
         runtime.readiness_checks["kafka"] = lambda: _kafka_ready(producer, relays)
         for name, relay in relays.items():
             runtime.spawn(relay.run(), name)
+        if settings.retention_interval_s > 0:
+            runtime.spawn(_prune_periodically(runtime), "retention")
         try:
             if settings.token_revocation_listener:
                 await _listen_for_revocations(runtime)
@@ -211,6 +216,18 @@ def create_service_app(
     for router in routers:
         app.include_router(router)
     return app
+
+
+async def _prune_periodically(runtime: Runtime) -> None:
+    s = runtime.settings
+
+    async def prune_once() -> None:
+        cutoff = datetime.now(UTC) - timedelta(seconds=s.retention_window_s)
+        await prune(
+            runtime.sessionmaker, older_than=cutoff, batch=s.retention_batch, max_batches=s.retention_max_batches
+        )
+
+    await run_periodically(prune_once, name="retention", interval_s=s.retention_interval_s, run_at_start=False)
 
 
 async def _listen_for_revocations(runtime: Runtime) -> None:

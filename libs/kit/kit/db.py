@@ -68,6 +68,7 @@ def define_kit_tables(metadata: MetaData) -> tuple[Table, Table]:
         # A parked event's envelope (status `failed`), to replay it once the cause is fixed (kit.parked).
         Column("payload", LargeBinary, nullable=True),
         Index("ix_processed_events_parked", "processed_at", postgresql_where=text("status = 'failed'")),
+        Index("ix_processed_events_processed_at", "processed_at"),  # retention: the oldest first
     )
     return outbox, processed
 

@@ -39,7 +39,8 @@ def run_migrations(target_metadata: MetaData) -> None:
 
 
 def add_parked_event_payload() -> None:
-    """Every service's migration for issue 14: a parked event keeps its envelope, so it can be replayed."""
+    """Every service's migration for issue 14: a parked event keeps its envelope, so it can be replayed;
+    retention deletes done ids oldest first by `processed_at`."""
     import sqlalchemy as sa
     from alembic import op
 
@@ -50,10 +51,12 @@ def add_parked_event_payload() -> None:
         ["processed_at"],
         postgresql_where=sa.text("status = 'failed'"),
     )
+    op.create_index("ix_processed_events_processed_at", "processed_events", ["processed_at"])  # kit.retention
 
 
 def drop_parked_event_payload() -> None:
     from alembic import op
 
+    op.drop_index("ix_processed_events_processed_at", table_name="processed_events")
     op.drop_index("ix_processed_events_parked", table_name="processed_events")
     op.drop_column("processed_events", "payload")

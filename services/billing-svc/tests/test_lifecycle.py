@@ -4,7 +4,6 @@ random orders with retries against the real database: every change of state is o
 once the platform stops sending events (a return, the charge's outcome) the rental rests in a final state."""
 
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -59,7 +58,7 @@ def test_an_illegal_transition_is_refused_and_logged(caplog: pytest.LogCaptureFi
 
 
 @pytest.fixture
-def transitions(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[str, str]]]:
+def transitions(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
     taken: list[tuple[str, str]] = []
     real = lifecycle.move
 
@@ -69,7 +68,7 @@ def transitions(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[str, str
         taken.append((before, target.value))
 
     monkeypatch.setattr(lifecycle, "move", recording)
-    yield taken
+    return taken
 
 
 async def _new_rental(billing: Any) -> Rental:

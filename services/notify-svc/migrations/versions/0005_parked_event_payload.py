@@ -1,5 +1,6 @@
 """A parked event (a consumer's event that failed every attempt) keeps its envelope, so an operator can
-replay it after a fix (kit.parked, issue 14).
+replay it after a fix (kit.parked, issue 14); done ids get an index on processed_at for retention
+(kit.retention).
 
 Revision ID: 0005
 Revises: 0004
