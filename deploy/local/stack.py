@@ -1372,6 +1372,20 @@ def cmd_exec(args: argparse.Namespace) -> int:
     os.execvpe(command[0], command, env)  # noqa: S606
 
 
+def cmd_parked(args: argparse.Namespace) -> int:
+    """Parked events of the stack's services (kit.parked): list them, or replay them after a fix."""
+    stack = load_stack(args.stack)
+    extra = [
+        f"--{name.replace('_', '-')}={value}"
+        for name in ("service", "consumer", "event_id", "limit")
+        if (value := getattr(args, name)) is not None
+    ]
+    result = subprocess.run(
+        [str(VENV_PY), "-m", "kit.parked_cli", args.action, *extra], env=process_env(stack), check=False
+    )
+    return result.returncode
+
+
 # --------------------------------------------------------------------------- stop / status / env / clean
 
 
@@ -1517,6 +1531,12 @@ def parser() -> argparse.ArgumentParser:
     add("status", cmd_status, "show what runs and whether it answers").add_argument(
         "--check", action="store_true", help="exit 3 when something is down"
     )
+    p = add("parked", cmd_parked, "list or replay the services' parked events (python -m kit.parked_cli)")
+    p.add_argument("action", choices=["list", "replay"])
+    p.add_argument("--service", help="only this service: user, device, billing, asset, notify, analytics")
+    p.add_argument("--consumer", help="only this consumer group")
+    p.add_argument("--event-id", help="replay only this event (with --service and --consumer)")
+    p.add_argument("--limit", type=int)
     add("env", cmd_env, "print the path of the stack's env file")
     add("clean", cmd_clean, "stop all stacks and delete .state/", stack=False)
     return root

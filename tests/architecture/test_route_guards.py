@@ -13,10 +13,10 @@ from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 
-from kit.auth import ROLE_PERMISSIONS, SUPERVISION_SCOPE, Principal, UserScope
+from kit.auth import ROLE_PERMISSIONS, STAFF_PATH_PREFIXES, SUPERVISION_SCOPE, Principal, UserScope
 
 SERVICES = ["user_svc", "device_svc", "billing_svc", "asset_credit_svc", "notify_svc", "analytics_svc"]
-STAFF_PREFIXES = ("/v1/admin", "/v1/ops", "/v1/dev", "/v1/stats", "/v1/analytics")
+STAFF_PREFIXES = STAFF_PATH_PREFIXES
 PUBLIC_STAFF_ROUTES = {("POST", "/v1/admin/sessions")}  # administrators log in here
 KNOWN_PERMISSIONS = set().union(*ROLE_PERMISSIONS.values()) | {"clients:manage", "admins:manage", "audit:read"}
 

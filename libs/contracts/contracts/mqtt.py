@@ -7,18 +7,28 @@ Device times are epoch milliseconds (`ts`). QoS 1 everywhere; `status` is retain
 """
 
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    TypeAdapter,
+)
 
 PROTOCOL_VERSION = 1
 TOPIC_ROOT = "pb/v1/devices"
 MAX_PAYLOAD_BYTES = 16 * 1024
 
-DeviceId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
-EpochMs = Annotated[int, Field(ge=0, description="Device clock, milliseconds since the Unix epoch")]
-Percent = Annotated[int, Field(ge=0, le=100)]
-SlotNo = Annotated[int, Field(ge=1, le=256)]
+DeviceId = Annotated[StrictStr, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+EpochMs = Annotated[StrictInt, Field(ge=0, description="Device clock, milliseconds since the Unix epoch")]
+Percent = Annotated[StrictInt, Field(ge=0, le=100)]
+SlotNo = Annotated[StrictInt, Field(ge=1, le=256)]
 
 
 class UpChannel(StrEnum):
@@ -51,14 +61,25 @@ def parse_up_topic(topic: str) -> tuple[str, str] | None:
     return parts[3], parts[5]
 
 
+def _exactly_int(value: Any) -> Any:
+    if type(value) is not int:  # JSON `true` equals 1 in Python; the protocol wants the number
+        raise ValueError("the protocol version is the integer 1")
+    return value
+
+
+# Strict fields (issue 14): a device that sends `"online": "no"`, `"slot": "3"` or `"v": true` is refused
+# and its message counted as rejected, never coerced. Enums are read from their JSON strings as usual.
+Version = Annotated[Literal[1], BeforeValidator(_exactly_int)]
+
+
 class _Msg(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    v: Literal[1] = 1
+    v: Version = 1
 
 
 class _UpMsg(_Msg):
-    msg_id: str = Field(min_length=1, max_length=64, description="Unique per device; replays are dropped")
+    msg_id: StrictStr = Field(min_length=1, max_length=64, description="Unique per device; replays are dropped")
     ts: EpochMs
 
 
@@ -74,8 +95,8 @@ class SlotState(BaseModel):
     slot: SlotNo
     bank_id: DeviceId | None = None
     battery_pct: Percent | None = None
-    locked: bool = True
-    charging: bool = False
+    locked: StrictBool = True
+    charging: StrictBool = False
     fault: SlotFault | None = None
 
 
@@ -83,14 +104,14 @@ class Hello(_UpMsg):
     """Sent on every (re)connect: firmware and the full inventory."""
 
     type: Literal["hello"] = "hello"
-    firmware: str = Field(max_length=64)
-    slot_count: int = Field(ge=1, le=256)
+    firmware: StrictStr = Field(max_length=64)
+    slot_count: StrictInt = Field(ge=1, le=256)
     slots: list[SlotState] = Field(max_length=256)
 
 
 class Heartbeat(_UpMsg):
     type: Literal["heartbeat"] = "heartbeat"
-    rssi_dbm: int | None = Field(default=None, ge=-150, le=0)
+    rssi_dbm: StrictInt | None = Field(default=None, ge=-150, le=0)
 
 
 class Inventory(_UpMsg):
@@ -109,7 +130,7 @@ class EjectResultCode(StrEnum):
 
 class EjectResult(_UpMsg):
     type: Literal["eject_result"] = "eject_result"
-    cmd_id: str = Field(min_length=1, max_length=64)
+    cmd_id: StrictStr = Field(min_length=1, max_length=64)
     result: EjectResultCode
     slot: SlotNo | None = None
     bank_id: DeviceId | None = None
@@ -139,7 +160,7 @@ class Status(_Msg):
     """Retained presence: `online: true` on connect, and the last will `online: false`."""
 
     type: Literal["status"] = "status"
-    online: bool
+    online: StrictBool
 
 
 class Position(BaseModel):
@@ -147,9 +168,9 @@ class Position(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    lat: float = Field(ge=-90, le=90)
-    lon: float = Field(ge=-180, le=180)
-    accuracy_m: int | None = Field(default=None, ge=0, le=100_000)
+    lat: StrictFloat = Field(ge=-90, le=90)
+    lon: StrictFloat = Field(ge=-180, le=180)
+    accuracy_m: StrictInt | None = Field(default=None, ge=0, le=100_000)
 
 
 class BankAlarm(StrEnum):
@@ -166,13 +187,13 @@ class BankReport(_UpMsg):
     type: Literal["bank_report"] = "bank_report"
     position: Position | None = None
     battery_pct: Percent | None = None
-    charging: bool | None = None
-    charge_mah_total: int | None = Field(default=None, ge=0, description="Energy charged in, lifetime")
-    discharge_mah_total: int | None = Field(default=None, ge=0, description="Energy delivered, lifetime")
-    charge_cycles: int | None = Field(default=None, ge=0, le=1_000_000)
+    charging: StrictBool | None = None
+    charge_mah_total: StrictInt | None = Field(default=None, ge=0, description="Energy charged in, lifetime")
+    discharge_mah_total: StrictInt | None = Field(default=None, ge=0, description="Energy delivered, lifetime")
+    charge_cycles: StrictInt | None = Field(default=None, ge=0, le=1_000_000)
     health_pct: Percent | None = Field(default=None, description="Capacity left, % of the rated capacity")
-    temperature_c: float | None = Field(default=None, ge=-60, le=150)
-    moving: bool = False
+    temperature_c: StrictFloat | None = Field(default=None, ge=-60, le=150)
+    moving: StrictBool = False
     alarms: list[BankAlarm] = Field(default_factory=list, max_length=8)
 
 
@@ -188,12 +209,12 @@ class Eject(_Msg):
     clock) and must answer a repeated `cmd_id` with the first result without ejecting again."""
 
     type: Literal["eject"] = "eject"
-    cmd_id: str = Field(min_length=1, max_length=64)
+    cmd_id: StrictStr = Field(min_length=1, max_length=64)
     issued_at: EpochMs
     expires_at: EpochMs
     bank_id: DeviceId | None = None
     slot: SlotNo | None = None
-    correlation_id: str | None = Field(
+    correlation_id: StrictStr | None = Field(
         default=None, max_length=64, description="The platform's trace id for this command, for device logs"
     )
 
@@ -207,7 +228,7 @@ class ReturnAckResult(StrEnum):
 
 class ReturnAck(_Msg):
     type: Literal["return_ack"] = "return_ack"
-    ref_msg_id: str
+    ref_msg_id: StrictStr
     result: ReturnAckResult
 
 
@@ -216,19 +237,19 @@ class Ring(_Msg):
     `expires_at` and answer nothing."""
 
     type: Literal["ring"] = "ring"
-    cmd_id: str = Field(min_length=1, max_length=64)
+    cmd_id: StrictStr = Field(min_length=1, max_length=64)
     expires_at: EpochMs
-    duration_s: int = Field(default=10, ge=1, le=300)
+    duration_s: StrictInt = Field(default=10, ge=1, le=300)
 
 
 class Light(_Msg):
     """Switch a cabinet's night light (helps the camera scan a code in the dark)."""
 
     type: Literal["light"] = "light"
-    cmd_id: str = Field(min_length=1, max_length=64)
+    cmd_id: StrictStr = Field(min_length=1, max_length=64)
     expires_at: EpochMs
-    on: bool
-    duration_s: int = Field(default=60, ge=1, le=3600)
+    on: StrictBool
+    duration_s: StrictInt = Field(default=60, ge=1, le=3600)
 
 
 DownMessage = Annotated[Eject | ReturnAck | Ring | Light, Field(discriminator="type")]

@@ -172,3 +172,32 @@ def test_the_asyncapi_document_is_current_and_complete() -> None:
     ended = json.loads(new_event(_returned(), key="PB-000001", producer="device-svc").to_bytes())
     ended["data"]["slot"] = "not a slot"
     assert not validator.is_valid(ended)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"type": "status", "online": "no"},
+        {"type": "status", "online": 0},
+        {"type": "status", "online": True, "v": True},
+        {"type": "status", "online": True, "v": 1.0},
+        {"type": "heartbeat", "msg_id": "m1", "ts": "1764070000123"},
+        {"type": "heartbeat", "msg_id": "m1", "ts": 1764070000123.0},
+        {"type": "heartbeat", "msg_id": 7, "ts": 1764070000123},
+        {"type": "return", "msg_id": "m1", "ts": 1, "slot": "3", "bank_id": "B-1"},
+        {"type": "inventory", "msg_id": "m1", "ts": 1, "slots": [{"slot": 1, "locked": "true"}]},
+        {"type": "bank_report", "msg_id": "m1", "ts": 1, "position": {"lat": "31.2", "lon": 121.4}},
+    ],
+)
+def test_device_messages_are_parsed_strictly(payload: dict[str, object]) -> None:
+    """Issue 14: a wrong JSON type is refused, never coerced (`"no"` is not false, `true` is not 1)."""
+    with pytest.raises(ValidationError):
+        up_message_adapter.validate_json(json.dumps(payload))
+
+
+def test_strict_parsing_still_takes_well_typed_messages() -> None:
+    report = up_message_adapter.validate_json(
+        json.dumps({"type": "bank_report", "msg_id": "m1", "ts": 1, "position": {"lat": 31, "lon": 121.4}})
+    )
+    assert report.type == "bank_report" and report.position is not None and report.position.lat == 31.0
+    assert up_message_adapter.validate_json(b'{"type": "status", "online": false, "v": 1}').online is False

@@ -5,6 +5,7 @@ import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -21,9 +22,13 @@ from kit.db import make_engine, make_sessionmaker, ping
 from kit.errors import install_error_handlers
 from kit.health import ObservabilityMiddleware, ReadinessCheck
 from kit.health import router as health_router
+from kit.inputs import InputGuardMiddleware
 from kit.kafka import EventConsumer, FetchPacing, Handler, LatencyClass, make_producer, start_with_retry
 from kit.logging import configure_logging
 from kit.outbox import Lane, OutboxRelay, OutboxWakeup, add_event, add_events
+from kit.parked import router as parked_router
+from kit.periodic import run_periodically
+from kit.retention import prune
 from kit.revocation import RevocationList, RevocationListener
 from kit.settings import ServiceSettings
 
@@ -46,6 +51,7 @@ class Runtime:
     bulk_producer: AIOKafkaProducer | None = None
     revocations: RevocationList = field(default_factory=RevocationList)
     readiness_checks: dict[str, ReadinessCheck] = field(default_factory=dict)
+    event_consumers: list[EventConsumer] = field(default_factory=list)  # kit.parked replays through them
     tasks: list["asyncio.Task[Any]"] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)
 
@@ -155,6 +161,8 @@ def create_service_app(
         runtime.readiness_checks["kafka"] = lambda: _kafka_ready(producer, relays)
         for name, relay in relays.items():
             runtime.spawn(relay.run(), name)
+        if settings.retention_interval_s > 0:
+            runtime.spawn(_prune_periodically(runtime), "retention")
         try:
             if settings.token_revocation_listener:
                 await _listen_for_revocations(runtime)
@@ -182,6 +190,7 @@ def create_service_app(
                     )
                     for spec in specs
                 ]
+                runtime.event_consumers = event_consumers
                 for consumer in event_consumers:
                     runtime.spawn(consumer.run(), f"consumer-{consumer.name}")
                 if event_consumers:
@@ -199,12 +208,26 @@ def create_service_app(
             await engine.dispose()
 
     app = FastAPI(title=title, lifespan=lifespan)
+    app.add_middleware(InputGuardMiddleware)  # inside the observability one: refusals get a correlation id
     app.add_middleware(ObservabilityMiddleware)
     install_error_handlers(app)
     app.include_router(health_router)
+    app.include_router(parked_router)
     for router in routers:
         app.include_router(router)
     return app
+
+
+async def _prune_periodically(runtime: Runtime) -> None:
+    s = runtime.settings
+
+    async def prune_once() -> None:
+        cutoff = datetime.now(UTC) - timedelta(seconds=s.retention_window_s)
+        await prune(
+            runtime.sessionmaker, older_than=cutoff, batch=s.retention_batch, max_batches=s.retention_max_batches
+        )
+
+    await run_periodically(prune_once, name="retention", interval_s=s.retention_interval_s, run_at_start=False)
 
 
 async def _listen_for_revocations(runtime: Runtime) -> None:

@@ -90,6 +90,8 @@ class Principal:
 
 
 ALL_PERMISSIONS = "*"
+# Where staff routes live in every service: each checks a permission of ROLE_PERMISSIONS.
+STAFF_PATH_PREFIXES = ("/v1/admin", "/v1/ops", "/v1/dev", "/v1/stats", "/v1/analytics")
 
 # The government supervision interface (clause 5): a regulator's API key carries `supervision:read`
 # and optionally `supervision:region:<division code>` scopes, never any other (user-svc refuses to
@@ -126,6 +128,8 @@ ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
             "notices:send",
             "campaigns:manage",
             "vas:manage",
+            "events:read",  # parked events of every service (kit.parked)
+            "events:replay",
         }
     ),
     "field_maintenance": frozenset({"devices:read", "devices:maintain", "tickets:read"}),

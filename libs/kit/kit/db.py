@@ -65,6 +65,10 @@ def define_kit_tables(metadata: MetaData) -> tuple[Table, Table]:
         Column("status", String(20), nullable=False, server_default="done"),
         Column("error", Text, nullable=True),
         Column("processed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+        # A parked event's envelope (status `failed`), to replay it once the cause is fixed (kit.parked).
+        Column("payload", LargeBinary, nullable=True),
+        Index("ix_processed_events_parked", "processed_at", postgresql_where=text("status = 'failed'")),
+        Index("ix_processed_events_processed_at", "processed_at"),  # retention: the oldest first
     )
     return outbox, processed
 

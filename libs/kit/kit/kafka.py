@@ -6,6 +6,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from uuid import UUID
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from prometheus_client import Counter, Histogram
@@ -24,6 +25,13 @@ Handler = Callable[[AsyncSession, Envelope], Awaitable[None]]
 
 CONSUMED = Counter("pb_events_consumed_total", "Events consumed", ["consumer", "type", "outcome"])
 HANDLE_SECONDS = Histogram("pb_event_handle_seconds", "Time to handle one event", ["consumer", "type"])
+
+
+class ReplayOutcome(StrEnum):
+    DONE = "done"  # applied now
+    FAILED = "failed"  # the handler failed again: still parked, with the new error
+    NOT_PARKED = "not_parked"  # no such parked event for this consumer (or already replayed)
+    NO_PAYLOAD = "no_payload"  # parked before the kit kept payloads: only its id and error are known
 
 
 class LatencyClass(StrEnum):
@@ -263,12 +271,77 @@ class EventConsumer:
             await handler(session, envelope)
         return "done"
 
+    @property
+    def group_id(self) -> str:
+        return self._group_id
+
     async def _park(self, envelope: Envelope, error: str) -> None:
+        """Keep the event (its envelope, to replay it) and the last error; its id now counts as seen, so
+        the consumer moves on. `kit.parked` lists parked events and replays them once the cause is fixed."""
         async with unit_of_work(self._sessionmaker) as session:
             await session.execute(
                 text(
-                    "INSERT INTO processed_events (consumer, event_id, event_type, status, error) "
-                    "VALUES (:c, :e, :t, 'failed', :err) ON CONFLICT DO NOTHING"
+                    "INSERT INTO processed_events (consumer, event_id, event_type, status, error, payload) "
+                    "VALUES (:c, :e, :t, 'failed', :err, :p) ON CONFLICT DO NOTHING"
                 ),
-                {"c": self._group_id, "e": envelope.event_id, "t": envelope.type, "err": error[:2000]},
+                {
+                    "c": self._group_id,
+                    "e": envelope.event_id,
+                    "t": envelope.type,
+                    "err": error[:2000],
+                    "p": envelope.to_bytes(),
+                },
             )
+        log.error(
+            "event parked after %d attempts",
+            self._max_attempts,
+            extra={"event_id": str(envelope.event_id), "type": envelope.type, "consumer": self._group_id},
+        )
+
+    async def replay(self, event_id: UUID) -> ReplayOutcome:
+        """Apply a parked event again, once: its handler's effect and the row's `done` commit together.
+        A handler that fails again leaves it parked, with the new error."""
+        try:
+            async with unit_of_work(self._sessionmaker) as session:
+                row = (
+                    await session.execute(
+                        text(
+                            "SELECT payload FROM processed_events "
+                            "WHERE consumer = :c AND event_id = :e AND status = 'failed' FOR UPDATE"
+                        ),
+                        {"c": self._group_id, "e": event_id},
+                    )
+                ).first()
+                if row is None:
+                    return ReplayOutcome.NOT_PARKED
+                if row.payload is None:
+                    return ReplayOutcome.NO_PAYLOAD  # parked before payloads were kept
+                envelope = event_adapter.validate_json(row.payload)
+                await session.execute(
+                    text(
+                        "UPDATE processed_events SET status = 'done', error = NULL, payload = NULL, "
+                        "processed_at = now() WHERE consumer = :c AND event_id = :e"
+                    ),
+                    {"c": self._group_id, "e": event_id},
+                )
+                handler = self._handlers.get(envelope.type)
+                if handler is not None:
+                    set_correlation_id(envelope.correlation_id)
+                    await handler(session, envelope)
+        except Exception as exc:
+            log.exception("replay of a parked event failed", extra={"event_id": str(event_id)})
+            async with unit_of_work(self._sessionmaker) as session:
+                await session.execute(
+                    text(
+                        "UPDATE processed_events SET error = :err "
+                        "WHERE consumer = :c AND event_id = :e AND status = 'failed'"
+                    ),
+                    {"c": self._group_id, "e": event_id, "err": repr(exc)[:2000]},
+                )
+            CONSUMED.labels(self.name, "replay", "failed").inc()
+            return ReplayOutcome.FAILED
+        finally:
+            set_correlation_id(None)
+        CONSUMED.labels(self.name, envelope.type, "replayed").inc()
+        log.info("parked event replayed", extra={"event_id": str(event_id), "type": envelope.type})
+        return ReplayOutcome.DONE

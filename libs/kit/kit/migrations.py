@@ -36,3 +36,27 @@ def run_migrations(target_metadata: MetaData) -> None:
             context.run_migrations()
         return
     asyncio.run(_run_async(target_metadata))
+
+
+def add_parked_event_payload() -> None:
+    """Every service's migration for issue 14: a parked event keeps its envelope, so it can be replayed;
+    retention deletes done ids oldest first by `processed_at`."""
+    import sqlalchemy as sa
+    from alembic import op
+
+    op.add_column("processed_events", sa.Column("payload", sa.LargeBinary(), nullable=True))
+    op.create_index(
+        "ix_processed_events_parked",
+        "processed_events",
+        ["processed_at"],
+        postgresql_where=sa.text("status = 'failed'"),
+    )
+    op.create_index("ix_processed_events_processed_at", "processed_events", ["processed_at"])  # kit.retention
+
+
+def drop_parked_event_payload() -> None:
+    from alembic import op
+
+    op.drop_index("ix_processed_events_processed_at", table_name="processed_events")
+    op.drop_index("ix_processed_events_parked", table_name="processed_events")
+    op.drop_column("processed_events", "payload")

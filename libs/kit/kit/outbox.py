@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import zlib
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -131,11 +132,22 @@ async def add_events(
     return envelopes
 
 
+_BUSY_RETRY_S = 0.05
+
+
+def _lane_lock_key(lane: Lane | None) -> int:
+    """The advisory lock a relay of `lane` holds while it publishes (a stable 63-bit number)."""
+    return zlib.crc32(f"kit.outbox.relay.{lane.value if lane is not None else 'all'}".encode())
+
+
 class OutboxRelay:
-    """Publishes committed outbox rows in id order. Several instances may run: rows are claimed
-    with SKIP LOCKED. A row is marked published only after Kafka acknowledged it (at least once).
-    `lane`: only that lane's rows (a service that splits its outbox runs one relay per lane);
-    None: every row."""
+    """Publishes committed outbox rows in id order. Several instances may run (replicas of a service):
+    one at a time publishes a lane, holding that lane's advisory lock for its batch (a transaction-level
+    lock, so a relay that dies frees it); the others find it taken and wait for the next wake-up. Two
+    relays sending batches side by side would let a later event of a key reach Kafka before an earlier
+    one; one sender per lane keeps every key's events in id order (tests/test_outbox_order.py). A row is
+    marked published only after Kafka acknowledged it (at least once). `lane`: only that lane's rows (a
+    service that splits its outbox runs one relay per lane); None: every row."""
 
     def __init__(
         self,
@@ -156,8 +168,11 @@ class OutboxRelay:
         self._claim = text(
             f"SELECT id, topic, key, payload FROM outbox WHERE {where} ORDER BY id LIMIT :n FOR UPDATE SKIP LOCKED"  # noqa: S608 (our topic names, checked above)
         )
+        self._lock = text("SELECT pg_try_advisory_xact_lock(:k)")
+        self._lock_key = _lane_lock_key(lane)
         self._backlog = OUTBOX_BACKLOG.labels(lane.value if lane is not None else "all")
         self.last_error: str | None = None
+        self.lane_busy = False
 
     async def run(self) -> None:
         while True:
@@ -171,11 +186,16 @@ class OutboxRelay:
                 log.warning("outbox relay failed; retrying", extra={"error": repr(exc)})
                 sent = 0
                 await asyncio.sleep(min(self._poll * 4, 2.0))
-            if sent < self._batch:
+            if self.lane_busy:
+                await asyncio.sleep(_BUSY_RETRY_S)  # soon: the holder may not have claimed our rows
+            elif sent < self._batch:
                 await self._wakeup.wait(self._poll, self._wake_lane)
 
     async def publish_pending(self) -> int:
         async with self._sessionmaker() as session, session.begin():
+            self.lane_busy = not (await session.execute(self._lock, {"k": self._lock_key})).scalar_one()
+            if self.lane_busy:
+                return 0  # another replica is publishing this lane: our rows go out after its batch
             rows = (await session.execute(self._claim, {"n": self._batch})).all()
             if not rows:
                 self._backlog.set(0)

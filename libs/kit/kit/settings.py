@@ -46,6 +46,13 @@ class ServiceSettings(BaseSettings):
     # Relay bulk events (contracts.topics.BULK_TOPICS) on a lane of their own (kit.outbox); for a
     # service that writes them in volume, with the outbox's per-lane partial indexes in its migrations.
     outbox_split_lanes: bool = False
+    # Retention (kit.retention): published outbox rows and done processed-event ids older than the window
+    # are deleted every interval (0: never), in batches. The window must exceed any redelivery (the
+    # broker's retention): an id forgotten earlier would let a redelivered event apply twice.
+    retention_window_s: float = Field(default=7 * 24 * 3600, ge=3600)
+    retention_interval_s: float = Field(default=600.0, ge=0)
+    retention_batch: int = Field(default=5000, ge=1)
+    retention_max_batches: int = Field(default=20, ge=1)
     jwt_public_key_file: Path | None = None
     jwt_issuer: str = "pb-user-svc"
     jwt_audience: str = "pb"

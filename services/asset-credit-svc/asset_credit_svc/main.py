@@ -76,7 +76,7 @@ def create_app(settings: Settings | None = None, *, notify_client: NotifyClientF
     @asynccontextmanager
     async def payments_lifespan(runtime: Runtime) -> AsyncIterator[None]:
         http = make_client(app, settings)
-        secret = settings.sandbox_payment_secret.get_secret_value().encode()
+        secret = settings.sandbox_payment_secret.get_secret_value().encode() if settings.sandbox_payment_secret else b""
         sandboxes = [
             SandboxProvider(
                 channel,
@@ -87,6 +87,7 @@ def create_app(settings: Settings | None = None, *, notify_client: NotifyClientF
                 notify_backoff_s=settings.sandbox_notify_backoff_s,
             )
             for channel in CHANNELS
+            if settings.payment_provider == "sandbox"
         ]
         providers: dict[str, PaymentProvider] = {s.channel: s for s in sandboxes}
         runtime.extras[PROVIDERS_KEY] = providers

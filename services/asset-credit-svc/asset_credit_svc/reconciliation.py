@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import AwareDatetime, BaseModel
+from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -17,6 +17,7 @@ from asset_credit_svc.payments.service import UnsupportedChannel
 from kit.app import RuntimeDep
 from kit.auth import Principal, require_permission
 from kit.db import SessionDep
+from kit.inputs import UtcDatetime
 
 router = APIRouter(tags=["reconciliation"])
 
@@ -142,8 +143,8 @@ async def _query(provider: PaymentProvider, out_trade_no: str) -> tuple[OrderSta
 @router.get("/v1/admin/reconciliation/{channel}")
 async def reconciliation_report(
     channel: str,
-    since: AwareDatetime,
-    until: AwareDatetime,
+    since: UtcDatetime,
+    until: UtcDatetime,
     _: Finance,
     session: SessionDep,
     runtime: RuntimeDep,

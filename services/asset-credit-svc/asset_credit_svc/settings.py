@@ -1,16 +1,25 @@
 """asset-credit-svc settings: the kit's, plus the payment sandbox."""
 
-from pydantic import Field, SecretStr
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
 
 from kit.settings import ServiceSettings
+
+DEV_SANDBOX_PAYMENT_SECRET = "dev-sandbox-payment-secret"
 
 
 class Settings(ServiceSettings):
     service_name: str = "asset-credit-svc"
 
-    # The sandbox payment provider signs its notifications with this key (HMAC-SHA256). The kit
-    # refuses a `dev-` value in production.
-    sandbox_payment_secret: SecretStr = SecretStr("dev-sandbox-payment-secret")
+    # Who takes the money. `sandbox` pretends to (it "pays" everything by itself): development and tests
+    # only, production refuses to start with it. `none` serves no provider channel (top-ups and provider
+    # payments answer 400 unsupported_channel; balances, charges from them, refunds to them work): what a
+    # production deployment runs until a real provider's adapter and credentials are configured.
+    payment_provider: Literal["sandbox", "none"] = "sandbox"
+    # The sandbox signs its notifications with this key (HMAC-SHA256); outside production it defaults to
+    # a development key (the kit refuses any `dev-` secret in production).
+    sandbox_payment_secret: SecretStr | None = None
     # How the sandbox behaves like a real provider: it "pays" after a random delay, then notifies
     # and retries a failed notification with exponential backoff.
     sandbox_pay_delay_min_s: float = 0.05
@@ -45,3 +54,12 @@ class Settings(ServiceSettings):
     # Virtual assets: how often expired coupons, red packets and cards are marked (a red packet's
     # remainder goes back to promotions). An expired asset never applies, swept or not.
     asset_expiry_interval_s: float = 30.0
+
+    @model_validator(mode="after")
+    def _payments_fit_the_environment(self) -> "Settings":
+        if self.payment_provider == "sandbox":
+            if self.pb_env == "production":
+                raise ValueError("PAYMENT_PROVIDER=sandbox only pretends to take money; production refuses it")
+            if self.sandbox_payment_secret is None:
+                self.sandbox_payment_secret = SecretStr(DEV_SANDBOX_PAYMENT_SECRET)
+        return self

@@ -3,9 +3,11 @@
 import asyncio
 import json
 import uuid
+from pathlib import Path
 
 import httpx
 import pytest
+from pydantic import SecretStr, ValidationError
 
 from asset_credit_svc.payments import signing
 from asset_credit_svc.payments.providers import (
@@ -16,6 +18,7 @@ from asset_credit_svc.payments.providers import (
     PaymentProvider,
 )
 from asset_credit_svc.payments.sandbox import SandboxProvider, is_declined
+from asset_credit_svc.settings import Settings
 
 SECRET = b"unit-test-secret"
 PAYLOAD = {
@@ -133,3 +136,20 @@ async def test_sandbox_declines_amounts_ending_in_99() -> None:
     assert sandbox.verify_notification(calls[0].headers, calls[0].content).status == "FAILED"
     assert (await sandbox.query_order(order_id)).state is OrderState.FAILED
     await sandbox.aclose()
+
+
+def test_production_refuses_the_sandbox_and_development_secrets(tmp_path: Path) -> None:
+    """Issue 14: the sandbox only pretends to take money; production refuses to start with it or a
+    development secret, and starts with what the deploy files set (`PAYMENT_PROVIDER=none`)."""
+    key = tmp_path / "jwt.pub.pem"
+    key.write_text("not read here")
+    production = {"pb_env": "production", "jwt_public_key_file": key}
+    with pytest.raises(ValidationError, match="sandbox"):
+        Settings(**production)
+    with pytest.raises(ValidationError, match="sandbox"):
+        Settings(**production, payment_provider="sandbox", sandbox_payment_secret=SecretStr("a-real-looking-key"))
+    with pytest.raises(ValidationError, match="development secret"):
+        Settings(**production, payment_provider="none", sandbox_payment_secret=SecretStr("dev-sandbox-payment-secret"))
+    assert Settings(**production, payment_provider="none").payment_provider == "none"
+    developing = Settings()
+    assert developing.payment_provider == "sandbox" and developing.sandbox_payment_secret is not None

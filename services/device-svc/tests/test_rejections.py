@@ -122,3 +122,32 @@ async def test_a_device_cannot_act_for_another(service, fleet, online, cabinets,
     assert (await cab2.receive()).type == "eject"
     with pytest.raises(TimeoutError):
         await cab1.receive(timeout=0.5)
+
+
+async def test_wrong_types_are_refused_not_coerced(service, online, tap, clock, signer):
+    """The protocol is strict (issue 14): `"online": "no"` is not a boolean, `"v": true` is not version
+    1, a number in a string is not a number. Each is refused as invalid_payload, logged and counted, and
+    changes nothing; the next well-formed message is processed."""
+    cab = await online("CAB-0001")
+    before = rejected_count("invalid_payload")
+    wrong = [
+        ("status", {"type": "status", "online": "no"}),
+        ("heartbeat", {**heartbeat(cab, clock, -41), "v": True}),
+        ("heartbeat", {**heartbeat(cab, clock, -42), "rssi_dbm": "-42"}),
+        ("heartbeat", {**heartbeat(cab, clock, -43), "ts": float(clock())}),
+        ("inventory", {"type": "inventory", "msg_id": cab.next_id(), "ts": clock(), "slots": [{"slot": "1"}]}),
+    ]
+    for channel, payload in wrong:
+        await cab.send(channel, payload)
+    await cab.send("heartbeat", heartbeat(cab, clock, -44))
+
+    async def all_refused() -> bool:
+        found = tap.matching("device.message.rejected", device_id="CAB-0001", reason="invalid_payload")
+        return len(found) >= len(wrong)
+
+    await eventually(all_refused, what="every wrongly typed message refused")
+    assert rejected_count("invalid_payload") - before == len(wrong)
+    await wait_rssi(service, signer, "CAB-0001", -44)
+    token = signer.issue("00000000-0000-0000-0000-000000000001")
+    cabinet = (await service.get("/v1/cabinets/CAB-0001", headers={"Authorization": f"Bearer {token}"})).json()
+    assert cabinet["online"] is True  # "online": "no" did not take it offline

@@ -15,8 +15,9 @@ from contracts.events import (
     RentalFailed,
     RentalStarted,
 )
+from kit.pagination import InvalidCursor
 from notify_svc import texts
-from notify_svc.messages.service import InvalidCursor, decode_cursor, encode_cursor
+from notify_svc.messages.service import decode_cursor, encode_cursor
 from notify_svc.models import Category
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)

@@ -31,12 +31,17 @@ class Period:
 def period(first: date | None, last: date | None, zone: ZoneInfo, now: datetime, default_days: int = 7) -> Period:
     today = now.astimezone(zone).date()
     last = last or today
-    first = first or last - timedelta(days=default_days - 1)
-    if first > last:
-        raise InvalidPeriod("`from` is after `to`", first=first.isoformat(), last=last.isoformat())
-    if (last - first).days + 1 > MAX_DAYS:
-        raise InvalidPeriod(f"A period covers at most {MAX_DAYS} days")
-    return Period(first, last, zone)
+    try:
+        first = first or last - timedelta(days=default_days - 1)
+        if first > last:
+            raise InvalidPeriod("`from` is after `to`", first=first.isoformat(), last=last.isoformat())
+        if (last - first).days + 1 > MAX_DAYS:
+            raise InvalidPeriod(f"A period covers at most {MAX_DAYS} days")
+        found = Period(first, last, zone)
+        found.start, found.end  # noqa: B018 - both bounds must exist in UTC (not so at year 1 or 9999)
+    except OverflowError:
+        raise InvalidPeriod("The period lies outside the calendar (years 1 to 9999 in UTC)") from None
+    return found
 
 
 async def banks_per_region(

@@ -2,7 +2,9 @@ import uuid
 from datetime import datetime
 from typing import Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
+
+from kit.inputs import UtcDatetime
 
 AssetKindIn = Literal["coupon", "red_packet", "card"]
 
@@ -24,7 +26,7 @@ class TemplateIn(BaseModel):
     card_minutes: int | None = Field(default=None, strict=True)
     price_fen: int | None = Field(default=None, strict=True)
     valid_days: int | None = Field(default=None, strict=True)
-    valid_until: AwareDatetime | None = None
+    valid_until: UtcDatetime | None = None
 
 
 class TemplateOut(BaseModel):

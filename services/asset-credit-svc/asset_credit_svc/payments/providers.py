@@ -11,7 +11,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Literal, Protocol, runtime_checkable
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
+
+from kit.inputs import UtcDatetime
 
 # Where the app keeps the providers by channel (runtime.extras).
 PROVIDERS_KEY = "payment_providers"
@@ -68,7 +70,7 @@ class PaymentNotification(BaseModel):
     trade_no: str = Field(min_length=1, max_length=100)
     amount_fen: StrictInt
     status: Literal["SUCCESS", "FAILED"]
-    paid_at: AwareDatetime | None = None
+    paid_at: UtcDatetime | None = None
     nonce: str = Field(min_length=1, max_length=64)
 
 

@@ -14,6 +14,7 @@ from kit.app import RuntimeDep
 from kit.auth import CurrentUser, user_scope
 from kit.db import ReadSessionDep, SessionDep
 from kit.errors import NotFound
+from kit.inputs import INT64_MAX
 
 router = APIRouter(prefix="/v1/wallet", tags=["wallet"], dependencies=[user_scope("wallet")])
 
@@ -40,7 +41,7 @@ async def list_entries(
     user: CurrentUser,
     session: ReadSessionDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    before: Annotated[int | None, Query(ge=1, description="entry_id cursor from `next_before`")] = None,
+    before: Annotated[int | None, Query(ge=1, le=INT64_MAX, description="entry_id cursor from `next_before`")] = None,
 ) -> EntriesOut:
     rows, next_before = await service.entries(session, user.user_id, limit=limit, before=before)
     return EntriesOut(

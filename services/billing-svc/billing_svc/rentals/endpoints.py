@@ -1,6 +1,3 @@
-import base64
-import binascii
-from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
@@ -10,11 +7,12 @@ from billing_svc.models import OPEN_STATES, Rental
 from billing_svc.pricing import compute_fee
 from billing_svc.rentals import borrow as borrow_workflow
 from billing_svc.rentals import repository, service
-from billing_svc.rentals.errors import InvalidCursor, NoActiveRental, RentalNotFound
+from billing_svc.rentals.errors import NoActiveRental, RentalNotFound
 from billing_svc.rentals.schemas import BorrowRequest, CurrentRentalOut, RentalOut, RentalPage
 from kit.app import RuntimeDep
 from kit.auth import CurrentUser, user_scope
 from kit.db import ReadSessionDep, SessionDep
+from kit.pagination import decode_cursor, encode_cursor
 
 router = APIRouter(tags=["rentals"], dependencies=[user_scope("rentals")])
 
@@ -90,11 +88,11 @@ async def rental_history(
 ) -> RentalPage:
     """The user's rentals, newest first."""
     limit = min(limit, service.settings_of(runtime).history_page_max)
-    before = _decode_cursor(cursor) if cursor else None
+    before = decode_cursor(cursor) if cursor else None
     rows = await repository.history(session, user.user_id, limit=limit + 1, before=before)
     more = len(rows) > limit
     rows = rows[:limit]
-    next_cursor = _encode_cursor(rows[-1]) if more and rows else None
+    next_cursor = encode_cursor(rows[-1].requested_at, rows[-1].id) if more and rows else None
     return RentalPage(items=[to_out(r) for r in rows], next_cursor=next_cursor)
 
 
@@ -111,20 +109,3 @@ async def get_rental(rental_id: UUID, user: CurrentUser, session: ReadSessionDep
     if rental is None:
         raise RentalNotFound()
     return to_out(rental)
-
-
-def _encode_cursor(rental: Rental) -> str:
-    raw = f"{rental.requested_at.isoformat()}|{rental.id}"
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, UUID]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        at, _, rental_id = raw.partition("|")
-        moment = datetime.fromisoformat(at)
-        if moment.tzinfo is None:
-            raise ValueError("naive")
-        return moment, UUID(rental_id)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise InvalidCursor() from None

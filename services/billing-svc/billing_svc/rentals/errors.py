@@ -80,12 +80,6 @@ class RentalNotFound(NotFound):
     title = "No such rental"
 
 
-class InvalidCursor(BusinessError):
-    status = 400
-    code = "invalid_cursor"
-    title = "The cursor is not valid"
-
-
 class IdempotencyKeyReused(BusinessError):
     status = 422
     code = "idempotency_key_reused"

@@ -13,6 +13,7 @@ import httpx
 from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from billing_svc import lifecycle
 from billing_svc.models import Rental, RentalState
 from billing_svc.prices import service as prices
 from billing_svc.pricing import Price, compute_fee
@@ -201,7 +202,7 @@ async def request_rental(
         id=rental_id,
         user_id=user_id,
         code=code,
-        state=RentalState.UNLOCKING.value,
+        state=lifecycle.INITIAL.value,
         command_id=uuid.uuid4(),
         idempotency_key=idempotency_key,
         user_exclusive=settings.one_active_rental_per_user,
@@ -298,7 +299,7 @@ async def _start(session: AsyncSession, runtime: Runtime, rental: Rental, data: 
         await end_rental(
             session, runtime, stale, ended_at=data.ejected_at, return_cabinet_id=data.cabinet_id, report_id=None
         )
-    rental.state = RentalState.ACTIVE.value
+    lifecycle.move(rental, RentalState.ACTIVE)
     rental.failure_reason = None
     rental.started_at = data.ejected_at
     rental.bank_id = data.bank_id
@@ -386,7 +387,7 @@ async def on_eject_failed(session: AsyncSession, runtime: Runtime, data: EjectFa
 
 async def fail_rental(session: AsyncSession, runtime: Runtime, rental: Rental, reason: EjectFailureReason) -> None:
     at = now_utc()
-    rental.state = RentalState.FAILED.value
+    lifecycle.move(rental, RentalState.FAILED)
     rental.failure_reason = reason.value
     rental.ended_at = None
     await session.flush()
@@ -463,7 +464,7 @@ async def end_rental(
     rental.fee_fen = fee
     rental.return_cabinet_id = return_cabinet_id
     rental.returned_report_id = report_id
-    rental.state = RentalState.ENDED.value if fee > 0 else RentalState.SETTLED.value
+    lifecycle.move(rental, RentalState.ENDED if fee > 0 else RentalState.SETTLED)
     if fee > 0:
         rental.charge_id = charge_id_for(rental.id)
     await session.flush()
@@ -515,7 +516,7 @@ async def on_charge_settled(session: AsyncSession, data: ChargeSettled) -> None:
     if rental is None:
         return
     if rental.state in (RentalState.ENDED.value, RentalState.UNPAID.value):
-        rental.state = RentalState.SETTLED.value
+        lifecycle.move(rental, RentalState.SETTLED)
         rental.card_fen = data.card_fen
         rental.coupon_fen = data.coupon_fen
         rental.red_packet_fen = data.red_packet_fen
@@ -537,7 +538,7 @@ async def on_charge_failed(session: AsyncSession, data: ChargeFailed) -> None:
     if rental is None:
         return
     if rental.state == RentalState.ENDED.value:
-        rental.state = RentalState.UNPAID.value
+        lifecycle.move(rental, RentalState.UNPAID)
         await session.flush()
         log.warning("rental unpaid", extra={"rental_id": str(rental.id), "reason": data.reason})
 
@@ -574,7 +575,7 @@ async def request_charge(session: AsyncSession, runtime: Runtime, rental: Rental
     assert rental.fee_fen > 0
     rental.charge_attempt += 1
     rental.charge_id = charge_id_for(rental.id, rental.charge_attempt)
-    rental.state = RentalState.ENDED.value
+    lifecycle.move(rental, RentalState.ENDED)
     await session.flush()
     await runtime.publish(
         session,

@@ -1,7 +1,9 @@
 from datetime import datetime
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
+
+from kit.inputs import UtcDatetime
 
 
 class DisputeIn(BaseModel):
@@ -39,7 +41,7 @@ class CorrectionIn(BaseModel):
 
     note: str = Field(min_length=1, max_length=2000, description="Why; kept in the audit")
     fee_fen: int | None = Field(default=None, ge=0, strict=True)
-    ended_at: AwareDatetime | None = None
+    ended_at: UtcDatetime | None = None
     dispute_id: UUID | None = Field(default=None, description="The dispute this correction resolves")
 
 

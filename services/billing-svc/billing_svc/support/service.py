@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from billing_svc import lifecycle
 from billing_svc.models import Dispute, DisputeState, Rental, RentalCorrection, RentalState
 from billing_svc.pricing import compute_fee
 from billing_svc.rentals import repository
@@ -239,7 +240,7 @@ async def correct(
         waived_fen = rental.fee_fen if rental.state == RentalState.UNPAID.value and new_fee == 0 else 0
         rental.fee_fen = new_fee
         if waived_fen:
-            rental.state = RentalState.SETTLED.value  # the debt is waived
+            lifecycle.move(rental, RentalState.SETTLED)  # the debt is waived
             await runtime.publish(
                 session,
                 DebtWaived(rental_id=rental.id, user_id=rental.user_id, waived_fen=waived_fen, at=rentals.now_utc()),

@@ -1,10 +1,11 @@
 """Registry administration: requests and responses (passwords appear once, in the response that
 issued them)."""
 
-from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from kit.inputs import Latitude, Longitude, UtcDatetime
 
 Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 
@@ -14,8 +15,8 @@ class CabinetCreate(BaseModel):
 
     id: Id
     name: str = Field(min_length=1, max_length=100)
-    lat: float = Field(ge=-90, le=90)
-    lon: float = Field(ge=-180, le=180)
+    lat: Latitude
+    lon: Longitude
     address: str = Field(default="", max_length=200)
     region: str = Field(default="", max_length=100)
     opening_hours: str = Field(default="00:00-24:00", max_length=100)
@@ -28,8 +29,8 @@ class CabinetUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str | None = Field(default=None, min_length=1, max_length=100)
-    lat: float | None = Field(default=None, ge=-90, le=90)
-    lon: float | None = Field(default=None, ge=-180, le=180)
+    lat: Latitude | None = None
+    lon: Longitude | None = None
     address: str | None = Field(default=None, max_length=200)
     region: str | None = Field(default=None, max_length=100)
     opening_hours: str | None = Field(default=None, max_length=100)
@@ -57,7 +58,7 @@ class BankCreate(BaseModel):
     qr_code: str | None = Field(default=None, min_length=1, max_length=128)
     nfc_uid: str | None = Field(default=None, pattern=r"^[0-9A-Fa-f]{8,20}$")
     ble_mac: str | None = Field(default=None, pattern=r"^([0-9A-Fa-f]{2}:){5}[0-9A-Fa-f]{2}$")
-    in_service_at: datetime | None = None
+    in_service_at: UtcDatetime | None = None
     module: bool = Field(default=False, description="Has its own cellular module: issue it a credential")
 
 

@@ -203,7 +203,9 @@ async def update_cabinet(session: AsyncSession, cabinet_id: str, body: CabinetUp
 async def create_bank(session: AsyncSession, body: BankCreate) -> tuple[Provisioned, str | None]:
     if await taken(session, body.id):
         raise AlreadyRegistered(f"{body.id} is already registered")
-    identities = [v for v in (body.qr_code, body.nfc_uid, body.ble_mac) if v is not None]
+    nfc_uid = body.nfc_uid.upper() if body.nfc_uid else None  # stored upper case: compare as stored
+    ble_mac = body.ble_mac.upper() if body.ble_mac else None
+    identities = [v for v in (body.qr_code, nfc_uid, ble_mac) if v is not None]
     if identities:
         clash = await session.execute(
             select(Bank.id)
@@ -220,8 +222,8 @@ async def create_bank(session: AsyncSession, body: BankCreate) -> tuple[Provisio
             model=body.model,
             capacity_mah=body.capacity_mah,
             qr_code=body.qr_code,
-            nfc_uid=body.nfc_uid.upper() if body.nfc_uid else None,
-            ble_mac=body.ble_mac.upper() if body.ble_mac else None,
+            nfc_uid=nfc_uid,
+            ble_mac=ble_mac,
             in_service_at=body.in_service_at or datetime.now(UTC),
             has_module=body.module,
             state="maintenance",

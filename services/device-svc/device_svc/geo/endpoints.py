@@ -10,11 +10,12 @@ from device_svc.registry.endpoints import Viewer, min_battery
 from kit.app import RuntimeDep
 from kit.auth import user_scope
 from kit.db import SessionDep
+from kit.inputs import Latitude, Longitude
 
 router = APIRouter(prefix="/v1", tags=["map"], dependencies=[user_scope("map")])
 
-Lat = Annotated[float, Query(ge=-90, le=90)]
-Lon = Annotated[float, Query(ge=-180, le=180)]
+Lat = Annotated[Latitude, Query()]
+Lon = Annotated[Longitude, Query()]
 Radius = Annotated[int, Query(ge=1, le=50_000)]
 Limit = Annotated[int, Query(ge=1, le=100)]
 

@@ -3,7 +3,6 @@
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import AwareDatetime
 
 from device_svc.models import BANK_STATES
 from device_svc.mqtt.downlink import Downlink
@@ -26,6 +25,7 @@ from device_svc.settings import Settings
 from kit.app import RuntimeDep
 from kit.auth import Principal, require_permission
 from kit.db import ReadSessionDep, SessionDep
+from kit.inputs import INT64_MAX, UtcDatetime
 
 Staff = Annotated[Principal, Depends(require_permission("devices:read"))]
 Maintainer = Annotated[Principal, Depends(require_permission("devices:maintain"))]
@@ -68,7 +68,7 @@ async def devices(
 async def presence(
     _: Staff,
     session: ReadSessionDep,
-    heard_since: Annotated[AwareDatetime | None, Query()] = None,
+    heard_since: Annotated[UtcDatetime | None, Query()] = None,
     silent_limit: Annotated[int, Query(ge=0, le=1000)] = 100,
 ) -> CabinetPresence:
     """How many cabinets are online, how many were heard from since a moment (after an outage: who is
@@ -85,7 +85,7 @@ async def banks(
     has_module: bool | None = None,
     cabinet_id: Annotated[str | None, Query(max_length=64)] = None,
     limit: Limit = 200,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=INT64_MAX)] = 0,
 ) -> BankAdminList:
     """Banks with state, faults, time in service, usage, power statistics and open alarms."""
     items = await service.query_banks(

@@ -1,15 +1,15 @@
 """Inbox rules: users see and mark only their own messages (and the published notices, which are
 everyone's); pages are cut by an opaque cursor."""
 
-import base64
-import binascii
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from kit.errors import BusinessError, NotFound
+from kit import pagination
+from kit.errors import NotFound
+from kit.pagination import encode_cursor
 from kit.periodic import Alarm
 from notify_svc.campaigns import service as campaigns
 from notify_svc.messages import repository
@@ -25,12 +25,6 @@ class MessageNotFound(NotFound):
     title = "Message not found"
 
 
-class InvalidCursor(BusinessError):
-    status = 400
-    code = "invalid_cursor"
-    title = "Invalid cursor"
-
-
 @dataclass(frozen=True)
 class Page:
     items: list[InboxItem]
@@ -38,21 +32,8 @@ class Page:
     images: dict[uuid.UUID, list[tuple[uuid.UUID, str]]]  # notice id -> (image id, content type)
 
 
-def encode_cursor(created_at: datetime, message_id: uuid.UUID) -> str:
-    raw = f"{created_at.astimezone(UTC).isoformat()}|{message_id}"
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
-
-
 def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        stamp, _, ident = raw.partition("|")
-        created_at = datetime.fromisoformat(stamp)
-        if created_at.tzinfo is None:
-            raise ValueError("naive time")
-        return created_at, uuid.UUID(ident)
-    except (ValueError, UnicodeDecodeError, binascii.Error):
-        raise InvalidCursor("`before` is not a cursor this service returned as `next_before`") from None
+    return pagination.decode_cursor(cursor, detail="`before` is not a cursor this service returned as `next_before`")
 
 
 async def list_messages(

@@ -25,10 +25,11 @@ from contracts.events import (
 )
 from kit.app import Runtime
 from kit.errors import BusinessError, NotFound
+from kit.pagination import encode_cursor
 from notify_svc import texts
 from notify_svc.context import context_of
 from notify_svc.messages import service as inbox
-from notify_svc.messages.service import decode_cursor, encode_cursor
+from notify_svc.messages.service import decode_cursor
 from notify_svc.models import Ticket, TicketEntry, TicketPhoto
 from notify_svc.notices.images import ALLOWED_TYPES, sniff
 from notify_svc.notices.service import NotAnImage, TooManyImages
