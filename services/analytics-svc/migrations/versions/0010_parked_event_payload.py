@@ -2,16 +2,16 @@
 replay it after a fix (kit.parked, issue 14); done ids get an index on processed_at for retention
 (kit.retention).
 
-Revision ID: 0007
-Revises: 0006
+Revision ID: 0010
+Revises: 0009
 """
 
 from collections.abc import Sequence
 
 from kit.migrations import add_parked_event_payload, drop_parked_event_payload
 
-revision: str = "0007"
-down_revision: str | None = "0006"
+revision: str = "0010"
+down_revision: str | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
