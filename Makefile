@@ -21,18 +21,18 @@ SKIP_LINT   ?= 0
 TEST_TIMEOUT ?= 1200
 
 # Local packages: a directory with a pyproject.toml; their import name is the directory name with - -> _.
-PKG_DIRS    := $(patsubst %/pyproject.toml,%,$(wildcard libs/*/pyproject.toml services/*-svc/pyproject.toml device-emulator/pyproject.toml))
+PKG_DIRS    := $(patsubst %/pyproject.toml,%,$(wildcard libs/*/pyproject.toml services/*-svc/pyproject.toml device-emulator/pyproject.toml console/pyproject.toml))
 # mypy gets the package directories (not their per-service tests/, whose module names collide); the module
 # names come from mypy_path in pyproject.toml. Override MYPY_TARGETS to widen it.
 PKG_SRC     := $(foreach d,$(PKG_DIRS),$(wildcard $(d)/$(subst -,_,$(notdir $(d)))/__init__.py))
 MYPY_TARGETS ?= $(patsubst %/__init__.py,%,$(PKG_SRC)) deploy/local $(wildcard tests)
-TEST_PATHS  := $(wildcard libs services device-emulator tests)
+TEST_PATHS  := $(wildcard libs services device-emulator console tests)
 
 .PHONY: help install run stop status test test-up lint bench bench-campaigns clean-state
 
 help:
 	@echo "make install      create .venv (python3.11 + uv) and install requirements.lock and the local packages"
-	@echo "make run          bring up the local stack, migrate, start the six services, seed, emulator, demo"
+	@echo "make run          bring up the local stack, migrate, start the six services and the console, seed, emulator, demo"
 	@echo "make stop         stop the run stack (STACK_NAME=test for the test stack)"
 	@echo "make status       what runs and whether it answers (STACK_NAME=run|test)"
 	@echo "make test         lint, fresh test stack, migrations, pytest ($(TEST_PATHS))"

@@ -59,6 +59,7 @@ MQTT_SERVICE_USER = "device-svc"
 KAFKA_PARTITIONS = 3
 KAFKA_PROBE_TOPIC = "pb.local.stack-probe"
 SBIN_DIRS = ("/usr/sbin", "/usr/local/sbin", "/sbin")
+CJK_FONT = Path("/usr/share/fonts/truetype/wqy/wqy-microhei.ttc")
 
 
 class StackError(Exception):
@@ -93,12 +94,13 @@ class Service:
     directory: str  # "asset-credit-svc" under services/
     package: str  # "asset_credit_svc"
     env_prefix: str  # "ASSET" -> ASSET_SVC_URL, ASSET_DATABASE_URL
-    db_suffix: str  # "asset" -> pb_asset / pb_test_asset
+    db_suffix: str  # "asset" -> pb_asset / pb_test_asset; "" for a process without a database
     port_offset: int
+    parent: str = "services"  # the folder holding `directory` ("" for a top-level folder)
 
     @property
     def path(self) -> Path:
-        return ROOT / "services" / self.directory
+        return ROOT / self.parent / self.directory if self.parent else ROOT / self.directory
 
     def exists(self) -> bool:
         return (self.path / self.package / "main.py").is_file()
@@ -112,6 +114,13 @@ SERVICES: tuple[Service, ...] = (
     Service("notify", "notify-svc", "notify_svc", "NOTIFY", "notify", 5),
     Service("analytics", "analytics-svc", "analytics_svc", "ANALYTICS", "analytics", 6),
 )
+# The operations console (console/, docs/console.md): its own process beside the services, without a
+# database; it calls the services' APIs with the signed-in staff member's token.
+CONSOLE = Service("console", "console", "console", "CONSOLE", "", 7, parent="")
+# What `start-services` starts, `stop-services` stops and `status` lists.
+PROCESSES: tuple[Service, ...] = (*SERVICES, CONSOLE)
+# The development staff login user-svc seeds outside production (user_svc/settings.py, DEV_ADMIN_PASSWORD).
+DEV_STAFF_LOGIN = ("admin", "dev-admin-password")
 
 # name -> (PB_ENV, service port base, MQTT port, Kafka port, database prefix, start clean on every `up`)
 STACK_DEFAULTS: dict[str, tuple[str, int, int, int, str, bool]] = {
@@ -491,6 +500,7 @@ def package_dirs() -> list[Path]:
         *sorted((ROOT / "services").glob("*-svc/pyproject.toml")),
     ]
     candidates.append(ROOT / "device-emulator" / "pyproject.toml")
+    candidates.append(ROOT / "console" / "pyproject.toml")
     return [path.parent for path in candidates if path.is_file()]
 
 
@@ -536,6 +546,13 @@ def system_packages_needed() -> list[str]:
         needed.append("mosquitto-clients")
     if pg_bindir() is None and (os.environ.get("PB_PG_MODE", "auto") == "private" or find_system_postgres() is None):
         needed.append("postgresql")
+    # The console's browser tests drive Debian's Chromium through Playwright (never a downloaded browser).
+    if find_binary("chromium") is None:
+        needed.append("chromium")
+    if find_binary("chromedriver") is None:
+        needed.append("chromium-driver")
+    if not CJK_FONT.exists():  # the console's default interface language is Chinese: screenshots need glyphs
+        needed.append("fonts-wqy-microhei")
     return needed
 
 
@@ -1161,6 +1178,7 @@ def build_env(stack: Stack, target: PgTarget, password: str, keys: tuple[Path, P
     }
     for service in SERVICES:
         env[f"{service.env_prefix}_SVC_URL"] = f"http://127.0.0.1:{stack.service_port(service)}"
+    env["CONSOLE_URL"] = f"http://127.0.0.1:{stack.service_port(CONSOLE)}"
     for service in SERVICES:
         env[f"{service.env_prefix}_DATABASE_URL"] = database_url(target, stack.database(service))
     return env
@@ -1193,12 +1211,12 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def selected_services(names: str | None) -> list[Service]:
     if not names:
-        return list(SERVICES)
+        return list(PROCESSES)
     wanted = {n.strip().removesuffix("-svc") for n in names.split(",") if n.strip()}
-    unknown = wanted - {s.name for s in SERVICES}
+    unknown = wanted - {s.name for s in PROCESSES}
     if unknown:
         raise StackError(f"unknown services: {', '.join(sorted(unknown))}")
-    return [s for s in SERVICES if s.name in wanted]
+    return [s for s in PROCESSES if s.name in wanted]
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -1206,6 +1224,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     base_env = process_env(stack)
     ran = 0
     for service in selected_services(args.services):
+        if not service.db_suffix:
+            continue
         if not (service.path / "alembic.ini").is_file():
             if service.path.exists():
                 warn(f"{rel(service.path)} has no alembic.ini yet; skipped", stack.name)
@@ -1241,7 +1261,7 @@ def readyz(port: int, timeout: float = 2.0) -> int | None:
         return None
 
 
-def stop_services(stack: Stack, services: Sequence[Service] = SERVICES) -> None:
+def stop_services(stack: Stack, services: Sequence[Service] = PROCESSES) -> None:
     stop_pidfile(stack.pids / "emulator.pid", "device_emulator", "device emulator", stack.name)
     for service in services:
         pid_file, _ = service_files(stack, service)
@@ -1271,7 +1291,9 @@ def cmd_start_services(args: argparse.Namespace) -> int:
         stop_pidfile(pid_file, service.package, service.directory, stack.name)
         if port_open(port):
             raise StackError(f"port {port} for {service.directory} is taken by another process")
-        env = {**base_env, "DATABASE_URL": base_env[f"{service.env_prefix}_DATABASE_URL"], "SERVICE_PORT": str(port)}
+        env = {**base_env, "SERVICE_PORT": str(port)}
+        if service.db_suffix:
+            env["DATABASE_URL"] = base_env[f"{service.env_prefix}_DATABASE_URL"]
         cmd = [
             str(VENV_PY),
             "-m",
@@ -1456,7 +1478,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         pid_alive(tansu_pid, "tansu") and port_open(stack.kafka_port),
         f"127.0.0.1:{stack.kafka_port} pid {tansu_pid}",
     )
-    for service in SERVICES:
+    for service in PROCESSES:
         pid = read_pid(service_files(stack, service)[0])
         port = stack.service_port(service)
         if not pid_alive(pid, service.package):
@@ -1467,6 +1489,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     emu_pid = read_pid(stack.pids / "emulator.pid")
     if pid_alive(emu_pid, "device_emulator"):
         print(f"  {'device-emulator':<18} up    pid {emu_pid}")
+    if pid_alive(read_pid(service_files(stack, CONSOLE)[0]), CONSOLE.package):
+        print(f"operations console: http://127.0.0.1:{stack.service_port(CONSOLE)}/")
+        if stack.pb_env != "production":
+            login = os.environ.get("ADMIN_BOOTSTRAP_LOGIN", DEV_STAFF_LOGIN[0])
+            password = os.environ.get("ADMIN_BOOTSTRAP_PASSWORD", DEV_STAFF_LOGIN[1])
+            print(f"  staff sign-in (development): {login} / {password}")
     return 0 if healthy or not args.check else 3
 
 

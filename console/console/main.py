@@ -1,0 +1,236 @@
+"""The console's app: its own process beside the six services (deploy/local/stack.py starts it on the
+stack's port base + 7; see docs/console.md for why it is not mounted in a service)."""
+
+import logging
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
+
+import httpx
+from fastapi import FastAPI, Query, Request, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+
+from console.backend import Backend, BackendError, Services, SessionExpired
+from console.pages import dashboard, devices, people, tickets
+from console.sessions import COOKIE, LOGIN_CSRF_COOKIE, SessionStore
+from console.settings import ConsoleSettings
+from console.web import (
+    Console,
+    ConsoleDep,
+    CsrfRefused,
+    NotAllowed,
+    SignInRequired,
+    Staff,
+    console_of,
+    read_form,
+    render,
+    templates_for,
+)
+from kit.logging import configure_logging
+
+log = logging.getLogger("console")
+
+STATIC = Path(__file__).parent / "static"
+
+# No inline script or style anywhere: every script and stylesheet is a file served from here.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+class SecurityHeaders(BaseHTTPMiddleware):
+    """Headers on every answer, and state changes refused when the browser says they come from
+    another origin (besides the CSRF token and SameSite=Strict cookies)."""
+
+    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        if request.method in UNSAFE_METHODS:
+            origin = request.headers.get("origin")
+            if origin and origin != "null" and urlsplit(origin).netloc != request.headers.get("host", ""):
+                response: Response = HTMLResponse("cross-origin request refused", status_code=403)
+            else:
+                response = await call_next(request)
+        else:
+            response = await call_next(request)
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        return response
+
+
+def _secure(request: Request, settings: ConsoleSettings) -> bool:
+    return settings.force_secure or request.url.scheme == "https"
+
+
+def create_app(settings: ConsoleSettings | None = None) -> FastAPI:
+    settings = settings or ConsoleSettings()
+    configure_logging("console", settings.log_level)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with httpx.AsyncClient(timeout=settings.backend_timeout_s) as http:
+            zone = ZoneInfo(settings.console_timezone)
+            app.state.console = Console(
+                settings=settings,
+                store=SessionStore(settings.console_idle_timeout_s),
+                backend=Backend(http, Services.from_settings(settings)),
+                templates=templates_for(zone),
+                zone=zone,
+            )
+            yield
+
+    app = FastAPI(title="Operations console", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(SecurityHeaders)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.exception_handler(SignInRequired)
+    async def sign_in(request: Request, _: SignInRequired) -> Response:
+        if request.headers.get("x-requested-with") == "fetch":
+            return JSONResponse({"code": "signed_out"}, status_code=401)
+        # A cookie that names no live session: it expired (or the console restarted).
+        return RedirectResponse("/login?expired=1" if request.cookies.get(COOKIE) else "/login", status_code=303)
+
+    @app.exception_handler(SessionExpired)
+    async def expired(request: Request, _: SessionExpired) -> Response:
+        console_of(request).store.end(request.cookies.get(COOKIE))
+        return RedirectResponse("/login?expired=1", status_code=303)
+
+    @app.exception_handler(NotAllowed)
+    async def not_allowed(request: Request, _: NotAllowed) -> Response:
+        staff = console_of(request).store.get(request.cookies.get(COOKIE))
+        return render(request, "error.html", staff, status_code=403, message_key="forbidden", detail="")
+
+    @app.exception_handler(CsrfRefused)
+    async def csrf_refused(request: Request, _: CsrfRefused) -> Response:
+        staff = console_of(request).store.get(request.cookies.get(COOKIE))
+        return render(request, "error.html", staff, status_code=403, message_key="csrf", detail="")
+
+    @app.exception_handler(BackendError)
+    async def backend_error(request: Request, exc: BackendError) -> Response:
+        staff = console_of(request).store.get(request.cookies.get(COOKIE))
+        key = "forbidden" if exc.status == 403 else "error.unavailable" if exc.status >= 500 else "error.backend"
+        status = exc.status if exc.status in (403, 404, 409, 422) else 502
+        return render(
+            request, "error.html", staff, status_code=status, message_key=key, detail=f"{exc.code}: {exc.detail}"
+        )
+
+    @app.get("/livez", include_in_schema=False)
+    async def livez() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz(console: ConsoleDep) -> Response:
+        """Ready when user-svc (where staff sign in) answers."""
+        try:
+            answer = await console.backend.http.get(f"{console.backend.services.user}/livez", timeout=2.0)
+            ok = answer.status_code == 200
+        except httpx.HTTPError:
+            ok = False
+        return JSONResponse({"status": "ok" if ok else "failing", "user_svc": ok}, status_code=200 if ok else 503)
+
+    @app.get("/login", response_class=HTMLResponse)
+    async def login_form(
+        request: Request,
+        console: ConsoleDep,
+        expired: bool = False,
+        out: bool = False,
+        lang: Annotated[str | None, Query(pattern="^(zh|en)$")] = None,
+    ) -> Response:
+        token = secrets.token_urlsafe(32)
+        message = "signin.expired" if expired else "signin.out" if out else ""
+        response = render(request, "login.html", None, lang=lang, login_csrf=token, message_key=message, error_key="")
+        _login_cookie(response, request, settings, token)
+        return response
+
+    @app.post("/login")
+    async def login(request: Request, console: ConsoleDep) -> Response:
+        form = await read_form(request, request.cookies.get(LOGIN_CSRF_COOKIE, "") or secrets.token_urlsafe(8))
+        lang = form.get("lang", "") if form.get("lang") in ("zh", "en") else settings.console_default_lang
+        login_name = form.get("login", "").strip()
+        try:
+            answer = await console.backend.call(
+                "POST",
+                f"{console.backend.services.user}/v1/admin/sessions",
+                json={"login": login_name, "password": form.get("password", "")},
+            )
+        except BackendError as exc:
+            token = secrets.token_urlsafe(32)
+            error = "signin.locked" if exc.status == 429 else "signin.failed"
+            status = 429 if exc.status == 429 else 401
+            response = render(
+                request,
+                "login.html",
+                None,
+                status_code=status,
+                lang=lang,
+                login_csrf=token,
+                message_key="",
+                error_key=error,
+            )
+            _login_cookie(response, request, settings, token)
+            return response
+        staff = console.store.create(
+            admin_id=str(answer["admin_id"]),
+            login=login_name,
+            roles=list(answer["roles"]),
+            access_token=str(answer["access_token"]),
+            expires_in=int(answer["expires_in"]),
+            lang=lang,
+        )
+        log.info("staff signed in", extra={"admin_id": staff.admin_id, "roles": staff.roles})
+        signed_in = RedirectResponse("/", status_code=303)
+        signed_in.set_cookie(
+            COOKIE,
+            staff.session_id,
+            httponly=True,
+            samesite="strict",
+            secure=_secure(request, settings),
+            path="/",
+        )
+        signed_in.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
+        return signed_in
+
+    @app.post("/logout")
+    async def logout(request: Request, staff: Staff, console: ConsoleDep) -> Response:
+        await read_form(request, staff.csrf_token)
+        console.store.end(staff.session_id)
+        response = RedirectResponse("/login?out=1", status_code=303)
+        response.delete_cookie(COOKIE, path="/")
+        return response
+
+    @app.post("/lang")
+    async def switch_language(request: Request, staff: Staff) -> Response:
+        form = await read_form(request, staff.csrf_token)
+        staff.lang = "en" if staff.lang == "zh" else "zh"
+        back = form.get("back", "/")
+        return RedirectResponse(back if back.startswith("/") and not back.startswith("//") else "/", status_code=303)
+
+    for module in (dashboard, devices, tickets, people):
+        app.include_router(module.router)
+    return app
+
+
+def _login_cookie(response: Response, request: Request, settings: ConsoleSettings, token: str) -> None:
+    """The sign-in form's CSRF token, double-submitted: a cookie only this origin can set, and the form field."""
+    response.set_cookie(
+        LOGIN_CSRF_COOKIE,
+        token,
+        httponly=True,
+        samesite="strict",
+        secure=_secure(request, settings),
+        path="/login",
+        max_age=3600,
+    )

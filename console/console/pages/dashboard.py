@@ -1,0 +1,99 @@
+"""The dashboard: today's figures from the services that own them, refreshed by a short poll."""
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse
+
+from console.backend import BackendError, SessionExpired
+from console.charts import BarChart, bar_chart
+from console.formatting import percent, yuan
+from console.sessions import StaffSession
+from console.web import Console, ConsoleDep, page_permission, render
+
+router = APIRouter()
+OPEN_TICKET_STATUSES = ("new", "assigned", "waiting_user", "reopened")
+TICKET_PAGE = 100
+
+
+@dataclass
+class Figures:
+    """What the dashboard shows; a figure the role may not read stays None and is not shown."""
+
+    values: dict[str, str] = field(default_factory=dict)
+    per_hour: BarChart | None = None
+    active_users: BarChart | None = None
+    errors: list[str] = field(default_factory=list)
+
+
+async def _overview(console: Console, staff: StaffSession, figures: Figures) -> None:
+    s = console.backend.services
+    overview: dict[str, Any] = await console.backend.get(f"{s.analytics}/v1/stats/overview", staff.access_token)
+    figures.values["rentals_now"] = str(overview["active_rentals"])
+    figures.values["revenue"] = yuan(int(overview["revenue_fen"]))
+    hours = await console.backend.get(f"{s.analytics}/v1/stats/rentals-per-hour", staff.access_token, days=1)
+    figures.per_hour = bar_chart([(str(b["hour"]), int(b["rentals"])) for b in hours["buckets"]], every=3)
+
+
+async def _analyses(console: Console, staff: StaffSession, figures: Figures) -> None:
+    s = console.backend.services
+    days = await console.backend.get(f"{s.analytics}/v1/analytics/rentals", staff.access_token, granularity="day")
+    rows = days["rows"]
+    figures.values["rentals_today"] = str(rows[-1]["rentals"]) if rows else "0"
+    active = await console.backend.get(f"{s.analytics}/v1/analytics/active-users", staff.access_token)
+    figures.active_users = bar_chart([(r["period_start"][5:], int(r["active"])) for r in active["rows"]])
+
+
+async def _devices(console: Console, staff: StaffSession, figures: Figures) -> None:
+    s = console.backend.services
+    presence = await console.backend.get(f"{s.device}/v1/ops/presence", staff.access_token, silent_limit=0)
+    online, total = int(presence["online"]), int(presence["cabinets"])
+    figures.values["cabinets_online"] = f"{percent(online, total)} ({online}/{total})"
+    alarms = await console.backend.get(f"{s.device}/v1/ops/alarms", staff.access_token, limit=1000)
+    figures.values["open_alarms"] = str(len(alarms["items"]))
+
+
+async def _tickets(console: Console, staff: StaffSession, figures: Figures) -> None:
+    s = console.backend.services
+    params = [("status", status) for status in OPEN_TICKET_STATUSES] + [("limit", TICKET_PAGE)]
+    page = await console.backend.call("GET", f"{s.notify}/v1/admin/tickets", token=staff.access_token, params=params)
+    count = len(page["items"])
+    figures.values["open_tickets"] = f"{count}+" if page.get("next_before") else str(count)
+
+
+async def gather(console: Console, staff: StaffSession) -> Figures:
+    figures = Figures()
+    parts = [
+        (_overview, "stats:read"),
+        (_analyses, "analytics:read"),
+        (_devices, "devices:read"),
+        (_tickets, "tickets:read"),
+    ]
+    wanted = [part(console, staff, figures) for part, permission in parts if staff.can(permission)]
+    for outcome in await asyncio.gather(*wanted, return_exceptions=True):
+        if isinstance(outcome, SessionExpired):
+            raise outcome
+        if isinstance(outcome, BackendError):
+            figures.errors.append(f"{outcome.code}: {outcome.detail}")
+        elif isinstance(outcome, BaseException):
+            raise outcome
+    return figures
+
+
+@router.get("/", response_class=HTMLResponse)
+async def dashboard(
+    request: Request, console: ConsoleDep, staff: StaffSession = Depends(page_permission("nav.dashboard"))
+) -> HTMLResponse:
+    figures = await gather(console, staff)
+    return render(request, "dashboard.html", staff, figures=figures)
+
+
+@router.get("/dashboard/live", response_class=HTMLResponse)
+async def live(
+    request: Request, console: ConsoleDep, staff: StaffSession = Depends(page_permission("nav.dashboard"))
+) -> HTMLResponse:
+    """The figures alone, for the page's poll to swap in."""
+    figures = await gather(console, staff)
+    return render(request, "dashboard_figures.html", staff, figures=figures)

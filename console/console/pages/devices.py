@@ -1,0 +1,227 @@
+"""Devices: the map, cabinets, banks and alarms (device-svc's registry and ops APIs), with the actions
+device-svc offers staff: ring a bank, switch a cabinet's light, mark a bank faulty, lost or in
+maintenance (with a reason, recorded by device-svc as a transition), rotate a device's credentials,
+resolve an alarm."""
+
+import asyncio
+from typing import Annotated, Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from console import geo
+from console.sessions import StaffSession
+from console.web import ConsoleDep, page_permission, read_form, render, require
+
+router = APIRouter()
+
+DeviceId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+Search = Annotated[str, Query(max_length=64)]
+Reader = Annotated[StaffSession, Depends(page_permission("nav.cabinets"))]
+Maintainer = Annotated[StaffSession, Depends(require("devices:maintain"))]
+Provisioner = Annotated[StaffSession, Depends(require("devices:provision"))]
+CABINET_STATES = ("online", "offline", "alarm", "full", "empty")
+MANUAL_STATES = ("faulty", "lost", "maintenance", "in_cabinet", "retired")
+RESOLVABLE_ALARMS = ("moved_while_idle", "high_temperature", "position_overdue", "maintenance_due")
+
+
+async def _cabinets(console: ConsoleDep, staff: StaffSession) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    s = console.backend.services
+    listed, alarms = await asyncio.gather(
+        console.backend.get(f"{s.device}/v1/cabinets", staff.access_token),
+        console.backend.get(f"{s.device}/v1/ops/alarms", staff.access_token, limit=1000),
+    )
+    alarmed = {a["device_id"] for a in alarms["items"] if a["device_kind"] == "cabinet"}
+    cabinets = listed["items"]
+    for c in cabinets:
+        c["status"] = geo.cabinet_state(c, alarmed)
+    return cabinets, alarms["items"]
+
+
+def _matches(cabinet: dict[str, Any], q: str) -> bool:
+    needle = q.strip().lower()
+    return not needle or any(needle in str(cabinet[k]).lower() for k in ("id", "name", "address"))
+
+
+@router.get("/map", response_class=HTMLResponse)
+async def cabinet_map(
+    request: Request,
+    console: ConsoleDep,
+    staff: Annotated[StaffSession, Depends(page_permission("nav.map"))],
+    q: Search = "",
+) -> HTMLResponse:
+    cabinets, _ = await _cabinets(console, staff)
+    cells: list[dict[str, Any]] = []
+    if staff.can("analytics:read"):
+        heat = await console.backend.get(
+            f"{console.backend.services.analytics}/v1/analytics/heat-map", staff.access_token
+        )
+        cells = heat["rows"]
+    projection = geo.projection([(c["lat"], c["lon"]) for c in cabinets])
+    top = max((c["rentals"] for c in cells), default=0)
+    hotspots = [
+        {
+            "cell": c["cell"],
+            "rentals": c["rentals"],
+            "points": geo.cell_outline(c["cell"], projection),
+            "level": min(4, 1 + (4 * c["rentals"]) // max(top, 1)),
+        }
+        for c in cells
+    ]
+    for c in cabinets:
+        c["x"], c["y"] = projection.xy(c["lat"], c["lon"])
+        c["found"] = bool(q.strip()) and _matches(c, q)
+    found = [c for c in cabinets if c["found"]]
+    view = f"0 0 {geo.WIDTH} {geo.HEIGHT}"
+    if found:  # centre on the first match, zoomed in
+        w, h = geo.WIDTH / 3, geo.HEIGHT / 3
+        view = f"{found[0]['x'] - w / 2:.1f} {found[0]['y'] - h / 2:.1f} {w:.1f} {h:.1f}"
+    return render(
+        request,
+        "map.html",
+        staff,
+        cabinets=cabinets,
+        hotspots=hotspots,
+        grid=geo.grid(projection),
+        width=geo.WIDTH,
+        height=geo.HEIGHT,
+        view=view,
+        q=q,
+        found=found,
+        states=CABINET_STATES,
+    )
+
+
+@router.get("/cabinets", response_class=HTMLResponse)
+async def cabinets_page(
+    request: Request,
+    console: ConsoleDep,
+    staff: Reader,
+    q: Search = "",
+    state: Annotated[str, Query(pattern="^(|online|offline|alarm|full|empty)$")] = "",
+) -> HTMLResponse:
+    cabinets, _ = await _cabinets(console, staff)
+    shown = [c for c in cabinets if _matches(c, q) and (not state or c["status"] == state)]
+    return render(request, "cabinets.html", staff, cabinets=shown, q=q, state=state, states=CABINET_STATES)
+
+
+@router.get("/cabinets/{cabinet_id}", response_class=HTMLResponse)
+async def cabinet_page(request: Request, cabinet_id: DeviceId, console: ConsoleDep, staff: Reader) -> HTMLResponse:
+    s = console.backend.services
+    cabinet, banks, alarms = await asyncio.gather(
+        console.backend.get(f"{s.device}/v1/cabinets/{cabinet_id}", staff.access_token),
+        console.backend.get(f"{s.device}/v1/ops/banks", staff.access_token, cabinet_id=cabinet_id, limit=1000),
+        console.backend.get(f"{s.device}/v1/ops/alarms", staff.access_token, limit=1000),
+    )
+    mine = [a for a in alarms["items"] if a["device_id"] == cabinet_id]
+    cabinet["status"] = geo.cabinet_state(cabinet, {cabinet_id} if mine else set())
+    by_id = {b["id"]: b for b in banks["items"]}
+    return render(request, "cabinet.html", staff, cabinet=cabinet, banks=by_id, alarms=mine)
+
+
+@router.get("/banks", response_class=HTMLResponse)
+async def banks_page(
+    request: Request,
+    console: ConsoleDep,
+    staff: Reader,
+    q: Search = "",
+    state: Annotated[str, Query(pattern="^(|in_cabinet|rented|faulty|maintenance|lost|retired)$")] = "",
+    cabinet_id: Search = "",
+) -> HTMLResponse:
+    s = console.backend.services
+    found = await console.backend.get(
+        f"{s.device}/v1/ops/banks", staff.access_token, state=state or None, cabinet_id=cabinet_id or None, limit=1000
+    )
+    needle = q.strip().lower()
+    banks = [b for b in found["items"] if not needle or needle in b["id"].lower()]
+    states = ("in_cabinet", "rented", "faulty", "maintenance", "lost", "retired")
+    return render(request, "banks.html", staff, banks=banks, q=q, state=state, cabinet_id=cabinet_id, states=states)
+
+
+async def _bank(console: ConsoleDep, staff: StaffSession, bank_id: str) -> dict[str, Any]:
+    """A bank's ops view: device-svc lists banks by cabinet or state, so look it up where it is."""
+    s = console.backend.services
+    public = await console.backend.get(f"{s.device}/v1/banks/{bank_id}", staff.access_token)
+    if public.get("cabinet_id"):
+        page = await console.backend.get(
+            f"{s.device}/v1/ops/banks", staff.access_token, cabinet_id=public["cabinet_id"], limit=1000
+        )
+    else:
+        page = await console.backend.get(
+            f"{s.device}/v1/ops/banks", staff.access_token, state=public["state"], limit=1000
+        )
+    found: dict[str, Any] | None = next((b for b in page["items"] if b["id"] == bank_id), None)
+    return found if found is not None else dict(public)
+
+
+@router.get("/banks/{bank_id}", response_class=HTMLResponse)
+async def bank_page(request: Request, bank_id: DeviceId, console: ConsoleDep, staff: Reader) -> HTMLResponse:
+    s = console.backend.services
+    bank, transitions = await asyncio.gather(
+        _bank(console, staff, bank_id),
+        console.backend.get(f"{s.device}/v1/ops/banks/{bank_id}/transitions", staff.access_token),
+    )
+    return render(
+        request,
+        "bank.html",
+        staff,
+        bank=bank,
+        transitions=transitions["items"][-20:][::-1],
+        manual_states=MANUAL_STATES,
+        password=None,
+    )
+
+
+@router.post("/banks/{bank_id}/ring")
+async def ring(request: Request, bank_id: DeviceId, console: ConsoleDep, staff: Maintainer) -> Response:
+    await read_form(request, staff.csrf_token)
+    await console.backend.post(f"{console.backend.services.device}/v1/ops/banks/{bank_id}/ring", staff.access_token)
+    return RedirectResponse(f"/banks/{quote(bank_id)}?done=bank.rang", status_code=303)
+
+
+@router.post("/banks/{bank_id}/state")
+async def set_state(request: Request, bank_id: DeviceId, console: ConsoleDep, staff: Maintainer) -> Response:
+    form = await read_form(request, staff.csrf_token)
+    body = {"state": form.get("state", ""), "reason": form.get("reason", "").strip()}
+    await console.backend.post(
+        f"{console.backend.services.device}/v1/ops/banks/{bank_id}/state", staff.access_token, body
+    )
+    return RedirectResponse(f"/banks/{quote(bank_id)}?done=done", status_code=303)
+
+
+@router.post("/cabinets/{cabinet_id}/light")
+async def light(request: Request, cabinet_id: DeviceId, console: ConsoleDep, staff: Maintainer) -> Response:
+    await read_form(request, staff.csrf_token)
+    await console.backend.post(
+        f"{console.backend.services.device}/v1/ops/cabinets/{cabinet_id}/light", staff.access_token, {"on": True}
+    )
+    return RedirectResponse(f"/cabinets/{quote(cabinet_id)}?done=done", status_code=303)
+
+
+@router.post("/devices/{device_id}/rotate", response_class=HTMLResponse)
+async def rotate(request: Request, device_id: DeviceId, console: ConsoleDep, staff: Provisioner) -> HTMLResponse:
+    """The new password is shown once, on this answer (never in a URL)."""
+    await read_form(request, staff.csrf_token)
+    credential = await console.backend.post(
+        f"{console.backend.services.device}/v1/admin/devices/{device_id}/credentials/rotate", staff.access_token
+    )
+    return render(request, "rotated.html", staff, device_id=device_id, password=credential["password"])
+
+
+@router.get("/alarms", response_class=HTMLResponse)
+async def alarms_page(
+    request: Request, console: ConsoleDep, staff: Annotated[StaffSession, Depends(page_permission("nav.alarms"))]
+) -> HTMLResponse:
+    alarms = await console.backend.get(
+        f"{console.backend.services.device}/v1/ops/alarms", staff.access_token, limit=1000
+    )
+    return render(request, "alarms.html", staff, alarms=alarms["items"], resolvable=RESOLVABLE_ALARMS)
+
+
+@router.post("/alarms/resolve")
+async def resolve_alarm(request: Request, console: ConsoleDep, staff: Maintainer) -> Response:
+    form = await read_form(request, staff.csrf_token)
+    body = {"device_id": form.get("device_id", ""), "kind": form.get("kind", "")}
+    await console.backend.post(f"{console.backend.services.device}/v1/ops/alarms/resolve", staff.access_token, body)
+    return RedirectResponse("/alarms?done=done", status_code=303)

@@ -1,0 +1,86 @@
+"""Staff sessions, held server-side: the browser gets only an opaque id in an HttpOnly, SameSite=Strict
+cookie; the staff member's access token never leaves this process (no token in a URL, in local storage
+or anywhere script can read it). A session ends after `console_idle_timeout_s` without a request, when
+the token expires, or at sign-out.
+
+The store is this process's memory: one console process per deployment, and a restart signs everyone
+out (the token lifetime is 15 minutes anyway). Several replicas would need a shared store."""
+
+import secrets
+import time
+from dataclasses import dataclass, field
+
+from kit.auth import ALL_PERMISSIONS, ROLE_PERMISSIONS
+
+COOKIE = "pb_console"
+LOGIN_CSRF_COOKIE = "pb_console_login"
+# Tokens are refused by the services a little before they expire here, so a page never half-loads.
+EXPIRY_MARGIN_S = 15
+
+
+@dataclass
+class StaffSession:
+    session_id: str
+    admin_id: str
+    login: str
+    roles: list[str]
+    access_token: str
+    token_expires_at: float
+    csrf_token: str
+    lang: str
+    last_seen: float = field(default_factory=time.monotonic)
+
+    @property
+    def permissions(self) -> frozenset[str]:
+        return frozenset().union(*(ROLE_PERMISSIONS.get(role, frozenset()) for role in self.roles))
+
+    def can(self, permission: str) -> bool:
+        granted = self.permissions
+        return permission in granted or ALL_PERMISSIONS in granted
+
+
+class SessionStore:
+    def __init__(self, idle_timeout_s: int) -> None:
+        self.idle_timeout_s = idle_timeout_s
+        self._sessions: dict[str, StaffSession] = {}
+
+    def create(
+        self, *, admin_id: str, login: str, roles: list[str], access_token: str, expires_in: int, lang: str
+    ) -> StaffSession:
+        self._purge()
+        session = StaffSession(
+            session_id=secrets.token_urlsafe(32),
+            admin_id=admin_id,
+            login=login,
+            roles=roles,
+            access_token=access_token,
+            token_expires_at=time.monotonic() + expires_in - EXPIRY_MARGIN_S,
+            csrf_token=secrets.token_urlsafe(32),
+            lang=lang,
+        )
+        self._sessions[session.session_id] = session
+        return session
+
+    def get(self, session_id: str | None) -> StaffSession | None:
+        """The live session with this id (its idle clock restarted), or None when unknown or expired."""
+        if not session_id:
+            return None
+        session = self._sessions.get(session_id)
+        if session is None:
+            return None
+        now = time.monotonic()
+        if now >= session.token_expires_at or now - session.last_seen > self.idle_timeout_s:
+            del self._sessions[session_id]
+            return None
+        session.last_seen = now
+        return session
+
+    def end(self, session_id: str | None) -> None:
+        if session_id:
+            self._sessions.pop(session_id, None)
+
+    def _purge(self) -> None:
+        now = time.monotonic()
+        for sid, s in list(self._sessions.items()):
+            if now >= s.token_expires_at or now - s.last_seen > self.idle_timeout_s:
+                del self._sessions[sid]

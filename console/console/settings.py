@@ -1,0 +1,32 @@
+"""What the console reads from its environment: the services' addresses (the stack's env file sets
+them for every process), the operator's time zone and the session limits."""
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ConsoleSettings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore")
+
+    pb_env: str = "development"
+    log_level: str = "INFO"
+    user_svc_url: str = "http://127.0.0.1:8001"
+    device_svc_url: str = "http://127.0.0.1:8002"
+    billing_svc_url: str = "http://127.0.0.1:8003"
+    asset_svc_url: str = "http://127.0.0.1:8004"
+    notify_svc_url: str = "http://127.0.0.1:8005"
+    analytics_svc_url: str = "http://127.0.0.1:8006"
+    # The operator's time zone: every time on every page is shown in it.
+    console_timezone: str = "Asia/Shanghai"
+    console_default_lang: str = Field(default="zh", pattern="^(zh|en)$")
+    # A session ends after this long without a request, and at the latest when the staff token expires
+    # (user-svc's ADMIN_ACCESS_TOKEN_TTL_S): staff sign in again.
+    console_idle_timeout_s: int = Field(default=900, ge=60, le=86_400)
+    # Secure cookies: always in production (served behind TLS); elsewhere when the request came over https.
+    console_secure_cookies: bool = False
+    console_poll_s: int = Field(default=15, ge=2, le=600)
+    backend_timeout_s: float = Field(default=10.0, gt=0)
+
+    @property
+    def force_secure(self) -> bool:
+        return self.console_secure_cookies or self.pb_env == "production"

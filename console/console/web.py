@@ -1,0 +1,142 @@
+"""What every page shares: the staff session from its cookie, permission checks, CSRF on every state
+change, the forms' parsing, and rendering with autoescaping templates."""
+
+import secrets
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import parse_qsl
+from zoneinfo import ZoneInfo
+
+from fastapi import Depends, Request
+from fastapi.responses import HTMLResponse
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+from console import formatting
+from console.backend import Backend
+from console.i18n import CATALOGUE, translate
+from console.menu import MENU, PAGE_PERMISSION
+from console.sessions import COOKIE, SessionStore, StaffSession
+from console.settings import ConsoleSettings
+
+TEMPLATES = Path(__file__).parent / "templates"
+MAX_FORM_BYTES = 64 * 1024
+
+
+class SignInRequired(Exception):
+    """No live session: the browser is sent to the sign-in page."""
+
+
+class NotAllowed(Exception):
+    """The staff member's role lacks the permission this page or action needs."""
+
+
+class CsrfRefused(Exception):
+    """A state change without this session's CSRF token (or from another origin)."""
+
+
+@dataclass
+class Console:
+    settings: ConsoleSettings
+    store: SessionStore
+    backend: Backend
+    templates: Environment
+    zone: ZoneInfo
+
+
+def templates_for(zone: ZoneInfo) -> Environment:
+    env = Environment(
+        loader=FileSystemLoader(TEMPLATES),
+        autoescape=select_autoescape(default=True, default_for_string=True),
+        undefined=StrictUndefined,
+    )
+    env.filters["yuan"] = formatting.yuan
+    env.filters["local"] = lambda v, seconds=False: formatting.local_time(v, zone, seconds=seconds)
+    env.filters["masked"] = formatting.mask_phone
+    return env
+
+
+def console_of(request: Request) -> Console:
+    value = request.app.state.console
+    assert isinstance(value, Console)
+    return value
+
+
+ConsoleDep = Annotated[Console, Depends(console_of)]
+
+
+def current_staff(request: Request) -> StaffSession:
+    session = console_of(request).store.get(request.cookies.get(COOKIE))
+    if session is None:
+        raise SignInRequired()
+    return session
+
+
+Staff = Annotated[StaffSession, Depends(current_staff)]
+
+
+def require(permission: str) -> Callable[..., Coroutine[Any, Any, StaffSession]]:
+    async def dependency(staff: Staff) -> StaffSession:
+        if not staff.can(permission):
+            raise NotAllowed(permission)
+        return staff
+
+    return dependency
+
+
+def page_permission(key: str) -> Callable[..., Coroutine[Any, Any, StaffSession]]:
+    permission = PAGE_PERMISSION[key]
+    if permission is None:
+
+        async def anyone(staff: Staff) -> StaffSession:
+            return staff
+
+        return anyone
+    return require(permission)
+
+
+async def read_form(request: Request, expected_csrf: str) -> dict[str, str]:
+    """The posted form (application/x-www-form-urlencoded), refused unless it carries the CSRF token."""
+    body = await request.body()
+    if len(body) > MAX_FORM_BYTES:
+        raise CsrfRefused("form too large")
+    form = dict(parse_qsl(body.decode("utf-8", errors="replace"), keep_blank_values=True))
+    sent = form.pop("csrf", "") or request.headers.get("x-csrf-token", "")
+    if not sent or not secrets.compare_digest(sent, expected_csrf):
+        raise CsrfRefused("missing or wrong CSRF token")
+    return form
+
+
+def render(
+    request: Request,
+    template: str,
+    staff: StaffSession | None,
+    *,
+    status_code: int = 200,
+    lang: str | None = None,
+    **context: Any,
+) -> HTMLResponse:
+    console = console_of(request)
+    language = lang or (staff.lang if staff else console.settings.console_default_lang)
+    menu = [item for item in MENU if staff is not None and (item.permission is None or staff.can(item.permission))]
+    page = console.templates.get_template(template).render(
+        t=lambda key, **values: translate(key, language, **values),
+        lang=language,
+        staff=staff,
+        menu=menu,
+        path=request.url.path,
+        csrf=staff.csrf_token if staff else context.pop("login_csrf", ""),
+        zone=console.settings.console_timezone,
+        poll_s=console.settings.console_poll_s,
+        notice=_notice(request.query_params.get("done", ""), language),
+        **context,
+    )
+    return HTMLResponse(page, status_code=status_code, headers={"Cache-Control": "no-store"})
+
+
+def _notice(done: str, lang: str) -> str:
+    """The confirmation after an action (`?done=<catalogue key>`); only catalogue text is ever shown."""
+    if not done:
+        return ""
+    return translate(done if done in CATALOGUE else "done", lang)

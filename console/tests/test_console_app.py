@@ -1,0 +1,73 @@
+"""The console's own rules, without the services: money and time formatting, masking, session expiry,
+the catalogue covering every template key, and the safety headers and CSRF refusal on sign-in."""
+
+import re
+import time
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+from fastapi.testclient import TestClient
+
+from console import formatting
+from console.i18n import CATALOGUE
+from console.main import create_app
+from console.sessions import SessionStore
+from console.settings import ConsoleSettings
+from console.web import TEMPLATES
+
+
+def test_money_is_yuan_with_fen_precision() -> None:
+    assert formatting.yuan(0) == "¥0.00"
+    assert formatting.yuan(150) == "¥1.50"
+    assert formatting.yuan(123456789) == "¥1,234,567.89"
+    assert formatting.yuan(-5) == "-¥0.05"
+
+
+def test_times_are_shown_in_the_operators_zone() -> None:
+    moment = datetime(2026, 12, 4, 18, 30, tzinfo=UTC)
+    assert formatting.local_time(moment.isoformat(), ZoneInfo("Asia/Shanghai")) == "2026-12-05 02:30"
+    assert formatting.local_time(None, ZoneInfo("Asia/Shanghai")) == "-"
+
+
+def test_phone_numbers_are_masked() -> None:
+    assert formatting.mask_phone("+8613812345678") == "+86138****5678"
+
+
+def test_a_session_ends_when_idle_or_when_its_token_expires(monkeypatch) -> None:
+    now = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
+    store = SessionStore(idle_timeout_s=60)
+    s = store.create(admin_id="a", login="admin", roles=["support"], access_token="t", expires_in=900, lang="zh")
+    assert s.can("tickets:manage") and not s.can("audit:read")
+    now[0] += 59
+    assert store.get(s.session_id) is s
+    now[0] += 61
+    assert store.get(s.session_id) is None  # idle too long
+    s = store.create(admin_id="a", login="admin", roles=["super_admin"], access_token="t", expires_in=120, lang="zh")
+    for _ in range(3):
+        now[0] += 50
+        found = store.get(s.session_id)
+    assert found is None  # the token expired (minus the margin) although the session was in use
+    assert store.get("unknown") is None
+
+
+def test_every_template_key_is_in_the_catalogue() -> None:
+    used = set()
+    for template in TEMPLATES.glob("*.html"):
+        used |= set(re.findall(r"t\('([a-z_]+(?:\.[a-z_]+)?)'", template.read_text()))
+    assert used, "no keys found"
+    assert used - set(CATALOGUE) == set()
+
+
+def test_sign_in_page_has_the_safety_headers_and_refuses_a_forged_post() -> None:
+    with TestClient(create_app(ConsoleSettings(user_svc_url="http://127.0.0.1:9"))) as client:
+        page = client.get("/login")
+        assert page.status_code == 200
+        assert "script-src 'self'" in page.headers["content-security-policy"]
+        assert page.headers["x-frame-options"] == "DENY"
+        assert "<script>" not in page.text and 'src="/static/console.js"' in page.text
+        cookie = page.headers["set-cookie"].lower()
+        assert "httponly" in cookie and "samesite=strict" in cookie
+        # no CSRF field: refused before user-svc is asked
+        assert client.post("/login", data={"login": "admin", "password": "x"}).status_code == 403
+        assert client.get("/", follow_redirects=False).headers["location"] == "/login"
