@@ -536,6 +536,8 @@ def system_packages_needed() -> list[str]:
         needed.append("mosquitto-clients")
     if pg_bindir() is None and (os.environ.get("PB_PG_MODE", "auto") == "private" or find_system_postgres() is None):
         needed.append("postgresql")
+    if find_binary("docker-compose") is None:  # validates deploy/compose offline in tests/deploy (no engine)
+        needed.append("docker-compose")
     return needed
 
 

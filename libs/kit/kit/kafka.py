@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 from pydantic import ValidationError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -24,6 +24,9 @@ Handler = Callable[[AsyncSession, Envelope], Awaitable[None]]
 
 CONSUMED = Counter("pb_events_consumed_total", "Events consumed", ["consumer", "type", "outcome"])
 HANDLE_SECONDS = Histogram("pb_event_handle_seconds", "Time to handle one event", ["consumer", "type"])
+# Records between the last one handled and the partition's high watermark (as of that fetch), per consumer and
+# partition: a lag that grows means the consumer falls behind (deploy/observability alerts on it).
+CONSUMER_LAG = Gauge("pb_consumer_lag", "Records behind the high watermark", ["consumer", "topic", "partition"])
 
 
 class LatencyClass(StrEnum):
@@ -199,9 +202,13 @@ class EventConsumer:
                 batches = await consumer.getmany(timeout_ms=fetch_wait.poll_timeout_ms(), max_records=200)
                 # Before handling: the fetcher sends the next request while the handlers await the database.
                 fetch_wait.observe(bool(batches))
-                for records in batches.values():
+                for partition, records in batches.items():
                     for record in records:
                         await self._handle_record(record)
+                    highwater = consumer.highwater(partition)
+                    if records and highwater is not None:
+                        lag = max(0, highwater - records[-1].offset - 1)
+                        CONSUMER_LAG.labels(self.name, partition.topic, str(partition.partition)).set(lag)
                 if batches:
                     await consumer.commit()
         finally:
