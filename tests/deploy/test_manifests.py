@@ -88,6 +88,7 @@ def test_compose_runs_three_kraft_brokers_and_creates_replicated_topics(compose:
     services = compose["services"]
     brokers = sorted(name for name in services if re.fullmatch(r"kafka-\d", name))
     assert brokers == ["kafka-1", "kafka-2", "kafka-3"]
+    assert services["emulator"]["profiles"] == ["emulator"]  # the same image runs the device emulator
     voters = {services[b]["environment"]["KAFKA_CONTROLLER_QUORUM_VOTERS"] for b in brokers}
     assert voters == {"1@kafka-1:9093,2@kafka-2:9093,3@kafka-3:9093"}
     for broker in brokers:

@@ -159,6 +159,11 @@ async def test_consumer_applies_each_event_once_even_when_delivered_twice(
             if sample.labels["consumer"] == "kit-test" and sample.labels["topic"] == Topic.DEVICE_TELEMETRY.value
         ]
         assert lags and all(sample.value == 0 for sample in lags)
+        # ... and how old each event it handled was (handled once: one observation for this event type).
+        handled = REGISTRY.get_sample_value(
+            "pb_event_age_seconds_count", {"consumer": "kit-test", "type": "device.telemetry.reported"}
+        )
+        assert handled is not None and handled >= 1
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
