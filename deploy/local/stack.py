@@ -553,6 +553,8 @@ def system_packages_needed() -> list[str]:
         needed.append("chromium-driver")
     if not CJK_FONT.exists():  # the console's default interface language is Chinese: screenshots need glyphs
         needed.append("fonts-wqy-microhei")
+    if find_binary("docker-compose") is None:  # validates deploy/compose offline in tests/deploy (no engine)
+        needed.append("docker-compose")
     return needed
 
 

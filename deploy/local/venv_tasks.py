@@ -17,7 +17,13 @@ import uuid
 from pathlib import Path
 
 
-async def _create_topics(bootstrap: str, topics: list[str], partitions: int) -> list[str]:
+async def _create_topics(
+    bootstrap: str,
+    topics: list[str],
+    partitions: int,
+    replication_factor: int = 1,
+    min_insync_replicas: int | None = None,
+) -> list[str]:
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
     from aiokafka.errors import TopicAlreadyExistsError
 
@@ -27,7 +33,13 @@ async def _create_topics(bootstrap: str, topics: list[str], partitions: int) -> 
         existing = set(await admin.list_topics())
         missing = [t for t in dict.fromkeys(topics) if t not in existing]
         if missing:
-            new_topics = [NewTopic(name=t, num_partitions=partitions, replication_factor=1) for t in missing]
+            configs = {} if min_insync_replicas is None else {"min.insync.replicas": str(min_insync_replicas)}
+            new_topics = [
+                NewTopic(
+                    name=t, num_partitions=partitions, replication_factor=replication_factor, topic_configs=configs
+                )
+                for t in missing
+            ]
             with contextlib.suppress(TopicAlreadyExistsError):  # a concurrent `up` won the race
                 await admin.create_topics(new_topics)
         return missing
@@ -64,7 +76,13 @@ async def _kafka_setup(args: argparse.Namespace) -> int:
     deadline = time.monotonic() + 20
     while True:
         try:
-            created = await _create_topics(args.bootstrap, [*args.topics, args.probe_topic], args.partitions)
+            created = await _create_topics(
+                args.bootstrap,
+                [*args.topics, args.probe_topic],
+                args.partitions,
+                args.replication_factor,
+                args.min_insync_replicas,
+            )
             created = [t for t in created if t != args.probe_topic]
             break
         except Exception as exc:  # the broker may still be starting
@@ -75,7 +93,8 @@ async def _kafka_setup(args: argparse.Namespace) -> int:
     round_trip_ms = await _probe(args.bootstrap, args.probe_topic)
     print(
         f"kafka {args.bootstrap}: {len(args.topics)} contract topics ({len(created)} created, "
-        f"{args.partitions} partitions); produce/consume probe ok in {round_trip_ms:.0f} ms"
+        f"{args.partitions} partitions, replication factor {args.replication_factor}); "
+        f"produce/consume probe ok in {round_trip_ms:.0f} ms"
     )
     return 0
 
@@ -110,6 +129,9 @@ def main() -> int:
     kafka.add_argument("--bootstrap", required=True)
     kafka.add_argument("--partitions", type=int, default=3)
     kafka.add_argument("--probe-topic", required=True)
+    # The local tansu broker is one node (1); a production cluster of three brokers uses 3 and 2.
+    kafka.add_argument("--replication-factor", type=int, default=1)
+    kafka.add_argument("--min-insync-replicas", type=int, default=None)
     kafka.add_argument("topics", nargs="*")
     keys = sub.add_parser("gen-keys")
     keys.add_argument("--private", required=True)

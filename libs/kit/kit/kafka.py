@@ -5,11 +5,12 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 from uuid import UUID
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 from pydantic import ValidationError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -25,6 +26,17 @@ Handler = Callable[[AsyncSession, Envelope], Awaitable[None]]
 
 CONSUMED = Counter("pb_events_consumed_total", "Events consumed", ["consumer", "type", "outcome"])
 HANDLE_SECONDS = Histogram("pb_event_handle_seconds", "Time to handle one event", ["consumer", "type"])
+# Records between the last one handled and the partition's high watermark (as of that fetch), per consumer and
+# partition: a lag that grows means the consumer falls behind (deploy/observability alerts on it).
+# From an event's occurred_at (its producer's clock) to this consumer having handled it: end-to-end latency of
+# the hop, e.g. billing-svc's device.bank.returned is the billing stop after the return was recorded.
+EVENT_AGE_SECONDS = Histogram(
+    "pb_event_age_seconds",
+    "From an event's occurred_at to its handling",
+    ["consumer", "type"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800),
+)
+CONSUMER_LAG = Gauge("pb_consumer_lag", "Records behind the high watermark", ["consumer", "topic", "partition"])
 
 
 class ReplayOutcome(StrEnum):
@@ -207,9 +219,13 @@ class EventConsumer:
                 batches = await consumer.getmany(timeout_ms=fetch_wait.poll_timeout_ms(), max_records=200)
                 # Before handling: the fetcher sends the next request while the handlers await the database.
                 fetch_wait.observe(bool(batches))
-                for records in batches.values():
+                for partition, records in batches.items():
                     for record in records:
                         await self._handle_record(record)
+                    highwater = consumer.highwater(partition)
+                    if records and highwater is not None:
+                        lag = max(0, highwater - records[-1].offset - 1)
+                        CONSUMER_LAG.labels(self.name, partition.topic, str(partition.partition)).set(lag)
                 if batches:
                     await consumer.commit()
         finally:
@@ -244,6 +260,9 @@ class EventConsumer:
                 with HANDLE_SECONDS.labels(self.name, envelope.type).time():
                     outcome = await self.handle(envelope, handler)
                 CONSUMED.labels(self.name, envelope.type, outcome).inc()
+                if outcome == "done":
+                    age = (datetime.now(UTC) - envelope.occurred_at).total_seconds()
+                    EVENT_AGE_SECONDS.labels(self.name, envelope.type).observe(max(0.0, age))
                 return
             except Exception as exc:
                 log.exception(

@@ -7,6 +7,7 @@ from uuid import uuid4
 
 import pytest
 from aiokafka import AIOKafkaConsumer
+from prometheus_client import REGISTRY
 from pydantic import ValidationError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -149,6 +150,20 @@ async def test_consumer_applies_each_event_once_even_when_delivered_twice(
         await asyncio.sleep(1.0)  # give the duplicate time to arrive
         assert calls.count(device) == 1
         assert await consumer.handle(envelope, on_telemetry) == "duplicate"
+        # The consumer exports its lag per partition; caught up, it is zero for the partitions it read.
+        lags = [
+            sample
+            for metric in REGISTRY.collect()
+            if metric.name == "pb_consumer_lag"
+            for sample in metric.samples
+            if sample.labels["consumer"] == "kit-test" and sample.labels["topic"] == Topic.DEVICE_TELEMETRY.value
+        ]
+        assert lags and all(sample.value == 0 for sample in lags)
+        # ... and how old each event it handled was (handled once: one observation for this event type).
+        handled = REGISTRY.get_sample_value(
+            "pb_event_age_seconds_count", {"consumer": "kit-test", "type": "device.telemetry.reported"}
+        )
+        assert handled is not None and handled >= 1
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
