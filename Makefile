@@ -80,7 +80,7 @@ lint: install
 # Pytest exit 5 (nothing collected) counts as a failure. KEEP_STACK=1 leaves the test stack up afterwards;
 # SKIP_LINT=1 skips lint while iterating (CI never sets it); TEST_TIMEOUT bounds a hung suite.
 # tests/deploy (the deployment files, validated offline) runs with them; tests/e2e is phase two.
-UNIT_PATHS  := $(filter-out tests,$(TEST_PATHS)) $(wildcard tests/deploy)
+UNIT_PATHS  := $(filter-out tests,$(TEST_PATHS)) $(wildcard tests/deploy tests/architecture)
 E2E_PATHS   := $(wildcard tests/e2e)
 PYTEST      := timeout --foreground -k 30 $(TEST_TIMEOUT) $(PY) -m pytest
 
