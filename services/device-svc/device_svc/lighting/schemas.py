@@ -3,6 +3,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from kit.inputs import Latitude, Longitude
+
 NightLightMode = Literal["auto", "on", "off"]
 
 
@@ -11,8 +13,8 @@ class LightMe(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    lat: float = Field(ge=-90, le=90)
-    lon: float = Field(ge=-180, le=180)
+    lat: Latitude
+    lon: Longitude
 
 
 class LightAnswer(BaseModel):

@@ -12,6 +12,7 @@ from device_svc.maintenance.schemas import AssignRequest, CloseRequest, StartReq
 from kit.app import RuntimeDep
 from kit.auth import Principal, require_permission
 from kit.db import SessionDep
+from kit.inputs import INT64_MAX
 
 Staff = Annotated[Principal, Depends(require_permission("devices:read"))]
 FieldStaff = Annotated[Principal, Depends(require_permission("devices:maintain"))]
@@ -30,7 +31,7 @@ async def tasks(
     cabinet_id: Annotated[str | None, Query(max_length=64)] = None,
     assignee: Annotated[str | None, Query(max_length=100)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=INT64_MAX)] = 0,
 ) -> TaskList:
     """Tasks oldest first; `status` may repeat (`?status=open&status=assigned`)."""
     items = await service.search(
