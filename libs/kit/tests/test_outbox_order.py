@@ -56,7 +56,7 @@ async def test_two_relays_keep_each_keys_events_in_order(engine: AsyncEngine) ->
                 batch.append((DeviceTelemetryReported(device_id=device, reported_at=at, received_at=at), device, None))
             async with unit_of_work(sessions) as session:
                 await add_events(session, batch, producer="kit-order-test")
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.01)  # deliberate pacing: events keep arriving while both relays run, not a wait
 
         def ours() -> list[DeviceTelemetryReported]:
             found = [e.data for e in recorder.seen if isinstance(e.data, DeviceTelemetryReported)]

@@ -45,7 +45,7 @@ class Receiver:
         script = self.scripts.setdefault(name, ["200"])
         action = script.pop(0) if len(script) > 1 else script[0]
         if action == "timeout":
-            await asyncio.sleep(2)
+            await asyncio.sleep(2)  # deliberate: a receiver slower than the sender's timeout, not a wait
             return Response(status_code=200)
         return Response(status_code=int(action))
 
@@ -107,10 +107,10 @@ async def test_signed_deliveries_back_off_dead_letter_and_replay(client, bus, ad
         url = f"/v1/admin/webhooks/{subs[name]['id']}/deliveries"
         return list((await client.get(url, headers=staff)).json()["items"])
 
-    for _ in range(200):
-        if await deliveries("a") and await deliveries("b"):
-            break
-        await asyncio.sleep(0.05)
+    async def both_delivered() -> bool:
+        return bool(await deliveries("a") and await deliveries("b"))
+
+    await eventually(both_delivered, timeout=10, interval=0.05, what="deliveries to a and b")
     assert len(await deliveries("a")) == len(await deliveries("b")) == 1
     assert await deliveries("c") == []  # filtered out
 

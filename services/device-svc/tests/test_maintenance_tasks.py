@@ -2,7 +2,6 @@
 1000-cycle/health rule, at most once per device and cause and occurrence; moved by dispatchers and
 field staff through one transition table; every step an event on device.maintenance.v1."""
 
-import asyncio
 import uuid
 from datetime import UTC, datetime
 
@@ -14,6 +13,7 @@ from contracts.events import BankFaultReported, MaintenanceCause, ReportKind
 from device_svc.maintenance.lifecycle import TRANSITIONS, Action, TaskTransitionNotAllowed, next_status
 from device_svc.maintenance.lifecycle import S as Status
 from kit.db import make_engine
+from kit.testing import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -38,12 +38,10 @@ async def tasks(service, headers, **params):
 
 
 async def wait_task(service, headers, device_id: str, cause: str):
-    for _ in range(200):
-        found = await tasks(service, headers, device_id=device_id, cause=cause)
-        if found:
-            return found
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"no {cause} task for {device_id}")
+    async def found() -> list:
+        return await tasks(service, headers, device_id=device_id, cause=cause)
+
+    return await eventually(found, timeout=10, interval=0.05, what=f"a {cause} task for {device_id}")
 
 
 async def test_tasks_open_once_per_condition_and_follow_their_lifecycle(
