@@ -78,7 +78,8 @@ _LOCK_BANKS = text(
     "high_temp_alarm_at, maintenance_due_at FROM banks WHERE id = ANY(CAST(:ids AS varchar[])) "
     "ORDER BY id FOR NO KEY UPDATE"
 )
-_FIRST_TIME = text(
+# The replay check of a batch (also telemetry/snapshots.py): returns the (device, msg_id) pairs seen first.
+FIRST_TIME = text(
     """
     INSERT INTO inbound_messages (device_id, msg_id, received_at)
     SELECT * FROM unnest(CAST(:devices AS varchar[]), CAST(:msg_ids AS varchar[]), CAST(:at AS timestamptz[]))
@@ -235,7 +236,7 @@ class TelemetryIngest:
             return []
         keys = list(firsts)
         rows = await session.execute(
-            _FIRST_TIME,
+            FIRST_TIME,
             {
                 "devices": [d for d, _ in keys],
                 "msg_ids": [m for _, m in keys],

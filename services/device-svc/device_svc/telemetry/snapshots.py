@@ -43,7 +43,7 @@ from device_svc.metrics import RETAINED_STATUS_CURRENT, STATE_BATCH_FALLBACK, ST
 from device_svc.mqtt.incoming import Incoming, count_rejection
 from device_svc.presence import transition_events
 from device_svc.telemetry.batching import MicroBatcher
-from device_svc.telemetry.ingest import Feed, FeedEvent, PublishMany, feed_event_id
+from device_svc.telemetry.ingest import FIRST_TIME, Feed, FeedEvent, PublishMany, feed_event_id
 from kit.correlation import get_correlation_id
 from kit.db import after_commit
 
@@ -67,14 +67,6 @@ _LOCK_BANKS = text(
     "ORDER BY id FOR NO KEY UPDATE"
 )
 _SLOTS = text("SELECT cabinet_id, slot_no, bank_id, fault FROM slots WHERE cabinet_id = ANY(CAST(:ids AS varchar[]))")
-_FIRST_TIME = text(
-    """
-    INSERT INTO inbound_messages (device_id, msg_id, received_at)
-    SELECT * FROM unnest(CAST(:devices AS varchar[]), CAST(:msg_ids AS varchar[]), CAST(:at AS timestamptz[]))
-    ON CONFLICT DO NOTHING
-    RETURNING device_id, msg_id
-    """
-)
 # `seen` null: presence is not news (an offline status); `inventory_at` / `firmware` null: unchanged.
 _CABINETS = text(
     """
@@ -325,7 +317,7 @@ class SnapshotIngest:
             return
         keys = [(s.item.incoming.device_id, s.msg.msg_id) for s in batch.snapshots]
         rows = await session.execute(
-            _FIRST_TIME,
+            FIRST_TIME,
             {
                 "devices": [d for d, _ in keys],
                 "msg_ids": [m for _, m in keys],
