@@ -8,7 +8,7 @@ out (the token lifetime is 15 minutes anyway). Several replicas would need a sha
 
 import secrets
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from kit.auth import ALL_PERMISSIONS, ROLE_PERMISSIONS
 
@@ -28,7 +28,7 @@ class StaffSession:
     token_expires_at: float
     csrf_token: str
     lang: str
-    last_seen: float = field(default_factory=time.monotonic)
+    last_seen: float
 
     @property
     def permissions(self) -> frozenset[str]:
@@ -48,15 +48,17 @@ class SessionStore:
         self, *, admin_id: str, login: str, roles: list[str], access_token: str, expires_in: int, lang: str
     ) -> StaffSession:
         self._purge()
+        now = time.monotonic()
         session = StaffSession(
             session_id=secrets.token_urlsafe(32),
             admin_id=admin_id,
             login=login,
             roles=roles,
             access_token=access_token,
-            token_expires_at=time.monotonic() + expires_in - EXPIRY_MARGIN_S,
+            token_expires_at=now + expires_in - EXPIRY_MARGIN_S,
             csrf_token=secrets.token_urlsafe(32),
             lang=lang,
+            last_seen=now,
         )
         self._sessions[session.session_id] = session
         return session
