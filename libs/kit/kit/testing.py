@@ -8,7 +8,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 import httpx
@@ -137,6 +137,35 @@ async def eventually(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(interval)
+
+
+@asynccontextmanager
+async def serve_app(
+    app: Any, *, lifespan: Literal["auto", "on", "off"] = "auto", timeout_s: float = 30.0
+) -> AsyncIterator[str]:
+    """An ASGI app on a real port of 127.0.0.1 (lifespan and all unless `lifespan="off"`), for what must be
+    reached over HTTP: a service a command line talks to, a stand-in for another service or a gateway.
+    Yields its base URL; stops it (and waits, bounded) on exit."""
+    import socket
+
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan=lifespan))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+
+    async def started() -> bool:
+        assert not task.done(), "the app stopped before it served"
+        return bool(server.started)
+
+    try:
+        await eventually(started, timeout=timeout_s, interval=0.01, what="the app serving")
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, timeout_s)
+        sock.close()
 
 
 class EventBus:

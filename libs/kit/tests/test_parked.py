@@ -4,7 +4,6 @@ its consumers on the real broker, its database, its admin API)."""
 
 import asyncio
 import io
-import socket
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,7 +13,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
@@ -33,6 +31,7 @@ from kit.testing import (
     eventually,
     kafka_bootstrap,
     move_group_to_end,
+    serve_app,
     test_database_url,
     write_keypair,
 )
@@ -174,23 +173,8 @@ async def test_a_parked_event_is_listed_and_replayed_once_after_the_fix(engine: 
 @asynccontextmanager
 async def served(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     """The app on a real port (lifespan and all), so the command can reach it over HTTP."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        await eventually(lambda: _started(server, task), timeout=30, what="the app serving")
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{sock.getsockname()[1]}", timeout=15) as http:
-            yield http
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 30)
-        sock.close()
-
-
-async def _started(server: uvicorn.Server, task: "asyncio.Task[None]") -> bool:
-    assert not task.done(), "the app stopped"
-    return server.started
+    async with serve_app(app) as url, httpx.AsyncClient(base_url=url, timeout=15) as http:
+        yield http
 
 
 async def _ready(http: httpx.AsyncClient) -> bool:

@@ -19,7 +19,6 @@ from typing import Any
 import httpx
 import jwt
 import pytest
-import uvicorn
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -41,7 +40,15 @@ from contracts.events import (
 from kit.app import Runtime
 from kit.auth import TokenSigner
 from kit.kafka import make_producer
-from kit.testing import app_client, ensure_database, kafka_bootstrap, migrate, test_database_url, truncate_all
+from kit.testing import (
+    app_client,
+    ensure_database,
+    kafka_bootstrap,
+    migrate,
+    serve_app,
+    test_database_url,
+    truncate_all,
+)
 from kit.testing import write_keypair as make_keypair
 
 SERVICE_DIR = Path(__file__).resolve().parents[1]
@@ -91,21 +98,9 @@ class FakeWallets:
 @pytest.fixture(scope="session")
 async def wallets() -> AsyncIterator[FakeWallets]:
     fake = FakeWallets()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(fake.app(), log_level="warning", lifespan="off"))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    for _ in range(1000):
-        if server.started:
-            break
-        await asyncio.sleep(0.01)
-    assert server.started, "the wallet stand-in did not start"
-    fake.url = f"http://127.0.0.1:{port}"
-    yield fake
-    server.should_exit = True
-    await _bounded(task, "wallet stand-in shutdown")
-    sock.close()
+    async with serve_app(fake.app(), lifespan="off", timeout_s=20) as url:
+        fake.url = url
+        yield fake
 
 
 @pytest.fixture
