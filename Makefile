@@ -51,11 +51,7 @@ run: install
 	@$(STACK) start-services --stack run
 	@$(STACK) seed --stack run -- $(SEED_ARGS)
 	@$(STACK) emulator --stack run
-	@if [ -f "$(DEMO)" ]; then \
-	  $(STACK) exec --stack run -- $(PY) $(DEMO); \
-	else \
-	  echo "stack[run]: WARNING: demo $(DEMO) does not exist yet; skipped" >&2; \
-	fi
+	@$(STACK) exec --stack run -- $(PY) $(DEMO)
 	@$(STACK) status --stack run
 	@echo "Everything keeps running; stop it with: make stop"
 

@@ -1066,8 +1066,7 @@ def contract_topics(stack: Stack) -> list[str]:
     result = run([str(VENV_PY), "-m", "contracts.topics"], check=False, capture=True, cwd=ROOT)
     if result.returncode != 0:
         reason = (result.stderr.strip().splitlines() or ["no output"])[-1]
-        warn(f"`python -m contracts.topics` failed ({reason}); no topics created", stack.name)
-        return []
+        raise StackError(f"`python -m contracts.topics` failed ({reason}): the broker would have no topics")
     return [line.strip() for line in result.stdout.splitlines() if line.strip() and not line.startswith("#")]
 
 
@@ -1224,14 +1223,11 @@ def selected_services(names: str | None) -> list[Service]:
 def cmd_migrate(args: argparse.Namespace) -> int:
     stack = load_stack(args.stack)
     base_env = process_env(stack)
-    ran = 0
     for service in selected_services(args.services):
         if not service.db_suffix:
             continue
         if not (service.path / "alembic.ini").is_file():
-            if service.path.exists():
-                warn(f"{rel(service.path)} has no alembic.ini yet; skipped", stack.name)
-            continue
+            raise StackError(f"{rel(service.path)} has no alembic.ini: every service with a database migrates")
         url = base_env[f"{service.env_prefix}_DATABASE_URL"]
         say(f"alembic upgrade head: {service.directory} -> {url.rsplit('/', 1)[1]}", stack.name)
         result = run(
@@ -1243,9 +1239,6 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         )
         if result.returncode != 0:
             raise StackError(f"migration of {service.directory} failed:\n{(result.stdout + result.stderr).strip()}")
-        ran += 1
-    if ran == 0:
-        warn("no service has migrations yet", stack.name)
     return 0
 
 
@@ -1276,12 +1269,10 @@ def cmd_start_services(args: argparse.Namespace) -> int:
     base_env = process_env(stack)
     timeout = float(args.timeout or os.environ.get("PB_READY_TIMEOUT", "60"))
     chosen = selected_services(args.services)
-    present = [s for s in chosen if s.exists()]
-    for missing in (s for s in chosen if not s.exists()):
-        warn(
-            f"{rel(missing.path / missing.package / 'main.py')} does not exist yet; {missing.directory} skipped",
-            stack.name,
-        )
+    missing = [rel(s.path / s.package / "main.py") for s in chosen if not s.exists()]
+    if missing:
+        raise StackError(f"missing: {', '.join(missing)} (run `make install`, or restore the checkout)")
+    present = list(chosen)
 
     started: dict[Service, subprocess.Popen[bytes]] = {}
     for service in present:
@@ -1351,8 +1342,7 @@ def cmd_seed(args: argparse.Namespace) -> int:
     stack = load_stack(args.stack)
     module = "device_svc.provision"
     if not venv_has_module(module):
-        warn(f"{module} does not exist yet; fleet seeding skipped", stack.name)
-        return 0
+        raise StackError(f"{module} is not installed in {rel(VENV)}: run `make install`")
     extra = list(args.args[1:] if args.args[:1] == ["--"] else args.args)
     if not any(arg.startswith("--fleet-out") for arg in extra):
         extra += ["--fleet-out", str(stack.fleet_file)]
@@ -1366,11 +1356,9 @@ def cmd_emulator(args: argparse.Namespace) -> int:
     stack = load_stack(args.stack)
     pid_file, log = stack.pids / "emulator.pid", stack.logs / "emulator.log"
     if not venv_has_module("device_emulator.__main__"):
-        warn("device_emulator does not exist yet; emulator not started", stack.name)
-        return 0
+        raise StackError(f"device_emulator is not installed in {rel(VENV)}: run `make install`")
     if not stack.fleet_file.exists():
-        warn(f"{rel(stack.fleet_file)} does not exist (seed first); emulator not started", stack.name)
-        return 0
+        raise StackError(f"{rel(stack.fleet_file)} does not exist: seed the fleet first (`seed --stack {stack.name}`)")
     stop_pidfile(pid_file, "device_emulator", "device emulator", stack.name)
     cmd = [str(VENV_PY), "-m", "device_emulator", "run", "--fleet", str(stack.fleet_file)]
     cmd += ["--control-port", str(stack.emulator_port)]
@@ -1552,9 +1540,7 @@ def parser() -> argparse.ArgumentParser:
     add("stop-services", cmd_stop_services, "stop the services and the emulator, keep the infrastructure").add_argument(
         "--services", help="comma-separated subset"
     )
-    add("seed", cmd_seed, "python -m device_svc.provision seed ARGS (skipped if not written yet)").add_argument(
-        "args", nargs=argparse.REMAINDER
-    )
+    add("seed", cmd_seed, "python -m device_svc.provision seed ARGS").add_argument("args", nargs=argparse.REMAINDER)
     add("emulator", cmd_emulator, "start python -m device_emulator run --fleet .state/<stack>/fleet.json")
     add("exec", cmd_exec, "run a command with the stack's environment").add_argument("args", nargs=argparse.REMAINDER)
     add("stop", cmd_stop, "stop everything of the stack (and the private PostgreSQL when no stack uses it)")
