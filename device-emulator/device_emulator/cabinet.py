@@ -401,6 +401,7 @@ class Cabinet(Device):
                 result=code,
                 slot=slot.slot if slot is not None else cmd.slot,
                 bank_id=bank_id if bank_id is not None else cmd.bank_id,
+                traceparent=cmd.traceparent,  # echoed, as the protocol asks
             )
 
         if self.device_now_ms() > cmd.expires_at:

@@ -2,7 +2,7 @@
 
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID, uuid4
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, model_validator
@@ -11,6 +11,9 @@ from contracts.events import TOPIC_BY_TYPE, EventData
 from contracts.topics import Topic
 
 ENVELOPE_VERSION = 1
+# W3C Trace Context (version 00), carried by events and device commands when tracing is on (kit.tracing).
+TRACEPARENT_PATTERN = r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$"
+Traceparent = Annotated[str, Field(pattern=TRACEPARENT_PATTERN, max_length=55)]
 
 
 class Envelope(BaseModel):
@@ -22,6 +25,9 @@ class Envelope(BaseModel):
     occurred_at: AwareDatetime
     producer: str
     correlation_id: str | None = None
+    traceparent: Traceparent | None = Field(
+        default=None, description="The producer's span (W3C traceparent) when tracing is on; absent otherwise"
+    )
     key: str = Field(description="Partition key: the id of the entity the event is about")
     data: EventData
 
@@ -47,6 +53,8 @@ class Envelope(BaseModel):
         return topic_for(self.type)
 
     def to_bytes(self) -> bytes:
+        if self.traceparent is None:  # tracing off: the event's bytes stay as they were
+            return self.model_dump_json(exclude={"traceparent"}).encode()
         return self.model_dump_json().encode()
 
 
@@ -80,6 +88,7 @@ def new_event(
     correlation_id: str | None = None,
     occurred_at: datetime | None = None,
     event_id: UUID | None = None,
+    traceparent: str | None = None,
 ) -> Envelope:
     """`event_id`: a deterministic id for an event that may be published more than once (at least
     once, straight to Kafka), so that its consumers can drop the copies; a random one otherwise."""
@@ -89,6 +98,7 @@ def new_event(
         occurred_at=occurred_at or datetime.now(UTC),
         producer=producer,
         correlation_id=correlation_id,
+        traceparent=traceparent,
         key=key,
         data=data,
     )

@@ -21,6 +21,8 @@ from pydantic import (
     TypeAdapter,
 )
 
+from contracts.envelope import TRACEPARENT_PATTERN
+
 PROTOCOL_VERSION = 1
 TOPIC_ROOT = "pb/v1/devices"
 MAX_PAYLOAD_BYTES = 16 * 1024
@@ -29,6 +31,7 @@ DeviceId = Annotated[StrictStr, Field(min_length=1, max_length=64, pattern=r"^[A
 EpochMs = Annotated[StrictInt, Field(ge=0, description="Device clock, milliseconds since the Unix epoch")]
 Percent = Annotated[StrictInt, Field(ge=0, le=100)]
 SlotNo = Annotated[StrictInt, Field(ge=1, le=256)]
+Traceparent = Annotated[StrictStr, Field(pattern=TRACEPARENT_PATTERN, max_length=55)]
 
 
 class UpChannel(StrEnum):
@@ -134,6 +137,9 @@ class EjectResult(_UpMsg):
     result: EjectResultCode
     slot: SlotNo | None = None
     bank_id: DeviceId | None = None
+    traceparent: Traceparent | None = Field(
+        default=None, description="The eject's `traceparent`, echoed unchanged when the command carried one"
+    )
 
 
 class ReturnReport(_UpMsg):
@@ -216,6 +222,11 @@ class Eject(_Msg):
     slot: SlotNo | None = None
     correlation_id: StrictStr | None = Field(
         default=None, max_length=64, description="The platform's trace id for this command, for device logs"
+    )
+    traceparent: Traceparent | None = Field(
+        default=None,
+        description="W3C trace context of the platform's span that sent it (when tracing is on); "
+        "a device echoes it in its eject_result",
     )
 
 

@@ -31,6 +31,8 @@ from kit.periodic import run_periodically
 from kit.retention import prune
 from kit.revocation import RevocationList, RevocationListener
 from kit.settings import ServiceSettings
+from kit.tracing import configure_tracing, current_traceparent, inject, kafka_headers, shutdown_tracing
+from kit.tracing import enabled as tracing_enabled
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +74,8 @@ class Runtime:
         event ids derived from the fact, so that consumers drop a second copy as a duplicate."""
         producer = self.bulk_producer or self.producer
         current = get_correlation_id()
+        traceparent = current_traceparent()
+        headers = kafka_headers(traceparent)
         sent = []
         for data, key, correlation_id, event_id in events:
             envelope = new_event(
@@ -80,8 +84,10 @@ class Runtime:
                 producer=self.settings.service_name,
                 correlation_id=correlation_id or current,
                 event_id=event_id,
+                traceparent=traceparent,
             )
-            sent.append(await producer.send(envelope.topic.value, value=envelope.to_bytes(), key=key.encode()))
+            topic = envelope.topic.value
+            sent.append(await producer.send(topic, value=envelope.to_bytes(), key=key.encode(), headers=headers))
         await asyncio.gather(*sent)
 
     def spawn(self, coro: Any, name: str) -> "asyncio.Task[Any]":
@@ -99,6 +105,10 @@ def _log_task_end(task: "asyncio.Task[Any]") -> None:
 async def _propagate_correlation(request: httpx.Request) -> None:
     if (cid := get_correlation_id()) is not None and HEADER not in request.headers:
         request.headers[HEADER] = cid
+    if tracing_enabled():
+        carrier: dict[str, str] = {}
+        inject(carrier)  # the current span's traceparent
+        request.headers.update(carrier)
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -131,6 +141,11 @@ def create_service_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        tracing = configure_tracing(
+            settings.service_name,
+            endpoint=settings.otel_exporter_otlp_endpoint,
+            sample_ratio=settings.otel_traces_sampler_ratio,
+        )
         engine = make_engine(settings.database_url, settings.db_pool_size)
         producer = make_producer(settings.kafka_bootstrap, settings.service_name)
         await start_with_retry(producer, "producer")
@@ -206,6 +221,8 @@ def create_service_app(
                 await bulk_producer.stop()
             await runtime.http.aclose()
             await engine.dispose()
+            if tracing:
+                await asyncio.to_thread(shutdown_tracing)  # flushes the spans still buffered (blocking HTTP)
 
     app = FastAPI(title=title, lifespan=lifespan)
     app.add_middleware(InputGuardMiddleware)  # inside the observability one: refusals get a correlation id

@@ -10,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from kit import tracing
 from kit.correlation import HEADER, new_correlation_id, set_correlation_id
 
 ReadinessCheck = Callable[[], Awaitable[None]]
@@ -67,9 +68,38 @@ class ObservabilityMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        incoming = Headers(scope=scope).get(HEADER, "")
-        cid = incoming if 0 < len(incoming) <= 64 and incoming.isprintable() else new_correlation_id()
+        headers = Headers(scope=scope)
+        incoming = headers.get(HEADER, "")
+        traceparent = headers.get(tracing.HEADER) if tracing.enabled() else None
+        if 0 < len(incoming) <= 64 and incoming.isprintable():
+            cid = incoming
+        else:  # a caller that traces but sends no correlation id: its trace id is the correlation id
+            cid = tracing.trace_id_of(traceparent) or new_correlation_id()
         set_correlation_id(cid)
+        if tracing.enabled():
+            await self._traced(scope, receive, send, cid, traceparent)
+            return
+        await self._call(scope, receive, send, cid)
+
+    async def _traced(self, scope: Scope, receive: Receive, send: Send, cid: str, traceparent: str | None) -> None:
+        """The request as a server span, continuing the caller's trace; named by its route once matched."""
+        method = scope["method"]
+        with tracing.span(
+            method,
+            kind=tracing.SpanKind.SERVER,
+            parent=traceparent,
+            attributes={"http.request.method": method, "url.path": scope["path"], "pb.correlation_id": cid},
+        ) as current:
+            status = await self._call(scope, receive, send, cid)
+            if current is not None:
+                route = _route_template(scope)
+                current.update_name(f"{method} {route}")
+                current.set_attribute("http.route", route)
+                current.set_attribute("http.response.status_code", status)
+                if status >= 500:
+                    tracing.mark_error(current, f"HTTP {status}")
+
+    async def _call(self, scope: Scope, receive: Receive, send: Send, cid: str) -> int:
         start = time.perf_counter()
         status = 500
 
@@ -87,3 +117,4 @@ class ObservabilityMiddleware:
             method = scope["method"]
             HTTP_SECONDS.labels(method, route).observe(time.perf_counter() - start)
             HTTP_REQUESTS.labels(method, route, str(status)).inc()
+        return status

@@ -19,6 +19,8 @@ from contracts import Envelope, event_adapter
 from kit.correlation import set_correlation_id
 from kit.db import unit_of_work
 from kit.settings import ServiceSettings
+from kit.tracing import SpanKind, mark_current_error, span, traceparent_from_headers
+from kit.tracing import enabled as tracing_enabled
 
 log = logging.getLogger(__name__)
 
@@ -250,9 +252,31 @@ class EventConsumer:
             return
         set_correlation_id(envelope.correlation_id)
         try:
-            await self._handle_with_retries(envelope, handler)
+            if tracing_enabled():
+                await self._handle_traced(record, envelope, handler)
+            else:
+                await self._handle_with_retries(envelope, handler)
         finally:
             set_correlation_id(None)  # the next record, or anything else this task logs, is not this trace
+
+    async def _handle_traced(self, record: ConsumerRecord[bytes, bytes], envelope: Envelope, handler: Handler) -> None:
+        """The handling as a consumer span continuing the producer's trace (its record header, else the
+        envelope's field): the events the handler writes carry this span on."""
+        parent = traceparent_from_headers(record.headers) or envelope.traceparent
+        attributes = {
+            "messaging.system": "kafka",
+            "messaging.operation.type": "process",
+            "messaging.destination.name": record.topic,
+            "messaging.destination.partition.id": str(record.partition),
+            "messaging.kafka.offset": record.offset,
+            "messaging.consumer.group.name": self._group_id,
+            "messaging.message.id": str(envelope.event_id),
+            "pb.event.type": envelope.type,
+        }
+        if envelope.correlation_id is not None:
+            attributes["pb.correlation_id"] = envelope.correlation_id
+        with span(f"process {envelope.type}", kind=SpanKind.CONSUMER, parent=parent, attributes=attributes):
+            await self._handle_with_retries(envelope, handler)
 
     async def _handle_with_retries(self, envelope: Envelope, handler: Handler) -> None:
         for attempt in range(1, self._max_attempts + 1):
@@ -270,6 +294,7 @@ class EventConsumer:
                     extra={"event_id": str(envelope.event_id), "type": envelope.type, "attempt": attempt},
                 )
                 if attempt == self._max_attempts:
+                    mark_current_error(f"parked after {attempt} attempts: {exc!r}"[:200])
                     await self._park(envelope, repr(exc))
                     CONSUMED.labels(self.name, envelope.type, "failed").inc()
                     return

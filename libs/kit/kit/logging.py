@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kit.correlation import get_correlation_id
+from kit.tracing import current_ids
 
 _RESERVED = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 
@@ -26,6 +27,8 @@ class JsonFormatter(logging.Formatter):
         }
         if (cid := get_correlation_id()) is not None:
             entry["correlation_id"] = cid
+        if (ids := current_ids()) is not None:  # tracing on, inside a span
+            entry["trace_id"], entry["span_id"] = ids
         for key, value in record.__dict__.items():
             if key not in _RESERVED and not key.startswith("_"):
                 entry[key] = value

@@ -25,6 +25,7 @@ from contracts.events import EventData
 from contracts.topics import BULK_TOPICS
 from kit.correlation import get_correlation_id
 from kit.db import after_commit, define_kit_tables, make_metadata
+from kit.tracing import current_traceparent, kafka_headers, traceparent_in_payload
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,14 @@ async def add_event(
     wakeup: OutboxWakeup | None = None,
     occurred_at: datetime | None = None,
 ) -> Envelope:
-    envelope = new_event(data, key=key, producer=producer, correlation_id=get_correlation_id(), occurred_at=occurred_at)
+    envelope = new_event(
+        data,
+        key=key,
+        producer=producer,
+        correlation_id=get_correlation_id(),
+        occurred_at=occurred_at,
+        traceparent=current_traceparent(),
+    )
     await session.execute(
         insert(_outbox_table).values(
             event_id=envelope.event_id,
@@ -109,8 +117,9 @@ async def add_events(
     if not events:
         return []
     current = get_correlation_id()
+    traceparent = current_traceparent()
     envelopes = [
-        new_event(data, key=key, producer=producer, correlation_id=correlation_id or current)
+        new_event(data, key=key, producer=producer, correlation_id=correlation_id or current, traceparent=traceparent)
         for data, key, correlation_id in events
     ]
     await session.execute(
@@ -200,9 +209,13 @@ class OutboxRelay:
             if not rows:
                 self._backlog.set(0)
                 return 0
-            futures = [
-                await self._producer.send(row.topic, value=bytes(row.payload), key=row.key.encode()) for row in rows
-            ]
+            futures = []
+            for row in rows:
+                payload = bytes(row.payload)
+                headers = kafka_headers(traceparent_in_payload(payload))  # None unless tracing is on
+                futures.append(
+                    await self._producer.send(row.topic, value=payload, key=row.key.encode(), headers=headers)
+                )
             for fut in futures:
                 await fut
             await session.execute(

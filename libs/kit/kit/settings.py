@@ -53,6 +53,10 @@ class ServiceSettings(BaseSettings):
     retention_interval_s: float = Field(default=600.0, ge=0)
     retention_batch: int = Field(default=5000, ge=1)
     retention_max_batches: int = Field(default=20, ge=1)
+    # OpenTelemetry traces (kit.tracing): off unless a collector's OTLP/HTTP base URL is set (the standard
+    # OTEL_EXPORTER_OTLP_ENDPOINT variable, e.g. http://otel-collector:4318); the share of new traces kept.
+    otel_exporter_otlp_endpoint: str | None = None
+    otel_traces_sampler_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
     jwt_public_key_file: Path | None = None
     jwt_issuer: str = "pb-user-svc"
     jwt_audience: str = "pb"

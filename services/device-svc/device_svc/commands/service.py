@@ -25,6 +25,7 @@ from device_svc.registry import repository as repo
 from kit.correlation import get_correlation_id, set_correlation_id
 from kit.db import after_commit, unit_of_work
 from kit.periodic import Alarm
+from kit.tracing import SpanKind, current_traceparent, span
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,7 @@ class EjectService:
             bank_id=bank.id,
             slot=bank.slot_no,
             correlation_id=command.correlation_id,
+            traceparent=current_traceparent(),  # the device echoes it: its answer continues this trace
         )
         cabinet_id = bank.cabinet_id
 
@@ -195,6 +197,18 @@ class EjectService:
     # ---- results from devices ---------------------------------------------------------------
 
     async def on_result(self, session: AsyncSession, cabinet: Cabinet, msg: EjectResult, received_at: datetime) -> None:
+        attributes = {
+            "messaging.system": "mqtt",
+            "pb.device_id": cabinet.id,
+            "pb.cmd_id": msg.cmd_id,
+            "pb.eject.result": msg.result.value,
+        }
+        with span("device eject_result", kind=SpanKind.CONSUMER, parent=msg.traceparent, attributes=attributes):
+            await self._on_result(session, cabinet, msg, received_at)
+
+    async def _on_result(
+        self, session: AsyncSession, cabinet: Cabinet, msg: EjectResult, received_at: datetime
+    ) -> None:
         try:
             cmd_id = UUID(msg.cmd_id)
         except ValueError:
