@@ -23,6 +23,7 @@ class NotifyContext:
     telephony: TelephonyProvider
     pushes: Alarm  # rung after a commit that queued a push
     campaigns: Alarm  # rung with a campaign's send time once it is scheduled
+    held_sms: Alarm  # rung after a campaign batch held marketing SMS for quiet hours
 
     def install(self, extras: dict[str, object]) -> None:
         extras[_KEY] = self

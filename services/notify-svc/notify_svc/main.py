@@ -97,6 +97,7 @@ def create_app(settings: Settings | None = None, *, telephony_client: TelephonyC
             telephony=telephony,
             pushes=Alarm(),
             campaigns=Alarm(),
+            held_sms=Alarm(),
         )
         context.install(runtime.extras)
         if settings.ticket_sla_sweep_interval_s > 0:
@@ -130,6 +131,7 @@ def create_app(settings: Settings | None = None, *, telephony_client: TelephonyC
                     budget_s=settings.campaign_budget_s,
                     wakeup=runtime.outbox_wakeup,
                     pushes=context.pushes,
+                    held_sms=context.held_sms,
                 )
 
             runtime.spawn(
@@ -140,6 +142,19 @@ def create_app(settings: Settings | None = None, *, telephony_client: TelephonyC
                     alarm=context.campaigns,
                 ),
                 "campaign-sender",
+            )
+
+            async def send_held_sms() -> datetime | None:
+                return await fanout.send_held_sms(runtime.sessionmaker, runtime.outbox_wakeup)
+
+            runtime.spawn(
+                run_periodically(
+                    send_held_sms,
+                    name="held-sms-sender",
+                    interval_s=settings.campaign_poll_interval_s,
+                    alarm=context.held_sms,
+                ),
+                "held-sms-sender",
             )
         try:
             yield

@@ -302,7 +302,30 @@ class Campaign(Base):
     inbox_sent: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     push_queued: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     sms_sent: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    # Marketing SMS held for the end of a recipient's quiet hours (sent later by the SMS sender; `sms_sent`
+    # counts them once sent).
+    sms_deferred: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     unreached: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+
+
+class DeferredSms(Base):
+    """A campaign's marketing SMS held until the recipient's quiet hours end (an SMS cannot wait on the
+    phone as a push does). Sent then through user-svc (`user.send_sms`) if the user still consents."""
+
+    __tablename__ = "deferred_sms"
+    __table_args__ = (
+        Index("ix_deferred_sms_due", "due_at", postgresql_where="done_at IS NULL"),
+        CheckConstraint("outcome IN ('sent', 'no_consent')", name="outcome"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    campaign_id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), nullable=False)
+    user_id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), nullable=False)
+    text: Mapped[str] = mapped_column(String(500), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    due_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    done_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    outcome: Mapped[str | None] = mapped_column(String(16))
 
 
 class CampaignInteraction(Base):

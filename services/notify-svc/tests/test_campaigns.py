@@ -203,26 +203,20 @@ async def test_marketing_goes_only_where_consented_and_waits_for_quiet_hours(
     client, auth, staff, settings, wait, recorder
 ):
     now = datetime.now(UTC)
-    everything, nothing, quiet, inbox_only = (uuid.uuid4() for _ in range(4))
+    everything, nothing, quiet, inbox_only, owl = (uuid.uuid4() for _ in range(5))
     await seed(
         settings,
         "INSERT INTO audience (user_id, registered_at) SELECT unnest(CAST(:users AS uuid[])), now()",
-        users=[everything, nothing, quiet, inbox_only],
+        users=[everything, nothing, quiet, inbox_only, owl],
     )
     for n, user in enumerate((everything, nothing, quiet)):
         await client.put("/v1/push-tokens", headers=auth(user), json={"platform": "ios", "token": f"apns-tok-{n}-xyz"})
     await _prefs(client, auth, everything, marketing={"inbox": True, "push": True, "sms": True})
-    # Quiet hours around this moment in the user's zone: the push waits, the SMS is not sent.
+    # Quiet hours around this moment in the user's zone: the push and the SMS wait for their end.
     start = (now - timedelta(hours=1)).strftime("%H:%M")
     end = (now + timedelta(hours=2)).strftime("%H:%M")
-    await _prefs(
-        client,
-        auth,
-        quiet,
-        marketing={"inbox": True, "push": True, "sms": True},
-        quiet_hours={"start": start, "end": end},
-        timezone="UTC",
-    )
+    for user, marketing in ((quiet, {"inbox": True, "push": True, "sms": True}), (owl, {"sms": True})):
+        await _prefs(client, auth, user, marketing=marketing, quiet_hours={"start": start, "end": end}, timezone="UTC")
     await _prefs(client, auth, inbox_only, marketing={"inbox": True})
     assert (await client.get("/v1/preferences", headers=auth(nothing))).json()["marketing"] == {
         "inbox": False,
@@ -233,7 +227,7 @@ async def test_marketing_goes_only_where_consented_and_waits_for_quiet_hours(
     assert (bad.status_code, bad.json()["code"]) == (422, "validation_error")
 
     reach = await preview(client, staff, {"all_users": True})
-    assert reach == {"audience": 4, "reachable": {"inbox": 3, "push": 2, "sms": 2}}
+    assert reach == {"audience": 5, "reachable": {"inbox": 3, "push": 2, "sms": 3}}
 
     campaign_id = await _campaign(client, staff, channels=["inbox", "push", "sms"])
     scheduled = await client.post(
@@ -241,10 +235,11 @@ async def test_marketing_goes_only_where_consented_and_waits_for_quiet_hours(
     )
     assert scheduled.status_code == 200, scheduled.text
     campaign = await _sent(client, staff, wait, campaign_id)
-    assert campaign["stats"]["recipients"] == 3
+    assert campaign["stats"]["recipients"] == 4
     assert campaign["stats"]["inbox_delivered"] == 3
     assert campaign["stats"]["push_queued"] == 2
     assert campaign["stats"]["sms_sent"] == 1
+    assert campaign["stats"]["sms_deferred"] == 2  # quiet's and owl's, held for the end of their quiet hours
     assert campaign["stats"]["unreached"] == 1
 
     # Nothing for the user who gave no consent: no message, no push, no SMS.
@@ -253,7 +248,7 @@ async def test_marketing_goes_only_where_consented_and_waits_for_quiet_hours(
     await recorder.wait_for(
         lambda e: isinstance(e.data, SendSms) and e.data.user_id == everything and e.data.reason == "marketing"
     )
-    assert not [e for e in recorder.seen if isinstance(e.data, SendSms) and e.data.user_id in (nothing, quiet)]
+    assert not [e for e in recorder.seen if isinstance(e.data, SendSms) and e.data.user_id in (nothing, quiet, owl)]
 
     async def delivered() -> bool:
         c = (await client.get(f"/v1/admin/campaigns/{campaign_id}", headers=staff(roles=("operator",)))).json()
@@ -262,9 +257,21 @@ async def test_marketing_goes_only_where_consented_and_waits_for_quiet_hours(
     await wait(delivered, what="the consenting user's push delivered")
     waiting = (await client.get(f"/v1/admin/users/{quiet}/pushes", headers=staff())).json()["items"]
     assert len(waiting) == 1 and waiting[0]["outcome"] is None  # held until the quiet hours end
-    # Consent withdrawn while it waits: when its time comes it is not sent.
+    # Consent withdrawn while it waits: when its time comes it is not sent (push and SMS). The quiet hours
+    # end (moved to now): owl, who still consents, gets the held SMS then.
     await _prefs(client, auth, quiet, marketing={"inbox": True, "push": False, "sms": False})
     await seed(settings, "UPDATE push_jobs SET next_attempt_at = now() WHERE user_id = :u", u=quiet)
+    await seed(settings, "UPDATE deferred_sms SET due_at = now()")
+    await recorder.wait_for(
+        lambda e: isinstance(e.data, SendSms) and e.data.user_id == owl and e.data.reason == "marketing"
+    )
+
+    async def sms_settled() -> dict[str, Any] | None:
+        c = (await client.get(f"/v1/admin/campaigns/{campaign_id}", headers=staff(roles=("operator",)))).json()
+        return c if c["stats"]["sms_sent"] == 2 else None
+
+    await wait(sms_settled, what="the held SMS counted once sent")
+    assert not [e for e in recorder.seen if isinstance(e.data, SendSms) and e.data.user_id == quiet]
 
     async def dropped() -> list[Any] | None:
         jobs: list[Any] = (await client.get(f"/v1/admin/users/{quiet}/pushes", headers=staff())).json()["items"]

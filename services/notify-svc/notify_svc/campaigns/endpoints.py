@@ -54,6 +54,7 @@ async def _out(session: AsyncSession, campaign: Campaign) -> CampaignOut:
             push_queued=campaign.push_queued,
             push_delivered=push_delivered,
             sms_sent=campaign.sms_sent,
+            sms_deferred=campaign.sms_deferred,
             unreached=campaign.unreached,
             opened=opened,
             clicked=clicked,

@@ -27,13 +27,15 @@ async def drain(
     budget_s: float | None = None,
     wakeup: OutboxWakeup | None = None,
     pushes: Alarm | None = None,
+    held_sms: Alarm | None = None,
 ) -> datetime | None:
     """Send batches until nothing is due or `budget_s` is spent; when there is work next."""
     deadline = time.monotonic() + budget_s if budget_s is not None else None
 
     def ring_pushes() -> None:
-        if pushes is not None:
-            pushes.ring_at(datetime.now(UTC))
+        for alarm in (pushes, held_sms):  # the senders learn of new jobs and when the first is due
+            if alarm is not None:
+                alarm.ring_at(datetime.now(UTC))
 
     while True:
         async with unit_of_work(sessionmaker) as session:
@@ -46,6 +48,17 @@ async def drain(
             return datetime.now(UTC)  # more to do: the loop calls again at once, other jobs get a turn
     async with unit_of_work(sessionmaker) as session:
         return await service.next_due(session)
+
+
+async def send_held_sms(
+    sessionmaker: async_sessionmaker[AsyncSession], wakeup: OutboxWakeup | None = None
+) -> datetime | None:
+    """The SMS sender's job: one unit of work per batch of held SMS whose time has come."""
+    while True:
+        async with unit_of_work(sessionmaker) as session:
+            next_due = await service.send_held_sms(session, wakeup=wakeup)
+        if next_due is None or next_due > datetime.now(UTC):
+            return next_due
 
 
 async def _main(database_url: str, batch_size: int) -> None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, exists, func, or_, select, text
+from sqlalchemy import ColumnElement, and_, exists, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -18,6 +18,7 @@ from notify_svc.models import (
     Campaign,
     CampaignInteraction,
     CampaignStatus,
+    DeferredSms,
     Message,
     Preference,
     PushJob,
@@ -143,6 +144,36 @@ async def add_messages(
 async def add_push_jobs(session: AsyncSession, jobs: list[dict[str, Any]]) -> None:
     if jobs:
         await session.execute(insert(PushJob), jobs)
+
+
+async def add_deferred_sms(session: AsyncSession, held: list[dict[str, Any]]) -> None:
+    if held:
+        await session.execute(insert(DeferredSms), held)
+
+
+async def claim_due_sms(session: AsyncSession, now: datetime, limit: int) -> list[tuple[DeferredSms, bool]]:
+    """Held SMS whose time has come, locked (`SKIP LOCKED`: another replica takes others), each with whether
+    its user still consents to marketing SMS."""
+    stmt = (
+        select(DeferredSms, func.coalesce(Preference.marketing_sms, False))
+        .outerjoin(Preference, Preference.user_id == DeferredSms.user_id)
+        .where(DeferredSms.done_at.is_(None), DeferredSms.due_at <= now)
+        .order_by(DeferredSms.due_at)
+        .limit(limit)
+        .with_for_update(of=DeferredSms, skip_locked=True)
+    )
+    return [(row[0], bool(row[1])) for row in (await session.execute(stmt)).all()]
+
+
+async def next_sms_due(session: AsyncSession) -> datetime | None:
+    stmt = select(func.min(DeferredSms.due_at)).where(DeferredSms.done_at.is_(None))
+    due: datetime | None = (await session.execute(stmt)).scalar_one()
+    return due
+
+
+async def count_sent_sms(session: AsyncSession, sent: dict[uuid.UUID, int]) -> None:
+    for campaign_id, n in sent.items():
+        await session.execute(update(Campaign).where(Campaign.id == campaign_id).values(sms_sent=Campaign.sms_sent + n))
 
 
 async def claim_due(session: AsyncSession, now: datetime) -> Campaign | None:

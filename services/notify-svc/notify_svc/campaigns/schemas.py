@@ -89,6 +89,7 @@ class CampaignStats(BaseModel):
     push_queued: int
     push_delivered: int
     sms_sent: int
+    sms_deferred: int = Field(description="marketing SMS held for the end of recipients' quiet hours (sent later)")
     unreached: int
     opened: int
     clicked: int

@@ -59,6 +59,7 @@ async def create(session: AsyncSession, body: CampaignIn, by: str) -> Campaign:
         inbox_sent=0,
         push_queued=0,
         sms_sent=0,
+        sms_deferred=0,
         unreached=0,
     )
     session.add(campaign)
@@ -103,6 +104,7 @@ async def push_notice(session: AsyncSession, notice_id: uuid.UUID, title: str, b
             inbox_sent=0,
             push_queued=0,
             sms_sent=0,
+            sms_deferred=0,
             unreached=0,
         )
     )
@@ -137,6 +139,7 @@ async def send_next_batch(
     messages = await repo.add_messages(session, campaign, inbox_users, now)
     jobs: list[dict[str, Any]] = []
     texts: list[tuple[Any, str, str | None]] = []
+    held: list[dict[str, Any]] = []
     reached = 0
     for r in recipients:
         push = Channel.PUSH in channels and r.has_token and (service_message or r.push)
@@ -155,13 +158,20 @@ async def send_next_batch(
                     "campaign_id": campaign.id,
                 }
             )
-        # An SMS cannot wait for the morning on its own: none is sent in the user's quiet hours.
-        sms = Channel.SMS in channels and not service_message and r.sms and due == now
+        # An SMS cannot wait on the phone as a push does: in the user's quiet hours it is held here until
+        # they end (the SMS sender sends it then, if the user still consents).
+        sms = Channel.SMS in channels and not service_message and r.sms
         if sms:
             text = f"{campaign.title}: {campaign.body}"[:500]
-            texts.append((SendSms(user_id=r.user_id, text=text, reason="marketing"), str(r.user_id), None))
+            if due == now:
+                texts.append((SendSms(user_id=r.user_id, text=text, reason="marketing"), str(r.user_id), None))
+            else:
+                held.append(
+                    {"campaign_id": campaign.id, "user_id": r.user_id, "text": text, "created_at": now, "due_at": due}
+                )
         reached += int(r.user_id in messages or push or sms)
     await repo.add_push_jobs(session, jobs)
+    await repo.add_deferred_sms(session, held)
     await add_events(session, texts, producer=PRODUCER, wakeup=wakeup)
 
     campaign.batches += 1
@@ -169,6 +179,7 @@ async def send_next_batch(
     campaign.inbox_sent += len(messages)
     campaign.push_queued += len(jobs)
     campaign.sms_sent += len(texts)
+    campaign.sms_deferred += len(held)
     campaign.unreached += len(recipients) - reached
     if recipients:
         campaign.cursor = recipients[-1].user_id
@@ -183,6 +194,29 @@ async def send_next_batch(
 
 async def next_due(session: AsyncSession) -> datetime | None:
     return await repo.next_due(session)
+
+
+async def send_held_sms(
+    session: AsyncSession, *, limit: int = 500, wakeup: OutboxWakeup | None = None
+) -> datetime | None:
+    """Send the marketing SMS held for quiet hours that have ended, to users who still consent; drop the
+    others (`no_consent`). The caller commits: the rows and their `user.send_sms` commands go together.
+    Returns when the next held one is due."""
+    now = datetime.now(UTC)
+    texts: list[tuple[Any, str, str | None]] = []
+    sent: dict[uuid.UUID, int] = {}
+    for job, consents in await repo.claim_due_sms(session, now, limit):
+        job.done_at = now
+        if not consents:
+            job.outcome = "no_consent"  # withdrawn while it waited
+            continue
+        job.outcome = "sent"
+        texts.append((SendSms(user_id=job.user_id, text=job.text, reason="marketing"), str(job.user_id), None))
+        sent[job.campaign_id] = sent.get(job.campaign_id, 0) + 1
+    await add_events(session, texts, producer=PRODUCER, wakeup=wakeup)
+    await repo.count_sent_sms(session, sent)
+    await session.flush()
+    return await repo.next_sms_due(session)
 
 
 async def record(session: AsyncSession, user_id: uuid.UUID, message_id: uuid.UUID, kind: str) -> bool:
