@@ -53,12 +53,11 @@ async def drain(
 async def send_held_sms(
     sessionmaker: async_sessionmaker[AsyncSession], wakeup: OutboxWakeup | None = None
 ) -> datetime | None:
-    """The SMS sender's job: one unit of work per batch of held SMS whose time has come."""
-    while True:
-        async with unit_of_work(sessionmaker) as session:
-            next_due = await service.send_held_sms(session, wakeup=wakeup)
-        if next_due is None or next_due > datetime.now(UTC):
-            return next_due
+    """The SMS sender's job: one batch of held SMS whose time has come, in one unit of work. More due (a full
+    batch, or rows another replica holds) is taken at the next run, which the returned time brings at once
+    (the periodic runner keeps its minimum gap, so nothing spins on rows another replica has locked)."""
+    async with unit_of_work(sessionmaker) as session:
+        return await service.send_held_sms(session, wakeup=wakeup)
 
 
 async def _main(database_url: str, batch_size: int) -> None:
