@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import FastAPI
 from sqlalchemy import make_url, text
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from contracts import Envelope, event_adapter, new_event
 from contracts.events import EventData
@@ -100,6 +100,27 @@ def test_database_url(service: str) -> str:
     """The test stack's database for `service` (e.g. `billing`), overridable by `<SERVICE>_DATABASE_URL`."""
     var = f"{service.upper()}_DATABASE_URL"
     return os.environ.get(var) or f"postgresql+asyncpg://postgres@127.0.0.1:5432/pb_test_{service}"
+
+
+@asynccontextmanager
+async def kit_database(database: str, *ddl: str) -> AsyncIterator[AsyncEngine]:
+    """A new database `database` on the kit's test server with the kit's own tables (outbox, processed events)
+    and any `ddl` a test adds (its effects table), for tests of the kit itself; dropped and made again each time."""
+    from kit.db import define_kit_tables, make_engine, make_metadata
+
+    url = make_url(test_database_url("kit")).set(database=database).render_as_string(False)
+    await ensure_database(url, recreate=True)
+    engine = make_engine(url)
+    metadata = make_metadata()
+    define_kit_tables(metadata)
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(metadata.create_all)
+            for statement in ddl:
+                await conn.execute(text(statement))
+        yield engine
+    finally:
+        await engine.dispose()
 
 
 def kafka_bootstrap() -> str:

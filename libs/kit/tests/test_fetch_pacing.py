@@ -12,10 +12,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from contracts import Envelope, Topic, new_event
 from contracts.events import DeviceTelemetryReported
-from kit.db import define_kit_tables, make_engine, make_metadata, make_sessionmaker
+from kit.db import make_sessionmaker
 from kit.kafka import EventConsumer, FetchPacing, LatencyClass, make_producer
 from kit.settings import ServiceSettings
-from kit.testing import ensure_database, eventually, kafka_bootstrap, test_database_url
+from kit.testing import eventually, kafka_bootstrap, kit_database
 
 pytestmark = pytest.mark.integration
 
@@ -24,15 +24,8 @@ FLOW_MS, REST_MS = 50, 1500
 
 @pytest.fixture(scope="module")
 async def engine() -> AsyncIterator[AsyncEngine]:
-    url = test_database_url("kit_pacing")
-    await ensure_database(url, recreate=True)
-    metadata = make_metadata()
-    define_kit_tables(metadata)
-    engine = make_engine(url)
-    async with engine.begin() as conn:
-        await conn.run_sync(metadata.create_all)
-    yield engine
-    await engine.dispose()
+    async with kit_database("pb_test_kit_pacing") as engine:
+        yield engine
 
 
 @pytest.fixture

@@ -15,27 +15,20 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from contracts import Envelope, Topic, event_adapter, new_event
 from contracts.events import DeviceTelemetryReported, UserBlocked
 from kit.correlation import get_correlation_id
-from kit.db import define_kit_tables, make_engine, make_metadata, make_sessionmaker, unit_of_work
+from kit.db import make_sessionmaker, unit_of_work
 from kit.kafka import EventConsumer, make_producer
 from kit.outbox import Lane, OutboxRelay, OutboxWakeup, add_event, add_events
-from kit.testing import ensure_database, kafka_bootstrap, test_database_url
+from kit.testing import kafka_bootstrap, kit_database
 
 pytestmark = pytest.mark.integration
-
-metadata = make_metadata()
-define_kit_tables(metadata)
 
 
 @pytest.fixture(scope="module")
 async def engine() -> AsyncIterator[AsyncEngine]:
-    url = test_database_url("kit")
-    await ensure_database(url, recreate=True)
-    engine = make_engine(url)
-    async with engine.begin() as conn:
-        await conn.run_sync(metadata.create_all)
-        await conn.execute(text("CREATE TABLE effects (event_id uuid PRIMARY KEY, device_id text)"))
-    yield engine
-    await engine.dispose()
+    async with kit_database(
+        "pb_test_kit", "CREATE TABLE effects (event_id uuid PRIMARY KEY, device_id text)"
+    ) as engine:
+        yield engine
 
 
 @pytest.fixture

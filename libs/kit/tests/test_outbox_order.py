@@ -7,15 +7,15 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import make_url, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from contracts import Topic
 from contracts.events import DeviceTelemetryReported
-from kit.db import define_kit_tables, make_engine, make_metadata, make_sessionmaker, unit_of_work
+from kit.db import make_sessionmaker, unit_of_work
 from kit.kafka import make_producer
 from kit.outbox import OutboxRelay, OutboxWakeup, add_events
-from kit.testing import EventRecorder, ensure_database, eventually, kafka_bootstrap, test_database_url
+from kit.testing import EventRecorder, eventually, kafka_bootstrap, kit_database
 
 pytestmark = pytest.mark.integration
 
@@ -25,15 +25,8 @@ EVENTS = 600
 
 @pytest.fixture(scope="module")
 async def engine() -> AsyncIterator[AsyncEngine]:
-    url = make_url(test_database_url("kit")).set(database="pb_test_kit_order").render_as_string(False)
-    await ensure_database(url, recreate=True)
-    engine = make_engine(url)
-    metadata = make_metadata()
-    define_kit_tables(metadata)
-    async with engine.begin() as conn:
-        await conn.run_sync(metadata.create_all)
-    yield engine
-    await engine.dispose()
+    async with kit_database("pb_test_kit_order") as engine:
+        yield engine
 
 
 async def test_two_relays_keep_each_keys_events_in_order(engine: AsyncEngine) -> None:

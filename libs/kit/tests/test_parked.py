@@ -14,25 +14,23 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import make_url, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from contracts import Envelope, Topic
 from contracts.events import UserBlocked
 from kit.app import ConsumerSpec, LatencyClass, create_service_app
 from kit.auth import TokenSigner
-from kit.db import define_kit_tables, make_engine, make_metadata
 from kit.kafka import make_producer
 from kit.parked_cli import run as parked_command
 from kit.settings import ServiceSettings
 from kit.testing import (
     EventBus,
-    ensure_database,
     eventually,
     kafka_bootstrap,
+    kit_database,
     move_group_to_end,
     serve_app,
-    test_database_url,
     write_keypair,
 )
 
@@ -44,16 +42,10 @@ GROUP = f"{SERVICE}.events"
 
 @pytest.fixture(scope="module")
 async def engine() -> AsyncIterator[AsyncEngine]:
-    url = make_url(test_database_url("kit")).set(database="pb_test_kit_parked").render_as_string(False)
-    await ensure_database(url, recreate=True)
-    engine = make_engine(url)
-    metadata = make_metadata()
-    define_kit_tables(metadata)
-    async with engine.begin() as conn:
-        await conn.run_sync(metadata.create_all)
-        await conn.execute(text("CREATE TABLE blocked (user_id uuid PRIMARY KEY, reason text)"))
-    yield engine
-    await engine.dispose()
+    async with kit_database(
+        "pb_test_kit_parked", "CREATE TABLE blocked (user_id uuid PRIMARY KEY, reason text)"
+    ) as engine:
+        yield engine
 
 
 class Blocker:

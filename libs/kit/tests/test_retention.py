@@ -8,12 +8,12 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import make_url, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from kit.db import define_kit_tables, make_engine, make_metadata, make_sessionmaker
+from kit.db import make_sessionmaker
 from kit.retention import prune
-from kit.testing import ensure_database, test_database_url
+from kit.testing import kit_database
 
 pytestmark = pytest.mark.integration
 
@@ -22,15 +22,8 @@ ROWS = int(os.environ.get("PB_RETENTION_ROWS", "200000"))
 
 @pytest.fixture(scope="module")
 async def engine() -> AsyncIterator[AsyncEngine]:
-    url = make_url(test_database_url("kit")).set(database="pb_test_kit_retention").render_as_string(False)
-    await ensure_database(url, recreate=True)
-    engine = make_engine(url)
-    metadata = make_metadata()
-    define_kit_tables(metadata)
-    async with engine.begin() as conn:
-        await conn.run_sync(metadata.create_all)
-    yield engine
-    await engine.dispose()
+    async with kit_database("pb_test_kit_retention") as engine:
+        yield engine
 
 
 async def test_old_rows_go_in_bounded_batches_and_what_idempotency_needs_stays(engine: AsyncEngine) -> None:

@@ -18,18 +18,23 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as ProtoSpan
-from sqlalchemy import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from contracts import Envelope, Topic, new_event
 from contracts.events import UserBlocked
 from kit import tracing
 from kit.app import ConsumerSpec, RuntimeDep, create_service_app
-from kit.db import define_kit_tables, make_engine, make_metadata, unit_of_work
+from kit.db import unit_of_work
 from kit.kafka import LatencyClass
 from kit.logging import JsonFormatter
 from kit.settings import ServiceSettings
-from kit.testing import ensure_database, eventually, kafka_bootstrap, move_group_to_end, serve_app, test_database_url
+from kit.testing import (
+    eventually,
+    kafka_bootstrap,
+    kit_database,
+    move_group_to_end,
+    serve_app,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -90,15 +95,8 @@ def collector() -> Iterator[Collector]:
 
 @pytest.fixture(scope="module")
 async def engine() -> AsyncIterator[AsyncEngine]:
-    url = make_url(test_database_url("kit")).set(database="pb_test_kit_traced").render_as_string(False)
-    await ensure_database(url, recreate=True)
-    engine = make_engine(url)
-    metadata = make_metadata()
-    define_kit_tables(metadata)
-    async with engine.begin() as conn:
-        await conn.run_sync(metadata.create_all)
-    yield engine
-    await engine.dispose()
+    async with kit_database("pb_test_kit_traced") as engine:
+        yield engine
 
 
 def _app(
