@@ -99,13 +99,8 @@ test: install $(if $(filter 1,$(SKIP_LINT)),,lint)
 	exit $$rc
 
 bench: install
-	@if $(PY) deploy/local/venv_tasks.py has-module device_emulator.bench; then \
-	  $(STACK) up --stack run && $(STACK) migrate --stack run && $(STACK) start-services --stack run --keep && \
-	  $(STACK) exec --stack run -- $(PY) -m device_emulator.bench $(if $(PRESET),--preset $(PRESET)) $(BENCH_ARGS); \
-	else \
-	  echo "make bench: device_emulator.bench is not written yet (device-emulator/device_emulator/bench.py)" >&2; \
-	  exit 2; \
-	fi
+	@$(STACK) up --stack run && $(STACK) migrate --stack run && $(STACK) start-services --stack run --keep
+	@$(STACK) exec --stack run -- $(PY) -m device_emulator.bench $(if $(PRESET),--preset $(PRESET)) $(BENCH_ARGS)
 
 bench-campaigns: install
 	@$(STACK) up --stack test && $(STACK) exec --stack test -- \
