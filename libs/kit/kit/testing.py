@@ -53,21 +53,33 @@ def migrate(service_dir: Path, database_url: str) -> None:
     )
 
 
-async def truncate_all(database_url: str) -> None:
-    """Empty every table but Alembic's, so each test starts from a clean database."""
+async def truncate_all(database_url: str, attempts: int = 5) -> None:
+    """Empty every table but Alembic's, so each test starts from a clean database. The service under test may
+    still be writing (its consumers, periodic jobs, the last test's messages) while TRUNCATE takes every table's
+    exclusive lock, and PostgreSQL may pick the TRUNCATE as a deadlock victim: then it is tried again."""
+    from sqlalchemy.exc import DBAPIError
+
     engine = create_async_engine(database_url)
     try:
-        async with engine.begin() as conn:
-            names = (
-                await conn.execute(
-                    text(
-                        "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'alembic_version'"
-                    )
-                )
-            ).scalars()
-            quoted = ", ".join(f'"{n}"' for n in names)
-            if quoted:
-                await conn.execute(text(f"TRUNCATE {quoted} RESTART IDENTITY CASCADE"))
+        for attempt in range(1, attempts + 1):
+            try:
+                async with engine.begin() as conn:
+                    names = (
+                        await conn.execute(
+                            text(
+                                "SELECT tablename FROM pg_tables "
+                                "WHERE schemaname = 'public' AND tablename <> 'alembic_version'"
+                            )
+                        )
+                    ).scalars()
+                    quoted = ", ".join(f'"{n}"' for n in names)
+                    if quoted:
+                        await conn.execute(text(f"TRUNCATE {quoted} RESTART IDENTITY CASCADE"))
+                return
+            except DBAPIError as exc:
+                if "deadlock" not in str(exc) or attempt == attempts:
+                    raise
+                await asyncio.sleep(0.2 * attempt)  # back off: the other transaction finishes meanwhile
     finally:
         await engine.dispose()
 

@@ -23,7 +23,6 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from pydantic import SecretStr
 from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
 
 from contracts import Envelope, Topic, event_adapter, new_event
 from contracts.events import EjectBank
@@ -296,7 +295,7 @@ def fleet_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 async def fleet(database_url: str, broker: Broker, fleet_file: Path, tap: EventTap) -> dict[str, Any]:
     """A clean database seeded with 3 cabinets x 8 slots; the broker knows their passwords."""
-    await truncate_retrying(database_url)
+    await truncate_all(database_url)
     tap.mark = len(tap.events)
     engine = make_engine(database_url, 2)
     try:
@@ -312,20 +311,6 @@ async def fleet(database_url: str, broker: Broker, fleet_file: Path, tap: EventT
         await engine.dispose()
     await asyncio.sleep(0.2)  # SIGHUP reload
     return result.fleet
-
-
-async def truncate_retrying(database_url: str, attempts: int = 5) -> None:
-    """TRUNCATE takes every table's exclusive lock while the running service may still be writing
-    (the last test's messages, the bank state store's batch, commands from the shared broker):
-    PostgreSQL may pick the TRUNCATE as a deadlock victim. Then try again."""
-    for attempt in range(1, attempts + 1):
-        try:
-            await truncate_all(database_url)
-            return
-        except DBAPIError as exc:
-            if "deadlock" not in str(exc) or attempt == attempts:
-                raise
-            await asyncio.sleep(0.2 * attempt)
 
 
 def make_settings(database_url: str, broker: Broker, consumer_group: str, keys: tuple[Path, Path]) -> Settings:
@@ -538,7 +523,7 @@ def readiness() -> Callable[..., Any]:
 
 @pytest.fixture
 def truncate() -> Callable[[str], Any]:
-    return truncate_retrying
+    return truncate_all
 
 
 @contextlib.asynccontextmanager
