@@ -2,7 +2,7 @@
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -216,11 +216,11 @@ def create_service_app(
                     await _cancel_all(runtime.tasks)
         finally:
             await _cancel_all(runtime.tasks)
-            await producer.stop()
+            await _bounded_stop("producer", producer.stop())
             if bulk_producer is not None:
-                await bulk_producer.stop()
+                await _bounded_stop("bulk producer", bulk_producer.stop())
             await runtime.http.aclose()
-            await engine.dispose()
+            await _bounded_stop("database pool", engine.dispose())
             if tracing:
                 await asyncio.to_thread(shutdown_tracing)  # flushes the spans still buffered (blocking HTTP)
 
@@ -298,10 +298,45 @@ async def _kafka_ready(producer: AIOKafkaProducer, relays: Mapping[str, OutboxRe
             raise RuntimeError(f"{name}: {relay.last_error}")
 
 
+# A stopping process must end: a client that never finishes stopping (a Kafka consumer caught in a group
+# join, a connection the peer never closes) is left behind with its name and stack in the log instead of
+# holding the process (a pod that ignores SIGTERM until it is killed; a test run that hangs).
+SHUTDOWN_STEP_S = 15.0
+
+
 async def _cancel_all(tasks: list["asyncio.Task[Any]"]) -> None:
     for task in tasks:
         task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    pending = [t for t in tasks if not t.done()]
+    if not pending:
+        return
+    _, still = await asyncio.wait(pending, timeout=SHUTDOWN_STEP_S)
+    for task in still:
+        log.error(
+            "shutdown: task %s did not stop within %.0f s; left behind awaiting\n%s",
+            task.get_name(),
+            SHUTDOWN_STEP_S,
+            _awaiting(task),
+        )
+
+
+def _awaiting(task: "asyncio.Task[Any]") -> str:
+    """The chain of coroutines a task is suspended in, outermost first (Task.get_stack shows one frame)."""
+    lines: list[str] = []
+    awaited: Any = task.get_coro()
+    while awaited is not None and len(lines) < 50:
+        frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "ag_frame", None)
+        if frame is not None:
+            lines.append(f"  {frame.f_code.co_filename}:{frame.f_lineno} {frame.f_code.co_name}")
+        awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "ag_await", None)
+    return "\n".join(lines)
+
+
+async def _bounded_stop(what: str, stopping: Awaitable[Any]) -> None:
+    try:
+        await asyncio.wait_for(stopping, SHUTDOWN_STEP_S)
+    except TimeoutError:
+        log.error("shutdown: the %s did not stop within %.0f s; left behind", what, SHUTDOWN_STEP_S)
 
 
 async def _consumers_ready(consumers: Sequence[EventConsumer]) -> None:
