@@ -35,6 +35,7 @@ COMPOSE_ENV = {
     "SUPERVISION_ID_KEY": "sup-5ad8e1",
     "NOTIFY_MEDIA_SIGNING_KEY": "media-c4e7a2",
     "NOTIFY_TELEPHONY_SIGNING_KEY": "tel-83bd19",
+    "ADMIN_TOTP_KEY": "totp-2e7f51",
 }
 
 

@@ -312,7 +312,7 @@ async def test_a_role_sees_only_what_it_may_use(
         "POST",
         f"{api.urls.user}/v1/admin/admins",
         token=admin_token,
-        json={"login": login, "password": password, "role": "analyst"},
+        json={"login": login, "password": password, "role": "analyst", "must_change_password": False},
     )
     assert created.status == 201, created.response.text
     page = await context.new_page()

@@ -808,7 +808,9 @@ async def new_admin(client: httpx.AsyncClient, role: str, login_name: str | None
     login_name = login_name or f"{role.replace('_', '-')}-1"
     root = await admin_token(client)
     r = await client.post(
-        "/v1/admin/admins", json={"login": login_name, "password": "admin-pass-123", "role": role}, headers=bearer(root)
+        "/v1/admin/admins",
+        json={"login": login_name, "password": "admin-pass-123", "role": role, "must_change_password": False},
+        headers=bearer(root),
     )
     assert r.status_code == 201, r.text
     session = await client.post("/v1/admin/sessions", json={"login": login_name, "password": "admin-pass-123"})
@@ -880,7 +882,7 @@ async def test_admin_block_and_unblock_a_user(client, database_url):
     searches = (await client.get("/v1/admin/audit-log", params={"action": "user.search"}, headers=bearer(root))).json()
     assert len(searches) == 3
     created = (await client.get("/v1/admin/audit-log", params={"action": "admin.create"}, headers=bearer(root))).json()
-    assert created[0]["details"] == {"login": "support-1", "role": "support"}
+    assert created[0]["details"] == {"after": {"login": "support-1", "role": "support", "must_change_password": False}}
 
 
 async def test_admin_permissions(client):

@@ -454,7 +454,7 @@ async def test_admin_routes_refuse_delegated_tokens(client):
     root = await admin_token(client)
     created = await client.post(
         "/v1/admin/admins",
-        json={"login": "support-9", "password": "support passphrase", "role": "support"},
+        json={"login": "support-9", "password": "support passphrase", "role": "support", "must_change_password": False},
         headers=bearer(root),
     )
     assert created.status_code == 201, created.text

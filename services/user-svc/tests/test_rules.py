@@ -128,7 +128,11 @@ def test_dev_admin_defaults_apply_outside_production(monkeypatch):
 def test_production_has_no_default_admin_and_refuses_dev_secrets(monkeypatch):
     monkeypatch.delenv("ADMIN_BOOTSTRAP_LOGIN", raising=False)
     monkeypatch.delenv("ADMIN_BOOTSTRAP_PASSWORD", raising=False)
-    prod = {"pb_env": "production", "jwt_public_key_file": "/nonexistent/public.pem"}
+    prod: dict[str, Any] = {
+        "pb_env": "production",
+        "jwt_public_key_file": "/nonexistent/public.pem",
+        "admin_totp_key": SecretStr("a-real-totp-encryption-key"),
+    }
     s = _settings(**prod)
     assert s.admin_bootstrap_login is None
     assert s.admin_bootstrap_password is None
@@ -137,6 +141,9 @@ def test_production_has_no_default_admin_and_refuses_dev_secrets(monkeypatch):
             _settings(**prod, admin_bootstrap_login="admin", admin_bootstrap_password=SecretStr(password))
     ok = _settings(**prod, admin_bootstrap_login="Admin", admin_bootstrap_password=SecretStr("a-real-long-secret"))
     assert ok.admin_bootstrap_login == "admin"
+    assert ok.totp_enforced  # staff second factor required in production
+    with pytest.raises(ValidationError):  # the development TOTP encryption key
+        _settings(**{**prod, "admin_totp_key": SecretStr("dev-admin-totp-key-not-for-production")})
 
 
 def test_admin_bootstrap_needs_both_and_a_valid_password(monkeypatch):

@@ -9,6 +9,7 @@ from kit.app import RuntimeDep
 from user_svc.codes.provider import MessageProvider
 from user_svc.security import Passwords, Tokens
 from user_svc.settings import Settings
+from user_svc.staff.totp import TotpSecrets
 from user_svc.terms.service import Terms
 
 _KEY = "user_svc"
@@ -21,6 +22,7 @@ class UserServiceContext:
     tokens: Tokens
     terms: Terms
     provider: MessageProvider
+    totp: TotpSecrets
 
     def install(self, extras: dict[str, object]) -> None:
         extras[_KEY] = self

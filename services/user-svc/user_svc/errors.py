@@ -196,3 +196,49 @@ class TokenInvalidScope(TokenError):
 class TokenUnauthorizedClient(TokenError):
     code = "unauthorized_client"
     title = "The client is not allowed to use this grant"
+
+
+class TotpRequired(Unauthorized):
+    code = "totp_required"
+    title = "This account needs the code from its authenticator app (`totp_code`)"
+
+
+class AdminNotFound(NotFound):
+    code = "admin_not_found"
+    title = "No such administrator"
+
+
+class AdminSessionNotFound(NotFound):
+    code = "admin_session_not_found"
+    title = "No such session of this administrator"
+
+
+class AdminAlreadyInState(Conflict):
+    code = "admin_already_in_state"
+    title = "The administrator is already in that state"
+
+
+class AdminSelfChange(Conflict):
+    code = "admin_self_change"
+    title = "Administrators cannot disable themselves or change their own role"
+
+
+class LastSuperAdmin(Conflict):
+    code = "last_super_admin"
+    title = "The last active super administrator cannot be disabled or demoted"
+
+
+class TotpAlreadyEnrolled(Conflict):
+    code = "totp_already_enrolled"
+    title = "A second factor is already enrolled; an administrator can reset it"
+
+
+class TotpNotPending(Conflict):
+    code = "totp_not_pending"
+    title = "Start the enrolment first (POST /v1/admin/me/totp)"
+
+
+class TotpCodeInvalid(BusinessError):
+    status = 400
+    code = "totp_code_invalid"
+    title = "The code does not match; check the authenticator app's clock"

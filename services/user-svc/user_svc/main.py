@@ -29,6 +29,8 @@ from user_svc.deregistration.service import anonymise_due
 from user_svc.oauth.endpoints import router as oauth_router
 from user_svc.security import Passwords, Tokens
 from user_svc.settings import Settings
+from user_svc.staff.endpoints import router as staff_router
+from user_svc.staff.totp import TotpSecrets
 from user_svc.terms.endpoints import router as terms_router
 from user_svc.terms.service import load_terms
 from user_svc.texting.consumers import consumer_spec as texts_consumer
@@ -69,6 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 fail_destinations=frozenset(settings.sms_sandbox_fail_numbers),
                 failure_rate=settings.sms_sandbox_failure_rate,
             ),
+            totp=TotpSecrets(settings.admin_totp_key.get_secret_value(), settings.admin_totp_issuer),
         )
         context.install(runtime.extras)
         await _bootstrap_admin(runtime, context)
@@ -82,7 +85,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
         yield
 
-    routers = [terms_router, users_router, auth_router, codes_router, admin_router, clients_router, oauth_router]
+    routers = [
+        terms_router,
+        users_router,
+        auth_router,
+        codes_router,
+        admin_router,
+        staff_router,
+        clients_router,
+        oauth_router,
+    ]
     if settings.pb_env != "production":
         routers.append(dev_router)  # the sandbox provider's outbox: never served in production
     return create_service_app(

@@ -61,8 +61,36 @@ class Admin(Base):
     login: Mapped[str] = mapped_column(String(64), unique=True)
     password_hash: Mapped[str] = mapped_column(Text)
     role: Mapped[str] = mapped_column(String(40))
-    status: Mapped[str] = mapped_column(String(20), server_default=UserStatus.ACTIVE)
+    status: Mapped[str] = mapped_column(String(20), server_default=UserStatus.ACTIVE)  # active | disabled
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # Set by an administrator who chose or reset the password: the next session can only change it.
+    must_change_password: Mapped[bool] = mapped_column(server_default="false")
+    # TOTP (RFC 6238) second factor: secrets encrypted with ADMIN_TOTP_KEY (AES-GCM, bound to the admin
+    # id). `totp_pending` holds a secret enrolled but not yet confirmed with a code.
+    totp_secret: Mapped[str | None] = mapped_column(Text)
+    totp_pending: Mapped[str | None] = mapped_column(Text)
+    totp_enabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger)  # a code is accepted once
+    last_login_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class AdminSession(Base):
+    """One administrator sign-in: its access token's id, so staff sessions can be listed and revoked."""
+
+    __tablename__ = "admin_sessions"
+    __table_args__ = (Index("ix_admin_sessions_admin", "admin_id", "created_at"),)
+
+    id: Mapped[UUID] = mapped_column(PgUUID(as_uuid=True), primary_key=True)
+    admin_id: Mapped[UUID] = mapped_column(PgUUID(as_uuid=True))
+    token_id: Mapped[str] = mapped_column(String(64), unique=True)
+    restricted: Mapped[bool]  # may only complete what is pending (password change, TOTP enrolment)
+    client_ip: Mapped[str] = mapped_column(String(64))
+    user_agent: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_reason: Mapped[str | None] = mapped_column(String(40))
 
 
 class VerificationCode(Base):

@@ -72,8 +72,9 @@ class Tokens:
     def for_user(self, user_id: str) -> IssuedToken:
         return _issued(self._user.issue(user_id, kind="user", roles=[]), self._user.ttl_s)
 
-    def for_admin(self, admin_id: str, role: str) -> IssuedToken:
-        return _issued(self._admin.issue(admin_id, kind="admin", roles=[role]), self._admin.ttl_s)
+    def for_admin(self, admin_id: str, roles: list[str]) -> IssuedToken:
+        """No roles: a restricted session that can only complete what its sign-in left pending."""
+        return _issued(self._admin.issue(admin_id, kind="admin", roles=roles), self._admin.ttl_s)
 
     def for_delegated(self, user_id: str, client_id: str, scopes: list[str]) -> IssuedToken:
         """A token for a client application acting for the user, limited to the granted scopes."""

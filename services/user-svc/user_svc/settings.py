@@ -68,6 +68,23 @@ class Settings(ServiceSettings):
     admin_bootstrap_login: str | None = None
     admin_bootstrap_password: SecretStr | None = None
 
+    # Staff second factor (TOTP, RFC 6238). Roles holding any of `admin_totp_permissions` (money moves,
+    # personal data; super_admin holds all) must enrol before their sessions carry their role.
+    # Required by default in production; a development or test stack opts in (ADMIN_TOTP_REQUIRED=true).
+    # An administrator who enrolled needs a code at every sign-in, whatever this says.
+    admin_totp_required: bool | None = None
+    admin_totp_permissions: list[str] = Field(
+        default_factory=lambda: ["users:pii", "credit:adjust", "payments:refund", "ledger:read", "admins:manage"]
+    )
+    # Encrypts the TOTP secrets at rest (AES-256-GCM with a key derived from this); the kit refuses the
+    # `dev-` value in production.
+    admin_totp_key: SecretStr = SecretStr("dev-admin-totp-key-not-for-production")
+    admin_totp_issuer: str = Field(default="Power bank platform", min_length=1, max_length=64)
+
+    @property
+    def totp_enforced(self) -> bool:
+        return self.pb_env == "production" if self.admin_totp_required is None else self.admin_totp_required
+
     @model_validator(mode="after")
     def _admin_bootstrap(self) -> "Settings":
         if self.pb_env != "production" and self.admin_bootstrap_login is None and self.admin_bootstrap_password is None:

@@ -12,11 +12,23 @@ async def get_by_login(session: AsyncSession, login: str) -> Admin | None:
 
 
 async def insert_if_login_free(
-    session: AsyncSession, *, admin_id: UUID, login: str, password_hash: str, role: str
+    session: AsyncSession,
+    *,
+    admin_id: UUID,
+    login: str,
+    password_hash: str,
+    role: str,
+    must_change_password: bool = False,
 ) -> bool:
     stmt = (
         insert(Admin)
-        .values(id=admin_id, login=login, password_hash=password_hash, role=role)
+        .values(
+            id=admin_id,
+            login=login,
+            password_hash=password_hash,
+            role=role,
+            must_change_password=must_change_password,
+        )
         .on_conflict_do_nothing(index_elements=[Admin.login])
         .returning(Admin.id)
     )

@@ -28,12 +28,14 @@ class NewAdminIn(BaseModel):
     login: AdminLogin
     password: NewPassword
     role: Role
+    must_change_password: bool = True
 
 
 class NewAdminOut(BaseModel):
     admin_id: UUID
     login: str
     role: Role
+    must_change_password: bool
 
 
 class AdminActionOut(BaseModel):

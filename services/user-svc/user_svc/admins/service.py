@@ -73,11 +73,23 @@ async def _user_for_update(session: AsyncSession, user_id: UUID) -> User:
 
 
 async def create_admin(
-    session: AsyncSession, actor: Principal, *, login: str, password: str, role: str, passwords: Passwords
+    session: AsyncSession,
+    actor: Principal,
+    *,
+    login: str,
+    password: str,
+    role: str,
+    must_change_password: bool,
+    passwords: Passwords,
 ) -> UUID:
     admin_id = uuid4()
     if not await repository.insert_if_login_free(
-        session, admin_id=admin_id, login=login, password_hash=await passwords.hash(password), role=role
+        session,
+        admin_id=admin_id,
+        login=login,
+        password_hash=await passwords.hash(password),
+        role=role,
+        must_change_password=must_change_password,
     ):
         raise AdminLoginTaken()
     await audit.record(
@@ -86,6 +98,6 @@ async def create_admin(
         "admin.create",
         target_type="admin",
         target_id=str(admin_id),
-        details={"login": login, "role": role},
+        details={"after": {"login": login, "role": role, "must_change_password": must_change_password}},
     )
     return admin_id

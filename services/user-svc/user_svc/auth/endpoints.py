@@ -111,8 +111,15 @@ async def logout(
 
 @router.post("/v1/admin/sessions")
 async def create_admin_session(
-    body: AdminLoginIn, session: SessionDep, context: ContextDep, runtime: RuntimeDep, response: Response
+    body: AdminLoginIn,
+    request: Request,
+    session: SessionDep,
+    context: ContextDep,
+    runtime: RuntimeDep,
+    response: Response,
 ) -> AdminSessionOut:
+    """Staff sign-in: password, plus `totp_code` once a second factor is enrolled (401 `totp_required`
+    without it). While `pending` is not empty the token has no roles (see `/v1/admin/me`)."""
     response.headers["Cache-Control"] = "no-store"  # tokens must not be cached (RFC 6749 5.1)
     result = await service.login_admin(
         session,
@@ -122,10 +129,16 @@ async def create_admin_session(
         passwords=context.passwords,
         tokens=context.tokens,
         settings=context.settings,
+        totp=context.totp,
+        totp_code=body.totp_code,
+        client_ip=client_address(request),
+        user_agent=request.headers.get("user-agent", ""),
     )
     return AdminSessionOut(
         access_token=result.token.access_token,
         expires_in=result.token.expires_in,
         admin_id=result.admin_id,
-        roles=[result.role],
+        roles=result.roles,
+        session_id=result.session_id,
+        pending=result.pending,
     )

@@ -14,6 +14,7 @@ class LoginIn(BaseModel):
 class AdminLoginIn(BaseModel):
     login: LoginField
     password: PasswordField
+    totp_code: str | None = Field(default=None, max_length=10, pattern=r"^\s*[0-9]{6}\s*$")
 
 
 class SmsLoginIn(BaseModel):
@@ -49,3 +50,6 @@ class AdminSessionOut(BaseModel):
     expires_in: int
     admin_id: UUID
     roles: list[str]
+    session_id: UUID
+    # `password_change`, `totp_enrolment`: until done the token has no roles and opens /v1/admin/me only.
+    pending: list[str] = []

@@ -11,13 +11,15 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from user_svc.admins import repository as admins
 from user_svc.codes.service import consume_code
-from user_svc.errors import AccountBlocked, CodeInvalid, InvalidCredentials
+from user_svc.errors import AccountBlocked, CodeInvalid, InvalidCredentials, TotpRequired
 from user_svc.models import User, UserStatus
 from user_svc.rules import RuleViolation, classify_login, normalise_admin_login
 from user_svc.security import IssuedToken, Passwords, Tokens
 from user_svc.sessions import service as sessions
 from user_svc.sessions.service import IssuedSession, Lockout
 from user_svc.settings import Settings
+from user_svc.staff import service as staff
+from user_svc.staff.totp import TotpSecrets
 from user_svc.users import repository as users
 
 log = logging.getLogger(__name__)
@@ -33,7 +35,9 @@ class UserLogin:
 class AdminSession:
     token: IssuedToken
     admin_id: UUID
-    role: str
+    roles: list[str]  # empty while something is pending
+    session_id: UUID
+    pending: list[str]
 
 
 def _raw_key(raw: str) -> str:
@@ -132,7 +136,13 @@ async def login_admin(
     passwords: Passwords,
     tokens: Tokens,
     settings: Settings,
+    totp: TotpSecrets,
+    totp_code: str | None,
+    client_ip: str,
+    user_agent: str,
 ) -> AdminSession:
+    """Password, then the TOTP code of an enrolled administrator (a wrong code counts as a failed
+    login, so guessing codes meets the lockout). What is pending limits the session (staff.service)."""
     try:
         normalised: str | None = normalise_admin_login(login)
     except RuleViolation:
@@ -150,8 +160,21 @@ async def login_admin(
         log.warning("admin login refused", extra={"admin_id": str(admin.id)})
         await lockout.failed(key)
         raise InvalidCredentials()
+    if admin.totp_secret is not None:
+        if not totp_code:
+            raise TotpRequired()
+        if not staff.check_totp(admin, totp_code, totp):
+            log.warning("admin login refused: wrong second factor", extra={"admin_id": str(admin.id)})
+            await lockout.failed(key)
+            raise InvalidCredentials()
     if check.new_hash is not None:
         admin.password_hash = check.new_hash
     await lockout.succeeded(session, key)
-    log.info("admin logged in", extra={"admin_id": str(admin.id), "role": admin.role})
-    return AdminSession(token=tokens.for_admin(str(admin.id), admin.role), admin_id=admin.id, role=admin.role)
+    started = await staff.start_session(
+        session, admin, tokens=tokens, settings=settings, client_ip=client_ip, user_agent=user_agent
+    )
+    roles = [] if started.pending else [admin.role]
+    log.info("admin logged in", extra={"admin_id": str(admin.id), "role": admin.role, "pending": started.pending})
+    return AdminSession(
+        token=started.token, admin_id=admin.id, roles=roles, session_id=started.session_id, pending=started.pending
+    )

@@ -187,6 +187,13 @@ async def end_client(session: AsyncSession, client_id: str, settings: Settings, 
     await _revoked(session, revoked, events=events, settings=settings, reason="client_disabled")
 
 
+async def revoke_access_tokens(
+    session: AsyncSession, revoked: list[RevokedRow], *, events: EventPublisher, settings: Settings, reason: str
+) -> None:
+    """Deny these access tokens here and in every service (an administrator's sessions, for one)."""
+    await _revoked(session, revoked, events=events, settings=settings, reason=reason)
+
+
 async def _revoked(
     session: AsyncSession, revoked: list[RevokedRow], *, events: EventPublisher, settings: Settings, reason: str
 ) -> None:

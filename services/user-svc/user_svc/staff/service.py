@@ -1,0 +1,367 @@
+"""Staff accounts (T/CA006-2018 6.3.1): list, change role, disable and enable, reset password (a
+one-time password the next sign-in must replace), TOTP second factor (required for roles that move
+money or see personal data), sign-ins kept so they can be listed and revoked.
+
+A sign-in with something pending (a password to change, a second factor to enrol) gets a restricted
+token: no roles, so no permission anywhere; it opens only `/v1/admin/me/*`. Every change here that
+alters what a session may do (role, disable, password reset, factor reset) revokes the sessions."""
+
+import logging
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from uuid import UUID, uuid4
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from kit.auth import ALL_PERMISSIONS, ROLE_PERMISSIONS, Principal
+from user_svc.admins import audit
+from user_svc.errors import (
+    AdminAlreadyInState,
+    AdminNotFound,
+    AdminSelfChange,
+    AdminSessionNotFound,
+    InvalidCredentials,
+    LastSuperAdmin,
+    TotpAlreadyEnrolled,
+    TotpCodeInvalid,
+    TotpNotPending,
+)
+from user_svc.events import EventPublisher
+from user_svc.models import Admin, AdminRole, AdminSession, UserStatus
+from user_svc.security import IssuedToken, Passwords, Tokens
+from user_svc.sessions import service as sessions
+from user_svc.sessions.repository import RevokedRow
+from user_svc.settings import Settings
+from user_svc.staff import repository
+from user_svc.staff.totp import TotpSecrets, matching_step, new_secret
+
+log = logging.getLogger(__name__)
+
+DISABLED = "disabled"
+PENDING_PASSWORD = "password_change"
+PENDING_TOTP = "totp_enrolment"
+
+
+def totp_required_for(role: str, settings: Settings) -> bool:
+    """Whether the role moves money or sees personal data (holds one of ADMIN_TOTP_PERMISSIONS)."""
+    granted = ROLE_PERMISSIONS.get(role, frozenset())
+    return ALL_PERMISSIONS in granted or bool(granted & set(settings.admin_totp_permissions))
+
+
+def pending_for(admin: Admin, settings: Settings) -> list[str]:
+    pending = []
+    if admin.must_change_password:
+        pending.append(PENDING_PASSWORD)
+    if admin.totp_secret is None and settings.totp_enforced and totp_required_for(admin.role, settings):
+        pending.append(PENDING_TOTP)
+    return pending
+
+
+def check_totp(admin: Admin, code: str, box: TotpSecrets) -> bool:
+    """Verify a sign-in code of an enrolled administrator; a code is accepted once."""
+    assert admin.totp_secret is not None
+    step = matching_step(box.open(admin.id, admin.totp_secret), code, after_step=admin.totp_last_step)
+    if step is None:
+        return False
+    admin.totp_last_step = step
+    return True
+
+
+@dataclass(frozen=True)
+class StaffSession:
+    token: IssuedToken
+    session_id: UUID
+    pending: list[str]
+
+
+async def start_session(
+    session: AsyncSession,
+    admin: Admin,
+    *,
+    tokens: Tokens,
+    settings: Settings,
+    client_ip: str,
+    user_agent: str,
+) -> StaffSession:
+    now = datetime.now(UTC)
+    pending = pending_for(admin, settings)
+    token = tokens.for_admin(str(admin.id), [] if pending else [admin.role])
+    row = AdminSession(
+        id=uuid4(),
+        admin_id=admin.id,
+        token_id=token.token_id,
+        restricted=bool(pending),
+        client_ip=client_ip[:64],
+        user_agent=user_agent[:200],
+        created_at=now,
+        expires_at=now + timedelta(seconds=token.expires_in),
+    )
+    repository.add_session(session, row)
+    admin.last_login_at = now
+    await session.flush()
+    return StaffSession(token=token, session_id=row.id, pending=pending)
+
+
+async def end_sessions(
+    session: AsyncSession,
+    admin_id: UUID,
+    *,
+    settings: Settings,
+    events: EventPublisher,
+    reason: str,
+    session_id: UUID | None = None,
+) -> int:
+    """Revoke the administrator's live sessions (or one): refused in every service at once."""
+    rows = await repository.revoke_sessions(
+        session, admin_id, now=datetime.now(UTC), reason=reason, session_id=session_id
+    )
+    revoked = [RevokedRow(r.admin_id, r.token_id, r.created_at) for r in rows]
+    await sessions.revoke_access_tokens(session, revoked, events=events, settings=settings, reason=reason)
+    return len(rows)
+
+
+async def get(session: AsyncSession, admin_id: UUID, *, for_update: bool = False) -> Admin:
+    admin = await repository.get(session, admin_id, for_update=for_update)
+    if admin is None:
+        raise AdminNotFound()
+    return admin
+
+
+async def search(
+    session: AsyncSession, *, status: str | None, role: str | None, limit: int, offset: int
+) -> list[Admin]:
+    return await repository.search(session, status=status, role=role, limit=limit, offset=offset)
+
+
+async def _refuse_losing_last_super_admin(session: AsyncSession, admin: Admin) -> None:
+    if admin.role != AdminRole.SUPER_ADMIN or admin.status != UserStatus.ACTIVE:
+        return
+    await repository.lock_super_admins(session)
+    if await repository.count_active_super_admins(session) <= 1:
+        raise LastSuperAdmin()
+
+
+async def change_role(
+    session: AsyncSession,
+    actor: Principal,
+    admin_id: UUID,
+    *,
+    role: str,
+    reason: str,
+    settings: Settings,
+    events: EventPublisher,
+) -> Admin:
+    if str(admin_id) == actor.subject:
+        raise AdminSelfChange()
+    admin = await get(session, admin_id, for_update=True)
+    if admin.role == role:
+        raise AdminAlreadyInState(f"The administrator already has the role {role!r}")
+    if role != AdminRole.SUPER_ADMIN:
+        await _refuse_losing_last_super_admin(session, admin)
+    before = admin.role
+    admin.role = role
+    admin.updated_at = datetime.now(UTC)
+    await end_sessions(session, admin.id, settings=settings, events=events, reason="admin_role_changed")
+    await audit.record(
+        session,
+        actor,
+        "admin.role_change",
+        target_type="admin",
+        target_id=str(admin.id),
+        reason=reason,
+        details={"before": {"role": before}, "after": {"role": role}},
+    )
+    return admin
+
+
+async def set_enabled(
+    session: AsyncSession,
+    actor: Principal,
+    admin_id: UUID,
+    *,
+    enabled: bool,
+    reason: str,
+    settings: Settings,
+    events: EventPublisher,
+) -> Admin:
+    if str(admin_id) == actor.subject:
+        raise AdminSelfChange()
+    admin = await get(session, admin_id, for_update=True)
+    wanted = UserStatus.ACTIVE if enabled else DISABLED
+    if admin.status == wanted:
+        raise AdminAlreadyInState(f"The administrator is already {wanted}")
+    if not enabled:
+        await _refuse_losing_last_super_admin(session, admin)
+        await end_sessions(session, admin.id, settings=settings, events=events, reason="admin_disabled")
+    before = admin.status
+    admin.status = wanted
+    admin.updated_at = datetime.now(UTC)
+    await audit.record(
+        session,
+        actor,
+        "admin.enable" if enabled else "admin.disable",
+        target_type="admin",
+        target_id=str(admin.id),
+        reason=reason,
+        details={"before": {"status": before}, "after": {"status": wanted}},
+    )
+    return admin
+
+
+async def reset_password(
+    session: AsyncSession,
+    actor: Principal,
+    admin_id: UUID,
+    *,
+    reason: str,
+    passwords: Passwords,
+    settings: Settings,
+    events: EventPublisher,
+) -> str:
+    """A one-time password, answered once; the next sign-in must replace it. Sessions end."""
+    admin = await get(session, admin_id, for_update=True)
+    temporary = secrets.token_urlsafe(15)
+    admin.password_hash = await passwords.hash(temporary)
+    admin.must_change_password = True
+    admin.updated_at = datetime.now(UTC)
+    await end_sessions(session, admin.id, settings=settings, events=events, reason="admin_password_reset")
+    await audit.record(
+        session, actor, "admin.password_reset", target_type="admin", target_id=str(admin.id), reason=reason
+    )
+    return temporary
+
+
+async def reset_totp(
+    session: AsyncSession,
+    actor: Principal,
+    admin_id: UUID,
+    *,
+    reason: str,
+    settings: Settings,
+    events: EventPublisher,
+) -> Admin:
+    """Remove the second factor (a lost phone): the next sign-in enrols again. Sessions end."""
+    admin = await get(session, admin_id, for_update=True)
+    had = admin.totp_secret is not None
+    admin.totp_secret = None
+    admin.totp_pending = None
+    admin.totp_enabled_at = None
+    admin.totp_last_step = None
+    admin.updated_at = datetime.now(UTC)
+    await end_sessions(session, admin.id, settings=settings, events=events, reason="admin_totp_reset")
+    await audit.record(
+        session,
+        actor,
+        "admin.totp_reset",
+        target_type="admin",
+        target_id=str(admin.id),
+        reason=reason,
+        details={"before": {"totp": had}, "after": {"totp": False}},
+    )
+    return admin
+
+
+async def revoke_session(
+    session: AsyncSession,
+    actor: Principal,
+    admin_id: UUID,
+    session_id: UUID,
+    *,
+    settings: Settings,
+    events: EventPublisher,
+) -> None:
+    if not await end_sessions(
+        session, admin_id, settings=settings, events=events, reason="admin_session_revoked", session_id=session_id
+    ):
+        raise AdminSessionNotFound()
+    await audit.record(
+        session,
+        actor,
+        "admin.session_revoke",
+        target_type="admin",
+        target_id=str(admin_id),
+        details={"session_id": str(session_id)},
+    )
+
+
+async def list_sessions(session: AsyncSession, admin_id: UUID, *, limit: int = 100) -> list[AdminSession]:
+    await get(session, admin_id)
+    return await repository.sessions_of(session, admin_id, now=datetime.now(UTC), limit=limit)
+
+
+# The administrator's own account (a restricted session may do these).
+
+
+async def change_own_password(
+    session: AsyncSession,
+    actor: Principal,
+    *,
+    current: str,
+    new: str,
+    passwords: Passwords,
+    settings: Settings,
+    events: EventPublisher,
+) -> None:
+    """Needs the current password; ends every session, this one included (sign in again)."""
+    admin = await get(session, UUID(actor.subject), for_update=True)
+    if not (await passwords.verify(admin.password_hash, current)).ok:
+        raise InvalidCredentials("The current password is wrong")
+    if new == current:
+        raise InvalidCredentials("The new password must differ from the current one")
+    admin.password_hash = await passwords.hash(new)
+    admin.must_change_password = False
+    admin.updated_at = datetime.now(UTC)
+    await end_sessions(session, admin.id, settings=settings, events=events, reason="admin_password_changed")
+    await audit.record(session, actor, "admin.password_change", target_type="admin", target_id=str(admin.id))
+
+
+@dataclass(frozen=True)
+class Enrolment:
+    secret: str
+    provisioning_uri: str
+
+
+async def begin_totp(session: AsyncSession, actor: Principal, *, box: TotpSecrets) -> Enrolment:
+    """A new secret for the authenticator app; it counts once a code from it is confirmed."""
+    admin = await get(session, UUID(actor.subject), for_update=True)
+    if admin.totp_secret is not None:
+        raise TotpAlreadyEnrolled()
+    secret = new_secret()
+    admin.totp_pending = box.seal(admin.id, secret)
+    return Enrolment(secret=secret, provisioning_uri=box.provisioning_uri(secret, admin.login))
+
+
+async def confirm_totp(
+    session: AsyncSession,
+    actor: Principal,
+    *,
+    code: str,
+    box: TotpSecrets,
+    settings: Settings,
+    events: EventPublisher,
+) -> None:
+    """The app shows the right code: the factor is on. Sessions end; the next sign-in needs a code."""
+    admin = await get(session, UUID(actor.subject), for_update=True)
+    if admin.totp_secret is not None:
+        raise TotpAlreadyEnrolled()
+    if admin.totp_pending is None:
+        raise TotpNotPending()
+    step = matching_step(box.open(admin.id, admin.totp_pending), code, after_step=None)
+    if step is None:
+        raise TotpCodeInvalid()
+    now = datetime.now(UTC)
+    admin.totp_secret, admin.totp_pending = admin.totp_pending, None
+    admin.totp_enabled_at = now
+    admin.totp_last_step = step
+    admin.updated_at = now
+    await end_sessions(session, admin.id, settings=settings, events=events, reason="admin_totp_enrolled")
+    await audit.record(
+        session,
+        actor,
+        "admin.totp_enrol",
+        target_type="admin",
+        target_id=str(admin.id),
+        details={"before": {"totp": False}, "after": {"totp": True}},
+    )
+    log.info("administrator enrolled a second factor", extra={"admin_id": str(admin.id)})
