@@ -136,6 +136,7 @@ ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
     "support": frozenset(
         {
             "users:read",
+            "users:pii",  # reveal one user's phone, e-mail, names (audited; kit.pii masks them otherwise)
             "users:block",
             "rentals:read",
             "rentals:support",

@@ -885,6 +885,25 @@ async def test_admin_block_and_unblock_a_user(client, database_url):
     assert created[0]["details"] == {"after": {"login": "support-1", "role": "support", "must_change_password": False}}
 
 
+async def test_staff_see_personal_data_masked_and_a_reveal_is_audited(client, database_url):
+    user_id = (await register(client))["user_id"]
+    support = await new_admin(client, "support")  # holds users:pii
+    operator = await new_admin(client, "operator")  # does not
+    for token in (support, operator):
+        (found,) = (await client.get("/v1/admin/users", params={"q": "138001"}, headers=bearer(token))).json()
+        assert (found["phone"], found["display_name"], found["masked"]) == ("+86138****8000", "小*", True)
+        viewed = (await client.get(f"/v1/admin/users/{user_id}", headers=bearer(token))).json()
+        assert PHONE not in json.dumps(viewed) and viewed["masked"] is True
+    refused = await client.get(f"/v1/admin/users/{user_id}", params={"reveal": "true"}, headers=bearer(operator))
+    assert_problem(refused, 403, "forbidden")
+    revealed = (
+        await client.get(f"/v1/admin/users/{user_id}", params={"reveal": "true"}, headers=bearer(support))
+    ).json()
+    assert (revealed["phone"], revealed["display_name"], revealed["masked"]) == (PHONE, "小明", False)
+    rows = await sql(database_url, "SELECT action, admin_roles FROM admin_actions WHERE action = 'user.pii_reveal'")
+    assert [(r["action"], r["admin_roles"]) for r in rows] == [("user.pii_reveal", "support")]
+
+
 async def test_admin_permissions(client):
     user_id = (await register(client))["user_id"]
     user = (await login(client))["access_token"]

@@ -11,6 +11,7 @@ from kit.app import RuntimeDep
 from kit.auth import CurrentPrincipal, Principal
 from kit.db import SessionDep
 from kit.errors import Forbidden
+from kit.pii import PII_PERMISSION, mask_email, mask_name, mask_phone
 from user_svc.admins import audit, repository, service
 from user_svc.admins.schemas import AdminActionOut, AdminUserOut, NewAdminIn, NewAdminOut, ReasonIn
 from user_svc.context import ContextDep
@@ -42,13 +43,15 @@ AdminManager = Annotated[Principal, Depends(admin_with("admins:manage"))]
 AuditReader = Annotated[Principal, Depends(admin_with("audit:read"))]
 
 
-def _user(user: User) -> AdminUserOut:
+def _user(user: User, *, reveal: bool = False) -> AdminUserOut:
+    """Phone, e-mail and names masked unless revealed (`users:pii`, audited)."""
     return AdminUserOut(
         user_id=user.id,
-        phone=user.phone,
-        email=user.email,
-        username=user.username,
-        display_name=user.display_name,
+        phone=user.phone if reveal else mask_phone(user.phone) or "",
+        email=user.email if reveal else mask_email(user.email),
+        username=user.username if reveal else mask_name(user.username),
+        display_name=user.display_name if reveal else mask_name(user.display_name),
+        masked=not reveal,
         status=user.status,
         registered_at=user.registered_at,
         terms_version=user.terms_version,
@@ -74,10 +77,18 @@ async def search_users(
 
 
 @router.get("/users/{user_id}")
-async def view_user(actor: UserReader, user_id: UUID, session: SessionDep) -> AdminUserOut:
+async def view_user(
+    actor: UserReader,
+    user_id: UUID,
+    session: SessionDep,
+    reveal: Annotated[bool, Query(description="unmasked personal data: needs users:pii, audited")] = False,
+) -> AdminUserOut:
+    if reveal and not actor.can(PII_PERMISSION):
+        raise Forbidden(f"Revealing personal data needs the permission {PII_PERMISSION!r}")
     user = await profile(session, user_id)
-    await audit.record(session, actor, "user.view", target_type="user", target_id=str(user_id))
-    return _user(user)
+    action = "user.pii_reveal" if reveal else "user.view"
+    await audit.record(session, actor, action, target_type="user", target_id=str(user_id))
+    return _user(user, reveal=reveal)
 
 
 @router.post("/users/{user_id}/block")

@@ -19,6 +19,7 @@ class AdminUserOut(BaseModel):
     email: str | None
     username: str | None
     display_name: str | None
+    masked: bool  # phone, e-mail and names masked (kit.pii); `?reveal=true` with users:pii shows them
     status: str
     registered_at: datetime
     terms_version: str
