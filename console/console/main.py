@@ -17,7 +17,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 
 from console.backend import Backend, BackendError, Services, SessionExpired
-from console.pages import dashboard, devices, people, tickets
+from console.pages import dashboard, devices, people, tasks, tickets
 from console.sessions import COOKIE, LOGIN_CSRF_COOKIE, SessionStore
 from console.settings import ConsoleSettings
 from console.web import (
@@ -218,7 +218,7 @@ def create_app(settings: ConsoleSettings | None = None) -> FastAPI:
         back = form.get("back", "/")
         return RedirectResponse(back if back.startswith("/") and not back.startswith("//") else "/", status_code=303)
 
-    for module in (dashboard, devices, tickets, people):
+    for module in (dashboard, devices, tasks, tickets, people):
         app.include_router(module.router)
     return app
 

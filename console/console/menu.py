@@ -18,6 +18,7 @@ MENU: tuple[MenuItem, ...] = (
     MenuItem("nav.cabinets", "/cabinets", "devices:read"),
     MenuItem("nav.banks", "/banks", "devices:read"),
     MenuItem("nav.alarms", "/alarms", "devices:read"),
+    MenuItem("nav.tasks", "/tasks", "devices:read"),
     MenuItem("nav.tickets", "/tickets", "tickets:read"),
     MenuItem("nav.users", "/users", "users:read"),
     MenuItem("nav.audit", "/audit", "audit:read"),

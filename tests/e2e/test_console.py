@@ -23,7 +23,7 @@ ADMIN = (
     os.environ.get("ADMIN_BOOTSTRAP_LOGIN", "admin"),
     os.environ.get("ADMIN_BOOTSTRAP_PASSWORD", "dev-admin-password"),
 )
-MAIN_PAGES = ("/", "/map", "/cabinets", "/banks", "/alarms", "/tickets", "/users", "/audit")
+MAIN_PAGES = ("/", "/map", "/cabinets", "/banks", "/alarms", "/tasks", "/tickets", "/users", "/audit")
 
 pytestmark = pytest.mark.e2e
 
@@ -241,6 +241,46 @@ async def test_ring_a_bank_and_the_emulated_bank_rings(
         await shot(page, "bank")
     finally:
         await bank.stop()
+
+
+async def test_a_maintenance_task_is_assigned_worked_and_closed_with_a_note(
+    context: BrowserContext, console_url: str, mesh: Mesh, admin_token: str
+) -> None:
+    api = mesh.client()
+    bank_id = f"PB-TSK{uuid.uuid4().hex[:6].upper()}"
+    created = await api.call("POST", f"{api.urls.device}/v1/admin/banks", token=admin_token, json={"id": bank_id})
+    assert created.status == 201, created.response.text
+    faulty = await api.call(
+        "POST",
+        f"{api.urls.device}/v1/ops/banks/{bank_id}/state",
+        token=admin_token,
+        json={"state": "faulty", "reason": "cracked case (e2e)"},
+    )
+    assert faulty.status == 200, faulty.response.text
+    scan = await api.call("POST", f"{api.urls.device}/v1/ops/tasks/scan", token=admin_token)
+    assert scan.status == 200, scan.response.text
+
+    page = await context.new_page()
+    await sign_in(page, console_url, *ADMIN)
+    await page.get_by_role("link", name="维护任务").click()
+    await page.get_by_label("设备").fill(bank_id)
+    await page.get_by_role("button", name="筛选").click()
+    await page.get_by_role("link", name=bank_id).click()
+    await page.get_by_role("button", name="分配").click()  # empty assignee: to me
+    await expect(page.locator("[data-figure=task-status]")).to_have_text("已分配")
+    await page.get_by_role("button", name="开始处理").click()
+    await expect(page.locator("[data-figure=task-status]")).to_have_text("处理中")
+    await page.get_by_label("处理结果").fill("case replaced, bank tested")
+    await page.get_by_role("button", name="完成").click()
+    await expect(page.locator("[data-figure=task-status]")).to_have_text("已完成")
+    await expect(page.locator("[data-figure=task-note]")).to_have_text("case replaced, bank tested")
+    await shot(page, "task")
+
+    listed = await api.call("GET", f"{api.urls.device}/v1/ops/tasks", token=admin_token, params={"device_id": bank_id})
+    [task] = listed.json()["items"]
+    detail = (await api.call("GET", f"{api.urls.device}/v1/ops/tasks/{task['id']}", token=admin_token)).json()
+    assert [h["action"] for h in detail["history"]] == ["open", "assign", "start", "done"]
+    assert detail["assignee"] == detail["history"][-1]["by"]  # assigned to the signed-in staff member
 
 
 async def _async(value: bool) -> bool:

@@ -1,7 +1,7 @@
 """Devices: the map, cabinets, banks and alarms (device-svc's registry and ops APIs), with the actions
 device-svc offers staff: ring a bank, switch a cabinet's light, mark a bank faulty, lost or in
 maintenance (with a reason, recorded by device-svc as a transition), rotate a device's credentials,
-resolve an alarm."""
+resolve an alarm with a note (which closes its maintenance task)."""
 
 import asyncio
 from typing import Annotated, Any
@@ -222,6 +222,6 @@ async def alarms_page(
 @router.post("/alarms/resolve")
 async def resolve_alarm(request: Request, console: ConsoleDep, staff: Maintainer) -> Response:
     form = await read_form(request, staff.csrf_token)
-    body = {"device_id": form.get("device_id", ""), "kind": form.get("kind", "")}
+    body = {"device_id": form.get("device_id", ""), "kind": form.get("kind", ""), "note": form.get("note", "").strip()}
     await console.backend.post(f"{console.backend.services.device}/v1/ops/alarms/resolve", staff.access_token, body)
-    return RedirectResponse("/alarms?done=done", status_code=303)
+    return RedirectResponse("/alarms?done=alarm.resolved", status_code=303)

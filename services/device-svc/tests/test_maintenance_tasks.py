@@ -135,6 +135,23 @@ async def test_tasks_open_once_per_condition_and_follow_their_lifecycle(
     assert resp.json()["status"] == "cancelled"
     resp = await service.get(f"/v1/ops/tasks/{uuid.uuid4()}", headers=field)
     assert (resp.status_code, resp.json()["code"]) == (404, "maintenance_task_not_found")
+
+    # Resolving an alarm with a note closes its open task with that note (started first if nobody had).
+    overdue = found.get(("PB-000005", "maintenance_due"))
+    assert overdue is not None
+    resp = await service.post(
+        "/v1/ops/alarms/resolve",
+        json={"device_id": "PB-000005", "kind": "maintenance_due", "note": "health re-measured: 92%"},
+        headers=field,
+    )
+    assert (resp.status_code, resp.json()["closed_tasks"]) == (200, [overdue["id"]]), resp.text
+    detail = (await service.get(f"/v1/ops/tasks/{overdue['id']}", headers=field)).json()
+    assert (detail["status"], detail["note"]) == ("done", "health re-measured: 92%")
+    assert [(h["action"], h["by"]) for h in detail["history"]][-2:] == [("start", "tech-7"), ("done", "tech-7")]
+    resp = await service.post(
+        "/v1/ops/alarms/resolve", json={"device_id": "PB-000005", "kind": "maintenance_due"}, headers=field
+    )
+    assert resp.json()["closed_tasks"] == []  # nothing left open: the alarm alone is cleared
     analyst = staff(signer, "analyst", "an-1")
     assert (await service.get("/v1/ops/tasks", headers=analyst)).status_code == 403
 

@@ -19,7 +19,7 @@ from contracts.events import (
     MaintenanceTaskStatusChanged,
 )
 from device_svc.maintenance import repository as repo
-from device_svc.maintenance.lifecycle import Action, apply
+from device_svc.maintenance.lifecycle import OPEN, Action, apply
 from device_svc.maintenance.schemas import TaskOut, TaskStep
 from device_svc.models import MaintenanceTask
 from kit.app import Runtime
@@ -158,3 +158,26 @@ async def act(
     await session.flush()
     log.info("maintenance task moved", extra={"task_id": str(task.id), "action": action.value, "by": by})
     return task_out(task)
+
+
+async def close_for_alarm(
+    session: AsyncSession, runtime: Runtime, device_id: str, cause: str, by: str, note: str
+) -> list[uuid.UUID]:
+    """An alarm resolved by staff: its open task for the same device and cause is done with the note,
+    through the lifecycle (started first when nobody had started it), each step in the history."""
+    closed: list[uuid.UUID] = []
+    for task in await repo.search(
+        session,
+        statuses=[s.value for s in OPEN],
+        cause=cause,
+        device_id=device_id,
+        cabinet_id=None,
+        assignee=None,
+        limit=10,
+        offset=0,
+    ):
+        if task.status != MaintenanceTaskStatus.IN_PROGRESS.value:
+            await act(session, runtime, task.id, Action.START, by)
+        await act(session, runtime, task.id, Action.DONE, by, note)
+        closed.append(task.id)
+    return closed

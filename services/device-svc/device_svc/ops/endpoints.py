@@ -4,11 +4,13 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
 
+from device_svc.maintenance import service as maintenance
 from device_svc.models import BANK_STATES
 from device_svc.mqtt.downlink import Downlink
 from device_svc.ops import service
 from device_svc.ops.schemas import (
     AlarmList,
+    AlarmResolved,
     BankAdminList,
     BankAdminOut,
     CabinetPresence,
@@ -47,9 +49,15 @@ async def alarms(_: Staff, session: SessionDep, limit: Limit = 500) -> AlarmList
     return AlarmList(items=await service.alarms(session, limit))
 
 
-@router.post("/alarms/resolve", status_code=204)
-async def resolve(body: ResolveAlarm, _: Maintainer, session: SessionDep) -> None:
+@router.post("/alarms/resolve", response_model=AlarmResolved)
+async def resolve(body: ResolveAlarm, who: Maintainer, session: SessionDep, runtime: RuntimeDep) -> AlarmResolved:
+    """Clear the alarm; its open maintenance task (same device and cause) is done with the note, by the
+    staff member, in the task's history and on device.maintenance.v1."""
     await service.resolve_alarm(session, body.device_id, body.kind)
+    closed = await maintenance.close_for_alarm(
+        session, runtime, body.device_id, body.kind, who.subject, body.note.strip() or "alarm resolved"
+    )
+    return AlarmResolved(device_id=body.device_id, kind=body.kind, closed_tasks=closed)
 
 
 @router.get("/devices", response_model=DeviceStatusList)

@@ -1,5 +1,6 @@
 """Operations views (6.3.2, 6.3.9) and requests."""
 
+import uuid
 from datetime import datetime
 from typing import Literal
 
@@ -28,6 +29,17 @@ class ResolveAlarm(BaseModel):
 
     device_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
     kind: Literal["moved_while_idle", "high_temperature", "position_overdue", "maintenance_due"]
+    note: str = Field(
+        default="",
+        max_length=1000,
+        description="What was found or done; closes the alarm's open maintenance task with this note",
+    )
+
+
+class AlarmResolved(BaseModel):
+    device_id: str
+    kind: str
+    closed_tasks: list[uuid.UUID] = Field(description="The alarm's open maintenance tasks, now done")
 
 
 class DeviceStatusOut(BaseModel):
