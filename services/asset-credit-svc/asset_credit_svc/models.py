@@ -236,6 +236,7 @@ class Refund(Base):
         CheckConstraint("status IN ('pending', 'settled', 'failed')", name="status"),
         CheckConstraint("amount_fen > 0", name="amount_positive"),
         Index("ix_refunds_rental_id", "rental_id"),
+        Index("ix_refunds_user_created", "user_id", "created_at"),
     )
 
     refund_id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), primary_key=True)

@@ -1,4 +1,4 @@
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response
 from sqlalchemy import delete, func
@@ -9,7 +9,16 @@ from asset_credit_svc.credit import service as credit
 from asset_credit_svc.models import PaymentMethod
 from asset_credit_svc.settings import Settings
 from asset_credit_svc.wallet import service
-from asset_credit_svc.wallet.schemas import EntriesOut, EntryOut, PaymentMethodIn, PaymentMethodOut, WalletOut
+from asset_credit_svc.wallet.repository import KINDS
+from asset_credit_svc.wallet.schemas import (
+    EntriesOut,
+    EntryOut,
+    MovementOut,
+    MovementsOut,
+    PaymentMethodIn,
+    PaymentMethodOut,
+    WalletOut,
+)
 from kit.app import RuntimeDep
 from kit.auth import CurrentUser, user_scope
 from kit.db import ReadSessionDep, SessionDep
@@ -53,6 +62,37 @@ async def list_entries(
                 balance_after_fen=r.balance_after_fen,
                 reference=r.reference,
                 created_at=r.created_at,
+            )
+            for r in rows
+        ],
+        next_before=next_before,
+    )
+
+
+@router.get("/movements", response_model=MovementsOut)
+async def list_movements(
+    user: CurrentUser,
+    session: ReadSessionDep,
+    kind: Annotated[list[Literal["top_up", "withdrawal", "refund"]] | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    before: Annotated[str | None, Query(max_length=200, description="cursor from `next_before`")] = None,
+) -> MovementsOut:
+    """The user's top-ups and withdrawals (and refunds of rental fees to the balance) with their status
+    and channel, newest first; `kind` (repeatable) narrows the list."""
+    kinds = tuple(k for k in KINDS if kind is None or k in kind)
+    rows, next_before = await service.movements(session, user.user_id, kinds=kinds, limit=limit, before=before)
+    return MovementsOut(
+        items=[
+            MovementOut(
+                movement_id=r.id,
+                kind=r.kind,
+                amount_fen=r.amount_fen,
+                channel=r.channel,
+                status=r.status,
+                created_at=r.created_at,
+                completed_at=r.completed_at,
+                failure_reason=r.failure_reason,
+                reference_id=r.reference_id,
             )
             for r in rows
         ],

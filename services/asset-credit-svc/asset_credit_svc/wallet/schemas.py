@@ -42,3 +42,26 @@ class PaymentMethodIn(BaseModel):
 
 class PaymentMethodOut(BaseModel):
     channel: str
+
+
+class MovementOut(BaseModel):
+    movement_id: uuid.UUID
+    # top_up: money in through a provider; withdrawal: one part of a withdrawal, back through the
+    # provider order it came in by; refund: part of a rental's fee back to the balance.
+    kind: Literal["top_up", "withdrawal", "refund"]
+    # Signed: positive into the wallet, negative out of it.
+    amount_fen: int
+    # alipay, wechat, ... or `balance` for a rental refund.
+    channel: str
+    status: str
+    created_at: datetime
+    completed_at: datetime | None
+    failure_reason: str | None
+    # The top-up, the withdrawal this part belongs to, or the refunded rental.
+    reference_id: uuid.UUID
+
+
+class MovementsOut(BaseModel):
+    items: list[MovementOut]
+    # Pass as `before` to get the next (older) page; null on the last page.
+    next_before: str | None

@@ -8,6 +8,9 @@ from asset_credit_svc.deposit.service import deposit_account
 from asset_credit_svc.ledger import repository as ledger_repo
 from asset_credit_svc.ledger import service as ledger
 from asset_credit_svc.ledger.repository import EntryRow
+from asset_credit_svc.wallet import repository
+from asset_credit_svc.wallet.repository import MovementRow
+from kit.pagination import decode_cursor, encode_cursor
 
 
 async def balance(session: AsyncSession, user_id: uuid.UUID) -> int:
@@ -34,4 +37,15 @@ async def entries(
     rows = await ledger_repo.list_entries(session, user_id, kind, limit=limit + 1, before=before)
     page = rows[:limit]
     next_before = page[-1].entry_id if len(rows) > limit else None
+    return page, next_before
+
+
+async def movements(
+    session: AsyncSession, user_id: uuid.UUID, *, kinds: tuple[str, ...], limit: int, before: str | None
+) -> tuple[list[MovementRow], str | None]:
+    """One page of the user's top-ups, withdrawals and refunds, newest first, and the next page's cursor."""
+    cursor = None if before is None else decode_cursor(before, detail="`before` must be a `next_before` value")
+    rows = await repository.movements(session, user_id, kinds=kinds, limit=limit + 1, before=cursor)
+    page = rows[:limit]
+    next_before = encode_cursor(page[-1].created_at, page[-1].id) if len(rows) > limit else None
     return page, next_before
