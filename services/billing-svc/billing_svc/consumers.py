@@ -5,6 +5,7 @@ redelivered event is a no-op; each handler is also idempotent by the rental's st
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from billing_svc import buyback
 from billing_svc.rentals import service
 from contracts import Envelope, Topic
 from contracts.events import BankEjected, BankReturned, ChargeFailed, ChargeSettled, EjectFailed
@@ -23,7 +24,8 @@ def consumer_specs(runtime: Runtime) -> list[ConsumerSpec]:
 
     async def on_bank_returned(session: AsyncSession, envelope: Envelope) -> None:
         assert isinstance(envelope.data, BankReturned)
-        await service.on_bank_returned(session, runtime, envelope.data)
+        if not await service.on_bank_returned(session, runtime, envelope.data):
+            await buyback.on_bank_returned(session, runtime, envelope.data)
 
     async def on_charge_settled(session: AsyncSession, envelope: Envelope) -> None:
         assert isinstance(envelope.data, ChargeSettled)

@@ -121,6 +121,8 @@ class Rental(Base):
         Index("ix_rentals_user_history", "user_id", text("requested_at DESC"), text("id DESC")),
         Index("ix_rentals_unlocking", "requested_at", postgresql_where=text("state = 'unlocking'")),
         Index("ix_rentals_user_unpaid", "user_id", postgresql_where=text("state = 'unpaid'")),
+        # A purchased bank that comes back is bought back (billing_svc/buyback.py).
+        Index("ix_rentals_purchased_bank", "bank_id", "ended_at", postgresql_where=text("purchased")),
     )
 
 
@@ -211,7 +213,7 @@ class PricingPlan(Base):
     price_per_period_fen: Mapped[int] = mapped_column(Integer, nullable=False)
     free_minutes: Mapped[int] = mapped_column(Integer, nullable=False)
     daily_cap_fen: Mapped[int] = mapped_column(Integer, nullable=False)
-    purchase_ceiling_fen: Mapped[int | None] = mapped_column(Integer)
+    purchase_ceiling_fen: Mapped[int] = mapped_column(Integer, nullable=False, server_default="9900")
     active: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("true"))
     updated_by: Mapped[str] = mapped_column(String(200), nullable=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())

@@ -11,6 +11,13 @@ class Settings(ServiceSettings):
     price_per_period_fen: int = Field(default=150, ge=0)
     free_minutes: int = Field(default=0, ge=0, le=24 * 60)
     daily_cap_fen: int = Field(default=2000, ge=0)
+    # Every price has a purchase ceiling (a plan gets this one unless it names its own): an unreturned bank
+    # costing this much is the user's, so an unreturned bank never costs more.
+    purchase_ceiling_fen: int = Field(default=9900, ge=1)
+    # A purchased bank brought back within `buyback_days` of its purchase: the purchase is refunded
+    # except this fee (docs/money.md).
+    buyback_days: int = Field(default=30, ge=0)
+    buyback_fee_fen: int = Field(default=2000, ge=0)
 
     # Borrowing.
     one_active_rental_per_user: bool = True

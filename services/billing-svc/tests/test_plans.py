@@ -11,8 +11,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import text
 
+from billing_svc.consumers import consumer_specs
 from billing_svc.pricing import Price, compute_fee
 from billing_svc.rentals import service
+from contracts import new_event
+from contracts.events import BankReturned, ChargeSettled
 from kit.auth import TokenSigner
 from kit.db import unit_of_work
 
@@ -146,3 +149,134 @@ async def test_an_unreturned_bank_at_the_ceiling_is_sold_once(
     assert rental["state"] == "ended"
     assert rental["fee_fen"] == 2500
     assert rental["purchased"] is True
+
+
+@pytest.mark.integration
+async def test_every_plan_has_a_purchase_ceiling(billing: Billing, signer: TokenSigner) -> None:
+    admin = pricing_admin(signer)
+    assert (await billing.client.get("/v1/pricing")).json()["purchase_ceiling_fen"] == 9900  # no plan: settings
+    created = await billing.client.post(
+        "/v1/admin/pricing-plans", json=plan("region", "CAB-NOCEIL-", 100), headers=admin
+    )
+    assert created.status_code == 201, created.text
+    assert created.json()["purchase_ceiling_fen"] == 9900
+    path = f"/v1/admin/pricing-plans/{created.json()['plan_id']}"
+    removed = await billing.client.patch(path, json={"purchase_ceiling_fen": None}, headers=admin)
+    assert removed.status_code == 422
+    assert (await billing.client.patch(path, json={"purchase_ceiling_fen": 5000}, headers=admin)).json()[
+        "purchase_ceiling_fen"
+    ] == 5000
+    refused = await billing.client.post(
+        "/v1/admin/pricing-plans", json=plan("region", "CAB-X-", 1, purchase_ceiling_fen=None), headers=admin
+    )
+    assert refused.status_code == 422
+
+
+@pytest.mark.integration
+async def test_a_purchased_bank_returned_within_30_days_is_bought_back_minus_the_fee(
+    billing: Billing, device: FakeDevice, signer: TokenSigner
+) -> None:
+    headers = user(signer)
+    support = {"Authorization": f"Bearer {signer.issue('finance-1', kind='admin', roles=['finance'])}"}
+    bank = f"BANK-{uuid.uuid4().hex[:8]}"
+    device.behaviours["CAB-LOST"] = device.ejects(bank, "CAB-LOST")
+    borrowed = await billing.client.post("/v1/rentals", json={"code": "CAB-LOST"}, headers=headers)
+    assert borrowed.status_code == 201, borrowed.text
+    rental_id = borrowed.json()["rental_id"]
+    assert borrowed.json()["price"]["purchase_ceiling_fen"] == 9900  # the default plan-less price has one
+
+    now = datetime.now(UTC)
+    async with unit_of_work(billing.runtime.sessionmaker) as session:
+        # Five days and more at 150 per 30 min capped at 2000 a day: 10,000 >= 9,900.
+        await session.execute(
+            text("UPDATE rentals SET started_at = :s WHERE id = :id"), {"s": now - timedelta(days=5), "id": rental_id}
+        )
+    async with unit_of_work(billing.runtime.sessionmaker) as session:
+        assert await service.sell_unreturned(session, billing.runtime, now) == 1
+    async with billing.runtime.engine.connect() as conn:
+        charge_id, user_id = (
+            await conn.execute(text("SELECT charge_id, user_id FROM rentals WHERE id = :id"), {"id": rental_id})
+        ).one()
+    async with unit_of_work(billing.runtime.sessionmaker) as session:
+        settled = ChargeSettled(
+            charge_id=charge_id,
+            rental_id=uuid.UUID(rental_id),
+            user_id=user_id,
+            amount_fen=9900,
+            balance_fen=100,
+            settled_at=now,
+            coupon_fen=900,
+            paid_fen=9000,
+        )
+        await service.on_charge_settled(session, settled)
+
+    [returns] = [spec for spec in consumer_specs(billing.runtime) if "device.bank.returned" in spec.handlers]
+    handle = returns.handlers["device.bank.returned"]
+
+    async def returned(at: datetime) -> None:
+        data = BankReturned(
+            report_id=f"CAB-LOST/{uuid.uuid4().hex}",
+            bank_id=bank,
+            cabinet_id="CAB-LOST",
+            slot=1,
+            battery_pct=80,
+            returned_at=at,
+            device_reported_at=at,
+            received_at=at,
+        )
+        async with unit_of_work(billing.runtime.sessionmaker) as session:
+            await handle(session, new_event(data, key=bank, producer="device-svc-test"))
+
+    await returned(now - timedelta(minutes=1))  # a report from before the sale buys nothing back
+    await returned(now + timedelta(days=3))
+    await returned(now + timedelta(days=3, minutes=5))  # reported twice: bought back once
+    corrections = (await billing.client.get(f"/v1/admin/rentals/{rental_id}/corrections", headers=support)).json()
+    [buyback] = corrections["items"]
+    # The fee becomes the 2,000 buy-back fee; the coupon's 900 stays applied, so the money paid
+    # beyond 1,100 comes back: 9,000 - 1,100.
+    assert (buyback["action"], buyback["refund_fen"]) == ("lower_fee", 7900)
+    rental = (await billing.client.get(f"/v1/rentals/{rental_id}", headers=headers)).json()
+    assert (rental["fee_fen"], rental["paid_fen"], rental["purchased"]) == (2000, 1100, True)
+    async with billing.runtime.engine.connect() as conn:
+        refunds = (
+            await conn.execute(
+                text("SELECT count(*) FROM outbox WHERE convert_from(payload, 'UTF8') LIKE :p"),
+                {"p": f"%billing.refund.requested%{rental_id}%"},
+            )
+        ).scalar_one()
+    assert refunds == 1
+
+
+@pytest.mark.integration
+async def test_a_purchased_bank_returned_after_30_days_is_not_bought_back(
+    billing: Billing, device: FakeDevice, signer: TokenSigner
+) -> None:
+    headers = user(signer)
+    bank = f"BANK-{uuid.uuid4().hex[:8]}"
+    device.behaviours["CAB-LATE"] = device.ejects(bank, "CAB-LATE")
+    borrowed = await billing.client.post("/v1/rentals", json={"code": "CAB-LATE"}, headers=headers)
+    rental_id = borrowed.json()["rental_id"]
+    now = datetime.now(UTC)
+    async with unit_of_work(billing.runtime.sessionmaker) as session:
+        await session.execute(
+            text("UPDATE rentals SET started_at = :s WHERE id = :id"), {"s": now - timedelta(days=6), "id": rental_id}
+        )
+    async with unit_of_work(billing.runtime.sessionmaker) as session:
+        assert await service.sell_unreturned(session, billing.runtime, now) == 1
+        await session.execute(text("UPDATE rentals SET state = 'settled' WHERE id = :id"), {"id": rental_id})
+    [returns] = [spec for spec in consumer_specs(billing.runtime) if "device.bank.returned" in spec.handlers]
+    later = now + timedelta(days=31)
+    data = BankReturned(
+        report_id=f"CAB-LATE/{uuid.uuid4().hex}",
+        bank_id=bank,
+        cabinet_id="CAB-LATE",
+        slot=1,
+        battery_pct=80,
+        returned_at=later,
+        device_reported_at=later,
+        received_at=later,
+    )
+    async with unit_of_work(billing.runtime.sessionmaker) as session:
+        await returns.handlers["device.bank.returned"](session, new_event(data, key=bank, producer="test"))
+    rental = (await billing.client.get(f"/v1/rentals/{rental_id}", headers=headers)).json()
+    assert rental["fee_fen"] == 9900

@@ -155,7 +155,7 @@ async def test_borrow_answers_active_rental(
         "price_per_period_fen": 150,
         "free_minutes": 0,
         "daily_cap_fen": 2000,
-        "purchase_ceiling_fen": None,
+        "purchase_ceiling_fen": 9900,
     }
     # The balance check forwarded the user's own token.
     assert wallets.seen_tokens[-1] == headers["Authorization"].removeprefix("Bearer ")

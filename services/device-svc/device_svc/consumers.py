@@ -1,10 +1,12 @@
-"""Kafka consumers of device-svc: `device.eject_bank` commands; users' fault reports about banks."""
+"""Kafka consumers of device-svc: `device.eject_bank` commands; users' fault reports about banks; banks
+sold to their users (billing's purchased rentals)."""
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts import Envelope, Topic
 from device_svc.commands.service import EjectService
 from device_svc.faults import service as faults
+from device_svc.lost import service as lost
 from device_svc.maintenance import service as maintenance
 from kit.app import ConsumerSpec, Runtime
 from kit.kafka import LatencyClass
@@ -30,4 +32,6 @@ def consumer_specs(runtime: Runtime) -> list[ConsumerSpec]:
             handlers={"notify.bank.fault_reported": on_fault_reported},
             name="faults",
         ),
+        # A rental that ended with the bank sold to its user: the bank is lost to the fleet.
+        ConsumerSpec(topics=[Topic.RENTALS], handlers={"billing.rental.ended": lost.on_rental_ended}, name="rentals"),
     ]

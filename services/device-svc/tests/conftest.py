@@ -195,6 +195,7 @@ def group_factory() -> Callable[[str], Any]:
 async def make_consumer_group(prefix: str) -> str:
     group = f"{prefix}-{uuid.uuid4().hex[:8]}"
     await move_group_to_end(kafka_bootstrap(), f"{group}.faults", [Topic.FAULT_REPORTS.value])
+    await move_group_to_end(kafka_bootstrap(), f"{group}.rentals", [Topic.RENTALS.value])
     consumer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap(), group_id=f"{group}.events")
     await consumer.start()
     try:

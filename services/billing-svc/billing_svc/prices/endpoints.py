@@ -73,7 +73,5 @@ async def create_plan(body: PlanIn, actor: Pricing, session: SessionDep) -> Plan
 @router.patch("/v1/admin/pricing-plans/{plan_id}")
 async def update_plan(plan_id: UUID, body: PlanPatch, actor: Pricing, session: SessionDep) -> PlanOut:
     """Applies to rentals borrowed from now on; `active: false` retires the plan."""
-    values = body.model_dump(exclude_unset=True)
-    if "purchase_ceiling_fen" not in values:
-        values = {k: v for k, v in values.items() if v is not None}
+    values = {k: v for k, v in body.model_dump(exclude_unset=True).items() if v is not None}
     return plan_out(await service.update_plan(session, actor.subject, plan_id, values))

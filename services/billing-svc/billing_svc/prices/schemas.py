@@ -4,6 +4,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+DEFAULT_PURCHASE_CEILING_FEN = 9900
+
 
 class PriceOut(BaseModel):
     """The price that applies to a rental started now; a rental keeps the price it started with."""
@@ -29,7 +31,8 @@ class PlanFields(BaseModel):
     price_per_period_fen: int = Field(ge=0, le=1_000_000, strict=True)
     free_minutes: int = Field(ge=0, le=24 * 60, strict=True)
     daily_cap_fen: int = Field(ge=0, le=10_000_000, strict=True)
-    purchase_ceiling_fen: int | None = Field(default=None, ge=1, le=100_000_000, strict=True)
+    # Every plan has one: an unreturned bank never costs more than this (¥99 unless the plan says).
+    purchase_ceiling_fen: int = Field(default=DEFAULT_PURCHASE_CEILING_FEN, ge=1, le=100_000_000, strict=True)
 
 
 class PlanIn(PlanFields):
@@ -53,6 +56,12 @@ class PlanPatch(BaseModel):
     daily_cap_fen: int | None = Field(default=None, ge=0, le=10_000_000, strict=True)
     purchase_ceiling_fen: int | None = Field(default=None, ge=1, le=100_000_000, strict=True)
     active: bool | None = None
+
+    @model_validator(mode="after")
+    def _no_null_ceiling(self) -> "PlanPatch":
+        if "purchase_ceiling_fen" in self.model_fields_set and self.purchase_ceiling_fen is None:
+            raise ValueError("every plan has a purchase ceiling; it can be changed, not removed")
+        return self
 
 
 class PlanOut(PlanFields):

@@ -2,7 +2,7 @@
 
 Resolution for a code (a cabinet's or a bank's id): the active `cabinet` plan for exactly that id;
 else the active `region` plan whose value is the longest prefix of it; else the active `default`
-plan; else the service's settings (150 fen per started 30 minutes, capped at 2000 a day)."""
+plan; else the service's settings (150 fen per started 30 minutes, capped at 2000 a day, sold at 9900)."""
 
 import uuid
 from datetime import UTC, datetime
@@ -33,6 +33,7 @@ def default_price(settings: Settings) -> Price:
         price_per_period_fen=settings.price_per_period_fen,
         free_minutes=settings.free_minutes,
         daily_cap_fen=settings.daily_cap_fen,
+        purchase_ceiling_fen=settings.purchase_ceiling_fen,
     )
 
 

@@ -155,3 +155,14 @@ async def active_with_ceiling(session: AsyncSession, *, limit: int) -> list[Rent
         .limit(limit)
     )
     return list((await session.execute(stmt)).scalars())
+
+
+async def purchased_since(session: AsyncSession, bank_id: str, since: datetime) -> Rental | None:
+    """The latest rental of this bank that ended sold to its user at or after `since`."""
+    stmt = (
+        select(Rental)
+        .where(Rental.bank_id == bank_id, Rental.purchased, Rental.ended_at >= since)
+        .order_by(Rental.ended_at.desc())
+        .limit(1)
+    )
+    return (await session.execute(stmt)).scalar_one_or_none()

@@ -415,7 +415,9 @@ def _wake(session: AsyncSession, runtime: Runtime, rental_id: UUID) -> None:
 # ---- return and charge ----------------------------------------------------------------------
 
 
-async def on_bank_returned(session: AsyncSession, runtime: Runtime, data: BankReturned) -> None:
+async def on_bank_returned(session: AsyncSession, runtime: Runtime, data: BankReturned) -> bool:
+    """Ends the bank's active rental at the device's return time; False when there is none (the report
+    is kept for a later match)."""
     await repository.lock_bank(session, data.bank_id)
     rental = await repository.active_for_bank(session, data.bank_id)
     if rental is None:
@@ -433,7 +435,7 @@ async def on_bank_returned(session: AsyncSession, runtime: Runtime, data: BankRe
             returned_at=data.returned_at,
             received_at=data.received_at,
         )
-        return
+        return False
     await end_rental(
         session,
         runtime,
@@ -442,6 +444,7 @@ async def on_bank_returned(session: AsyncSession, runtime: Runtime, data: BankRe
         return_cabinet_id=data.cabinet_id,
         report_id=data.report_id,
     )
+    return True
 
 
 async def end_rental(
