@@ -3,6 +3,7 @@
 from device_emulator.bank import BankFaults, BankModule
 from device_emulator.cabinet import Cabinet, CabinetError, Faults, SlotUnavailable
 from device_emulator.fleet import BankLocation, Fleet, FleetSpec
+from device_emulator.volinks import VolinksCabinet
 
 __all__ = [
     "BankFaults",
@@ -14,4 +15,5 @@ __all__ = [
     "Fleet",
     "FleetSpec",
     "SlotUnavailable",
+    "VolinksCabinet",
 ]

@@ -56,6 +56,7 @@ class Device:
 
     kind = "device"
     faults: MessageFaults
+    announces_status = True  # the retained `status` of the platform's protocol (a maker's may have none)
 
     def __init__(
         self,
@@ -140,7 +141,7 @@ class Device:
         """Clean shutdown: retained `online: false`, then a graceful DISCONNECT (no last will)."""
         self._stopping = True
         client = self._client
-        if client is not None and self.online:
+        if client is not None and self.online and self.announces_status:
             with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
                 await client.publish(self._status_topic, OFFLINE, qos=1, retain=True, timeout=2.0)
         for pending in list(self._delayed):

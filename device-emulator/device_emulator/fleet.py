@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from contracts.mqtt import DeviceId, Percent, SlotNo, SlotState
 from device_emulator.bank import BankModule
 from device_emulator.cabinet import Cabinet
+from device_emulator.volinks import VolinksCabinet
 
 log = logging.getLogger("device_emulator.fleet")
 
@@ -43,6 +44,7 @@ class CabinetSpec(_Spec):
     slot_count: int | None = Field(default=None, ge=1, le=256)
     firmware: str = "emu-1.0"
     slots: list[SlotSpec] = Field(default_factory=list)
+    protocol: Literal["native", "volinks"] = "native"
 
 
 class BankModuleSpec(_Spec):
@@ -115,7 +117,7 @@ class Fleet:
                 )
             )
         cabinets = (
-            Cabinet(
+            (VolinksCabinet if c.protocol == "volinks" else Cabinet)(
                 c.cabinet_id,
                 c.password,
                 host or spec.broker.host,

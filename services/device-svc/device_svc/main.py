@@ -24,6 +24,7 @@ from device_svc.mqtt.gateway import MqttGateway
 from device_svc.mqtt.handlers import MessageProcessor
 from device_svc.mqtt.intake import presence_only
 from device_svc.ops.endpoints import router as ops_router
+from device_svc.protocols.lookup import DbLookup
 from device_svc.registry.endpoints import router as registry_router
 from device_svc.rented.endpoints import router as rented_router
 from device_svc.settings import Settings
@@ -45,7 +46,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return await runtime.publish(session, data, key=key)
 
         gateway = MqttGateway(settings)
-        downlink = Downlink(gateway)
+        lookup = DbLookup(runtime.sessionmaker)
+        downlink = Downlink(gateway, lookup.protocol_of)
         ejects = EjectService(
             runtime.sessionmaker,
             publish,
@@ -103,6 +105,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 1,
             ),
             critical_concurrency=settings.critical_concurrency,
+            lookup=lookup,
         )
         task_rules = maintenance.TaskRules(
             cycle_budget=settings.bank_cycle_budget,

@@ -52,3 +52,13 @@ MESSAGES_ACK_STALE = Counter(
     "pb_device_messages_ack_stale_total",
     "Acks not sent because the connection the message came in on had dropped (the broker redelivers it)",
 )
+VENDOR_FRAMES = Counter(
+    "pb_device_vendor_frames_total",
+    "Frames of other makers' protocols decoded (result ok) or rejected (result: the decoder's reason)",
+    ["protocol", "result"],
+)
+COMMANDS_NOT_CARRIED = Counter(
+    "pb_device_commands_not_carried_total",
+    "Platform commands a cabinet's protocol has no equivalent for (not sent)",
+    ["protocol", "type"],
+)

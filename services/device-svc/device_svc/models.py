@@ -61,11 +61,14 @@ class Cabinet(Base):
     # operator's override; `light_on_until` is when the last scheduled "on" command runs out.
     night_light: Mapped[str] = mapped_column(String(10), server_default="auto")
     light_on_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The protocol the cabinet speaks (device_svc/protocols/): `native` or a maker's, translated at the edge.
+    protocol: Mapped[str] = mapped_column(String(20), server_default="native")
 
     __table_args__ = (
         Index("ix_cabinets_online_last_seen", "last_seen_at", postgresql_where=text("online")),
         CheckConstraint("state IN ('active', 'maintenance', 'retired')", name="state"),
         CheckConstraint("night_light IN ('auto', 'on', 'off')", name="night_light"),
+        CheckConstraint("protocol IN ('native', 'volinks')", name="protocol"),
         # and ix_cabinets_earth: GiST on ll_to_earth(lat, lon) (migration 0002; cube + earthdistance)
     )
 

@@ -43,6 +43,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
                 rng_seed=args.seed,
                 bank_modules=args.bank_modules,
                 bank_modules_last=args.bank_modules_last,
+                volinks_cabinets=args.volinks,
             )
             print(
                 f"seeded {args.cabinets} cabinets ({result.cabinets_created} new, "
@@ -71,6 +72,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     seed_cmd.add_argument(
         "--bank-modules-last", action="store_true", help="give the modules to the last N banks instead (benchmarks)"
+    )
+    seed_cmd.add_argument(
+        "--volinks",
+        type=int,
+        default=0,
+        choices=range(0, 10000),
+        metavar="N",
+        help="also N cabinets of another maker speaking the volinks protocol (VL-CAB-0001..., banks VL-<sn>)",
     )
     sub.add_parser("sync-broker", help="rewrite the broker password file from the registry and reload it")
     args = parser.parse_args(argv)

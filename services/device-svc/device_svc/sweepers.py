@@ -17,6 +17,7 @@ from device_svc.commands.service import EjectService
 from device_svc.metrics import ALARMS_RAISED
 from device_svc.mqtt.handlers import Publish
 from device_svc.presence import transition_events
+from device_svc.protocols.registry import ADAPTERS
 from device_svc.registry import repository as repo
 from kit.db import unit_of_work
 
@@ -31,6 +32,15 @@ async def fail_expired_commands(ejects: EjectService) -> datetime | None:
     return await ejects.next_deadline()
 
 
+def _thresholds(offline_after_s: float) -> dict[str, float]:
+    """Silence allowed per protocol: the platform's for its own, an adapter's where its heartbeat is slower."""
+    return {
+        name: adapter.offline_after_s
+        for name, adapter in ADAPTERS.items()
+        if adapter.offline_after_s is not None and adapter.offline_after_s != offline_after_s
+    }
+
+
 async def mark_offline(sessionmaker: async_sessionmaker[AsyncSession], publish: Publish, offline_after_s: float) -> int:
     return len(await _mark_offline(sessionmaker, publish, offline_after_s))
 
@@ -39,21 +49,26 @@ async def mark_offline_until_next(
     sessionmaker: async_sessionmaker[AsyncSession], publish: Publish, offline_after_s: float
 ) -> datetime | None:
     """Mark silent cabinets offline; returns when the next online cabinet falls silent if nothing is heard
-    from it (its last message + `offline_after_s`), so the sweeper sleeps until then."""
+    from it (its last message + its protocol's allowed silence), so the sweeper sleeps until then."""
     rows = await _mark_offline(sessionmaker, publish, offline_after_s)
     if len(rows) >= repo.STALE_BATCH:
         return datetime.now(UTC)  # more to mark
     async with sessionmaker() as session:
         oldest = await repo.oldest_online_cabinet_seen_at(session)
-    return None if oldest is None else oldest + timedelta(seconds=offline_after_s)
+    thresholds = _thresholds(offline_after_s)
+    due = [seen + timedelta(seconds=thresholds.get(protocol, offline_after_s)) for protocol, seen in oldest.items()]
+    return min(due, default=None)
 
 
 async def _mark_offline(
     sessionmaker: async_sessionmaker[AsyncSession], publish: Publish, offline_after_s: float
 ) -> list[Any]:
     now = datetime.now(UTC)
+    by_protocol = {name: now - timedelta(seconds=s) for name, s in _thresholds(offline_after_s).items()}
     async with unit_of_work(sessionmaker) as session:
-        rows = await repo.mark_stale_cabinets_offline(session, now - timedelta(seconds=offline_after_s))
+        rows = await repo.mark_stale_cabinets_offline(
+            session, now - timedelta(seconds=offline_after_s), seen_before_by_protocol=by_protocol
+        )
         for row in rows:
             log.info(
                 "cabinet silent; marked offline", extra={"device_id": row.id, "last_seen_at": str(row.last_seen_at)}

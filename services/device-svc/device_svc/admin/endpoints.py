@@ -94,6 +94,7 @@ async def update_cabinet(cabinet_id: DeviceIdPath, body: CabinetUpdate, _: Admin
         opening_hours=c.opening_hours,
         state=c.state,
         slot_count=c.slot_count,
+        protocol=c.protocol,
     )
 
 

@@ -21,6 +21,11 @@ class CabinetCreate(BaseModel):
     region: str = Field(default="", max_length=100)
     opening_hours: str = Field(default="00:00-24:00", max_length=100)
     slot_count: int = Field(ge=1, le=256)
+    protocol: Literal["native", "volinks"] = Field(
+        default="native",
+        description="The protocol it speaks: the platform's own, or a maker's translated by device-svc "
+        "(docs/vendors.md); fixed once registered",
+    )
 
 
 class CabinetUpdate(BaseModel):
@@ -47,6 +52,7 @@ class CabinetOut(BaseModel):
     opening_hours: str
     state: str
     slot_count: int
+    protocol: str
 
 
 class BankCreate(BaseModel):

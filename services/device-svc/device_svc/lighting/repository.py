@@ -6,6 +6,7 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from device_svc.models import Cabinet, UserLightRequest
+from device_svc.protocols.registry import ADAPTERS, NATIVE
 
 
 async def recent_requests(session: AsyncSession, user_id: UUID, since: datetime) -> tuple[int, datetime | None]:
@@ -39,7 +40,7 @@ async def set_mode(session: AsyncSession, cabinet_id: str, mode: str) -> Cabinet
 _SCHEDULE_CANDIDATES = text(
     """
     SELECT id, lat, lon, night_light, light_on_until FROM cabinets
-     WHERE online AND state = 'active'
+     WHERE online AND state = 'active' AND protocol = ANY(CAST(:protocols AS varchar[]))
        AND (night_light <> 'off' OR light_on_until > :now)
      ORDER BY id
     """
@@ -49,7 +50,9 @@ _SCHEDULE_CANDIDATES = text(
 async def schedule_candidates(session: AsyncSession, now: datetime) -> list[Any]:
     """Online cabinets whose light may need a command: every one not switched off, and those switched off
     while a scheduled light still runs."""
-    return list((await session.execute(_SCHEDULE_CANDIDATES, {"now": now})).all())
+    # Only cabinets whose protocol has a light command (protocols/).
+    protocols = [NATIVE, *(name for name, adapter in ADAPTERS.items() if "light" in adapter.carries)]
+    return list((await session.execute(_SCHEDULE_CANDIDATES, {"now": now, "protocols": protocols})).all())
 
 
 _CLAIM_ON = text(

@@ -17,7 +17,7 @@ from device_svc.lighting.schemas import LightAnswer, LightMe, NightLightMode, Ni
 from device_svc.lighting.sun import is_dark, next_sunrise
 from device_svc.metrics import COMMANDS_DOWN
 from device_svc.mqtt.downlink import Downlink
-from device_svc.ops.service import DeviceOffline
+from device_svc.ops.service import DeviceOffline, NotCarried
 from device_svc.registry.service import CabinetNotFound
 from kit.db import after_commit, unit_of_work
 from kit.errors import Forbidden, TooManyRequests
@@ -76,6 +76,8 @@ async def light_for_user(
     if found is None or found[0].state == "retired":
         raise CabinetNotFound(f"Cabinet {cabinet_id} is not registered")
     cabinet, distance_m = found
+    if cabinet.protocol != "native" and not await downlink.carries(cabinet_id, "light"):
+        raise NotCarried(f"Cabinet {cabinet_id} has no light its protocol can switch on")
     if distance_m > rules.max_distance_m:
         raise NotNearCabinet(
             f"You are {distance_m:.0f} m from cabinet {cabinet_id}; come within {rules.max_distance_m:.0f} m"

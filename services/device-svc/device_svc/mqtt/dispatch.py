@@ -19,9 +19,8 @@ from datetime import datetime
 from aiokafka.errors import KafkaError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
-from contracts.mqtt import parse_up_topic
 from device_svc.metrics import MESSAGES_DROPPED, MESSAGES_FAILED, MESSAGES_RETRIED, MESSAGES_SUPERSEDED
-from device_svc.mqtt.intake import Intake, intake_of_topic
+from device_svc.mqtt.intake import Intake, device_of_topic, intake_of_topic
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +70,7 @@ class DeviceLanes:
     def submit(
         self, topic: str, payload: bytes, received_at: datetime, ack: Ack = _no_ack, retained: bool = False
     ) -> None:
-        parsed = parse_up_topic(topic)
-        lane = parsed[0] if parsed is not None else NO_DEVICE_LANE
+        lane = device_of_topic(topic) or NO_DEVICE_LANE
         queue = self._lanes.get(lane)
         if queue is None:
             queue = asyncio.Queue(maxsize=self._max_pending)

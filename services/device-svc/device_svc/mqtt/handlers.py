@@ -37,6 +37,7 @@ from contracts.mqtt import (
     UpMessage,
     parse_up_topic,
     up_message_adapter,
+    up_topic,
 )
 from contracts.regions import RegionRef, region_at
 from device_svc.clock import checked_device_time, ms_to_datetime
@@ -47,6 +48,9 @@ from device_svc.mqtt.downlink import Downlink
 from device_svc.mqtt.incoming import Incoming, count_rejection
 from device_svc.mqtt.intake import Intake, intake_of
 from device_svc.presence import transition_events
+from device_svc.protocols.base import AdapterRejected, Lookup, ProtocolAdapter
+from device_svc.protocols.lookup import DbLookup
+from device_svc.protocols.registry import vendor_route
 from device_svc.registry import repository as repo
 from device_svc.telemetry.ingest import TelemetryIngest
 from device_svc.telemetry.service import BANK_MESSAGES, BankDevices
@@ -94,7 +98,9 @@ class MessageProcessor:
         snapshots: SnapshotIngest,
         max_concurrency: int = 10,
         critical_concurrency: int = 4,
+        lookup: Lookup | None = None,
     ) -> None:
+        self._lookup = lookup or DbLookup(sessionmaker)
         self._banks = banks
         self._ingest = telemetry
         self._snapshots = snapshots
@@ -115,6 +121,28 @@ class MessageProcessor:
         # Each device message starts its own trace (a return's report, charge and inbox message share it);
         # an eject result switches to the trace of the request that caused the eject.
         set_correlation_id(new_correlation_id())
+        vendor = vendor_route(topic)
+        if vendor is not None:
+            await self._translate(vendor[0], vendor[1], topic, payload, received_at)
+            return
+        await self._process(topic, payload, received_at, retained)
+
+    async def _translate(
+        self, adapter: ProtocolAdapter, device_id: str, topic: str, payload: bytes, received_at: datetime
+    ) -> None:
+        """A maker's message becomes the platform's own (protocols/), handled as if the cabinet had sent it."""
+        try:
+            if len(payload) > MAX_PAYLOAD_BYTES:
+                raise AdapterRejected("oversized", f"{len(payload)} bytes")
+            messages = await adapter.decode(device_id, topic, payload, received_at, self._lookup)
+        except AdapterRejected as exc:
+            await self._reject(device_id, topic, Rejected(exc.reason, exc.detail), received_at)
+            return
+        for msg in messages:
+            own_topic = up_topic(device_id, UpChannel(msg.type))
+            await self._process(own_topic, msg.model_dump_json().encode(), received_at, False)
+
+    async def _process(self, topic: str, payload: bytes, received_at: datetime, retained: bool) -> None:
         parsed = parse_up_topic(topic)
         device_id = parsed[0] if parsed is not None else None
         try:

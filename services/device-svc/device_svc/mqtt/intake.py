@@ -15,6 +15,7 @@ registry/repository.py), as it must anyway with several instances on a shared su
 from enum import StrEnum
 
 from contracts.mqtt import TOPIC_ROOT, UpChannel, parse_up_topic
+from device_svc.protocols.registry import vendor_route, vendor_subscriptions
 
 
 class Intake(StrEnum):
@@ -39,12 +40,26 @@ def intake_of(channel: str) -> Intake:
 
 def intake_of_topic(topic: str) -> Intake:
     parsed = parse_up_topic(topic)
-    return intake_of(parsed[1]) if parsed is not None else Intake.STATE
+    if parsed is not None:
+        return intake_of(parsed[1])
+    vendor = vendor_route(topic)
+    return Intake(vendor[2]) if vendor is not None else Intake.STATE
+
+
+def device_of_topic(topic: str) -> str | None:
+    """The device a topic belongs to, the platform's own or a maker's (protocols/)."""
+    parsed = parse_up_topic(topic)
+    if parsed is not None:
+        return parsed[0]
+    vendor = vendor_route(topic)
+    return vendor[1] if vendor is not None else None
 
 
 def subscriptions(intake: Intake, shared_group: str | None) -> list[str]:
+    """The intake's channels of every device, and the topics of other makers' protocols it reads."""
     prefix = f"$share/{shared_group}/" if shared_group else ""
-    return [f"{prefix}{TOPIC_ROOT}/+/up/{channel.value}" for channel in INTAKE_CHANNELS[intake]]
+    own = [f"{TOPIC_ROOT}/+/up/{channel.value}" for channel in INTAKE_CHANNELS[intake]]
+    return [f"{prefix}{topic}" for topic in own + vendor_subscriptions(intake.value)]
 
 
 def presence_only(topic: str) -> bool:

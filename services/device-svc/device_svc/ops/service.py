@@ -52,6 +52,14 @@ class DeviceOffline(BusinessError):
     title = "The device is offline; the command was not sent"
 
 
+class NotCarried(BusinessError):
+    """The cabinet's protocol (a maker's, protocols/) has no such command."""
+
+    status = 409
+    code = "command_not_supported"
+    title = "The cabinet's protocol has no such command; nothing was sent"
+
+
 class NoModule(BusinessError):
     status = 409
     code = "bank_has_no_module"
@@ -229,6 +237,8 @@ async def light(
     cabinet = await registry.get_cabinet(session, cabinet_id)
     if cabinet is None:
         raise CabinetNotFound(f"Cabinet {cabinet_id} is not registered")
+    if cabinet.protocol != "native" and not await downlink.carries(cabinet_id, "light"):
+        raise NotCarried(f"Cabinet {cabinet_id} speaks {cabinet.protocol}, which has no light command")
     if not cabinet.online:
         COMMANDS_DOWN.labels("light", "offline").inc()
         raise DeviceOffline(f"Cabinet {cabinet_id} is offline (last seen {cabinet.last_seen_at})")

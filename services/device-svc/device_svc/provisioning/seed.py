@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from contracts.vendors import volinks
 from device_svc.provisioning import repository as repo
 from device_svc.provisioning.credentials import (
     broker_entries,
@@ -73,6 +74,26 @@ def plan_cabinet(n: int, slot_count: int, rng: random.Random) -> tuple[float, fl
     return lat, lon, banks
 
 
+def volinks_cabinet_id(n: int) -> str:
+    return f"VL-CAB-{n:04d}"
+
+
+VOLINKS_SN_BASE = 10_000_000
+
+
+def plan_volinks_cabinet(
+    n: int, position: int, slot_count: int, rng: random.Random
+) -> tuple[float, float, dict[int, tuple[str, int]]]:
+    """A cabinet of another maker (volinks): placed on the same grid after the platform's own, its banks
+    named by their SN (`VL-<sn>`, contracts.vendors.volinks)."""
+    lat, lon, planned = plan_cabinet(position, slot_count, rng)
+    filled = max(slot_count - EMPTY_SLOTS, 0)
+    banks = {
+        slot: (volinks.bank_id_of(VOLINKS_SN_BASE + (n - 1) * filled + slot), pct) for slot, (_, pct) in planned.items()
+    }
+    return lat, lon, banks
+
+
 def bank_identity(bid: str) -> dict[str, str]:
     """6.2.1: the QR code printed on a bank, its NFC tag id and its Bluetooth address (derived
     from the id, so a seed is reproducible)."""
@@ -104,6 +125,7 @@ async def seed(
     rng_seed: int = 42,
     bank_modules: int = 0,
     bank_modules_last: bool = False,
+    volinks_cabinets: int = 0,
 ) -> SeedResult:
     """`bank_modules`: how many banks (the first ones, or the last ones with `bank_modules_last`, so a
     benchmark's modules stay out of the demo cabinets) have their own cellular module and get a
@@ -115,6 +137,11 @@ async def seed(
     known_passwords = read_fleet_passwords(fleet_out)
     now = datetime.now(UTC)
     plans = {cabinet_id(n): (n, *plan_cabinet(n, slots, rng)) for n in range(1, cabinets + 1)}
+    # volinks cabinets report positions in boards of four: their slot count is a multiple of 4.
+    volinks_slots = -(-slots // volinks.HOLES_PER_BOARD) * volinks.HOLES_PER_BOARD
+    vendor_ids = {volinks_cabinet_id(n) for n in range(1, volinks_cabinets + 1)}
+    for n in range(1, volinks_cabinets + 1):
+        plans[volinks_cabinet_id(n)] = (cabinets + n, *plan_volinks_cabinet(n, cabinets + n, volinks_slots, rng))
     ids = list(plans)
     async with unit_of_work(sessionmaker) as session:
         existing = await repo.existing_cabinet_ids(session, ids)
@@ -124,8 +151,9 @@ async def seed(
         cabinet_rows, slot_rows, bank_rows = [], [], []
         for cid in new_ids:
             n, lat, lon, banks = plans[cid]
-            cabinet_rows.append(_cabinet_row(cid, n, lat, lon, slots))
-            for slot in range(1, slots + 1):
+            count = volinks_slots if cid in vendor_ids else slots
+            cabinet_rows.append(_cabinet_row(cid, n, lat, lon, count, "volinks" if cid in vendor_ids else "native"))
+            for slot in range(1, count + 1):
                 planned = banks.get(slot)
                 if planned is not None and planned[0] in banks_elsewhere:
                     planned = None  # that bank already lives elsewhere
@@ -146,6 +174,9 @@ async def seed(
 
         profiles = await repo.cabinet_profiles(session, ids)
         fleet_cabinets = [_fleet_entry(cid, passwords[cid], profiles[cid], occupants.get(cid, [])) for cid in ids]
+        for entry in fleet_cabinets:
+            if entry["cabinet_id"] in vendor_ids:
+                entry["protocol"] = volinks.PROTOCOL
         fleet_banks = [
             {"bank_id": bid, "password": passwords[bid], "cabinet_id": module_cabinets.get(bid)} for bid in module_ids
         ]
@@ -162,8 +193,9 @@ async def seed(
     return SeedResult(len(new_ids), generated, written, reloaded, fleet)
 
 
-def _cabinet_row(cid: str, n: int, lat: float, lon: float, slots: int) -> dict[str, Any]:
+def _cabinet_row(cid: str, n: int, lat: float, lon: float, slots: int, protocol: str) -> dict[str, Any]:
     return {
+        "protocol": protocol,
         "id": cid,
         "name": f"Futian station {n}",
         "lat": lat,

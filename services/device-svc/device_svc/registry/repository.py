@@ -1,6 +1,6 @@
 """All registry SQL: cabinets, slots and banks. Never commits."""
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -184,11 +184,19 @@ STALE_BATCH = 500  # cabinets marked offline per transaction
 
 
 async def mark_stale_cabinets_offline(
-    session: AsyncSession, seen_before: datetime, limit: int = STALE_BATCH
+    session: AsyncSession,
+    seen_before: datetime,
+    limit: int = STALE_BATCH,
+    seen_before_by_protocol: Mapping[str, datetime] | None = None,
 ) -> Sequence[Any]:
+    """Online cabinets silent since `seen_before` (or, for a protocol with a slower heartbeat, since its own
+    moment) are marked offline."""
+    by_protocol = dict(seen_before_by_protocol or {})
+    silent = [and_(Cabinet.protocol == p, Cabinet.last_seen_at < before) for p, before in by_protocol.items()]
+    silent.append(and_(Cabinet.protocol.not_in(list(by_protocol)), Cabinet.last_seen_at < seen_before))
     locked = (
         select(Cabinet.id)
-        .where(Cabinet.online.is_(True), or_(Cabinet.last_seen_at.is_(None), Cabinet.last_seen_at < seen_before))
+        .where(Cabinet.online.is_(True), or_(Cabinet.last_seen_at.is_(None), *silent))
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
@@ -201,11 +209,14 @@ async def mark_stale_cabinets_offline(
     return (await session.execute(stmt, execution_options={"synchronize_session": False})).all()
 
 
-async def oldest_online_cabinet_seen_at(session: AsyncSession) -> datetime | None:
-    oldest: datetime | None = (
-        await session.execute(select(func.min(Cabinet.last_seen_at)).where(Cabinet.online.is_(True)))
-    ).scalar_one()
-    return oldest
+async def oldest_online_cabinet_seen_at(session: AsyncSession) -> dict[str, datetime]:
+    """Per protocol, the oldest last message of an online cabinet."""
+    rows = await session.execute(
+        select(Cabinet.protocol, func.min(Cabinet.last_seen_at))
+        .where(Cabinet.online.is_(True), Cabinet.last_seen_at.is_not(None))
+        .group_by(Cabinet.protocol)
+    )
+    return {protocol: oldest for protocol, oldest in rows.all() if oldest is not None}
 
 
 async def mark_stale_banks_offline(session: AsyncSession, seen_before: datetime, limit: int = 1000) -> Sequence[Any]:
