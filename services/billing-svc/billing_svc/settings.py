@@ -23,6 +23,8 @@ class Settings(ServiceSettings):
     one_active_rental_per_user: bool = True
     min_balance_to_borrow_fen: int = Field(default=100, ge=0)
     wallet_timeout_s: float = Field(default=0.5, gt=0, le=3.0)
+    # The current rental asks device-svc where the bank is (6.1.9); it is shown without a position after this.
+    position_timeout_s: float = Field(default=0.5, gt=0, le=3.0)
     eject_deadline_s: float = Field(default=3.5, gt=0, le=30.0)
     # The borrow answer waits until the device's outcome or `deadline + eject_answer_grace_s`,
     # and never longer than `borrow_answer_budget_s` after the request arrived (clause 7.1: 5 s).

@@ -71,6 +71,8 @@ class FakeWallets:
     default_fen: int = 1_000
     seen_tokens: list[str] = field(default_factory=list)
     refusals: dict[str, str] = field(default_factory=dict)
+    # device-svc's GET /v1/banks/rented-by-me answer per user (the same stand-in serves it)
+    rented: dict[str, dict[str, Any]] = field(default_factory=dict)
     url: str = ""
 
     def app(self) -> FastAPI:
@@ -91,6 +93,14 @@ class FakeWallets:
                     "credit_score": 1,
                 }
             return JSONResponse(body)
+
+        @app.get("/v1/banks/rented-by-me")
+        async def rented_by_me(request: Request) -> JSONResponse:
+            token = request.headers.get("Authorization", "").removeprefix("Bearer ")
+            user_id = jwt.decode(token, options={"verify_signature": False})["sub"] if token else ""
+            if user_id not in self.rented:
+                return JSONResponse({"code": "no_rented_bank"}, status_code=404)
+            return JSONResponse(self.rented[user_id])
 
         return app
 
@@ -285,6 +295,7 @@ def make_settings(database_url: str, keypair: tuple[Path, Path], asset_svc_url: 
         "kafka_consumer_group": f"billing-svc-test-{uuid.uuid4().hex[:8]}",
         "jwt_public_key_file": keypair[1],
         "asset_svc_url": asset_svc_url,
+        "device_svc_url": asset_svc_url,  # the stand-in also answers device-svc's rented-by-me
         "outbox_poll_interval_s": 0.2,
         # Tests run the reconciliation job themselves (a background one would race TRUNCATE).
         "reconcile_interval_s": 0,
@@ -395,5 +406,6 @@ async def billing(billing_app: Billing, wallets: FakeWallets, device: FakeDevice
             await asyncio.sleep(0.2)
     wallets.balances.clear()
     wallets.refusals.clear()
+    wallets.rented.clear()
     device.behaviours.clear()
     return billing_app

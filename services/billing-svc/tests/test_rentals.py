@@ -175,6 +175,21 @@ async def test_borrow_answers_active_rental(
     assert current.json()["elapsed_seconds"] >= 0
     # What it would cost if returned now: the first period once a whole second has passed.
     assert current.json()["running_fee_fen"] == (150 if current.json()["elapsed_seconds"] >= 1 else 0)
+    assert current.json()["bank_position"] is None  # device-svc knows no rented bank of this user (yet)
+
+    # 6.1.9: where the bank was last reported, from device-svc (asked with the user's own token), only
+    # with the user's consent.
+    seen = {"lat": 22.541, "lon": 114.052, "reported_at": "2026-12-05T10:00:00Z"}
+    answer = {"bank_id": bank, "rental_id": rental_id, "battery_pct": 80, "has_module": True}
+    wallets.rented[user_id] = answer | {"position_consent": True, "position": seen}
+    current = (await billing.client.get("/v1/rentals/current", headers=headers)).json()
+    assert current["position_consent"] is True
+    assert current["bank_position"] == {"lat": 22.541, "lon": 114.052, "reported_at": "2026-12-05T10:00:00Z"}
+    wallets.rented[user_id] = answer | {"position_consent": False, "position": None}
+    current = (await billing.client.get("/v1/rentals/current", headers=headers)).json()
+    assert (current["position_consent"], current["bank_position"]) == (False, None)
+    wallets.rented[user_id] = answer | {"bank_id": "another", "position_consent": True, "position": seen}
+    assert (await billing.client.get("/v1/rentals/current", headers=headers)).json()["bank_position"] is None
 
     own = await billing.client.get(f"/v1/rentals/{rental_id}", headers=headers)
     assert own.status_code == 200

@@ -69,13 +69,25 @@ async def borrow(
 
 
 @router.get("/v1/rentals/current")
-async def current_rental(user: CurrentUser, session: ReadSessionDep) -> CurrentRentalOut:
+async def current_rental(user: CurrentUser, session: ReadSessionDep, runtime: RuntimeDep) -> CurrentRentalOut:
+    """The open rental, its running fee and, with the user's consent, where the bank was last reported."""
     rental = await repository.open_for_user(session, user.user_id)
     if rental is None or rental.state not in OPEN_STATES:
         raise NoActiveRental()
     elapsed = service.elapsed_seconds(rental, service.now_utc())
     running_fee = compute_fee(elapsed, service.price_of(rental)) if rental.started_at is not None else 0
-    return CurrentRentalOut(**to_out(rental).model_dump(), elapsed_seconds=elapsed, running_fee_fen=running_fee)
+    consent, position = None, None
+    if rental.state == "active" and rental.bank_id:
+        consent, position = await service.bank_whereabouts(
+            runtime.http, service.settings_of(runtime), user.token, rental.bank_id
+        )
+    return CurrentRentalOut(
+        **to_out(rental).model_dump(),
+        elapsed_seconds=elapsed,
+        running_fee_fen=running_fee,
+        position_consent=consent,
+        bank_position=position,
+    )
 
 
 @router.get("/v1/rentals")

@@ -35,9 +35,25 @@ class RentalOut(BaseModel):
     paid_fen: int | None = Field(default=None, description="Paid from the balance/provider (net of refunds)")
 
 
+class BankPosition(BaseModel):
+    lat: float
+    lon: float
+    reported_at: datetime = Field(description="When the bank's own module reported it")
+
+
 class CurrentRentalOut(RentalOut):
     elapsed_seconds: int = Field(description="Seconds since the bank was ejected")
     running_fee_fen: int = Field(description="What the rental would cost if it ended now")
+    position_consent: bool | None = Field(
+        default=None,
+        description="Whether the user lets the app show where the rented bank is (device-svc "
+        "PUT /v1/banks/rented-by-me/position-consent); null when device-svc did not answer",
+    )
+    bank_position: BankPosition | None = Field(
+        default=None,
+        description="The rented bank's last known position and its time (6.1.9): only with the user's "
+        "consent, only for a bank with its own module, null when unknown",
+    )
 
 
 class RentalPage(BaseModel):

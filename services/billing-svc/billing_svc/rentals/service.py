@@ -11,6 +11,7 @@ from uuid import UUID
 
 import httpx
 from prometheus_client import Counter
+from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing_svc import lifecycle
@@ -32,6 +33,7 @@ from billing_svc.rentals.errors import (
     UnpaidDebt,
     WalletUnavailable,
 )
+from billing_svc.rentals.schemas import BankPosition
 from billing_svc.rentals.waiters import RentalWaiters
 from billing_svc.settings import Settings
 from contracts.events import (
@@ -152,6 +154,35 @@ async def ensure_no_debt(session: AsyncSession, user_id: UUID) -> None:
             debt_fen=sum(r.fee_fen or 0 for r in unpaid),
             rental_ids=[str(r.id) for r in unpaid],
         )
+
+
+async def bank_whereabouts(
+    http: httpx.AsyncClient, settings: Settings, token: str, bank_id: str
+) -> tuple[bool | None, BankPosition | None]:
+    """The rented bank's last known position (6.1.9) from device-svc (GET /v1/banks/rented-by-me with the
+    user's own token, so device-svc applies the user's consent and shows only their own bank). Returns
+    (consent, position); (None, None) when device-svc does not answer in time: the rental is shown anyway."""
+    url = f"{settings.device_svc_url.rstrip('/')}/v1/banks/rented-by-me"
+    try:
+        response = await http.get(
+            url, headers={"Authorization": f"Bearer {token}"}, timeout=settings.position_timeout_s
+        )
+    except httpx.HTTPError as exc:
+        log.warning("bank position unavailable", extra={"error": repr(exc), "url": url})
+        return None, None
+    if response.status_code != 200:
+        return None, None
+    try:
+        answer = response.json()
+        if answer.get("bank_id") != bank_id:
+            return None, None
+        consent = bool(answer.get("position_consent"))
+        where = answer.get("position")
+        position = BankPosition.model_validate(where) if where else None
+    except (ValueError, AttributeError, ValidationError):
+        log.warning("rented bank answer unreadable", extra={"body": response.text[:200]})
+        return None, None
+    return consent, position if consent else None
 
 
 async def check_balance(http: httpx.AsyncClient, settings: Settings, token: str) -> None:
