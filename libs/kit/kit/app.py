@@ -23,7 +23,15 @@ from kit.errors import install_error_handlers
 from kit.health import ObservabilityMiddleware, ReadinessCheck
 from kit.health import router as health_router
 from kit.inputs import InputGuardMiddleware
-from kit.kafka import EventConsumer, FetchPacing, Handler, LatencyClass, make_producer, start_with_retry
+from kit.kafka import (
+    BatchHandler,
+    EventConsumer,
+    FetchPacing,
+    Handler,
+    LatencyClass,
+    make_producer,
+    start_with_retry,
+)
 from kit.logging import configure_logging
 from kit.outbox import Lane, OutboxRelay, OutboxWakeup, add_event, add_events
 from kit.parked import router as parked_router
@@ -127,6 +135,9 @@ class ConsumerSpec:
     handlers: Mapping[str, Handler]
     name: str = "events"
     latency: LatencyClass = LatencyClass.BACKGROUND
+    # Set for a projection that applies a whole fetch (up to max_records) in one transaction (kit.kafka).
+    batch_handler: BatchHandler | None = None
+    max_records: int = 200
 
 
 def create_service_app(
@@ -202,6 +213,8 @@ def create_service_app(
                         session_timeout_ms=settings.kafka_session_timeout_ms,
                         heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
                         pacing=FetchPacing.for_class(settings, spec.latency),
+                        batch_handler=spec.batch_handler,
+                        max_records=spec.max_records,
                     )
                     for spec in specs
                 ]

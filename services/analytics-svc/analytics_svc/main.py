@@ -42,8 +42,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def consumers(_: Runtime) -> list[ConsumerSpec]:
         # Partner webhooks read in a group of their own: a slow partner never holds the facts up.
         partner = {event_type: webhooks.on_event for event_type in webhooks.EVENT_TYPES}
+        ingest = Ingest(settings.zone)
         return [
-            ConsumerSpec(topics=TOPICS, handlers=Ingest(settings.zone).handlers()),
+            # A fetch of up to INGEST_BATCH_MAX events is applied in one transaction (issue 11's ingest rate).
+            ConsumerSpec(
+                topics=TOPICS,
+                handlers=ingest.handlers(),
+                batch_handler=ingest.apply_batch,
+                max_records=settings.ingest_batch_max,
+            ),
             ConsumerSpec(topics=list(webhooks.PARTNER_EVENTS), handlers=partner, name="webhooks"),
         ]
 

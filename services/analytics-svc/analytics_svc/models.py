@@ -54,7 +54,11 @@ class RentalFact(Base):
     """One rental: inserted by `billing.rental.started` (or by `ended` if that came first), completed by `ended`."""
 
     __tablename__ = "rental_facts"
-    __table_args__ = (Index("ix_rental_facts_started_at", "started_at"),)
+    __table_args__ = (
+        Index("ix_rental_facts_started_at", "started_at"),
+        # A return finds the rental it ended (migration 0011).
+        Index("ix_rental_facts_unplaced_return", "bank_id", postgresql_where=text("return_division IS NULL")),
+    )
 
     rental_id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), primary_key=True)
     user_id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), nullable=False)

@@ -1,0 +1,299 @@
+"""The ingest benchmark (issue 11: analytics keeps up with at least 5,000 events/s).
+
+Publishes a seeded stream of the facts analytics consumes (per rental: bank ejected, rental started, bank
+returned, rental ended; a registration per new user, a cabinet stock report every fifth rental) to the
+real broker, then starts the service's own consumer (the kit's EventConsumer with analytics' handlers, on
+a freshly migrated scratch database) and times how long it takes to apply the backlog. Reports events/s,
+the time to apply each unit (one event, or one batch) at p50/p95/p99, and checks the store against the
+stream: every rental fact, user day and return is there, and the dirty hours cover every rental's hour.
+
+    make bench-analytics-ingest                      # on the test stack; BENCH_ARGS="--rentals 20000"
+    .venv/bin/python services/analytics-svc/bench/ingest.py --url <scratch database> --bootstrap <kafka>
+
+The database named in --url is dropped and created again. Writes reports/analytics-ingest.json and prints it.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from aiokafka import AIOKafkaProducer
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from analytics_svc.consumers import Ingest
+from analytics_svc.main import TOPICS
+from contracts import Envelope, new_event
+from contracts.events import (
+    BankEjected,
+    BankReturned,
+    DeviceTelemetryReported,
+    EventData,
+    PriceSnapshot,
+    RentalEnded,
+    RentalStarted,
+    UserRegistered,
+)
+from contracts.regions import region_at
+from kit.db import make_engine, make_sessionmaker
+from kit.kafka import EventConsumer
+from kit.testing import ensure_database, migrate, move_group_to_end
+
+SERVICE_DIR = Path(__file__).resolve().parents[1]
+REPO = SERVICE_DIR.parents[1]
+PRICE = PriceSnapshot(period_minutes=60, price_per_period_fen=300, free_minutes=5, daily_cap_fen=3000)
+START = datetime(2026, 11, 1, tzinfo=UTC)
+
+
+def _percentiles(samples: Sequence[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+    if not ordered:
+        return {}
+
+    def at(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2)
+
+    return {"n": len(ordered), "p50": at(0.50), "p95": at(0.95), "p99": at(0.99), "max": round(ordered[-1], 2)}
+
+
+def stream(rentals: int, cabinets: int, seed: int) -> list[tuple[EventData, str]]:
+    """The events of `rentals` rentals over `cabinets` cabinets around Shenzhen, in the order produced."""
+    rng = random.Random(seed)
+    places = [
+        (f"CAB-{i:05d}", region_at(22.45 + rng.random() * 0.2, 113.9 + rng.random() * 0.3)) for i in range(cabinets)
+    ]
+    users: list[uuid.UUID] = []
+    out: list[tuple[EventData, str]] = []
+    for n in range(rentals):
+        if not users or rng.random() < 0.5:
+            user = uuid.UUID(int=rng.getrandbits(128))
+            users.append(user)
+            registered = START + timedelta(seconds=n)
+            out.append((UserRegistered(user_id=user, registered_at=registered, terms_version="1"), str(user)))
+        else:
+            user = rng.choice(users)
+        rental_id = uuid.UUID(int=rng.getrandbits(128))
+        bank = f"PB-{rng.randrange(rentals // 2 + 1):06d}"
+        (start_cab, start_region), (back_cab, back_region) = rng.choice(places), rng.choice(places)
+        started = START + timedelta(seconds=n * 7 + rng.randrange(60))
+        ended = started + timedelta(minutes=5 + rng.randrange(180))
+        out += [
+            (
+                BankEjected(
+                    command_id=uuid.UUID(int=rng.getrandbits(128)),
+                    rental_id=rental_id,
+                    bank_id=bank,
+                    cabinet_id=start_cab,
+                    slot=1 + n % 8,
+                    battery_pct=90,
+                    ejected_at=started,
+                    region=start_region,
+                ),
+                start_cab,
+            ),
+            (
+                RentalStarted(
+                    rental_id=rental_id,
+                    user_id=user,
+                    bank_id=bank,
+                    cabinet_id=start_cab,
+                    slot=1 + n % 8,
+                    started_at=started,
+                    price=PRICE,
+                ),
+                str(rental_id),
+            ),
+            (
+                BankReturned(
+                    report_id=f"ret-{rental_id}",
+                    bank_id=bank,
+                    cabinet_id=back_cab,
+                    slot=2,
+                    battery_pct=60,
+                    returned_at=ended,
+                    device_reported_at=ended,
+                    received_at=ended,
+                    region=back_region,
+                ),
+                bank,
+            ),
+            (
+                RentalEnded(
+                    rental_id=rental_id,
+                    user_id=user,
+                    bank_id=bank,
+                    start_cabinet_id=start_cab,
+                    return_cabinet_id=back_cab,
+                    started_at=started,
+                    ended_at=ended,
+                    duration_seconds=int((ended - started).total_seconds()),
+                    fee_fen=300,
+                ),
+                str(rental_id),
+            ),
+        ]
+        if n % 5 == 0:
+            out.append(
+                (
+                    DeviceTelemetryReported(
+                        device_id=back_cab,
+                        reported_at=ended,
+                        received_at=ended,
+                        banks_present=rng.randrange(12),
+                        banks_rentable=rng.randrange(8),
+                        slot_count=12,
+                        region=back_region,
+                    ),
+                    back_cab,
+                )
+            )
+    return out
+
+
+async def publish(bootstrap: str, envelopes: list[Envelope]) -> float:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, enable_idempotence=False, acks="all", linger_ms=5, max_batch_size=262_144
+    )
+    await producer.start()
+    started = time.perf_counter()
+    try:
+        pending = []
+        for envelope in envelopes:
+            pending.append(await producer.send(envelope.topic.value, envelope.to_bytes(), key=envelope.key.encode()))
+            if len(pending) >= 5000:
+                await asyncio.gather(*pending)
+                pending.clear()
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+    return time.perf_counter() - started
+
+
+def _timed(samples: list[float], call: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+    async def run(*args: Any) -> None:
+        started = time.perf_counter()
+        await call(*args)
+        samples.append((time.perf_counter() - started) * 1000)
+
+    return run
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--url", required=True, help="SQLAlchemy URL of a scratch database (dropped and created)")
+    parser.add_argument("--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:19093"))
+    parser.add_argument("--rentals", type=int, default=10_000)
+    parser.add_argument("--cabinets", type=int, default=2_000)
+    parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument(
+        "--mode", choices=["batch", "single"], default="batch", help="single: one event per transaction"
+    )
+    parser.add_argument("--max-records", type=int, default=1000, help="records per fetch (one batch)")
+    parser.add_argument("--timeout", type=float, default=1800.0)
+    parser.add_argument("--report", default=str(REPO / "reports" / "analytics-ingest.json"))
+    args = parser.parse_args()
+
+    await ensure_database(args.url, recreate=True)
+    migrate(SERVICE_DIR, args.url)
+    events = stream(args.rentals, args.cabinets, args.seed)
+    envelopes = [new_event(data, key=key, producer="analytics-ingest-bench") for data, key in events]
+    group = f"analytics-ingest-bench-{uuid.uuid4().hex[:8]}"
+    topics = [t.value for t in TOPICS]
+    await move_group_to_end(args.bootstrap, group, topics)
+    publish_s = await publish(args.bootstrap, envelopes)
+    print(f"published {len(envelopes):,} events in {publish_s:.1f} s", flush=True)
+
+    engine = make_engine(args.url, 4)
+    sessionmaker = make_sessionmaker(engine)
+    ingest = Ingest(ZoneInfo("Asia/Shanghai"))
+    samples: list[float] = []
+    options: dict[str, Any] = {}
+    if args.mode == "single":
+        handlers = {event_type: _timed(samples, h) for event_type, h in ingest.handlers().items()}
+    else:
+        handlers = ingest.handlers()
+        options = {"batch_handler": _timed(samples, ingest.apply_batch), "max_records": args.max_records}
+    consumer = EventConsumer(
+        name="bench",
+        bootstrap=args.bootstrap,
+        group_id=group,
+        topics=topics,
+        handlers=handlers,
+        sessionmaker=sessionmaker,
+        **options,
+    )
+    task = asyncio.create_task(consumer.run())
+    try:
+        while not consumer.ready:  # noqa: ASYNC110 (the kit's consumer has no event to wait on)
+            await asyncio.sleep(0.05)
+        started = time.perf_counter()
+        deadline = started + args.timeout
+        done = 0
+        ids = [e.event_id for e in envelopes]
+        while time.perf_counter() < deadline:
+            async with sessionmaker() as session:
+                done = await _count(session, "SELECT count(*) FROM processed_events WHERE event_id = ANY(:ids)", ids)
+            if done >= len(envelopes):
+                break
+            await asyncio.sleep(0.1)
+        elapsed = time.perf_counter() - started
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    async with sessionmaker() as session:
+        rows = {
+            table: await _count(session, f"SELECT count(*) FROM {table}")  # noqa: S608
+            for table in ("rental_facts", "return_facts", "user_days", "user_facts", "cabinet_regions", "bank_facts")
+        }
+        missing_region = await _count(
+            session, "SELECT count(*) FROM rental_facts WHERE start_division IS NULL OR return_division IS NULL"
+        )
+        undirty = await _count(
+            session,
+            "SELECT count(*) FROM rental_facts r WHERE NOT EXISTS "
+            "(SELECT 1 FROM rollup_dirty_hours d WHERE d.hour = date_trunc('hour', r.started_at))",
+        )
+    await engine.dispose()
+
+    unit = "event" if args.mode == "single" else "batch"
+    report = {
+        "benchmark": "analytics-svc ingest (issue 11)",
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "mode": args.mode,
+        "max_records": args.max_records,
+        "rentals": args.rentals,
+        "events": len(envelopes),
+        "applied": done,
+        "complete": done >= len(envelopes),
+        "elapsed_s": round(elapsed, 2),
+        "events_per_s": round(done / elapsed),
+        f"ms_per_{unit}": _percentiles(samples),
+        "store": rows | {"facts_missing_a_region": missing_region, "facts_without_dirty_hour": undirty},
+    }
+    _write(Path(args.report), json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+
+
+def _write(path: Path, body: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(body)
+
+
+async def _count(session: AsyncSession, sql: str, ids: list[uuid.UUID] | None = None) -> int:
+    return int((await session.execute(text(sql), {"ids": ids} if ids is not None else {})).scalar_one())
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
