@@ -5,7 +5,7 @@ Money is integer fen. Times are timezone-aware UTC.
 """
 
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
@@ -675,6 +675,26 @@ class HotspotCleared(_Data):
     at: AwareDatetime
 
 
+class StaffActionRecorded(_Data):
+    """A staff member (administrator, operator, ...) did something in a service: one audit trail for the
+    whole platform, kept append-only and hash-chained by user-svc (`kit.audit`, issue 15). `before` and
+    `after` hold the fields the action changed; `client_address` is where the request came from."""
+
+    type: Literal["audit.staff_action.recorded"] = "audit.staff_action.recorded"
+    actor_id: str = Field(max_length=64)
+    actor_kind: str = Field(max_length=16)  # admin | client
+    actor_roles: list[str] = Field(max_length=20)
+    action: str = Field(max_length=80)
+    target_type: str = Field(max_length=40)
+    target_id: str = Field(max_length=128)
+    reason: str | None = Field(default=None, max_length=2000)
+    before: dict[str, Any] | None = None
+    after: dict[str, Any] | None = None
+    details: dict[str, Any] = Field(default_factory=dict)
+    client_address: str | None = Field(default=None, max_length=64)
+    at: AwareDatetime
+
+
 EventData = Annotated[
     UserRegistered
     | UserBlocked
@@ -717,7 +737,8 @@ EventData = Annotated[
     | HotspotCleared
     | DepositPaid
     | DepositRefundRequested
-    | DepositRefunded,
+    | DepositRefunded
+    | StaffActionRecorded,
     Field(discriminator="type"),
 ]
 
@@ -764,4 +785,5 @@ TOPIC_BY_TYPE: dict[str, Topic] = {
     "asset.deposit.paid": Topic.DEPOSITS,
     "asset.deposit.refund_requested": Topic.DEPOSITS,
     "asset.deposit.refunded": Topic.DEPOSITS,
+    "audit.staff_action.recorded": Topic.STAFF_AUDIT,  # key: the acting staff member's id
 }

@@ -27,6 +27,7 @@ class Topic(StrEnum):
     NOTICES = "notify.notices.v1"  # key: notice_id (system and operations notices published to users)
     HOTSPOTS = "analytics.hotspots.v1"  # key: H3 cell (a cell ran dry or full, cleared; rebalancing suggestions)
     MAINTENANCE = "device.maintenance.v1"  # key: task_id (maintenance tasks for field staff: opened, status changes)
+    STAFF_AUDIT = "audit.staff.v1"  # key: actor id (every staff action in every service; user-svc keeps the trail)
 
 
 ALL_TOPICS: tuple[str, ...] = tuple(t.value for t in Topic)
@@ -56,6 +57,7 @@ TOPIC_KEYS: dict[Topic, str] = {
     Topic.NOTICES: "notice id",
     Topic.HOTSPOTS: "H3 cell (resolution 8)",
     Topic.MAINTENANCE: "maintenance task id",
+    Topic.STAFF_AUDIT: "the acting staff member's id",
 }
 
 # Topics whose volume grows with the fleet, not with rentals: telemetry, presence and status, refused

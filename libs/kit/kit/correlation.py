@@ -25,3 +25,16 @@ def ensure_correlation_id() -> str:
         value = new_correlation_id()
         _current.set(value)
     return value
+
+
+# Where the current request came from (the peer address uvicorn reports, the proxy's X-Forwarded-For
+# when uvicorn trusts it): the audit trail's "from where" (kit.audit).
+_client_address: ContextVar[str | None] = ContextVar("client_address", default=None)
+
+
+def get_client_address() -> str | None:
+    return _client_address.get()
+
+
+def set_client_address(value: str | None) -> None:
+    _client_address.set(value)

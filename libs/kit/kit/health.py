@@ -11,7 +11,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kit import tracing
-from kit.correlation import HEADER, new_correlation_id, set_correlation_id
+from kit.correlation import HEADER, new_correlation_id, set_client_address, set_correlation_id
 
 ReadinessCheck = Callable[[], Awaitable[None]]
 
@@ -76,6 +76,8 @@ class ObservabilityMiddleware:
         else:  # a caller that traces but sends no correlation id: its trace id is the correlation id
             cid = tracing.trace_id_of(traceparent) or new_correlation_id()
         set_correlation_id(cid)
+        client = scope.get("client")
+        set_client_address(str(client[0])[:64] if client else None)
         if tracing.enabled():
             await self._traced(scope, receive, send, cid, traceparent)
             return

@@ -57,6 +57,7 @@ def settings(database_url: str, keypair: tuple[Path, Path]) -> Settings:
         # stopped in quick succession would otherwise keep rebalancing one consumer group.
         obligations_consumer=False,
         sms_commands_consumer=False,
+        audit_trail_consumer=False,  # test_staff.py turns it on
     )
 
 

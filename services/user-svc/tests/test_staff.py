@@ -11,7 +11,7 @@ import pyotp
 import pytest
 from sqlalchemy import make_url
 
-from kit.testing import app_client, truncate_all
+from kit.testing import app_client, eventually, truncate_all
 from user_svc.main import create_app
 from user_svc.settings import Settings
 from user_svc.staff.totp import STEP_S
@@ -34,6 +34,9 @@ def assert_problem(response: httpx.Response, status: int, code: str) -> None:
 async def sql(database_url: str, query: str, *args: Any) -> list[asyncpg.Record]:
     conn = await asyncpg.connect(make_url(database_url).set(drivername="postgresql").render_as_string(False))
     try:
+        if not args and ";" in query:
+            await conn.execute(query)
+            return []
         return list(await conn.fetch(query, *args))
     finally:
         await conn.close()
@@ -43,7 +46,7 @@ async def sql(database_url: str, query: str, *args: Any) -> list[asyncpg.Record]
 async def client(settings: Settings, database_url: str) -> AsyncIterator[httpx.AsyncClient]:
     """TOTP enforced, as in production (the root administrator is super_admin: it must enrol too)."""
     await truncate_all(database_url)
-    enforced = settings.model_copy(update={"admin_totp_required": True})
+    enforced = settings.model_copy(update={"admin_totp_required": True, "audit_trail_consumer": True})
     async with app_client(create_app(enforced)) as c:
         yield c
 
@@ -285,3 +288,50 @@ async def test_staff_lifecycle_role_disable_reset_sessions(client, database_url)
     ]
     role_change = json.loads(rows[2]["details"])
     assert role_change == {"before": {"role": "operator"}, "after": {"role": "analyst"}}
+
+
+async def test_staff_actions_reach_the_hash_chained_trail(client, database_url):
+    root = await root_token(client)
+    admin_id = await create(client, root, "ops-8", "operator", must_change_password=False)
+    changed = await client.put(
+        f"/v1/admin/admins/{admin_id}/role", json={"role": "analyst", "reason": "moved team"}, headers=bearer(root)
+    )
+    assert changed.status_code == 200
+
+    async def entries() -> list[dict[str, Any]]:
+        r = await client.get("/v1/admin/audit-trail", params={"target_id": admin_id}, headers=bearer(root))
+        assert r.status_code == 200, r.text
+        found: list[dict[str, Any]] = r.json()
+        return found if len(found) >= 2 else []
+
+    newest, created = await eventually(entries, what="the staff actions in the audit trail")
+    assert (created["action"], newest["action"]) == ("admin.create", "admin.role_change")
+    assert (
+        newest["service"] == "user-svc" and newest["actor_kind"] == "admin" and newest["actor_roles"] == ["super_admin"]
+    )
+    assert (newest["before"], newest["after"], newest["reason"]) == (
+        {"role": "operator"},
+        {"role": "analyst"},
+        "moved team",
+    )
+    assert newest["correlation_id"] and newest["client_address"]
+    assert newest["seq"] > created["seq"] and len(newest["hash"]) == 64
+    analyst = await sign_in(client, "ops-8", PASSWORD)
+    assert_problem(await client.get("/v1/admin/audit-trail", headers=bearer(analyst)), 403, "forbidden")
+
+    verified = (await client.get("/v1/admin/audit-trail/verify", headers=bearer(root))).json()
+    assert verified["ok"] is True and verified["entries"] >= 2 and verified["first_broken_seq"] is None
+    # append-only: the database refuses changes ...
+    with pytest.raises(asyncpg.exceptions.InsufficientPrivilegeError):
+        await sql(database_url, "UPDATE staff_audit SET reason = 'nothing' WHERE seq = $1", newest["seq"])
+    with pytest.raises(asyncpg.exceptions.InsufficientPrivilegeError):
+        await sql(database_url, "DELETE FROM staff_audit WHERE seq = $1", created["seq"])
+    # ... and one made around the trigger (by the table's owner) breaks the chain from that entry on
+    await sql(
+        database_url,
+        "ALTER TABLE staff_audit DISABLE TRIGGER staff_audit_no_change;"
+        f"UPDATE staff_audit SET reason = 'nothing to see' WHERE seq = {newest['seq']};"
+        "ALTER TABLE staff_audit ENABLE TRIGGER staff_audit_no_change",
+    )
+    broken = (await client.get("/v1/admin/audit-trail/verify", headers=bearer(root))).json()
+    assert broken["ok"] is False and broken["first_broken_seq"] == newest["seq"]

@@ -18,6 +18,8 @@ from kit.db import unit_of_work
 from kit.periodic import run_periodically
 from user_svc.admins.endpoints import router as admin_router
 from user_svc.admins.service import ensure_bootstrap_admin
+from user_svc.audit_trail.consumer import consumer_spec as audit_trail_consumer
+from user_svc.audit_trail.endpoints import router as audit_trail_router
 from user_svc.auth.endpoints import router as auth_router
 from user_svc.clients.endpoints import router as clients_router
 from user_svc.codes.endpoints import dev_router
@@ -92,6 +94,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         codes_router,
         admin_router,
         staff_router,
+        audit_trail_router,
         clients_router,
         oauth_router,
     ]
@@ -104,6 +107,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         consumers=lambda rt: [
             *([obligations_consumer(rt)] if settings.obligations_consumer else []),
             *([texts_consumer(rt)] if settings.sms_commands_consumer else []),
+            *([audit_trail_consumer(rt)] if settings.audit_trail_consumer else []),
         ],
         extra_lifespan=lifespan,
     )

@@ -185,6 +185,39 @@ class AdminAction(Base):
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
+class StaffAuditEntry(Base):
+    """The platform's audit trail: every staff action in every service (`audit.staff.v1`), append-only
+    (a trigger refuses UPDATE and DELETE) and hash-chained: `hash` = SHA-256 of the previous entry's hash
+    and this entry's canonical content, so changing or removing an entry breaks every hash after it."""
+
+    __tablename__ = "staff_audit"
+    __table_args__ = (
+        Index("ix_staff_audit_actor", "actor_id", "seq"),
+        Index("ix_staff_audit_target", "target_type", "target_id"),
+        Index("ix_staff_audit_occurred", "occurred_at"),
+    )
+
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    event_id: Mapped[UUID] = mapped_column(PgUUID(as_uuid=True), unique=True)
+    service: Mapped[str] = mapped_column(String(40))
+    actor_id: Mapped[str] = mapped_column(String(64))
+    actor_kind: Mapped[str] = mapped_column(String(16))
+    actor_roles: Mapped[list[str]] = mapped_column(JSONB)
+    action: Mapped[str] = mapped_column(String(80), index=True)
+    target_type: Mapped[str] = mapped_column(String(40))
+    target_id: Mapped[str] = mapped_column(String(128))
+    reason: Mapped[str | None] = mapped_column(Text)
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    after: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    details: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    client_address: Mapped[str | None] = mapped_column(String(64))
+    correlation_id: Mapped[str | None] = mapped_column(String(64))
+    occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
 class EligibilityDecision(Base):
     """Every registration's eligibility audit: accepted or rejected, with the reasons and the rules."""
 

@@ -56,6 +56,8 @@ class Settings(ServiceSettings):
     obligations_consumer: bool = True
     # Texts notify-svc asks for (`user.send_sms`: critical messages no phone received by push).
     sms_commands_consumer: bool = True
+    # The platform's audit trail: every service's staff actions (audit.staff.v1) into staff_audit.
+    audit_trail_consumer: bool = True
 
     # Lockout: this many failed logins for one identifier within the window lock it for lockout_s.
     login_max_failures: int = Field(default=5, ge=1)

@@ -6,12 +6,14 @@ from uuid import UUID
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from kit.audit import Publisher, record_staff_action
 from kit.auth import Principal
 from user_svc.models import AdminAction
 
 
 async def record(
     session: AsyncSession,
+    events: Publisher,
     actor: Principal,
     action: str,
     *,
@@ -20,6 +22,20 @@ async def record(
     reason: str | None = None,
     details: dict[str, Any] | None = None,
 ) -> None:
+    """A row of user-svc's own log (`/v1/admin/audit-log`) and the platform's audit trail event."""
+    details = details or {}
+    await record_staff_action(
+        session,
+        events,
+        actor,
+        action,
+        target_type=target_type,
+        target_id=target_id,
+        reason=reason,
+        before=details.get("before"),
+        after=details.get("after"),
+        details={k: v for k, v in details.items() if k not in ("before", "after")},
+    )
     session.add(
         AdminAction(
             admin_id=UUID(actor.subject),
@@ -28,7 +44,7 @@ async def record(
             target_type=target_type,
             target_id=target_id,
             reason=reason,
-            details=details or {},
+            details=details,
         )
     )
     await session.flush()

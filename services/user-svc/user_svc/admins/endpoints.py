@@ -62,6 +62,7 @@ def _user(user: User, *, reveal: bool = False) -> AdminUserOut:
 async def search_users(
     actor: UserReader,
     session: SessionDep,
+    runtime: RuntimeDep,
     q: Annotated[
         PlainText | None, Query(max_length=64, description="part of phone, e-mail, user or display name")
     ] = None,
@@ -71,7 +72,13 @@ async def search_users(
 ) -> list[AdminUserOut]:
     users = await repository.search_users(session, query=q, status=user_status, limit=limit, offset=offset)
     await audit.record(
-        session, actor, "user.search", target_type="user", target_id="*", details={"q": q, "status": user_status}
+        session,
+        runtime,
+        actor,
+        "user.search",
+        target_type="user",
+        target_id="*",
+        details={"q": q, "status": user_status},
     )
     return [_user(u) for u in users]
 
@@ -81,13 +88,14 @@ async def view_user(
     actor: UserReader,
     user_id: UUID,
     session: SessionDep,
+    runtime: RuntimeDep,
     reveal: Annotated[bool, Query(description="unmasked personal data: needs users:pii, audited")] = False,
 ) -> AdminUserOut:
     if reveal and not actor.can(PII_PERMISSION):
         raise Forbidden(f"Revealing personal data needs the permission {PII_PERMISSION!r}")
     user = await profile(session, user_id)
     action = "user.pii_reveal" if reveal else "user.view"
-    await audit.record(session, actor, action, target_type="user", target_id=str(user_id))
+    await audit.record(session, runtime, actor, action, target_type="user", target_id=str(user_id))
     return _user(user, reveal=reveal)
 
 
@@ -109,7 +117,9 @@ async def unblock_user(
 
 
 @router.post("/admins", status_code=status.HTTP_201_CREATED)
-async def create_admin(actor: AdminManager, body: NewAdminIn, session: SessionDep, context: ContextDep) -> NewAdminOut:
+async def create_admin(
+    actor: AdminManager, body: NewAdminIn, session: SessionDep, context: ContextDep, runtime: RuntimeDep
+) -> NewAdminOut:
     """With `must_change_password` (the default) the new administrator's first sign-in can only
     replace the password the creator chose."""
     admin_id = await service.create_admin(
@@ -120,6 +130,7 @@ async def create_admin(actor: AdminManager, body: NewAdminIn, session: SessionDe
         role=body.role,
         must_change_password=body.must_change_password,
         passwords=context.passwords,
+        events=runtime,
     )
     return NewAdminOut(
         admin_id=admin_id, login=body.login, role=body.role, must_change_password=body.must_change_password

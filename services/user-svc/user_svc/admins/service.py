@@ -45,7 +45,7 @@ async def block_user(
     user.updated_at = now
     await sessions.end_all(session, user.id, settings, events, reason="user_blocked")
     await events.publish(session, UserBlocked(user_id=user.id, reason=reason, at=now), key=str(user.id))
-    await audit.record(session, actor, "user.block", target_type="user", target_id=str(user.id), reason=reason)
+    await audit.record(session, events, actor, "user.block", target_type="user", target_id=str(user.id), reason=reason)
     log.info("user blocked", extra={"user_id": str(user.id), "admin_id": actor.subject})
     return user
 
@@ -60,7 +60,9 @@ async def unblock_user(
     user.status = UserStatus.ACTIVE
     user.updated_at = now
     await events.publish(session, UserUnblocked(user_id=user.id, at=now), key=str(user.id))
-    await audit.record(session, actor, "user.unblock", target_type="user", target_id=str(user.id), reason=reason)
+    await audit.record(
+        session, events, actor, "user.unblock", target_type="user", target_id=str(user.id), reason=reason
+    )
     log.info("user unblocked", extra={"user_id": str(user.id), "admin_id": actor.subject})
     return user
 
@@ -81,6 +83,7 @@ async def create_admin(
     role: str,
     must_change_password: bool,
     passwords: Passwords,
+    events: EventPublisher,
 ) -> UUID:
     admin_id = uuid4()
     if not await repository.insert_if_login_free(
@@ -94,6 +97,7 @@ async def create_admin(
         raise AdminLoginTaken()
     await audit.record(
         session,
+        events,
         actor,
         "admin.create",
         target_type="admin",

@@ -7,6 +7,7 @@ from pydantic import AfterValidator, BaseModel, Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from contracts.regions import is_division_code
+from kit.app import RuntimeDep
 from kit.auth import ALL_PERMISSIONS, ROLE_PERMISSIONS, SUPERVISION_SCOPE, Principal, is_supervision_scope
 from kit.db import SessionDep
 from user_svc.admins.endpoints import admin_with
@@ -73,8 +74,10 @@ class ClientTokenOut(BaseModel):
 
 
 @router.post("/v1/admin/api-keys", status_code=status.HTTP_201_CREATED)
-async def create_api_key(actor: KeyManager, body: NewApiKeyIn, session: SessionDep) -> NewApiKeyOut:
-    key, secret = await service.create(session, actor, name=body.name, scopes=list(body.scopes))
+async def create_api_key(
+    actor: KeyManager, body: NewApiKeyIn, session: SessionDep, runtime: RuntimeDep
+) -> NewApiKeyOut:
+    key, secret = await service.create(session, actor, name=body.name, scopes=list(body.scopes), events=runtime)
     return NewApiKeyOut(
         key_id=key.id, name=key.name, scopes=key.scopes, created_at=key.created_at, revoked=False, api_key=secret
     )
@@ -89,8 +92,8 @@ async def list_api_keys(_: KeyManager, session: SessionDep) -> list[ApiKeyOut]:
 
 
 @router.delete("/v1/admin/api-keys/{key_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def revoke_api_key(actor: KeyManager, key_id: UUID, session: SessionDep) -> None:
-    await service.revoke(session, actor, key_id)
+async def revoke_api_key(actor: KeyManager, key_id: UUID, session: SessionDep, runtime: RuntimeDep) -> None:
+    await service.revoke(session, actor, key_id, events=runtime)
 
 
 @router.post("/v1/client-sessions")

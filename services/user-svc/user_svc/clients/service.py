@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from kit.auth import Principal
 from user_svc.admins import audit
 from user_svc.errors import ApiKeyNotFound, InvalidCredentials
+from user_svc.events import EventPublisher
 from user_svc.models import ApiKey
 from user_svc.security import IssuedToken, Tokens
 
@@ -24,7 +25,9 @@ def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-async def create(session: AsyncSession, actor: Principal, *, name: str, scopes: list[str]) -> tuple[ApiKey, str]:
+async def create(
+    session: AsyncSession, actor: Principal, *, name: str, scopes: list[str], events: EventPublisher
+) -> tuple[ApiKey, str]:
     key_id = uuid4()
     secret = secrets.token_urlsafe(32)
     key = ApiKey(
@@ -34,6 +37,7 @@ async def create(session: AsyncSession, actor: Principal, *, name: str, scopes: 
     await session.flush()
     await audit.record(
         session,
+        events,
         actor,
         "api_key.create",
         target_type="api_key",
@@ -43,12 +47,12 @@ async def create(session: AsyncSession, actor: Principal, *, name: str, scopes: 
     return key, f"{PREFIX}{key_id.hex}.{secret}"
 
 
-async def revoke(session: AsyncSession, actor: Principal, key_id: UUID) -> None:
+async def revoke(session: AsyncSession, actor: Principal, key_id: UUID, *, events: EventPublisher) -> None:
     key = await session.get(ApiKey, key_id, with_for_update=True)
     if key is None or key.revoked_at is not None:
         raise ApiKeyNotFound()
     key.revoked_at = datetime.now(UTC)
-    await audit.record(session, actor, "api_key.revoke", target_type="api_key", target_id=str(key_id))
+    await audit.record(session, events, actor, "api_key.revoke", target_type="api_key", target_id=str(key_id))
 
 
 async def listing(session: AsyncSession) -> list[ApiKey]:

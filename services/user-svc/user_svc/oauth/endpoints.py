@@ -47,7 +47,9 @@ def _client(client: OAuthClient) -> ClientOut:
 
 
 @router.post("/v1/admin/oauth-clients", status_code=status.HTTP_201_CREATED)
-async def register_client(actor: ClientManager, body: NewClientIn, session: SessionDep) -> NewClientOut:
+async def register_client(
+    actor: ClientManager, body: NewClientIn, session: SessionDep, runtime: RuntimeDep
+) -> NewClientOut:
     """Register a client application (permission `clients:manage`); a confidential one's secret is
     shown once."""
     client, secret = await service.register_client(
@@ -57,6 +59,7 @@ async def register_client(actor: ClientManager, body: NewClientIn, session: Sess
         redirect_uris=list(body.redirect_uris),
         scopes=list(body.scopes),
         confidential=body.confidential,
+        events=runtime,
     )
     return NewClientOut(**_client(client).model_dump(), client_secret=secret)
 

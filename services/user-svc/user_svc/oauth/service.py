@@ -76,6 +76,7 @@ async def register_client(
     redirect_uris: list[str],
     scopes: list[str],
     confidential: bool,
+    events: EventPublisher,
 ) -> tuple[OAuthClient, str | None]:
     secret = secrets.token_urlsafe(32) if confidential else None
     client = OAuthClient(
@@ -92,6 +93,7 @@ async def register_client(
     await session.refresh(client)
     await audit.record(
         session,
+        events,
         actor,
         "oauth_client.create",
         target_type="oauth_client",
@@ -119,7 +121,7 @@ async def disable_client(
         raise OAuthClientNotFound()
     client.disabled_at = datetime.now(UTC)
     await sessions.end_client(session, client.id, settings, events)
-    await audit.record(session, actor, "oauth_client.disable", target_type="oauth_client", target_id=client.id)
+    await audit.record(session, events, actor, "oauth_client.disable", target_type="oauth_client", target_id=client.id)
 
 
 # ---- the authorization request (the signed-in user) ----------------------------------------------

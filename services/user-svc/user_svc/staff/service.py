@@ -165,6 +165,7 @@ async def change_role(
     await end_sessions(session, admin.id, settings=settings, events=events, reason="admin_role_changed")
     await audit.record(
         session,
+        events,
         actor,
         "admin.role_change",
         target_type="admin",
@@ -199,6 +200,7 @@ async def set_enabled(
     admin.updated_at = datetime.now(UTC)
     await audit.record(
         session,
+        events,
         actor,
         "admin.enable" if enabled else "admin.disable",
         target_type="admin",
@@ -227,7 +229,7 @@ async def reset_password(
     admin.updated_at = datetime.now(UTC)
     await end_sessions(session, admin.id, settings=settings, events=events, reason="admin_password_reset")
     await audit.record(
-        session, actor, "admin.password_reset", target_type="admin", target_id=str(admin.id), reason=reason
+        session, events, actor, "admin.password_reset", target_type="admin", target_id=str(admin.id), reason=reason
     )
     return temporary
 
@@ -252,6 +254,7 @@ async def reset_totp(
     await end_sessions(session, admin.id, settings=settings, events=events, reason="admin_totp_reset")
     await audit.record(
         session,
+        events,
         actor,
         "admin.totp_reset",
         target_type="admin",
@@ -277,6 +280,7 @@ async def revoke_session(
         raise AdminSessionNotFound()
     await audit.record(
         session,
+        events,
         actor,
         "admin.session_revoke",
         target_type="admin",
@@ -313,7 +317,7 @@ async def change_own_password(
     admin.must_change_password = False
     admin.updated_at = datetime.now(UTC)
     await end_sessions(session, admin.id, settings=settings, events=events, reason="admin_password_changed")
-    await audit.record(session, actor, "admin.password_change", target_type="admin", target_id=str(admin.id))
+    await audit.record(session, events, actor, "admin.password_change", target_type="admin", target_id=str(admin.id))
 
 
 @dataclass(frozen=True)
@@ -358,6 +362,7 @@ async def confirm_totp(
     await end_sessions(session, admin.id, settings=settings, events=events, reason="admin_totp_enrolled")
     await audit.record(
         session,
+        events,
         actor,
         "admin.totp_enrol",
         target_type="admin",
