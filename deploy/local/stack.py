@@ -46,6 +46,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from mqtt_tls import TlsFiles, ensure_tls_files, listener_conf, open_tls, tls_files
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 STATE_ROOT = ROOT / ".state"
@@ -905,8 +907,9 @@ def database_url(target: PgTarget, database: str) -> str:
 # --------------------------------------------------------------------------- Mosquitto
 
 
-def mqtt_connack(port: int, username: str | None, password: str | None, host: str = "127.0.0.1") -> int:
-    """MQTT 3.1.1 CONNECT; returns the CONNACK code (0 accepted, 4 bad credentials, 5 not authorised)."""
+def mqtt_connack(port: int, username: str | None, password: str | None, ca_file: Path, host: str = "127.0.0.1") -> int:
+    """MQTT 3.1.1 CONNECT over TLS (the broker's certificate verified against `ca_file`); returns the
+    CONNACK code (0 accepted, 4 bad credentials, 5 not authorised)."""
 
     def utf8(value: str) -> bytes:
         data = value.encode()
@@ -927,7 +930,7 @@ def mqtt_connack(port: int, username: str | None, password: str | None, host: st
         encoded += bytes([byte | (0x80 if remaining else 0)])
         if not remaining:
             break
-    with socket.create_connection((host, port), timeout=3.0) as sock:
+    with open_tls(host, port, ca_file) as sock:
         sock.sendall(b"\x10" + encoded + body)
         reply = b""
         while len(reply) < 4:
@@ -969,6 +972,10 @@ def mosquitto_paths(stack: Stack) -> dict[str, Path]:
     }
 
 
+def mosquitto_tls(stack: Stack) -> TlsFiles:
+    return tls_files(stack.mqtt_dir)
+
+
 def ensure_mosquitto(stack: Stack, password: str) -> None:
     mosquitto, mosquitto_passwd = find_binary("mosquitto"), find_binary("mosquitto_passwd")
     if mosquitto is None or mosquitto_passwd is None:
@@ -976,12 +983,14 @@ def ensure_mosquitto(stack: Stack, password: str) -> None:
     paths = mosquitto_paths(stack)
     stack.mqtt_dir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(HERE / "mosquitto" / "acl", paths["acl"])
+    tls = mosquitto_tls(stack)
+    ensure_tls_files(VENV_PY, VENV_TASKS, tls)
     # As root, Mosquitto 2 drops to user `mosquitto`, which could neither read our 0600 files nor the password file
     # device-svc (running as us) rewrites later. `user root` keeps it as the invoking user; ignored when not root.
     user_line = "user root" if os.geteuid() == 0 else "# not root: runs as the invoking user"
     conf = string.Template((HERE / "mosquitto" / "mosquitto.conf.template").read_text()).substitute(
         stack=stack.name,
-        port=stack.mqtt_port,
+        listeners=listener_conf(stack.mqtt_port, tls),
         password_file=paths["passwd"],
         acl_file=paths["acl"],
         pid_file=paths["pid"],
@@ -1034,12 +1043,13 @@ def ensure_mosquitto(stack: Stack, password: str) -> None:
 
 
 def check_mosquitto(stack: Stack, password: str) -> None:
-    code = mqtt_connack(stack.mqtt_port, MQTT_SERVICE_USER, password)
+    ca_file = mosquitto_tls(stack).ca_cert
+    code = mqtt_connack(stack.mqtt_port, MQTT_SERVICE_USER, password, ca_file)
     if code != 0:
         raise StackError(
             f"mosquitto refused {MQTT_SERVICE_USER} (CONNACK {code}); log:\n{tail(mosquitto_paths(stack)['log'])}"
         )
-    if mqtt_connack(stack.mqtt_port, None, None) == 0:
+    if mqtt_connack(stack.mqtt_port, None, None, ca_file) == 0:
         raise StackError("mosquitto accepted an anonymous client; check the generated config")
 
 
@@ -1165,6 +1175,8 @@ def build_env(stack: Stack, target: PgTarget, password: str, keys: tuple[Path, P
         "KAFKA_BACKGROUND_FETCH_MAX_WAIT_MS": "2000",
         "MQTT_HOST": "127.0.0.1",
         "MQTT_PORT": str(stack.mqtt_port),
+        # The broker listens with TLS only; clients verify its certificate against the stack's private CA.
+        "MQTT_CA_FILE": str(mosquitto_tls(stack).ca_cert),
         "MQTT_USERNAME": MQTT_SERVICE_USER,
         "MQTT_PASSWORD": password,
         "MQTT_PASSWORD_FILE": str(mqtt["passwd"]),
@@ -1460,8 +1472,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     mqtt_pid = read_pid(mosquitto_paths(stack)["pid"])
     mqtt_ok = pid_alive(mqtt_pid, "mosquitto") and port_open(stack.mqtt_port)
     if mqtt_ok and stack.env_file.exists():
-        mqtt_ok = mqtt_connack(stack.mqtt_port, MQTT_SERVICE_USER, read_env_file(stack.env_file)["MQTT_PASSWORD"]) == 0
-    line("mosquitto", mqtt_ok, f"mqtt://127.0.0.1:{stack.mqtt_port} pid {mqtt_pid}")
+        password = read_env_file(stack.env_file)["MQTT_PASSWORD"]
+        mqtt_ok = mqtt_connack(stack.mqtt_port, MQTT_SERVICE_USER, password, mosquitto_tls(stack).ca_cert) == 0
+    line("mosquitto", mqtt_ok, f"mqtts://127.0.0.1:{stack.mqtt_port} pid {mqtt_pid}")
     tansu_pid = read_pid(stack.pids / "tansu.pid")
     line(
         "tansu (kafka)",

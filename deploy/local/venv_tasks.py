@@ -3,6 +3,7 @@
 python venv_tasks.py kafka-setup --bootstrap 127.0.0.1:19092 --partitions 3 --probe-topic T [TOPIC ...]
 python venv_tasks.py gen-keys --private key.pem --public key.pub.pem
 python venv_tasks.py has-module device_svc.provision
+python venv_tasks.py gen-tls --dir .state/run/mosquitto/tls --host 127.0.0.1 --host localhost
 """
 
 from __future__ import annotations
@@ -115,6 +116,13 @@ def _gen_keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def _gen_tls(args: argparse.Namespace) -> int:
+    from kit.x509 import ensure_broker_files
+
+    ensure_broker_files(Path(args.dir), args.host)
+    return 0
+
+
 def _has_module(args: argparse.Namespace) -> int:
     try:
         return 0 if importlib.util.find_spec(args.module) is not None else 1
@@ -136,6 +144,9 @@ def main() -> int:
     keys = sub.add_parser("gen-keys")
     keys.add_argument("--private", required=True)
     keys.add_argument("--public", required=True)
+    tls = sub.add_parser("gen-tls")
+    tls.add_argument("--dir", required=True)
+    tls.add_argument("--host", action="append", required=True)
     module = sub.add_parser("has-module")
     module.add_argument("module")
     args = parser.parse_args()
@@ -143,6 +154,8 @@ def main() -> int:
         return asyncio.run(_kafka_setup(args))
     if args.command == "gen-keys":
         return _gen_keys(args)
+    if args.command == "gen-tls":
+        return _gen_tls(args)
     return _has_module(args)
 
 

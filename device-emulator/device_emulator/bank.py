@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import random
+import ssl
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -76,6 +77,7 @@ class BankModule(Device):
         backoff_max_s: float = 30.0,
         faults: BankFaults | None = None,
         rng: random.Random | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         super().__init__(
             bank_id,
@@ -87,6 +89,7 @@ class BankModule(Device):
             backoff_initial_s=backoff_initial_s,
             backoff_max_s=backoff_max_s,
             rng=rng,
+            tls=tls,
         )
         self.capacity_mah = capacity_mah
         self.report_s = report_s

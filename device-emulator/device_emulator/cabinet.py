@@ -14,6 +14,7 @@ import asyncio
 import logging
 import random
 import socket
+import ssl
 import time
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping
@@ -127,6 +128,7 @@ class Cabinet(Device):
         faults: Faults | None = None,
         rng: random.Random | None = None,
         history: int = 256,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         super().__init__(
             cabinet_id,
@@ -140,6 +142,7 @@ class Cabinet(Device):
             op_timeout_s=op_timeout_s,
             clean_session=clean_session,
             rng=rng,
+            tls=tls,
         )
         self.firmware = firmware
         self.lat = lat

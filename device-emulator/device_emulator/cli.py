@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--broker-host", default=None, help="override the broker host of the fleet file")
     run.add_argument("--broker-port", type=int, default=None, help="override the broker port of the fleet file")
+    run.add_argument(
+        "--broker-ca-file", default=None, help="CA to verify the broker with (default: the fleet file's, $MQTT_CA_FILE)"
+    )
     run.add_argument("--heartbeat-s", type=float, default=20.0)
     run.add_argument("--motor-delay-ms", type=int, default=30)
     run.add_argument("--stagger-ms", type=float, default=0.0, help="delay between cabinet starts")
@@ -51,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--print-only", action="store_true", help="print the scenario and exit (no devices started)")
     sc.add_argument("--broker-host", default=None)
     sc.add_argument("--broker-port", type=int, default=None)
+    sc.add_argument("--broker-ca-file", default=None)
     sc.add_argument("--heartbeat-s", type=float, default=20.0)
     sc.add_argument("--log-level", default="WARNING")
     return parser
@@ -63,7 +67,13 @@ def _load_plan(args: argparse.Namespace, fleet: Fleet) -> Scenario:
 
 
 async def run_scenario(args: argparse.Namespace) -> int:
-    fleet = Fleet.from_file(args.fleet, host=args.broker_host, port=args.broker_port, heartbeat_s=args.heartbeat_s)
+    fleet = Fleet.from_file(
+        args.fleet,
+        host=args.broker_host,
+        port=args.broker_port,
+        ca_file=args.broker_ca_file,
+        heartbeat_s=args.heartbeat_s,
+    )
     plan = _load_plan(args, fleet)
     if args.print_only:
         print(plan.model_dump_json(indent=2))
@@ -83,6 +93,7 @@ async def run_fleet(args: argparse.Namespace) -> int:
         args.fleet,
         host=args.broker_host,
         port=args.broker_port,
+        ca_file=args.broker_ca_file,
         heartbeat_s=args.heartbeat_s,
         motor_delay_s=args.motor_delay_ms / 1000,
     )

@@ -13,6 +13,7 @@ import logging
 import random
 import secrets
 import socket
+import ssl
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -72,8 +73,10 @@ class Device:
         op_timeout_s: float = 10.0,
         clean_session: bool = True,
         rng: random.Random | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.device_id = device_id
+        self.tls = tls  # verifies the broker (device_emulator/tls.py); None: clear text
         self.password = password
         self.host = host
         self.port = port
@@ -234,6 +237,7 @@ class Device:
             keepalive=self.keepalive_s,
             timeout=self.op_timeout_s,
             socket_options=[_NODELAY],
+            tls_context=self.tls,
         )
         async with client:
             self._entered = True

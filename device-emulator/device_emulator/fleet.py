@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from contracts.mqtt import DeviceId, Percent, SlotNo, SlotState
 from device_emulator.bank import BankModule
 from device_emulator.cabinet import Cabinet
+from device_emulator.tls import client_context
 from device_emulator.volinks import VolinksCabinet
 
 log = logging.getLogger("device_emulator.fleet")
@@ -28,6 +29,8 @@ class _Spec(BaseModel):
 class BrokerSpec(_Spec):
     host: str = "127.0.0.1"
     port: int = Field(default=1883, ge=1, le=65535)
+    # The CA the broker's certificate is verified against; unset: clear text.
+    ca_file: str | None = None
 
 
 class SlotSpec(_Spec):
@@ -94,11 +97,14 @@ class Fleet:
         *,
         host: str | None = None,
         port: int | None = None,
+        ca_file: str | None = None,
         bank_options: dict[str, Any] | None = None,
         **cabinet_options: Any,
     ) -> Fleet:
-        """`host`/`port` override the broker in the spec; `cabinet_options` go to every `Cabinet`,
-        `bank_options` to every `BankModule`."""
+        """`host`/`port`/`ca_file` override the broker in the spec (the seeder writes the stack's CA there;
+        no CA: clear text); `cabinet_options` go to every `Cabinet`, `bank_options` to every `BankModule`."""
+        chosen_ca = ca_file or spec.broker.ca_file
+        tls = client_context(chosen_ca) if chosen_ca else None
         by_id = {c.cabinet_id: c for c in spec.cabinets}
         banks = []
         for b in spec.banks:
@@ -113,6 +119,7 @@ class Fleet:
                     lat=b.lat if b.lat is not None else (home.lat if home is not None else None),
                     lon=b.lon if b.lon is not None else (home.lon if home is not None else None),
                     battery_pct=slot.battery_pct if slot is not None and slot.battery_pct is not None else 90,
+                    tls=tls,
                     **(bank_options or {}),
                 )
             )
@@ -127,6 +134,7 @@ class Fleet:
                 firmware=c.firmware,
                 lat=c.lat,
                 lon=c.lon,
+                tls=tls,
                 **cabinet_options,
             )
             for c in spec.cabinets
@@ -140,11 +148,12 @@ class Fleet:
         *,
         host: str | None = None,
         port: int | None = None,
+        ca_file: str | None = None,
         bank_options: dict[str, Any] | None = None,
         **cabinet_options: Any,
     ) -> Fleet:
         spec = FleetSpec.model_validate(json.loads(Path(path).read_text(encoding="utf-8")))
-        return cls.from_spec(spec, host=host, port=port, bank_options=bank_options, **cabinet_options)
+        return cls.from_spec(spec, host=host, port=port, ca_file=ca_file, bank_options=bank_options, **cabinet_options)
 
     def __len__(self) -> int:
         return len(self.cabinets)

@@ -16,6 +16,7 @@ from platform_client import PlatformClient, wait_for
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
 
 from device_emulator.bank import BankModule
+from device_emulator.tls import context_from_env
 
 CHROMIUM = os.environ.get("PB_CHROMIUM", "/usr/bin/chromium")
 SHOTS = ROOT / "reports" / "console"
@@ -214,6 +215,7 @@ async def test_ring_a_bank_and_the_emulated_bank_rings(
         created.json()["credential"]["password"],
         "127.0.0.1",
         int(os.environ["MQTT_PORT"]),
+        tls=context_from_env(),
         lat=22.54,
         lon=114.05,
     )

@@ -149,6 +149,7 @@ async def test_a_return_reported_twice_charges_once(mesh: Mesh, user: PlatformCl
     async with aiomqtt.Client(
         cabinet.host,
         cabinet.port,
+        tls_context=cabinet.tls,
         identifier=f"{cabinet.cabinet_id}-again",
         username=cabinet.cabinet_id,
         password=cabinet.password,
@@ -180,13 +181,16 @@ async def test_bad_device_messages_are_rejected_counted_and_service_keeps_servin
 
     # An unregistered device cannot even connect: the broker refuses its credentials.
     with pytest.raises(aiomqtt.MqttError):
-        async with aiomqtt.Client(host, port, identifier="GHOST-1", username="GHOST-1", password="guess"):
+        async with aiomqtt.Client(
+            host, port, tls_context=cabinet.tls, identifier="GHOST-1", username="GHOST-1", password="guess"
+        ):
             pass
 
     # A registered cabinet sends garbage and a well-formed message for a device id it cannot use.
     async with aiomqtt.Client(
         host,
         port,
+        tls_context=cabinet.tls,
         identifier=f"{cabinet.cabinet_id}-probe-{uuid.uuid4().hex[:6]}",
         username=cabinet.cabinet_id,
         password=cabinet.password,

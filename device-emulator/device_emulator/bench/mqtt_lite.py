@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -214,11 +215,15 @@ class LiteClient(asyncio.Protocol):
         keepalive_s: int = 60,
         will: Will | None = None,
         timeout_s: float = 10.0,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
+        """`tls`: connect with TLS, verifying the broker's certificate for `host` with that context."""
         loop = asyncio.get_running_loop()
         self._connack = loop.create_future()
         async with asyncio.timeout(timeout_s):
-            await loop.create_connection(lambda: self, host, port)
+            await loop.create_connection(
+                lambda: self, host, port, ssl=tls, server_hostname=host if tls is not None else None
+            )
             self._write(connect_packet(self.client_id, username, password, keepalive_s=keepalive_s, will=will))
             code = await self._connack
         if code != 0:

@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import re
+import ssl
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -31,7 +32,9 @@ KAFKA_FLOOR_TOPIC = "bench.floor.v1"
 # ------------------------------------------------------------------ floors
 
 
-async def mqtt_round_trip(host: str, port: int, user: str, password: str, samples: int = 200) -> dict[str, Any]:
+async def mqtt_round_trip(
+    host: str, port: int, user: str, password: str, samples: int = 200, tls: ssl.SSLContext | None = None
+) -> dict[str, Any]:
     """QoS 1 publish from A, B echoes, A receives: the same path as a command and its answer."""
     tag = uuid.uuid4().hex[:6]
     ping, pong = f"{FLOOR_TOPIC}/{tag}/ping", f"{FLOOR_TOPIC}/{tag}/pong"
@@ -44,8 +47,8 @@ async def mqtt_round_trip(host: str, port: int, user: str, password: str, sample
 
     b = LiteClient(f"bench-floor-b-{tag}", echo)
     b_holder.append(b)
-    await a.connect(host, port, username=user, password=password)
-    await b.connect(host, port, username=user, password=password)
+    await a.connect(host, port, username=user, password=password, tls=tls)
+    await b.connect(host, port, username=user, password=password, tls=tls)
     try:
         await a.subscribe(pong)
         await b.subscribe(ping)
@@ -62,7 +65,13 @@ async def mqtt_round_trip(host: str, port: int, user: str, password: str, sample
 
 
 async def mqtt_subscriber_rate(
-    host: str, port: int, user: str, password: str, count: int = 20_000, window: int = 500
+    host: str,
+    port: int,
+    user: str,
+    password: str,
+    count: int = 20_000,
+    window: int = 500,
+    tls: ssl.SSLContext | None = None,
 ) -> dict[str, Any]:
     """One subscriber (this benchmark's MQTT client), one publisher pushing `count` QoS 1 messages with at most
     `window` sent but not yet received (so the broker never queues past its per-client limit and drops):
@@ -84,8 +93,8 @@ async def mqtt_subscriber_rate(
 
     sub = LiteClient(f"bench-floor-sub-{tag}", on_msg)
     pub = LiteClient(f"bench-floor-pub-{tag}")
-    await sub.connect(host, port, username=user, password=password)
-    await pub.connect(host, port, username=user, password=password)
+    await sub.connect(host, port, username=user, password=password, tls=tls)
+    await pub.connect(host, port, username=user, password=password, tls=tls)
     try:
         await sub.subscribe(topic, qos=1)
         payload = b'{"type":"heartbeat","v":1,"msg_id":"x","ts":1764070000000,"rssi_dbm":-70}'
@@ -113,13 +122,19 @@ async def mqtt_subscriber_rate(
 
 
 async def aiomqtt_subscriber_rate(
-    host: str, port: int, user: str, password: str, count: int = 20_000, window: int = 500
+    host: str,
+    port: int,
+    user: str,
+    password: str,
+    count: int = 20_000,
+    window: int = 500,
+    tls: ssl.SSLContext | None = None,
 ) -> dict[str, Any]:
     """As `mqtt_subscriber_rate`, but the subscriber is an aiomqtt client, as device-svc's gateway is."""
     tag = uuid.uuid4().hex[:6]
     topic = f"{FLOOR_TOPIC}/{tag}/rate"
     pub = LiteClient(f"bench-floor-pub-{tag}")
-    await pub.connect(host, port, username=user, password=password)
+    await pub.connect(host, port, username=user, password=password, tls=tls)
     received = sent = 0
     room = asyncio.Event()
     try:
@@ -130,6 +145,7 @@ async def aiomqtt_subscriber_rate(
             password=password,
             identifier=f"bench-floor-aio-{tag}",
             max_queued_incoming_messages=0,
+            tls_context=tls,
         ) as sub:
             await sub.subscribe(topic, qos=1)
 

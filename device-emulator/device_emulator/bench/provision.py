@@ -36,6 +36,7 @@ async def _run(args: argparse.Namespace) -> int:
             broker=BrokerTarget(
                 host=settings.mqtt_host,
                 port=settings.mqtt_port,
+                ca_file=settings.mqtt_ca_file,
                 password_file=settings.mqtt_password_file,
                 pidfile=settings.mqtt_broker_pidfile,
                 service_user=settings.mqtt_username,

@@ -48,6 +48,7 @@ from device_emulator.bench import cpu, freshness, probes
 from device_emulator.bench.report import histogram_svg, line_svg, percentile, ratio, summarize, write_report
 from device_emulator.bench.swarm import Swarm, SwarmDevice, read_fleet
 from device_emulator.bench.users import ApiError, BenchUser, Urls, UserPool
+from device_emulator.tls import context_from_env
 
 ROOT = Path(__file__).resolve().parents[3]
 STORM_ANSWER_BUDGET_MS = 5000.0  # an unlock during a connect storm is answered within 5 s, with a reason if need be
@@ -287,15 +288,16 @@ class Bench:
 
     async def floors(self) -> dict[str, Any]:
         host, port = os.environ.get("MQTT_HOST", "127.0.0.1"), int(os.environ.get("MQTT_PORT", "1883"))
+        tls = context_from_env()
         out: dict[str, Any] = {}
         k = 10 if self.args.smoke else 1
         user, pw = self.mqtt_user, self.mqtt_password
         for name, coro in (
-            ("mqtt_round_trip_ms", probes.mqtt_round_trip(host, port, user, pw, samples=200 // k)),
+            ("mqtt_round_trip_ms", probes.mqtt_round_trip(host, port, user, pw, samples=200 // k, tls=tls)),
             ("kafka_round_trip_ms", probes.kafka_round_trip(self.bootstrap, 50 // k)),
             ("kafka_round_trip_default_fetch_wait_ms", probes.kafka_round_trip(self.bootstrap, 20 // k, 500)),
-            ("mqtt_subscriber", probes.mqtt_subscriber_rate(host, port, user, pw, count=20_000 // k)),
-            ("aiomqtt_subscriber", probes.aiomqtt_subscriber_rate(host, port, user, pw, count=20_000 // k)),
+            ("mqtt_subscriber", probes.mqtt_subscriber_rate(host, port, user, pw, count=20_000 // k, tls=tls)),
+            ("aiomqtt_subscriber", probes.aiomqtt_subscriber_rate(host, port, user, pw, count=20_000 // k, tls=tls)),
         ):
             try:
                 out[name] = await coro
@@ -663,8 +665,9 @@ class Bench:
         floors = {} if args.no_floors else await self.floors()
         watch = probes.TelemetryWatch(self.bootstrap)
         await watch.start()
-        swarm = Swarm(host, port, chosen, motor_delay_s=args.motor_ms / 1000, on_eject=self.on_eject)
-        banks = freshness.bank_swarm(host, port, bank_creds) if bank_creds else None
+        tls = context_from_env()  # the stack's CA (MQTT_CA_FILE): every device verifies the broker
+        swarm = Swarm(host, port, chosen, motor_delay_s=args.motor_ms / 1000, on_eject=self.on_eject, tls=tls)
+        banks = freshness.bank_swarm(host, port, bank_creds, tls=tls) if bank_creds else None
         reporter: asyncio.Task[None] | None = None
         watcher: asyncio.Task[None] | None = None
         t0 = self.t0 = time.monotonic()

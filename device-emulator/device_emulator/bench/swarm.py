@@ -16,6 +16,7 @@ import json
 import logging
 import random
 import secrets
+import ssl
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -125,6 +126,7 @@ class SwarmDevice:
                     password=self.creds.password,
                     keepalive_s=swarm.keepalive_s,
                     will=Will(up_topic(self.device_id, UpChannel.STATUS), _OFFLINE),
+                    tls=swarm.tls,
                 )
                 await client.subscribe(cmd_topic(self.device_id), qos=1)
                 client.publish_nowait(up_topic(self.device_id, UpChannel.STATUS), _ONLINE, retain=True)
@@ -266,10 +268,13 @@ class Swarm:
         backoff_max_s: float = 60.0,
         on_eject: OnEject | None = None,
         device_factory: Callable[[DeviceCredentials, Swarm], SwarmDevice] | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
-        """`device_factory` makes each device (default: a SwarmDevice cabinet)."""
+        """`device_factory` makes each device (default: a SwarmDevice cabinet); `tls`: every device connects
+        with TLS and verifies the broker with that context."""
         self.host = host
         self.port = port
+        self.tls = tls
         self.keepalive_s = keepalive_s
         self.motor_delay_s = motor_delay_s
         self.backoff_initial_s = backoff_initial_s

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from pydantic import SecretStr
+from pydantic import SecretStr, model_validator
 
 from kit.settings import ServiceSettings
 
@@ -23,6 +23,9 @@ class Settings(ServiceSettings):
     mqtt_clean_session: bool = False
     mqtt_keepalive_s: int = 30
     mqtt_reconnect_max_s: float = 10.0
+    # TLS: the broker's certificate is verified against this CA (MQTT_CA_FILE); unset means clear text,
+    # which production refuses (kit settings' production check below).
+    mqtt_ca_file: Path | None = None
     mqtt_password_file: Path | None = None
     mqtt_broker_pidfile: Path | None = None
 
@@ -80,3 +83,9 @@ class Settings(ServiceSettings):
     critical_concurrency: int = 4
     # Bulk events (telemetry, presence, refusals) relayed on their own outbox lane (kit.outbox).
     outbox_split_lanes: bool = True
+
+    @model_validator(mode="after")
+    def _tls_in_production(self) -> "Settings":
+        if self.pb_env == "production" and self.mqtt_ca_file is None:
+            raise ValueError("MQTT_CA_FILE must be set in production: device links are TLS only")
+        return self

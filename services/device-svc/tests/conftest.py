@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import time
 import uuid
@@ -42,6 +43,7 @@ from kit.testing import (
     test_database_url,
     truncate_all,
 )
+from kit.x509 import BrokerFiles, client_context, ensure_broker_files
 
 SERVICE_DIR = Path(__file__).resolve().parents[1]
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
@@ -72,11 +74,22 @@ class Broker:
     password_file: Path
     pidfile: Path
     process: subprocess.Popen[bytes]
+    tls_files: BrokerFiles
+
+    @property
+    def ca_file(self) -> Path:
+        return self.tls_files.ca_cert
+
+    @property
+    def tls(self) -> ssl.SSLContext:
+        """What every client of the test broker verifies it with."""
+        return client_context(self.tls_files.ca_cert)
 
     def target(self) -> BrokerTarget:
         return BrokerTarget(
             host=self.host,
             port=self.port,
+            ca_file=self.ca_file,
             password_file=self.password_file,
             pidfile=self.pidfile,
             service_user="device-svc",
@@ -93,10 +106,13 @@ def start_mosquitto(directory: Path, port: int, *, persistence: bool = False) ->
     (directory / "acl").write_text(ACL)
     pidfile = directory / "mosquitto.pid"
     conf = directory / "mosquitto.conf"
+    # TLS, as the stacks' broker (deploy/local/mqtt_tls.py): a private CA and a certificate for 127.0.0.1.
+    tls = ensure_broker_files(directory / "tls", ["127.0.0.1", "localhost"])
     stored = f"persistence true\npersistence_location {directory}/\n" if persistence else "persistence false\n"
     conf.write_text(
         # `user`: when started as root, mosquitto would otherwise switch to `mosquitto` and lose the files.
-        f"user {getpass.getuser()}\nper_listener_settings false\nlistener {port} 127.0.0.1\nallow_anonymous false\n"
+        f"user {getpass.getuser()}\nper_listener_settings false\nlistener {port} 127.0.0.1\n"
+        f"cafile {tls.ca_cert}\ncertfile {tls.server_cert}\nkeyfile {tls.server_key}\nallow_anonymous false\n"
         f"password_file {password_file}\nacl_file {directory / 'acl'}\nset_tcp_nodelay true\n"
         f"max_inflight_messages 1000\nmax_queued_messages 200000\n"
         f"{stored}log_dest file {directory / 'mosquitto.log'}\nlog_type all\n"
@@ -109,7 +125,7 @@ def start_mosquitto(directory: Path, port: int, *, persistence: bool = False) ->
             err = process.stderr.read().decode() if process.stderr else ""
             raise RuntimeError(f"mosquitto did not start: {err}")
         time.sleep(0.05)
-    return Broker("127.0.0.1", port, directory, password_file, pidfile, process)
+    return Broker("127.0.0.1", port, directory, password_file, pidfile, process, tls)
 
 
 def stop_mosquitto(broker: Broker) -> None:
@@ -323,6 +339,7 @@ def make_settings(database_url: str, broker: Broker, consumer_group: str, keys: 
         jwt_public_key_file=keys[1],
         mqtt_host=broker.host,
         mqtt_port=broker.port,
+        mqtt_ca_file=broker.ca_file,
         mqtt_password=SecretStr(SERVICE_PASSWORD),
         mqtt_client_id=f"device-svc-test-{uuid.uuid4().hex[:8]}",
         mqtt_clean_session=True,
@@ -414,6 +431,7 @@ async def cabinets(broker: Broker) -> AsyncIterator[Callable[..., Any]]:
         client = aiomqtt.Client(
             broker.host,
             broker.port,
+            tls_context=broker.tls,
             username=device_id,
             password=password,
             identifier=f"{device_id}-{uuid.uuid4().hex[:6]}",

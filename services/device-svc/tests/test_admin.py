@@ -9,7 +9,7 @@ pytestmark = pytest.mark.integration
 
 async def connects(broker, user, password):
     try:
-        async with aiomqtt.Client(broker.host, broker.port, username=user, password=password):
+        async with aiomqtt.Client(broker.host, broker.port, tls_context=broker.tls, username=user, password=password):
             return True
     except aiomqtt.MqttError:
         return False
@@ -139,10 +139,21 @@ async def test_revoking_or_rotating_disconnects_a_connected_device(admin_service
     passwords = {c["cabinet_id"]: c["password"] for c in fleet["cabinets"]}
     will = aiomqtt.Will(up_topic("CAB-0001", UpChannel.STATUS), json.dumps({"type": "status", "online": False}), 1)
     device = aiomqtt.Client(
-        broker.host, broker.port, username="CAB-0001", password=passwords["CAB-0001"], identifier="CAB-0001", will=will
+        broker.host,
+        broker.port,
+        tls_context=broker.tls,
+        username="CAB-0001",
+        password=passwords["CAB-0001"],
+        identifier="CAB-0001",
+        will=will,
     )
     other = aiomqtt.Client(
-        broker.host, broker.port, username="CAB-0002", password=passwords["CAB-0002"], identifier="CAB-0002"
+        broker.host,
+        broker.port,
+        tls_context=broker.tls,
+        username="CAB-0002",
+        password=passwords["CAB-0002"],
+        identifier="CAB-0002",
     )
     dropped: dict[str, BaseException | None] = {}
 

@@ -25,7 +25,12 @@ pytestmark = pytest.mark.integration
 async def publisher(broker: Any, password: str) -> AsyncIterator[aiomqtt.Client]:
     """Publishes as the service account (allowed on every device's topics)."""
     async with aiomqtt.Client(
-        broker.host, broker.port, username="device-svc", password=password, identifier=f"pub-{uuid.uuid4().hex[:6]}"
+        broker.host,
+        broker.port,
+        tls_context=broker.tls,
+        username="device-svc",
+        password=password,
+        identifier=f"pub-{uuid.uuid4().hex[:6]}",
     ) as client:
         yield client
 
@@ -76,6 +81,7 @@ def persistent_settings(settings_factory, group_factory, private_broker):
             update={
                 "mqtt_host": private_broker.host,
                 "mqtt_port": private_broker.port,
+                "mqtt_ca_file": private_broker.ca_file,
                 "mqtt_client_id": f"device-svc-delivery-{uuid.uuid4().hex[:6]}",
                 "mqtt_clean_session": False,
             }
@@ -196,6 +202,7 @@ async def take_over_critical(broker: Any, settings: Any, password: str) -> None:
     async with aiomqtt.Client(
         broker.host,
         broker.port,
+        tls_context=broker.tls,
         username="device-svc",
         password=password,
         identifier=f"{settings.mqtt_client_id}-critical",

@@ -43,6 +43,7 @@ async def test_duplicated_and_delayed_cabinet_messages_change_nothing_wrong(
         broker.port,
         entry["slots"],
         slot_count=entry["slot_count"],
+        tls=broker.tls,
         heartbeat_s=60,
         motor_delay_s=0.0,
     )

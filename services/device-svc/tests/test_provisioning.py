@@ -23,6 +23,7 @@ def run_seed(database_url, broker, fleet_out):
         "DATABASE_URL": database_url,
         "MQTT_HOST": broker.host,
         "MQTT_PORT": str(broker.port),
+        "MQTT_CA_FILE": str(broker.ca_file),
         "MQTT_PASSWORD": target.service_password,
         "MQTT_PASSWORD_FILE": str(broker.password_file),
         "MQTT_BROKER_PIDFILE": str(broker.pidfile),
@@ -36,7 +37,7 @@ def run_seed(database_url, broker, fleet_out):
 
 async def connects(broker, user, password):
     try:
-        async with aiomqtt.Client(broker.host, broker.port, username=user, password=password):
+        async with aiomqtt.Client(broker.host, broker.port, tls_context=broker.tls, username=user, password=password):
             return True
     except aiomqtt.MqttError:
         return False
@@ -50,7 +51,7 @@ async def test_seed_cli_is_idempotent_and_the_broker_accepts_the_passwords(datab
     assert "broker reloaded" in out
     assert stat.S_IMODE(fleet_out.stat().st_mode) == 0o600
     fleet = json.loads(fleet_out.read_text())
-    assert fleet["broker"] == {"host": broker.host, "port": broker.port}
+    assert fleet["broker"] == {"host": broker.host, "port": broker.port, "ca_file": str(broker.ca_file)}
     assert [c["cabinet_id"] for c in fleet["cabinets"]] == ["CAB-0001", "CAB-0002"]
     cab1 = fleet["cabinets"][0]
     assert cab1["slot_count"] == 6

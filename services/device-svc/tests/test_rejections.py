@@ -9,6 +9,7 @@ from prometheus_client import REGISTRY
 
 from contracts.mqtt import MAX_PAYLOAD_BYTES, TOPIC_ROOT
 from kit.testing import eventually
+from kit.x509 import client_context, ensure_broker_files
 
 pytestmark = pytest.mark.integration
 
@@ -95,10 +96,12 @@ async def test_bad_messages_are_rejected_and_the_next_one_still_processed(
 
 async def test_broker_refuses_a_wrong_password(service, fleet, broker):
     with pytest.raises(aiomqtt.MqttError):
-        async with aiomqtt.Client(broker.host, broker.port, username="CAB-0001", password="wrong-password"):
+        async with aiomqtt.Client(
+            broker.host, broker.port, tls_context=broker.tls, username="CAB-0001", password="wrong-password"
+        ):
             pass
     with pytest.raises(aiomqtt.MqttError):
-        async with aiomqtt.Client(broker.host, broker.port):
+        async with aiomqtt.Client(broker.host, broker.port, tls_context=broker.tls):
             pass
 
 
@@ -151,3 +154,26 @@ async def test_wrong_types_are_refused_not_coerced(service, online, tap, clock, 
     token = signer.issue("00000000-0000-0000-0000-000000000001")
     cabinet = (await service.get("/v1/cabinets/CAB-0001", headers={"Authorization": f"Bearer {token}"})).json()
     assert cabinet["online"] is True  # "online": "no" did not take it offline
+
+
+async def test_devices_reach_the_broker_only_over_tls_and_verify_it(fleet, broker, tmp_path):
+    """The broker's only listener is TLS; a client that does not trust the platform's CA (a broker it cannot
+    verify, as a device would see a man in the middle) refuses the handshake, and so does a clear-text one."""
+    password = next(c["password"] for c in fleet["cabinets"] if c["cabinet_id"] == "CAB-0001")
+    async with aiomqtt.Client(
+        broker.host, broker.port, tls_context=broker.tls, username="CAB-0001", password=password
+    ) as client:
+        await client.publish("pb/v1/devices/CAB-0001/up/status", b"online", qos=1)
+    stranger = ensure_broker_files(tmp_path / "other-ca", ["127.0.0.1"])
+    with pytest.raises(aiomqtt.MqttError, match=r"CERTIFICATE_VERIFY_FAILED|certificate verify failed"):
+        async with aiomqtt.Client(
+            broker.host,
+            broker.port,
+            tls_context=client_context(stranger.ca_cert),
+            username="CAB-0001",
+            password=password,
+        ):
+            pass
+    with pytest.raises(aiomqtt.MqttError):
+        async with aiomqtt.Client(broker.host, broker.port, username="CAB-0001", password=password, timeout=3):
+            pass

@@ -45,6 +45,7 @@ def _broker_after_commit(session: AsyncSession, runtime: Runtime) -> bool:
     target = BrokerTarget(
         host=settings.mqtt_host,
         port=settings.mqtt_port,
+        ca_file=settings.mqtt_ca_file,
         password_file=settings.mqtt_password_file,
         pidfile=settings.mqtt_broker_pidfile,
         service_user=settings.mqtt_username,

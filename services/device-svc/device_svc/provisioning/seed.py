@@ -40,6 +40,7 @@ class BrokerTarget:
     pidfile: Path | None
     service_user: str
     service_password: str
+    ca_file: Path | None = None  # written to the fleet file: devices verify the broker against it
 
 
 @dataclass(frozen=True)
@@ -181,7 +182,10 @@ async def seed(
             {"bank_id": bid, "password": passwords[bid], "cabinet_id": module_cabinets.get(bid)} for bid in module_ids
         ]
         entries = await broker_entries(session, broker.service_user, broker.service_password)
-    fleet: dict[str, Any] = {"broker": {"host": broker.host, "port": broker.port}, "cabinets": fleet_cabinets}
+    broker_spec: dict[str, Any] = {"host": broker.host, "port": broker.port}
+    if broker.ca_file is not None:
+        broker_spec["ca_file"] = str(broker.ca_file)
+    fleet: dict[str, Any] = {"broker": broker_spec, "cabinets": fleet_cabinets}
     if fleet_banks:
         fleet["banks"] = fleet_banks
     write_atomically(fleet_out, json.dumps(fleet, indent=2) + "\n", mode=0o600)
