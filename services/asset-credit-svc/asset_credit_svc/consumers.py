@@ -7,6 +7,7 @@ from asset_credit_svc.credit import service as credit
 from asset_credit_svc.deposit import service as deposits
 from asset_credit_svc.refunds import service as refunds
 from asset_credit_svc.settings import Settings
+from asset_credit_svc.withdrawals import service as withdrawals
 from contracts import Envelope
 from contracts.events import (
     ChargeRequested,
@@ -52,6 +53,7 @@ def on_user_deregistered(runtime: Runtime) -> Handler:
     async def handle(session: AsyncSession, envelope: Envelope) -> None:
         assert isinstance(envelope.data, UserDeregistered)
         await deposits.on_deregistered(session, runtime, envelope.data.user_id)
+        await withdrawals.on_deregistered(session, runtime, envelope.data.user_id)
 
     return handle
 

@@ -25,6 +25,7 @@ from asset_credit_svc.payments.providers import PaymentProvider
 from asset_credit_svc.payments.sandbox import SandboxProvider
 from asset_credit_svc.reconciliation import router as reconciliation_router
 from asset_credit_svc.settings import Settings
+from asset_credit_svc.wallet.endpoints import admin_router as wallet_admin_router
 from asset_credit_svc.wallet.endpoints import router as wallet_router
 from asset_credit_svc.withdrawals import service as withdrawals
 from asset_credit_svc.withdrawals.endpoints import router as withdrawals_router
@@ -131,6 +132,7 @@ def create_app(settings: Settings | None = None, *, notify_client: NotifyClientF
         title="asset-credit-svc",
         routers=[
             wallet_router,
+            wallet_admin_router,
             withdrawals_router,
             top_ups_router,
             notify_router,

@@ -78,3 +78,33 @@ async def test_a_user_who_owes_cannot_withdraw(svc) -> None:
     response = await withdraw(svc, user, 100, "k")
     assert response.status_code == 409
     assert response.json()["code"] == "owing"
+
+
+async def test_a_deregistered_users_balance_goes_back_to_its_channels_once(svc) -> None:
+    from datetime import UTC, datetime
+
+    from asset_credit_svc.consumers import on_user_deregistered
+    from contracts import new_event
+    from contracts.events import UserDeregistered
+
+    user = uuid.uuid4()
+    first = await svc.top_up(user, 1000, "alipay")
+    await svc.wait_top_up(user, first["top_up_id"])
+    second = await svc.top_up(user, 500, "wechat")
+    await svc.wait_top_up(user, second["top_up_id"])
+    async with unit_of_work(svc.runtime.sessionmaker) as session:
+        request = ChargeRequested(charge_id=uuid.uuid4(), rental_id=uuid.uuid4(), user_id=user, amount_fen=150)
+        assert await charges.settle(session, svc.runtime, request, uuid.uuid4()) == "settled"
+    handle = on_user_deregistered(svc.runtime)
+    event = new_event(UserDeregistered(user_id=user, at=datetime.now(UTC)), key=str(user), producer="user-svc-test")
+    for _ in range(2):  # redelivered: nothing more is withdrawn
+        async with unit_of_work(svc.runtime.sessionmaker) as session:
+            await handle(session, event)
+    assert await svc.balance(user) == 0
+    rows = await sql(
+        svc,
+        "SELECT p.channel, p.amount_fen FROM withdrawal_parts p JOIN withdrawals w ON w.id = p.withdrawal_id "
+        "WHERE w.user_id = :u ORDER BY p.channel",
+        u=user,
+    )
+    assert rows == [("alipay", 850), ("wechat", 500)]

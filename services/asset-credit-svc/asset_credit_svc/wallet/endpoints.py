@@ -1,6 +1,7 @@
+import uuid
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Depends, Query, Response
 from sqlalchemy import delete, func
 from sqlalchemy.dialects.postgresql import insert
 
@@ -9,8 +10,9 @@ from asset_credit_svc.credit import service as credit
 from asset_credit_svc.models import PaymentMethod
 from asset_credit_svc.settings import Settings
 from asset_credit_svc.wallet import service
-from asset_credit_svc.wallet.repository import KINDS
+from asset_credit_svc.wallet.repository import KINDS, MovementRow
 from asset_credit_svc.wallet.schemas import (
+    AdminWalletOut,
     EntriesOut,
     EntryOut,
     MovementOut,
@@ -20,12 +22,16 @@ from asset_credit_svc.wallet.schemas import (
     WalletOut,
 )
 from kit.app import RuntimeDep
-from kit.auth import CurrentUser, user_scope
+from kit.auth import CurrentUser, Principal, require_permission, user_scope
 from kit.db import ReadSessionDep, SessionDep
 from kit.errors import NotFound
 from kit.inputs import INT64_MAX
 
 router = APIRouter(prefix="/v1/wallet", tags=["wallet"], dependencies=[user_scope("wallet")])
+admin_router = APIRouter(prefix="/v1/admin/users", tags=["wallet"])
+
+Finance = Annotated[Principal, Depends(require_permission("ledger:read"))]
+MovementKind = Literal["top_up", "withdrawal", "refund"]
 
 
 @router.get("", response_model=WalletOut)
@@ -69,18 +75,7 @@ async def list_entries(
     )
 
 
-@router.get("/movements", response_model=MovementsOut)
-async def list_movements(
-    user: CurrentUser,
-    session: ReadSessionDep,
-    kind: Annotated[list[Literal["top_up", "withdrawal", "refund"]] | None, Query()] = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    before: Annotated[str | None, Query(max_length=200, description="cursor from `next_before`")] = None,
-) -> MovementsOut:
-    """The user's top-ups and withdrawals (and refunds of rental fees to the balance) with their status
-    and channel, newest first; `kind` (repeatable) narrows the list."""
-    kinds = tuple(k for k in KINDS if kind is None or k in kind)
-    rows, next_before = await service.movements(session, user.user_id, kinds=kinds, limit=limit, before=before)
+def _movements_out(rows: list[MovementRow], next_before: str | None) -> MovementsOut:
     return MovementsOut(
         items=[
             MovementOut(
@@ -97,6 +92,41 @@ async def list_movements(
             for r in rows
         ],
         next_before=next_before,
+    )
+
+
+@router.get("/movements", response_model=MovementsOut)
+async def list_movements(
+    user: CurrentUser,
+    session: ReadSessionDep,
+    kind: Annotated[list[MovementKind] | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    before: Annotated[str | None, Query(max_length=200, description="cursor from `next_before`")] = None,
+) -> MovementsOut:
+    """The user's top-ups and withdrawals (and refunds of rental fees to the balance) with their status
+    and channel, newest first; `kind` (repeatable) narrows the list."""
+    kinds = tuple(k for k in KINDS if kind is None or k in kind)
+    rows, next_before = await service.movements(session, user.user_id, kinds=kinds, limit=limit, before=before)
+    return _movements_out(rows, next_before)
+
+
+@admin_router.get("/{user_id}/wallet", response_model=AdminWalletOut)
+async def admin_wallet(
+    user_id: uuid.UUID,
+    _: Finance,
+    session: ReadSessionDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    before: Annotated[str | None, Query(max_length=200, description="cursor from `movements.next_before`")] = None,
+) -> AdminWalletOut:
+    """Finance's view of one user's wallet (also after deregistration): balances and money movements."""
+    balance, red_packets, held = await service.summary(session, user_id)
+    rows, next_before = await service.movements(session, user_id, kinds=KINDS, limit=limit, before=before)
+    return AdminWalletOut(
+        user_id=user_id,
+        balance_fen=balance,
+        red_packet_fen=red_packets,
+        deposit_held_fen=held,
+        movements=_movements_out(rows, next_before),
     )
 
 

@@ -65,3 +65,11 @@ class MovementsOut(BaseModel):
     items: list[MovementOut]
     # Pass as `before` to get the next (older) page; null on the last page.
     next_before: str | None
+
+
+class AdminWalletOut(BaseModel):
+    user_id: uuid.UUID
+    balance_fen: int
+    red_packet_fen: int
+    deposit_held_fen: int
+    movements: MovementsOut

@@ -167,3 +167,30 @@ async def retry_pending_parts(session: AsyncSession, runtime: Runtime, older_tha
         .all()
     )
     return sum([await confirm_part(session, runtime, part_id) for part_id in ids])
+
+
+async def on_deregistered(session: AsyncSession, runtime: Runtime, user_id: uuid.UUID) -> None:
+    """A deregistered user's balance goes back to the channels it came from, as one withdrawal (key
+    `deregistered`, so a redelivered event withdraws nothing more). user-svc refuses deregistration while
+    a rental is open or a fee unpaid; if this ledger still sees the user owing, the balance stays and
+    the case is logged. Red packets, coupons and cards are promotions: they are not paid out."""
+    balance = await ledger.balance_of(session, ledger.user_balance(user_id))
+    withdrawable = sum(left for _, left in await withdrawable_top_ups(session, user_id))
+    amount = min(balance, withdrawable)
+    if amount <= 0:
+        return
+    try:
+        async with session.begin_nested():  # a refusal leaves nothing of the attempt behind
+            await withdraw(session, runtime, user_id=user_id, key="deregistered", amount_fen=amount)
+    except (Owing, NotWithdrawable) as exc:
+        log.warning(
+            "user deregistered with money left that cannot be paid back now",
+            extra={"user_id": str(user_id), "balance_fen": balance, "code": exc.code},
+        )
+        return
+    if amount < balance:
+        log.warning(
+            "deregistered user's balance exceeds what their top-ups can take back",
+            extra={"user_id": str(user_id), "balance_fen": balance, "withdrawn_fen": amount},
+        )
+    log.info("deregistered user's balance paid back", extra={"user_id": str(user_id), "amount_fen": amount})
