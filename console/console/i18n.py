@@ -63,7 +63,7 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "dash.open_tickets": ("未结工单", "Open tickets"),
     "dash.per_hour": ("近24小时各时段借出", "Borrows per hour of day (last 24 h)"),
     "dash.active_users": ("活跃用户（日）", "Active users per day"),
-    "dash.live": ("每 {s} 秒自动刷新", "Refreshes every {s} s"),
+    "dash.live": ("实时更新（每 {s} 秒检查一次）", "Live (checked every {s} s)"),
     "map.title": ("机柜地图", "Cabinet map"),
     "map.find": ("查找机柜", "Find a cabinet"),
     "map.zoom_in": ("放大", "Zoom in"),

@@ -77,6 +77,18 @@ class SessionStore:
         session.last_seen = now
         return session
 
+    def peek(self, session_id: str | None) -> StaffSession | None:
+        """The live session with this id, without restarting its idle clock (a page's live updates are
+        not the staff member's activity)."""
+        session = self._sessions.get(session_id or "")
+        if session is None:
+            return None
+        now = time.monotonic()
+        if now >= session.token_expires_at or now - session.last_seen > self.idle_timeout_s:
+            del self._sessions[session.session_id]
+            return None
+        return session
+
     def end(self, session_id: str | None) -> None:
         if session_id:
             self._sessions.pop(session_id, None)

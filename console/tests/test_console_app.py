@@ -71,3 +71,17 @@ def test_sign_in_page_has_the_safety_headers_and_refuses_a_forged_post() -> None
         # no CSRF field: refused before user-svc is asked
         assert client.post("/login", data={"login": "admin", "password": "x"}).status_code == 403
         assert client.get("/", follow_redirects=False).headers["location"] == "/login"
+
+
+def test_live_figures_are_well_formed_events_and_do_not_keep_a_session_alive(monkeypatch) -> None:
+    from console.pages.dashboard import sse
+
+    assert sse("figures", "<dl>\n<dd>3</dd>\n</dl>") == "event: figures\ndata: <dl>\ndata: <dd>3</dd>\ndata: </dl>\n\n"
+    now = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
+    store = SessionStore(idle_timeout_s=60)
+    s = store.create(admin_id="a", login="admin", roles=["analyst"], access_token="t", expires_in=900, lang="zh")
+    now[0] += 40
+    assert store.peek(s.session_id) is s  # looked up by the stream: the idle clock keeps running
+    now[0] += 30
+    assert store.peek(s.session_id) is None and store.get(s.session_id) is None

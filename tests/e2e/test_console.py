@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mesh import ROOT, Mesh
+from mesh import ROOT, Mesh, new_user
 from platform_client import PlatformClient, wait_for
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
 
@@ -174,6 +174,14 @@ async def test_dashboard_figures_match_the_apis(
     ]
     await expect(page.locator("svg[data-chart=active-users]")).to_be_visible()
     await shot(page, "dashboard")
+
+    # Live: a new ticket reaches the open page over server-sent events, without a reload.
+    await expect(page.locator("#live")).to_have_attribute("data-stream", "open")
+    before = int(await page.locator("[data-figure=open_tickets]").inner_text())
+    reporter = await new_user(mesh, balance_fen=0)
+    reported = await reporter.report("app_problem", "the dashboard should see this ticket")
+    assert reported.status == 201, reported.response.text
+    await expect(page.locator("[data-figure=open_tickets]")).to_have_text(str(before + 1), timeout=15_000)
 
 
 async def test_find_a_cabinet_on_the_map(context: BrowserContext, console_url: str, mesh: Mesh) -> None:

@@ -1,17 +1,19 @@
-"""The dashboard: today's figures from the services that own them, refreshed by a short poll."""
+"""The dashboard: today's figures from the services that own them, pushed to the open page over
+server-sent events whenever they change (and a short poll where EventSource is unavailable)."""
 
 import asyncio
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, StreamingResponse
 
 from console.backend import BackendError, SessionExpired
 from console.charts import BarChart, bar_chart
 from console.formatting import percent, yuan
-from console.sessions import StaffSession
-from console.web import Console, ConsoleDep, page_permission, render
+from console.sessions import COOKIE, StaffSession
+from console.web import Console, ConsoleDep, page_permission, render, render_fragment
 
 router = APIRouter()
 OPEN_TICKET_STATUSES = ("new", "assigned", "waiting_user", "reopened")
@@ -97,3 +99,46 @@ async def live(
     """The figures alone, for the page's poll to swap in."""
     figures = await gather(console, staff)
     return render(request, "dashboard_figures.html", staff, figures=figures)
+
+
+def sse(event: str, html: str) -> str:
+    """One server-sent event; every line of the fragment is its own `data:` line."""
+    return f"event: {event}\n" + "".join(f"data: {line}\n" for line in html.splitlines()) + "\n"
+
+
+async def figure_events(request: Request, console: Console, session_id: str) -> AsyncIterator[str]:
+    """Every `CONSOLE_POLL_S` the figures are gathered with the session's token and sent when they
+    changed (a comment otherwise keeps the connection open through proxies). The stream ends with a
+    `signed_out` event when the session ends (sign-out, token expiry, idle); an open dashboard does not
+    keep a session alive: it looks the session up without restarting its idle clock."""
+    last = ""
+    yield f"retry: {console.settings.console_poll_s * 1000}\n\n"
+    while not await request.is_disconnected():
+        staff = console.store.peek(session_id)
+        if staff is None:
+            yield sse("signed_out", "")
+            return
+        try:
+            html = render_fragment(console, "dashboard_figures.html", staff, figures=await gather(console, staff))
+        except SessionExpired:
+            console.store.end(session_id)
+            yield sse("signed_out", "")
+            return
+        if html != last:
+            last = html
+            yield sse("figures", html)
+        else:
+            yield ": unchanged\n\n"
+        await asyncio.sleep(console.settings.console_poll_s)  # the refresh period, not a wait for a condition
+
+
+@router.get("/dashboard/events")
+async def events(
+    request: Request, console: ConsoleDep, staff: StaffSession = Depends(page_permission("nav.dashboard"))
+) -> StreamingResponse:
+    session_id = request.cookies.get(COOKIE, "")
+    return StreamingResponse(
+        figure_events(request, console, session_id),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )

@@ -1,22 +1,35 @@
-// The console's only script (the Content Security Policy allows no other): the dashboard's short
-// poll, the map's pan and zoom, and a confirmation before forms that say so. Pages work without it.
+// The console's only script (the Content Security Policy allows no other): the dashboard's live
+// figures (server-sent events, a short poll without EventSource), the map's pan and zoom, and a
+// confirmation before forms that say so. Pages work without it.
 "use strict";
 
-function pollDashboard() {
+function swapFigures(live, html) {
+  // Server-rendered by the same autoescaping templates as the page itself.
+  const fresh = new DOMParser().parseFromString(html, "text/html");
+  live.replaceChildren(...fresh.body.childNodes);
+  live.dataset.refreshedAt = String(Date.now());
+}
+
+function liveDashboard() {
   const live = document.querySelector("[data-live]");
   if (!live) return;
+  if (!window.EventSource || !live.dataset.events) { pollDashboard(live); return; }
+  const stream = new EventSource(live.dataset.events);
+  live.dataset.stream = "connecting";
+  stream.addEventListener("open", () => { live.dataset.stream = "open"; });
+  stream.addEventListener("figures", (event) => swapFigures(live, event.data));
+  stream.addEventListener("signed_out", () => { stream.close(); window.location.assign("/login?expired=1"); });
+  // A stream the server refused (no session: a redirect to the sign-in page) is closed by the browser.
+  stream.addEventListener("error", () => { if (stream.readyState === EventSource.CLOSED) pollDashboard(live); });
+}
+
+function pollDashboard(live) {
   const seconds = Number(document.body.dataset.pollS || "15");
   const refresh = async () => {
     try {
       const answer = await fetch(live.dataset.live, { credentials: "same-origin", headers: { "X-Requested-With": "fetch" } });
       if (answer.status === 401) { window.location.assign("/login?expired=1"); return; }
-      if (answer.ok) {
-        // Server-rendered by the same autoescaping templates as the page itself.
-        const html = await answer.text();
-        const fresh = new DOMParser().parseFromString(html, "text/html");
-        live.replaceChildren(...fresh.body.childNodes);
-        live.dataset.refreshedAt = String(Date.now());
-      }
+      if (answer.ok) swapFigures(live, await answer.text());
     } catch (e) { /* keep the last figures; try again next time */ }
   };
   window.setInterval(refresh, seconds * 1000);
@@ -75,4 +88,4 @@ function confirmForms() {
   }));
 }
 
-document.addEventListener("DOMContentLoaded", () => { pollDashboard(); panZoomMap(); confirmForms(); });
+document.addEventListener("DOMContentLoaded", () => { liveDashboard(); panZoomMap(); confirmForms(); });
