@@ -66,6 +66,7 @@ class VolinksCabinet(Cabinet):
         client = aiomqtt.Client(
             self.host,
             self.port,
+            tls_context=self.tls,
             username=self.device_id,
             password=self.password,
             identifier=self.device_id,

@@ -13,6 +13,7 @@ from mesh import Mesh, run_stack
 from platform_client import PlatformClient, wait_for
 
 from device_emulator import VolinksCabinet
+from device_emulator.tls import client_context
 
 pytestmark = pytest.mark.e2e
 
@@ -25,7 +26,13 @@ async def test_borrow_and_return_through_a_volinks_cabinet(mesh: Mesh, user: Pla
     entry = next(c for c in fleet["cabinets"] if c["cabinet_id"] == "VL-CAB-0001")
     broker = fleet["broker"]
     cabinet = VolinksCabinet(
-        "VL-CAB-0001", entry["password"], broker["host"], broker["port"], entry["slots"], slot_count=entry["slot_count"]
+        "VL-CAB-0001",
+        entry["password"],
+        broker["host"],
+        broker["port"],
+        entry["slots"],
+        slot_count=entry["slot_count"],
+        tls=client_context(broker["ca_file"]),
     )
     await cabinet.start()
     try:

@@ -135,7 +135,9 @@ async def test_borrow_and_return_through_a_volinks_cabinet(running_service, mixe
     assert entry["protocol"] == "volinks"
     bank = entry["slots"][0]["bank_id"]
     assert bank.startswith("VL-")
-    cab = VolinksCabinet("VL-CAB-0001", entry["password"], broker.host, broker.port, entry["slots"], slot_count=8)
+    cab = VolinksCabinet(
+        "VL-CAB-0001", entry["password"], broker.host, broker.port, entry["slots"], slot_count=8, tls=broker.tls
+    )
     await cab.start()
     try:
         assert await cab.wait_online(10)
@@ -171,7 +173,12 @@ async def test_a_cabinet_of_the_platform_cannot_speak_volinks_nor_for_another(
     native = next(c for c in mixed_fleet["cabinets"] if c["cabinet_id"] == "CAB-0001")
     before = rejected("protocol_mismatch")
     async with aiomqtt.Client(
-        broker.host, broker.port, username="CAB-0001", password=native["password"], identifier="CAB-0001"
+        broker.host,
+        broker.port,
+        tls_context=broker.tls,
+        username="CAB-0001",
+        password=native["password"],
+        identifier="CAB-0001",
     ) as client:
         # Its own volinks topic reaches device-svc, which knows CAB-0001 speaks the platform's protocol.
         await client.publish(v.heart_topic("CAB-0001"), frame(DOC_HEART), qos=1)
