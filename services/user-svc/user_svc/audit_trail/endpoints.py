@@ -5,10 +5,11 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import AwareDatetime, BaseModel
+from pydantic import BaseModel
 
 from kit.auth import Principal
 from kit.db import SessionDep
+from kit.inputs import UtcDatetime
 from user_svc.admins.endpoints import admin_with
 from user_svc.audit_trail import repository, service
 
@@ -55,8 +56,8 @@ async def search(
     action: Filter = None,
     target_type: Filter = None,
     target_id: Filter = None,
-    since: AwareDatetime | None = None,
-    until: AwareDatetime | None = None,
+    since: UtcDatetime | None = None,
+    until: UtcDatetime | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> list[TrailEntryOut]:
