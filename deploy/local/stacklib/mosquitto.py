@@ -1,0 +1,177 @@
+"""Mosquitto: the stack's TLS-only broker with per-device credentials, and its readiness probe."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import string
+import struct
+import time
+from pathlib import Path
+
+from mqtt_tls import TlsFiles, ensure_tls_files, listener_conf, open_tls, tls_files
+
+from stacklib.common import HERE, MQTT_SERVICE_USER, VENV_PY, VENV_TASKS, Stack, StackError, say, tail
+from stacklib.procs import (
+    find_binary,
+    open_files_limit,
+    pid_alive,
+    port_open,
+    process_open_files,
+    read_pid,
+    run,
+    spawn,
+    terminate,
+    wait_for_port,
+)
+
+# --------------------------------------------------------------------------- Mosquitto
+
+
+def mqtt_connack(port: int, username: str | None, password: str | None, ca_file: Path, host: str = "127.0.0.1") -> int:
+    """MQTT 3.1.1 CONNECT over TLS (the broker's certificate verified against `ca_file`); returns the
+    CONNACK code (0 accepted, 4 bad credentials, 5 not authorised)."""
+
+    def utf8(value: str) -> bytes:
+        data = value.encode()
+        return struct.pack("!H", len(data)) + data
+
+    flags = 0x02
+    payload = utf8(f"pb-stack-probe-{secrets.token_hex(4)}")
+    if username is not None:
+        flags |= 0x80
+        payload += utf8(username)
+        if password is not None:
+            flags |= 0x40
+            payload += utf8(password)
+    body = utf8("MQTT") + bytes([4, flags]) + struct.pack("!H", 10) + payload
+    remaining, encoded = len(body), b""
+    while True:
+        byte, remaining = remaining % 128, remaining // 128
+        encoded += bytes([byte | (0x80 if remaining else 0)])
+        if not remaining:
+            break
+    with open_tls(host, port, ca_file) as sock:
+        sock.sendall(b"\x10" + encoded + body)
+        reply = b""
+        while len(reply) < 4:
+            chunk = sock.recv(4 - len(reply))
+            if not chunk:
+                raise OSError("broker closed the connection before CONNACK")
+            reply += chunk
+        if reply[3] == 0:
+            sock.sendall(b"\xe0\x00")
+        return reply[3]
+
+
+def load_secrets(stack: Stack) -> dict[str, str]:
+    path = stack.dir / "secrets.json"
+    data: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+    if "mqtt_device_svc_password" not in data:
+        data["mqtt_device_svc_password"] = secrets.token_hex(24)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(data, indent=2) + "\n")
+    path.chmod(0o600)
+    return data
+
+
+# One socket per device: `make bench PRESET=storm` connects 20,000 at once, and the shell's limit here is 20,000.
+MOSQUITTO_OPEN_FILES = 65_536
+
+
+def mosquitto_paths(stack: Stack) -> dict[str, Path]:
+    d = stack.mqtt_dir
+    return {
+        "conf": d / "mosquitto.conf",
+        "passwd": d / "passwd",
+        "acl": d / "acl",
+        "pid": d / "mosquitto.pid",
+        "log": stack.logs / "mosquitto.log",
+        # the configuration the running broker was started with: a reload (SIGHUP) rereads the password
+        # and ACL files but not settings such as max_inflight_messages, so a changed one needs a restart
+        "started_conf": d / "mosquitto.conf.started",
+    }
+
+
+def mosquitto_tls(stack: Stack) -> TlsFiles:
+    return tls_files(stack.mqtt_dir)
+
+
+def ensure_mosquitto(stack: Stack, password: str) -> None:
+    mosquitto, mosquitto_passwd = find_binary("mosquitto"), find_binary("mosquitto_passwd")
+    if mosquitto is None or mosquitto_passwd is None:
+        raise StackError("mosquitto is not installed: run `make install`")
+    paths = mosquitto_paths(stack)
+    stack.mqtt_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(HERE / "mosquitto" / "acl", paths["acl"])
+    tls = mosquitto_tls(stack)
+    ensure_tls_files(VENV_PY, VENV_TASKS, tls)
+    # As root, Mosquitto 2 drops to user `mosquitto`, which could neither read our 0600 files nor the password file
+    # device-svc (running as us) rewrites later. `user root` keeps it as the invoking user; ignored when not root.
+    user_line = "user root" if os.geteuid() == 0 else "# not root: runs as the invoking user"
+    conf = string.Template((HERE / "mosquitto" / "mosquitto.conf.template").read_text()).substitute(
+        stack=stack.name,
+        listeners=listener_conf(stack.mqtt_port, tls),
+        password_file=paths["passwd"],
+        acl_file=paths["acl"],
+        pid_file=paths["pid"],
+        user_line=user_line,
+        persistence_dir=f"{stack.mqtt_dir}/",
+    )
+    started = paths["started_conf"].read_text() if paths["started_conf"].exists() else None
+    conf_changed = started != conf
+    paths["conf"].write_text(conf)
+
+    # The test stack starts with only the service account; the run stack keeps devices device-svc provisioned,
+    # and `mosquitto_passwd -b` only (re)writes the device-svc line.
+    if stack.fresh or not paths["passwd"].exists():
+        paths["passwd"].unlink(missing_ok=True)
+        run([mosquitto_passwd, "-c", "-b", str(paths["passwd"]), MQTT_SERVICE_USER, password], capture=True)
+    else:
+        run([mosquitto_passwd, "-b", str(paths["passwd"]), MQTT_SERVICE_USER, password], capture=True)
+    for path in (paths["passwd"], paths["acl"], paths["conf"]):
+        path.chmod(0o600)
+
+    pid = read_pid(paths["pid"])
+    running = pid_alive(pid, "mosquitto") and port_open(stack.mqtt_port)
+    open_files = open_files_limit(MOSQUITTO_OPEN_FILES)
+    too_few_files = running and pid is not None and (process_open_files(pid) or 0) < open_files
+    if running and (conf_changed or stack.fresh or too_few_files):
+        assert pid is not None
+        terminate(pid, "mosquitto", stack.name)
+        running = False
+    if running:
+        assert pid is not None
+        os.kill(pid, signal.SIGHUP)  # reload the password and ACL files
+        say(f"mosquitto already running on 127.0.0.1:{stack.mqtt_port} (pid {pid}); reloaded", stack.name)
+        time.sleep(0.2)
+    else:
+        if port_open(stack.mqtt_port):
+            raise StackError(
+                f"port {stack.mqtt_port} is taken by another process; set PB_{stack.name.upper()}_MQTT_PORT"
+            )
+        paths["pid"].unlink(missing_ok=True)
+        proc = spawn([mosquitto, "-c", str(paths["conf"])], log=paths["log"], pid_file=None, open_files=open_files)
+        paths["started_conf"].write_text(conf)
+        wait_for_port(stack.mqtt_port, proc, "mosquitto", paths["log"])
+        deadline = time.monotonic() + 5
+        while read_pid(paths["pid"]) != proc.pid and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if read_pid(paths["pid"]) != proc.pid:
+            paths["pid"].write_text(f"{proc.pid}\n")
+        say(f"mosquitto started on 127.0.0.1:{stack.mqtt_port} (pid {proc.pid})", stack.name)
+    check_mosquitto(stack, password)
+
+
+def check_mosquitto(stack: Stack, password: str) -> None:
+    ca_file = mosquitto_tls(stack).ca_cert
+    code = mqtt_connack(stack.mqtt_port, MQTT_SERVICE_USER, password, ca_file)
+    if code != 0:
+        raise StackError(
+            f"mosquitto refused {MQTT_SERVICE_USER} (CONNACK {code}); log:\n{tail(mosquitto_paths(stack)['log'])}"
+        )
+    if mqtt_connack(stack.mqtt_port, None, None, ca_file) == 0:
+        raise StackError("mosquitto accepted an anonymous client; check the generated config")
