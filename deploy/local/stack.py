@@ -126,6 +126,8 @@ def build_env(stack: Stack, target: PgTarget, password: str, keys: tuple[Path, P
     # How often the console checks the dashboard's figures for its live stream: short on the test stack,
     # whose browser test waits for a change to arrive.
     env["CONSOLE_POLL_S"] = "2" if stack.name == "test" else "5"
+    # Partner webhooks go to public addresses only; on this machine a partner's receiver is on loopback.
+    env["WEBHOOK_ALLOW_LOOPBACK"] = "true"
     for service in SERVICES:
         env[f"{service.env_prefix}_DATABASE_URL"] = database_url(target, stack.database(service))
     return env

@@ -128,6 +128,7 @@ def test_user_routes_declare_their_scope_or_refuse_applications(package: str) ->
         ("device_svc", "POST", "/v1/ops/tasks/{task_id}/done", "devices:maintain"),
         ("analytics_svc", "POST", "/v1/admin/webhooks", "partners:manage"),
         ("analytics_svc", "POST", "/v1/admin/webhooks/deliveries/{delivery_id}/replay", "partners:manage"),
+        ("analytics_svc", "PUT", "/v1/admin/webhooks/partners/{partner}", "partners:manage"),
     ],
 )
 def test_customer_service_staff_routes_check_their_permission(package: str, method: str, path: str, permission: str):

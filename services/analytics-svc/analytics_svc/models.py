@@ -13,6 +13,7 @@ from sqlalchemy import (
     CheckConstraint,
     Date,
     DateTime,
+    Float,
     ForeignKey,
     Identity,
     Index,
@@ -301,3 +302,17 @@ class WebhookAttempt(Base):
     status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
     error: Mapped[str | None] = mapped_column(String(300), nullable=True)
     duration_ms: Mapped[int] = mapped_column(Integer, nullable=False)
+
+
+class WebhookPartnerLimit(Base):
+    """A partner's delivery budget, shared by all its subscriptions and replicas: a token bucket refilled at
+    `per_minute` (None: `WEBHOOK_PARTNER_PER_MINUTE`) holding at most one second's worth (at least one).
+    The row is locked for a delivery pass, so two replicas never spend it twice."""
+
+    __tablename__ = "webhook_partner_limits"
+    __table_args__ = (CheckConstraint("per_minute IS NULL OR per_minute > 0", name="per_minute"),)
+
+    partner: Mapped[str] = mapped_column(String(100), primary_key=True)
+    per_minute: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    tokens: Mapped[float] = mapped_column(Float, nullable=False)
+    refilled_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)

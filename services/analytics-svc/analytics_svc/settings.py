@@ -1,7 +1,7 @@
 import uuid
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from analytics_svc.hotspots.rules import HotspotRules
 from analytics_svc.webhooks.service import Policy as WebhookPolicy
@@ -34,6 +34,11 @@ class Settings(ServiceSettings):
     webhook_max_attempts: int = 8
     webhook_backoff_s: float = 2.0
     webhook_backoff_max_s: float = 3600.0
+    # Partner URLs must resolve to public addresses (webhooks/egress.py); local and test stacks allow
+    # loopback so a receiver on this machine can be used. Refused in production.
+    webhook_allow_loopback: bool = False
+    # Deliveries per minute to one partner (all its subscriptions), unless staff set its own.
+    webhook_partner_per_minute: int = Field(default=600, ge=1)
     # Government supervision interface (MDS 2.0 Provider API, docs/supervision.md).
     mds_provider_id: uuid.UUID = uuid.UUID("5f7114d1-4091-46ee-b492-e55875f7de00")
     mds_provider_name: str = "Power bank platform"
@@ -42,6 +47,12 @@ class Settings(ServiceSettings):
     # An hour is answered (200) this long after it ended; until then 202 (late events may still land).
     supervision_hour_lag_s: int = 60
     supervision_ttl_ms: int = 60_000
+
+    @model_validator(mode="after")
+    def _no_loopback_webhooks_in_production(self) -> "Settings":
+        if self.pb_env == "production" and self.webhook_allow_loopback:
+            raise ValueError("WEBHOOK_ALLOW_LOOPBACK is for local and test stacks, not production")
+        return self
 
     @field_validator("stats_timezone")
     @classmethod
@@ -73,4 +84,6 @@ class Settings(ServiceSettings):
             max_attempts=self.webhook_max_attempts,
             backoff_s=self.webhook_backoff_s,
             backoff_max_s=self.webhook_backoff_max_s,
+            allow_loopback=self.webhook_allow_loopback,
+            partner_per_minute=self.webhook_partner_per_minute,
         )

@@ -101,6 +101,7 @@ def settings(prepared_database: str, keypair: tuple[Path, Path], consumer_group:
         rollup_interval_s=0,  # tests rebuild the rollup themselves (`refresh_rollup`), when they choose
         hotspot_interval_s=0,  # and evaluate hotspots themselves (test_hotspots.py)
         webhook_interval_s=0,  # and send webhooks themselves (test_webhooks.py)
+        webhook_allow_loopback=True,  # to the test's receiver on this machine, like the local stacks
     )
 
 

@@ -6,17 +6,22 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query
 
+from analytics_svc.settings import Settings
 from analytics_svc.webhooks import repository as repo
 from analytics_svc.webhooks import service
 from analytics_svc.webhooks.schemas import (
     AttemptOut,
     DeliveryList,
     DeliveryOut,
+    PartnerLimitIn,
+    PartnerLimitList,
+    PartnerLimitOut,
     SubscriptionCreated,
     SubscriptionIn,
     SubscriptionList,
     SubscriptionOut,
 )
+from kit.app import RuntimeDep
 from kit.auth import Principal, require_permission
 from kit.db import SessionDep
 from kit.errors import BusinessError
@@ -27,6 +32,12 @@ Limit = Annotated[int, Query(ge=1, le=1000)]
 router = APIRouter(prefix="/v1/admin/webhooks", tags=["partner webhooks"])
 
 
+def _settings(runtime: RuntimeDep) -> Settings:
+    settings = runtime.settings
+    assert isinstance(settings, Settings)
+    return settings
+
+
 class UnknownEventType(BusinessError):
     status = 422
     code = "unknown_event_type"
@@ -34,12 +45,21 @@ class UnknownEventType(BusinessError):
 
 
 @router.post("", response_model=SubscriptionCreated, status_code=201)
-async def subscribe(body: SubscriptionIn, who: PartnerAdmin, session: SessionDep) -> SubscriptionCreated:
+async def subscribe(
+    body: SubscriptionIn, who: PartnerAdmin, session: SessionDep, runtime: RuntimeDep
+) -> SubscriptionCreated:
+    """422 `webhook_url_refused` when the URL's host resolves to a private, loopback, link-local (metadata)
+    or reserved address, or does not resolve."""
     unknown = sorted(set(body.event_types) - service.EVENT_TYPES)
     if unknown:
         raise UnknownEventType(f"Not offered to partners: {', '.join(unknown)}", allowed=sorted(service.EVENT_TYPES))
     created = await service.subscribe(
-        session, partner=body.partner, url=str(body.url), event_types=body.event_types, by=who.subject
+        session,
+        partner=body.partner,
+        url=str(body.url),
+        event_types=body.event_types,
+        by=who.subject,
+        allow_loopback=_settings(runtime).webhook_allow_loopback,
     )
     return SubscriptionCreated.model_validate(created, from_attributes=True)
 
@@ -48,6 +68,23 @@ async def subscribe(body: SubscriptionIn, who: PartnerAdmin, session: SessionDep
 async def subscriptions(_: PartnerAdmin, session: SessionDep) -> SubscriptionList:
     items = [SubscriptionOut.model_validate(s, from_attributes=True) for s in await repo.subscriptions(session)]
     return SubscriptionList(items=items)
+
+
+@router.get("/partners", response_model=PartnerLimitList)
+async def partner_limits(_: PartnerAdmin, session: SessionDep, runtime: RuntimeDep) -> PartnerLimitList:
+    """Every partner's delivery rate limit (requests per minute; its own or the default)."""
+    default = _settings(runtime).webhook_partner_per_minute
+    items = [
+        PartnerLimitOut(partner=b.partner, per_minute=b.per_minute or default, default=b.per_minute is None)
+        for b in await repo.partner_limits(session)
+    ]
+    return PartnerLimitList(items=items, default_per_minute=default)
+
+
+@router.put("/partners/{partner}", status_code=204)
+async def set_partner_limit(partner: str, body: PartnerLimitIn, _: PartnerAdmin, session: SessionDep) -> None:
+    """Set a partner's delivery rate limit (all its subscriptions share it); `null` goes back to the default."""
+    await service.set_partner_limit(session, partner, body.per_minute)
 
 
 @router.delete("/{subscription_id}", status_code=204)

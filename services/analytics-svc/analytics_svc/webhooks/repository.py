@@ -5,11 +5,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from analytics_svc.models import WebhookAttempt, WebhookDelivery, WebhookSubscription
+from analytics_svc.models import WebhookAttempt, WebhookDelivery, WebhookPartnerLimit, WebhookSubscription
 
 
 async def subscribers(session: AsyncSession, event_type: str) -> Sequence[WebhookSubscription]:
@@ -29,19 +29,67 @@ async def enqueue(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
         )
 
 
+async def due_partners(session: AsyncSession, now: datetime) -> list[str]:
+    """Partners with due deliveries, the longest waiting first."""
+    stmt = (
+        select(WebhookSubscription.partner)
+        .join(WebhookDelivery, WebhookDelivery.subscription_id == WebhookSubscription.id)
+        .where(WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at <= now)
+        .group_by(WebhookSubscription.partner)
+        .order_by(func.min(WebhookDelivery.next_attempt_at))
+    )
+    return list((await session.execute(stmt)).scalars().all())
+
+
+async def lock_limits(session: AsyncSession, partners: list[str], now: datetime) -> list[WebhookPartnerLimit]:
+    """The partners' buckets (created full: tokens are capped at refill), locked for this pass; a partner
+    another replica is sending to right now is skipped."""
+    if not partners:
+        return []
+    await session.execute(
+        insert(WebhookPartnerLimit)
+        .values([{"partner": p, "tokens": float("inf"), "refilled_at": now} for p in partners])
+        .on_conflict_do_nothing(index_elements=["partner"])
+    )
+    stmt = (
+        select(WebhookPartnerLimit)
+        .where(WebhookPartnerLimit.partner.in_(partners))
+        .with_for_update(skip_locked=True)
+        .execution_options(populate_existing=True)
+    )
+    return list((await session.execute(stmt)).scalars().all())
+
+
 async def claim_due(
-    session: AsyncSession, now: datetime, limit: int
+    session: AsyncSession, partner: str, now: datetime, limit: int
 ) -> list[tuple[WebhookDelivery, WebhookSubscription]]:
-    """Due pending deliveries, locked for this worker (other replicas skip them)."""
+    """A partner's due pending deliveries, oldest first, locked for this worker (other replicas skip them)."""
     stmt = (
         select(WebhookDelivery, WebhookSubscription)
         .join(WebhookSubscription, WebhookSubscription.id == WebhookDelivery.subscription_id)
-        .where(WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at <= now)
-        .order_by(WebhookDelivery.next_attempt_at)
+        .where(
+            WebhookSubscription.partner == partner,
+            WebhookDelivery.status == "pending",
+            WebhookDelivery.next_attempt_at <= now,
+        )
+        .order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.id)
         .limit(limit)
         .with_for_update(of=WebhookDelivery, skip_locked=True)
     )
     return [(d, s) for d, s in (await session.execute(stmt)).all()]
+
+
+async def set_partner_limit(session: AsyncSession, partner: str, per_minute: int | None, now: datetime) -> None:
+    await session.execute(
+        insert(WebhookPartnerLimit)
+        .values(partner=partner, per_minute=per_minute, tokens=float("inf"), refilled_at=now)
+        .on_conflict_do_update(index_elements=["partner"], set_={"per_minute": per_minute})
+    )
+
+
+async def partner_limits(session: AsyncSession) -> Sequence[WebhookPartnerLimit]:
+    stmt = select(WebhookPartnerLimit).order_by(WebhookPartnerLimit.partner)
+    return (await session.execute(stmt)).scalars().all()
 
 
 def log_attempt(

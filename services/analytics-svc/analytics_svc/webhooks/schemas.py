@@ -52,3 +52,18 @@ class DeliveryOut(BaseModel):
 
 class DeliveryList(BaseModel):
     items: list[DeliveryOut]
+
+
+class PartnerLimitIn(BaseModel):
+    per_minute: int | None = Field(ge=1, le=60_000, description="Requests per minute; null: the default")
+
+
+class PartnerLimitOut(BaseModel):
+    partner: str
+    per_minute: int
+    default: bool
+
+
+class PartnerLimitList(BaseModel):
+    items: list[PartnerLimitOut]
+    default_per_minute: int
