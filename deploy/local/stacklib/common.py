@@ -253,9 +253,7 @@ def read_env_file(path: Path) -> dict[str, str]:
 
 def stack_env(stack: Stack) -> dict[str, str]:
     if not stack.env_file.exists():
-        raise StackError(
-            f"{stack.env_file} is missing: run `python3 {rel(STACK_TOOL)} up --stack {stack.name}` first"
-        )
+        raise StackError(f"{stack.env_file} is missing: run `python3 {rel(STACK_TOOL)} up --stack {stack.name}` first")
     return read_env_file(stack.env_file)
 
 
