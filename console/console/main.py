@@ -17,10 +17,11 @@ from fastapi.staticfiles import StaticFiles
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 
 from console.backend import Backend, BackendError, Services, SessionExpired
-from console.pages import dashboard, devices, people, tasks, tickets
+from console.pages import account, dashboard, devices, people, staff_accounts, tasks, tickets
 from console.sessions import COOKIE, LOGIN_CSRF_COOKIE, SessionStore
 from console.settings import ConsoleSettings
 from console.web import (
+    AccountPending,
     Console,
     ConsoleDep,
     CsrfRefused,
@@ -103,6 +104,12 @@ def create_app(settings: ConsoleSettings | None = None) -> FastAPI:
         # A cookie that names no live session: it expired (or the console restarted).
         return RedirectResponse("/login?expired=1" if request.cookies.get(COOKIE) else "/login", status_code=303)
 
+    @app.exception_handler(AccountPending)
+    async def account_pending(request: Request, _: AccountPending) -> Response:
+        if request.headers.get("x-requested-with") == "fetch":
+            return JSONResponse({"code": "account_pending"}, status_code=401)
+        return RedirectResponse("/account", status_code=303)
+
     @app.exception_handler(SessionExpired)
     async def expired(request: Request, _: SessionExpired) -> Response:
         console_of(request).store.end(request.cookies.get(COOKIE))
@@ -147,11 +154,14 @@ def create_app(settings: ConsoleSettings | None = None) -> FastAPI:
         console: ConsoleDep,
         expired: bool = False,
         out: bool = False,
+        again: bool = False,
         lang: Annotated[str | None, Query(pattern="^(zh|en)$")] = None,
     ) -> Response:
         token = secrets.token_urlsafe(32)
-        message = "signin.expired" if expired else "signin.out" if out else ""
-        response = render(request, "login.html", None, lang=lang, login_csrf=token, message_key=message, error_key="")
+        message = "signin.expired" if expired else "signin.out" if out else "signin.again" if again else ""
+        response = render(
+            request, "login.html", None, lang=lang, login_csrf=token, message_key=message, error_key="", login_name=""
+        )
         _login_cookie(response, request, settings, token)
         return response
 
@@ -160,15 +170,22 @@ def create_app(settings: ConsoleSettings | None = None) -> FastAPI:
         form = await read_form(request, request.cookies.get(LOGIN_CSRF_COOKIE, "") or secrets.token_urlsafe(8))
         lang = form.get("lang", "") if form.get("lang") in ("zh", "en") else settings.console_default_lang
         login_name = form.get("login", "").strip()
+        credentials = {"login": login_name, "password": form.get("password", "")}
+        if form.get("totp_code", "").strip():
+            credentials["totp_code"] = form["totp_code"].strip()
         try:
             answer = await console.backend.call(
-                "POST",
-                f"{console.backend.services.user}/v1/admin/sessions",
-                json={"login": login_name, "password": form.get("password", "")},
+                "POST", f"{console.backend.services.user}/v1/admin/sessions", json=credentials
             )
         except BackendError as exc:
             token = secrets.token_urlsafe(32)
-            error = "signin.locked" if exc.status == 429 else "signin.failed"
+            error = (
+                "signin.locked"
+                if exc.status == 429
+                else "signin.totp_required"
+                if exc.code == "totp_required"
+                else "signin.failed"
+            )
             status = 429 if exc.status == 429 else 401
             response = render(
                 request,
@@ -179,6 +196,7 @@ def create_app(settings: ConsoleSettings | None = None) -> FastAPI:
                 login_csrf=token,
                 message_key="",
                 error_key=error,
+                login_name=login_name,
             )
             _login_cookie(response, request, settings, token)
             return response
@@ -189,9 +207,10 @@ def create_app(settings: ConsoleSettings | None = None) -> FastAPI:
             access_token=str(answer["access_token"]),
             expires_in=int(answer["expires_in"]),
             lang=lang,
+            pending=tuple(answer.get("pending") or ()),
         )
-        log.info("staff signed in", extra={"admin_id": staff.admin_id, "roles": staff.roles})
-        signed_in = RedirectResponse("/", status_code=303)
+        log.info("staff signed in", extra={"admin_id": staff.admin_id, "roles": staff.roles, "pending": staff.pending})
+        signed_in = RedirectResponse("/account" if staff.pending else "/", status_code=303)
         signed_in.set_cookie(
             COOKIE,
             staff.session_id,
@@ -218,7 +237,7 @@ def create_app(settings: ConsoleSettings | None = None) -> FastAPI:
         back = form.get("back", "/")
         return RedirectResponse(back if back.startswith("/") and not back.startswith("//") else "/", status_code=303)
 
-    for module in (dashboard, devices, tasks, tickets, people):
+    for module in (dashboard, devices, tasks, tickets, people, staff_accounts, account):
         app.include_router(module.router)
     return app
 

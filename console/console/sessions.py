@@ -29,6 +29,9 @@ class StaffSession:
     csrf_token: str
     lang: str
     last_seen: float
+    # What user-svc requires before the account may work (`password_change`, `totp_enrolment`): the
+    # token then holds no role, and the console opens only the own-account page.
+    pending: tuple[str, ...] = ()
 
     @property
     def permissions(self) -> frozenset[str]:
@@ -45,7 +48,15 @@ class SessionStore:
         self._sessions: dict[str, StaffSession] = {}
 
     def create(
-        self, *, admin_id: str, login: str, roles: list[str], access_token: str, expires_in: int, lang: str
+        self,
+        *,
+        admin_id: str,
+        login: str,
+        roles: list[str],
+        access_token: str,
+        expires_in: int,
+        lang: str,
+        pending: tuple[str, ...] = (),
     ) -> StaffSession:
         self._purge()
         now = time.monotonic()
@@ -59,6 +70,7 @@ class SessionStore:
             csrf_token=secrets.token_urlsafe(32),
             lang=lang,
             last_seen=now,
+            pending=pending,
         )
         self._sessions[session.session_id] = session
         return session

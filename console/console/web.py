@@ -32,6 +32,10 @@ class NotAllowed(Exception):
     """The staff member's role lacks the permission this page or action needs."""
 
 
+class AccountPending(Exception):
+    """The account must change its password or enrol a second factor before any other page."""
+
+
 class CsrfRefused(Exception):
     """A state change without this session's CSRF token (or from another origin)."""
 
@@ -66,10 +70,16 @@ def console_of(request: Request) -> Console:
 ConsoleDep = Annotated[Console, Depends(console_of)]
 
 
+# What a session with something pending may still reach: its own account, sign-out, the language.
+PENDING_PATHS = ("/account", "/logout", "/lang")
+
+
 def current_staff(request: Request) -> StaffSession:
     session = console_of(request).store.get(request.cookies.get(COOKIE))
     if session is None:
         raise SignInRequired()
+    if session.pending and not request.url.path.startswith(PENDING_PATHS):
+        raise AccountPending()
     return session
 
 
@@ -119,7 +129,11 @@ def render(
 ) -> HTMLResponse:
     console = console_of(request)
     language = lang or (staff.lang if staff else console.settings.console_default_lang)
-    menu = [item for item in MENU if staff is not None and (item.permission is None or staff.can(item.permission))]
+    menu = [
+        item
+        for item in MENU
+        if staff is not None and not staff.pending and (item.permission is None or staff.can(item.permission))
+    ]
     page = console.templates.get_template(template).render(
         t=lambda key, **values: translate(key, language, **values),
         lang=language,

@@ -24,7 +24,19 @@ ADMIN = (
     os.environ.get("ADMIN_BOOTSTRAP_LOGIN", "admin"),
     os.environ.get("ADMIN_BOOTSTRAP_PASSWORD", "dev-admin-password"),
 )
-MAIN_PAGES = ("/", "/map", "/cabinets", "/banks", "/alarms", "/tasks", "/tickets", "/users", "/audit")
+MAIN_PAGES = (
+    "/",
+    "/map",
+    "/cabinets",
+    "/banks",
+    "/alarms",
+    "/tasks",
+    "/tickets",
+    "/users",
+    "/staff",
+    "/audit",
+    "/account",
+)
 
 pytestmark = pytest.mark.e2e
 

@@ -9,7 +9,8 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from console.sessions import StaffSession
-from console.web import ConsoleDep, page_permission, read_form, render, require
+from console.web import Console, ConsoleDep, page_permission, read_form, render, require
+from kit.auth import ALL_PERMISSIONS, ROLE_PERMISSIONS
 
 router = APIRouter()
 
@@ -18,6 +19,21 @@ FieldStaff = Annotated[StaffSession, Depends(require("devices:maintain"))]
 Dispatcher = Annotated[StaffSession, Depends(require("maintenance:dispatch"))]
 OPEN_STATUSES = ("open", "assigned", "in_progress")
 STATUSES = (*OPEN_STATUSES, "done", "cancelled")
+# Whom a task can go to: the roles that may start and finish one.
+WORKER_ROLES = tuple(r for r, p in ROLE_PERMISSIONS.items() if "devices:maintain" in p or ALL_PERMISSIONS in p)
+
+
+async def staff_directory(console: Console, staff: StaffSession) -> list[dict[str, str]]:
+    """Active staff who can work a task (user-svc's directory: dispatchers only; others get none)."""
+    if not staff.can("maintenance:dispatch"):
+        return []
+    found: list[dict[str, str]] = await console.backend.call(
+        "GET",
+        f"{console.backend.services.user}/v1/admin/staff-directory",
+        token=staff.access_token,
+        params=[("role", r) for r in WORKER_ROLES],
+    )
+    return found
 
 
 @router.get("/tasks", response_class=HTMLResponse)
@@ -39,11 +55,13 @@ async def queue(
     found = await console.backend.call(
         "GET", f"{console.backend.services.device}/v1/ops/tasks", token=staff.access_token, params=params
     )
+    names = {a["admin_id"]: a["login"] for a in await staff_directory(console, staff)}
     return render(
         request,
         "tasks.html",
         staff,
         tasks=found["items"],
+        names=names,
         status=status,
         statuses=STATUSES,
         mine=mine,
@@ -54,7 +72,9 @@ async def queue(
 @router.get("/tasks/{task_id}", response_class=HTMLResponse)
 async def task_page(request: Request, task_id: uuid.UUID, console: ConsoleDep, staff: Reader) -> HTMLResponse:
     task = await console.backend.get(f"{console.backend.services.device}/v1/ops/tasks/{task_id}", staff.access_token)
-    return render(request, "task.html", staff, task=task)
+    directory = await staff_directory(console, staff)
+    names = {a["admin_id"]: a["login"] for a in directory}
+    return render(request, "task.html", staff, task=task, directory=directory, names=names)
 
 
 async def _move(

@@ -218,6 +218,11 @@ async def test_staff_lifecycle_role_disable_reset_sessions(client, database_url)
     assert {a["login"] for a in listed.json()} == {"root-admin", "ops-7"}
     assert next(a for a in listed.json() if a["login"] == "root-admin")["totp_enabled"] is True
     assert_problem(await client.get("/v1/admin/admins", headers=bearer(ops)), 403, "forbidden")
+    # ... but as a dispatcher the operator sees whom tasks can go to: login and role, nothing more
+    directory = await client.get("/v1/admin/staff-directory", params={"role": "operator"}, headers=bearer(ops))
+    assert directory.json() == [{"admin_id": admin_id, "login": "ops-7", "role": "operator"}]
+    everyone = (await client.get("/v1/admin/staff-directory", headers=bearer(ops))).json()
+    assert [a["login"] for a in everyone] == ["ops-7", "root-admin"]
 
     sessions = (await client.get(f"/v1/admin/admins/{admin_id}/sessions", headers=bearer(root))).json()
     assert len(sessions) == 2 and all(s["revoked_at"] is None for s in sessions)
@@ -242,9 +247,12 @@ async def test_staff_lifecycle_role_disable_reset_sessions(client, database_url)
     assert_problem(await client.get("/v1/admin/me", headers=bearer(second)), 401, "token_revoked")
     analyst = await sign_in(client, "ops-7", PASSWORD)
     assert_problem(await client.get("/v1/admin/users", headers=bearer(analyst)), 403, "forbidden")
+    assert_problem(await client.get("/v1/admin/staff-directory", headers=bearer(analyst)), 403, "forbidden")
 
     disabled = await client.post(f"/v1/admin/admins/{admin_id}/disable", json={"reason": "left"}, headers=bearer(root))
     assert disabled.status_code == 200 and disabled.json()["status"] == "disabled"
+    directory = (await client.get("/v1/admin/staff-directory", headers=bearer(root))).json()
+    assert [a["login"] for a in directory] == ["root-admin"]  # a disabled account takes no task
     assert_problem(await client.get("/v1/admin/me", headers=bearer(analyst)), 401, "token_revoked")
     login = {"login": "ops-7", "password": PASSWORD}
     assert_problem(await client.post("/v1/admin/sessions", json=login), 401, "invalid_credentials")

@@ -11,8 +11,8 @@ from kit.app import RuntimeDep
 from kit.auth import CurrentPrincipal, Principal
 from kit.db import SessionDep
 from kit.errors import Forbidden
-from user_svc.admins.endpoints import AdminManager
-from user_svc.admins.schemas import ReasonIn
+from user_svc.admins.endpoints import AdminManager, admin_with
+from user_svc.admins.schemas import ReasonIn, Role
 from user_svc.context import ContextDep
 from user_svc.errors import TokenRevoked
 from user_svc.models import Admin, AdminSession
@@ -23,6 +23,7 @@ from user_svc.staff.schemas import (
     MeOut,
     OwnPasswordIn,
     RoleIn,
+    StaffEntryOut,
     StaffOut,
     StaffSessionOut,
     TemporaryPasswordOut,
@@ -43,6 +44,8 @@ async def signed_in_admin(principal: CurrentPrincipal, session: SessionDep) -> P
 
 
 Myself = Annotated[Principal, Depends(signed_in_admin)]
+# Dispatchers assign maintenance tasks to staff: they see who is there (login and role), nothing more.
+Dispatcher = Annotated[Principal, Depends(admin_with("maintenance:dispatch"))]
 
 
 def _staff(admin: Admin, settings: Settings) -> StaffOut:
@@ -86,6 +89,17 @@ async def list_admins(
 ) -> list[StaffOut]:
     admins = await service.search(session, status=admin_status, role=role, limit=limit, offset=offset)
     return [_staff(a, context.settings) for a in admins]
+
+
+@router.get("/staff-directory")
+async def staff_directory(
+    _: Dispatcher,
+    session: SessionDep,
+    role: Annotated[list[Role] | None, Query(max_length=6)] = None,
+) -> list[StaffEntryOut]:
+    """Active staff (login and role only), by login: whom a task can be assigned to."""
+    admins = await service.directory(session, roles=list(role or []))
+    return [StaffEntryOut(admin_id=a.id, login=a.login, role=a.role) for a in admins]
 
 
 @router.get("/admins/{admin_id}")

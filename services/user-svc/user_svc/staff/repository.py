@@ -22,6 +22,13 @@ async def search(
     return list(await session.scalars(stmt))
 
 
+async def active_by_login(session: AsyncSession, *, roles: list[str], limit: int) -> list[Admin]:
+    stmt = select(Admin).where(Admin.status == UserStatus.ACTIVE).order_by(Admin.login).limit(limit)
+    if roles:
+        stmt = stmt.where(Admin.role.in_(roles))
+    return list(await session.scalars(stmt))
+
+
 async def count_active_super_admins(session: AsyncSession) -> int:
     stmt = (
         select(func.count())

@@ -20,6 +20,12 @@ class StaffOut(BaseModel):
     last_login_at: datetime | None
 
 
+class StaffEntryOut(BaseModel):
+    admin_id: UUID
+    login: str
+    role: str
+
+
 class RoleIn(BaseModel):
     role: Role
     reason: PlainText = Field(min_length=1, max_length=500)

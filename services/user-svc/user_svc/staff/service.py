@@ -134,6 +134,10 @@ async def search(
     return await repository.search(session, status=status, role=role, limit=limit, offset=offset)
 
 
+async def directory(session: AsyncSession, *, roles: list[str]) -> list[Admin]:
+    return await repository.active_by_login(session, roles=roles, limit=500)
+
+
 async def _refuse_losing_last_super_admin(session: AsyncSession, admin: Admin) -> None:
     if admin.role != AdminRole.SUPER_ADMIN or admin.status != UserStatus.ACTIVE:
         return

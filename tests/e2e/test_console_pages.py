@@ -1,0 +1,243 @@
+"""The console's pages over plain HTTP against the running mesh (no browser: cheaper, and the browser
+tests in test_console.py already cover the script, the cookies and the keyboard): staff accounts and
+the own-account page (forced password change, second factor at sign-in), the staff picker for task
+assignment. Each flow is checked against the services' own APIs."""
+
+import os
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from html import unescape
+
+import httpx
+import pyotp
+import pytest
+from mesh import Mesh
+from platform_client import wait_for
+
+pytestmark = pytest.mark.e2e
+
+ADMIN = (
+    os.environ.get("ADMIN_BOOTSTRAP_LOGIN", "admin"),
+    os.environ.get("ADMIN_BOOTSTRAP_PASSWORD", "dev-admin-password"),
+)
+CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+
+
+class Browserless:
+    """One staff member's cookie jar on the console: gets pages, posts forms with the page's CSRF token."""
+
+    def __init__(self, http: httpx.AsyncClient) -> None:
+        self.http = http
+        self.csrf = ""
+
+    async def page(self, path: str, status: int = 200) -> str:
+        answer = await self.http.get(path)
+        assert answer.status_code == status, (path, answer.status_code, answer.text[:500])
+        found = CSRF.search(answer.text)
+        if found:
+            self.csrf = found.group(1)
+        return answer.text
+
+    async def post(self, path: str, form: dict[str, str] | None = None) -> httpx.Response:
+        return await self.http.post(path, data={"csrf": self.csrf, **(form or {})})
+
+    async def sign_in(self, login: str, password: str, totp_code: str = "") -> httpx.Response:
+        await self.page("/login")
+        return await self.post("/login", {"login": login, "password": password, "totp_code": totp_code})
+
+
+@pytest.fixture
+async def console() -> AsyncIterator[Callable[[], Browserless]]:
+    url = os.environ.get("CONSOLE_URL")
+    if not url:
+        pytest.fail("CONSOLE_URL is not set: run through `make test` (the stack's env file sets it)")
+    clients: list[httpx.AsyncClient] = []
+
+    def make() -> Browserless:
+        http = httpx.AsyncClient(base_url=url.rstrip("/"), timeout=15.0)
+        clients.append(http)
+        return Browserless(http)
+
+    yield make
+    for http in clients:
+        await http.aclose()
+
+
+def text(html: str, figure: str) -> str:
+    found = re.search(rf'data-figure="{figure}">(.*?)</', html, re.S)
+    assert found, f"no {figure} on the page"
+    return unescape(found.group(1)).strip()
+
+
+def menu(html: str) -> list[str]:
+    return re.findall(r'data-menu="(nav\.[a-z_]+)"', html)
+
+
+async def test_staff_accounts_and_the_forced_password_change(mesh: Mesh, console: Callable[[], Browserless]) -> None:
+    admin = console()
+    assert (await admin.sign_in(*ADMIN)).headers["location"] == "/"
+    assert "nav.staff" in menu(await admin.page("/staff"))
+    login, first, chosen = f"fm{uuid.uuid4().hex[:6]}", "first-password-1", "chosen-password-2"
+    created = await admin.post(
+        "/staff", {"login": login, "password": first, "role": "field_maintenance", "must_change_password": "true"}
+    )
+    assert created.status_code == 303, created.text
+    member_url = created.headers["location"].split("?")[0]
+    page = await admin.page(member_url)
+    assert text(page, "role") == "现场运维" and text(page, "status") == "正常"
+    assert f'data-admin="{login}"' in await admin.page("/staff?role=field_maintenance")
+
+    # The first sign-in can only replace the chosen password: every other page leads to the account page.
+    worker = console()
+    assert (await worker.sign_in(login, first)).headers["location"] == "/account"
+    assert (await worker.http.get("/tasks")).headers["location"] == "/account"
+    account = await worker.page("/account")
+    assert menu(account) == [] and "请先修改密码" in text(account, "pending")
+    mismatch = await worker.post(
+        "/account/password", {"current_password": first, "new_password": chosen, "repeat_password": "other-one-3"}
+    )
+    assert mismatch.status_code == 422 and "两次输入的新密码不一致" in mismatch.text
+    wrong = await worker.post(
+        "/account/password", {"current_password": "not-it-at-all", "new_password": chosen, "repeat_password": chosen}
+    )
+    assert wrong.status_code == 401 and "当前密码错误" in wrong.text
+    changed = await worker.post(
+        "/account/password", {"current_password": first, "new_password": chosen, "repeat_password": chosen}
+    )
+    assert changed.headers["location"] == "/login?again=1"
+    assert (await worker.http.get("/account")).headers["location"].startswith("/login")  # that session ended
+    assert (await worker.sign_in(login, chosen)).headers["location"] == "/"
+    assert menu(await worker.page("/tasks")) == [
+        "nav.dashboard",
+        "nav.map",
+        "nav.cabinets",
+        "nav.banks",
+        "nav.alarms",
+        "nav.tasks",
+        "nav.tickets",
+    ]
+    assert (await worker.http.get("/staff")).status_code == 403  # not theirs
+
+    # Role change and disabling end the member's console session (user-svc revokes the token).
+    assert (await admin.page(member_url)) and (
+        await admin.post(f"{member_url}/role", {"role": "analyst", "reason": "moved team (e2e)"})
+    ).status_code == 303
+    assert text(await admin.page(member_url), "role") == "分析师"
+
+    async def signed_out() -> bool:  # device-svc hears of the revocation within about a second
+        stale = await worker.http.get("/tasks")
+        return stale.status_code == 303 and stale.headers["location"].startswith("/login")
+
+    await wait_for(signed_out, timeout_s=10, interval_s=0.2)
+    await admin.page(member_url)
+    assert (await admin.post(f"{member_url}/disable", {"reason": "left the company (e2e)"})).status_code == 303
+    assert text(await admin.page(member_url), "status") == "已停用"
+    refused = await worker.sign_in(login, chosen)
+    assert refused.status_code == 401 and "登录名或密码错误" in refused.text
+
+    # A password reset shows a one-time password once; the member must replace it again.
+    await admin.post(f"{member_url}/enable", {"reason": "came back (e2e)"})
+    await admin.page(member_url)
+    reset = await admin.post(f"{member_url}/password-reset", {"reason": "forgot it (e2e)"})
+    assert reset.status_code == 200 and reset.headers["cache-control"] == "no-store"
+    temporary = text(reset.text, "temporary-password")
+    assert temporary not in await admin.page(member_url)  # shown on that answer only
+    assert (await worker.sign_in(login, temporary)).headers["location"] == "/account"
+
+    api = mesh.client()
+    token = await api.admin_login(*ADMIN)
+    admin_id = member_url.rsplit("/", 1)[1]
+    audited = await api.call("GET", f"{api.urls.user}/v1/admin/audit-log", token=token, params={"target_id": admin_id})
+    assert [row["action"] for row in reversed(audited.json())] == [
+        "admin.create",
+        "admin.password_change",
+        "admin.role_change",
+        "admin.disable",
+        "admin.enable",
+        "admin.password_reset",
+    ]
+
+
+async def test_the_second_factor_is_enrolled_and_then_asked_at_sign_in(
+    mesh: Mesh, console: Callable[[], Browserless]
+) -> None:
+    api = mesh.client()
+    token = await api.admin_login(*ADMIN)
+    login, password = f"ops{uuid.uuid4().hex[:6]}", "operator-password-1"
+    created = await api.call(
+        "POST",
+        f"{api.urls.user}/v1/admin/admins",
+        token=token,
+        json={"login": login, "password": password, "role": "operator", "must_change_password": False},
+    )
+    assert created.status == 201, created.response.text
+
+    member = console()
+    assert (await member.sign_in(login, password)).headers["location"] == "/"
+    await member.page("/account")
+    begun = await member.post("/account/totp")
+    assert begun.status_code == 200, begun.text
+    secret = text(begun.text, "totp-secret").replace(" ", "")
+    wrong = await member.post(
+        "/account/totp/confirm", {"code": "000000" if pyotp.TOTP(secret).now() != "000000" else "111111"}
+    )
+    assert wrong.status_code == 422 and "验证码不正确" in wrong.text
+    step = int(time.time() // 30)
+    confirmed = await member.post("/account/totp/confirm", {"code": pyotp.TOTP(secret).at(step * 30)})
+    assert confirmed.headers["location"] == "/login?again=1"
+
+    asked = await member.sign_in(login, password)
+    assert asked.status_code == 401 and "该账号需要动态验证码" in asked.text
+    assert f'value="{login}"' in asked.text  # the login is kept for the second try
+    # a code is accepted once: the next step's (within the one-step window)
+    signed_in = await member.sign_in(login, password, pyotp.TOTP(secret).at((step + 1) * 30))
+    assert signed_in.headers["location"] == "/"
+    me = await member.page("/account")
+    assert text(me, "totp").startswith("是")
+
+
+async def test_a_dispatcher_picks_the_assignee_from_the_staff(mesh: Mesh, console: Callable[[], Browserless]) -> None:
+    api = mesh.client()
+    token = await api.admin_login(*ADMIN)
+    login = f"tech{uuid.uuid4().hex[:6]}"
+    created = await api.call(
+        "POST",
+        f"{api.urls.user}/v1/admin/admins",
+        token=token,
+        json={
+            "login": login,
+            "password": "technician-password-1",
+            "role": "field_maintenance",
+            "must_change_password": False,
+        },
+    )
+    assert created.status == 201, created.response.text
+    technician_id = created.json()["admin_id"]
+    bank_id = f"PB-PCK{uuid.uuid4().hex[:6].upper()}"
+    assert (
+        await api.call("POST", f"{api.urls.device}/v1/admin/banks", token=token, json={"id": bank_id})
+    ).status == 201
+    faulty = await api.call(
+        "POST",
+        f"{api.urls.device}/v1/ops/banks/{bank_id}/state",
+        token=token,
+        json={"state": "faulty", "reason": "swollen cell (e2e)"},
+    )
+    assert faulty.status == 200, faulty.response.text
+    assert (await api.call("POST", f"{api.urls.device}/v1/ops/tasks/scan", token=token)).status == 200
+    [task] = (
+        await api.call("GET", f"{api.urls.device}/v1/ops/tasks", token=token, params={"device_id": bank_id})
+    ).json()["items"]
+
+    admin = console()
+    await admin.sign_in(*ADMIN)
+    page = await admin.page(f"/tasks/{task['id']}")
+    picker = re.search(r'<select id="task-assignee" name="assignee">(.*?)</select>', page, re.S)
+    assert picker and f'value="{technician_id}"' in picker.group(1)
+    assigned = await admin.post(f"/tasks/{task['id']}/assign", {"assignee": technician_id, "note": "yours"})
+    assert assigned.status_code == 303, assigned.text
+    assert text(await admin.page(f"/tasks/{task['id']}"), "task-assignee") == login
+    detail = (await api.call("GET", f"{api.urls.device}/v1/ops/tasks/{task['id']}", token=token)).json()
+    assert detail["assignee"] == technician_id and detail["status"] == "assigned"
