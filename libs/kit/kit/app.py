@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from contracts import Envelope, new_event
 from contracts.events import EventData
 from kit.auth import TokenVerifier
+from kit.broker_loss import BrokerLossWatch, PublishedOffsets
 from kit.correlation import HEADER, get_correlation_id
 from kit.db import make_engine, make_sessionmaker, ping
 from kit.errors import install_error_handlers
@@ -182,13 +183,26 @@ def create_service_app(
             revocations=revocations,
         )
         app.state.runtime = runtime
-        relays = _outbox_relays(runtime)
+        published_offsets = PublishedOffsets()
+        relays = _outbox_relays(runtime, published_offsets)
         runtime.readiness_checks["database"] = lambda: ping(engine)
         runtime.readiness_checks["kafka"] = lambda: _kafka_ready(producer, relays)
         for name, relay in relays.items():
             runtime.spawn(relay.run(), name)
         if settings.retention_interval_s > 0:
             runtime.spawn(_prune_periodically(runtime), "retention")
+        if settings.broker_loss_check_s > 0:
+            watch = BrokerLossWatch(
+                runtime.sessionmaker,
+                settings.kafka_bootstrap,
+                published_offsets,
+                runtime.outbox_wakeup,
+                replay_window_s=settings.broker_loss_replay_window_s,
+                interval_s=settings.broker_loss_check_s,
+                client_id=f"{settings.service_name}-broker-watch",
+            )
+            runtime.extras["broker_loss_watch"] = watch
+            runtime.spawn(watch.run(), "broker-loss-watch")
         try:
             if settings.token_revocation_listener:
                 await _listen_for_revocations(runtime)
@@ -284,21 +298,31 @@ async def _listen_for_revocations(runtime: Runtime) -> None:
     runtime.readiness_checks["revocations"] = caught_up
 
 
-def _outbox_relays(runtime: Runtime) -> dict[str, OutboxRelay]:
+def _outbox_relays(runtime: Runtime, offsets: PublishedOffsets) -> dict[str, OutboxRelay]:
     """One relay for every event; or, when the service splits its outbox, one per lane."""
     s = runtime.settings
     if runtime.bulk_producer is None:
         return {
             "outbox-relay": OutboxRelay(
-                runtime.sessionmaker, runtime.producer, runtime.outbox_wakeup, s.outbox_poll_interval_s
+                runtime.sessionmaker, runtime.producer, runtime.outbox_wakeup, s.outbox_poll_interval_s, offsets=offsets
             )
         }
     return {
         "outbox-relay": OutboxRelay(
-            runtime.sessionmaker, runtime.producer, runtime.outbox_wakeup, s.outbox_poll_interval_s, lane=Lane.CRITICAL
+            runtime.sessionmaker,
+            runtime.producer,
+            runtime.outbox_wakeup,
+            s.outbox_poll_interval_s,
+            lane=Lane.CRITICAL,
+            offsets=offsets,
         ),
         "outbox-relay-bulk": OutboxRelay(
-            runtime.sessionmaker, runtime.bulk_producer, runtime.outbox_wakeup, s.outbox_poll_interval_s, lane=Lane.BULK
+            runtime.sessionmaker,
+            runtime.bulk_producer,
+            runtime.outbox_wakeup,
+            s.outbox_poll_interval_s,
+            lane=Lane.BULK,
+            offsets=offsets,
         ),
     }
 

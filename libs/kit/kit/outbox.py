@@ -14,6 +14,7 @@ import zlib
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from aiokafka import AIOKafkaProducer
 from prometheus_client import Counter, Gauge
@@ -26,6 +27,9 @@ from contracts.topics import BULK_TOPICS
 from kit.correlation import get_correlation_id
 from kit.db import after_commit, define_kit_tables, make_metadata
 from kit.tracing import current_traceparent, kafka_headers, traceparent_in_payload
+
+if TYPE_CHECKING:
+    from kit.broker_loss import PublishedOffsets
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +160,8 @@ class OutboxRelay:
     relays sending batches side by side would let a later event of a key reach Kafka before an earlier
     one; one sender per lane keeps every key's events in id order (tests/test_outbox_order.py). A row is
     marked published only after Kafka acknowledged it (at least once). `lane`: only that lane's rows (a
-    service that splits its outbox runs one relay per lane); None: every row."""
+    service that splits its outbox runs one relay per lane); None: every row. `offsets`: where the relay
+    notes the offsets Kafka acknowledged, for kit.broker_loss to notice a broker that lost them."""
 
     def __init__(
         self,
@@ -166,8 +171,10 @@ class OutboxRelay:
         poll_interval_s: float = 0.5,
         batch_size: int = 500,
         lane: Lane | None = None,
+        offsets: "PublishedOffsets | None" = None,
     ) -> None:
         self._sessionmaker = sessionmaker
+        self._offsets = offsets
         self._producer = producer
         self._wakeup = wakeup
         self._poll = poll_interval_s
@@ -217,7 +224,9 @@ class OutboxRelay:
                     await self._producer.send(row.topic, value=payload, key=row.key.encode(), headers=headers)
                 )
             for fut in futures:
-                await fut
+                meta = await fut
+                if self._offsets is not None:
+                    self._offsets.record(meta)
             await session.execute(
                 text("UPDATE outbox SET published_at = :now WHERE id = ANY(:ids)"),
                 {"now": datetime.now(UTC), "ids": [row.id for row in rows]},

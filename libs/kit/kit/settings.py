@@ -53,6 +53,11 @@ class ServiceSettings(BaseSettings):
     retention_interval_s: float = Field(default=600.0, ge=0)
     retention_batch: int = Field(default=5000, ge=1)
     retention_max_batches: int = Field(default=20, ge=1)
+    # Broker loss (kit.broker_loss): every `broker_loss_check_s` (0: never) each service checks that the broker
+    # still holds what it acknowledged; if not, the outbox rows published in the replay window go out again.
+    # The window must not exceed the retention window, or a copy could find its processed id forgotten.
+    broker_loss_check_s: float = Field(default=5.0, ge=0)
+    broker_loss_replay_window_s: float = Field(default=3600.0, ge=60)
     # OpenTelemetry traces (kit.tracing): off unless a collector's OTLP/HTTP base URL is set (the standard
     # OTEL_EXPORTER_OTLP_ENDPOINT variable, e.g. http://otel-collector:4318); the share of new traces kept.
     otel_exporter_otlp_endpoint: str | None = None
@@ -76,6 +81,12 @@ class ServiceSettings(BaseSettings):
     @property
     def consumer_group(self) -> str:
         return self.kafka_consumer_group or self.service_name
+
+    @model_validator(mode="after")
+    def _replay_within_retention(self) -> "ServiceSettings":
+        if self.broker_loss_replay_window_s > self.retention_window_s:
+            raise ValueError("BROKER_LOSS_REPLAY_WINDOW_S must not exceed RETENTION_WINDOW_S")
+        return self
 
     @model_validator(mode="after")
     def _refuse_placeholder_secrets_in_production(self) -> "ServiceSettings":
