@@ -7,9 +7,13 @@
   reset to the earliest); then it goes, oldest first through its `processed_at` index. Parked (`failed`)
   rows stay until replayed.
 
-Each batch is its own short transaction; a run stops after `max_batches`, the next run goes on."""
+Each batch is its own short transaction; a run stops after `max_batches`, the next run goes on.
+
+A service's own deduplication tables (device-svc's `inbound_messages`) go the same way through
+`prune_by_time`: oldest first through their time index."""
 
 import logging
+import re
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -55,3 +59,48 @@ async def prune(
     if any(counts.values()):
         log.info("retention pruned", extra=counts)
     return Pruned(outbox=counts["outbox"], processed_events=counts["processed_events"])
+
+
+@dataclass(frozen=True)
+class TimeIndexed:
+    """A table whose rows may go once `time_column` is older than a cutoff, walked through an index on it."""
+
+    table: str
+    key: tuple[str, ...]
+    time_column: str
+
+    def __post_init__(self) -> None:
+        for name in (self.table, self.time_column, *self.key):
+            if not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
+                raise ValueError(f"not a plain SQL name: {name!r}")
+
+    def delete_statement(self) -> str:
+        key = ", ".join(self.key)
+        return (
+            f"DELETE FROM {self.table} WHERE ({key}) IN (SELECT {key} FROM {self.table} "  # noqa: S608 (names checked)
+            f"WHERE {self.time_column} < :cutoff ORDER BY {self.time_column} LIMIT :batch)"
+        )
+
+
+async def prune_by_time(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    target: TimeIndexed,
+    *,
+    older_than: datetime,
+    batch: int = 5000,
+    max_batches: int = 20,
+) -> int:
+    """Delete `target`'s rows older than `older_than`, oldest first, `batch` rows per transaction, at most
+    `max_batches` batches; how many went."""
+    statement = text(target.delete_statement())
+    total = 0
+    for _ in range(max_batches):
+        async with unit_of_work(sessionmaker) as session:
+            deleted = (await session.execute(statement, {"cutoff": older_than, "batch": batch})).rowcount  # type: ignore[attr-defined]
+        total += deleted
+        if deleted < batch:
+            break
+    PRUNED.labels(target.table).inc(total)
+    if total:
+        log.info("retention pruned", extra={target.table: total})
+    return total

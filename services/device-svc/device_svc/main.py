@@ -28,7 +28,7 @@ from device_svc.protocols.lookup import DbLookup
 from device_svc.registry.endpoints import router as registry_router
 from device_svc.rented.endpoints import router as rented_router
 from device_svc.settings import Settings
-from device_svc.sweepers import fail_expired_commands, mark_offline_until_next, sweep_banks
+from device_svc.sweepers import fail_expired_commands, mark_offline_until_next, prune_inbound_messages, sweep_banks
 from device_svc.telemetry.ingest import TelemetryIngest
 from device_svc.telemetry.service import BankDevices, BankRules
 from device_svc.telemetry.snapshots import SnapshotIngest
@@ -205,6 +205,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ),
             "maintenance-tasks",
         )
+
+        async def forget_old_message_ids() -> None:
+            await prune_inbound_messages(
+                runtime.sessionmaker,
+                keep_s=settings.inbound_retention_s,
+                batch=settings.retention_batch,
+                max_batches=settings.retention_max_batches,
+            )
+
+        if settings.retention_interval_s > 0:
+            runtime.spawn(
+                run_periodically(
+                    forget_old_message_ids,
+                    name="inbound-retention",
+                    interval_s=settings.retention_interval_s,
+                    run_at_start=False,
+                ),
+                "inbound-retention",
+            )
         try:
             yield
         finally:

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from pydantic import SecretStr, model_validator
+from pydantic import Field, SecretStr, model_validator
 
 from kit.settings import ServiceSettings
 
@@ -28,6 +28,11 @@ class Settings(ServiceSettings):
     mqtt_ca_file: Path | None = None
     mqtt_password_file: Path | None = None
     mqtt_broker_pidfile: Path | None = None
+
+    # inbound_messages (the replay check of device messages) keeps a (device, msg_id) this long, then the
+    # kit's retention job deletes it (batch sizes and interval: RETENTION_*). It must exceed any redelivery
+    # of a device message (a cabinet that was offline sends what it kept; a message may come a day late).
+    inbound_retention_s: float = Field(default=7 * 24 * 3600.0, ge=2 * 24 * 3600.0)
 
     offline_after_s: float = 60.0
     # The offline sweeper sleeps until the next online cabinet would fall silent; at most this long (it must

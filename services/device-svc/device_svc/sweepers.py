@@ -1,5 +1,6 @@
 """Background jobs (run by kit.periodic): fail eject commands past their deadline; mark silent cabinets
-and bank modules offline; flag idle banks whose position is overdue (7.2)."""
+and bank modules offline; flag idle banks whose position is overdue (7.2); forget device message ids
+older than the replay window (`inbound_messages`, issue 14)."""
 
 import logging
 from datetime import UTC, datetime, timedelta
@@ -20,8 +21,20 @@ from device_svc.presence import transition_events
 from device_svc.protocols.registry import ADAPTERS
 from device_svc.registry import repository as repo
 from kit.db import unit_of_work
+from kit.retention import TimeIndexed, prune_by_time
 
 log = logging.getLogger(__name__)
+
+# The replay check of device messages: a (device, msg_id) seen is a copy the device sent again.
+INBOUND_MESSAGES = TimeIndexed("inbound_messages", ("device_id", "msg_id"), "received_at")
+
+
+async def prune_inbound_messages(
+    sessionmaker: async_sessionmaker[AsyncSession], *, keep_s: float, batch: int, max_batches: int
+) -> int:
+    """Forget message ids received more than `keep_s` ago, oldest first, in bounded batches."""
+    cutoff = datetime.now(UTC) - timedelta(seconds=keep_s)
+    return await prune_by_time(sessionmaker, INBOUND_MESSAGES, older_than=cutoff, batch=batch, max_batches=max_batches)
 
 
 async def fail_expired_commands(ejects: EjectService) -> datetime | None:
