@@ -5,6 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import SecretStr, ValidationError
 
+from user_svc.codes.provider import DeliveryFailed, NoProvider
 from user_svc.errors import TermsNotAccepted, TermsOutdated
 from user_svc.rules import (
     RuleViolation,
@@ -132,6 +133,7 @@ def test_production_has_no_default_admin_and_refuses_dev_secrets(monkeypatch):
         "pb_env": "production",
         "jwt_public_key_file": "/nonexistent/public.pem",
         "admin_totp_key": SecretStr("a-real-totp-encryption-key"),
+        "sms_provider": "none",
     }
     s = _settings(**prod)
     assert s.admin_bootstrap_login is None
@@ -144,6 +146,25 @@ def test_production_has_no_default_admin_and_refuses_dev_secrets(monkeypatch):
     assert ok.totp_enforced  # staff second factor required in production
     with pytest.raises(ValidationError):  # the development TOTP encryption key
         _settings(**{**prod, "admin_totp_key": SecretStr("dev-admin-totp-key-not-for-production")})
+
+
+async def test_production_refuses_the_sms_sandbox(monkeypatch):
+    """Issue 14: the sandbox only pretends to send codes; production refuses to start with it, and `none`
+    sends nothing rather than pretending (a code request fails as code_delivery_failed)."""
+    monkeypatch.delenv("SMS_PROVIDER", raising=False)
+    prod: dict[str, Any] = {
+        "pb_env": "production",
+        "jwt_public_key_file": "/nonexistent/public.pem",
+        "admin_totp_key": SecretStr("a-real-totp-encryption-key"),
+    }
+    with pytest.raises(ValidationError, match="SMS_PROVIDER=sandbox"):
+        _settings(**prod)  # the default is the sandbox
+    with pytest.raises(ValidationError, match="SMS_PROVIDER=sandbox"):
+        _settings(**prod, sms_provider="sandbox")
+    assert _settings(**prod, sms_provider="none").sms_provider == "none"
+    assert _settings(pb_env="development").sms_provider == "sandbox"
+    with pytest.raises(DeliveryFailed):
+        await NoProvider().send(channel="sms", destination="+8613800000000", body="code 123456", code="123456")
 
 
 def test_admin_bootstrap_needs_both_and_a_valid_password(monkeypatch):

@@ -24,7 +24,7 @@ from user_svc.auth.endpoints import router as auth_router
 from user_svc.clients.endpoints import router as clients_router
 from user_svc.codes.endpoints import dev_router
 from user_svc.codes.endpoints import router as codes_router
-from user_svc.codes.provider import SandboxProvider
+from user_svc.codes.provider import NoProvider, SandboxProvider
 from user_svc.context import UserServiceContext
 from user_svc.deregistration.projection import consumer_spec as obligations_consumer
 from user_svc.deregistration.service import anonymise_due
@@ -72,7 +72,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 runtime.sessionmaker,
                 fail_destinations=frozenset(settings.sms_sandbox_fail_numbers),
                 failure_rate=settings.sms_sandbox_failure_rate,
-            ),
+            )
+            if settings.sms_provider == "sandbox"
+            else NoProvider(),
             totp=TotpSecrets(settings.admin_totp_key.get_secret_value(), settings.admin_totp_issuer),
         )
         context.install(runtime.extras)

@@ -33,8 +33,11 @@ class Settings(ServiceSettings):
     password_hash_parallelism: int = Field(default=4, ge=1)
     password_hash_concurrency: int = Field(default=2, ge=1)
 
-    # One-time codes (SMS for phones, e-mail for binding an address).
-    sms_provider: Literal["sandbox"] = "sandbox"
+    # One-time codes (SMS for phones, e-mail for binding an address). `sandbox` only pretends to send
+    # (it keeps what it "sent" in the development outbox): development and tests only, production refuses
+    # to start with it. `none` sends nothing (a code request answers 502 code_delivery_failed), which is
+    # what a production deployment runs until a real gateway's adapter and credentials are configured.
+    sms_provider: Literal["sandbox", "none"] = "sandbox"
     sms_sandbox_fail_numbers: list[str] = Field(default_factory=list)  # delivery to these always fails
     sms_sandbox_failure_rate: float = Field(default=0.0, ge=0.0, le=1.0)
     code_ttl_s: int = Field(default=300, ge=30)
@@ -86,6 +89,12 @@ class Settings(ServiceSettings):
     @property
     def totp_enforced(self) -> bool:
         return self.pb_env == "production" if self.admin_totp_required is None else self.admin_totp_required
+
+    @model_validator(mode="after")
+    def _no_sandbox_sms_in_production(self) -> "Settings":
+        if self.pb_env == "production" and self.sms_provider == "sandbox":
+            raise ValueError("SMS_PROVIDER=sandbox only pretends to send codes; production refuses it")
+        return self
 
     @model_validator(mode="after")
     def _admin_bootstrap(self) -> "Settings":

@@ -54,3 +54,10 @@ class SandboxProvider:
         if failed:
             log.warning("sandbox delivery failed", extra={"channel": channel})
             raise DeliveryFailed(f"sandbox {channel} delivery failed")
+
+
+class NoProvider:
+    """No gateway configured (SMS_PROVIDER=none): every delivery fails, nothing pretends to succeed."""
+
+    async def send(self, *, channel: str, destination: str, body: str, code: str) -> None:
+        raise DeliveryFailed(f"no {channel} provider is configured")
