@@ -1,20 +1,22 @@
 """The console's pages over plain HTTP against the running mesh (no browser: cheaper, and the browser
 tests in test_console.py already cover the script, the cookies and the keyboard): staff accounts and
 the own-account page (forced password change, second factor at sign-in), the staff picker for task
-assignment. Each flow is checked against the services' own APIs."""
+assignment, support's view of a user. Each flow is checked against the services' own APIs."""
 
+import asyncio
 import os
 import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from html import unescape
+from typing import Any
 
 import httpx
 import pyotp
 import pytest
 from mesh import Mesh
-from platform_client import wait_for
+from platform_client import PlatformClient, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -241,3 +243,77 @@ async def test_a_dispatcher_picks_the_assignee_from_the_staff(mesh: Mesh, consol
     assert text(await admin.page(f"/tasks/{task['id']}"), "task-assignee") == login
     detail = (await api.call("GET", f"{api.urls.device}/v1/ops/tasks/{task['id']}", token=token)).json()
     assert detail["assignee"] == technician_id and detail["status"] == "assigned"
+
+
+def yuan(fen: int) -> str:
+    sign = "-" if fen < 0 else ""
+    return f"{sign}¥{abs(fen) // 100:,}.{abs(fen) % 100:02d}"
+
+
+async def settled_rental(mesh: Mesh, user: PlatformClient) -> dict[str, Any]:
+    """A rental borrowed from one emulated cabinet, returned to another, and paid."""
+    cabinets = [c for c in await user.cabinets() if c["online"]]
+    source = max(cabinets, key=lambda c: c["banks_available"])
+    borrowed = await user.borrow(source["id"])
+    assert borrowed.status == 201, borrowed.response.text
+    rental = borrowed.json()
+    await asyncio.sleep(1.1)  # durations count whole seconds; a 0-second rental is free
+    target = max((c for c in cabinets if c["id"] != source["id"]), key=lambda c: c["free_slots"])
+    await mesh.fleet[target["id"]].return_bank(rental["bank_id"])
+
+    async def settled() -> dict[str, Any] | None:
+        now = await user.rental(rental["rental_id"])
+        return now if now["state"] == "settled" else None
+
+    found, _ = await wait_for(settled, timeout_s=30, interval_s=0.2)
+    return found
+
+
+async def staff_member(mesh: Mesh, role: str) -> tuple[str, str]:
+    api = mesh.client()
+    token = await api.admin_login(*ADMIN)
+    login, password = f"{role[:4]}{uuid.uuid4().hex[:6]}", f"{role}-password-1"
+    created = await api.call(
+        "POST",
+        f"{api.urls.user}/v1/admin/admins",
+        token=token,
+        json={"login": login, "password": password, "role": role, "must_change_password": False},
+    )
+    assert created.status == 201, created.response.text
+    return login, password
+
+
+async def test_support_sees_a_users_rentals_credit_and_tickets_but_not_the_ledger(
+    mesh: Mesh, user: PlatformClient, console: Callable[[], Browserless]
+) -> None:
+    me = (await user.call("GET", f"{user.urls.user}/v1/users/me")).json()
+    rental = await settled_rental(mesh, user)
+    reported = await user.report("app_problem", "the map shows no cabinets near me")
+    assert reported.status == 201, reported.response.text
+
+    agent = console()
+    assert (await agent.sign_in(*await staff_member(mesh, "support"))).headers["location"] == "/"
+    page = await agent.page(f"/users/{me['user_id']}")
+    row = re.search(rf'<tr data-rental="{rental["rental_id"]}">(.*?)</tr>', page, re.S)
+    assert row and yuan(rental["fee_fen"]) in row.group(1) and rental["cabinet_id"] in row.group(1)
+    assert f'href="/tickets/{reported.json()["ticket_id"]}"' in page
+    assert 'data-section="credit"' in page
+    assert 'data-section="wallet"' not in page  # ledger:read is finance's, and asset-credit would refuse it
+    assert me["phone"] not in page and text(page, "phone").count("*") >= 4  # masked by user-svc
+
+    revealed = await agent.page(f"/users/{me['user_id']}?reveal=true")
+    assert text(revealed, "phone") == me["phone"]
+    api = mesh.client()
+    token = await api.admin_login(*ADMIN)
+    trail = await api.call(
+        "GET", f"{api.urls.user}/v1/admin/audit-log", token=token, params={"target_id": me["user_id"]}
+    )
+    assert "user.pii_reveal" in [row["action"] for row in trail.json()]
+
+    # An administrator with ledger:read also sees the wallet, as asset-credit reports it.
+    admin = console()
+    await admin.sign_in(*ADMIN)
+    page = await admin.page(f"/users/{me['user_id']}")
+    wallet = await user.wallet()
+    assert text(page, "balance") == yuan(wallet["balance_fen"])
+    assert '<tr data-movement="top_up">' in page

@@ -1,13 +1,19 @@
 """Users (user-svc's administration API): search, a user's view, block and unblock with a reason; the
-audit log of every administrative action. Phone numbers are masked unless the role may block users
-(support and super administrators: they call users back); see docs/console.md."""
+audit log of every administrative action. user-svc masks phone numbers, e-mail and names; a role with
+`users:pii` may reveal one user's (audited by user-svc). The user's view gathers what support needs
+from each service, each part only for a role the owning service would answer: rentals (billing,
+`rentals:read`), wallet and movements (asset-credit, `ledger:read`), credit history (asset-credit,
+`credit:adjust`), tickets (notify, `tickets:read`)."""
 
-from typing import Annotated
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from console.backend import BackendError
 from console.sessions import StaffSession
 from console.web import ConsoleDep, page_permission, read_form, render, require
 
@@ -16,6 +22,8 @@ Reader = Annotated[StaffSession, Depends(page_permission("nav.users"))]
 Blocker = Annotated[StaffSession, Depends(require("users:block"))]
 AuditReader = Annotated[StaffSession, Depends(page_permission("nav.audit"))]
 PHONE_VISIBLE_PERMISSION = "users:block"
+PII_PERMISSION = "users:pii"
+SECTIONS = {"rentals": "rentals:read", "wallet": "ledger:read", "credit": "credit:adjust", "tickets": "tickets:read"}
 
 
 @router.get("/users", response_class=HTMLResponse)
@@ -37,20 +45,47 @@ async def users(
     )
 
 
+async def _section(permitted: bool, call: Callable[[], Awaitable[Any]]) -> dict[str, Any] | None:
+    """One part of the user's view: None when the role may not see it, an error when its service failed
+    (the rest of the page still shows)."""
+    if not permitted:
+        return None
+    try:
+        return {"data": await call(), "error": ""}
+    except BackendError as exc:
+        return {"data": None, "error": f"{exc.code}: {exc.detail}"}
+
+
 @router.get("/users/{user_id}", response_class=HTMLResponse)
-async def user(request: Request, user_id: UUID, console: ConsoleDep, staff: Reader) -> HTMLResponse:
-    s = console.backend.services
-    found = await console.backend.get(f"{s.user}/v1/admin/users/{user_id}", staff.access_token)
-    tickets = []
-    if staff.can("tickets:read"):
-        page = await console.backend.get(f"{s.notify}/v1/admin/tickets", staff.access_token, user_id=str(user_id))
-        tickets = page["items"]
+async def user(
+    request: Request, user_id: UUID, console: ConsoleDep, staff: Reader, reveal: bool = False
+) -> HTMLResponse:
+    s, b, token = console.backend.services, console.backend, staff.access_token
+    reveal = reveal and staff.can(PII_PERMISSION)
+    found = await b.get(f"{s.user}/v1/admin/users/{user_id}", token, reveal="true" if reveal else None)
+    rentals, wallet, credit, tickets = await asyncio.gather(
+        _section(
+            staff.can(SECTIONS["rentals"]),
+            lambda: b.get(f"{s.billing}/v1/admin/users/{user_id}/rentals", token, limit=20),
+        ),
+        _section(
+            staff.can(SECTIONS["wallet"]), lambda: b.get(f"{s.asset}/v1/admin/users/{user_id}/wallet", token, limit=20)
+        ),
+        _section(staff.can(SECTIONS["credit"]), lambda: b.get(f"{s.asset}/v1/admin/credit/{user_id}", token)),
+        _section(
+            staff.can(SECTIONS["tickets"]), lambda: b.get(f"{s.notify}/v1/admin/tickets", token, user_id=str(user_id))
+        ),
+    )
     return render(
         request,
         "user.html",
         staff,
         user=found,
+        rentals=rentals,
+        wallet=wallet,
+        credit=credit,
         tickets=tickets,
+        revealed=reveal,
         see_phone=staff.can(PHONE_VISIBLE_PERMISSION),
     )
 

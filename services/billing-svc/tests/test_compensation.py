@@ -416,8 +416,13 @@ async def test_dispute_and_an_audited_correction_refund_once(
     foreign = await billing.client.post(f"/v1/rentals/{rental_id}/disputes", json={"reason": "x"}, headers=stranger)
     assert foreign.status_code == 404
 
-    # Users cannot see or correct disputes; support can.
+    # Users cannot see or correct disputes; support can, and sees the user's rentals.
     assert (await billing.client.get("/v1/admin/disputes", headers=headers)).status_code == 403
+    assert (await billing.client.get(f"/v1/admin/users/{user_id}/rentals", headers=headers)).status_code == 403
+    rentals = await billing.client.get(f"/v1/admin/users/{user_id}/rentals", headers=support(signer))
+    assert [(r["rental_id"], r["fee_fen"]) for r in rentals.json()["items"]] == [(rental_id, 300)]
+    one = await billing.client.get(f"/v1/admin/rentals/{rental_id}", headers=support(signer))
+    assert one.json()["state"] == "settled" and one.json()["paid_fen"] == 300
     listed = await billing.client.get("/v1/admin/disputes", headers=support(signer))
     assert [d["dispute_id"] for d in listed.json()["items"]] == [dispute_id]
 

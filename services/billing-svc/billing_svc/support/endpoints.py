@@ -1,4 +1,5 @@
-"""Users dispute their rentals; support (permission rentals:support) corrects them, audited."""
+"""Users dispute their rentals; support (permission rentals:support) corrects them, audited. Staff with
+rentals:read see any user's rentals (the console's user view)."""
 
 from typing import Annotated, Literal
 from uuid import UUID
@@ -7,7 +8,9 @@ from fastapi import APIRouter, Depends, Query
 
 from billing_svc.models import Dispute, RentalCorrection
 from billing_svc.rentals import repository
+from billing_svc.rentals.endpoints import to_out
 from billing_svc.rentals.errors import RentalNotFound
+from billing_svc.rentals.schemas import RentalOut, RentalPage
 from billing_svc.support import service
 from billing_svc.support.schemas import (
     CorrectionIn,
@@ -20,12 +23,14 @@ from billing_svc.support.schemas import (
 )
 from kit.app import RuntimeDep
 from kit.auth import CurrentUser, Principal, require_permission, user_scope
-from kit.db import SessionDep
+from kit.db import ReadSessionDep, SessionDep
 from kit.idempotency import IdempotencyKey
+from kit.pagination import decode_cursor, encode_cursor
 
 router = APIRouter(tags=["disputes"])
 
 Support = Annotated[Principal, Depends(require_permission("rentals:support"))]
+RentalReader = Annotated[Principal, Depends(require_permission("rentals:read"))]
 
 
 def dispute_out(d: Dispute) -> DisputeOut:
@@ -68,6 +73,31 @@ async def my_disputes(rental_id: UUID, user: CurrentUser, session: SessionDep) -
     if await repository.get_own(session, user.user_id, rental_id) is None:
         raise RentalNotFound()
     return DisputeList(items=[dispute_out(d) for d in await service.disputes_of_rental(session, rental_id)])
+
+
+@router.get("/v1/admin/users/{user_id}/rentals")
+async def rentals_of_user(
+    user_id: UUID,
+    _: RentalReader,
+    session: ReadSessionDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> RentalPage:
+    """One user's rentals, newest first (the same page as the user's own `GET /v1/rentals`)."""
+    before = decode_cursor(cursor) if cursor else None
+    rows = await repository.history(session, user_id, limit=limit + 1, before=before)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = encode_cursor(rows[-1].requested_at, rows[-1].id) if more and rows else None
+    return RentalPage(items=[to_out(r) for r in rows], next_cursor=next_cursor)
+
+
+@router.get("/v1/admin/rentals/{rental_id}")
+async def staff_rental(rental_id: UUID, _: RentalReader, session: ReadSessionDep) -> RentalOut:
+    rental = await repository.get(session, rental_id)
+    if rental is None:
+        raise RentalNotFound()
+    return to_out(rental)
 
 
 @router.get("/v1/admin/disputes")
