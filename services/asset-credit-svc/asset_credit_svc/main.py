@@ -21,10 +21,11 @@ from asset_credit_svc.credit.endpoints import router as credit_router
 from asset_credit_svc.deposit import service as deposits
 from asset_credit_svc.deposit.endpoints import router as deposit_router
 from asset_credit_svc.payments.endpoints import PROVIDERS_KEY, notify_router, top_ups_router
+from asset_credit_svc.payments.factory import real_providers
 from asset_credit_svc.payments.providers import PaymentProvider
 from asset_credit_svc.payments.sandbox import SandboxProvider
 from asset_credit_svc.reconciliation import router as reconciliation_router
-from asset_credit_svc.settings import Settings
+from asset_credit_svc.settings import CHANNELS, Settings
 from asset_credit_svc.wallet.endpoints import admin_router as wallet_admin_router
 from asset_credit_svc.wallet.endpoints import router as wallet_router
 from asset_credit_svc.withdrawals import service as withdrawals
@@ -34,8 +35,6 @@ from kit.app import ConsumerSpec, Runtime, create_service_app
 from kit.db import unit_of_work
 from kit.kafka import LatencyClass
 from kit.periodic import run_periodically
-
-CHANNELS = ("alipay", "wechat")
 
 # Builds the HTTP client the sandbox notifies through, given the app. Production posts to
 # settings.asset_svc_url; tests hand in a client on the in-process ASGI app.
@@ -88,9 +87,11 @@ def create_app(settings: Settings | None = None, *, notify_client: NotifyClientF
                 notify_backoff_s=settings.sandbox_notify_backoff_s,
             )
             for channel in CHANNELS
-            if settings.payment_provider == "sandbox"
+            if settings.provider_for(channel) == "sandbox"
         ]
+        gateways = httpx.AsyncClient(timeout=settings.payment_gateway_timeout_s)
         providers: dict[str, PaymentProvider] = {s.channel: s for s in sandboxes}
+        providers.update(real_providers(settings, gateways))
         runtime.extras[PROVIDERS_KEY] = providers
         if settings.provider_sweep_interval_s > 0:
 
@@ -126,6 +127,7 @@ def create_app(settings: Settings | None = None, *, notify_client: NotifyClientF
             for sandbox in sandboxes:
                 await sandbox.aclose()
             await http.aclose()
+            await gateways.aclose()
 
     app = create_service_app(
         settings,

@@ -1,5 +1,6 @@
 """asset-credit-svc settings: the kit's, plus the payment sandbox."""
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
@@ -7,6 +8,7 @@ from pydantic import Field, SecretStr, model_validator
 from kit.settings import ServiceSettings
 
 DEV_SANDBOX_PAYMENT_SECRET = "dev-sandbox-payment-secret"
+CHANNELS = ("alipay", "wechat")
 
 
 class Settings(ServiceSettings):
@@ -17,6 +19,20 @@ class Settings(ServiceSettings):
     # payments answer 400 unsupported_channel; balances, charges from them, refunds to them work): what a
     # production deployment runs until a real provider's adapter and credentials are configured.
     payment_provider: Literal["sandbox", "none"] = "sandbox"
+    # Per channel, what takes its money, overriding PAYMENT_PROVIDER: the channel's real adapter
+    # (`alipay`, `wechatpay`), the sandbox, or `none`. Unset: PAYMENT_PROVIDER.
+    payment_provider_alipay: Literal["alipay", "sandbox", "none"] | None = None
+    payment_provider_wechat: Literal["wechatpay", "sandbox", "none"] | None = None
+    # Where the real providers reach this service: `<base>/v1/payments/<channel>/notify`.
+    payment_notify_base_url: str | None = None
+    # A gateway that has not answered by then is unreachable for this call (the caller retries).
+    payment_gateway_timeout_s: float = 10.0
+
+    # Alipay open API (RSA2): the app's id and private key, Alipay's public key (PEM files).
+    alipay_app_id: str | None = None
+    alipay_gateway_url: str = "https://openapi.alipay.com/gateway.do"
+    alipay_app_private_key_file: Path | None = None
+    alipay_public_key_file: Path | None = None
     # The sandbox signs its notifications with this key (HMAC-SHA256); outside production it defaults to
     # a development key (the kit refuses any `dev-` secret in production).
     sandbox_payment_secret: SecretStr | None = None
@@ -55,11 +71,28 @@ class Settings(ServiceSettings):
     # remainder goes back to promotions). An expired asset never applies, swept or not.
     asset_expiry_interval_s: float = 30.0
 
+    def provider_for(self, channel: str) -> str:
+        chosen = {"alipay": self.payment_provider_alipay, "wechat": self.payment_provider_wechat}.get(channel)
+        return chosen or self.payment_provider
+
     @model_validator(mode="after")
     def _payments_fit_the_environment(self) -> "Settings":
-        if self.payment_provider == "sandbox":
+        chosen = {channel: self.provider_for(channel) for channel in CHANNELS}
+        if "sandbox" in chosen.values():
             if self.pb_env == "production":
-                raise ValueError("PAYMENT_PROVIDER=sandbox only pretends to take money; production refuses it")
+                sandboxed = ", ".join(c for c, p in chosen.items() if p == "sandbox")
+                raise ValueError(f"the sandbox only pretends to take money ({sandboxed}); production refuses it")
             if self.sandbox_payment_secret is None:
                 self.sandbox_payment_secret = SecretStr(DEV_SANDBOX_PAYMENT_SECRET)
+        real = [p for p in chosen.values() if p not in ("sandbox", "none")]
+        if real and not self.payment_notify_base_url:
+            raise ValueError("a real payment provider needs PAYMENT_NOTIFY_BASE_URL to notify this service")
+        if chosen["alipay"] == "alipay":
+            missing = [
+                name
+                for name in ("alipay_app_id", "alipay_app_private_key_file", "alipay_public_key_file")
+                if not getattr(self, name)
+            ]
+            if missing:
+                raise ValueError(f"PAYMENT_PROVIDER_ALIPAY=alipay needs {', '.join(m.upper() for m in missing)}")
         return self

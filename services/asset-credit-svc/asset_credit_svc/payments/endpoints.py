@@ -14,10 +14,10 @@ from asset_credit_svc.payments.providers import (
     MalformedNotification,
     PaymentProvider,
 )
-from asset_credit_svc.payments.schemas import NotifyAck, TopUpIn, TopUpOut
+from asset_credit_svc.payments.schemas import TopUpIn, TopUpOut, TopUpPayOut
 from kit.app import RuntimeDep
 from kit.auth import CurrentUser, user_scope
-from kit.db import SessionDep
+from kit.db import ReadSessionDep, SessionDep
 from kit.errors import BusinessError
 from kit.idempotency import IdempotencyKey
 
@@ -77,10 +77,22 @@ async def get_top_up(top_up_id: uuid.UUID, user: CurrentUser, session: SessionDe
     return _out(await service.get_top_up(session, user.user_id, top_up_id))
 
 
-@notify_router.post("/{channel}/notify", response_model=NotifyAck)
+@top_ups_router.post("/{top_up_id}/pay", response_model=TopUpPayOut)
+async def pay_top_up(
+    top_up_id: uuid.UUID, user: CurrentUser, session: ReadSessionDep, providers: ProvidersDep
+) -> TopUpPayOut:
+    top_up, order = await service.pay_params(session, providers, user_id=user.user_id, top_up_id=top_up_id)
+    return TopUpPayOut(top_up_id=top_up.id, channel=top_up.channel, pay_params=dict(order.pay_params))
+
+
+@notify_router.post(
+    "/{channel}/notify",
+    response_class=Response,
+    responses={200: {"description": "Applied or a duplicate; the body is what the channel expects"}},
+)
 async def provider_notification(
     channel: str, request: Request, session: SessionDep, runtime: RuntimeDep, providers: ProvidersDep
-) -> NotifyAck:
+) -> Response:
     """Called by the payment provider, authenticated by its signature (no user token)."""
     provider = service.provider_for(providers, channel)
     declared = request.headers.get("content-length")
@@ -101,4 +113,5 @@ async def provider_notification(
         await deposits.apply_notification(session, runtime, channel, notification)
     else:
         await service.apply_notification(session, runtime, channel, notification)
-    return NotifyAck()
+    answer = provider.acknowledgement()
+    return Response(content=answer.body, media_type=answer.media_type)

@@ -36,6 +36,8 @@ class PaymentOrder:
     out_trade_no: str
     amount_fen: int
     subject: str
+    # Who pays, where the channel needs it (WeChat Pay JSAPI: the payer's openid).
+    payer: str | None = None
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,32 @@ class OrderQuery:
     amount_fen: int | None = None
     trade_no: str | None = None
     paid_at: datetime | None = None
+
+
+class RefundState(StrEnum):
+    NOT_FOUND = "NOT_FOUND"
+    PROCESSING = "PROCESSING"
+    SUCCESS = "SUCCESS"
+    FAILED = "FAILED"
+
+
+@dataclass(frozen=True)
+class RefundQuery:
+    refund_no: str
+    state: RefundState
+    amount_fen: int | None = None
+
+
+@dataclass(frozen=True)
+class NotifyAnswer:
+    """What the provider expects back from a notification it may stop repeating (Alipay: the text
+    `success`; WeChat Pay: a 2xx with a JSON code)."""
+
+    body: bytes
+    media_type: str
+
+
+JSON_ACK = NotifyAnswer(b'{"code":"SUCCESS","message":"OK"}', "application/json")
 
 
 class PaymentNotification(BaseModel):
@@ -91,4 +119,10 @@ class PaymentProvider(Protocol):
     async def refund(self, out_trade_no: str, refund_no: str, amount_fen: int) -> None:
         """Give `amount_fen` of a paid order back to the payer; idempotent on `refund_no`.
         Raises PaymentProviderError when refused or unreachable (the caller retries)."""
+        ...
+
+    async def query_refund(self, out_trade_no: str, refund_no: str) -> RefundQuery: ...
+
+    def acknowledgement(self) -> NotifyAnswer:
+        """The answer to a notification that was applied (or was a duplicate)."""
         ...

@@ -21,14 +21,18 @@ from pydantic import ValidationError
 
 from asset_credit_svc.payments import signing
 from asset_credit_svc.payments.providers import (
+    JSON_ACK,
     CreatedOrder,
     InvalidSignature,
     MalformedNotification,
+    NotifyAnswer,
     OrderQuery,
     OrderState,
     PaymentNotification,
     PaymentOrder,
     PaymentProviderError,
+    RefundQuery,
+    RefundState,
 )
 
 log = logging.getLogger(__name__)
@@ -122,6 +126,15 @@ class SandboxProvider:
         if amount_fen <= 0 or amount_fen > order.amount_fen - sum(order.refunds.values()):
             raise PaymentProviderError("refund above what is left of the order")
         order.refunds[refund_no] = amount_fen
+
+    async def query_refund(self, out_trade_no: str, refund_no: str) -> RefundQuery:
+        order = self._orders.get(out_trade_no)
+        if order is None or refund_no not in order.refunds:
+            return RefundQuery(refund_no, RefundState.NOT_FOUND)
+        return RefundQuery(refund_no, RefundState.SUCCESS, order.refunds[refund_no])
+
+    def acknowledgement(self) -> NotifyAnswer:
+        return JSON_ACK
 
     def signed_notification(self, payload: Mapping[str, Any]) -> tuple[bytes, dict[str, str]]:
         """The body and headers the sandbox sends for `payload` (tests replay and forge with it)."""

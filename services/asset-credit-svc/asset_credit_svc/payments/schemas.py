@@ -26,6 +26,10 @@ class TopUpOut(BaseModel):
     failure_reason: str | None = None
 
 
-class NotifyAck(BaseModel):
-    code: Literal["SUCCESS"] = "SUCCESS"
-    message: str = "OK"
+class TopUpPayOut(BaseModel):
+    """What the user's app hands to the channel's SDK to pay the top-up (Alipay: `order_string`;
+    WeChat Pay: the signed `appid`/`partnerid`/`prepayid`/... or JSAPI `package`/`paySign`)."""
+
+    top_up_id: uuid.UUID
+    channel: str
+    pay_params: dict[str, str]

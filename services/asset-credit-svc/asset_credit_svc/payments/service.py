@@ -11,7 +11,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from asset_credit_svc.ledger import service as ledger
 from asset_credit_svc.models import TopUp, TopUpStatus, TransactionKind
-from asset_credit_svc.payments.providers import PaymentNotification, PaymentOrder, PaymentProvider
+from asset_credit_svc.payments.providers import (
+    CreatedOrder,
+    PaymentNotification,
+    PaymentOrder,
+    PaymentProvider,
+    PaymentProviderError,
+)
 from contracts.events import WalletToppedUp
 from kit.app import Runtime
 from kit.db import after_commit
@@ -60,6 +66,17 @@ class AmountMismatch(BusinessError):
     title = "The notified amount differs from the top-up's amount"
 
 
+class TopUpNotPending(Conflict):
+    code = "top_up_not_pending"
+    title = "The top-up is no longer waiting for payment"
+
+
+class ProviderUnavailable(BusinessError):
+    status = 503
+    code = "provider_unavailable"
+    title = "The payment channel did not answer; try again"
+
+
 def provider_for(providers: Mapping[str, PaymentProvider], channel: str) -> PaymentProvider:
     provider = providers.get(channel)
     if provider is None:
@@ -106,9 +123,29 @@ async def create_top_up(
     if top_up.status == TopUpStatus.PENDING:
         # On a retry as well: providers are idempotent on out_trade_no, so this re-opens nothing,
         # but it recovers a top-up whose order could not be opened the first time.
-        order = PaymentOrder(out_trade_no=str(top_up.id), amount_fen=top_up.amount_fen, subject="Wallet top-up")
+        order = _order_of(top_up)
         after_commit(session, lambda: _open_order(provider, order))
     return top_up, created
+
+
+def _order_of(top_up: TopUp) -> PaymentOrder:
+    return PaymentOrder(out_trade_no=str(top_up.id), amount_fen=top_up.amount_fen, subject="Wallet top-up")
+
+
+async def pay_params(
+    session: AsyncSession, providers: Mapping[str, PaymentProvider], *, user_id: uuid.UUID, top_up_id: uuid.UUID
+) -> tuple[TopUp, CreatedOrder]:
+    """The channel's order for a pending top-up, for the user's app to pay (providers are idempotent on
+    `out_trade_no`, so asking again opens nothing new)."""
+    top_up = await get_top_up(session, user_id, top_up_id)
+    if top_up.status != TopUpStatus.PENDING:
+        raise TopUpNotPending()
+    provider = provider_for(providers, top_up.channel)
+    try:
+        return top_up, await provider.create_order(_order_of(top_up))
+    except PaymentProviderError as exc:
+        log.warning("the provider did not open the order", extra={"top_up_id": str(top_up.id), "error": str(exc)})
+        raise ProviderUnavailable() from None
 
 
 async def _open_order(provider: PaymentProvider, order: PaymentOrder) -> None:

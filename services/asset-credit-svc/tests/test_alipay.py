@@ -1,0 +1,398 @@
+"""Integration: the Alipay adapter against a fake Alipay gateway on a real port, with RSA keys made for
+the test. The fake checks the adapter's RSA2 signatures with the app's public key (its own canonical
+form, not the adapter's), signs its answers and notifications with "Alipay's" private key, sends
+duplicate, late and forged notifications, and can stall past the adapter's timeout. Notifications go
+over HTTP to the in-process service, through the real top-up and charge flows (real PG)."""
+
+import asyncio
+import base64
+import json
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+import httpx
+import pytest
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from sqlalchemy import text
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from asset_credit_svc.charges import service as charges
+from asset_credit_svc.payments.providers import OrderState, PaymentProviderError, RefundState
+from contracts.events import ChargeRequested
+from kit.db import unit_of_work
+from kit.testing import eventually, serve_app
+
+pytestmark = pytest.mark.integration
+
+APP_ID = "2021000000000001"
+BEIJING = timezone(timedelta(hours=8))
+NOTIFY_URL = "http://test/v1/payments/alipay/notify"
+
+
+def new_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def private_pem(key: rsa.RSAPrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def public_pem(key: rsa.RSAPrivateKey) -> bytes:
+    return key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def rsa2_sign(key: rsa.RSAPrivateKey, content: str) -> str:
+    return base64.b64encode(key.sign(content.encode(), padding.PKCS1v15(), hashes.SHA256())).decode()
+
+
+def rsa2_ok(key: rsa.RSAPublicKey, content: str, sign: str) -> bool:
+    try:
+        key.verify(base64.b64decode(sign), content.encode(), padding.PKCS1v15(), hashes.SHA256())
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+def unsigned(params: dict[str, str], *drop: str) -> str:
+    return "&".join(f"{k}={params[k]}" for k in sorted(params) if k not in drop and params[k] != "")
+
+
+@dataclass
+class Trade:
+    out_trade_no: str
+    amount: str
+    trade_no: str
+    status: str = "WAIT_BUYER_PAY"
+    paid_at: str | None = None
+    refunds: dict[str, str] = field(default_factory=dict)
+
+
+class FakeAlipay:
+    """Alipay's gateway (`/gateway.do`) and cashier, as far as the adapter can tell."""
+
+    def __init__(self, app_public_key: rsa.RSAPublicKey) -> None:
+        self.app_public_key = app_public_key
+        self.key = new_key()  # "Alipay's" own key; the service is given its public half
+        self.trades: dict[str, Trade] = {}
+        self.methods: list[str] = []  # the requests whose signature verified
+        self.stalled = asyncio.Event()
+        self.released = asyncio.Event()
+        self.sign_answers_with: rsa.RSAPrivateKey | None = None
+        self.app = Starlette(routes=[Route("/gateway.do", self.gateway, methods=["POST"])])
+
+    # -- the gateway -------------------------------------------------------------------------------
+
+    def answer(self, method: str, content: dict[str, str]) -> Response:
+        node = json.dumps(content, ensure_ascii=False, separators=(",", ":"))
+        sign = rsa2_sign(self.sign_answers_with or self.key, node)
+        name = method.replace(".", "_") + "_response"
+        return Response(f'{{"{name}":{node},"sign":"{sign}"}}', media_type="application/json;charset=utf-8")
+
+    async def gateway(self, request: Request) -> Response:
+        if self.stalled.is_set():
+            await self.released.wait()
+        params = dict(parse_qsl((await request.body()).decode(), keep_blank_values=True))
+        if (
+            params.get("app_id") != APP_ID
+            or params.get("sign_type") != "RSA2"
+            or not rsa2_ok(self.app_public_key, unsigned(params, "sign"), params.get("sign", ""))
+        ):
+            body = {"code": "40002", "msg": "Invalid Arguments", "sub_code": "isv.invalid-signature"}
+            return Response(json.dumps({"error_response": body}), media_type="application/json")
+        method = params["method"]
+        self.methods.append(method)
+        biz = json.loads(params["biz_content"])
+        trade = self.trades.get(biz.get("out_trade_no", ""))
+        ok = {"code": "10000", "msg": "Success"}
+        missing = {"code": "40004", "msg": "Business Failed", "sub_code": "ACQ.TRADE_NOT_EXIST"}
+        if trade is None:
+            return self.answer(method, missing)
+        if method == "alipay.trade.query":
+            found = {"out_trade_no": trade.out_trade_no, "trade_no": trade.trade_no, "trade_status": trade.status}
+            found |= {"total_amount": trade.amount} | ({"send_pay_date": trade.paid_at} if trade.paid_at else {})
+            return self.answer(method, ok | found)
+        if method == "alipay.trade.refund":
+            request_no, amount = biz["out_request_no"], biz["refund_amount"]
+            if request_no in trade.refunds:  # the same refund again: nothing moves
+                return self.answer(method, ok | {"fund_change": "N", "refund_fee": trade.refunds[request_no]})
+            left = cents(trade.amount) - sum(cents(a) for a in trade.refunds.values())
+            if trade.status != "TRADE_SUCCESS" or cents(amount) > left:
+                return self.answer(method, {**missing, "sub_code": "ACQ.REFUND_AMT_NOT_EQUAL_TOTAL"})
+            trade.refunds[request_no] = amount
+            return self.answer(method, ok | {"fund_change": "Y", "refund_fee": amount})
+        if method == "alipay.trade.fastpay.refund.query":
+            amount = trade.refunds.get(biz["out_request_no"])
+            if amount is None:
+                return self.answer(method, ok)
+            found = {"out_request_no": biz["out_request_no"], "refund_amount": amount}
+            return self.answer(method, ok | found | {"refund_status": "REFUND_SUCCESS"})
+        return self.answer(method, {"code": "40004", "msg": "Business Failed", "sub_code": "ACQ.INVALID_PARAMETER"})
+
+    # -- the cashier and the notifications ---------------------------------------------------------
+
+    def pay_order_string(self, order_string: str) -> Trade:
+        """What Alipay does when the user confirms an app-pay order: checks the app's signature first."""
+        params = dict(parse_qsl(order_string, keep_blank_values=True))
+        assert params["method"] == "alipay.trade.app.pay" and params["app_id"] == APP_ID
+        assert params["notify_url"] == NOTIFY_URL
+        assert rsa2_ok(self.app_public_key, unsigned(params, "sign"), params["sign"]), "bad order string signature"
+        biz = json.loads(params["biz_content"])
+        assert biz["product_code"] == "QUICK_MSECURITY_PAY"
+        return self.pay(biz["out_trade_no"], biz["total_amount"])
+
+    def pay(self, out_trade_no: str, amount: str) -> Trade:
+        trade = self.trades.setdefault(out_trade_no, Trade(out_trade_no, amount, f"2026{uuid.uuid4().int % 10**24}"))
+        trade.status = "TRADE_SUCCESS"
+        trade.paid_at = datetime.now(BEIJING).strftime("%Y-%m-%d %H:%M:%S")
+        return trade
+
+    def notification(self, trade: Trade, key: rsa.RSAPrivateKey | None = None, **changes: str) -> dict[str, str]:
+        params = {
+            "notify_time": datetime.now(BEIJING).strftime("%Y-%m-%d %H:%M:%S"),
+            "notify_type": "trade_status_sync",
+            "notify_id": uuid.uuid4().hex,
+            "app_id": APP_ID,
+            "charset": "utf-8",
+            "version": "1.0",
+            "sign_type": "RSA2",
+            "trade_no": trade.trade_no,
+            "out_trade_no": trade.out_trade_no,
+            "trade_status": trade.status,
+            "total_amount": trade.amount,
+            "receipt_amount": trade.amount,
+            "gmt_payment": trade.paid_at or "",
+            "subject": "支付宝 top-up",
+        } | changes
+        params["sign"] = rsa2_sign(key or self.key, unsigned(params, "sign", "sign_type"))
+        return params
+
+    @staticmethod
+    async def deliver(client: httpx.AsyncClient, params: dict[str, str]) -> httpx.Response:
+        return await client.post(
+            NOTIFY_URL, content=urlencode(params), headers={"Content-Type": "application/x-www-form-urlencoded"}
+        )
+
+
+def cents(amount: str) -> int:
+    yuan, _, fen = amount.partition(".")
+    return int(yuan) * 100 + int(fen.ljust(2, "0"))
+
+
+@pytest.fixture(scope="module")
+def app_key() -> rsa.RSAPrivateKey:
+    return new_key()
+
+
+@pytest.fixture
+async def alipay(app_key: rsa.RSAPrivateKey) -> AsyncIterator[tuple[FakeAlipay, str]]:
+    fake = FakeAlipay(app_key.public_key())
+    async with serve_app(fake.app, lifespan="off") as url:
+        yield fake, url
+        fake.released.set()
+
+
+@pytest.fixture
+async def svc(
+    service_factory: Callable[..., Any], alipay: tuple[FakeAlipay, str], app_key: rsa.RSAPrivateKey, tmp_path: Path
+) -> AsyncIterator[Any]:
+    fake, url = alipay
+    (tmp_path / "app.pem").write_bytes(private_pem(app_key))
+    (tmp_path / "alipay.pem").write_bytes(public_pem(fake.key))
+    async with service_factory(
+        payment_provider_alipay="alipay",
+        payment_notify_base_url="http://test",
+        payment_gateway_timeout_s=0.5,
+        alipay_app_id=APP_ID,
+        alipay_gateway_url=f"{url}/gateway.do",
+        alipay_app_private_key_file=tmp_path / "app.pem",
+        alipay_public_key_file=tmp_path / "alipay.pem",
+    ) as service:
+        yield service
+
+
+async def sql(svc: Any, query: str, **params: Any) -> list[Any]:
+    async with svc.runtime.engine.connect() as conn:
+        return list((await conn.execute(text(query), params)).all())
+
+
+async def top_up_status(svc: Any, user: uuid.UUID, top_up_id: str) -> str:
+    response = await svc.client.get(f"/v1/wallet/top-ups/{top_up_id}", headers=svc.auth(user))
+    return str(response.json()["status"])
+
+
+async def test_top_up_paid_through_alipay_credits_once(svc: Any, alipay: tuple[FakeAlipay, str]) -> None:
+    fake, _ = alipay
+    user = uuid.uuid4()
+    top_up = await svc.top_up(user, 4350, "alipay")
+    pay = await svc.client.post(f"/v1/wallet/top-ups/{top_up['top_up_id']}/pay", headers=svc.auth(user))
+    assert pay.status_code == 200, pay.text
+    trade = fake.pay_order_string(pay.json()["pay_params"]["order_string"])
+    assert trade.amount == "43.50" and fake.methods == []  # app pay opens nothing at the gateway
+
+    paid = fake.notification(trade)
+    first = await fake.deliver(svc.client, paid)
+    assert first.status_code == 200 and first.text == "success"
+    assert await top_up_status(svc, user, top_up["top_up_id"]) == "succeeded"
+    # Alipay repeats until it reads `success`, and later says TRADE_FINISHED: nothing more is credited.
+    again = await asyncio.gather(*[fake.deliver(svc.client, paid) for _ in range(3)])
+    finished = await fake.deliver(svc.client, fake.notification(trade, trade_status="TRADE_FINISHED"))
+    assert [r.text for r in (*again, finished)] == ["success"] * 4
+    assert await svc.balance(user) == 4350
+    assert (await sql(svc, "SELECT provider_trade_no FROM top_ups"))[0][0] == trade.trade_no
+    assert (await svc.client.post(f"/v1/wallet/top-ups/{top_up['top_up_id']}/pay", headers=svc.auth(user))).json()[
+        "code"
+    ] == "top_up_not_pending"
+
+    provider = svc.provider("alipay")
+    queried = await provider.query_order(top_up["top_up_id"])
+    assert (queried.state, queried.amount_fen, queried.trade_no) == (OrderState.SUCCESS, 4350, trade.trade_no)
+    assert queried.paid_at is not None and queried.paid_at.tzinfo is not None
+    assert (await provider.query_order(str(uuid.uuid4()))).state == OrderState.NOT_FOUND
+
+    assert (await provider.query_refund(top_up["top_up_id"], "r-1")).state == RefundState.NOT_FOUND
+    await provider.refund(top_up["top_up_id"], "r-1", 1000)
+    await provider.refund(top_up["top_up_id"], "r-1", 1000)  # a retry refunds nothing more
+    assert trade.refunds == {"r-1": "10.00"}
+    done = await provider.query_refund(top_up["top_up_id"], "r-1")
+    assert (done.state, done.amount_fen) == (RefundState.SUCCESS, 1000)
+    with pytest.raises(PaymentProviderError):
+        await provider.refund(top_up["top_up_id"], "r-2", 3351)  # more than is left
+    assert fake.methods.count("alipay.trade.refund") == 3
+
+
+async def test_forged_and_mismatched_notifications_change_nothing(svc: Any, alipay: tuple[FakeAlipay, str]) -> None:
+    fake, _ = alipay
+    user = uuid.uuid4()
+    top_up = await svc.top_up(user, 2000, "alipay")
+    trade = fake.pay(top_up["top_up_id"], "20.00")
+    genuine = fake.notification(trade)
+    refused = {
+        "signed by someone else": fake.notification(trade, key=new_key()),
+        "amount changed after signing": genuine | {"total_amount": "2000.00"},
+        "status changed after signing": fake.notification(trade, trade_status="TRADE_CLOSED")
+        | {"trade_status": "TRADE_SUCCESS", "sign": fake.notification(trade, trade_status="TRADE_CLOSED")["sign"]},
+        "no signature": {k: v for k, v in genuine.items() if k != "sign"},
+        "RSA (SHA1) sign type": genuine | {"sign_type": "RSA"},
+        "for another app": fake.notification(trade, app_id="2021999999999999"),
+        "genuine but another amount": fake.notification(trade, total_amount="19.99"),
+        "genuine but not an outcome": fake.notification(trade, trade_status="WAIT_BUYER_PAY"),
+    }
+    for what, params in refused.items():
+        response = await fake.deliver(svc.client, params)
+        assert response.status_code == 400, what
+        assert response.json()["code"] in {"invalid_signature", "invalid_notification", "amount_mismatch"}, what
+    garbage = await svc.client.post(NOTIFY_URL, content=b"\xff\xfe", headers={"Content-Type": "text/plain"})
+    assert garbage.status_code == 400
+    assert await top_up_status(svc, user, top_up["top_up_id"]) == "pending"
+    assert await svc.balance(user) == 0
+
+    assert (await fake.deliver(svc.client, genuine)).text == "success"
+    assert await svc.balance(user) == 2000
+
+    closed_user = uuid.uuid4()
+    closed = await svc.top_up(closed_user, 500, "alipay")
+    never_paid = fake.pay(closed["top_up_id"], "5.00")
+    never_paid.status, never_paid.paid_at = "TRADE_CLOSED", None
+    assert (await fake.deliver(svc.client, fake.notification(never_paid))).text == "success"
+    assert await top_up_status(svc, closed_user, closed["top_up_id"]) == "failed"
+    assert await svc.balance(closed_user) == 0
+
+
+async def test_gateway_answers_must_be_signed_and_a_stalled_gateway_times_out(
+    svc: Any, alipay: tuple[FakeAlipay, str]
+) -> None:
+    fake, _ = alipay
+    provider = svc.provider("alipay")
+    trade = fake.pay("some-order", "1.00")
+    assert (await provider.query_order("some-order")).state == OrderState.SUCCESS
+
+    fake.sign_answers_with = new_key()  # a man in the middle, or a misconfigured key
+    with pytest.raises(PaymentProviderError, match="signature"):
+        await provider.query_order("some-order")
+    with pytest.raises(PaymentProviderError, match="signature"):
+        await provider.query_order("unknown-order")  # a "not found" is not believed unsigned either
+    fake.sign_answers_with = None
+
+    fake.stalled.set()
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(PaymentProviderError):
+        await provider.refund(trade.out_trade_no, "r-1", 100)
+    assert asyncio.get_running_loop().time() - started < 3
+    fake.stalled.clear()
+    fake.released.set()
+    await provider.refund(trade.out_trade_no, "r-1", 100)  # the caller's retry, same refund number
+    assert trade.refunds == {"r-1": "1.00"}
+
+
+async def test_charge_resolved_by_query_and_a_late_payment_lands_in_the_wallet_once(
+    svc: Any, alipay: tuple[FakeAlipay, str]
+) -> None:
+    fake, _ = alipay
+    user = uuid.uuid4()  # an empty wallet: the provider pays the whole charge
+    response = await svc.client.put("/v1/wallet/payment-method", json={"channel": "alipay"}, headers=svc.auth(user))
+    assert response.status_code == 200
+    paid = ChargeRequested(charge_id=uuid.uuid4(), rental_id=uuid.uuid4(), user_id=user, amount_fen=150)
+    lost = ChargeRequested(charge_id=uuid.uuid4(), rental_id=uuid.uuid4(), user_id=user, amount_fen=350)
+    for request in (paid, lost):
+        async with unit_of_work(svc.runtime.sessionmaker) as session:
+            assert await charges.settle(session, svc.runtime, request, uuid.uuid4()) == "awaiting_provider"
+    fake.pay(charges.order_no(paid.charge_id), "1.50")  # paid, but its notification never came
+
+    now = datetime.now(UTC)
+    async with unit_of_work(svc.runtime.sessionmaker) as session:
+        resolved = await charges.resolve_unknown_outcomes(
+            session, svc.runtime, older_than=now + timedelta(seconds=1), give_up_before=now + timedelta(seconds=1)
+        )
+    assert resolved == 2
+    statuses = dict(await sql(svc, "SELECT charge_id, failure_reason FROM charges"))
+    assert statuses == {paid.charge_id: None, lost.charge_id: "provider_unavailable"}
+    assert "alipay.trade.query" in fake.methods
+
+    # The user paid the given-up order after all: it lands in the wallet once, however often told.
+    late = fake.pay(charges.order_no(lost.charge_id), "3.50")
+    notice = fake.notification(late)
+    for _ in range(2):
+        assert (await fake.deliver(svc.client, notice)).text == "success"
+
+    async def credited() -> bool:
+        return bool(await svc.balance(user) == 350)
+
+    await eventually(credited, timeout=5, what="the late payment in the wallet")
+    [(status,)] = await sql(svc, "SELECT status FROM charges WHERE charge_id = :c", c=lost.charge_id)
+    assert status == "failed"
+
+
+def test_settings_choose_the_provider_per_channel(settings_factory: Callable[..., Any], tmp_path: Path) -> None:
+    from pydantic import ValidationError
+
+    assert settings_factory().provider_for("alipay") == "sandbox"
+    mixed = settings_factory(payment_provider="none", payment_provider_wechat="sandbox")
+    assert (mixed.provider_for("alipay"), mixed.provider_for("wechat")) == ("none", "sandbox")
+    real = {
+        "payment_provider_alipay": "alipay",
+        "payment_notify_base_url": "https://pay.example.com",
+        "alipay_app_id": APP_ID,
+        "alipay_app_private_key_file": tmp_path / "app.pem",
+        "alipay_public_key_file": tmp_path / "alipay.pem",
+    }
+    for refused, reason in (
+        ({"pb_env": "production", "payment_provider": "sandbox"}, "production refuses"),
+        ({"pb_env": "production", "payment_provider": "none", "payment_provider_wechat": "sandbox"}, "wechat"),
+        (real | {"alipay_app_id": None}, "ALIPAY_APP_ID"),
+        (real | {"payment_notify_base_url": None}, "PAYMENT_NOTIFY_BASE_URL"),
+    ):
+        with pytest.raises(ValidationError, match=reason):
+            settings_factory(**refused)
+    assert settings_factory(**real).provider_for("alipay") == "alipay"
