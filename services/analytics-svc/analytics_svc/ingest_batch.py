@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from analytics_svc import active_users
 from contracts.events import (
     BankEjected,
     BankReturned,
@@ -192,11 +193,17 @@ class Batch:
     def _day(self, at: datetime) -> date:
         return at.astimezone(self._zone).date()
 
-    async def _user_days(self, session: AsyncSession, days: Iterable[tuple[date, Any, str]]) -> None:
-        rows = [{"day": d, "user_id": u, "division": division} for d, u, division in set(days)]
+    async def _user_days(
+        self, session: AsyncSession, days: Iterable[tuple[date, Any, str]], first_rentals: dict[Any, datetime]
+    ) -> None:
+        """Users active on local days, in divisions; and, for new rentals, each user's earliest start (the
+        exact active-user counters follow both: `active_users.py`)."""
+        days = set(days)
+        rows = [{"day": d, "user_id": u, "division": division} for d, u, division in days]
         if rows:
             types = {"day": "date", "user_id": "uuid", "division": "text"}
             await insert_rows(session, "user_days", rows, types, "ON CONFLICT DO NOTHING")
+        await active_users.record(session, self._zone, days, first_rentals)
 
     async def users_registered(self, session: AsyncSession, events: Sequence[UserRegistered]) -> None:
         for batch in rounds(events, lambda e: e.user_id):
@@ -278,7 +285,9 @@ class Batch:
                 },
             )
             started = found.all()
-            await self._user_days(session, ((self._day(s.started_at), s.user_id, s.division or "") for s in started))
+            await self._user_days(
+                session, ((self._day(s.started_at), s.user_id, s.division or "") for s in started), {}
+            )
             # A day counted under an unknown division before the region arrived is now under its division.
             known = [(self._day(s.started_at), s.user_id) for s in started if s.division]
             if known:
@@ -392,16 +401,10 @@ class Batch:
             first: dict[Any, datetime] = {}
             for e in batch:
                 first[e.user_id] = min(first.get(e.user_id, e.started_at), e.started_at)
-            await insert_rows(
-                session,
-                "user_facts",
-                [{"user_id": u, "first_rental_at": at} for u, at in first.items()],
-                {"user_id": "uuid", "first_rental_at": "timestamptz"},
-                "ON CONFLICT (user_id) DO UPDATE SET "
-                "first_rental_at = least(user_facts.first_rental_at, excluded.first_rental_at)",
-            )
             await self._user_days(
-                session, ((self._day(e.started_at), e.user_id, division.get(e.rental_id) or "") for e in batch)
+                session,
+                ((self._day(e.started_at), e.user_id, division.get(e.rental_id) or "") for e in batch),
+                first,
             )
             await mark_dirty(session, (e.started_at for e in batch))
 

@@ -145,6 +145,30 @@ class UserDay(Base):
     division: Mapped[str] = mapped_column(String(6), primary_key=True, server_default="")
 
 
+class ActiveUserPeriod(Base):
+    """A user active in a day, ISO week or month (`grain` d, w, m), with the region prefixes they were active
+    in there ('' everywhere, province, city, district): `active_users.py` keeps it at ingest."""
+
+    __tablename__ = "active_user_periods"
+
+    grain: Mapped[str] = mapped_column(String(1), primary_key=True)
+    period: Mapped[date] = mapped_column(Date, primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), primary_key=True)
+    prefixes: Mapped[list[str]] = mapped_column(ARRAY(String(6)), nullable=False)
+
+
+class ActiveUserCount(Base):
+    """Distinct users active per grain, period and region prefix, and how many of them rented first ever then."""
+
+    __tablename__ = "active_user_counts"
+
+    grain: Mapped[str] = mapped_column(String(1), primary_key=True)
+    period: Mapped[date] = mapped_column(Date, primary_key=True)
+    region: Mapped[str] = mapped_column(String(6), primary_key=True)
+    active: Mapped[int] = mapped_column(Integer, nullable=False)
+    new: Mapped[int] = mapped_column(Integer, nullable=False)
+
+
 class RentalRollup(Base):
     """Rentals per UTC hour of their start, start division and cell, and return division ('' when
     unknown): rebuilt from `rental_facts` for every hour a fact changed in (`rollup_dirty_hours`),

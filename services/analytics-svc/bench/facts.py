@@ -18,10 +18,12 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import h3
 from sqlalchemy import text
 
+from analytics_svc.active_users import rebuild
 from analytics_svc.analyses.repository import PostgresStore
 from analytics_svc.rollup.service import refresh
 from contracts.regions import DivisionLevel
@@ -120,6 +122,10 @@ async def main() -> None:
         )
     figures["user_days_s"] = round(time.perf_counter() - started, 1)
     started = time.perf_counter()
+    async with unit_of_work(sessionmaker) as session:
+        await rebuild(session, ZoneInfo("Asia/Shanghai"))  # what ingest keeps (active_users.record), in bulk
+    figures["active_user_counts_s"] = round(time.perf_counter() - started, 1)
+    started = time.perf_counter()
     hours = await refresh(sessionmaker)
     figures["rollup_hours"] = hours
     figures["rollup_build_s"] = round(time.perf_counter() - started, 1)
@@ -128,13 +134,21 @@ async def main() -> None:
         sizes = await conn.execute(
             text(
                 """SELECT relname, pg_total_relation_size(oid) FROM pg_class
-                WHERE relname IN ('rental_facts', 'rental_rollup_hourly', 'user_days')"""
+                WHERE relname IN ('rental_facts', 'rental_rollup_hourly', 'user_days', 'active_user_periods',
+                  'active_user_counts')"""
             )
         )
         figures["sizes_mb"] = {name: round(size / 2**20) for name, size in sizes.all()}
         figures["rows"] = {
             table: int((await conn.execute(text(f"SELECT count(*) FROM {table}"))).scalar_one())  # noqa: S608
-            for table in ("rental_facts", "user_days", "user_facts", "rental_rollup_hourly")
+            for table in (
+                "rental_facts",
+                "user_days",
+                "user_facts",
+                "rental_rollup_hourly",
+                "active_user_periods",
+                "active_user_counts",
+            )
         }
 
     month_start = START + timedelta(days=30)
@@ -164,6 +178,14 @@ async def main() -> None:
         ),
         query(
             "dau_30d", lambda s: s.active_users(None, first_day, first_day + timedelta(days=29), "day", "Asia/Shanghai")
+        ),
+        query(
+            "dau_30d_city",
+            lambda s: s.active_users("440300", first_day, first_day + timedelta(days=29), "day", "Asia/Shanghai"),
+        ),
+        query(
+            "wau_4w_district",
+            lambda s: s.active_users("440304", first_day, first_day + timedelta(days=27), "week", "Asia/Shanghai"),
         ),
         query(
             "mau_month",

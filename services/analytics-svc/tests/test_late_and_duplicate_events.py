@@ -14,18 +14,22 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
+from analytics_svc.active_users import GRAINS, period_start, prefixes, rebuild
 from analytics_svc.consumers import Ingest
 from analytics_svc.rollup.service import refresh
 from contracts import new_event
 from kit.db import make_sessionmaker, unit_of_work
 
-FACT_TABLES = "rental_facts, return_facts, user_facts, user_days, bank_facts, cabinet_regions, rental_rollup_hourly, rollup_dirty_hours"
+FACT_TABLES = (
+    "rental_facts, return_facts, user_facts, user_days, bank_facts, cabinet_regions, rental_rollup_hourly, "
+    "rollup_dirty_hours, active_user_periods, active_user_counts"
+)
 BASE = datetime(2026, 10, 5, tzinfo=UTC)
 
 rental = st.tuples(
     st.sampled_from("ABCD"),  # from
     st.sampled_from(["A", "B", "C", "D", None]),  # back at (None: still out)
-    st.integers(0, 3 * 24 * 60 - 1),  # start, minutes after BASE
+    st.integers(0, 9 * 24 * 60 - 1),  # start, minutes after BASE (a Monday): two ISO weeks
     st.sampled_from(["U1", "U2", "U3"]),
 )
 
@@ -47,6 +51,26 @@ def build(specs, dataset):
         rentals.append(r)
     events = [e for r in rentals for e in dataset.rental_events(r)]
     return rentals, events
+
+
+def expected_active_users(rentals, dataset):
+    """(grain, period, region prefix) -> (distinct users, those whose first rental is in that period)."""
+    first = {}
+    for r in rentals:
+        first[r.user] = min(first.get(r.user, r.started_at), r.started_at)
+    users = {}
+    for r in rentals:
+        day = r.started_at.astimezone(dataset.SHANGHAI).date()
+        for grain in GRAINS:
+            for prefix in prefixes(dataset.region(r.start).division_code):
+                users.setdefault((grain, period_start(grain, day), prefix), set()).add(r.user)
+    return {
+        (grain, start, prefix): (
+            len(found),
+            sum(period_start(grain, first[u].astimezone(dataset.SHANGHAI).date()) == start for u in found),
+        )
+        for (grain, start, prefix), found in users.items()
+    }
 
 
 def expected_rollup(rentals, dataset):
@@ -83,6 +107,16 @@ async def scenario(database_url, dataset, specs, sequence, refresh_after):
             days = set((await conn.execute(text("SELECT day, user_id, division FROM user_days"))).all())
             banks = dict((await conn.execute(text("SELECT bank_id, state FROM bank_facts"))).all())
             firsts = dict((await conn.execute(text("SELECT user_id, first_rental_at FROM user_facts"))).all())
+            counts = {
+                (g, p, r): (a, n)
+                for g, p, r, a, n in await conn.execute(
+                    text("SELECT grain, period, region, active, new FROM active_user_counts")
+                )
+            }
+        async with unit_of_work(sessionmaker) as session:  # the bulk rebuild (the bench's) agrees
+            await rebuild(session, dataset.SHANGHAI)
+        async with engine.connect() as conn:
+            rebuilt = set(await conn.execute(text("SELECT grain, period, region, active, new FROM active_user_counts")))
     finally:
         await engine.dispose()
 
@@ -97,6 +131,9 @@ async def scenario(database_url, dataset, specs, sequence, refresh_after):
         uid = dataset.USERS[r.user]
         first[uid] = min(first.get(uid, r.started_at), r.started_at)
     assert firsts == first
+    # The exact active-user counters kept at ingest: distinct users per day, week and month and region prefix.
+    assert counts == expected_active_users(rentals, dataset)
+    assert rebuilt == {(*key, *value) for key, value in counts.items()}
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

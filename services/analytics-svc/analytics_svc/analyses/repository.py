@@ -1,5 +1,6 @@
 """All SQL of the analyses: `AnalysisStore` on PostgreSQL. Summable figures read the hourly rollup;
-distinct users read `user_days`; bank states read `bank_facts` and cabinet stock. Never commits."""
+distinct users read the counters kept at ingest (`active_user_counts`); bank states read `bank_facts` and
+cabinet stock. Never commits."""
 
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -7,6 +8,7 @@ from typing import Any
 from sqlalchemy import TextClause, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from analytics_svc.active_users import GRAIN_OF, period_start
 from analytics_svc.analyses.store import ActiveUsers, BankCounts, Count, Flow, Granularity, HourCount
 from contracts.regions import DivisionLevel, code_prefix
 
@@ -76,20 +78,15 @@ class PostgresStore:
     async def active_users(
         self, region: str | None, first: date, last: date, granularity: Granularity, zone: str
     ) -> list[ActiveUsers]:
-        params: dict[str, Any] = {"first": first, "last": last, "g": granularity, "zone": zone}
-        rows = await self._rows(
-            _sql(
-                """WITH active AS (
-                  SELECT date_trunc(:g, day)::date AS p, user_id FROM user_days
-                  WHERE day BETWEEN :first AND :last AND {f0}
-                  GROUP BY 1, 2)
-                SELECT a.p, count(*),
-                  count(*) FILTER (WHERE date_trunc(:g, (u.first_rental_at AT TIME ZONE :zone)::date)::date = a.p)
-                FROM active a LEFT JOIN user_facts u USING (user_id) GROUP BY a.p ORDER BY a.p""",
-                f0=_in_region("division", region, params),
-            ),
-            params,
+        """The counters kept at ingest (`analytics_svc/active_users.py`), for every day, week or month that
+        overlaps [first, last]: a week or month is counted whole."""
+        grain = GRAIN_OF[granularity]
+        stmt = text(
+            "SELECT period, active, new FROM active_user_counts "
+            "WHERE grain = :g AND region = :r AND period BETWEEN :first AND :last AND active > 0 ORDER BY period"
         )
+        params = {"g": grain, "r": code_prefix(region) if region else "", "first": period_start(grain, first)}
+        rows = await self._rows(stmt, {**params, "last": last})
         return [ActiveUsers(p, int(n), int(new)) for p, n, new in rows]
 
     async def rentals_per_hour(self, region: str | None, start: datetime, end: datetime) -> list[HourCount]:
