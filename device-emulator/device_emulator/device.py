@@ -223,22 +223,27 @@ class Device:
             backoff = min(backoff * 2, self.backoff_max_s)
             await asyncio.sleep(delay)
 
-    async def _session(self) -> None:
-        """One connection: connect, announce, serve commands and timers until it drops. Sets
-        `_entered` once the broker accepted us (so the back-off restarts small)."""
-        client = aiomqtt.Client(
+    def _new_client(self, *, will: aiomqtt.Will | None = None) -> aiomqtt.Client:
+        """This device's connection, as every kind of device makes it: its own credentials and client id,
+        the broker verified over TLS, Nagle off (QoS 1 acks otherwise wait for delayed ACKs)."""
+        return aiomqtt.Client(
             self.host,
             self.port,
             username=self.device_id,
             password=self.password,
             identifier=self.device_id,
-            will=aiomqtt.Will(self._status_topic, OFFLINE, qos=1, retain=True),
+            will=will,
             clean_session=self.clean_session,
             keepalive=self.keepalive_s,
             timeout=self.op_timeout_s,
             socket_options=[_NODELAY],
             tls_context=self.tls,
         )
+
+    async def _session(self) -> None:
+        """One connection: connect, announce, serve commands and timers until it drops. Sets
+        `_entered` once the broker accepted us (so the back-off restarts small)."""
+        client = self._new_client(will=aiomqtt.Will(self._status_topic, OFFLINE, qos=1, retain=True))
         async with client:
             self._entered = True
             self._client = client

@@ -30,7 +30,6 @@ from contracts.mqtt import (
 )
 from contracts.vendors import volinks as v
 from device_emulator.cabinet import Cabinet
-from device_emulator.device import _NODELAY
 
 log = logging.getLogger("device_emulator.volinks")
 
@@ -63,18 +62,7 @@ class VolinksCabinet(Cabinet):
     # ------------------------------------------------------------------ connection
 
     async def _session(self) -> None:
-        client = aiomqtt.Client(
-            self.host,
-            self.port,
-            tls_context=self.tls,
-            username=self.device_id,
-            password=self.password,
-            identifier=self.device_id,
-            clean_session=self.clean_session,
-            keepalive=self.keepalive_s,
-            timeout=self.op_timeout_s,
-            socket_options=[_NODELAY],
-        )
+        client = self._new_client()  # volinks cabinets leave no will: presence is their heartbeat
         async with client:
             self._entered = True
             self._client = client

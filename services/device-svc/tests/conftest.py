@@ -37,6 +37,7 @@ from kit.db import make_engine, make_sessionmaker
 from kit.testing import (
     app_client,
     ensure_database,
+    eventually,
     kafka_bootstrap,
     migrate,
     move_group_to_end,
@@ -84,6 +85,27 @@ class Broker:
     def tls(self) -> ssl.SSLContext:
         """What every client of the test broker verifies it with."""
         return client_context(self.tls_files.ca_cert)
+
+    async def accepts(self, username: str, password: str) -> bool:
+        """Whether the broker lets this device in now (a connect and a clean disconnect, nothing published)."""
+        try:
+            async with aiomqtt.Client(self.host, self.port, tls_context=self.tls, username=username, password=password):
+                return True
+        except aiomqtt.MqttError:
+            return False
+
+    async def knows(self, fleet: dict[str, Any]) -> None:
+        """Wait until the broker has reloaded a seeded fleet's credentials (seeding writes the password file
+        and sends SIGHUP; the reload is asynchronous): the last cabinet and the last bank module get in."""
+        last = [fleet["cabinets"][-1], *fleet.get("banks", [])[-1:]]
+        for device in last:
+            user = device.get("bank_id") or device["cabinet_id"]  # a bank's entry names its cabinet too
+            await eventually(
+                lambda u=user, p=device["password"]: self.accepts(u, p),
+                timeout=10,
+                interval=0.05,
+                what=f"the broker to accept {user}",
+            )
 
     def target(self) -> BrokerTarget:
         return BrokerTarget(
@@ -326,7 +348,7 @@ async def fleet(database_url: str, broker: Broker, fleet_file: Path, tap: EventT
         )
     finally:
         await engine.dispose()
-    await asyncio.sleep(0.2)  # SIGHUP reload
+    await broker.knows(result.fleet)
     return result.fleet
 
 

@@ -7,14 +7,6 @@ import pytest
 pytestmark = pytest.mark.integration
 
 
-async def connects(broker, user, password):
-    try:
-        async with aiomqtt.Client(broker.host, broker.port, tls_context=broker.tls, username=user, password=password):
-            return True
-    except aiomqtt.MqttError:
-        return False
-
-
 @pytest.fixture
 async def admin_service(settings_factory, group_factory, readiness, broker, fleet):
     """An instance that owns the broker's password file (as the deployed service does)."""
@@ -42,7 +34,7 @@ async def test_provision_rotate_revoke_and_retire(admin_service, broker, signer,
     body = resp.json()
     assert (body["state"], body["credential"]["broker_updated"]) == ("active", True)
     password = body["credential"]["password"]
-    assert await connects(broker, "CAB-0100", password)
+    assert await broker.accepts("CAB-0100", password)
     assert (await client.post("/v1/admin/cabinets", json=cabinet, headers=headers)).json()[
         "code"
     ] == "device_already_registered"
@@ -50,7 +42,7 @@ async def test_provision_rotate_revoke_and_retire(admin_service, broker, signer,
     bank = {"id": "PB-100001", "qr_code": "QR-100001", "nfc_uid": "04A1B2C3D4E5F6", "module": True}
     created = (await client.post("/v1/admin/banks", json=bank, headers=headers)).json()
     assert created["state"] == "maintenance"
-    assert await connects(broker, "PB-100001", created["credential"]["password"])
+    assert await broker.accepts("PB-100001", created["credential"]["password"])
     clash = await client.post("/v1/admin/banks", json={"id": "PB-100002", "qr_code": "QR-100001"}, headers=headers)
     assert (clash.status_code, clash.json()["code"]) == (409, "device_already_registered")
     imported = await client.post(
@@ -65,15 +57,15 @@ async def test_provision_rotate_revoke_and_retire(admin_service, broker, signer,
 
     rotated = (await client.post("/v1/admin/devices/CAB-0100/credentials/rotate", headers=headers)).json()
     assert rotated["password"] != password
-    assert not await connects(broker, "CAB-0100", password)
-    assert await connects(broker, "CAB-0100", rotated["password"])
+    assert not await broker.accepts("CAB-0100", password)
+    assert await broker.accepts("CAB-0100", rotated["password"])
     revoked = await client.post("/v1/admin/devices/CAB-0100/credentials/revoke", headers=headers)
     assert revoked.json() == {"device_id": "CAB-0100", "active": False, "broker_updated": True}
-    assert not await connects(broker, "CAB-0100", rotated["password"])
+    assert not await broker.accepts("CAB-0100", rotated["password"])
 
     retired = await client.post("/v1/admin/devices/PB-100001/retire", json={"reason": "water damage"}, headers=headers)
     assert retired.json()["state"] == "retired"
-    assert not await connects(broker, "PB-100001", created["credential"]["password"])
+    assert not await broker.accepts("PB-100001", created["credential"]["password"])
     history = (await client.get("/v1/ops/banks/PB-100001/transitions", headers=headers)).json()["items"]
     assert [(h["from_state"], h["to_state"], h["reason"]) for h in history] == [
         (None, "maintenance", "provisioned"),
@@ -180,7 +172,7 @@ async def test_revoking_or_rotating_disconnects_a_connected_device(admin_service
         assert "CAB-0002" not in dropped  # the others stay connected
         offline = await tap.wait_for("device.presence.changed", device_id="CAB-0001", online=False)
         assert offline.reason == "credential_revoked"
-        assert not await connects(broker, "CAB-0001", passwords["CAB-0001"])
+        assert not await broker.accepts("CAB-0001", passwords["CAB-0001"])
 
         rotated = await admin_service.post("/v1/admin/devices/CAB-0002/credentials/rotate", headers=admin(signer))
 
@@ -188,8 +180,8 @@ async def test_revoking_or_rotating_disconnects_a_connected_device(admin_service
             return "CAB-0002" in dropped
 
         await eventually(dropped_cab2, timeout=10, what="the device with a rotated password disconnected")
-        assert not await connects(broker, "CAB-0002", passwords["CAB-0002"])
-        assert await connects(broker, "CAB-0002", rotated.json()["password"])
+        assert not await broker.accepts("CAB-0002", passwords["CAB-0002"])
+        assert await broker.accepts("CAB-0002", rotated.json()["password"])
     finally:
         for task in tasks:
             task.cancel()
@@ -209,8 +201,8 @@ async def test_bulk_import_is_set_based_and_the_broker_accepts_every_new_credent
     assert body["skipped"] == ["CAB-2000", "CAB-2001", "CAB-2005"]  # registered, and a repeat
     credentials = {c["id"]: c["credential"] for c in body["created"]}
     assert all(c["broker_updated"] and c["password"] for c in credentials.values())
-    assert await connects(broker, "CAB-2299", credentials["CAB-2299"]["password"])
-    assert not await connects(broker, "CAB-2299", credentials["CAB-2298"]["password"])
+    assert await broker.accepts("CAB-2299", credentials["CAB-2299"]["password"])
+    assert not await broker.accepts("CAB-2299", credentials["CAB-2298"]["password"])
     detail = (await client.get("/v1/cabinets/CAB-2150", headers=headers)).json()
     assert detail["slot_count"] == 6
 
@@ -227,7 +219,7 @@ async def test_bulk_import_is_set_based_and_the_broker_accepts_every_new_credent
     ]
     module_password = imported["created"][0]["credential"]["password"]
     assert imported["created"][1]["credential"] is None
-    assert await connects(broker, "PB-200001", module_password)
+    assert await broker.accepts("PB-200001", module_password)
     clash = await client.post(
         "/v1/admin/banks/import", json={"items": [{"id": "PB-200003", "nfc_uid": "04A1B2C3D4E5F7"}]}, headers=headers
     )

@@ -8,7 +8,6 @@ import stat
 import subprocess
 import sys
 
-import aiomqtt
 import pytest
 
 from device_svc.provisioning.mosquitto import verify_mosquitto_hash
@@ -33,14 +32,6 @@ def run_seed(database_url, broker, fleet_out):
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False, timeout=60)
     assert done.returncode == 0, done.stderr
     return done.stdout
-
-
-async def connects(broker, user, password):
-    try:
-        async with aiomqtt.Client(broker.host, broker.port, tls_context=broker.tls, username=user, password=password):
-            return True
-    except aiomqtt.MqttError:
-        return False
 
 
 async def test_seed_cli_is_idempotent_and_the_broker_accepts_the_passwords(database_url, broker, tmp_path, truncate):
@@ -75,13 +66,13 @@ async def test_seed_cli_is_idempotent_and_the_broker_accepts_the_passwords(datab
     assert verify_mosquitto_hash(cab1["password"], lines["CAB-0001"])
     assert cab1["password"] not in broker.password_file.read_text()
     await asyncio.sleep(0.3)
-    assert await connects(broker, "CAB-0001", cab1["password"])
-    assert not await connects(broker, "CAB-0001", cab1["password"] + "x")
+    assert await broker.accepts("CAB-0001", cab1["password"])
+    assert not await broker.accepts("CAB-0001", cab1["password"] + "x")
 
     again = json.loads((lambda: (run_seed(database_url, broker, fleet_out), fleet_out.read_text())[1])())
     assert again == fleet  # same devices, same passwords, same banks
     await asyncio.sleep(0.3)
-    assert await connects(broker, "CAB-0002", fleet["cabinets"][1]["password"])
+    assert await broker.accepts("CAB-0002", fleet["cabinets"][1]["password"])
 
     # A device missing from the fleet file gets a new password; the others keep theirs.
     trimmed = {**fleet, "cabinets": [fleet["cabinets"][0]]}
@@ -91,5 +82,5 @@ async def test_seed_cli_is_idempotent_and_the_broker_accepts_the_passwords(datab
     assert third["cabinets"][0]["password"] == cab1["password"]
     assert third["cabinets"][1]["password"] != fleet["cabinets"][1]["password"]
     await asyncio.sleep(0.3)
-    assert await connects(broker, "CAB-0002", third["cabinets"][1]["password"])
-    assert not await connects(broker, "CAB-0002", fleet["cabinets"][1]["password"])
+    assert await broker.accepts("CAB-0002", third["cabinets"][1]["password"])
+    assert not await broker.accepts("CAB-0002", fleet["cabinets"][1]["password"])

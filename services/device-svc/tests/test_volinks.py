@@ -125,7 +125,7 @@ async def mixed_fleet(database_url, broker, tmp_path: Path, tap) -> dict[str, An
         )
     finally:
         await engine.dispose()
-    await asyncio.sleep(0.2)  # SIGHUP reload
+    await broker.knows(result.fleet)
     return result.fleet
 
 

@@ -10,6 +10,7 @@ import logging
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from uuid import UUID, uuid4
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -146,6 +147,29 @@ async def _refuse_losing_last_super_admin(session: AsyncSession, admin: Admin) -
         raise LastSuperAdmin()
 
 
+async def _changed(
+    session: AsyncSession,
+    actor: Principal,
+    admin: Admin,
+    action: str,
+    *,
+    settings: Settings,
+    events: EventPublisher,
+    end_sessions_because: str | None,
+    reason: str | None = None,
+    details: dict[str, Any] | None = None,
+    at: datetime | None = None,
+) -> None:
+    """What every change of an account does after changing it: stamp it, end its sessions when what
+    they may do changed (`end_sessions_because`), and record the action in the audit trail."""
+    admin.updated_at = at or datetime.now(UTC)
+    if end_sessions_because:
+        await end_sessions(session, admin.id, settings=settings, events=events, reason=end_sessions_because)
+    await audit.record(
+        session, events, actor, action, target_type="admin", target_id=str(admin.id), reason=reason, details=details
+    )
+
+
 async def change_role(
     session: AsyncSession,
     actor: Principal,
@@ -165,15 +189,14 @@ async def change_role(
         await _refuse_losing_last_super_admin(session, admin)
     before = admin.role
     admin.role = role
-    admin.updated_at = datetime.now(UTC)
-    await end_sessions(session, admin.id, settings=settings, events=events, reason="admin_role_changed")
-    await audit.record(
+    await _changed(
         session,
-        events,
         actor,
+        admin,
         "admin.role_change",
-        target_type="admin",
-        target_id=str(admin.id),
+        settings=settings,
+        events=events,
+        end_sessions_because="admin_role_changed",
         reason=reason,
         details={"before": {"role": before}, "after": {"role": role}},
     )
@@ -198,17 +221,16 @@ async def set_enabled(
         raise AdminAlreadyInState(f"The administrator is already {wanted}")
     if not enabled:
         await _refuse_losing_last_super_admin(session, admin)
-        await end_sessions(session, admin.id, settings=settings, events=events, reason="admin_disabled")
     before = admin.status
     admin.status = wanted
-    admin.updated_at = datetime.now(UTC)
-    await audit.record(
+    await _changed(
         session,
-        events,
         actor,
+        admin,
         "admin.enable" if enabled else "admin.disable",
-        target_type="admin",
-        target_id=str(admin.id),
+        settings=settings,
+        events=events,
+        end_sessions_because=None if enabled else "admin_disabled",
         reason=reason,
         details={"before": {"status": before}, "after": {"status": wanted}},
     )
@@ -230,10 +252,15 @@ async def reset_password(
     temporary = secrets.token_urlsafe(15)
     admin.password_hash = await passwords.hash(temporary)
     admin.must_change_password = True
-    admin.updated_at = datetime.now(UTC)
-    await end_sessions(session, admin.id, settings=settings, events=events, reason="admin_password_reset")
-    await audit.record(
-        session, events, actor, "admin.password_reset", target_type="admin", target_id=str(admin.id), reason=reason
+    await _changed(
+        session,
+        actor,
+        admin,
+        "admin.password_reset",
+        settings=settings,
+        events=events,
+        end_sessions_because="admin_password_reset",
+        reason=reason,
     )
     return temporary
 
@@ -254,15 +281,14 @@ async def reset_totp(
     admin.totp_pending = None
     admin.totp_enabled_at = None
     admin.totp_last_step = None
-    admin.updated_at = datetime.now(UTC)
-    await end_sessions(session, admin.id, settings=settings, events=events, reason="admin_totp_reset")
-    await audit.record(
+    await _changed(
         session,
-        events,
         actor,
+        admin,
         "admin.totp_reset",
-        target_type="admin",
-        target_id=str(admin.id),
+        settings=settings,
+        events=events,
+        end_sessions_because="admin_totp_reset",
         reason=reason,
         details={"before": {"totp": had}, "after": {"totp": False}},
     )
@@ -319,9 +345,15 @@ async def change_own_password(
         raise InvalidCredentials("The new password must differ from the current one")
     admin.password_hash = await passwords.hash(new)
     admin.must_change_password = False
-    admin.updated_at = datetime.now(UTC)
-    await end_sessions(session, admin.id, settings=settings, events=events, reason="admin_password_changed")
-    await audit.record(session, events, actor, "admin.password_change", target_type="admin", target_id=str(admin.id))
+    await _changed(
+        session,
+        actor,
+        admin,
+        "admin.password_change",
+        settings=settings,
+        events=events,
+        end_sessions_because="admin_password_changed",
+    )
 
 
 @dataclass(frozen=True)
@@ -362,15 +394,15 @@ async def confirm_totp(
     admin.totp_secret, admin.totp_pending = admin.totp_pending, None
     admin.totp_enabled_at = now
     admin.totp_last_step = step
-    admin.updated_at = now
-    await end_sessions(session, admin.id, settings=settings, events=events, reason="admin_totp_enrolled")
-    await audit.record(
+    await _changed(
         session,
-        events,
         actor,
+        admin,
         "admin.totp_enrol",
-        target_type="admin",
-        target_id=str(admin.id),
+        settings=settings,
+        events=events,
+        end_sessions_because="admin_totp_enrolled",
         details={"before": {"totp": False}, "after": {"totp": True}},
+        at=now,
     )
     log.info("administrator enrolled a second factor", extra={"admin_id": str(admin.id)})
