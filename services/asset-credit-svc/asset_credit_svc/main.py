@@ -21,7 +21,7 @@ from asset_credit_svc.credit.endpoints import router as credit_router
 from asset_credit_svc.deposit import service as deposits
 from asset_credit_svc.deposit.endpoints import router as deposit_router
 from asset_credit_svc.payments.endpoints import PROVIDERS_KEY, notify_router, top_ups_router
-from asset_credit_svc.payments.factory import real_providers
+from asset_credit_svc.payments.factory import prepare, real_providers
 from asset_credit_svc.payments.providers import PaymentProvider
 from asset_credit_svc.payments.sandbox import SandboxProvider
 from asset_credit_svc.reconciliation import router as reconciliation_router
@@ -92,6 +92,7 @@ def create_app(settings: Settings | None = None, *, notify_client: NotifyClientF
         gateways = httpx.AsyncClient(timeout=settings.payment_gateway_timeout_s)
         providers: dict[str, PaymentProvider] = {s.channel: s for s in sandboxes}
         providers.update(real_providers(settings, gateways))
+        await prepare(providers)
         runtime.extras[PROVIDERS_KEY] = providers
         if settings.provider_sweep_interval_s > 0:
 

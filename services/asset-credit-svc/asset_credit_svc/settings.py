@@ -33,6 +33,21 @@ class Settings(ServiceSettings):
     alipay_gateway_url: str = "https://openapi.alipay.com/gateway.do"
     alipay_app_private_key_file: Path | None = None
     alipay_public_key_file: Path | None = None
+
+    # WeChat Pay API v3: merchant id, app id, the merchant's PEM private key and its certificate's serial,
+    # the APIv3 key (32 bytes), and WeChat Pay's keys: platform certificate PEM files (or, when none are
+    # given, fetched from the gateway at start) and/or its public key with its PUB_KEY_ID_... id.
+    # `app` serves the WeChat app SDK; `jsapi` pays inside WeChat and needs the payer's openid.
+    wechatpay_mchid: str | None = None
+    wechatpay_appid: str | None = None
+    wechatpay_api_url: str = "https://api.mch.weixin.qq.com"
+    wechatpay_merchant_key_file: Path | None = None
+    wechatpay_merchant_serial_no: str | None = None
+    wechatpay_apiv3_key: SecretStr | None = None
+    wechatpay_platform_cert_files: list[Path] = Field(default_factory=list)
+    wechatpay_public_key_file: Path | None = None
+    wechatpay_public_key_id: str | None = None
+    wechatpay_trade_type: Literal["app", "jsapi"] = "app"
     # The sandbox signs its notifications with this key (HMAC-SHA256); outside production it defaults to
     # a development key (the kit refuses any `dev-` secret in production).
     sandbox_payment_secret: SecretStr | None = None
@@ -95,4 +110,20 @@ class Settings(ServiceSettings):
             ]
             if missing:
                 raise ValueError(f"PAYMENT_PROVIDER_ALIPAY=alipay needs {', '.join(m.upper() for m in missing)}")
+        if chosen["wechat"] == "wechatpay":
+            needed = (
+                "wechatpay_mchid",
+                "wechatpay_appid",
+                "wechatpay_merchant_key_file",
+                "wechatpay_merchant_serial_no",
+                "wechatpay_apiv3_key",
+            )
+            missing = [name for name in needed if not getattr(self, name)]
+            if missing:
+                raise ValueError(f"PAYMENT_PROVIDER_WECHAT=wechatpay needs {', '.join(m.upper() for m in missing)}")
+            apiv3_key = self.wechatpay_apiv3_key.get_secret_value() if self.wechatpay_apiv3_key else ""
+            if len(apiv3_key.encode()) != 32:
+                raise ValueError("WECHATPAY_APIV3_KEY is 32 bytes")
+            if (self.wechatpay_public_key_file is None) != (self.wechatpay_public_key_id is None):
+                raise ValueError("WECHATPAY_PUBLIC_KEY_FILE and WECHATPAY_PUBLIC_KEY_ID go together")
         return self

@@ -1,0 +1,524 @@
+"""Integration: the WeChat Pay v3 adapter against a fake WeChat Pay gateway on a real port, with keys and
+certificates made for the test. The fake checks each request's Authorization (the merchant's signature
+and certificate serial), signs its answers with its platform certificate, hands out that certificate
+sealed with the APIv3 key, encrypts and signs notifications (AEAD_AES_256_GCM), sends duplicate, late,
+replayed and forged ones, and can stall past the adapter's timeout (real PG, the real payment flows)."""
+
+import asyncio
+import base64
+import json
+import re
+import secrets
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.x509.oid import NameOID
+from sqlalchemy import text
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from asset_credit_svc.charges import service as charges
+from asset_credit_svc.payments.providers import OrderState, PaymentOrder, PaymentProviderError, RefundState
+from contracts.events import ChargeRequested
+from kit.db import unit_of_work
+from kit.testing import eventually, serve_app
+
+pytestmark = pytest.mark.integration
+
+MCHID, APPID = "1900000109", "wxd678efh567hg6787"
+MERCHANT_SERIAL = "5157F09EFDC096DE15EBE81A47057A7232F1B8E1"
+APIV3_KEY = "0123456789abcdef0123456789ABCDEF"
+NOTIFY_URL = "http://test/v1/payments/wechat/notify"
+BEIJING = timezone(timedelta(hours=8))
+AUTH = re.compile(r"^WECHATPAY2-SHA256-RSA2048 (?P<fields>.+)$")
+
+
+def new_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def pem(key: rsa.RSAPrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def certificate(key: rsa.RSAPrivateKey) -> x509.Certificate:
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Tenpay.com Root CA test")])
+    now = datetime.now(UTC)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=30))
+        .sign(key, hashes.SHA256())
+    )
+
+
+def sha256_rsa(key: rsa.RSAPrivateKey, message: str) -> str:
+    return base64.b64encode(key.sign(message.encode(), padding.PKCS1v15(), hashes.SHA256())).decode()
+
+
+def sha256_rsa_ok(key: rsa.RSAPublicKey, message: str, signature: str) -> bool:
+    try:
+        key.verify(base64.b64decode(signature), message.encode(), padding.PKCS1v15(), hashes.SHA256())
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+def seal(plaintext: bytes, associated_data: str, key: str = APIV3_KEY) -> dict[str, str]:
+    nonce = secrets.token_hex(6)
+    sealed = AESGCM(key.encode()).encrypt(nonce.encode(), plaintext, associated_data.encode())
+    return {
+        "algorithm": "AEAD_AES_256_GCM",
+        "ciphertext": base64.b64encode(sealed).decode(),
+        "associated_data": associated_data,
+        "nonce": nonce,
+    }
+
+
+@dataclass
+class Order:
+    out_trade_no: str
+    total: int
+    prepay_id: str
+    payer: str | None
+    state: str = "NOTPAY"
+    transaction_id: str | None = None
+    success_time: str | None = None
+    refunds: dict[str, int] = field(default_factory=dict)
+
+
+class FakeWechatPay:
+    """WeChat Pay's v3 API as far as the adapter can tell."""
+
+    def __init__(self, merchant_public_key: rsa.RSAPublicKey) -> None:
+        self.merchant_public_key = merchant_public_key
+        self.platform_key = new_key()
+        self.platform_cert = certificate(self.platform_key)
+        self.serial = f"{self.platform_cert.serial_number:X}"
+        self.orders: dict[str, Order] = {}
+        self.calls: list[str] = []  # "METHOD path" of the requests whose signature verified
+        self.stalled = asyncio.Event()
+        self.released = asyncio.Event()
+        self.sign_answers_with: rsa.RSAPrivateKey | None = None
+        self.app = Starlette(
+            routes=[
+                Route("/v3/certificates", self.certificates, methods=["GET"]),
+                Route("/v3/pay/transactions/{kind}", self.prepay, methods=["POST"]),
+                Route("/v3/pay/transactions/out-trade-no/{out_trade_no}", self.query, methods=["GET"]),
+                Route("/v3/refund/domestic/refunds", self.refund, methods=["POST"]),
+                Route("/v3/refund/domestic/refunds/{out_refund_no}", self.refund_query, methods=["GET"]),
+            ]
+        )
+
+    # -- signing both ways -------------------------------------------------------------------------
+
+    def signed_headers(self, body: bytes, key: rsa.RSAPrivateKey | None = None, **override: str) -> dict[str, str]:
+        timestamp, nonce = override.pop("timestamp", str(int(time.time()))), secrets.token_hex(16)
+        signature = sha256_rsa(key or self.platform_key, f"{timestamp}\n{nonce}\n{body.decode()}\n")
+        return {
+            "Wechatpay-Timestamp": timestamp,
+            "Wechatpay-Nonce": nonce,
+            "Wechatpay-Signature": signature,
+            "Wechatpay-Serial": self.serial,
+            "Wechatpay-Signature-Type": "WECHATPAY2-SHA256-RSA2048",
+            "Content-Type": "application/json",
+        } | override
+
+    def answer(self, status: int, content: dict[str, Any]) -> Response:
+        body = json.dumps(content, ensure_ascii=False).encode()
+        return Response(body, status_code=status, headers=self.signed_headers(body, self.sign_answers_with))
+
+    async def authorized(self, request: Request) -> bytes | None:
+        if self.stalled.is_set():
+            await self.released.wait()
+        body = await request.body()
+        match = AUTH.match(request.headers.get("authorization", ""))
+        if match is None:
+            return None
+        fields = dict(re.findall(r'(\w+)="([^"]*)"', match["fields"]))
+        path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        message = f"{request.method}\n{path}\n{fields.get('timestamp')}\n{fields.get('nonce_str')}\n{body.decode()}\n"
+        if (
+            fields.get("mchid") != MCHID
+            or fields.get("serial_no") != MERCHANT_SERIAL
+            or abs(time.time() - int(fields.get("timestamp", "0"))) > 300
+            or not sha256_rsa_ok(self.merchant_public_key, message, fields.get("signature", ""))
+        ):
+            return None
+        self.calls.append(f"{request.method} {request.url.path}")
+        return body
+
+    def refused(self) -> Response:
+        return self.answer(401, {"code": "SIGN_ERROR", "message": "签名错误"})
+
+    # -- the API -----------------------------------------------------------------------------------
+
+    async def certificates(self, request: Request) -> Response:
+        if await self.authorized(request) is None:
+            return self.refused()
+        sealed = seal(self.platform_cert.public_bytes(serialization.Encoding.PEM), "certificate")
+        item = {
+            "serial_no": self.serial,
+            "effective_time": self.platform_cert.not_valid_before_utc.isoformat(),
+            "expire_time": self.platform_cert.not_valid_after_utc.isoformat(),
+            "encrypt_certificate": sealed,
+        }
+        return self.answer(200, {"data": [item]})
+
+    async def prepay(self, request: Request) -> Response:
+        body = await self.authorized(request)
+        if body is None:
+            return self.refused()
+        payload = json.loads(body)
+        kind = request.path_params["kind"]
+        if payload["mchid"] != MCHID or payload["appid"] != APPID or payload["notify_url"] != NOTIFY_URL:
+            return self.answer(400, {"code": "PARAM_ERROR", "message": "参数错误"})
+        payer = payload.get("payer", {}).get("openid")
+        if (kind == "jsapi") != (payer is not None):
+            return self.answer(400, {"code": "PARAM_ERROR", "message": "payer"})
+        order = self.orders.get(payload["out_trade_no"])
+        if order is not None:
+            if order.total != payload["amount"]["total"]:
+                return self.answer(400, {"code": "INVALID_REQUEST", "message": "订单号重复"})
+            if order.state == "SUCCESS":
+                return self.answer(400, {"code": "ORDERPAID", "message": "订单已支付"})
+        else:
+            order = Order(payload["out_trade_no"], payload["amount"]["total"], f"wx{uuid.uuid4().hex}", payer)
+            self.orders[order.out_trade_no] = order
+        return self.answer(200, {"prepay_id": order.prepay_id})
+
+    async def query(self, request: Request) -> Response:
+        if await self.authorized(request) is None:
+            return self.refused()
+        order = self.orders.get(request.path_params["out_trade_no"])
+        if order is None or request.query_params.get("mchid") != MCHID:
+            return self.answer(404, {"code": "ORDER_NOT_EXIST", "message": "订单不存在"})
+        return self.answer(200, self.transaction(order))
+
+    async def refund(self, request: Request) -> Response:
+        body = await self.authorized(request)
+        if body is None:
+            return self.refused()
+        payload = json.loads(body)
+        order = self.orders.get(payload["out_trade_no"])
+        if order is None or order.state not in ("SUCCESS", "REFUND") or payload["amount"]["total"] != order.total:
+            return self.answer(400, {"code": "INVALID_REQUEST", "message": "订单状态或金额不符"})
+        number, amount = payload["out_refund_no"], payload["amount"]["refund"]
+        if number not in order.refunds:
+            if amount > order.total - sum(order.refunds.values()):
+                return self.answer(403, {"code": "NOT_ENOUGH", "message": "可退金额不足"})
+            order.refunds[number] = amount
+            order.state = "REFUND"
+        return self.answer(200, self.refund_of(order, number))
+
+    async def refund_query(self, request: Request) -> Response:
+        if await self.authorized(request) is None:
+            return self.refused()
+        number = request.path_params["out_refund_no"]
+        for order in self.orders.values():
+            if number in order.refunds:
+                return self.answer(200, self.refund_of(order, number))
+        return self.answer(404, {"code": "RESOURCE_NOT_EXISTS", "message": "退款单不存在"})
+
+    @staticmethod
+    def refund_of(order: Order, number: str) -> dict[str, Any]:
+        amount = {"refund": order.refunds[number], "total": order.total, "currency": "CNY"}
+        return {"out_refund_no": number, "out_trade_no": order.out_trade_no, "status": "SUCCESS", "amount": amount}
+
+    # -- the payer and the notifications -----------------------------------------------------------
+
+    def pay_app(self, params: dict[str, str]) -> Order:
+        """What the WeChat app does with the SDK's parameters: checks the merchant's signature first."""
+        message = f"{params['appid']}\n{params['timestamp']}\n{params['noncestr']}\n{params['prepayid']}\n"
+        assert sha256_rsa_ok(self.merchant_public_key, message, params["sign"]), "bad app pay signature"
+        assert params["partnerid"] == MCHID and params["package"] == "Sign=WXPay"
+        [order] = [o for o in self.orders.values() if o.prepay_id == params["prepayid"]]
+        return self.pay(order.out_trade_no)
+
+    def pay(self, out_trade_no: str, total: int | None = None) -> Order:
+        if total is not None:  # paid through a prepay we did not see
+            self.orders.setdefault(out_trade_no, Order(out_trade_no, total, f"wx{uuid.uuid4().hex}", None))
+        order = self.orders[out_trade_no]
+        order.state, order.transaction_id = "SUCCESS", f"42000{uuid.uuid4().int % 10**23}"
+        order.success_time = datetime.now(BEIJING).isoformat(timespec="seconds")
+        return order
+
+    def transaction(self, order: Order, **changes: Any) -> dict[str, Any]:
+        found: dict[str, Any] = {
+            "appid": APPID,
+            "mchid": MCHID,
+            "out_trade_no": order.out_trade_no,
+            "trade_type": "JSAPI" if order.payer else "APP",
+            "trade_state": order.state,
+            "trade_state_desc": "支付成功" if order.state == "SUCCESS" else "未支付",
+            "amount": {"total": order.total, "payer_total": order.total, "currency": "CNY", "payer_currency": "CNY"},
+        }
+        if order.transaction_id:
+            found |= {"transaction_id": order.transaction_id, "success_time": order.success_time}
+        return found | changes
+
+    def notification(
+        self,
+        order: Order,
+        *,
+        key: rsa.RSAPrivateKey | None = None,
+        apiv3_key: str = APIV3_KEY,
+        event_type: str = "TRANSACTION.SUCCESS",
+        headers: dict[str, str] | None = None,
+        **changes: Any,
+    ) -> tuple[bytes, dict[str, str]]:
+        plaintext = json.dumps(self.transaction(order, **changes), ensure_ascii=False).encode()
+        envelope = {
+            "id": str(uuid.uuid4()),
+            "create_time": datetime.now(BEIJING).isoformat(timespec="seconds"),
+            "resource_type": "encrypt-resource",
+            "event_type": event_type,
+            "summary": "支付成功",
+            "resource": seal(plaintext, "transaction", apiv3_key) | {"original_type": "transaction"},
+        }
+        body = json.dumps(envelope, ensure_ascii=False).encode()
+        return body, self.signed_headers(body, key, **(headers or {}))
+
+    @staticmethod
+    async def deliver(client: httpx.AsyncClient, notice: tuple[bytes, dict[str, str]]) -> httpx.Response:
+        return await client.post(NOTIFY_URL, content=notice[0], headers=notice[1])
+
+
+@pytest.fixture(scope="module")
+def merchant_key() -> rsa.RSAPrivateKey:
+    return new_key()
+
+
+@pytest.fixture
+async def wechat(merchant_key: rsa.RSAPrivateKey) -> AsyncIterator[tuple[FakeWechatPay, str]]:
+    fake = FakeWechatPay(merchant_key.public_key())
+    async with serve_app(fake.app, lifespan="off") as url:
+        yield fake, url
+        fake.released.set()
+
+
+@pytest.fixture
+def wechat_settings(
+    wechat: tuple[FakeWechatPay, str], merchant_key: rsa.RSAPrivateKey, tmp_path: Path
+) -> dict[str, Any]:
+    _, url = wechat
+    (tmp_path / "merchant.pem").write_bytes(pem(merchant_key))
+    return {
+        "payment_provider_wechat": "wechatpay",
+        "payment_notify_base_url": "http://test",
+        "payment_gateway_timeout_s": 0.5,
+        "wechatpay_mchid": MCHID,
+        "wechatpay_appid": APPID,
+        "wechatpay_api_url": url,
+        "wechatpay_merchant_key_file": tmp_path / "merchant.pem",
+        "wechatpay_merchant_serial_no": MERCHANT_SERIAL,
+        "wechatpay_apiv3_key": APIV3_KEY,
+    }
+
+
+@pytest.fixture
+async def svc(service_factory: Callable[..., Any], wechat_settings: dict[str, Any]) -> AsyncIterator[Any]:
+    # No platform certificate file: the service fetches it from the gateway at start.
+    async with service_factory(**wechat_settings) as service:
+        yield service
+
+
+async def sql(svc: Any, query: str, **params: Any) -> list[Any]:
+    async with svc.runtime.engine.connect() as conn:
+        return list((await conn.execute(text(query), params)).all())
+
+
+async def top_up_status(svc: Any, user: uuid.UUID, top_up_id: str) -> str:
+    response = await svc.client.get(f"/v1/wallet/top-ups/{top_up_id}", headers=svc.auth(user))
+    return str(response.json()["status"])
+
+
+async def test_top_up_paid_through_wechat_pay_credits_once(svc: Any, wechat: tuple[FakeWechatPay, str]) -> None:
+    fake, _ = wechat
+    assert fake.calls[0] == "GET /v3/certificates"  # fetched at start, sealed with the APIv3 key
+    user = uuid.uuid4()
+    top_up = await svc.top_up(user, 2500, "wechat")
+    path = f"/v1/wallet/top-ups/{top_up['top_up_id']}/pay"
+    first, again = [await svc.client.post(path, headers=svc.auth(user)) for _ in range(2)]
+    assert first.status_code == 200, first.text
+    assert first.json()["pay_params"]["prepayid"] == again.json()["pay_params"]["prepayid"]
+    order = fake.pay_app(first.json()["pay_params"])
+
+    notice = fake.notification(order)
+    answers = await asyncio.gather(*[fake.deliver(svc.client, notice) for _ in range(3)])
+    assert [a.status_code for a in answers] == [200] * 3 and answers[0].json()["code"] == "SUCCESS"
+    late = await fake.deliver(svc.client, fake.notification(order))  # WeChat Pay repeats, signed anew
+    assert late.status_code == 200
+    assert await top_up_status(svc, user, top_up["top_up_id"]) == "succeeded"
+    assert await svc.balance(user) == 2500
+    assert (await sql(svc, "SELECT provider_trade_no FROM top_ups"))[0][0] == order.transaction_id
+
+    provider = svc.provider("wechat")
+    queried = await provider.query_order(top_up["top_up_id"])
+    assert (queried.state, queried.amount_fen, queried.trade_no) == (OrderState.SUCCESS, 2500, order.transaction_id)
+    assert queried.paid_at is not None and queried.paid_at.utcoffset() == timedelta(hours=8)
+    assert (await provider.query_order(str(uuid.uuid4()))).state == OrderState.NOT_FOUND
+
+    assert (await provider.query_refund(top_up["top_up_id"], "r-1")).state == RefundState.NOT_FOUND
+    await provider.refund(top_up["top_up_id"], "r-1", 1000)
+    await provider.refund(top_up["top_up_id"], "r-1", 1000)  # a retry refunds nothing more
+    assert order.refunds == {"r-1": 1000}
+    done = await provider.query_refund(top_up["top_up_id"], "r-1")
+    assert (done.state, done.amount_fen) == (RefundState.SUCCESS, 1000)
+    with pytest.raises(PaymentProviderError):
+        await provider.refund(top_up["top_up_id"], "r-2", 1501)  # more than is left
+    assert (await provider.query_order(top_up["top_up_id"])).state == OrderState.SUCCESS  # REFUND: still paid
+
+
+async def test_forged_replayed_and_mismatched_notifications_change_nothing(
+    svc: Any, wechat: tuple[FakeWechatPay, str]
+) -> None:
+    fake, _ = wechat
+    user = uuid.uuid4()
+    top_up = await svc.top_up(user, 3000, "wechat")
+    order = fake.pay(top_up["top_up_id"], 3000)
+    body, headers = fake.notification(order)
+    refused = {
+        "signed by someone else": fake.notification(order, key=new_key()),
+        "body changed after signing": (body.replace(b'"summary"', b'"Summary"'), headers),
+        "unknown certificate serial": (body, headers | {"Wechatpay-Serial": "ABCDEF"}),
+        "no signature": (body, {k: v for k, v in headers.items() if k != "Wechatpay-Signature"}),
+        "another signature type": (body, headers | {"Wechatpay-Signature-Type": "WECHATPAY2-SM2-WITH-SM3"}),
+        "replayed: signed ten minutes ago": fake.notification(
+            order, headers={"timestamp": str(int(time.time()) - 600)}
+        ),
+        "sealed with another APIv3 key": fake.notification(order, apiv3_key="f" * 32),
+        "for another merchant": fake.notification(order, mchid="1900000999"),
+        "for another app": fake.notification(order, appid="wx0000000000000000"),
+        "not a payment": fake.notification(order, event_type="REFUND.SUCCESS"),
+        "not paid": fake.notification(order, trade_state="CLOSED"),
+        "genuine but another amount": fake.notification(order, amount={"total": 2999, "currency": "CNY"}),
+    }
+    for what, notice in refused.items():
+        response = await fake.deliver(svc.client, notice)
+        assert response.status_code == 400, what
+        assert response.json()["code"] in {"invalid_signature", "invalid_notification", "amount_mismatch"}, what
+    assert await top_up_status(svc, user, top_up["top_up_id"]) == "pending"
+    assert await svc.balance(user) == 0
+    assert (await fake.deliver(svc.client, (body, headers))).status_code == 200
+    assert await svc.balance(user) == 3000
+
+
+async def test_answers_must_be_signed_jsapi_needs_a_payer_and_a_stalled_gateway_times_out(
+    service_factory: Callable[..., Any],
+    wechat: tuple[FakeWechatPay, str],
+    wechat_settings: dict[str, Any],
+    merchant_key: rsa.RSAPrivateKey,
+    tmp_path: Path,
+) -> None:
+    fake, _ = wechat
+    (tmp_path / "platform.pem").write_bytes(fake.platform_cert.public_bytes(serialization.Encoding.PEM))
+    settings = wechat_settings | {
+        "wechatpay_trade_type": "jsapi",
+        "wechatpay_platform_cert_files": [tmp_path / "platform.pem"],
+    }
+    async with service_factory(**settings) as svc:
+        assert fake.calls == []  # the platform certificate came from its file
+        provider = svc.provider("wechat")
+        with pytest.raises(PaymentProviderError, match="openid"):
+            await provider.create_order(PaymentOrder("o-1", 100, "Wallet top-up"))
+        created = await provider.create_order(
+            PaymentOrder("o-1", 100, "Wallet top-up", payer="oUpF8uMuAJO_M2pxb1Q9zNjWeS6o")
+        )
+        params = created.pay_params
+        assert params["package"] == f"prepay_id={fake.orders['o-1'].prepay_id}" and params["signType"] == "RSA"
+        message = f"{APPID}\n{params['timeStamp']}\n{params['nonceStr']}\n{params['package']}\n"
+        assert sha256_rsa_ok(merchant_key.public_key(), message, params["paySign"])
+        assert (await provider.query_order("o-1")).state == OrderState.PENDING
+
+        fake.sign_answers_with = new_key()  # a man in the middle, or a certificate we were not given
+        with pytest.raises(PaymentProviderError, match="signature"):
+            await provider.query_order("o-1")
+        with pytest.raises(PaymentProviderError, match="signature"):
+            await provider.query_order("unknown")  # a "not found" is not believed unsigned either
+        fake.sign_answers_with = None
+
+        fake.pay("o-1")
+        fake.stalled.set()
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(PaymentProviderError):
+            await provider.refund("o-1", "r-1", 100)
+        assert asyncio.get_running_loop().time() - started < 3
+        fake.stalled.clear()
+        fake.released.set()
+        await provider.refund("o-1", "r-1", 100)  # the caller's retry, same refund number
+        assert fake.orders["o-1"].refunds == {"r-1": 100}
+
+
+async def test_charge_resolved_by_query_and_a_late_payment_lands_in_the_wallet_once(
+    svc: Any, wechat: tuple[FakeWechatPay, str]
+) -> None:
+    fake, _ = wechat
+    user = uuid.uuid4()
+    response = await svc.client.put("/v1/wallet/payment-method", json={"channel": "wechat"}, headers=svc.auth(user))
+    assert response.status_code == 200
+    paid = ChargeRequested(charge_id=uuid.uuid4(), rental_id=uuid.uuid4(), user_id=user, amount_fen=150)
+    lost = ChargeRequested(charge_id=uuid.uuid4(), rental_id=uuid.uuid4(), user_id=user, amount_fen=350)
+    for request in (paid, lost):
+        async with unit_of_work(svc.runtime.sessionmaker) as session:
+            assert await charges.settle(session, svc.runtime, request, uuid.uuid4()) == "awaiting_provider"
+
+    async def prepaid() -> bool:
+        return all(charges.order_no(r.charge_id) in fake.orders for r in (paid, lost))
+
+    await eventually(prepaid, timeout=5, what="both prepay orders at the gateway")
+    fake.pay(charges.order_no(paid.charge_id))  # paid, but its notification never came
+    del fake.orders[charges.order_no(lost.charge_id)]  # never reached the gateway, as far as it knows
+
+    now = datetime.now(UTC)
+    async with unit_of_work(svc.runtime.sessionmaker) as session:
+        resolved = await charges.resolve_unknown_outcomes(
+            session, svc.runtime, older_than=now + timedelta(seconds=1), give_up_before=now + timedelta(seconds=1)
+        )
+    assert resolved == 2
+    statuses = dict(await sql(svc, "SELECT charge_id, failure_reason FROM charges"))
+    assert statuses == {paid.charge_id: None, lost.charge_id: "provider_unavailable"}
+
+    late = fake.pay(charges.order_no(lost.charge_id), 350)  # the user paid the given-up order after all
+    for _ in range(2):
+        assert (await fake.deliver(svc.client, fake.notification(late))).status_code == 200
+
+    async def credited() -> bool:
+        return bool(await svc.balance(user) == 350)
+
+    await eventually(credited, timeout=5, what="the late payment in the wallet")
+
+
+def test_settings_refuse_an_incomplete_wechat_pay(
+    settings_factory: Callable[..., Any], wechat_settings: dict[str, Any]
+) -> None:
+    from pydantic import ValidationError
+
+    assert settings_factory(**wechat_settings).provider_for("wechat") == "wechatpay"
+    for refused, reason in (
+        ({"wechatpay_mchid": None}, "WECHATPAY_MCHID"),
+        ({"wechatpay_apiv3_key": "short"}, "32 bytes"),
+        ({"wechatpay_public_key_id": "PUB_KEY_ID_0114232134912410000000000000"}, "go together"),
+    ):
+        with pytest.raises(ValidationError, match=reason):
+            settings_factory(**(wechat_settings | refused))
