@@ -71,8 +71,9 @@ class Backend:
         token: str | None = None,
         params: dict[str, Any] | list[tuple[str, Any]] | None = None,
         json: Any = None,
+        headers: dict[str, str] | None = None,
     ) -> Any:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        headers = {**(headers or {}), **({"Authorization": f"Bearer {token}"} if token else {})}
         try:
             response = await self.http.request(method, url, headers=headers, params=params, json=json)
         except httpx.HTTPError as exc:

@@ -1,8 +1,11 @@
 """How figures read on every page: money in yuan with fen precision, times in the operator's zone,
 phone numbers masked for roles that may not see them."""
 
+import re
 from datetime import datetime
 from zoneinfo import ZoneInfo
+
+YUAN_INPUT = re.compile(r"^\s*¥?\s*(\d{1,9})(?:\.(\d{1,2}))?\s*$")
 
 
 def yuan(fen: int | None) -> str:
@@ -11,6 +14,15 @@ def yuan(fen: int | None) -> str:
     sign = "-" if fen < 0 else ""
     whole, part = divmod(abs(fen), 100)
     return f"{sign}¥{whole:,}.{part:02d}"
+
+
+def fen_of(text: str) -> int:
+    """What staff type as yuan ("1.5", "¥12.05", "3") in integer fen; no sign, at most two decimals."""
+    found = YUAN_INPUT.match(text.replace(",", ""))
+    if found is None:
+        raise ValueError(f"not an amount in yuan: {text!r}")
+    whole, part = found.group(1), (found.group(2) or "").ljust(2, "0")
+    return int(whole) * 100 + int(part)
 
 
 def local_time(value: str | datetime | None, zone: ZoneInfo, *, seconds: bool = False) -> str:

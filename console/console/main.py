@@ -17,7 +17,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 
 from console.backend import Backend, BackendError, Services, SessionExpired
-from console.pages import account, dashboard, devices, people, staff_accounts, tasks, tickets
+from console.pages import account, assets, dashboard, devices, people, pricing, staff_accounts, tasks, tickets
 from console.sessions import COOKIE, LOGIN_CSRF_COOKIE, SessionStore
 from console.settings import ConsoleSettings
 from console.web import (
@@ -25,6 +25,7 @@ from console.web import (
     Console,
     ConsoleDep,
     CsrfRefused,
+    FormInvalid,
     NotAllowed,
     SignInRequired,
     Staff,
@@ -124,6 +125,13 @@ def create_app(settings: ConsoleSettings | None = None) -> FastAPI:
     async def csrf_refused(request: Request, _: CsrfRefused) -> Response:
         staff = console_of(request).store.get(request.cookies.get(COOKIE))
         return render(request, "error.html", staff, status_code=403, message_key="csrf", detail="")
+
+    @app.exception_handler(FormInvalid)
+    async def form_invalid(request: Request, exc: FormInvalid) -> Response:
+        staff = console_of(request).store.get(request.cookies.get(COOKIE))
+        return render(
+            request, "error.html", staff, status_code=422, message_key="error.form", detail=f"{exc.field}: {exc.value}"
+        )
 
     @app.exception_handler(BackendError)
     async def backend_error(request: Request, exc: BackendError) -> Response:
@@ -237,7 +245,7 @@ def create_app(settings: ConsoleSettings | None = None) -> FastAPI:
         back = form.get("back", "/")
         return RedirectResponse(back if back.startswith("/") and not back.startswith("//") else "/", status_code=303)
 
-    for module in (dashboard, devices, tasks, tickets, people, staff_accounts, account):
+    for module in (dashboard, devices, tasks, tickets, people, pricing, assets, staff_accounts, account):
         app.include_router(module.router)
     return app
 

@@ -21,6 +21,8 @@ MENU: tuple[MenuItem, ...] = (
     MenuItem("nav.tasks", "/tasks", "devices:read"),
     MenuItem("nav.tickets", "/tickets", "tickets:read"),
     MenuItem("nav.users", "/users", "users:read"),
+    MenuItem("nav.pricing", "/pricing", "pricing:manage"),
+    MenuItem("nav.coupons", "/coupons", "assets:manage"),
     MenuItem("nav.staff", "/staff", "admins:manage"),
     MenuItem("nav.audit", "/audit", "audit:read"),
 )

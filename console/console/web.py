@@ -36,6 +36,15 @@ class AccountPending(Exception):
     """The account must change its password or enrol a second factor before any other page."""
 
 
+class FormInvalid(Exception):
+    """A form field the console cannot read (an amount that is not yuan, a number that is not one)."""
+
+    def __init__(self, field: str, value: str) -> None:
+        super().__init__(f"{field}: {value!r}")
+        self.field = field
+        self.value = value
+
+
 class CsrfRefused(Exception):
     """A state change without this session's CSRF token (or from another origin)."""
 
@@ -58,6 +67,7 @@ def templates_for(zone: ZoneInfo) -> Environment:
     env.filters["yuan"] = formatting.yuan
     env.filters["local"] = lambda v, seconds=False: formatting.local_time(v, zone, seconds=seconds)
     env.filters["masked"] = formatting.mask_phone
+    env.filters["yuan_input"] = lambda fen: "" if fen is None else f"{fen // 100}.{fen % 100:02d}"
     return env
 
 
@@ -104,6 +114,25 @@ def page_permission(key: str) -> Callable[..., Coroutine[Any, Any, StaffSession]
 
         return anyone
     return require(permission)
+
+
+def form_fen(form: dict[str, str], field: str, *, optional: bool = False) -> int | None:
+    value = form.get(field, "").strip()
+    if optional and not value:
+        return None
+    try:
+        return formatting.fen_of(value)
+    except ValueError:
+        raise FormInvalid(field, value) from None
+
+
+def form_int(form: dict[str, str], field: str, *, optional: bool = False) -> int | None:
+    value = form.get(field, "").strip()
+    if optional and not value:
+        return None
+    if not value.isdigit() or len(value) > 9:
+        raise FormInvalid(field, value)
+    return int(value)
 
 
 async def read_form(request: Request, expected_csrf: str) -> dict[str, str]:

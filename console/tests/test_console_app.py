@@ -6,6 +6,7 @@ import time
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
+import pytest
 from fastapi.testclient import TestClient
 
 from console import formatting
@@ -21,6 +22,20 @@ def test_money_is_yuan_with_fen_precision() -> None:
     assert formatting.yuan(150) == "¥1.50"
     assert formatting.yuan(123456789) == "¥1,234,567.89"
     assert formatting.yuan(-5) == "-¥0.05"
+
+
+def test_amounts_typed_in_yuan_are_read_as_integer_fen() -> None:
+    assert [formatting.fen_of(v) for v in ("0", "1.5", "1.50", "¥12.05", " 1,234.5 ", "99")] == [
+        0,
+        150,
+        150,
+        1205,
+        123450,
+        9900,
+    ]
+    for bad in ("", "-1", "1.005", "1e3", "abc", "1.2.3", "0x10"):
+        with pytest.raises(ValueError):
+            formatting.fen_of(bad)
 
 
 def test_times_are_shown_in_the_operators_zone() -> None:

@@ -33,6 +33,8 @@ MAIN_PAGES = (
     "/tasks",
     "/tickets",
     "/users",
+    "/pricing",
+    "/coupons",
     "/staff",
     "/audit",
     "/account",

@@ -317,3 +317,101 @@ async def test_support_sees_a_users_rentals_credit_and_tickets_but_not_the_ledge
     wallet = await user.wallet()
     assert text(page, "balance") == yuan(wallet["balance_fen"])
     assert '<tr data-movement="top_up">' in page
+
+
+async def test_a_pricing_plan_is_created_changed_and_retired_in_yuan(
+    mesh: Mesh, console: Callable[[], Browserless]
+) -> None:
+    finance = console()
+    await finance.sign_in(*await staff_member(mesh, "finance"))
+    page = await finance.page("/pricing")
+    assert "nav.pricing" in menu(page) and "nav.staff" not in menu(page)
+    cabinet = f"CAB-CONSOLE-{uuid.uuid4().hex[:6]}"  # no such cabinet: the fleet's prices stay as they are
+    created = await finance.post(
+        "/pricing",
+        {
+            "scope": "cabinet",
+            "scope_value": cabinet,
+            "name": "console plan",
+            "period_minutes": "60",
+            "price_per_period": "2.5",
+            "free_minutes": "5",
+            "daily_cap": "¥20",
+            "purchase_ceiling": "79.90",
+        },
+    )
+    assert created.status_code == 303, created.text
+    plan_url = created.headers["location"].split("?")[0]
+    plan_id = plan_url.rsplit("/", 1)[1]
+    api = mesh.client()
+    token = await api.admin_login(*ADMIN)
+
+    async def plan() -> dict[str, Any]:
+        listed = await api.call(
+            "GET", f"{api.urls.billing}/v1/admin/pricing-plans", token=token, params={"include_inactive": "true"}
+        )
+        found: dict[str, Any] = next(p for p in listed.json()["items"] if p["plan_id"] == plan_id)
+        return found
+
+    stored = await plan()
+    assert (stored["scope_value"], stored["price_per_period_fen"], stored["daily_cap_fen"]) == (cabinet, 250, 2000)
+    assert stored["purchase_ceiling_fen"] == 7990 and stored["free_minutes"] == 5
+    assert text(await finance.page(plan_url), "price") == "¥2.50 / 60 分钟"
+
+    not_money = await finance.post(
+        plan_url,
+        {
+            **{k: "1" for k in ("period_minutes", "free_minutes")},
+            "name": "x",
+            "price_per_period": "1.005",
+            "daily_cap": "1",
+            "purchase_ceiling": "1",
+        },
+    )
+    assert not_money.status_code == 422 and "price_per_period" in not_money.text
+    changed = await finance.post(
+        plan_url,
+        {
+            "name": "console plan",
+            "period_minutes": "30",
+            "price_per_period": "3",
+            "free_minutes": "0",
+            "daily_cap": "30.00",
+            "purchase_ceiling": "79.90",
+        },
+    )
+    assert changed.status_code == 303, changed.text
+    assert ((await plan())["price_per_period_fen"], (await plan())["period_minutes"]) == (300, 30)
+    await finance.page(plan_url)
+    assert (await finance.post(f"{plan_url}/active", {"active": "false"})).status_code == 303
+    assert (await plan())["active"] is False
+    assert text(await finance.page(plan_url), "plan-status") == "已停用"
+
+
+async def test_a_red_packet_is_issued_once_from_a_form_sent_twice(
+    mesh: Mesh, user: PlatformClient, console: Callable[[], Browserless]
+) -> None:
+    me = (await user.call("GET", f"{user.urls.user}/v1/users/me")).json()
+    operator = console()
+    await operator.sign_in(*await staff_member(mesh, "operator"))
+    assert "nav.coupons" in menu(await operator.page("/coupons"))
+    created = await operator.post(
+        "/coupons", {"kind": "red_packet", "name": "console red packet", "valid_days": "7", "amount": "5.5"}
+    )
+    assert created.status_code == 303, created.text
+    template_url = created.headers["location"].split("?")[0]
+    page = await operator.page(template_url)
+    assert text(page, "terms") == "¥5.50"
+    issue_key = re.search(r'name="issue_key" value="([^"]+)"', page)
+    assert issue_key
+    form = {"user_ids": f"{me['user_id']}\n", "issue_key": issue_key.group(1)}
+    for _ in range(2):  # the same form sent twice (a double click, a resend after a timeout)
+        sent = await operator.post(f"{template_url}/issue", form)
+        assert sent.status_code == 303, sent.text
+    assert (await operator.page(template_url)).count(f'data-asset="{me["user_id"]}"') == 1
+    mine = await user.call("GET", f"{user.urls.asset}/v1/assets")
+    packets = [a for a in mine.json()["items"] if a["name"] == "console red packet"]
+    assert [(a["kind"], a["amount_fen"]) for a in packets] == [("red_packet", 550)]
+
+    assert (await operator.post(f"{template_url}/deactivate")).status_code == 303
+    assert text(await operator.page(template_url), "template-status") == "已停用"
