@@ -28,7 +28,9 @@ from contracts.mqtt import (
     up_message_adapter,
 )
 from device_emulator.bench import cpu, freshness, report, users
-from device_emulator.bench.mqtt_lite import (
+from device_emulator.bench.run import PRESETS, Attempt, errors_but_ejected, parse_args, raise_open_files
+from device_emulator.bench.swarm import DeviceCredentials, Swarm, heartbeat_payload, read_fleet
+from kit.mqtt_client import (
     CONNACK,
     CONNECT,
     PUBACK,
@@ -43,8 +45,6 @@ from device_emulator.bench.mqtt_lite import (
     publish_packet,
     split_packets,
 )
-from device_emulator.bench.run import PRESETS, Attempt, errors_but_ejected, parse_args, raise_open_files
-from device_emulator.bench.swarm import DeviceCredentials, Swarm, heartbeat_payload, read_fleet
 
 
 def test_remaining_length_encoding_round_trips_through_the_splitter():

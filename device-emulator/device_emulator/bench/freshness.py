@@ -24,8 +24,8 @@ from typing import Any
 import httpx
 
 from contracts.mqtt import BankReport, Position, UpChannel, up_topic
-from device_emulator.bench.mqtt_lite import LiteClient, MqttLiteError
 from device_emulator.bench.swarm import DeviceCredentials, Swarm, SwarmDevice
+from kit.mqtt_client import LiteClient, MqttLiteError
 
 BUDGET_S = 4 * 3600.0  # 7.2: an idle bank reports its position at least every 4 hours
 NOT_IDLE = frozenset({"rented", "retired"})  # as device-svc's position_overdue check

@@ -23,8 +23,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from device_emulator.bench import cpu
-from device_emulator.bench.mqtt_lite import LiteClient
 from device_emulator.bench.report import summarize
+from kit.mqtt_client import LiteClient
 
 FLOOR_TOPIC = "pb/v1/devices/BENCH-FLOOR/cmd"  # under the service account's ACL; not an up topic
 KAFKA_FLOOR_TOPIC = "bench.floor.v1"

@@ -38,7 +38,7 @@ from contracts.mqtt import (
     down_message_adapter,
     up_topic,
 )
-from device_emulator.bench.mqtt_lite import LiteClient, MqttLiteError, Will
+from kit.mqtt_client import LiteClient, MqttLiteError, Will
 
 log = logging.getLogger("device_emulator.bench.swarm")
 

@@ -12,19 +12,20 @@ connection dropped the broker redelivers the message anyway (device-svc drops th
 import asyncio
 import logging
 import random
-import socket
 import ssl
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-import aiomqtt
-
 from device_svc.metrics import MESSAGES_ACK_STALE, MQTT_CONNECTED, MQTT_CONNECTS
 from device_svc.mqtt.intake import Intake, subscriptions
 from device_svc.settings import Settings
+from kit.mqtt_client import LiteClient, MqttLiteError
 from kit.x509 import client_context
 
 log = logging.getLogger(__name__)
+
+# A connection failed: refused, lost, timed out, or its TLS handshake did not verify.
+CONNECTION_ERRORS = (MqttLiteError, OSError, TimeoutError)
 
 
 class Ack:
@@ -43,42 +44,41 @@ class Ack:
             return
         self._sent = True
         if self._qos > 0:
-            self._connection.ack(self._mid, self._qos)
+            self._connection.ack(self._mid)
 
 
 class _Connection:
-    """One broker connection (aiomqtt makes a new paho client for each of ours)."""
+    """One broker connection: the kit's small MQTT client (kit/mqtt_client.py), acknowledging by hand.
+    Every message is handed over as it arrives, also those the broker kept for our session and sends
+    before the subscriptions are answered."""
 
-    def __init__(self, client: aiomqtt.Client) -> None:
-        # aiomqtt 2.5 has no public manual-ack API; its paho client is `_client`. paho's
-        # manual_ack stops the PUBACK it otherwise sends as soon as a QoS 1 PUBLISH arrives.
-        self._client = client
-        self._paho = client._client
-        self._paho.manual_ack_set(True)
+    def __init__(self, client_id: str, handler: "Callable[[], OnMessage | None]") -> None:
+        self.client = LiteClient(client_id, on_publish=self._received, manual_ack=True)
+        self._handler = handler
         self.open = True
         self.dropped = False
 
-    def drop(self, reason: str) -> None:
-        """End this connection's reading now, as if the broker had closed it (aiomqtt has no public way:
-        its message iteration ends when `_disconnected` is done, and leaving the client then skips the
-        graceful DISCONNECT a dead socket would never complete). The broker closes the old socket when
-        the same client id connects again."""
-        disconnected = self._client._disconnected
-        if self.open and not disconnected.done():
-            self.dropped = True
-            disconnected.set_exception(aiomqtt.MqttError(reason))
+    def _received(self, topic: str, payload: bytes, qos: int, mid: int, retain: bool) -> None:
+        ack = Ack(self, mid, qos)
+        on_message = self._handler()
+        if on_message is None:
+            ack()
+        else:
+            on_message(topic, payload, datetime.now(UTC), ack, retain)
 
-    def ack(self, mid: int, qos: int) -> None:
-        if not self.open:
+    def drop(self, reason: str) -> None:
+        """End this connection now, as if the broker had closed it; its reader reconnects."""
+        if self.open and self.client.connected:
+            self.dropped = True
+            self.client.abort(reason)
+
+    def ack(self, mid: int) -> None:
+        if not self.open or not self.client.ack(mid):
             MESSAGES_ACK_STALE.inc()
-            return
-        self._paho.ack(mid, qos)
 
 
 # (topic, payload, received at, ack, retained)
 OnMessage = Callable[[str, bytes, datetime, Ack, bool], None]
-
-NODELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
 
 
 def broker_tls(settings: Settings) -> ssl.SSLContext | None:
@@ -94,7 +94,7 @@ class MqttGateway:
     def __init__(self, settings: Settings, on_message: OnMessage | None = None) -> None:
         self._settings = settings
         self.on_message = on_message
-        self._clients: dict[Intake, aiomqtt.Client] = {}
+        self._clients: dict[Intake, LiteClient] = {}
         self._connections: dict[Intake, _Connection] = {}
         self._errors: dict[Intake, str] = {intake: "not connected yet" for intake in Intake}
         self._tls = broker_tls(settings)
@@ -122,33 +122,25 @@ class MqttGateway:
             raise NotConnected(f"mqtt disconnected: {self._errors.get(Intake.CRITICAL)}")
         await asyncio.wait_for(client.publish(topic, payload, qos=qos), timeout_s)
 
-    def _make_client(self, intake: Intake) -> aiomqtt.Client:
+    async def _connect(self, client: LiteClient, *, clean_session: bool) -> None:
         s = self._settings
-        return aiomqtt.Client(
+        await client.connect(
             s.mqtt_host,
             s.mqtt_port,
             username=s.mqtt_username,
             password=s.mqtt_password.get_secret_value(),
-            # A persistent session per intake: each connection's client id is its own.
-            identifier=f"{s.mqtt_client_id}-{intake.value}",
-            clean_session=s.mqtt_clean_session,
-            keepalive=s.mqtt_keepalive_s,
-            timeout=10.0,
-            socket_options=NODELAY,
-            tls_context=self._tls,
-            # Unbounded: aiomqtt discards what does not fit, and a discarded QoS 1 message is never
-            # acknowledged, so it would hold one of the broker's in-flight slots until we reconnect
-            # (seen under the 1,000-device benchmark). The broker's max_inflight_messages bounds it.
-            max_queued_incoming_messages=0,
+            keepalive_s=s.mqtt_keepalive_s,
+            timeout_s=10.0,
+            tls=self._tls,
+            clean_session=clean_session,
         )
 
     def _drop_others(self, lost: Intake) -> None:
         """The intakes share one broker: when it closes one of their connections (a restart, a network
-        cut) the others reconnect too. Each would notice on its own, but aiomqtt on uvloop can miss the
-        close of a socket whose acknowledgement was being written at that moment: seen in a broker-restart
-        benchmark, the state intake read nothing for 35 s, until its keepalive, while every cabinet's
-        hello waited for it. A connection the broker did keep is only reopened: its unacknowledged
-        messages come again and are dropped by msg_id."""
+        cut) the others reconnect too. Each would notice on its own, but a close can go unnoticed until
+        the keepalive: seen in a broker-restart benchmark (then under aiomqtt on uvloop), the state intake
+        read nothing for 35 s while every cabinet's hello waited for it. A connection the broker did keep
+        is only reopened: its unacknowledged messages come again and are dropped by msg_id."""
         for intake, connection in list(self._connections.items()):
             if intake is not lost:
                 connection.drop(f"the {lost.value} intake lost the broker")
@@ -162,52 +154,40 @@ class MqttGateway:
         """Before the intakes, device-svc read everything on one persistent session under the bare
         client id; a broker that persists sessions would keep queueing every device message for it.
         Connecting once with a clean session under that id ends it."""
-        s = self._settings
-        if not s.mqtt_clean_session:
+        if not self._settings.mqtt_clean_session:
+            client = LiteClient(self._settings.mqtt_client_id)
             try:
-                async with aiomqtt.Client(
-                    s.mqtt_host,
-                    s.mqtt_port,
-                    username=s.mqtt_username,
-                    password=s.mqtt_password.get_secret_value(),
-                    identifier=s.mqtt_client_id,
-                    clean_session=True,
-                    timeout=10.0,
-                    tls_context=self._tls,
-                ):
-                    pass
-            except aiomqtt.MqttError as exc:
+                await self._connect(client, clean_session=True)
+                client.disconnect()
+            except CONNECTION_ERRORS as exc:
                 log.warning("could not end the single-connection session", extra={"error": repr(exc)})
 
     async def _run(self, intake: Intake) -> None:
         """Connect, subscribe and read until cancelled; reconnect with jittered back-off."""
         delay = 0.2
         while True:
-            client = self._make_client(intake)
-            connection = _Connection(client)
+            # A persistent session per intake: each connection's client id is its own.
+            connection = _Connection(f"{self._settings.mqtt_client_id}-{intake.value}", lambda: self.on_message)
+            client = connection.client
+            keepalive: asyncio.Task[None] | None = None
             try:
-                async with client:
-                    for topic in self.subscriptions(intake):
-                        await client.subscribe(topic, qos=1)
-                    self._clients[intake] = client
-                    self._connections[intake] = connection
-                    self._errors.pop(intake, None)
-                    MQTT_CONNECTED.labels(intake.value).set(1)
-                    MQTT_CONNECTS.labels(intake.value).inc()
-                    delay = 0.2
-                    log.info(
-                        "mqtt connected",
-                        extra={"host": self._settings.mqtt_host, "port": self._settings.mqtt_port, "intake": intake},
-                    )
-                    async for message in client.messages:
-                        payload = message.payload
-                        raw = payload if isinstance(payload, bytes) else str(payload or "").encode()
-                        ack = Ack(connection, message.mid, message.qos)
-                        if self.on_message is None:
-                            ack()
-                        else:
-                            self.on_message(str(message.topic), raw, datetime.now(UTC), ack, message.retain)
-            except aiomqtt.MqttError as exc:
+                await self._connect(client, clean_session=self._settings.mqtt_clean_session)
+                keepalive = asyncio.create_task(client.keep_alive(self._settings.mqtt_keepalive_s))
+                for topic in self.subscriptions(intake):
+                    await asyncio.wait_for(client.subscribe(topic, qos=1), 10.0)
+                self._clients[intake] = client
+                self._connections[intake] = connection
+                self._errors.pop(intake, None)
+                MQTT_CONNECTED.labels(intake.value).set(1)
+                MQTT_CONNECTS.labels(intake.value).inc()
+                delay = 0.2
+                log.info(
+                    "mqtt connected",
+                    extra={"host": self._settings.mqtt_host, "port": self._settings.mqtt_port, "intake": intake},
+                )
+                await client.closed
+                raise MqttLiteError("connection closed")
+            except CONNECTION_ERRORS as exc:
                 self._errors[intake] = repr(exc)
                 log.warning(
                     "mqtt connection lost; reconnecting",
@@ -217,6 +197,9 @@ class MqttGateway:
                     self._drop_others(intake)
             finally:
                 connection.open = False
+                if keepalive is not None:
+                    keepalive.cancel()
+                client.disconnect()  # a graceful DISCONNECT when still open (shutdown); the session stays
                 self._clients.pop(intake, None)
                 if self._connections.get(intake) is connection:
                     del self._connections[intake]
