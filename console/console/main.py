@@ -17,7 +17,18 @@ from fastapi.staticfiles import StaticFiles
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 
 from console.backend import Backend, BackendError, Services, SessionExpired
-from console.pages import account, assets, dashboard, devices, people, pricing, staff_accounts, tasks, tickets
+from console.pages import (
+    account,
+    assets,
+    dashboard,
+    devices,
+    disputes,
+    people,
+    pricing,
+    staff_accounts,
+    tasks,
+    tickets,
+)
 from console.sessions import COOKIE, LOGIN_CSRF_COOKIE, SessionStore
 from console.settings import ConsoleSettings
 from console.web import (
@@ -245,7 +256,7 @@ def create_app(settings: ConsoleSettings | None = None) -> FastAPI:
         back = form.get("back", "/")
         return RedirectResponse(back if back.startswith("/") and not back.startswith("//") else "/", status_code=303)
 
-    for module in (dashboard, devices, tasks, tickets, people, pricing, assets, staff_accounts, account):
+    for module in (dashboard, devices, tasks, tickets, people, disputes, pricing, assets, staff_accounts, account):
         app.include_router(module.router)
     return app
 

@@ -21,6 +21,7 @@ MENU: tuple[MenuItem, ...] = (
     MenuItem("nav.tasks", "/tasks", "devices:read"),
     MenuItem("nav.tickets", "/tickets", "tickets:read"),
     MenuItem("nav.users", "/users", "users:read"),
+    MenuItem("nav.disputes", "/disputes", "rentals:support"),
     MenuItem("nav.pricing", "/pricing", "pricing:manage"),
     MenuItem("nav.coupons", "/coupons", "assets:manage"),
     MenuItem("nav.staff", "/staff", "admins:manage"),

@@ -33,6 +33,7 @@ MAIN_PAGES = (
     "/tasks",
     "/tickets",
     "/users",
+    "/disputes",
     "/pricing",
     "/coupons",
     "/staff",

@@ -415,3 +415,48 @@ async def test_a_red_packet_is_issued_once_from_a_form_sent_twice(
 
     assert (await operator.post(f"{template_url}/deactivate")).status_code == 303
     assert text(await operator.page(template_url), "template-status") == "已停用"
+
+
+async def test_a_dispute_is_resolved_by_a_confirmed_correction_that_refunds_once(
+    mesh: Mesh, user: PlatformClient, console: Callable[[], Browserless]
+) -> None:
+    rental = await settled_rental(mesh, user)
+    assert rental["fee_fen"] > 50, rental
+    disputed = await user.call(
+        "POST", f"{user.urls.billing}/v1/rentals/{rental['rental_id']}/disputes", json={"reason": "returned at once"}
+    )
+    assert disputed.status == 201, disputed.response.text
+    balance_before = (await user.wallet())["balance_fen"]
+
+    agent = console()
+    await agent.sign_in(*await staff_member(mesh, "support"))
+    queue = await agent.page("/disputes")
+    assert f'data-dispute="{disputed.json()["dispute_id"]}"' in queue
+    page = await agent.page(f"/rentals/{rental['rental_id']}")
+    assert 'data-section="dispute"' in page and "returned at once" in page
+    dispute_id = re.search(r'name="dispute_id" value="([^"]+)"', page)
+    assert dispute_id and dispute_id.group(1) == disputed.json()["dispute_id"]
+
+    form = {"fee": "0.5", "note": "cabinet log: returned within a minute (e2e)", "dispute_id": dispute_id.group(1)}
+    review = await agent.post(f"/rentals/{rental['rental_id']}/correction", form)
+    assert review.status_code == 200, review.text
+    assert text(review.text, "fee-change") == f"{yuan(rental['fee_fen'])} → ¥0.50"
+    assert text(review.text, "refund") == yuan(rental["paid_fen"] - 50)
+    assert (await user.rental(rental["rental_id"]))["fee_fen"] == rental["fee_fen"]  # nothing sent before confirming
+
+    key = re.search(r'name="correction_key" value="([^"]+)"', review.text)
+    assert key
+    for _ in range(2):  # a confirmation sent twice corrects once
+        confirmed = await agent.post(
+            f"/rentals/{rental['rental_id']}/correction/confirm", {**form, "correction_key": key.group(1)}
+        )
+        assert confirmed.status_code == 303, confirmed.text
+    page = await agent.page(f"/rentals/{rental['rental_id']}")
+    assert text(page, "fee") == "¥0.50" and page.count("data-correction=") == 1
+    assert 'data-section="dispute"' not in page  # resolved by the correction
+    assert f'data-dispute="{dispute_id.group(1)}"' in await agent.page("/disputes?state=resolved")
+
+    async def refunded() -> bool:
+        return bool((await user.wallet())["balance_fen"] == balance_before + rental["paid_fen"] - 50)
+
+    await wait_for(refunded, timeout_s=15, interval_s=0.2)
