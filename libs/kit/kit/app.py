@@ -226,6 +226,7 @@ def create_service_app(
                         sessionmaker=consumer_sessions or runtime.sessionmaker,
                         session_timeout_ms=settings.kafka_session_timeout_ms,
                         heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
+                        metadata_max_age_ms=settings.kafka_metadata_max_age_ms,
                         pacing=FetchPacing.for_class(settings, spec.latency),
                         batch_handler=spec.batch_handler,
                         max_records=spec.max_records,

@@ -183,8 +183,10 @@ class EventConsumer:
         pacing: FetchPacing | None = None,
         batch_handler: BatchHandler | None = None,
         max_records: int = 200,
+        metadata_max_age_ms: int = 300_000,
     ) -> None:
         self.name = name
+        self._metadata_max_age_ms = metadata_max_age_ms
         self._batch_handler = batch_handler
         self._max_records = max_records
         self._bootstrap = bootstrap
@@ -213,7 +215,7 @@ class EventConsumer:
             client_id=f"{self._group_id}-{self.name}",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            metadata_max_age_ms=5_000,
+            metadata_max_age_ms=self._metadata_max_age_ms,
             session_timeout_ms=self._session_timeout_ms,
             heartbeat_interval_ms=self._heartbeat_interval_ms,
             # The fetch wait bounds the latency of every event hop on a broker that does not answer a waiting
