@@ -19,6 +19,7 @@ import ssl
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 OnMessage = Callable[[str, bytes], None]
 # (topic, payload, qos, packet id (0 for QoS 0), retain): with `manual_ack`, `ack(packet id)` acknowledges it.
@@ -152,8 +153,9 @@ class LiteClient(asyncio.Protocol):
     # --------------------------------------------------------------- asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # uvloop's TLS transport is a full transport without subclassing asyncio.Transport: an isinstance
+        # check here refused every TLS connection under uvloop (device-svc's gateway died on connect).
+        self._transport = cast(asyncio.Transport, transport)
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
