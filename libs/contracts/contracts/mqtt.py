@@ -263,5 +263,35 @@ class Light(_Msg):
     duration_s: StrictInt = Field(default=60, ge=1, le=3600)
 
 
-DownMessage = Annotated[Eject | ReturnAck | Ring | Light, Field(discriminator="type")]
+class PlaylistItem(BaseModel):
+    """One advertisement for the cabinet's screen. The screen shows `label` with it, always (an ad is never
+    shown as anything but an advertisement), and plays it only between `starts_at` and `ends_at` by its
+    own clock."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    ad_id: StrictStr = Field(min_length=1, max_length=64)
+    label: Literal["advertisement"] = "advertisement"
+    advertiser: StrictStr = Field(max_length=100)
+    title: StrictStr = Field(max_length=100)
+    text: StrictStr = Field(max_length=200)
+    media_url: StrictStr | None = Field(default=None, max_length=300)
+    display_s: StrictInt = Field(ge=1, le=300, description="seconds on screen per turn")
+    starts_at: EpochMs
+    ends_at: EpochMs
+
+
+class Playlist(_Msg):
+    """What a cabinet with a screen plays (protocol v1 addition): the whole list, replacing the previous
+    one; an empty list clears the screen. Sent retained on the command topic, so a cabinet gets the
+    current one on every (re)connect; a higher `version` replaces a lower one. No answer. A cabinet
+    without a screen ignores it (as any command type it does not support)."""
+
+    type: Literal["playlist"] = "playlist"
+    version: StrictInt = Field(ge=1)
+    issued_at: EpochMs
+    items: list[PlaylistItem] = Field(max_length=16)
+
+
+DownMessage = Annotated[Eject | ReturnAck | Ring | Light | Playlist, Field(discriminator="type")]
 down_message_adapter: TypeAdapter[DownMessage] = TypeAdapter(DownMessage)

@@ -25,6 +25,8 @@ class Topic(StrEnum):
     FAULT_REPORTS = "notify.reports.v1"  # key: bank_id (user reports about a bank, for device-svc)
     TICKETS = "notify.tickets.v1"  # key: ticket_id (support tickets: opened, status changes, overdue alerts)
     NOTICES = "notify.notices.v1"  # key: notice_id (system and operations notices published to users)
+    VAS_CONSENTS = "notify.vas.v1"  # key: user_id (value-added service risk notices accepted, withdrawn)
+    ADS = "notify.ads.v1"  # key: ad slot (the cabinet screens' playlist after each change)
     HOTSPOTS = "analytics.hotspots.v1"  # key: H3 cell (a cell ran dry or full, cleared; rebalancing suggestions)
     MAINTENANCE = "device.maintenance.v1"  # key: task_id (maintenance tasks for field staff: opened, status changes)
     STAFF_AUDIT = "audit.staff.v1"  # key: actor id (every staff action in every service; user-svc keeps the trail)
@@ -55,6 +57,8 @@ TOPIC_KEYS: dict[Topic, str] = {
     Topic.FAULT_REPORTS: "bank id",
     Topic.TICKETS: "ticket id",
     Topic.NOTICES: "notice id",
+    Topic.VAS_CONSENTS: "user id",
+    Topic.ADS: "ad slot (`cabinet_screen`)",
     Topic.HOTSPOTS: "H3 cell (resolution 8)",
     Topic.MAINTENANCE: "maintenance task id",
     Topic.STAFF_AUDIT: "the acting staff member's id",

@@ -128,6 +128,7 @@ ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
             "notices:send",
             "campaigns:manage",
             "vas:manage",
+            "ads:manage",  # app banners and cabinet screens (notify-svc)
             "events:read",  # parked events of every service (kit.parked)
             "events:replay",
         }

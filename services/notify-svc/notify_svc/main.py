@@ -11,6 +11,8 @@ from contracts import Topic
 from kit.app import ConsumerSpec, Runtime, create_service_app
 from kit.db import unit_of_work
 from kit.periodic import Alarm, run_periodically
+from notify_svc.ads.endpoints import router as ads_router
+from notify_svc.ads.endpoints import staff_router as ads_staff_router
 from notify_svc.audience import consumers as audience
 from notify_svc.callbacks.endpoints import hotline_router
 from notify_svc.callbacks.endpoints import provider_router as telephony_router
@@ -181,6 +183,8 @@ def create_app(settings: Settings | None = None, *, telephony_client: TelephonyC
             telephony_router,
             vas_router,
             vas_staff_router,
+            ads_router,
+            ads_staff_router,
         ],
         consumers=_consumers,
         extra_lifespan=lifespan,

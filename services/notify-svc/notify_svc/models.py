@@ -2,13 +2,14 @@
 processed events."""
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 
 from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Date,
     DateTime,
     ForeignKey,
     Index,
@@ -394,17 +395,32 @@ class TicketPhoto(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
 
 
+class VasKind(StrEnum):
+    PARTNER_OFFER = "partner_offer"  # a partner's product offered in the app
+    ADD_ON = "add_on"  # insurance-like cover on a rental (damage cover, a longer return window)
+    ADVERTISING = "advertising"  # ads tailored to the user's use, which need consent
+
+
 class ValueAddedService(Base):
     """A value-added service offered in the app (damage cover, an extended return window); users take it
     only after accepting the current version of its risk notice."""
 
     __tablename__ = "value_added_services"
 
+    __table_args__ = (
+        CheckConstraint(_in("kind", VasKind), name="kind"),
+        CheckConstraint("price_fen IS NULL OR price_fen >= 0", name="price_fen"),
+    )
+
     code: Mapped[str] = mapped_column(String(40), primary_key=True)
     name: Mapped[str] = mapped_column(String(100), nullable=False)
     description: Mapped[str] = mapped_column(Text, nullable=False)
+    kind: Mapped[str] = mapped_column(String(20), nullable=False)
+    provider: Mapped[str] = mapped_column(String(100), nullable=False)  # who delivers it (a partner, or us)
+    price_fen: Mapped[int | None] = mapped_column(Integer)  # none: free to take
     created_by: Mapped[str] = mapped_column(String(100), nullable=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    retired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # off the catalogue
 
 
 class RiskNotice(Base):
@@ -438,3 +454,61 @@ class ConsentRecord(Base):
     action: Mapped[str] = mapped_column(String(10), nullable=False)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     user_agent: Mapped[str | None] = mapped_column(String(200))
+
+
+class AdSlot(StrEnum):
+    APP_BANNER = "app_banner"
+    CABINET_SCREEN = "cabinet_screen"
+
+
+class Ad(Base):
+    """An advertisement in a slot: shown between `starts_at` and `ends_at`, in its regions (division codes;
+    none: everywhere), always labelled as an advertisement. Withdrawn by staff, never deleted: its counts
+    stay."""
+
+    __tablename__ = "ads"
+    __table_args__ = (
+        CheckConstraint(_in("slot", AdSlot), name="slot"),
+        CheckConstraint("ends_at > starts_at", name="schedule"),
+        Index("ix_ads_slot_ends", "slot", "ends_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), primary_key=True)
+    slot: Mapped[str] = mapped_column(String(20), nullable=False)
+    advertiser: Mapped[str] = mapped_column(String(100), nullable=False)
+    title: Mapped[str] = mapped_column(String(100), nullable=False)
+    text: Mapped[str] = mapped_column(String(200), nullable=False)
+    media_url: Mapped[str | None] = mapped_column(String(300))
+    link_url: Mapped[str | None] = mapped_column(String(300))
+    display_s: Mapped[int] = mapped_column(Integer, nullable=False)
+    regions: Mapped[list[str]] = mapped_column(JSONB, nullable=False)
+    starts_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    ends_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    created_by: Mapped[str] = mapped_column(String(100), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    withdrawn_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    withdrawn_by: Mapped[str | None] = mapped_column(String(100))
+
+
+class AdInteraction(Base):
+    """One impression or click of an ad by one viewer on one day (UTC): the key deduplicates, so an app
+    that reports the same banner twice, or a user who taps it again, counts once a day."""
+
+    __tablename__ = "ad_interactions"
+    __table_args__ = (CheckConstraint("kind IN ('impression', 'click')", name="kind"),)
+
+    ad_id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), ForeignKey("ads.id"), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(10), primary_key=True)
+    viewer: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class AdPlaylistState(Base):
+    """The cabinet screens' playlist version: bumped (row locked) by each change, so versions are published
+    in commit order and device-svc can drop an older one arriving late."""
+
+    __tablename__ = "ad_playlist_state"
+
+    slot: Mapped[str] = mapped_column(String(20), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, nullable=False)

@@ -42,7 +42,14 @@ AUDIENCE_TOPICS = [
     Topic.CREDIT.value,
     Topic.COUPONS.value,
 ]
-PUBLISHED = [Topic.TICKETS.value, Topic.FAULT_REPORTS.value, Topic.NOTICES.value, Topic.USER_COMMANDS.value]
+PUBLISHED = [
+    Topic.TICKETS.value,
+    Topic.FAULT_REPORTS.value,
+    Topic.NOTICES.value,
+    Topic.USER_COMMANDS.value,
+    Topic.VAS_CONSENTS.value,
+    Topic.ADS.value,
+]
 ISSUER, AUDIENCE = "pb-user-svc", "pb"
 
 

@@ -10,22 +10,35 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from contracts.events import VasConsentRecorded
+
 pytestmark = pytest.mark.integration
 
 ADMIN = "/v1/admin/value-added-services"
 USER = "/v1/value-added-services"
 
 
-async def test_consent_to_the_current_risk_notice_version(client, auth, staff, settings):
+async def test_consent_to_the_current_risk_notice_version(client, auth, staff, settings, recorder):
     operator = staff(roles=("operator",))
     user = uuid.uuid4()
     created = await client.post(
         ADMIN,
         headers=operator,
-        json={"code": "damage_cover", "name": "Damage cover", "description": "No charge if the bank breaks"},
+        json={
+            "code": "damage_cover",
+            "name": "Damage cover",
+            "description": "No charge if the bank breaks",
+            "kind": "add_on",
+            "provider": "PICC Property and Casualty",
+            "price_fen": 100,
+        },
     )
     assert created.status_code == 201, created.text
-    again = await client.post(ADMIN, headers=operator, json={"code": "damage_cover", "name": "x", "description": "y"})
+    again = await client.post(
+        ADMIN,
+        headers=operator,
+        json={"code": "damage_cover", "name": "x", "description": "y", "kind": "add_on", "provider": "z"},
+    )
     assert (again.status_code, again.json()["code"]) == (409, "service_exists")
 
     async def offer() -> dict[str, Any]:
@@ -34,6 +47,7 @@ async def test_consent_to_the_current_risk_notice_version(client, auth, staff, s
         return found
 
     assert (await offer())["risk_notice"] is None
+    assert ((await offer())["provider"], (await offer())["price_fen"]) == ("PICC Property and Casualty", 100)
     early = await client.post(f"{USER}/damage_cover/consents", headers=auth(user), json={"version": 1})
     assert (early.status_code, early.json()["code"]) == (409, "no_risk_notice")
 
@@ -43,6 +57,13 @@ async def test_consent_to_the_current_risk_notice_version(client, auth, staff, s
     assert v1.json()["version"] == 1
     accepted = await client.post(f"{USER}/damage_cover/consents", headers=auth(user), json={"version": 1})
     assert (accepted.status_code, accepted.json()["action"]) == (201, "accepted")
+    # The acceptance is an event with the exact notice version and the price: the money path charges from it.
+    event = await recorder.wait_for(
+        lambda e: isinstance(e.data, VasConsentRecorded) and e.data.user_id == user and e.data.action == "accepted"
+    )
+    assert isinstance(event.data, VasConsentRecorded)
+    assert (event.data.service_code, event.data.notice_version, event.data.price_fen) == ("damage_cover", 1, 100)
+    assert event.data.provider == "PICC Property and Casualty"
     assert ((await offer())["consented_version"], (await offer())["consent_current"]) == (1, True)
 
     v2 = await client.post(
@@ -89,3 +110,43 @@ async def test_consent_to_the_current_risk_notice_version(client, auth, staff, s
                 await conn.execute(text("UPDATE consent_records SET version = 9"))
     finally:
         await engine.dispose()
+
+
+async def test_the_catalogue_rules(client, auth, staff):
+    """Kind, provider and price are checked; a retired service cannot be taken or given a new notice, but who
+    took it still sees it and can withdraw; staff list the whole catalogue; users cannot manage it."""
+    operator, user = staff(roles=("operator",)), uuid.uuid4()
+    offer = {"code": "night_return", "name": "Night return", "description": "Return by 9 am", "provider": "us"}
+    for bad in (
+        {**offer},  # no kind
+        {**offer, "kind": "lottery"},
+        {**offer, "kind": "partner_offer", "provider": " "},
+        {**offer, "kind": "partner_offer", "price_fen": 0},
+        {**offer, "kind": "partner_offer", "price_fen": -5},
+        {**offer, "kind": "partner_offer", "price_fen": "1.5"},
+    ):
+        refused = await client.post(ADMIN, headers=operator, json=bad)
+        assert (refused.status_code, refused.json()["code"]) == (422, "validation_error"), bad
+    assert (await client.post(ADMIN, headers=auth(user), json={**offer, "kind": "add_on"})).status_code == 403
+    created = await client.post(ADMIN, headers=operator, json={**offer, "kind": "partner_offer"})
+    assert (created.status_code, created.json()["price_fen"], created.json()["kind"]) == (201, None, "partner_offer")
+    await client.post(f"{ADMIN}/night_return/risk-notices", headers=operator, json={"text": "Late fees apply."})
+    taken = await client.post(f"{USER}/night_return/consents", headers=auth(user), json={"version": 1})
+    assert taken.status_code == 201
+
+    retired = await client.post(f"{ADMIN}/night_return/retire", headers=operator)
+    assert retired.status_code == 200 and retired.json()["retired_at"] is not None
+    other = uuid.uuid4()
+    late = await client.post(f"{USER}/night_return/consents", headers=auth(other), json={"version": 1})
+    assert (late.status_code, late.json()["code"]) == (409, "service_retired")
+    notice = await client.post(f"{ADMIN}/night_return/risk-notices", headers=operator, json={"text": "v2"})
+    assert (notice.status_code, notice.json()["code"]) == (409, "service_retired")
+    assert [s["code"] for s in (await client.get(USER, headers=auth(other))).json()["items"]] == []
+    assert [s["code"] for s in (await client.get(USER, headers=auth(user))).json()["items"]] == ["night_return"]
+    assert (await client.post(f"{USER}/night_return/withdraw", headers=auth(user))).status_code == 201
+    assert [s["code"] for s in (await client.get(USER, headers=auth(user))).json()["items"]] == []
+    listed = (await client.get(ADMIN, headers=operator)).json()["items"]
+    assert [(s["code"], s["retired_at"] is not None) for s in listed] == [("night_return", True)]
+    assert (await client.get(ADMIN, headers=staff(roles=("support",)))).status_code == 403
+    missing = await client.post(f"{ADMIN}/no_such_thing/retire", headers=operator)
+    assert (missing.status_code, missing.json()["code"]) == (404, "service_not_found")

@@ -64,6 +64,8 @@ from contracts.events.device import (
     PresenceReason,
 )
 from contracts.events.notify import (
+    AdPlaylistItem,
+    AdPlaylistPublished,
     BankFaultReported,
     NoticeKind,
     NoticePublished,
@@ -73,6 +75,7 @@ from contracts.events.notify import (
     TicketPriority,
     TicketStatus,
     TicketStatusChanged,
+    VasConsentRecorded,
 )
 from contracts.events.user import (
     SendSms,
@@ -101,6 +104,8 @@ TOPIC_BY_TYPE: dict[str, Topic] = {
 
 __all__ = [
     "TOPIC_BY_TYPE",
+    "AdPlaylistItem",
+    "AdPlaylistPublished",
     "BankEjected",
     "BankFaultCleared",
     "BankFaultReported",
@@ -158,5 +163,6 @@ __all__ = [
     "UserDeregistered",
     "UserRegistered",
     "UserUnblocked",
+    "VasConsentRecorded",
     "WalletToppedUp",
 ]

@@ -1,4 +1,5 @@
-"""Events of notify-svc (customer service): fault reports, tickets and notices."""
+"""Events of notify-svc (customer service): fault reports, tickets, notices, consent to value-added
+services and the cabinet screens' ad playlist."""
 
 from enum import StrEnum
 from typing import Literal, TypeAlias
@@ -7,6 +8,7 @@ from uuid import UUID
 from pydantic import AwareDatetime, Field
 
 from contracts.events._base import _Data
+from contracts.regions import DivisionCode
 from contracts.topics import Topic
 
 
@@ -109,8 +111,56 @@ class NoticePublished(_Data):
     at: AwareDatetime
 
 
+class VasConsentRecorded(_Data):
+    """A user accepted a value-added service's risk notice (the exact version) or withdrew (6.3.7). A priced
+    service is charged from this event: `consent_id` is the idempotency key (one charge per acceptance)."""
+
+    type: Literal["notify.vas_consent.recorded"] = "notify.vas_consent.recorded"
+    consent_id: int = Field(ge=1)
+    user_id: UUID
+    service_code: str = Field(max_length=40)
+    provider: str = Field(max_length=100)
+    action: Literal["accepted", "withdrawn"]
+    notice_version: int = Field(ge=1)
+    price_fen: int | None = Field(default=None, ge=0, description="fen the service costs; none: free")
+    at: AwareDatetime
+
+
+class AdPlaylistItem(_Data):
+    """One advertisement on the cabinet screens, with its schedule and regions (none: everywhere)."""
+
+    ad_id: UUID
+    advertiser: str = Field(max_length=100)
+    title: str = Field(max_length=100)
+    text: str = Field(max_length=200)
+    media_url: str | None = Field(default=None, max_length=300)
+    display_s: int = Field(ge=5, le=300)
+    regions: list[DivisionCode] = Field(default_factory=list, max_length=50)
+    starts_at: AwareDatetime
+    ends_at: AwareDatetime
+
+
+class AdPlaylistPublished(_Data):
+    """The whole playlist of a screen slot after a change (every ad not yet ended). Versions rise in commit
+    order: a consumer keeps the highest and drops an older one arriving late."""
+
+    type: Literal["notify.ad_playlist.published"] = "notify.ad_playlist.published"
+    slot: Literal["cabinet_screen"] = "cabinet_screen"
+    version: int = Field(ge=1)
+    items: list[AdPlaylistItem] = Field(max_length=200)
+    at: AwareDatetime
+
+
 # Every event of this domain, joined into contracts.events.EventData.
-Events: TypeAlias = BankFaultReported | TicketOpened | TicketStatusChanged | TicketOverdue | NoticePublished
+Events: TypeAlias = (
+    BankFaultReported
+    | TicketOpened
+    | TicketStatusChanged
+    | TicketOverdue
+    | NoticePublished
+    | VasConsentRecorded
+    | AdPlaylistPublished
+)
 
 TOPICS: dict[str, Topic] = {
     "notify.bank.fault_reported": Topic.FAULT_REPORTS,  # key: bank_id
@@ -118,4 +168,6 @@ TOPICS: dict[str, Topic] = {
     "notify.ticket.status_changed": Topic.TICKETS,
     "notify.ticket.overdue": Topic.TICKETS,
     "notify.notice.published": Topic.NOTICES,
+    "notify.vas_consent.recorded": Topic.VAS_CONSENTS,  # key: user_id
+    "notify.ad_playlist.published": Topic.ADS,  # key: the slot
 }

@@ -7,9 +7,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 
+from kit.app import RuntimeDep
 from kit.auth import CurrentUser, Principal, require_permission
 from kit.db import ReadSessionDep, SessionDep
-from notify_svc.models import ConsentRecord, RiskNotice, ValueAddedService
+from notify_svc.models import ConsentRecord, RiskNotice, ValueAddedService, VasKind
 from notify_svc.vas import repository as repo
 from notify_svc.vas import service
 from notify_svc.vas.schemas import (
@@ -43,6 +44,10 @@ def _service(s: ValueAddedService, notice: RiskNotice | None, consent: ConsentRe
         code=s.code,
         name=s.name,
         description=s.description,
+        kind=VasKind(s.kind),
+        provider=s.provider,
+        price_fen=s.price_fen,
+        retired_at=s.retired_at,
         risk_notice=_notice(notice),
         consented_version=accepted,
         consent_current=accepted is not None and notice is not None and accepted == notice.version,
@@ -55,12 +60,16 @@ def _consent(r: ConsentRecord) -> ConsentOut:
 
 @router.get("")
 async def offers(user: CurrentUser, session: ReadSessionDep) -> ServiceList:
-    """Every service with its current risk notice and whether you accepted that version."""
+    """Every service on offer with its current risk notice and whether you accepted that version; one you
+    took that is no longer offered stays listed while your consent stands (so you can withdraw it)."""
     notices = await repo.current_notices(session)
     consents = await repo.latest_consents(session, user.user_id)
-    return ServiceList(
-        items=[_service(s, notices.get(s.code), consents.get(s.code)) for s in await repo.services(session)]
-    )
+    listed = [
+        s
+        for s in await repo.services(session)
+        if s.retired_at is None or (s.code in consents and consents[s.code].action == "accepted")
+    ]
+    return ServiceList(items=[_service(s, notices.get(s.code), consents.get(s.code)) for s in listed])
 
 
 @router.get("/consents")
@@ -69,20 +78,40 @@ async def my_consents(user: CurrentUser, session: ReadSessionDep, limit: Limit =
 
 
 @router.post("/{code}/consents", status_code=201)
-async def accept(code: Code, body: ConsentIn, request: Request, user: CurrentUser, session: SessionDep) -> ConsentOut:
+async def accept(
+    code: Code, body: ConsentIn, request: Request, user: CurrentUser, session: SessionDep, runtime: RuntimeDep
+) -> ConsentOut:
     """Accept the risk notice version you read (it must be the current one)."""
-    record = await service.accept(session, user.user_id, code, body.version, request.headers.get("user-agent"))
+    agent = request.headers.get("user-agent")
+    record = await service.accept(session, runtime, user.user_id, code, body.version, agent)
     return _consent(record)
 
 
 @router.post("/{code}/withdraw", status_code=201)
-async def withdraw(code: Code, request: Request, user: CurrentUser, session: SessionDep) -> ConsentOut:
-    return _consent(await service.withdraw(session, user.user_id, code, request.headers.get("user-agent")))
+async def withdraw(
+    code: Code, request: Request, user: CurrentUser, session: SessionDep, runtime: RuntimeDep
+) -> ConsentOut:
+    agent = request.headers.get("user-agent")
+    return _consent(await service.withdraw(session, runtime, user.user_id, code, agent))
 
 
 @staff_router.post("", status_code=201)
 async def create(body: ServiceIn, staff: Manager, session: SessionDep) -> ServiceOut:
     return _service(await service.create(session, body, staff.subject), None)
+
+
+@staff_router.get("")
+async def catalogue(_: Manager, session: ReadSessionDep) -> ServiceList:
+    """The whole catalogue, retired services included, each with its current risk notice."""
+    notices = await repo.current_notices(session)
+    return ServiceList(items=[_service(s, notices.get(s.code)) for s in await repo.services(session)])
+
+
+@staff_router.post("/{code}/retire")
+async def retire(code: Code, _: Manager, session: SessionDep) -> ServiceOut:
+    """Take a service off the catalogue (`409 service_retired` for whoever tries to take it since)."""
+    found = await service.retire(session, code)
+    return _service(found, (await repo.current_notices(session)).get(code))
 
 
 @staff_router.post("/{code}/risk-notices", status_code=201)

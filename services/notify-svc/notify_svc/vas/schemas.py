@@ -3,6 +3,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from notify_svc.models import VasKind
+
 Code = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{2,39}$")]
 
 
@@ -12,6 +14,13 @@ class ServiceIn(BaseModel):
     code: Code
     name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
     description: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
+    kind: VasKind
+    provider: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)] = Field(
+        description="who delivers the service: a partner's name, or the platform"
+    )
+    price_fen: int | None = Field(
+        default=None, ge=1, le=100_000, description="fen charged when a user takes it (absent: free)"
+    )
 
 
 class NoticeIn(BaseModel):
@@ -30,6 +39,10 @@ class ServiceOut(BaseModel):
     code: str
     name: str
     description: str
+    kind: VasKind
+    provider: str
+    price_fen: int | None
+    retired_at: datetime | None = Field(default=None, description="off the catalogue since (staff only)")
     risk_notice: RiskNoticeOut | None = Field(description="the current version; none yet: not offered")
     consented_version: int | None = Field(default=None, description="the version you accepted (users only)")
     consent_current: bool | None = Field(default=None, description="you accepted the current version")

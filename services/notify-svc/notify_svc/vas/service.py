@@ -5,9 +5,12 @@ consent records, the evidence of what the user agreed to and when."""
 
 import uuid
 from datetime import UTC, datetime
+from typing import Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from contracts.events import VasConsentRecorded
+from kit.app import Runtime
 from kit.errors import Conflict, NotFound
 from notify_svc.models import ConsentRecord, RiskNotice, ValueAddedService
 from notify_svc.vas import repository as repo
@@ -22,6 +25,11 @@ class ServiceNotFound(NotFound):
 class ServiceExists(Conflict):
     code = "service_exists"
     title = "A value-added service with this code exists"
+
+
+class ServiceRetired(Conflict):
+    code = "service_retired"
+    title = "This value-added service is no longer offered"
 
 
 class NoRiskNotice(Conflict):
@@ -50,15 +58,33 @@ async def create(session: AsyncSession, body: ServiceIn, by: str) -> ValueAddedS
     if await repo.service(session, body.code) is not None:
         raise ServiceExists(f"{body.code!r} exists")
     created = ValueAddedService(
-        code=body.code, name=body.name, description=body.description, created_by=by, created_at=datetime.now(UTC)
+        code=body.code,
+        name=body.name,
+        description=body.description,
+        kind=body.kind.value,
+        provider=body.provider,
+        price_fen=body.price_fen,
+        created_by=by,
+        created_at=datetime.now(UTC),
     )
     session.add(created)
     await session.flush()
     return created
 
 
+async def retire(session: AsyncSession, code: str) -> ValueAddedService:
+    """Off the catalogue: nobody can take it any more; who took it can still withdraw, and the records stay."""
+    found = await get(session, code, lock=True)
+    if found.retired_at is None:
+        found.retired_at = datetime.now(UTC)
+        await session.flush()
+    return found
+
+
 async def publish_notice(session: AsyncSession, code: str, text: str, by: str) -> RiskNotice:
-    await get(session, code, lock=True)  # versions of one service are numbered one at a time
+    found = await get(session, code, lock=True)  # versions of one service are numbered one at a time
+    if found.retired_at is not None:
+        raise ServiceRetired()
     notice = RiskNotice(
         service_code=code,
         version=await repo.latest_version(session, code) + 1,
@@ -72,31 +98,42 @@ async def publish_notice(session: AsyncSession, code: str, text: str, by: str) -
 
 
 async def accept(
-    session: AsyncSession, user_id: uuid.UUID, code: str, version: int, user_agent: str | None
+    session: AsyncSession, runtime: Runtime, user_id: uuid.UUID, code: str, version: int, user_agent: str | None
 ) -> ConsentRecord:
-    await get(session, code)
+    found = await get(session, code)
+    if found.retired_at is not None:
+        raise ServiceRetired()
     current = await repo.latest_version(session, code)
     if current == 0:
         raise NoRiskNotice()
     if version != current:
         raise RiskNoticeOutdated(f"The current version is {current}", current_version=current)
-    return await _record(session, user_id, code, current, "accepted", user_agent)
+    return await _record(session, runtime, found, user_id, current, "accepted", user_agent)
 
 
-async def withdraw(session: AsyncSession, user_id: uuid.UUID, code: str, user_agent: str | None) -> ConsentRecord:
-    await get(session, code)
+async def withdraw(
+    session: AsyncSession, runtime: Runtime, user_id: uuid.UUID, code: str, user_agent: str | None
+) -> ConsentRecord:
+    found = await get(session, code)
     latest = (await repo.latest_consents(session, user_id)).get(code)
-    if latest is None or latest.action != "accepted":
+    if latest is None or latest.action != "accepted" or latest.version is None:
         raise NotConsented()
-    return await _record(session, user_id, code, latest.version, "withdrawn", user_agent)
+    return await _record(session, runtime, found, user_id, latest.version, "withdrawn", user_agent)
 
 
 async def _record(
-    session: AsyncSession, user_id: uuid.UUID, code: str, version: int | None, action: str, user_agent: str | None
+    session: AsyncSession,
+    runtime: Runtime,
+    vas: ValueAddedService,
+    user_id: uuid.UUID,
+    version: int,
+    action: Literal["accepted", "withdrawn"],
+    user_agent: str | None,
 ) -> ConsentRecord:
+    """The record and its event commit together: a priced service is charged from the event (docs/service.md)."""
     record = ConsentRecord(
         user_id=user_id,
-        service_code=code,
+        service_code=vas.code,
         version=version,
         action=action,
         at=datetime.now(UTC),
@@ -104,4 +141,18 @@ async def _record(
     )
     session.add(record)
     await session.flush()
+    await runtime.publish(
+        session,
+        VasConsentRecorded(
+            consent_id=record.id,
+            user_id=user_id,
+            service_code=vas.code,
+            provider=vas.provider,
+            action=action,
+            notice_version=version,
+            price_fen=vas.price_fen,
+            at=record.at,
+        ),
+        key=str(user_id),
+    )
     return record

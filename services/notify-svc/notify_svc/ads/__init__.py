@@ -1,0 +1,1 @@
+"""Advertisements: app banners and cabinet screens (6.3.7, 3.5)."""
