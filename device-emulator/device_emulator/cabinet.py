@@ -32,6 +32,8 @@ from contracts.mqtt import (
     Hello,
     Inventory,
     Light,
+    Playlist,
+    PlaylistItem,
     ReturnAck,
     ReturnReport,
     SlotAbnormal,
@@ -187,6 +189,7 @@ class Cabinet(Device):
         }
         self.light_on = False
         self.light_until: float | None = None
+        self.playlist: Playlist | None = None  # what the screen plays (the newest version received)
 
     # ------------------------------------------------------------------ views
 
@@ -251,6 +254,7 @@ class Cabinet(Device):
             "banks_out": sorted(self._out),
             "last_error": self.last_error,
             "night_light": self.night_light,
+            "screen": self.screen(),
             "stats": dict(self.stats),
         }
 
@@ -307,6 +311,8 @@ class Cabinet(Device):
 
     async def _on_message(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
         payload = message.payload
+        if payload == b"":  # a retained command cleared by the platform
+            return
         try:
             if not isinstance(payload, str | bytes | bytearray):
                 raise TypeError(f"unexpected payload type {type(payload).__name__}")
@@ -320,6 +326,9 @@ class Cabinet(Device):
             return
         if isinstance(down, Light):
             self._on_light(down)
+            return
+        if isinstance(down, Playlist):
+            self._on_playlist(down)
             return
         if not isinstance(down, Eject):  # a bank's command (ring): not for a cabinet
             self.stats["invalid_commands"] += 1
@@ -339,6 +348,52 @@ class Cabinet(Device):
         self.light_until = time.monotonic() + cmd.duration_s if cmd.on else None
         self.stats["light_commands"] = self.stats.get("light_commands", 0) + 1
         log.info("night light", extra={"cabinet_id": self.cabinet_id, "on": cmd.on, "duration_s": cmd.duration_s})
+
+    def _on_playlist(self, playlist: Playlist) -> None:
+        """The screen's ads: a newer version replaces the list (the retained one comes again on each connect)."""
+        if self.playlist is not None and playlist.version <= self.playlist.version:
+            return
+        self.playlist = playlist
+        self.stats["playlists"] = self.stats.get("playlists", 0) + 1
+        log.info(
+            "screen playlist",
+            extra={
+                "cabinet_id": self.cabinet_id,
+                "version": playlist.version,
+                "ads": [i.title for i in playlist.items],
+            },
+        )
+
+    def on_air(self) -> list[PlaylistItem]:
+        """The playlist's items within their schedule by the cabinet's clock."""
+        if self.playlist is None:
+            return []
+        now = self.device_now_ms()
+        return [i for i in self.playlist.items if i.starts_at <= now < i.ends_at]
+
+    def showing(self) -> PlaylistItem | None:
+        """The item on the screen now: the items on air take turns, each for its `display_s`."""
+        items = self.on_air()
+        if not items:
+            return None
+        at = (self.device_now_ms() // 1000) % sum(i.display_s for i in items)
+        for i in items:
+            if at < i.display_s:
+                return i
+            at -= i.display_s
+        return items[-1]
+
+    def screen(self) -> dict[str, Any]:
+        """What the screen plays, as the control API shows it; every ad carries its "advertisement" label."""
+        shown = self.showing()
+        return {
+            "version": self.playlist.version if self.playlist else None,
+            "on_air": [
+                {"ad_id": i.ad_id, "label": i.label, "advertiser": i.advertiser, "title": i.title}
+                for i in self.on_air()
+            ],
+            "showing": None if shown is None else {"label": shown.label, "title": shown.title, "text": shown.text},
+        }
 
     @property
     def night_light(self) -> bool:

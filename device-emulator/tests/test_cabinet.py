@@ -9,10 +9,13 @@ import pytest
 
 from contracts.mqtt import (
     EjectResultCode,
+    Playlist,
+    PlaylistItem,
     ReturnAckResult,
     SlotState,
     Status,
     UpChannel,
+    cmd_topic,
 )
 
 pytestmark = pytest.mark.asyncio
@@ -329,3 +332,41 @@ async def test_duplicated_delayed_and_lost_cabinet_messages(make_cabinet, svc_se
         assert lost_id not in [r.msg.msg_id for r in svc.of(cab.cabinet_id, UpChannel.INVENTORY)]
         assert cab.stats["dropped"] == 1
         assert cab.describe()["faults"]["delay_s"] == 0.0
+
+
+async def screen_version(cab, version: int, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while cab.screen()["version"] != version:
+        assert time.monotonic() < deadline, f"the screen never got playlist version {version}"
+        await asyncio.sleep(0.05)
+
+
+async def test_the_screen_plays_the_retained_playlist_within_each_schedule(make_cabinet, svc_session):
+    cab = make_cabinet()
+    now = now_ms()
+
+    def ad(title: str, starts: int, ends: int) -> PlaylistItem:
+        return PlaylistItem(
+            ad_id=title, advertiser="Lucky Tea", title=title, text="Tea", display_s=10, starts_at=starts, ends_at=ends
+        )
+
+    on_air, later = ad("On air", now - 60_000, now + 600_000), ad("Tomorrow", now + 86_400_000, now + 90_000_000)
+    async with svc_session(cab.cabinet_id) as svc:
+        # Sent retained before the cabinet connects: the broker hands it over on connect.
+        first = Playlist(version=2, issued_at=now, items=[on_air, later])
+        await svc.client.publish(cmd_topic(cab.cabinet_id), first.model_dump_json(), qos=1, retain=True)
+        await cab.start()
+        assert await cab.wait_online(5)
+        await screen_version(cab, 2)
+        screen = cab.screen()
+        assert [a["title"] for a in screen["on_air"]] == ["On air"]
+        assert screen["showing"] == {"label": "advertisement", "title": "On air", "text": "Tea"}
+        # An older version (a late delivery) does not replace it; an empty list clears the screen.
+        stale = Playlist(version=1, issued_at=now, items=[later])
+        await svc.client.publish(cmd_topic(cab.cabinet_id), stale.model_dump_json(), qos=1)
+        cleared = Playlist(version=3, issued_at=now, items=[])
+        await svc.client.publish(cmd_topic(cab.cabinet_id), cleared.model_dump_json(), qos=1, retain=True)
+        await screen_version(cab, 3)
+        assert cab.screen()["showing"] is None and cab.stats["playlists"] == 2
+        assert cab.stats["invalid_commands"] == 0
+        await svc.client.publish(cmd_topic(cab.cabinet_id), b"", qos=1, retain=True)

@@ -129,6 +129,15 @@ def code_prefix(code: str) -> str:
     return code[:2] if level is DivisionLevel.PROVINCE else code[:4] if level is DivisionLevel.CITY else code
 
 
+def targets(regions: list[str], division_code: str | None) -> bool:
+    """Whether something aimed at `regions` (division codes; none: everywhere) reaches a place in
+    `division_code`: that division or one inside it. A city's target reaches its districts; a district's
+    target does not reach a place known only by its city. Ads use it in notify-svc and device-svc."""
+    if not regions:
+        return True
+    return division_code is not None and any(division_code.startswith(code_prefix(r)) for r in regions)
+
+
 def at_level(code: str, level: DivisionLevel) -> str | None:
     """The division containing `code` at `level` (None when `code` is coarser than that)."""
     own = level_of(code)

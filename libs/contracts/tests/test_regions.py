@@ -20,6 +20,7 @@ from contracts.regions import (
     level_of,
     parent_code,
     region_at,
+    targets,
 )
 
 
@@ -104,3 +105,12 @@ def test_region_on_return_facts_is_additive() -> None:
     parsed = event_adapter.validate_python(new)
     assert isinstance(parsed.data, BankReturned) and parsed.data.region is not None
     assert parsed.data.region.division_code == "440304"
+
+
+def test_a_target_reaches_its_division_and_what_is_inside_it() -> None:
+    assert targets([], None) and targets([], "110101")
+    assert targets(["440304"], "440304") and not targets(["440304"], "440305")
+    assert targets(["440300"], "440305") and targets(["440000"], "440305")
+    assert not targets(["440304"], "440300")  # known only by the city: not inside the district
+    assert not targets(["440304"], None)
+    assert targets(["110101", "440300"], "440304")

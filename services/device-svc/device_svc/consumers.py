@@ -1,5 +1,5 @@
 """Kafka consumers of device-svc: `device.eject_bank` commands; users' fault reports about banks; banks
-sold to their users (billing's purchased rentals)."""
+sold to their users (billing's purchased rentals); the cabinet screens' ad playlist (notify-svc)."""
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -8,16 +8,22 @@ from device_svc.commands.service import EjectService
 from device_svc.faults import service as faults
 from device_svc.lost import service as lost
 from device_svc.maintenance import service as maintenance
+from device_svc.screens import service as screens
 from kit.app import ConsumerSpec, Runtime
 from kit.kafka import LatencyClass
+from kit.periodic import Alarm
 
 
 def consumer_specs(runtime: Runtime) -> list[ConsumerSpec]:
     ejects: EjectService = runtime.extras["ejects"]
+    screen_sync: Alarm = runtime.extras["screen_sync"]
 
     async def on_fault_reported(session: AsyncSession, envelope: Envelope) -> None:
         await faults.on_fault_reported(session, envelope)
         await maintenance.on_fault_reported(session, runtime, envelope)
+
+    async def on_playlist_published(session: AsyncSession, envelope: Envelope) -> None:
+        await screens.on_playlist_published(session, envelope, screen_sync)
 
     # A borrow request waits for the eject these commands carry.
     return [
@@ -34,4 +40,8 @@ def consumer_specs(runtime: Runtime) -> list[ConsumerSpec]:
         ),
         # A rental that ended with the bank sold to its user: the bank is lost to the fleet.
         ConsumerSpec(topics=[Topic.RENTALS], handlers={"billing.rental.ended": lost.on_rental_ended}, name="rentals"),
+        # The ad playlist for cabinet screens: stored here, sent to the cabinets by the screen sync.
+        ConsumerSpec(
+            topics=[Topic.ADS], handlers={"notify.ad_playlist.published": on_playlist_published}, name="screens"
+        ),
     ]

@@ -27,6 +27,7 @@ from device_svc.ops.endpoints import router as ops_router
 from device_svc.protocols.lookup import DbLookup
 from device_svc.registry.endpoints import router as registry_router
 from device_svc.rented.endpoints import router as rented_router
+from device_svc.screens import service as screens
 from device_svc.settings import Settings
 from device_svc.sweepers import fail_expired_commands, mark_offline_until_next, prune_inbound_messages, sweep_banks
 from device_svc.telemetry.ingest import TelemetryIngest
@@ -141,7 +142,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             schedule_every_s=settings.night_light_check_s,
         )
         light_schedule = Alarm()
-        runtime.extras.update(light_rules=light_rules, light_schedule=light_schedule)
+        screen_sync = Alarm()  # rung when a newer ad playlist is stored
+        runtime.extras.update(light_rules=light_rules, light_schedule=light_schedule, screen_sync=screen_sync)
         runtime.readiness_checks["mqtt"] = gateway.ready
         runtime.spawn(gateway.run(), "mqtt-gateway")
 
@@ -187,6 +189,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 night_light, name="night-light", interval_s=settings.night_light_check_s, alarm=light_schedule
             ),
             "night-light",
+        )
+
+        async def sync_screens() -> datetime | None:
+            await screens.sync(runtime.sessionmaker, downlink, datetime.now(UTC))
+            return None
+
+        # The interval sends cabinets their shorter list once an ad ended, and retries one not sent.
+        runtime.spawn(
+            run_periodically(
+                sync_screens, name="screen-sync", interval_s=settings.screen_sync_interval_s, alarm=screen_sync
+            ),
+            "screen-sync",
         )
         runtime.spawn(telemetry.run(), "telemetry-ingest")
         runtime.spawn(snapshots.run(), "state-ingest")

@@ -38,7 +38,7 @@ STATE_WRITES_SKIPPED = Counter(
 )
 ALARMS_RAISED = Counter("pb_device_alarms_raised_total", "Device alarms raised, by kind", ["kind"])
 COMMANDS_DOWN = Counter(
-    "pb_device_down_commands_total", "Ring and light commands, by type and outcome", ["type", "outcome"]
+    "pb_device_down_commands_total", "Ring, light and playlist commands, by type and outcome", ["type", "outcome"]
 )
 TELEMETRY_BATCH_SIZE = Histogram(
     "pb_device_telemetry_batch_size",

@@ -19,6 +19,7 @@ from sqlalchemy import (
     func,
     text,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import UUID as PgUUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -306,3 +307,26 @@ class MaintenanceTaskHistory(Base):
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (Index("ix_maintenance_task_history_task_id", "task_id", "id"),)
+
+
+class AdPlaylist(Base):
+    """The newest cabinet-screen playlist notify-svc published (its version and every ad not yet ended)."""
+
+    __tablename__ = "ad_playlists"
+
+    slot: Mapped[str] = mapped_column(String(20), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, nullable=False)
+    items: Mapped[list[dict[str, object]]] = mapped_column(JSONB, nullable=False)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class CabinetPlaylist(Base):
+    """What a cabinet's screen was last sent: `digest` of its items (a cabinet is sent again only when its
+    part of the playlist changed), `version` counted per cabinet (the device keeps the highest)."""
+
+    __tablename__ = "cabinet_playlists"
+
+    cabinet_id: Mapped[str] = mapped_column(String(64), ForeignKey("cabinets.id"), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, nullable=False)
+    digest: Mapped[str] = mapped_column(String(64), nullable=False)
+    sent_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)

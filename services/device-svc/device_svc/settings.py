@@ -71,6 +71,9 @@ class Settings(ServiceSettings):
     user_light_limit: int = 5
     user_light_window_s: float = 600.0
     night_light_check_s: float = 300.0
+    # Cabinet screens (screens/): a newer ad playlist is sent at once; this interval sends the shorter list
+    # once an ad ended and retries cabinets the broker did not take.
+    screen_sync_interval_s: float = 60.0
     # Maintenance tasks (device_svc/maintenance): opened from current conditions every interval; a cabinet
     # silent this long gets one.
     maintenance_scan_interval_s: float = 30.0

@@ -234,6 +234,7 @@ async def make_consumer_group(prefix: str) -> str:
     group = f"{prefix}-{uuid.uuid4().hex[:8]}"
     await move_group_to_end(kafka_bootstrap(), f"{group}.faults", [Topic.FAULT_REPORTS.value])
     await move_group_to_end(kafka_bootstrap(), f"{group}.rentals", [Topic.RENTALS.value])
+    await move_group_to_end(kafka_bootstrap(), f"{group}.screens", [Topic.ADS.value])
     consumer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap(), group_id=f"{group}.events")
     await consumer.start()
     try:

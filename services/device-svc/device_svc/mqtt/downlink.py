@@ -4,7 +4,7 @@ it is looked up once per device and kept."""
 
 from collections.abc import Awaitable, Callable
 
-from contracts.mqtt import Eject, Light, ReturnAck, Ring, cmd_topic
+from contracts.mqtt import Eject, Light, Playlist, ReturnAck, Ring, cmd_topic
 from device_svc.metrics import COMMANDS_NOT_CARRIED
 from device_svc.mqtt.gateway import MqttGateway
 from device_svc.protocols.registry import ADAPTERS, NATIVE
@@ -34,11 +34,15 @@ class Downlink:
         adapter = ADAPTERS.get(await self.protocol(device_id))
         return adapter is None or message_type in adapter.carries
 
-    async def send(self, device_id: str, message: Eject | ReturnAck | Ring | Light) -> bool:
-        """False when the device's protocol has no such command (nothing is sent)."""
+    async def send(
+        self, device_id: str, message: Eject | ReturnAck | Ring | Light | Playlist, *, retain: bool = False
+    ) -> bool:
+        """False when the device's protocol has no such command (nothing is sent). `retain`: the broker keeps
+        it as the topic's current state and hands it to the device on every (re)connect (a playlist)."""
         adapter = ADAPTERS.get(await self.protocol(device_id))
         if adapter is None:
-            await self._gateway.publish(cmd_topic(device_id), message.model_dump_json().encode(), qos=1)
+            payload = message.model_dump_json().encode()
+            await self._gateway.publish(cmd_topic(device_id), payload, qos=1, retain=retain)
             return True
         outgoing = adapter.encode(device_id, message)
         if outgoing is None:

@@ -116,11 +116,13 @@ class MqttGateway:
         if not self.connected:
             raise RuntimeError(f"mqtt disconnected: {self.last_error}")
 
-    async def publish(self, topic: str, payload: bytes, *, qos: int = 1, timeout_s: float = 5.0) -> None:
+    async def publish(
+        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False, timeout_s: float = 5.0
+    ) -> None:
         client = self._clients.get(Intake.CRITICAL)
         if client is None:
             raise NotConnected(f"mqtt disconnected: {self._errors.get(Intake.CRITICAL)}")
-        await asyncio.wait_for(client.publish(topic, payload, qos=qos), timeout_s)
+        await asyncio.wait_for(client.publish(topic, payload, qos=qos, retain=retain), timeout_s)
 
     async def _connect(self, client: LiteClient, *, clean_session: bool) -> None:
         s = self._settings

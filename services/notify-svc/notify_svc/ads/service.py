@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.events import AdPlaylistItem, AdPlaylistPublished
-from contracts.regions import code_prefix
+from contracts.regions import targets
 from kit.app import Runtime
 from kit.errors import Conflict, NotFound
 from notify_svc.ads import repository as repo
@@ -42,14 +42,6 @@ class AdWithdrawn(Conflict):
 class NotAnAppBanner(Conflict):
     code = "not_an_app_banner"
     title = "Only app banners are counted by the app"
-
-
-def shown_in(ad: Ad, division_code: str | None) -> bool:
-    """An ad with no regions runs everywhere; else where the viewer's division is one of them or within one
-    (a city's ad runs in its districts; a district's ad does not run for a viewer known only by city)."""
-    if not ad.regions:
-        return True
-    return division_code is not None and any(division_code.startswith(code_prefix(r)) for r in ad.regions)
 
 
 async def get(session: AsyncSession, ad_id: uuid.UUID, *, lock: bool = False) -> Ad:
@@ -96,7 +88,7 @@ async def withdraw(session: AsyncSession, runtime: Runtime, ad_id: uuid.UUID, by
 
 
 async def banners(session: AsyncSession, division_code: str | None, now: datetime) -> list[Ad]:
-    return [ad for ad in await repo.running(session, AdSlot.APP_BANNER, now) if shown_in(ad, division_code)]
+    return [ad for ad in await repo.running(session, AdSlot.APP_BANNER, now) if targets(ad.regions, division_code)]
 
 
 async def record(session: AsyncSession, ad_id: uuid.UUID, kind: str, viewer: uuid.UUID) -> tuple[Ad, bool]:

@@ -1,0 +1,115 @@
+"""Cabinet screens (6.3.7): notify-svc's ad playlist reaches each cabinet as a retained `playlist` command
+with the items aimed at its region, labelled as advertisements; an older playlist arriving late changes
+nothing; a cabinet is sent again only when its part changed; one connecting later gets the current list."""
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from contracts.events import AdPlaylistItem, AdPlaylistPublished
+from contracts.mqtt import MAX_PAYLOAD_BYTES, Playlist, cmd_topic
+from device_svc.screens.service import fit, items_for
+from kit.testing import EventBus
+
+pytestmark = pytest.mark.integration
+
+NOW = datetime.now(UTC)
+
+
+def item(title: str, regions: list[str], *, ends_in: timedelta = timedelta(days=1), **over: Any) -> AdPlaylistItem:
+    fields: dict[str, Any] = {
+        "ad_id": uuid.uuid4(),
+        "advertiser": "Lucky Tea",
+        "title": title,
+        "text": "Half-price tea at the station",
+        "media_url": "https://cdn.example.com/tea.png",
+        "display_s": 15,
+        "regions": regions,
+        "starts_at": NOW - timedelta(hours=1),
+        "ends_at": NOW + ends_in,
+    }
+    return AdPlaylistItem(**(fields | over))
+
+
+def playlist(version: int, *items: AdPlaylistItem) -> AdPlaylistPublished:
+    return AdPlaylistPublished(version=version, items=list(items), at=datetime.now(UTC))
+
+
+def test_a_cabinet_gets_what_is_aimed_at_its_region_and_has_not_ended() -> None:
+    futian, shenzhen, beijing = item("Futian", ["440304"]), item("Shenzhen", ["440300"]), item("Beijing", ["110000"])
+    everywhere, ended = item("Everywhere", []), item("Ended", [], ends_in=-timedelta(minutes=1))
+    mine = items_for([futian, shenzhen, beijing, everywhere, ended], "440304", NOW)
+    assert {i.title for i in mine} == {"Futian", "Shenzhen", "Everywhere"}
+    assert {i.label for i in mine} == {"advertisement"}
+    assert {i.title for i in items_for([futian, everywhere], None, NOW)} == {"Everywhere"}
+    chinese = {"text": "充电宝" * 66, "advertiser": "幸运茶" * 33}
+    many = [item(f"{n:02d}" + "半价奶茶" * 24, [], **chinese) for n in range(30)]
+    cut = items_for(many, "440304", NOW)
+    assert len(cut) == 16  # the protocol's longest list
+    sent = fit(Playlist(version=1, issued_at=0, items=cut))
+    assert len(sent.model_dump_json().encode()) <= MAX_PAYLOAD_BYTES and 0 < len(sent.items) < 16
+
+
+@pytest.fixture
+async def bus(kafka_producer: Any) -> EventBus:
+    return EventBus(kafka_producer, "notify-svc")
+
+
+@pytest.fixture
+async def clear_retained(service_account: Any, fleet: dict[str, Any]) -> AsyncIterator[None]:
+    """Retained playlists outlive the test in the shared broker: clear them for the next tests."""
+    yield
+    for cabinet in fleet["cabinets"]:
+        await service_account.client.publish(cmd_topic(cabinet["cabinet_id"]), b"", qos=1, retain=True)
+
+
+async def next_playlist(cab: Any, timeout: float = 10.0) -> Playlist:
+    while True:
+        msg = await cab.receive(timeout)
+        if isinstance(msg, Playlist):
+            return msg
+
+
+async def test_the_playlist_reaches_cabinets_by_region_once_per_change(
+    service, fleet, online, cabinets, bus, settings, clear_retained
+):
+    engine = create_async_engine(settings.database_url)
+    try:
+        async with engine.begin() as conn:  # CAB-0003 placed in Beijing by staff; the others are in Futian
+            await conn.execute(text("UPDATE cabinets SET region = '110101' WHERE id = 'CAB-0003'"))
+    finally:
+        await engine.dispose()
+    first, third = await online("CAB-0001"), await online("CAB-0003")
+    futian, everywhere = item("Futian tea", ["440304"]), item("Everywhere", [])
+    ended = item("Ended", [], ends_in=-timedelta(minutes=1))
+    await bus.publish(playlist(5, futian, everywhere, ended), key="cabinet_screen")
+
+    got = await next_playlist(first)
+    assert (got.version, [i.title for i in got.items]) == (1, ["Futian tea", "Everywhere"])
+    assert {i.label for i in got.items} == {"advertisement"}
+    assert got.items[0].ends_at == int(futian.ends_at.timestamp() * 1000)
+    assert [i.title for i in (await next_playlist(third)).items] == ["Everywhere"]
+
+    await bus.publish(playlist(4, futian), key="cabinet_screen")  # older, arriving late: dropped
+    await bus.publish(playlist(6, everywhere), key="cabinet_screen")  # Futian's ad withdrawn
+    got = await next_playlist(first)
+    assert (got.version, [i.title for i in got.items]) == (2, ["Everywhere"])
+    with pytest.raises(TimeoutError):  # CAB-0003's part did not change: nothing sent
+        await next_playlist(third, timeout=1.0)
+
+    # A cabinet that connects later gets the current list from the broker (retained).
+    entry = next(c for c in fleet["cabinets"] if c["cabinet_id"] == "CAB-0002")
+    late = await cabinets("CAB-0002", entry["password"])
+    assert [i.title for i in (await next_playlist(late)).items] == ["Everywhere"]
+
+    engine = create_async_engine(settings.database_url)
+    try:
+        async with engine.connect() as conn:
+            assert (await conn.execute(text("SELECT version FROM ad_playlists"))).scalar_one() == 6
+    finally:
+        await engine.dispose()
