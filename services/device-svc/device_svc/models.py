@@ -322,11 +322,12 @@ class AdPlaylist(Base):
 
 class CabinetPlaylist(Base):
     """What a cabinet's screen was last sent: `digest` of its items (a cabinet is sent again only when its
-    part of the playlist changed), `version` counted per cabinet (the device keeps the highest)."""
+    part of the playlist changed), `version` rising per cabinet (the device keeps the highest): the clock in ms
+    when sent, at least the previous one + 1."""
 
     __tablename__ = "cabinet_playlists"
 
     cabinet_id: Mapped[str] = mapped_column(String(64), ForeignKey("cabinets.id"), primary_key=True)
-    version: Mapped[int] = mapped_column(Integer, nullable=False)
+    version: Mapped[int] = mapped_column(BigInteger, nullable=False)
     digest: Mapped[str] = mapped_column(String(64), nullable=False)
     sent_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)

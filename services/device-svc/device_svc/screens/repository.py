@@ -7,6 +7,7 @@ from sqlalchemy import delete, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from device_svc.clock import datetime_to_ms
 from device_svc.models import AdPlaylist, CabinetPlaylist
 from device_svc.protocols.registry import NATIVE
 
@@ -50,9 +51,10 @@ async def screens(session: AsyncSession) -> list[Any]:
 _CLAIM = text(
     """
     INSERT INTO cabinet_playlists AS p (cabinet_id, version, digest, sent_at)
-    SELECT c, 1, d, :now FROM unnest(CAST(:cabinets AS varchar[]), CAST(:digests AS varchar[])) AS v(c, d)
+    SELECT c, :now_ms, d, :now FROM unnest(CAST(:cabinets AS varchar[]), CAST(:digests AS varchar[])) AS v(c, d)
      WHERE d <> :empty OR EXISTS (SELECT 1 FROM cabinet_playlists AS e WHERE e.cabinet_id = v.c)
-    ON CONFLICT (cabinet_id) DO UPDATE SET version = p.version + 1, digest = excluded.digest, sent_at = :now
+    ON CONFLICT (cabinet_id) DO UPDATE
+       SET version = GREATEST(p.version + 1, excluded.version), digest = excluded.digest, sent_at = :now
      WHERE p.digest <> excluded.digest
     RETURNING cabinet_id, version
     """
@@ -62,10 +64,18 @@ _CLAIM = text(
 async def claim(session: AsyncSession, digests: dict[str, str], empty: str, now: datetime) -> dict[str, int]:
     """Take the cabinets whose part of the playlist changed since they were last sent (one writer per cabinet
     across replicas); cabinet id -> the version to send. A cabinet never sent anything is not sent an empty
-    list (`empty` is its digest)."""
+    list (`empty` is its digest). Versions are the platform's clock in ms, and above the cabinet's previous
+    one: they keep rising for the device across a restore of this database (the broker keeps the retained
+    playlist with its version) and across replicas whose clocks differ a little."""
     if not digests:
         return {}
-    params = {"cabinets": list(digests), "digests": list(digests.values()), "empty": empty, "now": now}
+    params = {
+        "cabinets": list(digests),
+        "digests": list(digests.values()),
+        "empty": empty,
+        "now": now,
+        "now_ms": datetime_to_ms(now),
+    }
     return {row.cabinet_id: row.version for row in (await session.execute(_CLAIM, params)).all()}
 
 

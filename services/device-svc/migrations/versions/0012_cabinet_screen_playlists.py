@@ -28,7 +28,7 @@ def upgrade() -> None:
     op.create_table(
         "cabinet_playlists",
         sa.Column("cabinet_id", sa.String(64), nullable=False),
-        sa.Column("version", sa.Integer(), nullable=False),
+        sa.Column("version", sa.BigInteger(), nullable=False),
         sa.Column("digest", sa.String(64), nullable=False),
         sa.Column("sent_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(["cabinet_id"], ["cabinets.id"], name=op.f("fk_cabinet_playlists_cabinet_id_cabinets")),
