@@ -7,6 +7,7 @@ over HTTP to the in-process service, through the real top-up and charge flows (r
 import asyncio
 import base64
 import json
+import re
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from asset_credit_svc.charges import service as charges
+from asset_credit_svc.payments.order_numbers import to_wire
 from asset_credit_svc.payments.providers import OrderState, PaymentProviderError, RefundState
 from contracts.events import ChargeRequested
 from kit.db import unit_of_work
@@ -37,6 +39,7 @@ pytestmark = pytest.mark.integration
 APP_ID = "2021000000000001"
 BEIJING = timezone(timedelta(hours=8))
 NOTIFY_URL = "http://test/v1/payments/alipay/notify"
+NUMBER = re.compile(r"^[0-9A-Za-z_]{1,64}$")  # Alipay's out_trade_no and out_request_no
 
 
 def new_key() -> rsa.RSAPrivateKey:
@@ -114,6 +117,9 @@ class FakeAlipay:
         method = params["method"]
         self.methods.append(method)
         biz = json.loads(params["biz_content"])
+        numbers = [biz.get("out_trade_no", ""), *([biz["out_request_no"]] if "out_request_no" in biz else [])]
+        if not all(NUMBER.match(n) for n in numbers):
+            return self.answer(method, {"code": "40004", "msg": "Business Failed", "sub_code": "ACQ.INVALID_PARAMETER"})
         trade = self.trades.get(biz.get("out_trade_no", ""))
         ok = {"code": "10000", "msg": "Success"}
         missing = {"code": "40004", "msg": "Business Failed", "sub_code": "ACQ.TRADE_NOT_EXIST"}
@@ -149,7 +155,7 @@ class FakeAlipay:
         assert params["notify_url"] == NOTIFY_URL
         assert rsa2_ok(self.app_public_key, unsigned(params, "sign"), params["sign"]), "bad order string signature"
         biz = json.loads(params["biz_content"])
-        assert biz["product_code"] == "QUICK_MSECURITY_PAY"
+        assert biz["product_code"] == "QUICK_MSECURITY_PAY" and NUMBER.match(biz["out_trade_no"])
         return self.pay(biz["out_trade_no"], biz["total_amount"])
 
     def pay(self, out_trade_no: str, amount: str) -> Trade:
@@ -213,7 +219,7 @@ async def svc(
     async with service_factory(
         payment_provider_alipay="alipay",
         payment_notify_base_url="http://test",
-        payment_gateway_timeout_s=0.5,
+        payment_gateway_timeout_s=2.0,
         alipay_app_id=APP_ID,
         alipay_gateway_url=f"{url}/gateway.do",
         alipay_app_private_key_file=tmp_path / "app.pem",
@@ -261,14 +267,15 @@ async def test_top_up_paid_through_alipay_credits_once(svc: Any, alipay: tuple[F
     assert queried.paid_at is not None and queried.paid_at.tzinfo is not None
     assert (await provider.query_order(str(uuid.uuid4()))).state == OrderState.NOT_FOUND
 
-    assert (await provider.query_refund(top_up["top_up_id"], "r-1")).state == RefundState.NOT_FOUND
-    await provider.refund(top_up["top_up_id"], "r-1", 1000)
-    await provider.refund(top_up["top_up_id"], "r-1", 1000)  # a retry refunds nothing more
-    assert trade.refunds == {"r-1": "10.00"}
-    done = await provider.query_refund(top_up["top_up_id"], "r-1")
+    refund_no = f"wd_{uuid.uuid4()}"  # a withdrawal's number: its UUID travels in base32
+    assert (await provider.query_refund(top_up["top_up_id"], refund_no)).state == RefundState.NOT_FOUND
+    await provider.refund(top_up["top_up_id"], refund_no, 1000)
+    await provider.refund(top_up["top_up_id"], refund_no, 1000)  # a retry refunds nothing more
+    assert trade.refunds == {to_wire(refund_no): "10.00"}
+    done = await provider.query_refund(top_up["top_up_id"], refund_no)
     assert (done.state, done.amount_fen) == (RefundState.SUCCESS, 1000)
     with pytest.raises(PaymentProviderError):
-        await provider.refund(top_up["top_up_id"], "r-2", 3351)  # more than is left
+        await provider.refund(top_up["top_up_id"], f"wd_{uuid.uuid4()}", 3351)  # more than is left
     assert fake.methods.count("alipay.trade.refund") == 3
 
 
@@ -276,7 +283,7 @@ async def test_forged_and_mismatched_notifications_change_nothing(svc: Any, alip
     fake, _ = alipay
     user = uuid.uuid4()
     top_up = await svc.top_up(user, 2000, "alipay")
-    trade = fake.pay(top_up["top_up_id"], "20.00")
+    trade = fake.pay(to_wire(top_up["top_up_id"]), "20.00")
     genuine = fake.notification(trade)
     refused = {
         "signed by someone else": fake.notification(trade, key=new_key()),
@@ -303,7 +310,7 @@ async def test_forged_and_mismatched_notifications_change_nothing(svc: Any, alip
 
     closed_user = uuid.uuid4()
     closed = await svc.top_up(closed_user, 500, "alipay")
-    never_paid = fake.pay(closed["top_up_id"], "5.00")
+    never_paid = fake.pay(to_wire(closed["top_up_id"]), "5.00")
     never_paid.status, never_paid.paid_at = "TRADE_CLOSED", None
     assert (await fake.deliver(svc.client, fake.notification(never_paid))).text == "success"
     assert await top_up_status(svc, closed_user, closed["top_up_id"]) == "failed"
@@ -315,25 +322,25 @@ async def test_gateway_answers_must_be_signed_and_a_stalled_gateway_times_out(
 ) -> None:
     fake, _ = alipay
     provider = svc.provider("alipay")
-    trade = fake.pay("some-order", "1.00")
-    assert (await provider.query_order("some-order")).state == OrderState.SUCCESS
+    trade = fake.pay("some_order", "1.00")
+    assert (await provider.query_order("some_order")).state == OrderState.SUCCESS
 
     fake.sign_answers_with = new_key()  # a man in the middle, or a misconfigured key
     with pytest.raises(PaymentProviderError, match="signature"):
-        await provider.query_order("some-order")
+        await provider.query_order("some_order")
     with pytest.raises(PaymentProviderError, match="signature"):
-        await provider.query_order("unknown-order")  # a "not found" is not believed unsigned either
+        await provider.query_order("unknown_order")  # a "not found" is not believed unsigned either
     fake.sign_answers_with = None
 
     fake.stalled.set()
     started = asyncio.get_running_loop().time()
     with pytest.raises(PaymentProviderError):
-        await provider.refund(trade.out_trade_no, "r-1", 100)
-    assert asyncio.get_running_loop().time() - started < 3
+        await provider.refund(trade.out_trade_no, "r_1", 100)
+    assert asyncio.get_running_loop().time() - started < 8  # the 2 s deadline, on a loaded machine
     fake.stalled.clear()
     fake.released.set()
-    await provider.refund(trade.out_trade_no, "r-1", 100)  # the caller's retry, same refund number
-    assert trade.refunds == {"r-1": "1.00"}
+    await provider.refund(trade.out_trade_no, "r_1", 100)  # the caller's retry, same refund number
+    assert trade.refunds == {"r_1": "1.00"}
 
 
 async def test_charge_resolved_by_query_and_a_late_payment_lands_in_the_wallet_once(
@@ -348,7 +355,7 @@ async def test_charge_resolved_by_query_and_a_late_payment_lands_in_the_wallet_o
     for request in (paid, lost):
         async with unit_of_work(svc.runtime.sessionmaker) as session:
             assert await charges.settle(session, svc.runtime, request, uuid.uuid4()) == "awaiting_provider"
-    fake.pay(charges.order_no(paid.charge_id), "1.50")  # paid, but its notification never came
+    fake.pay(to_wire(charges.order_no(paid.charge_id)), "1.50")  # paid, but its notification never came
 
     now = datetime.now(UTC)
     async with unit_of_work(svc.runtime.sessionmaker) as session:
@@ -361,7 +368,7 @@ async def test_charge_resolved_by_query_and_a_late_payment_lands_in_the_wallet_o
     assert "alipay.trade.query" in fake.methods
 
     # The user paid the given-up order after all: it lands in the wallet once, however often told.
-    late = fake.pay(charges.order_no(lost.charge_id), "3.50")
+    late = fake.pay(to_wire(charges.order_no(lost.charge_id)), "3.50")
     notice = fake.notification(late)
     for _ in range(2):
         assert (await fake.deliver(svc.client, notice)).text == "success"

@@ -32,6 +32,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from asset_credit_svc.charges import service as charges
+from asset_credit_svc.payments.order_numbers import to_wire
 from asset_credit_svc.payments.providers import OrderState, PaymentOrder, PaymentProviderError, RefundState
 from contracts.events import ChargeRequested
 from kit.db import unit_of_work
@@ -44,6 +45,8 @@ MERCHANT_SERIAL = "5157F09EFDC096DE15EBE81A47057A7232F1B8E1"
 APIV3_KEY = "0123456789abcdef0123456789ABCDEF"
 NOTIFY_URL = "http://test/v1/payments/wechat/notify"
 BEIJING = timezone(timedelta(hours=8))
+TRADE_NO = re.compile(r"^[0-9A-Za-z_\-*]{6,32}$")  # WeChat Pay's out_trade_no
+REFUND_NO = re.compile(r"^[0-9A-Za-z_\-*|@]{1,64}$")
 AUTH = re.compile(r"^WECHATPAY2-SHA256-RSA2048 (?P<fields>.+)$")
 
 
@@ -193,6 +196,8 @@ class FakeWechatPay:
         kind = request.path_params["kind"]
         if payload["mchid"] != MCHID or payload["appid"] != APPID or payload["notify_url"] != NOTIFY_URL:
             return self.answer(400, {"code": "PARAM_ERROR", "message": "参数错误"})
+        if not TRADE_NO.match(payload["out_trade_no"]):
+            return self.answer(400, {"code": "PARAM_ERROR", "message": "out_trade_no"})
         payer = payload.get("payer", {}).get("openid")
         if (kind == "jsapi") != (payer is not None):
             return self.answer(400, {"code": "PARAM_ERROR", "message": "payer"})
@@ -224,6 +229,8 @@ class FakeWechatPay:
         if order is None or order.state not in ("SUCCESS", "REFUND") or payload["amount"]["total"] != order.total:
             return self.answer(400, {"code": "INVALID_REQUEST", "message": "订单状态或金额不符"})
         number, amount = payload["out_refund_no"], payload["amount"]["refund"]
+        if not REFUND_NO.match(number):
+            return self.answer(400, {"code": "PARAM_ERROR", "message": "out_refund_no"})
         if number not in order.refunds:
             if amount > order.total - sum(order.refunds.values()):
                 return self.answer(403, {"code": "NOT_ENOUGH", "message": "可退金额不足"})
@@ -326,7 +333,7 @@ def wechat_settings(
     return {
         "payment_provider_wechat": "wechatpay",
         "payment_notify_base_url": "http://test",
-        "payment_gateway_timeout_s": 0.5,
+        "payment_gateway_timeout_s": 2.0,
         "wechatpay_mchid": MCHID,
         "wechatpay_appid": APPID,
         "wechatpay_api_url": url,
@@ -379,14 +386,15 @@ async def test_top_up_paid_through_wechat_pay_credits_once(svc: Any, wechat: tup
     assert queried.paid_at is not None and queried.paid_at.utcoffset() == timedelta(hours=8)
     assert (await provider.query_order(str(uuid.uuid4()))).state == OrderState.NOT_FOUND
 
-    assert (await provider.query_refund(top_up["top_up_id"], "r-1")).state == RefundState.NOT_FOUND
-    await provider.refund(top_up["top_up_id"], "r-1", 1000)
-    await provider.refund(top_up["top_up_id"], "r-1", 1000)  # a retry refunds nothing more
-    assert order.refunds == {"r-1": 1000}
-    done = await provider.query_refund(top_up["top_up_id"], "r-1")
+    refund_no = f"wd_{uuid.uuid4()}"  # a withdrawal's number: its UUID travels in base32
+    assert (await provider.query_refund(top_up["top_up_id"], refund_no)).state == RefundState.NOT_FOUND
+    await provider.refund(top_up["top_up_id"], refund_no, 1000)
+    await provider.refund(top_up["top_up_id"], refund_no, 1000)  # a retry refunds nothing more
+    assert order.refunds == {to_wire(refund_no): 1000}
+    done = await provider.query_refund(top_up["top_up_id"], refund_no)
     assert (done.state, done.amount_fen) == (RefundState.SUCCESS, 1000)
     with pytest.raises(PaymentProviderError):
-        await provider.refund(top_up["top_up_id"], "r-2", 1501)  # more than is left
+        await provider.refund(top_up["top_up_id"], f"wd_{uuid.uuid4()}", 1501)  # more than is left
     assert (await provider.query_order(top_up["top_up_id"])).state == OrderState.SUCCESS  # REFUND: still paid
 
 
@@ -396,7 +404,7 @@ async def test_forged_replayed_and_mismatched_notifications_change_nothing(
     fake, _ = wechat
     user = uuid.uuid4()
     top_up = await svc.top_up(user, 3000, "wechat")
-    order = fake.pay(top_up["top_up_id"], 3000)
+    order = fake.pay(to_wire(top_up["top_up_id"]), 3000)
     body, headers = fake.notification(order)
     refused = {
         "signed by someone else": fake.notification(order, key=new_key()),
@@ -441,33 +449,33 @@ async def test_answers_must_be_signed_jsapi_needs_a_payer_and_a_stalled_gateway_
         assert fake.calls == []  # the platform certificate came from its file
         provider = svc.provider("wechat")
         with pytest.raises(PaymentProviderError, match="openid"):
-            await provider.create_order(PaymentOrder("o-1", 100, "Wallet top-up"))
+            await provider.create_order(PaymentOrder("order_1", 100, "Wallet top-up"))
         created = await provider.create_order(
-            PaymentOrder("o-1", 100, "Wallet top-up", payer="oUpF8uMuAJO_M2pxb1Q9zNjWeS6o")
+            PaymentOrder("order_1", 100, "Wallet top-up", payer="oUpF8uMuAJO_M2pxb1Q9zNjWeS6o")
         )
         params = created.pay_params
-        assert params["package"] == f"prepay_id={fake.orders['o-1'].prepay_id}" and params["signType"] == "RSA"
+        assert params["package"] == f"prepay_id={fake.orders['order_1'].prepay_id}" and params["signType"] == "RSA"
         message = f"{APPID}\n{params['timeStamp']}\n{params['nonceStr']}\n{params['package']}\n"
         assert sha256_rsa_ok(merchant_key.public_key(), message, params["paySign"])
-        assert (await provider.query_order("o-1")).state == OrderState.PENDING
+        assert (await provider.query_order("order_1")).state == OrderState.PENDING
 
         fake.sign_answers_with = new_key()  # a man in the middle, or a certificate we were not given
         with pytest.raises(PaymentProviderError, match="signature"):
-            await provider.query_order("o-1")
+            await provider.query_order("order_1")
         with pytest.raises(PaymentProviderError, match="signature"):
             await provider.query_order("unknown")  # a "not found" is not believed unsigned either
         fake.sign_answers_with = None
 
-        fake.pay("o-1")
+        fake.pay("order_1")
         fake.stalled.set()
         started = asyncio.get_running_loop().time()
         with pytest.raises(PaymentProviderError):
-            await provider.refund("o-1", "r-1", 100)
-        assert asyncio.get_running_loop().time() - started < 3
+            await provider.refund("order_1", "r_1", 100)
+        assert asyncio.get_running_loop().time() - started < 8  # the 2 s deadline, on a loaded machine
         fake.stalled.clear()
         fake.released.set()
-        await provider.refund("o-1", "r-1", 100)  # the caller's retry, same refund number
-        assert fake.orders["o-1"].refunds == {"r-1": 100}
+        await provider.refund("order_1", "r_1", 100)  # the caller's retry, same refund number
+        assert fake.orders["order_1"].refunds == {"r_1": 100}
 
 
 async def test_charge_resolved_by_query_and_a_late_payment_lands_in_the_wallet_once(
@@ -484,11 +492,11 @@ async def test_charge_resolved_by_query_and_a_late_payment_lands_in_the_wallet_o
             assert await charges.settle(session, svc.runtime, request, uuid.uuid4()) == "awaiting_provider"
 
     async def prepaid() -> bool:
-        return all(charges.order_no(r.charge_id) in fake.orders for r in (paid, lost))
+        return all(to_wire(charges.order_no(r.charge_id)) in fake.orders for r in (paid, lost))
 
     await eventually(prepaid, timeout=5, what="both prepay orders at the gateway")
-    fake.pay(charges.order_no(paid.charge_id))  # paid, but its notification never came
-    del fake.orders[charges.order_no(lost.charge_id)]  # never reached the gateway, as far as it knows
+    fake.pay(to_wire(charges.order_no(paid.charge_id)))  # paid, but its notification never came
+    del fake.orders[to_wire(charges.order_no(lost.charge_id))]  # never reached the gateway, as far as it knows
 
     now = datetime.now(UTC)
     async with unit_of_work(svc.runtime.sessionmaker) as session:
@@ -499,7 +507,7 @@ async def test_charge_resolved_by_query_and_a_late_payment_lands_in_the_wallet_o
     statuses = dict(await sql(svc, "SELECT charge_id, failure_reason FROM charges"))
     assert statuses == {paid.charge_id: None, lost.charge_id: "provider_unavailable"}
 
-    late = fake.pay(charges.order_no(lost.charge_id), 350)  # the user paid the given-up order after all
+    late = fake.pay(to_wire(charges.order_no(lost.charge_id)), 350)  # the user paid the given-up order after all
     for _ in range(2):
         assert (await fake.deliver(svc.client, fake.notification(late))).status_code == 200
 

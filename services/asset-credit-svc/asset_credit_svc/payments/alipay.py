@@ -30,6 +30,7 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric import rsa as rsa_keys
 
 from asset_credit_svc.payments import rsa
+from asset_credit_svc.payments.order_numbers import from_wire, to_wire
 from asset_credit_svc.payments.providers import (
     CreatedOrder,
     InvalidSignature,
@@ -176,7 +177,7 @@ class AlipayProvider:
         if order.amount_fen <= 0:
             raise PaymentProviderError("amount must be positive")
         biz = {
-            "out_trade_no": order.out_trade_no,
+            "out_trade_no": to_wire(order.out_trade_no),
             "total_amount": yuan(order.amount_fen),
             "subject": order.subject,
             "product_code": APP_PAY_PRODUCT,
@@ -205,7 +206,7 @@ class AlipayProvider:
             raise MalformedNotification(f"trade_status {params.get('trade_status')!r} is not an outcome")
         try:
             return PaymentNotification(
-                out_trade_no=params["out_trade_no"],
+                out_trade_no=from_wire(params["out_trade_no"]),
                 trade_no=params["trade_no"],
                 amount_fen=fen(params["total_amount"]),
                 status="SUCCESS" if state == OrderState.SUCCESS else "FAILED",
@@ -216,7 +217,7 @@ class AlipayProvider:
             raise MalformedNotification(f"notification lacks or garbles {exc}") from None
 
     async def query_order(self, out_trade_no: str) -> OrderQuery:
-        answer = await self._call("alipay.trade.query", {"out_trade_no": out_trade_no})
+        answer = await self._call("alipay.trade.query", {"out_trade_no": to_wire(out_trade_no)})
         if answer.get("code") != SUCCESS_CODE:
             if answer.get("sub_code") == TRADE_NOT_EXIST:
                 return OrderQuery(out_trade_no, OrderState.NOT_FOUND)
@@ -236,13 +237,17 @@ class AlipayProvider:
 
     async def refund(self, out_trade_no: str, refund_no: str, amount_fen: int) -> None:
         # Alipay is idempotent on out_request_no: the same refund asked again refunds nothing more.
-        biz = {"out_trade_no": out_trade_no, "refund_amount": yuan(amount_fen), "out_request_no": refund_no}
+        biz = {
+            "out_trade_no": to_wire(out_trade_no),
+            "refund_amount": yuan(amount_fen),
+            "out_request_no": to_wire(refund_no),
+        }
         answer = await self._call("alipay.trade.refund", biz)
         if answer.get("code") != SUCCESS_CODE:
             raise PaymentProviderError(f"alipay refund: {answer.get('code')} {answer.get('sub_code')}")
 
     async def query_refund(self, out_trade_no: str, refund_no: str) -> RefundQuery:
-        biz = {"out_trade_no": out_trade_no, "out_request_no": refund_no}
+        biz = {"out_trade_no": to_wire(out_trade_no), "out_request_no": to_wire(refund_no)}
         answer = await self._call("alipay.trade.fastpay.refund.query", biz)
         if answer.get("code") != SUCCESS_CODE:
             if answer.get("sub_code") == TRADE_NOT_EXIST:

@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa as rsa_keys
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from asset_credit_svc.payments import rsa
+from asset_credit_svc.payments.order_numbers import from_wire, to_wire
 from asset_credit_svc.payments.providers import (
     JSON_ACK,
     CreatedOrder,
@@ -205,7 +206,7 @@ class WechatPayProvider:
             "appid": self._config.appid,
             "mchid": self._config.mchid,
             "description": order.subject,
-            "out_trade_no": order.out_trade_no,
+            "out_trade_no": to_wire(order.out_trade_no),
             "notify_url": self._config.notify_url,
             "amount": {"total": order.amount_fen, "currency": "CNY"},
         }
@@ -274,7 +275,7 @@ class WechatPayProvider:
             raise MalformedNotification(f"trade_state {transaction.get('trade_state')!r} is not a payment")
         try:
             return PaymentNotification(
-                out_trade_no=transaction["out_trade_no"],
+                out_trade_no=from_wire(transaction["out_trade_no"]),
                 trade_no=transaction["transaction_id"],
                 amount_fen=transaction["amount"]["total"],
                 status="SUCCESS",
@@ -285,7 +286,7 @@ class WechatPayProvider:
             raise MalformedNotification(f"notification lacks or garbles {exc}"[:300]) from None
 
     async def query_order(self, out_trade_no: str) -> OrderQuery:
-        path = f"/v3/pay/transactions/out-trade-no/{quote(out_trade_no, safe='')}?mchid={self._config.mchid}"
+        path = f"/v3/pay/transactions/out-trade-no/{quote(to_wire(out_trade_no), safe='')}?mchid={self._config.mchid}"
         status, answer = await self._request("GET", path)
         if status == 404 or answer.get("code") == "ORDER_NOT_EXIST":
             return OrderQuery(out_trade_no, OrderState.NOT_FOUND)
@@ -309,8 +310,8 @@ class WechatPayProvider:
         if order.state != OrderState.SUCCESS or order.amount_fen is None:
             raise PaymentProviderError(f"order {out_trade_no} is not paid ({order.state})")
         payload = {
-            "out_trade_no": out_trade_no,
-            "out_refund_no": refund_no,
+            "out_trade_no": to_wire(out_trade_no),
+            "out_refund_no": to_wire(refund_no),
             "amount": {"refund": amount_fen, "total": order.amount_fen, "currency": "CNY"},
         }
         # The same out_refund_no again answers the refund already made: nothing more moves.
@@ -320,10 +321,10 @@ class WechatPayProvider:
             raise PaymentProviderError(f"wechat pay refund: {status} {answer.get('code') or answer.get('status')}")
 
     async def query_refund(self, out_trade_no: str, refund_no: str) -> RefundQuery:
-        status, answer = await self._request("GET", f"/v3/refund/domestic/refunds/{quote(refund_no, safe='')}")
+        status, answer = await self._request("GET", f"/v3/refund/domestic/refunds/{quote(to_wire(refund_no), safe='')}")
         if status == 404 or answer.get("code") == "RESOURCE_NOT_EXISTS":
             return RefundQuery(refund_no, RefundState.NOT_FOUND)
-        if status != 200 or answer.get("out_trade_no") != out_trade_no:
+        if status != 200 or answer.get("out_trade_no") != to_wire(out_trade_no):
             raise PaymentProviderError(f"wechat pay refund query: {status} {answer.get('code')}")
         try:
             return RefundQuery(refund_no, REFUND_STATES[answer["status"]], int(answer["amount"]["refund"]))
