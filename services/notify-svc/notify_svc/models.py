@@ -511,4 +511,4 @@ class AdPlaylistState(Base):
     __tablename__ = "ad_playlist_state"
 
     slot: Mapped[str] = mapped_column(String(20), primary_key=True)
-    version: Mapped[int] = mapped_column(Integer, nullable=False)
+    version: Mapped[int] = mapped_column(BigInteger, nullable=False)

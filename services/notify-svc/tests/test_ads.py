@@ -134,10 +134,10 @@ async def test_each_cabinet_screen_change_publishes_the_whole_playlist_in_versio
     one = (await recorder.wait_for(playlist_with(first["ad_id"]))).data
     both = (await recorder.wait_for(playlist_with(first["ad_id"], second["ad_id"]))).data
     assert isinstance(one, AdPlaylistPublished) and isinstance(both, AdPlaylistPublished)
-    assert both.version == one.version + 1
+    assert both.version > one.version >= int(datetime.now(UTC).timestamp() * 1000) - 60_000
     item = next(i for i in both.items if str(i.ad_id) == first["ad_id"])
     assert (item.display_s, item.regions, item.title) == (20, ["440304"], "Half-price tea")
 
     await client.post(f"{ADMIN}/{first['ad_id']}/withdraw", headers=operator)
     after = (await recorder.wait_for(playlist_with(second["ad_id"]))).data
-    assert isinstance(after, AdPlaylistPublished) and after.version == both.version + 1
+    assert isinstance(after, AdPlaylistPublished) and after.version > both.version

@@ -76,15 +76,17 @@ async def counts(session: AsyncSession, ad_ids: Sequence[uuid.UUID]) -> dict[uui
     return found
 
 
-async def next_playlist_version(session: AsyncSession, slot: AdSlot) -> int:
-    """Bump the slot's version; the row stays locked until commit, so versions go out in commit order."""
+async def next_playlist_version(session: AsyncSession, slot: AdSlot, now_ms: int) -> int:
+    """Bump the slot's version; the row stays locked until commit, so versions go out in commit order. The
+    version is the clock in ms (at least the previous + 1), so it keeps rising across a restore of this
+    database and device-svc, which keeps the highest, does not drop the next playlist as older."""
     await session.execute(
         insert(AdPlaylistState).values(slot=slot.value, version=0).on_conflict_do_nothing(index_elements=["slot"])
     )
     stmt = (
         update(AdPlaylistState)
         .where(AdPlaylistState.slot == slot.value)
-        .values(version=AdPlaylistState.version + 1)
+        .values(version=func.greatest(AdPlaylistState.version + 1, now_ms))
         .returning(AdPlaylistState.version)
     )
     return int((await session.execute(stmt)).scalar_one())

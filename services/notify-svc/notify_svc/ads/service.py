@@ -121,8 +121,8 @@ def playlist_items(ads: Sequence[Ad]) -> list[AdPlaylistItem]:
 
 async def publish_playlist(session: AsyncSession, runtime: Runtime) -> AdPlaylistPublished:
     """The cabinet screens' whole playlist, in the transaction of the change that made it."""
-    version = await repo.next_playlist_version(session, AdSlot.CABINET_SCREEN)
     now = datetime.now(UTC)
+    version = await repo.next_playlist_version(session, AdSlot.CABINET_SCREEN, int(now.timestamp() * 1000))
     ads = await repo.not_ended(session, AdSlot.CABINET_SCREEN, now, PLAYLIST_LIMIT)
     event = AdPlaylistPublished(slot=AdSlot.CABINET_SCREEN.value, version=version, items=playlist_items(ads), at=now)
     await runtime.publish(session, event, key=AdSlot.CABINET_SCREEN.value)
