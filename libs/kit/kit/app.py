@@ -37,6 +37,7 @@ from kit.logging import configure_logging
 from kit.outbox import Lane, OutboxRelay, OutboxWakeup, add_event, add_events
 from kit.parked import router as parked_router
 from kit.periodic import run_periodically
+from kit.ratelimit import Network, RateLimiter, enforce_rate_limit, parse_networks
 from kit.retention import prune
 from kit.revocation import RevocationList, RevocationListener
 from kit.settings import ServiceSettings
@@ -65,6 +66,8 @@ class Runtime:
     event_consumers: list[EventConsumer] = field(default_factory=list)  # kit.parked replays through them
     tasks: list["asyncio.Task[Any]"] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)
+    rate_limiter: RateLimiter | None = None  # None: RATE_LIMIT_ENABLED is off
+    trusted_proxies: tuple[Network, ...] = ()  # whose X-Forwarded-For is believed (kit.ratelimit)
 
     async def publish(self, session: AsyncSession, data: EventData, *, key: str) -> Envelope:
         """Write an event to the outbox in `session`'s transaction; it is sent once that commits."""
@@ -181,6 +184,8 @@ def create_service_app(
             http=httpx.AsyncClient(timeout=5.0, event_hooks={"request": [_propagate_correlation]}),
             verifier=verifier,
             revocations=revocations,
+            rate_limiter=RateLimiter.from_settings(engine, settings) if settings.rate_limit_enabled else None,
+            trusted_proxies=parse_networks(settings.rate_limit_trusted_proxies),
         )
         app.state.runtime = runtime
         published_offsets = PublishedOffsets()
@@ -203,6 +208,16 @@ def create_service_app(
             )
             runtime.extras["broker_loss_watch"] = watch
             runtime.spawn(watch.run(), "broker-loss-watch")
+        if runtime.rate_limiter is not None:
+            runtime.spawn(
+                run_periodically(
+                    runtime.rate_limiter.cleanup,
+                    name="rate-limit-cleanup",
+                    interval_s=settings.rate_limit_cleanup_interval_s,
+                    run_at_start=False,
+                ),
+                "rate-limit-cleanup",
+            )
         try:
             if settings.token_revocation_listener:
                 await _listen_for_revocations(runtime)
@@ -252,7 +267,8 @@ def create_service_app(
             if tracing:
                 await asyncio.to_thread(shutdown_tracing)  # flushes the spans still buffered (blocking HTTP)
 
-    app = FastAPI(title=title, lifespan=lifespan)
+    # Every route counts against its rate class first (kit.ratelimit), before any other dependency.
+    app = FastAPI(title=title, lifespan=lifespan, dependencies=[Depends(enforce_rate_limit)])
     app.add_middleware(InputGuardMiddleware)  # inside the observability one: refusals get a correlation id
     app.add_middleware(ObservabilityMiddleware)
     install_error_handlers(app)

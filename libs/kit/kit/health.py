@@ -12,6 +12,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kit import tracing
 from kit.correlation import HEADER, new_correlation_id, set_client_address, set_correlation_id
+from kit.ratelimit import EXEMPT, rate_class
 
 ReadinessCheck = Callable[[], Awaitable[None]]
 
@@ -23,7 +24,7 @@ HTTP_SECONDS = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 
-router = APIRouter(tags=["operations"])
+router = APIRouter(tags=["operations"], dependencies=[rate_class(EXEMPT)])  # probes are never refused
 
 
 @router.get("/livez", include_in_schema=False)

@@ -60,3 +60,21 @@ def drop_parked_event_payload() -> None:
     op.drop_index("ix_processed_events_processed_at", table_name="processed_events")
     op.drop_index("ix_processed_events_parked", table_name="processed_events")
     op.drop_column("processed_events", "payload")
+
+
+def add_rate_limit_table() -> None:
+    """Every service's migration for issue 15: the request counters of kit.ratelimit, UNLOGGED (no WAL)."""
+    from alembic import op
+
+    from kit.ratelimit import CREATE_INDEX, CREATE_TABLE
+
+    op.execute(CREATE_TABLE)
+    op.execute(CREATE_INDEX)
+
+
+def drop_rate_limit_table() -> None:
+    from alembic import op
+
+    from kit.ratelimit import TABLE
+
+    op.execute(f"DROP TABLE IF EXISTS {TABLE}")

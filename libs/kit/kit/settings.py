@@ -3,7 +3,7 @@
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "changethis", "secret", "dev", "development", "test"})
@@ -75,12 +75,51 @@ class ServiceSettings(BaseSettings):
     token_revocation_lookback_s: int = 1800
     token_revocation_startup_timeout_s: float = 10.0
 
+    # Request rate limits (kit.ratelimit): `<requests>/<seconds>` per class and subject (or address),
+    # all multiplied by the scale (the local stacks set 100 so tests and benchmarks are not throttled).
+    rate_limit_enabled: bool = True
+    rate_limit_scale: float = Field(default=1.0, gt=0)
+    rate_limit_default: str = "600/60"
+    rate_limit_login: str = "10/60"  # password, SMS-code, staff and API-key logins, by address
+    rate_limit_registration: str = "20/600"
+    rate_limit_sms: str = "10/600"  # codes sent by SMS or e-mail (user-svc keeps its per-number limits too)
+    rate_limit_borrow: str = "10/60"
+    rate_limit_upload: str = "20/60"
+    rate_limit_export: str = "10/60"
+    # Proxies whose X-Forwarded-For is believed (CIDRs, JSON list: '["10.0.0.0/8"]'); none by default.
+    rate_limit_trusted_proxies: list[str] = Field(default_factory=list)
+    rate_limit_cleanup_interval_s: float = Field(default=60.0, gt=0)
+
     user_svc_url: str = "http://127.0.0.1:8001"
     device_svc_url: str = "http://127.0.0.1:8002"
     billing_svc_url: str = "http://127.0.0.1:8003"
     asset_svc_url: str = "http://127.0.0.1:8004"
     notify_svc_url: str = "http://127.0.0.1:8005"
     analytics_svc_url: str = "http://127.0.0.1:8006"
+
+    @field_validator(
+        "rate_limit_default",
+        "rate_limit_login",
+        "rate_limit_registration",
+        "rate_limit_sms",
+        "rate_limit_borrow",
+        "rate_limit_upload",
+        "rate_limit_export",
+    )
+    @classmethod
+    def _rate_limit_spec(cls, value: str) -> str:
+        from kit.ratelimit import Limit
+
+        Limit.parse(value)
+        return value
+
+    @field_validator("rate_limit_trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        from kit.ratelimit import parse_networks
+
+        parse_networks(value)
+        return value
 
     @property
     def consumer_group(self) -> str:

@@ -1,6 +1,6 @@
 from typing import Any
 
-from kit.errors import BusinessError, Conflict, Forbidden, NotFound, Unauthorized
+from kit.errors import BusinessError, Conflict, Forbidden, NotFound, TooManyRequests, Unauthorized
 
 
 class TermsNotAccepted(BusinessError):
@@ -27,19 +27,6 @@ class InvalidCredentials(Unauthorized):
 class UserNotFound(NotFound):
     code = "user_not_found"
     title = "No such user"
-
-
-class TooManyRequests(BusinessError):
-    """429 with `Retry-After` (whole seconds)."""
-
-    status = 429
-    code = "rate_limited"
-    title = "Too many requests"
-
-    def __init__(self, detail: str | None = None, *, retry_after_s: int, **extra: Any) -> None:
-        retry_after_s = max(1, int(retry_after_s))
-        super().__init__(detail, retry_after_s=retry_after_s, **extra)
-        self.headers = {"Retry-After": str(retry_after_s)}
 
 
 class LoginLocked(TooManyRequests):

@@ -30,6 +30,7 @@ from contracts.regions import CELL_RESOLUTION, DIVISION_CODE_PATTERN, DivisionLe
 from kit.app import RuntimeDep
 from kit.auth import Principal, require_permission
 from kit.db import SessionDep
+from kit.ratelimit import rate_class
 
 AnalyticsReader = Annotated[Principal, Depends(require_permission("analytics:read"))]
 Region = Annotated[
@@ -40,7 +41,8 @@ From = Annotated[date | None, Query(alias="from", description="First local day (
 To = Annotated[date | None, Query(alias="to", description="Last local day, included (default: today)")]
 Format = Annotated[Literal["json", "csv"], Query(description="csv: the rows as a CSV file")]
 
-router = APIRouter(prefix="/v1/analytics", tags=["analytics"])
+# Analyses scan the fact tables and answer CSV exports: the stricter `export` limit.
+router = APIRouter(prefix="/v1/analytics", tags=["analytics"], dependencies=[rate_class("export")])
 
 
 def _settings(runtime: RuntimeDep) -> Settings:

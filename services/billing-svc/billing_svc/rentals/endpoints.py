@@ -13,6 +13,7 @@ from kit.app import RuntimeDep
 from kit.auth import CurrentUser, user_scope
 from kit.db import ReadSessionDep, SessionDep
 from kit.pagination import decode_cursor, encode_cursor
+from kit.ratelimit import rate_class
 
 router = APIRouter(tags=["rentals"], dependencies=[user_scope("rentals")])
 
@@ -51,6 +52,7 @@ def to_out(rental: Rental) -> RentalOut:
 @router.post(
     "/v1/rentals",
     status_code=201,
+    dependencies=[rate_class("borrow")],
     responses={
         402: {"description": "insufficient_balance"},
         404: {"description": "unknown_code"},

@@ -28,6 +28,7 @@ from device_svc.settings import Settings
 from kit.app import Runtime, RuntimeDep
 from kit.auth import Principal, require_permission
 from kit.db import SessionDep, after_commit
+from kit.ratelimit import rate_class
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,7 @@ async def create_bank(body: BankCreate, _: Admin, session: SessionDep, runtime: 
     return out.model_copy(update={"credential": _credential(out.id, password, updated)})
 
 
-@router.post("/cabinets/import", response_model=ImportResult)
+@router.post("/cabinets/import", response_model=ImportResult, dependencies=[rate_class("upload")])
 async def import_cabinets(body: CabinetImport, _: Admin, session: SessionDep, runtime: RuntimeDep) -> ImportResult:
     """Bulk provisioning (up to 5000 a request), set-based: ids already registered are skipped, so a re-run
     is harmless; each new cabinet gets its slots and a credential (its password shown once, here). One
@@ -115,7 +116,7 @@ async def import_cabinets(body: CabinetImport, _: Admin, session: SessionDep, ru
     return _import_result(imported, _broker_after_commit(session, runtime) if imported.passwords else False)
 
 
-@router.post("/banks/import", response_model=ImportResult)
+@router.post("/banks/import", response_model=ImportResult, dependencies=[rate_class("upload")])
 async def import_banks(body: BankImport, _: Admin, session: SessionDep, runtime: RuntimeDep) -> ImportResult:
     """Bulk import (up to 5000 a request), set-based; ids already registered are skipped, so a re-run is
     harmless. One transaction: an identity clash refuses the whole import."""

@@ -13,6 +13,7 @@ from contracts.events import NoticeKind
 from kit.app import RuntimeDep
 from kit.auth import Principal, require_permission
 from kit.db import ReadSessionDep, SessionDep, after_commit
+from kit.ratelimit import rate_class
 from notify_svc.context import ContextDep, NotifyContext
 from notify_svc.models import Notice, NoticeImage, TicketPhoto
 from notify_svc.notices import repository as repo
@@ -62,6 +63,7 @@ async def one(notice_id: uuid.UUID, _: Sender, session: ReadSessionDep, context:
 @staff_router.post(
     "/{notice_id}/images",
     status_code=201,
+    dependencies=[rate_class("upload")],
     openapi_extra={
         "requestBody": {
             "required": True,

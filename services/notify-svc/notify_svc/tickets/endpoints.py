@@ -11,6 +11,7 @@ from contracts.events import ReportKind, TicketPriority, TicketStatus
 from kit.app import RuntimeDep
 from kit.auth import CurrentUser, Principal, require_permission, user_scope
 from kit.db import ReadSessionDep, SessionDep
+from kit.ratelimit import rate_class
 from notify_svc.context import ContextDep, NotifyContext
 from notify_svc.models import Ticket, TicketEntry
 from notify_svc.notices.endpoints import read_limited
@@ -129,6 +130,7 @@ async def _photos(session: AsyncSession, context: NotifyContext, ticket: Ticket)
 @router.post(
     "/{ticket_id}/photos",
     status_code=201,
+    dependencies=[rate_class("upload")],
     openapi_extra={
         "requestBody": {
             "required": True,

@@ -3,6 +3,7 @@ from fastapi import APIRouter, Request, Response, status
 from kit.app import RuntimeDep
 from kit.db import SessionDep
 from kit.errors import problem
+from kit.ratelimit import rate_class
 from user_svc.auth import service
 from user_svc.auth.schemas import (
     AdminLoginIn,
@@ -36,7 +37,7 @@ def _out(issued: IssuedSession, accepted_terms: str | None, context: UserService
     )
 
 
-@router.post("/v1/sessions")
+@router.post("/v1/sessions", dependencies=[rate_class("login")])
 async def create_user_session(
     body: LoginIn,
     request: Request,
@@ -60,7 +61,7 @@ async def create_user_session(
     return _out(result.session, result.terms_version, context)
 
 
-@router.post("/v1/sessions/sms")
+@router.post("/v1/sessions/sms", dependencies=[rate_class("login")])
 async def create_user_session_by_code(
     body: SmsLoginIn, session: SessionDep, context: ContextDep, runtime: RuntimeDep, response: Response
 ) -> UserSessionOut:
@@ -109,7 +110,7 @@ async def logout(
     )
 
 
-@router.post("/v1/admin/sessions")
+@router.post("/v1/admin/sessions", dependencies=[rate_class("login")])
 async def create_admin_session(
     body: AdminLoginIn,
     request: Request,

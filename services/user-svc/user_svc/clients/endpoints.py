@@ -10,6 +10,7 @@ from contracts.regions import is_division_code
 from kit.app import RuntimeDep
 from kit.auth import ALL_PERMISSIONS, ROLE_PERMISSIONS, SUPERVISION_SCOPE, Principal, is_supervision_scope
 from kit.db import SessionDep
+from kit.ratelimit import rate_class
 from user_svc.admins.endpoints import admin_with
 from user_svc.clients import service
 from user_svc.context import ContextDep
@@ -96,7 +97,7 @@ async def revoke_api_key(actor: KeyManager, key_id: UUID, session: SessionDep, r
     await service.revoke(session, actor, key_id, events=runtime)
 
 
-@router.post("/v1/client-sessions")
+@router.post("/v1/client-sessions", dependencies=[rate_class("login")])
 async def client_token(
     body: ClientTokenIn, session: SessionDep, context: ContextDep, response: Response
 ) -> ClientTokenOut:

@@ -5,6 +5,7 @@ from fastapi import APIRouter, Depends, Query, Request, status
 from kit.app import RuntimeDep
 from kit.auth import Principal, require_permission
 from kit.db import SessionDep
+from kit.ratelimit import rate_class, request_address
 from user_svc.codes import repository, service
 from user_svc.codes.schemas import CodeSentOut, DevMessageOut, SmsCodeIn
 from user_svc.context import ContextDep
@@ -15,10 +16,11 @@ dev_router = APIRouter(tags=["development"])
 
 
 def client_address(request: Request) -> str:
-    return request.client.host if request.client is not None else "unknown"
+    """The caller's address, through trusted proxies only (kit.ratelimit)."""
+    return request_address(request)
 
 
-@router.post("/v1/sms-codes", status_code=status.HTTP_202_ACCEPTED)
+@router.post("/v1/sms-codes", status_code=status.HTTP_202_ACCEPTED, dependencies=[rate_class("sms")])
 async def send_sms_code(
     body: SmsCodeIn, request: Request, session: SessionDep, context: ContextDep, runtime: RuntimeDep
 ) -> CodeSentOut:

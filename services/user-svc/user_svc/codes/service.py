@@ -12,9 +12,10 @@ from uuid import UUID, uuid4
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from kit.db import unit_of_work
+from kit.errors import TooManyRequests
 from user_svc.codes import repository
 from user_svc.codes.provider import DeliveryFailed, MessageProvider
-from user_svc.errors import CodeDeliveryFailed, CodeInvalid, TooManyRequests
+from user_svc.errors import CodeDeliveryFailed, CodeInvalid
 from user_svc.models import VerificationCode
 from user_svc.settings import Settings
 

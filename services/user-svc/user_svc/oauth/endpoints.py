@@ -6,6 +6,7 @@ from kit.app import RuntimeDep
 from kit.auth import USER_SCOPES, Principal
 from kit.db import SessionDep
 from kit.errors import problem
+from kit.ratelimit import rate_class
 from user_svc.admins.endpoints import admin_with
 from user_svc.context import ContextDep
 from user_svc.errors import TokenError
@@ -163,6 +164,7 @@ _TOKEN_FORM: dict[str, Any] = {
 
 @router.post(
     "/v1/oauth/token",
+    dependencies=[rate_class("login")],
     response_model=TokenOut,
     openapi_extra=_TOKEN_FORM,
     responses={

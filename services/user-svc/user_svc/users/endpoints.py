@@ -4,6 +4,7 @@ from kit.app import RuntimeDep
 from kit.auth import user_scope
 from kit.db import SessionDep
 from kit.errors import BusinessError, problem
+from kit.ratelimit import rate_class
 from user_svc.codes import service as codes
 from user_svc.codes.endpoints import client_address
 from user_svc.codes.schemas import CodeSentOut, EmailCodeIn
@@ -32,6 +33,7 @@ router = APIRouter(prefix="/v1/users", tags=["users"])
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
+    dependencies=[rate_class("registration")],
     response_model=RegisteredUserOut,
     responses={403: {"description": "registration_rejected, with `reasons`"}, 409: {"description": "phone_taken"}},
 )
@@ -103,7 +105,7 @@ async def change_my_password(
     )
 
 
-@router.post("/me/email-codes", status_code=status.HTTP_202_ACCEPTED)
+@router.post("/me/email-codes", status_code=status.HTTP_202_ACCEPTED, dependencies=[rate_class("sms")])
 async def send_email_code(
     body: EmailCodeIn,
     principal: SignedInUser,
