@@ -2,18 +2,21 @@
 operations routes check a permission from the one shared role table (`kit.auth.require_permission`,
 or user-svc's admin-only variant), never a role name of their own; and every route a user's token
 can reach declares the user scope an application acting for that user needs (or none, so
-applications are refused there). Reads the routes of the real apps; nothing is started."""
+applications are refused there). Every route counts against a rate limit and caps its page size
+(issue 15). Reads the routes of the real apps; nothing is started."""
 
 import importlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from annotated_types import Le, Lt
 from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 
 from kit.auth import ROLE_PERMISSIONS, STAFF_PATH_PREFIXES, SUPERVISION_SCOPE, Principal, UserScope
+from kit.ratelimit import EXEMPT, RateClass, enforce_rate_limit
 
 SERVICES = ["user_svc", "device_svc", "billing_svc", "asset_credit_svc", "notify_svc", "analytics_svc"]
 STAFF_PREFIXES = STAFF_PATH_PREFIXES
@@ -159,3 +162,35 @@ def test_supervision_routes_answer_regulators_only(package: str) -> None:
         }
     regulator = Principal("key", kind="client", scopes=frozenset({SUPERVISION_SCOPE, "supervision:region:440300"}))
     assert not any(regulator.can(p) for p in KNOWN_PERMISSIONS)
+
+
+def _query_params(dependant: Dependant) -> Iterator[Any]:
+    yield from dependant.query_params
+    for sub in dependant.dependencies:
+        yield from _query_params(sub)
+
+
+@pytest.mark.parametrize("package", SERVICES)
+def test_page_sizes_are_capped(package: str) -> None:
+    """A page size (`limit`, `*_limit`) has an upper bound (`le=`), so a larger one is a 422 rather than a
+    query that reads a whole table (issue 15, OWASP API4)."""
+    unbounded = [
+        f"{sorted(route.methods or ())} {route.path} ?{param.alias}"
+        for route in _routes(package)
+        for param in _query_params(route.dependant)
+        if param.alias == "limit" or param.alias.endswith("_limit")
+        if not any(isinstance(m, Le | Lt) for m in param.field_info.metadata)
+    ]
+    assert not unbounded, "\n".join(unbounded)
+
+
+@pytest.mark.parametrize("package", SERVICES)
+def test_every_route_counts_against_a_rate_limit(package: str) -> None:
+    """The kit's rate limit is an app-wide dependency (kit.app: every included route runs it first); only
+    the operations probes declare themselves exempt (issue 15)."""
+    app = _app(package)
+    assert [d.dependency for d in app.router.dependencies] == [enforce_rate_limit]
+    for route in _flatten(app.routes):
+        declared = [d.dependency.name for d in route.dependencies if isinstance(d.dependency, RateClass)]
+        if EXEMPT in declared:
+            assert route.path in {"/livez", "/readyz", "/metrics"}, route.path

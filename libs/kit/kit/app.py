@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from contracts import Envelope, new_event
 from contracts.events import EventData
 from kit.auth import TokenVerifier
+from kit.bodylimit import BodyLimitMiddleware
 from kit.broker_loss import BrokerLossWatch, PublishedOffsets
 from kit.correlation import HEADER, get_correlation_id
 from kit.db import make_engine, make_sessionmaker, ping
@@ -270,6 +271,12 @@ def create_service_app(
     # Every route counts against its rate class first (kit.ratelimit), before any other dependency.
     app = FastAPI(title=title, lifespan=lifespan, dependencies=[Depends(enforce_rate_limit)])
     app.add_middleware(InputGuardMiddleware)  # inside the observability one: refusals get a correlation id
+    app.add_middleware(  # outside the input guard, which reads JSON bodies whole
+        BodyLimitMiddleware,
+        fastapi=app,
+        max_body_bytes=settings.max_body_bytes,
+        max_upload_bytes=settings.max_upload_bytes,
+    )
     app.add_middleware(ObservabilityMiddleware)
     install_error_handlers(app)
     app.include_router(health_router)

@@ -113,7 +113,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def on_http(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         code = _HTTP_CODES.get(exc.status_code, "http_error")
-        return problem(exc.status_code, code, str(exc.detail), str(exc.detail), dict(exc.headers or {}) or None)
+        extra = getattr(exc, "problem_extra", {})  # e.g. kit.bodylimit's max_bytes
+        return problem(
+            exc.status_code, code, str(exc.detail), str(exc.detail), dict(exc.headers or {}) or None, **extra
+        )
 
     async def on_unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", exc_info=exc)

@@ -89,6 +89,9 @@ class ServiceSettings(BaseSettings):
     # Proxies whose X-Forwarded-For is believed (CIDRs, JSON list: '["10.0.0.0/8"]'); none by default.
     rate_limit_trusted_proxies: list[str] = Field(default_factory=list)
     rate_limit_cleanup_interval_s: float = Field(default=60.0, gt=0)
+    # Request body sizes (kit.bodylimit): any route, and upload routes (photos, images, bulk imports).
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    max_upload_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
 
     user_svc_url: str = "http://127.0.0.1:8001"
     device_svc_url: str = "http://127.0.0.1:8002"

@@ -51,5 +51,3 @@ class Settings(ServiceSettings):
     # How often stored return reports are matched again against active rentals (a report that
     # overtook its eject event, or raced it in the other consumer). 0 disables the job.
     reconcile_interval_s: float = Field(default=5.0, ge=0)
-
-    history_page_max: int = Field(default=100, ge=1)
