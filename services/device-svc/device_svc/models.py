@@ -315,7 +315,7 @@ class AdPlaylist(Base):
     __tablename__ = "ad_playlists"
 
     slot: Mapped[str] = mapped_column(String(20), primary_key=True)
-    version: Mapped[int] = mapped_column(Integer, nullable=False)
+    version: Mapped[int] = mapped_column(BigInteger, nullable=False)  # notify-svc's: the clock in ms
     items: Mapped[list[dict[str, object]]] = mapped_column(JSONB, nullable=False)
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
 

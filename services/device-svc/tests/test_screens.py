@@ -87,7 +87,7 @@ async def test_the_playlist_reaches_cabinets_by_region_once_per_change(
     first, third = await online("CAB-0001"), await online("CAB-0003")
     futian, everywhere = item("Futian tea", ["440304"]), item("Everywhere", [])
     ended = item("Ended", [], ends_in=-timedelta(minutes=1))
-    await bus.publish(playlist(5, futian, everywhere, ended), key="cabinet_screen")
+    await bus.publish(playlist(1_796_000_000_005, futian, everywhere, ended), key="cabinet_screen")
 
     got = await next_playlist(first)
     assert sorted(i.title for i in got.items) == ["Everywhere", "Futian tea"]
@@ -96,8 +96,8 @@ async def test_the_playlist_reaches_cabinets_by_region_once_per_change(
     assert got.items[0].ends_at == int(futian.ends_at.timestamp() * 1000)
     assert [i.title for i in (await next_playlist(third)).items] == ["Everywhere"]
 
-    await bus.publish(playlist(4, futian), key="cabinet_screen")  # older, arriving late: dropped
-    await bus.publish(playlist(6, everywhere), key="cabinet_screen")  # Futian's ad withdrawn
+    await bus.publish(playlist(1_796_000_000_004, futian), key="cabinet_screen")  # older, arriving late: dropped
+    await bus.publish(playlist(1_796_000_000_006, everywhere), key="cabinet_screen")  # Futian's ad withdrawn
     before, got = got.version, await next_playlist(first)
     assert got.version > before and [i.title for i in got.items] == ["Everywhere"]
     with pytest.raises(TimeoutError):  # CAB-0003's part did not change: nothing sent
@@ -111,6 +111,6 @@ async def test_the_playlist_reaches_cabinets_by_region_once_per_change(
     engine = create_async_engine(settings.database_url)
     try:
         async with engine.connect() as conn:
-            assert (await conn.execute(text("SELECT version FROM ad_playlists"))).scalar_one() == 6
+            assert (await conn.execute(text("SELECT version FROM ad_playlists"))).scalar_one() == 1_796_000_000_006
     finally:
         await engine.dispose()
