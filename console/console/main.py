@@ -45,6 +45,7 @@ from console.web import (
     render,
     templates_for,
 )
+from kit.httpclient import async_client
 from kit.logging import configure_logging
 
 log = logging.getLogger("console")
@@ -94,7 +95,7 @@ def create_app(settings: ConsoleSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with httpx.AsyncClient(timeout=settings.backend_timeout_s) as http:
+        async with async_client(timeout=settings.backend_timeout_s) as http:
             zone = ZoneInfo(settings.console_timezone)
             app.state.console = Console(
                 settings=settings,

@@ -4,12 +4,12 @@ import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import httpx
 import pytest
 from mesh import Mesh, new_user, run_stack
 from platform_client import PlatformClient, Urls, wait_for
 
 from device_emulator.fleet import Fleet
+from kit.httpclient import async_client
 
 
 @pytest.fixture(scope="session")
@@ -21,7 +21,7 @@ async def mesh() -> AsyncIterator[Mesh]:
     fleet = Fleet.from_file(Path(os.environ["PB_FLEET_FILE"]), heartbeat_s=5.0)
     started = await fleet.start_all(timeout_s=30)
     assert started, "the emulated cabinets did not connect to the broker"
-    http = httpx.AsyncClient(timeout=15.0)
+    http = async_client(timeout=15.0)
     mesh = Mesh(Urls.from_env(), fleet, http)
     try:
         user = await new_user(mesh)

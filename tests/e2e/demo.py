@@ -11,8 +11,9 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
 from platform_client import PlatformClient, Timed, Urls, tiny_png, wait_for, yuan
+
+from kit.httpclient import async_client
 
 LOW_BATTERY_BANK = "PB-000002"
 
@@ -31,7 +32,7 @@ def fail(what: str, timed: Timed | None = None) -> None:
 async def main() -> None:
     urls = Urls.from_env()
     emulator = os.environ.get("EMULATOR_CONTROL_URL", "http://127.0.0.1:8010")
-    async with httpx.AsyncClient(timeout=10.0) as http:
+    async with async_client(timeout=10.0) as http:
         api = PlatformClient(urls, http)
         print("\nDemo: one user's journey through the public APIs\n", flush=True)
 

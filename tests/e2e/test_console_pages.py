@@ -18,6 +18,8 @@ import pytest
 from mesh import Mesh
 from platform_client import PlatformClient, wait_for
 
+from kit.httpclient import async_client
+
 pytestmark = pytest.mark.e2e
 
 ADMIN = (
@@ -58,7 +60,7 @@ async def console() -> AsyncIterator[Callable[[], Browserless]]:
     clients: list[httpx.AsyncClient] = []
 
     def make() -> Browserless:
-        http = httpx.AsyncClient(base_url=url.rstrip("/"), timeout=15.0)
+        http = async_client(base_url=url.rstrip("/"), timeout=15.0)
         clients.append(http)
         return Browserless(http)
 

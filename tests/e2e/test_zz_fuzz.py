@@ -26,6 +26,7 @@ from mesh import Mesh, new_user
 from schemathesis.core.result import Ok
 
 from kit.auth import STAFF_PATH_PREFIXES
+from kit.httpclient import async_client
 
 pytestmark = pytest.mark.e2e
 
@@ -198,7 +199,7 @@ async def _send(
 @pytest.mark.parametrize("service", SERVICES)
 async def test_boundary_values_never_get_a_5xx(service: str, mesh: Mesh, principals: dict[str, str]) -> None:
     base = _base(mesh, service)
-    async with httpx.AsyncClient(base_url=base, timeout=15) as http:
+    async with async_client(base_url=base, timeout=15) as http:
         document = (await http.get("/openapi.json")).json()
         sent = 0
         failures: list[str | None] = []

@@ -49,6 +49,7 @@ from device_emulator.bench.report import histogram_svg, line_svg, percentile, ra
 from device_emulator.bench.swarm import Swarm, SwarmDevice, read_fleet
 from device_emulator.bench.users import ApiError, BenchUser, Urls, UserPool
 from device_emulator.tls import context_from_env
+from kit.httpclient import KEEPALIVE_EXPIRY_S
 
 ROOT = Path(__file__).resolve().parents[3]
 STORM_ANSWER_BUDGET_MS = 5000.0  # an unlock during a connect storm is answered within 5 s, with a reason if need be
@@ -673,7 +674,12 @@ class Bench:
         t0 = self.t0 = time.monotonic()
         since_wall = time.time()
         progress = asyncio.create_task(self.progress(swarm, watch, sampler, t0))
-        http = httpx.AsyncClient(timeout=30.0, limits=httpx.Limits(max_connections=256, max_keepalive_connections=256))
+        http = httpx.AsyncClient(
+            timeout=30.0,
+            limits=httpx.Limits(
+                max_connections=256, max_keepalive_connections=256, keepalive_expiry=KEEPALIVE_EXPIRY_S
+            ),
+        )
         try:
             # users first: a silent cabinet is shown offline after 60 s, and the first registrations take a while
             pool = UserPool(self.urls, http)

@@ -24,6 +24,7 @@ from kit.db import make_engine, make_sessionmaker, ping
 from kit.errors import install_error_handlers
 from kit.health import ObservabilityMiddleware, ReadinessCheck
 from kit.health import router as health_router
+from kit.httpclient import async_client
 from kit.inputs import InputGuardMiddleware
 from kit.kafka import (
     BatchHandler,
@@ -182,7 +183,7 @@ def create_service_app(
             producer=producer,
             outbox_wakeup=OutboxWakeup(split=settings.outbox_split_lanes),
             bulk_producer=bulk_producer,
-            http=httpx.AsyncClient(timeout=5.0, event_hooks={"request": [_propagate_correlation]}),
+            http=async_client(timeout=5.0, event_hooks={"request": [_propagate_correlation]}),
             verifier=verifier,
             revocations=revocations,
             rate_limiter=RateLimiter.from_settings(engine, settings) if settings.rate_limit_enabled else None,

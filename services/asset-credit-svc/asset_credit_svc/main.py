@@ -33,6 +33,7 @@ from asset_credit_svc.withdrawals.endpoints import router as withdrawals_router
 from contracts import Topic
 from kit.app import ConsumerSpec, Runtime, create_service_app
 from kit.db import unit_of_work
+from kit.httpclient import async_client
 from kit.kafka import LatencyClass
 from kit.periodic import run_periodically
 
@@ -42,7 +43,7 @@ NotifyClientFactory = Callable[[FastAPI, Settings], httpx.AsyncClient]
 
 
 def default_notify_client(_: FastAPI, settings: Settings) -> httpx.AsyncClient:
-    return httpx.AsyncClient(base_url=settings.asset_svc_url, timeout=5.0)
+    return async_client(base_url=settings.asset_svc_url, timeout=5.0)
 
 
 async def _resolve_provider_charges(runtime: Runtime, settings: Settings) -> None:

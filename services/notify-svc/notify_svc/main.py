@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from contracts import Topic
 from kit.app import ConsumerSpec, Runtime, create_service_app
 from kit.db import unit_of_work
+from kit.httpclient import async_client
 from kit.periodic import Alarm, run_periodically
 from notify_svc.ads.endpoints import router as ads_router
 from notify_svc.ads.endpoints import staff_router as ads_staff_router
@@ -80,7 +81,7 @@ TelephonyClientFactory = Callable[[FastAPI, Settings], httpx.AsyncClient]
 
 
 def default_telephony_client(_: FastAPI, settings: Settings) -> httpx.AsyncClient:
-    return httpx.AsyncClient(base_url=settings.notify_svc_url, timeout=5.0)
+    return async_client(base_url=settings.notify_svc_url, timeout=5.0)
 
 
 def create_app(settings: Settings | None = None, *, telephony_client: TelephonyClientFactory | None = None) -> FastAPI:
