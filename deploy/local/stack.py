@@ -214,11 +214,34 @@ def readyz(port: int, timeout: float = 2.0) -> int | None:
         return None
 
 
+# The broker's auth sidecar (device_svc.brokerauth, docs/protocol.md "Device accounts"): it keeps Mosquitto's
+# password file equal to device-svc's registry, so device-svc itself never touches the broker. It comes and goes
+# with device-svc here; in production it runs beside each broker (deploy/k8s/32-mqtt-broker.yaml).
+BROKER_AUTH_MODULE = "device_svc.brokerauth"
+
+
+def broker_auth_files(stack: Stack) -> tuple[Path, Path]:
+    return stack.pids / "broker-auth.pid", stack.logs / "broker-auth.log"
+
+
+def ensure_broker_auth(stack: Stack, base_env: dict[str, str]) -> None:
+    """One sync now (the broker knows every registered device before a service answers), then the sidecar."""
+    pid_file, log = broker_auth_files(stack)
+    if pid_alive(read_pid(pid_file), BROKER_AUTH_MODULE):
+        return
+    env = {**base_env, "DATABASE_URL": base_env["DEVICE_DATABASE_URL"], "BROKER_ID": f"{stack.name}-mosquitto"}
+    run([str(VENV_PY), "-m", BROKER_AUTH_MODULE, "--once"], env=env, cwd=ROOT)
+    proc = spawn([str(VENV_PY), "-m", BROKER_AUTH_MODULE], log=log, pid_file=pid_file, env=env, cwd=ROOT)
+    say(f"broker-auth sidecar running (pid {proc.pid}, log {rel(log)})", stack.name)
+
+
 def stop_services(stack: Stack, services: Sequence[Service] = PROCESSES) -> None:
     stop_pidfile(stack.pids / "emulator.pid", "device_emulator", "device emulator", stack.name)
     for service in services:
         pid_file, _ = service_files(stack, service)
         stop_pidfile(pid_file, service.package, service.directory, stack.name)
+        if service.package == "device_svc":
+            stop_pidfile(broker_auth_files(stack)[0], BROKER_AUTH_MODULE, "broker-auth sidecar", stack.name)
 
 
 def cmd_start_services(args: argparse.Namespace) -> int:
@@ -231,6 +254,8 @@ def cmd_start_services(args: argparse.Namespace) -> int:
     if missing:
         raise StackError(f"missing: {', '.join(missing)} (run `make install`, or restore the checkout)")
     present = list(chosen)
+    if any(service.package == "device_svc" for service in present):
+        ensure_broker_auth(stack, base_env)
 
     started: dict[Service, subprocess.Popen[bytes]] = {}
     for service in present:

@@ -14,6 +14,7 @@ from sqlalchemy import (
     Identity,
     Index,
     Integer,
+    SmallInteger,
     String,
     Text,
     func,
@@ -331,3 +332,26 @@ class CabinetPlaylist(Base):
     version: Mapped[int] = mapped_column(BigInteger, nullable=False)
     digest: Mapped[str] = mapped_column(String(64), nullable=False)
     sent_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class BrokerAuthVersion(Base):
+    """One row: how many committed changes the broker's view of device credentials has had (bumped by the
+    statement trigger on device_credentials, migration 0015)."""
+
+    __tablename__ = "broker_auth_version"
+
+    id: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default=text("0"))
+
+    __table_args__ = (CheckConstraint("id = 1", name="one_row"),)
+
+
+class BrokerAuthSync(Base):
+    """What each broker's auth sidecar last applied: the credentials version, how many devices, when."""
+
+    __tablename__ = "broker_auth_syncs"
+
+    broker_id: Mapped[str] = mapped_column(String(120), primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    devices: Mapped[int] = mapped_column(Integer, nullable=False)
+    synced_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)

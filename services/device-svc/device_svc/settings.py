@@ -26,8 +26,12 @@ class Settings(ServiceSettings):
     # TLS: the broker's certificate is verified against this CA (MQTT_CA_FILE); unset means clear text,
     # which production refuses (kit settings' production check below).
     mqtt_ca_file: Path | None = None
+    # The seed CLI (python -m device_svc.provision) writes the broker's password file directly when these are set;
+    # the service itself never does: the broker-auth sidecar beside each broker keeps it (device_svc.brokerauth).
     mqtt_password_file: Path | None = None
     mqtt_broker_pidfile: Path | None = None
+    # After a credential change, the answer waits at most this long for every live broker to apply it.
+    broker_sync_wait_s: float = Field(default=5.0, ge=0.0, le=30.0)
 
     # inbound_messages (the replay check of device messages) keeps a (device, msg_id) this long, then the
     # kit's retention job deletes it (batch sizes and interval: RETENTION_*). It must exceed any redelivery

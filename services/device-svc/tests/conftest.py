@@ -28,6 +28,7 @@ from sqlalchemy import text
 from contracts import Envelope, Topic, event_adapter, new_event
 from contracts.events import EjectBank
 from contracts.mqtt import UpChannel, cmd_topic, down_message_adapter, up_topic
+from device_svc.brokerauth.sync import BrokerAuthSidecar, BrokerPaths
 from device_svc.main import create_app
 from device_svc.provisioning.mosquitto import mosquitto_hash, write_password_file
 from device_svc.provisioning.seed import BrokerTarget, seed
@@ -351,6 +352,33 @@ async def fleet(database_url: str, broker: Broker, fleet_file: Path, tap: EventT
         await engine.dispose()
     await broker.knows(result.fleet)
     return result.fleet
+
+
+@pytest.fixture
+async def broker_auth(database_url: str, broker: Broker, fleet: dict[str, Any]) -> AsyncIterator[BrokerAuthSidecar]:
+    """The broker's auth sidecar (python -m device_svc.brokerauth) for one test, on the seeded fleet."""
+    engine = make_engine(database_url, 2)
+    sidecar = BrokerAuthSidecar(
+        engine,
+        database_url,
+        BrokerPaths(broker.password_file, broker.pidfile),
+        broker_id=f"test-broker-{uuid.uuid4().hex[:6]}",
+        service_user="device-svc",
+        service_password=SERVICE_PASSWORD,
+    )
+    task = asyncio.create_task(sidecar.run())
+    try:
+
+        async def synced() -> bool:
+            return sidecar.applied >= 0
+
+        await eventually(synced, timeout=10, interval=0.05, what="the sidecar's first sync")
+        yield sidecar
+    finally:
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+        await engine.dispose()
 
 
 def make_settings(database_url: str, broker: Broker, consumer_group: str, keys: tuple[Path, Path]) -> Settings:

@@ -2,6 +2,7 @@
 (one or a bulk import), rotate or revoke device credentials, retire devices."""
 
 import logging
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends
@@ -13,6 +14,8 @@ from device_svc.admin import service
 from device_svc.admin.schemas import (
     BankCreate,
     BankImport,
+    BrokerAuthState,
+    BrokerAuthView,
     CabinetCreate,
     CabinetImport,
     CabinetOut,
@@ -22,7 +25,8 @@ from device_svc.admin.schemas import (
     Provisioned,
     Revoked,
 )
-from device_svc.provisioning.seed import BrokerTarget, sync_broker
+from device_svc.brokerauth.repository import all_syncs, credentials_version
+from device_svc.brokerauth.service import LIVE_WITHIN, wait_for_brokers
 from device_svc.registry.endpoints import DeviceIdPath
 from device_svc.settings import Settings
 from kit.app import Runtime, RuntimeDep
@@ -37,31 +41,22 @@ Admin = Annotated[Principal, Depends(require_permission("devices:provision"))]
 router = APIRouter(prefix="/v1/admin", tags=["registry administration"])
 
 
-def _broker_after_commit(session: AsyncSession, runtime: Runtime) -> bool:
-    """Regenerate the broker's password file from the registry and SIGHUP the broker once this
-    transaction has committed (before the answer is sent). False when no password file is set."""
+async def _brokers_after_commit(session: AsyncSession, runtime: Runtime) -> int:
+    """The credentials version this unit of work's change makes; once it has committed (before the answer is
+    sent) wait until every broker's auth sidecar has applied it (device_svc.brokerauth), at most
+    BROKER_SYNC_WAIT_S: normally the device's new password works, or its revoked one is refused, at every
+    broker when the answer arrives, whichever replica gave it."""
+    await session.flush()
+    version = await credentials_version(session)
     settings = runtime.settings
-    if not isinstance(settings, Settings) or settings.mqtt_password_file is None:
-        return False
-    target = BrokerTarget(
-        host=settings.mqtt_host,
-        port=settings.mqtt_port,
-        ca_file=settings.mqtt_ca_file,
-        password_file=settings.mqtt_password_file,
-        pidfile=settings.mqtt_broker_pidfile,
-        service_user=settings.mqtt_username,
-        service_password=settings.mqtt_password.get_secret_value(),
-    )
+    budget = settings.broker_sync_wait_s if isinstance(settings, Settings) else 0.0
 
-    async def sync() -> None:
-        try:
-            reloaded = await sync_broker(runtime.sessionmaker, target)
-            log.info("broker password file regenerated", extra={"reloaded": reloaded})
-        except Exception:
-            log.exception("broker password file not regenerated; run `provision sync-broker`")
+    async def wait() -> None:
+        if not await wait_for_brokers(runtime.sessionmaker, version, budget):
+            log.warning("a broker has not applied a credential change yet", extra={"version": version})
 
-    after_commit(session, sync)
-    return True
+    after_commit(session, wait)
+    return version
 
 
 def _publisher(runtime: Runtime) -> service.Publish:
@@ -71,15 +66,15 @@ def _publisher(runtime: Runtime) -> service.Publish:
     return publish
 
 
-def _credential(device_id: str, password: str | None, updated: bool) -> Credential | None:
-    return Credential(device_id=device_id, password=password, broker_updated=updated) if password else None
+def _credential(device_id: str, password: str | None, version: int) -> Credential | None:
+    return Credential(device_id=device_id, password=password, broker_version=version) if password else None
 
 
 @router.post("/cabinets", response_model=Provisioned, status_code=201)
 async def create_cabinet(body: CabinetCreate, _: Admin, session: SessionDep, runtime: RuntimeDep) -> Provisioned:
     out, password = await service.create_cabinet(session, body)
-    updated = _broker_after_commit(session, runtime)
-    return out.model_copy(update={"credential": _credential(out.id, password, updated)})
+    version = await _brokers_after_commit(session, runtime)
+    return out.model_copy(update={"credential": _credential(out.id, password, version)})
 
 
 @router.patch("/cabinets/{cabinet_id}", response_model=CabinetOut)
@@ -103,8 +98,8 @@ async def update_cabinet(cabinet_id: DeviceIdPath, body: CabinetUpdate, _: Admin
 @router.post("/banks", response_model=Provisioned, status_code=201)
 async def create_bank(body: BankCreate, _: Admin, session: SessionDep, runtime: RuntimeDep) -> Provisioned:
     out, password = await service.create_bank(session, body)
-    updated = _broker_after_commit(session, runtime) if password else False
-    return out.model_copy(update={"credential": _credential(out.id, password, updated)})
+    version = await _brokers_after_commit(session, runtime) if password else 0
+    return out.model_copy(update={"credential": _credential(out.id, password, version)})
 
 
 @router.post("/cabinets/import", response_model=ImportResult, dependencies=[rate_class("upload")])
@@ -113,7 +108,7 @@ async def import_cabinets(body: CabinetImport, _: Admin, session: SessionDep, ru
     is harmless; each new cabinet gets its slots and a credential (its password shown once, here). One
     transaction, then one broker password-file rewrite and one SIGHUP for the whole batch."""
     imported = await service.import_cabinets(session, body.items)
-    return _import_result(imported, _broker_after_commit(session, runtime) if imported.passwords else False)
+    return _import_result(imported, await _brokers_after_commit(session, runtime) if imported.passwords else 0)
 
 
 @router.post("/banks/import", response_model=ImportResult, dependencies=[rate_class("upload")])
@@ -121,12 +116,12 @@ async def import_banks(body: BankImport, _: Admin, session: SessionDep, runtime:
     """Bulk import (up to 5000 a request), set-based; ids already registered are skipped, so a re-run is
     harmless. One transaction: an identity clash refuses the whole import."""
     imported = await service.import_banks(session, body.items)
-    return _import_result(imported, _broker_after_commit(session, runtime) if imported.passwords else False)
+    return _import_result(imported, await _brokers_after_commit(session, runtime) if imported.passwords else 0)
 
 
-def _import_result(imported: service.Imported, broker_updated: bool) -> ImportResult:
+def _import_result(imported: service.Imported, broker_version: int) -> ImportResult:
     created = [
-        c.model_copy(update={"credential": _credential(c.id, imported.passwords.get(c.id), broker_updated)})
+        c.model_copy(update={"credential": _credential(c.id, imported.passwords.get(c.id), broker_version)})
         for c in imported.created
     ]
     return ImportResult(created=created, skipped=imported.skipped)
@@ -136,13 +131,14 @@ def _import_result(imported: service.Imported, broker_updated: bool) -> ImportRe
 async def rotate(device_id: DeviceIdPath, _: Admin, session: SessionDep, runtime: RuntimeDep) -> Credential:
     """A new password; the old one stops working once the broker reloaded (no restart)."""
     password = await service.rotate(session, device_id)
-    return Credential(device_id=device_id, password=password, broker_updated=_broker_after_commit(session, runtime))
+    version = await _brokers_after_commit(session, runtime)
+    return Credential(device_id=device_id, password=password, broker_version=version)
 
 
 @router.post("/devices/{device_id}/credentials/revoke", response_model=Revoked)
 async def revoke(device_id: DeviceIdPath, _: Admin, session: SessionDep, runtime: RuntimeDep) -> Revoked:
     await service.revoke(session, device_id, _publisher(runtime))
-    return Revoked(device_id=device_id, active=False, broker_updated=_broker_after_commit(session, runtime))
+    return Revoked(device_id=device_id, active=False, broker_version=await _brokers_after_commit(session, runtime))
 
 
 @router.post("/devices/{device_id}/retire", response_model=Provisioned)
@@ -154,5 +150,24 @@ async def retire(
     reason: Annotated[str, Body(embed=True, min_length=1, max_length=80)] = "end of life",
 ) -> Provisioned:
     out = await service.retire(session, device_id, reason, _publisher(runtime))
-    _broker_after_commit(session, runtime)
+    await _brokers_after_commit(session, runtime)
     return out
+
+
+@router.get("/broker-auth", response_model=BrokerAuthView)
+async def broker_auth(_: Admin, session: SessionDep) -> BrokerAuthView:
+    """Each broker's auth sidecar: the credentials version its password file holds, and whether it is live."""
+    live_since = datetime.now(UTC) - LIVE_WITHIN
+    return BrokerAuthView(
+        version=await credentials_version(session),
+        brokers=[
+            BrokerAuthState(
+                broker_id=s.broker_id,
+                version=s.version,
+                devices=s.devices,
+                synced_at=s.synced_at,
+                live=s.synced_at >= live_since,
+            )
+            for s in await all_syncs(session)
+        ],
+    )

@@ -1,6 +1,7 @@
 """Registry administration: requests and responses (passwords appear once, in the response that
 issued them)."""
 
+from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -83,8 +84,9 @@ class CabinetImport(BaseModel):
 class Credential(BaseModel):
     device_id: str
     password: str = Field(description="Shown once; the platform keeps only hashes")
-    broker_updated: bool = Field(
-        description="The broker password file is regenerated and reloaded (SIGHUP) before this answer"
+    broker_version: int = Field(
+        description="The registry's credentials version with this change; the answer waited (at most "
+        "BROKER_SYNC_WAIT_S) for every live broker to apply it: GET /v1/admin/broker-auth shows each broker's"
     )
 
 
@@ -103,6 +105,20 @@ class ImportResult(BaseModel):
 class Revoked(BaseModel):
     device_id: str
     active: bool
-    broker_updated: bool = Field(
-        description="The broker password file is regenerated and reloaded (SIGHUP) before this answer"
+    broker_version: int = Field(
+        description="The registry's credentials version with this change; the answer waited (at most "
+        "BROKER_SYNC_WAIT_S) for every live broker to apply it: GET /v1/admin/broker-auth shows each broker's"
     )
+
+
+class BrokerAuthState(BaseModel):
+    broker_id: str
+    version: int = Field(description="The credentials version this broker's password file holds")
+    devices: int
+    synced_at: datetime
+    live: bool = Field(description="Its sidecar reported within the last 90 s")
+
+
+class BrokerAuthView(BaseModel):
+    version: int = Field(description="The registry's credentials version now")
+    brokers: list[BrokerAuthState]
