@@ -24,7 +24,6 @@ COMPOSE = ROOT / "deploy" / "compose" / "docker-compose.yml"
 K8S = ROOT / "deploy" / "k8s"
 DOCKERFILE = ROOT / "deploy" / "docker" / "Dockerfile"
 SERVICES = sorted(p.name for p in (ROOT / "services").glob("*-svc") if (p / "pyproject.toml").is_file())
-SINGLE_REPLICA = {"device-svc"}  # owns the broker's password file (docs/deploy.md)
 KUBERNETES_VERSION = "1.31.0"
 PROBE_TOPIC = "pb.ops.probe"
 # What an operator exports before `docker compose up` (docker-compose.yml's header); the values are fake.
@@ -110,7 +109,7 @@ def test_compose_gives_every_service_the_settings_it_needs_in_production(
     for service in SERVICES:
         spec = services[service]
         replicas = spec.get("deploy", {}).get("replicas", 1)
-        assert replicas == (1 if service in SINGLE_REPLICA else 2), service
+        assert replicas == 2, service
         assert "healthcheck" in spec, service
         env = {k: str(v) for k, v in spec["environment"].items()}
         assert env["PB_ENV"] == "production"
@@ -187,6 +186,8 @@ def _env_of(container: dict[str, Any], config: dict[str, str]) -> dict[str, str]
     for entry in container.get("env", []):
         if "value" in entry:
             env[entry["name"]] = str(entry["value"])
+        elif "fieldRef" in entry["valueFrom"]:
+            env[entry["name"]] = f"{entry['valueFrom']['fieldRef']['fieldPath']}-from-the-pod"
         else:
             ref = entry["valueFrom"]["secretKeyRef"]
             env[entry["name"]] = f"{ref['name']}-{ref['key']}-from-secret"
@@ -203,7 +204,7 @@ def test_kubernetes_deployments_are_production_shaped(monkeypatch: pytest.Monkey
         if d["kind"] == "PodDisruptionBudget"
     }
     hpas = {d["spec"]["scaleTargetRef"]["name"]: d for d in docs if d["kind"] == "HorizontalPodAutoscaler"}
-    assert set(deployments) == set(SERVICES)
+    assert set(deployments) == {*SERVICES, "mosquitto"}
     for service in SERVICES:
         deployment = deployments[service]
         pod = deployment["spec"]["template"]["spec"]
@@ -214,13 +215,48 @@ def test_kubernetes_deployments_are_production_shaped(monkeypatch: pytest.Monkey
         for c in pod["containers"] + pod.get("initContainers", []):
             assert c["resources"]["requests"] if "resources" in c else c["name"] in {"migrate", "mqtt-auth"}, c["name"]
         assert pod["securityContext"]["runAsNonRoot"] is True
-        if service in SINGLE_REPLICA:
-            assert deployment["spec"]["replicas"] == 1 and service not in hpas
-        else:
-            assert deployment["spec"]["replicas"] == 2
-            assert service in pdbs, service
-            assert hpas[service]["spec"]["minReplicas"] >= 2
+        assert deployment["spec"]["replicas"] == 2
+        assert service in pdbs, service
+        assert hpas[service]["spec"]["minReplicas"] >= 2
         _settings_accept(service, _env_of(container, config["data"]), monkeypatch)
+        assert not pod.get("shareProcessNamespace"), f"{service} needs nothing of the broker's pod"
+
+
+def test_the_broker_pod_keeps_its_own_device_accounts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The broker-auth sidecar beside Mosquitto (one pod, one pid namespace, one auth volume), with the settings
+    it needs; device-svc replicas share an MQTT shared subscription, each with its own client id."""
+    from device_svc.brokerauth.__main__ import BrokerAuthSettings
+
+    docs = _k8s_documents()
+    deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
+    pod = deployments["mosquitto"]["spec"]["template"]["spec"]
+    assert pod["shareProcessNamespace"] is True
+    containers = {c["name"]: c for c in pod["containers"]}
+    assert set(containers) == {"mosquitto", "broker-auth"}
+    sidecar = containers["broker-auth"]
+    assert sidecar["command"] == ["python", "-m", "device_svc.brokerauth"]
+    env = _env_of(sidecar, {})
+    for name in list(os.environ):
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    settings = BrokerAuthSettings()
+    mounts = {m["mountPath"] for m in sidecar["volumeMounts"]}
+    assert settings.mqtt_password_file.parent.as_posix() in mounts
+    device = _env_of(deployments["device-svc"]["spec"]["template"]["spec"]["containers"][0], {})
+    assert device["MQTT_SHARED_GROUP"] and "{host}" in device["MQTT_CLIENT_ID"]
+    assert "MQTT_PASSWORD_FILE" not in device
+
+
+def test_compose_runs_the_broker_auth_sidecar_in_the_brokers_pid_namespace(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    sidecar = services["broker-auth"]
+    assert sidecar["pid"] == "service:mosquitto"
+    assert sidecar["command"] == ["python", "-m", "device_svc.brokerauth"]
+    assert {"MQTT_PASSWORD_FILE", "MQTT_BROKER_PIDFILE", "DATABASE_URL"} <= set(sidecar["environment"])
+    device = services["device-svc"]
+    assert "pid" not in device and "volumes" not in device
+    assert "{host}" in device["environment"]["MQTT_CLIENT_ID"]
 
 
 # --------------------------------------------------------------------------- Dockerfile

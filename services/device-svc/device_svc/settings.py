@@ -1,8 +1,9 @@
 """device-svc settings: the kit's common ones plus the MQTT broker and the device rules."""
 
+import socket
 from pathlib import Path
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from kit.settings import ServiceSettings
 
@@ -18,6 +19,8 @@ class Settings(ServiceSettings):
     mqtt_port: int = 1883
     mqtt_username: str = "device-svc"
     mqtt_password: SecretStr = SecretStr("dev-device-svc-password")
+    # `{host}` is replaced by the host name: replicas sharing one environment (compose, a Deployment) each get
+    # their own client id (two clients with one id would take the broker's session from each other).
     mqtt_client_id: str = "device-svc"
     # A persistent session: the broker keeps QoS 1 device reports for us while we reconnect.
     mqtt_clean_session: bool = False
@@ -95,6 +98,11 @@ class Settings(ServiceSettings):
     critical_concurrency: int = 4
     # Bulk events (telemetry, presence, refusals) relayed on their own outbox lane (kit.outbox).
     outbox_split_lanes: bool = True
+
+    @field_validator("mqtt_client_id")
+    @classmethod
+    def _client_id_per_host(cls, value: str) -> str:
+        return value.replace("{host}", socket.gethostname())
 
     @model_validator(mode="after")
     def _tls_in_production(self) -> "Settings":

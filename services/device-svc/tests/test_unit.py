@@ -301,3 +301,12 @@ def test_device_password_hash_is_fast_salted_and_keeps_argon2_hashes_verifying()
     assert verify_password(password, legacy)
     assert not verify_password(password + "x", legacy)
     assert not verify_password(password, "garbage")
+
+
+def test_a_client_id_names_its_host_for_replicas_sharing_one_environment():
+    import socket
+
+    from device_svc.settings import Settings
+
+    assert Settings(mqtt_client_id="device-svc-{host}").mqtt_client_id == f"device-svc-{socket.gethostname()}"
+    assert Settings().mqtt_client_id == "device-svc"
