@@ -8,7 +8,6 @@ broker against `ca.crt` (the path is MQTT_CA_FILE in stack.env)."""
 
 from __future__ import annotations
 
-import socket
 import ssl
 import subprocess
 from dataclasses import dataclass
@@ -71,13 +70,3 @@ def client_context(ca_file: Path) -> ssl.SSLContext:
     context = ssl.create_default_context(cafile=str(ca_file))
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     return context
-
-
-def open_tls(host: str, port: int, ca_file: Path, timeout_s: float = 3.0) -> ssl.SSLSocket:
-    """A TLS connection to the broker that verified its certificate (raises ssl.SSLError otherwise)."""
-    raw = socket.create_connection((host, port), timeout=timeout_s)
-    try:
-        return client_context(ca_file).wrap_socket(raw, server_hostname=host)
-    except BaseException:
-        raw.close()
-        raise

@@ -113,9 +113,7 @@ def build_env(stack: Stack, target: PgTarget, password: str, keys: tuple[Path, P
         "MQTT_CA_FILE": str(mosquitto_tls(stack).ca_cert),
         "MQTT_USERNAME": MQTT_SERVICE_USER,
         "MQTT_PASSWORD": password,
-        "MQTT_PASSWORD_FILE": str(mqtt["passwd"]),
         "MQTT_ACL_FILE": str(mqtt["acl"]),
-        "MQTT_BROKER_PIDFILE": str(mqtt["pid"]),
         "JWT_PRIVATE_KEY_FILE": str(keys[0]),
         "JWT_PUBLIC_KEY_FILE": str(keys[1]),
         "EMULATOR_CONTROL_URL": f"http://127.0.0.1:{stack.emulator_port}",
@@ -229,7 +227,15 @@ def ensure_broker_auth(stack: Stack, base_env: dict[str, str]) -> None:
     pid_file, log = broker_auth_files(stack)
     if pid_alive(read_pid(pid_file), BROKER_AUTH_MODULE):
         return
-    env = {**base_env, "DATABASE_URL": base_env["DEVICE_DATABASE_URL"], "BROKER_ID": f"{stack.name}-mosquitto"}
+    mqtt = mosquitto_paths(stack)
+    env = {
+        **base_env,
+        "DATABASE_URL": base_env["DEVICE_DATABASE_URL"],
+        "BROKER_ID": f"{stack.name}-mosquitto",
+        # only the sidecar writes the broker's password file (a second writer could put back an older fleet)
+        "MQTT_PASSWORD_FILE": str(mqtt["passwd"]),
+        "MQTT_BROKER_PIDFILE": str(mqtt["pid"]),
+    }
     run([str(VENV_PY), "-m", BROKER_AUTH_MODULE, "--once"], env=env, cwd=ROOT)
     proc = spawn([str(VENV_PY), "-m", BROKER_AUTH_MODULE], log=log, pid_file=pid_file, env=env, cwd=ROOT)
     say(f"broker-auth sidecar running (pid {proc.pid}, log {rel(log)})", stack.name)

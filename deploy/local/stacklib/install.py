@@ -21,7 +21,7 @@ from stacklib.common import (
     rel,
     say,
 )
-from stacklib.postgres import find_system_postgres, pg_bindir
+from stacklib.postgres import find_system_postgres, pg_bindir, psql_binary
 from stacklib.procs import apt_install, find_binary, run
 
 # --------------------------------------------------------------------------- install
@@ -46,6 +46,8 @@ def system_packages_needed() -> list[str]:
         needed.append("mosquitto-clients")
     if pg_bindir() is None and (os.environ.get("PB_PG_MODE", "auto") == "private" or find_system_postgres() is None):
         needed.append("postgresql")
+    elif psql_binary() is None:  # a usable server elsewhere, and no client here (the stack talks to it with psql)
+        needed.append("postgresql-client")
     # The console's browser tests drive Debian's Chromium through Playwright (never a downloaded browser).
     if find_binary("chromium") is None:
         needed.append("chromium")

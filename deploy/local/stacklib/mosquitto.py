@@ -8,11 +8,10 @@ import secrets
 import shutil
 import signal
 import string
-import struct
 import time
 from pathlib import Path
 
-from mqtt_tls import TlsFiles, ensure_tls_files, listener_conf, open_tls, tls_files
+from mqtt_tls import TlsFiles, ensure_tls_files, listener_conf, tls_files
 
 from stacklib.common import HERE, MQTT_SERVICE_USER, VENV_PY, VENV_TASKS, Stack, StackError, say, tail
 from stacklib.procs import (
@@ -32,39 +31,21 @@ from stacklib.procs import (
 
 
 def mqtt_connack(port: int, username: str | None, password: str | None, ca_file: Path, host: str = "127.0.0.1") -> int:
-    """MQTT 3.1.1 CONNECT over TLS (the broker's certificate verified against `ca_file`); returns the
-    CONNACK code (0 accepted, 4 bad credentials, 5 not authorised)."""
-
-    def utf8(value: str) -> bytes:
-        data = value.encode()
-        return struct.pack("!H", len(data)) + data
-
-    flags = 0x02
-    payload = utf8(f"pb-stack-probe-{secrets.token_hex(4)}")
+    """Connect with mosquitto_sub over TLS (the broker's certificate verified against `ca_file`) and leave once
+    subscribed; returns the CONNACK code (0 accepted, 4 bad credentials, 5 not authorised)."""
+    binary = find_binary("mosquitto_sub")
+    if binary is None:
+        raise StackError("mosquitto_sub is missing (`make install` installs mosquitto-clients)")
+    cmd = [binary, "-h", host, "-p", str(port), "--cafile", str(ca_file)]
+    cmd += ["-i", f"pb-stack-probe-{secrets.token_hex(4)}", "-t", "pb/stack-probe", "-E", "-W", "5"]
     if username is not None:
-        flags |= 0x80
-        payload += utf8(username)
-        if password is not None:
-            flags |= 0x40
-            payload += utf8(password)
-    body = utf8("MQTT") + bytes([4, flags]) + struct.pack("!H", 10) + payload
-    remaining, encoded = len(body), b""
-    while True:
-        byte, remaining = remaining % 128, remaining // 128
-        encoded += bytes([byte | (0x80 if remaining else 0)])
-        if not remaining:
-            break
-    with open_tls(host, port, ca_file) as sock:
-        sock.sendall(b"\x10" + encoded + body)
-        reply = b""
-        while len(reply) < 4:
-            chunk = sock.recv(4 - len(reply))
-            if not chunk:
-                raise OSError("broker closed the connection before CONNACK")
-            reply += chunk
-        if reply[3] == 0:
-            sock.sendall(b"\xe0\x00")
-        return reply[3]
+        cmd += ["-u", username] + (["-P", password] if password is not None else [])
+    done = run(cmd, check=False, capture=True)
+    if done.returncode == 0:
+        return 0
+    if "Connection Refused" in done.stderr:
+        return done.returncode  # mosquitto_sub exits with the CONNACK code
+    raise OSError(f"mosquitto_sub: {(done.stderr or done.stdout).strip() or f'exit {done.returncode}'}")
 
 
 def load_secrets(stack: Stack) -> dict[str, str]:

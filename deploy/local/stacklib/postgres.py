@@ -8,8 +8,6 @@ import hashlib
 import os
 import pwd
 import shutil
-import socket
-import struct
 import subprocess
 import time
 from collections.abc import Sequence
@@ -38,95 +36,40 @@ class PgError(Exception):
     pass
 
 
-class PgConnection:
-    """Just enough of the PostgreSQL wire protocol (v3, trust auth, simple queries) to create databases
-    without psql or a driver, so `up` works before and independently of the virtualenv."""
+def psql_binary() -> str | None:
+    """The cluster's own psql when the server binaries are installed, else the client package's."""
+    bindir = pg_bindir()
+    if bindir is not None and (bindir / "psql").is_file():
+        return str(bindir / "psql")
+    return shutil.which("psql")
 
-    def __init__(self, host: str, port: int, user: str, database: str = "postgres", timeout: float = 5.0) -> None:
-        self.sock = socket.create_connection((host, port), timeout=timeout)
-        try:
-            pairs = (("user", user), ("database", database))
-            params = b"".join(k.encode() + b"\0" + v.encode() + b"\0" for k, v in pairs)
-            body = struct.pack("!i", 196608) + params + b"\0"
-            self.sock.sendall(struct.pack("!i", len(body) + 4) + body)
-            while True:
-                kind, payload = self._read()
-                if kind == b"R":
-                    (code,) = struct.unpack("!i", payload[:4])
-                    if code != 0:
-                        raise PgError(f"server asks for a password (auth method {code}) for user {user!r}")
-                elif kind == b"E":
-                    raise PgError(self._error_text(payload))
-                elif kind == b"Z":
-                    return
-        except BaseException:
-            self.sock.close()
-            raise
 
-    def _recv_exact(self, size: int) -> bytes:
-        chunks = b""
-        while len(chunks) < size:
-            chunk = self.sock.recv(size - len(chunks))
-            if not chunk:
-                raise PgError("connection closed by server")
-            chunks += chunk
-        return chunks
-
-    def _read(self) -> tuple[bytes, bytes]:
-        header = self._recv_exact(5)
-        (length,) = struct.unpack("!i", header[1:])
-        return header[:1], self._recv_exact(length - 4)
-
-    @staticmethod
-    def _error_text(payload: bytes) -> str:
-        fields = {part[:1]: part[1:].decode(errors="replace") for part in payload.split(b"\0") if part}
-        return f"{fields.get(b'S', 'ERROR')}: {fields.get(b'M', '?')} ({fields.get(b'C', '')})"
-
-    def query(self, sql: str) -> list[tuple[str | None, ...]]:
-        body = sql.encode() + b"\0"
-        self.sock.sendall(b"Q" + struct.pack("!i", len(body) + 4) + body)
-        rows: list[tuple[str | None, ...]] = []
-        error: str | None = None
-        while True:
-            kind, payload = self._read()
-            if kind == b"D":
-                (count,) = struct.unpack("!h", payload[:2])
-                offset, row = 2, list[str | None]()
-                for _ in range(count):
-                    (size,) = struct.unpack("!i", payload[offset : offset + 4])
-                    offset += 4
-                    if size < 0:
-                        row.append(None)
-                    else:
-                        row.append(payload[offset : offset + size].decode())
-                        offset += size
-                rows.append(tuple(row))
-            elif kind == b"E":
-                error = self._error_text(payload)
-            elif kind == b"Z":
-                if error:
-                    raise PgError(error)
-                return rows
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.sock.sendall(b"X" + struct.pack("!i", 4))
-        self.sock.close()
+def psql(host: str, port: int, user: str, sql: str, *, timeout: float = 5.0) -> list[list[str]]:
+    """One statement through psql (never asking for a password): its rows, tab-separated fields."""
+    binary = psql_binary()
+    if binary is None:
+        raise PgError("psql is not installed (`make install` installs postgresql-client)")
+    cmd = [binary, "-X", "-q", "-A", "-t", "-F", "\t", "-w", "-v", "ON_ERROR_STOP=1"]
+    cmd += ["-h", host, "-p", str(port), "-U", user, "-d", "postgres", "-c", sql]
+    env = {**os.environ, "PGCONNECT_TIMEOUT": str(max(int(timeout), 1))}
+    try:
+        done = subprocess.run(
+            cmd, capture_output=True, text=True, env=env, timeout=timeout + 5, stdin=subprocess.DEVNULL, check=False
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise PgError(f"psql did not answer within {timeout + 5:.0f}s") from exc
+    if done.returncode != 0:
+        raise PgError(done.stderr.strip() or f"psql exited with {done.returncode}")
+    return [line.split("\t") for line in done.stdout.splitlines() if line]
 
 
 def pg_usable(host: str, port: int, user: str) -> bool:
     """Reachable without a password, and allowed to create databases."""
     try:
-        conn = PgConnection(host, port, user, timeout=2.0)
+        rows = psql(host, port, user, "SELECT rolsuper OR rolcreatedb FROM pg_roles WHERE rolname = current_user")
     except (OSError, PgError):
         return False
-    try:
-        rows = conn.query("SELECT rolsuper OR rolcreatedb FROM pg_roles WHERE rolname = current_user")
-        return bool(rows) and rows[0][0] == "t"
-    except (OSError, PgError):
-        return False
-    finally:
-        conn.close()
+    return bool(rows) and rows[0][0] == "t"
 
 
 def find_system_postgres() -> PgTarget | None:
@@ -292,20 +235,19 @@ def resolve_postgres(stack: Stack) -> PgTarget:
 
 
 def ensure_databases(stack: Stack, target: PgTarget) -> None:
-    conn = PgConnection(target.host, target.port, target.user)
-    try:
-        existing = {row[0] for row in conn.query("SELECT datname FROM pg_database")}
-        for service in SERVICES:
-            name = stack.database(service)
-            if stack.fresh and name in existing:
-                conn.query(f'DROP DATABASE "{name}" WITH (FORCE)')
-                existing.discard(name)
-            if name not in existing:
-                conn.query(f'CREATE DATABASE "{name}"')
-        verb = "recreated" if stack.fresh else "ready"
-        say(f"databases {verb}: {', '.join(stack.database(s) for s in SERVICES)}", stack.name)
-    finally:
-        conn.close()
+    def sql(statement: str) -> list[list[str]]:
+        return psql(target.host, target.port, target.user, statement)
+
+    existing = {row[0] for row in sql("SELECT datname FROM pg_database")}
+    for service in SERVICES:
+        name = stack.database(service)
+        if stack.fresh and name in existing:
+            sql(f'DROP DATABASE "{name}" WITH (FORCE)')
+            existing.discard(name)
+        if name not in existing:
+            sql(f'CREATE DATABASE "{name}"')
+    verb = "recreated" if stack.fresh else "ready"
+    say(f"databases {verb}: {', '.join(stack.database(s) for s in SERVICES)}", stack.name)
 
 
 def database_url(target: PgTarget, database: str) -> str:

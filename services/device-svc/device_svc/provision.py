@@ -3,8 +3,10 @@
     python -m device_svc.provision seed --cabinets 3 --slots 8 --fleet-out fleet.json [--seed 42] [--bank-modules N]
     python -m device_svc.provision sync-broker
 
-Reads DATABASE_URL, MQTT_HOST, MQTT_PORT, MQTT_USERNAME, MQTT_PASSWORD, MQTT_PASSWORD_FILE and
-MQTT_BROKER_PIDFILE from the environment (device-svc settings). The database must be migrated.
+Reads DATABASE_URL, MQTT_HOST, MQTT_PORT, MQTT_USERNAME and MQTT_PASSWORD from the environment (device-svc
+settings). The database must be migrated. Without MQTT_PASSWORD_FILE, `seed` waits until the broker-auth
+sidecar (python -m device_svc.brokerauth) applied the new devices; with it (a broker of one's own, no sidecar),
+`seed` and `sync-broker` write that file and SIGHUP the pid in MQTT_BROKER_PIDFILE themselves.
 """
 
 import argparse
@@ -49,8 +51,8 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
             print(
                 f"seeded {args.cabinets} cabinets ({result.cabinets_created} new, "
                 f"{result.passwords_generated} new passwords); fleet file {args.fleet_out}; "
-                f"broker password file {'written' if result.broker_file_written else 'not configured'}"
-                f"{', broker reloaded' if result.broker_reloaded else ''}"
+                f"broker password file {'written' if result.broker_file_written else 'left to the broker-auth sidecar'}"
+                f"{', broker reloaded' if result.broker_reloaded else ', broker NOT updated yet'}"
             )
         else:
             reloaded = await sync_broker(sessionmaker, _broker(settings))

@@ -13,6 +13,8 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from contracts.vendors import volinks
+from device_svc.brokerauth.repository import credentials_version
+from device_svc.brokerauth.service import wait_for_brokers
 from device_svc.provisioning import repository as repo
 from device_svc.provisioning.credentials import (
     broker_entries,
@@ -41,6 +43,10 @@ class BrokerTarget:
     service_user: str
     service_password: str
     ca_file: Path | None = None  # written to the fleet file: devices verify the broker against it
+
+
+# A seed (thousands of devices) waits this long for the broker-auth sidecar to apply it.
+SIDECAR_WAIT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -190,10 +196,14 @@ async def seed(
         fleet["banks"] = fleet_banks
     write_atomically(fleet_out, json.dumps(fleet, indent=2) + "\n", mode=0o600)
     written = reloaded = False
-    if broker.password_file is not None:
+    if broker.password_file is not None:  # a broker of its own (tests, a one-off tool): write its file here
         write_password_file(broker.password_file, entries)
         written = True
         reloaded = reload_broker(broker.pidfile)
+    else:  # the stacks and production: the broker-auth sidecar applies it; wait until every live broker has
+        async with sessionmaker() as session:
+            version = await credentials_version(session)
+        reloaded = await wait_for_brokers(sessionmaker, version, SIDECAR_WAIT_S)
     return SeedResult(len(new_ids), generated, written, reloaded, fleet)
 
 
