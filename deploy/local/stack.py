@@ -33,7 +33,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from stacklib.common import (
@@ -52,6 +52,7 @@ from stacklib.common import (
     Service,
     Stack,
     StackError,
+    _env_int,
     file_lock,
     load_stack,
     process_env,
@@ -202,6 +203,56 @@ def service_files(stack: Stack, service: Service) -> tuple[Path, Path]:
     return stack.pids / f"{service.directory}.pid", stack.logs / f"{service.directory}.log"
 
 
+# device-svc runs several instances on one MQTT shared subscription (docs/protocol.md "Several device-svc
+# instances"): the run stack shows that shape (PB_DEVICE_SVC_INSTANCES, default 2); the test stack keeps one (its
+# suites start their own second instance where they test several).
+DEVICE_INSTANCES_DEFAULT = {"run": 2}
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One process of a service: the first keeps the service's port and files, the others get their own."""
+
+    service: Service
+    index: int  # 1-based
+
+    @property
+    def label(self) -> str:
+        return self.service.directory if self.index == 1 else f"{self.service.directory}-{self.index}"
+
+    def files(self, stack: Stack) -> tuple[Path, Path]:
+        return stack.pids / f"{self.label}.pid", stack.logs / f"{self.label}.log"
+
+    def port(self, stack: Stack) -> int:
+        return stack.service_port(self.service) if self.index == 1 else stack.port_base + 20 + self.index
+
+    def env(self, count: int) -> dict[str, str]:
+        if count == 1:
+            return {}
+        # Clean sessions: with persistent ones Mosquitto keeps handing a stopped member its share of the device
+        # messages (queued until it comes back; services/device-svc/tests/test_instances.py).
+        return {"MQTT_SHARED_GROUP": self.service.directory, "MQTT_CLIENT_ID": self.label, "MQTT_CLEAN_SESSION": "true"}
+
+
+def instance_count(stack: Stack, service: Service) -> int:
+    if service.package != "device_svc":
+        return 1
+    count = _env_int("PB_DEVICE_SVC_INSTANCES", DEVICE_INSTANCES_DEFAULT.get(stack.name, 1))
+    if not 1 <= count <= 9:
+        raise StackError(f"PB_DEVICE_SVC_INSTANCES={count}: between 1 and 9")
+    return count
+
+
+def instances(stack: Stack, service: Service, *, running: bool = False) -> list[Instance]:
+    """The service's instances: as configured, or (`running`) every one with a pid file, for stop and status."""
+    if running:
+        found = [Instance(service, 1)]
+        extra = stack.pids.glob(f"{service.directory}-[0-9].pid") if service.package == "device_svc" else []
+        found += [Instance(service, n) for n in sorted(int(p.stem.rsplit("-", 1)[1]) for p in extra)]
+        return found
+    return [Instance(service, n) for n in range(1, instance_count(stack, service) + 1)]
+
+
 def readyz(port: int, timeout: float = 2.0) -> int | None:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=timeout) as response:
@@ -244,8 +295,8 @@ def ensure_broker_auth(stack: Stack, base_env: dict[str, str]) -> None:
 def stop_services(stack: Stack, services: Sequence[Service] = PROCESSES) -> None:
     stop_pidfile(stack.pids / "emulator.pid", "device_emulator", "device emulator", stack.name)
     for service in services:
-        pid_file, _ = service_files(stack, service)
-        stop_pidfile(pid_file, service.package, service.directory, stack.name)
+        for instance in instances(stack, service, running=True):
+            stop_pidfile(instance.files(stack)[0], service.package, instance.label, stack.name)
         if service.package == "device_svc":
             stop_pidfile(broker_auth_files(stack)[0], BROKER_AUTH_MODULE, "broker-auth sidecar", stack.name)
 
@@ -263,58 +314,57 @@ def cmd_start_services(args: argparse.Namespace) -> int:
     if any(service.package == "device_svc" for service in present):
         ensure_broker_auth(stack, base_env)
 
-    started: dict[Service, subprocess.Popen[bytes]] = {}
+    started: dict[Instance, subprocess.Popen[bytes]] = {}
     for service in present:
-        pid_file, log = service_files(stack, service)
-        port = stack.service_port(service)
-        if args.keep and pid_alive(read_pid(pid_file), service.package) and readyz(port) == 200:
-            say(f"{service.directory} already ready on :{port}", stack.name)
-            continue
-        stop_pidfile(pid_file, service.package, service.directory, stack.name)
-        if port_open(port):
-            raise StackError(f"port {port} for {service.directory} is taken by another process")
-        env = {**base_env, "SERVICE_PORT": str(port)}
-        if service.db_suffix:
-            env["DATABASE_URL"] = base_env[f"{service.env_prefix}_DATABASE_URL"]
-        cmd = [
-            str(VENV_PY),
-            "-m",
-            "uvicorn",
-            f"{service.package}.main:create_app",
-            "--factory",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--app-dir",
-            str(service.path),
-        ]
-        started[service] = spawn(cmd, log=log, pid_file=pid_file, env=env, cwd=service.path)
+        wanted = instances(stack, service)
+        for instance in instances(stack, service, running=True)[len(wanted) :]:  # fewer than last time
+            stop_pidfile(instance.files(stack)[0], service.package, instance.label, stack.name)
+        for instance in wanted:
+            pid_file, log = instance.files(stack)
+            port = instance.port(stack)
+            if args.keep and pid_alive(read_pid(pid_file), service.package) and readyz(port) == 200:
+                say(f"{instance.label} already ready on :{port}", stack.name)
+                continue
+            stop_pidfile(pid_file, service.package, instance.label, stack.name)
+            if port_open(port):
+                raise StackError(f"port {port} for {instance.label} is taken by another process")
+            env = {**base_env, "SERVICE_PORT": str(port), **instance.env(len(wanted))}
+            if service.db_suffix:
+                env["DATABASE_URL"] = base_env[f"{service.env_prefix}_DATABASE_URL"]
+            cmd = [
+                str(VENV_PY),
+                "-m",
+                "uvicorn",
+                f"{service.package}.main:create_app",
+                "--factory",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--app-dir",
+                str(service.path),
+            ]
+            started[instance] = spawn(cmd, log=log, pid_file=pid_file, env=env, cwd=service.path)
 
     deadline = time.monotonic() + timeout
     pending = dict(started)
-    last_code: dict[Service, int | None] = {}
+    last_code: dict[Instance, int | None] = {}
+    started_services = list(dict.fromkeys(instance.service for instance in started))
     while pending:
-        for service, proc in list(pending.items()):
-            _, log = service_files(stack, service)
+        for instance, proc in list(pending.items()):
+            _, log = instance.files(stack)
             if proc.poll() is not None:
-                stop_services(stack, list(started))
-                raise StackError(
-                    f"{service.directory} exited with code {proc.returncode}; log {rel(log)}:\n{tail(log)}"
-                )
-            last_code[service] = readyz(stack.service_port(service), timeout=1.0)
-            if last_code[service] == 200:
-                say(
-                    f"{service.directory} ready on http://127.0.0.1:{stack.service_port(service)} (pid {proc.pid})",
-                    stack.name,
-                )
-                del pending[service]
+                stop_services(stack, started_services)
+                raise StackError(f"{instance.label} exited with code {proc.returncode}; log {rel(log)}:\n{tail(log)}")
+            url = f"http://127.0.0.1:{instance.port(stack)}"
+            last_code[instance] = readyz(instance.port(stack), timeout=1.0)
+            if last_code[instance] == 200:
+                say(f"{instance.label} ready on {url} (pid {proc.pid})", stack.name)
+                del pending[instance]
         if pending and time.monotonic() > deadline:
-            names = ", ".join(f"{s.directory} (last answer: {last_code.get(s) or 'none'})" for s in pending)
-            logs = "\n".join(
-                f"  {rel(service_files(stack, s)[1])}:\n{tail(service_files(stack, s)[1])}" for s in pending
-            )
-            stop_services(stack, list(started))
+            names = ", ".join(f"{i.label} (last answer: {last_code.get(i) or 'none'})" for i in pending)
+            logs = "\n".join(f"  {rel(i.files(stack)[1])}:\n{tail(i.files(stack)[1])}" for i in pending)
+            stop_services(stack, started_services)
             raise StackError(f"not ready (GET /readyz != 200) after {timeout:.0f}s: {names}\n{logs}")
         if pending:
             time.sleep(0.25)
@@ -459,13 +509,17 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"127.0.0.1:{stack.kafka_port} pid {tansu_pid}",
     )
     for service in PROCESSES:
-        pid = read_pid(service_files(stack, service)[0])
-        port = stack.service_port(service)
-        if not pid_alive(pid, service.package):
-            print(f"  {service.directory:<18} -     http://127.0.0.1:{port} (not running)")
-            continue
-        code = readyz(port)
-        line(service.directory, code == 200, f"http://127.0.0.1:{port}  /readyz {code}  pid {pid}")
+        for instance in instances(stack, service, running=True):
+            pid = read_pid(instance.files(stack)[0])
+            port = instance.port(stack)
+            if not pid_alive(pid, service.package):
+                print(f"  {instance.label:<18} -     http://127.0.0.1:{port} (not running)")
+                continue
+            code = readyz(port)
+            line(instance.label, code == 200, f"http://127.0.0.1:{port}  /readyz {code}  pid {pid}")
+    auth_pid = read_pid(broker_auth_files(stack)[0])
+    if pid_alive(auth_pid, BROKER_AUTH_MODULE):
+        print(f"  {'broker-auth':<18} up    sidecar of mosquitto, pid {auth_pid}")
     emu_pid = read_pid(stack.pids / "emulator.pid")
     if pid_alive(emu_pid, "device_emulator"):
         print(f"  {'device-emulator':<18} up    pid {emu_pid}")
