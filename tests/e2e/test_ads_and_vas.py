@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from mesh import Mesh
+from mesh import START_BALANCE_FEN, Mesh
 from platform_client import PlatformClient, wait_for
 
 from device_emulator.cabinet import Cabinet
@@ -89,5 +89,16 @@ async def test_cabinet_screen_ad_banner_counts_and_a_vas_consent(mesh: Mesh, use
         json={"version": version},
     )
     assert accepted.status == 201, accepted.response.text
+
+    # The money path charges the priced acceptance once, from the balance (asset-credit's vas_fee entry), and the
+    # offer shows it paid.
+    async def paid() -> bool:
+        items = (await user.call("GET", f"{user.urls.notify}/v1/value-added-services")).json()["items"]
+        return bool(next(s for s in items if s["code"] == "e2e_damage_cover")["payment"] == "paid")
+
+    await wait_for(paid, timeout_s=20)
+    fees = [e for e in await user.wallet_entries() if e["kind"] == "vas_fee"]
+    assert [e["amount_fen"] for e in fees] == [-100]
+    assert (await user.wallet())["balance_fen"] == START_BALANCE_FEN - 100  # a fresh user: nothing else spent
     records = (await user.call("GET", f"{vas}/e2e_damage_cover/consents", token=admin)).json()["items"]
     assert [(r["action"], r["version"]) for r in records] == [("accepted", version)]

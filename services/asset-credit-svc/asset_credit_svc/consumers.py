@@ -7,6 +7,7 @@ from asset_credit_svc.credit import service as credit
 from asset_credit_svc.deposit import service as deposits
 from asset_credit_svc.refunds import service as refunds
 from asset_credit_svc.settings import Settings
+from asset_credit_svc.vas import service as vas
 from asset_credit_svc.withdrawals import service as withdrawals
 from contracts import Envelope
 from contracts.events import (
@@ -17,6 +18,7 @@ from contracts.events import (
     RentalFailed,
     RentalStarted,
     UserDeregistered,
+    VasConsentRecorded,
 )
 from kit.app import Runtime
 from kit.kafka import Handler
@@ -26,6 +28,14 @@ def on_charge_requested(runtime: Runtime) -> Handler:
     async def handle(session: AsyncSession, envelope: Envelope) -> None:
         assert isinstance(envelope.data, ChargeRequested)
         await charges.settle(session, runtime, envelope.data, envelope.event_id)
+
+    return handle
+
+
+def on_vas_consent(runtime: Runtime) -> Handler:
+    async def handle(session: AsyncSession, envelope: Envelope) -> None:
+        assert isinstance(envelope.data, VasConsentRecorded)
+        await vas.on_consent(session, runtime, envelope.data)
 
     return handle
 

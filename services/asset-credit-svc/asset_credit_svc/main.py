@@ -16,6 +16,7 @@ from asset_credit_svc.consumers import (
     on_refund_requested,
     on_rental_event,
     on_user_deregistered,
+    on_vas_consent,
 )
 from asset_credit_svc.credit.endpoints import router as credit_router
 from asset_credit_svc.deposit import service as deposits
@@ -155,11 +156,13 @@ def _consumers(rt: Runtime) -> list[ConsumerSpec]:
     rental_events = on_rental_event(rt)
     return [
         ConsumerSpec(
-            topics=[Topic.CHARGES],
+            # Money the platform collects: rental charges, refunds, waived debts, priced value-added services.
+            topics=[Topic.CHARGES, Topic.VAS_CONSENTS],
             handlers={
                 "billing.charge.requested": on_charge_requested(rt),
                 "billing.refund.requested": on_refund_requested(rt),
                 "billing.debt.waived": on_debt_waived(rt),
+                "notify.vas_consent.recorded": on_vas_consent(rt),
             },
             latency=LatencyClass.CRITICAL,  # a rental's charge settles right after it ends
         ),

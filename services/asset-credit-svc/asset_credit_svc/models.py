@@ -70,6 +70,7 @@ class TransactionKind(StrEnum):
     RED_PACKET_GRANT = "red_packet_grant"
     RED_PACKET_RETURN = "red_packet_return"  # an expired or revoked red packet's remainder
     CARD_PURCHASE = "card_purchase"
+    VAS_FEE = "vas_fee"  # a priced value-added service (notify-svc's catalogue), once per consent
 
 
 class TopUpStatus(StrEnum):
@@ -158,6 +159,30 @@ class TopUp(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     paid_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class VasCharge(Base):
+    """One row per accepted consent to a priced value-added service (notify-svc's `consent_id`): claimed before
+    anything is posted, so a redelivered event changes nothing, and a failure stays a failure."""
+
+    __tablename__ = "vas_charges"
+    __table_args__ = (
+        CheckConstraint("status IN ('settled', 'failed')", name="status"),
+        Index("ix_vas_charges_user_id", "user_id"),
+    )
+
+    consent_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    user_id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), nullable=False)
+    service_code: Mapped[str] = mapped_column(String(40), nullable=False)
+    provider: Mapped[str] = mapped_column(String(100), nullable=False)
+    amount_fen: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    status: Mapped[str] = mapped_column(String(20), nullable=False)
+    failure_reason: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    balance_after_fen: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    transaction_id: Mapped[uuid.UUID | None] = mapped_column(
+        PgUUID(as_uuid=True), ForeignKey("ledger_transactions.id"), nullable=True
+    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
 
 
 class Charge(Base):

@@ -47,16 +47,19 @@ def signer(keypair: tuple[Path, Path]) -> TokenSigner:
 
 @pytest.fixture(scope="session")
 async def consumer_group() -> str:
-    """A consumer group of our own, its offsets moved to the end of the charges topic first, so
-    the test app answers only the charges the tests produce (the dev broker is shared)."""
+    """A consumer group of our own, its offsets moved to the end of the charges and value-added service topics
+    first, so the test app answers only what the tests produce (the dev broker is shared)."""
     group = f"asset-credit-svc-test-{uuid.uuid4().hex[:8]}"
     consumer = AIOKafkaConsumer(
         bootstrap_servers=kafka_bootstrap(), group_id=f"{group}.events", enable_auto_commit=False
     )
     await consumer.start()
     try:
-        partitions = consumer.partitions_for_topic(Topic.CHARGES.value) or set()
-        tps = [TopicPartition(Topic.CHARGES.value, p) for p in sorted(partitions)]
+        tps = [
+            TopicPartition(topic.value, p)
+            for topic in (Topic.CHARGES, Topic.VAS_CONSENTS)  # the topics of the group's "events" consumer
+            for p in sorted(consumer.partitions_for_topic(topic.value) or set())
+        ]
         consumer.assign(tps)
         ends = await consumer.end_offsets(tps)
         if ends:

@@ -17,12 +17,15 @@ from contracts.events import (
     RentalEnded,
     RentalFailed,
     RentalStarted,
+    VasFeeFailed,
+    VasFeeSettled,
 )
 from kit.app import Runtime
 from kit.periodic import Alarm
 from notify_svc import texts
 from notify_svc.messages.service import deliver
 from notify_svc.tickets import service as tickets
+from notify_svc.vas import service as vas
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +73,30 @@ class InboxConsumers:
         assert isinstance(envelope.data, BankFaultCleared)
         added = await tickets.note_fault_cleared(session, envelope.event_id, envelope.data)
         log.info("bank fault cleared noted", extra={"bank_id": envelope.data.bank_id, "tickets": added})
+
+
+class VasPaymentConsumers:
+    """asset-credit-svc's answer to a priced value-added service: paid, or withdrawn for the user (docs/service.md)."""
+
+    def __init__(self, runtime: Runtime, pushes: Alarm | None = None) -> None:
+        self._runtime = runtime
+        self._pushes = pushes
+
+    async def on_settled(self, session: AsyncSession, envelope: Envelope) -> None:
+        data = envelope.data
+        assert isinstance(data, VasFeeSettled)
+        service = await vas.on_fee_settled(session, data)
+        if service is not None:
+            text = texts.vas_fee_settled(service.name, data.amount_fen, data.balance_fen)
+            await deliver(session, data.user_id, text, source_event_id=envelope.event_id, pushes=self._pushes)
+
+    async def on_failed(self, session: AsyncSession, envelope: Envelope) -> None:
+        data = envelope.data
+        assert isinstance(data, VasFeeFailed)
+        service = await vas.on_fee_failed(session, self._runtime, data)
+        if service is not None:
+            text = texts.vas_fee_failed(service.name, data.amount_fen)
+            await deliver(session, data.user_id, text, source_event_id=envelope.event_id, pushes=self._pushes)
 
 
 class DisputeConsumers:

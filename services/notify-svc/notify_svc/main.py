@@ -22,7 +22,7 @@ from notify_svc.callbacks.endpoints import staff_router as callbacks_staff_route
 from notify_svc.callbacks.provider import SandboxTelephony
 from notify_svc.campaigns import fanout
 from notify_svc.campaigns.endpoints import staff_router as campaigns_staff_router
-from notify_svc.consumers import DisputeConsumers, InboxConsumers
+from notify_svc.consumers import DisputeConsumers, InboxConsumers, VasPaymentConsumers
 from notify_svc.context import NotifyContext, context_of
 from notify_svc.messages.endpoints import router as messages_router
 from notify_svc.notices.endpoints import media_router
@@ -44,6 +44,7 @@ from notify_svc.vas.endpoints import staff_router as vas_staff_router
 def _consumers(runtime: Runtime) -> list[ConsumerSpec]:
     inbox = InboxConsumers(context_of(runtime).pushes)
     disputes = DisputeConsumers(runtime)
+    vas_payments = VasPaymentConsumers(runtime, context_of(runtime).pushes)
     return [
         ConsumerSpec(
             name="audience",
@@ -68,6 +69,8 @@ def _consumers(runtime: Runtime) -> list[ConsumerSpec]:
                 "asset.charge.settled": inbox.on_charge_settled,
                 "asset.charge.failed": inbox.on_charge_failed,
                 "asset.refund.settled": inbox.on_refund_settled,
+                "asset.vas_fee.settled": vas_payments.on_settled,
+                "asset.vas_fee.failed": vas_payments.on_failed,
                 "device.bank.fault_cleared": inbox.on_bank_fault_cleared,
                 "billing.dispute.opened": disputes.on_opened,
                 "billing.dispute.resolved": disputes.on_resolved,

@@ -454,6 +454,21 @@ class ConsentRecord(Base):
     action: Mapped[str] = mapped_column(String(10), nullable=False)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     user_agent: Mapped[str | None] = mapped_column(String(200))
+    # Why the platform recorded it rather than the user (`payment_failed`: a priced service not paid); none: the user.
+    reason: Mapped[str | None] = mapped_column(String(40))
+
+
+class VasPayment(Base):
+    """asset-credit-svc's answer to a priced acceptance (asset.vas_fee.settled / failed): one per consent."""
+
+    __tablename__ = "vas_payments"
+    __table_args__ = (CheckConstraint("status IN ('paid', 'failed')", name="status"),)
+
+    consent_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("consent_records.id"), primary_key=True)
+    status: Mapped[str] = mapped_column(String(10), nullable=False)
+    amount_fen: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    reason: Mapped[str | None] = mapped_column(String(40))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
 
 
 class AdSlot(StrEnum):

@@ -168,3 +168,16 @@ REPORT_NAMES: dict[ReportKind, str] = {
 def ticket_reply(kind: ReportKind, reply: str) -> Text:
     """Customer service answered a report; the staff member's words as written (plain text)."""
     return Text(Category.SERVICE, f"Customer service replied to your {REPORT_NAMES[kind]}", reply)
+
+
+def vas_fee_settled(name: str, amount_fen: int, balance_fen: int) -> Text:
+    body = f"Paid {format_fen(amount_fen)} from your balance for {name}. Balance: {format_fen(balance_fen)}."
+    return Text(Category.PAYMENT, "Payment confirmed", body)
+
+
+def vas_fee_failed(name: str, amount_fen: int) -> Text:
+    body = (
+        f"We could not take {format_fen(amount_fen)} for {name}: your balance is too low. The service is not "
+        "active; top up and accept it again in the app."
+    )
+    return Text(Category.PAYMENT, "Payment failed", body, critical=True)

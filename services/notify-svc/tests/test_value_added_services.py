@@ -150,3 +150,109 @@ async def test_the_catalogue_rules(client, auth, staff):
     assert (await client.get(ADMIN, headers=staff(roles=("support",)))).status_code == 403
     missing = await client.post(f"{ADMIN}/no_such_thing/retire", headers=operator)
     assert (missing.status_code, missing.json()["code"]) == (404, "service_not_found")
+
+
+async def test_a_priced_service_is_paid_or_withdrawn_by_the_money_path(client, auth, staff, bus, recorder, wait):
+    """asset-credit's answer to an acceptance: `paid` on the offer and a message; a failed payment withdraws the
+    acceptance for the user (reason `payment_failed`, an event) and says so, once however often it comes."""
+    from contracts.events import VasFeeFailed, VasFeeSettled
+
+    operator = staff(roles=("operator",))
+    code = f"cover_{uuid.uuid4().hex[:8]}"
+    body = {"code": code, "name": "Cable cover", "description": "d", "kind": "add_on", "provider": "PICC"}
+    assert (await client.post(ADMIN, headers=operator, json={**body, "price_fen": 300})).status_code == 201
+    await client.post(f"{ADMIN}/{code}/risk-notices", headers=operator, json={"text": "30 days."})
+
+    async def offer(user: uuid.UUID) -> dict[str, Any]:
+        items = (await client.get(USER, headers=auth(user))).json()["items"]
+        found: dict[str, Any] = next(s for s in items if s["code"] == code)
+        return found
+
+    known: set[int] = set()
+
+    async def accepted_by(user: uuid.UUID) -> VasConsentRecorded:
+        assert (
+            await client.post(f"{USER}/{code}/consents", headers=auth(user), json={"version": 1})
+        ).status_code == 201
+        event = await recorder.wait_for(
+            lambda e: (
+                isinstance(e.data, VasConsentRecorded)
+                and e.data.user_id == user
+                and e.data.action == "accepted"
+                and e.data.consent_id not in known
+            )
+        )
+        assert isinstance(event.data, VasConsentRecorded)
+        known.add(event.data.consent_id)
+        return event.data
+
+    payer, short = uuid.uuid4(), uuid.uuid4()
+    paid = await accepted_by(payer)
+    assert (await offer(payer))["payment"] == "pending"
+    settled = VasFeeSettled(
+        consent_id=paid.consent_id,
+        user_id=payer,
+        service_code=code,
+        amount_fen=300,
+        balance_fen=700,
+        settled_at=paid.at,
+    )
+    envelope = await bus.publish(settled, key=str(payer))
+    await bus.send(envelope)  # redelivered
+
+    async def is_paid() -> bool:
+        return (await offer(payer))["payment"] == "paid"
+
+    await wait(is_paid, what="the offer to show the payment")
+    assert (await offer(payer))["consent_current"] is True
+
+    unpaid = await accepted_by(short)
+    failed = VasFeeFailed(
+        consent_id=unpaid.consent_id,
+        user_id=short,
+        service_code=code,
+        amount_fen=300,
+        reason="insufficient_balance",
+        at=unpaid.at,
+    )
+    envelope = await bus.publish(failed, key=str(short))
+    await bus.send(envelope)
+    withdrawn = await recorder.wait_for(
+        lambda e: isinstance(e.data, VasConsentRecorded) and e.data.user_id == short and e.data.action == "withdrawn"
+    )
+    assert isinstance(withdrawn.data, VasConsentRecorded)
+    assert withdrawn.data.reason == "payment_failed"
+    current = await offer(short)
+    assert (current["consented_version"], current["consent_current"], current["payment"]) == (None, False, None)
+    records = (await client.get(f"{USER}/consents", headers=auth(short))).json()["items"]
+    assert [(r["action"], r["reason"], r["payment"]) for r in records] == [
+        ("withdrawn", "payment_failed", None),
+        ("accepted", None, "failed"),
+    ]
+
+    async def messages(user: uuid.UUID) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = (await client.get("/v1/messages", headers=auth(user))).json()["items"]
+        return items
+
+    async def one_each() -> bool:
+        return len(await messages(payer)) == 1 and len(await messages(short)) == 1
+
+    await wait(one_each, what="one message per answer")
+    assert (await messages(payer))[0]["title"] == "Payment confirmed"
+    assert (await messages(short))[0]["title"] == "Payment failed"
+    # The user accepts again and that one is paid: once it shows, every earlier copy on this user's partition was
+    # handled, and there is still one withdrawal and one failure message.
+    again = await accepted_by(short)
+    await bus.publish(settled.model_copy(update={"consent_id": again.consent_id, "user_id": short}), key=str(short))
+
+    async def repaid() -> bool:
+        return (await offer(short))["payment"] == "paid"
+
+    await wait(repaid, what="the second acceptance to be paid")
+    records = (await client.get(f"{USER}/consents", headers=auth(short))).json()["items"]
+    assert [(r["action"], r["payment"]) for r in records] == [
+        ("accepted", "paid"),
+        ("withdrawn", None),
+        ("accepted", "failed"),
+    ]
+    assert [m["title"] for m in await messages(short)] == ["Payment confirmed", "Payment failed"]

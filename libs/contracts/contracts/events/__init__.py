@@ -28,6 +28,8 @@ from contracts.events.asset import (
     DepositRefunded,
     DepositRefundRequested,
     RefundSettled,
+    VasFeeFailed,
+    VasFeeSettled,
     WalletToppedUp,
 )
 from contracts.events.audit import (
@@ -164,5 +166,7 @@ __all__ = [
     "UserRegistered",
     "UserUnblocked",
     "VasConsentRecorded",
+    "VasFeeFailed",
+    "VasFeeSettled",
     "WalletToppedUp",
 ]

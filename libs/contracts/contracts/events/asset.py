@@ -121,6 +121,32 @@ class CreditChanged(_Data):
     at: AwareDatetime
 
 
+class VasFeeSettled(_Data):
+    """A priced value-added service was paid from the user's balance: once per acceptance (`consent_id`, from
+    notify.vas_consent.recorded), as a ledger entry of kind `vas_fee` (docs/service.md)."""
+
+    type: Literal["asset.vas_fee.settled"] = "asset.vas_fee.settled"
+    consent_id: int = Field(ge=1)
+    user_id: UUID
+    service_code: str = Field(max_length=40)
+    amount_fen: Fen
+    balance_fen: Fen
+    settled_at: AwareDatetime
+
+
+class VasFeeFailed(_Data):
+    """A priced value-added service could not be paid (`insufficient_balance`): nothing was debited, and
+    notify-svc withdraws the acceptance so the service is not delivered unpaid."""
+
+    type: Literal["asset.vas_fee.failed"] = "asset.vas_fee.failed"
+    consent_id: int = Field(ge=1)
+    user_id: UUID
+    service_code: str = Field(max_length=40)
+    amount_fen: Fen
+    reason: str = Field(max_length=40)
+    at: AwareDatetime
+
+
 # Every event of this domain, joined into contracts.events.EventData.
 Events: TypeAlias = (
     WalletToppedUp
@@ -132,6 +158,8 @@ Events: TypeAlias = (
     | DepositRefundRequested
     | DepositRefunded
     | CreditChanged
+    | VasFeeSettled
+    | VasFeeFailed
 )
 
 TOPICS: dict[str, Topic] = {
@@ -144,4 +172,6 @@ TOPICS: dict[str, Topic] = {
     "asset.deposit.refund_requested": Topic.DEPOSITS,
     "asset.deposit.refunded": Topic.DEPOSITS,
     "asset.credit.changed": Topic.CREDIT,
+    "asset.vas_fee.settled": Topic.PAYMENTS,  # key: user_id
+    "asset.vas_fee.failed": Topic.PAYMENTS,
 }

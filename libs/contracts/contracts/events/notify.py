@@ -124,6 +124,9 @@ class VasConsentRecorded(_Data):
     notice_version: int = Field(ge=1)
     price_fen: int | None = Field(default=None, ge=0, description="fen the service costs; none: free")
     at: AwareDatetime
+    reason: str | None = Field(
+        default=None, max_length=40, description="the platform recorded it, not the user: `payment_failed`"
+    )
 
 
 class AdPlaylistItem(_Data):

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from kit.app import RuntimeDep
 from kit.auth import CurrentUser, Principal, require_permission
 from kit.db import ReadSessionDep, SessionDep
-from notify_svc.models import ConsentRecord, RiskNotice, ValueAddedService, VasKind
+from notify_svc.models import ConsentRecord, RiskNotice, ValueAddedService, VasKind, VasPayment
 from notify_svc.vas import repository as repo
 from notify_svc.vas import service
 from notify_svc.vas.schemas import (
@@ -18,6 +18,7 @@ from notify_svc.vas.schemas import (
     ConsentList,
     ConsentOut,
     NoticeIn,
+    Payment,
     RiskNoticeOut,
     ServiceIn,
     ServiceList,
@@ -38,7 +39,20 @@ def _notice(n: RiskNotice | None) -> RiskNoticeOut | None:
     return RiskNoticeOut(version=n.version, text=n.text, published_at=n.published_at) if n else None
 
 
-def _service(s: ValueAddedService, notice: RiskNotice | None, consent: ConsentRecord | None = None) -> ServiceOut:
+def _payment(record: ConsentRecord, price_fen: int | None, payments: dict[int, VasPayment]) -> Payment | None:
+    """An accepted priced consent: asset-credit's answer, or `pending` until it comes."""
+    if record.action != "accepted" or not price_fen:
+        return None
+    found = payments.get(record.id)
+    return "pending" if found is None else ("paid" if found.status == "paid" else "failed")
+
+
+def _service(
+    s: ValueAddedService,
+    notice: RiskNotice | None,
+    consent: ConsentRecord | None = None,
+    payments: dict[int, VasPayment] | None = None,
+) -> ServiceOut:
     accepted = consent.version if consent is not None and consent.action == "accepted" else None
     return ServiceOut(
         code=s.code,
@@ -51,11 +65,14 @@ def _service(s: ValueAddedService, notice: RiskNotice | None, consent: ConsentRe
         risk_notice=_notice(notice),
         consented_version=accepted,
         consent_current=accepted is not None and notice is not None and accepted == notice.version,
+        payment=_payment(consent, s.price_fen, payments or {}) if consent is not None else None,
     )
 
 
-def _consent(r: ConsentRecord) -> ConsentOut:
-    return ConsentOut(service_code=r.service_code, version=r.version, action=r.action, at=r.at)
+def _consent(r: ConsentRecord, payment: Payment | None = None) -> ConsentOut:
+    return ConsentOut(
+        service_code=r.service_code, version=r.version, action=r.action, at=r.at, reason=r.reason, payment=payment
+    )
 
 
 @router.get("")
@@ -69,12 +86,16 @@ async def offers(user: CurrentUser, session: ReadSessionDep) -> ServiceList:
         for s in await repo.services(session)
         if s.retired_at is None or (s.code in consents and consents[s.code].action == "accepted")
     ]
-    return ServiceList(items=[_service(s, notices.get(s.code), consents.get(s.code)) for s in listed])
+    payments = await repo.payments(session, [c.id for c in consents.values()])
+    return ServiceList(items=[_service(s, notices.get(s.code), consents.get(s.code), payments) for s in listed])
 
 
 @router.get("/consents")
 async def my_consents(user: CurrentUser, session: ReadSessionDep, limit: Limit = 50) -> ConsentList:
-    return ConsentList(items=[_consent(r) for r in await repo.records_of_user(session, user.user_id, limit)])
+    records = await repo.records_of_user(session, user.user_id, limit)
+    payments = await repo.payments(session, [r.id for r in records])
+    prices = {s.code: s.price_fen for s in await repo.services(session)}
+    return ConsentList(items=[_consent(r, _payment(r, prices.get(r.service_code), payments)) for r in records])
 
 
 @router.post("/{code}/consents", status_code=201)

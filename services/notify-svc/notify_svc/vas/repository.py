@@ -4,10 +4,10 @@ import uuid
 from collections.abc import Sequence
 
 from sqlalchemy import func, select
-from sqlalchemy.dialects.postgresql import distinct_on
+from sqlalchemy.dialects.postgresql import distinct_on, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from notify_svc.models import ConsentRecord, RiskNotice, ValueAddedService
+from notify_svc.models import ConsentRecord, RiskNotice, ValueAddedService, VasPayment
 
 
 async def service(session: AsyncSession, code: str, *, lock: bool = False) -> ValueAddedService | None:
@@ -59,3 +59,20 @@ async def records_of_service(session: AsyncSession, code: str, limit: int) -> Se
         select(ConsentRecord).where(ConsentRecord.service_code == code).order_by(ConsentRecord.id.desc()).limit(limit)
     )
     return (await session.scalars(stmt)).all()
+
+
+async def payments(session: AsyncSession, consent_ids: Sequence[int]) -> dict[int, VasPayment]:
+    if not consent_ids:
+        return {}
+    rows = await session.scalars(select(VasPayment).where(VasPayment.consent_id.in_(consent_ids)))
+    return {p.consent_id: p for p in rows.all()}
+
+
+async def record_payment(session: AsyncSession, payment: dict[str, object]) -> bool:
+    """False when this consent's answer was recorded before (a redelivered event)."""
+    stmt = insert(VasPayment).values(**payment).on_conflict_do_nothing(index_elements=["consent_id"])
+    return (await session.execute(stmt.returning(VasPayment.consent_id))).scalar_one_or_none() is not None
+
+
+async def consent(session: AsyncSession, consent_id: int) -> ConsentRecord | None:
+    return await session.get(ConsentRecord, consent_id)

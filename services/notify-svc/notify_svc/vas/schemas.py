@@ -1,5 +1,5 @@
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -35,6 +35,9 @@ class RiskNoticeOut(BaseModel):
     published_at: datetime
 
 
+Payment = Literal["pending", "paid", "failed"]
+
+
 class ServiceOut(BaseModel):
     code: str
     name: str
@@ -46,6 +49,11 @@ class ServiceOut(BaseModel):
     risk_notice: RiskNoticeOut | None = Field(description="the current version; none yet: not offered")
     consented_version: int | None = Field(default=None, description="the version you accepted (users only)")
     consent_current: bool | None = Field(default=None, description="you accepted the current version")
+    payment: Payment | None = Field(
+        default=None,
+        description="a priced service you accepted: `pending` until asset-credit took the fee, then `paid` (a "
+        "failed payment withdraws the acceptance)",
+    )
 
 
 class ServiceList(BaseModel):
@@ -63,6 +71,8 @@ class ConsentOut(BaseModel):
     version: int | None
     action: str
     at: datetime
+    reason: str | None = Field(default=None, description="recorded by the platform: `payment_failed`")
+    payment: Payment | None = Field(default=None, description="an accepted priced service: pending, paid or failed")
 
 
 class StaffConsentOut(ConsentOut):

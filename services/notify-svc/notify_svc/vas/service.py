@@ -9,7 +9,7 @@ from typing import Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from contracts.events import VasConsentRecorded
+from contracts.events import VasConsentRecorded, VasFeeFailed, VasFeeSettled
 from kit.app import Runtime
 from kit.errors import Conflict, NotFound
 from notify_svc.models import ConsentRecord, RiskNotice, ValueAddedService
@@ -121,6 +121,40 @@ async def withdraw(
     return await _record(session, runtime, found, user_id, latest.version, "withdrawn", user_agent)
 
 
+PAYMENT_FAILED = "payment_failed"
+
+
+async def on_fee_settled(session: AsyncSession, data: VasFeeSettled) -> ValueAddedService | None:
+    """asset-credit-svc took the fee: the consent is paid. The service, for the user's message; None when this
+    answer was recorded before."""
+    recorded = await repo.record_payment(
+        session, {"consent_id": data.consent_id, "status": "paid", "amount_fen": data.amount_fen, "at": data.settled_at}
+    )
+    return await repo.service(session, data.service_code) if recorded else None
+
+
+async def on_fee_failed(session: AsyncSession, runtime: Runtime, data: VasFeeFailed) -> ValueAddedService | None:
+    """The fee could not be taken: record the answer and, while that acceptance is still the user's latest, a
+    withdrawal by the platform (reason `payment_failed`), so the service is not delivered unpaid."""
+    recorded = await repo.record_payment(
+        session,
+        {
+            "consent_id": data.consent_id,
+            "status": "failed",
+            "amount_fen": data.amount_fen,
+            "reason": data.reason,
+            "at": data.at,
+        },
+    )
+    if not recorded:
+        return None
+    vas = await get(session, data.service_code)
+    latest = (await repo.latest_consents(session, data.user_id)).get(data.service_code)
+    if latest is not None and latest.id == data.consent_id and latest.action == "accepted" and latest.version:
+        await _record(session, runtime, vas, data.user_id, latest.version, "withdrawn", None, reason=PAYMENT_FAILED)
+    return vas
+
+
 async def _record(
     session: AsyncSession,
     runtime: Runtime,
@@ -129,6 +163,8 @@ async def _record(
     version: int,
     action: Literal["accepted", "withdrawn"],
     user_agent: str | None,
+    *,
+    reason: str | None = None,
 ) -> ConsentRecord:
     """The record and its event commit together: a priced service is charged from the event (docs/service.md)."""
     record = ConsentRecord(
@@ -138,6 +174,7 @@ async def _record(
         action=action,
         at=datetime.now(UTC),
         user_agent=(user_agent or "")[:200] or None,
+        reason=reason,
     )
     session.add(record)
     await session.flush()
@@ -152,6 +189,7 @@ async def _record(
             notice_version=version,
             price_fen=vas.price_fen,
             at=record.at,
+            reason=reason,
         ),
         key=str(user_id),
     )
