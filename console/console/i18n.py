@@ -225,9 +225,10 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "account.totp_required": ("角色要求", "required by the role"),
     "account.totp_begin": ("绑定验证器应用", "Set up an authenticator app"),
     "account.totp_scan": (
-        "在验证器应用中手动输入以下密钥（或链接），然后填写应用显示的6位数字。",
-        "Type this key (or link) into your authenticator app, then enter the 6 digits it shows.",
+        "用验证器应用扫描二维码（或手动输入以下密钥），然后填写应用显示的6位数字。",
+        "Scan the QR code with your authenticator app (or type the key below), then enter the 6 digits it shows.",
     ),
+    "account.totp_qr": ("验证器应用扫描的二维码", "QR code for the authenticator app"),
     "account.totp_secret": ("密钥", "Key"),
     "account.totp_uri": ("链接", "Link"),
     "account.totp_code": ("应用显示的6位数字", "The 6 digits the app shows"),

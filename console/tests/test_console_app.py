@@ -1,6 +1,7 @@
 """The console's own rules, without the services: money and time formatting, masking, session expiry,
 the catalogue covering every template key, and the safety headers and CSRF refusal on sign-in."""
 
+import base64
 import re
 import time
 from datetime import UTC, datetime
@@ -9,7 +10,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from fastapi.testclient import TestClient
 
-from console import formatting
+from console import formatting, qr
 from console.i18n import CATALOGUE
 from console.main import create_app
 from console.sessions import SessionStore
@@ -100,3 +101,17 @@ def test_live_figures_are_well_formed_events_and_do_not_keep_a_session_alive(mon
     assert store.peek(s.session_id) is s  # looked up by the stream: the idle clock keeps running
     now[0] += 30
     assert store.peek(s.session_id) is None and store.get(s.session_id) is None
+
+
+def test_the_authenticator_qr_code_is_the_uri_s_modules_as_an_svg_image() -> None:
+    uri = "otpauth://totp/Powerbank:ops1?secret=JBSWY3DPEHPK3PXP&issuer=Powerbank"
+    grid = qr.modules(uri)
+    assert len(grid) == len(grid[0]) and len(grid) >= 21 + 8  # version 1 or more, 4-module quiet zone each side
+    assert not any(grid[0]) and not any(row[0] for row in grid)  # the quiet zone is light
+    # the three finder patterns: a 7x7 dark ring at three corners inside the quiet zone
+    for top, left in ((4, 4), (4, len(grid) - 11), (len(grid) - 11, 4)):
+        assert all(grid[top][left + i] and grid[top + 6][left + i] for i in range(7))
+        assert all(grid[top + i][left] and grid[top + i][left + 6] for i in range(7))
+    picture = base64.b64decode(qr.data_uri(uri).removeprefix("data:image/svg+xml;base64,")).decode()
+    assert picture.startswith("<svg") and picture.count("h1v1h-1z") == sum(map(sum, grid))
+    assert qr.modules(uri + "x") != grid  # the picture carries the key

@@ -4,6 +4,7 @@ the own-account page (forced password change, second factor at sign-in), the sta
 assignment, support's view of a user. Each flow is checked against the services' own APIs."""
 
 import asyncio
+import base64
 import os
 import re
 import time
@@ -15,6 +16,8 @@ from typing import Any
 import httpx
 import pyotp
 import pytest
+import qrcode
+import qrcode.constants
 from mesh import Mesh
 from platform_client import PlatformClient, wait_for
 
@@ -184,6 +187,7 @@ async def test_the_second_factor_is_enrolled_and_then_asked_at_sign_in(
     begun = await member.post("/account/totp")
     assert begun.status_code == 200, begun.text
     secret = text(begun.text, "totp-secret").replace(" ", "")
+    assert_qr_code_of(begun.text, secret)
     wrong = await member.post(
         "/account/totp/confirm", {"code": "000000" if pyotp.TOTP(secret).now() != "000000" else "111111"}
     )
@@ -200,6 +204,24 @@ async def test_the_second_factor_is_enrolled_and_then_asked_at_sign_in(
     assert signed_in.headers["location"] == "/"
     me = await member.page("/account")
     assert text(me, "totp").startswith("是")
+
+
+def assert_qr_code_of(html: str, secret: str) -> None:
+    """The enrolment shows a QR code (an SVG data image with a text alternative) whose dark modules are
+    exactly those of the otpauth link shown beside it, and that link carries the key."""
+    image = re.search(r'<img class="qr" id="totp-qr" src="data:image/svg\+xml;base64,([^"]+)"[^>]* alt="([^"]+)"', html)
+    assert image, "no QR code on the enrolment page"
+    assert image.group(2) == "验证器应用扫描的二维码"
+    uri = unescape(re.search(r'<code class="wrap">(otpauth://[^<]+)</code>', html).group(1))  # type: ignore[union-attr]
+    assert f"secret={secret}" in uri
+    drawn = {
+        (int(x), int(y)) for x, y in re.findall(r"M(\d+) (\d+)h1v1h-1z", base64.b64decode(image.group(1)).decode())
+    }
+    code = qrcode.QRCode(error_correction=qrcode.constants.ERROR_CORRECT_M, border=4)
+    code.add_data(uri)
+    code.make(fit=True)
+    expected = {(x, y) for y, row in enumerate(code.get_matrix()) for x, dark in enumerate(row) if dark}
+    assert drawn == expected
 
 
 async def test_a_dispatcher_picks_the_assignee_from_the_staff(mesh: Mesh, console: Callable[[], Browserless]) -> None:

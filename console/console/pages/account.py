@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from console import qr
 from console.backend import BackendError
 from console.sessions import COOKIE, StaffSession
 from console.web import Console, ConsoleDep, Staff, read_form, render
@@ -62,8 +63,9 @@ async def begin_totp(request: Request, console: ConsoleDep, staff: Staff) -> Res
     enrolment = await console.backend.post(f"{console.backend.services.user}/v1/admin/me/totp", staff.access_token)
     secret = str(enrolment["secret"])
     grouped = " ".join(secret[i : i + 4] for i in range(0, len(secret), 4))
+    uri = str(enrolment["provisioning_uri"])
     return await _page(
-        request, console, staff, enrolment={"secret": grouped, "uri": enrolment["provisioning_uri"]}, confirming=True
+        request, console, staff, enrolment={"secret": grouped, "uri": uri, "qr": qr.data_uri(uri)}, confirming=True
     )
 
 
