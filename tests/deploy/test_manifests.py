@@ -30,11 +30,23 @@ PROBE_TOPIC = "pb.ops.probe"
 COMPOSE_ENV = {
     "POSTGRES_PASSWORD": "pg-0f3a9c",
     "MQTT_DEVICE_SVC_PASSWORD": "mqtt-7b21e4",
-    "SANDBOX_PAYMENT_SECRET": "pay-91c2d0",
+    "PAYMENT_NOTIFY_BASE_URL": "https://pay.example.com",
+    "ALIPAY_APP_ID": "2021000000000001",
+    "WECHATPAY_MCHID": "1900000109",
+    "WECHATPAY_APPID": "wxd678efh567hg6787",
+    "WECHATPAY_MERCHANT_SERIAL_NO": "5157F09EFDC096DE15EBE81A47057A7232F1B8E1",
+    "WECHATPAY_APIV3_KEY": "apiv3-0123456789abcdef0123456789",  # 32 bytes, as WeChat Pay's are
+    "WECHATPAY_PUBLIC_KEY_ID": "PUB_KEY_ID_0114232134912410000000000001",
     "SUPERVISION_ID_KEY": "sup-5ad8e1",
     "NOTIFY_MEDIA_SIGNING_KEY": "media-c4e7a2",
     "NOTIFY_TELEPHONY_SIGNING_KEY": "tel-83bd19",
     "ADMIN_TOTP_KEY": "totp-2e7f51",
+}
+
+# Secrets whose form a service checks (the rest are any text).
+SECRET_VALUES = {
+    "wechatpay-apiv3-key": COMPOSE_ENV["WECHATPAY_APIV3_KEY"],
+    "notify-base-url": "https://pay.example.com",
 }
 
 
@@ -50,6 +62,9 @@ def _settings_accept(service: str, env: dict[str, str], monkeypatch: pytest.Monk
         monkeypatch.setenv(name, value)
     settings = importlib.import_module(f"{_package(service)}.settings").Settings()
     assert settings.pb_env == "production", service
+    if service == "asset-credit-svc":  # production takes money through the real adapters
+        assert [settings.provider_for(c) for c in ("alipay", "wechat")] == ["alipay", "wechatpay"]
+        assert str(settings.alipay_app_private_key_file).startswith(("/run/secrets/", "/etc/pb/payments/"))
 
 
 # --------------------------------------------------------------------------- compose
@@ -76,12 +91,12 @@ def test_compose_refuses_to_start_without_its_secrets() -> None:
     tool = shutil.which("docker-compose")
     assert tool
     env = {"PATH": os.environ.get("PATH", ""), **COMPOSE_ENV}
-    del env["SANDBOX_PAYMENT_SECRET"]
+    del env["WECHATPAY_APIV3_KEY"]
     result = subprocess.run(
         [tool, "-f", str(COMPOSE), "config", "-q"], env=env, capture_output=True, text=True, timeout=60, check=False
     )
     assert result.returncode != 0
-    assert "SANDBOX_PAYMENT_SECRET" in result.stderr
+    assert "WECHATPAY_APIV3_KEY" in result.stderr
 
 
 def test_compose_runs_three_kraft_brokers_and_creates_replicated_topics(compose: dict[str, Any]) -> None:
@@ -190,7 +205,7 @@ def _env_of(container: dict[str, Any], config: dict[str, str]) -> dict[str, str]
             env[entry["name"]] = f"{entry['valueFrom']['fieldRef']['fieldPath']}-from-the-pod"
         else:
             ref = entry["valueFrom"]["secretKeyRef"]
-            env[entry["name"]] = f"{ref['name']}-{ref['key']}-from-secret"
+            env[entry["name"]] = SECRET_VALUES.get(ref["key"], f"{ref['name']}-{ref['key']}-from-secret")
     return env
 
 
