@@ -34,6 +34,7 @@ from contracts.events import (
     DevicePresenceChanged,
     EjectFailed,
     EjectFailureReason,
+    UserDeregistered,
 )
 from kit.kafka import Handler
 
@@ -84,6 +85,7 @@ class Ingest:
     def handlers(self) -> dict[str, Handler]:
         return {
             "user.user.registered": self._one,
+            "user.user.deregistered": self.on_deregistered,
             "billing.rental.started": self._one,
             "billing.rental.ended": self._one,
             "device.bank.ejected": self._one,
@@ -97,6 +99,21 @@ class Ingest:
             "asset.deposit.refunded": self.on_deposit_refund,
             "asset.credit.changed": self.on_credit_changed,
         }
+
+    async def on_deregistered(self, session: AsyncSession, envelope: Envelope) -> None:
+        """Erasure: the birth year is forgotten; `deregistered_at` keeps a late registration from restoring it."""
+        data = envelope.data
+        assert isinstance(data, UserDeregistered)
+        stmt = insert(UserFact).values(user_id=data.user_id, deregistered_at=data.at)
+        await session.execute(
+            stmt.on_conflict_do_update(
+                index_elements=[UserFact.user_id],
+                set_={
+                    "birth_year": None,
+                    "deregistered_at": func.coalesce(UserFact.deregistered_at, stmt.excluded.deregistered_at),
+                },
+            )
+        )
 
     async def on_eject_failed(self, session: AsyncSession, envelope: Envelope) -> None:
         data = envelope.data

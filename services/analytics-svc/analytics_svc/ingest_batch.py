@@ -206,13 +206,16 @@ class Batch:
         await active_users.record(session, self._zone, days, first_rentals)
 
     async def users_registered(self, session: AsyncSession, events: Sequence[UserRegistered]) -> None:
+        """The registration time and birth year; the year is not taken for a user already known deregistered
+        (the deregistration arrived first and erased it)."""
         for batch in rounds(events, lambda e: e.user_id):
             await insert_rows(
                 session,
                 "user_facts",
-                [{"user_id": e.user_id, "registered_at": e.registered_at} for e in batch],
-                {"user_id": "uuid", "registered_at": "timestamptz"},
-                "ON CONFLICT (user_id) DO UPDATE SET registered_at = excluded.registered_at "
+                [{"user_id": e.user_id, "registered_at": e.registered_at, "birth_year": e.birth_year} for e in batch],
+                {"user_id": "uuid", "registered_at": "timestamptz", "birth_year": "smallint"},
+                "ON CONFLICT (user_id) DO UPDATE SET registered_at = excluded.registered_at, "
+                "birth_year = CASE WHEN user_facts.deregistered_at IS NULL THEN excluded.birth_year END "
                 "WHERE user_facts.registered_at IS NULL",
             )
 

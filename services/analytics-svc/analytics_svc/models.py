@@ -1,7 +1,7 @@
 """analytics-svc's fact tables, fed only by domain events; plus the kit's outbox and processed events.
 
 Each fact has a unique business key, so an event applied twice (even under another consumer
-group) leaves one fact. Personal data is kept to ids and times."""
+group) leaves one fact. Personal data is kept to ids, times and a birth year (erased at deregistration)."""
 
 import uuid
 from datetime import date, datetime
@@ -18,6 +18,7 @@ from sqlalchemy import (
     Identity,
     Index,
     Integer,
+    SmallInteger,
     String,
     Text,
     UniqueConstraint,
@@ -49,6 +50,10 @@ class UserFact(Base):
     credit_level: Mapped[str | None] = mapped_column(String(20), nullable=True)
     deposit_free: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
     credit_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # From `user.user.registered` (the year only; null: not given), for age bands. Erased at deregistration,
+    # and never set again once `deregistered_at` is known (a late registration event; migration 0015).
+    birth_year: Mapped[int | None] = mapped_column(SmallInteger, nullable=True)
+    deregistered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class RentalFact(Base):

@@ -12,6 +12,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import text
 
 from contracts.events import BankEjected, DeviceTelemetryReported
 from contracts.regions import region_at
@@ -116,8 +117,9 @@ async def test_bank_attributes_per_division(client, bus, processed, admin) -> No
 
 async def test_user_attributes(client, bus, processed, admin) -> None:
     """U1 registered 10 days ago, credit good and deposit-free (an older change, poor, arrives later and
-    is ignored), rented in Futian; U2 60 days ago, poor, pays a deposit; U3 400 days ago, no credit change
-    seen; U4 only a credit change seen (excellent, deposit-free), registration unknown."""
+    is ignored), rented in Futian, 20 this year; U2 60 days ago, poor, pays a deposit, 40 this year; U3 400
+    days ago, no credit change seen, no birth year; U4 only a credit change seen (excellent, deposit-free),
+    registration unknown."""
     from contracts.events import CreditChanged, PriceSnapshot, RentalStarted, UserRegistered
 
     now = datetime.now(UTC)
@@ -126,12 +128,17 @@ async def test_user_attributes(client, bus, processed, admin) -> None:
     def credit(user, level, free, at):
         return CreditChanged(user_id=user, score=600, delta=5, level=level, deposit_free=free, reason="r", at=at)
 
-    def registered(user, days):
-        return UserRegistered(user_id=user, registered_at=now - timedelta(days=days), terms_version="v1")
+    def registered(user, days, age=None):
+        return UserRegistered(
+            user_id=user,
+            registered_at=now - timedelta(days=days),
+            terms_version="v1",
+            birth_year=None if age is None else now.year - age,
+        )
 
     first = [
-        await bus.publish(registered(u1, 10), str(u1)),
-        await bus.publish(registered(u2, 60), str(u2)),
+        await bus.publish(registered(u1, 10, age=20), str(u1)),
+        await bus.publish(registered(u2, 60, age=40), str(u2)),
         await bus.publish(registered(u3, 400), str(u3)),
         await bus.publish(credit(u1, "good", True, now - timedelta(minutes=5)), str(u1)),
         await bus.publish(credit(u1, "poor", False, now - timedelta(minutes=50)), str(u1)),  # older: ignored
@@ -163,6 +170,16 @@ async def test_user_attributes(client, bus, processed, admin) -> None:
         "credit_level": [("excellent", 1), ("good", 1), ("poor", 1), ("unknown", 1)],
         "tenure": [("under 30 days", 1), ("30-89 days", 1), ("90-364 days", 0), ("1 year or more", 1), ("unknown", 1)],
         "deposit_free": [("yes", 2), ("no", 1), ("unknown", 1)],
+        "age_band": [
+            ("under 18", 0),
+            ("18-24", 1),
+            ("25-34", 0),
+            ("35-44", 1),
+            ("45-54", 0),
+            ("55-64", 0),
+            ("65 or more", 0),
+            ("unknown", 2),
+        ],
     }
     futian = (
         await client.get("/v1/analytics/user-attributes", params={"region": "440304"}, headers=admin("analyst"))
@@ -171,8 +188,43 @@ async def test_user_attributes(client, bus, processed, admin) -> None:
         "credit_level": [("good", 1)],
         "tenure": [("under 30 days", 1)],
         "deposit_free": [("yes", 1)],
+        "age_band": [("18-24", 1)],
     }
     assert futian[0]["name"] == "Futian"
     csv = (await client.get("/v1/analytics/user-attributes", params={"format": "csv"}, headers=admin("analyst"))).text
     assert ",deposit_free,yes,2" in csv
     assert not any(str(u) in csv for u in (u1, u2, u3, u4))
+
+
+async def test_birth_year_is_forgotten_at_deregistration(client, bus, processed, admin, db) -> None:
+    """U1 (30 this year) deregisters: the year is erased. U2's deregistration arrives before its registration
+    (70 this year): the late registration does not bring the year back. U3 (16) stays."""
+    from contracts.events import UserDeregistered, UserRegistered
+
+    now = datetime.now(UTC)
+    u1, u2, u3 = (uuid.uuid4() for _ in range(3))
+
+    def registered(user, age):
+        return UserRegistered(user_id=user, registered_at=now, terms_version="v1", birth_year=now.year - age)
+
+    def bands():
+        async def get():
+            rows = (await client.get("/v1/analytics/user-attributes", headers=admin("analyst"))).json()["rows"]
+            return {r["bucket"]: r["count"] for r in rows if r["attribute"] == "age_band" and r["count"]}
+
+        return get()
+
+    await processed([await bus.publish(registered(u1, 30), str(u1)), await bus.publish(registered(u3, 16), str(u3))])
+    assert await bands() == {"25-34": 1, "under 18": 1}
+    await processed(
+        [
+            await bus.publish(UserDeregistered(user_id=u1, at=now), str(u1)),
+            await bus.publish(UserDeregistered(user_id=u2, at=now), str(u2)),
+        ]
+    )
+    await processed([await bus.publish(registered(u2, 70), str(u2))])
+    assert await bands() == {"under 18": 1, "unknown": 2}
+    async with db.connect() as conn:
+        kept = (await conn.execute(text("SELECT user_id, birth_year, registered_at FROM user_facts"))).all()
+    assert {(row.user_id, row.birth_year) for row in kept} == {(u1, None), (u2, None), (u3, now.year - 16)}
+    assert all(row.registered_at is not None for row in kept)

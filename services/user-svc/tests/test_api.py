@@ -1004,7 +1004,11 @@ async def test_eligibility_audit_rejects_with_reasons_and_records_every_decision
     assert rows[3]["user_id"] is not None and json.loads(rows[3]["rules"])["min_age_years"] == 18
     # rejected registrations created nobody and sent no event
     assert len(await sql(database_url, "SELECT 1 FROM users")) == 1
-    assert len(await sql(database_url, "SELECT 1 FROM outbox")) == 1
+    (registered,) = await sql(database_url, "SELECT payload FROM outbox")
+    # analytics' age bands get the birth year, never the date
+    data = Envelope.model_validate_json(bytes(registered["payload"])).data
+    assert isinstance(data, UserRegistered) and data.birth_year == today.year - 30
+    assert adult not in bytes(registered["payload"]).decode()
 
 
 # --- deregistration ------------------------------------------------------------------------------

@@ -10,10 +10,14 @@ from contracts.topics import Topic
 
 
 class UserRegistered(_Data):
+    """A new account. `birth_year` only, never the birth date (data minimisation): enough for analytics'
+    age bands; null when the user gave no birth date. Consumers forget it at `user.user.deregistered`."""
+
     type: Literal["user.user.registered"] = "user.user.registered"
     user_id: UUID
     registered_at: AwareDatetime
     terms_version: str
+    birth_year: int | None = Field(default=None, ge=1900, le=2100)
 
 
 class UserBlocked(_Data):

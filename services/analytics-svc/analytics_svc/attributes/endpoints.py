@@ -1,5 +1,5 @@
 """Bank attributes (model, time in service, charge cycles, battery health, the cycle limit) per division, and
-user attributes (tenure, credit level, deposit-free); permission `analytics:read`, CSV with `format=csv`."""
+user attributes (tenure, credit level, deposit-free, age band); permission `analytics:read`, CSV with `format=csv`."""
 
 from datetime import UTC, datetime
 from typing import Annotated, Literal
@@ -74,9 +74,10 @@ async def bank_attributes(
 async def user_attributes(
     _: AnalyticsReader, session: ReadSessionDep, region: Region = None, format: Format = "json"
 ) -> AttributesOut | Response:
-    """Users by tenure (since registration), credit level and whether they borrow without a deposit,
+    """Users by tenure (since registration), credit level, whether they borrow without a deposit and age band,
     all users or those who rented in `region`. Credit is known from a user's first credit change on (until
-    then: `unknown`, the initial score); no age band: the platform does not ask for a birth date."""
+    then: `unknown`, the initial score); the age band from the birth year a user gave at registration (the age
+    reached this calendar year; `unknown` when none was given or the user deregistered)."""
     now = datetime.now(UTC)
     rows = _rows(await repo.user_attributes(session, region, now), repo.USER_BUCKETS)
     if format == "csv":

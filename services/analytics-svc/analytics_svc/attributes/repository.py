@@ -72,11 +72,13 @@ async def bank_attributes(
 USER_BUCKETS: dict[str, list[str]] = {
     "tenure": ["under 30 days", "30-89 days", "90-364 days", "1 year or more", "unknown"],
     "deposit_free": ["yes", "no", "unknown"],
+    # The age a user reaches this calendar year (only the birth year is known: at most one year over).
+    "age_band": ["under 18", "18-24", "25-34", "35-44", "45-54", "55-64", "65 or more", "unknown"],
 }
 
 _USERS = """
 WITH u AS (
-    SELECT registered_at, credit_level, deposit_free FROM user_facts f
+    SELECT registered_at, credit_level, deposit_free, CAST(:year AS int) - birth_year AS age FROM user_facts f
      WHERE CAST(:prefix AS text) IS NULL
         OR EXISTS (SELECT 1 FROM user_days d WHERE d.user_id = f.user_id AND d.division LIKE :prefix)
 )
@@ -91,6 +93,16 @@ SELECT 'credit_level', coalesce(credit_level, 'unknown'), count(*) FROM u GROUP 
 UNION ALL
 SELECT 'deposit_free', CASE WHEN deposit_free IS NULL THEN 'unknown' WHEN deposit_free THEN 'yes' ELSE 'no' END,
        count(*) FROM u GROUP BY 1, 2
+UNION ALL
+SELECT 'age_band', CASE
+    WHEN age IS NULL THEN 'unknown'
+    WHEN age < 18 THEN 'under 18'
+    WHEN age < 25 THEN '18-24'
+    WHEN age < 35 THEN '25-34'
+    WHEN age < 45 THEN '35-44'
+    WHEN age < 55 THEN '45-54'
+    WHEN age < 65 THEN '55-64'
+    ELSE '65 or more' END, count(*) FROM u GROUP BY 1, 2
 """
 
 
@@ -102,6 +114,7 @@ async def user_attributes(session: AsyncSession, region: str | None, now: dateti
         "d30": now - timedelta(days=30),
         "d90": now - timedelta(days=90),
         "d365": now - timedelta(days=365),
+        "year": now.year,
     }
     rows = (await session.execute(text(_USERS), params)).all()
     return [(region or "", a, b, int(n)) for a, b, n in rows]

@@ -61,7 +61,12 @@ async def register(
     await eligibility.record(session, settings, phone=request.phone, verdict=verdict, user_id=user.id)
     await events.publish(
         session,
-        UserRegistered(user_id=user.id, registered_at=registered_at, terms_version=terms.version),
+        UserRegistered(
+            user_id=user.id,
+            registered_at=registered_at,
+            terms_version=terms.version,
+            birth_year=request.birth_date.year if request.birth_date else None,
+        ),
         key=str(user.id),
     )
     log.info("user registered", extra={"user_id": str(user.id), "terms_version": terms.version})
