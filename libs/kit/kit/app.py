@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from contracts import Envelope, new_event
 from contracts.events import EventData
+from kit.addresses import Network, parse_networks
 from kit.auth import TokenVerifier
 from kit.bodylimit import BodyLimitMiddleware
 from kit.broker_loss import BrokerLossWatch, PublishedOffsets
@@ -39,7 +40,7 @@ from kit.logging import configure_logging
 from kit.outbox import Lane, OutboxRelay, OutboxWakeup, add_event, add_events
 from kit.parked import router as parked_router
 from kit.periodic import run_periodically
-from kit.ratelimit import Network, RateLimiter, enforce_rate_limit, parse_networks
+from kit.ratelimit import RateLimiter, enforce_rate_limit
 from kit.retention import prune
 from kit.revocation import RevocationList, RevocationListener
 from kit.settings import ServiceSettings

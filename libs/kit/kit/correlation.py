@@ -27,8 +27,8 @@ def ensure_correlation_id() -> str:
     return value
 
 
-# Where the current request came from (the peer address uvicorn reports, the proxy's X-Forwarded-For
-# when uvicorn trusts it): the audit trail's "from where" (kit.audit).
+# Where the current request came from, by the rule the rate limits use (kit.addresses: X-Forwarded-For
+# only from a trusted proxy): the audit trail's "from where" (kit.audit).
 _client_address: ContextVar[str | None] = ContextVar("client_address", default=None)
 
 

@@ -11,6 +11,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kit import tracing
+from kit.addresses import app_trusted_proxies, client_address
 from kit.correlation import HEADER, new_correlation_id, set_client_address, set_correlation_id
 from kit.ratelimit import EXEMPT, rate_class
 
@@ -78,7 +79,9 @@ class ObservabilityMiddleware:
             cid = tracing.trace_id_of(traceparent) or new_correlation_id()
         set_correlation_id(cid)
         client = scope.get("client")
-        set_client_address(str(client[0])[:64] if client else None)
+        peer = str(client[0]) if client else None
+        trusted = app_trusted_proxies(scope.get("app"))
+        set_client_address(client_address(peer, headers.get("x-forwarded-for"), trusted)[:64] if client else None)
         if tracing.enabled():
             await self._traced(scope, receive, send, cid, traceparent)
             return

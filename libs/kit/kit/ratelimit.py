@@ -20,11 +20,10 @@
   `pb_rate_limit_checks_total{outcome="error"}` and logged (at most every 10 s).
 """
 
-import ipaddress
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -33,6 +32,7 @@ from prometheus_client import Counter
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from kit.addresses import app_trusted_proxies, client_address
 from kit.errors import BusinessError, TooManyRequests
 
 if TYPE_CHECKING:
@@ -213,47 +213,10 @@ def settings_limits(settings: "ServiceSettings") -> dict[str, Limit]:
 # --------------------------------------------------------------------------- who is asking
 
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-def parse_networks(specs: Iterable[str]) -> tuple[Network, ...]:
-    return tuple(ipaddress.ip_network(spec.strip(), strict=False) for spec in specs if spec.strip())
-
-
-def _ip(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    try:
-        return ipaddress.ip_address(value.strip())
-    except ValueError:
-        return None
-
-
-def client_address(peer: str | None, forwarded_for: str | None, trusted: tuple[Network, ...]) -> str:
-    """The client's address: the peer's, unless the peer is a trusted proxy; then the rightmost address of
-    `X-Forwarded-For` that is not a trusted proxy itself (entries to its left are the client's own words)."""
-    address = peer or "unknown"
-    if not trusted or not forwarded_for or not _trusted(address, trusted):
-        return address
-    for hop in reversed(forwarded_for.split(",")):
-        ip = _ip(hop)
-        if ip is None:
-            return address  # a malformed hop: the last trusted one is all we know
-        address = str(ip)
-        if not any(ip in network for network in trusted):
-            return address
-    return address
-
-
-def _trusted(address: str, trusted: tuple[Network, ...]) -> bool:
-    ip = _ip(address)
-    return ip is not None and any(ip in network for network in trusted)
-
-
 def request_address(request: Request) -> str:
     """The client address of a request to a kit service (trusted proxies from its settings)."""
-    runtime = getattr(request.app.state, "runtime", None)
-    trusted = runtime.trusted_proxies if runtime is not None else ()
     peer = request.client.host if request.client is not None else None
-    return client_address(peer, request.headers.get("x-forwarded-for"), trusted)
+    return client_address(peer, request.headers.get("x-forwarded-for"), app_trusted_proxies(request.app))
 
 
 def principal_key(principal: "Principal") -> str:

@@ -122,7 +122,7 @@ class ServiceSettings(BaseSettings):
     @field_validator("rate_limit_trusted_proxies")
     @classmethod
     def _networks(cls, value: list[str]) -> list[str]:
-        from kit.ratelimit import parse_networks
+        from kit.addresses import parse_networks
 
         parse_networks(value)
         return value

@@ -11,8 +11,9 @@ from prometheus_client import REGISTRY
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from kit.addresses import client_address, parse_networks
 from kit.errors import TooManyRequests
-from kit.ratelimit import CREATE_INDEX, CREATE_TABLE, Limit, RateLimiter, client_address, parse_networks, retry_after
+from kit.ratelimit import CREATE_INDEX, CREATE_TABLE, Limit, RateLimiter, retry_after
 from kit.testing import kit_database
 
 pytestmark = pytest.mark.integration
