@@ -124,3 +124,32 @@ async def test_keep_alive_pings_when_idle_and_fails_when_the_broker_falls_silent
     finally:
         server.close()
         await server.wait_closed()
+
+
+def test_a_tls_connection_under_uvloop_publishes_and_receives():
+    """uvicorn runs device-svc on uvloop, whose TLS transport does not subclass asyncio.Transport: the client
+    once asserted it did, and device-svc never became ready. Here a whole round trip over the test stack's TLS
+    listener, on a uvloop event loop of its own."""
+    uvloop = pytest.importorskip("uvloop")
+    assert os.environ.get("MQTT_CA_FILE"), "the test stack's broker is TLS only"
+
+    async def round_trip() -> tuple[str, bytes, int, int, bool]:
+        assert type(asyncio.get_running_loop()).__module__.startswith("uvloop")
+        topic = f"pb/v1/devices/KIT-{uuid.uuid4().hex[:8]}/cmd"
+        got: asyncio.Queue[Received] = asyncio.Queue()
+        subscriber = LiteClient(f"kit-uvloop-sub-{uuid.uuid4().hex[:8]}", on_publish=lambda *m: got.put_nowait(m))
+        publisher = LiteClient(f"kit-uvloop-pub-{uuid.uuid4().hex[:8]}")
+        await connect(subscriber)
+        await connect(publisher)
+        try:
+            await subscriber.subscribe(topic, qos=1)
+            await asyncio.wait_for(publisher.publish(topic, b"over tls", qos=1), 5)
+            return await asyncio.wait_for(got.get(), 5)
+        finally:
+            publisher.disconnect()
+            subscriber.disconnect()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        topic, payload, qos, _, retain = runner.run(round_trip())
+    assert (payload, qos, retain) == (b"over tls", 1, False)
+    assert topic.endswith("/cmd")

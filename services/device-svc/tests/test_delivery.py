@@ -2,6 +2,7 @@
 deliberately refused), on the connection it came in on. Each test has a broker of its own and a
 device-svc with a persistent session, so the broker keeps what was not acknowledged."""
 
+import asyncio
 import contextlib
 import json
 import uuid
@@ -15,7 +16,9 @@ from sqlalchemy import text
 
 from contracts.mqtt import UpChannel, up_topic
 from device_svc.main import create_app
+from device_svc.mqtt.gateway import MqttGateway
 from kit.db import make_engine
+from kit.mqtt_client import LiteClient
 from kit.testing import app_client, eventually
 
 pytestmark = pytest.mark.integration
@@ -231,6 +234,33 @@ async def test_when_the_broker_drops_one_intake_every_intake_reconnects(
             return gateway.connected and all(now[i] > before[i] for i in before)
 
         await eventually(all_reconnected, what="every intake to reconnect")
+
+
+async def test_an_intake_keeps_reconnecting_after_an_unexpected_error(settings):
+    """Not only a lost connection: any error of a connection attempt (the client once failed an assertion on
+    uvloop's TLS transport) is retried with back-off, instead of ending the intake for good."""
+    failures: list[str] = []
+
+    class FailingOnce(MqttGateway):
+        async def _connect(self, client: LiteClient, *, clean_session: bool) -> None:
+            if client.client_id.endswith("-telemetry") and not failures:
+                failures.append(client.client_id)
+                raise AssertionError("a bug of the client, not a lost connection")
+            await super()._connect(client, clean_session=clean_session)
+
+    gateway = FailingOnce(settings.model_copy(update={"mqtt_client_id": f"device-svc-retry-{uuid.uuid4().hex[:8]}"}))
+    task = asyncio.create_task(gateway.run())
+    try:
+
+        async def connected() -> bool:
+            return gateway.connected
+
+        await eventually(connected, timeout=15, what="every intake connected after the failed attempt")
+        assert failures, "the telemetry intake's first attempt failed"
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def test_a_retained_status_replayed_on_subscribe_writes_nothing_when_it_is_current(

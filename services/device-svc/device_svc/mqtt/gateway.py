@@ -161,7 +161,7 @@ class MqttGateway:
             try:
                 await self._connect(client, clean_session=True)
                 client.disconnect()
-            except CONNECTION_ERRORS as exc:
+            except Exception as exc:
                 log.warning("could not end the single-connection session", extra={"error": repr(exc)})
 
     async def _run(self, intake: Intake) -> None:
@@ -189,11 +189,15 @@ class MqttGateway:
                 )
                 await client.closed
                 raise MqttLiteError("connection closed")
-            except CONNECTION_ERRORS as exc:
+            except Exception as exc:
+                # Any error, not only a lost connection: an intake that stops for good (the client once
+                # failed an assertion on uvloop's TLS transport) leaves device-svc deaf while it looks alive.
                 self._errors[intake] = repr(exc)
-                log.warning(
+                log.log(
+                    logging.WARNING if isinstance(exc, CONNECTION_ERRORS) else logging.ERROR,
                     "mqtt connection lost; reconnecting",
                     extra={"error": repr(exc), "retry_in_s": delay, "intake": intake},
+                    exc_info=not isinstance(exc, CONNECTION_ERRORS),
                 )
                 if self._connections.get(intake) is connection and not connection.dropped:
                     self._drop_others(intake)
