@@ -72,10 +72,11 @@ class Backend:
         params: dict[str, Any] | list[tuple[str, Any]] | None = None,
         json: Any = None,
         headers: dict[str, str] | None = None,
+        content: bytes | None = None,
     ) -> Any:
         headers = {**(headers or {}), **({"Authorization": f"Bearer {token}"} if token else {})}
         try:
-            response = await self.http.request(method, url, headers=headers, params=params, json=json)
+            response = await self.http.request(method, url, headers=headers, params=params, json=json, content=content)
         except httpx.HTTPError as exc:
             raise BackendError(503, "service_unavailable", f"{url.split('/v1/')[0]}: {type(exc).__name__}") from exc
         if response.status_code >= 400:

@@ -20,9 +20,11 @@ from console.backend import Backend, BackendError, Services, SessionExpired
 from console.pages import (
     account,
     assets,
+    campaigns,
     dashboard,
     devices,
     disputes,
+    notices,
     people,
     pricing,
     staff_accounts,
@@ -149,7 +151,7 @@ def create_app(settings: ConsoleSettings | None = None) -> FastAPI:
     async def backend_error(request: Request, exc: BackendError) -> Response:
         staff = console_of(request).store.get(request.cookies.get(COOKIE))
         key = "forbidden" if exc.status == 403 else "error.unavailable" if exc.status >= 500 else "error.backend"
-        status = exc.status if exc.status in (403, 404, 409, 422) else 502
+        status = exc.status if exc.status in (403, 404, 409, 413, 415, 422) else 502
         return render(
             request, "error.html", staff, status_code=status, message_key=key, detail=f"{exc.code}: {exc.detail}"
         )
@@ -257,7 +259,20 @@ def create_app(settings: ConsoleSettings | None = None) -> FastAPI:
         back = form.get("back", "/")
         return RedirectResponse(back if back.startswith("/") and not back.startswith("//") else "/", status_code=303)
 
-    for module in (dashboard, devices, tasks, tickets, people, disputes, pricing, assets, staff_accounts, account):
+    for module in (
+        dashboard,
+        devices,
+        tasks,
+        tickets,
+        people,
+        disputes,
+        pricing,
+        assets,
+        notices,
+        campaigns,
+        staff_accounts,
+        account,
+    ):
         app.include_router(module.router)
     return app
 

@@ -4,6 +4,9 @@ change, the forms' parsing, and rendering with autoescaping templates."""
 import secrets
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from email.message import Message
+from email.parser import BytesParser
+from email.policy import HTTP
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import parse_qsl
@@ -145,6 +148,47 @@ async def read_form(request: Request, expected_csrf: str) -> dict[str, str]:
     if not sent or not secrets.compare_digest(sent, expected_csrf):
         raise CsrfRefused("missing or wrong CSRF token")
     return form
+
+
+@dataclass(frozen=True)
+class Upload:
+    fields: dict[str, str]
+    files: dict[str, bytes]
+
+
+async def read_upload(request: Request, expected_csrf: str, max_bytes: int) -> Upload:
+    """A posted multipart/form-data form (a file input), refused unless it carries the CSRF token.
+    Read with the standard library's MIME parser: one small upload form does not justify another
+    dependency."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise FormInvalid("file", f"more than {max_bytes} bytes")
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > max_bytes:
+            raise FormInvalid("file", f"more than {max_bytes} bytes")
+    content_type = request.headers.get("content-type", "")
+    if not content_type.startswith("multipart/form-data"):
+        raise CsrfRefused("not a multipart form")
+    message = BytesParser(policy=HTTP).parsebytes(b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + body)
+    fields: dict[str, str] = {}
+    files: dict[str, bytes] = {}
+    parts: list[Message] = list(message.iter_parts()) if message.is_multipart() else []
+    for part in parts:
+        name = part.get_param("name", header="content-disposition")
+        if not isinstance(name, str):
+            continue
+        payload = part.get_payload(decode=True)
+        data = payload if isinstance(payload, bytes) else b""
+        if part.get_param("filename", header="content-disposition") is not None:
+            files[name] = data
+        else:
+            fields[name] = data.decode("utf-8", errors="replace")
+    sent = fields.pop("csrf", "") or request.headers.get("x-csrf-token", "")
+    if not sent or not secrets.compare_digest(sent, expected_csrf):
+        raise CsrfRefused("missing or wrong CSRF token")
+    return Upload(fields, files)
 
 
 def render(

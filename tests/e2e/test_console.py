@@ -36,6 +36,8 @@ MAIN_PAGES = (
     "/disputes",
     "/pricing",
     "/coupons",
+    "/notices",
+    "/campaigns",
     "/staff",
     "/audit",
     "/account",

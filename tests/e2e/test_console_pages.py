@@ -10,16 +10,18 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from datetime import datetime, timedelta
 from html import unescape
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pyotp
 import pytest
 import qrcode
 import qrcode.constants
-from mesh import Mesh
-from platform_client import PlatformClient, wait_for
+from mesh import Mesh, new_user
+from platform_client import PlatformClient, tiny_png, wait_for
 
 from kit.httpclient import async_client
 
@@ -29,6 +31,7 @@ ADMIN = (
     os.environ.get("ADMIN_BOOTSTRAP_LOGIN", "admin"),
     os.environ.get("ADMIN_BOOTSTRAP_PASSWORD", "dev-admin-password"),
 )
+SHANGHAI = ZoneInfo("Asia/Shanghai")  # the console's zone on the test stack (CONSOLE_TIMEZONE)
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
 
@@ -484,3 +487,101 @@ async def test_a_dispute_is_resolved_by_a_confirmed_correction_that_refunds_once
         return bool((await user.wallet())["balance_fen"] == balance_before + rental["paid_fen"] - 50)
 
     await wait_for(refunded, timeout_s=15, interval_s=0.2)
+
+
+async def test_a_notice_with_an_image_is_published_to_the_inbox(
+    user: PlatformClient, console: Callable[[], Browserless]
+) -> None:
+    admin = console()
+    await admin.sign_in(*ADMIN)
+    assert {"nav.notices", "nav.campaigns"} <= set(menu(await admin.page("/notices")))
+    title = f"Console notice {uuid.uuid4().hex[:6]}"
+    created = await admin.post("/notices", {"kind": "operations", "title": title, "text": "New <b>cabinets</b>."})
+    assert created.status_code == 303, created.text
+    notice_url = created.headers["location"].split("?")[0]
+    assert text(await admin.page(notice_url), "notice-state") == "草稿"
+
+    def upload(data: bytes, name: str) -> Any:
+        return admin.http.post(f"{notice_url}/images", data={"csrf": admin.csrf}, files={"image": (name, data)})
+
+    fake = await upload(b"<svg onload=alert(1)>", "fake.png")
+    assert fake.status_code == 415 and "not_an_image" in fake.text  # notify-svc checks the content
+    assert (await admin.http.post(f"{notice_url}/images", files={"image": ("a.png", tiny_png())})).status_code == 403
+    added = await upload(tiny_png(), "cabinets.png")
+    assert added.status_code == 303, added.text
+    page = await admin.page(notice_url)
+    assert re.findall(r'<li data-image="[0-9a-f-]{36}">([^<]+)</li>', page) == ["image/png"]  # the fake is not kept
+    assert "New &lt;b&gt;cabinets&lt;/b&gt;." in page  # staff text is escaped
+
+    published = await admin.post(f"{notice_url}/publish")
+    assert published.status_code == 303, published.text
+    assert text(await admin.page(notice_url), "notice-state").startswith("已发布")
+
+    async def in_inbox() -> dict[str, Any] | None:
+        return next((m for m in await user.messages() if m["title"] == title), None)
+
+    message, _ = await wait_for(in_inbox, timeout_s=15, interval_s=0.2)
+    assert message["body"] == "New <b>cabinets</b>."
+    assert [i["content_type"] for i in message["images"]] == ["image/png"]
+
+
+async def test_a_campaign_is_counted_scheduled_and_followed_to_the_inbox(
+    mesh: Mesh, console: Callable[[], Browserless]
+) -> None:
+    since = datetime.now(SHANGHAI).replace(microsecond=0) - timedelta(seconds=1)
+    user = await new_user(mesh, balance_fen=0)
+    consent = await user.call(
+        "PUT", f"{user.urls.notify}/v1/preferences", json={"marketing": {"inbox": True, "push": False, "sms": False}}
+    )
+    assert consent.status == 200, consent.response.text
+    api = mesh.client()
+    token = await api.admin_login(*ADMIN)
+    segment = {"registered_after": since.isoformat()}
+
+    async def counted() -> dict[str, Any] | None:
+        found = await api.call(
+            "POST", f"{api.urls.notify}/v1/admin/campaigns/preview", token=token, json={"segment": segment}
+        )
+        body: dict[str, Any] = found.json()
+        return body if body["reachable"]["inbox"] >= 1 else None
+
+    expected, _ = await wait_for(counted, timeout_s=15, interval_s=0.2)  # notify-svc learns of users by events
+
+    operator = console()
+    await operator.sign_in(*await staff_member(mesh, "operator"))
+    await operator.page("/campaigns")
+    title = f"Console offer {uuid.uuid4().hex[:6]}"
+    form = {
+        "title": title,
+        "text": "Half price today.",
+        "channel_inbox": "1",
+        "audience": "rules",
+        "registered_after": since.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    counted_page = await operator.post("/campaigns", {**form, "action": "preview"})
+    assert counted_page.status_code == 200, counted_page.text
+    assert int(text(counted_page.text, "audience")) == expected["audience"]
+    assert int(text(counted_page.text, "reach-inbox")) == expected["reachable"]["inbox"]
+    assert f'value="{title}"' in counted_page.text  # the form comes back as typed
+
+    saved = await operator.post("/campaigns", {**form, "action": "create"})
+    assert saved.status_code == 303, saved.text
+    campaign_url = saved.headers["location"].split("?")[0]
+    page = await operator.page(campaign_url)
+    assert text(page, "campaign-status") == "草稿"
+    assert text(page, "segment").startswith("注册晚于: " + since.strftime("%Y-%m-%d %H:%M"))
+
+    scheduled = await operator.post(f"{campaign_url}/schedule", {"send_at": ""})
+    assert scheduled.status_code == 303, scheduled.text
+
+    async def sent() -> str | None:
+        now = await operator.page(campaign_url)
+        return now if text(now, "campaign-status") == "已发送" else None
+
+    done, _ = await wait_for(sent, timeout_s=30, interval_s=0.3)
+    campaign_id = campaign_url.rsplit("/", 1)[1]
+    stats = (await api.call("GET", f"{api.urls.notify}/v1/admin/campaigns/{campaign_id}", token=token)).json()["stats"]
+    assert int(text(done, "stat-recipients")) == stats["recipients"] >= 1
+    assert int(text(done, "stat-inbox_delivered")) == stats["inbox_delivered"] >= 1
+    assert title in [m["title"] for m in await user.messages()]
+    assert f'data-campaign="{campaign_id}"' in await operator.page("/campaigns")
