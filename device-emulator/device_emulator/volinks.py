@@ -52,8 +52,13 @@ class VolinksCabinet(Cabinet):
     kind = "volinks"
     announces_status = False
 
-    def __init__(self, *args: Any, heartbeat_s: float = HEARTBEAT_S, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, heartbeat_s: float = HEARTBEAT_S, announce_on_connect: bool = True, **kwargs: Any
+    ) -> None:
+        """`announce_on_connect=False`: the cabinet sends its 0x10 only when asked (`check`, `upload_all`),
+        as firmware that uploads over HTTP does (docs/vendors/volinks.md, decision 9)."""
         super().__init__(*args, heartbeat_s=heartbeat_s, **kwargs)
+        self.announce_on_connect = announce_on_connect
         self._cmd_seq = itertools.count(1)
         self._by_slot: set[str] = set()  # our cmd_ids of `popup` (by position): answered with 0x21
         self.commands: list[v.VolinksCommand] = []
@@ -71,7 +76,8 @@ class VolinksCabinet(Cabinet):
                 if not self._want_online.is_set():
                     self._abort_socket()
                 await client.subscribe(v.command_topic(self.device_id), qos=1)
-                await self._hello(client)  # "Periodic Upload (Right now)" on boot, here over MQTT
+                if self.announce_on_connect:
+                    await self._hello(client)  # "Periodic Upload (Right now)" on boot, here over MQTT
                 self._online.set()
                 self.stats["connects"] += 1
                 self.last_error = None

@@ -9,9 +9,11 @@ from typing import Any
 import aiomqtt
 import pytest
 from prometheus_client import REGISTRY
+from sqlalchemy import select
 
 from contracts.vendors import volinks as v
 from device_emulator import VolinksCabinet
+from device_svc.models import Slot
 from device_svc.protocols.registry import ADAPTERS
 from device_svc.protocols.testkit import Samples, check_adapter
 from device_svc.provisioning.seed import seed
@@ -192,3 +194,72 @@ async def test_a_cabinet_of_the_platform_cannot_speak_volinks_nor_for_another(
     # Deliberate: an absence has no condition to wait for; the heart frame sent first is already handled.
     await asyncio.sleep(0.5)
     assert not tap.matching("device.presence.changed", device_id="VL-CAB-0001")
+
+
+@pytest.mark.integration
+async def test_a_silent_volinks_cabinet_is_asked_check_and_its_slots_are_applied(
+    running_service, broker, tap, database_url, tmp_path: Path
+):
+    """A cabinet that does not upload its 0x10 on connect (decision 9) is asked `check` on its first frame
+    (VL-CAB-0002: this device-svc has not heard from it yet); its answer replaces what the registry knew:
+    here a bank taken while it was away."""
+    await truncate_all(database_url)
+    engine = make_engine(database_url, 2)
+    try:
+        fleet = await seed(
+            make_sessionmaker(engine),
+            cabinets=1,
+            slots=8,
+            fleet_out=tmp_path / "fleet.json",
+            broker=broker.target(),
+            volinks_cabinets=2,
+        )
+    finally:
+        await engine.dispose()
+    await broker.knows(fleet.fleet)
+    entry = next(c for c in fleet.fleet["cabinets"] if c["cabinet_id"] == "VL-CAB-0002")
+    gone = entry["slots"][0]
+    assert gone["bank_id"] is not None
+    slots = [{**s, "bank_id": None} if s["slot"] == gone["slot"] else s for s in entry["slots"]]
+    cab = VolinksCabinet(
+        "VL-CAB-0002",
+        entry["password"],
+        broker.host,
+        broker.port,
+        slots,
+        slot_count=8,
+        tls=broker.tls,
+        heartbeat_s=0.3,
+        announce_on_connect=False,
+    )
+    await cab.start()
+    engine = make_engine(database_url, 1)
+    try:
+        assert await cab.wait_online(10)
+
+        async def asked() -> bool:
+            return any(c.cmd == "check" for c in cab.commands)
+
+        await eventually(asked, timeout=10, what="device-svc asks the cabinet `check`")
+
+        async def applied() -> bool:
+            async with make_sessionmaker(engine)() as session:
+                bank = (
+                    await session.execute(
+                        select(Slot.bank_id).where(Slot.cabinet_id == "VL-CAB-0002", Slot.slot_no == gone["slot"])
+                    )
+                ).scalar_one()
+            return bank is None
+
+        await eventually(applied, timeout=10, what="the answer's slots in the registry")
+        # Heard from again within its offline period: asked once, not at every heartbeat.
+        sent = len(cab.raw_sent)
+
+        async def three_more_frames() -> bool:
+            return len(cab.raw_sent) >= sent + 3
+
+        await eventually(three_more_frames, timeout=10, what="three more heartbeats")
+        assert sum(c.cmd == "check" for c in cab.commands) == 1
+    finally:
+        await engine.dispose()
+        await cab.stop()

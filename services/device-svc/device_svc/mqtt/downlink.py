@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from contracts.mqtt import Eject, Light, Playlist, ReturnAck, Ring, cmd_topic
 from device_svc.metrics import COMMANDS_NOT_CARRIED
 from device_svc.mqtt.gateway import MqttGateway
+from device_svc.protocols.base import Outgoing
 from device_svc.protocols.registry import ADAPTERS, NATIVE
 
 ProtocolOf = Callable[[str], Awaitable[str | None]]
@@ -50,3 +51,7 @@ class Downlink:
             return False
         await self._gateway.publish(outgoing.topic, outgoing.payload, qos=1)
         return True
+
+    async def send_vendor(self, outgoing: Outgoing) -> None:
+        """A maker's own command that has no platform equivalent (an adapter's state query)."""
+        await self._gateway.publish(outgoing.topic, outgoing.payload, qos=1)

@@ -50,6 +50,7 @@ from device_svc.mqtt.intake import Intake, intake_of
 from device_svc.presence import transition_events
 from device_svc.protocols.base import AdapterRejected, Lookup, ProtocolAdapter
 from device_svc.protocols.lookup import DbLookup
+from device_svc.protocols.queries import StateQueries
 from device_svc.protocols.registry import vendor_route
 from device_svc.registry import repository as repo
 from device_svc.telemetry.ingest import TelemetryIngest
@@ -101,6 +102,7 @@ class MessageProcessor:
         lookup: Lookup | None = None,
     ) -> None:
         self._lookup = lookup or DbLookup(sessionmaker)
+        self._state_queries = StateQueries()
         self._banks = banks
         self._ingest = telemetry
         self._snapshots = snapshots
@@ -141,6 +143,9 @@ class MessageProcessor:
         for msg in messages:
             own_topic = up_topic(device_id, UpChannel(msg.type))
             await self._process(own_topic, msg.model_dump_json().encode(), received_at, False)
+        query = self._state_queries.after(adapter, device_id, messages)
+        if query is not None:
+            await self._downlink.send_vendor(query)
 
     async def _process(self, topic: str, payload: bytes, received_at: datetime, retained: bool) -> None:
         parsed = parse_up_topic(topic)

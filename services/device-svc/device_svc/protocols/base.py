@@ -64,3 +64,9 @@ class ProtocolAdapter(ABC):
     @abstractmethod
     def encode(self, device_id: str, message: DownMessage) -> Outgoing | None:
         """The maker's command for a platform command; None when the maker has none for it."""
+
+    def state_query(self, device_id: str) -> Outgoing | None:
+        """The maker's "tell me your slots" command, sent when a cabinet is heard from after a silence (or
+        for the first time since device-svc started) without having sent its inventory; None: the maker's
+        cabinets always announce it on connect."""
+        return None

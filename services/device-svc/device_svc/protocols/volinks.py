@@ -12,7 +12,7 @@ slot (0x21).
 
 Down: `eject` becomes `popup_sn` (or `popup` by slot for a bank id that is no volinks SN) with
 `timestamp` and `ttl` from the command's issue and expiry times. Volinks has no return answer, light
-or ring: those are not sent."""
+or ring: those are not sent. A cabinet heard from after a silence without its 0x10 is asked `check`."""
 
 import math
 import uuid
@@ -160,6 +160,10 @@ class VolinksAdapter(ProtocolAdapter):
         else:
             return None
         return Outgoing(v.command_topic(device_id), v.command_bytes(command))
+
+    def state_query(self, device_id: str) -> Outgoing | None:
+        """`check`: answered with a 0x10 status frame (decision 9 of docs/vendors/volinks.md)."""
+        return Outgoing(v.command_topic(device_id), v.command_bytes(v.check()))
 
 
 def _cmd(frame: v.Frame) -> int:
