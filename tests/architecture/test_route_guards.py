@@ -194,3 +194,40 @@ def test_every_route_counts_against_a_rate_limit(package: str) -> None:
         declared = [d.dependency.name for d in route.dependencies if isinstance(d.dependency, RateClass)]
         if EXEMPT in declared:
             assert route.path in {"/livez", "/readyz", "/metrics"}, route.path
+
+
+# user-svc's staff actions record their audit entry in the service layer, with before/after
+# (user_svc.admins.audit.record; tests in user-svc test_staff), not through the route dependency.
+AUDITED_IN_SERVICE = {
+    "user_svc.admins.endpoints.block_user",
+    "user_svc.admins.endpoints.unblock_user",
+    "user_svc.admins.endpoints.create_admin",
+    "user_svc.staff.endpoints.change_role",
+    "user_svc.staff.endpoints.disable_admin",
+    "user_svc.staff.endpoints.enable_admin",
+    "user_svc.staff.endpoints.reset_password",
+    "user_svc.staff.endpoints.reset_totp",
+    "user_svc.staff.endpoints.revoke_admin_session",
+    "user_svc.clients.endpoints.create_api_key",
+    "user_svc.clients.endpoints.revoke_api_key",
+    "user_svc.oauth.endpoints.register_client",
+    "user_svc.oauth.endpoints.disable_client",
+}
+READS_BY_POST = {"notify_svc.campaigns.endpoints.preview"}  # a segment's count: a body, nothing changed
+
+
+@pytest.mark.parametrize("package", SERVICES)
+def test_staff_routes_that_change_state_record_an_audit_entry(package: str) -> None:
+    """Every staff route with a write method (under /v1/admin or /v1/ops, guarded by a permission) declares
+    `kit.audit.audited(...)`, which writes the audit trail event in the request's transaction (issue 15,
+    T/CA006-2018 6.3.1); user-svc's own account routes and the staff login are not staff actions on others."""
+    missing = []
+    for route in _routes(package):
+        writes = (route.methods or set()) - {"GET", "HEAD", "OPTIONS"}
+        if not writes or not route.path.startswith(STAFF_PREFIXES) or "permission" not in _guards(route):
+            continue
+        qualnames = {getattr(call, "__qualname__", "") for call in _calls(route.dependant)}
+        endpoint = f"{route.endpoint.__module__}.{route.endpoint.__name__}"
+        if not any(q.startswith("audited.") for q in qualnames) and endpoint not in AUDITED_IN_SERVICE | READS_BY_POST:
+            missing.append(f"{sorted(writes)} {route.path} ({endpoint})")
+    assert not missing, "staff writes without an audit entry:\n" + "\n".join(missing)

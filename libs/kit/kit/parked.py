@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from kit.audit import audited
 from kit.auth import Principal, require_permission
 from kit.db import ReadSessionDep
 from kit.errors import NotFound
@@ -119,7 +120,11 @@ async def parked_events(
     return ParkedEventsOut(service=_runtime(request).settings.service_name, items=items)
 
 
-@router.post("/{consumer}/{event_id}/replay", response_model=ReplayOut)
+@router.post(
+    "/{consumer}/{event_id}/replay",
+    response_model=ReplayOut,
+    dependencies=[audited("parked_event.replay", "parked_event", "event_id")],
+)
 async def replay_event(
     consumer: Annotated[str, ConsumerName], event_id: UUID, _: EventsReplayer, request: Request
 ) -> ReplayOut:
@@ -131,7 +136,7 @@ async def replay_event(
     return result
 
 
-@router.post("/replay", response_model=list[ReplayOut])
+@router.post("/replay", response_model=list[ReplayOut], dependencies=[audited("parked_event.replay_all", "consumer")])
 async def replay_all(
     _: EventsReplayer,
     request: Request,

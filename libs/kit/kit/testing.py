@@ -271,3 +271,18 @@ class EventRecorder:
 
 
 test_database_url.__test__ = False  # type: ignore[attr-defined]  # a helper, not a test to collect
+
+
+async def staff_actions(database: AsyncEngine | str, action: str) -> list[Any]:
+    """The audit trail events (`audit.staff_action.recorded`, kit.audit) a service wrote to its outbox for
+    `action`, oldest first: what its staff routes recorded in their own transactions."""
+    engine = create_async_engine(database) if isinstance(database, str) else database
+    try:
+        async with engine.connect() as conn:
+            query = text("SELECT payload FROM outbox WHERE topic = 'audit.staff.v1' ORDER BY id")
+            rows = (await conn.execute(query)).all()
+    finally:
+        if isinstance(database, str):
+            await engine.dispose()
+    found = [event_adapter.validate_json(payload).data for (payload,) in rows]
+    return [data for data in found if getattr(data, "action", None) == action]

@@ -33,7 +33,7 @@ from analytics_svc.webhooks.signing import verify
 from contracts import event_adapter
 from contracts.events import DeviceAlarmKind, DeviceAlarmRaised
 from kit.db import make_sessionmaker, unit_of_work
-from kit.testing import eventually
+from kit.testing import eventually, staff_actions
 
 pytestmark = pytest.mark.integration
 
@@ -296,6 +296,8 @@ async def test_each_partner_is_held_to_its_rate_limit(client, bus, admin, db, re
     # 120 a minute: two a second, at most one second's worth at once; shared by both its subscriptions.
     limited = await client.put("/v1/admin/webhooks/partners/slow", json={"per_minute": 120}, headers=staff)
     assert limited.status_code == 204
+    [audited] = await staff_actions(db, "webhook_partner.set_limit")  # kit.audit, issue 15
+    assert (audited.target_type, audited.target_id) == ("webhook_partner", "slow")
     assert (
         await client.put("/v1/admin/webhooks/partners/slow", json={"per_minute": 0}, headers=staff)
     ).status_code == 422

@@ -14,6 +14,7 @@ from asset_credit_svc.credit import service as credit
 from contracts import Topic, event_adapter, new_event
 from contracts.events import ChargeRequested, RentalEnded
 from kit.db import unit_of_work
+from kit.testing import staff_actions
 
 pytestmark = pytest.mark.integration
 
@@ -111,6 +112,9 @@ async def test_admin_adjustments_are_audited_and_decide_borrowing(svc) -> None:
     assert (await wallet(svc, user))["credit_level"] == "excellent"
     audit = (await svc.client.get(f"/v1/admin/credit/{user}", headers=admin)).json()["items"]
     assert [a["note"] for a in audit] == ["cleared", "fraud review"]
+    # ... and each adjustment is on the platform's audit trail, written with it (kit.audit, issue 15).
+    trail = [a for a in await staff_actions(svc.runtime.engine, "credit.adjust") if a.target_id == str(user)]
+    assert trail and {(a.actor_id, a.target_type) for a in trail} == {("risk-1", "user")}
     with pytest.raises(DBAPIError, match="append-only"):
         async with unit_of_work(svc.runtime.sessionmaker) as session:
             await session.execute(text("DELETE FROM credit_changes"))

@@ -18,6 +18,7 @@ from contracts import new_event
 from contracts.events import BankReturned, ChargeSettled
 from kit.auth import TokenSigner
 from kit.db import unit_of_work
+from kit.testing import staff_actions
 
 if TYPE_CHECKING:
     from conftest import Billing, FakeDevice
@@ -76,6 +77,9 @@ async def test_plans_apply_by_cabinet_then_region_then_default(
 
     cabinet = await billing.client.post(path, json=plan("cabinet", "CAB-BJ-1", 100), headers=admin)
     assert cabinet.status_code == 201, cabinet.text
+    # The platform's audit trail has it, written in the plan's own transaction (kit.audit, issue 15).
+    created = await staff_actions(billing.runtime.engine, "pricing_plan.create")
+    assert created[-1].target_type == "pricing_plan"
     for body in (plan("region", "CAB-BJ-", 200), plan("region", "CAB-", 250), plan("default", "", 300)):
         assert (await billing.client.post(path, json=body, headers=admin)).status_code == 201
     duplicate = await billing.client.post(path, json=plan("region", "CAB-BJ-", 1), headers=admin)

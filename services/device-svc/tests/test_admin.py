@@ -4,6 +4,8 @@ bulk import, rotation and revocation without a broker restart, retirement."""
 import aiomqtt
 import pytest
 
+from kit.testing import staff_actions
+
 pytestmark = pytest.mark.integration
 
 
@@ -25,11 +27,14 @@ def admin(signer, role="super_admin"):
     return {"Authorization": f"Bearer {token}"}
 
 
-async def test_provision_rotate_revoke_and_retire(admin_service, broker, signer, service_account, tap):
+async def test_provision_rotate_revoke_and_retire(admin_service, broker, signer, service_account, tap, database_url):
     client, headers = admin_service, admin(signer)
     cabinet = {"id": "CAB-0100", "name": "Mall", "lat": 22.5, "lon": 114.0, "region": "Nanshan", "slot_count": 4}
     resp = await client.post("/v1/admin/cabinets", json=cabinet, headers=headers)
     assert resp.status_code == 201, resp.text
+    # On the platform's audit trail, from the cabinet's own transaction (kit.audit, issue 15).
+    [created] = [a for a in await staff_actions(database_url, "cabinet.create")]
+    assert (created.actor_id, created.target_type) == ("00000000-0000-0000-0000-0000000000ad", "cabinet")
     body = resp.json()
     assert body["state"] == "active"
     assert body["credential"]["broker_version"] > 0

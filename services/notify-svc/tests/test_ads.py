@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from contracts.events import AdPlaylistPublished
+from kit.testing import staff_actions
 
 pytestmark = pytest.mark.integration
 
@@ -30,7 +31,7 @@ def _ad(**over: Any) -> dict[str, Any]:
     return ad | over
 
 
-async def test_banners_by_region_and_schedule_labelled_and_counted_once(client, auth, staff):
+async def test_banners_by_region_and_schedule_labelled_and_counted_once(client, auth, staff, settings):
     operator, user = staff(roles=("operator",)), uuid.uuid4()
     futian = (await client.post(ADMIN, headers=operator, json=_ad())).json()
     everywhere = (await client.post(ADMIN, headers=operator, json=_ad(title="Everywhere", regions=[]))).json()
@@ -73,6 +74,9 @@ async def test_banners_by_region_and_schedule_labelled_and_counted_once(client, 
     assert withdrawn.json()["withdrawn_at"] is not None
     twice = await client.post(f"{ADMIN}/{everywhere['ad_id']}/withdraw", headers=operator)
     assert (twice.status_code, twice.json()["code"]) == (409, "ad_withdrawn")
+    # The withdrawal is on the platform's audit trail; the refused second one is not (kit.audit, issue 15).
+    withdrawals = await staff_actions(settings.database_url, "ad.withdraw")
+    assert [(a.target_type, a.target_id) for a in withdrawals] == [("ad", everywhere["ad_id"])]
     assert await shown(region="440304") == {"Half-price tea", "Shenzhen"}
     off_air = await client.post(f"/v1/ads/{everywhere['ad_id']}/clicks", headers=auth(user))
     assert (off_air.status_code, off_air.json()["code"]) == (409, "ad_not_running")

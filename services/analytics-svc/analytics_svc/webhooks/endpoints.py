@@ -22,6 +22,7 @@ from analytics_svc.webhooks.schemas import (
     SubscriptionOut,
 )
 from kit.app import RuntimeDep
+from kit.audit import audited
 from kit.auth import Principal, require_permission
 from kit.db import SessionDep
 from kit.errors import BusinessError
@@ -44,7 +45,12 @@ class UnknownEventType(BusinessError):
     title = "Partners may subscribe to these event types only"
 
 
-@router.post("", response_model=SubscriptionCreated, status_code=201)
+@router.post(
+    "",
+    response_model=SubscriptionCreated,
+    status_code=201,
+    dependencies=[audited("webhook.subscribe", "webhook_subscription")],
+)
 async def subscribe(
     body: SubscriptionIn, who: PartnerAdmin, session: SessionDep, runtime: RuntimeDep
 ) -> SubscriptionCreated:
@@ -81,13 +87,21 @@ async def partner_limits(_: PartnerAdmin, session: SessionDep, runtime: RuntimeD
     return PartnerLimitList(items=items, default_per_minute=default)
 
 
-@router.put("/partners/{partner}", status_code=204)
+@router.put(
+    "/partners/{partner}",
+    status_code=204,
+    dependencies=[audited("webhook_partner.set_limit", "webhook_partner", "partner")],
+)
 async def set_partner_limit(partner: str, body: PartnerLimitIn, _: PartnerAdmin, session: SessionDep) -> None:
     """Set a partner's delivery rate limit (all its subscriptions share it); `null` goes back to the default."""
     await service.set_partner_limit(session, partner, body.per_minute)
 
 
-@router.delete("/{subscription_id}", status_code=204)
+@router.delete(
+    "/{subscription_id}",
+    status_code=204,
+    dependencies=[audited("webhook.unsubscribe", "webhook_subscription", "subscription_id")],
+)
 async def unsubscribe(subscription_id: uuid.UUID, _: PartnerAdmin, session: SessionDep) -> None:
     if not await repo.deactivate(session, subscription_id):
         raise service.SubscriptionNotFound(f"Webhook subscription {subscription_id} does not exist")
@@ -121,6 +135,10 @@ async def delivery(delivery_id: uuid.UUID, _: PartnerAdmin, session: SessionDep)
     return DeliveryOut.model_validate(found, from_attributes=True).model_copy(update={"log": log})
 
 
-@router.post("/deliveries/{delivery_id}/replay", response_model=DeliveryOut)
+@router.post(
+    "/deliveries/{delivery_id}/replay",
+    response_model=DeliveryOut,
+    dependencies=[audited("webhook_delivery.replay", "webhook_delivery", "delivery_id")],
+)
 async def replay(delivery_id: uuid.UUID, _: PartnerAdmin, session: SessionDep) -> DeliveryOut:
     return DeliveryOut.model_validate(await service.replay(session, delivery_id), from_attributes=True)

@@ -24,6 +24,7 @@ from asset_credit_svc.assets.schemas import (
 )
 from asset_credit_svc.ledger import service as ledger
 from asset_credit_svc.models import AssetHistory, AssetTemplate, UserAsset
+from kit.audit import audited
 from kit.auth import CurrentUser, Principal, require_permission, user_scope
 from kit.db import SessionDep
 from kit.idempotency import idempotency_key
@@ -165,7 +166,12 @@ async def my_asset(asset_id: uuid.UUID, user: CurrentUser, session: SessionDep) 
 # ---- administrators -------------------------------------------------------------------------
 
 
-@router.post("/v1/admin/asset-templates", response_model=TemplateOut, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/v1/admin/asset-templates",
+    response_model=TemplateOut,
+    status_code=status.HTTP_201_CREATED,
+    dependencies=[audited("asset_template.create", "asset_template")],
+)
 async def create_template(body: TemplateIn, actor: AssetAdmin, session: SessionDep) -> TemplateOut:
     spec = service.TemplateSpec(**body.model_dump())
     return template_out(await service.create_template(session, actor.subject, spec, _now()))
@@ -181,14 +187,21 @@ async def list_templates(
     return TemplatesOut(items=[template_out(t) for t in await repo.templates(session, kind=kind, limit=limit)])
 
 
-@router.post("/v1/admin/asset-templates/{template_id}/deactivate", response_model=TemplateOut)
+@router.post(
+    "/v1/admin/asset-templates/{template_id}/deactivate",
+    response_model=TemplateOut,
+    dependencies=[audited("asset_template.deactivate", "asset_template", "template_id")],
+)
 async def deactivate_template(template_id: uuid.UUID, _: AssetAdmin, session: SessionDep) -> TemplateOut:
     """Nothing more is issued or sold from it; what users hold stays valid."""
     return template_out(await service.deactivate_template(session, template_id))
 
 
 @router.post(
-    "/v1/admin/asset-templates/{template_id}/issues", response_model=IssuedOut, status_code=status.HTTP_201_CREATED
+    "/v1/admin/asset-templates/{template_id}/issues",
+    response_model=IssuedOut,
+    status_code=status.HTTP_201_CREATED,
+    dependencies=[audited("asset_template.issue", "asset_template", "template_id")],
 )
 async def issue(
     template_id: uuid.UUID,
@@ -241,7 +254,11 @@ async def asset_detail(asset_id: uuid.UUID, _: AssetAdmin, session: SessionDep) 
     return AssetDetailOut(asset=asset_out(asset, template, _now()), history=[history_out(h) for h in history])
 
 
-@router.post("/v1/admin/assets/{asset_id}/revoke", response_model=AssetOut)
+@router.post(
+    "/v1/admin/assets/{asset_id}/revoke",
+    response_model=AssetOut,
+    dependencies=[audited("asset.revoke", "asset", "asset_id")],
+)
 async def revoke(asset_id: uuid.UUID, actor: AssetAdmin, session: SessionDep) -> AssetOut:
     """Revoke an available, unused asset (a red packet's amount goes back to promotions)."""
     now = _now()

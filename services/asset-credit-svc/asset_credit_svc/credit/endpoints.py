@@ -12,6 +12,7 @@ from asset_credit_svc.deposit.service import held_fen
 from asset_credit_svc.models import CreditChange
 from asset_credit_svc.settings import Settings
 from kit.app import RuntimeDep
+from kit.audit import audited
 from kit.auth import CurrentUser, Principal, require_permission, user_scope
 from kit.db import SessionDep
 from kit.errors import BusinessError
@@ -95,7 +96,11 @@ async def my_credit_history(
     return CreditHistory(items=[change_out(c) for c in await service.history(session, user.user_id, limit)])
 
 
-@router.post("/v1/admin/credit/{user_id}/adjustments", status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/v1/admin/credit/{user_id}/adjustments",
+    status_code=status.HTTP_201_CREATED,
+    dependencies=[audited("credit.adjust", "user", "user_id")],
+)
 async def adjust(
     user_id: uuid.UUID,
     body: AdjustmentIn,

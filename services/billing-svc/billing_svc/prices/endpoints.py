@@ -10,6 +10,7 @@ from billing_svc.prices import service
 from billing_svc.prices.schemas import PlanIn, PlanList, PlanOut, PlanPatch, PriceOut
 from billing_svc.rentals.service import settings_of
 from kit.app import RuntimeDep
+from kit.audit import audited
 from kit.auth import Principal, require_permission
 from kit.db import SessionDep
 
@@ -65,12 +66,14 @@ async def list_plans(_: Pricing, session: SessionDep, include_inactive: bool = F
     return PlanList(items=[plan_out(p) for p in await service.list_plans(session, include_inactive)])
 
 
-@router.post("/v1/admin/pricing-plans", status_code=201)
+@router.post("/v1/admin/pricing-plans", status_code=201, dependencies=[audited("pricing_plan.create", "pricing_plan")])
 async def create_plan(body: PlanIn, actor: Pricing, session: SessionDep) -> PlanOut:
     return plan_out(await service.create_plan(session, actor.subject, body.model_dump()))
 
 
-@router.patch("/v1/admin/pricing-plans/{plan_id}")
+@router.patch(
+    "/v1/admin/pricing-plans/{plan_id}", dependencies=[audited("pricing_plan.update", "pricing_plan", "plan_id")]
+)
 async def update_plan(plan_id: UUID, body: PlanPatch, actor: Pricing, session: SessionDep) -> PlanOut:
     """Applies to rentals borrowed from now on; `active: false` retires the plan."""
     values = {k: v for k, v in body.model_dump(exclude_unset=True).items() if v is not None}

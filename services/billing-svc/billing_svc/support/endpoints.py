@@ -22,6 +22,7 @@ from billing_svc.support.schemas import (
     RejectIn,
 )
 from kit.app import RuntimeDep
+from kit.audit import audited
 from kit.auth import CurrentUser, Principal, require_permission, user_scope
 from kit.db import ReadSessionDep, SessionDep
 from kit.idempotency import IdempotencyKey
@@ -110,12 +111,18 @@ async def list_disputes(
     return DisputeList(items=[dispute_out(d) for d in await service.list_disputes(session, state, limit)])
 
 
-@router.post("/v1/admin/disputes/{dispute_id}/reject")
+@router.post(
+    "/v1/admin/disputes/{dispute_id}/reject", dependencies=[audited("dispute.reject", "dispute", "dispute_id")]
+)
 async def reject_dispute(dispute_id: UUID, body: RejectIn, actor: Support, session: SessionDep) -> DisputeOut:
     return dispute_out(await service.reject_dispute(session, actor, dispute_id, body.note))
 
 
-@router.post("/v1/admin/rentals/{rental_id}/corrections", status_code=201)
+@router.post(
+    "/v1/admin/rentals/{rental_id}/corrections",
+    status_code=201,
+    dependencies=[audited("rental.correct", "rental", "rental_id")],
+)
 async def correct_rental(
     rental_id: UUID,
     body: CorrectionIn,

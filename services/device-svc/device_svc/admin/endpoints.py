@@ -30,6 +30,7 @@ from device_svc.brokerauth.service import LIVE_WITHIN, wait_for_brokers
 from device_svc.registry.endpoints import DeviceIdPath
 from device_svc.settings import Settings
 from kit.app import Runtime, RuntimeDep
+from kit.audit import audited
 from kit.auth import Principal, require_permission
 from kit.db import SessionDep, after_commit
 from kit.ratelimit import rate_class
@@ -70,14 +71,20 @@ def _credential(device_id: str, password: str | None, version: int) -> Credentia
     return Credential(device_id=device_id, password=password, broker_version=version) if password else None
 
 
-@router.post("/cabinets", response_model=Provisioned, status_code=201)
+@router.post(
+    "/cabinets", response_model=Provisioned, status_code=201, dependencies=[audited("cabinet.create", "cabinet")]
+)
 async def create_cabinet(body: CabinetCreate, _: Admin, session: SessionDep, runtime: RuntimeDep) -> Provisioned:
     out, password = await service.create_cabinet(session, body)
     version = await _brokers_after_commit(session, runtime)
     return out.model_copy(update={"credential": _credential(out.id, password, version)})
 
 
-@router.patch("/cabinets/{cabinet_id}", response_model=CabinetOut)
+@router.patch(
+    "/cabinets/{cabinet_id}",
+    response_model=CabinetOut,
+    dependencies=[audited("cabinet.update", "cabinet", "cabinet_id")],
+)
 async def update_cabinet(cabinet_id: DeviceIdPath, body: CabinetUpdate, _: Admin, session: SessionDep) -> CabinetOut:
     """Address, region, opening hours, position, operating state (active / maintenance: off the map)."""
     c = await service.update_cabinet(session, cabinet_id, body)
@@ -95,14 +102,18 @@ async def update_cabinet(cabinet_id: DeviceIdPath, body: CabinetUpdate, _: Admin
     )
 
 
-@router.post("/banks", response_model=Provisioned, status_code=201)
+@router.post("/banks", response_model=Provisioned, status_code=201, dependencies=[audited("bank.create", "bank")])
 async def create_bank(body: BankCreate, _: Admin, session: SessionDep, runtime: RuntimeDep) -> Provisioned:
     out, password = await service.create_bank(session, body)
     version = await _brokers_after_commit(session, runtime) if password else 0
     return out.model_copy(update={"credential": _credential(out.id, password, version)})
 
 
-@router.post("/cabinets/import", response_model=ImportResult, dependencies=[rate_class("upload")])
+@router.post(
+    "/cabinets/import",
+    response_model=ImportResult,
+    dependencies=[audited("cabinet.import", "cabinet"), rate_class("upload")],
+)
 async def import_cabinets(body: CabinetImport, _: Admin, session: SessionDep, runtime: RuntimeDep) -> ImportResult:
     """Bulk provisioning (up to 5000 a request), set-based: ids already registered are skipped, so a re-run
     is harmless; each new cabinet gets its slots and a credential (its password shown once, here). One
@@ -111,7 +122,9 @@ async def import_cabinets(body: CabinetImport, _: Admin, session: SessionDep, ru
     return _import_result(imported, await _brokers_after_commit(session, runtime) if imported.passwords else 0)
 
 
-@router.post("/banks/import", response_model=ImportResult, dependencies=[rate_class("upload")])
+@router.post(
+    "/banks/import", response_model=ImportResult, dependencies=[audited("bank.import", "bank"), rate_class("upload")]
+)
 async def import_banks(body: BankImport, _: Admin, session: SessionDep, runtime: RuntimeDep) -> ImportResult:
     """Bulk import (up to 5000 a request), set-based; ids already registered are skipped, so a re-run is
     harmless. One transaction: an identity clash refuses the whole import."""
@@ -127,7 +140,11 @@ def _import_result(imported: service.Imported, broker_version: int) -> ImportRes
     return ImportResult(created=created, skipped=imported.skipped)
 
 
-@router.post("/devices/{device_id}/credentials/rotate", response_model=Credential)
+@router.post(
+    "/devices/{device_id}/credentials/rotate",
+    response_model=Credential,
+    dependencies=[audited("device.rotate_credentials", "device", "device_id")],
+)
 async def rotate(device_id: DeviceIdPath, _: Admin, session: SessionDep, runtime: RuntimeDep) -> Credential:
     """A new password; the old one stops working once the broker reloaded (no restart)."""
     password = await service.rotate(session, device_id)
@@ -135,13 +152,21 @@ async def rotate(device_id: DeviceIdPath, _: Admin, session: SessionDep, runtime
     return Credential(device_id=device_id, password=password, broker_version=version)
 
 
-@router.post("/devices/{device_id}/credentials/revoke", response_model=Revoked)
+@router.post(
+    "/devices/{device_id}/credentials/revoke",
+    response_model=Revoked,
+    dependencies=[audited("device.revoke_credentials", "device", "device_id")],
+)
 async def revoke(device_id: DeviceIdPath, _: Admin, session: SessionDep, runtime: RuntimeDep) -> Revoked:
     await service.revoke(session, device_id, _publisher(runtime))
     return Revoked(device_id=device_id, active=False, broker_version=await _brokers_after_commit(session, runtime))
 
 
-@router.post("/devices/{device_id}/retire", response_model=Provisioned)
+@router.post(
+    "/devices/{device_id}/retire",
+    response_model=Provisioned,
+    dependencies=[audited("device.retire", "device", "device_id")],
+)
 async def retire(
     device_id: DeviceIdPath,
     _: Admin,

@@ -8,6 +8,7 @@ from device_svc.faults import repository as repo
 from device_svc.faults import service
 from device_svc.faults.schemas import Cleared, ClearIn, FaultReportList, FaultReportOut
 from kit.app import RuntimeDep
+from kit.audit import audited
 from kit.auth import Principal, require_permission
 from kit.db import ReadSessionDep, SessionDep
 
@@ -40,7 +41,9 @@ async def open_reports(
     )
 
 
-@router.post("/banks/{bank_id}/fault-reports/clear")
+@router.post(
+    "/banks/{bank_id}/fault-reports/clear", dependencies=[audited("bank.clear_fault_reports", "bank", "bank_id")]
+)
 async def clear(bank_id: BankId, body: ClearIn, staff: Maintainer, session: SessionDep, runtime: RuntimeDep) -> Cleared:
     """The bank was checked: close its users' reports and lend it again (unless its state or slot
     still keeps it)."""

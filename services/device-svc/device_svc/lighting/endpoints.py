@@ -10,6 +10,7 @@ from device_svc.lighting.schemas import LightAnswer, LightMe, NightLightOut, Nig
 from device_svc.ops.endpoints import Maintainer, _downlink
 from device_svc.registry.endpoints import DeviceIdPath
 from kit.app import RuntimeDep
+from kit.audit import audited
 from kit.auth import CurrentUser, user_scope
 from kit.db import SessionDep, after_commit
 from kit.periodic import Alarm
@@ -48,7 +49,11 @@ async def light_for_me(
     )
 
 
-@router.put("/v1/ops/cabinets/{cabinet_id}/night-light", response_model=NightLightOut)
+@router.put(
+    "/v1/ops/cabinets/{cabinet_id}/night-light",
+    response_model=NightLightOut,
+    dependencies=[audited("cabinet.set_night_light", "cabinet", "cabinet_id")],
+)
 async def set_night_light(
     cabinet_id: DeviceIdPath, body: NightLightSetting, staff: Maintainer, session: SessionDep, runtime: RuntimeDep
 ) -> NightLightOut:

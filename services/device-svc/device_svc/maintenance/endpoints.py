@@ -10,6 +10,7 @@ from device_svc.maintenance import service
 from device_svc.maintenance.lifecycle import Action
 from device_svc.maintenance.schemas import AssignRequest, CloseRequest, StartRequest, SyncResult, TaskList, TaskOut
 from kit.app import RuntimeDep
+from kit.audit import audited
 from kit.auth import Principal, require_permission
 from kit.db import SessionDep
 from kit.inputs import INT64_MAX
@@ -47,7 +48,7 @@ async def tasks(
     return TaskList(items=items)
 
 
-@router.post("/scan", response_model=SyncResult)
+@router.post("/scan", response_model=SyncResult, dependencies=[audited("maintenance_task.scan", "maintenance_task")])
 async def scan(_: Dispatcher, session: SessionDep, runtime: RuntimeDep) -> SyncResult:
     """Open tasks for every current condition now (the periodic pass does the same every
     `MAINTENANCE_SCAN_INTERVAL_S`)."""
@@ -60,28 +61,44 @@ async def task(task_id: uuid.UUID, _: Staff, session: SessionDep) -> TaskOut:
     return await service.get(session, task_id)
 
 
-@router.post("/{task_id}/assign", response_model=TaskOut)
+@router.post(
+    "/{task_id}/assign",
+    response_model=TaskOut,
+    dependencies=[audited("maintenance_task.assign", "maintenance_task", "task_id")],
+)
 async def assign(
     task_id: uuid.UUID, body: AssignRequest, who: Dispatcher, session: SessionDep, runtime: RuntimeDep
 ) -> TaskOut:
     return await service.act(session, runtime, task_id, Action.ASSIGN, who.subject, body.note, body.assignee)
 
 
-@router.post("/{task_id}/start", response_model=TaskOut)
+@router.post(
+    "/{task_id}/start",
+    response_model=TaskOut,
+    dependencies=[audited("maintenance_task.start", "maintenance_task", "task_id")],
+)
 async def start(
     task_id: uuid.UUID, body: StartRequest, who: FieldStaff, session: SessionDep, runtime: RuntimeDep
 ) -> TaskOut:
     return await service.act(session, runtime, task_id, Action.START, who.subject, body.note)
 
 
-@router.post("/{task_id}/done", response_model=TaskOut)
+@router.post(
+    "/{task_id}/done",
+    response_model=TaskOut,
+    dependencies=[audited("maintenance_task.done", "maintenance_task", "task_id")],
+)
 async def done(
     task_id: uuid.UUID, body: CloseRequest, who: FieldStaff, session: SessionDep, runtime: RuntimeDep
 ) -> TaskOut:
     return await service.act(session, runtime, task_id, Action.DONE, who.subject, body.note)
 
 
-@router.post("/{task_id}/cancel", response_model=TaskOut)
+@router.post(
+    "/{task_id}/cancel",
+    response_model=TaskOut,
+    dependencies=[audited("maintenance_task.cancel", "maintenance_task", "task_id")],
+)
 async def cancel(
     task_id: uuid.UUID, body: CloseRequest, who: Dispatcher, session: SessionDep, runtime: RuntimeDep
 ) -> TaskOut:

@@ -25,6 +25,7 @@ from device_svc.ops.schemas import (
 from device_svc.registry.endpoints import DeviceIdPath
 from device_svc.settings import Settings
 from kit.app import RuntimeDep
+from kit.audit import audited
 from kit.auth import Principal, require_permission
 from kit.db import ReadSessionDep, SessionDep
 from kit.inputs import INT64_MAX, UtcDatetime
@@ -49,7 +50,7 @@ async def alarms(_: Staff, session: SessionDep, limit: Limit = 500) -> AlarmList
     return AlarmList(items=await service.alarms(session, limit))
 
 
-@router.post("/alarms/resolve", response_model=AlarmResolved)
+@router.post("/alarms/resolve", response_model=AlarmResolved, dependencies=[audited("alarm.resolve", "device")])
 async def resolve(body: ResolveAlarm, who: Maintainer, session: SessionDep, runtime: RuntimeDep) -> AlarmResolved:
     """Clear the alarm; its open maintenance task (same device and cause) is done with the note, by the
     staff member, in the task's history and on device.maintenance.v1."""
@@ -113,13 +114,22 @@ async def transitions(bank_id: DeviceIdPath, _: Staff, session: SessionDep) -> T
     return TransitionList(items=await service.transitions(session, bank_id))
 
 
-@router.post("/banks/{bank_id}/state", response_model=BankAdminOut)
+@router.post(
+    "/banks/{bank_id}/state",
+    response_model=BankAdminOut,
+    dependencies=[audited("bank.change_state", "bank", "bank_id")],
+)
 async def change_state(bank_id: DeviceIdPath, body: StateChange, who: Maintainer, session: SessionDep) -> BankAdminOut:
     bank = await service.change_state(session, bank_id, body.state, body.reason, who.subject)
     return service.bank_admin_out(bank, 0)
 
 
-@router.post("/banks/{bank_id}/ring", response_model=CommandAccepted, status_code=202)
+@router.post(
+    "/banks/{bank_id}/ring",
+    response_model=CommandAccepted,
+    status_code=202,
+    dependencies=[audited("bank.ring", "bank", "bank_id")],
+)
 async def ring(bank_id: DeviceIdPath, _: Maintainer, session: SessionDep, runtime: RuntimeDep) -> CommandAccepted:
     """Make a bank with a module beep; 409 device_offline at once when it is offline."""
     settings = runtime.settings
@@ -127,7 +137,12 @@ async def ring(bank_id: DeviceIdPath, _: Maintainer, session: SessionDep, runtim
     return await service.ring(session, _downlink(runtime), bank_id, duration)
 
 
-@router.post("/cabinets/{cabinet_id}/light", response_model=CommandAccepted, status_code=202)
+@router.post(
+    "/cabinets/{cabinet_id}/light",
+    response_model=CommandAccepted,
+    status_code=202,
+    dependencies=[audited("cabinet.light", "cabinet", "cabinet_id")],
+)
 async def light(
     cabinet_id: DeviceIdPath, body: LightRequest, _: Maintainer, session: SessionDep, runtime: RuntimeDep
 ) -> CommandAccepted:

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from kit.audit import audited
 from kit.auth import Principal, require_permission
 from kit.db import ReadSessionDep, SessionDep, after_commit
 from notify_svc.campaigns import repository as repo
@@ -69,7 +70,7 @@ async def preview(body: PreviewIn, _: Manager, session: ReadSessionDep) -> Previ
     return PreviewOut(audience=audience, reachable=Reach(inbox=inbox, push=push, sms=sms))
 
 
-@staff_router.post("", status_code=201)
+@staff_router.post("", status_code=201, dependencies=[audited("campaign.create", "campaign")])
 async def create(body: CampaignIn, staff: Manager, session: SessionDep) -> CampaignOut:
     """A draft; nothing is sent until it is scheduled."""
     return await _out(session, await service.create(session, body, staff.subject))
@@ -85,7 +86,7 @@ async def one(campaign_id: uuid.UUID, _: Manager, session: ReadSessionDep) -> Ca
     return await _out(session, await service.get(session, campaign_id))
 
 
-@staff_router.post("/{campaign_id}/schedule")
+@staff_router.post("/{campaign_id}/schedule", dependencies=[audited("campaign.schedule", "campaign", "campaign_id")])
 async def schedule(
     campaign_id: uuid.UUID, body: ScheduleIn, _: Manager, session: SessionDep, context: ContextDep
 ) -> CampaignOut:
@@ -97,6 +98,6 @@ async def schedule(
     return await _out(session, campaign)
 
 
-@staff_router.post("/{campaign_id}/cancel")
+@staff_router.post("/{campaign_id}/cancel", dependencies=[audited("campaign.cancel", "campaign", "campaign_id")])
 async def cancel(campaign_id: uuid.UUID, _: Manager, session: SessionDep) -> CampaignOut:
     return await _out(session, await service.cancel(session, campaign_id))

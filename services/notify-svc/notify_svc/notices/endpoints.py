@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.events import NoticeKind
 from kit.app import RuntimeDep
+from kit.audit import audited
 from kit.auth import Principal, require_permission
 from kit.db import ReadSessionDep, SessionDep, after_commit
 from kit.ratelimit import rate_class
@@ -41,7 +42,7 @@ async def _out(session: AsyncSession, context: NotifyContext, notice: Notice) ->
     )
 
 
-@staff_router.post("", status_code=201)
+@staff_router.post("", status_code=201, dependencies=[audited("notice.create", "notice")])
 async def create(body: NoticeIn, staff: Sender, session: SessionDep, context: ContextDep) -> NoticeOut:
     """A draft: attach images, then publish it."""
     notice = await service.create(session, body, staff.subject)
@@ -63,7 +64,7 @@ async def one(notice_id: uuid.UUID, _: Sender, session: ReadSessionDep, context:
 @staff_router.post(
     "/{notice_id}/images",
     status_code=201,
-    dependencies=[rate_class("upload")],
+    dependencies=[audited("notice.add_image", "notice", "notice_id"), rate_class("upload")],
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -83,7 +84,7 @@ async def upload_image(
     )
 
 
-@staff_router.post("/{notice_id}/publish")
+@staff_router.post("/{notice_id}/publish", dependencies=[audited("notice.publish", "notice", "notice_id")])
 async def publish(
     notice_id: uuid.UUID, staff: Sender, session: SessionDep, runtime: RuntimeDep, context: ContextDep
 ) -> NoticeOut:

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query, Request
 
 from kit.app import RuntimeDep
+from kit.audit import audited
 from kit.auth import CurrentUser, Principal, require_permission
 from kit.db import ReadSessionDep, SessionDep
 from notify_svc.models import ConsentRecord, RiskNotice, ValueAddedService, VasKind, VasPayment
@@ -116,7 +117,7 @@ async def withdraw(
     return _consent(await service.withdraw(session, runtime, user.user_id, code, agent))
 
 
-@staff_router.post("", status_code=201)
+@staff_router.post("", status_code=201, dependencies=[audited("vas.create", "vas")])
 async def create(body: ServiceIn, staff: Manager, session: SessionDep) -> ServiceOut:
     return _service(await service.create(session, body, staff.subject), None)
 
@@ -128,14 +129,16 @@ async def catalogue(_: Manager, session: ReadSessionDep) -> ServiceList:
     return ServiceList(items=[_service(s, notices.get(s.code)) for s in await repo.services(session)])
 
 
-@staff_router.post("/{code}/retire")
+@staff_router.post("/{code}/retire", dependencies=[audited("vas.retire", "vas", "code")])
 async def retire(code: Code, _: Manager, session: SessionDep) -> ServiceOut:
     """Take a service off the catalogue (`409 service_retired` for whoever tries to take it since)."""
     found = await service.retire(session, code)
     return _service(found, (await repo.current_notices(session)).get(code))
 
 
-@staff_router.post("/{code}/risk-notices", status_code=201)
+@staff_router.post(
+    "/{code}/risk-notices", status_code=201, dependencies=[audited("vas.publish_risk_notice", "vas", "code")]
+)
 async def publish_notice(code: Code, body: NoticeIn, staff: Manager, session: SessionDep) -> RiskNoticeOut:
     """A new version of the risk notice; earlier consents no longer count as current."""
     notice = await service.publish_notice(session, code, body.text, staff.subject)
