@@ -26,6 +26,13 @@ async def test_cabinet_list_detail_and_bank(service, online, signer):
     assert cab1["slot_count"] == 8
     assert cab1["free_slots"] == 2
     assert cab1["banks_available"] == 5  # 6 banks, PB-000002 at 10%
+    assert resp.json()["next_after"] is None
+    # A page at a time (issue 15): the page's last id asks for the next.
+    first = (await service.get("/v1/cabinets", params={"limit": 2}, headers=auth(signer))).json()
+    assert ([c["id"] for c in first["items"]], first["next_after"]) == (["CAB-0001", "CAB-0002"], "CAB-0002")
+    rest = await service.get("/v1/cabinets", params={"limit": 2, "after": "CAB-0002"}, headers=auth(signer))
+    assert ([c["id"] for c in rest.json()["items"]], rest.json()["next_after"]) == (["CAB-0003"], None)
+    assert (await service.get("/v1/cabinets", params={"limit": 1001}, headers=auth(signer))).status_code == 422
     detail = (await service.get("/v1/cabinets/CAB-0001", headers=auth(signer, kind="admin", roles=["operator"]))).json()
     assert detail["firmware"] == "test-fw"
     assert [s["slot"] for s in detail["slots"]] == list(range(1, 9))

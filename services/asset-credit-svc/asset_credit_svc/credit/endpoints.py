@@ -131,5 +131,7 @@ async def adjust(
 
 
 @router.get("/v1/admin/credit/{user_id}")
-async def user_credit(user_id: uuid.UUID, _: CreditAdmin, session: SessionDep) -> CreditHistory:
-    return CreditHistory(items=[change_out(c) for c in await service.history(session, user_id, 200)])
+async def user_credit(
+    user_id: uuid.UUID, _: CreditAdmin, session: SessionDep, limit: Annotated[int, Query(ge=1, le=500)] = 200
+) -> CreditHistory:
+    return CreditHistory(items=[change_out(c) for c in await service.history(session, user_id, limit)])

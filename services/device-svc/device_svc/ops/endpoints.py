@@ -110,8 +110,9 @@ async def banks(
 
 
 @router.get("/banks/{bank_id}/transitions", response_model=TransitionList)
-async def transitions(bank_id: DeviceIdPath, _: Staff, session: SessionDep) -> TransitionList:
-    return TransitionList(items=await service.transitions(session, bank_id))
+async def transitions(bank_id: DeviceIdPath, _: Staff, session: SessionDep, limit: Limit = 500) -> TransitionList:
+    """The bank's newest state changes first."""
+    return TransitionList(items=await service.transitions(session, bank_id, limit))
 
 
 @router.post(

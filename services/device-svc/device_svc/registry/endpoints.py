@@ -2,7 +2,7 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path
+from fastapi import APIRouter, Depends, Path, Query
 
 from device_svc.registry import service
 from device_svc.registry.schemas import BankOut, CabinetDetailOut, CabinetList
@@ -33,8 +33,17 @@ def min_battery(runtime: RuntimeDep) -> int:
 
 
 @router.get("/cabinets", response_model=CabinetList)
-async def list_cabinets(_: Viewer, session: SessionDep, runtime: RuntimeDep) -> CabinetList:
-    return CabinetList(items=await service.list_cabinets(session, min_battery(runtime)))
+async def list_cabinets(
+    _: Viewer,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    after: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
+) -> CabinetList:
+    """Cabinets by id, a page at a time: `next_after` (the page's last id) asks for the next page; null on
+    the last one (issue 15: no answer reads a whole table)."""
+    items = await service.list_cabinets(session, min_battery(runtime), after, limit)
+    return CabinetList(items=items, next_after=items[-1].id if len(items) == limit else None)
 
 
 @router.get("/cabinets/{cabinet_id}", response_model=CabinetDetailOut)

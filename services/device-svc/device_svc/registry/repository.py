@@ -136,12 +136,18 @@ def occupied_slots_subquery() -> Any:
     )
 
 
-async def list_cabinets(session: AsyncSession, min_battery_pct: int) -> Sequence[Any]:
-    stmt = select(
-        Cabinet,
-        available_banks_subquery(min_battery_pct).label("banks_available"),
-        occupied_slots_subquery().label("occupied"),
-    ).order_by(Cabinet.id)
+async def list_cabinets(session: AsyncSession, min_battery_pct: int, after: str | None, limit: int) -> Sequence[Any]:
+    stmt = (
+        select(
+            Cabinet,
+            available_banks_subquery(min_battery_pct).label("banks_available"),
+            occupied_slots_subquery().label("occupied"),
+        )
+        .order_by(Cabinet.id)
+        .limit(limit)
+    )
+    if after is not None:
+        stmt = stmt.where(Cabinet.id > after)
     return (await session.execute(stmt)).all()
 
 

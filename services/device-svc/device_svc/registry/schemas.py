@@ -34,6 +34,7 @@ class CabinetDetailOut(CabinetOut):
 
 class CabinetList(BaseModel):
     items: list[CabinetOut]
+    next_after: str | None = None
 
 
 class BankOut(BaseModel):

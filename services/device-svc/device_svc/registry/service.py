@@ -35,8 +35,9 @@ def cabinet_out(row: Any) -> dict[str, Any]:
     }
 
 
-async def list_cabinets(session: AsyncSession, min_battery_pct: int) -> list[CabinetOut]:
-    return [CabinetOut(**cabinet_out(row)) for row in await repo.list_cabinets(session, min_battery_pct)]
+async def list_cabinets(session: AsyncSession, min_battery_pct: int, after: str | None, limit: int) -> list[CabinetOut]:
+    rows = await repo.list_cabinets(session, min_battery_pct, after, limit)
+    return [CabinetOut(**cabinet_out(row)) for row in rows]
 
 
 async def get_cabinet(session: AsyncSession, cabinet_id: str, min_battery_pct: int) -> CabinetDetailOut:
