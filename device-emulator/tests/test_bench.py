@@ -27,9 +27,11 @@ from contracts.mqtt import (
     UpChannel,
     up_message_adapter,
 )
-from device_emulator.bench import cpu, freshness, report, users
+from contracts.vendors import volinks
+from device_emulator.bench import cpu, freshness, report, run, users
 from device_emulator.bench.run import PRESETS, Attempt, errors_but_ejected, parse_args, raise_open_files
 from device_emulator.bench.swarm import DeviceCredentials, Swarm, heartbeat_payload, read_fleet
+from device_emulator.bench.volinks_swarm import VolinksSwarmDevice
 from kit.mqtt_client import (
     CONNACK,
     CONNECT,
@@ -492,3 +494,21 @@ def test_errors_answered_although_the_cabinet_ejected_are_counted_by_correlation
 )
 def test_a_shared_postgres_backend_is_told_by_its_database_whatever_the_cluster_name(title: str, database: str | None):
     assert cpu.backend_database(title) == database
+
+
+def test_a_volinks_swarm_cabinet_reports_its_fleet_slots_as_a_status_frame(tmp_path: Path):
+    """`--volinks N`: the fleet entry's maker and banks reach the swarm; the cabinet's 0x10 (sent on connect
+    and for `check`) decodes strictly and holds exactly its banks."""
+    fleet = tmp_path / "fleet.json"
+    slots = [{"slot": 1, "bank_id": "VL-7001", "battery_pct": 80}, {"slot": 2, "bank_id": None}]
+    slots += [{"slot": n, "bank_id": None} for n in range(3, 9)]
+    entry = {"cabinet_id": "VL-CAB-0001", "password": "pw", "slot_count": 8, "protocol": "volinks", "slots": slots}
+    fleet.write_text(json.dumps({"broker": {}, "cabinets": [entry]}))
+    _, _, [creds] = read_fleet(fleet)
+    assert creds.protocol == "volinks" and creds.banks == ((1, "VL-7001"),)
+    device = run.swarm_device(creds, Swarm("127.0.0.1", 1, []))
+    assert isinstance(device, VolinksSwarmDevice) and not device.watched and device.will() is None
+    status = volinks.decode(device._status())
+    assert isinstance(status, volinks.StatusFrame)
+    assert [(h.hole, h.state, h.sn) for h in status.holes if h.state] == [(1, 1, volinks.sn_of("VL-7001"))]
+    assert len(status.holes) == 8

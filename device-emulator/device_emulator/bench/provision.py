@@ -2,7 +2,7 @@
 hashed with a salted HMAC-SHA256, see device_svc.provisioning.credentials).
 
     python -m device_emulator.bench.provision --cabinets 20003 --slots 8 --fleet-out fleet.json [--seed 42]
-        [--bank-modules N]
+        [--bank-modules N] [--volinks N]
 
 `device_svc.provision seed` caps --cabinets at 9,999 (four-digit demo ids); this has no cap.
 
@@ -45,6 +45,7 @@ async def _run(args: argparse.Namespace) -> int:
             rng_seed=args.seed,
             bank_modules=args.bank_modules,
             bank_modules_last=args.bank_modules_last,
+            volinks_cabinets=args.volinks,
         )
     finally:
         await engine.dispose()
@@ -66,6 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--bank-modules-last", action="store_true", help="the last N banks instead (the benchmark: not the demo's)"
     )
+    parser.add_argument("--volinks", type=int, default=0, help="also N volinks cabinets (VL-CAB-0001...)")
     parser.add_argument("--real-hash-cost", action="store_true", help="ignored: there is one hash cost now")
     return asyncio.run(_run(parser.parse_args(argv)))
 

@@ -44,10 +44,12 @@ from typing import Any
 import httpx
 
 from contracts.mqtt import Eject
+from contracts.vendors.volinks import PROTOCOL as VOLINKS
 from device_emulator.bench import cpu, freshness, probes
 from device_emulator.bench.report import histogram_svg, line_svg, percentile, ratio, summarize, write_report
-from device_emulator.bench.swarm import Swarm, SwarmDevice, read_fleet
+from device_emulator.bench.swarm import DeviceCredentials, Swarm, SwarmDevice, read_fleet
 from device_emulator.bench.users import ApiError, BenchUser, Urls, UserPool
+from device_emulator.bench.volinks_swarm import VolinksSwarmDevice
 from device_emulator.tls import context_from_env
 from kit.httpclient import KEEPALIVE_EXPIRY_S
 
@@ -114,6 +116,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--devices", type=int, default=100, help="swarm cabinets (each its own MQTT connection)")
     p.add_argument("--slots", type=int, default=8, help="slots per cabinet when provisioning")
+    p.add_argument(
+        "--volinks", type=int, default=0, help="also N cabinets speaking the volinks protocol (a vendor mix)"
+    )
     p.add_argument("--telemetry-rate", type=float, default=50.0, help="heartbeats per second, whole swarm")
     p.add_argument("--unlock-rate", type=float, default=5.0, help="borrows started per second (0: none)")
     p.add_argument("--duration", type=float, default=30.0, help="seconds of load (0: idle window only)")
@@ -176,6 +181,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def swarm_device(creds: DeviceCredentials, swarm: Swarm) -> SwarmDevice:
+    """A swarm cabinet of the fleet entry's maker."""
+    return VolinksSwarmDevice(creds, swarm) if creds.protocol == VOLINKS else SwarmDevice(creds, swarm)
+
+
 def say(text: str) -> None:
     print(f"bench: {text}", file=sys.stderr, flush=True)
 
@@ -212,6 +222,8 @@ class Results:
     attempts: list[Attempt] = field(default_factory=list)
     handed_back: int = 0  # error answers whose ejected bank the user handed back (see Bench.hand_back)
     timeline: list[dict[str, float]] = field(default_factory=list)
+    # rentals borrowed and returned (billing stopped), per maker of the cabinet (--volinks)
+    cycles_by_protocol: collections.Counter[str] = field(default_factory=collections.Counter)
 
 
 class Bench:
@@ -264,6 +276,8 @@ class Bench:
         seed_args = ["--cabinets", str(total), "--slots", str(self.args.slots), "--seed", str(self.args.seed)]
         if self.args.banks > 0:
             seed_args += ["--bank-modules", str(self.args.banks), "--bank-modules-last"]
+        if self.args.volinks > 0:
+            seed_args += ["--volinks", str(self.args.volinks)]
         env = dict(os.environ)
         if self.args.real_provisioning:
             cmd = [sys.executable, self.stack_tool, "seed", "--stack", self.stack, "--", *seed_args]
@@ -271,7 +285,10 @@ class Bench:
             cmd = [sys.executable, "-m", "device_emulator.bench.provision", *seed_args]
             cmd += ["--fleet-out", str(self.fleet_file)]
             env["DATABASE_URL"] = env.get("DEVICE_DATABASE_URL", env.get("DATABASE_URL", ""))
-        say(f"provisioning {total} cabinets, {self.args.banks} bank modules: {' '.join(cmd[1:])}")
+        say(
+            f"provisioning {total} cabinets, {self.args.volinks} volinks cabinets, {self.args.banks} bank modules: "
+            f"{' '.join(cmd[1:])}"
+        )
         start = time.monotonic()
         done = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=ROOT, env=env)
         took = time.monotonic() - start
@@ -350,6 +367,7 @@ class Bench:
         for name, at in parts.items():
             r.billing_parts_ms[name].append((at - sent_at) * 1000)
         r.billing_stop_ms.append((max(parts.values()) - sent_at) * 1000)
+        r.cycles_by_protocol[device.creds.protocol] += 1
         self.last_rental = (user, borrowed.rental_id)
         return True
 
@@ -448,7 +466,8 @@ class Bench:
                     index += 1
                     sent = device.send_heartbeat()
                     if sent is not None:
-                        watch.record_sent(device.device_id, sent[0], sent[1])
+                        if device.watched:
+                            watch.record_sent(device.device_id, sent[0], sent[1])
                         swarm.stats.heartbeats_sent += 1
                         break
                 else:
@@ -652,9 +671,14 @@ class Bench:
         host, port, creds = read_fleet(self.fleet_file)
         host = os.environ.get("MQTT_HOST", host)
         port = int(os.environ.get("MQTT_PORT", port))
-        chosen = creds[self.skip : self.skip + args.devices]
+        native = [c for c in creds if c.protocol != VOLINKS]
+        chosen = native[self.skip : self.skip + args.devices]
         if len(chosen) < args.devices:
             self.notes.append(f"fleet file holds {len(chosen)} usable devices (asked {args.devices})")
+        vendor = [c for c in creds if c.protocol == VOLINKS][: args.volinks]
+        if len(vendor) < args.volinks:
+            self.notes.append(f"fleet file holds {len(vendor)} volinks cabinets (asked {args.volinks})")
+        chosen += vendor
         bank_creds = freshness.read_fleet_banks(self.fleet_file)[: args.banks] if args.banks > 0 else []
         if len(bank_creds) < args.banks:
             self.notes.append(f"fleet file holds {len(bank_creds)} bank modules (asked {args.banks})")
@@ -667,7 +691,15 @@ class Bench:
         watch = probes.TelemetryWatch(self.bootstrap)
         await watch.start()
         tls = context_from_env()  # the stack's CA (MQTT_CA_FILE): every device verifies the broker
-        swarm = Swarm(host, port, chosen, motor_delay_s=args.motor_ms / 1000, on_eject=self.on_eject, tls=tls)
+        swarm = Swarm(
+            host,
+            port,
+            chosen,
+            motor_delay_s=args.motor_ms / 1000,
+            on_eject=self.on_eject,
+            tls=tls,
+            device_factory=swarm_device,
+        )
         banks = freshness.bank_swarm(host, port, bank_creds, tls=tls) if bank_creds else None
         reporter: asyncio.Task[None] | None = None
         watcher: asyncio.Task[None] | None = None
@@ -869,6 +901,7 @@ class Bench:
             "unlock_errors": sum(r.unlock_errors.values()),
             "unlocks_skipped_no_idle_user_or_cabinet": r.unlocks_skipped,
             "users_retired_after_errors": r.users_retired,
+            "rentals_completed_by_protocol": dict(r.cycles_by_protocol),
             "unlock_rate_achieved_per_s": round(len(r.unlock_ms) / duration, 2) if duration else 0,
             "unlock_p50_ms": unlock["p50"],
             "unlock_p99_ms": unlock["p99"],

@@ -51,6 +51,9 @@ class DeviceCredentials:
     device_id: str
     password: str
     slot_count: int
+    protocol: str = "native"
+    # (slot, bank id) as provisioned: a cabinet of another maker reports them when asked (volinks `check`)
+    banks: tuple[tuple[int, str], ...] = ()
 
 
 def read_fleet(path: Path) -> tuple[str, int, list[DeviceCredentials]]:
@@ -58,7 +61,13 @@ def read_fleet(path: Path) -> tuple[str, int, list[DeviceCredentials]]:
     data = json.loads(path.read_text())
     broker = data.get("broker", {})
     devices = [
-        DeviceCredentials(c["cabinet_id"], c["password"], int(c.get("slot_count") or len(c.get("slots", [])) or 8))
+        DeviceCredentials(
+            c["cabinet_id"],
+            c["password"],
+            int(c.get("slot_count") or len(c.get("slots", [])) or 8),
+            str(c.get("protocol") or "native"),
+            tuple((int(s["slot"]), str(s["bank_id"])) for s in c.get("slots", []) if s.get("bank_id")),
+        )
         for c in data["cabinets"]
     ]
     return str(broker.get("host", "127.0.0.1")), int(broker.get("port", 1883)), devices
@@ -89,6 +98,9 @@ OnEject = Callable[[str, Eject, float], None]
 
 
 class SwarmDevice:
+    # Its heartbeats carry a device time the telemetry watch can match (a volinks heartbeat has none).
+    watched = True
+
     def __init__(self, creds: DeviceCredentials, swarm: Swarm) -> None:
         self.creds = creds
         self.device_id = creds.device_id
@@ -125,12 +137,10 @@ class SwarmDevice:
                     username=self.device_id,
                     password=self.creds.password,
                     keepalive_s=swarm.keepalive_s,
-                    will=Will(up_topic(self.device_id, UpChannel.STATUS), _OFFLINE),
+                    will=self.will(),
                     tls=swarm.tls,
                 )
-                await client.subscribe(cmd_topic(self.device_id), qos=1)
-                client.publish_nowait(up_topic(self.device_id, UpChannel.STATUS), _ONLINE, retain=True)
-                await self.announce(client)
+                await self.connected(client)
             except (MqttLiteError, OSError, TimeoutError) as exc:
                 client.abort()
                 swarm.stats.connect_failures += 1
@@ -153,6 +163,15 @@ class SwarmDevice:
             # protocol.md: exponential back-off with jitter (1 s doubling to 60 s, +-50 %)
             await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
             backoff = min(backoff * 2, swarm.backoff_max_s)
+
+    def will(self) -> Will | None:
+        return Will(up_topic(self.device_id, UpChannel.STATUS), _OFFLINE)
+
+    async def connected(self, client: LiteClient) -> None:
+        """Subscribe, say online (retained) and announce."""
+        await client.subscribe(cmd_topic(self.device_id), qos=1)
+        client.publish_nowait(up_topic(self.device_id, UpChannel.STATUS), _ONLINE, retain=True)
+        await self.announce(client)
 
     async def announce(self, client: LiteClient) -> None:
         """What the device sends once connected (after `status`): a cabinet's hello."""
@@ -340,7 +359,7 @@ class Swarm:
         self.stopping = True
         for device in self.devices:
             client = device.client
-            if client is not None and client.connected:
+            if client is not None and client.connected and device.will() is not None:
                 with contextlib.suppress(MqttLiteError):
                     client.publish_nowait(up_topic(device.device_id, UpChannel.STATUS), _OFFLINE, retain=True)
         await asyncio.sleep(0.2)
