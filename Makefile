@@ -28,7 +28,7 @@ PKG_SRC     := $(foreach d,$(PKG_DIRS),$(wildcard $(d)/$(subst -,_,$(notdir $(d)
 MYPY_TARGETS ?= $(patsubst %/__init__.py,%,$(PKG_SRC)) deploy/local $(wildcard tests)
 TEST_PATHS  := $(wildcard libs services device-emulator console tests)
 
-.PHONY: help install run stop status test test-up lint bench bench-campaigns clean-state
+.PHONY: help install run stop status test test-up lint bench bench-campaigns bench-analytics-ingest clean-state
 
 help:
 	@echo "make install      create .venv (python3.11 + uv) and install requirements.lock and the local packages"
@@ -38,6 +38,7 @@ help:
 	@echo "make test         lint, fresh test stack, migrations, pytest ($(TEST_PATHS))"
 	@echo "make lint         ruff check, ruff format --check, mypy"
 	@echo "make bench-campaigns  campaign fan-out rate (recipients/s) on a scratch database of the test stack"
+	@echo "make bench-analytics-ingest  analytics ingest through the test stack's broker (events/s, ms per batch); BENCH_ARGS=\"--rentals 20000\""
 	@echo "make bench        swarm benchmark on the run stack (started if down); BENCH_ARGS=\"--devices 1000 ...\""
 	@echo "                  PRESET=overload|rental|telemetry|city|sustained|storm|rest: a named run of issue 9"
 	@echo "make clean-state  stop every stack and delete .state/"
@@ -105,6 +106,10 @@ bench: install
 bench-campaigns: install
 	@$(STACK) up --stack test && $(STACK) exec --stack test -- \
 	  sh -c '$(PY) -m notify_svc.campaigns.bench --database-url "$$NOTIFY_DATABASE_URL" $(BENCH_ARGS)'
+
+bench-analytics-ingest: install
+	@$(STACK) up --stack test && $(STACK) exec --stack test -- \
+	  sh -c '$(PY) services/analytics-svc/bench/ingest.py --url "$${ANALYTICS_DATABASE_URL}_ingest_bench" --bootstrap "$$KAFKA_BOOTSTRAP" $(BENCH_ARGS)'
 
 clean-state:
 	@$(STACK) clean

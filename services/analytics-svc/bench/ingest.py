@@ -7,7 +7,7 @@ a freshly migrated scratch database) and times how long it takes to apply the ba
 the time to apply each unit (one event, or one batch) at p50/p95/p99, and checks the store against the
 stream: every rental fact, user day and return is there, and the dirty hours cover every rental's hour.
 
-    make bench-analytics-ingest                      # on the test stack; BENCH_ARGS="--rentals 20000"
+    make bench-analytics-ingest                      # on the test stack's broker; BENCH_ARGS="--rentals 20000"
     .venv/bin/python services/analytics-svc/bench/ingest.py --url <scratch database> --bootstrap <kafka>
 
 The database named in --url is dropped and created again. Writes reports/analytics-ingest.json and prints it.
@@ -236,6 +236,7 @@ async def main() -> None:
     try:
         while not consumer.ready:  # noqa: ASYNC110 (the kit's consumer has no event to wait on)
             await asyncio.sleep(0.05)
+        load_before = os.getloadavg()
         started = time.perf_counter()
         deadline = started + args.timeout
         done = 0
@@ -247,6 +248,7 @@ async def main() -> None:
                 break
             await asyncio.sleep(0.1)
         elapsed = time.perf_counter() - started
+        load_after = os.getloadavg()
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -271,6 +273,8 @@ async def main() -> None:
         "benchmark": "analytics-svc ingest (issue 11)",
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        # The machine is shared: the 1/5/15-minute load averages when the consumer started and when it finished.
+        "load_average": {"start": [round(x, 1) for x in load_before], "end": [round(x, 1) for x in load_after]},
         "mode": args.mode,
         "max_records": args.max_records,
         "rentals": args.rentals,
