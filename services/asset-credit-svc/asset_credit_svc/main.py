@@ -27,6 +27,8 @@ from asset_credit_svc.payments.providers import PaymentProvider
 from asset_credit_svc.payments.sandbox import SandboxProvider
 from asset_credit_svc.reconciliation import router as reconciliation_router
 from asset_credit_svc.settings import CHANNELS, Settings
+from asset_credit_svc.statements import service as statements
+from asset_credit_svc.statements.endpoints import router as statements_router
 from asset_credit_svc.wallet.endpoints import admin_router as wallet_admin_router
 from asset_credit_svc.wallet.endpoints import router as wallet_router
 from asset_credit_svc.withdrawals import service as withdrawals
@@ -124,6 +126,20 @@ def create_app(settings: Settings | None = None, *, notify_client: NotifyClientF
                 ),
                 "asset-expiry-sweeper",
             )
+        if settings.statement_interval_s > 0 and statements.statement_sources(providers):
+
+            async def reconcile_statements() -> None:
+                await statements.reconcile_recent_days(runtime, providers)
+
+            runtime.spawn(
+                run_periodically(
+                    reconcile_statements,
+                    name="statement-reconciler",
+                    interval_s=settings.statement_interval_s,
+                    run_at_start=False,
+                ),
+                "statement-reconciler",
+            )
         try:
             yield
         finally:
@@ -143,6 +159,7 @@ def create_app(settings: Settings | None = None, *, notify_client: NotifyClientF
             notify_router,
             deposit_router,
             reconciliation_router,
+            statements_router,
             credit_router,
             assets_router,
         ],

@@ -10,13 +10,14 @@ Ledger invariants, each also enforced by the database:
 """
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 
 from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Date,
     DateTime,
     ForeignKey,
     Identity,
@@ -539,3 +540,68 @@ class WaivedRental(Base):
     user_id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), nullable=False, index=True)
     waived_fen: Mapped[int] = mapped_column(BigInteger, nullable=False)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+# ---- the channels' daily statements and their reconciliation ----------------------------------
+
+
+class StatementLineRow(Base):
+    """A line of a channel's daily statement (payments by order number, refunds by our refund number); a
+    statement fetched again replaces its lines."""
+
+    __tablename__ = "statement_lines"
+    __table_args__ = (
+        CheckConstraint("kind IN ('payment', 'refund')", name="kind"),
+        Index("ix_statement_lines_channel_date", "channel", "bill_date"),
+    )
+
+    channel: Mapped[str] = mapped_column(String(30), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(10), primary_key=True)
+    number: Mapped[str] = mapped_column(String(100), primary_key=True)
+    bill_date: Mapped[date] = mapped_column(Date, nullable=False)
+    out_trade_no: Mapped[str] = mapped_column(String(100), nullable=False)
+    trade_no: Mapped[str] = mapped_column(String(100), nullable=False)
+    amount_fen: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    fee_fen: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class StatementRun(Base):
+    """The last reconciliation of one channel's day: totals of both sides and how many mismatches."""
+
+    __tablename__ = "statement_runs"
+
+    channel: Mapped[str] = mapped_column(String(30), primary_key=True)
+    bill_date: Mapped[date] = mapped_column(Date, primary_key=True)
+    reconciled_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    lines: Mapped[int] = mapped_column(Integer, nullable=False)
+    statement_payments_fen: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    statement_refunds_fen: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    statement_fees_fen: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    our_payments_fen: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    our_refunds_fen: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    mismatches: Mapped[int] = mapped_column(Integer, nullable=False)
+
+
+class StatementMismatch(Base):
+    """A difference between a channel's statement and our records; replaced when the day is reconciled again."""
+
+    __tablename__ = "statement_mismatches"
+    __table_args__ = (
+        CheckConstraint("kind IN ('payment', 'refund')", name="kind"),
+        CheckConstraint(
+            "problem IN ('missing_on_our_side', 'missing_on_their_side', 'amount_differs')", name="problem"
+        ),
+        Index("ix_statement_mismatches_channel_date", "channel", "bill_date"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(30), nullable=False)
+    bill_date: Mapped[date] = mapped_column(Date, nullable=False)
+    kind: Mapped[str] = mapped_column(String(10), nullable=False)
+    number: Mapped[str] = mapped_column(String(100), nullable=False)
+    problem: Mapped[str] = mapped_column(String(30), nullable=False)
+    our_amount_fen: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    our_status: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    their_amount_fen: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    trade_no: Mapped[str | None] = mapped_column(String(100), nullable=True)

@@ -86,6 +86,10 @@ class Settings(ServiceSettings):
     # remainder goes back to promotions). An expired asset never applies, swept or not.
     asset_expiry_interval_s: float = 30.0
 
+    # How often the daily statements of the last two days are fetched and reconciled, per channel with
+    # statements (the real adapters; the channels make a day's statement the next morning, Beijing time).
+    statement_interval_s: float = 3600.0
+
     def provider_for(self, channel: str) -> str:
         chosen = {"alipay": self.payment_provider_alipay, "wechat": self.payment_provider_wechat}.get(channel)
         return chosen or self.payment_provider

@@ -6,12 +6,15 @@ over HTTP to the in-process service, through the real top-up and charge flows (r
 
 import asyncio
 import base64
+import csv
+import io
 import json
 import re
 import uuid
+import zipfile
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -80,6 +83,7 @@ class Trade:
     status: str = "WAIT_BUYER_PAY"
     paid_at: str | None = None
     refunds: dict[str, str] = field(default_factory=dict)
+    refunded_at: dict[str, str] = field(default_factory=dict)
 
 
 class FakeAlipay:
@@ -93,7 +97,14 @@ class FakeAlipay:
         self.stalled = asyncio.Event()
         self.released = asyncio.Event()
         self.sign_answers_with: rsa.RSAPrivateKey | None = None
-        self.app = Starlette(routes=[Route("/gateway.do", self.gateway, methods=["POST"])])
+        self.unlisted: set[str] = set()  # trades the bill leaves out (a channel's own mistake)
+        self.bills: dict[str, bytes] = {}  # by download token
+        self.app = Starlette(
+            routes=[
+                Route("/gateway.do", self.gateway, methods=["POST"]),
+                Route("/bills/{token}", self.bill_download, methods=["GET"]),
+            ]
+        )
 
     # -- the gateway -------------------------------------------------------------------------------
 
@@ -117,6 +128,16 @@ class FakeAlipay:
         method = params["method"]
         self.methods.append(method)
         biz = json.loads(params["biz_content"])
+        if method == "alipay.data.dataservice.bill.downloadurl.query":
+            day = date.fromisoformat(biz["bill_date"])
+            if biz.get("bill_type") != "trade" or day >= datetime.now(BEIJING).date() + timedelta(days=1):
+                return self.answer(
+                    method, {"code": "40004", "msg": "Business Failed", "sub_code": "isp.bill_not_exist"}
+                )
+            token = uuid.uuid4().hex
+            self.bills[token] = self.bill(day)
+            url = f"{request.base_url}bills/{token}"
+            return self.answer(method, {"code": "10000", "msg": "Success", "bill_download_url": url})
         numbers = [biz.get("out_trade_no", ""), *([biz["out_request_no"]] if "out_request_no" in biz else [])]
         if not all(NUMBER.match(n) for n in numbers):
             return self.answer(method, {"code": "40004", "msg": "Business Failed", "sub_code": "ACQ.INVALID_PARAMETER"})
@@ -137,6 +158,7 @@ class FakeAlipay:
             if trade.status != "TRADE_SUCCESS" or cents(amount) > left:
                 return self.answer(method, {**missing, "sub_code": "ACQ.REFUND_AMT_NOT_EQUAL_TOTAL"})
             trade.refunds[request_no] = amount
+            trade.refunded_at[request_no] = datetime.now(BEIJING).strftime("%Y-%m-%d %H:%M:%S")
             return self.answer(method, ok | {"fund_change": "Y", "refund_fee": amount})
         if method == "alipay.trade.fastpay.refund.query":
             amount = trade.refunds.get(biz["out_request_no"])
@@ -145,6 +167,63 @@ class FakeAlipay:
             found = {"out_request_no": biz["out_request_no"], "refund_amount": amount}
             return self.answer(method, ok | found | {"refund_status": "REFUND_SUCCESS"})
         return self.answer(method, {"code": "40004", "msg": "Business Failed", "sub_code": "ACQ.INVALID_PARAMETER"})
+
+    # -- the daily bill ----------------------------------------------------------------------------
+
+    def bill(self, day: date) -> bytes:
+        """The trade bill as Alipay hands it out: a zip of GBK CSV files, names in GBK without the UTF-8 flag."""
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\r\n")
+        out.write("#支付宝业务明细查询\r\n#账号：[20881234567890120156]\r\n")
+        out.write(
+            f"#起始日期：[{day:%Y年%m月%d日} 00:00:00]   终止日期：[{day + timedelta(days=1):%Y年%m月%d日} 00:00:00]\r\n"
+        )
+        out.write("#-----------------------------------------业务明细列表----------------------------------------\r\n")
+        writer.writerow(ALIPAY_BILL_HEADER)
+        trades = refunds = 0
+        for trade in self.trades.values():
+            if trade.out_trade_no in self.unlisted:
+                continue
+            if trade.paid_at and trade.paid_at.startswith(day.isoformat()):
+                trades += 1
+                fee = f"-{cents(trade.amount) * 6 // 1000 / 100:.2f}"
+                writer.writerow(self.bill_row(trade, "交易", trade.paid_at, trade.amount, "", fee))
+            for number, amount in trade.refunds.items():
+                if trade.refunded_at[number].startswith(day.isoformat()):
+                    refunds += 1
+                    writer.writerow(
+                        self.bill_row(trade, "退款", trade.refunded_at[number], f"-{amount}", number, "0.00")
+                    )
+        out.write("#-----------------------------------------业务明细列表结束------------------------------------\r\n")
+        out.write(
+            f"#交易合计：{trades}笔，退款合计：{refunds}笔\r\n#导出时间：[{datetime.now(BEIJING):%Y年%m月%d日 %H:%M:%S}]\r\n"
+        )
+        archive = io.BytesIO()
+        with zipfile.ZipFile(archive, "w") as bundle:
+            for name, content in (
+                (f"20881234567890120156_{day:%Y%m%d}_业务明细.csv", out.getvalue()),
+                (f"20881234567890120156_{day:%Y%m%d}_业务明细(汇总).csv", "#汇总\r\n"),
+            ):
+                bundle.writestr(GbkName(name), content.encode("gbk"))
+        return archive.getvalue()
+
+    @staticmethod
+    def bill_row(trade: Trade, kind: str, at: str, amount: str, request_no: str, fee: str) -> list[str]:
+        row = dict.fromkeys(ALIPAY_BILL_HEADER, "")
+        row |= {"支付宝交易号": trade.trade_no + "\t", "商户订单号": trade.out_trade_no + "\t", "业务类型": kind}
+        row |= {"商品名称": "Wallet top-up", "创建时间": at, "完成时间": at, "订单金额（元）": amount}
+        row |= {
+            "商家实收（元）": amount,
+            "退款批次号/请求号": request_no + ("\t" if request_no else ""),
+            "服务费（元）": fee,
+        }
+        return list(row.values())
+
+    async def bill_download(self, request: Request) -> Response:
+        content = self.bills.get(request.path_params["token"])
+        if content is None:
+            return Response(status_code=404)
+        return Response(content, media_type="application/zip")
 
     # -- the cashier and the notifications ---------------------------------------------------------
 
@@ -189,6 +268,45 @@ class FakeAlipay:
         return await client.post(
             NOTIFY_URL, content=urlencode(params), headers={"Content-Type": "application/x-www-form-urlencoded"}
         )
+
+
+ALIPAY_BILL_HEADER = [
+    "支付宝交易号",
+    "商户订单号",
+    "业务类型",
+    "商品名称",
+    "创建时间",
+    "完成时间",
+    "门店编号",
+    "门店名称",
+    "操作员",
+    "终端号",
+    "对方账户",
+    "订单金额（元）",
+    "商家实收（元）",
+    "支付宝红包（元）",
+    "集分宝（元）",
+    "支付宝优惠（元）",
+    "商家优惠（元）",
+    "券核销金额（元）",
+    "券名称",
+    "商家红包消费金额（元）",
+    "卡消费金额（元）",
+    "退款批次号/请求号",
+    "服务费（元）",
+    "分润（元）",
+    "备注",
+]
+
+
+class GbkName(zipfile.ZipInfo):
+    """A member name written in GBK without the UTF-8 flag, as Alipay's archives have them."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name, date_time=(2026, 12, 6, 9, 0, 0))
+
+    def _encodeFilenameFlags(self) -> tuple[bytes, int]:
+        return self.filename.encode("gbk"), self.flag_bits
 
 
 def cents(amount: str) -> int:
@@ -403,3 +521,71 @@ def test_settings_choose_the_provider_per_channel(settings_factory: Callable[...
         with pytest.raises(ValidationError, match=reason):
             settings_factory(**refused)
     assert settings_factory(**real).provider_for("alipay") == "alipay"
+
+
+async def test_the_daily_bill_is_reconciled_with_our_records(svc: Any, alipay: tuple[FakeAlipay, str]) -> None:
+    """A real trade bill (zip of GBK CSV) from the fake: each kind of mismatch found once, however often run."""
+    from asset_credit_svc.statements import service as statements
+
+    fake, _ = alipay
+    user = uuid.uuid4()
+
+    async def paid(amount_fen: int, notified: bool = True) -> tuple[str, Trade]:
+        top_up = await svc.top_up(user, amount_fen, "alipay")
+        trade = fake.pay(to_wire(top_up["top_up_id"]), f"{amount_fen // 100}.{amount_fen % 100:02d}")
+        if notified:
+            assert (await fake.deliver(svc.client, fake.notification(trade))).text == "success"
+        return str(top_up["top_up_id"]), trade
+
+    agreed, _ = await paid(4350)
+    not_credited, _ = await paid(2000, notified=False)  # the notification never came: ours stays pending
+    differs, differing = await paid(1000)
+    differing.amount = "10.01"  # the channel's record says otherwise
+    unlisted, gone = await paid(500)
+    fake.unlisted.add(gone.out_trade_no)  # credited by us, absent from the channel's bill
+    stray_refund = f"wd_{uuid.uuid4()}"  # a refund the channel made that we never recorded
+    await svc.provider("alipay").refund(agreed, stray_refund, 100)
+
+    today = datetime.now(BEIJING).date()
+    path = f"/v1/admin/reconciliation/alipay/statements/{today}"
+    finance = {"Authorization": f"Bearer {svc.signer.issue('fin-1', kind='admin', roles=['finance'])}"}
+    first = await svc.client.post(path, headers=finance)
+    assert first.status_code == 200, first.text
+    report = first.json()
+    assert {(m["kind"], m["number"], m["problem"]) for m in report["mismatches"]} == {
+        ("payment", not_credited, "missing_on_our_side"),
+        ("payment", differs, "amount_differs"),
+        ("payment", unlisted, "missing_on_their_side"),
+        ("refund", stray_refund, "missing_on_our_side"),
+    }
+    by_number = {m["number"]: m for m in report["mismatches"]}
+    assert (by_number[not_credited]["our_status"], by_number[not_credited]["their_amount_fen"]) == ("pending", 2000)
+    assert (by_number[differs]["our_amount_fen"], by_number[differs]["their_amount_fen"]) == (1000, 1001)
+    assert (report["lines"], report["statement_payments_fen"], report["statement_refunds_fen"]) == (4, 7351, 100)
+    assert report["our_payments_fen"] == 4350 + 1000 + 500 and report["our_refunds_fen"] == 0
+    assert report["statement_fees_fen"] == (4350 + 2000 + 1001) * 6 // 1000
+
+    # Again by hand, then by the daily job (which reconciles complete days): the same result, stored once.
+    again = await svc.client.post(path, headers=finance)
+    assert again.json()["mismatches"] == report["mismatches"]
+    done = await statements.reconcile_recent_days(
+        svc.runtime, svc.runtime.extras["payment_providers"], days=1, today=today + timedelta(days=1)
+    )
+    assert done == 1
+    stored = await svc.client.get(path, headers=finance)
+    assert stored.status_code == 200 and stored.json()["mismatches"] == report["mismatches"]
+    assert (await sql(svc, "SELECT count(*) FROM statement_mismatches"))[0][0] == 4
+    assert (await sql(svc, "SELECT count(*) FROM statement_lines"))[0][0] == 4
+
+    # The channel fixes its bill: the next run clears that mismatch.
+    fake.unlisted.clear()
+    cleared = (await svc.client.post(path, headers=finance)).json()
+    assert unlisted not in {m["number"] for m in cleared["mismatches"]} and len(cleared["mismatches"]) == 3
+
+    tomorrow = f"/v1/admin/reconciliation/alipay/statements/{today + timedelta(days=1)}"
+    assert (await svc.client.post(tomorrow, headers=finance)).json()["code"] == "statement_not_ready"
+    assert (await svc.client.get(tomorrow, headers=finance)).json()["code"] == "statement_not_reconciled"
+    assert (await svc.client.post(path, headers=svc.auth(user))).status_code == 403
+    assert (await svc.client.post(path.replace("alipay", "wechat"), headers=finance)).json()["code"] == (
+        "unsupported_channel"
+    )

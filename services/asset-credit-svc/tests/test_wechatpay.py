@@ -6,6 +6,7 @@ replayed and forged ones, and can stall past the adapter's timeout (real PG, the
 
 import asyncio
 import base64
+import hashlib
 import json
 import re
 import secrets
@@ -13,7 +14,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +99,10 @@ def seal(plaintext: bytes, associated_data: str, key: str = APIV3_KEY) -> dict[s
     }
 
 
+def yuan(fen: int) -> str:
+    return f"{fen // 100}.{fen % 100:02d}"
+
+
 @dataclass
 class Order:
     out_trade_no: str
@@ -108,6 +113,7 @@ class Order:
     transaction_id: str | None = None
     success_time: str | None = None
     refunds: dict[str, int] = field(default_factory=dict)
+    refunded_at: dict[str, str] = field(default_factory=dict)
 
 
 class FakeWechatPay:
@@ -130,8 +136,12 @@ class FakeWechatPay:
                 Route("/v3/pay/transactions/out-trade-no/{out_trade_no}", self.query, methods=["GET"]),
                 Route("/v3/refund/domestic/refunds", self.refund, methods=["POST"]),
                 Route("/v3/refund/domestic/refunds/{out_refund_no}", self.refund_query, methods=["GET"]),
+                Route("/v3/bill/tradebill", self.trade_bill, methods=["GET"]),
+                Route("/v3/billdownload/file", self.bill_download, methods=["GET"]),
             ]
         )
+        self.bills: dict[str, bytes] = {}  # by download token
+        self.corrupt_bills = False  # the file differs from the hash in the signed answer
 
     # -- signing both ways -------------------------------------------------------------------------
 
@@ -235,6 +245,7 @@ class FakeWechatPay:
             if amount > order.total - sum(order.refunds.values()):
                 return self.answer(403, {"code": "NOT_ENOUGH", "message": "可退金额不足"})
             order.refunds[number] = amount
+            order.refunded_at[number] = datetime.now(BEIJING).strftime("%Y-%m-%d %H:%M:%S")
             order.state = "REFUND"
         return self.answer(200, self.refund_of(order, number))
 
@@ -251,6 +262,113 @@ class FakeWechatPay:
     def refund_of(order: Order, number: str) -> dict[str, Any]:
         amount = {"refund": order.refunds[number], "total": order.total, "currency": "CNY"}
         return {"out_refund_no": number, "out_trade_no": order.out_trade_no, "status": "SUCCESS", "amount": amount}
+
+    # -- the daily bill ----------------------------------------------------------------------------
+
+    async def trade_bill(self, request: Request) -> Response:
+        if await self.authorized(request) is None:
+            return self.refused()
+        day = date.fromisoformat(request.query_params["bill_date"])
+        if request.query_params.get("bill_type") != "ALL" or day >= datetime.now(BEIJING).date() + timedelta(days=1):
+            return self.answer(400, {"code": "NO_STATEMENT_EXIST", "message": "账单文件不存在"})
+        content, token = self.bill(day), uuid.uuid4().hex
+        self.bills[token] = content + (b" " if self.corrupt_bills else b"")
+        url = f"{request.base_url}v3/billdownload/file?token={token}"
+        return self.answer(
+            200, {"hash_type": "SHA1", "hash_value": hashlib.sha1(content).hexdigest(), "download_url": url}
+        )
+
+    async def bill_download(self, request: Request) -> Response:
+        if await self.authorized(request) is None:
+            return self.refused()
+        content = self.bills.get(request.query_params.get("token", ""))
+        if content is None:
+            return self.answer(404, {"code": "RESOURCE_NOT_EXISTS", "message": "账单不存在"})
+        return Response(content, media_type="text/plain")  # unsigned: the answer's hash vouches for it
+
+    def bill(self, day: date) -> bytes:
+        """The ALL trade bill as WeChat Pay writes it: every value behind a backtick, fees to 5 decimals."""
+        header = (
+            "交易时间,公众账号ID,商户号,特约商户号,设备号,微信订单号,商户订单号,用户标识,交易类型,交易状态,付款银行,"
+            "货币种类,应结订单金额,代金券金额,微信退款单号,商户退款单号,退款金额,充值券退款金额,退款类型,退款状态,"
+            "商品名称,商户数据包,手续费,费率,订单金额,申请退款金额,费率备注"
+        )
+        rows, paid, refunded, fees = [], 0, 0, 0.0
+        for order in self.orders.values():
+            if order.state in ("SUCCESS", "REFUND") and order.success_time and order.success_time.startswith(str(day)):
+                fee = order.total * 0.006 / 100
+                paid, fees = paid + order.total, fees + fee
+                at = order.success_time.replace("T", " ")[:19]
+                rows.append(
+                    [
+                        at,
+                        APPID,
+                        MCHID,
+                        "0",
+                        "",
+                        order.transaction_id or "",
+                        order.out_trade_no,
+                        "oUser",
+                        "APP",
+                        "SUCCESS",
+                        "OTHERS",
+                        "CNY",
+                        yuan(order.total),
+                        "0.00",
+                        "0",
+                        "0",
+                        "0.00",
+                        "0.00",
+                        "",
+                        "",
+                        "Wallet top-up",
+                        "",
+                        f"{fee:.5f}",
+                        "0.60%",
+                        yuan(order.total),
+                        "0.00",
+                        "",
+                    ]
+                )
+            for number, amount in order.refunds.items():
+                if order.refunded_at[number].startswith(str(day)):
+                    refunded += amount
+                    rows.append(
+                        [
+                            order.refunded_at[number],
+                            APPID,
+                            MCHID,
+                            "0",
+                            "",
+                            order.transaction_id or "",
+                            order.out_trade_no,
+                            "oUser",
+                            "APP",
+                            "REFUND",
+                            "OTHERS",
+                            "CNY",
+                            "0.00",
+                            "0.00",
+                            f"50300{uuid.uuid4().int % 10**20}",
+                            number,
+                            yuan(amount),
+                            "0.00",
+                            "ORIGINAL",
+                            "SUCCESS",
+                            "Wallet top-up",
+                            "",
+                            "-0.00000",
+                            "0.60%",
+                            "0.00",
+                            yuan(amount),
+                            "",
+                        ]
+                    )
+        lines = [header, *(",".join(f"`{v}" for v in row) for row in rows)]
+        lines.append("总交易单数,应结订单总金额,退款总金额,充值券退款总金额,手续费总金额,订单总金额,申请退款总金额")
+        totals = [str(len(rows)), yuan(paid), yuan(refunded), "0.00", f"{fees:.5f}", yuan(paid), yuan(refunded)]
+        lines.append(",".join(f"`{v}" for v in totals))
+        return ("\r\n".join(lines) + "\r\n").encode()
 
     # -- the payer and the notifications -----------------------------------------------------------
 
@@ -530,3 +648,69 @@ def test_settings_refuse_an_incomplete_wechat_pay(
     ):
         with pytest.raises(ValidationError, match=reason):
             settings_factory(**(wechat_settings | refused))
+
+
+async def test_the_daily_bill_is_reconciled_with_our_records(svc: Any, wechat: tuple[FakeWechatPay, str]) -> None:
+    """A real ALL trade bill (backticked CSV, its SHA1 in the signed answer) from the fake, with a withdrawal
+    refunded through the channel: matched lines agree, each kind of mismatch is found, a tampered file is refused."""
+    from asset_credit_svc.statements import service as statements
+
+    fake, _ = wechat
+    user = uuid.uuid4()
+
+    async def paid(amount_fen: int, notified: bool = True) -> tuple[str, Order]:
+        top_up = await svc.top_up(user, amount_fen, "wechat")
+        pay = await svc.client.post(f"/v1/wallet/top-ups/{top_up['top_up_id']}/pay", headers=svc.auth(user))
+        order = fake.pay_app(pay.json()["pay_params"])
+        if notified:
+            assert (await fake.deliver(svc.client, fake.notification(order))).status_code == 200
+        return str(top_up["top_up_id"]), order
+
+    await paid(3000)  # agreed on both sides
+    not_credited, _ = await paid(1500, notified=False)
+    differs, differing = await paid(800)
+    withdrawal = await svc.client.post(  # one top-up's order takes it back
+        "/v1/wallet/withdrawals",
+        json={"amount_fen": 800},
+        headers={**svc.auth(user), "Idempotency-Key": uuid.uuid4().hex},
+    )
+    assert withdrawal.status_code == 201, withdrawal.text
+
+    async def refunded() -> bool:
+        return bool(await sql(svc, "SELECT 1 FROM withdrawal_parts WHERE status = 'succeeded'"))
+
+    await eventually(refunded, timeout=10, what="the withdrawal refunded through the channel")
+    [(part_id,)] = await sql(svc, "SELECT id FROM withdrawal_parts")
+    [refunded_order] = [o for o in fake.orders.values() if o.refunds]
+    del refunded_order.refunds[to_wire(f"wd_{part_id}")]  # the channel's bill leaves it out
+    differing.total = 900  # and its record of the order says otherwise
+
+    today = datetime.now(BEIJING).date()
+    path = f"/v1/admin/reconciliation/wechat/statements/{today}"
+    finance = {"Authorization": f"Bearer {svc.signer.issue('fin-1', kind='admin', roles=['finance'])}"}
+    report = (await svc.client.post(path, headers=finance)).json()
+    assert {(m["kind"], m["number"], m["problem"]) for m in report["mismatches"]} == {
+        ("payment", not_credited, "missing_on_our_side"),
+        ("payment", differs, "amount_differs"),
+        ("refund", f"wd_{part_id}", "missing_on_their_side"),
+    }, report
+    assert (report["lines"], report["statement_payments_fen"], report["statement_refunds_fen"]) == (3, 5400, 0)
+    assert (report["our_payments_fen"], report["our_refunds_fen"]) == (3800, 800)
+    assert report["statement_fees_fen"] == 18 + 9 + 5  # 0.6 %, to the fen, half up
+
+    # The channel lists the refund after all: the daily job (the same day, two runs) clears it.
+    refunded_order.refunds[to_wire(f"wd_{part_id}")] = 800
+    for _ in range(2):
+        await statements.reconcile_recent_days(
+            svc.runtime, svc.runtime.extras["payment_providers"], days=1, today=today + timedelta(days=1)
+        )
+    stored = (await svc.client.get(path, headers=finance)).json()
+    assert {m["problem"] for m in stored["mismatches"]} == {"missing_on_our_side", "amount_differs"}
+    assert (stored["lines"], stored["statement_refunds_fen"]) == (4, 800)
+    assert (await sql(svc, "SELECT count(*) FROM statement_mismatches"))[0][0] == 2
+
+    fake.corrupt_bills = True
+    assert (await svc.client.post(path, headers=finance)).json()["code"] == "provider_unavailable"
+    assert (await svc.client.get(path, headers=finance)).json() == stored  # the last good result stays
+    tomorrow = f"/v1/admin/reconciliation/wechat/statements/{today + timedelta(days=1)}"
+    assert (await svc.client.post(tomorrow, headers=finance)).json()["code"] == "statement_not_ready"

@@ -45,6 +45,7 @@ from kit.errors import Conflict, NotFound
 log = logging.getLogger(__name__)
 
 DEPOSIT_ORDER_PREFIX = "dep_"
+DEPOSIT_REFUND_PREFIX = "depr_"  # a deposit refund's number at the channel
 
 
 class DepositHeld(Conflict):
@@ -346,7 +347,9 @@ async def confirm_refund(session: AsyncSession, runtime: Runtime, refund_id: uui
     if provider is None:
         return False
     try:
-        await provider.refund(order_no(operation.pay_id), f"depr_{operation.id}", operation.amount_fen)
+        await provider.refund(
+            order_no(operation.pay_id), f"{DEPOSIT_REFUND_PREFIX}{operation.id}", operation.amount_fen
+        )
     except PaymentProviderError as exc:
         log.warning(
             "provider refused the deposit refund for now", extra={"deposit_id": str(refund_id), "error": str(exc)}

@@ -16,12 +16,15 @@ We use `cryptography` and httpx directly: python-alipay-sdk calls the gateway wi
 (it would stall the event loop) and brings pycryptodomex for what `cryptography` already does here.
 """
 
+import csv
+import io
 import json
 import logging
 import re
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -43,6 +46,8 @@ from asset_credit_svc.payments.providers import (
     PaymentProviderError,
     RefundQuery,
     RefundState,
+    StatementLine,
+    StatementNotReady,
 )
 
 log = logging.getLogger(__name__)
@@ -53,6 +58,8 @@ SUCCESS_CODE = "10000"
 TRADE_NOT_EXIST = "ACQ.TRADE_NOT_EXIST"
 APP_PAY_PRODUCT = "QUICK_MSECURITY_PAY"
 MAX_NOTIFICATION_BYTES = 16 * 1024
+BILL_NOT_READY = "isp.bill_not_exist"
+MAX_BILL_BYTES = 64 * 1024 * 1024
 
 TRADE_STATES = {
     "WAIT_BUYER_PAY": OrderState.PENDING,
@@ -112,6 +119,70 @@ def response_node(text: str, node: str) -> tuple[str, dict[str, Any], str | None
         raise ValueError(f"{node} is not an object")
     sign = document.get("sign")
     return text[begin:end], content, sign if isinstance(sign, str) else None
+
+
+def _member_name(info: zipfile.ZipInfo) -> str:
+    """Alipay writes the names in GBK without the UTF-8 flag, which zipfile then reads as cp437."""
+    if info.flag_bits & 0x800:
+        return info.filename
+    try:
+        return info.filename.encode("cp437").decode("gbk")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return info.filename
+
+
+def parse_bill(archive: bytes) -> list[StatementLine]:
+    """A trade bill (`bill_type=trade`): a zip of GBK CSV files, of which `<pid>_<date>_业务明细.csv` lists each
+    trade and refund. Its lines starting with `#` are titles and totals; values may carry padding tabs;
+    refunds are negative amounts; 服务费 (the fee) is what Alipay keeps (negative) or gives back (refunds)."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(archive)) as bundle:
+            [detail] = [i for i in bundle.infolist() if _member_name(i).endswith("业务明细.csv")]
+            text = bundle.read(detail).decode("gbk")
+    except (zipfile.BadZipFile, ValueError, UnicodeDecodeError) as exc:
+        raise PaymentProviderError(f"alipay bill: not a trade bill ({exc!r})") from None
+    rows = [row for row in csv.reader(io.StringIO(text)) if row and not row[0].startswith("#")]
+    if not rows:
+        return []
+    header = [name.strip() for name in rows[0]]
+    lines: list[StatementLine] = []
+    try:
+        column = {name: header.index(name) for name in BILL_COLUMNS}
+        for row in rows[1:]:
+            value = {name: row[i].strip() for name, i in column.items()}
+            refund = value["业务类型"] == "退款"
+            if value["业务类型"] not in ("交易", "退款"):
+                continue
+            out_trade_no = from_wire(value["商户订单号"])
+            lines.append(
+                StatementLine(
+                    kind="refund" if refund else "payment",
+                    number=from_wire(value["退款批次号/请求号"]) if refund else out_trade_no,
+                    out_trade_no=out_trade_no,
+                    trade_no=value["支付宝交易号"],
+                    amount_fen=abs(signed_fen(value["订单金额（元）"])),
+                    fee_fen=abs(signed_fen(value["服务费（元）"] or "0")),
+                    at=beijing_time(value["完成时间"]),
+                )
+            )
+    except (ValueError, IndexError) as exc:
+        raise PaymentProviderError(f"alipay bill: a line we cannot read ({exc!r})") from None
+    return lines
+
+
+BILL_COLUMNS = (
+    "支付宝交易号",
+    "商户订单号",
+    "业务类型",
+    "完成时间",
+    "订单金额（元）",
+    "服务费（元）",
+    "退款批次号/请求号",
+)
+
+
+def signed_fen(amount: str) -> int:
+    return -fen(amount[1:]) if amount.startswith("-") else fen(amount)
 
 
 @dataclass(frozen=True)
@@ -260,6 +331,26 @@ class AlipayProvider:
             return RefundQuery(refund_no, RefundState.SUCCESS, fen(answer["refund_amount"]))
         except (KeyError, ValueError) as exc:
             raise PaymentProviderError(f"alipay refund query: an answer without {exc}") from None
+
+    async def statement(self, bill_date: date) -> list[StatementLine]:
+        answer = await self._call(
+            "alipay.data.dataservice.bill.downloadurl.query", {"bill_type": "trade", "bill_date": bill_date.isoformat()}
+        )
+        if answer.get("code") != SUCCESS_CODE:
+            if answer.get("sub_code") == BILL_NOT_READY:
+                raise StatementNotReady(f"alipay has no bill for {bill_date} yet")
+            raise PaymentProviderError(f"alipay bill: {answer.get('code')} {answer.get('sub_code')}")
+        url = answer.get("bill_download_url")
+        if not isinstance(url, str) or not url.startswith(("https://", "http://")):
+            raise PaymentProviderError("alipay bill: an answer without bill_download_url")
+        # The address is signed by Alipay and valid for 30 s; the file itself carries no signature.
+        try:
+            response = await self._http.get(url)
+        except httpx.HTTPError as exc:
+            raise PaymentProviderError(f"alipay bill download: {exc!r}") from None
+        if response.status_code != 200 or len(response.content) > MAX_BILL_BYTES:
+            raise PaymentProviderError(f"alipay bill download: HTTP {response.status_code}")
+        return parse_bill(response.content)
 
     def acknowledgement(self) -> NotifyAnswer:
         return NotifyAnswer(b"success", "text/plain")

@@ -7,7 +7,7 @@ repeats until we acknowledge; `query_order` asks it directly (reconciliation).
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Literal, Protocol, runtime_checkable
 
@@ -100,6 +100,37 @@ class PaymentNotification(BaseModel):
     status: Literal["SUCCESS", "FAILED"]
     paid_at: UtcDatetime | None = None
     nonce: str = Field(min_length=1, max_length=64)
+
+
+class StatementNotReady(PaymentProviderError):
+    """The channel has not made that day's statement yet (or never will: a day without trades)."""
+
+
+@dataclass(frozen=True)
+class StatementLine:
+    """One line of a channel's daily statement, numbers read back into ours (`order_numbers.from_wire`).
+    A payment is numbered by its order (`out_trade_no`), a refund by our refund number."""
+
+    kind: Literal["payment", "refund"]
+    number: str
+    out_trade_no: str
+    trade_no: str
+    amount_fen: int
+    fee_fen: int
+    at: datetime
+
+
+@runtime_checkable
+class StatementSource(Protocol):
+    """A channel that hands out a daily statement of what it moved (Alipay's and WeChat Pay's bills;
+    the sandbox has none)."""
+
+    channel: str
+
+    async def statement(self, bill_date: date) -> list[StatementLine]:
+        """The day's payments and refunds (the channel's day, Beijing time); raises StatementNotReady,
+        or PaymentProviderError when the channel refused or could not be reached or the file does not check."""
+        ...
 
 
 @runtime_checkable

@@ -17,15 +17,19 @@ gateway) and its synchronous client blocks on requests.
 
 import base64
 import binascii
+import csv
+import hashlib
+import io
 import json
 import logging
 import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta, timezone
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any, Literal
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpx
 from cryptography import x509
@@ -48,6 +52,8 @@ from asset_credit_svc.payments.providers import (
     PaymentProviderError,
     RefundQuery,
     RefundState,
+    StatementLine,
+    StatementNotReady,
 )
 
 log = logging.getLogger(__name__)
@@ -55,6 +61,7 @@ log = logging.getLogger(__name__)
 SCHEMA = "WECHATPAY2-SHA256-RSA2048"
 MAX_CLOCK_SKEW_S = 300
 MAX_NOTIFICATION_BYTES = 16 * 1024
+MAX_BILL_BYTES = 64 * 1024 * 1024
 
 TRADE_STATES = {
     "SUCCESS": OrderState.SUCCESS,
@@ -89,8 +96,69 @@ def aead_decrypt(apiv3_key: bytes, resource: Mapping[str, Any]) -> bytes:
         raise ValueError(f"cannot decrypt: {exc!r}") from None
 
 
+BEIJING = timezone(timedelta(hours=8))
+
+
 def rfc3339(text: str) -> datetime:
     return datetime.fromisoformat(text)
+
+
+def bill_fen(amount: str) -> int:
+    """The bill's amounts are yuan with two decimals (`43.50`), refunds' fees negative."""
+    negative = amount.startswith("-")
+    whole, _, cents = amount.lstrip("-").partition(".")
+    if not whole.isdigit() or not (cents == "" or (cents.isdigit() and len(cents) <= 2)):
+        raise ValueError(f"not an amount: {amount!r}")
+    value = int(whole) * 100 + int(cents.ljust(2, "0") or "0")
+    return -value if negative else value
+
+
+def fee_fen(amount: str) -> int:
+    """Fees are yuan with five decimals (`0.26100`): to the fen, half up, as WeChat Pay settles them."""
+    try:
+        value = Decimal(amount)
+    except InvalidOperation:
+        raise ValueError(f"not an amount: {amount!r}") from None
+    return int((value * 100).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def parse_bill(text: str) -> list[StatementLine]:
+    """A trade bill (`bill_type=ALL`): CSV, a header line, one line per payment (交易状态 SUCCESS) or refund
+    (REFUND, with 商户退款单号 and 退款金额), every value prefixed with a backtick, then a totals title
+    (总交易单数, ...) and its line."""
+    rows = list(csv.reader(io.StringIO(text.lstrip("\ufeff"))))
+    if not rows:
+        return []
+    header = [name.strip() for name in rows[0]]
+    lines: list[StatementLine] = []
+    try:
+        column = {name: header.index(name) for name in BILL_COLUMNS}
+        for row in rows[1:]:
+            if not row or not row[0].startswith("`"):
+                break  # the totals
+            value = {name: row[i].strip().removeprefix("`") for name, i in column.items()}
+            state = value["交易状态"]
+            if state not in ("SUCCESS", "REFUND"):
+                continue
+            refund = state == "REFUND"
+            out_trade_no = from_wire(value["商户订单号"])
+            lines.append(
+                StatementLine(
+                    kind="refund" if refund else "payment",
+                    number=from_wire(value["商户退款单号"]) if refund else out_trade_no,
+                    out_trade_no=out_trade_no,
+                    trade_no=value["微信订单号"],
+                    amount_fen=bill_fen(value["退款金额"] if refund else value["订单金额"]),
+                    fee_fen=abs(fee_fen(value["手续费"] or "0")),
+                    at=datetime.strptime(value["交易时间"], "%Y-%m-%d %H:%M:%S").replace(tzinfo=BEIJING),
+                )
+            )
+    except (ValueError, IndexError) as exc:
+        raise PaymentProviderError(f"wechat pay bill: a line we cannot read ({exc!r})") from None
+    return lines
+
+
+BILL_COLUMNS = ("交易时间", "微信订单号", "商户订单号", "交易状态", "商户退款单号", "退款金额", "手续费", "订单金额")
 
 
 @dataclass
@@ -330,6 +398,38 @@ class WechatPayProvider:
             return RefundQuery(refund_no, REFUND_STATES[answer["status"]], int(answer["amount"]["refund"]))
         except (KeyError, TypeError, ValueError) as exc:
             raise PaymentProviderError(f"wechat pay refund query: an answer without {exc}") from None
+
+    async def statement(self, bill_date: date) -> list[StatementLine]:
+        status, answer = await self._request(
+            "GET", f"/v3/bill/tradebill?bill_date={bill_date.isoformat()}&bill_type=ALL"
+        )
+        if status == 400 and answer.get("code") == "NO_STATEMENT_EXIST":
+            raise StatementNotReady(f"wechat pay has no bill for {bill_date} yet")
+        url, digest = answer.get("download_url"), answer.get("hash_value")
+        if (
+            status != 200
+            or not isinstance(url, str)
+            or not isinstance(digest, str)
+            or answer.get("hash_type") != "SHA1"
+        ):
+            raise PaymentProviderError(f"wechat pay bill: {status} {answer.get('code')}")
+        # The download is signed by us like any request; WeChat Pay does not sign the file: the SHA1 from the
+        # signed answer above is what makes it trustworthy.
+        parts = urlsplit(url)
+        path = parts.path + (f"?{parts.query}" if parts.query else "")
+        try:
+            response = await self._http.get(url, headers={"Authorization": self.authorization("GET", path, "")})
+        except httpx.HTTPError as exc:
+            raise PaymentProviderError(f"wechat pay bill download: {exc!r}") from None
+        if response.status_code != 200 or len(response.content) > MAX_BILL_BYTES:
+            raise PaymentProviderError(f"wechat pay bill download: HTTP {response.status_code}")
+        if hashlib.sha1(response.content).hexdigest() != digest.lower():  # noqa: S324 (the channel's choice)
+            raise PaymentProviderError("wechat pay bill download: the file's SHA1 differs from the signed answer's")
+        try:
+            text = response.content.decode("utf-8")
+        except UnicodeDecodeError:
+            raise PaymentProviderError("wechat pay bill download: not UTF-8") from None
+        return parse_bill(text)
 
     def acknowledgement(self) -> NotifyAnswer:
         return JSON_ACK

@@ -26,6 +26,8 @@ from kit.db import after_commit, unit_of_work
 from kit.errors import BusinessError
 
 log = logging.getLogger(__name__)
+# A withdrawal part's refund number at the channel.
+WITHDRAWAL_REFUND_PREFIX = "wd_"
 
 
 class NotWithdrawable(BusinessError):
@@ -142,7 +144,7 @@ async def confirm_part(session: AsyncSession, runtime: Runtime, part_id: uuid.UU
     if provider is None:
         return False
     try:
-        await provider.refund(str(part.top_up_id), f"wd_{part.id}", part.amount_fen)
+        await provider.refund(str(part.top_up_id), f"{WITHDRAWAL_REFUND_PREFIX}{part.id}", part.amount_fen)
     except PaymentProviderError as exc:
         log.warning(
             "provider refused the withdrawal refund for now", extra={"part_id": str(part_id), "error": str(exc)}

@@ -1,0 +1,1 @@
+"""The channels' daily statements, reconciled against our provider orders."""
