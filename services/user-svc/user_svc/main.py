@@ -29,6 +29,7 @@ from user_svc.context import UserServiceContext
 from user_svc.deregistration.projection import consumer_spec as obligations_consumer
 from user_svc.deregistration.service import anonymise_due
 from user_svc.oauth.endpoints import router as oauth_router
+from user_svc.retention import prune_expired
 from user_svc.security import Passwords, Tokens
 from user_svc.settings import Settings
 from user_svc.staff.endpoints import router as staff_router
@@ -86,6 +87,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
             runtime.spawn(
                 run_periodically(anonymise, name="anonymiser", interval_s=settings.anonymise_interval_s), "anonymiser"
+            )
+        if settings.user_retention_interval_s > 0:
+
+            async def prune() -> None:
+                await prune_expired(runtime.sessionmaker, settings, now=datetime.now(UTC))
+
+            runtime.spawn(
+                run_periodically(prune, name="user-retention", interval_s=settings.user_retention_interval_s),
+                "user-retention",
             )
         yield
 

@@ -110,7 +110,7 @@ class VerificationCode(Base):
     client_ip: Mapped[str] = mapped_column(String(64))
     delivered: Mapped[bool] = mapped_column(server_default="true")
     attempts: Mapped[int] = mapped_column(Integer, server_default="0")
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     consumed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
@@ -126,7 +126,7 @@ class DevMessage(Base):
     body: Mapped[str] = mapped_column(Text)
     code: Mapped[str | None] = mapped_column(String(12))
     status: Mapped[str] = mapped_column(String(12))  # delivered | failed
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(), index=True)
 
 
 class LoginFailure(Base):
@@ -136,7 +136,7 @@ class LoginFailure(Base):
 
     key: Mapped[str] = mapped_column(String(330), primary_key=True)
     failures: Mapped[int] = mapped_column(Integer)
-    window_started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    window_started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
     locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
@@ -151,7 +151,7 @@ class RefreshToken(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     access_jti: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
     used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # Set when the family belongs to a client application acting for the user (OAuth 2.0).
@@ -165,7 +165,7 @@ class RevokedAccessToken(Base):
     __tablename__ = "revoked_access_tokens"
 
     jti: Mapped[str] = mapped_column(String(64), primary_key=True)
-    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
 
 
 class AdminAction(Base):
@@ -229,7 +229,7 @@ class EligibilityDecision(Base):
     accepted: Mapped[bool]
     reasons: Mapped[list[str]] = mapped_column(JSONB)
     rules: Mapped[dict[str, Any]] = mapped_column(JSONB)
-    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(), index=True)
 
 
 class RentalObligation(Base):
@@ -304,6 +304,6 @@ class OAuthCode(Base):
     scopes: Mapped[list[str]] = mapped_column(JSONB)
     code_challenge: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
     used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     family_id: Mapped[UUID | None] = mapped_column(PgUUID(as_uuid=True))

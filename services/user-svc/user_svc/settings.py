@@ -55,6 +55,13 @@ class Settings(ServiceSettings):
     # Deregistration: personal data of a deregistered user is anonymised after the retention period.
     deregistration_retention_s: int = Field(default=180 * 86_400, ge=0)
     anonymise_interval_s: float = Field(default=3600.0, ge=0)  # 0 disables the job
+    # Retention (user_svc.retention, docs/accounts.md "Retention"): seconds past each row's time.
+    retention_codes_s: int = Field(default=30 * 86_400, ge=86_400)  # SMS codes: sent, to whom, from where
+    retention_dev_messages_s: int = Field(default=7 * 86_400, ge=3600)  # the sandbox provider's outbox
+    retention_login_failures_s: int = Field(default=30 * 86_400, ge=86_400)  # well past any lockout
+    retention_sessions_s: int = Field(default=30 * 86_400, ge=3600)  # past expiry: refresh tokens, codes
+    retention_eligibility_s: int = Field(default=365 * 86_400, ge=30 * 86_400)  # registration decisions
+    user_retention_interval_s: float = Field(default=3600.0, ge=0)  # 0 disables the job
     # The projection of rentals/payments that deregistration checks (off only in tests that do not need it).
     obligations_consumer: bool = True
     # Texts notify-svc asks for (`user.send_sms`: critical messages no phone received by push).
