@@ -25,6 +25,7 @@ async def on_user_registered(session: AsyncSession, envelope: Envelope) -> None:
 async def on_user_deregistered(session: AsyncSession, envelope: Envelope) -> None:
     assert isinstance(envelope.data, UserDeregistered)
     await repo.deregistered(session, envelope.data.user_id, envelope.data.at)
+    await repo.erase_personal_data(session, envelope.data.user_id)
 
 
 async def on_rental_started(session: AsyncSession, envelope: Envelope) -> None:

@@ -4,11 +4,21 @@ arriving late or twice leave it right. Never commits."""
 import uuid
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from notify_svc.models import AudienceCoupon, AudienceMember, CabinetRegion
+from notify_svc.models import (
+    AudienceCoupon,
+    AudienceMember,
+    CabinetRegion,
+    CallbackRequest,
+    DeferredSms,
+    Message,
+    Preference,
+    PushJob,
+    PushToken,
+)
 
 
 async def registered(session: AsyncSession, user_id: uuid.UUID, at: datetime) -> None:
@@ -23,6 +33,16 @@ async def deregistered(session: AsyncSession, user_id: uuid.UUID, at: datetime) 
     await session.execute(
         stmt.on_conflict_do_update(index_elements=[AudienceMember.user_id], set_={"deregistered_at": at})
     )
+
+
+async def erase_personal_data(session: AsyncSession, user_id: uuid.UUID) -> None:
+    """A deregistered user's inbox, phones (push tokens), waiting pushes and SMS, and preferences go;
+    the phone number of a callback request is erased (the request stays, without it, as part of its
+    ticket). Tickets and VAS consent records are kept: they are the record of a complaint and of a
+    consent (docs/service.md "Deregistration")."""
+    for model in (PushJob, DeferredSms, PushToken, Message, Preference):
+        await session.execute(delete(model).where(model.user_id == user_id))
+    await session.execute(update(CallbackRequest).where(CallbackRequest.user_id == user_id).values(phone=""))
 
 
 async def active(session: AsyncSession, user_id: uuid.UUID, at: datetime, division_code: str | None) -> None:
