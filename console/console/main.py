@@ -230,6 +230,8 @@ def create_app(settings: ConsoleSettings | None = None) -> FastAPI:
             expires_in=int(answer["expires_in"]),
             lang=lang,
             pending=tuple(answer.get("pending") or ()),
+            refresh_token=answer.get("refresh_token"),
+            refresh_expires_in=int(answer.get("refresh_expires_in") or 0),
         )
         log.info("staff signed in", extra={"admin_id": staff.admin_id, "roles": staff.roles, "pending": staff.pending})
         signed_in = RedirectResponse("/account" if staff.pending else "/", status_code=303)

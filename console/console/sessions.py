@@ -1,14 +1,16 @@
 """Staff sessions, held server-side: the browser gets only an opaque id in an HttpOnly, SameSite=Strict
 cookie; the staff member's access token never leaves this process (no token in a URL, in local storage
-or anywhere script can read it). A session ends after `console_idle_timeout_s` without a request, when
-the token expires, or at sign-out.
+or anywhere script can read it). The access token is short-lived and refreshed silently with the
+session's refresh token (web.current_staff), which also stays here. A session ends after
+`console_idle_timeout_s` without a request, when its tokens can no longer be refreshed, or at sign-out.
 
 The store is this process's memory: one console process per deployment, and a restart signs everyone
-out (the token lifetime is 15 minutes anyway). Several replicas would need a shared store."""
+out. Several replicas would need a shared store."""
 
+import asyncio
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from kit.auth import ALL_PERMISSIONS, ROLE_PERMISSIONS
 
@@ -32,6 +34,23 @@ class StaffSession:
     # What user-svc requires before the account may work (`password_change`, `totp_enrolment`): the
     # token then holds no role, and the console opens only the own-account page.
     pending: tuple[str, ...] = ()
+    refresh_token: str | None = None
+    refresh_expires_at: float = 0.0
+    # One refresh at a time: two requests presenting the same refresh token would look like a stolen
+    # token to user-svc, which then ends the session.
+    refreshing: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def alive(self, now: float, idle_timeout_s: int) -> bool:
+        if now - self.last_seen > idle_timeout_s:
+            return False
+        return now < self.token_expires_at or (self.refresh_token is not None and now < self.refresh_expires_at)
+
+    def refreshed(self, access_token: str, expires_in: int, refresh_token: str | None, refresh_expires_in: int) -> None:
+        now = time.monotonic()
+        self.access_token = access_token
+        self.token_expires_at = now + expires_in - EXPIRY_MARGIN_S
+        self.refresh_token = refresh_token
+        self.refresh_expires_at = now + refresh_expires_in - EXPIRY_MARGIN_S
 
     @property
     def permissions(self) -> frozenset[str]:
@@ -57,6 +76,8 @@ class SessionStore:
         expires_in: int,
         lang: str,
         pending: tuple[str, ...] = (),
+        refresh_token: str | None = None,
+        refresh_expires_in: int = 0,
     ) -> StaffSession:
         self._purge()
         now = time.monotonic()
@@ -71,6 +92,8 @@ class SessionStore:
             lang=lang,
             last_seen=now,
             pending=pending,
+            refresh_token=refresh_token,
+            refresh_expires_at=now + refresh_expires_in - EXPIRY_MARGIN_S,
         )
         self._sessions[session.session_id] = session
         return session
@@ -83,7 +106,7 @@ class SessionStore:
         if session is None:
             return None
         now = time.monotonic()
-        if now >= session.token_expires_at or now - session.last_seen > self.idle_timeout_s:
+        if not session.alive(now, self.idle_timeout_s):
             del self._sessions[session_id]
             return None
         session.last_seen = now
@@ -95,8 +118,7 @@ class SessionStore:
         session = self._sessions.get(session_id or "")
         if session is None:
             return None
-        now = time.monotonic()
-        if now >= session.token_expires_at or now - session.last_seen > self.idle_timeout_s:
+        if not session.alive(time.monotonic(), self.idle_timeout_s):
             del self._sessions[session.session_id]
             return None
         return session
@@ -108,5 +130,5 @@ class SessionStore:
     def _purge(self) -> None:
         now = time.monotonic()
         for sid, s in list(self._sessions.items()):
-            if now >= s.token_expires_at or now - s.last_seen > self.idle_timeout_s:
+            if not s.alive(now, self.idle_timeout_s):
                 del self._sessions[sid]

@@ -19,9 +19,13 @@ class ConsoleSettings(BaseSettings):
     # The operator's time zone: every time on every page is shown in it.
     console_timezone: str = "Asia/Shanghai"
     console_default_lang: str = Field(default="zh", pattern="^(zh|en)$")
-    # A session ends after this long without a request, and at the latest when the staff token expires
-    # (user-svc's ADMIN_ACCESS_TOKEN_TTL_S): staff sign in again.
+    # A session ends after this long without a request, when user-svc refuses to refresh it (revoked,
+    # its refresh token lapsed, past user-svc's ADMIN_SESSION_MAX_S), or at sign-out: staff sign in again.
     console_idle_timeout_s: int = Field(default=900, ge=60, le=86_400)
+    # The staff token is refreshed silently (user-svc POST /v1/admin/sessions/refresh) on the first request
+    # when it has less than this left. The test stack sets it near the token's lifetime so every console
+    # test runs through refreshes.
+    console_refresh_ahead_s: int = Field(default=60, ge=0, le=86_400)
     # Secure cookies: always in production (served behind TLS); elsewhere when the request came over https.
     console_secure_cookies: bool = False
     console_poll_s: int = Field(default=15, ge=2, le=600)

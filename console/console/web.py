@@ -1,7 +1,9 @@
 """What every page shares: the staff session from its cookie, permission checks, CSRF on every state
 change, the forms' parsing, and rendering with autoescaping templates."""
 
+import logging
 import secrets
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from email.message import Message
@@ -17,12 +19,13 @@ from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from console import formatting
-from console.backend import Backend
+from console.backend import Backend, BackendError
 from console.i18n import CATALOGUE, translate
 from console.menu import MENU, PAGE_PERMISSION
 from console.sessions import COOKIE, SessionStore, StaffSession
 from console.settings import ConsoleSettings
 
+log = logging.getLogger("console")
 TEMPLATES = Path(__file__).parent / "templates"
 MAX_FORM_BYTES = 64 * 1024
 
@@ -87,13 +90,49 @@ ConsoleDep = Annotated[Console, Depends(console_of)]
 PENDING_PATHS = ("/account", "/logout", "/lang")
 
 
-def current_staff(request: Request) -> StaffSession:
-    session = console_of(request).store.get(request.cookies.get(COOKIE))
+async def current_staff(request: Request) -> StaffSession:
+    console = console_of(request)
+    session = console.store.get(request.cookies.get(COOKIE))
     if session is None:
         raise SignInRequired()
     if session.pending and not request.url.path.startswith(PENDING_PATHS):
         raise AccountPending()
+    if not await keep_fresh(console, session):
+        console.store.end(session.session_id)
+        raise SignInRequired()
     return session
+
+
+async def keep_fresh(console: Console, session: StaffSession) -> bool:
+    """Refresh the staff token when it has less than `console_refresh_ahead_s` left; False when the
+    session cannot go on (user-svc refused: revoked, lapsed, reused; or the token ran out while
+    user-svc could not be reached)."""
+    if session.refresh_token is None:
+        return time.monotonic() < session.token_expires_at
+    async with session.refreshing:  # the first request refreshes; those waiting find a fresh token
+        if session.token_expires_at - time.monotonic() > console.settings.console_refresh_ahead_s:
+            return True
+        try:
+            answer = await console.backend.call(
+                "POST",
+                f"{console.backend.services.user}/v1/admin/sessions/refresh",
+                json={"refresh_token": session.refresh_token},
+            )
+        except BackendError as exc:
+            if exc.status in (400, 401, 403, 422):
+                log.info("staff session not refreshed", extra={"admin_id": session.admin_id, "code": exc.code})
+                session.refresh_token = None
+                return False
+            log.warning("staff token refresh failed", extra={"admin_id": session.admin_id, "code": exc.code})
+            return time.monotonic() < session.token_expires_at
+        session.refreshed(
+            str(answer["access_token"]),
+            int(answer["expires_in"]),
+            answer.get("refresh_token"),
+            int(answer.get("refresh_expires_in") or 0),
+        )
+        session.roles = list(answer["roles"])
+        return True
 
 
 Staff = Annotated[StaffSession, Depends(current_staff)]

@@ -137,6 +137,9 @@ def build_env(stack: Stack, target: PgTarget, password: str, keys: tuple[Path, P
     # suite run twice within the hour. Only on the test stack; user-svc's own tests set their limits.
     if stack.name == "test":
         env["CODE_MAX_PER_CLIENT"] = "1000"
+        # The console refreshes a staff token with less than this left: near the token's 900 s lifetime,
+        # every console test runs through silent refreshes (about one per session every 5 s).
+        env["CONSOLE_REFRESH_AHEAD_S"] = "895"
     for service in SERVICES:
         env[f"{service.env_prefix}_DATABASE_URL"] = database_url(target, stack.database(service))
     return env

@@ -20,7 +20,8 @@ from kit.ratelimit import EXEMPT, RateClass, enforce_rate_limit
 
 SERVICES = ["user_svc", "device_svc", "billing_svc", "asset_credit_svc", "notify_svc", "analytics_svc"]
 STAFF_PREFIXES = STAFF_PATH_PREFIXES
-PUBLIC_STAFF_ROUTES = {("POST", "/v1/admin/sessions")}  # administrators log in here
+# administrators log in here, and trade a refresh token (the token is the credential)
+PUBLIC_STAFF_ROUTES = {("POST", "/v1/admin/sessions"), ("POST", "/v1/admin/sessions/refresh")}
 OWN_ACCOUNT_PREFIX = "/v1/admin/me"  # user-svc's `signed_in_admin`: password, second factor, own sessions
 KNOWN_PERMISSIONS = set().union(*ROLE_PERMISSIONS.values()) | {"clients:manage", "admins:manage", "audit:read"}
 

@@ -585,3 +585,48 @@ async def test_a_campaign_is_counted_scheduled_and_followed_to_the_inbox(
     assert int(text(done, "stat-inbox_delivered")) == stats["inbox_delivered"] >= 1
     assert title in [m["title"] for m in await user.messages()]
     assert f'data-campaign="{campaign_id}"' in await operator.page("/campaigns")
+
+
+async def test_the_console_refreshes_the_staff_token_silently_until_the_session_is_revoked(
+    mesh: Mesh, console: Callable[[], Browserless]
+) -> None:
+    """The test stack's console refreshes a token with less than 895 s of its 900 left (about every 5 s)."""
+    api = mesh.client()
+    root = await api.admin_login(*ADMIN)
+    login, password = f"oper{uuid.uuid4().hex[:6]}", "operator-password-1"
+    created = await api.call(
+        "POST",
+        f"{api.urls.user}/v1/admin/admins",
+        token=root,
+        json={"login": login, "password": password, "role": "operator", "must_change_password": False},
+    )
+    assert created.status == 201, created.response.text
+    sessions_url = f"{api.urls.user}/v1/admin/admins/{created.json()['admin_id']}/sessions"
+
+    async def sessions() -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = (await api.call("GET", sessions_url, token=root)).json()
+        return found
+
+    member = console()
+    assert (await member.sign_in(login, password)).headers["location"] == "/"
+    [signed_in] = await sessions()
+
+    async def refreshed() -> dict[str, Any] | None:
+        page = await member.http.get("/tasks")
+        assert page.status_code == 200, (page.status_code, page.headers.get("location"))  # never signed out
+        [now] = await sessions()
+        return now if now["expires_at"] > signed_in["expires_at"] else None
+
+    after, _ = await wait_for(refreshed, timeout_s=30, interval_s=0.5)
+    assert after["session_id"] == signed_in["session_id"]  # the same session, its tokens renewed
+
+    revoked = await api.call("DELETE", f"{sessions_url}/{signed_in['session_id']}", token=root)
+    assert revoked.status == 204, revoked.response.text
+
+    async def signed_out() -> str | None:
+        page = await member.http.get("/tasks")
+        return page.headers.get("location") if page.status_code == 303 else None
+
+    location, _ = await wait_for(signed_out, timeout_s=15, interval_s=0.5)
+    assert location == "/login?expired=1"
+    assert (await member.http.get("/tasks")).headers["location"].startswith("/login")  # the session is gone

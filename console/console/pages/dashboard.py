@@ -13,7 +13,7 @@ from console.backend import BackendError, SessionExpired
 from console.charts import BarChart, bar_chart
 from console.formatting import percent, yuan
 from console.sessions import COOKIE, StaffSession
-from console.web import Console, ConsoleDep, page_permission, render, render_fragment
+from console.web import Console, ConsoleDep, keep_fresh, page_permission, render, render_fragment
 
 router = APIRouter()
 OPEN_TICKET_STATUSES = ("new", "assigned", "waiting_user", "reopened")
@@ -115,7 +115,8 @@ async def figure_events(request: Request, console: Console, session_id: str) -> 
     yield f"retry: {console.settings.console_poll_s * 1000}\n\n"
     while not await request.is_disconnected():
         staff = console.store.peek(session_id)
-        if staff is None:
+        if staff is None or not await keep_fresh(console, staff):
+            console.store.end(session_id)
             yield sse("signed_out", "")
             return
         try:

@@ -343,3 +343,52 @@ async def test_staff_actions_reach_the_hash_chained_trail(client, database_url):
     )
     broken = (await client.get("/v1/admin/audit-trail/verify", headers=bearer(root))).json()
     assert broken["ok"] is False and broken["first_broken_seq"] == newest["seq"]
+
+
+async def test_staff_sessions_refresh_with_rotating_tokens_and_end_with_the_session(client, database_url):
+    root = await root_token(client)
+    admin_id = await create(client, root, "ops-refresh", "operator", must_change_password=False)
+    signed_in = await client.post("/v1/admin/sessions", json={"login": "ops-refresh", "password": PASSWORD})
+    assert signed_in.status_code == 200, signed_in.text
+    first = signed_in.json()
+    assert first["refresh_token"] and 0 < first["refresh_expires_in"] <= 1800
+
+    refreshed = await client.post("/v1/admin/sessions/refresh", json={"refresh_token": first["refresh_token"]})
+    assert refreshed.status_code == 200, refreshed.text
+    assert refreshed.headers["cache-control"] == "no-store"
+    second = refreshed.json()
+    assert second["roles"] == ["operator"] and second["session_id"] == first["session_id"]
+    assert second["access_token"] != first["access_token"] and second["refresh_token"] != first["refresh_token"]
+    assert (await client.get("/v1/admin/me", headers=bearer(second["access_token"]))).status_code == 200
+    listed = await client.get(f"/v1/admin/admins/{admin_id}/sessions", headers=bearer(root))
+    assert [s["session_id"] for s in listed.json()] == [first["session_id"]]  # one session, refreshed
+
+    # The spent refresh token presented again (a stolen copy): the session ends, with both its tokens.
+    reused = await client.post("/v1/admin/sessions/refresh", json={"refresh_token": first["refresh_token"]})
+    assert_problem(reused, 401, "refresh_token_reused")
+    again = await client.post("/v1/admin/sessions/refresh", json={"refresh_token": second["refresh_token"]})
+    assert_problem(again, 401, "invalid_refresh_token")
+    for token in (first["access_token"], second["access_token"]):
+        assert_problem(await client.get("/v1/admin/me", headers=bearer(token)), 401, "token_revoked")
+
+    # A session revoked by an administrator cannot be refreshed either, nor used with the token it had.
+    other = (await client.post("/v1/admin/sessions", json={"login": "ops-refresh", "password": PASSWORD})).json()
+    later = (await client.post("/v1/admin/sessions/refresh", json={"refresh_token": other["refresh_token"]})).json()
+    revoked = await client.delete(f"/v1/admin/admins/{admin_id}/sessions/{other['session_id']}", headers=bearer(root))
+    assert revoked.status_code == 204, revoked.text
+    refused = await client.post("/v1/admin/sessions/refresh", json={"refresh_token": later["refresh_token"]})
+    assert_problem(refused, 401, "invalid_refresh_token")
+    for token in (other["access_token"], later["access_token"]):
+        assert_problem(await client.get("/v1/admin/me", headers=bearer(token)), 401, "token_revoked")
+    rows = await sql(
+        database_url, "SELECT revoked_reason FROM admin_sessions WHERE admin_id = $1 ORDER BY created_at", admin_id
+    )
+    assert [r["revoked_reason"] for r in rows] == ["refresh_reused", "admin_session_revoked"]
+
+    # A session with something pending gets no refresh token: it signs in again once that is done.
+    await create(client, root, "ops-pending", "operator")
+    pending = (await client.post("/v1/admin/sessions", json={"login": "ops-pending", "password": PASSWORD})).json()
+    assert pending["pending"] == ["password_change"] and pending["refresh_token"] is None
+    assert_problem(
+        await client.post("/v1/admin/sessions/refresh", json={"refresh_token": "x" * 43}), 401, "invalid_refresh_token"
+    )

@@ -79,7 +79,11 @@ class AdminSession(Base):
     """One administrator sign-in: its access token's id, so staff sessions can be listed and revoked."""
 
     __tablename__ = "admin_sessions"
-    __table_args__ = (Index("ix_admin_sessions_admin", "admin_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_admin_sessions_admin", "admin_id", "created_at"),
+        Index("ix_admin_sessions_refresh", "refresh_hash", unique=True),
+        Index("ix_admin_sessions_previous_refresh", "previous_refresh_hash"),
+    )
 
     id: Mapped[UUID] = mapped_column(PgUUID(as_uuid=True), primary_key=True)
     admin_id: Mapped[UUID] = mapped_column(PgUUID(as_uuid=True))
@@ -91,6 +95,14 @@ class AdminSession(Base):
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     revoked_reason: Mapped[str | None] = mapped_column(String(40))
+    # Refresh (staff.service.refresh_session): the current refresh token's hash and expiry, the one it
+    # replaced (presented again: the session is revoked), the session's hard end, and the access token
+    # the last refresh replaced (still valid for a while: denied with the session).
+    refresh_hash: Mapped[str | None] = mapped_column(String(64))
+    previous_refresh_hash: Mapped[str | None] = mapped_column(String(64))
+    refresh_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    ends_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    previous_token_id: Mapped[str | None] = mapped_column(String(64))
 
 
 class VerificationCode(Base):

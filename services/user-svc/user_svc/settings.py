@@ -20,6 +20,11 @@ class Settings(ServiceSettings):
     access_token_ttl_s: int = Field(default=300, ge=60, le=86_400)
     refresh_token_ttl_s: int = Field(default=30 * 86_400, ge=300)
     admin_access_token_ttl_s: int = Field(default=900, ge=60, le=86_400)
+    # A staff session is refreshed (a new access token and a new refresh token, the old one spent) while
+    # its refresh token is alive (`admin_refresh_idle_s` from the last refresh: an idle console lets it
+    # lapse) and never past `admin_session_max_s` from the sign-in.
+    admin_refresh_idle_s: int = Field(default=1800, ge=60, le=86_400)
+    admin_session_max_s: int = Field(default=12 * 3600, ge=300, le=7 * 86_400)
     # OAuth 2.0 authorization codes (client applications acting for users) are one-time and short-lived.
     oauth_code_ttl_s: int = Field(default=60, ge=10, le=600)
 

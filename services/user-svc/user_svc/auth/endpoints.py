@@ -20,6 +20,7 @@ from user_svc.errors import RefreshTokenReused
 from user_svc.sessions import service as sessions
 from user_svc.sessions.deps import SignedInUser
 from user_svc.sessions.service import IssuedSession
+from user_svc.staff import service as staff
 
 router = APIRouter(tags=["sessions"])
 
@@ -142,4 +143,35 @@ async def create_admin_session(
         roles=result.roles,
         session_id=result.session_id,
         pending=result.pending,
+        refresh_token=result.refresh_token,
+        refresh_expires_in=result.refresh_expires_in,
+    )
+
+
+@router.post(
+    "/v1/admin/sessions/refresh",
+    response_model=AdminSessionOut,
+    responses={401: {"description": "invalid, expired, revoked or reused"}},
+)
+async def refresh_admin_session(
+    body: RefreshIn, session: SessionDep, context: ContextDep, runtime: RuntimeDep, response: Response
+) -> AdminSessionOut | Response:
+    """A staff session's refresh token for a new access token and a new refresh token (the old one is
+    spent). Presenting a spent one again revokes the session (`refresh_token_reused`); so does any
+    revocation of the session (sign-out, role change, disable, password or factor reset)."""
+    response.headers["Cache-Control"] = "no-store"
+    refreshed = await staff.refresh_session(
+        session, body.refresh_token, tokens=context.tokens, settings=context.settings, events=runtime
+    )
+    if refreshed is None:
+        reused = RefreshTokenReused()  # answered, not raised: the revocation commits with this request
+        return problem(reused.status, reused.code, reused.title, reused.detail, reused.headers)
+    return AdminSessionOut(
+        access_token=refreshed.session.token.access_token,
+        expires_in=refreshed.session.token.expires_in,
+        admin_id=refreshed.admin_id,
+        roles=refreshed.roles,
+        session_id=refreshed.session.session_id,
+        refresh_token=refreshed.session.refresh_token,
+        refresh_expires_in=refreshed.session.refresh_expires_in,
     )

@@ -53,3 +53,7 @@ class AdminSessionOut(BaseModel):
     session_id: UUID
     # `password_change`, `totp_enrolment`: until done the token has no roles and opens /v1/admin/me only.
     pending: list[str] = []
+    # Trade at POST /v1/admin/sessions/refresh before `expires_in` runs out (spent on use); none for a
+    # session with something pending.
+    refresh_token: str | None = None
+    refresh_expires_in: int = 0

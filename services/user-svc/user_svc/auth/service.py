@@ -38,6 +38,8 @@ class AdminSession:
     roles: list[str]  # empty while something is pending
     session_id: UUID
     pending: list[str]
+    refresh_token: str | None = None
+    refresh_expires_in: int = 0
 
 
 def _raw_key(raw: str) -> str:
@@ -176,5 +178,11 @@ async def login_admin(
     roles = [] if started.pending else [admin.role]
     log.info("admin logged in", extra={"admin_id": str(admin.id), "role": admin.role, "pending": started.pending})
     return AdminSession(
-        token=started.token, admin_id=admin.id, roles=roles, session_id=started.session_id, pending=started.pending
+        token=started.token,
+        admin_id=admin.id,
+        roles=roles,
+        session_id=started.session_id,
+        pending=started.pending,
+        refresh_token=started.refresh_token,
+        refresh_expires_in=started.refresh_expires_in,
     )

@@ -57,6 +57,16 @@ async def sessions_of(session: AsyncSession, admin_id: UUID, *, now: datetime, l
     return list(await session.scalars(stmt))
 
 
+async def session_by_refresh(session: AsyncSession, refresh_hash: str) -> AdminSession | None:
+    found = select(AdminSession).where(AdminSession.refresh_hash == refresh_hash).with_for_update()
+    return (await session.scalars(found)).one_or_none()
+
+
+async def session_by_previous_refresh(session: AsyncSession, refresh_hash: str) -> AdminSession | None:
+    found = select(AdminSession).where(AdminSession.previous_refresh_hash == refresh_hash).with_for_update()
+    return (await session.scalars(found.limit(1))).one_or_none()
+
+
 async def session_by_token(session: AsyncSession, token_id: str) -> AdminSession | None:
     return (await session.scalars(select(AdminSession).where(AdminSession.token_id == token_id))).one_or_none()
 

@@ -6,6 +6,7 @@ A sign-in with something pending (a password to change, a second factor to enrol
 token: no roles, so no permission anywhere; it opens only `/v1/admin/me/*`. Every change here that
 alters what a session may do (role, disable, password reset, factor reset) revokes the sessions."""
 
+import hashlib
 import logging
 import secrets
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from user_svc.errors import (
     AdminSelfChange,
     AdminSessionNotFound,
     InvalidCredentials,
+    InvalidRefreshToken,
     LastSuperAdmin,
     TotpAlreadyEnrolled,
     TotpCodeInvalid,
@@ -74,6 +76,24 @@ class StaffSession:
     token: IssuedToken
     session_id: UUID
     pending: list[str]
+    # None for a restricted session (something pending): it is not refreshed, the staff member signs in
+    # again once the password or the factor is done.
+    refresh_token: str | None = None
+    refresh_expires_in: int = 0
+
+
+def _refresh_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _new_refresh(row: AdminSession, now: datetime, settings: Settings) -> tuple[str, int]:
+    """A new refresh token for the session (the previous one spent and kept to catch its reuse)."""
+    assert row.ends_at is not None
+    token = secrets.token_urlsafe(32)
+    row.previous_refresh_hash = row.refresh_hash
+    row.refresh_hash = _refresh_hash(token)
+    row.refresh_expires_at = min(now + timedelta(seconds=settings.admin_refresh_idle_s), row.ends_at)
+    return token, max(0, int((row.refresh_expires_at - now).total_seconds()))
 
 
 async def start_session(
@@ -97,11 +117,62 @@ async def start_session(
         user_agent=user_agent[:200],
         created_at=now,
         expires_at=now + timedelta(seconds=token.expires_in),
+        ends_at=now + timedelta(seconds=settings.admin_session_max_s),
     )
+    refresh, refresh_in = (None, 0) if pending else _new_refresh(row, now, settings)
+    if row.refresh_expires_at is not None:
+        row.expires_at = max(row.expires_at, row.refresh_expires_at)  # the session lives while it can refresh
     repository.add_session(session, row)
     admin.last_login_at = now
     await session.flush()
-    return StaffSession(token=token, session_id=row.id, pending=pending)
+    return StaffSession(
+        token=token, session_id=row.id, pending=pending, refresh_token=refresh, refresh_expires_in=refresh_in
+    )
+
+
+@dataclass(frozen=True)
+class Refreshed:
+    session: StaffSession
+    admin_id: UUID
+    roles: list[str]
+
+
+async def refresh_session(
+    session: AsyncSession, refresh_token: str, *, tokens: Tokens, settings: Settings, events: EventPublisher
+) -> Refreshed | None:
+    """A new access token and a new refresh token for a live staff session; the presented one is spent.
+    An unknown, expired or revoked token raises InvalidRefreshToken. A spent one presented again (a
+    stolen copy, or the owner after a thief) revokes the session and answers None, so the caller can
+    commit that revocation and refuse."""
+    now = datetime.now(UTC)
+    presented = _refresh_hash(refresh_token)
+    row = await repository.session_by_refresh(session, presented)
+    if row is None:
+        spent = await repository.session_by_previous_refresh(session, presented)
+        if spent is not None and spent.revoked_at is None:
+            log.warning("staff refresh token reused: session revoked", extra={"admin_id": str(spent.admin_id)})
+            await end_sessions(
+                session, spent.admin_id, settings=settings, events=events, reason="refresh_reused", session_id=spent.id
+            )
+            return None
+        raise InvalidRefreshToken()
+    if row.revoked_at is not None or row.refresh_expires_at is None or row.refresh_expires_at <= now:
+        raise InvalidRefreshToken()
+    admin = await repository.get(session, row.admin_id)
+    if admin is None or admin.status != UserStatus.ACTIVE:
+        raise InvalidRefreshToken()
+    roles = [] if row.restricted else [admin.role]
+    token = tokens.for_admin(str(admin.id), roles)
+    row.previous_token_id = row.token_id
+    row.token_id = token.token_id
+    refresh, refresh_in = _new_refresh(row, now, settings)
+    row.expires_at = max(now + timedelta(seconds=token.expires_in), row.refresh_expires_at or now)
+    await session.flush()
+    return Refreshed(
+        StaffSession(token=token, session_id=row.id, pending=[], refresh_token=refresh, refresh_expires_in=refresh_in),
+        admin.id,
+        roles,
+    )
 
 
 async def end_sessions(
@@ -117,7 +188,15 @@ async def end_sessions(
     rows = await repository.revoke_sessions(
         session, admin_id, now=datetime.now(UTC), reason=reason, session_id=session_id
     )
-    revoked = [RevokedRow(r.admin_id, r.token_id, r.created_at) for r in rows]
+    # A refreshed session's tokens were issued long after it began: announced as of now, so every service
+    # hears of them; the access token the last refresh replaced is denied too (it may still be valid).
+    now = datetime.now(UTC)
+    revoked = [
+        RevokedRow(r.admin_id, token_id, now if r.previous_token_id else r.created_at)
+        for r in rows
+        for token_id in (r.token_id, r.previous_token_id)
+        if token_id
+    ]
     await sessions.revoke_access_tokens(session, revoked, events=events, settings=settings, reason=reason)
     return len(rows)
 
