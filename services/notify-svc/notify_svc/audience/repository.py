@@ -4,10 +4,11 @@ arriving late or twice leave it right. Never commits."""
 import uuid
 from datetime import datetime
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from notify_svc.callbacks import lifecycle
 from notify_svc.models import (
     AudienceCoupon,
     AudienceMember,
@@ -38,11 +39,19 @@ async def deregistered(session: AsyncSession, user_id: uuid.UUID, at: datetime) 
 async def erase_personal_data(session: AsyncSession, user_id: uuid.UUID) -> None:
     """A deregistered user's inbox, phones (push tokens), waiting pushes and SMS, and preferences go;
     the phone number of a callback request is erased (the request stays, without it, as part of its
-    ticket). Tickets and VAS consent records are kept: they are the record of a complaint and of a
-    consent (docs/service.md "Deregistration")."""
+    ticket; one still waiting for a call is cancelled). Tickets and VAS consent records are kept: they are
+    the record of a complaint and of a consent (docs/service.md "Deregistration")."""
     for model in (PushJob, DeferredSms, PushToken, Message, Preference):
         await session.execute(delete(model).where(model.user_id == user_id))
-    await session.execute(update(CallbackRequest).where(CallbackRequest.user_id == user_id).values(phone=""))
+    callbacks = await session.scalars(
+        select(CallbackRequest).where(CallbackRequest.user_id == user_id).with_for_update()
+    )
+    for callback in callbacks:
+        if lifecycle.allowed(callback, "cancel"):
+            lifecycle.apply(callback, "cancel")
+        callback.phone = ""
+        callback.updated_at = func.now()
+    await session.flush()
 
 
 async def active(session: AsyncSession, user_id: uuid.UUID, at: datetime, division_code: str | None) -> None:
