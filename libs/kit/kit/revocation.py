@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from contracts import Topic, event_adapter
 from contracts.events import SessionRevoked
-from kit.kafka import FetchPacing, FetchWait, consumer_options, start_with_retry
+from kit.kafka import FetchPacing, FetchWait, LogRewind, consumer_options, start_with_retry
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,7 @@ class RevocationListener:
         )
         await start_with_retry(consumer, "revocation listener")
         fetch_wait = FetchWait(consumer, self._pacing)
+        rewind = LogRewind()
         try:
             partitions = await self._assign(consumer)
             ends = await consumer.end_offsets(partitions)
@@ -103,6 +104,7 @@ class RevocationListener:
                 for records in batches.values():
                     for record in records:
                         self._apply(record.value)
+                await rewind.rewind(consumer, "revocations")
                 if pending:
                     for tp in list(pending):
                         if await consumer.position(tp) >= pending[tp]:

@@ -60,10 +60,9 @@ class ServiceSettings(BaseSettings):
     # Broker loss (kit.broker_loss): every `broker_loss_check_s` (0: never) each service checks that the broker
     # still holds what it acknowledged; if not, the outbox rows published in the replay window go out again.
     # The window must not exceed the retention window, or a copy could find its processed id forgotten.
-    # Off by default for now: tansu reports a partition's end offset as its last batch's FIRST offset + 1, so
-    # after any multi-record batch the watch saw a loss that had not happened and re-published the whole
-    # window every 5 s (found by `make chaos` and the telemetry bench; fix pending, issue 14).
-    broker_loss_check_s: float = Field(default=0.0, ge=0)
+    # (tansu reports a partition's end offset as its last batch's FIRST offset + 1: the watch compares it with
+    # the lowest offset of each publish, so a multi-record batch is no false alarm; see kit.broker_loss.)
+    broker_loss_check_s: float = Field(default=5.0, ge=0)
     broker_loss_replay_window_s: float = Field(default=3600.0, ge=60)
     # OpenTelemetry traces (kit.tracing): off unless a collector's OTLP/HTTP base URL is set (the standard
     # OTEL_EXPORTER_OTLP_ENDPOINT variable, e.g. http://otel-collector:4318); the share of new traces kept.

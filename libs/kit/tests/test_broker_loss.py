@@ -15,21 +15,25 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.structs import RecordMetadata
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from contracts import Envelope, Topic
-from contracts.events import DeviceTelemetryReported
+from contracts.events import DeviceTelemetryReported, SessionRevoked
 from kit.broker_loss import BrokerLossWatch, PublishedOffsets, republish_since
 from kit.db import make_sessionmaker, unit_of_work
 from kit.kafka import EventConsumer, make_producer
 from kit.outbox import OutboxRelay, OutboxWakeup, add_events
-from kit.testing import eventually, kit_database
+from kit.revocation import RevocationList, RevocationListener
+from kit.testing import EventBus, eventually, kit_database
 
 pytestmark = pytest.mark.integration
 
 TOPIC = Topic.DEVICE_TELEMETRY.value
+SESSIONS = Topic.SESSIONS.value
 PARTITIONS = 3
 
 
@@ -53,7 +57,7 @@ class Tansu:
     def __init__(self, log: Path) -> None:
         self.port = _free_port()
         self.bootstrap = f"127.0.0.1:{self.port}"
-        self._log = log
+        self._log = self.log_path = log
         self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -89,8 +93,10 @@ class Tansu:
             admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=3000)
             try:
                 await admin.start()
-                if TOPIC not in await admin.list_topics():
-                    await admin.create_topics([NewTopic(TOPIC, PARTITIONS, 1)])
+                existing = await admin.list_topics()
+                missing = [t for t in (TOPIC, SESSIONS) if t not in existing]
+                if missing:
+                    await admin.create_topics([NewTopic(t, PARTITIONS, 1) for t in missing])
                 return True
             except Exception:  # not listening yet
                 return False
@@ -192,7 +198,17 @@ async def test_a_broker_restart_mid_flow_loses_nothing(tansu: Tansu, engine: Asy
         async def everything_consumed() -> bool:
             return all(applied.times[e] for e in consumed + waiting + after)
 
-        await eventually(everything_consumed, timeout=90, what="every event consumed after the broker's loss")
+        try:
+            await eventually(everything_consumed, timeout=90, what="every event consumed after the broker's loss")
+        except AssertionError:
+            missing = {
+                n: sum(1 for e in ids if not applied.times[e])
+                for n, ids in (("a", consumed), ("b", waiting), ("c", after))
+            }
+            raise AssertionError(
+                f"missing {missing}; losses {watch.losses}, unpublished {await _unpublished_count(engine)}, "
+                f"relay error {relay.last_error}, watch error {watch.last_error}, broker log {tansu.log_path}"
+            ) from None
         assert watch.losses >= 1
         assert {e: n for e, n in applied.times.items() if n != 1} == {}, "an event was applied twice"
     finally:
@@ -201,6 +217,55 @@ async def test_a_broker_restart_mid_flow_loses_nothing(tansu: Tansu, engine: Asy
             task.cancel()
         await asyncio.gather(consuming, *tasks, return_exceptions=True)
         await producer.stop()
+
+
+async def test_multi_record_batches_are_no_loss(tansu: Tansu, engine: AsyncEngine) -> None:
+    """tansu answers ListOffsets with its last batch's first offset + 1 (12 after a batch at 11..20): publishes
+    of many records per batch, checked again and again, must not look like a loss nor publish anything again."""
+    await tansu.ready_with_topic()
+    sessions = make_sessionmaker(engine)
+    wakeup, offsets = OutboxWakeup(), PublishedOffsets()
+    producer = make_producer(tansu.bootstrap, "kit-loss-batches")
+    await producer.start()
+    relay = OutboxRelay(sessions, producer, wakeup, poll_interval_s=0.1, offsets=offsets)
+    watch = BrokerLossWatch(sessions, tansu.bootstrap, offsets, wakeup, replay_window_s=3600)
+    consumer = AIOKafkaConsumer(bootstrap_servers=tansu.bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        for round_ in range(4):
+            await _write(engine, wakeup, 200, f"batch{round_}")
+            assert await relay.publish_pending() == 200  # one publish: several records per partition batch
+            floors = offsets.floors()
+            ends = await consumer.end_offsets(list(floors))
+            highs = offsets.highs()
+            # tansu's end offsets really are below what it acknowledged (the old check's false alarm) ...
+            assert any(ends[tp] <= highs[tp] for tp in floors), (ends, highs)
+            # ... and above each publish's lowest offset
+            assert all(ends[tp] > floor for tp, floor in floors.items()), (floors, ends)
+            assert not await watch.check(consumer)
+        assert watch.losses == 0
+        assert await _unpublished_count(engine) == 0
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
+def test_a_publish_below_an_earlier_one_is_a_rewound_log() -> None:
+    offsets = PublishedOffsets()
+    tp = TopicPartition(TOPIC, 0)
+
+    def meta(offset: int) -> RecordMetadata:
+        return RecordMetadata(TOPIC, 0, tp, offset, -1, 0, 0)
+
+    assert offsets.record_publish([meta(11), meta(12), meta(20)]) == set()
+    assert offsets.floors() == {tp: 11}
+    assert offsets.record_publish([meta(21)]) == set()
+    assert not offsets.rewound.is_set()
+    assert offsets.record_publish([meta(0), meta(1)]) == {tp}  # the broker started its log again
+    assert offsets.rewound.is_set() and offsets.rewound_partitions() == {tp}
+    assert offsets.floors() == {tp: 21}  # the end offset of the new log is compared with the old floor too
+    offsets.forget([tp])
+    assert not offsets.rewound.is_set() and offsets.floors() == {}
 
 
 async def test_a_service_restarted_with_the_broker_publishes_again_what_the_empty_topic_lost(
@@ -246,3 +311,51 @@ async def test_republishing_walks_only_the_window(engine: AsyncEngine) -> None:
     count = await republish_since(make_sessionmaker(engine), datetime.now(UTC) - timedelta(seconds=3000), batch=700)
     assert 2995 <= count <= 3005
     assert await _unpublished_count(engine) == count
+
+
+async def test_a_consumer_beyond_the_end_of_a_restarted_log_reads_it_again(tansu: Tansu) -> None:
+    """tansu answers a fetch beyond a partition's end with nothing, not OFFSET_OUT_OF_RANGE: after a restart a
+    consumer without a group (every process's revocation listener) would wait at its old position until the new
+    log grew past it. kit.kafka.LogRewind reads the partition again from its beginning."""
+    await tansu.ready_with_topic()
+    revocations = RevocationList()
+    listener = RevocationListener(revocations, bootstrap=tansu.bootstrap, client_id="kit-loss-rev", lookback_s=600)
+    producer = make_producer(tansu.bootstrap, "kit-loss-rev")
+    await producer.start()
+    bus = EventBus(producer, "user-svc")
+    user = uuid.uuid4()  # one key: every revocation on one partition, whose position becomes 6
+
+    async def revoke(token: str) -> None:
+        now = datetime.now(UTC)
+        expires = now + timedelta(minutes=10)
+        await bus.publish(
+            SessionRevoked(user_id=user, token_ids=[token], expires_at=expires, reason="logout", at=now), key=str(user)
+        )
+
+    async def caught_up() -> bool:
+        return listener.caught_up.is_set()
+
+    async def read(count: int) -> bool:
+        return len(revocations) == count
+
+    async def read_after() -> bool:
+        return revocations.is_revoked("after")
+
+    task = asyncio.create_task(listener.run())
+    try:
+        await eventually(caught_up, timeout=30, what="the listener caught up")
+        for i in range(6):
+            await revoke(f"before-{i}")
+        await eventually(lambda: read(6), timeout=30, what="six revocations read")
+        tansu.kill()
+        tansu.start()
+        await tansu.ready_with_topic()
+        await revoke("after")  # offset 0 of the new log, below the listener's position
+        started = asyncio.get_running_loop().time()
+        await eventually(read_after, timeout=45, what="the revocation after the restart read")
+        took = asyncio.get_running_loop().time() - started
+        assert took < 30, f"read {took:.1f} s after it was published"
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await producer.stop()
