@@ -21,6 +21,7 @@ from asset_credit_svc.consumers import (
 from asset_credit_svc.credit.endpoints import router as credit_router
 from asset_credit_svc.deposit import service as deposits
 from asset_credit_svc.deposit.endpoints import router as deposit_router
+from asset_credit_svc.finance.endpoints import router as finance_router
 from asset_credit_svc.payments.endpoints import PROVIDERS_KEY, notify_router, top_ups_router
 from asset_credit_svc.payments.factory import prepare, real_providers
 from asset_credit_svc.payments.providers import PaymentProvider
@@ -160,6 +161,7 @@ def create_app(settings: Settings | None = None, *, notify_client: NotifyClientF
             deposit_router,
             reconciliation_router,
             statements_router,
+            finance_router,
             credit_router,
             assets_router,
         ],

@@ -1,0 +1,1 @@
+"""Finance reports straight from the double-entry ledger."""
