@@ -326,6 +326,15 @@ async def test_support_sees_a_users_rentals_credit_and_tickets_but_not_the_ledge
     assert f'href="/tickets/{reported.json()["ticket_id"]}"' in page
     assert 'data-section="credit"' in page
     assert 'data-section="wallet"' not in page  # ledger:read is finance's, and asset-credit would refuse it
+
+    async def inbox_shown() -> list[dict[str, Any]] | None:
+        """The user's inbox as the user reads it (the rental's end at least), all on support's page."""
+        inbox = await user.messages()
+        shown = await agent.page(f"/users/{me['user_id']}")
+        return inbox if inbox and all(f'data-message="{m["message_id"]}"' in shown for m in inbox) else None
+
+    inbox, _ = await wait_for(inbox_shown, timeout_s=15, interval_s=0.3)
+    assert any("PB-" in m["body"] or "¥" in m["body"] for m in inbox)  # the rental's message is there
     assert me["phone"] not in page and text(page, "phone").count("*") >= 4  # masked by user-svc
 
     revealed = await agent.page(f"/users/{me['user_id']}?reveal=true")

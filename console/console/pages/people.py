@@ -3,7 +3,7 @@ audit log of every administrative action. user-svc masks phone numbers, e-mail a
 `users:pii` may reveal one user's (audited by user-svc). The user's view gathers what support needs
 from each service, each part only for a role the owning service would answer: rentals (billing,
 `rentals:read`), wallet and movements (asset-credit, `ledger:read`), credit history (asset-credit,
-`credit:adjust`), tickets (notify, `tickets:read`)."""
+`credit:adjust`), tickets and the inbox (notify, `tickets:read`)."""
 
 import asyncio
 from collections.abc import Awaitable, Callable
@@ -23,7 +23,13 @@ Blocker = Annotated[StaffSession, Depends(require("users:block"))]
 AuditReader = Annotated[StaffSession, Depends(page_permission("nav.audit"))]
 PHONE_VISIBLE_PERMISSION = "users:block"
 PII_PERMISSION = "users:pii"
-SECTIONS = {"rentals": "rentals:read", "wallet": "ledger:read", "credit": "credit:adjust", "tickets": "tickets:read"}
+SECTIONS = {
+    "rentals": "rentals:read",
+    "wallet": "ledger:read",
+    "credit": "credit:adjust",
+    "tickets": "tickets:read",
+    "messages": "tickets:read",
+}
 
 
 @router.get("/users", response_class=HTMLResponse)
@@ -63,7 +69,7 @@ async def user(
     s, b, token = console.backend.services, console.backend, staff.access_token
     reveal = reveal and staff.can(PII_PERMISSION)
     found = await b.get(f"{s.user}/v1/admin/users/{user_id}", token, reveal="true" if reveal else None)
-    rentals, wallet, credit, tickets = await asyncio.gather(
+    rentals, wallet, credit, tickets, messages = await asyncio.gather(
         _section(
             staff.can(SECTIONS["rentals"]),
             lambda: b.get(f"{s.billing}/v1/admin/users/{user_id}/rentals", token, limit=20),
@@ -75,6 +81,10 @@ async def user(
         _section(
             staff.can(SECTIONS["tickets"]), lambda: b.get(f"{s.notify}/v1/admin/tickets", token, user_id=str(user_id))
         ),
+        _section(
+            staff.can(SECTIONS["messages"]),
+            lambda: b.get(f"{s.notify}/v1/admin/users/{user_id}/messages", token, limit=20),
+        ),
     )
     return render(
         request,
@@ -85,6 +95,7 @@ async def user(
         wallet=wallet,
         credit=credit,
         tickets=tickets,
+        messages=messages,
         revealed=reveal,
         see_phone=staff.can(PHONE_VISIBLE_PERMISSION),
     )

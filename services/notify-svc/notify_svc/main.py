@@ -25,6 +25,7 @@ from notify_svc.campaigns.endpoints import staff_router as campaigns_staff_route
 from notify_svc.consumers import DisputeConsumers, InboxConsumers, VasPaymentConsumers
 from notify_svc.context import NotifyContext, context_of
 from notify_svc.messages.endpoints import router as messages_router
+from notify_svc.messages.endpoints import staff_router as messages_staff_router
 from notify_svc.notices.endpoints import media_router
 from notify_svc.notices.endpoints import staff_router as notices_staff_router
 from notify_svc.notices.signing import UrlSigner
@@ -173,6 +174,7 @@ def create_app(settings: Settings | None = None, *, telephony_client: TelephonyC
         title="notify-svc",
         routers=[
             messages_router,
+            messages_staff_router,
             tickets_router,
             tickets_staff_router,
             notices_staff_router,

@@ -268,3 +268,21 @@ async def test_unread_count_read_all_delete_and_category_filter(client, bus, aut
         assert (await client.post("/v1/messages/read-all", headers=auth(user), params=params)).status_code == 422
     assert (await client.get("/v1/messages/unread-count")).status_code == 401
     assert (await client.get("/v1/messages/unread-count", headers=staff())).status_code == 403
+
+
+async def test_support_reads_a_users_inbox_and_a_user_or_an_analyst_cannot(client, bus, auth, staff, wait):
+    alice, bob = uuid.uuid4(), uuid.uuid4()
+    await bus.publish(ended(alice, fee=100), key=str(alice))
+    await bus.publish(ended(bob, fee=200), key=str(bob))
+    mine = (await wait_for_count(client, auth(alice), wait, 1))["items"]
+    await wait_for_count(client, auth(bob), wait, 1)
+    await client.post(f"/v1/messages/{mine[0]['message_id']}/read", headers=auth(alice))
+
+    seen = await client.get(f"/v1/admin/users/{alice}/messages", headers=staff())
+    assert seen.status_code == 200, seen.text
+    assert seen.json()["items"] == (await inbox(client, auth(alice)))["items"]  # as alice sees it, read time too
+    assert seen.json()["items"][0]["read_at"] is not None
+    refused = await client.get(f"/v1/admin/users/{alice}/messages", headers=auth(bob))
+    assert refused.status_code == 403, refused.text
+    analyst = await client.get(f"/v1/admin/users/{alice}/messages", headers=staff(roles=("analyst",)))
+    assert analyst.status_code == 403, analyst.text

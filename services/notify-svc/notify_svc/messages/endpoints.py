@@ -1,9 +1,9 @@
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Depends, Query, Response
 
-from kit.auth import CurrentUser, user_scope
+from kit.auth import CurrentUser, require_permission, user_scope
 from kit.db import ReadSessionDep, SessionDep
 from notify_svc.context import ContextDep
 from notify_svc.messages import service
@@ -13,6 +13,8 @@ from notify_svc.models import Category
 from notify_svc.notices.signing import UrlSigner
 
 router = APIRouter(prefix="/v1/messages", tags=["messages"], dependencies=[user_scope("messages")])
+# Support reads a user's inbox (what the user was told, and whether they read it): read only.
+staff_router = APIRouter(prefix="/v1/admin/users", tags=["messages (staff)"])
 
 
 def _out(item: InboxItem, images: list[tuple[uuid.UUID, str]], signer: UrlSigner) -> MessageOut:
@@ -73,3 +75,17 @@ async def click(message_id: uuid.UUID, user: CurrentUser, session: SessionDep) -
 async def delete_message(message_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> Response:
     await service.delete(session, user.user_id, message_id)
     return Response(status_code=204)
+
+
+@staff_router.get("/{user_id}/messages", dependencies=[Depends(require_permission("tickets:read"))])
+async def user_messages(
+    user_id: uuid.UUID,
+    session: ReadSessionDep,
+    context: ContextDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    before: Annotated[str | None, Query(max_length=200, description="`next_before` of the previous page")] = None,
+) -> MessagePage:
+    """A user's inbox as the user sees it (messages and published notices, newest first), for support."""
+    page = await service.list_messages(session, user_id, limit=limit, unread_only=False, before=before, category=None)
+    items = [_out(m, page.images.get(m.id, []), context.signer) for m in page.items]
+    return MessagePage(items=items, next_before=page.next_before)
