@@ -79,7 +79,8 @@ async def test_plans_apply_by_cabinet_then_region_then_default(
     assert cabinet.status_code == 201, cabinet.text
     # The platform's audit trail has it, written in the plan's own transaction (kit.audit, issue 15).
     created = await staff_actions(billing.runtime.engine, "pricing_plan.create")
-    assert created[-1].target_type == "pricing_plan"
+    assert (created[-1].target_type, created[-1].target_id) == ("pricing_plan", cabinet.json()["plan_id"])
+    assert created[-1].after["price_per_period_fen"] == 100
     for body in (plan("region", "CAB-BJ-", 200), plan("region", "CAB-", 250), plan("default", "", 300)):
         assert (await billing.client.post(path, json=body, headers=admin)).status_code == 201
     duplicate = await billing.client.post(path, json=plan("region", "CAB-BJ-", 1), headers=admin)

@@ -34,7 +34,11 @@ async def test_provision_rotate_revoke_and_retire(admin_service, broker, signer,
     assert resp.status_code == 201, resp.text
     # On the platform's audit trail, from the cabinet's own transaction (kit.audit, issue 15).
     [created] = [a for a in await staff_actions(database_url, "cabinet.create")]
-    assert (created.actor_id, created.target_type) == ("00000000-0000-0000-0000-0000000000ad", "cabinet")
+    assert (created.actor_id, created.target_type, created.target_id) == (
+        "00000000-0000-0000-0000-0000000000ad",
+        "cabinet",
+        "CAB-0100",
+    )
     body = resp.json()
     assert body["state"] == "active"
     assert body["credential"]["broker_version"] > 0

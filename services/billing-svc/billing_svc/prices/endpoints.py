@@ -10,7 +10,7 @@ from billing_svc.prices import service
 from billing_svc.prices.schemas import PlanIn, PlanList, PlanOut, PlanPatch, PriceOut
 from billing_svc.rentals.service import settings_of
 from kit.app import RuntimeDep
-from kit.audit import audited
+from kit.audit import CurrentAudit, audited
 from kit.auth import Principal, require_permission
 from kit.db import SessionDep
 
@@ -67,8 +67,10 @@ async def list_plans(_: Pricing, session: SessionDep, include_inactive: bool = F
 
 
 @router.post("/v1/admin/pricing-plans", status_code=201, dependencies=[audited("pricing_plan.create", "pricing_plan")])
-async def create_plan(body: PlanIn, actor: Pricing, session: SessionDep) -> PlanOut:
-    return plan_out(await service.create_plan(session, actor.subject, body.model_dump()))
+async def create_plan(body: PlanIn, actor: Pricing, session: SessionDep, audit: CurrentAudit) -> PlanOut:
+    out = plan_out(await service.create_plan(session, actor.subject, body.model_dump()))
+    audit.note(target_id=out.plan_id, after=out.model_dump(mode="json"))
+    return out
 
 
 @router.patch(

@@ -30,7 +30,7 @@ from device_svc.brokerauth.service import LIVE_WITHIN, wait_for_brokers
 from device_svc.registry.endpoints import DeviceIdPath
 from device_svc.settings import Settings
 from kit.app import Runtime, RuntimeDep
-from kit.audit import audited
+from kit.audit import CurrentAudit, audited
 from kit.auth import Principal, require_permission
 from kit.db import SessionDep, after_commit
 from kit.ratelimit import rate_class
@@ -74,8 +74,11 @@ def _credential(device_id: str, password: str | None, version: int) -> Credentia
 @router.post(
     "/cabinets", response_model=Provisioned, status_code=201, dependencies=[audited("cabinet.create", "cabinet")]
 )
-async def create_cabinet(body: CabinetCreate, _: Admin, session: SessionDep, runtime: RuntimeDep) -> Provisioned:
+async def create_cabinet(
+    body: CabinetCreate, _: Admin, session: SessionDep, runtime: RuntimeDep, audit: CurrentAudit
+) -> Provisioned:
     out, password = await service.create_cabinet(session, body)
+    audit.note(target_id=out.id)
     version = await _brokers_after_commit(session, runtime)
     return out.model_copy(update={"credential": _credential(out.id, password, version)})
 
@@ -103,8 +106,11 @@ async def update_cabinet(cabinet_id: DeviceIdPath, body: CabinetUpdate, _: Admin
 
 
 @router.post("/banks", response_model=Provisioned, status_code=201, dependencies=[audited("bank.create", "bank")])
-async def create_bank(body: BankCreate, _: Admin, session: SessionDep, runtime: RuntimeDep) -> Provisioned:
+async def create_bank(
+    body: BankCreate, _: Admin, session: SessionDep, runtime: RuntimeDep, audit: CurrentAudit
+) -> Provisioned:
     out, password = await service.create_bank(session, body)
+    audit.note(target_id=out.id)
     version = await _brokers_after_commit(session, runtime) if password else 0
     return out.model_copy(update={"credential": _credential(out.id, password, version)})
 
