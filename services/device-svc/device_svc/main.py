@@ -20,7 +20,7 @@ from device_svc.maintenance import service as maintenance
 from device_svc.maintenance.endpoints import router as maintenance_router
 from device_svc.mqtt.dispatch import DeviceLanes, IntakeLanes
 from device_svc.mqtt.downlink import Downlink
-from device_svc.mqtt.gateway import MqttGateway
+from device_svc.mqtt.gateway import Ack, MqttGateway
 from device_svc.mqtt.handlers import MessageProcessor
 from device_svc.mqtt.intake import presence_only
 from device_svc.ops.endpoints import router as ops_router
@@ -122,7 +122,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 superseded=presence_only,
             )
         )
-        gateway.on_message = lanes.submit
+
+        def on_message(topic: str, payload: bytes, received_at: datetime, ack: Ack, retained: bool) -> None:
+            # Heartbeats and bank reports straight to their batch; everything else through a device lane.
+            if not processor.take_telemetry(topic, payload, received_at, ack):
+                lanes.submit(topic, payload, received_at, ack, retained)
+
+        gateway.on_message = on_message
         runtime.extras.update(
             gateway=gateway,
             downlink=downlink,
@@ -151,7 +157,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return await fail_expired_commands(ejects)
 
         async def mark_silent_cabinets() -> datetime | None:
-            return await mark_offline_until_next(runtime.sessionmaker, publish, settings.offline_after_s)
+            return await mark_offline_until_next(
+                runtime.sessionmaker, publish, settings.offline_after_s, lambda: telemetry.behind_s
+            )
 
         async def sweep_bank_modules() -> None:
             await sweep_banks(

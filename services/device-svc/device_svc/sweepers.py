@@ -3,6 +3,7 @@ and bank modules offline; flag idle banks whose position is overdue (7.2); forge
 older than the replay window (`inbound_messages`, issue 14)."""
 
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -59,24 +60,39 @@ async def mark_offline(sessionmaker: async_sessionmaker[AsyncSession], publish: 
 
 
 async def mark_offline_until_next(
-    sessionmaker: async_sessionmaker[AsyncSession], publish: Publish, offline_after_s: float
+    sessionmaker: async_sessionmaker[AsyncSession],
+    publish: Publish,
+    offline_after_s: float,
+    behind_s: Callable[[], float] = lambda: 0.0,
 ) -> datetime | None:
     """Mark silent cabinets offline; returns when the next online cabinet falls silent if nothing is heard
-    from it (its last message + its protocol's allowed silence), so the sweeper sleeps until then."""
-    rows = await _mark_offline(sessionmaker, publish, offline_after_s)
+    from it (its last message + its protocol's allowed silence), so the sweeper sleeps until then.
+
+    `behind_s`: how far the telemetry intake reads behind its devices (telemetry/ingest.py). A cabinet whose
+    heartbeat waits in the broker's queue for us is not silent: that much more silence is allowed, so an
+    intake that falls behind does not mark the fleet offline and read it online again, one transition and
+    two events per cabinet and round (the flap loop py-spy showed at 14 % of device-svc's CPU, issue 9)."""
+    allowance = timedelta(seconds=max(behind_s(), 0.0))
+    rows = await _mark_offline(sessionmaker, publish, offline_after_s, allowance)
     if len(rows) >= repo.STALE_BATCH:
         return datetime.now(UTC)  # more to mark
     async with sessionmaker() as session:
         oldest = await repo.oldest_online_cabinet_seen_at(session)
     thresholds = _thresholds(offline_after_s)
-    due = [seen + timedelta(seconds=thresholds.get(protocol, offline_after_s)) for protocol, seen in oldest.items()]
+    due = [
+        seen + timedelta(seconds=thresholds.get(protocol, offline_after_s)) + allowance
+        for protocol, seen in oldest.items()
+    ]
     return min(due, default=None)
 
 
 async def _mark_offline(
-    sessionmaker: async_sessionmaker[AsyncSession], publish: Publish, offline_after_s: float
+    sessionmaker: async_sessionmaker[AsyncSession],
+    publish: Publish,
+    offline_after_s: float,
+    allowance: timedelta = timedelta(),
 ) -> list[Any]:
-    now = datetime.now(UTC)
+    now = datetime.now(UTC) - allowance
     by_protocol = {name: now - timedelta(seconds=s) for name, s in _thresholds(offline_after_s).items()}
     async with unit_of_work(sessionmaker) as session:
         rows = await repo.mark_stale_cabinets_offline(
@@ -86,7 +102,7 @@ async def _mark_offline(
             log.info(
                 "cabinet silent; marked offline", extra={"device_id": row.id, "last_seen_at": str(row.last_seen_at)}
             )
-            for event in _silent(row, "cabinet", now):
+            for event in _silent(row, "cabinet", now + allowance):
                 await publish(session, event, row.id)
     return list(rows)
 

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from device_svc.sweepers import flag_overdue_positions, mark_banks_offline
 from device_svc.telemetry.store import BankState, Presence, write_states
 from kit.db import make_sessionmaker, unit_of_work
+from kit.testing import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -347,6 +348,16 @@ async def test_state_changes_are_recorded_with_a_reason(service, signer):
     assert [b["id"] for b in listed] == ["PB-000003"]
 
 
+async def _stored_rssi(database_url: str, bank_id: str, rssi: int) -> bool:
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            stored = (await conn.execute(text("SELECT rssi_dbm FROM banks WHERE id = :id"), {"id": bank_id})).scalar()
+        return bool(stored == rssi)
+    finally:
+        await engine.dispose()
+
+
 async def test_bank_presence_transitions_reach_kafka_once_each(service, bank_device, tap, database_url):
     bank = await bank_device("PB-000002")
     await bank.send("status", {"type": "status", "online": True})
@@ -358,6 +369,9 @@ async def test_bank_presence_transitions_reach_kafka_once_each(service, bank_dev
     await bank.send("heartbeat", {"type": "heartbeat", "msg_id": bank.next_id(), "ts": now_ms(), "rssi_dbm": -88})
     await bank.send("bank_report", bank_report(bank, now_ms(), battery_pct=55))
     await tap.wait_for("device.telemetry.reported", device_id="PB-000002", battery_pct=55)
+    # The feed reaches Kafka before its batch commits, and the last will comes on another intake: wait for the
+    # heartbeat's signal to be stored (a device's last will comes long after its heartbeat).
+    await eventually(lambda: _stored_rssi(database_url, "PB-000002", -88), what="the heartbeat's signal stored")
     await bank.send("status", {"type": "status", "online": False})
     down = await tap.wait_for("device.presence.changed", device_id="PB-000002", online=False)
     assert (down.reason, down.rssi_dbm) == ("last_will", -88)

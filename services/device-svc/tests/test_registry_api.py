@@ -115,3 +115,44 @@ async def test_presence_counts_who_was_heard_since_a_moment_and_names_the_silent
         await service.get("/v1/ops/presence", params={"heard_since": moment, "silent_limit": 0}, headers=ops)
     ).json()
     assert capped["silent"] == [] and capped["silent_total"] == after["silent_total"]
+
+
+async def test_silence_allows_for_an_intake_that_reads_behind_its_devices(service, online, tap, database_url):
+    """A heartbeat that waited two minutes in the broker's queue for us (device time two minutes before we
+    read it) says the telemetry intake is that far behind: the offline sweeper allows that much more
+    silence, so a cabinet is not shown offline because device-svc was slow to read it (issue 9)."""
+    from datetime import timedelta
+
+    from device_svc.sweepers import mark_offline_until_next
+    from kit.db import make_sessionmaker
+    from kit.testing import eventually
+
+    from .conftest import now_ms
+
+    cab = await online("CAB-0003")
+    telemetry = service._transport.app.state.runtime.extras["telemetry"]
+    beat = {"type": "heartbeat", "msg_id": cab.next_id(), "ts": now_ms(-timedelta(seconds=120)), "rssi_dbm": -60}
+    await cab.send("heartbeat", beat)
+
+    async def behind() -> bool:
+        return telemetry.behind_s > 100
+
+    await eventually(behind, what="the intake's lag measured from the late heartbeat")
+    runtime = service._transport.app.state.runtime
+    published = []
+
+    async def publish(session, data, key):
+        published.append(data)
+        return await runtime.publish(session, data, key=key)
+
+    engine = create_async_engine(database_url)
+    try:
+        sessionmaker = make_sessionmaker(engine)
+        # offline_after_s=0: any cabinet is overdue, unless its silence may be our own delay.
+        await mark_offline_until_next(sessionmaker, publish, 0, lambda: telemetry.behind_s)
+        assert "CAB-0003" not in [getattr(e, "device_id", None) for e in published]
+        # Without the allowance the same silence takes it offline.
+        await mark_offline_until_next(sessionmaker, publish, 0)
+    finally:
+        await engine.dispose()
+    assert ("device.presence.changed", "CAB-0003") in [(e.type, getattr(e, "device_id", None)) for e in published]

@@ -42,8 +42,9 @@ from contracts.mqtt import (
 from contracts.regions import RegionRef, region_at
 from device_svc.clock import checked_device_time, ms_to_datetime
 from device_svc.commands.service import EjectService
-from device_svc.metrics import MESSAGES_RECEIVED
+from device_svc.metrics import MESSAGES_FAILED, MESSAGES_RECEIVED, MESSAGES_RETRIED
 from device_svc.models import Bank, Cabinet, InboundMessage
+from device_svc.mqtt.dispatch import MAX_OUTAGE_DELAY_S, is_outage
 from device_svc.mqtt.downlink import Downlink
 from device_svc.mqtt.incoming import Incoming, count_rejection
 from device_svc.mqtt.intake import Intake, intake_of
@@ -53,7 +54,7 @@ from device_svc.protocols.lookup import DbLookup
 from device_svc.protocols.queries import StateQueries
 from device_svc.protocols.registry import vendor_route
 from device_svc.registry import repository as repo
-from device_svc.telemetry.ingest import TelemetryIngest
+from device_svc.telemetry.ingest import TelemetryIngest, TelemetryMessage
 from device_svc.telemetry.service import BANK_MESSAGES, BankDevices
 from device_svc.telemetry.snapshots import Outcome, SnapshotIngest
 from kit.correlation import new_correlation_id, set_correlation_id
@@ -65,6 +66,7 @@ Publish = Callable[[AsyncSession, EventData, str], Awaitable[Envelope]]
 CHANNELS = frozenset(c.value for c in UpChannel)
 # Ingested in batches once they parse (telemetry.ingest; telemetry.snapshots, which leaves what changes
 # slots or banks to this module); everything else is one transaction each.
+_TELEMETRY_CHANNELS = frozenset((UpChannel.HEARTBEAT.value, UpChannel.BANK_REPORT.value))
 BATCHED_CHANNELS = frozenset(
     c.value
     for c in (UpChannel.HEARTBEAT, UpChannel.BANK_REPORT, UpChannel.STATUS, UpChannel.HELLO, UpChannel.INVENTORY)
@@ -128,6 +130,51 @@ class MessageProcessor:
             await self._translate(vendor[0], vendor[1], topic, payload, received_at)
             return
         await self._process(topic, payload, received_at, retained)
+
+    def take_telemetry(self, topic: str, payload: bytes, received_at: datetime, ack: Callable[[], None]) -> bool:
+        """A well-formed heartbeat or bank report of the platform's own protocol goes straight to the
+        telemetry batch, without a device lane and a task per message (issue 9); `ack` is called once its
+        batch committed. False for anything else (a maker's topic, a malformed or misplaced message): the
+        caller hands it to the lanes, where it is refused with the precise reason. Order within a device
+        needs no lane here: a batch keeps a device's newest state by device time (telemetry/ingest.py)."""
+        if vendor_route(topic) is not None or len(payload) > MAX_PAYLOAD_BYTES:
+            return False
+        parsed = parse_up_topic(topic)
+        if parsed is None or parsed[1] not in _TELEMETRY_CHANNELS:
+            return False
+        incoming = Incoming(topic, parsed[0], parsed[1], received_at)
+        msg = self._parsed(incoming, payload)
+        if not isinstance(msg, Heartbeat | BankReport):
+            return False
+        MESSAGES_RECEIVED.labels(incoming.channel).inc()
+        self._submit_telemetry(incoming, msg, new_correlation_id(), ack, 1)
+        return True
+
+    def _submit_telemetry(
+        self, incoming: Incoming, msg: TelemetryMessage, correlation_id: str, ack: Callable[[], None], attempt: int
+    ) -> None:
+        def done(future: "asyncio.Future[None]") -> None:
+            if future.cancelled():  # shutdown: not acknowledged, the broker sends it again
+                return
+            exc = future.exception()
+            if exc is None:
+                ack()
+            elif is_outage(exc):
+                # As a lane does: unacknowledged while the outage lasts, so the broker keeps what follows.
+                MESSAGES_RETRIED.inc()
+                delay = min(0.2 * 2 ** min(attempt - 1, 10), MAX_OUTAGE_DELAY_S)
+                asyncio.get_running_loop().call_later(
+                    delay, self._submit_telemetry, incoming, msg, correlation_id, ack, attempt + 1
+                )
+            else:  # the batcher already tried it several times: one poison message must not hold a slot
+                MESSAGES_FAILED.inc()
+                log.error(
+                    "telemetry message handling failed; given up",
+                    extra={"mqtt_topic": incoming.topic, "error": repr(exc)[:300]},
+                )
+                ack()
+
+        self._ingest.submit_nowait(incoming, msg, correlation_id).add_done_callback(done)
 
     async def _translate(
         self, adapter: ProtocolAdapter, device_id: str, topic: str, payload: bytes, received_at: datetime

@@ -42,8 +42,12 @@ class MicroBatcher(Generic[T, R]):
         max_rows: int = 500,
         workers: int = 2,
         attempts: int = 3,
+        one_per_key: Callable[[T], object] | None = None,
     ) -> None:
-        """`apply` writes a batch in the session it is given and returns one result per item, in order."""
+        """`apply` writes a batch in the session it is given and returns one result per item, in order.
+        `one_per_key`: a batch holds at most one item per key (see `_take`)."""
+        self._one_per_key = one_per_key
+        self._busy: set[object] = set()
         self._name = name
         self._sessionmaker = sessionmaker
         self._apply = apply
@@ -60,31 +64,68 @@ class MicroBatcher(Generic[T, R]):
 
     async def submit(self, item: T) -> R:
         """Queue one item; returns its result when its batch committed (raises if it could not)."""
+        return await self.submit_nowait(item)
+
+    def submit_nowait(self, item: T) -> "asyncio.Future[R]":
+        """Queue one item; the future completes when its batch committed (with the error if it could not).
+        No task per item: the telemetry intake hands every report over this way (issue 9)."""
         done: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._pending.append(_Waiting(item, done))
         self._wake.set()
-        return await done
+        return done
 
     async def run(self) -> None:
         await asyncio.gather(*(self._work() for _ in range(self._workers)))
 
     def _take(self) -> list[_Waiting[T, R]]:
-        taken, self._pending = self._pending[: self._max_rows], self._pending[self._max_rows :]
+        if self._one_per_key is None:
+            taken, self._pending = self._pending[: self._max_rows], self._pending[self._max_rows :]
+            return taken
+        # At most one item per key (device) in a batch, the oldest: the next one waits for the next batch, so
+        # a device's messages are applied in arrival order, each against the state its predecessor committed.
+        # A key another worker's batch holds waits too, so two batches never race for one device.
+        keys: set[object] = set()
+        taken, rest = [], []
+        for waiting in self._pending:
+            key = self._one_per_key(waiting.item)
+            if key in keys or key in self._busy or len(taken) >= self._max_rows:
+                rest.append(waiting)
+            else:
+                keys.add(key)
+                taken.append(waiting)
+        self._pending = rest
+        self._busy |= keys
         return taken
+
+    def _release(self, taken: list[_Waiting[T, R]]) -> None:
+        if self._one_per_key is not None:
+            self._busy.difference_update(self._one_per_key(w.item) for w in taken)
+            if self._pending:
+                self._wake.set()
 
     async def _work(self) -> None:
         while True:
             await self._wake.wait()
             taken = self._take()
-            if not self._pending:
-                self._wake.clear()
+            if not taken or not self._pending:
+                self._wake.clear()  # nothing takeable now: a batch that ends (`_release`) wakes us again
             if taken:
-                await self._flush(taken)
+                try:
+                    await self._flush(taken)
+                finally:
+                    self._release(taken)
 
     async def close(self) -> None:
         """Write what is still queued (shutdown)."""
         while self._pending:
-            await self._flush(self._take())
+            taken = self._take()
+            if not taken:  # the rest belongs to devices a running batch holds
+                await asyncio.sleep(0.01)
+                continue
+            try:
+                await self._flush(taken)
+            finally:
+                self._release(taken)
 
     async def _flush(self, taken: list[_Waiting[T, R]]) -> None:
         self._size.observe(len(taken))

@@ -21,7 +21,9 @@ It all commits together, so a crash loses nothing that was acknowledged as recor
 never half-applied.
 """
 
+import asyncio
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -68,6 +70,8 @@ def feed_event_id(device_id: str, msg_id: str) -> uuid.UUID:
 
 
 TelemetryMessage = Heartbeat | BankReport
+# A lag measured this long ago still counts (or as long as the lag itself, when longer).
+_LAG_FRESH_S = 10.0
 
 _LOCK_CABINETS = text(
     "SELECT id, state, online, last_seen_at, rssi_dbm FROM cabinets WHERE id = ANY(CAST(:ids AS varchar[])) "
@@ -156,6 +160,7 @@ class TelemetryIngest:
         self._feed = feed
         self._downlink = downlink
         self._rules = rules
+        self._lag: tuple[float, float] = (0.0, 0.0)  # (seconds behind, monotonic time measured)
         self._batcher: MicroBatcher[_Item, None] = MicroBatcher(
             "telemetry",
             sessionmaker,
@@ -164,6 +169,9 @@ class TelemetryIngest:
             max_rows=max_rows,
             workers=workers,
             attempts=attempts,
+            # Handed over without a device lane (mqtt/handlers.py): a batch still holds one message per device,
+            # as the lanes ensured, because the batch reads each device's state once (alarms, presence).
+            one_per_key=lambda item: item.incoming.device_id,
         )
 
     @property
@@ -173,6 +181,29 @@ class TelemetryIngest:
     async def submit(self, incoming: Incoming, msg: TelemetryMessage) -> None:
         """Queue one validated message; returns when its batch committed (raises if it could not)."""
         await self._batcher.submit(_Item(incoming, msg, get_correlation_id()))
+
+    def submit_nowait(
+        self, incoming: Incoming, msg: TelemetryMessage, correlation_id: str | None
+    ) -> "asyncio.Future[None]":
+        """Queue one validated message; the future completes when its batch committed (or failed)."""
+        return self._batcher.submit_nowait(_Item(incoming, msg, correlation_id))
+
+    @property
+    def behind_s(self) -> float:
+        """How far behind its devices the intake reads: the median, over the last batch, of device time to
+        commit, while batches keep committing; 0 when it keeps up or nothing committed for a while. A
+        device sending what it kept while offline is one of many in a busy batch, so the median is not
+        moved by it. The offline sweeper allows this much more silence (sweepers.py): a cabinet must not be
+        shown offline because device-svc is slow to read it."""
+        lag, at = self._lag
+        if lag <= 0 or time.monotonic() - at > max(lag, _LAG_FRESH_S):
+            return 0.0
+        return lag
+
+    def _note_lag(self, items: list[_Item]) -> None:
+        now = datetime.now(UTC)
+        lags = sorted((now - self._device_time(item)).total_seconds() for item in items)
+        self._lag = (lags[len(lags) // 2] if lags else 0.0, time.monotonic())
 
     async def run(self) -> None:
         await self._batcher.run()
@@ -221,6 +252,7 @@ class TelemetryIngest:
         for bank_id in batch.rings:
             self._ring_after_commit(session, bank_id)
         after_commit(session, lambda: self._count(batch))
+        after_commit(session, lambda: self._note_lag(accepted))
         return [None] * len(items)
 
     async def _first_time(self, session: AsyncSession, batch: _Batch, candidates: list[_Item]) -> list[_Item]:
