@@ -207,7 +207,8 @@ async def test_a_broker_restart_mid_flow_loses_nothing(tansu: Tansu, engine: Asy
             }
             raise AssertionError(
                 f"missing {missing}; losses {watch.losses}, unpublished {await _unpublished_count(engine)}, "
-                f"relay error {relay.last_error}, watch error {watch.last_error}, broker log {tansu.log_path}"
+                f"relay error {relay.last_error}, watch error {watch.last_error}, broker log {tansu.log_path}, "
+                f"consumer task {'died: ' + repr(consuming.exception()) if consuming.done() else 'running'}"
             ) from None
         assert watch.losses >= 1
         assert {e: n for e, n in applied.times.items() if n != 1} == {}, "an event was applied twice"
