@@ -24,6 +24,7 @@ MENU: tuple[MenuItem, ...] = (
     MenuItem("nav.disputes", "/disputes", "rentals:support"),
     MenuItem("nav.pricing", "/pricing", "pricing:manage"),
     MenuItem("nav.coupons", "/coupons", "assets:manage"),
+    MenuItem("nav.finance", "/finance", "ledger:read"),
     MenuItem("nav.notices", "/notices", "notices:send"),
     MenuItem("nav.campaigns", "/campaigns", "campaigns:manage"),
     MenuItem("nav.staff", "/staff", "admins:manage"),

@@ -36,6 +36,7 @@ MAIN_PAGES = (
     "/disputes",
     "/pricing",
     "/coupons",
+    "/finance",
     "/notices",
     "/campaigns",
     "/staff",

@@ -639,3 +639,37 @@ async def test_the_console_refreshes_the_staff_token_silently_until_the_session_
     location, _ = await wait_for(signed_out, timeout_s=15, interval_s=0.5)
     assert location == "/login?expired=1"
     assert (await member.http.get("/tasks")).headers["location"].startswith("/login")  # the session is gone
+
+
+async def test_finance_sees_the_ledger_report_of_a_period_as_asset_credit_computes_it(
+    mesh: Mesh, user: PlatformClient, console: Callable[[], Browserless]
+) -> None:
+    await settled_rental(mesh, user)  # a top-up and a fee in today's ledger
+    today = datetime.now(SHANGHAI).date()
+    start = datetime(today.year, today.month, today.day, tzinfo=SHANGHAI)
+    api = mesh.client()
+    token = await api.admin_login(*ADMIN)
+    report = (
+        await api.call(
+            "GET",
+            f"{api.urls.asset}/v1/admin/finance/ledger-report",
+            token=token,
+            params={"since": start.isoformat(), "until": (start + timedelta(days=1)).isoformat()},
+        )
+    ).json()
+    assert report["revenue_fen"] > 0
+
+    finance = console()
+    await finance.sign_in(*await staff_member(mesh, "finance"))
+    page = await finance.page(f"/finance?since={today.isoformat()}&until={today.isoformat()}")
+    assert "nav.finance" in menu(page)
+    assert text(page, "revenue") == yuan(report["revenue_fen"])
+    assert text(page, "owed") == yuan(report["owed_to_users_fen"])
+    assert text(page, "deposits") == yuan(report["deposits_held_fen"])
+    assert text(page, "checks").endswith("平衡") and "不平衡" not in text(page, "checks")
+    assert {a["account_kind"] for a in report["accounts"]} == set(re.findall(r'<tr data-account="([^"]+)">', page))
+
+    operator = console()
+    await operator.sign_in(*await staff_member(mesh, "operator"))
+    assert "nav.finance" not in menu(await operator.page("/"))
+    await operator.page("/finance", status=403)
