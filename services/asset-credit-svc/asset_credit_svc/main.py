@@ -26,6 +26,7 @@ from asset_credit_svc.payments.endpoints import PROVIDERS_KEY, notify_router, to
 from asset_credit_svc.payments.factory import prepare, real_providers
 from asset_credit_svc.payments.providers import PaymentProvider
 from asset_credit_svc.payments.sandbox import SandboxProvider
+from asset_credit_svc.receipts.endpoints import router as receipts_router
 from asset_credit_svc.reconciliation import router as reconciliation_router
 from asset_credit_svc.settings import CHANNELS, Settings
 from asset_credit_svc.statements import service as statements
@@ -162,6 +163,7 @@ def create_app(settings: Settings | None = None, *, notify_client: NotifyClientF
             reconciliation_router,
             statements_router,
             finance_router,
+            receipts_router,
             credit_router,
             assets_router,
         ],

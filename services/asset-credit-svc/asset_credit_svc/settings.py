@@ -90,6 +90,11 @@ class Settings(ServiceSettings):
     # statements (the real adapters; the channels make a day's statement the next morning, Beijing time).
     statement_interval_s: float = 3600.0
 
+    # The VAT a rental receipt shows as included in the fee (power-bank rental is the lease of movable
+    # property: 13 % general rate; 0 leaves the tax line out, e.g. for a small-scale taxpayer's own rules).
+    receipt_vat_rate_percent: int = Field(default=13, ge=0, le=100)
+    receipt_vat_name: str = "VAT (增值税)"
+
     def provider_for(self, channel: str) -> str:
         chosen = {"alipay": self.payment_provider_alipay, "wechat": self.payment_provider_wechat}.get(channel)
         return chosen or self.payment_provider
