@@ -329,6 +329,11 @@ class Bench:
         if cmd.correlation_id is not None:
             self.ejected[cmd.correlation_id] = (device_id, cmd.bank_id, cmd.slot)
 
+    def on_expired(self, cmd: Eject) -> None:
+        """The cabinet refused an eject that reached it after its deadline: no bank came out for it."""
+        if cmd.correlation_id is not None:
+            self.ejected.pop(cmd.correlation_id, None)
+
     async def cycle(self, pool: UserPool, user: BenchUser, device: SwarmDevice, r: Results) -> bool:
         """Borrow, hold, return, watch billing stop. True when the user is free for another rental (after a
         failed unlock the platform may still complete it later: such a user is retired)."""
@@ -700,6 +705,7 @@ class Bench:
             tls=tls,
             device_factory=swarm_device,
         )
+        swarm.on_expired = self.on_expired
         banks = freshness.bank_swarm(host, port, bank_creds, tls=tls) if bank_creds else None
         reporter: asyncio.Task[None] | None = None
         watcher: asyncio.Task[None] | None = None

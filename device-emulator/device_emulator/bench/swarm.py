@@ -207,6 +207,8 @@ class SwarmDevice:
         payload = self._results.get(cmd.cmd_id)
         if payload is None:
             code = EjectResultCode.OK if self.next_ts() <= cmd.expires_at else EjectResultCode.EXPIRED
+            if code == EjectResultCode.EXPIRED and self._swarm.on_expired is not None:
+                self._swarm.on_expired(cmd)
             result = EjectResult(
                 msg_id=self.next_msg_id(),
                 ts=self.next_ts(),
@@ -299,6 +301,8 @@ class Swarm:
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
         self.on_eject = on_eject
+        # Told when a device answers an eject `expired` (received after its expires_at): no bank came out.
+        self.on_expired: Callable[[Eject], None] | None = None
         self.stats = SwarmStats()
         self.connected = 0
         self.stopping = False

@@ -10,13 +10,14 @@ from billing_svc.consumers import consumer_specs
 from billing_svc.prices.endpoints import router as prices_router
 from billing_svc.rentals import service
 from billing_svc.rentals.endpoints import router as rentals_router
-from billing_svc.rentals.waiters import RentalWaiters
+from billing_svc.rentals.waiters import OUTCOME_CHANNEL, RentalWaiters
 from billing_svc.settings import Settings
 from billing_svc.support.endpoints import router as support_router
 from billing_svc.users import users_consumer_spec
 from kit.app import Runtime, create_service_app
 from kit.db import unit_of_work
 from kit.periodic import run_periodically
+from kit.pg_listen import listen
 
 
 async def _sweep_unlocking(runtime: Runtime, settings: Settings) -> None:
@@ -39,7 +40,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(runtime: Runtime) -> AsyncIterator[None]:
-        runtime.extras["rental_waiters"] = RentalWaiters()
+        waiters = runtime.extras["rental_waiters"] = RentalWaiters()
+        # Outcomes applied by any instance's consumer wake the borrows waiting here.
+        runtime.spawn(
+            listen(settings.database_url, OUTCOME_CHANNEL, waiters.notify_payload, on_connected=waiters.notify_all),
+            "rental-outcome-listener",
+        )
         if settings.unlocking_expiry_s > 0:
 
             async def sweep_unlocking() -> None:

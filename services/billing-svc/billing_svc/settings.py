@@ -26,16 +26,18 @@ class Settings(ServiceSettings):
     # The current rental asks device-svc where the bank is (6.1.9); it is shown without a position after this.
     position_timeout_s: float = Field(default=0.5, gt=0, le=3.0)
     eject_deadline_s: float = Field(default=3.5, gt=0, le=30.0)
-    # The borrow answer waits until the device's outcome or `deadline + eject_answer_grace_s`,
-    # and never longer than `borrow_answer_budget_s` after the request arrived (clause 7.1: 5 s).
-    # The grace covers device-svc's failure at the deadline crossing two hops to us: a consumer at
-    # rest fetches with its rest wait (kit.kafka.FetchPacing; on tansu an event waits up to half
-    # of it), so a "no answer" is final by the time it is given and a retry is not refused.
+    # The borrow answer waits for the device's outcome until `borrow_answer_budget_s` after the request
+    # arrived (clause 7.1: 5 s), then decides (a rental still unlocking fails with device_no_answer). The
+    # command's deadline is cut so that an eject at the deadline leaves `eject_answer_grace_s` of the
+    # budget for its result to cross device-svc, Kafka and our consumer; with less than
+    # `min_eject_window_s` left for the device, the borrow is shed (503 busy, nothing ejected).
     eject_answer_grace_s: float = Field(default=1.1, ge=0)
-    borrow_answer_budget_s: float = Field(default=4.7, gt=0)
-    # Fallback re-read of the rental while waiting: this instance's consumer wakes the request at
-    # once; the re-read only finds an outcome another instance's consumer wrote. Polling faster
-    # costs database connections exactly when the consumer needs them (an unlock burst).
+    borrow_answer_budget_s: float = Field(default=4.5, gt=0)
+    min_eject_window_s: float = Field(default=1.0, gt=0)
+    # Fallback re-read of the rental while waiting: the consumer that applied the outcome wakes the
+    # request at once (in-process, or by NOTIFY from another instance); the re-read only covers a
+    # listener that was reconnecting. Polling faster costs database connections exactly when the
+    # consumer needs them (an unlock burst).
     borrow_poll_interval_s: float = Field(default=1.0, gt=0)
     # Load shedding (503 busy, nothing ejected): a borrow is refused while this many wait for their
     # outcome in this instance, or while one has waited this long. An outcome normally arrives in well

@@ -188,7 +188,30 @@ class FakeDevice:
     ejects_once = staticmethod(ejects_once)
     silent = staticmethod(silent)
 
+    def ejects_after(
+        self, delay_s: float, bank_id: str, cabinet_id: str, *, no_answer_first: bool = False
+    ) -> Behaviour:
+        """The cabinet ejects at once but its result reaches billing only `delay_s` after the command (queued
+        behind bulk traffic); with `no_answer_first`, device-svc's deadline sweep reports device_no_answer
+        before the late result arrives."""
+
+        def answer(command: EjectBank) -> None:
+            ejected = ejects(bank_id, cabinet_id)(command)
+
+            async def later() -> None:
+                if no_answer_first:
+                    await self.emit(fails(EjectFailureReason.DEVICE_NO_ANSWER)(command), key=cabinet_id)
+                await asyncio.sleep(delay_s)
+                await self.emit(ejected, key=cabinet_id)
+
+            task = asyncio.get_running_loop().create_task(later())
+            self._later.add(task)
+            task.add_done_callback(self._later.discard)
+
+        return answer
+
     def __init__(self, bootstrap: str) -> None:
+        self._later: set[asyncio.Task[None]] = set()
         self._bootstrap = bootstrap
         self.producer: AIOKafkaProducer = make_producer(bootstrap, "test-fake-device")
         self.behaviours: dict[str, Behaviour] = {}

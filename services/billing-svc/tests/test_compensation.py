@@ -312,10 +312,13 @@ async def test_a_late_eject_after_a_failed_answer_makes_the_rental_active_at_the
     assert current.status_code == 200
     assert current.json()["rental_id"] == rental_id
 
+    # The user was told no bank came out and nothing is charged: the revived rental stays free.
     await device.emit(returned(bank, ejected_at + timedelta(minutes=31)), key=bank)
-    row = await in_state(billing, rental_id, "ended")
-    assert row["fee_fen"] == 300
+    row = await in_state(billing, rental_id, "settled")
+    assert row["fee_fen"] == 0
+    assert row["charge_id"] is None
     events = await outbox(billing, rental_id)
+    assert not of_type(events, "billing.charge.requested")
     [started_event] = of_type(events, "billing.rental.started")
     assert started_event.data.after_failure is True  # type: ignore[union-attr]
     assert [e.type for e in events if e.type.startswith("billing.rental")] == [

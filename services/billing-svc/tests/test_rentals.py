@@ -231,7 +231,11 @@ async def test_eject_failure_answers_its_reason(
     started = time.monotonic()
     response = await billing.client.post("/v1/rentals", json={"code": code}, headers=headers)
     elapsed = time.monotonic() - started
-    assert elapsed < 4.0, "a device answer must not wait for the deadline"
+    if reason == R.DEVICE_NO_ANSWER:
+        # device-svc's deadline sweep may overtake the cabinet's answer: the borrow waits to its budget's end.
+        assert 4.0 <= elapsed < 5.0
+    else:
+        assert elapsed < 4.0, "a device answer must not wait for the deadline"
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith("application/problem+json")
     body = response.json()
@@ -247,7 +251,7 @@ async def test_eject_failure_answers_its_reason(
     await borrow_active(billing, device, headers)
 
 
-async def test_no_device_answer_is_504_within_5s_and_a_late_eject_finalizes(
+async def test_no_device_answer_is_504_within_5s_failed_and_a_late_eject_revives(
     billing: Billing, device: FakeDevice, signer: TokenSigner
 ) -> None:
     _, headers = user(signer)
@@ -261,7 +265,9 @@ async def test_no_device_answer_is_504_within_5s_and_a_late_eject_finalizes(
     assert response.json()["code"] == "device_no_answer"
     assert 4.0 <= elapsed < 5.0
     rental_id = response.json()["rental_id"]
-    assert (await rental_row(billing, rental_id))["state"] == "unlocking"
+    # The answer and the rental agree: decided under the rental's lock before the user heard it.
+    assert (await rental_row(billing, rental_id))["state"] == "failed"
+    assert (await rental_row(billing, rental_id))["failure_reason"] == "device_no_answer"
 
     [command] = [c for c in device.commands if str(c.rental_id) == rental_id]
     late = device.ejects(code, "CAB-LATE")(command)
@@ -553,12 +559,27 @@ async def test_history_is_newest_first_with_a_cursor(billing: Billing, device: F
 async def test_stale_unlocking_rentals_are_failed_by_the_sweeper(
     billing: Billing, device: FakeDevice, signer: TokenSigner
 ) -> None:
-    _, headers = user(signer)
+    """A rental whose borrow never decided (its instance stopped while waiting) is failed by the sweeper."""
+    user_id, headers = user(signer)
     code = unique("BANK")
     device.behaviours[code] = device.silent
-    response = await billing.client.post("/v1/rentals", json={"code": code}, headers=headers)
-    assert response.status_code == 504
-    rental_id = response.json()["rental_id"]
+    settings = service.settings_of(billing.runtime)
+    async with unit_of_work(billing.runtime.sessionmaker) as session:
+        requested = await service.request_rental(
+            session,
+            billing.runtime,
+            rental_id=uuid.uuid4(),
+            user_id=uuid.UUID(user_id),
+            code=code,
+            idempotency_key=None,
+            deadline=service.eject_deadline(settings, budget_left_s=settings.borrow_answer_budget_s),
+        )
+    rental_id = str(requested.id)
+
+    async def command_seen() -> bool:
+        return any(str(c.rental_id) == rental_id for c in device.commands)
+
+    await eventually(command_seen)
     async with unit_of_work(billing.runtime.sessionmaker) as session:
         n = await service.expire_unlocking(session, billing.runtime, datetime.now(UTC) + timedelta(seconds=1))
     assert n == 1

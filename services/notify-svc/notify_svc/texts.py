@@ -142,10 +142,11 @@ def rental_revived(data: RentalStarted) -> Text:
     """A cabinet ejected the bank after all, after the user was told borrowing failed."""
     when = data.started_at.strftime("%H:%M:%S UTC")
     body = (
-        f"The cabinet did release power bank {data.bank_id} from slot {data.slot} after all; "
-        f"your rental runs since {when}. Return it at any cabinet to stop billing."
+        f"The cabinet did release power bank {data.bank_id} from slot {data.slot} after all, at {when}. "
+        "As we told you, this rental is free of charge; please return the bank at any cabinet "
+        "(a bank never returned is still charged its purchase price)."
     )
-    return Text(Category.RENTAL, "Your rental has started", body)
+    return Text(Category.RENTAL, "The power bank came out after all", body)
 
 
 def refund_settled(data: RefundSettled) -> Text:

@@ -208,14 +208,14 @@ async def test_only_a_revived_rental_start_and_a_refund_make_messages(client, bu
     await bus.publish(refund, key=str(user))
 
     body = await wait_for_count(client, auth(user), wait, 2)
-    assert sorted(m["title"] for m in body["items"]) == ["Refund received", "Your rental has started"]
+    assert sorted(m["title"] for m in body["items"]) == ["Refund received", "The power bank came out after all"]
     # Same key as the normal start, so same partition: once this message is in, the normal start was handled.
     await bus.publish(failed(user, normal.rental_id), key=str(normal.rental_id))
     body = await wait_for_count(client, auth(user), wait, 3)
     assert sorted(m["title"] for m in body["items"]) == [
         "Borrowing failed",
         "Refund received",
-        "Your rental has started",
+        "The power bank came out after all",
     ]
 
 

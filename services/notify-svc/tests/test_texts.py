@@ -151,6 +151,7 @@ def test_purchase_revival_and_refund_texts():
     assert text.category == Category.RENTAL
     assert "PB-000003" in text.body
     assert "12:00:00 UTC" in text.body
+    assert "free of charge" in text.body
     refund = RefundSettled(
         refund_id=uuid.uuid4(),
         rental_id=uuid.uuid4(),

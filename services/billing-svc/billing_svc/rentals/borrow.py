@@ -7,11 +7,19 @@ use read sessions (`kit.db.read_sessionmaker`: no BEGIN/COMMIT round trips aroun
 
 1. replay an earlier request with the same Idempotency-Key; refuse a second open rental (409)
    and a user with an unpaid rental (402 unpaid_debt);
-2. shed load (503 busy, nothing started) while earlier unlocks wait too long for their outcome;
-   check the balance with asset-credit-svc (402 / 503);
-3. one transaction: the rental `unlocking` + the EjectBank command in the outbox;
-4. after the commit, wait (woken by the consumer, re-reading the database as a fallback) until the
-   rental leaves `unlocking`, or until the command's deadline + a grace, bounded by the 5 s budget.
+2. shed load (503 busy, nothing started) while earlier unlocks wait too long for their outcome, or
+   when too little of the 5 s budget is left for a device to answer; check the balance with
+   asset-credit-svc (402 / 503);
+3. one transaction: the rental `unlocking` + the EjectBank command in the outbox. The command's deadline
+   is cut from the request's budget, so its outcome always has `eject_answer_grace_s` to reach us;
+4. after the commit, wait (woken by the outcome: in-process or by NOTIFY from another instance's
+   consumer; a slow re-read of the database as the fallback) until the rental leaves `unlocking`, or
+   until the budget ends;
+5. at the budget's end, decide in ONE transaction holding the rental's row lock, against the state
+   machine: still `unlocking` -> `failed` (device_no_answer), committed before the user hears it.
+   The consumer applying a device outcome takes the same lock, so the answer always agrees with the
+   rental's state: an outcome applied first is answered (201 or its reason); one applied after is a
+   late eject of a failed rental, which is revived free of charge (service.end_rental).
 """
 
 import asyncio
@@ -52,13 +60,20 @@ async def borrow(runtime: Runtime, user: Principal, code: str, idempotency_key: 
 
     service.admit_borrow(runtime)
     await service.check_balance(runtime.http, settings, user.token)
+    deadline = service.eject_deadline(settings, budget_left_s=budget_end - loop.time())
 
     rental_id = uuid.uuid4()
     with waiters.watch(rental_id) as woken:
         try:
             async with unit_of_work(runtime.sessionmaker) as session:
-                rental = await service.request_rental(
-                    session, runtime, rental_id=rental_id, user_id=user_id, code=code, idempotency_key=idempotency_key
+                await service.request_rental(
+                    session,
+                    runtime,
+                    rental_id=rental_id,
+                    user_id=user_id,
+                    code=code,
+                    idempotency_key=idempotency_key,
+                    deadline=deadline,
                 )
         except IntegrityError:
             # A concurrent request won: the same Idempotency-Key (replay it) or another open rental.
@@ -68,44 +83,40 @@ async def borrow(runtime: Runtime, user: Principal, code: str, idempotency_key: 
             if earlier is not None:
                 return await _answer(runtime, earlier.id, budget_end)
             raise ActiveRentalExists(rental_id=str(other.id) if other else None) from None
-        deadline = rental.eject_deadline.timestamp() - service.now_utc().timestamp() + settings.eject_answer_grace_s
-        wait_end = min(budget_end, loop.time() + deadline)
-        rental = await _wait_outcome(runtime, rental_id, woken, wait_end)
+        rental = await _wait_outcome(runtime, rental_id, woken, budget_end)
     return _outcome(rental)
 
 
 async def _answer(runtime: Runtime, rental_id: UUID, budget_end: float) -> Rental:
-    """Answer a replayed request: wait for its outcome if it is still unlocking."""
-    settings = service.settings_of(runtime)
-    loop = asyncio.get_running_loop()
+    """Answer a replayed request: wait for its outcome if it is still unlocking (the first request,
+    if it still waits, decides at its own budget's end, which comes first)."""
     with service.waiters_of(runtime).watch(rental_id) as woken:
-        async with read_sessionmaker(runtime.engine)() as session:
-            rental = await repository.get(session, rental_id)
-        assert rental is not None
-        left = rental.eject_deadline.timestamp() - service.now_utc().timestamp() + settings.eject_answer_grace_s
-        rental = await _wait_outcome(runtime, rental_id, woken, min(budget_end, loop.time() + max(0.0, left)))
+        rental = await _wait_outcome(runtime, rental_id, woken, budget_end)
     return _outcome(rental)
 
 
 async def _wait_outcome(runtime: Runtime, rental_id: UUID, woken: asyncio.Event, until: float) -> Rental:
+    """The rental once it left `unlocking`; at `until`, the decision of `service.give_up_waiting`."""
     poll = service.settings_of(runtime).borrow_poll_interval_s
     loop = asyncio.get_running_loop()
     while True:
         async with read_sessionmaker(runtime.engine)() as session:
             rental = await repository.get(session, rental_id)
         assert rental is not None
-        remaining = until - loop.time()
-        if rental.state != RentalState.UNLOCKING.value or remaining <= 0:
+        if rental.state != RentalState.UNLOCKING.value:
             return rental
+        remaining = until - loop.time()
+        if remaining <= 0:
+            break
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(woken.wait(), min(remaining, poll))
         woken.clear()
+    async with unit_of_work(runtime.sessionmaker) as session:
+        return await service.give_up_waiting(session, runtime, rental_id)
 
 
 def _outcome(rental: Rental) -> Rental:
     if rental.state == RentalState.FAILED.value:
         raise eject_error(rental.failure_reason)(rental_id=str(rental.id))
-    if rental.state == RentalState.UNLOCKING.value:
-        log.warning("no device answer within the borrow deadline", extra={"rental_id": str(rental.id)})
-        raise eject_error("device_no_answer")(rental_id=str(rental.id))
+    assert rental.state != RentalState.UNLOCKING.value, "give_up_waiting decides every unlocking rental"
     return rental

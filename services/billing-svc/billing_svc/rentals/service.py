@@ -34,7 +34,7 @@ from billing_svc.rentals.errors import (
     WalletUnavailable,
 )
 from billing_svc.rentals.schemas import BankPosition
-from billing_svc.rentals.waiters import RentalWaiters
+from billing_svc.rentals.waiters import OUTCOME_CHANNEL, RentalWaiters
 from billing_svc.settings import Settings
 from contracts.events import (
     BankEjected,
@@ -52,6 +52,7 @@ from contracts.events import (
 )
 from kit.app import Runtime
 from kit.db import after_commit
+from kit.pg_listen import notify
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +119,19 @@ def admit_borrow(runtime: Runtime) -> None:
         log.warning("borrow shed", extra={"waiting": len(waiters), "oldest_wait_s": round(waiters.oldest_wait_s(), 2)})
         BORROWS_SHED.inc()
         raise UnlocksBusy(retry_after_s=2)
+
+
+def eject_deadline(settings: Settings, *, budget_left_s: float) -> datetime:
+    """The EjectBank command's deadline: `eject_deadline_s` from now, but never so late that the outcome
+    of an eject at the deadline has less than `eject_answer_grace_s` of the borrow's budget left to reach
+    us (slow checks before this point shorten it). Too little left for a device to answer: 503 busy,
+    nothing started."""
+    window_s = min(settings.eject_deadline_s, budget_left_s - settings.eject_answer_grace_s)
+    if window_s < settings.min_eject_window_s:
+        log.warning("borrow shed: too little of its budget left", extra={"budget_left_s": round(budget_left_s, 2)})
+        BORROWS_SHED.inc()
+        raise UnlocksBusy(retry_after_s=2)
+    return now_utc() + timedelta(seconds=window_s)
 
 
 def settings_of(runtime: Runtime) -> Settings:
@@ -224,8 +238,9 @@ async def request_rental(
     user_id: UUID,
     code: str,
     idempotency_key: str | None,
+    deadline: datetime,
 ) -> Rental:
-    """Insert the rental `unlocking` and the EjectBank command in the caller's transaction."""
+    """Insert the rental `unlocking` and the EjectBank command (due by `deadline`) in the caller's transaction."""
     settings = settings_of(runtime)
     price, plan = await prices.price_for_code(session, settings, code)
     requested_at = now_utc()
@@ -238,7 +253,7 @@ async def request_rental(
         idempotency_key=idempotency_key,
         user_exclusive=settings.one_active_rental_per_user,
         requested_at=requested_at,
-        eject_deadline=requested_at + timedelta(seconds=settings.eject_deadline_s),
+        eject_deadline=deadline,
         period_minutes=price.period_minutes,
         price_per_period_fen=price.price_per_period_fen,
         free_minutes=price.free_minutes,
@@ -293,15 +308,17 @@ async def on_bank_ejected(session: AsyncSession, runtime: Runtime, data: BankEje
         return
     await _start(session, runtime, rental, data)
     log.info("rental started", extra={"rental_id": str(rental.id), "bank_id": data.bank_id})
-    _wake(session, runtime, rental.id)
+    await _wake(session, runtime, rental.id)
 
 
 async def revive_failed_rental(session: AsyncSession, runtime: Runtime, rental: Rental, data: BankEjected) -> None:
     """Compensation for a late eject (clause 7.1): the borrow was answered as failed (no device
     answer in time, expired command, ...) but the cabinet did eject the bank, so the user holds it.
-    The rental becomes active at the device's eject time and is billed normally from then on;
-    RentalStarted tells the user (and everyone else) that the meter runs. If the user already
-    started another rental meanwhile, this one stops counting for the one-open-rental rule."""
+    The rental becomes active at the device's eject time, so the bank is tracked until it is back,
+    but it is free (`end_rental`): the user was told no bank came out and that nothing is charged.
+    Only a bank never returned is still sold at the purchase ceiling. RentalStarted tells the user.
+    If the user already started another rental meanwhile, this one stops counting for the
+    one-open-rental rule."""
     other = await repository.open_for_user(session, rental.user_id)
     if other is not None and other.id != rental.id:
         rental.user_exclusive = False
@@ -409,6 +426,17 @@ async def on_eject_failed(session: AsyncSession, runtime: Runtime, data: EjectFa
                 extra={"rental_id": str(rental.id), "state": rental.state, "reason": data.reason.value},
             )
         return
+    settings = settings_of(runtime)
+    answer_by = rental.requested_at + timedelta(seconds=settings.borrow_answer_budget_s)
+    if data.reason == EjectFailureReason.DEVICE_NO_ANSWER and now_utc() < answer_by:
+        # device-svc gave up at the deadline, but the cabinet's answer may still be on its way (queued in
+        # device-svc's intake behind bulk traffic): the waiting borrow decides at its budget's end
+        # (give_up_waiting), so an eject that arrives before then is answered with the rental.
+        log.info(
+            "device-svc saw no answer by the deadline; the waiting borrow decides",
+            extra={"rental_id": str(rental.id)},
+        )
+        return
     if data.bank_id is not None:
         rental.bank_id = data.bank_id
     if data.cabinet_id is not None:
@@ -426,7 +454,21 @@ async def fail_rental(session: AsyncSession, runtime: Runtime, rental: Rental, r
         session, RentalFailed(rental_id=rental.id, user_id=rental.user_id, reason=reason, at=at), key=str(rental.id)
     )
     log.info("rental failed", extra={"rental_id": str(rental.id), "reason": reason.value})
-    _wake(session, runtime, rental.id)
+    await _wake(session, runtime, rental.id)
+
+
+async def give_up_waiting(session: AsyncSession, runtime: Runtime, rental_id: UUID) -> Rental:
+    """The end of a borrow's wait: the one place its answer is decided when no outcome came. Under the
+    rental's row lock (the consumers applying device outcomes take it too): a rental still `unlocking`
+    fails with device_no_answer, committed before the user hears it; one that left `unlocking` meanwhile
+    is answered as it is."""
+    rental = await repository.get(session, rental_id, for_update=True)
+    assert rental is not None
+    await session.refresh(rental)
+    if rental.state == RentalState.UNLOCKING.value:
+        log.warning("no device answer within the borrow's budget; failing it", extra={"rental_id": str(rental.id)})
+        await fail_rental(session, runtime, rental, EjectFailureReason.DEVICE_NO_ANSWER)
+    return rental
 
 
 async def expire_unlocking(session: AsyncSession, runtime: Runtime, older_than: datetime) -> int:
@@ -438,9 +480,12 @@ async def expire_unlocking(session: AsyncSession, runtime: Runtime, older_than: 
     return len(stale)
 
 
-def _wake(session: AsyncSession, runtime: Runtime, rental_id: UUID) -> None:
+async def _wake(session: AsyncSession, runtime: Runtime, rental_id: UUID) -> None:
+    """Wake the borrow waiting for this rental once the transaction commits: this instance's at once,
+    every other instance's by the NOTIFY the commit sends."""
     waiters = waiters_of(runtime)
     after_commit(session, lambda: waiters.notify(rental_id))
+    await notify(session, OUTCOME_CHANNEL, str(rental_id))
 
 
 # ---- return and charge ----------------------------------------------------------------------
@@ -492,7 +537,10 @@ async def end_rental(
     assert rental.bank_id is not None
     ended_at = max(ended_at, rental.started_at)
     duration = int((ended_at - rental.started_at).total_seconds())
-    fee = compute_fee(duration, price_of(rental))
+    # A revived rental was answered (and announced) as failed and not charged: it stays free, unless the
+    # bank was never returned and is sold at the purchase ceiling.
+    waived = rental.revived_at is not None and not rental.purchased
+    fee = 0 if waived else compute_fee(duration, price_of(rental))
     rental.ended_at = ended_at
     rental.duration_seconds = duration
     rental.fee_fen = fee

@@ -1,12 +1,16 @@
-"""In-process wake-ups: a borrow request waits for its rental to leave `unlocking`; the consumer
-that applied the device's outcome notifies after its commit. Waiting also re-reads the database
-(another instance's consumer may have applied the outcome), so a missed wake-up costs one poll."""
+"""Wake-ups of waiting borrows: a borrow request waits for its rental to leave `unlocking`. The consumer
+that applied the device's outcome wakes this instance's waiters after its commit, and every instance's
+through a PostgreSQL NOTIFY on `OUTCOME_CHANNEL` (payload: the rental id) sent by the same commit.
+Waiting also re-reads the database now and then, so a missed wake-up (a listener reconnecting) costs
+one poll, never a wrong answer."""
 
 import asyncio
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from uuid import UUID
+
+OUTCOME_CHANNEL = "billing_rental_outcome"
 
 
 class RentalWaiters:
@@ -33,6 +37,20 @@ class RentalWaiters:
     def notify(self, rental_id: UUID) -> None:
         for event in self._events.get(rental_id, ()):
             event.set()
+
+    def notify_payload(self, payload: str) -> None:
+        """A NOTIFY from any instance's consumer; a payload that is not a rental id is ignored."""
+        try:
+            rental_id = UUID(payload)
+        except ValueError:
+            return
+        self.notify(rental_id)
+
+    def notify_all(self) -> None:
+        """Every waiter re-reads (the listener reconnected: it may have missed notifications)."""
+        for events in self._events.values():
+            for event in events:
+                event.set()
 
     def __len__(self) -> int:
         return len(self._events)
