@@ -24,6 +24,7 @@ from contracts import event_adapter
 from contracts.events import BankEjected, BankReturned
 from kit.auth import TokenSigner
 from kit.db import unit_of_work
+from kit.testing import eventually
 
 if TYPE_CHECKING:
     from conftest import Billing, FakeDevice
@@ -50,17 +51,6 @@ async def events_of(billing: Billing, rental_id: str) -> list[str]:
         payloads = (await session.execute(text("SELECT payload FROM outbox ORDER BY id"))).scalars().all()
     envelopes = [event_adapter.validate_json(bytes(p)) for p in payloads]
     return [e.type for e in envelopes if str(getattr(e.data, "rental_id", "")) == rental_id]
-
-
-async def until(check: Any, timeout_s: float = 15.0) -> Any:
-    end = time.monotonic() + timeout_s
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > end:
-            raise AssertionError(f"condition not met within {timeout_s}s (last: {result!r})")
-        await asyncio.sleep(0.05)
 
 
 def test_the_command_deadline_leaves_the_result_time_to_arrive_within_the_budget() -> None:
@@ -131,8 +121,6 @@ async def overload(billing: Billing, device: FakeDevice, signer: TokenSigner) ->
         rental_id = body["rental_id"]
         if status == 504:
             assert body["code"] == "device_no_answer"
-    # Every result has arrived by now; let the consumer apply the last ones.
-    await asyncio.sleep(1.0)
     for (status, body, _), bank in zip(answers, banks, strict=True):
         rental_id = body["rental_id"]
 
@@ -140,7 +128,7 @@ async def overload(billing: Billing, device: FakeDevice, signer: TokenSigner) ->
             row = await row_of(billing, rental_id)
             return row if row["state"] == "active" else None
 
-        row = await until(active)
+        row = await eventually(active, timeout=15, interval=0.05, what="active")
         if status == 201:
             assert row["revived_at"] is None
         else:
@@ -164,7 +152,7 @@ async def overload(billing: Billing, device: FakeDevice, signer: TokenSigner) ->
             row = await row_of(billing, rental_id)
             return row if row["state"] in ("ended", "settled") else None
 
-        row = await until(finished)
+        row = await eventually(finished, timeout=15, interval=0.05, what="finished")
         charged = "billing.charge.requested" in await events_of(billing, rental_id)
         if status == 201:
             assert row["fee_fen"] > 0 and charged
@@ -189,7 +177,7 @@ async def test_an_outcome_applied_by_another_instance_wakes_the_borrow_through_n
         async def command() -> Any:
             return next((c for c in device.commands if c.code == bank), None)
 
-        cmd = await until(command)
+        cmd = await eventually(command, timeout=15, interval=0.05, what="command")
         other = dataclasses.replace(billing.runtime, extras={"rental_waiters": RentalWaiters()})
         applied = time.monotonic()
         async with unit_of_work(billing.runtime.sessionmaker) as session:

@@ -9,7 +9,7 @@ import pytest
 
 from device_svc.main import create_app
 from device_svc.mqtt.intake import Intake
-from kit.testing import app_client
+from kit.testing import app_client, eventually
 
 pytestmark = pytest.mark.integration
 
@@ -108,8 +108,9 @@ async def test_when_one_instance_stops_the_other_takes_every_message(
             await bank.send(
                 "bank_report", {"type": "bank_report", "msg_id": f"s-{n}", "ts": base + n, "battery_pct": 90}
             )
-        for _ in range(200):
-            if counts["a"] >= 20:
-                break
-            await asyncio.sleep(0.05)
+
+        async def all_taken() -> bool:
+            return counts["a"] >= 20
+
+        await eventually(all_taken, timeout=10, interval=0.05, what="the member still connected to take all 20")
         assert counts == {"a": 20, "b": 0}

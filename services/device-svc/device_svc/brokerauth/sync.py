@@ -12,13 +12,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import asyncpg
-from sqlalchemy import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from device_svc.brokerauth import repository
 from device_svc.provisioning.mosquitto import mosquitto_hash, reload_broker, render_password_file, write_atomically
 from device_svc.provisioning.repository import active_broker_entries
+from kit import pg_listen
 from kit.db import make_sessionmaker, unit_of_work
 
 log = logging.getLogger(__name__)
@@ -46,7 +45,7 @@ class BrokerAuthSidecar:
         debounce_s: float = 0.05,
     ) -> None:
         self._sessionmaker = make_sessionmaker(engine)
-        self._dsn = make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
+        self._database_url = database_url
         self._files = files
         self.broker_id = broker_id
         # Hashed once: a fresh salt at every sync would make every sync a rewrite and a reload.
@@ -84,7 +83,14 @@ class BrokerAuthSidecar:
         return version
 
     async def run(self) -> None:
-        listener = asyncio.create_task(self._listen())
+        listener = asyncio.create_task(
+            pg_listen.listen(
+                self._database_url,
+                CHANNEL,
+                lambda _payload: self._changed.set(),
+                on_connected=self._changed.set,  # whatever changed while nobody listened
+            )
+        )
         try:
             while True:
                 self._changed.clear()
@@ -101,23 +107,3 @@ class BrokerAuthSidecar:
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await listener
-
-    async def _listen(self) -> None:
-        """LISTEN on the channel for as long as the sidecar runs, reconnecting after a lost connection."""
-        while True:
-            closed = asyncio.Event()
-            try:
-                conn = await asyncpg.connect(self._dsn)
-            except (OSError, asyncpg.PostgresError) as exc:
-                log.warning("cannot listen for credential changes; retrying", extra={"error": repr(exc)})
-                await asyncio.sleep(1.0)
-                continue
-            try:
-                conn.add_termination_listener(lambda _conn, ended=closed: ended.set())
-                await conn.add_listener(CHANNEL, lambda *_: self._changed.set())
-                self._changed.set()  # whatever changed while nobody listened
-                await closed.wait()
-                log.warning("credential-change listener lost its connection; reconnecting")
-            finally:
-                with contextlib.suppress(Exception):
-                    await conn.close()
