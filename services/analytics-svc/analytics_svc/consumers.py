@@ -135,8 +135,12 @@ class Ingest:
     async def on_alarm(self, session: AsyncSession, envelope: Envelope) -> None:
         data = envelope.data
         assert isinstance(data, DeviceAlarmRaised)
-        if data.kind in FAULT_ALARMS and await session.get(BankFact, data.device_id) is not None:
-            await set_banks(session, [bank_row(data.device_id, "faulty", data.at)], keep_place=True)
+        if data.kind not in FAULT_ALARMS or data.device_kind == "cabinet":
+            return
+        # A producer from before `device_kind`: only a bank already seen is known to be one.
+        if data.device_kind is None and await session.get(BankFact, data.device_id) is None:
+            return
+        await set_banks(session, [bank_row(data.device_id, "faulty", data.at)], keep_place=True)
 
     async def on_presence(self, session: AsyncSession, envelope: Envelope) -> None:
         data = envelope.data

@@ -106,22 +106,34 @@ async def cabinet_regions(session: AsyncSession, cabinet_ids: Iterable[str]) -> 
     return {row.cabinet_id: (row.division, row.cell) for row in rows}
 
 
+def _newest(column: str, at: str, tie: str) -> str:
+    """`column` takes the incoming value when the incoming register is newer (ties broken by `tie`, so the
+    result is the same whatever order two facts of one instant arrive in)."""
+    newer = (
+        f"bank_facts.{at} IS NULL OR (excluded.{at}, coalesce(excluded.{tie}::text, '')) "
+        f">= (bank_facts.{at}, coalesce(bank_facts.{tie}::text, ''))"
+    )
+    take = f"excluded.{at} IS NOT NULL AND ({newer})"
+    return f"{column} = CASE WHEN {take} THEN excluded.{column} ELSE bank_facts.{column} END"
+
+
 async def set_banks(session: AsyncSession, banks: Sequence[dict[str, Any]], *, keep_place: bool = False) -> None:
-    """Each bank's state, unless a newer one is stored. Rows: bank_id, state, state_at, cabinet_id, division,
-    cell, model. `keep_place`: a fault changes the state only."""
-    for batch in rounds(banks, lambda row: row["bank_id"]):
-        place = (
-            ""
-            if keep_place
-            else "cabinet_id = excluded.cabinet_id, division = excluded.division, cell = excluded.cell, "
-        )
+    """Each bank's state and place, each register keeping its newest value by event time, so the result does
+    not depend on the order facts arrive in (`rounds` applies one bank's rows in arrival order). Rows: bank_id,
+    state, state_at, cabinet_id, division, cell, model. `keep_place`: a fault changes the state only."""
+    rows = [
+        {**row, "cabinet_id": None, "division": None, "cell": None, "place_at": None}
+        if keep_place
+        else {**row, "place_at": row["state_at"]}
+        for row in banks
+    ]
+    sets = [_newest(column, "state_at", "state") for column in ("state", "state_at")]
+    if not keep_place:
+        sets += [_newest(column, "place_at", "cabinet_id") for column in ("cabinet_id", "division", "cell", "place_at")]
+    sets.append("model = coalesce(bank_facts.model, excluded.model)")
+    for batch in rounds(rows, lambda row: row["bank_id"]):
         await insert_rows(
-            session,
-            "bank_facts",
-            batch,
-            BANK_COLUMNS,
-            f"ON CONFLICT (bank_id) DO UPDATE SET state = excluded.state, state_at = excluded.state_at, {place}"
-            "model = coalesce(excluded.model, bank_facts.model) WHERE bank_facts.state_at <= excluded.state_at",
+            session, "bank_facts", batch, BANK_COLUMNS, f"ON CONFLICT (bank_id) DO UPDATE SET {', '.join(sets)}"
         )
 
 
@@ -133,6 +145,7 @@ BANK_COLUMNS = {
     "division": "text",
     "cell": "text",
     "model": "text",
+    "place_at": "timestamptz",
 }
 
 
@@ -152,36 +165,43 @@ def bank_row(bank_id: str, state: str, at: datetime, **place: Any) -> dict[str, 
 async def bank_attributes(
     session: AsyncSession, readings: Sequence[tuple[str, datetime, datetime | None, int | None, int | None]]
 ) -> None:
-    """(bank, at, in service since, cycles, health) of known banks: the time in service first known wins, the
-    battery figures of a newer reading win."""
+    """(bank, at, in service since, cycles, health): the earliest time in service, and the cycles and the
+    health each from the newest reading that carries it. A bank not seen yet is kept (no state, no place) so a
+    reading is never lost to the order it arrives in."""
     for batch in rounds(readings, lambda reading: reading[0]):
-        since = [(bank, in_service) for bank, _, in_service, _, _ in batch if in_service is not None]
-        if since:
-            await session.execute(
-                text(
-                    "UPDATE bank_facts b SET in_service_at = v.t "
-                    "FROM unnest(CAST(:b AS text[]), CAST(:t AS timestamptz[])) AS v(bank_id, t) "
-                    "WHERE b.bank_id = v.bank_id AND b.in_service_at IS NULL"
-                ),
-                {"b": [bank for bank, _ in since], "t": [t for _, t in since]},
-            )
-        health = [(bank, at, c, h) for bank, at, _, c, h in batch if c is not None or h is not None]
-        if health:
-            await session.execute(
-                text(
-                    "UPDATE bank_facts b SET charge_cycles = coalesce(v.c, b.charge_cycles), "
-                    "health_pct = coalesce(v.h, b.health_pct), health_at = v.at "
-                    "FROM unnest(CAST(:b AS text[]), CAST(:at AS timestamptz[]), CAST(:c AS int[]), "
-                    "CAST(:h AS int[])) AS v(bank_id, at, c, h) "
-                    "WHERE b.bank_id = v.bank_id AND (b.health_at IS NULL OR b.health_at < v.at)"
-                ),
-                {
-                    "b": [r[0] for r in health],
-                    "at": [r[1] for r in health],
-                    "c": [r[2] for r in health],
-                    "h": [r[3] for r in health],
-                },
-            )
+        rows = [
+            {
+                "bank_id": bank,
+                "in_service_at": in_service,
+                "charge_cycles": cycles,
+                "cycles_at": at if cycles is not None else None,
+                "health_pct": health,
+                "health_at": at if health is not None else None,
+            }
+            for bank, at, in_service, cycles, health in batch
+            if in_service is not None or cycles is not None or health is not None
+        ]
+        if not rows:
+            continue
+        sets = [
+            "in_service_at = least(bank_facts.in_service_at, excluded.in_service_at)",
+            *(_newest(column, "cycles_at", "charge_cycles") for column in ("charge_cycles", "cycles_at")),
+            *(_newest(column, "health_at", "health_pct") for column in ("health_pct", "health_at")),
+        ]
+        await insert_rows(
+            session,
+            "bank_facts",
+            rows,
+            {
+                "bank_id": "text",
+                "in_service_at": "timestamptz",
+                "charge_cycles": "int",
+                "cycles_at": "timestamptz",
+                "health_pct": "int",
+                "health_at": "timestamptz",
+            },
+            f"ON CONFLICT (bank_id) DO UPDATE SET {', '.join(sets)}",
+        )
 
 
 class Batch:

@@ -126,18 +126,22 @@ class BankFact(Base):
     __tablename__ = "bank_facts"
     __table_args__ = (Index("ix_bank_facts_division", "division"),)
 
+    # Independent registers, each keeping its newest value whatever order events arrive in: the state (None
+    # while only the bank's own readings are known), the place (cabinet, division, cell as of `place_at`).
     bank_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    state: Mapped[str] = mapped_column(String(20), nullable=False)
+    state: Mapped[str | None] = mapped_column(String(20), nullable=True)
     cabinet_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     division: Mapped[str | None] = mapped_column(String(6), nullable=True)
     cell: Mapped[str | None] = mapped_column(String(16), nullable=True)
-    state_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    state_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    place_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     model: Mapped[str | None] = mapped_column(String(50), nullable=True)
-    # Attributes (bank analyses): from its ejects and its own module's reports, the newest by `health_at`.
+    # Attributes (bank analyses): from its ejects and its own module's reports, each the newest by its time.
     in_service_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     charge_cycles: Mapped[int | None] = mapped_column(Integer, nullable=True)
     health_pct: Mapped[int | None] = mapped_column(Integer, nullable=True)
     health_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    cycles_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class UserDay(Base):

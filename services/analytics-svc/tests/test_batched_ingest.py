@@ -1,16 +1,14 @@
 """Property: batched ingest gives exactly the one-at-a-time result. The same deliveries (the events of a few
-rentals, registrations with birth years, deregistrations and cabinet stock reports, in a random order, with redeliveries under the same event id and republished copies under a new one) are applied
-twice on the real database: one at a time through the kit's `EventConsumer.handle` with the per-event handlers,
-and cut at random points into fetches through `EventConsumer.handle_batch` with `Ingest.apply_batch`. Every
-fact table, the processed event ids and the rebuilt hourly rollup must be equal, row for row.
+rentals, registrations with birth years, deregistrations, cabinet stock reports, bank module readings and bank
+alarms, in a random order, with redeliveries under the same event id and republished copies under a new one)
+are applied twice on the real database: one at a time through the kit's `EventConsumer.handle` with the
+per-event handlers, and cut at random points into fetches through `EventConsumer.handle_batch` with
+`Ingest.apply_batch`. Every fact table, the processed event ids and the rebuilt hourly rollup must be equal,
+row for row.
 
-Left out, because they differ today (found by this test; see docs/analytics.md):
-- bank module reports (`device.telemetry.reported`, kind bank): a reading for a bank analytics has not seen is
-  dropped, and a fetch applies stock reports before ejects and returns, so a reading that arrives right after
-  the bank's first eject or return in the same fetch is dropped where one-at-a-time keeps it;
-- the kinds applied one by one after a fetch's set-based kinds (alarms, refused ejects, presence, credit,
-  deposits): likewise an alarm for a bank not yet seen is skipped, so an alarm that arrives before the bank's
-  eject in the same fetch is applied where one-at-a-time skips it."""
+It found that a reading or an alarm for a bank analytics had not seen yet was dropped, so a fetch (which
+applies readings before ejects and alarms after them) kept what one-at-a-time lost, and the reverse: bank facts
+are now independent registers (state, place, cycles, health), each keeping its newest value (docs/analytics.md)."""
 
 import asyncio
 from datetime import UTC, datetime, timedelta
@@ -24,7 +22,7 @@ from sqlalchemy.pool import NullPool
 from analytics_svc.consumers import Ingest
 from analytics_svc.rollup.service import refresh
 from contracts import Envelope, new_event
-from contracts.events import DeviceTelemetryReported, UserDeregistered, UserRegistered
+from contracts.events import DeviceAlarmKind, DeviceAlarmRaised, DeviceTelemetryReported, UserDeregistered, UserRegistered
 from kit.db import make_sessionmaker
 from kit.kafka import EventConsumer
 
@@ -48,9 +46,8 @@ minute = st.integers(0, 9 * 24 * 60 - 1)  # two ISO weeks from BASE (a Monday)
 rental = st.tuples(st.sampled_from("ABCD"), st.sampled_from(["A", "B", "C", "D", None]), minute, st.sampled_from(USERS))
 registration = st.tuples(st.sampled_from(USERS), minute, st.none() | st.integers(1940, 2012))
 stock = st.tuples(st.sampled_from("ABCD"), minute, st.integers(0, 8), st.none() | st.integers(8, 12))
-module = st.tuples(  # bank module reports, for when the first point below is fixed
-    st.integers(0, 5), minute, st.none() | st.integers(0, 1100), st.none() | st.integers(50, 100)
-)
+module = st.tuples(st.integers(0, 5), minute, st.none() | st.integers(0, 1100), st.none() | st.integers(50, 100))
+alarm = st.tuples(st.integers(0, 5), minute)  # a high temperature: the bank counts as faulty
 
 
 @st.composite
@@ -61,13 +58,14 @@ def deliveries(draw):
         draw(st.lists(registration, max_size=3, unique_by=lambda r: r[0])),
         draw(st.sets(st.sampled_from(USERS), max_size=2)),
         draw(st.lists(stock, max_size=4)),
-        [],  # bank module reports: left out, see above
+        draw(st.lists(module, max_size=4)),
+        draw(st.lists(alarm, max_size=2)),
     )
     return parts
 
 
 def events_of(parts, dataset) -> list[tuple[object, str]]:
-    rentals, registrations, deregistrations, stocks, modules = parts
+    rentals, registrations, deregistrations, stocks, modules, alarms = parts
     out: list[tuple[object, str]] = []
     for i, (start, back, m, user) in enumerate(rentals):
         out += dataset.rental_events(
@@ -105,6 +103,14 @@ def events_of(parts, dataset) -> list[tuple[object, str]]:
             health_pct=health,
         )
         out.append((report, f"PB-B{bank}"))
+    for bank, m in alarms:
+        raised = DeviceAlarmRaised(
+            device_id=f"PB-B{bank}",
+            kind=DeviceAlarmKind.HIGH_TEMPERATURE,
+            at=BASE + timedelta(minutes=m),
+            device_kind="bank",
+        )
+        out.append((raised, f"PB-B{bank}"))
     return out
 
 
@@ -112,7 +118,7 @@ def events_of(parts, dataset) -> list[tuple[object, str]]:
 def scenario(draw):
     parts = draw(deliveries())
     n = sum(4 if back else 2 for _, back, _, _ in parts[0]) + len(parts[1]) + len(parts[2]) + len(parts[3])
-    n += len(parts[4])
+    n += len(parts[4]) + len(parts[5])
     order = draw(st.permutations(range(n)))
     copies = draw(st.lists(st.tuples(st.integers(0, n - 1), st.booleans()), max_size=4))  # (event, new id?)
     sequence = [*((i, False) for i in order), *copies]
@@ -203,7 +209,15 @@ def test_any_split_into_fetches_gives_the_one_at_a_time_store(prepared_database,
 
 def test_one_fetch_of_everything(prepared_database, dataset):
     """Concrete case: two rentals of one user, one returned where the other started, a registration, its
-    deregistration before it, a stock report, all arriving in one fetch with a redelivered end."""
-    parts = ([("A", "B", 60, "U1"), ("B", None, 75, "U1")], [("U1", 10, 1990)], {"U1"}, [("A", 5, 4, 10)], [])
-    sequence = [(i, False) for i in (6, 5, 3, 2, 1, 0, 4, 7, 8)] + [(3, False), (3, True)]
+    deregistration before it, a stock report, a bank reading and a bank alarm arriving before their banks' ejects,
+    all in one fetch with a redelivered end."""
+    parts = (
+        [("A", "B", 60, "U1"), ("B", None, 75, "U1")],
+        [("U1", 10, 1990)],
+        {"U1"},
+        [("A", 5, 4, 10)],
+        [(0, 70, 300, 90)],  # a reading of the first rental's bank, arriving before its eject
+        [(1, 80)],  # an alarm for the second rental's bank, arriving before its eject
+    )
+    sequence = [(i, False) for i in (9, 10, 6, 5, 3, 2, 1, 0, 4, 7, 8)] + [(3, False), (3, True)]
     asyncio.run(run(prepared_database, dataset, parts, sequence, []))

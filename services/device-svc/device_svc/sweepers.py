@@ -147,7 +147,9 @@ async def flag_overdue_positions(
             detail = f"last position {last.isoformat()}" if last is not None else "no position yet"
             ALARMS_RAISED.labels(DeviceAlarmKind.POSITION_OVERDUE.value).inc()
             log.warning("bank position overdue", extra={"device_id": bank_id, "detail": detail})
-            event = DeviceAlarmRaised(device_id=bank_id, kind=DeviceAlarmKind.POSITION_OVERDUE, at=now, detail=detail)
+            event = DeviceAlarmRaised(
+                device_id=bank_id, kind=DeviceAlarmKind.POSITION_OVERDUE, at=now, detail=detail, device_kind="bank"
+            )
             await publish(session, event, bank_id)
     return [bank_id for bank_id, _ in rows]
 

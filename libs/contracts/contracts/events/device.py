@@ -161,6 +161,9 @@ class DeviceAlarmRaised(_Data):
     kind: DeviceAlarmKind
     at: AwareDatetime
     detail: str = ""
+    # What the device is, so a consumer can keep an alarm about a device it has not seen yet (None: a
+    # producer from before this field).
+    device_kind: Literal["cabinet", "bank"] | None = None
 
 
 class DeviceMessageRejected(_Data):

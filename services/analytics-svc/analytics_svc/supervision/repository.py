@@ -46,7 +46,12 @@ async def rentals_touching(
 
 
 async def banks(session: AsyncSession, regions: frozenset[str]) -> Sequence[BankFact]:
-    stmt = select(BankFact).where(_within(BankFact.division, regions)).order_by(BankFact.bank_id)
+    """Banks with a known state (one known only from its module's readings has no event to report yet)."""
+    stmt = (
+        select(BankFact)
+        .where(BankFact.state.is_not(None), _within(BankFact.division, regions))
+        .order_by(BankFact.bank_id)
+    )
     return (await session.scalars(stmt)).all()
 
 

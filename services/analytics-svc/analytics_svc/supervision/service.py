@@ -126,7 +126,7 @@ class Feed:
             {
                 "device_id": mds.device_id(b.bank_id),
                 "provider_id": self._provider,
-                "vehicle_state": VEHICLE_STATE.get(b.state, "unknown"),
+                "vehicle_state": VEHICLE_STATE.get(b.state or "", "unknown"),
                 "last_event": {"timestamp": mds.ms(b.state_at), "location": _location(b.cell)},
                 "current_stop_id": mds.stop_id(b.cabinet_id) if b.state == "in_cabinet" and b.cabinet_id else None,
                 "division": b.division,

@@ -392,7 +392,9 @@ class TelemetryIngest:
             log.warning(
                 "device alarm", extra={"device_id": device_id, "kind": alarm.kind.value, "detail": alarm.detail}
             )
-            raised = DeviceAlarmRaised(device_id=device_id, kind=alarm.kind, at=received, detail=alarm.detail)
+            raised = DeviceAlarmRaised(
+                device_id=device_id, kind=alarm.kind, at=received, detail=alarm.detail, device_kind="bank"
+            )
             batch.events.append((raised, device_id, item.correlation_id))
         if changes.ring:
             batch.rings.append(device_id)
