@@ -22,7 +22,13 @@ from sqlalchemy.pool import NullPool
 from analytics_svc.consumers import Ingest
 from analytics_svc.rollup.service import refresh
 from contracts import Envelope, new_event
-from contracts.events import DeviceAlarmKind, DeviceAlarmRaised, DeviceTelemetryReported, UserDeregistered, UserRegistered
+from contracts.events import (
+    DeviceAlarmKind,
+    DeviceAlarmRaised,
+    DeviceTelemetryReported,
+    UserDeregistered,
+    UserRegistered,
+)
 from kit.db import make_sessionmaker
 from kit.kafka import EventConsumer
 
