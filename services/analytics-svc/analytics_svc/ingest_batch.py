@@ -246,6 +246,24 @@ class Batch:
             if e.device_kind == "bank" and (e.charge_cycles is not None or e.health_pct is not None)
         ]
         await bank_attributes(session, banks)
+        placed = [e for e in events if e.device_kind == "bank" and e.region is not None and e.region.cell]
+        if placed:
+            await insert_rows(
+                session,
+                "bank_position_facts",
+                [
+                    {
+                        "bank_id": e.device_id,
+                        "at": e.reported_at,
+                        "cell": e.region.cell if e.region else None,
+                        "division": e.region.division_code if e.region else None,
+                        "battery_pct": e.battery_pct,
+                    }
+                    for e in placed
+                ],
+                {"bank_id": "text", "at": "timestamptz", "cell": "text", "division": "text", "battery_pct": "int"},
+                "ON CONFLICT DO NOTHING",
+            )
         stock = [e for e in events if e.device_kind != "bank" and e.banks_present is not None]  # heartbeats: none
         await remember_regions(session, ((e.device_id, e.region, e.reported_at) for e in stock))
         for batch in rounds(stock, lambda e: e.device_id):

@@ -228,6 +228,20 @@ class RefusalFact(Base):
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
 
 
+class BankPositionFact(Base):
+    """A bank module's reported position, kept as its H3 cell (about 460 m) and division, never the exact
+    point: the supervision feed's `/telemetry` (a rented bank's points carry the trip's keyed id)."""
+
+    __tablename__ = "bank_position_facts"
+    __table_args__ = (Index("ix_bank_position_facts_at", "at"),)
+
+    bank_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    cell: Mapped[str] = mapped_column(String(16), nullable=False)
+    division: Mapped[str | None] = mapped_column(String(6), nullable=True)
+    battery_pct: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
 class HotspotAlert(Base):
     """A cell that ran dry or full (analytics_svc/hotspots): open while `cleared_at` is null, at most
     one open per cell and kind; the figures and suggested moves are those of the latest evaluation."""

@@ -11,6 +11,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import text
 
+from contracts.events import DeviceTelemetryReported
+
 pytestmark = pytest.mark.integration
 
 MDS = {"Accept": "application/vnd.mds+json;version=2.0"}
@@ -66,8 +68,9 @@ async def test_version_negotiation(client, regulator):
 
 async def test_hourly_rules(client, regulator):
     now = datetime.now(UTC)
-    for path in ("/v1/supervision/trips", "/v1/supervision/events/historical"):
-        name = "end_time" if path.endswith("trips") else "event_time"
+    names = {"trips": "end_time", "historical": "event_time", "telemetry": "telemetry_time"}
+    for path in ("/v1/supervision/trips", "/v1/supervision/events/historical", "/v1/supervision/telemetry"):
+        name = names[path.rsplit("/", 1)[1]]
         for value in (None, "2026-11-02", "2026-11-02T24", "2026-13-02T01", "2026-11-02T01:00"):
             params = {} if value is None else {name: value}
             response = await client.get(path, headers=regulator(), params=params)
@@ -105,6 +108,52 @@ async def test_trips_of_an_hour(seeded, regulator, dataset):
         (["trip_start"], "on_trip"),  # R2, 09:50 in Shanghai
     ]
     assert events[0]["trip_ids"] == events[1]["trip_ids"] == [trip["trip_id"]] != events[2]["trip_ids"]
+
+
+async def test_telemetry_of_an_hour(seeded, bus, processed, regulator, dataset):
+    """Bank module positions: a point during R1 carries R1's trip id, one after it none, one without a
+    position is not kept; locations are cell centres, ids keyed."""
+    r1 = next(r for r in dataset.rentals(datetime.now(UTC)) if r.name == "R1")
+    readings = [
+        (r1.started_at + timedelta(minutes=10), dataset.region("A"), 80),  # 01:20 UTC, during R1
+        (r1.started_at + timedelta(minutes=35), dataset.region("B"), 70),  # 01:45, after R1's return
+        (r1.started_at + timedelta(minutes=20), None, 75),  # no position: not a telemetry point
+        (r1.started_at + timedelta(hours=2), dataset.region("B"), 60),  # another hour
+    ]
+    sent = [
+        await bus.publish(
+            DeviceTelemetryReported(
+                device_id="PB-1",
+                device_kind="bank",
+                reported_at=at,
+                received_at=at,
+                battery_pct=battery,
+                lat=22.54 if where else None,
+                lon=114.05 if where else None,
+                region=where,
+            ),
+            "PB-1",
+        )
+        for at, where, battery in readings
+    ]
+    await processed(sent)
+    body = (
+        await seeded.get("/v1/supervision/telemetry", headers=regulator(), params={"telemetry_time": R1_END_HOUR})
+    ).json()
+    points = body["telemetry"]
+    assert [(p["timestamp"], p["battery_percent"]) for p in points] == [
+        (int(readings[0][0].timestamp() * 1000), 80),
+        (int(readings[1][0].timestamp() * 1000), 70),
+    ]
+    trip = (await seeded.get("/v1/supervision/trips", headers=regulator(), params={"end_time": R1_END_HOUR})).json()
+    assert points[0]["trip_ids"] == [trip["trips"][0]["trip_id"]] and points[1]["trip_ids"] == []
+    assert points[0]["device_id"] == trip["trips"][0]["device_ids"][0] == points[1]["device_id"]
+    assert points[0]["location"] == trip["trips"][0]["start_location"]  # the cell centre, not the point
+    assert len({p["telemetry_id"] for p in points}) == 2 and all(uuid.UUID(p["telemetry_id"]) for p in points)
+    elsewhere = await seeded.get(
+        "/v1/supervision/telemetry", headers=regulator("110000"), params={"telemetry_time": R1_END_HOUR}
+    )
+    assert elsewhere.json()["telemetry"] == []  # a credential for Beijing sees no point in Shenzhen
 
 
 async def test_near_real_time_endpoints(seeded, regulator):
@@ -199,6 +248,7 @@ async def test_no_user_id_rental_id_or_phone_number_in_any_answer(seeded, regula
     now_ms = int(now.timestamp() * 1000)
     requests = [("/v1/supervision/trips", {"end_time": h}) for h in hours]
     requests += [("/v1/supervision/events/historical", {"event_time": h}) for h in hours]
+    requests += [("/v1/supervision/telemetry", {"telemetry_time": h}) for h in hours]
     requests += [
         ("/v1/supervision/events/recent", {"start_time": now_ms - 86400_000, "end_time": now_ms}),
         ("/v1/supervision/vehicles", {}),

@@ -102,6 +102,21 @@ async def events_historical(
     return mds.mds_json({"events": await feed.events(*window)})
 
 
+@router.get("/telemetry")
+async def telemetry(
+    _: Access,
+    feed: FeedDep,
+    settings: SettingsDep,
+    telemetry_time: Annotated[str | None, Query(description="YYYY-MM-DDTHH, a UTC hour")] = None,
+) -> Response:
+    """Bank module positions reported in the UTC hour `telemetry_time` (cell centres, trip ids keyed):
+    the hourly rules of /trips."""
+    window = _hourly(telemetry_time, "telemetry_time", settings)
+    if isinstance(window, Response):
+        return window
+    return mds.mds_json({"telemetry": await feed.telemetry(*window)})
+
+
 def _ms_param(value: str | None, name: str) -> datetime:
     if value is None or not value.isdigit():
         raise mds.BadParam(f"`{name}` is required as milliseconds since the epoch", error="bad_param", param=name)

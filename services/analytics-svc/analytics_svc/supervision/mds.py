@@ -88,6 +88,11 @@ def event_id(key: bytes, rental_id: uuid.UUID, kind: str) -> str:
     return str(uuid.UUID(bytes=digest[:16], version=4))
 
 
+def telemetry_id(key: bytes, bank_id: str, at: datetime) -> str:
+    digest = hmac.new(key, f"{bank_id}|{at.isoformat()}".encode(), hashlib.sha256).digest()
+    return str(uuid.UUID(bytes=digest[:16], version=4))
+
+
 def device_id(bank_id: str) -> str:
     return str(uuid.uuid5(_NS, f"bank:{bank_id}"))
 

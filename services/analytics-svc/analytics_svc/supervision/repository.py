@@ -4,10 +4,10 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, false, or_, select, text, true
+from sqlalchemy import ColumnElement, and_, false, func, or_, select, text, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from analytics_svc.models import BankFact, CabinetRegion, RentalFact, SupervisionAccess
+from analytics_svc.models import BankFact, BankPositionFact, CabinetRegion, RentalFact, SupervisionAccess
 from contracts.regions import code_prefix
 
 
@@ -53,6 +53,25 @@ async def banks(session: AsyncSession, regions: frozenset[str]) -> Sequence[Bank
         .order_by(BankFact.bank_id)
     )
     return (await session.scalars(stmt)).all()
+
+
+async def positions(
+    session: AsyncSession, start: datetime, end: datetime, regions: frozenset[str]
+) -> Sequence[tuple[BankPositionFact, list[Any]]]:
+    """Bank positions reported in [start, end), each with the rentals of its bank it falls in."""
+    during = and_(
+        RentalFact.bank_id == BankPositionFact.bank_id,
+        RentalFact.started_at <= BankPositionFact.at,
+        or_(RentalFact.ended_at.is_(None), BankPositionFact.at <= RentalFact.ended_at),
+    )
+    stmt = (
+        select(BankPositionFact, func.array_remove(func.array_agg(RentalFact.rental_id), None))
+        .outerjoin(RentalFact, during)
+        .where(BankPositionFact.at >= start, BankPositionFact.at < end, _within(BankPositionFact.division, regions))
+        .group_by(BankPositionFact.bank_id, BankPositionFact.at)
+        .order_by(BankPositionFact.at, BankPositionFact.bank_id)
+    )
+    return [(fact, list(rentals or [])) for fact, rentals in (await session.execute(stmt)).all()]
 
 
 async def cabinets(session: AsyncSession, regions: frozenset[str]) -> Sequence[CabinetRegion]:

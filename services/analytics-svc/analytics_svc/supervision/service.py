@@ -134,6 +134,22 @@ class Feed:
             for b in await repo.banks(self._session, self._regions)
         ]
 
+    async def telemetry(self, start: datetime, end: datetime) -> list[dict[str, Any]]:
+        """Bank module positions of the hour, as cell centres; a point taken during a rental carries its
+        trip's keyed id, like the trip and its events."""
+        return [
+            {
+                "provider_id": self._provider,
+                "device_id": mds.device_id(p.bank_id),
+                "telemetry_id": mds.telemetry_id(self._key, p.bank_id, p.at),
+                "timestamp": mds.ms(p.at),
+                "trip_ids": sorted(mds.trip_id(self._key, r) for r in rentals),
+                "location": _location(p.cell),
+                "battery_percent": p.battery_pct,
+            }
+            for p, rentals in await repo.positions(self._session, start, end, self._regions)
+        ]
+
     async def stops(self) -> list[dict[str, Any]]:
         return [
             {
