@@ -37,6 +37,9 @@ COMPOSE_ENV = {
     "WECHATPAY_MERCHANT_SERIAL_NO": "5157F09EFDC096DE15EBE81A47057A7232F1B8E1",
     "WECHATPAY_APIV3_KEY": "apiv3-0123456789abcdef0123456789",  # 32 bytes, as WeChat Pay's are
     "WECHATPAY_PUBLIC_KEY_ID": "PUB_KEY_ID_0114232134912410000000000001",
+    "UNIONPAY_MER_ID": "777290058110048",
+    "UNIONPAY_SIGN_CERT_ID": "69629715588",
+    "UNIONPAY_FRONT_URL": "https://app.example.com/paid",
     "SUPERVISION_ID_KEY": "sup-5ad8e1",
     "NOTIFY_MEDIA_SIGNING_KEY": "media-c4e7a2",
     "NOTIFY_TELEPHONY_SIGNING_KEY": "tel-83bd19",
@@ -47,6 +50,7 @@ COMPOSE_ENV = {
 SECRET_VALUES = {
     "wechatpay-apiv3-key": COMPOSE_ENV["WECHATPAY_APIV3_KEY"],
     "notify-base-url": "https://pay.example.com",
+    "unionpay-front-url": "https://app.example.com/paid",
 }
 
 
@@ -63,7 +67,8 @@ def _settings_accept(service: str, env: dict[str, str], monkeypatch: pytest.Monk
     settings = importlib.import_module(f"{_package(service)}.settings").Settings()
     assert settings.pb_env == "production", service
     if service == "asset-credit-svc":  # production takes money through the real adapters
-        assert [settings.provider_for(c) for c in ("alipay", "wechat")] == ["alipay", "wechatpay"]
+        channels = ("alipay", "wechat", "bank_card")
+        assert [settings.provider_for(c) for c in channels] == ["alipay", "wechatpay", "unionpay"]
         assert str(settings.alipay_app_private_key_file).startswith(("/run/secrets/", "/etc/pb/payments/"))
 
 

@@ -240,7 +240,7 @@ class PaymentMethod(Base):
     """The provider a user chose to pay what the balance does not cover."""
 
     __tablename__ = "payment_methods"
-    __table_args__ = (CheckConstraint("channel IN ('alipay', 'wechat')", name="channel"),)
+    __table_args__ = (CheckConstraint("channel IN ('alipay', 'wechat', 'bank_card')", name="channel"),)
 
     user_id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), primary_key=True)
     channel: Mapped[str] = mapped_column(String(30), nullable=False)

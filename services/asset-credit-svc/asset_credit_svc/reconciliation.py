@@ -71,7 +71,7 @@ async def reconcile(
         )
     ).scalars()
     for top_up in top_ups:
-        answer = await _query(provider, str(top_up.id))
+        answer = await _query(provider, str(top_up.id), top_up.created_at)
         checked += 1
         ours_paid = None if top_up.status == TopUpStatus.PENDING else top_up.status == TopUpStatus.SUCCEEDED
         problem = (
@@ -105,7 +105,7 @@ async def reconcile(
     for charge in provider_charges:
         assert charge.provider_amount_fen is not None
         out_trade_no = charges.order_no(charge.charge_id)
-        answer = await _query(provider, out_trade_no)
+        answer = await _query(provider, out_trade_no, charge.provider_requested_at)
         checked += 1
         credited = charge.provider_transaction_id is not None
         ours_paid = None if charge.status == ChargeStatus.AWAITING_PROVIDER.value else credited
@@ -132,9 +132,11 @@ async def reconcile(
     )
 
 
-async def _query(provider: PaymentProvider, out_trade_no: str) -> tuple[OrderState, int | None] | None:
+async def _query(
+    provider: PaymentProvider, out_trade_no: str, placed_at: datetime | None
+) -> tuple[OrderState, int | None] | None:
     try:
-        answer = await provider.query_order(out_trade_no)
+        answer = await provider.query_order(out_trade_no, placed_at)
     except PaymentProviderError:
         return None
     return answer.state, answer.amount_fen

@@ -8,7 +8,7 @@ from pydantic import Field, SecretStr, model_validator
 from kit.settings import ServiceSettings
 
 DEV_SANDBOX_PAYMENT_SECRET = "dev-sandbox-payment-secret"
-CHANNELS = ("alipay", "wechat")
+CHANNELS = ("alipay", "wechat", "bank_card")
 
 
 class Settings(ServiceSettings):
@@ -23,6 +23,8 @@ class Settings(ServiceSettings):
     # (`alipay`, `wechatpay`), the sandbox, or `none`. Unset: PAYMENT_PROVIDER.
     payment_provider_alipay: Literal["alipay", "sandbox", "none"] | None = None
     payment_provider_wechat: Literal["wechatpay", "sandbox", "none"] | None = None
+    # The bank-card / online-banking channel: UnionPay's online gateway (`unionpay`), the sandbox, or `none`.
+    payment_provider_bank_card: Literal["unionpay", "sandbox", "none"] | None = None
     # Where the real providers reach this service: `<base>/v1/payments/<channel>/notify`.
     payment_notify_base_url: str | None = None
     # A gateway that has not answered by then is unreachable for this call (the caller retries).
@@ -48,6 +50,18 @@ class Settings(ServiceSettings):
     wechatpay_public_key_file: Path | None = None
     wechatpay_public_key_id: str | None = None
     wechatpay_trade_type: Literal["app", "jsapi"] = "app"
+    # UnionPay online gateway (ACP 5.1.0, bank cards): merchant id, the merchant's signing key (PEM, taken
+    # out of the PFX UnionPay issues) and its certificate's serial (`certId`, decimal), UnionPay's root and
+    # middle certificates (what vouches for the signing certificate each answer carries), the gateway, and
+    # where the browser lands after paying (`frontUrl`: it shows the outcome; the back-end notice decides).
+    unionpay_mer_id: str | None = None
+    unionpay_sign_key_file: Path | None = None
+    unionpay_sign_cert_id: str | None = None
+    unionpay_root_cert_file: Path | None = None
+    unionpay_middle_cert_file: Path | None = None
+    unionpay_gateway_url: str = "https://gateway.95516.com"
+    unionpay_front_url: str | None = None
+    unionpay_channel_type: Literal["07", "08"] = "08"
     # The sandbox signs its notifications with this key (HMAC-SHA256); outside production it defaults to
     # a development key (the kit refuses any `dev-` secret in production).
     sandbox_payment_secret: SecretStr | None = None
@@ -96,7 +110,11 @@ class Settings(ServiceSettings):
     receipt_vat_name: str = "VAT (增值税)"
 
     def provider_for(self, channel: str) -> str:
-        chosen = {"alipay": self.payment_provider_alipay, "wechat": self.payment_provider_wechat}.get(channel)
+        chosen = {
+            "alipay": self.payment_provider_alipay,
+            "wechat": self.payment_provider_wechat,
+            "bank_card": self.payment_provider_bank_card,
+        }.get(channel)
         return chosen or self.payment_provider
 
     @model_validator(mode="after")
@@ -135,4 +153,16 @@ class Settings(ServiceSettings):
                 raise ValueError("WECHATPAY_APIV3_KEY is 32 bytes")
             if (self.wechatpay_public_key_file is None) != (self.wechatpay_public_key_id is None):
                 raise ValueError("WECHATPAY_PUBLIC_KEY_FILE and WECHATPAY_PUBLIC_KEY_ID go together")
+        if chosen["bank_card"] == "unionpay":
+            unionpay_needed = (
+                "unionpay_mer_id",
+                "unionpay_sign_key_file",
+                "unionpay_sign_cert_id",
+                "unionpay_root_cert_file",
+                "unionpay_middle_cert_file",
+                "unionpay_front_url",
+            )
+            missing = [name for name in unionpay_needed if not getattr(self, name)]
+            if missing:
+                raise ValueError(f"PAYMENT_PROVIDER_BANK_CARD=unionpay needs {', '.join(m.upper() for m in missing)}")
         return self

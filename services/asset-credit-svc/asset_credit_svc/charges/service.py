@@ -240,6 +240,7 @@ async def _ask_provider(
     session: AsyncSession, runtime: Runtime, request: ChargeRequested, channel: str, shortfall_fen: int
 ) -> str:
     """The charge waits for the provider; the order is opened once the transaction committed."""
+    requested_at = datetime.now(UTC)
     await session.execute(
         update(Charge)
         .where(Charge.charge_id == request.charge_id)
@@ -247,10 +248,10 @@ async def _ask_provider(
             status=ChargeStatus.AWAITING_PROVIDER.value,
             provider_channel=channel,
             provider_amount_fen=shortfall_fen,
-            provider_requested_at=datetime.now(UTC),
+            provider_requested_at=requested_at,
         )
     )
-    _open_order_after_commit(session, runtime, request.charge_id, channel, shortfall_fen)
+    _open_order_after_commit(session, runtime, request.charge_id, channel, shortfall_fen, requested_at)
     log.info(
         "balance short; charging the user's provider",
         extra={"charge_id": str(request.charge_id), "channel": channel, "shortfall_fen": shortfall_fen},
@@ -259,10 +260,17 @@ async def _ask_provider(
 
 
 def _open_order_after_commit(
-    session: AsyncSession, runtime: Runtime, charge_id: uuid.UUID, channel: str, amount_fen: int
+    session: AsyncSession,
+    runtime: Runtime,
+    charge_id: uuid.UUID,
+    channel: str,
+    amount_fen: int,
+    requested_at: datetime,
 ) -> None:
     provider = providers_of(runtime)[channel]
-    order = PaymentOrder(out_trade_no=order_no(charge_id), amount_fen=amount_fen, subject="Power bank rental fee")
+    order = PaymentOrder(
+        out_trade_no=order_no(charge_id), amount_fen=amount_fen, subject="Power bank rental fee", placed_at=requested_at
+    )
 
     async def open_order() -> None:
         try:
@@ -387,7 +395,7 @@ async def resolve_unknown_outcomes(
         if provider is None:
             continue
         try:
-            answer = await provider.query_order(order_no(charge.charge_id))
+            answer = await provider.query_order(order_no(charge.charge_id), charge.provider_requested_at)
         except PaymentProviderError as exc:
             log.warning(
                 "provider query failed; asking later", extra={"charge_id": str(charge.charge_id), "error": str(exc)}
@@ -410,6 +418,11 @@ async def resolve_unknown_outcomes(
                 resolved += 1
             else:
                 _open_order_after_commit(
-                    session, runtime, charge.charge_id, charge.provider_channel, charge.provider_amount_fen
+                    session,
+                    runtime,
+                    charge.charge_id,
+                    charge.provider_channel,
+                    charge.provider_amount_fen,
+                    charge.provider_requested_at,
                 )
     return resolved

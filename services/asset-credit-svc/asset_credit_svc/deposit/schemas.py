@@ -4,11 +4,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from asset_credit_svc.payments.schemas import Channel
+
 
 class DepositPayIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    channel: Literal["alipay", "wechat"]
+    channel: Channel
 
 
 class DepositOperationOut(BaseModel):

@@ -153,7 +153,12 @@ async def pay(
     if operation.kind != DepositKind.PAY.value or operation.channel != channel:
         raise IdempotencyKeyReused("This Idempotency-Key was used for another deposit request")
     if operation.status == DepositStatus.PENDING.value:
-        order = PaymentOrder(out_trade_no=order_no(operation.id), amount_fen=operation.amount_fen, subject="Deposit")
+        order = PaymentOrder(
+            out_trade_no=order_no(operation.id),
+            amount_fen=operation.amount_fen,
+            subject="Deposit",
+            placed_at=operation.created_at,
+        )
 
         async def open_order() -> None:
             try:
@@ -347,8 +352,13 @@ async def confirm_refund(session: AsyncSession, runtime: Runtime, refund_id: uui
     if provider is None:
         return False
     try:
+        paid = await session.get(DepositOperation, operation.pay_id)
         await provider.refund(
-            order_no(operation.pay_id), f"{DEPOSIT_REFUND_PREFIX}{operation.id}", operation.amount_fen
+            order_no(operation.pay_id),
+            f"{DEPOSIT_REFUND_PREFIX}{operation.id}",
+            operation.amount_fen,
+            placed_at=paid.created_at if paid else None,
+            refund_placed_at=operation.created_at,
         )
     except PaymentProviderError as exc:
         log.warning(

@@ -287,7 +287,7 @@ class AlipayProvider:
         except (KeyError, ValueError) as exc:
             raise MalformedNotification(f"notification lacks or garbles {exc}") from None
 
-    async def query_order(self, out_trade_no: str) -> OrderQuery:
+    async def query_order(self, out_trade_no: str, placed_at: datetime | None = None) -> OrderQuery:
         answer = await self._call("alipay.trade.query", {"out_trade_no": to_wire(out_trade_no)})
         if answer.get("code") != SUCCESS_CODE:
             if answer.get("sub_code") == TRADE_NOT_EXIST:
@@ -306,7 +306,14 @@ class AlipayProvider:
         except (KeyError, ValueError) as exc:
             raise PaymentProviderError(f"alipay trade query: an answer without {exc}") from None
 
-    async def refund(self, out_trade_no: str, refund_no: str, amount_fen: int) -> None:
+    async def refund(
+        self,
+        out_trade_no: str,
+        refund_no: str,
+        amount_fen: int,
+        placed_at: datetime | None = None,
+        refund_placed_at: datetime | None = None,
+    ) -> None:
         # Alipay is idempotent on out_request_no: the same refund asked again refunds nothing more.
         biz = {
             "out_trade_no": to_wire(out_trade_no),
@@ -317,7 +324,9 @@ class AlipayProvider:
         if answer.get("code") != SUCCESS_CODE:
             raise PaymentProviderError(f"alipay refund: {answer.get('code')} {answer.get('sub_code')}")
 
-    async def query_refund(self, out_trade_no: str, refund_no: str) -> RefundQuery:
+    async def query_refund(
+        self, out_trade_no: str, refund_no: str, refund_placed_at: datetime | None = None
+    ) -> RefundQuery:
         biz = {"out_trade_no": to_wire(out_trade_no), "out_request_no": to_wire(refund_no)}
         answer = await self._call("alipay.trade.fastpay.refund.query", biz)
         if answer.get("code") != SUCCESS_CODE:

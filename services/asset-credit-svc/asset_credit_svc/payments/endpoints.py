@@ -12,6 +12,7 @@ from asset_credit_svc.payments.providers import (
     PROVIDERS_KEY,
     InvalidSignature,
     MalformedNotification,
+    NotificationToIgnore,
     PaymentProvider,
 )
 from asset_credit_svc.payments.schemas import TopUpIn, TopUpOut, TopUpPayOut
@@ -107,6 +108,9 @@ async def provider_notification(
         raise service.InvalidSignatureError() from None
     except MalformedNotification as exc:
         raise service.InvalidNotification(str(exc)) from None
+    except NotificationToIgnore:
+        answer = provider.acknowledgement()
+        return Response(content=answer.body, media_type=answer.media_type)
     if charges.is_charge_order(notification.out_trade_no):
         await charges.apply_notification(session, runtime, channel, notification)
     elif deposits.is_deposit_order(notification.out_trade_no):

@@ -10,6 +10,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa as rsa_keys
 from asset_credit_svc.payments import rsa
 from asset_credit_svc.payments.alipay import AlipayConfig, AlipayProvider
 from asset_credit_svc.payments.providers import PaymentProvider
+from asset_credit_svc.payments.unionpay import UnionPayConfig, UnionPayProvider
 from asset_credit_svc.payments.wechatpay import WechatPayConfig, WechatPayProvider, serial_of
 from asset_credit_svc.settings import Settings
 
@@ -54,6 +55,21 @@ def real_providers(settings: Settings, http: httpx.AsyncClient) -> dict[str, Pay
                 notify_url=notify_url(settings, "wechat"),
                 trade_type=settings.wechatpay_trade_type,
                 platform_keys=wechatpay_keys(settings),
+            ),
+            http,
+        )
+    if settings.provider_for("bank_card") == "unionpay":
+        providers["bank_card"] = UnionPayProvider(
+            UnionPayConfig(
+                mer_id=required(settings.unionpay_mer_id),
+                sign_key=rsa.read_private_key(required(settings.unionpay_sign_key_file)),
+                sign_cert_id=required(settings.unionpay_sign_cert_id),
+                root_cert=x509.load_pem_x509_certificate(required(settings.unionpay_root_cert_file).read_bytes()),
+                middle_cert=x509.load_pem_x509_certificate(required(settings.unionpay_middle_cert_file).read_bytes()),
+                gateway_url=settings.unionpay_gateway_url,
+                notify_url=notify_url(settings, "bank_card"),
+                front_url=required(settings.unionpay_front_url),
+                channel_type=settings.unionpay_channel_type,
             ),
             http,
         )

@@ -31,6 +31,11 @@ class MalformedNotification(Exception):
     """A notification that is signed but not a notification we understand."""
 
 
+class NotificationToIgnore(Exception):
+    """A genuine notification that moves nothing here (UnionPay's notice of a refund's outcome, which we
+    confirm by query): acknowledged so the channel stops repeating it, never applied."""
+
+
 @dataclass(frozen=True)
 class PaymentOrder:
     out_trade_no: str
@@ -38,6 +43,9 @@ class PaymentOrder:
     subject: str
     # Who pays, where the channel needs it (WeChat Pay JSAPI: the payer's openid).
     payer: str | None = None
+    # When our row was made: UnionPay knows an order by its number and this time (`txnTime`), so every call
+    # about the same order must carry the same value (the others ignore it).
+    placed_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -145,14 +153,27 @@ class PaymentProvider(Protocol):
         """The notification if it is authentic; raises InvalidSignature or MalformedNotification."""
         ...
 
-    async def query_order(self, out_trade_no: str) -> OrderQuery: ...
-
-    async def refund(self, out_trade_no: str, refund_no: str, amount_fen: int) -> None:
-        """Give `amount_fen` of a paid order back to the payer; idempotent on `refund_no`.
-        Raises PaymentProviderError when refused or unreachable (the caller retries)."""
+    async def query_order(self, out_trade_no: str, placed_at: datetime | None = None) -> OrderQuery:
+        """`placed_at`: the order's `PaymentOrder.placed_at` (the channels that know orders by number alone
+        ignore it)."""
         ...
 
-    async def query_refund(self, out_trade_no: str, refund_no: str) -> RefundQuery: ...
+    async def refund(
+        self,
+        out_trade_no: str,
+        refund_no: str,
+        amount_fen: int,
+        placed_at: datetime | None = None,
+        refund_placed_at: datetime | None = None,
+    ) -> None:
+        """Give `amount_fen` of a paid order back to the payer; idempotent on `refund_no` (and, where the
+        channel needs it, `refund_placed_at`: when our refund row was made). Raises PaymentProviderError when
+        refused or unreachable (the caller retries)."""
+        ...
+
+    async def query_refund(
+        self, out_trade_no: str, refund_no: str, refund_placed_at: datetime | None = None
+    ) -> RefundQuery: ...
 
     def acknowledgement(self) -> NotifyAnswer:
         """The answer to a notification that was applied (or was a duplicate)."""

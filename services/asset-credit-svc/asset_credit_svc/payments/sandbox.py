@@ -109,13 +109,20 @@ class SandboxProvider:
         except ValidationError as exc:
             raise MalformedNotification(str(exc)[:300]) from None
 
-    async def query_order(self, out_trade_no: str) -> OrderQuery:
+    async def query_order(self, out_trade_no: str, placed_at: datetime | None = None) -> OrderQuery:
         order = self._orders.get(out_trade_no)
         if order is None:
             return OrderQuery(out_trade_no, OrderState.NOT_FOUND)
         return OrderQuery(out_trade_no, order.state, order.amount_fen, order.trade_no, order.paid_at)
 
-    async def refund(self, out_trade_no: str, refund_no: str, amount_fen: int) -> None:
+    async def refund(
+        self,
+        out_trade_no: str,
+        refund_no: str,
+        amount_fen: int,
+        placed_at: datetime | None = None,
+        refund_placed_at: datetime | None = None,
+    ) -> None:
         order = self._orders.get(out_trade_no)
         if order is None or order.state != OrderState.SUCCESS:
             raise PaymentProviderError(f"order {out_trade_no} is not paid")
@@ -127,7 +134,9 @@ class SandboxProvider:
             raise PaymentProviderError("refund above what is left of the order")
         order.refunds[refund_no] = amount_fen
 
-    async def query_refund(self, out_trade_no: str, refund_no: str) -> RefundQuery:
+    async def query_refund(
+        self, out_trade_no: str, refund_no: str, refund_placed_at: datetime | None = None
+    ) -> RefundQuery:
         order = self._orders.get(out_trade_no)
         if order is None or refund_no not in order.refunds:
             return RefundQuery(refund_no, RefundState.NOT_FOUND)

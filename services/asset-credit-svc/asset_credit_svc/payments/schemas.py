@@ -6,7 +6,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from asset_credit_svc.models import TopUpStatus
 
-Channel = Literal["alipay", "wechat"]
+Channel = Literal["alipay", "wechat", "bank_card"]
 
 
 class TopUpIn(BaseModel):

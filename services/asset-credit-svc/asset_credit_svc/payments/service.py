@@ -129,7 +129,9 @@ async def create_top_up(
 
 
 def _order_of(top_up: TopUp) -> PaymentOrder:
-    return PaymentOrder(out_trade_no=str(top_up.id), amount_fen=top_up.amount_fen, subject="Wallet top-up")
+    return PaymentOrder(
+        out_trade_no=str(top_up.id), amount_fen=top_up.amount_fen, subject="Wallet top-up", placed_at=top_up.created_at
+    )
 
 
 async def pay_params(

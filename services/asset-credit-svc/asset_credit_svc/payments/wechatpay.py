@@ -353,7 +353,7 @@ class WechatPayProvider:
         except (KeyError, TypeError, ValueError) as exc:
             raise MalformedNotification(f"notification lacks or garbles {exc}"[:300]) from None
 
-    async def query_order(self, out_trade_no: str) -> OrderQuery:
+    async def query_order(self, out_trade_no: str, placed_at: datetime | None = None) -> OrderQuery:
         path = f"/v3/pay/transactions/out-trade-no/{quote(to_wire(out_trade_no), safe='')}?mchid={self._config.mchid}"
         status, answer = await self._request("GET", path)
         if status == 404 or answer.get("code") == "ORDER_NOT_EXIST":
@@ -373,7 +373,14 @@ class WechatPayProvider:
         except (KeyError, TypeError, ValueError) as exc:
             raise PaymentProviderError(f"wechat pay query: an answer without {exc}") from None
 
-    async def refund(self, out_trade_no: str, refund_no: str, amount_fen: int) -> None:
+    async def refund(
+        self,
+        out_trade_no: str,
+        refund_no: str,
+        amount_fen: int,
+        placed_at: datetime | None = None,
+        refund_placed_at: datetime | None = None,
+    ) -> None:
         order = await self.query_order(out_trade_no)  # WeChat Pay wants the order's total with a refund
         if order.state != OrderState.SUCCESS or order.amount_fen is None:
             raise PaymentProviderError(f"order {out_trade_no} is not paid ({order.state})")
@@ -388,7 +395,9 @@ class WechatPayProvider:
         if status != 200 or state not in (RefundState.SUCCESS, RefundState.PROCESSING):
             raise PaymentProviderError(f"wechat pay refund: {status} {answer.get('code') or answer.get('status')}")
 
-    async def query_refund(self, out_trade_no: str, refund_no: str) -> RefundQuery:
+    async def query_refund(
+        self, out_trade_no: str, refund_no: str, refund_placed_at: datetime | None = None
+    ) -> RefundQuery:
         status, answer = await self._request("GET", f"/v3/refund/domestic/refunds/{quote(to_wire(refund_no), safe='')}")
         if status == 404 or answer.get("code") == "RESOURCE_NOT_EXISTS":
             return RefundQuery(refund_no, RefundState.NOT_FOUND)

@@ -4,6 +4,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from asset_credit_svc.payments.schemas import Channel
+
 
 class WalletOut(BaseModel):
     user_id: uuid.UUID
@@ -37,7 +39,7 @@ class EntriesOut(BaseModel):
 class PaymentMethodIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    channel: Literal["alipay", "wechat"]
+    channel: Channel
 
 
 class PaymentMethodOut(BaseModel):

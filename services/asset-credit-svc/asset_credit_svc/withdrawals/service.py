@@ -144,7 +144,14 @@ async def confirm_part(session: AsyncSession, runtime: Runtime, part_id: uuid.UU
     if provider is None:
         return False
     try:
-        await provider.refund(str(part.top_up_id), f"{WITHDRAWAL_REFUND_PREFIX}{part.id}", part.amount_fen)
+        top_up = await session.get(TopUp, part.top_up_id)
+        await provider.refund(
+            str(part.top_up_id),
+            f"{WITHDRAWAL_REFUND_PREFIX}{part.id}",
+            part.amount_fen,
+            placed_at=top_up.created_at if top_up else None,
+            refund_placed_at=part.created_at,
+        )
     except PaymentProviderError as exc:
         log.warning(
             "provider refused the withdrawal refund for now", extra={"part_id": str(part_id), "error": str(exc)}

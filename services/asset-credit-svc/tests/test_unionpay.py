@@ -1,0 +1,499 @@
+"""Integration: the bank-card channel (UnionPay's online gateway, ACP 5.1.0) against a fake gateway on a real
+port, with keys and a certificate chain made for the test (a root, a middle certificate it issued, and the
+signing certificate "UnionPay" puts in every answer). The fake checks the merchant's signatures with the
+merchant's public key found by `certId` (its own canonical form, not the adapter's), knows orders by
+`(orderId, txnTime)`, signs its answers and notifications, sends duplicate, late and forged notifications and
+can stall past the adapter's timeout. The user's browser is played by the test: it posts the signed form the
+service handed out to the fake's front-end address, over HTTP."""
+
+import asyncio
+import base64
+import hashlib
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+import httpx
+import pytest
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.x509.oid import NameOID
+from sqlalchemy import text
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Route
+
+from asset_credit_svc.charges import service as charges
+from asset_credit_svc.payments.providers import OrderState, PaymentProviderError, RefundState
+from asset_credit_svc.payments.unionpay import order_id
+from contracts.events import ChargeRequested
+from kit.db import unit_of_work
+from kit.testing import eventually, serve_app
+
+pytestmark = pytest.mark.integration
+
+MER_ID = "777290058110048"
+BEIJING = timezone(timedelta(hours=8))
+NOTIFY_URL = "http://test/v1/payments/bank_card/notify"
+UNIONPAY_CN = "CFCA@中国银联股份有限公司@00040000:SIGN@00000001"
+
+
+def new_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def certificate(
+    subject: str, key: rsa.RSAPrivateKey, issuer: x509.Certificate | None, issuer_key: rsa.RSAPrivateKey
+) -> x509.Certificate:
+    now = datetime.now(UTC)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(issuer.subject if issuer else name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=365))
+        .add_extension(
+            x509.BasicConstraints(ca=issuer is None or subject.startswith("CFCA TEST"), path_length=None), True
+        )
+        .sign(issuer_key, hashes.SHA256())
+    )
+
+
+def pem(cert: x509.Certificate) -> str:
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def digest(fields: dict[str, str]) -> bytes:
+    """UnionPay's 5.1.0 signing content, written here independently of the adapter."""
+    text_ = "&".join(f"{k}={fields[k]}" for k in sorted(fields) if k != "signature" and fields[k] != "")
+    return hashlib.sha256(text_.encode()).hexdigest().encode()
+
+
+def sign(key: rsa.RSAPrivateKey, fields: dict[str, str]) -> str:
+    return base64.b64encode(key.sign(digest(fields), padding.PKCS1v15(), hashes.SHA256())).decode()
+
+
+def signed_by(key: rsa.RSAPublicKey, fields: dict[str, str]) -> bool:
+    try:
+        key.verify(base64.b64decode(fields.get("signature", "")), digest(fields), padding.PKCS1v15(), hashes.SHA256())
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+@dataclass
+class Trade:
+    order_id: str
+    txn_time: str
+    amount: int
+    query_id: str
+    paid: bool = False
+    refunds: dict[tuple[str, str], int] = field(default_factory=dict)  # (orderId, txnTime) -> fen
+
+
+class FakeUnionPay:
+    """UnionPay's gateway (front-end form, back-end requests, query) as far as the adapter can tell."""
+
+    def __init__(self, merchant_cert: x509.Certificate) -> None:
+        self.merchants = {str(merchant_cert.serial_number): merchant_cert.public_key()}
+        self.root_key, self.middle_key, self.key = new_key(), new_key(), new_key()
+        self.root = certificate("CFCA TEST ROOT", self.root_key, None, self.root_key)
+        self.middle = certificate("CFCA TEST OCA1", self.middle_key, self.root, self.root_key)
+        self.cert = certificate(UNIONPAY_CN, self.key, self.middle, self.middle_key)
+        self.trades: dict[tuple[str, str], Trade] = {}
+        self.paths: list[str] = []  # requests whose signature verified
+        self.stalled = asyncio.Event()
+        self.released = asyncio.Event()
+        self.answer_cert: tuple[rsa.RSAPrivateKey, x509.Certificate] | None = None
+        self.app = Starlette(
+            routes=[
+                Route("/gateway/api/frontTransReq.do", self.front, methods=["POST"]),
+                Route("/gateway/api/backTransReq.do", self.back, methods=["POST"]),
+                Route("/gateway/api/queryTrans.do", self.query, methods=["POST"]),
+            ]
+        )
+
+    def signed(
+        self, fields: dict[str, str], key: rsa.RSAPrivateKey | None = None, cert: x509.Certificate | None = None
+    ) -> dict[str, str]:
+        key, cert = (key, cert) if key and cert else self.answer_cert or (self.key, self.cert)
+        out = {"version": "5.1.0", "encoding": "UTF-8", "signMethod": "01", "merId": MER_ID} | fields
+        out["signPubKeyCert"] = pem(cert)
+        out["signature"] = sign(key, out)
+        return out
+
+    async def request(self, request: Request, path: str) -> dict[str, str] | None:
+        if self.stalled.is_set():
+            await self.released.wait()
+        fields = dict(parse_qsl((await request.body()).decode(), keep_blank_values=True))
+        merchant = self.merchants.get(fields.get("certId", ""))
+        if fields.get("merId") != MER_ID or merchant is None or not signed_by(merchant, fields):  # type: ignore[arg-type]
+            return None
+        assert fields["version"] == "5.1.0" and fields["signMethod"] == "01" and fields["encoding"] == "UTF-8"
+        assert 8 <= len(fields["orderId"]) <= 40 and fields["orderId"].isalnum(), fields["orderId"]
+        datetime.strptime(fields["txnTime"], "%Y%m%d%H%M%S")
+        self.paths.append(path)
+        return fields
+
+    def answer(self, fields: dict[str, str]) -> Response:
+        return Response(urlencode(self.signed(fields)), media_type="text/plain;charset=UTF-8")
+
+    async def front(self, request: Request) -> Response:
+        """The browser posts the signed form here; the bank's pages take over (paid later by `pay`)."""
+        fields = await self.request(request, "front")
+        if fields is None:
+            return HTMLResponse("<p>验签失败 (signature check failed)</p>", status_code=200)
+        assert (fields["txnType"], fields["bizType"], fields["currencyCode"]) == ("01", "000201", "156")
+        assert fields["backUrl"] == NOTIFY_URL and fields["frontUrl"].startswith("https://")
+        key = (fields["orderId"], fields["txnTime"])
+        trade = self.trades.setdefault(key, Trade(*key, int(fields["txnAmt"]), self.new_query_id()))
+        assert trade.amount == int(fields["txnAmt"])
+        return HTMLResponse(f"<p>UnionPay cashier: order {trade.order_id}, ¥{trade.amount / 100:.2f}</p>")
+
+    async def back(self, request: Request) -> Response:
+        fields = await self.request(request, "back")
+        if fields is None:
+            return self.answer({"respCode": "11", "respMsg": "验证签名失败"})
+        assert fields["txnType"] == "04" and fields["backUrl"] == NOTIFY_URL
+        [paid] = [t for t in self.trades.values() if t.query_id == fields["origQryId"]] or [None]
+        common = {"txnType": "04", "orderId": fields["orderId"], "txnTime": fields["txnTime"]}
+        if paid is None or not paid.paid:
+            return self.answer(common | {"respCode": "35", "respMsg": "原交易不存在或状态不正确"})
+        key = (fields["orderId"], fields["txnTime"])
+        if key in paid.refunds:  # the same refund again: nothing moves
+            return self.answer(common | {"respCode": "00", "respMsg": "成功[0000000]"})
+        if any(order == key[0] for order, _ in paid.refunds):
+            return self.answer(common | {"respCode": "12", "respMsg": "重复交易"})
+        if int(fields["txnAmt"]) > paid.amount - sum(paid.refunds.values()):
+            return self.answer(common | {"respCode": "30", "respMsg": "退货金额超限"})
+        paid.refunds[key] = int(fields["txnAmt"])
+        return self.answer(common | {"respCode": "00", "respMsg": "成功[0000000]", "queryId": self.new_query_id()})
+
+    async def query(self, request: Request) -> Response:
+        fields = await self.request(request, "query")
+        if fields is None:
+            return self.answer({"respCode": "11", "respMsg": "验证签名失败"})
+        key = (fields["orderId"], fields["txnTime"])
+        common = {"txnType": "00", "orderId": key[0], "txnTime": key[1]}
+        trade = self.trades.get(key)
+        if trade is not None:
+            found = {
+                "origRespCode": "00" if trade.paid else "05",
+                "txnAmt": str(trade.amount),
+                "queryId": trade.query_id,
+            }
+            return self.answer(common | {"respCode": "00", "respMsg": "成功"} | found)
+        for paid in self.trades.values():
+            if key in paid.refunds:
+                refunded = {"origRespCode": "00", "txnAmt": str(paid.refunds[key])}
+                return self.answer(common | {"respCode": "00", "respMsg": "成功"} | refunded)
+        return self.answer(common | {"respCode": "34", "respMsg": "查无此交易"})
+
+    @staticmethod
+    def new_query_id() -> str:
+        return f"{datetime.now(BEIJING):%Y%m%d%H%M%S}{uuid.uuid4().int % 10**7:07d}"
+
+    def pay(self, order: str, txn_time: str, amount: int) -> Trade:
+        trade = self.trades.setdefault((order, txn_time), Trade(order, txn_time, amount, self.new_query_id()))
+        trade.paid = True
+        return trade
+
+    def notification(
+        self, trade: Trade, key: rsa.RSAPrivateKey | None = None, cert: x509.Certificate | None = None, **changes: str
+    ) -> dict[str, str]:
+        fields = {
+            "accessType": "0",
+            "bizType": "000201",
+            "currencyCode": "156",
+            "orderId": trade.order_id,
+            "queryId": trade.query_id,
+            "respCode": "00",
+            "respMsg": "Success!",
+            "settleAmt": str(trade.amount),
+            "settleCurrencyCode": "156",
+            "settleDate": f"{datetime.now(BEIJING):%m%d}",
+            "traceNo": f"{uuid.uuid4().int % 10**6:06d}",
+            "traceTime": f"{datetime.now(BEIJING):%m%d%H%M%S}",
+            "txnAmt": str(trade.amount),
+            "txnSubType": "01",
+            "txnTime": trade.txn_time,
+            "txnType": "01",
+        } | changes
+        return self.signed(fields, key, cert)
+
+    @staticmethod
+    async def deliver(client: httpx.AsyncClient, fields: dict[str, str]) -> httpx.Response:
+        return await client.post(
+            NOTIFY_URL, content=urlencode(fields), headers={"Content-Type": "application/x-www-form-urlencoded"}
+        )
+
+
+@pytest.fixture(scope="module")
+def merchant() -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
+    key = new_key()
+    return key, certificate("merchant 777290058110048", key, None, key)
+
+
+@pytest.fixture
+async def unionpay(merchant: tuple[rsa.RSAPrivateKey, x509.Certificate]) -> AsyncIterator[tuple[FakeUnionPay, str]]:
+    fake = FakeUnionPay(merchant[1])
+    async with serve_app(fake.app, lifespan="off") as url:
+        yield fake, url
+        fake.released.set()
+
+
+@pytest.fixture
+async def svc(
+    service_factory: Callable[..., Any],
+    unionpay: tuple[FakeUnionPay, str],
+    merchant: tuple[rsa.RSAPrivateKey, x509.Certificate],
+    tmp_path: Path,
+) -> AsyncIterator[Any]:
+    fake, url = unionpay
+    key, cert = merchant
+    (tmp_path / "sign.pem").write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    (tmp_path / "root.pem").write_text(pem(fake.root))
+    (tmp_path / "middle.pem").write_text(pem(fake.middle))
+    async with service_factory(
+        payment_provider_bank_card="unionpay",
+        payment_notify_base_url="http://test",
+        payment_gateway_timeout_s=2.0,
+        unionpay_mer_id=MER_ID,
+        unionpay_sign_key_file=tmp_path / "sign.pem",
+        unionpay_sign_cert_id=str(cert.serial_number),
+        unionpay_root_cert_file=tmp_path / "root.pem",
+        unionpay_middle_cert_file=tmp_path / "middle.pem",
+        unionpay_gateway_url=url,
+        unionpay_front_url="https://app.example.com/paid",
+    ) as service:
+        yield service
+
+
+async def sql(svc: Any, query: str, **params: Any) -> list[Any]:
+    async with svc.runtime.engine.connect() as conn:
+        return list((await conn.execute(text(query), params)).all())
+
+
+async def top_up_status(svc: Any, user: uuid.UUID, top_up_id: str) -> str:
+    response = await svc.client.get(f"/v1/wallet/top-ups/{top_up_id}", headers=svc.auth(user))
+    return str(response.json()["status"])
+
+
+async def placed(svc: Any, top_up_id: str) -> tuple[str, datetime]:
+    [(created_at,)] = await sql(svc, "SELECT created_at FROM top_ups WHERE id = :id", id=uuid.UUID(top_up_id))
+    return created_at.astimezone(BEIJING).strftime("%Y%m%d%H%M%S"), created_at
+
+
+async def test_bank_card_top_up_paid_credits_once_and_is_withdrawn_by_refund(
+    svc: Any, unionpay: tuple[FakeUnionPay, str]
+) -> None:
+    fake, _ = unionpay
+    user = uuid.uuid4()
+    top_up = await svc.top_up(user, 4350, "bank_card")
+    pay = await svc.client.post(f"/v1/wallet/top-ups/{top_up['top_up_id']}/pay", headers=svc.auth(user))
+    assert pay.status_code == 200, pay.text
+    form = pay.json()["pay_params"]
+    assert fake.paths == []  # the front-end redirect opens nothing until the browser posts the form
+    async with httpx.AsyncClient() as browser:
+        cashier = await browser.post(
+            form["form_action"],
+            content=form["form_fields"],
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+    assert cashier.status_code == 200 and "¥43.50" in cashier.text, cashier.text
+    txn_time, created_at = await placed(svc, top_up["top_up_id"])
+    trade = fake.pay(order_id(top_up["top_up_id"]), txn_time, 4350)
+    assert fake.trades.keys() == {(trade.order_id, txn_time)}  # the form carried our row's time as txnTime
+
+    paid = fake.notification(trade)
+    first = await fake.deliver(svc.client, paid)
+    assert first.status_code == 200 and first.text == "ok"
+    assert await top_up_status(svc, user, top_up["top_up_id"]) == "succeeded"
+    again = await asyncio.gather(*[fake.deliver(svc.client, paid) for _ in range(3)])  # UnionPay repeats
+    assert [r.status_code for r in again] == [200] * 3
+    assert await svc.balance(user) == 4350
+    assert (await sql(svc, "SELECT provider_trade_no FROM top_ups"))[0][0] == trade.query_id
+
+    provider = svc.provider("bank_card")
+    queried = await provider.query_order(top_up["top_up_id"], created_at)
+    assert (queried.state, queried.amount_fen, queried.trade_no) == (OrderState.SUCCESS, 4350, trade.query_id)
+    assert (await provider.query_order(str(uuid.uuid4()), created_at)).state == OrderState.NOT_FOUND
+
+    # Withdrawing the balance refunds the card's payment (退货, by the order's queryId), once.
+    response = await svc.client.post(
+        "/v1/wallet/withdrawals", json={"amount_fen": 1000}, headers={**svc.auth(user), "Idempotency-Key": "w1"}
+    )
+    assert response.status_code in (200, 201), response.text
+
+    async def refunded() -> bool:
+        return trade.refunds != {}
+
+    await eventually(refunded, timeout=10, what="the refund at the gateway")
+    [(part_id, part_created)] = await sql(svc, "SELECT id, created_at FROM withdrawal_parts")
+    refund_no = f"wd_{part_id}"
+    assert list(trade.refunds.values()) == [1000]
+    await provider.refund(top_up["top_up_id"], refund_no, 1000, created_at, part_created)  # a retry: nothing more
+    assert sum(trade.refunds.values()) == 1000
+    done = await provider.query_refund(top_up["top_up_id"], refund_no, part_created)
+    assert (done.state, done.amount_fen) == (RefundState.SUCCESS, 1000)
+    with pytest.raises(PaymentProviderError, match="respCode 30"):  # more than is left
+        await provider.refund(top_up["top_up_id"], f"wd_{uuid.uuid4()}", 3351, created_at, datetime.now(UTC))
+    # UnionPay's notice of the refund's outcome is acknowledged and moves nothing.
+    notice = fake.notification(trade, txnType="04", txnSubType="00", orderId=order_id(refund_no), txnAmt="1000")
+    acknowledged = await fake.deliver(svc.client, notice)
+    assert (acknowledged.status_code, acknowledged.text) == (200, "ok")
+    assert await svc.balance(user) == 3350
+
+
+async def test_forged_and_mismatched_notifications_change_nothing(svc: Any, unionpay: tuple[FakeUnionPay, str]) -> None:
+    fake, _ = unionpay
+    user = uuid.uuid4()
+    top_up = await svc.top_up(user, 2000, "bank_card")
+    txn_time, _ = await placed(svc, top_up["top_up_id"])
+    trade = fake.pay(order_id(top_up["top_up_id"]), txn_time, 2000)
+    genuine = fake.notification(trade)
+    impostor = new_key()
+    self_made = certificate(UNIONPAY_CN, impostor, None, impostor)  # the right name, but no chain to the root
+    other_middle_key = new_key()
+    other_middle = certificate("CFCA TEST OCA1", other_middle_key, None, other_middle_key)
+    refused = {
+        "self-signed certificate with UnionPay's name": fake.notification(trade, impostor, self_made),
+        "issued by another middle certificate": fake.notification(
+            trade, impostor, certificate(UNIONPAY_CN, impostor, other_middle, other_middle_key)
+        ),
+        "UnionPay's chain but another subject": fake.notification(
+            trade, impostor, certificate("CFCA@someone else@00040000:SIGN", impostor, fake.middle, fake.middle_key)
+        ),
+        "amount changed after signing": genuine | {"txnAmt": "200000"},
+        "no signature": {k: v for k, v in genuine.items() if k != "signature"},
+        "for another merchant": fake.notification(trade, merId="777290058119999"),
+        "genuine but another amount": fake.notification(trade, txnAmt="1999"),
+        "genuine but not paid": fake.notification(trade, respCode="03"),
+    }
+    for what, fields in refused.items():
+        response = await fake.deliver(svc.client, fields)
+        assert response.status_code == 400, what
+        assert response.json()["code"] in {"invalid_signature", "invalid_notification", "amount_mismatch"}, what
+    assert await top_up_status(svc, user, top_up["top_up_id"]) == "pending"
+    assert await svc.balance(user) == 0
+    assert (await fake.deliver(svc.client, genuine)).status_code == 200
+    assert await svc.balance(user) == 2000
+
+
+async def test_answers_must_be_signed_by_unionpay_and_a_stalled_gateway_times_out(
+    svc: Any, unionpay: tuple[FakeUnionPay, str]
+) -> None:
+    fake, _ = unionpay
+    provider = svc.provider("bank_card")
+    placed_at = datetime.now(UTC)
+    number = str(uuid.uuid4())
+    trade = fake.pay(order_id(number), placed_at.astimezone(BEIJING).strftime("%Y%m%d%H%M%S"), 100)
+    assert (await provider.query_order(number, placed_at)).state == OrderState.SUCCESS
+
+    impostor = new_key()
+    fake.answer_cert = (impostor, certificate(UNIONPAY_CN, impostor, None, impostor))
+    with pytest.raises(PaymentProviderError, match="signature"):
+        await provider.query_order(number, placed_at)
+    with pytest.raises(PaymentProviderError, match="signature"):
+        await provider.query_order(str(uuid.uuid4()), placed_at)  # a "no such order" is not believed unsigned
+    fake.answer_cert = None
+
+    refund_no, refund_at = f"wd_{uuid.uuid4()}", datetime.now(UTC)
+    fake.stalled.set()
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(PaymentProviderError):
+        await provider.refund(number, refund_no, 100, placed_at, refund_at)
+    assert asyncio.get_running_loop().time() - started < 8  # the 2 s deadline, on a loaded machine
+    fake.stalled.clear()
+    fake.released.set()
+    await provider.refund(number, refund_no, 100, placed_at, refund_at)  # the caller's retry, same refund
+    assert list(trade.refunds.values()) == [100]
+    with pytest.raises(PaymentProviderError, match="needs the time"):
+        await provider.query_order(number)
+
+
+async def test_card_charge_resolved_by_query_and_a_late_payment_lands_in_the_wallet_once(
+    svc: Any, unionpay: tuple[FakeUnionPay, str]
+) -> None:
+    fake, _ = unionpay
+    user = uuid.uuid4()
+    response = await svc.client.put("/v1/wallet/payment-method", json={"channel": "bank_card"}, headers=svc.auth(user))
+    assert response.status_code == 200
+    paid = ChargeRequested(charge_id=uuid.uuid4(), rental_id=uuid.uuid4(), user_id=user, amount_fen=150)
+    lost = ChargeRequested(charge_id=uuid.uuid4(), rental_id=uuid.uuid4(), user_id=user, amount_fen=350)
+    for request in (paid, lost):
+        async with unit_of_work(svc.runtime.sessionmaker) as session:
+            assert await charges.settle(session, svc.runtime, request, uuid.uuid4()) == "awaiting_provider"
+    times = dict(await sql(svc, "SELECT charge_id, provider_requested_at FROM charges"))
+
+    def card_order(charge: ChargeRequested) -> tuple[str, str]:
+        return order_id(charges.order_no(charge.charge_id)), times[charge.charge_id].astimezone(BEIJING).strftime(
+            "%Y%m%d%H%M%S"
+        )
+
+    fake.pay(*card_order(paid), 150)  # paid at the bank, but its notification never came
+
+    now = datetime.now(UTC)
+    async with unit_of_work(svc.runtime.sessionmaker) as session:
+        resolved = await charges.resolve_unknown_outcomes(
+            session, svc.runtime, older_than=now + timedelta(seconds=1), give_up_before=now + timedelta(seconds=1)
+        )
+    assert resolved == 2
+    statuses = dict(await sql(svc, "SELECT charge_id, failure_reason FROM charges"))
+    assert statuses == {paid.charge_id: None, lost.charge_id: "provider_unavailable"}
+
+    # The user paid the given-up order after all: it lands in the wallet once, however often told.
+    late = fake.notification(fake.pay(*card_order(lost), 350))
+    for _ in range(2):
+        assert (await fake.deliver(svc.client, late)).status_code == 200
+
+    async def credited() -> bool:
+        return bool(await svc.balance(user) == 350)
+
+    await eventually(credited, timeout=5, what="the late payment in the wallet")
+
+
+def test_settings_choose_the_bank_card_provider(settings_factory: Callable[..., Any], tmp_path: Path) -> None:
+    from pydantic import ValidationError
+
+    assert settings_factory().provider_for("bank_card") == "sandbox"
+    real = {
+        "payment_provider": "none",
+        "payment_provider_bank_card": "unionpay",
+        "payment_notify_base_url": "https://pay.example.com",
+        "unionpay_mer_id": MER_ID,
+        "unionpay_sign_key_file": tmp_path / "sign.pem",
+        "unionpay_sign_cert_id": "1",
+        "unionpay_root_cert_file": tmp_path / "root.pem",
+        "unionpay_middle_cert_file": tmp_path / "middle.pem",
+        "unionpay_front_url": "https://app.example.com/paid",
+    }
+    assert settings_factory(**real).provider_for("bank_card") == "unionpay"
+    for refused, reason in (
+        ({"pb_env": "production", "payment_provider": "none", "payment_provider_bank_card": "sandbox"}, "bank_card"),
+        (real | {"unionpay_middle_cert_file": None}, "UNIONPAY_MIDDLE_CERT_FILE"),
+        (real | {"payment_notify_base_url": None}, "PAYMENT_NOTIFY_BASE_URL"),
+    ):
+        with pytest.raises(ValidationError, match=reason):
+            settings_factory(**refused)
+
+
+async def test_top_up_by_bank_card_in_the_sandbox(service_factory: Callable[..., Any]) -> None:
+    """Development and tests: the bank-card channel takes the sandbox like the others (no longer a 422)."""
+    async with service_factory() as dev:
+        user = uuid.uuid4()
+        top_up = await dev.top_up(user, 500, "bank_card")
+        assert (await dev.wait_top_up(user, top_up["top_up_id"]))["status"] == "succeeded"
+        assert await dev.balance(user) == 500
