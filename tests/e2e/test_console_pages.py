@@ -673,3 +673,52 @@ async def test_finance_sees_the_ledger_report_of_a_period_as_asset_credit_comput
     await operator.sign_in(*await staff_member(mesh, "operator"))
     assert "nav.finance" not in menu(await operator.page("/"))
     await operator.page("/finance", status=403)
+
+
+async def test_a_bank_ejected_for_maintenance_leaves_the_emulated_cabinet_audited(
+    mesh: Mesh, console: Callable[[], Browserless]
+) -> None:
+    api = mesh.client()
+    token = await api.admin_login(*ADMIN)
+    cabinet_id = sorted(mesh.fleet.cabinets)[-1]
+    cabinet = (await api.call("GET", f"{api.urls.device}/v1/cabinets/{cabinet_id}", token=token)).json()
+    bank_id = next(s["bank_id"] for s in reversed(cabinet["slots"]) if s["bank_id"] and s["rentable"])
+    emulated = mesh.fleet[cabinet_id]
+    slot = emulated.slot_of(bank_id)
+
+    admin = console()
+    await admin.sign_in(*ADMIN)
+    page = await admin.page(f"/banks/{bank_id}")
+    assert 'data-action="eject"' in page and 'for="eject-reason"' in page
+    sent = await admin.post(f"/banks/{bank_id}/eject", {"reason": "cracked case <b>"})
+    assert (sent.status_code, sent.headers["location"]) == (303, f"/banks/{bank_id}?done=bank.eject_sent")
+
+    async def out_of_the_cabinet() -> bool:
+        return emulated.slot_of(bank_id) is None
+
+    await wait_for(out_of_the_cabinet, timeout_s=10)
+    try:
+
+        async def held() -> str | None:
+            page = await admin.page(f"/banks/{bank_id}")
+            return page if text(page, "state") == "maintenance" else None
+
+        page, _ = await wait_for(held, timeout_s=10, interval_s=0.2)
+        assert "cracked case &lt;b&gt;" in page  # the reason in its transitions, escaped
+
+        async def audited() -> str | None:
+            page = await admin.page(f"/audit?action=bank.eject_for_maintenance&target_id={bank_id}")
+            return page if f"<td>bank {bank_id}</td>" in page else None
+
+        page, _ = await wait_for(audited, timeout_s=15, interval_s=0.3)
+        assert "cracked case &lt;b&gt;" in page
+        assert (await admin.post(f"/banks/{bank_id}/eject", {"reason": "again"})).status_code == 409
+    finally:  # back in its slot and in service, for the other tests
+        await emulated.wait_ack(await emulated.return_bank(bank_id, slot=slot), timeout_s=5)
+        back = await api.call(
+            "POST",
+            f"{api.urls.device}/v1/ops/banks/{bank_id}/state",
+            token=token,
+            json={"state": "in_cabinet", "reason": "serviced"},
+        )
+        assert back.status == 200, back.response.text

@@ -1,7 +1,7 @@
 """Devices: the map, cabinets, banks and alarms (device-svc's registry and ops APIs), with the actions
-device-svc offers staff: ring a bank, switch a cabinet's light, mark a bank faulty, lost or in
-maintenance (with a reason, recorded by device-svc as a transition), rotate a device's credentials,
-resolve an alarm with a note (which closes its maintenance task)."""
+device-svc offers staff: ring a bank, eject it for maintenance (with a reason, audited), switch a
+cabinet's light, mark a bank faulty, lost or in maintenance (with a reason, recorded by device-svc as a
+transition), rotate a device's credentials, resolve an alarm with a note (which closes its task)."""
 
 import asyncio
 from typing import Annotated, Any
@@ -140,19 +140,19 @@ async def banks_page(
 
 
 async def _bank(console: ConsoleDep, staff: StaffSession, bank_id: str) -> dict[str, Any]:
-    """A bank's ops view: device-svc lists banks by cabinet or state, so look it up where it is."""
+    """A bank's ops view: device-svc lists banks by cabinet or state, so look it up where it is (by its
+    cabinet, then by its state: it may have left the cabinet between the two reads)."""
     s = console.backend.services
     public = await console.backend.get(f"{s.device}/v1/banks/{bank_id}", staff.access_token)
+    wheres: list[dict[str, Any]] = [{"state": public["state"]}]
     if public.get("cabinet_id"):
-        page = await console.backend.get(
-            f"{s.device}/v1/ops/banks", staff.access_token, cabinet_id=public["cabinet_id"], limit=1000
-        )
-    else:
-        page = await console.backend.get(
-            f"{s.device}/v1/ops/banks", staff.access_token, state=public["state"], limit=1000
-        )
-    found: dict[str, Any] | None = next((b for b in page["items"] if b["id"] == bank_id), None)
-    return found if found is not None else dict(public)
+        wheres.insert(0, {"cabinet_id": public["cabinet_id"]})
+    for where in wheres:
+        page = await console.backend.get(f"{s.device}/v1/ops/banks", staff.access_token, limit=1000, **where)
+        found: dict[str, Any] | None = next((b for b in page["items"] if b["id"] == bank_id), None)
+        if found is not None:
+            return found
+    return dict(public)
 
 
 @router.get("/banks/{bank_id}", response_class=HTMLResponse)
@@ -178,6 +178,18 @@ async def ring(request: Request, bank_id: DeviceId, console: ConsoleDep, staff: 
     await read_form(request, staff.csrf_token)
     await console.backend.post(f"{console.backend.services.device}/v1/ops/banks/{bank_id}/ring", staff.access_token)
     return RedirectResponse(f"/banks/{quote(bank_id)}?done=bank.rang", status_code=303)
+
+
+@router.post("/banks/{bank_id}/eject")
+async def eject(request: Request, bank_id: DeviceId, console: ConsoleDep, staff: Maintainer) -> Response:
+    """Eject for maintenance with a reason; device-svc audits it and, on the cabinet's ok, holds the bank
+    in maintenance out of its slot."""
+    form = await read_form(request, staff.csrf_token)
+    body = {"reason": form.get("reason", "").strip()}
+    await console.backend.post(
+        f"{console.backend.services.device}/v1/ops/banks/{bank_id}/eject", staff.access_token, body
+    )
+    return RedirectResponse(f"/banks/{quote(bank_id)}?done=bank.eject_sent", status_code=303)
 
 
 @router.post("/banks/{bank_id}/state")

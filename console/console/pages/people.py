@@ -124,8 +124,9 @@ async def audit(
     action: Annotated[str, Query(max_length=60)] = "",
     target_id: Annotated[str, Query(max_length=64)] = "",
 ) -> HTMLResponse:
+    # The platform-wide trail (every service's staff actions, hash-chained by user-svc), not user-svc's own log.
     rows = await console.backend.get(
-        f"{console.backend.services.user}/v1/admin/audit-log",
+        f"{console.backend.services.user}/v1/admin/audit-trail",
         staff.access_token,
         action=action.strip() or None,
         target_id=target_id.strip() or None,

@@ -183,7 +183,10 @@ class Command(Base):
     __tablename__ = "commands"
 
     cmd_id: Mapped[UUID] = mapped_column(PgUUID(as_uuid=True), primary_key=True)
-    rental_id: Mapped[UUID] = mapped_column(PgUUID(as_uuid=True))
+    # None for an eject staff asked for maintenance (ops/): then its reason and who asked are kept.
+    rental_id: Mapped[UUID | None] = mapped_column(PgUUID(as_uuid=True))
+    maintenance_reason: Mapped[str | None] = mapped_column(String(200))
+    requested_by: Mapped[str | None] = mapped_column(String(64))
     # The renter (absent on commands from before it was kept): shows them their bank (rented/).
     user_id: Mapped[UUID | None] = mapped_column(PgUUID(as_uuid=True))
     code: Mapped[str] = mapped_column(String(128))
@@ -200,6 +203,7 @@ class Command(Base):
 
     __table_args__ = (
         CheckConstraint("status IN ('sent', 'succeeded', 'failed', 'expired')", name="status"),
+        CheckConstraint("(rental_id IS NULL) = (maintenance_reason IS NOT NULL)", name="rental_or_maintenance"),
         Index("ix_commands_sent_deadline", "deadline", postgresql_where=text("status = 'sent'")),
         # At most one eject in flight per bank.
         Index("uq_commands_sent_bank", "bank_id", unique=True, postgresql_where=text("status = 'sent'")),

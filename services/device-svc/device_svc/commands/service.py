@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -21,6 +21,7 @@ from device_svc.commands.rules import BankView, bank_refusal, deadline_passed, f
 from device_svc.metrics import COMMANDS_SENT, EJECT_RESULTS
 from device_svc.models import Bank, Cabinet, Command, Slot
 from device_svc.mqtt.downlink import Downlink
+from device_svc.ops import repository as ops_repo
 from device_svc.registry import repository as repo
 from kit.correlation import get_correlation_id, set_correlation_id
 from kit.db import after_commit, unit_of_work
@@ -194,6 +195,64 @@ class EjectService:
         )
         await self._publish(session, failed, cabinet_id or cmd.code)
 
+    # ---- ejects for maintenance (staff, ops/) -------------------------------------------------
+
+    async def eject_for_maintenance(
+        self, session: AsyncSession, bank: Bank, cabinet: Cabinet, reason: str, actor: str, deadline: datetime
+    ) -> Command:
+        """Send the cabinet an ordinary eject for the bank, with no rental: when the cabinet answers ok the
+        bank leaves its slot in maintenance (held), with the reason in its transitions; no event for billing.
+        The caller has checked that the bank sits in this cabinet, which is online."""
+        assert bank.slot_no is not None
+        now = datetime.now(UTC)
+        command = Command(
+            cmd_id=uuid4(),
+            rental_id=None,
+            user_id=None,
+            code=bank.id,
+            cabinet_id=cabinet.id,
+            bank_id=bank.id,
+            slot=bank.slot_no,
+            status="sent",
+            deadline=deadline,
+            created_at=now,
+            correlation_id=get_correlation_id(),
+            maintenance_reason=reason,
+            requested_by=actor,
+        )
+        session.add(command)
+        await session.flush()
+        eject = Eject(
+            cmd_id=str(command.cmd_id),
+            issued_at=datetime_to_ms(now),
+            expires_at=datetime_to_ms(deadline),
+            bank_id=bank.id,
+            slot=bank.slot_no,
+            correlation_id=command.correlation_id,
+            traceparent=current_traceparent(),
+        )
+
+        async def send() -> None:
+            self.deadlines.ring_at(deadline)
+            await self._send_eject(cabinet.id, eject, command.cmd_id)
+
+        after_commit(session, send)
+        return command
+
+    async def _ejected_for_maintenance(self, session: AsyncSession, command: Command, received_at: datetime) -> None:
+        bank = await repo.get_bank(session, command.bank_id, for_update=True)
+        await repo.empty_slot_of_bank(session, command.bank_id)
+        if bank is None:
+            return
+        reason = f"ejected for maintenance: {command.maintenance_reason} (by {command.requested_by})"
+        await ops_repo.set_transition_reason(session, reason)
+        bank.state = "maintenance"
+        bank.operator_hold = True
+        bank.cabinet_id = None
+        bank.slot_no = None
+        bank.state_changed_at = received_at
+        log.info("bank ejected for maintenance", extra={"cmd_id": str(command.cmd_id), "bank_id": command.bank_id})
+
     # ---- results from devices ---------------------------------------------------------------
 
     async def on_result(self, session: AsyncSession, cabinet: Cabinet, msg: EjectResult, received_at: datetime) -> None:
@@ -237,16 +296,25 @@ class EjectService:
             if ok and command.status != "succeeded":
                 # The bank did leave after we reported a failure: say so, billing compensates.
                 command.result = "ok_after_final"
-                await self._ejected(session, command, msg, received_at)
+                if command.rental_id is None:
+                    await self._ejected_for_maintenance(session, command, received_at)
+                else:
+                    await self._ejected(session, command, msg, received_at)
             return
         EJECT_RESULTS.labels(msg.result.value).inc()
         command.completed_at = received_at
         command.result = msg.result.value
         if ok:
             command.status = "succeeded"
-            await self._ejected(session, command, msg, received_at)
+            if command.rental_id is None:
+                await self._ejected_for_maintenance(session, command, received_at)
+            else:
+                await self._ejected(session, command, msg, received_at)
             return
         command.status = "failed"
+        if command.rental_id is None:
+            log.info("eject for maintenance failed", extra={"cmd_id": msg.cmd_id, "result": msg.result.value})
+            return
         failed = EjectFailed(
             command_id=command.cmd_id,
             rental_id=command.rental_id,
@@ -258,6 +326,7 @@ class EjectService:
         await self._publish(session, failed, command.cabinet_id)
 
     async def _ejected(self, session: AsyncSession, command: Command, msg: EjectResult, received_at: datetime) -> None:
+        assert command.rental_id is not None
         ejected_at, adjusted = checked_device_time(
             msg.ts, received_at, not_before=command.created_at, max_skew_s=self._max_skew
         )
@@ -339,6 +408,8 @@ class EjectService:
         for row in rows:
             set_correlation_id(row.correlation_id)
             EJECT_RESULTS.labels("no_answer").inc()
+            if row.rental_id is None:
+                continue  # an eject for maintenance: nobody waits for it but the staff member's page
             failed = EjectFailed(
                 command_id=row.cmd_id,
                 rental_id=row.rental_id,

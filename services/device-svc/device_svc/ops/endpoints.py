@@ -17,6 +17,7 @@ from device_svc.ops.schemas import (
     CommandAccepted,
     DeviceStatusList,
     LightRequest,
+    MaintenanceEject,
     MaintenanceTaskList,
     ResolveAlarm,
     StateChange,
@@ -25,7 +26,7 @@ from device_svc.ops.schemas import (
 from device_svc.registry.endpoints import DeviceIdPath
 from device_svc.settings import Settings
 from kit.app import RuntimeDep
-from kit.audit import audited
+from kit.audit import CurrentAudit, audited
 from kit.auth import Principal, require_permission
 from kit.db import ReadSessionDep, SessionDep
 from kit.inputs import INT64_MAX, UtcDatetime
@@ -136,6 +137,31 @@ async def ring(bank_id: DeviceIdPath, _: Maintainer, session: SessionDep, runtim
     settings = runtime.settings
     duration = settings.ring_duration_s if isinstance(settings, Settings) else 10
     return await service.ring(session, _downlink(runtime), bank_id, duration)
+
+
+@router.post(
+    "/banks/{bank_id}/eject",
+    response_model=CommandAccepted,
+    status_code=202,
+    dependencies=[audited("bank.eject_for_maintenance", "bank", "bank_id")],
+)
+async def eject_for_maintenance(
+    bank_id: DeviceIdPath,
+    body: MaintenanceEject,
+    who: Maintainer,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    audit: CurrentAudit,
+) -> CommandAccepted:
+    """Eject a bank from its slot to take it away for service, with a reason (audited). 202 once sent; the
+    cabinet's ok puts the bank in maintenance (held, out of its slot), recorded with the reason in its
+    transitions; a refusal or no answer within 15 s leaves it where it was. 409 device_offline,
+    bank_not_in_cabinet, eject_pending."""
+    reason = body.reason.strip()
+    audit.note(reason=reason)
+    accepted = await service.eject_for_maintenance(session, runtime.extras["ejects"], bank_id, reason, who.subject)
+    audit.note(cabinet_id=accepted.device_id, slot=accepted.slot, cmd_id=accepted.cmd_id)
+    return accepted
 
 
 @router.post(

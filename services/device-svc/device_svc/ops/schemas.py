@@ -132,8 +132,15 @@ class LightRequest(BaseModel):
 class CommandAccepted(BaseModel):
     cmd_id: str
     device_id: str
-    type: Literal["ring", "light"]
+    type: Literal["ring", "light", "eject"]
     expires_at: datetime
+    slot: int | None = None  # an eject: the slot the bank leaves
+
+
+class MaintenanceEject(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(min_length=1, max_length=200)
 
 
 class MaintenanceTask(BaseModel):

@@ -4,6 +4,7 @@ a recorded reason, ring and night-light commands, and maintenance tasks for fiel
 import logging
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -27,6 +28,9 @@ from device_svc.ops.schemas import (
 from device_svc.registry import repository as registry
 from device_svc.registry.service import BankNotFound, CabinetNotFound
 from kit.errors import BusinessError, Conflict
+
+if TYPE_CHECKING:
+    from device_svc.commands.service import EjectService
 
 log = logging.getLogger(__name__)
 
@@ -246,6 +250,44 @@ async def light(
     msg = Light(cmd_id=str(uuid.uuid4()), expires_at=datetime_to_ms(expires), on=on, duration_s=duration_s)
     await _send(downlink, cabinet_id, msg)
     return CommandAccepted(cmd_id=msg.cmd_id, device_id=cabinet_id, type="light", expires_at=expires)
+
+
+class NotInCabinet(Conflict):
+    code = "bank_not_in_cabinet"
+    title = "The bank is in no cabinet's slot; there is nothing to eject"
+
+
+class EjectPending(Conflict):
+    code = "eject_pending"
+    title = "An eject of this bank is already waiting for the cabinet's answer"
+
+
+MAINTENANCE_EJECT_S = 15
+
+
+async def eject_for_maintenance(
+    session: AsyncSession, ejects: "EjectService", bank_id: str, reason: str, actor: str
+) -> CommandAccepted:
+    """Staff take a bank out of its slot to service it; the cabinet's ok puts it in maintenance (held)."""
+    bank = await registry.get_bank(session, bank_id, for_update=True)
+    if bank is None:
+        raise BankNotFound(f"Bank {bank_id} is not registered")
+    if bank.cabinet_id is None or bank.slot_no is None or bank.state in ("rented", "lost", "retired"):
+        raise NotInCabinet(f"Bank {bank_id} is {bank.state} and in no slot")
+    cabinet = await registry.get_cabinet(session, bank.cabinet_id)
+    if cabinet is None:
+        raise CabinetNotFound(f"Cabinet {bank.cabinet_id} is not registered")
+    if not cabinet.online:
+        COMMANDS_DOWN.labels("eject", "offline").inc()
+        raise DeviceOffline(f"Cabinet {cabinet.id} is offline (last seen {cabinet.last_seen_at})")
+    if await registry.has_pending_command(session, bank.id):
+        raise EjectPending(f"Bank {bank_id} already has an eject in flight")
+    expires = datetime.now(UTC) + timedelta(seconds=MAINTENANCE_EJECT_S)
+    command = await ejects.eject_for_maintenance(session, bank, cabinet, reason, actor, expires)
+    COMMANDS_DOWN.labels("eject", "sent").inc()
+    return CommandAccepted(
+        cmd_id=str(command.cmd_id), device_id=cabinet.id, type="eject", expires_at=expires, slot=command.slot
+    )
 
 
 async def _send(downlink: Downlink, device_id: str, msg: Ring | Light) -> None:
