@@ -39,6 +39,7 @@ from pathlib import Path
 from stacklib.common import (
     CONSOLE,
     DEV_STAFF_LOGIN,
+    KAFKA_PARTITIONS,
     MQTT_SERVICE_USER,
     PROCESSES,
     ROOT,
@@ -92,6 +93,9 @@ def build_env(stack: Stack, target: PgTarget, password: str, keys: tuple[Path, P
         "PB_FLEET_FILE": str(stack.fleet_file),
         "LOG_LEVEL": "INFO",
         "KAFKA_BOOTSTRAP": f"127.0.0.1:{stack.kafka_port}",
+        # tansu keeps its topics in memory: after a restart each service creates the missing ones with the
+        # setup's partitions (kit.broker_loss), never the broker's default (4).
+        "KAFKA_TOPIC_PARTITIONS": str(KAFKA_PARTITIONS),
         # A new consumer group member is assigned after about half the session timeout: keep it short locally.
         # Every heartbeat is a request to the broker from each group member (ten in the mesh): once a second
         # at rest costs about 0.7 % of a core less than twice (measured), and 3 s survives a loaded machine.
@@ -135,7 +139,7 @@ def build_env(stack: Stack, target: PgTarget, password: str, keys: tuple[Path, P
     env["WEBHOOK_ALLOW_LOOPBACK"] = "true"
     # Every e2e user registers from 127.0.0.1: the per-address SMS-code limit (30 an hour) would refuse a
     # suite run twice within the hour. Only on the test stack; user-svc's own tests set their limits.
-    if stack.name == "test":
+    if stack.name in ("test", "chaos"):
         env["CODE_MAX_PER_CLIENT"] = "1000"
         # The console refreshes a staff token with less than this left: near the token's 900 s lifetime,
         # every console test runs through silent refreshes (about one per session every 5 s).
@@ -209,7 +213,7 @@ def service_files(stack: Stack, service: Service) -> tuple[Path, Path]:
 # device-svc runs several instances on one MQTT shared subscription (docs/protocol.md "Several device-svc
 # instances"): the run stack shows that shape (PB_DEVICE_SVC_INSTANCES, default 2); the test stack keeps one (its
 # suites start their own second instance where they test several).
-DEVICE_INSTANCES_DEFAULT = {"run": 2}
+DEVICE_INSTANCES_DEFAULT = {"run": 2, "chaos": 2}
 
 
 @dataclass(frozen=True)

@@ -93,6 +93,8 @@ DEV_STAFF_LOGIN = ("admin", "dev-admin-password")
 STACK_DEFAULTS: dict[str, tuple[str, int, int, int, str, bool]] = {
     "run": ("development", 8000, 18830, 19092, "pb_", False),
     "test": ("test", 9000, 18831, 19093, "pb_test_", True),
+    # `make chaos` (tests/chaos): its own clean stack, so faults never touch `run` or `test`.
+    "chaos": ("development", 8500, 18832, 19094, "pb_chaos_", True),
 }
 
 

@@ -61,27 +61,7 @@ def ensure_tansu(stack: Stack) -> None:
             raise StackError(
                 f"port {stack.kafka_port} is taken by another process; set PB_{stack.name.upper()}_KAFKA_PORT"
             )
-        url = f"tcp://127.0.0.1:{stack.kafka_port}"
-        cmd = [
-            tansu_binary(),
-            "broker",
-            "--cluster-id",
-            f"pb-{stack.name}",
-            "--listener-url",
-            url,
-            "--advertised-listener-url",
-            url,
-            "--storage-engine",
-            "memory://tansu/",
-        ]
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if k not in {"LISTENER_URL", "ADVERTISED_LISTENER_URL", "STORAGE_ENGINE"}
-        }
-        proc = spawn(cmd, log=log, pid_file=pid_file, env=env)
-        wait_for_port(stack.kafka_port, proc, "tansu", log)
-        say(f"tansu started on 127.0.0.1:{stack.kafka_port} (pid {proc.pid})", stack.name)
+        start_tansu(stack)
     topics = contract_topics(stack)
     result = run(
         [
@@ -102,3 +82,30 @@ def ensure_tansu(stack: Stack) -> None:
     if result.returncode != 0:
         raise StackError(f"Kafka setup failed:\n{(result.stderr or result.stdout).strip()}\ntansu log:\n{tail(log)}")
     say(result.stdout.strip(), stack.name)
+
+
+def start_tansu(stack: Stack) -> int:
+    """Start the stack's tansu (empty: memory storage) and wait for its port; no topics. `make chaos` restarts
+    the broker with this alone: the services create the topics again themselves (KAFKA_TOPIC_PARTITIONS)."""
+    pid_file = stack.pids / "tansu.pid"
+    log = stack.logs / "tansu.log"
+    url = f"tcp://127.0.0.1:{stack.kafka_port}"
+    cmd = [
+        tansu_binary(),
+        "broker",
+        "--cluster-id",
+        f"pb-{stack.name}",
+        "--listener-url",
+        url,
+        "--advertised-listener-url",
+        url,
+        "--storage-engine",
+        "memory://tansu/",
+    ]
+    env = {
+        k: v for k, v in os.environ.items() if k not in {"LISTENER_URL", "ADVERTISED_LISTENER_URL", "STORAGE_ENGINE"}
+    }
+    proc = spawn(cmd, log=log, pid_file=pid_file, env=env)
+    wait_for_port(stack.kafka_port, proc, "tansu", log)
+    say(f"tansu started on 127.0.0.1:{stack.kafka_port} (pid {proc.pid})", stack.name)
+    return proc.pid

@@ -208,6 +208,7 @@ def create_service_app(
                 replay_window_s=settings.broker_loss_replay_window_s,
                 interval_s=settings.broker_loss_check_s,
                 client_id=f"{settings.service_name}-broker-watch",
+                topic_partitions=settings.kafka_topic_partitions,
             )
             runtime.extras["broker_loss_watch"] = watch
             runtime.spawn(watch.run(), "broker-loss-watch")
@@ -253,7 +254,7 @@ def create_service_app(
                 ]
                 runtime.event_consumers = event_consumers
                 for consumer in event_consumers:
-                    runtime.spawn(consumer.run(), f"consumer-{consumer.name}")
+                    runtime.spawn(consumer.run_supervised(), f"consumer-{consumer.name}")
                 if event_consumers:
                     runtime.readiness_checks["consumers"] = lambda: _consumers_ready(event_consumers)
                 try:
@@ -405,4 +406,5 @@ async def _bounded_stop(what: str, stopping: Awaitable[Any]) -> None:
 async def _consumers_ready(consumers: Sequence[EventConsumer]) -> None:
     waiting = [c.name for c in consumers if not c.ready]
     if waiting:
-        raise RuntimeError(f"consumers not running: {waiting}")
+        died = {c.name: f"{c.restarts} restarts, last: {c.last_error}" for c in consumers if c.last_error}
+        raise RuntimeError(f"consumers not running: {waiting}" + (f"; died: {died}" if died else ""))

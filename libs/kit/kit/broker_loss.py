@@ -27,18 +27,21 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.cluster import ClusterMetadata
 from aiokafka.structs import RecordMetadata
 from prometheus_client import Counter
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from contracts.topics import ALL_TOPICS
 from kit.db import unit_of_work
 from kit.outbox import Lane, OutboxWakeup
 
 log = logging.getLogger(__name__)
 
 BROKER_LOSSES = Counter("pb_broker_losses_total", "Times the broker was found to have lost acknowledged events")
+TOPICS_CREATED = Counter("pb_kafka_topics_created_total", "Contract topics a service found missing and created")
 REPUBLISHED = Counter("pb_outbox_republished_total", "Outbox rows marked for publishing again after a broker loss")
 
 # How many of the newest published rows tell which topics this service publishes to (the start check).
@@ -143,6 +146,8 @@ class BrokerLossWatch:
         replay_window_s: float,
         interval_s: float = 5.0,
         client_id: str = "pb-broker-watch",
+        topic_partitions: int = 0,
+        topics: Iterable[str] = ALL_TOPICS,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._bootstrap = bootstrap
@@ -151,6 +156,9 @@ class BrokerLossWatch:
         self._window = timedelta(seconds=replay_window_s)
         self._interval = interval_s
         self._client_id = client_id
+        self._topic_partitions = topic_partitions
+        self._topics = list(topics)
+        self.topics_created = 0
         self.losses = 0
         self.last_error: str | None = None
 
@@ -165,6 +173,8 @@ class BrokerLossWatch:
                             bootstrap_servers=self._bootstrap, client_id=self._client_id, enable_auto_commit=False
                         )
                         await consumer.start()
+                    if self._topic_partitions > 0:
+                        await self.ensure_topics(consumer)
                     if not checked_start:
                         await self.check_at_start(consumer)
                         checked_start = True
@@ -182,6 +192,26 @@ class BrokerLossWatch:
         finally:
             if consumer is not None:
                 await consumer.stop()
+
+    async def ensure_topics(self, consumer: AIOKafkaConsumer) -> list[str]:
+        """Create the topics the broker lacks with the configured partitions (a broker restarted empty)."""
+        cluster = await _fresh_metadata(consumer)
+        missing = [t for t in self._topics if not cluster.partitions_for_topic(t)]
+        if not missing:
+            return []
+        admin = AIOKafkaAdminClient(bootstrap_servers=self._bootstrap, client_id=self._client_id)
+        await admin.start()
+        try:  # a topic another service created meanwhile answers "already exists": fine
+            await admin.create_topics([NewTopic(t, self._topic_partitions, 1) for t in missing])
+        finally:
+            await admin.close()
+        self.topics_created += len(missing)
+        TOPICS_CREATED.inc(len(missing))
+        log.warning(
+            "contract topics missing on the broker; created",
+            extra={"topics": missing, "partitions": self._topic_partitions},
+        )
+        return missing
 
     async def check(self, consumer: AIOKafkaConsumer) -> bool:
         floors = self._offsets.floors()

@@ -9,8 +9,11 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from uuid import UUID
 
+import aiokafka.admin.client
+import aiokafka.client
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.protocol.metadata import MetadataRequest
 from prometheus_client import Counter, Gauge, Histogram
 from pydantic import ValidationError
 from sqlalchemy import text
@@ -24,6 +27,22 @@ from kit.tracing import SpanKind, mark_current_error, span, traceparent_from_hea
 from kit.tracing import enabled as tracing_enabled
 
 log = logging.getLogger(__name__)
+
+
+class _MetadataRequestWithoutAutoCreation(MetadataRequest):  # type: ignore[misc]
+    def __init__(self, topics: list[str] | None = None, allow_auto_topic_creation: bool | None = False) -> None:
+        super().__init__(topics, allow_auto_topic_creation)
+
+
+# No Kafka client of this process creates a topic by asking for its metadata (aiokafka asks with
+# allow_auto_topic_creation true). A broker that creates topics on demand (tansu, or Kafka with
+# auto.create.topics.enable) would create them with ITS default partitions (tansu: 4) instead of the
+# configured ones, most likely right after it restarted empty: producers would then spread a key over other
+# partitions than before, and consumers assigned earlier would miss some. Topics are created by the setup
+# (`kafka-setup`) and, where KAFKA_TOPIC_PARTITIONS is set, again by each service (kit.broker_loss).
+# aiokafka builds every metadata request through these two names; tansu 0.6 honours the flag (measured).
+setattr(aiokafka.client, "MetadataRequest", _MetadataRequestWithoutAutoCreation)  # noqa: B010
+setattr(aiokafka.admin.client, "MetadataRequest", _MetadataRequestWithoutAutoCreation)  # noqa: B010
 
 Handler = Callable[[AsyncSession, Envelope], Awaitable[None]]
 # Applies a fetch's new events (already deduplicated by event id, in arrival order) in one transaction: for a
@@ -44,6 +63,10 @@ EVENT_AGE_SECONDS = Histogram(
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800),
 )
 CONSUMER_LAG = Gauge("pb_consumer_lag", "Records behind the high watermark", ["consumer", "topic", "partition"])
+CONSUMER_RESTARTS = Counter(
+    "pb_consumer_restarts_total", "Times a consumer's loop died and was started again", ["consumer"]
+)
+CONSUMER_UP = Gauge("pb_consumer_up", "1 while the consumer's loop runs and holds partitions", ["consumer"])
 
 
 class ReplayOutcome(StrEnum):
@@ -148,6 +171,29 @@ class LogRewind:
         if found:
             LOG_REWINDS.labels(name).inc(len(found))
             await consumer.seek_to_beginning(*found)
+
+
+class MissingTopics:
+    """A subscribed topic the broker does not have (yet): a broker that restarted empty, before the topics are
+    created again (kit clients never auto-create them). aiokafka would learn of the topic only at its next
+    metadata refresh (`metadata_max_age_ms`, minutes); this asks again every `every_s` while one is missing,
+    so the group is rebalanced onto its partitions seconds after it exists."""
+
+    def __init__(self, topics: Iterable[str], every_s: float = 1.0) -> None:
+        self._topics = list(topics)
+        self._every_s = every_s
+        self._last = 0.0
+
+    def refresh_if_missing(self, consumer: AIOKafkaConsumer) -> bool:
+        cluster = consumer._client.cluster
+        if all(cluster.partitions_for_topic(t) for t in self._topics):
+            return False
+        now = time.monotonic()
+        if now - self._last < self._every_s:
+            return False
+        self._last = now
+        consumer._client.force_metadata_update()
+        return True
 
 
 class FetchWait:
@@ -261,11 +307,43 @@ class EventConsumer:
         self._consumer: AIOKafkaConsumer | None = None
         self.fetch_wait: FetchWait | None = None
         self.running = False
+        self.restarts = 0  # times run_supervised started the loop again after it died
+        self.last_error: str | None = None  # why the loop last died (None once it runs again)
 
     @property
     def ready(self) -> bool:
         """Started and holding partitions (a fresh group takes a moment to be assigned)."""
         return self.running and self._consumer is not None and bool(self._consumer.assignment())
+
+    async def run_supervised(self, *, backoff_s: float = 0.5, max_backoff_s: float = 30.0) -> None:
+        """Run the loop, and start it again whenever it dies (a database gone while it parked an event, a
+        broker away longer than the start's retries, a bug): waiting `backoff_s`, doubled after each death
+        up to `max_backoff_s`, back to `backoff_s` once a loop ran a minute. Offsets are committed only
+        after their effects, so a restarted loop reads again what the dead one had not finished; duplicates
+        are dropped. Visible as `pb_consumer_restarts_total`, `pb_consumer_up` and in /readyz."""
+        delay = backoff_s
+        while True:
+            started = time.monotonic()
+            try:
+                await self.run()
+                raise RuntimeError("the consumer loop returned")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.last_error = repr(exc)[:500]
+                self.restarts += 1
+                CONSUMER_RESTARTS.labels(self.name).inc()
+                if time.monotonic() - started >= 60:
+                    delay = backoff_s
+                log.error(
+                    "consumer %s died; starting it again in %.1f s",
+                    self.name,
+                    delay,
+                    exc_info=exc,
+                    extra={"consumer": self.name, "restarts": self.restarts},
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, max_backoff_s)
 
     async def run(self) -> None:
         consumer = AIOKafkaConsumer(
@@ -287,8 +365,11 @@ class EventConsumer:
             await start_with_retry(consumer, f"consumer {self.name}")
             fetch_wait = self.fetch_wait = FetchWait(consumer, self._pacing)
             rewind = LogRewind()
+            missing_topics = MissingTopics(self._topics)
             self.running = True
+            self.last_error = None
             while True:
+                CONSUMER_UP.labels(self.name).set(1 if self.ready else 0)
                 batches = await consumer.getmany(timeout_ms=fetch_wait.poll_timeout_ms(), max_records=self._max_records)
                 # Before handling: the fetcher sends the next request while the handlers await the database.
                 fetch_wait.observe(bool(batches))
@@ -305,8 +386,10 @@ class EventConsumer:
                 if batches:
                     await self._commit(consumer)
                 await rewind.rewind(consumer, self.name)
+                missing_topics.refresh_if_missing(consumer)
         finally:
             self.running = False
+            CONSUMER_UP.labels(self.name).set(0)
             await consumer.stop()
 
     async def _commit(self, consumer: AIOKafkaConsumer) -> None:

@@ -63,6 +63,11 @@ class ServiceSettings(BaseSettings):
     # (tansu reports a partition's end offset as its last batch's FIRST offset + 1: the watch compares it with
     # the lowest offset of each publish, so a multi-record batch is no false alarm; see kit.broker_loss.)
     broker_loss_check_s: float = Field(default=5.0, ge=0)
+    # When > 0, that same watch creates every contract topic the broker lacks with this many partitions,
+    # before anything is published again: a broker that restarted empty (tansu) must not get them from
+    # a client's request with its own default count (kit.kafka never asks for that). 0 (production): the
+    # topics are provisioned by the setup job, and services hold no right to create them.
+    kafka_topic_partitions: int = Field(default=0, ge=0)
     broker_loss_replay_window_s: float = Field(default=3600.0, ge=60)
     # OpenTelemetry traces (kit.tracing): off unless a collector's OTLP/HTTP base URL is set (the standard
     # OTEL_EXPORTER_OTLP_ENDPOINT variable, e.g. http://otel-collector:4318); the share of new traces kept.

@@ -88,6 +88,18 @@ class Tansu:
         self._proc.send_signal(signal.SIGKILL)
         self._proc.wait(10)
 
+    async def partitions(self, topic: str) -> int:
+        """The topic's partitions on the broker (0: none), asked without creating it."""
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=3000)
+        try:
+            await admin.start()
+            described = await admin.describe_topics([topic])
+        except Exception:  # not listening yet
+            return 0
+        finally:
+            await admin.close()
+        return len(described[0]["partitions"]) if described and described[0]["error_code"] == 0 else 0
+
     async def ready_with_topic(self) -> None:
         async def created() -> bool:
             admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=3000)
@@ -160,7 +172,16 @@ async def test_a_broker_restart_mid_flow_loses_nothing(tansu: Tansu, engine: Asy
     producer = make_producer(tansu.bootstrap, "kit-loss-relay")
     await producer.start()
     relay = OutboxRelay(sessions, producer, wakeup, poll_interval_s=0.1, offsets=offsets)
-    watch = BrokerLossWatch(sessions, tansu.bootstrap, offsets, wakeup, replay_window_s=3600, interval_s=0.2)
+    watch = BrokerLossWatch(
+        sessions,
+        tansu.bootstrap,
+        offsets,
+        wakeup,
+        replay_window_s=3600,
+        interval_s=0.2,
+        topic_partitions=PARTITIONS,
+        topics=[TOPIC, SESSIONS],
+    )
     applied = Applied()
 
     def consumer() -> EventConsumer:
@@ -189,11 +210,15 @@ async def test_a_broker_restart_mid_flow_loses_nothing(tansu: Tansu, engine: Asy
         waiting = await _write(engine, wakeup, 40, "b")
         await eventually(lambda: _all_published(engine), timeout=30, what="the waiting events acknowledged")
 
-        tansu.kill()  # every acknowledged event is gone with it
+        tansu.kill()  # every acknowledged event, and every topic, is gone with it
         tansu.start()
-        await tansu.ready_with_topic()
+        # No setup runs again: the watch creates the topics with their partitions (never the broker's default
+        # 4, which a client's metadata request would have given them, splitting keys over other partitions).
+        await eventually(lambda: tansu.partitions(TOPIC), timeout=30, what="the topic created again by the watch")
+        assert await tansu.partitions(TOPIC) == PARTITIONS
         after = await _write(engine, wakeup, 40, "c")
-        consuming = asyncio.create_task(consumer().run())
+        restarted = consumer()
+        consuming = asyncio.create_task(restarted.run_supervised(backoff_s=0.2))  # as kit.app runs it
 
         async def everything_consumed() -> bool:
             return all(applied.times[e] for e in consumed + waiting + after)
@@ -208,9 +233,11 @@ async def test_a_broker_restart_mid_flow_loses_nothing(tansu: Tansu, engine: Asy
             raise AssertionError(
                 f"missing {missing}; losses {watch.losses}, unpublished {await _unpublished_count(engine)}, "
                 f"relay error {relay.last_error}, watch error {watch.last_error}, broker log {tansu.log_path}, "
-                f"consumer task {'died: ' + repr(consuming.exception()) if consuming.done() else 'running'}"
+                f"consumer restarts {restarted.restarts} (last error {restarted.last_error}), topic partitions "
+                f"{await tansu.partitions(TOPIC)}"
             ) from None
-        assert watch.losses >= 1
+        assert watch.losses >= 1 and watch.topics_created >= 1
+        assert await tansu.partitions(TOPIC) == PARTITIONS
         assert {e: n for e, n in applied.times.items() if n != 1} == {}, "an event was applied twice"
     finally:
         consuming.cancel()
