@@ -75,12 +75,13 @@ from stacklib.procs import pid_alive, port_open, read_pid, require_venv, run, sp
 # --------------------------------------------------------------------------- up
 
 
-def ensure_keys(stack: Stack) -> tuple[Path, Path]:
-    private, public = stack.keys_dir / "jwt-ed25519.pem", stack.keys_dir / "jwt-ed25519.pub.pem"
+def ensure_keys(stack: Stack, name: str = "jwt") -> tuple[Path, Path]:
+    """An Ed25519 keypair: `jwt` (tokens) or `firmware` (device-svc signs firmware images, cabinets verify)."""
+    private, public = stack.keys_dir / f"{name}-ed25519.pem", stack.keys_dir / f"{name}-ed25519.pub.pem"
     if not (private.exists() and public.exists()):
         stack.keys_dir.mkdir(parents=True, exist_ok=True)
         run([str(VENV_PY), str(VENV_TASKS), "gen-keys", "--private", str(private), "--public", str(public)])
-        say(f"generated the Ed25519 JWT keypair in {rel(stack.keys_dir)}", stack.name)
+        say(f"generated the Ed25519 {name} keypair in {rel(stack.keys_dir)}", stack.name)
     return private, public
 
 
@@ -166,7 +167,10 @@ def cmd_up(args: argparse.Namespace) -> int:
         ensure_mosquitto(stack, password)
         ensure_tansu(stack)
         keys = ensure_keys(stack)
-        write_env_file(stack.env_file, build_env(stack, target, password, keys))
+        firmware_private, firmware_public = ensure_keys(stack, "firmware")
+        env = build_env(stack, target, password, keys)
+        env |= {"FIRMWARE_SIGNING_KEY_FILE": str(firmware_private), "FIRMWARE_PUBLIC_KEY_FILE": str(firmware_public)}
+        write_env_file(stack.env_file, env)
     say(f"infrastructure up in {time.monotonic() - started:.1f}s; env file: {stack.env_file}", stack.name)
     return 0
 

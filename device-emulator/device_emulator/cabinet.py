@@ -28,6 +28,8 @@ from contracts.mqtt import (
     Eject,
     EjectResult,
     EjectResultCode,
+    FirmwareReport,
+    FirmwareUpdate,
     Heartbeat,
     Hello,
     Inventory,
@@ -43,11 +45,12 @@ from contracts.mqtt import (
     down_message_adapter,
 )
 from device_emulator.device import Device, MessageFaults
+from device_emulator.firmware import FirmwareFault, FirmwareUpdater, load_public_key
 
 log = logging.getLogger("device_emulator.cabinet")
 
 SlotLike = SlotState | Mapping[str, Any]
-UpMsg = Hello | Heartbeat | Inventory | EjectResult | ReturnReport | SlotAbnormal
+UpMsg = Hello | Heartbeat | Inventory | EjectResult | ReturnReport | SlotAbnormal | FirmwareReport
 
 
 class CabinetError(Exception):
@@ -118,6 +121,8 @@ class Cabinet(Device):
         *,
         slot_count: int | None = None,
         firmware: str = "emu-1.0",
+        model: str = "CAB-STD",
+        firmware_key: bytes | None = None,
         lat: float | None = None,
         lon: float | None = None,
         heartbeat_s: float = 20.0,
@@ -147,6 +152,9 @@ class Cabinet(Device):
             tls=tls,
         )
         self.firmware = firmware
+        self.model = model
+        # The platform's public firmware key (PEM), carried from the factory: only images it signed install.
+        self.updater = FirmwareUpdater(self, load_public_key(firmware_key) if firmware_key else None)
         self.lat = lat
         self.lon = lon
         self.heartbeat_s = heartbeat_s
@@ -176,7 +184,7 @@ class Cabinet(Device):
         self._out: dict[str, tuple[int | None, float]] = {}
         self._results_by_cmd: OrderedDict[str, EjectResult] = OrderedDict()
         self._ack_futures: OrderedDict[str, asyncio.Future[ReturnAck]] = OrderedDict()
-        self._pending_reports: deque[tuple[ReturnReport | SlotAbnormal, int]] = deque()
+        self._pending_reports: deque[tuple[ReturnReport | SlotAbnormal | FirmwareReport, int]] = deque()
         self.results: deque[EjectResult] = deque(maxlen=history)  # every result decided (sent or dropped)
         self.acks: deque[ReturnAck] = deque(maxlen=history)  # every ReturnAck received
         self.stats |= {
@@ -268,8 +276,12 @@ class Cabinet(Device):
         drop_messages: bool | None = None,
         duplicate: int | None = None,
         delay_s: float | None = None,
+        firmware: str | None = None,
     ) -> None:
+        """`firmware`: how the next updates fail (`corrupt`, `install`, `boot`; `none` clears it)."""
         self.faults.set(drop_messages=drop_messages, duplicate=duplicate, delay_s=delay_s)
+        if firmware is not None:
+            self.updater.fault = FirmwareFault(firmware)
         if stuck_motor is not None:
             self.faults.stuck_motor = stuck_motor
         if drop_acks is not None:
@@ -329,6 +341,9 @@ class Cabinet(Device):
             return
         if isinstance(down, Playlist):
             self._on_playlist(down)
+            return
+        if isinstance(down, FirmwareUpdate):
+            self.updater.handle(down)
             return
         if not isinstance(down, Eject):  # a bank's command (ring): not for a cabinet
             self.stats["invalid_commands"] += 1
@@ -565,6 +580,10 @@ class Cabinet(Device):
         await self._publish_or_queue(msg, 1)
         return msg.msg_id
 
+    async def publish_report(self, msg: FirmwareReport) -> None:
+        """A firmware update's report: sent now, or kept until the cabinet is connected again."""
+        await self._publish_or_queue(msg, 1)
+
     async def _publish_or_queue(self, msg: UpMsg, repeat: int) -> None:
         client = self._client
         if client is not None and self.online:
@@ -575,5 +594,5 @@ class Cabinet(Device):
                 log.warning(
                     "publish failed; queued for reconnect", extra={"cabinet_id": self.cabinet_id, "error": str(exc)}
                 )
-        if isinstance(msg, ReturnReport | SlotAbnormal):
+        if isinstance(msg, ReturnReport | SlotAbnormal | FirmwareReport):
             self._pending_reports.append((msg, repeat))

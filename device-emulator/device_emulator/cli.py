@@ -39,6 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--broker-ca-file", default=None, help="CA to verify the broker with (default: the fleet file's, $MQTT_CA_FILE)"
     )
     run.add_argument("--heartbeat-s", type=float, default=20.0)
+    run.add_argument(
+        "--firmware-key",
+        type=lambda path: Path(path).read_bytes(),  # also applied to the default (argparse reads a str default)
+        default=os.environ.get("FIRMWARE_PUBLIC_KEY_FILE"),
+        help="the platform's public firmware key (PEM) the cabinets verify images with (docs/firmware.md)",
+    )
     run.add_argument("--motor-delay-ms", type=int, default=30)
     run.add_argument("--stagger-ms", type=float, default=0.0, help="delay between cabinet starts")
     run.add_argument("--log-level", default="INFO")
@@ -96,6 +102,7 @@ async def run_fleet(args: argparse.Namespace) -> int:
         ca_file=args.broker_ca_file,
         heartbeat_s=args.heartbeat_s,
         motor_delay_s=args.motor_delay_ms / 1000,
+        firmware_key=args.firmware_key,
     )
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

@@ -51,6 +51,9 @@ class FaultsRequest(BaseModel):
     drop_messages: bool | None = None
     duplicate: int | None = Field(default=None, ge=1, le=20)
     delay_s: float | None = Field(default=None, ge=0, le=600)
+    firmware: Literal["none", "corrupt", "install", "boot"] | None = Field(
+        default=None, description="How the next firmware updates fail (docs/firmware.md)"
+    )
 
 
 class MoveRequest(BaseModel):

@@ -49,6 +49,7 @@ def test_device_svc_refuses_production_without_a_broker_ca() -> None:
             mqtt_password=SecretStr("a-real-secret-4f9c"),
             jwt_public_key_file=Path("/run/secrets/jwt_public_key"),
             mqtt_ca_file=ca_file,
+            firmware_url_key=SecretStr("a-real-secret-0b7e"),
         )
 
     with pytest.raises(ValueError, match="MQTT_CA_FILE"):

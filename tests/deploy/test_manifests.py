@@ -44,6 +44,7 @@ COMPOSE_ENV = {
     "NOTIFY_MEDIA_SIGNING_KEY": "media-c4e7a2",
     "NOTIFY_TELEPHONY_SIGNING_KEY": "tel-83bd19",
     "ADMIN_TOTP_KEY": "totp-2e7f51",
+    "DEVICE_FIRMWARE_URL_KEY": "fw-6c0d3e",
 }
 
 # Secrets whose form a service checks (the rest are any text).

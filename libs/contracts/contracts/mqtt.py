@@ -43,6 +43,7 @@ class UpChannel(StrEnum):
     SLOT_ABNORMAL = "slot_abnormal"
     STATUS = "status"
     BANK_REPORT = "bank_report"
+    FIRMWARE = "firmware"
 
 
 def up_topic(device_id: str, channel: UpChannel) -> str:
@@ -203,8 +204,49 @@ class BankReport(_UpMsg):
     alarms: list[BankAlarm] = Field(default_factory=list, max_length=8)
 
 
+class FirmwareStage(StrEnum):
+    """Where a cabinet is in a firmware update (docs/firmware.md). `done`, `failed` and `rolled_back` end it:
+    `failed` installed nothing (the old firmware runs), `rolled_back` installed the image, did not boot
+    healthy on it and went back to the old one."""
+
+    DOWNLOADING = "downloading"
+    VERIFIED = "verified"
+    INSTALLING = "installing"
+    REBOOTING = "rebooting"
+    DONE = "done"
+    FAILED = "failed"
+    ROLLED_BACK = "rolled_back"
+
+
+class FirmwareError(StrEnum):
+    BUSY = "busy"  # a bank was moving: the cabinet does not start an update then
+    EXPIRED = "expired"  # the command arrived after its `expires_at`
+    WRONG_MODEL = "wrong_model"  # the image is for another model
+    DOWNLOAD_FAILED = "download_failed"  # the link answered an error (expired, forged) or the transfer broke
+    BAD_SIZE = "bad_size"
+    BAD_CHECKSUM = "bad_checksum"
+    BAD_SIGNATURE = "bad_signature"  # not signed by the platform's firmware key the device carries
+    INSTALL_FAILED = "install_failed"
+    BOOT_FAILED = "boot_failed"  # with `rolled_back`: the new firmware did not come up healthy
+
+
+class FirmwareReport(_UpMsg):
+    """Progress and result of a `firmware_update` (protocol v1 addition): one message per stage reached;
+    `progress_pct` while downloading. A device answers a repeated `cmd_id` with its current stage."""
+
+    type: Literal["firmware"] = "firmware"
+    cmd_id: StrictStr = Field(min_length=1, max_length=64)
+    stage: FirmwareStage
+    version: StrictStr = Field(min_length=1, max_length=64, description="The version being installed")
+    progress_pct: Percent | None = None
+    error: FirmwareError | None = None
+    running_version: StrictStr | None = Field(
+        default=None, max_length=64, description="The firmware the device runs after `done` / `rolled_back`"
+    )
+
+
 UpMessage = Annotated[
-    Hello | Heartbeat | Inventory | EjectResult | ReturnReport | SlotAbnormal | Status | BankReport,
+    Hello | Heartbeat | Inventory | EjectResult | ReturnReport | SlotAbnormal | Status | BankReport | FirmwareReport,
     Field(discriminator="type"),
 ]
 up_message_adapter: TypeAdapter[UpMessage] = TypeAdapter(UpMessage)
@@ -293,5 +335,33 @@ class Playlist(_Msg):
     items: list[PlaylistItem] = Field(max_length=16)
 
 
-DownMessage = Annotated[Eject | ReturnAck | Ring | Light | Playlist, Field(discriminator="type")]
+Sha256Hex = Annotated[StrictStr, Field(pattern=r"^[0-9a-f]{64}$", description="SHA-256 of the image, lower-case hex")]
+
+
+def firmware_signed_bytes(model: str, version: str, sha256_hex: str) -> bytes:
+    """What the platform's firmware key signs (Ed25519) and a device verifies: model, version and the
+    image's SHA-256, so a signature for one image cannot be replayed for another model or version."""
+    return f"pb-firmware-v1\n{model}\n{version}\n{sha256_hex}".encode()
+
+
+class FirmwareUpdate(_Msg):
+    """Install a firmware image (protocol v1 addition; docs/firmware.md). The device downloads `url` over
+    HTTP(S) before `expires_at` (the link itself expires then too), checks `size`, `sha256` and the Ed25519
+    `signature` (base64) of `firmware_signed_bytes(model, version, sha256)` with the platform's public
+    firmware key it carries, installs, reboots, and reports every stage on the `firmware` channel; a boot
+    that is not healthy falls back to the old firmware (`rolled_back`). A cabinet of another model, or one
+    whose banks are moving, answers `failed`. A repeated `cmd_id` never installs twice."""
+
+    type: Literal["firmware_update"] = "firmware_update"
+    cmd_id: StrictStr = Field(min_length=1, max_length=64)
+    expires_at: EpochMs
+    model: StrictStr = Field(min_length=1, max_length=50)
+    version: StrictStr = Field(min_length=1, max_length=64)
+    url: StrictStr = Field(min_length=1, max_length=1000)
+    size: StrictInt = Field(ge=1)
+    sha256: Sha256Hex
+    signature: StrictStr = Field(min_length=1, max_length=200)
+
+
+DownMessage = Annotated[Eject | ReturnAck | Ring | Light | Playlist | FirmwareUpdate, Field(discriminator="type")]
 down_message_adapter: TypeAdapter[DownMessage] = TypeAdapter(DownMessage)

@@ -29,6 +29,7 @@ class Topic(StrEnum):
     ADS = "notify.ads.v1"  # key: ad slot (the cabinet screens' playlist after each change)
     HOTSPOTS = "analytics.hotspots.v1"  # key: H3 cell (a cell ran dry or full, cleared; rebalancing suggestions)
     MAINTENANCE = "device.maintenance.v1"  # key: task_id (maintenance tasks for field staff: opened, status changes)
+    FIRMWARE = "device.firmware.v1"  # key: rollout_id (firmware rollouts and each cabinet's update in them)
     STAFF_AUDIT = "audit.staff.v1"  # key: actor id (every staff action in every service; user-svc keeps the trail)
 
 
@@ -61,6 +62,7 @@ TOPIC_KEYS: dict[Topic, str] = {
     Topic.ADS: "ad slot (`cabinet_screen`)",
     Topic.HOTSPOTS: "H3 cell (resolution 8)",
     Topic.MAINTENANCE: "maintenance task id",
+    Topic.FIRMWARE: "firmware rollout id",
     Topic.STAFF_AUDIT: "the acting staff member's id",
 }
 

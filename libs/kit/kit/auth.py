@@ -117,6 +117,7 @@ ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
             "devices:read",
             "devices:maintain",
             "devices:provision",
+            "firmware:manage",  # firmware images and rollouts (device-svc firmware/)
             "maintenance:dispatch",
             "partners:manage",
             "stats:read",

@@ -13,6 +13,9 @@ from device_svc.admin.endpoints import router as admin_router
 from device_svc.commands.service import EjectService
 from device_svc.consumers import consumer_specs
 from device_svc.faults.endpoints import router as faults_router
+from device_svc.firmware import service as firmware
+from device_svc.firmware.endpoints import router as firmware_router
+from device_svc.firmware.signing import DownloadLinks, load_signing_key
 from device_svc.geo.endpoints import router as geo_router
 from device_svc.lighting.endpoints import router as lighting_router
 from device_svc.lighting.service import LightRules, run_schedule
@@ -88,6 +91,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             max_rows=settings.state_batch_max,
             workers=settings.state_batch_writers,
         )
+        firmware_context = firmware.FirmwareContext(
+            publish=publish,
+            links=DownloadLinks.make(
+                settings.firmware_url_key.get_secret_value().encode(),
+                settings.firmware_url_ttl_s,
+                settings.firmware_download_base_url or settings.device_svc_url,
+            ),
+            signing_key=(
+                load_signing_key(settings.firmware_signing_key_file) if settings.firmware_signing_key_file else None
+            ),
+            stage_timeout_s=settings.firmware_stage_timeout_s,
+        )
         processor = MessageProcessor(
             runtime.sessionmaker,
             publish,
@@ -107,6 +122,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ),
             critical_concurrency=settings.critical_concurrency,
             lookup=lookup,
+            firmware=firmware_context,
         )
         task_rules = maintenance.TaskRules(
             cycle_budget=settings.bank_cycle_budget,
@@ -149,7 +165,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         light_schedule = Alarm()
         screen_sync = Alarm()  # rung when a newer ad playlist is stored
-        runtime.extras.update(light_rules=light_rules, light_schedule=light_schedule, screen_sync=screen_sync)
+        runtime.extras.update(
+            light_rules=light_rules, light_schedule=light_schedule, screen_sync=screen_sync, firmware=firmware_context
+        )
         runtime.readiness_checks["mqtt"] = gateway.ready
         runtime.spawn(gateway.run(), "mqtt-gateway")
 
@@ -210,6 +228,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ),
             "screen-sync",
         )
+
+        async def firmware_rollouts() -> datetime | None:
+            await firmware.sweep(runtime.sessionmaker, firmware_context, downlink, datetime.now(UTC))
+            return None
+
+        # Rung when a rollout is created or resumed and when a cabinet's update ends; the interval times out
+        # silent cabinets and picks up rollouts of a replica that stopped.
+        runtime.spawn(
+            run_periodically(
+                firmware_rollouts,
+                name="firmware-rollouts",
+                interval_s=settings.firmware_sweep_interval_s,
+                alarm=firmware_context.sweep,
+            ),
+            "firmware-rollouts",
+        )
         runtime.spawn(telemetry.run(), "telemetry-ingest")
         runtime.spawn(snapshots.run(), "state-ingest")
         runtime.spawn(
@@ -264,6 +298,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             registry_router,
             ops_router,
             maintenance_router,
+            firmware_router,
             admin_router,
         ],  # geo first: /cabinets/nearby before /cabinets/{id}
         consumers=consumer_specs,

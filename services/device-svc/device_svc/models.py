@@ -14,6 +14,7 @@ from sqlalchemy import (
     Identity,
     Index,
     Integer,
+    LargeBinary,
     SmallInteger,
     String,
     Text,
@@ -65,6 +66,8 @@ class Cabinet(Base):
     light_on_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # The protocol the cabinet speaks (device_svc/protocols/): `native` or a maker's, translated at the edge.
     protocol: Mapped[str] = mapped_column(String(20), server_default="native")
+    # The hardware model: which firmware images it takes (firmware/).
+    model: Mapped[str] = mapped_column(String(50), server_default="CAB-STD")
 
     __table_args__ = (
         Index("ix_cabinets_online_last_seen", "last_seen_at", postgresql_where=text("online")),
@@ -359,3 +362,101 @@ class BrokerAuthSync(Base):
     version: Mapped[int] = mapped_column(BigInteger, nullable=False)
     devices: Mapped[int] = mapped_column(Integer, nullable=False)
     synced_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+FIRMWARE_ROLLOUT_STATES = ("running", "paused", "halted", "completed", "cancelled")
+FIRMWARE_UPDATE_STATES = (
+    "pending",
+    "sent",
+    "downloading",
+    "verified",
+    "installing",
+    "rebooting",
+    "done",
+    "failed",
+    "rolled_back",
+    "cancelled",
+)
+
+
+class FirmwareImage(Base):
+    """An uploaded firmware image: its bytes (object storage in a large deployment), the SHA-256 computed
+    here and the platform's Ed25519 signature of (model, version, sha256) that devices verify."""
+
+    __tablename__ = "firmware_images"
+
+    id: Mapped[UUID] = mapped_column(PgUUID(as_uuid=True), primary_key=True)
+    model: Mapped[str] = mapped_column(String(50), nullable=False)
+    version: Mapped[str] = mapped_column(String(64), nullable=False)
+    size: Mapped[int] = mapped_column(Integer, nullable=False)
+    sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    signature: Mapped[str] = mapped_column(String(200), nullable=False)
+    data: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    notes: Mapped[str] = mapped_column(String(500), server_default="")
+    uploaded_by: Mapped[str] = mapped_column(String(100), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+    __table_args__ = (Index("uq_firmware_images_model_version", "model", "version", unique=True),)
+
+
+class FirmwareRollout(Base):
+    """A rollout of one image to a share of its model's cabinets (a percentage, a region, or both), a few at a
+    time; halted when failures pass its threshold. `state` moves only through firmware/lifecycle.py."""
+
+    __tablename__ = "firmware_rollouts"
+
+    id: Mapped[UUID] = mapped_column(PgUUID(as_uuid=True), primary_key=True)
+    image_id: Mapped[UUID] = mapped_column(PgUUID(as_uuid=True), ForeignKey("firmware_images.id"), nullable=False)
+    model: Mapped[str] = mapped_column(String(50), nullable=False)
+    version: Mapped[str] = mapped_column(String(64), nullable=False)
+    state: Mapped[str] = mapped_column(String(20), nullable=False)
+    target_percent: Mapped[int] = mapped_column(SmallInteger, nullable=False)
+    target_region: Mapped[str | None] = mapped_column(String(6))
+    batch_size: Mapped[int] = mapped_column(Integer, nullable=False)
+    max_failures: Mapped[int | None] = mapped_column(Integer)
+    max_failure_pct: Mapped[int | None] = mapped_column(SmallInteger)
+    reason: Mapped[str] = mapped_column(String(300), server_default="")
+    created_by: Mapped[str] = mapped_column(String(100), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+    __table_args__ = (
+        CheckConstraint("state IN ('running', 'paused', 'halted', 'completed', 'cancelled')", name="state"),
+        Index("ix_firmware_rollouts_state", "state"),
+    )
+
+
+class FirmwareUpdate(Base):
+    """One cabinet's update within a rollout. `state` moves only through firmware/lifecycle.py; `seq` is the
+    cabinet's place in the rollout's order (a stable hash of its id), `deadline_at` when a silent one fails."""
+
+    __tablename__ = "firmware_updates"
+
+    rollout_id: Mapped[UUID] = mapped_column(PgUUID(as_uuid=True), ForeignKey("firmware_rollouts.id"), primary_key=True)
+    cabinet_id: Mapped[str] = mapped_column(String(64), ForeignKey("cabinets.id"), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, nullable=False)
+    state: Mapped[str] = mapped_column(String(20), nullable=False)
+    cmd_id: Mapped[str | None] = mapped_column(String(64))
+    from_version: Mapped[str | None] = mapped_column(String(64))
+    progress_pct: Mapped[int | None] = mapped_column(SmallInteger)
+    error: Mapped[str | None] = mapped_column(String(64))
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    deadline_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+    __table_args__ = (
+        CheckConstraint(
+            "state IN ('pending', 'sent', 'downloading', 'verified', 'installing', 'rebooting', 'done', 'failed', "
+            "'rolled_back', 'cancelled')",
+            name="state",
+        ),
+        Index("ix_firmware_updates_rollout_state", "rollout_id", "state", "seq"),
+        Index("uq_firmware_updates_cmd_id", "cmd_id", unique=True, postgresql_where=text("cmd_id IS NOT NULL")),
+        # A cabinet runs one update at a time, whatever the rollout.
+        Index(
+            "uq_firmware_updates_cabinet_active",
+            "cabinet_id",
+            unique=True,
+            postgresql_where=text("state IN ('sent', 'downloading', 'verified', 'installing', 'rebooting')"),
+        ),
+    )

@@ -81,6 +81,17 @@ class Settings(ServiceSettings):
     # Cabinet screens (screens/): a newer ad playlist is sent at once; this interval sends the shorter list
     # once an ad ended and retries cabinets the broker did not take.
     screen_sync_interval_s: float = 60.0
+    # Firmware updates (firmware/; docs/firmware.md): images are signed with this Ed25519 key (PEM; devices
+    # carry its public half); without it uploads are refused. Devices download through links signed with
+    # `firmware_url_key` (HMAC) that expire after the TTL, at `firmware_download_base_url` (default: this
+    # service's own URL, DEVICE_SVC_URL). A rollout's sweeper runs every interval (and at once on a change);
+    # an update with no report for `firmware_stage_timeout_s` fails (`timeout`).
+    firmware_signing_key_file: Path | None = None
+    firmware_url_key: SecretStr = SecretStr("dev-device-firmware-url-key")
+    firmware_url_ttl_s: int = Field(default=900, ge=30, le=86_400)
+    firmware_download_base_url: str | None = None
+    firmware_sweep_interval_s: float = Field(default=5.0, gt=0)
+    firmware_stage_timeout_s: float = Field(default=300.0, gt=0)
     # Maintenance tasks (device_svc/maintenance): opened from current conditions every interval; a cabinet
     # silent this long gets one.
     maintenance_scan_interval_s: float = 30.0

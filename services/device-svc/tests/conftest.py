@@ -60,6 +60,7 @@ OUTPUT_TOPICS = [
     Topic.DEVICE_REJECTIONS,
     Topic.DEVICE_FAULTS,
     Topic.MAINTENANCE,
+    Topic.FIRMWARE,
 ]
 
 
@@ -381,6 +382,10 @@ async def broker_auth(database_url: str, broker: Broker, fleet: dict[str, Any]) 
         await engine.dispose()
 
 
+# Where firmware download links point: test_firmware.py serves the session's app there over real HTTP.
+FIRMWARE_HTTP_PORT = free_port()
+
+
 def make_settings(database_url: str, broker: Broker, consumer_group: str, keys: tuple[Path, Path]) -> Settings:
     return Settings(
         pb_env="test",
@@ -399,6 +404,9 @@ def make_settings(database_url: str, broker: Broker, consumer_group: str, keys: 
         # The night-light schedule runs at start and when staff change a mode (test_night_light.py), not
         # every few minutes: a test cabinet's inbox gets no light command it did not ask for.
         night_light_check_s=3600,
+        # Firmware images are signed with the test token key (its public half goes to emulated cabinets).
+        firmware_signing_key_file=keys[0],
+        firmware_download_base_url=f"http://127.0.0.1:{FIRMWARE_HTTP_PORT}",
     )
 
 

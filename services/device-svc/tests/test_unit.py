@@ -47,9 +47,17 @@ def test_topic_parsing(topic, expected):
 
 
 def test_every_channel_is_known_and_others_are_not():
-    assert {"hello", "heartbeat", "inventory", "eject_result", "return", "slot_abnormal", "status", "bank_report"} == (
-        CHANNELS
-    )
+    assert {
+        "hello",
+        "heartbeat",
+        "inventory",
+        "eject_result",
+        "return",
+        "slot_abnormal",
+        "status",
+        "bank_report",
+        "firmware",
+    } == CHANNELS
     assert "nonsense" not in CHANNELS
 
 

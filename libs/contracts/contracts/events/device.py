@@ -236,6 +236,62 @@ class MaintenanceTaskStatusChanged(_Data):
     at: AwareDatetime
 
 
+class FirmwareUpdateState(StrEnum):
+    """One cabinet's update within a rollout (device-svc firmware/lifecycle.py holds the transitions)."""
+
+    PENDING = "pending"
+    SENT = "sent"
+    DOWNLOADING = "downloading"
+    VERIFIED = "verified"
+    INSTALLING = "installing"
+    REBOOTING = "rebooting"
+    DONE = "done"
+    FAILED = "failed"
+    ROLLED_BACK = "rolled_back"
+    CANCELLED = "cancelled"
+
+
+class FirmwareRolloutState(StrEnum):
+    RUNNING = "running"
+    PAUSED = "paused"
+    HALTED = "halted"  # failures passed the rollout's threshold: nothing new starts until resumed
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+
+
+class FirmwareUpdateChanged(_Data):
+    """A cabinet's firmware update moved (sent, a stage the cabinet reported, its result, a timeout). On
+    `done` the cabinet runs `version` (the registry's `firmware`)."""
+
+    type: Literal["device.firmware_update.changed"] = "device.firmware_update.changed"
+    rollout_id: UUID
+    cabinet_id: str = Field(max_length=64)
+    model: str = Field(max_length=50)
+    version: str = Field(max_length=64)
+    from_state: FirmwareUpdateState
+    to_state: FirmwareUpdateState
+    error: str | None = Field(default=None, max_length=64)
+    running_version: str | None = Field(default=None, max_length=64)
+    at: AwareDatetime
+
+
+class FirmwareRolloutChanged(_Data):
+    """A firmware rollout changed state (created, paused, resumed, halted on failures, completed,
+    cancelled), with its counts of cabinets per update state at that moment."""
+
+    type: Literal["device.firmware_rollout.changed"] = "device.firmware_rollout.changed"
+    rollout_id: UUID
+    model: str = Field(max_length=50)
+    version: str = Field(max_length=64)
+    from_state: FirmwareRolloutState | None
+    to_state: FirmwareRolloutState
+    action: str = Field(max_length=40)
+    by: str = Field(max_length=100)
+    reason: str = Field(default="", max_length=300)
+    counts: dict[FirmwareUpdateState, int] = Field(default_factory=dict)
+    at: AwareDatetime
+
+
 # Every event of this domain, joined into contracts.events.EventData.
 Events: TypeAlias = (
     EjectBank
@@ -250,6 +306,8 @@ Events: TypeAlias = (
     | BankFaultCleared
     | MaintenanceTaskOpened
     | MaintenanceTaskStatusChanged
+    | FirmwareUpdateChanged
+    | FirmwareRolloutChanged
 )
 
 TOPICS: dict[str, Topic] = {
@@ -265,4 +323,6 @@ TOPICS: dict[str, Topic] = {
     "device.bank.fault_cleared": Topic.DEVICE_FAULTS,  # key: bank_id
     "device.maintenance_task.opened": Topic.MAINTENANCE,
     "device.maintenance_task.status_changed": Topic.MAINTENANCE,
+    "device.firmware_update.changed": Topic.FIRMWARE,  # key: rollout_id (a rollout's events stay in order)
+    "device.firmware_rollout.changed": Topic.FIRMWARE,
 }

@@ -4,7 +4,7 @@ it is looked up once per device and kept."""
 
 from collections.abc import Awaitable, Callable
 
-from contracts.mqtt import Eject, Light, Playlist, ReturnAck, Ring, cmd_topic
+from contracts.mqtt import Eject, FirmwareUpdate, Light, Playlist, ReturnAck, Ring, cmd_topic
 from device_svc.metrics import COMMANDS_NOT_CARRIED
 from device_svc.mqtt.gateway import MqttGateway
 from device_svc.protocols.base import Outgoing
@@ -36,7 +36,11 @@ class Downlink:
         return adapter is None or message_type in adapter.carries
 
     async def send(
-        self, device_id: str, message: Eject | ReturnAck | Ring | Light | Playlist, *, retain: bool = False
+        self,
+        device_id: str,
+        message: Eject | ReturnAck | Ring | Light | Playlist | FirmwareUpdate,
+        *,
+        retain: bool = False,
     ) -> bool:
         """False when the device's protocol has no such command (nothing is sent). `retain`: the broker keeps
         it as the topic's current state and hands it to the device on every (re)connect (a playlist)."""

@@ -23,6 +23,7 @@ from contracts.mqtt import (
     MAX_PAYLOAD_BYTES,
     BankReport,
     EjectResult,
+    FirmwareReport,
     Heartbeat,
     Hello,
     Inventory,
@@ -42,6 +43,7 @@ from contracts.mqtt import (
 from contracts.regions import RegionRef, region_at
 from device_svc.clock import checked_device_time, ms_to_datetime
 from device_svc.commands.service import EjectService
+from device_svc.firmware import service as firmware_service
 from device_svc.metrics import MESSAGES_FAILED, MESSAGES_RECEIVED, MESSAGES_RETRIED
 from device_svc.models import Bank, Cabinet, InboundMessage
 from device_svc.mqtt.dispatch import MAX_OUTAGE_DELAY_S, is_outage
@@ -102,8 +104,10 @@ class MessageProcessor:
         max_concurrency: int = 10,
         critical_concurrency: int = 4,
         lookup: Lookup | None = None,
+        firmware: firmware_service.FirmwareContext | None = None,
     ) -> None:
         self._lookup = lookup or DbLookup(sessionmaker)
+        self._firmware = firmware
         self._state_queries = StateQueries()
         self._banks = banks
         self._ingest = telemetry
@@ -307,6 +311,10 @@ class MessageProcessor:
             await self._ejects.on_result(session, cabinet, msg, at)
         elif isinstance(msg, ReturnReport):
             await self._return(session, cabinet, incoming, msg)
+        elif isinstance(msg, FirmwareReport):
+            if self._firmware is None:
+                raise Rejected("invalid_payload", "firmware reports are not handled by this instance")
+            await firmware_service.on_report(session, self._firmware, cabinet, msg, at)
         elif isinstance(msg, SlotAbnormal):
             log.warning(
                 "slot abnormal",
