@@ -145,6 +145,10 @@ def build_env(stack: Stack, target: PgTarget, password: str, keys: tuple[Path, P
         # The console refreshes a staff token with less than this left: near the token's 900 s lifetime,
         # every console test runs through silent refreshes (about one per session every 5 s).
         env["CONSOLE_REFRESH_AHEAD_S"] = "895"
+        # analytics-svc pseudonymises a deregistered user's facts an hour after (their last rental's facts
+        # have arrived by then); the e2e erasure test waits for it.
+        env["ERASURE_DELAY_S"] = "2"
+        env["ERASURE_INTERVAL_S"] = "1"
     for service in SERVICES:
         env[f"{service.env_prefix}_DATABASE_URL"] = database_url(target, stack.database(service))
     return env

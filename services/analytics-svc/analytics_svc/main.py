@@ -2,10 +2,12 @@
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from analytics_svc import erasure
 from analytics_svc.analyses.endpoints import router as analyses_router
 from analytics_svc.attributes.endpoints import router as attributes_router
 from analytics_svc.consumers import Ingest
@@ -89,6 +91,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             runtime.spawn(
                 run_periodically(deliver_webhooks, name="webhooks", interval_s=settings.webhook_interval_s),
                 "webhooks",
+            )
+        if settings.erasure_interval_s > 0:
+
+            async def pseudonymise_deregistered() -> None:
+                now = datetime.now(UTC)
+                await erasure.pseudonymise_due(runtime.sessionmaker, now=now, delay_s=settings.erasure_delay_s)
+
+            runtime.spawn(
+                run_periodically(pseudonymise_deregistered, name="erasure", interval_s=settings.erasure_interval_s),
+                "erasure",
             )
         yield
 

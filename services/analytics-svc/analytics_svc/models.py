@@ -40,6 +40,13 @@ class Base(DeclarativeBase):
 
 class UserFact(Base):
     __tablename__ = "user_facts"
+    __table_args__ = (
+        Index(
+            "ix_user_facts_erasure_due",
+            "deregistered_at",
+            postgresql_where=text("deregistered_at IS NOT NULL AND pseudonymised_at IS NULL"),
+        ),
+    )
 
     user_id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), primary_key=True)
     # Null while only rentals are known (their registration not yet consumed).
@@ -54,6 +61,8 @@ class UserFact(Base):
     # and never set again once `deregistered_at` is known (a late registration event; migration 0015).
     birth_year: Mapped[int | None] = mapped_column(SmallInteger, nullable=True)
     deregistered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # When the user's rentals, days and regions were moved to a pseudonym (analytics_svc/erasure.py).
+    pseudonymised_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class RentalFact(Base):

@@ -47,6 +47,10 @@ class Settings(ServiceSettings):
     # An hour is answered (200) this long after it ended; until then 202 (late events may still land).
     supervision_hour_lag_s: int = 60
     supervision_ttl_ms: int = 60_000
+    # Erasure (analytics_svc/erasure.py): a deregistered user's facts get a pseudonym this long after the
+    # deregistration (their last rental's facts have arrived by then), checked this often (0: never).
+    erasure_delay_s: float = 3600.0
+    erasure_interval_s: float = 600.0
 
     @model_validator(mode="after")
     def _no_loopback_webhooks_in_production(self) -> "Settings":

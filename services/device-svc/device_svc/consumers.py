@@ -1,10 +1,12 @@
 """Kafka consumers of device-svc: `device.eject_bank` commands; users' fault reports about banks; banks
-sold to their users (billing's purchased rentals); the cabinet screens' ad playlist (notify-svc)."""
+sold to their users (billing's purchased rentals); the cabinet screens' ad playlist (notify-svc); users who
+deregistered (erasure)."""
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts import Envelope, Topic
 from device_svc.commands.service import EjectService
+from device_svc.erasure import service as erasure
 from device_svc.faults import service as faults
 from device_svc.lost import service as lost
 from device_svc.maintenance import service as maintenance
@@ -43,5 +45,9 @@ def consumer_specs(runtime: Runtime) -> list[ConsumerSpec]:
         # The ad playlist for cabinet screens: stored here, sent to the cabinets by the screen sync.
         ConsumerSpec(
             topics=[Topic.ADS], handlers={"notify.ad_playlist.published": on_playlist_published}, name="screens"
+        ),
+        # A deregistered user's positions and consents are forgotten (docs/accounts.md "Erasure").
+        ConsumerSpec(
+            topics=[Topic.USERS], handlers={"user.user.deregistered": erasure.on_user_deregistered}, name="users"
         ),
     ]

@@ -210,7 +210,7 @@ class Command(Base):
         Index("ix_commands_sent_deadline", "deadline", postgresql_where=text("status = 'sent'")),
         # At most one eject in flight per bank.
         Index("uq_commands_sent_bank", "bank_id", unique=True, postgresql_where=text("status = 'sent'")),
-        Index("ix_commands_user_succeeded", "user_id", postgresql_where=text("status = 'succeeded'")),
+        Index("ix_commands_user_id", "user_id", postgresql_where=text("user_id IS NOT NULL")),
     )
 
 

@@ -1142,6 +1142,8 @@ async def _deregistration(client, settings, database_url):
     )
     assert row["former_phone"] is None and row["display_name"] is None and row["password_hash"] == ""
     assert row["phone"].startswith("~") and row["status"] == "deregistered"
+    decisions = await sql(database_url, "SELECT phone FROM eligibility_decisions WHERE user_id = $1", user_id)
+    assert [d["phone"] for d in decisions] == [""]  # the registration's decision stays, without the number
 
 
 # --- API keys for third parties -----------------------------------------------------------------

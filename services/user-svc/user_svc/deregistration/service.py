@@ -14,7 +14,7 @@ from contracts.events import UserDeregistered
 from user_svc.deregistration.projection import obligations
 from user_svc.errors import DebtUnpaid, InvalidCredentials, RentalActive, UserNotFound
 from user_svc.events import EventPublisher
-from user_svc.models import User, UserStatus
+from user_svc.models import EligibilityDecision, User, UserStatus
 from user_svc.security import Passwords
 from user_svc.sessions import service as sessions
 from user_svc.settings import Settings
@@ -60,18 +60,36 @@ async def deregister(
 
 
 async def anonymise_due(session: AsyncSession, *, now: datetime, retention_s: int) -> int:
-    """Clear the personal data of users deregistered more than `retention_s` ago; how many."""
-    stmt = (
-        update(User)
-        .where(
-            User.status == UserStatus.DEREGISTERED,
-            User.anonymised_at.is_(None),
-            User.deregistered_at <= now - timedelta(seconds=retention_s),
+    """Clear the personal data of users deregistered more than `retention_s` ago; how many. The number also
+    leaves the eligibility decision of their registration (the decision stays, by user id)."""
+    due = (
+        await session.execute(
+            select(User.id, User.former_phone)
+            .where(
+                User.status == UserStatus.DEREGISTERED,
+                User.anonymised_at.is_(None),
+                User.deregistered_at <= now - timedelta(seconds=retention_s),
+            )
+            .with_for_update(skip_locked=True)
         )
+    ).all()
+    if not due:
+        return 0
+    ids = [user_id for user_id, _ in due]
+    await session.execute(
+        update(User)
+        .where(User.id.in_(ids))
         .values(former_phone=None, display_name=None, birth_date=None, password_hash="", anonymised_at=now)
-        .returning(User.id)
     )
-    return len((await session.execute(stmt)).scalars().all())
+    # through the phone index; only these users' decisions (someone else may have tried the number)
+    await session.execute(
+        update(EligibilityDecision)
+        .where(
+            EligibilityDecision.phone.in_([phone for _, phone in due if phone]), EligibilityDecision.user_id.in_(ids)
+        )
+        .values(phone="")
+    )
+    return len(due)
 
 
 async def is_deregistered(session: AsyncSession, user_id: UUID) -> bool:

@@ -1,0 +1,1 @@
+"""What device-svc forgets when a user deregisters (issue 15; docs/accounts.md "Erasure")."""
