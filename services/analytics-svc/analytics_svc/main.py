@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from analytics_svc import erasure
+from analytics_svc import erasure, retention
 from analytics_svc.analyses.endpoints import router as analyses_router
 from analytics_svc.attributes.endpoints import router as attributes_router
 from analytics_svc.consumers import Ingest
@@ -94,13 +94,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
         if settings.erasure_interval_s > 0:
 
-            async def pseudonymise_deregistered() -> None:
+            async def personal_data() -> None:
                 now = datetime.now(UTC)
                 await erasure.pseudonymise_due(runtime.sessionmaker, now=now, delay_s=settings.erasure_delay_s)
+                await retention.prune_positions(runtime.sessionmaker, settings, now=now)
 
             runtime.spawn(
-                run_periodically(pseudonymise_deregistered, name="erasure", interval_s=settings.erasure_interval_s),
-                "erasure",
+                run_periodically(personal_data, name="personal-data", interval_s=settings.erasure_interval_s),
+                "personal-data",
             )
         yield
 

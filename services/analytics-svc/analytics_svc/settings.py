@@ -48,9 +48,13 @@ class Settings(ServiceSettings):
     supervision_hour_lag_s: int = 60
     supervision_ttl_ms: int = 60_000
     # Erasure (analytics_svc/erasure.py): a deregistered user's facts get a pseudonym this long after the
-    # deregistration (their last rental's facts have arrived by then), checked this often (0: never).
+    # deregistration (their last rental's facts have arrived by then), checked this often with the retention
+    # of positions below (0: never).
     erasure_delay_s: float = 3600.0
     erasure_interval_s: float = 600.0
+    # Bank module positions (`bank_position_facts`, the supervision feed's /telemetry) are deleted this long
+    # after they were reported (analytics_svc/retention.py, in the erasure job; docs/accounts.md "Retention").
+    position_retention_s: float = Field(default=90 * 86_400, ge=86_400)
 
     @model_validator(mode="after")
     def _no_loopback_webhooks_in_production(self) -> "Settings":

@@ -1,5 +1,6 @@
 """Deregistration (issue 15): a deregistered user's rentals, days and regions move to one pseudonym after
-the delay; counts stay, nothing names the user any more (real PostgreSQL)."""
+the delay; counts stay, nothing names the user any more. Bank positions go after their retention (real
+PostgreSQL)."""
 
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -9,6 +10,7 @@ from sqlalchemy import text
 
 from analytics_svc.consumers import Ingest
 from analytics_svc.erasure import pseudonymise_due
+from analytics_svc.retention import prune_positions
 from contracts import new_event
 from contracts.events import UserDeregistered
 from kit.db import make_engine, make_sessionmaker, unit_of_work
@@ -81,5 +83,25 @@ async def test_a_deregistered_users_facts_move_to_a_pseudonym(prepared_database:
                 )
             ).one()
             assert fact.birth_year is None and fact.registered_at is not None and fact.pseudonymised_at == now
+    finally:
+        await engine.dispose()
+
+
+async def test_bank_positions_older_than_the_retention_go(prepared_database: str, settings) -> None:
+    now = datetime.now(UTC)
+    keep = timedelta(seconds=settings.position_retention_s)
+    engine = make_engine(prepared_database)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("DELETE FROM bank_position_facts WHERE bank_id = 'PB-RET'"))
+            for age in (keep + timedelta(days=1), keep + timedelta(minutes=1), keep - timedelta(minutes=1)):
+                await conn.execute(
+                    text("INSERT INTO bank_position_facts (bank_id, at, cell) VALUES ('PB-RET', :at, '8831aa5')"),
+                    {"at": now - age},
+                )
+        assert await prune_positions(make_sessionmaker(engine), settings, now=now) >= 2
+        async with engine.connect() as conn:
+            left = (await conn.execute(text("SELECT at FROM bank_position_facts WHERE bank_id = 'PB-RET'"))).scalars()
+            assert list(left) == [now - keep + timedelta(minutes=1)]
     finally:
         await engine.dispose()
