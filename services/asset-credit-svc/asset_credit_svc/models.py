@@ -53,6 +53,9 @@ class AccountKind:
     # What promotions cost the platform (red packets granted, coupon and card discounts): an
     # expense account, so its balance is negative.
     PLATFORM_PROMOTIONS = "platform_promotions"
+    # What the channels keep of the money they move (their fees, from their daily statements): an expense
+    # account, so its balance is negative; revenue net of fees is revenue plus this.
+    PLATFORM_PROVIDER_FEES = "platform_provider_fees"
     PROVIDER_CLEARING = "provider_clearing"
 
     @staticmethod
@@ -72,6 +75,7 @@ class TransactionKind(StrEnum):
     RED_PACKET_RETURN = "red_packet_return"  # an expired or revoked red packet's remainder
     CARD_PURCHASE = "card_purchase"
     VAS_FEE = "vas_fee"  # a priced value-added service (notify-svc's catalogue), once per consent
+    PROVIDER_FEE = "provider_fee"  # a channel's fees of a day, as its statement gives them
 
 
 class TopUpStatus(StrEnum):
@@ -231,6 +235,8 @@ class Charge(Base):
     # rest (`amount_fen` minus these) was paid from the balance.
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     duration_seconds: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # The start cabinet's division (billing's ChargeRequested.region_code): finance's revenue by region.
+    region_code: Mapped[str | None] = mapped_column(String(6), nullable=True)
     card_fen: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
     coupon_fen: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
     red_packet_fen: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")

@@ -576,11 +576,19 @@ async def test_the_daily_bill_is_reconciled_with_our_records(svc: Any, alipay: t
     assert stored.status_code == 200 and stored.json()["mismatches"] == report["mismatches"]
     assert (await sql(svc, "SELECT count(*) FROM statement_mismatches"))[0][0] == 4
     assert (await sql(svc, "SELECT count(*) FROM statement_lines"))[0][0] == 4
+    fees = (
+        "SELECT -sum(p.amount_fen), count(DISTINCT p.transaction_id) FROM postings p JOIN accounts a"
+        " ON a.id = p.account_id WHERE a.kind = 'platform_provider_fees'"
+    )
+    assert (await sql(svc, fees))[0] == (report["statement_fees_fen"], 1)  # booked once, however often run
 
     # The channel fixes its bill: the next run clears that mismatch.
     fake.unlisted.clear()
     cleared = (await svc.client.post(path, headers=finance)).json()
     assert unlisted not in {m["number"] for m in cleared["mismatches"]} and len(cleared["mismatches"]) == 3
+    # Its trade's fee comes with it: only the difference is booked.
+    assert cleared["statement_fees_fen"] == report["statement_fees_fen"] + 500 * 6 // 1000
+    assert (await sql(svc, fees))[0] == (cleared["statement_fees_fen"], 2)
 
     tomorrow = f"/v1/admin/reconciliation/alipay/statements/{today + timedelta(days=1)}"
     assert (await svc.client.post(tomorrow, headers=finance)).json()["code"] == "statement_not_ready"

@@ -62,6 +62,8 @@ class Rental(Base):
     bank_id: Mapped[str | None] = mapped_column(String(128))
     bank_model: Mapped[str | None] = mapped_column(String(50))
     start_cabinet_id: Mapped[str | None] = mapped_column(String(128))
+    # The start cabinet's division (GB/T 2260) as device-svc's eject reported it: finance's revenue by region.
+    region_code: Mapped[str | None] = mapped_column(String(6))
     slot: Mapped[int | None] = mapped_column(Integer)
     return_cabinet_id: Mapped[str | None] = mapped_column(String(128))
     returned_report_id: Mapped[str | None] = mapped_column(String(200))

@@ -37,6 +37,7 @@ from contracts.events import (
     EjectFailureReason,
     EventData,
 )
+from contracts.regions import RegionRef
 from kit.app import Runtime
 from kit.auth import TokenSigner
 from kit.kafka import make_producer
@@ -142,6 +143,7 @@ def ejects(bank_id: str, cabinet_id: str, slot: int = 1) -> Behaviour:
             battery_pct=90,
             ejected_at=datetime.now(UTC),
             bank_model="PB-5000",
+            region=RegionRef(division_code="440305"),  # the cabinet's region, as device-svc reports it
         )
 
     return answer

@@ -422,6 +422,7 @@ async def test_return_ends_at_the_device_time_and_requests_one_charge(
     assert isinstance(charge.data, ChargeRequested)
     assert charge.data.charge_id == charge_id_for(uuid.UUID(rental_id))
     assert charge.data.amount_fen == 300
+    assert charge.data.region_code == "440305"  # the start cabinet's division, for finance's revenue by region
     assert charge.key == user_id
 
     history = await billing.client.get("/v1/rentals", headers=headers)

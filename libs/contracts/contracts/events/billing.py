@@ -7,6 +7,7 @@ from pydantic import AwareDatetime, Field
 
 from contracts.events._base import Fen, _Data
 from contracts.events.device import EjectFailureReason
+from contracts.regions import DivisionCode
 from contracts.topics import Topic
 
 
@@ -71,6 +72,11 @@ class ChargeRequested(_Data):
     started_at: AwareDatetime | None = None
     ended_at: AwareDatetime | None = None
     duration_seconds: int | None = Field(default=None, ge=0)
+    region_code: DivisionCode | None = Field(
+        default=None,
+        description="The division of the cabinet the bank was borrowed from (finance's revenue by region); absent "
+        "when unknown or from older producers",
+    )
 
 
 class DebtWaived(_Data):

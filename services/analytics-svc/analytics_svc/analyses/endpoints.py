@@ -7,7 +7,6 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Query, Response
 
 from analytics_svc.analyses import service
-from analytics_svc.analyses.csv_export import csv_response
 from analytics_svc.analyses.repository import PostgresStore
 from analytics_svc.analyses.schemas import (
     ActiveUsersOut,
@@ -29,6 +28,7 @@ from analytics_svc.settings import Settings
 from contracts.regions import CELL_RESOLUTION, DIVISION_CODE_PATTERN, DivisionLevel, name_of
 from kit.app import RuntimeDep
 from kit.auth import Principal, require_permission
+from kit.csv_export import csv_response
 from kit.db import SessionDep
 from kit.ratelimit import rate_class
 

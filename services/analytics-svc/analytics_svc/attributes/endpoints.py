@@ -6,13 +6,13 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Response
 
-from analytics_svc.analyses.csv_export import csv_response
 from analytics_svc.attributes import repository as repo
 from analytics_svc.attributes.schemas import AttributeRow, AttributesOut
 from analytics_svc.settings import Settings
 from contracts.regions import DIVISION_CODE_PATTERN, DivisionLevel, name_of
 from kit.app import RuntimeDep
 from kit.auth import Principal, require_permission
+from kit.csv_export import csv_response
 from kit.db import ReadSessionDep
 
 AnalyticsReader = Annotated[Principal, Depends(require_permission("analytics:read"))]

@@ -6,7 +6,6 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Response
 
-from analytics_svc.analyses.csv_export import csv_response
 from analytics_svc.hotspots import repository as repo
 from analytics_svc.hotspots.rules import HotspotRules, conditions
 from analytics_svc.hotspots.schemas import AlertCsvRow, AlertList, AlertOut, CellRow, CellsOut
@@ -15,6 +14,7 @@ from contracts.events import HotspotKind
 from contracts.regions import DIVISION_CODE_PATTERN
 from kit.app import RuntimeDep
 from kit.auth import Principal, require_permission
+from kit.csv_export import csv_response
 from kit.db import ReadSessionDep
 
 AnalyticsReader = Annotated[Principal, Depends(require_permission("analytics:read"))]

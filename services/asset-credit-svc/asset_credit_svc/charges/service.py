@@ -93,6 +93,7 @@ async def settle(session: AsyncSession, runtime: Runtime, request: ChargeRequest
                 created_at=datetime.now(UTC),
                 ended_at=request.ended_at,
                 duration_seconds=request.duration_seconds,
+                region_code=request.region_code,
             )
             .on_conflict_do_nothing(index_elements=["charge_id"])
             .returning(Charge.charge_id)

@@ -25,9 +25,12 @@ class AccountRef:
     @property
     def allow_negative(self) -> bool:
         # Only an external counterparty's clearing account (what the provider owes us) and the
-        # promotions expense account (what promotions cost us) may go negative. Users' accounts
+        # expense accounts (what promotions and the channels' fees cost us) may go negative. Users' accounts
         # and the platform's revenue never do.
-        return self.kind.startswith(AccountKind.PROVIDER_CLEARING + ":") or self.kind == AccountKind.PLATFORM_PROMOTIONS
+        return self.kind.startswith(AccountKind.PROVIDER_CLEARING + ":") or self.kind in (
+            AccountKind.PLATFORM_PROMOTIONS,
+            AccountKind.PLATFORM_PROVIDER_FEES,
+        )
 
     def __str__(self) -> str:
         return self.kind if self.user_id is None else f"{self.kind}:{self.user_id}"
@@ -47,6 +50,7 @@ def user_red_packet(user_id: uuid.UUID) -> AccountRef:
 
 PLATFORM_REVENUE = AccountRef(AccountKind.PLATFORM_REVENUE)
 PLATFORM_PROMOTIONS = AccountRef(AccountKind.PLATFORM_PROMOTIONS)
+PLATFORM_PROVIDER_FEES = AccountRef(AccountKind.PLATFORM_PROVIDER_FEES)
 
 
 @dataclass(frozen=True)

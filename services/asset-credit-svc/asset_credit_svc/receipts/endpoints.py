@@ -9,6 +9,7 @@ from typing import Literal
 from fastapi import APIRouter
 from pydantic import BaseModel
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from asset_credit_svc.charges.service import order_no
 from asset_credit_svc.models import Charge, ChargeStatus, TopUp, TopUpStatus
@@ -60,19 +61,38 @@ def vat_included(total_fen: int, rate_percent: int) -> int:
 async def rental_receipt(
     rental_id: uuid.UUID, user: CurrentUser, session: ReadSessionDep, runtime: RuntimeDep
 ) -> Receipt:
+    settings = runtime.settings
+    assert isinstance(settings, Settings)
+    return await receipt_of(session, settings, user.user_id, "rental", rental_id)
+
+
+@router.get("/top-ups/{top_up_id}/receipt")
+async def top_up_receipt(
+    top_up_id: uuid.UUID, user: CurrentUser, session: ReadSessionDep, runtime: RuntimeDep
+) -> Receipt:
+    settings = runtime.settings
+    assert isinstance(settings, Settings)
+    return await receipt_of(session, settings, user.user_id, "top_up", top_up_id)
+
+
+async def receipt_of(
+    session: AsyncSession, settings: Settings, user_id: uuid.UUID, kind: Literal["rental", "top_up"], of: uuid.UUID
+) -> Receipt:
+    """The user's receipt for a paid rental (`of` = the rental) or a succeeded top-up; ReceiptNotFound otherwise."""
+    if kind == "top_up":
+        return await _top_up_receipt(session, user_id, of)
+    rental_id = of
     charge = (
         await session.execute(
             select(Charge).where(
                 Charge.rental_id == rental_id,
-                Charge.user_id == user.user_id,
+                Charge.user_id == user_id,
                 Charge.status == ChargeStatus.SETTLED.value,
             )
         )
     ).scalar_one_or_none()
     if charge is None:
         raise ReceiptNotFound()
-    settings = runtime.settings
-    assert isinstance(settings, Settings)
     discounts = {"card": charge.card_fen, "coupon": charge.coupon_fen, "red_packet": charge.red_packet_fen}
     by_channel = (charge.provider_amount_fen or 0) if charge.provider_transaction_id else 0
     total = charge.amount_fen
@@ -99,10 +119,9 @@ async def rental_receipt(
     )
 
 
-@router.get("/top-ups/{top_up_id}/receipt")
-async def top_up_receipt(top_up_id: uuid.UUID, user: CurrentUser, session: ReadSessionDep) -> Receipt:
+async def _top_up_receipt(session: AsyncSession, user_id: uuid.UUID, top_up_id: uuid.UUID) -> Receipt:
     top_up = await session.get(TopUp, top_up_id)
-    if top_up is None or top_up.user_id != user.user_id or top_up.status != TopUpStatus.SUCCEEDED:
+    if top_up is None or top_up.user_id != user_id or top_up.status != TopUpStatus.SUCCEEDED:
         raise ReceiptNotFound()
     return Receipt(
         kind="top_up",

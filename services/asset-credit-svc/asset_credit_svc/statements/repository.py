@@ -147,3 +147,20 @@ async def result(
         .order_by(StatementMismatch.kind, StatementMismatch.number)
     )
     return run, list(found.scalars())
+
+
+_FEES_BOOKED = text(
+    """
+    SELECT COALESCE(-SUM(p.amount_fen), 0), count(DISTINCT t.id)
+    FROM ledger_transactions t
+    JOIN postings p ON p.transaction_id = t.id
+    JOIN accounts a ON a.id = p.account_id AND a.kind = 'platform_provider_fees'
+    WHERE t.reference LIKE :prefix
+    """
+)
+
+
+async def fees_booked(session: AsyncSession, prefix: str) -> tuple[int, int]:
+    """The fees already booked under `prefix` (a channel's day) and in how many transactions."""
+    booked, count = (await session.execute(_FEES_BOOKED, {"prefix": prefix + "%"})).one()
+    return int(booked), int(count)

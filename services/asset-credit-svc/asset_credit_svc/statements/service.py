@@ -12,7 +12,8 @@ from datetime import UTC, date, datetime, time, timedelta, timezone
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from asset_credit_svc.models import StatementMismatch, StatementRun
+from asset_credit_svc.ledger import service as ledger
+from asset_credit_svc.models import StatementMismatch, StatementRun, TransactionKind
 from asset_credit_svc.payments.providers import (
     PaymentProvider,
     PaymentProviderError,
@@ -95,11 +96,30 @@ async def reconcile(
         mismatches=len(mismatches),
     )
     await repository.replace_result(session, run, mismatches)
+    await book_fees(session, channel, bill_date, run.statement_fees_fen)
     if mismatches:
         log.warning(
             "statement mismatches", extra={"channel": channel, "bill_date": str(bill_date), "count": len(mismatches)}
         )
     return run, mismatches
+
+
+async def book_fees(session: AsyncSession, channel: str, bill_date: date, fees_fen: int) -> int:
+    """Book the day's fees the statement gives (payments' fees less those given back with refunds) in the ledger:
+    the channel keeps them, so what it owes us (its clearing account) shrinks and the fees expense grows. Under
+    the day's lock: what is booked already for the channel's day is subtracted, so a statement imported again
+    books nothing and a corrected one books only the difference (`provider_fee:<channel>:<date>:<n>`)."""
+    prefix = f"provider_fee:{channel}:{bill_date.isoformat()}:"
+    booked, count = await repository.fees_booked(session, prefix)
+    difference = fees_fen - booked
+    if difference:
+        await ledger.post(
+            session,
+            kind=TransactionKind.PROVIDER_FEE.value,
+            reference=f"{prefix}{count + 1}",
+            legs=[(ledger.PLATFORM_PROVIDER_FEES, -difference), (ledger.provider_clearing(channel), difference)],
+        )
+    return difference
 
 
 async def reconcile_recent_days(

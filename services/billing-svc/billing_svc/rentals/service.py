@@ -354,6 +354,7 @@ async def _start(session: AsyncSession, runtime: Runtime, rental: Rental, data: 
     rental.bank_model = data.bank_model
     rental.start_cabinet_id = data.cabinet_id
     rental.slot = data.slot
+    rental.region_code = data.region.division_code if data.region else None
     await session.flush()
     await runtime.publish(
         session,
@@ -590,6 +591,7 @@ def charge_request(rental: Rental) -> ChargeRequested:
         started_at=rental.started_at,
         ended_at=rental.ended_at,
         duration_seconds=rental.duration_seconds,
+        region_code=rental.region_code,
     )
 
 

@@ -1,4 +1,4 @@
-"""CSV export of any analysis: its rows, one column per field, UTF-8 with a header line."""
+"""CSV export of report rows (analytics analyses, finance reports): one column per field, UTF-8 with a header line."""
 
 import csv
 import io
