@@ -158,6 +158,7 @@ ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
             "payments:read",
             "payments:refund",
             "ledger:read",
+            "invoices:manage",  # answer users' invoice requests (asset-credit-svc)
             "assets:manage",
             "pricing:manage",
             "credit:adjust",

@@ -22,6 +22,8 @@ from asset_credit_svc.credit.endpoints import router as credit_router
 from asset_credit_svc.deposit import service as deposits
 from asset_credit_svc.deposit.endpoints import router as deposit_router
 from asset_credit_svc.finance.endpoints import router as finance_router
+from asset_credit_svc.invoices.endpoints import admin_router as invoices_admin_router
+from asset_credit_svc.invoices.endpoints import router as invoices_router
 from asset_credit_svc.payments.endpoints import PROVIDERS_KEY, notify_router, top_ups_router
 from asset_credit_svc.payments.factory import prepare, real_providers
 from asset_credit_svc.payments.providers import PaymentProvider
@@ -164,6 +166,8 @@ def create_app(settings: Settings | None = None, *, notify_client: NotifyClientF
             statements_router,
             finance_router,
             receipts_router,
+            invoices_router,
+            invoices_admin_router,
             credit_router,
             assets_router,
         ],

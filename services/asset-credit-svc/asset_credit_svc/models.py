@@ -611,3 +611,46 @@ class StatementMismatch(Base):
     our_status: Mapped[str | None] = mapped_column(String(20), nullable=True)
     their_amount_fen: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     trade_no: Mapped[str | None] = mapped_column(String(100), nullable=True)
+
+
+class InvoiceRequest(Base):
+    """A user's request for an invoice of a paid rental or a succeeded top-up, with what the invoice will say
+    (the receipt's amounts when asked); `status` moves only along `invoices.service.TRANSITIONS`."""
+
+    __tablename__ = "invoice_requests"
+    __table_args__ = (
+        CheckConstraint("kind IN ('rental', 'top_up')", name="kind"),
+        CheckConstraint("status IN ('requested', 'issued', 'rejected', 'cancelled')", name="status"),
+        CheckConstraint("buyer_type IN ('personal', 'company')", name="buyer_type"),
+        CheckConstraint("buyer_type = 'personal' OR tax_id IS NOT NULL", name="company_tax_id"),
+        CheckConstraint("status <> 'issued' OR invoice_no IS NOT NULL", name="issued_number"),
+        # One open request (requested or issued) per receipt.
+        Index(
+            "uq_invoice_requests_open",
+            "kind",
+            "subject_id",
+            unique=True,
+            postgresql_where=text("status IN ('requested', 'issued')"),
+        ),
+        Index("ix_invoice_requests_status_created", "status", "created_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), nullable=False, index=True)
+    kind: Mapped[str] = mapped_column(String(10), nullable=False)
+    subject_id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), nullable=False)
+    receipt_no: Mapped[str] = mapped_column(String(40), nullable=False)
+    status: Mapped[str] = mapped_column(String(20), nullable=False)
+    buyer_type: Mapped[str] = mapped_column(String(10), nullable=False)
+    title: Mapped[str] = mapped_column(String(100), nullable=False)
+    tax_id: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    email: Mapped[str] = mapped_column(String(254), nullable=False)
+    amount_fen: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    vat_rate_percent: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    vat_fen: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    channel: Mapped[str | None] = mapped_column(String(30), nullable=True)
+    paid_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    invoice_no: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    reject_reason: Mapped[str | None] = mapped_column(String(200), nullable=True)
