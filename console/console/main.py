@@ -19,6 +19,7 @@ from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoin
 from console.backend import Backend, BackendError, Services, SessionExpired
 from console.pages import (
     account,
+    ads,
     assets,
     campaigns,
     dashboard,
@@ -28,9 +29,11 @@ from console.pages import (
     notices,
     people,
     pricing,
+    reconciliation,
     staff_accounts,
     tasks,
     tickets,
+    vas,
 )
 from console.sessions import COOKIE, LOGIN_CSRF_COOKIE, SessionStore
 from console.settings import ConsoleSettings
@@ -272,8 +275,11 @@ def create_app(settings: ConsoleSettings | None = None) -> FastAPI:
         pricing,
         assets,
         finance,
+        reconciliation,
         notices,
         campaigns,
+        ads,
+        vas,
         staff_accounts,
         account,
     ):

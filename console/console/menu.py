@@ -25,8 +25,11 @@ MENU: tuple[MenuItem, ...] = (
     MenuItem("nav.pricing", "/pricing", "pricing:manage"),
     MenuItem("nav.coupons", "/coupons", "assets:manage"),
     MenuItem("nav.finance", "/finance", "ledger:read"),
+    MenuItem("nav.reconciliation", "/reconciliation", "ledger:read"),
     MenuItem("nav.notices", "/notices", "notices:send"),
     MenuItem("nav.campaigns", "/campaigns", "campaigns:manage"),
+    MenuItem("nav.ads", "/ads", "ads:manage"),
+    MenuItem("nav.vas", "/vas", "vas:manage"),
     MenuItem("nav.staff", "/staff", "admins:manage"),
     MenuItem("nav.audit", "/audit", "audit:read"),
 )

@@ -722,3 +722,91 @@ async def test_a_bank_ejected_for_maintenance_leaves_the_emulated_cabinet_audite
             json={"state": "in_cabinet", "reason": "serviced"},
         )
         assert back.status == 200, back.response.text
+
+
+def local_minute(at: datetime) -> str:
+    """A datetime-local field's value in the console's zone."""
+    return at.astimezone(SHANGHAI).strftime("%Y-%m-%dT%H:%M")
+
+
+async def test_ads_and_value_added_services_are_run_from_the_console(
+    user: PlatformClient, console: Callable[[], Browserless]
+) -> None:
+    admin = console()
+    await admin.sign_in(*ADMIN)
+    assert {"nav.ads", "nav.vas", "nav.reconciliation"} <= set(menu(await admin.page("/ads")))
+    title = f"Console banner {uuid.uuid4().hex[:6]}"
+    now = datetime.now(SHANGHAI)
+    created = await admin.post(
+        "/ads",
+        {
+            "slot": "app_banner",
+            "advertiser": "Tea <House>",
+            "title": title,
+            "text": "Half price today",
+            "link_url": "https://example.com/tea",
+            "display_s": "15",
+            "regions": "",
+            "starts_at": local_minute(now - timedelta(minutes=1)),
+            "ends_at": local_minute(now + timedelta(days=1)),
+        },
+    )
+    assert created.status_code == 303, created.text
+    ad_id = created.headers["location"].split("#ad-")[1]
+    banners = (await user.call("GET", f"{user.urls.notify}/v1/ads")).json()["items"]
+    assert [b["label"] for b in banners if b["ad_id"] == ad_id] == ["advertisement"]
+    assert (await user.call("POST", f"{user.urls.notify}/v1/ads/{ad_id}/impressions")).json()["counted"]
+    row = re.search(rf'<tr id="ad-{ad_id}".*?</tr>', await admin.page("/ads"), re.S)
+    assert row and text(row.group(0), "impressions") == "1" and "Tea &lt;House&gt;" in row.group(0)
+    assert (await admin.post(f"/ads/{ad_id}/withdraw")).status_code == 303
+    banners = (await user.call("GET", f"{user.urls.notify}/v1/ads")).json()["items"]
+    assert all(b["ad_id"] != ad_id for b in banners)
+
+    code = f"cover_{uuid.uuid4().hex[:8]}"
+    form = {"code": code, "name": "Cable cover", "kind": "add_on", "provider": "PICC", "price": "0.50"}
+    made = await admin.post("/vas", form | {"description": "A new cable if yours breaks"})
+    assert (made.status_code, made.headers["location"]) == (303, f"/vas/{code}?done=vas.created")
+    page = await admin.page(f"/vas/{code}")
+    assert text(page, "price") == "¥0.50" and text(page, "vas-state") == "未上架"
+    assert (await admin.post(f"/vas/{code}/risk-notices", {"text": "Cover ends <b>after 24 h</b>."})).status_code == 303
+    page = await admin.page(f"/vas/{code}")
+    assert text(page, "notice-version").startswith("v1") and "Cover ends &lt;b&gt;after 24 h&lt;/b&gt;." in page
+    consent = await user.call(
+        "POST", f"{user.urls.notify}/v1/value-added-services/{code}/consents", json={"version": 1}
+    )
+    assert consent.status == 201, consent.response.text
+    me = (await user.call("GET", f"{user.urls.user}/v1/users/me")).json()["user_id"]
+    assert f'data-consent="{me}"' in await admin.page(f"/vas/{code}")
+    assert (await admin.post(f"/vas/{code}/retire")).status_code == 303
+    assert text(await admin.page(f"/vas/{code}"), "vas-state").startswith("已下架")
+
+
+async def test_finance_reconciles_a_channel_as_asset_credit_does(
+    mesh: Mesh, user: PlatformClient, console: Callable[[], Browserless]
+) -> None:
+    today = datetime.now(SHANGHAI).date()
+    start = datetime(today.year, today.month, today.day, tzinfo=SHANGHAI)
+    api = mesh.client()
+    token = await api.admin_login(*ADMIN)
+    report = (
+        await api.call(
+            "GET",
+            f"{api.urls.asset}/v1/admin/reconciliation/alipay",
+            token=token,
+            params={"since": start.isoformat(), "until": (start + timedelta(days=1)).isoformat()},
+        )
+    ).json()
+    assert report["checked"] >= 1  # this user's top-up at least
+
+    finance = console()
+    await finance.sign_in(*await staff_member(mesh, "finance"))
+    page = await finance.page(f"/reconciliation?channel=alipay&since={today}&until={today}&bill_date={today}")
+    assert "nav.reconciliation" in menu(page)
+    assert int(text(page, "checked")) >= report["checked"]
+    assert text(page, "order-mismatches") == str(len(report["mismatches"]))
+    assert text(page, "statement-state").endswith("(statement_not_reconciled)")
+    refused = await finance.post(f"/reconciliation/alipay/statements/{today}")
+    assert "unsupported_channel" in refused.text  # the sandbox has no daily statements
+    operator = console()
+    await operator.sign_in(*await staff_member(mesh, "operator"))
+    await operator.page("/reconciliation", status=403)

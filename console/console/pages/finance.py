@@ -17,7 +17,7 @@ Finance = Annotated[StaffSession, Depends(page_permission("nav.finance"))]
 DAY = "^(|[0-9]{4}-[0-9]{2}-[0-9]{2})$"
 
 
-def _day(value: str, field: str, default: date) -> date:
+def day_of(value: str, field: str, default: date) -> date:
     if not value:
         return default
     try:
@@ -35,8 +35,8 @@ async def finance(
     until: Annotated[str, Query(pattern=DAY)] = "",
 ) -> HTMLResponse:
     today = datetime.now(console.zone).date()
-    first = _day(since, "since", today)
-    last = _day(until, "until", first)
+    first = day_of(since, "since", today)
+    last = day_of(until, "until", first)
     if last < first:
         raise FormInvalid("until", until)
     start = datetime.combine(first, time(), console.zone)
