@@ -204,6 +204,10 @@ def test_report_files(tmp_path: Path):
         assert root.tag == "{http://www.w3.org/2000/svg}svg"
 
 
+def _slots(hello: Hello) -> list[tuple[int, str | None, int | None]]:
+    return [(s.slot, s.bank_id, s.battery_pct) for s in hello.slots]
+
+
 async def test_swarm_speaks_the_protocol_through_a_real_broker(broker, svc_session, new_cabinet_id):
     """Two swarm cabinets on the test Mosquitto (per-device credentials and ACLs): status + hello on connect,
     heartbeats, eject answered with the command's bank and slot, a return acknowledged, offline on stop,
@@ -214,16 +218,21 @@ async def test_swarm_speaks_the_protocol_through_a_real_broker(broker, svc_sessi
         swarm = Swarm(
             broker.host,
             broker.port,
-            [DeviceCredentials(i, f"pw-{i}", 4) for i in ids],  # conftest.cabinet_password
+            # conftest.cabinet_password; the first cabinet starts with bank PB-X in slot 2
+            [
+                DeviceCredentials(ids[0], f"pw-{ids[0]}", 4, banks=((2, "PB-X", 77),)),
+                DeviceCredentials(ids[1], f"pw-{ids[1]}", 4),
+            ],
             backoff_initial_s=0.05,
             on_eject=lambda dev, cmd, _at: ejects.append((dev, cmd.cmd_id)),
         )
         try:
             await swarm.start(connect_rate=100)
             assert await swarm.wait_connected(2, timeout_s=5)
-            for i in ids:
+            for i, held in zip(ids, ({2: ("PB-X", 77)}, {}), strict=True):
                 [hello] = await svc.wait_for(i, UpChannel.HELLO)
-                assert isinstance(hello.msg, Hello) and hello.msg.slots == [] and hello.msg.slot_count == 4
+                assert isinstance(hello.msg, Hello) and hello.msg.slot_count == 4
+                assert _slots(hello.msg) == [(n, *held.get(n, (None, None))) for n in range(1, 5)]
                 await svc.wait_for(i, UpChannel.STATUS, lambda m: isinstance(m, Status) and m.online)
 
             device = swarm.by_id[ids[0]]
@@ -242,6 +251,7 @@ async def test_swarm_speaks_the_protocol_through_a_real_broker(broker, svc_sessi
                 2,
             )
             assert ejects == [(ids[0], "cmd-1")]
+            assert device.slots[2] is None  # the bank left its slot
 
             svc.auto_ack = ReturnAckResult.OK
             msg_id, _ = await device.return_bank("PB-X", 2)
@@ -250,6 +260,9 @@ async def test_swarm_speaks_the_protocol_through_a_real_broker(broker, svc_sessi
 
             swarm.drop_all()  # as a broker restart would: back-off, reconnect, hello again
             await svc.wait_for(ids[1], UpChannel.HELLO, count=2, timeout=10)
+            again = await svc.wait_for(ids[0], UpChannel.HELLO, count=2, timeout=10)
+            assert isinstance(again[-1].msg, Hello)  # the returned bank is back in slot 2, its battery as returned
+            assert _slots(again[-1].msg)[1] == (2, "PB-X", 80)
             assert await swarm.wait_connected(2, timeout_s=10)
             assert swarm.stats.disconnects == 2
         finally:
@@ -505,7 +518,7 @@ def test_a_volinks_swarm_cabinet_reports_its_fleet_slots_as_a_status_frame(tmp_p
     entry = {"cabinet_id": "VL-CAB-0001", "password": "pw", "slot_count": 8, "protocol": "volinks", "slots": slots}
     fleet.write_text(json.dumps({"broker": {}, "cabinets": [entry]}))
     _, _, [creds] = read_fleet(fleet)
-    assert creds.protocol == "volinks" and creds.banks == ((1, "VL-7001"),)
+    assert creds.protocol == "volinks" and creds.banks == ((1, "VL-7001", 80),)
     device = run.swarm_device(creds, Swarm("127.0.0.1", 1, []))
     assert isinstance(device, VolinksSwarmDevice) and not device.watched and device.will() is None
     status = volinks.decode(device._status())

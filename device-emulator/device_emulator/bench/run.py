@@ -152,7 +152,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--real-provisioning",
         action="store_true",
-        help="seed through `stack.py seed` (device-svc's own CLI, at most 9,999 cabinets)",
+        help="seed through `stack.py seed` (device-svc's demo seed, at most 9,999 cabinets), not the admin API",
     )
     p.add_argument("--fleet-file", type=Path, default=None, help="default $PB_FLEET_FILE")
     p.add_argument("--hold-s", type=float, default=1.0, help="seconds a user keeps the bank")
@@ -270,21 +270,22 @@ class Bench:
     # ------------------------------------------------------------------ phases
 
     def provision(self) -> None:
-        """Seed skip + devices cabinets: through `stack.py seed` (device_svc.provision, real password-hash cost)
-        with --real-provisioning, else through device_emulator.bench.provision (same code, no cabinet cap)."""
+        """Provision skip + devices cabinets through device-svc's admin API (device_emulator.bench.provision: bulk
+        imports; the emulator uses no device-svc code), or with --real-provisioning through `stack.py seed`
+        (device-svc's own demo seed, at most 9,999 cabinets)."""
         total = self.skip + self.args.devices
         seed_args = ["--cabinets", str(total), "--slots", str(self.args.slots), "--seed", str(self.args.seed)]
         if self.args.banks > 0:
-            seed_args += ["--bank-modules", str(self.args.banks), "--bank-modules-last"]
+            seed_args += ["--bank-modules", str(self.args.banks)]
         if self.args.volinks > 0:
             seed_args += ["--volinks", str(self.args.volinks)]
         env = dict(os.environ)
-        if self.args.real_provisioning:
-            cmd = [sys.executable, self.stack_tool, "seed", "--stack", self.stack, "--", *seed_args]
+        if self.args.real_provisioning:  # the bench's modules are the last banks, not the demo cabinets'
+            last = ["--bank-modules-last"] if self.args.banks > 0 else []
+            cmd = [sys.executable, self.stack_tool, "seed", "--stack", self.stack, "--", *seed_args, *last]
         else:
             cmd = [sys.executable, "-m", "device_emulator.bench.provision", *seed_args]
             cmd += ["--fleet-out", str(self.fleet_file)]
-            env["DATABASE_URL"] = env.get("DEVICE_DATABASE_URL", env.get("DATABASE_URL", ""))
         say(
             f"provisioning {total} cabinets, {self.args.volinks} volinks cabinets, {self.args.banks} bank modules: "
             f"{' '.join(cmd[1:])}"
@@ -297,7 +298,7 @@ class Bench:
             "bank_modules": self.args.banks,
             "seconds": round(took, 2),
             "rc": done.returncode,
-            "real_hash_cost": self.args.real_provisioning,
+            "through": "stack.py seed" if self.args.real_provisioning else "admin API",
             "output": done.stdout.strip()[-300:],
         }
         say(f"provisioned in {took:.1f} s: {done.stdout.strip()[-300:]}")

@@ -2,10 +2,12 @@
 (from the fleet file device-svc's provisioning writes), announces itself, answers ejects, reports
 returns and sends heartbeats when the swarm's telemetry pacer asks it to.
 
-A swarm cabinet keeps no slot model: its hello reports no slots (device-svc then leaves the registry's
-slots as provisioned), it trusts every eject (answers `ok` for the bank and slot the platform chose)
-and returns a bank into the slot it came from. That is all the benchmark needs, at a few hundred bytes
-per device.
+A swarm cabinet keeps a small slot model as real cabinets do: it starts with the banks the fleet file
+places in it, its hello reports every slot (bank and battery; device-svc places the banks, so banks imported
+through the admin API become rentable on the first hello), a slot empties when the cabinet answers an eject
+`ok` and fills again when a bank is returned into it. It trusts every eject (answers `ok` for the bank and
+slot the platform chose) and returns a bank into the slot it came from. That is all the benchmark needs, at
+a few hundred bytes per device.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from contracts.mqtt import (
     Hello,
     ReturnAck,
     ReturnReport,
+    SlotState,
     Status,
     UpChannel,
     cmd_topic,
@@ -52,12 +55,13 @@ class DeviceCredentials:
     password: str
     slot_count: int
     protocol: str = "native"
-    # (slot, bank id) as provisioned: a cabinet of another maker reports them when asked (volinks `check`)
-    banks: tuple[tuple[int, str], ...] = ()
+    # (slot, bank id, battery %) as provisioned: the cabinet starts with these banks and reports them
+    banks: tuple[tuple[int, str, int | None], ...] = ()
 
 
 def read_fleet(path: Path) -> tuple[str, int, list[DeviceCredentials]]:
-    """(broker host, broker port, devices) from a fleet file written by `device_svc.provision seed`."""
+    """(broker host, broker port, devices) from a fleet file (device_emulator.bench.provision or
+    `device_svc.provision seed`)."""
     data = json.loads(path.read_text())
     broker = data.get("broker", {})
     devices = [
@@ -66,11 +70,19 @@ def read_fleet(path: Path) -> tuple[str, int, list[DeviceCredentials]]:
             c["password"],
             int(c.get("slot_count") or len(c.get("slots", [])) or 8),
             str(c.get("protocol") or "native"),
-            tuple((int(s["slot"]), str(s["bank_id"])) for s in c.get("slots", []) if s.get("bank_id")),
+            tuple(
+                (int(s["slot"]), str(s["bank_id"]), _battery(s.get("battery_pct")))
+                for s in c.get("slots", [])
+                if s.get("bank_id")
+            ),
         )
         for c in data["cabinets"]
     ]
     return str(broker.get("host", "127.0.0.1")), int(broker.get("port", 1883)), devices
+
+
+def _battery(value: Any) -> int | None:
+    return int(value) if value is not None else None
 
 
 def heartbeat_payload(msg_id: str, ts_ms: int, rssi_dbm: int) -> bytes:
@@ -114,6 +126,10 @@ class SwarmDevice:
         self._results: dict[str, bytes] = {}
         self.connected_at: float | None = None  # monotonic time of the last successful connect
         self.task: asyncio.Task[None] | None = None
+        # slot -> the bank in it (None: empty), and each bank's last known battery
+        self.slots: dict[int, str | None] = dict.fromkeys(range(1, creds.slot_count + 1))
+        self.slots.update({slot: bank for slot, bank, _ in creds.banks})
+        self.battery: dict[str, int | None] = {bank: pct for _, bank, pct in creds.banks}
 
     def next_msg_id(self) -> str:
         self._seq += 1
@@ -180,7 +196,10 @@ class SwarmDevice:
             ts=self.next_ts(),
             firmware="bench-1.0",
             slot_count=self.creds.slot_count,
-            slots=[],
+            slots=[
+                SlotState(slot=slot, bank_id=bank, battery_pct=self.battery.get(bank) if bank else None)
+                for slot, bank in sorted(self.slots.items())
+            ],
         )
         await client.publish(up_topic(self.device_id, UpChannel.HELLO), hello.model_dump_json().encode())
 
@@ -218,6 +237,8 @@ class SwarmDevice:
                 bank_id=cmd.bank_id,
             )
             payload = result.model_dump_json().encode()
+            if code == EjectResultCode.OK and cmd.slot is not None:
+                self.slots[cmd.slot] = None
             if len(self._results) > 64:
                 self._results.pop(next(iter(self._results)))
             self._results[cmd.cmd_id] = payload
@@ -252,6 +273,8 @@ class SwarmDevice:
         fut: asyncio.Future[ReturnAck] = asyncio.get_running_loop().create_future()
         self._acks[report.msg_id] = fut
         payload = report.model_dump_json().encode()
+        self.slots[slot] = bank_id
+        self.battery[bank_id] = battery_pct
         await asyncio.wait_for(self.online.wait(), 30)
         assert self.client is not None
         sent_at = time.monotonic()

@@ -106,6 +106,14 @@ class BenchUser:
         return {"Authorization": f"Bearer {self.token}"}
 
 
+async def admin_token(http: httpx.AsyncClient, user_url: str, login: tuple[str, str]) -> str:
+    """A staff access token from user-svc's staff sign-in (the dev stacks' administrator by default)."""
+    r = await http.post(f"{user_url}/v1/admin/sessions", json={"login": login[0], "password": login[1]})
+    if r.status_code != 200:
+        raise ApiError("admin login", r)
+    return str(r.json()["access_token"])
+
+
 def _session_user(phone: str, address: str, session: dict[str, Any]) -> BenchUser:
     user = BenchUser(phone, "", address=address)
     _apply_session(user, session)
@@ -208,13 +216,7 @@ class UserPool:
 
     async def _admin(self) -> str:
         if self._admin_token is None:
-            r = await self.http.post(
-                f"{self.urls.user}/v1/admin/sessions",
-                json={"login": self.admin_login[0], "password": self.admin_login[1]},
-            )
-            if r.status_code != 200:
-                raise ApiError("admin login", r)
-            self._admin_token = str(r.json()["access_token"])
+            self._admin_token = await admin_token(self.http, self.urls.user, self.admin_login)
         return self._admin_token
 
     async def admin_auth(self) -> dict[str, str]:

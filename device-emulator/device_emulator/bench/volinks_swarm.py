@@ -12,26 +12,17 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
 from contracts.mqtt import Eject
 from contracts.vendors import volinks as v
-from device_emulator.bench.swarm import DeviceCredentials, SwarmDevice
+from device_emulator.bench.swarm import SwarmDevice
 from kit.mqtt_client import LiteClient, MqttLiteError, Will
-
-if TYPE_CHECKING:
-    from device_emulator.bench.swarm import Swarm
 
 
 class VolinksSwarmDevice(SwarmDevice):
     watched = False
-
-    def __init__(self, creds: DeviceCredentials, swarm: Swarm) -> None:
-        super().__init__(creds, swarm)
-        self.slots: dict[int, str | None] = dict.fromkeys(range(1, creds.slot_count + 1))
-        self.slots.update(dict(creds.banks))
 
     def will(self) -> Will | None:
         return None
@@ -49,7 +40,7 @@ class VolinksSwarmDevice(SwarmDevice):
                 voltage=0xEC if bank else 0,
                 area=0,
                 sn=(v.sn_of(bank) or 0) if bank else 0,
-                soc=80 if bank else 0,
+                soc=(self.battery.get(bank) or 80) if bank else 0,
                 temperature_c=30 if bank else 0,
                 charge_volt=0,
                 charge_curr=0,
@@ -136,5 +127,6 @@ class VolinksSwarmDevice(SwarmDevice):
         sent_at = time.monotonic()
         self._publish(v.update_topic(self.device_id), v.encode(frame))
         self.slots[slot] = bank_id
+        self.battery[bank_id] = battery_pct
         self._swarm.stats.returns_sent += 1
         return uuid.uuid4().hex, sent_at
