@@ -17,7 +17,9 @@ the services and stacks, env files; procs; postgres; install; mosquitto; kafka).
     python3 deploy/local/stack.py exec --stack test -- pytest tests
     python3 deploy/local/stack.py clean
 
-Environment knobs: PB_PG_MODE=auto|system|private, PB_PG_HOST, PB_PG_PORT (system server, 5432),
+Environment knobs: PB_STACK_BACKEND=auto|local|containers (stacklib/backend.py: containers through testcontainers
+where a Docker engine answers; default auto for the test stack, local for the run stack),
+PB_<STACK>_CONTAINER_PG_PORT, PB_PG_MODE=auto|system|private, PB_PG_HOST, PB_PG_PORT (system server, 5432),
 PB_PRIVATE_PG_PORT (55432), PB_<STACK>_PORT_BASE, PB_<STACK>_MQTT_PORT, PB_<STACK>_KAFKA_PORT,
 PB_READY_TIMEOUT (seconds, 60), PB_TANSU_BIN.
 """
@@ -36,6 +38,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from stacklib.backend import choose_backend, engine_address, requested_backend
 from stacklib.common import (
     CONSOLE,
     DEV_STAFF_LOGIN,
@@ -66,6 +69,7 @@ from stacklib.common import (
     write_env_file,
     write_meta,
 )
+from stacklib.containers import broker_reload_command, start_containers, stop_containers
 from stacklib.install import cmd_install
 from stacklib.kafka import ensure_tansu
 from stacklib.mosquitto import ensure_mosquitto, load_secrets, mosquitto_paths, mosquitto_tls, mqtt_connack
@@ -164,12 +168,19 @@ def cmd_up(args: argparse.Namespace) -> int:
         stack.dir.chmod(0o700)
         if stack.fresh:
             stop_services(stack)  # leftovers would hold connections to the databases we are about to drop
-        target = resolve_postgres(stack)
-        write_meta(stack, pg=asdict(target), active=True)
-        ensure_databases(stack, target)
+        choice = choose_backend(
+            requested_backend(stack),
+            engine_address(),
+            testcontainers_installed=lambda: venv_has_module("testcontainers"),
+        )
+        say(f"backend: {choice.name} ({choice.reason})", stack.name)
         password = load_secrets(stack)["mqtt_device_svc_password"]
-        ensure_mosquitto(stack, password)
-        ensure_tansu(stack)
+        target = start_containers(stack, password) if choice.name == "containers" else resolve_postgres(stack)
+        write_meta(stack, pg=asdict(target), active=True, backend=asdict(choice))
+        ensure_databases(stack, target)
+        if choice.name == "local":
+            ensure_mosquitto(stack, password)
+            ensure_tansu(stack)
         keys = ensure_keys(stack)
         firmware_private, firmware_public = ensure_keys(stack, "firmware")
         env = build_env(stack, target, password, keys)
@@ -284,6 +295,12 @@ def readyz(port: int, timeout: float = 2.0) -> int | None:
 BROKER_AUTH_MODULE = "device_svc.brokerauth"
 
 
+def backend_of(stack: Stack) -> str:
+    """The backend the last `up` chose (stacklib.backend): local or containers."""
+    backend = read_meta(stack).get("backend")
+    return str(backend.get("name", "local")) if isinstance(backend, dict) else "local"
+
+
 def broker_auth_files(stack: Stack) -> tuple[Path, Path]:
     return stack.pids / "broker-auth.pid", stack.logs / "broker-auth.log"
 
@@ -300,8 +317,11 @@ def ensure_broker_auth(stack: Stack, base_env: dict[str, str]) -> None:
         "BROKER_ID": f"{stack.name}-mosquitto",
         # only the sidecar writes the broker's password file (a second writer could put back an older fleet)
         "MQTT_PASSWORD_FILE": str(mqtt["passwd"]),
-        "MQTT_BROKER_PIDFILE": str(mqtt["pid"]),
     }
+    if backend_of(stack) == "containers":  # the broker's pid is the container's, not one of this machine's
+        env["MQTT_BROKER_RELOAD_COMMAND"] = broker_reload_command(stack)
+    else:
+        env["MQTT_BROKER_PIDFILE"] = str(mqtt["pid"])
     run([str(VENV_PY), "-m", BROKER_AUTH_MODULE, "--once"], env=env, cwd=ROOT)
     proc = spawn([str(VENV_PY), "-m", BROKER_AUTH_MODULE], log=log, pid_file=pid_file, env=env, cwd=ROOT)
     say(f"broker-auth sidecar running (pid {proc.pid}, log {rel(log)})", stack.name)
@@ -476,6 +496,8 @@ def cmd_stop(args: argparse.Namespace) -> int:
         stop_services(stack)
         stop_pidfile(mosquitto_paths(stack)["pid"], "mosquitto", "mosquitto", stack.name)
         stop_pidfile(stack.pids / "tansu.pid", "tansu", "tansu", stack.name)
+        if backend_of(stack) == "containers":
+            stop_containers(stack)
         meta = read_meta(stack)
         write_meta(stack, active=False)
         pg = meta.get("pg")

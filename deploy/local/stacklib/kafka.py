@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from stacklib.common import (
     KAFKA_PARTITIONS,
@@ -62,6 +63,11 @@ def ensure_tansu(stack: Stack) -> None:
                 f"port {stack.kafka_port} is taken by another process; set PB_{stack.name.upper()}_KAFKA_PORT"
             )
         start_tansu(stack)
+    setup_topics(stack, log)
+
+
+def setup_topics(stack: Stack, log: Path | None = None) -> None:
+    """The contract topics with their partitions, and a produce/consume probe (any Kafka-protocol broker)."""
     topics = contract_topics(stack)
     result = run(
         [
@@ -80,7 +86,8 @@ def ensure_tansu(stack: Stack) -> None:
         capture=True,
     )
     if result.returncode != 0:
-        raise StackError(f"Kafka setup failed:\n{(result.stderr or result.stdout).strip()}\ntansu log:\n{tail(log)}")
+        broker_log = f"\nbroker log:\n{tail(log)}" if log is not None else ""
+        raise StackError(f"Kafka setup failed:\n{(result.stderr or result.stdout).strip()}{broker_log}")
     say(result.stdout.strip(), stack.name)
 
 

@@ -81,31 +81,38 @@ def mosquitto_tls(stack: Stack) -> TlsFiles:
     return tls_files(stack.mqtt_dir)
 
 
-def ensure_mosquitto(stack: Stack, password: str) -> None:
-    mosquitto, mosquitto_passwd = find_binary("mosquitto"), find_binary("mosquitto_passwd")
-    if mosquitto is None or mosquitto_passwd is None:
+def render_conf(stack: Stack, *, in_container: bool = False) -> str:
+    """The broker's configuration. In a container (stacklib.containers) it listens on every interface of the
+    container (the port is published on the host) and keeps its pid file inside the container: the host must
+    never read a container's pid as one of its own."""
+    paths = mosquitto_paths(stack)
+    listeners = listener_conf(stack.mqtt_port, mosquitto_tls(stack))
+    if in_container:
+        listeners = listeners.replace(f"listener {stack.mqtt_port} 127.0.0.1", f"listener {stack.mqtt_port}")
+    # As root, Mosquitto 2 drops to user `mosquitto`, which could neither read our 0600 files nor the password file
+    # device-svc (running as us) rewrites later. `user root` keeps it as the invoking user; ignored when not root.
+    user_line = "user root" if in_container or os.geteuid() == 0 else "# not root: runs as the invoking user"
+    return string.Template((HERE / "mosquitto" / "mosquitto.conf.template").read_text()).substitute(
+        stack=stack.name,
+        listeners=listeners,
+        password_file=paths["passwd"],
+        acl_file=paths["acl"],
+        pid_file="/mosquitto/data/mosquitto.pid" if in_container else paths["pid"],
+        user_line=user_line,
+        persistence_dir=f"{stack.mqtt_dir}/",
+    )
+
+
+def prepare_broker_files(stack: Stack, password: str, conf: str) -> None:
+    """ACL, TLS files, the configuration and the password file (with device-svc's account)."""
+    mosquitto_passwd = find_binary("mosquitto_passwd")
+    if mosquitto_passwd is None:
         raise StackError("mosquitto is not installed: run `make install`")
     paths = mosquitto_paths(stack)
     stack.mqtt_dir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(HERE / "mosquitto" / "acl", paths["acl"])
-    tls = mosquitto_tls(stack)
-    ensure_tls_files(VENV_PY, VENV_TASKS, tls)
-    # As root, Mosquitto 2 drops to user `mosquitto`, which could neither read our 0600 files nor the password file
-    # device-svc (running as us) rewrites later. `user root` keeps it as the invoking user; ignored when not root.
-    user_line = "user root" if os.geteuid() == 0 else "# not root: runs as the invoking user"
-    conf = string.Template((HERE / "mosquitto" / "mosquitto.conf.template").read_text()).substitute(
-        stack=stack.name,
-        listeners=listener_conf(stack.mqtt_port, tls),
-        password_file=paths["passwd"],
-        acl_file=paths["acl"],
-        pid_file=paths["pid"],
-        user_line=user_line,
-        persistence_dir=f"{stack.mqtt_dir}/",
-    )
-    started = paths["started_conf"].read_text() if paths["started_conf"].exists() else None
-    conf_changed = started != conf
+    ensure_tls_files(VENV_PY, VENV_TASKS, mosquitto_tls(stack))
     paths["conf"].write_text(conf)
-
     # The test stack starts with only the service account; the run stack keeps devices device-svc provisioned,
     # and `mosquitto_passwd -b` only (re)writes the device-svc line.
     if stack.fresh or not paths["passwd"].exists():
@@ -115,6 +122,17 @@ def ensure_mosquitto(stack: Stack, password: str) -> None:
         run([mosquitto_passwd, "-b", str(paths["passwd"]), MQTT_SERVICE_USER, password], capture=True)
     for path in (paths["passwd"], paths["acl"], paths["conf"]):
         path.chmod(0o600)
+
+
+def ensure_mosquitto(stack: Stack, password: str) -> None:
+    mosquitto = find_binary("mosquitto")
+    if mosquitto is None:
+        raise StackError("mosquitto is not installed: run `make install`")
+    paths = mosquitto_paths(stack)
+    conf = render_conf(stack)
+    started = paths["started_conf"].read_text() if paths["started_conf"].exists() else None
+    conf_changed = started != conf
+    prepare_broker_files(stack, password, conf)
 
     pid = read_pid(paths["pid"])
     running = pid_alive(pid, "mosquitto") and port_open(stack.mqtt_port)

@@ -47,7 +47,8 @@ async def test_an_answer_waits_for_every_live_broker(
     settings_factory, group_factory, readiness, broker, fleet, signer, service_password
 ):
     """No sidecar running: the answer comes after the budget and the broker does not know the device yet; once a
-    sidecar runs, it does, and GET /v1/admin/broker-auth shows that broker live at the registry's version."""
+    sidecar runs (this one reloads its broker with a command), it does, and GET /v1/admin/broker-auth shows that
+    broker live at the registry's version."""
     from device_svc.brokerauth.sync import BrokerAuthSidecar, BrokerPaths
     from device_svc.main import create_app
 
@@ -66,7 +67,8 @@ async def test_an_answer_waits_for_every_live_broker(
         sidecar = BrokerAuthSidecar(
             engine,
             settings.database_url,
-            BrokerPaths(broker.password_file, broker.pidfile),
+            # reloads its broker through a command, as for a broker in a container (MQTT_BROKER_RELOAD_COMMAND)
+            BrokerPaths(broker.password_file, None, ("kill", "-HUP", broker.pidfile.read_text().strip())),
             broker_id="late-broker",
             service_user="device-svc",
             service_password=service_password,

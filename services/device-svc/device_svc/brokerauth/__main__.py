@@ -1,12 +1,14 @@
 """`python -m device_svc.brokerauth [--once]`: the broker-auth sidecar (see the package's docstring).
 
-Reads DATABASE_URL (device-svc's database), MQTT_PASSWORD_FILE, MQTT_BROKER_PIDFILE, MQTT_USERNAME and
+Reads DATABASE_URL (device-svc's database), MQTT_PASSWORD_FILE, MQTT_BROKER_PIDFILE (or
+MQTT_BROKER_RELOAD_COMMAND, run instead of a SIGHUP to that pid: a broker in a container), MQTT_USERNAME and
 MQTT_PASSWORD (device-svc's own broker account, written into the file too), BROKER_ID (default: the host
 name) and BROKER_AUTH_RESYNC_S."""
 
 import argparse
 import asyncio
 import contextlib
+import shlex
 import signal
 import socket
 import sys
@@ -27,6 +29,7 @@ class BrokerAuthSettings(BaseSettings):
     database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5432/pb_device"
     mqtt_password_file: Path
     mqtt_broker_pidfile: Path | None = None
+    mqtt_broker_reload_command: str | None = None
     mqtt_username: str = "device-svc"
     mqtt_password: SecretStr = SecretStr("dev-device-svc-password")
     broker_id: str = socket.gethostname()
@@ -39,7 +42,11 @@ async def _run(settings: BrokerAuthSettings, once: bool) -> int:
     sidecar = BrokerAuthSidecar(
         engine,
         settings.database_url,
-        BrokerPaths(settings.mqtt_password_file, settings.mqtt_broker_pidfile),
+        BrokerPaths(
+            settings.mqtt_password_file,
+            settings.mqtt_broker_pidfile,
+            tuple(shlex.split(settings.mqtt_broker_reload_command or "")),
+        ),
         broker_id=settings.broker_id,
         service_user=settings.mqtt_username,
         service_password=settings.mqtt_password.get_secret_value(),

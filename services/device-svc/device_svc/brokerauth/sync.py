@@ -29,6 +29,8 @@ CHANNEL = "device_credentials"
 class BrokerPaths:
     password_file: Path
     pidfile: Path | None
+    # run instead of signalling `pidfile` (a broker in a container: deploy/local/stacklib/containers.py)
+    reload_command: tuple[str, ...] = ()
 
 
 class BrokerAuthSidecar:
@@ -71,7 +73,7 @@ class BrokerAuthSidecar:
             self._written = path.read_text(encoding="utf-8")  # a restarted sidecar rewrites only what changed
         if content != self._written:
             write_atomically(path, content, mode=path.stat().st_mode & 0o777 if path.exists() else 0o600)
-            if not reload_broker(self._files.pidfile):
+            if not await self._reload():
                 log.warning("broker not reloaded: devices changed since the last reload are not yet known to it")
                 return -1
             self._written = content
@@ -81,6 +83,18 @@ class BrokerAuthSidecar:
             await repository.record_sync(session, self.broker_id, version, len(entries) - 1, datetime.now(UTC))
         self.applied = version
         return version
+
+    async def _reload(self) -> bool:
+        command = self._files.reload_command
+        if not command:
+            return reload_broker(self._files.pidfile)
+        proc = await asyncio.create_subprocess_exec(
+            *command, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+        )
+        _, err = await proc.communicate()
+        if proc.returncode != 0:
+            log.warning("broker reload command failed", extra={"rc": proc.returncode, "stderr": err.decode()[-300:]})
+        return proc.returncode == 0
 
     async def run(self) -> None:
         listener = asyncio.create_task(
