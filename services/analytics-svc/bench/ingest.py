@@ -33,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from analytics_svc.consumers import Ingest
 from analytics_svc.main import TOPICS
+from analytics_svc.settings import Settings
 from contracts import Envelope, new_event
 from contracts.events import (
     BankEjected,
@@ -198,7 +199,12 @@ async def main() -> None:
     parser.add_argument(
         "--mode", choices=["batch", "single"], default="batch", help="single: one event per transaction"
     )
-    parser.add_argument("--max-records", type=int, default=1000, help="records per fetch (one batch)")
+    parser.add_argument(
+        "--max-records",
+        type=int,
+        default=Settings.model_fields["ingest_batch_max"].default,
+        help="records per fetch (one batch); default: the service's INGEST_BATCH_MAX",
+    )
     parser.add_argument("--timeout", type=float, default=1800.0)
     parser.add_argument("--report", default=str(REPO / "reports" / "analytics-ingest.json"))
     args = parser.parse_args()
