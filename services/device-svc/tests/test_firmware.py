@@ -9,6 +9,7 @@ import hashlib
 import time
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
 
@@ -22,7 +23,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from contracts.events import FirmwareRolloutState as R
 from contracts.events import FirmwareUpdateState as U
-from contracts.mqtt import firmware_signed_bytes
+from contracts.mqtt import FirmwareUpdate, firmware_signed_bytes
 from device_emulator import Cabinet as EmulatedCabinet
 from device_svc.firmware import service as firmware
 from device_svc.firmware.lifecycle import (
@@ -309,3 +310,42 @@ async def test_failures_past_the_threshold_halt_the_rollout(
         assert cancelled.status_code == 200, cancelled.text
         assert cancelled.json()["state"] == "cancelled" and cancelled.json()["counts"]["cancelled"] == 1
         assert rest[order[2]].updater.reports == []  # never sent
+
+
+async def test_a_cabinet_with_an_eject_waiting_is_not_started(service, fleet, online, signer, database_url):
+    cab = await online("CAB-0001")
+    context = service._transport.app.state.runtime.extras["firmware"]
+    engine = create_async_engine(database_url)
+    command = uuid.uuid4()
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "INSERT INTO commands (cmd_id, rental_id, code, cabinet_id, bank_id, slot, status, deadline) "
+                    "VALUES (:id, :id, 'CAB-0001', 'CAB-0001', 'PB-000003', 3, 'sent', now() + interval '1 minute')"
+                ),
+                {"id": command},
+            )
+        image = (await upload(service, signer, "1.3.0")).json()
+        made = await service.post(
+            "/v1/ops/firmware/rollouts",
+            json={"image_id": image["image_id"], "region": "440304"},
+            headers=operator(signer),
+        )
+        assert made.status_code == 201, made.text
+        rollout_id = made.json()["rollout_id"]
+        await asyncio.sleep(1.0)  # the sweep rung at creation leaves it waiting
+        body = await rollout_state(service, signer, rollout_id)
+        assert body["counts"].get("sent", 0) == 0 and body["counts"]["pending"] >= 1, body
+        async with engine.begin() as conn:
+            await conn.execute(text("UPDATE commands SET status = 'succeeded' WHERE cmd_id = :id"), {"id": command})
+        context.ring(datetime.now(UTC))
+        while True:  # the eject answered: the next sweep sends the update
+            msg = await cab.receive(timeout=15)
+            if isinstance(msg, FirmwareUpdate):
+                break
+        assert msg.version == "1.3.0" and msg.url.startswith(f"http://127.0.0.1:{FIRMWARE_HTTP_PORT}/v1/firmware/")
+    finally:
+        async with engine.begin() as conn:
+            await conn.execute(text("DELETE FROM commands WHERE cmd_id = :id"), {"id": command})
+        await engine.dispose()

@@ -126,6 +126,7 @@ _STARTABLE = text(
            SELECT 1 FROM firmware_updates o
             WHERE o.cabinet_id = u.cabinet_id
               AND o.state IN ('sent', 'downloading', 'verified', 'installing', 'rebooting'))
+       AND NOT EXISTS (SELECT 1 FROM commands k WHERE k.status = 'sent' AND k.cabinet_id = u.cabinet_id)
      ORDER BY u.seq, u.cabinet_id
      LIMIT :limit
      FOR UPDATE OF u SKIP LOCKED
@@ -134,8 +135,8 @@ _STARTABLE = text(
 
 
 async def startable(session: AsyncSession, rollout_id: UUID, limit: int) -> list[Any]:
-    """Pending cabinets of the rollout that can start now (online, in service, no other update running), in
-    the rollout's order."""
+    """Pending cabinets of the rollout that can start now, in the rollout's order: online, in service, no other
+    update running, and no eject waiting for its answer (a reboot must not leave a bank half out)."""
     if limit <= 0:
         return []
     return list((await session.execute(_STARTABLE, {"rollout_id": rollout_id, "limit": limit})).all())
