@@ -115,3 +115,38 @@ def test_the_authenticator_qr_code_is_the_uri_s_modules_as_an_svg_image() -> Non
     picture = base64.b64decode(qr.data_uri(uri).removeprefix("data:image/svg+xml;base64,")).decode()
     assert picture.startswith("<svg") and picture.count("h1v1h-1z") == sum(map(sum, grid))
     assert qr.modules(uri + "x") != grid  # the picture carries the key
+
+
+async def test_the_cabinet_list_pages_through_the_whole_fleet() -> None:
+    """Cabinets past device-svc's first page of 1,000 are found and listed (issue 16), a page of rows at a time."""
+    from types import SimpleNamespace
+
+    from console.pages import devices
+
+    fleet = [
+        {"id": f"CAB-{n:05d}", "online": True, "banks_available": 1, "free_slots": 1, "name": "", "address": ""}
+        for n in range(2500)
+    ]
+    reads: list[str | None] = []
+
+    async def get(url: str, token: str, **params: object) -> dict[str, object]:
+        after, limit = params.get("after"), int(str(params["limit"]))
+        reads.append(after if isinstance(after, str) else None)
+        start = next((i + 1 for i, c in enumerate(fleet) if c["id"] == after), 0)
+        items = [dict(c) for c in fleet[start : start + limit]]
+        return {"items": items, "next_after": items[-1]["id"] if len(items) == limit else None}
+
+    console = SimpleNamespace(backend=SimpleNamespace(get=get, services=SimpleNamespace(device="http://device")))
+    staff = SimpleNamespace(access_token="t")
+    alarms = [{"device_id": "CAB-02222", "device_kind": "cabinet"}]
+
+    def sevens(c: dict[str, object]) -> bool:
+        return str(c["id"]).endswith("7")
+
+    first, cursor = await devices._scan_cabinets(console, staff, alarms, sevens, wanted=100)  # type: ignore[arg-type]
+    assert [c["id"] for c in first][-1] == "CAB-00997" and cursor == "CAB-00997" and len(first) == 100
+    rest, end = await devices._scan_cabinets(console, staff, alarms, sevens, after=cursor, wanted=1000)  # type: ignore[arg-type]
+    assert len(rest) == 150 and end is None and rest[0]["id"] == "CAB-01007"
+    everything, _ = await devices._scan_cabinets(console, staff, alarms, lambda c: True)  # type: ignore[arg-type]
+    assert len(everything) == 2500 and reads[-3:] == [None, "CAB-00999", "CAB-01999"]
+    assert next(c for c in everything if c["id"] == "CAB-02222")["status"] == "alarm"

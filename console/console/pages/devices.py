@@ -4,8 +4,9 @@ cabinet's light, mark a bank faulty, lost or in maintenance (with a reason, reco
 transition), rotate a device's credentials, resolve an alarm with a note (which closes its task)."""
 
 import asyncio
+from collections.abc import Callable
 from typing import Annotated, Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -26,17 +27,48 @@ MANUAL_STATES = ("faulty", "lost", "maintenance", "in_cabinet", "retired")
 RESOLVABLE_ALARMS = ("moved_while_idle", "high_temperature", "position_overdue", "maintenance_due")
 
 
-async def _cabinets(console: ConsoleDep, staff: StaffSession) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    s = console.backend.services
-    listed, alarms = await asyncio.gather(
-        console.backend.get(f"{s.device}/v1/cabinets", staff.access_token),
-        console.backend.get(f"{s.device}/v1/ops/alarms", staff.access_token, limit=1000),
+CABINET_PAGE = 1000  # device-svc's largest page of /v1/cabinets
+MAX_SCANNED_PAGES = 20  # one console answer reads at most 20,000 cabinets
+CABINETS_SHOWN = 100  # rows on one page of the cabinet list
+
+
+async def _alarmed(console: ConsoleDep, staff: StaffSession) -> list[dict[str, Any]]:
+    found = await console.backend.get(
+        f"{console.backend.services.device}/v1/ops/alarms", staff.access_token, limit=1000
     )
-    alarmed = {a["device_id"] for a in alarms["items"] if a["device_kind"] == "cabinet"}
-    cabinets = listed["items"]
-    for c in cabinets:
-        c["status"] = geo.cabinet_state(c, alarmed)
-    return cabinets, alarms["items"]
+    items: list[dict[str, Any]] = found["items"]
+    return items
+
+
+async def _scan_cabinets(
+    console: ConsoleDep,
+    staff: StaffSession,
+    alarms: list[dict[str, Any]],
+    keep: Callable[[dict[str, Any]], bool],
+    *,
+    after: str | None = None,
+    wanted: int | None = None,
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Read device-svc's cabinets a page at a time from `after`, keeping those `keep` accepts, until `wanted`
+    are kept, the fleet ends or MAX_SCANNED_PAGES were read. Answers the kept ones and where to go on
+    (None: the fleet has no more)."""
+    alarmed = {a["device_id"] for a in alarms if a["device_kind"] == "cabinet"}
+    kept: list[dict[str, Any]] = []
+    cursor = after
+    for _ in range(MAX_SCANNED_PAGES):
+        page = await console.backend.get(
+            f"{console.backend.services.device}/v1/cabinets", staff.access_token, after=cursor, limit=CABINET_PAGE
+        )
+        for c in page["items"]:
+            c["status"] = geo.cabinet_state(c, alarmed)
+            if keep(c):
+                kept.append(c)
+                if wanted is not None and len(kept) == wanted:
+                    return kept, c["id"]
+        cursor = page["next_after"]
+        if cursor is None:
+            return kept, None
+    return kept, cursor
 
 
 def _matches(cabinet: dict[str, Any], q: str) -> bool:
@@ -51,7 +83,7 @@ async def cabinet_map(
     staff: Annotated[StaffSession, Depends(page_permission("nav.map"))],
     q: Search = "",
 ) -> HTMLResponse:
-    cabinets, _ = await _cabinets(console, staff)
+    cabinets, more = await _scan_cabinets(console, staff, await _alarmed(console, staff), lambda _: True)
     cells: list[dict[str, Any]] = []
     if staff.can("analytics:read"):
         heat = await console.backend.get(
@@ -90,6 +122,7 @@ async def cabinet_map(
         q=q,
         found=found,
         states=CABINET_STATES,
+        partial=more is not None,
     )
 
 
@@ -100,10 +133,19 @@ async def cabinets_page(
     staff: Reader,
     q: Search = "",
     state: Annotated[str, Query(pattern="^(|online|offline|alarm|full|empty)$")] = "",
+    after: Annotated[str, Query(max_length=64)] = "",
 ) -> HTMLResponse:
-    cabinets, _ = await _cabinets(console, staff)
-    shown = [c for c in cabinets if _matches(c, q) and (not state or c["status"] == state)]
-    return render(request, "cabinets.html", staff, cabinets=shown, q=q, state=state, states=CABINET_STATES)
+    """The whole fleet, CABINETS_SHOWN matching rows at a time (in id order, from `after`)."""
+
+    def keep(c: dict[str, Any]) -> bool:
+        return _matches(c, q) and (not state or c["status"] == state)
+
+    alarms = await _alarmed(console, staff)
+    shown, next_after = await _scan_cabinets(console, staff, alarms, keep, after=after or None, wanted=CABINETS_SHOWN)
+    more = urlencode({"q": q, "state": state, "after": next_after}) if next_after else ""
+    return render(
+        request, "cabinets.html", staff, cabinets=shown, q=q, state=state, states=CABINET_STATES, more=more, after=after
+    )
 
 
 @router.get("/cabinets/{cabinet_id}", response_class=HTMLResponse)
