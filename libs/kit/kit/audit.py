@@ -5,7 +5,8 @@ hash-chained store (`/v1/admin/audit-trail`, `/v1/admin/audit-trail/verify`). Th
 the service (producer), the correlation id and the time; the request's address comes from
 `kit.correlation`."""
 
-from collections.abc import AsyncIterator
+import re
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any, Protocol
@@ -18,6 +19,27 @@ from contracts.events import EventData, StaffActionRecorded
 from kit.auth import CurrentPrincipal, Principal
 from kit.correlation import get_client_address
 from kit.db import SessionDep
+
+# A field whose name says it holds a secret is recorded as changed, never with its value.
+SECRET_FIELD = re.compile(r"password|secret|token|credential|api_key|private_key|totp|hash", re.IGNORECASE)
+MASKED = "***"
+
+
+def mask_secrets(values: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """`values` with every secret-named field's value replaced by `MASKED`, nested mappings included."""
+    if values is None:
+        return None
+    return {
+        k: MASKED if SECRET_FIELD.search(k) and v is not None else mask_secrets(v) if isinstance(v, Mapping) else v
+        for k, v in values.items()
+    }
+
+
+def changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The fields that differ between two snapshots of a thing, as (old values, new values); a field only in
+    one of them is None in the other."""
+    keys = [k for k in dict.fromkeys([*before, *after]) if before.get(k) != after.get(k)]
+    return {k: before.get(k) for k in keys}, {k: after.get(k) for k in keys}
 
 
 class Publisher(Protocol):
@@ -37,7 +59,8 @@ async def record_staff_action(
     after: dict[str, Any] | None = None,
     details: dict[str, Any] | None = None,
 ) -> Envelope:
-    """`action` is `<target>.<verb>` (`bank.mark_faulty`); `before`/`after` the fields it changed."""
+    """`action` is `<target>.<verb>` (`bank.mark_faulty`); `before`/`after` the fields it changed (`changes`),
+    secrets among them and in `details` masked."""
     return await events.publish(
         session,
         StaffActionRecorded(
@@ -48,9 +71,9 @@ async def record_staff_action(
             target_type=target_type,
             target_id=str(target_id)[:128],
             reason=reason,
-            before=before,
-            after=after,
-            details=details or {},
+            before=mask_secrets(before),
+            after=mask_secrets(after),
+            details=mask_secrets(details) or {},
             client_address=get_client_address(),
             at=datetime.now(UTC),
         ),
@@ -88,6 +111,11 @@ class StaffAudit:
         if after is not None:
             self.after = after
         self.details.update(details)
+
+    def changed(self, before: Mapping[str, Any], after: Mapping[str, Any], **details: Any) -> None:
+        """Record the fields that differ between snapshots of the target taken before and after the change."""
+        old, new = changes(before, after)
+        self.note(before=old, after=new, **details)
 
 
 def audited(action: str, target_type: str, target: str | None = None) -> params.Depends:

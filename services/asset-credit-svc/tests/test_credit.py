@@ -115,6 +115,8 @@ async def test_admin_adjustments_are_audited_and_decide_borrowing(svc) -> None:
     # ... and each adjustment is on the platform's audit trail, written with it (kit.audit, issue 15).
     trail = [a for a in await staff_actions(svc.runtime.engine, "credit.adjust") if a.target_id == str(user)]
     assert trail and {(a.actor_id, a.target_type) for a in trail} == {("risk-1", "user")}
+    changes = [(a.before, a.after) for a in trail if "replay_of" not in a.details]
+    assert changes == [({"score": 600}, {"score": 200}), ({"score": 200}, {"score": 1000})]
     with pytest.raises(DBAPIError, match="append-only"):
         async with unit_of_work(svc.runtime.sessionmaker) as session:
             await session.execute(text("DELETE FROM credit_changes"))

@@ -112,6 +112,9 @@ async def test_plans_apply_by_cabinet_then_region_then_default(
     )
     assert changed.status_code == 200, changed.text
     assert await price_of("CAB-BJ-1") == 120
+    update = (await staff_actions(billing.runtime.engine, "pricing_plan.update"))[-1]  # the old and new values
+    assert (update.before["price_per_period_fen"], update.after["price_per_period_fen"]) == (100, 120)
+    assert "name" not in update.after  # only what changed
     current = await billing.client.get("/v1/rentals/current", headers=headers)
     assert current.json()["price"]["price_per_period_fen"] == 100
     retired = await billing.client.patch(f"{path}/{cabinet.json()['plan_id']}", json={"active": False}, headers=admin)

@@ -100,7 +100,7 @@ async def test_admin_endpoints_need_an_administrator(admin_service, signer):
     assert (missing.status_code, missing.json()["code"]) == (404, "device_not_found")
 
 
-async def test_cabinet_operating_data_and_state(admin_service, signer, fleet):
+async def test_cabinet_operating_data_and_state(admin_service, signer, fleet, database_url):
     headers = admin(signer, "operator")
     resp = await admin_service.patch(
         "/v1/admin/cabinets/CAB-0002",
@@ -115,6 +115,13 @@ async def test_cabinet_operating_data_and_state(admin_service, signer, fleet):
         "Futian North",
         "maintenance",
     )
+    update = [a for a in await staff_actions(database_url, "cabinet.update") if a.target_id == "CAB-0002"][-1]
+    assert (update.before["state"], update.after["state"], update.after["address"]) == (
+        "active",
+        "maintenance",
+        "Gate B",
+    )
+    assert "name" not in update.after  # only what changed
     here = next(c for c in fleet["cabinets"] if c["cabinet_id"] == "CAB-0002")
     user = {"Authorization": f"Bearer {signer.issue('00000000-0000-0000-0000-000000000001')}"}
     near = await admin_service.get(

@@ -12,7 +12,7 @@ from asset_credit_svc.deposit.service import held_fen
 from asset_credit_svc.models import CreditChange
 from asset_credit_svc.settings import Settings
 from kit.app import RuntimeDep
-from kit.audit import audited
+from kit.audit import CurrentAudit, audited
 from kit.auth import CurrentUser, Principal, require_permission, user_scope
 from kit.db import SessionDep
 from kit.errors import BusinessError
@@ -109,6 +109,7 @@ async def adjust(
     runtime: RuntimeDep,
     response: Response,
     key: Annotated[str, Depends(idempotency_key(150))],
+    audit: CurrentAudit,
 ) -> CreditChangeOut:
     record = await service.change(
         session,
@@ -126,7 +127,9 @@ async def adjust(
         earlier = await service.by_source(session, f"{actor.subject}:{key}", "admin_adjustment")
         if earlier is None or earlier.note != body.note or earlier.user_id != user_id or earlier.delta != body.delta:
             raise AdjustmentReplayMismatch()
+        audit.note(replay_of=str(earlier.id))  # the same request again: nothing changed
         return change_out(earlier)
+    audit.note(before={"score": record.score_after - record.delta}, after={"score": record.score_after})
     return change_out(record)
 
 

@@ -76,7 +76,13 @@ async def create_plan(body: PlanIn, actor: Pricing, session: SessionDep, audit: 
 @router.patch(
     "/v1/admin/pricing-plans/{plan_id}", dependencies=[audited("pricing_plan.update", "pricing_plan", "plan_id")]
 )
-async def update_plan(plan_id: UUID, body: PlanPatch, actor: Pricing, session: SessionDep) -> PlanOut:
+async def update_plan(
+    plan_id: UUID, body: PlanPatch, actor: Pricing, session: SessionDep, audit: CurrentAudit
+) -> PlanOut:
     """Applies to rentals borrowed from now on; `active: false` retires the plan."""
     values = {k: v for k, v in body.model_dump(exclude_unset=True).items() if v is not None}
-    return plan_out(await service.update_plan(session, actor.subject, plan_id, values))
+    current = await service.get_plan(session, plan_id, for_update=True)
+    before = plan_out(current).model_dump(mode="json") if current is not None else {}
+    out = plan_out(await service.update_plan(session, actor.subject, plan_id, values))
+    audit.changed(before, out.model_dump(mode="json"))
+    return out

@@ -105,6 +105,11 @@ async def create_plan(session: AsyncSession, actor: str, values: dict[str, objec
     return plan
 
 
+async def get_plan(session: AsyncSession, plan_id: uuid.UUID, *, for_update: bool = False) -> PricingPlan | None:
+    stmt = select(PricingPlan).where(PricingPlan.id == plan_id)
+    return (await session.execute(stmt.with_for_update() if for_update else stmt)).scalar_one_or_none()
+
+
 async def update_plan(session: AsyncSession, actor: str, plan_id: uuid.UUID, values: dict[str, object]) -> PricingPlan:
     plan = (
         await session.execute(select(PricingPlan).where(PricingPlan.id == plan_id).with_for_update())

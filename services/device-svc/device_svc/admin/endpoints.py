@@ -27,6 +27,8 @@ from device_svc.admin.schemas import (
 )
 from device_svc.brokerauth.repository import all_syncs, credentials_version
 from device_svc.brokerauth.service import LIVE_WITHIN, wait_for_brokers
+from device_svc.models import Cabinet
+from device_svc.registry import repository as registry
 from device_svc.registry.endpoints import DeviceIdPath
 from device_svc.settings import Settings
 from kit.app import Runtime, RuntimeDep
@@ -88,9 +90,18 @@ async def create_cabinet(
     response_model=CabinetOut,
     dependencies=[audited("cabinet.update", "cabinet", "cabinet_id")],
 )
-async def update_cabinet(cabinet_id: DeviceIdPath, body: CabinetUpdate, _: Admin, session: SessionDep) -> CabinetOut:
+async def update_cabinet(
+    cabinet_id: DeviceIdPath, body: CabinetUpdate, _: Admin, session: SessionDep, audit: CurrentAudit
+) -> CabinetOut:
     """Address, region, opening hours, position, operating state (active / maintenance: off the map)."""
-    c = await service.update_cabinet(session, cabinet_id, body)
+    current = await registry.get_cabinet(session, cabinet_id, for_update=True)
+    before = _cabinet_out(current).model_dump(mode="json") if current is not None else {}
+    out = _cabinet_out(await service.update_cabinet(session, cabinet_id, body))
+    audit.changed(before, out.model_dump(mode="json"))
+    return out
+
+
+def _cabinet_out(c: Cabinet) -> CabinetOut:
     return CabinetOut(
         id=c.id,
         name=c.name,

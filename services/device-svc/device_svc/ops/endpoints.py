@@ -23,6 +23,7 @@ from device_svc.ops.schemas import (
     StateChange,
     TransitionList,
 )
+from device_svc.registry import repository as registry
 from device_svc.registry.endpoints import DeviceIdPath
 from device_svc.settings import Settings
 from kit.app import RuntimeDep
@@ -121,9 +122,18 @@ async def transitions(bank_id: DeviceIdPath, _: Staff, session: SessionDep, limi
     response_model=BankAdminOut,
     dependencies=[audited("bank.change_state", "bank", "bank_id")],
 )
-async def change_state(bank_id: DeviceIdPath, body: StateChange, who: Maintainer, session: SessionDep) -> BankAdminOut:
+async def change_state(
+    bank_id: DeviceIdPath, body: StateChange, who: Maintainer, session: SessionDep, audit: CurrentAudit
+) -> BankAdminOut:
+    current = await registry.get_bank(session, bank_id, for_update=True)
+    before = _held(current.state, current.operator_hold) if current is not None else {}
     bank = await service.change_state(session, bank_id, body.state, body.reason, who.subject)
+    audit.changed(before, _held(bank.state, bank.operator_hold), reason=body.reason)
     return service.bank_admin_out(bank, 0)
+
+
+def _held(state: str, operator_hold: bool) -> dict[str, object]:
+    return {"state": state, "operator_hold": operator_hold}
 
 
 @router.post(
