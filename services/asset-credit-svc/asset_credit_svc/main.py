@@ -33,6 +33,7 @@ from asset_credit_svc.reconciliation import router as reconciliation_router
 from asset_credit_svc.settings import CHANNELS, Settings
 from asset_credit_svc.statements import service as statements
 from asset_credit_svc.statements.endpoints import router as statements_router
+from asset_credit_svc.vas.endpoints import router as vas_router
 from asset_credit_svc.wallet.endpoints import admin_router as wallet_admin_router
 from asset_credit_svc.wallet.endpoints import router as wallet_router
 from asset_credit_svc.withdrawals import service as withdrawals
@@ -164,6 +165,7 @@ def create_app(settings: Settings | None = None, *, notify_client: NotifyClientF
             deposit_router,
             reconciliation_router,
             statements_router,
+            vas_router,
             finance_router,
             receipts_router,
             invoices_router,

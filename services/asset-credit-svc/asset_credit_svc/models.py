@@ -75,6 +75,7 @@ class TransactionKind(StrEnum):
     RED_PACKET_RETURN = "red_packet_return"  # an expired or revoked red packet's remainder
     CARD_PURCHASE = "card_purchase"
     VAS_FEE = "vas_fee"  # a priced value-added service (notify-svc's catalogue), once per consent
+    VAS_REFUND = "vas_refund"  # a settled vas_fee given back by finance, once per consent
     PROVIDER_FEE = "provider_fee"  # a channel's fees of a day, as its statement gives them
 
 
@@ -172,7 +173,7 @@ class VasCharge(Base):
 
     __tablename__ = "vas_charges"
     __table_args__ = (
-        CheckConstraint("status IN ('settled', 'failed')", name="status"),
+        CheckConstraint("status IN ('settled', 'failed', 'refunded')", name="status"),
         Index("ix_vas_charges_user_id", "user_id"),
     )
 
@@ -188,6 +189,13 @@ class VasCharge(Base):
         PgUUID(as_uuid=True), ForeignKey("ledger_transactions.id"), nullable=True
     )
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    # A settled fee refunded by finance, once (vas/endpoints.py).
+    refunded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    refunded_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    refund_reason: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    refund_transaction_id: Mapped[uuid.UUID | None] = mapped_column(
+        PgUUID(as_uuid=True), ForeignKey("ledger_transactions.id"), nullable=True
+    )
 
 
 class Charge(Base):

@@ -97,3 +97,43 @@ async def test_a_short_balance_fails_without_debiting_and_stays_failed(kafka_svc
             )
         ).scalar_one()
     assert unbalanced == 0
+
+
+async def test_finance_refunds_a_settled_fee_once(kafka_svc, producer, payments_topic) -> None:
+    svc = kafka_svc
+    finance = {"Authorization": f"Bearer {svc.signer.issue('fin-vas', kind='admin', roles=['finance'])}"}
+    support = {"Authorization": f"Bearer {svc.signer.issue('sup-vas', kind='admin', roles=['support'])}"}
+    user = await svc.funded_user(1000)
+    accepted, short = consent(user, 300), consent(user, 5000)
+    await produce(producer, accepted)
+    await produce(producer, short)
+    for c in (accepted, short):
+        await payments_topic.wait_for(lambda e, c=c: getattr(e.data, "consent_id", None) == c.consent_id)
+    assert await svc.balance(user) == 700
+
+    url = f"/v1/admin/vas-charges/{accepted.consent_id}/refund"
+    assert (await svc.client.post(url, json={"reason": "x"}, headers=support)).status_code == 403
+    assert (await svc.client.post(url, json={"reason": " "}, headers=finance)).status_code == 422
+    refunded = await svc.client.post(url, json={"reason": "service not delivered"}, headers=finance)
+    assert refunded.status_code == 200, refunded.text
+    assert (refunded.json()["status"], refunded.json()["refund_reason"]) == ("refunded", "service not delivered")
+    assert await svc.balance(user) == 1000
+    again = await svc.client.post(url, json={"reason": "again"}, headers=finance)
+    assert (again.status_code, again.json()["code"]) == (409, "vas_charge_not_refundable")
+    failed = await svc.client.post(
+        f"/v1/admin/vas-charges/{short.consent_id}/refund", json={"reason": "x"}, headers=finance
+    )
+    assert (failed.status_code, failed.json()["code"]) == (409, "vas_charge_not_refundable")
+    missing = await svc.client.post("/v1/admin/vas-charges/1/refund", json={"reason": "x"}, headers=finance)
+    assert (missing.status_code, missing.json()["code"]) == (404, "vas_charge_not_found")
+
+    event = await payments_topic.wait_for(
+        lambda e: e.type == "asset.vas_fee.refunded" and e.data.consent_id == accepted.consent_id
+    )
+    assert (event.data.amount_fen, event.data.balance_fen, event.data.reason) == (300, 1000, "service not delivered")
+    listed = (await svc.client.get(f"/v1/admin/users/{user}/vas-charges", headers=finance)).json()["items"]
+    assert sorted((c["consent_id"], c["status"]) for c in listed) == sorted(
+        [(accepted.consent_id, "refunded"), (short.consent_id, "failed")]
+    )
+    entries = (await svc.client.get("/v1/wallet/entries", headers=svc.auth(user))).json()["items"]
+    assert (entries[0]["kind"], entries[0]["amount_fen"]) == ("vas_refund", 300)

@@ -18,6 +18,7 @@ from contracts.events import (
     RentalFailed,
     RentalStarted,
     VasFeeFailed,
+    VasFeeRefunded,
     VasFeeSettled,
 )
 from kit.app import Runtime
@@ -25,6 +26,7 @@ from kit.periodic import Alarm
 from notify_svc import texts
 from notify_svc.messages.service import deliver
 from notify_svc.tickets import service as tickets
+from notify_svc.vas import repository as vas_repo
 from notify_svc.vas import service as vas
 
 log = logging.getLogger(__name__)
@@ -97,6 +99,15 @@ class VasPaymentConsumers:
         if service is not None:
             text = texts.vas_fee_failed(service.name, data.amount_fen)
             await deliver(session, data.user_id, text, source_event_id=envelope.event_id, pushes=self._pushes)
+
+    async def on_refunded(self, session: AsyncSession, envelope: Envelope) -> None:
+        """Finance gave a fee back: the user is told (once per event: the inbox keeps the source event id)."""
+        data = envelope.data
+        assert isinstance(data, VasFeeRefunded)
+        service = await vas_repo.service(session, data.service_code)
+        name = service.name if service is not None else data.service_code
+        text = texts.vas_fee_refunded(name, data.amount_fen, data.balance_fen)
+        await deliver(session, data.user_id, text, source_event_id=envelope.event_id, pushes=self._pushes)
 
 
 class DisputeConsumers:

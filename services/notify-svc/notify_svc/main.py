@@ -72,6 +72,7 @@ def _consumers(runtime: Runtime) -> list[ConsumerSpec]:
                 "asset.refund.settled": inbox.on_refund_settled,
                 "asset.vas_fee.settled": vas_payments.on_settled,
                 "asset.vas_fee.failed": vas_payments.on_failed,
+                "asset.vas_fee.refunded": vas_payments.on_refunded,
                 "device.bank.fault_cleared": inbox.on_bank_fault_cleared,
                 "billing.dispute.opened": disputes.on_opened,
                 "billing.dispute.resolved": disputes.on_resolved,

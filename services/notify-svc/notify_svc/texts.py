@@ -176,6 +176,11 @@ def vas_fee_settled(name: str, amount_fen: int, balance_fen: int) -> Text:
     return Text(Category.PAYMENT, "Payment confirmed", body)
 
 
+def vas_fee_refunded(name: str, amount_fen: int, balance_fen: int) -> Text:
+    body = f"We refunded {format_fen(amount_fen)} for {name} to your balance. Balance: {format_fen(balance_fen)}."
+    return Text(Category.PAYMENT, "Refund received", body)
+
+
 def vas_fee_failed(name: str, amount_fen: int) -> Text:
     body = (
         f"We could not take {format_fen(amount_fen)} for {name}: your balance is too low. The service is not "

@@ -256,3 +256,26 @@ async def test_a_priced_service_is_paid_or_withdrawn_by_the_money_path(client, a
         ("accepted", "failed"),
     ]
     assert [m["title"] for m in await messages(short)] == ["Payment confirmed", "Payment failed"]
+
+    # Finance refunds the payer's fee (asset.vas_fee.refunded): one message, however often the event comes.
+    from contracts.events import VasFeeRefunded
+
+    refund = VasFeeRefunded(
+        consent_id=paid.consent_id,
+        user_id=payer,
+        service_code=code,
+        amount_fen=300,
+        balance_fen=1000,
+        reason="not delivered",
+        refunded_at=paid.at,
+    )
+    envelope = await bus.publish(refund, key=str(payer))
+    await bus.send(envelope)
+
+    async def refunded() -> bool:
+        return len(await messages(payer)) == 2
+
+    await wait(refunded, what="the refund message")
+    titles = [(m["title"], m["body"]) for m in await messages(payer)]
+    assert titles[0] == ("Refund received", "We refunded ¥3.00 for Cable cover to your balance. Balance: ¥10.00.")
+    assert [t for t, _ in titles] == ["Refund received", "Payment confirmed"]

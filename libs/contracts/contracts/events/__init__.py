@@ -29,6 +29,7 @@ from contracts.events.asset import (
     DepositRefundRequested,
     RefundSettled,
     VasFeeFailed,
+    VasFeeRefunded,
     VasFeeSettled,
     WalletToppedUp,
 )
@@ -175,6 +176,7 @@ __all__ = [
     "UserUnblocked",
     "VasConsentRecorded",
     "VasFeeFailed",
+    "VasFeeRefunded",
     "VasFeeSettled",
     "WalletToppedUp",
 ]

@@ -147,6 +147,20 @@ class VasFeeFailed(_Data):
     at: AwareDatetime
 
 
+class VasFeeRefunded(_Data):
+    """Finance refunded a settled value-added service fee (`consent_id`) to the user's balance, once, with a
+    reason: a ledger entry of kind `vas_refund` (platform revenue back to the balance)."""
+
+    type: Literal["asset.vas_fee.refunded"] = "asset.vas_fee.refunded"
+    consent_id: int = Field(ge=1)
+    user_id: UUID
+    service_code: str = Field(max_length=40)
+    amount_fen: Fen
+    balance_fen: Fen
+    reason: str = Field(max_length=200)
+    refunded_at: AwareDatetime
+
+
 # Every event of this domain, joined into contracts.events.EventData.
 Events: TypeAlias = (
     WalletToppedUp
@@ -160,6 +174,7 @@ Events: TypeAlias = (
     | CreditChanged
     | VasFeeSettled
     | VasFeeFailed
+    | VasFeeRefunded
 )
 
 TOPICS: dict[str, Topic] = {
@@ -174,4 +189,5 @@ TOPICS: dict[str, Topic] = {
     "asset.credit.changed": Topic.CREDIT,
     "asset.vas_fee.settled": Topic.PAYMENTS,  # key: user_id
     "asset.vas_fee.failed": Topic.PAYMENTS,
+    "asset.vas_fee.refunded": Topic.PAYMENTS,
 }

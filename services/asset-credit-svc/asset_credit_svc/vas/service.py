@@ -8,15 +8,16 @@ is for rentals); a user short of balance gets `insufficient_balance` and nothing
 import logging
 from datetime import UTC, datetime
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from asset_credit_svc.ledger import service as ledger
 from asset_credit_svc.ledger.math import InsufficientFunds
 from asset_credit_svc.models import TransactionKind, VasCharge
-from contracts.events import VasConsentRecorded, VasFeeFailed, VasFeeSettled
+from contracts.events import VasConsentRecorded, VasFeeFailed, VasFeeRefunded, VasFeeSettled
 from kit.app import Runtime
+from kit.errors import Conflict, NotFound
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,58 @@ async def on_consent(session: AsyncSession, runtime: Runtime, data: VasConsentRe
         key=str(data.user_id),
     )
     return "settled"
+
+
+class VasChargeNotFound(NotFound):
+    code = "vas_charge_not_found"
+    title = "No value-added service fee was charged for this consent"
+
+
+class VasChargeNotSettled(Conflict):
+    code = "vas_charge_not_refundable"
+    title = "Only a settled value-added service fee can be refunded, once"
+
+
+async def refund(session: AsyncSession, runtime: Runtime, consent_id: int, reason: str, actor: str) -> VasCharge:
+    """Give a settled fee back to the user's balance, once: platform revenue to the balance (`vas_refund`,
+    reference `vas_refund:<consent_id>`), recorded on the charge and announced as asset.vas_fee.refunded."""
+    charge = (
+        await session.execute(select(VasCharge).where(VasCharge.consent_id == consent_id).with_for_update())
+    ).scalar_one_or_none()
+    if charge is None:
+        raise VasChargeNotFound(f"Consent {consent_id} has no value-added service fee")
+    if charge.status != "settled":
+        raise VasChargeNotSettled(f"The fee of consent {consent_id} is {charge.status}")
+    wallet = ledger.user_balance(charge.user_id)
+    posted = await ledger.post(
+        session,
+        kind=TransactionKind.VAS_REFUND.value,
+        reference=f"vas_refund:{consent_id}",
+        legs=[(ledger.PLATFORM_REVENUE, -charge.amount_fen), (wallet, charge.amount_fen)],
+    )
+    if posted is None:  # cannot happen: the row is locked and was still settled
+        raise RuntimeError(f"value-added service fee {consent_id} settled but its refund already posted")
+    now = datetime.now(UTC)
+    charge.status = "refunded"
+    charge.refunded_at = now
+    charge.refunded_by = actor
+    charge.refund_reason = reason
+    charge.refund_transaction_id = posted.id
+    await runtime.publish(
+        session,
+        VasFeeRefunded(
+            consent_id=consent_id,
+            user_id=charge.user_id,
+            service_code=charge.service_code,
+            amount_fen=charge.amount_fen,
+            balance_fen=posted.balance_after(wallet),
+            reason=reason,
+            refunded_at=now,
+        ),
+        key=str(charge.user_id),
+    )
+    log.info("value-added service fee refunded", extra={"consent_id": consent_id, "amount_fen": charge.amount_fen})
+    return charge
 
 
 async def _record(session: AsyncSession, consent_id: int, **values: object) -> None:
