@@ -254,6 +254,8 @@ async def test_a_staged_rollout_to_a_percentage_updates_one_cabinet_at_a_time(
         assert {i: cabinets[i].firmware for i in ids} == {i: "1.1.0" if i in chosen else "1.0.0" for i in ids}
         registry = await registry_firmware(database_url)
         assert all(registry[i] == "1.1.0" for i in chosen)
+        detail = await service.get(f"/v1/cabinets/{chosen[0]}", headers=operator(signer))
+        assert (detail.json()["model"], detail.json()["firmware"]) == ("CAB-STD", "1.1.0"), detail.text
         # Progress, in order, per cabinet (one partition per rollout: the completion comes after every change);
         # the second cabinet started only after the first was done (batch size 1).
         await tap.wait_for("device.firmware_rollout.changed", rollout_id=uuid.UUID(rollout_id), to_state=R.COMPLETED)

@@ -25,7 +25,9 @@ async def add_image(session: AsyncSession, image: FirmwareImage) -> bool:
 
 
 async def get_image(session: AsyncSession, image_id: UUID) -> FirmwareImage | None:
-    return await session.get(FirmwareImage, image_id)
+    """The image's record without its bytes (those are read only to serve a download)."""
+    stmt = select(FirmwareImage).options(defer(FirmwareImage.data)).where(FirmwareImage.id == image_id)
+    return (await session.execute(stmt)).scalar_one_or_none()
 
 
 async def image_bytes(session: AsyncSession, image_id: UUID) -> bytes | None:

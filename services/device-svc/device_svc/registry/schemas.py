@@ -27,6 +27,7 @@ class SlotOut(BaseModel):
 
 
 class CabinetDetailOut(CabinetOut):
+    model: str  # the hardware model: which firmware images it takes (docs/firmware.md)
     firmware: str | None
     rssi_dbm: int | None
     slots: list[SlotOut]

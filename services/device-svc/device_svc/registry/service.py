@@ -63,7 +63,9 @@ async def get_cabinet(session: AsyncSession, cabinet_id: str, min_battery_pct: i
                 rentable=rentable,
             )
         )
-    return CabinetDetailOut(**cabinet_out(row), firmware=cabinet.firmware, rssi_dbm=cabinet.rssi_dbm, slots=slots)
+    return CabinetDetailOut(
+        **cabinet_out(row), model=cabinet.model, firmware=cabinet.firmware, rssi_dbm=cabinet.rssi_dbm, slots=slots
+    )
 
 
 async def get_bank(session: AsyncSession, bank_id: str) -> BankOut:
