@@ -28,7 +28,7 @@ PKG_SRC     := $(foreach d,$(PKG_DIRS),$(wildcard $(d)/$(subst -,_,$(notdir $(d)
 MYPY_TARGETS ?= $(patsubst %/__init__.py,%,$(PKG_SRC)) deploy/local $(wildcard tests)
 TEST_PATHS  := $(wildcard libs services device-emulator console tests)
 
-.PHONY: help install run stop status test test-up lint bench bench-campaigns bench-analytics-ingest clean-state
+.PHONY: help install run stop status test test-up lint bench bench-campaigns bench-analytics-ingest chaos clean-state
 
 help:
 	@echo "make install      create .venv (python3.11 + uv) and install requirements.lock and the local packages"
@@ -41,6 +41,8 @@ help:
 	@echo "make bench-analytics-ingest  analytics ingest through the test stack's broker (events/s, ms per batch); BENCH_ARGS=\"--rentals 20000\""
 	@echo "make bench        swarm benchmark on the run stack (started if down); BENCH_ARGS=\"--devices 1000 ...\""
 	@echo "                  PRESET=overload|rental|telemetry|city|sustained|storm|rest: a named run of issue 9"
+	@echo "make chaos        fault injection on its own stack (kills, broker/Mosquitto/PostgreSQL restarts, device faults)"
+	@echo "                  while users rent; invariants checked; reports/chaos/; CHAOS_ARGS=\"--duration-s 1800 --users 12\""
 	@echo "make clean-state  stop every stack and delete .state/"
 
 install:
@@ -110,6 +112,19 @@ bench-campaigns: install
 bench-analytics-ingest: install
 	@$(STACK) up --stack test && $(STACK) exec --stack test -- \
 	  sh -c '$(PY) services/analytics-svc/bench/ingest.py --url "$${ANALYTICS_DATABASE_URL}_ingest_bench" --bootstrap "$$KAFKA_BOOTSTRAP" $(BENCH_ARGS)'
+
+# `make chaos`: a fresh stack of its own (`chaos`: its ports are PB_CHAOS_PORT_BASE, PB_CHAOS_MQTT_PORT,
+# PB_CHAOS_KAFKA_PORT), the services (device-svc twice), a seeded fleet and the emulator; then tests/chaos/run.py
+# (`--help`): users rent while faults are injected; exit 1 on any violation. The stack is stopped afterwards
+# unless KEEP_STACK=1. The default run is 5 minutes; the long run: CHAOS_ARGS="--duration-s 1800 --users 12".
+CHAOS_ARGS  ?=
+CHAOS_SEED_ARGS ?= --cabinets 4 --slots 8
+
+chaos: install
+	@$(STACK) up --stack chaos && $(STACK) migrate --stack chaos && $(STACK) start-services --stack chaos --timeout 240
+	@$(STACK) seed --stack chaos -- $(CHAOS_SEED_ARGS) && $(STACK) emulator --stack chaos
+	@set +e; $(STACK) exec --stack chaos -- $(PY) tests/chaos/run.py $(CHAOS_ARGS); rc=$$?; \
+	if [ "$(KEEP_STACK)" != 1 ]; then $(STACK) stop --stack chaos || rc=1; fi; exit $$rc
 
 clean-state:
 	@$(STACK) clean

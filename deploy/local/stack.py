@@ -143,7 +143,8 @@ def build_env(stack: Stack, target: PgTarget, password: str, keys: tuple[Path, P
     # Partner webhooks go to public addresses only; on this machine a partner's receiver is on loopback.
     env["WEBHOOK_ALLOW_LOOPBACK"] = "true"
     # Every e2e user registers from 127.0.0.1: the per-address SMS-code limit (30 an hour) would refuse a
-    # suite run twice within the hour. Only on the test stack; user-svc's own tests set their limits.
+    # suite run twice within the hour (and `make chaos` registers its users). Only on the test and chaos stacks;
+    # user-svc's own tests set their limits.
     if stack.name in ("test", "chaos"):
         env["CODE_MAX_PER_CLIENT"] = "1000"
         # The console refreshes a staff token with less than this left: near the token's 900 s lifetime,
@@ -153,6 +154,8 @@ def build_env(stack: Stack, target: PgTarget, password: str, keys: tuple[Path, P
         # have arrived by then); the e2e erasure test waits for it.
         env["ERASURE_DELAY_S"] = "2"
         env["ERASURE_INTERVAL_S"] = "1"
+    if stack.name == "chaos":  # a payment provider that answers late (up to 8 s), while faults hit its notifications
+        env["SANDBOX_PAY_DELAY_MAX_S"] = "8"
     for service in SERVICES:
         env[f"{service.env_prefix}_DATABASE_URL"] = database_url(target, stack.database(service))
     return env

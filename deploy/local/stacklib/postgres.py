@@ -263,3 +263,10 @@ def pg_bindir() -> Path | None:
         return versions[-1].parent
     initdb = shutil.which("initdb")
     return Path(initdb).parent if initdb else None
+
+
+def restart_private_pg() -> None:
+    """Restart the private cluster (`make chaos`). The server writes to its log: with its output on our pipe
+    (no -l), it would hold the pipe open and this call would never return."""
+    log = private_pg_datadir().parent / "postgres.log"
+    pg_ctl(["-l", str(log), "-o", f"-p {private_pg_port()}", "-m", "fast", "-w", "-t", "60", "restart"], capture=True)
