@@ -777,6 +777,27 @@ async def test_ads_and_value_added_services_are_run_from_the_console(
     assert consent.status == 201, consent.response.text
     me = (await user.call("GET", f"{user.urls.user}/v1/users/me")).json()["user_id"]
     assert f'data-consent="{me}"' in await admin.page(f"/vas/{code}")
+
+    # Finance (here the super administrator) refunds the paid fee from the user's view, once.
+    async def paid_row() -> str | None:
+        page = await admin.page(f"/users/{me}")
+        found = re.search(r'data-vas-charge="(\d+)"', page)
+        return found.group(1) if found and text(page, f"vas-status-{found.group(1)}") == "已支付" else None
+
+    consent_id, _ = await wait_for(paid_row, timeout_s=20, interval_s=0.3)
+    balance = (await user.wallet())["balance_fen"]
+    form = {"user_id": me, "reason": "cover <not> delivered"}
+    refunded = await admin.post(f"/vas-charges/{consent_id}/refund", form)
+    assert (refunded.status_code, refunded.headers["location"]) == (303, f"/users/{me}?done=vas.refunded#vas")
+    page = await admin.page(f"/users/{me}")
+    assert text(page, f"vas-status-{consent_id}") == "已退款: cover <not> delivered"  # the reason, on the row
+    assert (await user.wallet())["balance_fen"] == balance + 50
+    assert (await admin.post(f"/vas-charges/{consent_id}/refund", form)).status_code == 409
+
+    async def told() -> bool:
+        return any(m["title"] == "Refund received" for m in await user.messages())
+
+    await wait_for(told, timeout_s=15, interval_s=0.3)
     assert (await admin.post(f"/vas/{code}/retire")).status_code == 303
     assert text(await admin.page(f"/vas/{code}"), "vas-state").startswith("已下架")
 

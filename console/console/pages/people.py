@@ -10,16 +10,17 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from console.backend import BackendError
 from console.sessions import StaffSession
-from console.web import ConsoleDep, page_permission, read_form, render, require
+from console.web import ConsoleDep, FormInvalid, page_permission, read_form, render, require
 
 router = APIRouter()
 Reader = Annotated[StaffSession, Depends(page_permission("nav.users"))]
 Blocker = Annotated[StaffSession, Depends(require("users:block"))]
+Refunder = Annotated[StaffSession, Depends(require("payments:refund"))]
 AuditReader = Annotated[StaffSession, Depends(page_permission("nav.audit"))]
 PHONE_VISIBLE_PERMISSION = "users:block"
 PII_PERMISSION = "users:pii"
@@ -29,6 +30,7 @@ SECTIONS = {
     "credit": "credit:adjust",
     "tickets": "tickets:read",
     "messages": "tickets:read",
+    "vas": "ledger:read",
 }
 
 
@@ -69,7 +71,7 @@ async def user(
     s, b, token = console.backend.services, console.backend, staff.access_token
     reveal = reveal and staff.can(PII_PERMISSION)
     found = await b.get(f"{s.user}/v1/admin/users/{user_id}", token, reveal="true" if reveal else None)
-    rentals, wallet, credit, tickets, messages = await asyncio.gather(
+    rentals, wallet, credit, tickets, messages, vas = await asyncio.gather(
         _section(
             staff.can(SECTIONS["rentals"]),
             lambda: b.get(f"{s.billing}/v1/admin/users/{user_id}/rentals", token, limit=20),
@@ -85,6 +87,7 @@ async def user(
             staff.can(SECTIONS["messages"]),
             lambda: b.get(f"{s.notify}/v1/admin/users/{user_id}/messages", token, limit=20),
         ),
+        _section(staff.can(SECTIONS["vas"]), lambda: b.get(f"{s.asset}/v1/admin/users/{user_id}/vas-charges", token)),
     )
     return render(
         request,
@@ -96,9 +99,31 @@ async def user(
         credit=credit,
         tickets=tickets,
         messages=messages,
+        vas=vas,
         revealed=reveal,
         see_phone=staff.can(PHONE_VISIBLE_PERMISSION),
     )
+
+
+@router.post("/vas-charges/{consent_id}/refund")
+async def refund_vas_fee(
+    request: Request,
+    consent_id: Annotated[int, Path(ge=1, le=2**63 - 1)],
+    console: ConsoleDep,
+    staff: Refunder,
+) -> Response:
+    """A settled value-added service fee back to the user's balance, once (asset-credit refuses a second)."""
+    form = await read_form(request, staff.csrf_token)
+    try:
+        user_id = UUID(form.get("user_id", ""))
+    except ValueError:
+        raise FormInvalid("user_id", form.get("user_id", "")) from None
+    await console.backend.post(
+        f"{console.backend.services.asset}/v1/admin/vas-charges/{consent_id}/refund",
+        staff.access_token,
+        {"reason": form.get("reason", "").strip()},
+    )
+    return RedirectResponse(f"/users/{user_id}?done=vas.refunded#vas", status_code=303)
 
 
 @router.post("/users/{user_id}/{action}")
