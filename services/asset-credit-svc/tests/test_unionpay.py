@@ -497,3 +497,32 @@ async def test_top_up_by_bank_card_in_the_sandbox(service_factory: Callable[...,
         top_up = await dev.top_up(user, 500, "bank_card")
         assert (await dev.wait_top_up(user, top_up["top_up_id"]))["status"] == "succeeded"
         assert await dev.balance(user) == 500
+
+
+async def test_a_deposit_is_paid_by_bank_card_through_the_form(svc: Any, unionpay: tuple[FakeUnionPay, str]) -> None:
+    fake, _ = unionpay
+    user = uuid.uuid4()
+    response = await svc.client.post(
+        "/v1/deposit/payments", json={"channel": "bank_card"}, headers={**svc.auth(user), "Idempotency-Key": "d1"}
+    )
+    assert response.status_code == 201, response.text
+    payment_id = response.json()["operation_id"]
+    pay = await svc.client.post(f"/v1/deposit/payments/{payment_id}/pay", headers=svc.auth(user))
+    assert pay.status_code == 200, pay.text
+    form = pay.json()["pay_params"]
+    async with httpx.AsyncClient() as browser:
+        cashier = await browser.post(
+            form["form_action"],
+            content=form["form_fields"],
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+    assert "¥99.00" in cashier.text, cashier.text
+    [((order, txn_time), trade)] = fake.trades.items()
+    assert order == order_id(f"dep_{payment_id}")
+    fake.pay(order, txn_time, 9900)
+    assert (await fake.deliver(svc.client, fake.notification(trade))).status_code == 200
+    assert (await svc.client.get("/v1/deposit", headers=svc.auth(user))).json()["held_fen"] == 9900
+    again = await svc.client.post(f"/v1/deposit/payments/{payment_id}/pay", headers=svc.auth(user))
+    assert again.json()["code"] == "deposit_not_pending"
+    other = await svc.client.post(f"/v1/deposit/payments/{payment_id}/pay", headers=svc.auth(uuid.uuid4()))
+    assert other.json()["code"] == "deposit_order_not_found"

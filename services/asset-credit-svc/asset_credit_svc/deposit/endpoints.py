@@ -1,11 +1,18 @@
 """The user's deposit: state, pay, refund, history."""
 
+import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
 
 from asset_credit_svc.deposit import service
-from asset_credit_svc.deposit.schemas import DepositHistory, DepositOperationOut, DepositOut, DepositPayIn
+from asset_credit_svc.deposit.schemas import (
+    DepositHistory,
+    DepositOperationOut,
+    DepositOut,
+    DepositPayIn,
+    DepositPayParamsOut,
+)
 from asset_credit_svc.models import DepositOperation
 from asset_credit_svc.settings import Settings
 from kit.app import RuntimeDep
@@ -63,6 +70,16 @@ async def pay_deposit(
     if not created:
         response.status_code = status.HTTP_200_OK
     return _out(operation)
+
+
+@router.post("/payments/{payment_id}/pay")
+async def pay_deposit_params(
+    payment_id: uuid.UUID, user: CurrentUser, session: SessionDep, runtime: RuntimeDep
+) -> DepositPayParamsOut:
+    """What the user's app hands to the channel to pay a pending deposit payment (as for a top-up); 409
+    `deposit_not_pending` once paid or failed, 503 `provider_unavailable` when the channel does not answer."""
+    operation, order = await service.pay_params(session, runtime, user_id=user.user_id, payment_id=payment_id)
+    return DepositPayParamsOut(operation_id=operation.id, channel=operation.channel, pay_params=dict(order.pay_params))
 
 
 @router.post("/refunds", status_code=status.HTTP_201_CREATED)

@@ -25,6 +25,14 @@ class DepositOperationOut(BaseModel):
     completed_at: datetime | None
 
 
+class DepositPayParamsOut(BaseModel):
+    """What the app hands to the channel's SDK (or, for a bank card, posts as a form) to pay the deposit."""
+
+    operation_id: uuid.UUID
+    channel: str
+    pay_params: dict[str, str]
+
+
 class DepositOut(BaseModel):
     held_fen: int
     required_fen: int

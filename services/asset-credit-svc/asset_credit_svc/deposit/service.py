@@ -35,8 +35,14 @@ from asset_credit_svc.models import (
     TransactionKind,
     WaivedRental,
 )
-from asset_credit_svc.payments.providers import PaymentNotification, PaymentOrder, PaymentProviderError
-from asset_credit_svc.payments.service import AmountMismatch, ChannelMismatch, IdempotencyKeyReused, provider_for
+from asset_credit_svc.payments.providers import CreatedOrder, PaymentNotification, PaymentOrder, PaymentProviderError
+from asset_credit_svc.payments.service import (
+    AmountMismatch,
+    ChannelMismatch,
+    IdempotencyKeyReused,
+    ProviderUnavailable,
+    provider_for,
+)
 from contracts.events import DepositPaid, DepositRefunded, DepositRefundRequested
 from kit.app import Runtime
 from kit.db import after_commit, unit_of_work
@@ -71,6 +77,11 @@ class Owing(Conflict):
 class DepositOrderNotFound(NotFound):
     code = "deposit_order_not_found"
     title = "No deposit payment for this order"
+
+
+class DepositNotPending(Conflict):
+    code = "deposit_not_pending"
+    title = "The deposit payment is no longer waiting for payment"
 
 
 def deposit_account(user_id: uuid.UUID) -> AccountRef:
@@ -153,12 +164,7 @@ async def pay(
     if operation.kind != DepositKind.PAY.value or operation.channel != channel:
         raise IdempotencyKeyReused("This Idempotency-Key was used for another deposit request")
     if operation.status == DepositStatus.PENDING.value:
-        order = PaymentOrder(
-            out_trade_no=order_no(operation.id),
-            amount_fen=operation.amount_fen,
-            subject="Deposit",
-            placed_at=operation.created_at,
-        )
+        order = _order_of(operation)
 
         async def open_order() -> None:
             try:
@@ -168,6 +174,35 @@ async def pay(
 
         after_commit(session, open_order)
     return operation, earlier is None
+
+
+def _order_of(operation: DepositOperation) -> PaymentOrder:
+    return PaymentOrder(
+        out_trade_no=order_no(operation.id),
+        amount_fen=operation.amount_fen,
+        subject="Deposit",
+        placed_at=operation.created_at,
+    )
+
+
+async def pay_params(
+    session: AsyncSession, runtime: Runtime, *, user_id: uuid.UUID, payment_id: uuid.UUID
+) -> tuple[DepositOperation, CreatedOrder]:
+    """The channel's order of a pending deposit payment, for the user's app to pay (Alipay's order string,
+    WeChat Pay's SDK parameters, UnionPay's form): the same order again, never a new one."""
+    operation = await session.get(DepositOperation, payment_id)
+    if operation is None or operation.user_id != user_id or operation.kind != DepositKind.PAY.value:
+        raise DepositOrderNotFound()
+    if operation.status != DepositStatus.PENDING.value:
+        raise DepositNotPending()
+    provider = provider_for(charges.providers_of(runtime), operation.channel)
+    try:
+        return operation, await provider.create_order(_order_of(operation))
+    except PaymentProviderError as exc:
+        log.warning(
+            "the provider did not open the deposit order", extra={"deposit_id": str(payment_id), "error": str(exc)}
+        )
+        raise ProviderUnavailable() from None
 
 
 async def apply_notification(
