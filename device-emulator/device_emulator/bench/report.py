@@ -233,7 +233,8 @@ def _cpu_section(summary: dict[str, Any], cost: dict[str, Any] | None) -> list[s
         "this benchmark's process (swarm, users, probes) and the stack's device emulator.",
         "",
         "- `idle_cpu_pct_of_core`: the platform's CPU in the idle window (swarm connected and silent, once the "
-        "telemetry sent before had arrived), per second of that window.",
+        "telemetry sent before had arrived and `--settle-s` more had passed, so every consumer is back at its rest "
+        "fetch wait), per second of that window.",
         "- `cpu_ms_per_report`: (CPU in the telemetry-only window - idle rate x its seconds) / heartbeats seen on "
         "Kafka in it; without unlocks the whole load window is telemetry only.",
         "- `cpu_ms_per_rental`: (CPU from the load's start until every rental in flight finished - idle rate x "
