@@ -34,6 +34,7 @@ from kit.kafka import (
     Handler,
     LatencyClass,
     make_producer,
+    one_transaction_per_fetch,
     start_with_retry,
 )
 from kit.logging import configure_logging
@@ -145,6 +146,14 @@ class ConsumerSpec:
     # Set for a projection that applies a whole fetch (up to max_records) in one transaction (kit.kafka).
     batch_handler: BatchHandler | None = None
     max_records: int = 200
+    # Apply each fetch's events with `handlers` in one transaction (kit.kafka.one_transaction_per_fetch): for
+    # projections no user waits on, whose per-event transaction costs more than their handlers (issue 9).
+    one_transaction_per_fetch: bool = False
+
+    def effective_batch_handler(self) -> BatchHandler | None:
+        if self.batch_handler is not None or not self.one_transaction_per_fetch:
+            return self.batch_handler
+        return one_transaction_per_fetch(self.handlers)
 
 
 def create_service_app(
@@ -247,7 +256,7 @@ def create_service_app(
                         heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
                         metadata_max_age_ms=settings.kafka_metadata_max_age_ms,
                         pacing=FetchPacing.for_class(settings, spec.latency),
-                        batch_handler=spec.batch_handler,
+                        batch_handler=spec.effective_batch_handler(),
                         max_records=spec.max_records,
                     )
                     for spec in specs

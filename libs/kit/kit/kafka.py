@@ -50,6 +50,36 @@ Handler = Callable[[AsyncSession, Envelope], Awaitable[None]]
 # one at a time with the per-event handlers (they remain the fallback when the batch fails, and the replay path).
 BatchHandler = Callable[[AsyncSession, Sequence[Envelope]], Awaitable[None]]
 
+
+def one_transaction_per_fetch(handlers: Mapping[str, Handler]) -> BatchHandler:
+    """A BatchHandler that applies a fetch's events with their own per-event handlers, in arrival order, in the
+    fetch's one transaction (ConsumerSpec.one_transaction_per_fetch). Each event in its own transaction costs a
+    BEGIN, an insert of its id and a COMMIT (about 2 ms of CPU in the service and a WAL flush in PostgreSQL,
+    measured in issue 9): for a projection whose handlers are an upsert or two, that is most of its cost. The
+    effect is the per-event one (the same handlers, the same order, each event's correlation id while it is
+    applied); if the transaction fails, the kit applies the fetch's events one at a time (retries, parking)."""
+
+    async def apply(session: AsyncSession, envelopes: Sequence[Envelope]) -> None:
+        for envelope in envelopes:
+            handler = handlers.get(envelope.type)
+            if handler is None:
+                continue
+            set_correlation_id(envelope.correlation_id)
+            attributes = {"messaging.message.id": str(envelope.event_id), "pb.event.type": envelope.type}
+            try:
+                with span(
+                    f"process {envelope.type}",
+                    kind=SpanKind.CONSUMER,
+                    parent=envelope.traceparent,
+                    attributes=attributes,
+                ):
+                    await handler(session, envelope)
+            finally:
+                set_correlation_id(None)
+
+    return apply
+
+
 CONSUMED = Counter("pb_events_consumed_total", "Events consumed", ["consumer", "type", "outcome"])
 HANDLE_SECONDS = Histogram("pb_event_handle_seconds", "Time to handle one event", ["consumer", "type"])
 # Records between the last one handled and the partition's high watermark (as of that fetch), per consumer and

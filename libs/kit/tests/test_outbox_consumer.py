@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from uuid import uuid4
 
 import pytest
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from prometheus_client import REGISTRY
 from pydantic import ValidationError
 from sqlalchemy import text
@@ -16,7 +16,7 @@ from contracts import Envelope, Topic, event_adapter, new_event
 from contracts.events import DeviceTelemetryReported, UserBlocked
 from kit.correlation import get_correlation_id
 from kit.db import make_sessionmaker, unit_of_work
-from kit.kafka import EventConsumer, make_producer
+from kit.kafka import EventConsumer, make_producer, one_transaction_per_fetch
 from kit.outbox import Lane, OutboxRelay, OutboxWakeup, add_event, add_events
 from kit.testing import kafka_bootstrap, kit_database
 
@@ -207,6 +207,84 @@ async def test_a_handler_that_keeps_failing_is_parked_not_lost(sessions: async_s
     assert "cannot apply" in row.error
     assert seen_traces == ["trace-park", "trace-park"]  # each attempt runs in the event's trace
     assert get_correlation_id() is None  # and the trace does not leak past the event
+
+
+def _record(envelope: Envelope) -> ConsumerRecord[bytes, bytes]:
+    return ConsumerRecord(
+        topic=envelope.topic.value,
+        partition=0,
+        offset=0,
+        timestamp=0,
+        timestamp_type=0,
+        key=envelope.key.encode(),
+        value=envelope.to_bytes(),
+        checksum=None,
+        serialized_key_size=0,
+        serialized_value_size=0,
+        headers=(),
+    )
+
+
+async def test_one_transaction_per_fetch_has_the_per_event_effect_and_falls_back_one_at_a_time(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    prefix = f"OTF-{uuid4().hex[:8]}"
+    envelopes = [
+        new_event(_telemetry(f"{prefix}-{i}"), key=prefix, producer="kit-test", correlation_id=f"trace-{i}")
+        for i in range(3)
+    ]
+    seen: list[tuple[str, str | None]] = []
+
+    async def on_telemetry(session: AsyncSession, env: Envelope) -> None:
+        assert isinstance(env.data, DeviceTelemetryReported)
+        seen.append((env.data.device_id, get_correlation_id()))
+        if env.data.device_id == poison:
+            raise ValueError("cannot apply")
+        await session.execute(
+            text("INSERT INTO effects (event_id, device_id) VALUES (:e, :d)"),
+            {"e": env.event_id, "d": env.data.device_id},
+        )
+
+    handlers = {"device.telemetry.reported": on_telemetry}
+    consumer = EventConsumer(
+        name="kit-test",
+        bootstrap=kafka_bootstrap(),
+        group_id=f"kit-test-{uuid4().hex}",
+        topics=[Topic.DEVICE_TELEMETRY.value],
+        handlers=handlers,
+        sessionmaker=sessions,
+        batch_handler=one_transaction_per_fetch(handlers),
+        max_attempts=1,
+    )
+
+    async def applied() -> list[str]:
+        async with sessions() as session:
+            rows = await session.execute(
+                text("SELECT device_id FROM effects WHERE device_id LIKE :p ORDER BY device_id"), {"p": f"{prefix}%"}
+            )
+            return list(rows.scalars())
+
+    poison = ""
+    # Every event once, in order, each in its own correlation id; a fetch that brings them again is a no-op.
+    await consumer._handle_batch([_record(e) for e in envelopes + envelopes[:1]])
+    await consumer._handle_batch([_record(e) for e in envelopes])
+    assert await applied() == [f"{prefix}-{i}" for i in range(3)]
+    assert seen == [(f"{prefix}-{i}", f"trace-{i}") for i in range(3)]
+    assert get_correlation_id() is None
+
+    # One event that fails rolls the fetch's transaction back; its events are then applied one at a time:
+    # the good ones apply, the bad one is parked.
+    more = [new_event(_telemetry(f"{prefix}-{i}"), key=prefix, producer="kit-test") for i in range(3, 6)]
+    poison = f"{prefix}-4"
+    await consumer._handle_batch([_record(e) for e in more])
+    assert await applied() == [f"{prefix}-{i}" for i in (0, 1, 2, 3, 5)]
+    async with sessions() as session:
+        status = (
+            await session.execute(
+                text("SELECT status FROM processed_events WHERE event_id = :e"), {"e": more[1].event_id}
+            )
+        ).scalar_one()
+    assert status == "failed"
 
 
 async def test_a_critical_event_is_relayed_past_a_backlog_of_bulk_events(

@@ -202,5 +202,6 @@ def _consumers(rt: Runtime) -> list[ConsumerSpec]:
                 "user.user.deregistered": on_user_deregistered(rt),
             },
             name="deposits",
+            one_transaction_per_fetch=True,  # deposits and credit: our own rows, no user waits (issue 9)
         ),
     ]

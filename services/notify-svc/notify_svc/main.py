@@ -49,6 +49,7 @@ def _consumers(runtime: Runtime) -> list[ConsumerSpec]:
     return [
         ConsumerSpec(
             name="audience",
+            one_transaction_per_fetch=True,  # upserts of a projection: one transaction per fetch (issue 9)
             topics=[Topic.USERS, Topic.RENTALS, Topic.DEVICE_EJECTS, Topic.DEVICE_RETURNS, Topic.CREDIT, Topic.COUPONS],
             handlers={
                 "user.user.registered": audience.on_user_registered,
@@ -63,6 +64,7 @@ def _consumers(runtime: Runtime) -> list[ConsumerSpec]:
         ),
         ConsumerSpec(
             topics=[Topic.RENTALS, Topic.PAYMENTS, Topic.DEVICE_FAULTS, Topic.DISPUTES],
+            one_transaction_per_fetch=True,  # inbox messages, our own rows only (issue 9)
             handlers={
                 "billing.rental.started": inbox.on_rental_started,
                 "billing.rental.ended": inbox.on_rental_ended,

@@ -72,6 +72,7 @@ def consumer_spec(_: Runtime) -> ConsumerSpec:
             "billing.debt.waived": on_debt_waived,
         },
         name="obligations",
+        one_transaction_per_fetch=True,  # upserts of a projection: one transaction per fetch (issue 9)
     )
 
 
