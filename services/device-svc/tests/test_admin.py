@@ -210,6 +210,7 @@ async def test_bulk_import_is_set_based_and_the_broker_accepts_every_new_credent
     cabinets = [
         {"id": f"CAB-2{n:03d}", "name": f"Import {n}", "lat": 22.5, "lon": 114.0, "slot_count": 6} for n in range(300)
     ]
+    cabinets[150]["model"] = "CAB-XL"  # what a firmware rollout targets
     resp = await client.post("/v1/admin/cabinets/import", json={"items": cabinets[:2]}, headers=headers)
     assert resp.status_code == 200, resp.text
     again = await client.post("/v1/admin/cabinets/import", json={"items": [*cabinets, cabinets[5]]}, headers=headers)
@@ -222,6 +223,10 @@ async def test_bulk_import_is_set_based_and_the_broker_accepts_every_new_credent
     assert not await broker.accepts("CAB-2299", credentials["CAB-2298"]["password"])
     detail = (await client.get("/v1/cabinets/CAB-2150", headers=headers)).json()
     assert detail["slot_count"] == 6
+    assert (detail["model"], (await client.get("/v1/cabinets/CAB-2151", headers=headers)).json()["model"]) == (
+        "CAB-XL",
+        "CAB-STD",
+    )
 
     # An identity shared inside one import (or with a registered bank) refuses the whole import.
     shared = [{"id": "PB-200001", "qr_code": "QR-2"}, {"id": "PB-200002", "qr_code": "QR-2"}]

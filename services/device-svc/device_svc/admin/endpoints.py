@@ -112,6 +112,7 @@ def _cabinet_out(c: Cabinet) -> CabinetOut:
         opening_hours=c.opening_hours,
         state=c.state,
         slot_count=c.slot_count,
+        model=c.model,
         protocol=c.protocol,
     )
 

@@ -22,6 +22,13 @@ class CabinetCreate(BaseModel):
     region: str = Field(default="", max_length=100)
     opening_hours: str = Field(default="00:00-24:00", max_length=100)
     slot_count: int = Field(ge=1, le=256)
+    model: str = Field(
+        default="CAB-STD",
+        min_length=1,
+        max_length=50,
+        pattern=r"^[A-Za-z0-9._-]+$",
+        description="The maker's model: what a firmware image targets (docs/firmware.md)",
+    )
     protocol: Literal["native", "volinks"] = Field(
         default="native",
         description="The protocol it speaks: the platform's own, or a maker's translated by device-svc "
@@ -53,6 +60,7 @@ class CabinetOut(BaseModel):
     opening_hours: str
     state: str
     slot_count: int
+    model: str
     protocol: str
 
 

@@ -70,6 +70,7 @@ async def create_cabinet(session: AsyncSession, body: CabinetCreate) -> tuple[Pr
             region=body.region,
             opening_hours=body.opening_hours,
             slot_count=body.slot_count,
+            model=body.model,
             protocol=body.protocol,
             online=False,
             state="active",
