@@ -181,10 +181,15 @@ class OutboxRelay:
         self._batch = batch_size
         self._wake_lane = lane or Lane.CRITICAL
         where = "published_at IS NULL" + (f" AND {LANE_FILTERS[lane]}" if lane is not None else "")
+        # The lane's lock and the claim in one round trip: the lock is taken first (a one-time filter of the
+        # claim, checked before its scan), and the claim reads nothing unless the lock was ours. One row with
+        # `got` false and no id: another relay holds the lane; `got` true and no id: nothing to publish.
         self._claim = text(
-            f"SELECT id, topic, key, payload FROM outbox WHERE {where} ORDER BY id LIMIT :n FOR UPDATE SKIP LOCKED"  # noqa: S608 (our topic names, checked above)
+            "WITH lane AS MATERIALIZED (SELECT pg_try_advisory_xact_lock(:k) AS got) "  # noqa: S608 (our topic names, checked above)
+            "SELECT lane.got, o.id, o.topic, o.key, o.payload FROM lane LEFT JOIN LATERAL ("
+            f"SELECT id, topic, key, payload FROM outbox WHERE lane.got AND {where} "
+            "ORDER BY id LIMIT :n FOR UPDATE SKIP LOCKED) o ON true"
         )
-        self._lock = text("SELECT pg_try_advisory_xact_lock(:k)")
         self._lock_key = _lane_lock_key(lane)
         self._backlog = OUTBOX_BACKLOG.labels(lane.value if lane is not None else "all")
         self.last_error: str | None = None
@@ -209,10 +214,11 @@ class OutboxRelay:
 
     async def publish_pending(self) -> int:
         async with self._sessionmaker() as session, session.begin():
-            self.lane_busy = not (await session.execute(self._lock, {"k": self._lock_key})).scalar_one()
+            claimed = (await session.execute(self._claim, {"k": self._lock_key, "n": self._batch})).all()
+            self.lane_busy = not claimed[0].got
             if self.lane_busy:
                 return 0  # another replica is publishing this lane: our rows go out after its batch
-            rows = (await session.execute(self._claim, {"n": self._batch})).all()
+            rows = [row for row in claimed if row.id is not None]
             if not rows:
                 self._backlog.set(0)
                 return 0
