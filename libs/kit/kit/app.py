@@ -1,6 +1,7 @@
 """The service app factory: one lifespan builds every client; nothing connects at import time."""
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
@@ -156,6 +157,15 @@ class ConsumerSpec:
         return one_transaction_per_fetch(self.handlers)
 
 
+def tune_gc(gen0_threshold: int) -> None:
+    """After startup: what is alive now stays (modules, settings, pools), so it is frozen out of every
+    collection, and the youngest generation is collected less often (see ServiceSettings.gc_gen0_threshold)."""
+    if gen0_threshold > 0:
+        gc.collect()  # only what is alive is frozen (not the garbage of startup, nor of an earlier app in tests)
+        gc.freeze()
+        gc.set_threshold(gen0_threshold, 50, 100)
+
+
 def create_service_app(
     settings: ServiceSettings,
     *,
@@ -266,6 +276,7 @@ def create_service_app(
                     runtime.spawn(consumer.run_supervised(), f"consumer-{consumer.name}")
                 if event_consumers:
                     runtime.readiness_checks["consumers"] = lambda: _consumers_ready(event_consumers)
+                tune_gc(settings.gc_gen0_threshold)
                 try:
                     yield
                 finally:

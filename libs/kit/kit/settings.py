@@ -69,6 +69,11 @@ class ServiceSettings(BaseSettings):
     # topics are provisioned by the setup job, and services hold no right to create them.
     kafka_topic_partitions: int = Field(default=0, ge=0)
     broker_loss_replay_window_s: float = Field(default=3600.0, ge=60)
+    # The garbage collector (kit.app): with a threshold set, the objects alive after startup are frozen out of
+    # every collection and the youngest generation is collected after this many allocations instead of
+    # Python's 700. A service that allocates per device message (device-svc) spent a quarter of its CPU less
+    # with 20,000 (issue 9, docs/capacity.md); 0 keeps Python's defaults.
+    gc_gen0_threshold: int = Field(default=0, ge=0)
     # OpenTelemetry traces (kit.tracing): off unless a collector's OTLP/HTTP base URL is set (the standard
     # OTEL_EXPORTER_OTLP_ENDPOINT variable, e.g. http://otel-collector:4318); the share of new traces kept.
     otel_exporter_otlp_endpoint: str | None = None

@@ -1,16 +1,21 @@
 """A short telemetry-ingestion benchmark of one device-svc, in-process, on the test stack.
 
     python3 deploy/local/stack.py exec --stack test -- .venv/bin/python -m device_svc.ingest_bench \
-        [--messages 6000] [--cabinets 40] [--bank-modules 200] [--broker-inflight 1000]
+        [--messages 6000] [--cabinets 40] [--bank-modules 200] [--broker-inflight 1000] \
+        [--cpu-of postgres=<postmaster pid> --cpu-of tansu=<pid>]
     ... -m device_svc.ingest_bench --storm --cabinets 2000 --bank-modules 0
 
 `--storm`: a connect storm instead (what a broker restart causes): every cabinet sends its retained
 `status` online, a `hello` and an `inventory` (its slots as seeded); timed until every cabinet is shown
 online and every hello and inventory is recorded. Prints messages per second and the process's CPU
 per message (device-svc and the load publisher share the process: an upper bound for device-svc).
+Its private Mosquitto's CPU over the same window is counted too, and that of every `--cpu-of` process tree
+(the stack's PostgreSQL postmaster and tansu: `ss -ltnp` names their pids): `all_cpu_ms_per_message` is
+the device path's whole cost per message on this machine (only fair on a stack nothing else uses).
 
 Starts a private Mosquitto (password file, ACL), a database of its own (`pb_test_device_bench`,
 recreated), seeds a fleet, runs device-svc (real lifespan: MQTT, Kafka outbox relay), then publishes
+one warm-up round (a message per device, so that every device is online before the window), then
 `--messages` heartbeats and bank reports (device times increasing per device) as the service
 account, as fast as the broker takes them, and times until device-svc has recorded every one
 (`inbound_messages`; a batch commits only after Kafka acknowledged its telemetry events, which go
@@ -19,8 +24,10 @@ straight to Kafka, not through the outbox). Prints reports per second.
 
 import argparse
 import asyncio
+import contextlib
 import getpass
 import json
+import os
 import random
 import shutil
 import socket
@@ -84,6 +91,31 @@ def start_broker(directory: Path, max_inflight: int) -> tuple[subprocess.Popen[b
         time.sleep(0.05)
     target = BrokerTarget("127.0.0.1", port, password_file, directory / "mosquitto.pid", "device-svc", SERVICE_PASSWORD)
     return process, target
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_s(root: int) -> float:
+    """CPU seconds of `root` and its live descendants (their own and their reaped children's), from /proc."""
+    stats: dict[int, tuple[int, float]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                raw = (entry / "stat").read_text()
+                f = raw[raw.rindex(")") + 2 :].split()
+                stats[int(entry.name)] = (int(f[1]), sum(int(x) for x in f[11:15]) / _TICK)
+    total, todo = 0.0, [root]
+    while todo:
+        pid = todo.pop()
+        if pid in stats:
+            total += stats[pid][1]
+            todo += [child for child, (ppid, _) in stats.items() if ppid == pid]
+    return total
+
+
+def parts_cpu_s(parts: dict[str, int]) -> dict[str, float]:
+    return {name: tree_cpu_s(pid) for name, pid in parts.items()}
 
 
 def plan(devices: list[tuple[str, str]], count: int, rng: random.Random) -> list[tuple[str, bytes]]:
@@ -165,10 +197,14 @@ async def run(args: argparse.Namespace) -> None:
             if args.storm:
                 messages = storm_plan(result.fleet)
                 recorded_target = 2 * len(result.fleet["cabinets"])  # hellos + inventories (status: no msg_id)
+                warmup = []
                 finished_sql = "SELECT count(*) FROM inbound_messages WHERE (SELECT bool_and(online) FROM cabinets)"
             else:
-                messages = plan(devices, args.messages, random.Random(args.seed))
-                recorded_target = len(messages)
+                # The first round (one message per device) is the warm-up: it brings every device online
+                # (presence events) before the measured window, which then sees a fleet in its steady state.
+                messages = plan(devices, args.messages + len(devices), random.Random(args.seed))
+                warmup, messages = messages[: len(devices)], messages[len(devices) :]
+                recorded_target = len(messages) + len(warmup)
                 finished_sql = "SELECT count(*) FROM inbound_messages"
             settings = Settings(
                 pb_env="test",
@@ -193,7 +229,16 @@ async def run(args: argparse.Namespace) -> None:
                 # The load comes through the kit's small client, so that the process's CPU is mostly device-svc's.
                 load = LiteClient(f"bench-load-{uuid.uuid4().hex[:6]}")
                 await load.connect(broker.host, broker.port, username="device-svc", password=SERVICE_PASSWORD)
+                if not args.storm:
+                    for i in range(0, len(warmup), 400):
+                        await asyncio.gather(*(load.publish_nowait(t, p, qos=1) for t, p in warmup[i : i + 400]))
+                    for _ in range(int(args.timeout_s * 4)):
+                        if await count(url, finished_sql) >= len(warmup):
+                            break
+                        await asyncio.sleep(0.25)
+                parts = {"mosquitto": process.pid, **dict(args.cpu_of)}
                 try:
+                    parts_started = parts_cpu_s(parts)
                     started = time.monotonic()
                     cpu_started = time.process_time()
                     window = 400
@@ -209,6 +254,7 @@ async def run(args: argparse.Namespace) -> None:
                         await asyncio.sleep(0.25)
                     elapsed = time.monotonic() - started
                     cpu_s = time.process_time() - cpu_started
+                    parts_s = {k: v - parts_started[k] for k, v in parts_cpu_s(parts).items()}
                 finally:
                     load.disconnect()
                 online = await count(url, "SELECT count(*) FROM cabinets WHERE online")
@@ -219,13 +265,17 @@ async def run(args: argparse.Namespace) -> None:
                         "messages": len(messages),
                         "broker_inflight": args.broker_inflight,
                         "devices": len(devices),
+                        "warmup": len(warmup),
                         "recorded": done,
                         "publish_s": round(published, 2),
                         "ingest_s": round(elapsed, 2),
                         "cabinets_online": online,
                         "messages_per_s": round(len(messages) / elapsed, 1) if done >= recorded_target else None,
-                        "reports_per_s": round(done / elapsed, 1),
+                        "reports_per_s": round((done - len(warmup)) / elapsed, 1),
                         "process_cpu_ms_per_message": round(cpu_s * 1000 / len(messages), 3),
+                        # the broker and each --cpu-of part over the same window (their whole process trees)
+                        "parts_cpu_ms_per_message": {k: round(v * 1000 / len(messages), 3) for k, v in parts_s.items()},
+                        "all_cpu_ms_per_message": round((cpu_s + sum(parts_s.values())) * 1000 / len(messages), 3),
                     }
                 )
             )
@@ -242,6 +292,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--timeout-s", type=float, default=60.0)
     parser.add_argument("--storm", action="store_true", help="a connect storm: status + hello + inventory per cabinet")
+    parser.add_argument(
+        "--cpu-of",
+        type=lambda v: (v.split("=", 1)[0], int(v.split("=", 1)[1])),
+        action="append",
+        default=[],
+        metavar="NAME=PID",
+        help="also count this process tree's CPU over the window (e.g. postgres=<postmaster pid>, tansu=<pid>)",
+    )
     parser.add_argument(
         "--broker-inflight", type=int, default=1000, help="the broker's max_inflight_messages (Mosquitto's default: 20)"
     )

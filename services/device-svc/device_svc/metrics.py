@@ -1,8 +1,20 @@
 """Prometheus metrics of the device gateway."""
 
+import functools
+from typing import Any
+
 from prometheus_client import Counter, Gauge, Histogram
 
 MESSAGES_RECEIVED = Counter("pb_device_messages_received_total", "Device MQTT messages received", ["channel"])
+
+
+@functools.cache
+def messages_received(channel: str) -> Any:
+    """The channel's child of MESSAGES_RECEIVED: `labels()` on every message was 3 % of device-svc's CPU
+    under telemetry load (issue 9)."""
+    return MESSAGES_RECEIVED.labels(channel)
+
+
 MESSAGES_REJECTED = Counter("pb_device_messages_rejected_total", "Device MQTT messages refused, by reason", ["reason"])
 MESSAGES_FAILED = Counter(
     "pb_device_messages_failed_total", "Device MQTT messages given up (and acknowledged) after repeated errors"

@@ -14,6 +14,9 @@ class Settings(ServiceSettings):
 
     # The batch writers (telemetry, state) and the critical share come out of this pool (main.py).
     db_pool_size: int = 12
+    # Objects allocated per device message (parsed messages, events, futures): Python's default threshold (700)
+    # collected so often that it cost about a quarter of the CPU per report (issue 9, docs/capacity.md).
+    gc_gen0_threshold: int = 20_000
 
     mqtt_host: str = "127.0.0.1"
     mqtt_port: int = 1883

@@ -44,7 +44,7 @@ from contracts.regions import RegionRef, region_at
 from device_svc.clock import checked_device_time, ms_to_datetime
 from device_svc.commands.service import EjectService
 from device_svc.firmware import service as firmware_service
-from device_svc.metrics import MESSAGES_FAILED, MESSAGES_RECEIVED, MESSAGES_RETRIED
+from device_svc.metrics import MESSAGES_FAILED, MESSAGES_RETRIED, messages_received
 from device_svc.models import Bank, Cabinet, InboundMessage
 from device_svc.mqtt.dispatch import MAX_OUTAGE_DELAY_S, is_outage
 from device_svc.mqtt.downlink import Downlink
@@ -150,7 +150,7 @@ class MessageProcessor:
         msg = self._parsed(incoming, payload)
         if not isinstance(msg, Heartbeat | BankReport):
             return False
-        MESSAGES_RECEIVED.labels(incoming.channel).inc()
+        messages_received(incoming.channel).inc()
         self._submit_telemetry(incoming, msg, new_correlation_id(), ack, 1)
         return True
 
@@ -207,7 +207,7 @@ class MessageProcessor:
             if parsed is None or parsed[1] not in CHANNELS:
                 raise Rejected("bad_topic")
             incoming = Incoming(topic, parsed[0], parsed[1], received_at)
-            MESSAGES_RECEIVED.labels(incoming.channel).inc()
+            messages_received(incoming.channel).inc()
             msg = self._parsed(incoming, payload)
             if isinstance(msg, Heartbeat | BankReport):
                 await self._ingest.submit(incoming, msg)

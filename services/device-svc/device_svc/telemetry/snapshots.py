@@ -128,6 +128,7 @@ class _Batch:
     fallbacks: list[str] = field(default_factory=list)
     duplicates: list[_Snapshot] = field(default_factory=list)
     retained_current: int = 0
+    changed: dict[tuple[bool, str], list[str]] = field(default_factory=dict)  # (online, why) -> cabinets
 
 
 class SnapshotIngest:
@@ -240,7 +241,7 @@ class SnapshotIngest:
     def _transition(self, batch: _Batch, row: Any, item: _Item, online: bool, reason: PresenceReason, why: str) -> None:
         at = item.incoming.received_at
         last_seen = at if online and (row.last_seen_at is None or row.last_seen_at < at) else row.last_seen_at
-        log.info("cabinet status changed", extra={"device_id": row.id, "online": online, "reason": why})
+        batch.changed.setdefault((online, why), []).append(row.id)
         for event in transition_events(
             row.id,
             "cabinet",
@@ -389,3 +390,9 @@ class SnapshotIngest:
         for reason in batch.fallbacks:
             STATE_BATCH_FALLBACK.labels(reason).inc()
         RETAINED_STATUS_CURRENT.inc(batch.retained_current)
+        # One line per batch and kind of change, not per cabinet (a connect storm; see telemetry/ingest.py).
+        for (online, why), cabinets in batch.changed.items():
+            log.info(
+                "cabinets status changed",
+                extra={"cabinets": len(cabinets), "device_ids": cabinets, "online": online, "reason": why},
+            )
