@@ -6,7 +6,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -114,8 +114,8 @@ async def import_banks(session: AsyncSession, items: Sequence[BankCreate]) -> Im
     NFC tag id, Bluetooth address) that belongs to another bank, registered or in this import,
     refuses the whole import."""
     new, skipped = _split_new(items, await _unregistered(session, [item.id for item in items]))
-    banks = [_normalised(item) for item in new]
-    identities = [v for item in banks for v in (item.qr_code, item.nfc_uid, item.ble_mac) if v is not None]
+    banks = [_bank_row(item) for item in new]
+    identities = [v for bank in banks for v in (bank["qr_code"], bank["nfc_uid"], bank["ble_mac"]) if v is not None]
     if len(set(identities)) != len(identities):
         raise AlreadyRegistered("two banks in this import share an identity")
     clash = await prov_repo.banks_with_identities(session, identities)
@@ -123,27 +123,10 @@ async def import_banks(session: AsyncSession, items: Sequence[BankCreate]) -> Im
         raise AlreadyRegistered(f"an identity in this import belongs to {clash[0]}")
     now = datetime.now(UTC)
     await ops_repo.set_transition_reason(session, "provisioned")
-    # Not in service until a cabinet reports it in a slot (then in_cabinet).
-    await prov_repo.insert_banks(
-        session,
-        [
-            {
-                "id": item.id,
-                "model": item.model,
-                "capacity_mah": item.capacity_mah,
-                "qr_code": item.qr_code,
-                "nfc_uid": item.nfc_uid,
-                "ble_mac": item.ble_mac,
-                "in_service_at": item.in_service_at or now,
-                "has_module": item.module,
-                "state": "maintenance",
-            }
-            for item in banks
-        ],
-    )
-    passwords = await _issue_credentials(session, [(item.id, "bank") for item in banks if item.module], now)
+    await prov_repo.insert_banks(session, [{**bank, "in_service_at": bank["in_service_at"] or now} for bank in banks])
+    passwords = await _issue_credentials(session, [(bank["id"], "bank") for bank in banks if bank["has_module"]], now)
     log.info("banks imported", extra={"imported": len(banks), "skipped": len(items) - len(banks)})
-    created = [Provisioned(id=item.id, kind="bank", state="maintenance") for item in banks]
+    created = [Provisioned(id=bank["id"], kind="bank", state="maintenance") for bank in banks]
     return Imported(created, skipped, passwords)
 
 
@@ -169,13 +152,20 @@ def _split_new(items: Sequence[Item], unregistered: set[str]) -> tuple[list[Item
     return new, skipped
 
 
-def _normalised(item: BankCreate) -> BankCreate:
-    return item.model_copy(
-        update={
-            "nfc_uid": item.nfc_uid.upper() if item.nfc_uid else None,
-            "ble_mac": item.ble_mac.upper() if item.ble_mac else None,
-        }
-    )
+def _bank_row(item: BankCreate) -> dict[str, Any]:
+    """A `banks` row of an imported bank (identities stored upper case: compared as stored). Not in service
+    until a cabinet reports it in a slot (then in_cabinet)."""
+    return {
+        "id": item.id,
+        "model": item.model,
+        "capacity_mah": item.capacity_mah,
+        "qr_code": item.qr_code,
+        "nfc_uid": item.nfc_uid.upper() if item.nfc_uid else None,
+        "ble_mac": item.ble_mac.upper() if item.ble_mac else None,
+        "in_service_at": item.in_service_at,
+        "has_module": item.module,
+        "state": "maintenance",
+    }
 
 
 async def _issue_credentials(
