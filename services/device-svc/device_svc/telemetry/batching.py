@@ -29,6 +29,7 @@ R = TypeVar("R")
 class _Waiting(Generic[T, R]):
     item: T
     done: "asyncio.Future[R]"
+    key: object = None  # `one_per_key(item)`, computed once: `_take` scans everything pending each batch
 
 
 class MicroBatcher(Generic[T, R]):
@@ -70,7 +71,8 @@ class MicroBatcher(Generic[T, R]):
         """Queue one item; the future completes when its batch committed (with the error if it could not).
         No task per item: the telemetry intake hands every report over this way (issue 9)."""
         done: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Waiting(item, done))
+        key = self._one_per_key(item) if self._one_per_key is not None else None
+        self._pending.append(_Waiting(item, done, key))
         self._wake.set()
         return done
 
@@ -87,7 +89,7 @@ class MicroBatcher(Generic[T, R]):
         keys: set[object] = set()
         taken, rest = [], []
         for waiting in self._pending:
-            key = self._one_per_key(waiting.item)
+            key = waiting.key
             if key in keys or key in self._busy or len(taken) >= self._max_rows:
                 rest.append(waiting)
             else:
@@ -99,7 +101,7 @@ class MicroBatcher(Generic[T, R]):
 
     def _release(self, taken: list[_Waiting[T, R]]) -> None:
         if self._one_per_key is not None:
-            self._busy.difference_update(self._one_per_key(w.item) for w in taken)
+            self._busy.difference_update(w.key for w in taken)
             if self._pending:
                 self._wake.set()
 
