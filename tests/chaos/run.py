@@ -552,6 +552,16 @@ class Chaos:
         self.fig.invariant_checks += 1
         if found:
             self.fig.violation("every_successful_payment_credited_exactly_once", [dict(r) for r in found[:10]])
+        # The provider (the sandbox pays within seconds) took the money: a top-up still pending long after is
+        # money paid and not credited (a notification lost while asset-credit was down, never asked again).
+        stuck = await self.rows(
+            "ASSET",
+            "SELECT id::text, channel, created_at FROM top_ups WHERE status = 'pending' "
+            "AND created_at < now() - interval '3 minutes'",
+        )
+        self.fig.invariant_checks += 1
+        if stuck:
+            self.fig.violation("no_payment_left_pending", {"count": len(stuck), "first": [dict(r) for r in stuck[:5]]})
 
     # ----------------------------------------------------------------- run
 
