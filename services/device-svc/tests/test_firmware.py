@@ -336,7 +336,9 @@ async def test_a_cabinet_with_an_eject_waiting_is_not_started(service, fleet, on
         )
         assert made.status_code == 201, made.text
         rollout_id = made.json()["rollout_id"]
-        await asyncio.sleep(1.0)  # the sweep rung at creation leaves it waiting
+        # A deliberate "nothing arrives" window: the sweep rung at creation runs within it and must send nothing
+        # (no event marks "swept and held back"; the next assertion is that the update stayed pending).
+        await asyncio.sleep(1.0)
         body = await rollout_state(service, signer, rollout_id)
         assert body["counts"].get("sent", 0) == 0 and body["counts"]["pending"] >= 1, body
         async with engine.begin() as conn:
