@@ -36,6 +36,7 @@ help:
 	@echo "make stop         stop the run stack (STACK_NAME=test for the test stack)"
 	@echo "make status       what runs and whether it answers (STACK_NAME=run|test)"
 	@echo "make test         lint, fresh test stack, migrations, pytest ($(TEST_PATHS))"
+	@echo "make test-up      bring the test stack up and migrate it (then: $(STACK_TOOL) exec --stack test -- .venv/bin/pytest ...)"
 	@echo "make lint         ruff check, ruff format --check, mypy"
 	@echo "make bench-campaigns  campaign fan-out rate (recipients/s) on a scratch database of the test stack"
 	@echo "make bench-analytics-ingest  analytics ingest through the test stack's broker (events/s, ms per batch); BENCH_ARGS=\"--rentals 20000\""
@@ -100,6 +101,9 @@ test: install $(if $(filter 1,$(SKIP_LINT)),,lint)
 	if [ "$(KEEP_STACK)" != 1 ]; then $(STACK) stop --stack test || rc=1; fi; \
 	if [ $$rc -eq 0 ]; then echo "make test: all suites passed"; fi; \
 	exit $$rc
+
+test-up: install
+	@$(STACK) up --stack test && $(STACK) migrate --stack test
 
 bench: install
 	@$(STACK) up --stack run && $(STACK) migrate --stack run && $(STACK) start-services --stack run --keep

@@ -15,17 +15,14 @@ from sqlalchemy import make_url
 
 from kit.auth import TokenVerifier
 
+from .support import admin_token, assert_problem, bearer
+
 pytestmark = pytest.mark.integration
 
 PHONE = "+8613700137000"
 PASSWORD = "correct horse battery"
-ADMIN = {"login": "root-admin", "password": "test-admin-passphrase"}
 REDIRECT = "https://partner.example.com/oauth/callback"
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def basic(client_id: str, secret: str) -> dict[str, str]:
@@ -38,27 +35,12 @@ def pkce() -> tuple[str, str]:
     return verifier, challenge
 
 
-def problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/problem+json")
-    body: dict[str, Any] = response.json()
-    assert body["code"] == code, body
-    return body
-
-
 def token_error(response: httpx.Response, status: int, error: str) -> dict[str, Any]:
     """RFC 6749 5.2: `error` (and `error_description`), no caching; here also a problem's `code`."""
-    body = problem(response, status, error)
+    body = assert_problem(response, status, error)
     assert body["error"] == error and body["error_description"]
     assert response.headers["cache-control"] == "no-store"
     return body
-
-
-async def admin_token(client: httpx.AsyncClient) -> str:
-    response = await client.post("/v1/admin/sessions", json=ADMIN)
-    assert response.status_code == 200, response.text
-    token: str = response.json()["access_token"]
-    return token
 
 
 async def signed_in_user(client: httpx.AsyncClient, phone: str = PHONE) -> dict[str, Any]:
@@ -250,7 +232,7 @@ async def test_pkce_mismatch_and_client_binding(client):
     # S256 only, and a challenge is required
     for overrides in ({"code_challenge_method": "plain"}, {"code_challenge_method": None}, {"code_challenge": None}):
         body = {**request_params(app, challenge, **overrides), "approve": True}
-        problem(
+        assert_problem(
             await client.post("/v1/oauth/authorize", json=body, headers=bearer(user["access_token"])),
             422,
             "validation_error",
@@ -263,19 +245,19 @@ async def test_redirect_uri_must_match_exactly(client):
     verifier, challenge = pkce()
     for wrong in (REDIRECT + "/more", REDIRECT + "?x=1", "https://evil.example.com/oauth/callback", REDIRECT.upper()):
         params = request_params(app, challenge, redirect_uri=wrong)
-        problem(
+        assert_problem(
             await client.get("/v1/oauth/authorize", params=params, headers=bearer(user["access_token"])),
             400,
             "invalid_redirect_uri",
         )
         body = {**params, "approve": True}
-        problem(
+        assert_problem(
             await client.post("/v1/oauth/authorize", json=body, headers=bearer(user["access_token"])),
             400,
             "invalid_redirect_uri",
         )
     unknown = request_params({"client_id": "pbc_nobody"}, challenge)
-    problem(
+    assert_problem(
         await client.get("/v1/oauth/authorize", params=unknown, headers=bearer(user["access_token"])),
         400,
         "invalid_client",
@@ -301,7 +283,7 @@ async def test_a_reused_code_is_refused_and_revokes_its_tokens(client, database_
 
     body = token_error(await exchange(client, app, code, verifier), 400, "invalid_grant")
     assert "already used" in body["error_description"]
-    problem(await client.get("/v1/users/me", headers=bearer(tokens["access_token"])), 401, "token_revoked")
+    assert_problem(await client.get("/v1/users/me", headers=bearer(tokens["access_token"])), 401, "token_revoked")
     token_error(await refresh(client, app, tokens["refresh_token"]), 400, "invalid_grant")
     rows = await sql(
         database_url,
@@ -336,13 +318,13 @@ async def test_refresh_rotates_and_reuse_revokes_the_family(client):
     # the spent token again: the whole family ends
     token_error(await refresh(client, app, tokens["refresh_token"]), 400, "invalid_grant")
     token_error(await refresh(client, app, second["refresh_token"]), 400, "invalid_grant")
-    problem(await client.get("/v1/users/me", headers=bearer(second["access_token"])), 401, "token_revoked")
+    assert_problem(await client.get("/v1/users/me", headers=bearer(second["access_token"])), 401, "token_revoked")
 
     # refresh tokens do not cross: not to another application, not to or from the user's own sessions
     third = await delegated(client, user["access_token"], app)
     other = await new_client(client)
     token_error(await refresh(client, other, third["refresh_token"]), 400, "invalid_grant")
-    problem(
+    assert_problem(
         await client.post("/v1/sessions/refresh", json={"refresh_token": third["refresh_token"]}),
         401,
         "invalid_refresh_token",
@@ -362,11 +344,11 @@ async def test_revoking_consent_ends_the_applications_tokens(client, database_ur
         f"/v1/users/me/authorizations/{app['client_id']}", headers=bearer(user["access_token"])
     )
     assert revoked.status_code == 204, revoked.text
-    problem(await client.get("/v1/users/me", headers=bearer(tokens["access_token"])), 401, "token_revoked")
+    assert_problem(await client.get("/v1/users/me", headers=bearer(tokens["access_token"])), 401, "token_revoked")
     token_error(await refresh(client, app, tokens["refresh_token"]), 400, "invalid_grant")
     token_error(await exchange(client, app, pending, verifier), 400, "invalid_grant")  # codes not yet exchanged
     assert (await client.get("/v1/users/me/authorizations", headers=bearer(user["access_token"]))).json() == []
-    problem(
+    assert_problem(
         await client.delete(f"/v1/users/me/authorizations/{app['client_id']}", headers=bearer(user["access_token"])),
         404,
         "oauth_grant_not_found",
@@ -401,7 +383,7 @@ async def test_denied_consent_redirects_with_access_denied(client, database_url)
     query = parse_qs(urlsplit(response.json()["redirect_to"]).query)
     assert query == {"error": ["access_denied"], "state": ["xyz-123"]}
     assert await sql(database_url, "SELECT 1 FROM oauth_consents") == []
-    problem(
+    assert_problem(
         await client.post("/v1/oauth/authorize", json={**body, "approve": "yes"}, headers=bearer(user["access_token"])),
         422,
         "validation_error",
@@ -420,7 +402,7 @@ async def test_scope_limits(client):
     tokens = await delegated(client, user["access_token"], rentals_only, scope="rentals")
     access = bearer(tokens["access_token"])
 
-    problem(await client.get("/v1/users/me", headers=access), 403, "insufficient_scope")
+    assert_problem(await client.get("/v1/users/me", headers=access), 403, "insufficient_scope")
     # what only the user may do, no application may do
     for method, path, body in (
         ("POST", "/v1/users/me/password", {"current_password": PASSWORD, "new_password": "another password 1"}),
@@ -431,7 +413,7 @@ async def test_scope_limits(client):
         ("POST", "/v1/oauth/authorize", {**request_params(rentals_only, challenge, scope="rentals"), "approve": True}),
     ):
         response = await client.request(method, path, json=body, headers=access)
-        problem(response, 403, "insufficient_scope")
+        assert_problem(response, 403, "insufficient_scope")
     # the user's own token still does everything
     assert (await client.get("/v1/users/me", headers=bearer(user["access_token"]))).status_code == 200
 
@@ -461,8 +443,10 @@ async def test_admin_routes_refuse_delegated_tokens(client):
     support = (
         await client.post("/v1/admin/sessions", json={"login": "support-9", "password": "support passphrase"})
     ).json()
-    problem(await client.get("/v1/admin/oauth-clients", headers=bearer(support["access_token"])), 403, "forbidden")
-    problem(await client.get("/v1/admin/oauth-clients", headers=bearer(user["access_token"])), 403, "forbidden")
+    assert_problem(
+        await client.get("/v1/admin/oauth-clients", headers=bearer(support["access_token"])), 403, "forbidden"
+    )
+    assert_problem(await client.get("/v1/admin/oauth-clients", headers=bearer(user["access_token"])), 403, "forbidden")
 
 
 async def test_client_registration_is_validated_and_audited(client, database_url):
@@ -479,7 +463,7 @@ async def test_client_registration_is_validated_and_audited(client, database_url
         {"confidential": "yes"},
     ):
         response = await client.post("/v1/admin/oauth-clients", json={**good, **bad}, headers=root)
-        problem(response, 422, "validation_error")
+        assert_problem(response, 422, "validation_error")
     loopback = await client.post(
         "/v1/admin/oauth-clients", json={**good, "redirect_uris": ["http://127.0.0.1:8765/cb"]}, headers=root
     )
@@ -500,10 +484,10 @@ async def test_disabling_a_client_ends_its_tokens(client):
     tokens = await delegated(client, user["access_token"], app)
     root = bearer(await admin_token(client))
     assert (await client.delete(f"/v1/admin/oauth-clients/{app['client_id']}", headers=root)).status_code == 204
-    problem(await client.get("/v1/users/me", headers=bearer(tokens["access_token"])), 401, "token_revoked")
+    assert_problem(await client.get("/v1/users/me", headers=bearer(tokens["access_token"])), 401, "token_revoked")
     token_error(await refresh(client, app, tokens["refresh_token"]), 401, "invalid_client")
     _, challenge = pkce()
-    problem(
+    assert_problem(
         await client.get(
             "/v1/oauth/authorize", params=request_params(app, challenge), headers=bearer(user["access_token"])
         ),
@@ -511,7 +495,7 @@ async def test_disabling_a_client_ends_its_tokens(client):
         "invalid_client",
     )
     assert (await client.get("/v1/users/me/authorizations", headers=bearer(user["access_token"]))).json() == []
-    problem(
+    assert_problem(
         await client.delete(f"/v1/admin/oauth-clients/{app['client_id']}", headers=root), 404, "oauth_client_not_found"
     )
 

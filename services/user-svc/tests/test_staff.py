@@ -16,19 +16,11 @@ from user_svc.main import create_app
 from user_svc.settings import Settings
 from user_svc.staff.totp import STEP_S
 
+from .support import ADMIN, assert_problem, bearer
+
 pytestmark = pytest.mark.integration
 
 PASSWORD = "staff-pass-123"
-ADMIN = {"login": "root-admin", "password": "test-admin-passphrase"}  # conftest's bootstrap administrator
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-def assert_problem(response: httpx.Response, status: int, code: str) -> None:
-    assert response.status_code == status, response.text
-    assert response.json()["code"] == code, response.json()
 
 
 async def sql(database_url: str, query: str, *args: Any) -> list[asyncpg.Record]:
