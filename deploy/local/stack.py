@@ -156,6 +156,8 @@ def build_env(stack: Stack, target: PgTarget, password: str, keys: tuple[Path, P
         env["ERASURE_INTERVAL_S"] = "1"
     if stack.name == "chaos":  # a payment provider that answers late (up to 8 s), while faults hit its notifications
         env["SANDBOX_PAY_DELAY_MAX_S"] = "8"
+        # The sandbox outlives asset-credit's kill -9 as a real provider would: it keeps its orders on disk.
+        env["SANDBOX_STATE_DIR"] = str(stack.dir / "sandbox-provider")
     for service in SERVICES:
         env[f"{service.env_prefix}_DATABASE_URL"] = database_url(target, stack.database(service))
     return env
@@ -171,6 +173,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         stack.dir.chmod(0o700)
         if stack.fresh:
             stop_services(stack)  # leftovers would hold connections to the databases we are about to drop
+            # The payment sandbox's orders belong to the databases about to be dropped.
+            shutil.rmtree(stack.dir / "sandbox-provider", ignore_errors=True)
         choice = choose_backend(
             requested_backend(stack),
             engine_address(),

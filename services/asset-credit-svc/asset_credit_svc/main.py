@@ -24,6 +24,7 @@ from asset_credit_svc.deposit.endpoints import router as deposit_router
 from asset_credit_svc.finance.endpoints import router as finance_router
 from asset_credit_svc.invoices.endpoints import admin_router as invoices_admin_router
 from asset_credit_svc.invoices.endpoints import router as invoices_router
+from asset_credit_svc.payments import service as top_ups
 from asset_credit_svc.payments.endpoints import PROVIDERS_KEY, notify_router, top_ups_router
 from asset_credit_svc.payments.factory import prepare, real_providers
 from asset_credit_svc.payments.providers import PaymentProvider
@@ -72,6 +73,21 @@ async def _resolve_provider_charges(runtime: Runtime, settings: Settings) -> Non
         )
 
 
+async def _resolve_stale_top_ups(runtime: Runtime, settings: Settings) -> None:
+    now = datetime.now(UTC)
+    async with unit_of_work(runtime.sessionmaker) as session:
+        await top_ups.resolve_stale_top_ups(
+            session,
+            runtime,
+            older_than=now - timedelta(seconds=settings.top_up_query_after_s),
+            expire_before=now - timedelta(seconds=settings.top_up_expire_after_s),
+        )
+    async with unit_of_work(runtime.sessionmaker) as session:
+        await deposits.resolve_stale_payments(
+            session, runtime, older_than=now - timedelta(seconds=settings.top_up_query_after_s)
+        )
+
+
 async def _expire_assets(runtime: Runtime) -> None:
     async with unit_of_work(runtime.sessionmaker) as session:
         await assets.expire_due(session, datetime.now(UTC))
@@ -94,10 +110,13 @@ def create_app(settings: Settings | None = None, *, notify_client: NotifyClientF
                 pay_delay_s=(settings.sandbox_pay_delay_min_s, settings.sandbox_pay_delay_max_s),
                 notify_attempts=settings.sandbox_notify_attempts,
                 notify_backoff_s=settings.sandbox_notify_backoff_s,
+                state_file=settings.sandbox_state_dir / f"{channel}.json" if settings.sandbox_state_dir else None,
             )
             for channel in CHANNELS
             if settings.provider_for(channel) == "sandbox"
         ]
+        for sandbox in sandboxes:
+            sandbox.resume()
         gateways = httpx.AsyncClient(timeout=settings.payment_gateway_timeout_s)
         providers: dict[str, PaymentProvider] = {s.channel: s for s in sandboxes}
         providers.update(real_providers(settings, gateways))
@@ -116,6 +135,20 @@ def create_app(settings: Settings | None = None, *, notify_client: NotifyClientF
                     run_at_start=False,
                 ),
                 "provider-charge-sweeper",
+            )
+        if settings.top_up_sweep_interval_s > 0:
+
+            async def resolve_stale_top_ups() -> None:
+                await _resolve_stale_top_ups(runtime, settings)
+
+            runtime.spawn(
+                run_periodically(
+                    resolve_stale_top_ups,
+                    name="stale-top-up-sweeper",
+                    interval_s=settings.top_up_sweep_interval_s,
+                    run_at_start=False,
+                ),
+                "stale-top-up-sweeper",
             )
         if settings.asset_expiry_interval_s > 0:
 

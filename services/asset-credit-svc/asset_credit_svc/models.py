@@ -149,6 +149,7 @@ class TopUp(Base):
         CheckConstraint("amount_fen > 0", name="amount_positive"),
         CheckConstraint("status IN ('pending', 'succeeded', 'failed')", name="status"),
         UniqueConstraint("user_id", "idempotency_key", name="uq_top_ups_user_idempotency_key"),
+        Index("ix_top_ups_pending_created_at", "created_at", postgresql_where=text("status = 'pending'")),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), primary_key=True, default=uuid.uuid4)

@@ -71,6 +71,9 @@ class Settings(ServiceSettings):
     sandbox_pay_delay_max_s: float = 0.2
     sandbox_notify_attempts: int = 6
     sandbox_notify_backoff_s: float = 0.2
+    # Where the sandbox keeps its orders (one JSON file per channel), so that, like a real provider, it still
+    # knows them after this service restarts (`make chaos` sets it); unset: it forgets them.
+    sandbox_state_dir: Path | None = None
 
     top_up_max_fen: int = 1_000_000
     # The deposit a user pays (fen).
@@ -95,6 +98,13 @@ class Settings(ServiceSettings):
     provider_sweep_interval_s: float = 10.0
     provider_query_after_s: float = 30.0
     provider_give_up_after_s: float = 900.0
+    # Top-ups (and deposit payments) whose notification never came (lost, or its retries ran out while this
+    # service was down): every `top_up_sweep_interval_s` (0: never), those pending for `top_up_query_after_s` are
+    # asked at their provider and settled as the notification would have; a top-up still unpaid after
+    # `top_up_expire_after_s` is closed at the provider (where the channel can) and failed as `expired`.
+    top_up_sweep_interval_s: float = 15.0
+    top_up_query_after_s: float = 60.0
+    top_up_expire_after_s: float = 1800.0
 
     # Virtual assets: how often expired coupons, red packets and cards are marked (a red packet's
     # remainder goes back to promotions). An expired asset never applies, swept or not.

@@ -35,6 +35,7 @@ from asset_credit_svc.models import (
     TransactionKind,
     WaivedRental,
 )
+from asset_credit_svc.payments import service as top_ups
 from asset_credit_svc.payments.providers import CreatedOrder, PaymentNotification, PaymentOrder, PaymentProviderError
 from asset_credit_svc.payments.service import (
     AmountMismatch,
@@ -203,6 +204,35 @@ async def pay_params(
             "the provider did not open the deposit order", extra={"deposit_id": str(payment_id), "error": str(exc)}
         )
         raise ProviderUnavailable() from None
+
+
+async def resolve_stale_payments(session: AsyncSession, runtime: Runtime, older_than: datetime, limit: int = 50) -> int:
+    """Deposit payments still pending since before `older_than` (their notification was lost) asked at their
+    provider, as top-ups are (`payments.service.ask_provider`); a pending payment blocks a new one, so it must
+    not wait forever. Never expired here: a deposit paid late would be a second one held."""
+    stmt = (
+        select(DepositOperation)
+        .where(
+            DepositOperation.kind == DepositKind.PAY.value,
+            DepositOperation.status == DepositStatus.PENDING.value,
+            DepositOperation.created_at < older_than,
+        )
+        .order_by(DepositOperation.created_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    resolved = 0
+    for operation in (await session.execute(stmt)).scalars().all():
+        provider = charges.providers_of(runtime).get(operation.channel)
+        if provider is None:
+            continue
+
+        async def apply(notification: PaymentNotification, channel: str = operation.channel) -> str:
+            return await apply_notification(session, runtime, channel, notification)
+
+        outcome = await top_ups.ask_provider(session, provider, _order_of(operation), apply)
+        resolved += outcome in ("succeeded", "failed")
+    return resolved
 
 
 async def apply_notification(

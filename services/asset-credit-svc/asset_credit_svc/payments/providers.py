@@ -142,6 +142,20 @@ class StatementSource(Protocol):
 
 
 @runtime_checkable
+class OrderCloser(Protocol):
+    """A channel that can close an unpaid order, so nobody can pay it any more (Alipay's trade.close, WeChat
+    Pay's order close; UnionPay has none: its orders lapse at their pay timeout). A top-up left unpaid past its
+    time is closed there before it is failed here; a payment that slips in anyway is still credited."""
+
+    channel: str
+
+    async def close_order(self, out_trade_no: str, placed_at: datetime | None = None) -> None:
+        """Close the order if it is unpaid (an order the channel does not know counts as closed); raises
+        PaymentProviderError when refused or unreachable, or when the order was paid meanwhile."""
+        ...
+
+
+@runtime_checkable
 class PaymentProvider(Protocol):
     channel: str
 

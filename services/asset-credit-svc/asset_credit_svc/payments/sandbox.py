@@ -4,6 +4,10 @@
 after a short random delay and POSTs a signed notification to the service's notify endpoint,
 retrying with exponential backoff until it gets a 2xx (as real providers do). An amount ending in
 99 fen (e.g. 1099) is declined: the notification says FAILED.
+
+With a `state_file` the sandbox keeps its orders there, as a real provider keeps them while our service is
+down: after a restart (`make chaos` kills asset-credit with -9) it still knows what was paid (queries and
+refunds answer as before) and pays the orders that were waiting, notifying again. Without one it forgets.
 """
 
 import asyncio
@@ -12,8 +16,9 @@ import logging
 import random
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -64,6 +69,7 @@ class SandboxProvider:
         pay_delay_s: tuple[float, float] = (0.05, 0.2),
         notify_attempts: int = 6,
         notify_backoff_s: float = 0.2,
+        state_file: Path | None = None,
     ) -> None:
         self.channel = channel
         self._secret = secret
@@ -73,6 +79,36 @@ class SandboxProvider:
         self._notify_backoff_s = notify_backoff_s
         self._orders: dict[str, _SandboxOrder] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._state_file = state_file
+        if state_file is not None:
+            state_file.parent.mkdir(parents=True, exist_ok=True)
+        if state_file is not None and state_file.exists():
+            for raw in json.loads(state_file.read_text()):
+                paid_at = datetime.fromisoformat(raw["paid_at"]) if raw["paid_at"] else None
+                order = _SandboxOrder(**{**raw, "state": OrderState(raw["state"]), "paid_at": paid_at})
+                self._orders[order.out_trade_no] = order
+
+    def resume(self) -> None:
+        """Pay (and notify) the orders that were waiting when the service stopped: the provider went on."""
+        for order in self._orders.values():
+            if order.state == OrderState.PENDING:
+                self._pay_later(order.out_trade_no)
+
+    def _save(self) -> None:
+        if self._state_file is None:
+            return
+        rows = [
+            {**asdict(o), "state": o.state.value, "paid_at": o.paid_at and o.paid_at.isoformat()}
+            for o in self._orders.values()
+        ]
+        temporary = self._state_file.with_suffix(".tmp")
+        temporary.write_text(json.dumps(rows))
+        temporary.replace(self._state_file)
+
+    def _pay_later(self, out_trade_no: str) -> None:
+        task = asyncio.create_task(self._pay_and_notify(out_trade_no), name=f"sandbox-{self.channel}-pay")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     @property
     def notify_path(self) -> str:
@@ -88,9 +124,8 @@ class SandboxProvider:
             raise PaymentProviderError("amount must be positive")
         trade_no = f"SBX-{self.channel.upper()}-{uuid.uuid4().hex}"
         self._orders[order.out_trade_no] = _SandboxOrder(order.out_trade_no, order.amount_fen, trade_no)
-        task = asyncio.create_task(self._pay_and_notify(order.out_trade_no), name=f"sandbox-{self.channel}-pay")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._save()
+        self._pay_later(order.out_trade_no)
         return CreatedOrder(order.out_trade_no, {"trade_no": trade_no, "sandbox": "auto-pay"})
 
     def verify_notification(self, headers: Mapping[str, str], body: bytes) -> PaymentNotification:
@@ -115,6 +150,15 @@ class SandboxProvider:
             return OrderQuery(out_trade_no, OrderState.NOT_FOUND)
         return OrderQuery(out_trade_no, order.state, order.amount_fen, order.trade_no, order.paid_at)
 
+    async def close_order(self, out_trade_no: str, placed_at: datetime | None = None) -> None:
+        order = self._orders.get(out_trade_no)
+        if order is None:
+            return
+        if order.state == OrderState.SUCCESS:
+            raise PaymentProviderError(f"order {out_trade_no} is paid; it cannot be closed")
+        order.state = OrderState.FAILED  # a closed order: the background payment below no longer pays it
+        self._save()
+
     async def refund(
         self,
         out_trade_no: str,
@@ -133,6 +177,7 @@ class SandboxProvider:
         if amount_fen <= 0 or amount_fen > order.amount_fen - sum(order.refunds.values()):
             raise PaymentProviderError("refund above what is left of the order")
         order.refunds[refund_no] = amount_fen
+        self._save()
 
     async def query_refund(
         self, out_trade_no: str, refund_no: str, refund_placed_at: datetime | None = None
@@ -161,11 +206,14 @@ class SandboxProvider:
     async def _pay_and_notify(self, out_trade_no: str) -> None:
         await asyncio.sleep(random.uniform(*self._pay_delay_s))
         order = self._orders[out_trade_no]
+        if order.state != OrderState.PENDING:  # closed meanwhile
+            return
         if is_declined(order.amount_fen):
             order.state = OrderState.FAILED
         else:
             order.state = OrderState.SUCCESS
             order.paid_at = datetime.now(UTC)
+        self._save()
         payload = {
             "out_trade_no": order.out_trade_no,
             "trade_no": order.trade_no,

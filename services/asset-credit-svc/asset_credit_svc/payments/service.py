@@ -1,9 +1,12 @@
-"""Top-up rules: idempotent creation, and applying a provider's verified notification exactly once."""
+"""Top-up rules: idempotent creation, applying a provider's verified notification exactly once, and asking the
+provider about top-ups whose notification never came (as Alipay's trade.query, WeChat Pay's order query and
+UnionPay's query are meant to be used)."""
 
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
+from typing import Literal
 
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
@@ -11,8 +14,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from asset_credit_svc.ledger import service as ledger
 from asset_credit_svc.models import TopUp, TopUpStatus, TransactionKind
+from asset_credit_svc.payments import repository
 from asset_credit_svc.payments.providers import (
+    PROVIDERS_KEY,
     CreatedOrder,
+    OrderCloser,
+    OrderState,
     PaymentNotification,
     PaymentOrder,
     PaymentProvider,
@@ -24,6 +31,10 @@ from kit.db import after_commit
 from kit.errors import BusinessError, Conflict, NotFound
 
 log = logging.getLogger(__name__)
+
+# Why a top-up failed: the channel declined it, or nobody paid it in time and we closed it.
+DECLINED = "declined"
+EXPIRED = "expired"
 
 
 class UnsupportedChannel(BusinessError):
@@ -188,7 +199,11 @@ async def apply_notification(
             extra={"top_up_id": str(top_up.id), "expected": top_up.amount_fen, "notified": notification.amount_fen},
         )
         raise AmountMismatch()
-    if top_up.status != TopUpStatus.PENDING:
+    if top_up.status == TopUpStatus.FAILED and top_up.failure_reason == EXPIRED and notification.status == "SUCCESS":
+        # Paid after we closed it (a channel that cannot close an order, or a payment already under way):
+        # the money was taken, so it is credited all the same.
+        log.warning("a top-up closed as expired was paid after all; credited", extra={"top_up_id": str(top_up.id)})
+    elif top_up.status != TopUpStatus.PENDING:
         if (top_up.status == TopUpStatus.SUCCEEDED) != (notification.status == "SUCCESS"):
             log.error(
                 "payment notification contradicts a final top-up; ignored",
@@ -200,7 +215,7 @@ async def apply_notification(
     top_up.completed_at = now
     if notification.status == "FAILED":
         top_up.status = TopUpStatus.FAILED.value
-        top_up.failure_reason = "declined"
+        top_up.failure_reason = DECLINED
         return "failed"
     wallet = ledger.user_balance(top_up.user_id)
     posted = await ledger.post(
@@ -209,9 +224,10 @@ async def apply_notification(
         reference=f"topup:{top_up.id}",
         legs=[(ledger.provider_clearing(channel), -top_up.amount_fen), (wallet, top_up.amount_fen)],
     )
-    if posted is None:  # cannot happen while the top-up is pending under its lock
+    if posted is None:  # cannot happen while the top-up is pending (or expired, never posted) under its lock
         raise RuntimeError(f"top-up {top_up.id} is pending but already posted")
     top_up.status = TopUpStatus.SUCCEEDED.value
+    top_up.failure_reason = None
     top_up.paid_at = notification.paid_at or now
     top_up.transaction_id = posted.id
     await runtime.publish(
@@ -226,3 +242,99 @@ async def apply_notification(
         key=str(top_up.user_id),
     )
     return "succeeded"
+
+
+QueryOutcome = Literal["succeeded", "failed", "duplicate", "expired", "reopened", "waiting", "unreachable"]
+# Applies what the provider said as its notification would have been applied (the notify endpoint's path).
+ApplyNotification = Callable[[PaymentNotification], Awaitable[str]]
+
+
+async def resolve_stale_top_ups(
+    session: AsyncSession, runtime: Runtime, *, older_than: datetime, expire_before: datetime, limit: int = 50
+) -> dict[str, int]:
+    """Ask the provider about top-ups still pending since before `older_than` (their notification was lost, or
+    its retries ran out while this service was down); see `ask_provider`. One still unpaid since before
+    `expire_before` is closed at the provider where the channel can close orders, and failed as `expired`.
+    Rows are claimed with SKIP LOCKED, so replicas share the work. Returns how many ended each way."""
+    providers: Mapping[str, PaymentProvider] = runtime.extras[PROVIDERS_KEY]
+    outcomes: dict[str, int] = {}
+    for top_up in await repository.stale_pending_top_ups(session, older_than, limit):
+        provider = providers.get(top_up.channel)
+        if provider is None:  # a channel switched off since: its top-ups wait for it
+            continue
+
+        async def apply(notification: PaymentNotification, channel: str = top_up.channel) -> str:
+            return await apply_notification(session, runtime, channel, notification)
+
+        outcome = await ask_provider(
+            session,
+            provider,
+            _order_of(top_up),
+            apply,
+            expire=_expirer(top_up) if top_up.created_at < expire_before else None,
+        )
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    if outcomes:
+        log.info("stale top-ups asked at their providers", extra={"outcomes": outcomes})
+    return outcomes
+
+
+def _expirer(top_up: TopUp) -> Callable[[], None]:
+    def expire() -> None:
+        top_up.status = TopUpStatus.FAILED.value
+        top_up.failure_reason = EXPIRED
+        top_up.completed_at = datetime.now(UTC)
+
+    return expire
+
+
+async def ask_provider(
+    session: AsyncSession,
+    provider: PaymentProvider,
+    order: PaymentOrder,
+    apply: ApplyNotification,
+    *,
+    expire: Callable[[], None] | None = None,
+) -> QueryOutcome:
+    """One pending order whose notification did not come, asked at its provider (Alipay trade.query, WeChat
+    Pay's order query, UnionPay's query): a paid or declined order is applied through `apply`, as its
+    notification would have been (so a notification that comes after is a duplicate); with `expire` (the order
+    is past its time) an unpaid one is closed at the provider where the channel can close orders, then
+    `expire` marks it ours; otherwise an order the provider does not know is opened again under the same number
+    after the commit (a payment already made is not made twice), and one it knows unpaid waits."""
+    try:
+        answer = await provider.query_order(order.out_trade_no, order.placed_at)
+    except PaymentProviderError as exc:
+        log.warning("provider query failed; asking later", extra={"order": order.out_trade_no, "error": str(exc)})
+        return "unreachable"
+    if answer.state in (OrderState.SUCCESS, OrderState.FAILED):
+        if answer.state == OrderState.SUCCESS and answer.amount_fen is None:
+            log.error("the provider says paid without an amount; asking later", extra={"order": order.out_trade_no})
+            return "unreachable"
+        notification = PaymentNotification(
+            out_trade_no=order.out_trade_no,
+            trade_no=answer.trade_no or f"query:{order.out_trade_no}"[:100],
+            amount_fen=answer.amount_fen if answer.amount_fen is not None else order.amount_fen,
+            status="SUCCESS" if answer.state == OrderState.SUCCESS else "FAILED",
+            paid_at=answer.paid_at,
+            nonce=f"query:{uuid.uuid4().hex}",
+        )
+        try:
+            applied = await apply(notification)
+        except BusinessError as exc:  # another amount, say: logged there, a person must look; it stays pending
+            log.error("the provider's answer cannot be applied", extra={"order": order.out_trade_no, "code": exc.code})
+            return "unreachable"
+        return "succeeded" if applied == "succeeded" else "failed" if applied == "failed" else "duplicate"
+    if expire is not None:
+        if isinstance(provider, OrderCloser):
+            try:
+                await provider.close_order(order.out_trade_no, order.placed_at)
+            except PaymentProviderError as exc:  # not closed, not failed: asked again at the next turn
+                log.warning("could not close an expired order", extra={"order": order.out_trade_no, "error": str(exc)})
+                return "unreachable"
+        expire()
+        return "expired"
+    if answer.state == OrderState.NOT_FOUND:
+        after_commit(session, lambda: _open_order(provider, order))
+        return "reopened"
+    return "waiting"
