@@ -35,6 +35,7 @@ from console.pages import (
     tickets,
     vas,
 )
+from console.problems import FORM_STATUSES, Problem, status_for
 from console.sessions import COOKIE, LOGIN_CSRF_COOKIE, SessionStore
 from console.settings import ConsoleSettings
 from console.web import (
@@ -47,10 +48,12 @@ from console.web import (
     SignInRequired,
     Staff,
     console_of,
+    form_page,
     read_form,
     render,
     templates_for,
 )
+from kit.db import make_engine, ping
 from kit.httpclient import async_client
 from kit.logging import configure_logging
 
@@ -101,16 +104,20 @@ def create_app(settings: ConsoleSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with async_client(timeout=settings.backend_timeout_s) as http:
-            zone = ZoneInfo(settings.console_timezone)
-            app.state.console = Console(
-                settings=settings,
-                store=SessionStore(settings.console_idle_timeout_s),
-                backend=Backend(http, Services.from_settings(settings)),
-                templates=templates_for(zone),
-                zone=zone,
-            )
-            yield
+        engine = make_engine(settings.console_database_url, pool_size=5)
+        try:
+            async with async_client(timeout=settings.backend_timeout_s) as http:
+                zone = ZoneInfo(settings.console_timezone)
+                app.state.console = Console(
+                    settings=settings,
+                    store=SessionStore(engine, settings.console_idle_timeout_s, settings.console_session_key),
+                    backend=Backend(http, Services.from_settings(settings)),
+                    templates=templates_for(zone),
+                    zone=zone,
+                )
+                yield
+        finally:
+            await engine.dispose()
 
     app = FastAPI(title="Operations console", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(SecurityHeaders)
@@ -131,34 +138,42 @@ def create_app(settings: ConsoleSettings | None = None) -> FastAPI:
 
     @app.exception_handler(SessionExpired)
     async def expired(request: Request, _: SessionExpired) -> Response:
-        console_of(request).store.end(request.cookies.get(COOKIE))
+        await console_of(request).store.end(request.cookies.get(COOKIE))
         return RedirectResponse("/login?expired=1", status_code=303)
 
     @app.exception_handler(NotAllowed)
     async def not_allowed(request: Request, _: NotAllowed) -> Response:
-        staff = console_of(request).store.get(request.cookies.get(COOKIE))
+        staff = await console_of(request).store.peek(request.cookies.get(COOKIE))
         return render(request, "error.html", staff, status_code=403, message_key="forbidden", detail="")
 
     @app.exception_handler(CsrfRefused)
     async def csrf_refused(request: Request, _: CsrfRefused) -> Response:
-        staff = console_of(request).store.get(request.cookies.get(COOKIE))
+        staff = await console_of(request).store.peek(request.cookies.get(COOKIE))
         return render(request, "error.html", staff, status_code=403, message_key="csrf", detail="")
 
     @app.exception_handler(FormInvalid)
     async def form_invalid(request: Request, exc: FormInvalid) -> Response:
-        staff = console_of(request).store.get(request.cookies.get(COOKIE))
-        return render(
-            request, "error.html", staff, status_code=422, message_key="error.form", detail=f"{exc.field}: {exc.value}"
-        )
+        return await refused(request, Problem(422, "form_invalid", f"{exc.field}: {exc.value}"))
 
     @app.exception_handler(BackendError)
     async def backend_error(request: Request, exc: BackendError) -> Response:
-        staff = console_of(request).store.get(request.cookies.get(COOKIE))
-        key = "forbidden" if exc.status == 403 else "error.unavailable" if exc.status >= 500 else "error.backend"
-        status = exc.status if exc.status in (403, 404, 409, 413, 415, 422) else 502
-        return render(
-            request, "error.html", staff, status_code=status, message_key=key, detail=f"{exc.code}: {exc.detail}"
-        )
+        return await refused(request, Problem(exc.status, exc.code, exc.detail))
+
+    async def refused(request: Request, problem: Problem) -> Response:
+        """A form refused (by a service, or by the console reading it) goes back to the form's page, which
+        shows why; a page that cannot be shown says why with the service's status; a service that failed
+        is a 502."""
+        console = console_of(request)
+        staff = await console.store.peek(request.cookies.get(COOKIE))
+        if staff is not None and request.method == "POST" and problem.status in FORM_STATUSES:
+            back = form_page(request)
+            if back is not None:
+                await console.store.set_problem(staff.session_id, problem)
+                return RedirectResponse(back, status_code=303)
+        status = status_for(problem.status)
+        key = "forbidden" if status == 403 else "error.unavailable" if status == 502 else "error.backend"
+        request.state.problem = problem
+        return render(request, "error.html", staff, status_code=status, message_key=key, detail="")
 
     @app.get("/livez", include_in_schema=False)
     async def livez() -> dict[str, str]:
@@ -166,13 +181,21 @@ def create_app(settings: ConsoleSettings | None = None) -> FastAPI:
 
     @app.get("/readyz", include_in_schema=False)
     async def readyz(console: ConsoleDep) -> Response:
-        """Ready when user-svc (where staff sign in) answers."""
+        """Ready when user-svc (where staff sign in) and the session database answer."""
         try:
             answer = await console.backend.http.get(f"{console.backend.services.user}/livez", timeout=2.0)
             ok = answer.status_code == 200
         except httpx.HTTPError:
             ok = False
-        return JSONResponse({"status": "ok" if ok else "failing", "user_svc": ok}, status_code=200 if ok else 503)
+        try:
+            await ping(console.store.engine)
+            db = True
+        except Exception:
+            db = False
+        ready = ok and db
+        return JSONResponse(
+            {"status": "ok" if ready else "failing", "user_svc": ok, "database": db}, status_code=200 if ready else 503
+        )
 
     @app.get("/login", response_class=HTMLResponse)
     async def login_form(
@@ -226,7 +249,7 @@ def create_app(settings: ConsoleSettings | None = None) -> FastAPI:
             )
             _login_cookie(response, request, settings, token)
             return response
-        staff = console.store.create(
+        staff = await console.store.create(
             admin_id=str(answer["admin_id"]),
             login=login_name,
             roles=list(answer["roles"]),
@@ -253,15 +276,15 @@ def create_app(settings: ConsoleSettings | None = None) -> FastAPI:
     @app.post("/logout")
     async def logout(request: Request, staff: Staff, console: ConsoleDep) -> Response:
         await read_form(request, staff.csrf_token)
-        console.store.end(staff.session_id)
+        await console.store.end(staff.session_id)
         response = RedirectResponse("/login?out=1", status_code=303)
         response.delete_cookie(COOKIE, path="/")
         return response
 
     @app.post("/lang")
-    async def switch_language(request: Request, staff: Staff) -> Response:
+    async def switch_language(request: Request, staff: Staff, console: ConsoleDep) -> Response:
         form = await read_form(request, staff.csrf_token)
-        staff.lang = "en" if staff.lang == "zh" else "zh"
+        await console.store.set_lang(staff, "en" if staff.lang == "zh" else "zh")
         back = form.get("back", "/")
         return RedirectResponse(back if back.startswith("/") and not back.startswith("//") else "/", status_code=303)
 

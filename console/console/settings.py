@@ -1,7 +1,7 @@
 """What the console reads from its environment: the services' addresses (the stack's env file sets
 them for every process), the operator's time zone and the session limits."""
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -30,6 +30,20 @@ class ConsoleSettings(BaseSettings):
     console_secure_cookies: bool = False
     console_poll_s: int = Field(default=15, ge=2, le=600)
     backend_timeout_s: float = Field(default=10.0, gt=0)
+    # The console's own database: the staff sessions every replica shares (console/sessions.py).
+    console_database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5432/pb_console"
+    # Encrypts the staff tokens held in that database; production refuses the placeholder.
+    console_session_key: str = "dev-console-session-key"
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_key_in_production(self) -> "ConsoleSettings":
+        if self.pb_env == "production" and (
+            self.console_session_key.startswith("dev-") or len(self.console_session_key) < 32
+        ):
+            raise ValueError(
+                "CONSOLE_SESSION_KEY holds a placeholder; set a random one of 32+ characters in production"
+            )
+        return self
 
     @property
     def force_secure(self) -> bool:

@@ -3,7 +3,6 @@ change, the forms' parsing, and rendering with autoescaping templates."""
 
 import logging
 import secrets
-import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from email.message import Message
@@ -17,11 +16,13 @@ from zoneinfo import ZoneInfo
 from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from starlette.routing import Match
 
 from console import formatting
 from console.backend import Backend, BackendError
 from console.i18n import CATALOGUE, translate
 from console.menu import MENU, PAGE_PERMISSION
+from console.problems import Problem
 from console.sessions import COOKIE, SessionStore, StaffSession
 from console.settings import ConsoleSettings
 
@@ -92,46 +93,59 @@ PENDING_PATHS = ("/account", "/logout", "/lang")
 
 async def current_staff(request: Request) -> StaffSession:
     console = console_of(request)
-    session = console.store.get(request.cookies.get(COOKIE))
+    session = await console.store.get(request.cookies.get(COOKIE))
     if session is None:
         raise SignInRequired()
     if session.pending and not request.url.path.startswith(PENDING_PATHS):
         raise AccountPending()
     if not await keep_fresh(console, session):
-        console.store.end(session.session_id)
+        await console.store.end(session.session_id)
         raise SignInRequired()
+    if request.method == "GET" and session.problem is not None:
+        request.state.problem = await console.store.take_problem(session)
     return session
 
 
 async def keep_fresh(console: Console, session: StaffSession) -> bool:
     """Refresh the staff token when it has less than `console_refresh_ahead_s` left; False when the
     session cannot go on (user-svc refused: revoked, lapsed, reused; or the token ran out while
-    user-svc could not be reached)."""
+    user-svc could not be reached). The session's row stays locked while the refresh token is traded,
+    so another request, on this replica or another, waits and then finds the fresh token."""
+    ahead = console.settings.console_refresh_ahead_s
     if session.refresh_token is None:
-        return time.monotonic() < session.token_expires_at
-    async with session.refreshing:  # the first request refreshes; those waiting find a fresh token
-        if session.token_expires_at - time.monotonic() > console.settings.console_refresh_ahead_s:
+        return session.seconds_left() > 0
+    if session.seconds_left() > ahead:
+        return True
+    async with console.store.locked(session) as (current, db):
+        if current is None:  # signed out meanwhile, here or on another replica
+            return False
+        if current.seconds_left() > ahead:  # another request refreshed it
+            session.access_token, session.token_expires_at = current.access_token, current.token_expires_at
+            session.refresh_token, session.roles = current.refresh_token, current.roles
             return True
+        if current.refresh_token is None:
+            return current.seconds_left() > 0
         try:
             answer = await console.backend.call(
                 "POST",
                 f"{console.backend.services.user}/v1/admin/sessions/refresh",
-                json={"refresh_token": session.refresh_token},
+                json={"refresh_token": current.refresh_token},
             )
         except BackendError as exc:
             if exc.status in (400, 401, 403, 422):
                 log.info("staff session not refreshed", extra={"admin_id": session.admin_id, "code": exc.code})
-                session.refresh_token = None
                 return False
             log.warning("staff token refresh failed", extra={"admin_id": session.admin_id, "code": exc.code})
-            return time.monotonic() < session.token_expires_at
-        session.refreshed(
-            str(answer["access_token"]),
-            int(answer["expires_in"]),
-            answer.get("refresh_token"),
-            int(answer.get("refresh_expires_in") or 0),
+            return current.seconds_left() > 0
+        await console.store.refreshed(
+            db,
+            session,
+            access_token=str(answer["access_token"]),
+            expires_in=int(answer["expires_in"]),
+            refresh_token=answer.get("refresh_token"),
+            refresh_expires_in=int(answer.get("refresh_expires_in") or 0),
+            roles=list(answer["roles"]),
         )
-        session.roles = list(answer["roles"])
         return True
 
 
@@ -186,7 +200,28 @@ async def read_form(request: Request, expected_csrf: str) -> dict[str, str]:
     sent = form.pop("csrf", "") or request.headers.get("x-csrf-token", "")
     if not sent or not secrets.compare_digest(sent, expected_csrf):
         raise CsrfRefused("missing or wrong CSRF token")
+    request.state.back = form.get("back", "")
     return form
+
+
+def local_path(value: str) -> str | None:
+    """A path on this console (never another host), or None."""
+    if value.startswith("/") and not value.startswith("//") and "\\" not in value and len(value) <= 512:
+        return value
+    return None
+
+
+def form_page(request: Request) -> str | None:
+    """The page a posted form came from, to show its refusal there: the form's `back` field, else the
+    posted path itself or its parent (POST /banks/PB-1/eject -> GET /banks/PB-1) when that is a page."""
+    back = local_path(str(getattr(request.state, "back", "") or ""))
+    path = request.url.path.rstrip("/") or "/"
+    candidates = [back] if back else [path, path.rsplit("/", 1)[0] or "/"]
+    for candidate in candidates:
+        scope = {"type": "http", "path": candidate.split("?")[0].split("#")[0], "method": "GET"}
+        if any(route.matches(scope)[0] == Match.FULL for route in request.app.routes):
+            return candidate
+    return None
 
 
 @dataclass(frozen=True)
@@ -256,6 +291,7 @@ def render(
         zone=console.settings.console_timezone,
         poll_s=console.settings.console_poll_s,
         notice=_notice(request.query_params.get("done", ""), language),
+        problem=_problem(getattr(request.state, "problem", None), language),
         **context,
     )
     return HTMLResponse(page, status_code=status_code, headers={"Cache-Control": "no-store"})
@@ -266,6 +302,12 @@ def render_fragment(console: Console, template: str, staff: StaffSession, **cont
     return console.templates.get_template(template).render(
         t=lambda key, **values: translate(key, staff.lang, **values), lang=staff.lang, staff=staff, **context
     )
+
+
+def _problem(problem: Problem | None, lang: str) -> dict[str, str] | None:
+    if problem is None:
+        return None
+    return {"message": problem.message(lang), "code": problem.code, "detail": problem.detail}
 
 
 def _notice(done: str, lang: str) -> str:

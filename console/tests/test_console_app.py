@@ -2,20 +2,47 @@
 the catalogue covering every template key, and the safety headers and CSRF refusal on sign-in."""
 
 import base64
+import os
 import re
-import time
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from cryptography.exceptions import InvalidTag
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
-from console import formatting, qr
+from console import formatting, qr, sessions
 from console.i18n import CATALOGUE
 from console.main import create_app
+from console.models import console_sessions
+from console.problems import Problem
 from console.sessions import SessionStore
 from console.settings import ConsoleSettings
 from console.web import TEMPLATES
+from kit.db import make_engine
+
+
+@pytest.fixture
+async def store() -> AsyncIterator[SessionStore]:
+    """The session store on the test stack's console database (migrated by `make test`), emptied first."""
+    url = os.environ.get("CONSOLE_DATABASE_URL")
+    if not url:
+        pytest.fail("CONSOLE_DATABASE_URL is not set: run through `make test` (the stack's env file sets it)")
+    engine = make_engine(url, 2)
+    async with engine.begin() as db:
+        await db.execute(console_sessions.delete())
+    yield SessionStore(engine, idle_timeout_s=60, secret="unit-test-key")
+    await engine.dispose()
+
+
+@pytest.fixture
+async def other_store(store: SessionStore) -> AsyncIterator[SessionStore]:
+    """A second replica: its own engine (connections) on the same database."""
+    engine = make_engine(str(store.engine.url.render_as_string(hide_password=False)), 2)
+    yield SessionStore(engine, idle_timeout_s=60, secret="unit-test-key")
+    await engine.dispose()
 
 
 def test_money_is_yuan_with_fen_precision() -> None:
@@ -49,22 +76,60 @@ def test_phone_numbers_are_masked() -> None:
     assert formatting.mask_phone("+8613812345678") == "+86138****5678"
 
 
-def test_a_session_ends_when_idle_or_when_its_token_expires(monkeypatch) -> None:
-    now = [1000.0]
-    monkeypatch.setattr(time, "monotonic", lambda: now[0])
-    store = SessionStore(idle_timeout_s=60)
-    s = store.create(admin_id="a", login="admin", roles=["support"], access_token="t", expires_in=900, lang="zh")
+async def test_a_session_ends_when_idle_or_when_its_token_expires(monkeypatch, store) -> None:
+    clock = [datetime(2026, 12, 6, 8, 0, tzinfo=UTC)]
+    monkeypatch.setattr(sessions, "now", lambda: clock[0])
+    s = await store.create(admin_id="a", login="admin", roles=["support"], access_token="t", expires_in=900, lang="zh")
     assert s.can("tickets:manage") and not s.can("audit:read")
-    now[0] += 59
-    assert store.get(s.session_id) is s
-    now[0] += 61
-    assert store.get(s.session_id) is None  # idle too long
-    s = store.create(admin_id="a", login="admin", roles=["super_admin"], access_token="t", expires_in=120, lang="zh")
+    clock[0] += timedelta(seconds=59)
+    assert (await store.get(s.session_id)).login == "admin"
+    clock[0] += timedelta(seconds=61)
+    assert await store.get(s.session_id) is None  # idle too long
+    s = await store.create(
+        admin_id="a", login="admin", roles=["super_admin"], access_token="t", expires_in=120, lang="zh"
+    )
     for _ in range(3):
-        now[0] += 50
-        found = store.get(s.session_id)
+        clock[0] += timedelta(seconds=50)
+        found = await store.get(s.session_id)
     assert found is None  # the token expired (minus the margin) although the session was in use
-    assert store.get("unknown") is None
+    assert await store.get("unknown") is None
+
+
+async def test_replicas_share_sessions_and_a_sign_out_ends_it_on_every_one(store, other_store) -> None:
+    """Two stores on the same database, as two console processes: a sign-in on one is known to the other,
+    the tokens are stored encrypted under a hash of the cookie, and a sign-out on either ends it for both."""
+    s = await store.create(
+        admin_id="a",
+        login="ops",
+        roles=["operator"],
+        access_token="secret-access",
+        expires_in=900,
+        lang="en",
+        refresh_token="secret-refresh",
+        refresh_expires_in=1800,
+    )
+    there = await other_store.get(s.session_id)
+    assert there is not None and (there.access_token, there.refresh_token, there.csrf_token) == (
+        "secret-access",
+        "secret-refresh",
+        s.csrf_token,
+    )
+    async with store.engine.connect() as db:
+        [row] = (await db.execute(select(console_sessions).where(console_sessions.c.login == "ops"))).all()
+    assert row.id_hash != s.session_id and s.session_id not in row.id_hash
+    assert b"secret-access" not in row.tokens and b"secret-refresh" not in row.tokens
+    await store.set_lang(s, "zh")
+    await other_store.set_problem(s.session_id, Problem(409, "eject_pending", "An eject is pending"))
+    back = await store.get(s.session_id)
+    assert back is not None and back.lang == "zh"
+    assert (await store.take_problem(back)) == Problem(409, "eject_pending", "An eject is pending")
+    assert (await other_store.get(s.session_id)).problem is None  # shown once
+    await other_store.end(s.session_id)
+    assert await store.get(s.session_id) is None
+    wrong_key = SessionStore(store.engine, idle_timeout_s=60, secret="another-key")
+    t = await store.create(admin_id="b", login="x", roles=[], access_token="t", expires_in=900, lang="zh")
+    with pytest.raises(InvalidTag):  # a database copy without the key gives no token
+        await wrong_key.get(t.session_id)
 
 
 def test_every_template_key_is_in_the_catalogue() -> None:
@@ -89,18 +154,17 @@ def test_sign_in_page_has_the_safety_headers_and_refuses_a_forged_post() -> None
         assert client.get("/", follow_redirects=False).headers["location"] == "/login"
 
 
-def test_live_figures_are_well_formed_events_and_do_not_keep_a_session_alive(monkeypatch) -> None:
+async def test_live_figures_are_well_formed_events_and_do_not_keep_a_session_alive(monkeypatch, store) -> None:
     from console.pages.dashboard import sse
 
     assert sse("figures", "<dl>\n<dd>3</dd>\n</dl>") == "event: figures\ndata: <dl>\ndata: <dd>3</dd>\ndata: </dl>\n\n"
-    now = [1000.0]
-    monkeypatch.setattr(time, "monotonic", lambda: now[0])
-    store = SessionStore(idle_timeout_s=60)
-    s = store.create(admin_id="a", login="admin", roles=["analyst"], access_token="t", expires_in=900, lang="zh")
-    now[0] += 40
-    assert store.peek(s.session_id) is s  # looked up by the stream: the idle clock keeps running
-    now[0] += 30
-    assert store.peek(s.session_id) is None and store.get(s.session_id) is None
+    clock = [datetime(2026, 12, 6, 8, 0, tzinfo=UTC)]
+    monkeypatch.setattr(sessions, "now", lambda: clock[0])
+    s = await store.create(admin_id="a", login="admin", roles=["analyst"], access_token="t", expires_in=900, lang="zh")
+    clock[0] += timedelta(seconds=40)
+    assert (await store.peek(s.session_id)) is not None  # looked up by the stream: the idle clock keeps running
+    clock[0] += timedelta(seconds=30)
+    assert await store.peek(s.session_id) is None and await store.get(s.session_id) is None
 
 
 def test_the_authenticator_qr_code_is_the_uri_s_modules_as_an_svg_image() -> None:

@@ -158,8 +158,9 @@ def build_env(stack: Stack, target: PgTarget, password: str, keys: tuple[Path, P
         env["SANDBOX_PAY_DELAY_MAX_S"] = "8"
         # The sandbox outlives asset-credit's kill -9 as a real provider would: it keeps its orders on disk.
         env["SANDBOX_STATE_DIR"] = str(stack.dir / "sandbox-provider")
-    for service in SERVICES:
-        env[f"{service.env_prefix}_DATABASE_URL"] = database_url(target, stack.database(service))
+    for service in PROCESSES:  # the six services, and the console (its staff sessions)
+        if service.db_suffix:
+            env[f"{service.env_prefix}_DATABASE_URL"] = database_url(target, stack.database(service))
     return env
 
 

@@ -1,10 +1,12 @@
 """Fixtures for the end-to-end tests; the machinery is in mesh.py."""
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import httpx
 import pytest
+from console_http import Browserless
 from mesh import Mesh, new_user, run_stack
 from platform_client import PlatformClient, Urls, wait_for
 
@@ -41,3 +43,20 @@ async def mesh() -> AsyncIterator[Mesh]:
 @pytest.fixture
 async def user(mesh: Mesh) -> PlatformClient:
     return await new_user(mesh)
+
+
+@pytest.fixture
+async def console() -> AsyncIterator[Callable[[], Browserless]]:
+    url = os.environ.get("CONSOLE_URL")
+    if not url:
+        pytest.fail("CONSOLE_URL is not set: run through `make test` (the stack's env file sets it)")
+    clients: list[httpx.AsyncClient] = []
+
+    def make() -> Browserless:
+        http = async_client(base_url=url.rstrip("/"), timeout=15.0)
+        clients.append(http)
+        return Browserless(http)
+
+    yield make
+    for http in clients:
+        await http.aclose()

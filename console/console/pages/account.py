@@ -25,8 +25,8 @@ async def _page(
     return render(request, "account.html", staff, status_code=status_code, me=me, **values)
 
 
-def _signed_out_for_good(console: Console, staff: StaffSession) -> Response:
-    console.store.end(staff.session_id)
+async def _signed_out_for_good(console: Console, staff: StaffSession) -> Response:
+    await console.store.end(staff.session_id)
     response = RedirectResponse("/login?again=1", status_code=303)
     response.delete_cookie(COOKIE, path="/")
     return response
@@ -54,7 +54,7 @@ async def change_password(request: Request, console: ConsoleDep, staff: Staff) -
             raise
         key = "account.wrong_password" if exc.status == 401 else "account.weak_password"
         return await _page(request, console, staff, status_code=exc.status, error_key=key, error_detail=exc.detail)
-    return _signed_out_for_good(console, staff)
+    return await _signed_out_for_good(console, staff)
 
 
 @router.post("/account/totp")
@@ -90,4 +90,4 @@ async def confirm_totp(request: Request, console: ConsoleDep, staff: Staff) -> R
             confirming=wrong,
             error_key="account.totp_wrong" if wrong else "account.totp_not_pending",
         )
-    return _signed_out_for_good(console, staff)
+    return await _signed_out_for_good(console, staff)

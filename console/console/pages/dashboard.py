@@ -114,15 +114,15 @@ async def figure_events(request: Request, console: Console, session_id: str) -> 
     last = ""
     yield f"retry: {console.settings.console_poll_s * 1000}\n\n"
     while not await request.is_disconnected():
-        staff = console.store.peek(session_id)
+        staff = await console.store.peek(session_id)
         if staff is None or not await keep_fresh(console, staff):
-            console.store.end(session_id)
+            await console.store.end(session_id)
             yield sse("signed_out", "")
             return
         try:
             html = render_fragment(console, "dashboard_figures.html", staff, figures=await gather(console, staff))
         except SessionExpired:
-            console.store.end(session_id)
+            await console.store.end(session_id)
             yield sse("signed_out", "")
             return
         if html != last:

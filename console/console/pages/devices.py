@@ -4,6 +4,7 @@ cabinet's light, mark a bank faulty, lost or in maintenance (with a reason, reco
 transition), rotate a device's credentials, resolve an alarm with a note (which closes its task)."""
 
 import asyncio
+import re
 from collections.abc import Callable
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
@@ -17,6 +18,7 @@ from console.web import ConsoleDep, page_permission, read_form, render, require
 
 router = APIRouter()
 
+DEVICE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 DeviceId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 Search = Annotated[str, Query(max_length=64)]
 Reader = Annotated[StaffSession, Depends(page_permission("nav.cabinets"))]
@@ -162,6 +164,9 @@ async def cabinet_page(request: Request, cabinet_id: DeviceId, console: ConsoleD
     return render(request, "cabinet.html", staff, cabinet=cabinet, banks=by_id, alarms=mine)
 
 
+BANKS_SHOWN = 100  # rows on one page of the bank list
+
+
 @router.get("/banks", response_class=HTMLResponse)
 async def banks_page(
     request: Request,
@@ -170,46 +175,52 @@ async def banks_page(
     q: Search = "",
     state: Annotated[str, Query(pattern="^(|in_cabinet|rented|faulty|maintenance|lost|retired)$")] = "",
     cabinet_id: Search = "",
+    after: Annotated[str, Query(max_length=64)] = "",
 ) -> HTMLResponse:
+    """The whole fleet of banks, BANKS_SHOWN at a time in id order: device-svc searches (an id prefix, or a
+    bank's QR code, NFC uid or BLE address), filters and pages (keyset, from `after`)."""
     s = console.backend.services
     found = await console.backend.get(
-        f"{s.device}/v1/ops/banks", staff.access_token, state=state or None, cabinet_id=cabinet_id or None, limit=1000
+        f"{s.device}/v1/ops/banks",
+        staff.access_token,
+        q=q.strip() or None,
+        state=state or None,
+        cabinet_id=cabinet_id.strip() or None,
+        after=after or None,
+        limit=BANKS_SHOWN,
     )
-    needle = q.strip().lower()
-    banks = [b for b in found["items"] if not needle or needle in b["id"].lower()]
+    next_after = found.get("next_after")
+    more = urlencode({"q": q, "state": state, "cabinet_id": cabinet_id, "after": next_after}) if next_after else ""
     states = ("in_cabinet", "rented", "faulty", "maintenance", "lost", "retired")
-    return render(request, "banks.html", staff, banks=banks, q=q, state=state, cabinet_id=cabinet_id, states=states)
-
-
-async def _bank(console: ConsoleDep, staff: StaffSession, bank_id: str) -> dict[str, Any]:
-    """A bank's ops view: device-svc lists banks by cabinet or state, so look it up where it is (by its
-    cabinet, then by its state: it may have left the cabinet between the two reads)."""
-    s = console.backend.services
-    public = await console.backend.get(f"{s.device}/v1/banks/{bank_id}", staff.access_token)
-    wheres: list[dict[str, Any]] = [{"state": public["state"]}]
-    if public.get("cabinet_id"):
-        wheres.insert(0, {"cabinet_id": public["cabinet_id"]})
-    for where in wheres:
-        page = await console.backend.get(f"{s.device}/v1/ops/banks", staff.access_token, limit=1000, **where)
-        found: dict[str, Any] | None = next((b for b in page["items"] if b["id"] == bank_id), None)
-        if found is not None:
-            return found
-    return dict(public)
+    return render(
+        request,
+        "banks.html",
+        staff,
+        banks=found["items"],
+        q=q,
+        state=state,
+        cabinet_id=cabinet_id,
+        states=states,
+        more=more,
+        after=after,
+    )
 
 
 @router.get("/banks/{bank_id}", response_class=HTMLResponse)
 async def bank_page(request: Request, bank_id: DeviceId, console: ConsoleDep, staff: Reader) -> HTMLResponse:
     s = console.backend.services
     bank, transitions = await asyncio.gather(
-        _bank(console, staff, bank_id),
-        console.backend.get(f"{s.device}/v1/ops/banks/{bank_id}/transitions", staff.access_token),
+        console.backend.get(f"{s.device}/v1/ops/banks/{bank_id}", staff.access_token),
+        console.backend.get(
+            f"{s.device}/v1/ops/banks/{bank_id}/transitions", staff.access_token, order="newest", limit=20
+        ),
     )
     return render(
         request,
         "bank.html",
         staff,
         bank=bank,
-        transitions=transitions["items"][-20:][::-1],
+        transitions=transitions["items"],
         manual_states=MANUAL_STATES,
         password=None,
     )
@@ -231,6 +242,10 @@ async def eject(request: Request, bank_id: DeviceId, console: ConsoleDep, staff:
     await console.backend.post(
         f"{console.backend.services.device}/v1/ops/banks/{bank_id}/eject", staff.access_token, body
     )
+    # Sent from a slot of the cabinet's page: back there, where the slot empties.
+    cabinet_id = form.get("cabinet_id", "")
+    if cabinet_id and DEVICE_ID.fullmatch(cabinet_id):
+        return RedirectResponse(f"/cabinets/{quote(cabinet_id)}?done=bank.eject_sent", status_code=303)
     return RedirectResponse(f"/banks/{quote(bank_id)}?done=bank.eject_sent", status_code=303)
 
 

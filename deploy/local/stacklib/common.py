@@ -81,9 +81,9 @@ SERVICES: tuple[Service, ...] = (
     Service("notify", "notify-svc", "notify_svc", "NOTIFY", "notify", 5),
     Service("analytics", "analytics-svc", "analytics_svc", "ANALYTICS", "analytics", 6),
 )
-# The operations console (console/, docs/console.md): its own process beside the services, without a
-# database; it calls the services' APIs with the signed-in staff member's token.
-CONSOLE = Service("console", "console", "console", "CONSOLE", "", 7, parent="")
+# The operations console (console/, docs/console.md): its own process beside the services; its database
+# holds only the staff sessions its replicas share; it calls the services' APIs with the staff member's token.
+CONSOLE = Service("console", "console", "console", "CONSOLE", "console", 7, parent="")
 # What `start-services` starts, `stop-services` stops and `status` lists.
 PROCESSES: tuple[Service, ...] = (*SERVICES, CONSOLE)
 # The development staff login user-svc seeds outside production (user_svc/settings.py, DEV_ADMIN_PASSWORD).

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from stacklib.common import (
+    PROCESSES,
     ROOT,
-    SERVICES,
     STATE_ROOT,
     PgTarget,
     Stack,
@@ -239,7 +239,8 @@ def ensure_databases(stack: Stack, target: PgTarget) -> None:
         return psql(target.host, target.port, target.user, statement)
 
     existing = {row[0] for row in sql("SELECT datname FROM pg_database")}
-    for service in SERVICES:
+    with_database = [s for s in PROCESSES if s.db_suffix]
+    for service in with_database:
         name = stack.database(service)
         if stack.fresh and name in existing:
             sql(f'DROP DATABASE "{name}" WITH (FORCE)')
@@ -247,7 +248,7 @@ def ensure_databases(stack: Stack, target: PgTarget) -> None:
         if name not in existing:
             sql(f'CREATE DATABASE "{name}"')
     verb = "recreated" if stack.fresh else "ready"
-    say(f"databases {verb}: {', '.join(stack.database(s) for s in SERVICES)}", stack.name)
+    say(f"databases {verb}: {', '.join(stack.database(s) for s in with_database)}", stack.name)
 
 
 def database_url(target: PgTarget, database: str) -> str:

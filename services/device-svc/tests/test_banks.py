@@ -346,6 +346,46 @@ async def test_state_changes_are_recorded_with_a_reason(service, signer):
     assert history[1]["reason"].startswith("cracked case (by ")
     listed = (await service.get("/v1/ops/banks", params={"state": "retired"}, headers=headers)).json()["items"]
     assert [b["id"] for b in listed] == ["PB-000003"]
+    newest = (
+        await service.get(
+            "/v1/ops/banks/PB-000003/transitions", params={"order": "newest", "limit": 2}, headers=headers
+        )
+    ).json()["items"]
+    assert [h["to_state"] for h in newest] == ["retired", "maintenance"]
+
+
+async def test_one_bank_and_the_bank_list_paged_and_searched_server_side(service, signer):
+    """The console's bank pages at any fleet size: one bank by id, keyset pages, an id prefix or a code."""
+    headers = auth(signer, **OPS)
+    one = await service.get("/v1/ops/banks/PB-000002", headers=headers)
+    assert one.status_code == 200, one.text
+    assert (one.json()["id"], one.json()["cabinet_id"], one.json()["has_module"]) == ("PB-000002", "CAB-0001", True)
+    missing = await service.get("/v1/ops/banks/PB-999999", headers=headers)
+    assert (missing.status_code, missing.json()["code"]) == (404, "bank_not_found")
+    assert (await service.get("/v1/ops/banks/PB-000002", headers=auth(signer, kind="user"))).status_code == 403
+
+    everything = (await service.get("/v1/ops/banks", params={"limit": 1000}, headers=headers)).json()
+    assert everything["next_after"] is None
+    ids, after = [], None
+    while True:
+        page = (
+            await service.get(
+                "/v1/ops/banks", params={"limit": 3, **({"after": after} if after else {})}, headers=headers
+            )
+        ).json()
+        ids += [b["id"] for b in page["items"]]
+        after = page["next_after"]
+        if after is None:
+            break
+        assert len(page["items"]) == 3
+    assert ids == [b["id"] for b in everything["items"]] == sorted(ids)
+
+    prefix = (await service.get("/v1/ops/banks", params={"q": "PB-00000"}, headers=headers)).json()["items"]
+    assert [b["id"] for b in prefix] == [i for i in ids if i.startswith("PB-00000")]
+    assert (await service.get("/v1/ops/banks", params={"q": "PB-0%"}, headers=headers)).json()["items"] == []
+    by_qr = [b for b in everything["items"] if b["qr_code"]][0]
+    found = (await service.get("/v1/ops/banks", params={"q": by_qr["qr_code"]}, headers=headers)).json()["items"]
+    assert by_qr["id"] in [b["id"] for b in found]
 
 
 async def _stored_rssi(database_url: str, bank_id: str, rssi: int) -> bool:

@@ -95,10 +95,14 @@ async def banks(
     maintenance_due: bool | None = None,
     has_module: bool | None = None,
     cabinet_id: Annotated[str | None, Query(max_length=64)] = None,
+    q: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
+    after: Annotated[str | None, Query(max_length=64)] = None,
     limit: Limit = 200,
     offset: Annotated[int, Query(ge=0, le=INT64_MAX)] = 0,
 ) -> BankAdminList:
-    """Banks with state, faults, time in service, usage, power statistics and open alarms."""
+    """Banks with state, faults, time in service, usage, power statistics and open alarms, in id order.
+    `q`: an id prefix, or a bank's exact QR code, NFC uid or BLE address. Page with `after` (the
+    `next_after` of the page before; keyset, cheap at any depth) rather than `offset`."""
     items = await service.query_banks(
         session,
         state=state,
@@ -107,14 +111,29 @@ async def banks(
         cabinet_id=cabinet_id,
         limit=limit,
         offset=offset,
+        after=after,
+        q=q,
     )
-    return BankAdminList(items=items)
+    return BankAdminList(items=items, next_after=items[-1].id if len(items) == limit else None)
+
+
+@router.get("/banks/{bank_id}", response_model=BankAdminOut)
+async def bank(bank_id: DeviceIdPath, _: Staff, session: SessionDep) -> BankAdminOut:
+    """One bank's operations view (as in the list); 404 bank_not_found."""
+    return await service.bank(session, bank_id)
 
 
 @router.get("/banks/{bank_id}/transitions", response_model=TransitionList)
-async def transitions(bank_id: DeviceIdPath, _: Staff, session: SessionDep, limit: Limit = 500) -> TransitionList:
-    """The bank's newest state changes first."""
-    return TransitionList(items=await service.transitions(session, bank_id, limit))
+async def transitions(
+    bank_id: DeviceIdPath,
+    _: Staff,
+    session: SessionDep,
+    limit: Limit = 500,
+    order: Literal["oldest", "newest"] = "oldest",
+) -> TransitionList:
+    """The bank's state changes, oldest first (the first `limit`), or with order=newest the latest `limit`
+    newest first."""
+    return TransitionList(items=await service.transitions(session, bank_id, limit, newest_first=order == "newest"))
 
 
 @router.post(

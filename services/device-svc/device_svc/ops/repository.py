@@ -91,6 +91,9 @@ async def query_banks(
     cabinet_id: str | None,
     limit: int,
     offset: int,
+    after: str | None = None,
+    q: str | None = None,
+    bank_id: str | None = None,
 ) -> Sequence[Any]:
     rentals = (
         select(func.count())
@@ -110,16 +113,24 @@ async def query_banks(
         stmt = stmt.where(Bank.has_module.is_(has_module))
     if cabinet_id is not None:
         stmt = stmt.where(Bank.cabinet_id == cabinet_id)
+    if after is not None:  # keyset paging along the primary key: as cheap on page 100 as on page 1
+        stmt = stmt.where(Bank.id > after)
+    if q:  # an id prefix, or a code printed on or read from the bank
+        stmt = stmt.where(
+            or_(Bank.id.startswith(q, autoescape=True), Bank.qr_code == q, Bank.nfc_uid == q, Bank.ble_mac == q)
+        )
+    if bank_id is not None:
+        stmt = stmt.where(Bank.id == bank_id)
     return (await session.execute(stmt)).all()
 
 
-async def transitions(session: AsyncSession, bank_id: str, limit: int) -> Sequence[BankTransition]:
-    stmt = (
-        select(BankTransition)
-        .where(BankTransition.bank_id == bank_id)
-        .order_by(BankTransition.at, BankTransition.id)
-        .limit(limit)
+async def transitions(
+    session: AsyncSession, bank_id: str, limit: int, *, newest_first: bool = False
+) -> Sequence[BankTransition]:
+    order = (
+        (BankTransition.at.desc(), BankTransition.id.desc()) if newest_first else (BankTransition.at, BankTransition.id)
     )
+    stmt = select(BankTransition).where(BankTransition.bank_id == bank_id).order_by(*order).limit(limit)
     return (await session.execute(stmt)).scalars().all()
 
 

@@ -102,6 +102,8 @@ class BankAdminOut(BaseModel):
 
 class BankAdminList(BaseModel):
     items: list[BankAdminOut]
+    # The last id of a full page: pass it as `after` for the next one (None: no more).
+    next_after: str | None = None
 
 
 class TransitionOut(BaseModel):

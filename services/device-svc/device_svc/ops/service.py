@@ -186,12 +186,24 @@ async def query_banks(session: AsyncSession, **filters: object) -> list[BankAdmi
     return [bank_admin_out(bank, int(rentals or 0)) for bank, rentals in rows]
 
 
-async def transitions(session: AsyncSession, bank_id: str, limit: int = 500) -> list[TransitionOut]:
+async def bank(session: AsyncSession, bank_id: str) -> BankAdminOut:
+    rows = await repo.query_banks(
+        session, state=None, maintenance_due=None, has_module=None, cabinet_id=None, limit=1, offset=0, bank_id=bank_id
+    )
+    if not rows:
+        raise BankNotFound(f"Bank {bank_id} is not registered")
+    found, rentals = rows[0]
+    return bank_admin_out(found, int(rentals or 0))
+
+
+async def transitions(
+    session: AsyncSession, bank_id: str, limit: int = 500, *, newest_first: bool = False
+) -> list[TransitionOut]:
     if await registry.get_bank(session, bank_id) is None:
         raise BankNotFound(f"Bank {bank_id} is not registered")
     return [
         TransitionOut(from_state=t.from_state, to_state=t.to_state, reason=t.reason, at=t.at)
-        for t in await repo.transitions(session, bank_id, limit)
+        for t in await repo.transitions(session, bank_id, limit, newest_first=newest_first)
     ]
 
 
