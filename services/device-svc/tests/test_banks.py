@@ -383,7 +383,7 @@ async def test_one_bank_and_the_bank_list_paged_and_searched_server_side(service
     prefix = (await service.get("/v1/ops/banks", params={"q": "PB-00000"}, headers=headers)).json()["items"]
     assert [b["id"] for b in prefix] == [i for i in ids if i.startswith("PB-00000")]
     assert (await service.get("/v1/ops/banks", params={"q": "PB-0%"}, headers=headers)).json()["items"] == []
-    by_qr = [b for b in everything["items"] if b["qr_code"]][0]
+    by_qr = next(b for b in everything["items"] if b["qr_code"])
     found = (await service.get("/v1/ops/banks", params={"q": by_qr["qr_code"]}, headers=headers)).json()["items"]
     assert by_qr["id"] in [b["id"] for b in found]
 
