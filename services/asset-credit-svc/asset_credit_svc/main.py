@@ -19,6 +19,8 @@ from asset_credit_svc.consumers import (
     on_vas_consent,
 )
 from asset_credit_svc.credit.endpoints import router as credit_router
+from asset_credit_svc.debts import service as debts
+from asset_credit_svc.debts.endpoints import router as debts_router
 from asset_credit_svc.deposit import service as deposits
 from asset_credit_svc.deposit.endpoints import router as deposit_router
 from asset_credit_svc.finance.endpoints import router as finance_router
@@ -85,6 +87,13 @@ async def _resolve_stale_top_ups(runtime: Runtime, settings: Settings) -> None:
     async with unit_of_work(runtime.sessionmaker) as session:
         await deposits.resolve_stale_payments(
             session, runtime, older_than=now - timedelta(seconds=settings.top_up_query_after_s)
+        )
+    async with unit_of_work(runtime.sessionmaker) as session:
+        await debts.resolve_stale(
+            session,
+            runtime,
+            older_than=now - timedelta(seconds=settings.top_up_query_after_s),
+            expire_before=now - timedelta(seconds=settings.top_up_expire_after_s),
         )
 
 
@@ -196,6 +205,7 @@ def create_app(settings: Settings | None = None, *, notify_client: NotifyClientF
             top_ups_router,
             notify_router,
             deposit_router,
+            debts_router,
             reconciliation_router,
             statements_router,
             vas_router,

@@ -663,3 +663,45 @@ class InvoiceRequest(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     invoice_no: Mapped[str | None] = mapped_column(String(40), nullable=True)
     reject_reason: Mapped[str | None] = mapped_column(String(200), nullable=True)
+
+
+# ---- a rental's unpaid fee paid through a channel ---------------------------------------------
+
+
+class DebtPaymentStatus(StrEnum):
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"  # the channel paid: the money is in the wallet, and the rental paid from it if still owed
+    FAILED = "failed"  # declined, or not paid in time (`failure_reason`): the rental stays owed and payable
+
+
+class DebtPayment(Base):
+    """The user paying a rental's unpaid fee through a channel (order `debt_<id>`). Its verified notification
+    credits the wallet (`provider_payment`) and settles the rental's last failed charge from it in the same
+    transaction (`settled_charge_id`); when the rental is no longer owed by then, the money stays in the wallet."""
+
+    __tablename__ = "debt_payments"
+    __table_args__ = (
+        CheckConstraint("amount_fen > 0", name="amount_positive"),
+        CheckConstraint("status IN ('pending', 'succeeded', 'failed')", name="status"),
+        UniqueConstraint("user_id", "idempotency_key", name="uq_debt_payments_user_idempotency_key"),
+        Index("ix_debt_payments_user_created", "user_id", "created_at"),
+        Index("ix_debt_payments_pending", "created_at", postgresql_where=text("status = 'pending'")),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), nullable=False)
+    rental_id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), nullable=False, index=True)
+    idempotency_key: Mapped[str] = mapped_column(String(200), nullable=False)
+    channel: Mapped[str] = mapped_column(String(30), nullable=False)
+    amount_fen: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    status: Mapped[str] = mapped_column(String(20), nullable=False)
+    failure_reason: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    provider_trade_no: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    transaction_id: Mapped[uuid.UUID | None] = mapped_column(
+        PgUUID(as_uuid=True), ForeignKey("ledger_transactions.id"), nullable=True
+    )
+    settled_charge_id: Mapped[uuid.UUID | None] = mapped_column(
+        PgUUID(as_uuid=True), ForeignKey("charges.charge_id"), nullable=True
+    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

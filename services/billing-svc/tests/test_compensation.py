@@ -394,6 +394,36 @@ async def test_unpaid_debt_blocks_borrowing_until_paid_manually(
     await borrow_active(billing, device, headers)
 
 
+async def test_a_debt_paid_through_a_channel_settles_the_failed_attempt_even_after_a_newer_one(
+    billing: Billing, device: FakeDevice, signer: TokenSigner
+) -> None:
+    """asset-credit settles the attempt that failed when the user pays the debt through a channel; the user may
+    have asked billing to pay from the wallet meanwhile (a newer attempt, which then fails
+    `rental_already_charged`): the rental is paid either way, and borrowing is open again."""
+    _, headers = user(signer)
+    body, row = await ended_rental(billing, device, headers, minutes=10)
+    rental_id = body["rental_id"]
+    await payment_outcome(device, row, settled=False)
+    await in_state(billing, rental_id, "unpaid")
+    assert (await billing.client.post(f"/v1/rentals/{rental_id}/payments", headers=headers)).status_code == 202
+    newer = await in_state(billing, rental_id, "ended")
+    assert newer["charge_id"] != row["charge_id"]
+
+    await payment_outcome(device, row, settled=True)  # the first attempt, paid through the channel
+    await in_state(billing, rental_id, "settled")
+    late = ChargeFailed(
+        charge_id=newer["charge_id"],
+        rental_id=newer["id"],
+        user_id=newer["user_id"],
+        amount_fen=newer["fee_fen"],
+        reason="rental_already_charged",
+    )
+    await device.emit(late, key=str(newer["user_id"]))
+    await payment_outcome(device, {**row, "charge_id": uuid.uuid4()}, settled=True)  # not one of its attempts
+    await borrow_active(billing, device, headers)
+    assert (await rental_row(billing, rental_id))["state"] == "settled"
+
+
 # ---- disputes and corrections ---------------------------------------------------------------
 
 

@@ -234,6 +234,23 @@ async def _fail(session: AsyncSession, runtime: Runtime, request: ChargeRequeste
     return "failed"
 
 
+async def settle_owed(session: AsyncSession, runtime: Runtime, charge: Charge) -> bool:
+    """Collect a failed charge late, from what the user holds now (a debt paid through a channel put the money
+    in the wallet): the ordinary settlement, which publishes `asset.charge.settled` for this charge id. The
+    caller holds the rental's charges' row locks. False, with nothing changed, when the wallet (with the assets)
+    cannot cover it: the rental stays owed."""
+    request = _request_of(charge)
+    try:
+        posted, covered = await _collect(session, request)
+    except InsufficientFunds:
+        return False
+    charge.failure_reason = None
+    charge.completed_at = datetime.now(UTC)
+    await session.flush()
+    await _settle(session, runtime, request, posted, covered)
+    return True
+
+
 # ---- the user's provider pays the shortfall -------------------------------------------------
 
 

@@ -5,6 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request, Response, status
 
 from asset_credit_svc.charges import service as charges
+from asset_credit_svc.debts import service as debts
 from asset_credit_svc.deposit import service as deposits
 from asset_credit_svc.models import TopUp, TopUpStatus
 from asset_credit_svc.payments import service
@@ -113,6 +114,8 @@ async def provider_notification(
         return Response(content=answer.body, media_type=answer.media_type)
     if charges.is_charge_order(notification.out_trade_no):
         await charges.apply_notification(session, runtime, channel, notification)
+    elif debts.is_debt_order(notification.out_trade_no):
+        await debts.apply_notification(session, runtime, channel, notification)
     elif deposits.is_deposit_order(notification.out_trade_no):
         await deposits.apply_notification(session, runtime, channel, notification)
     else:

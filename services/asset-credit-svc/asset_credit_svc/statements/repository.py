@@ -1,5 +1,6 @@
 """What we hold for a channel's statement: our orders and refunds at the channel (top-ups, provider-paid
-charges, deposits paid; withdrawal parts and deposit refunds) and the statement's stored lines."""
+charges, debts paid through a channel, deposits paid; withdrawal parts and deposit refunds) and the statement's
+stored lines."""
 
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -10,6 +11,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from asset_credit_svc.charges.service import CHARGE_ORDER_PREFIX
+from asset_credit_svc.debts.service import DEBT_ORDER_PREFIX
 from asset_credit_svc.deposit.service import DEPOSIT_ORDER_PREFIX, DEPOSIT_REFUND_PREFIX
 from asset_credit_svc.models import StatementLineRow, StatementMismatch, StatementRun
 from asset_credit_svc.payments.providers import StatementLine
@@ -38,6 +40,9 @@ WITH ours(kind, number, amount_fen, status, settled, at) AS (
            provider_transaction_id IS NOT NULL, completed_at
     FROM charges WHERE provider_channel = :channel
   UNION ALL
+    SELECT 'payment', :debt || id::text, amount_fen, status, transaction_id IS NOT NULL, completed_at
+    FROM debt_payments WHERE channel = :channel
+  UNION ALL
     SELECT 'payment', :deposit || id::text, amount_fen, status, status = 'succeeded', completed_at
     FROM deposit_operations WHERE channel = :channel AND kind = 'pay'
   UNION ALL
@@ -64,6 +69,7 @@ async def our_items(
             "until": until,
             "keys": list(keys),
             "charge": CHARGE_ORDER_PREFIX,
+            "debt": DEBT_ORDER_PREFIX,
             "deposit": DEPOSIT_ORDER_PREFIX,
             "deposit_refund": DEPOSIT_REFUND_PREFIX,
             "withdrawal": WITHDRAWAL_REFUND_PREFIX,

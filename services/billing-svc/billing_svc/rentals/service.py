@@ -596,7 +596,10 @@ def charge_request(rental: Rental) -> ChargeRequested:
 
 
 async def on_charge_settled(session: AsyncSession, data: ChargeSettled) -> None:
-    rental = await _charged_rental(session, data.rental_id, data.charge_id)
+    # An earlier attempt may settle after a later one was requested: the user paid the debt through a channel
+    # (asset-credit settles the attempt that failed) while asking billing to pay it from the wallet. The rental
+    # is collected either way (asset-credit collects a rental once; the later attempt fails `rental_already_charged`).
+    rental = await _charged_rental(session, data.rental_id, data.charge_id, any_attempt=True)
     if rental is None:
         return
     if rental.state in (RentalState.ENDED.value, RentalState.UNPAID.value):
@@ -627,9 +630,16 @@ async def on_charge_failed(session: AsyncSession, data: ChargeFailed) -> None:
         log.warning("rental unpaid", extra={"rental_id": str(rental.id), "reason": data.reason})
 
 
-async def _charged_rental(session: AsyncSession, rental_id: UUID, charge_id: UUID) -> Rental | None:
+async def _charged_rental(
+    session: AsyncSession, rental_id: UUID, charge_id: UUID, *, any_attempt: bool = False
+) -> Rental | None:
+    """The rental, locked, when `charge_id` is its current charge attempt (or, with `any_attempt`, any of them)."""
     rental = await repository.get(session, rental_id, for_update=True)
-    if rental is None or rental.charge_id != charge_id:
+    attempts = range(rental.charge_attempt + 1) if rental is not None and any_attempt else ()
+    known = rental is not None and (
+        rental.charge_id == charge_id or any(charge_id_for(rental.id, k) == charge_id for k in attempts)
+    )
+    if rental is None or not known:
         log.warning(
             "payment outcome for an unknown charge; ignored",
             extra={"rental_id": str(rental_id), "charge_id": str(charge_id)},
