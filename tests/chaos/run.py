@@ -9,7 +9,14 @@ instances), started again as an operator's supervisor would; SIGSTOP/SIGCONT of 
 Mosquitto; a restart of the broker (empty: tansu keeps nothing; no setup runs, the services create the topics
 again), of Mosquitto and of PostgreSQL (only the stack's private cluster; never a system server); on the
 devices, through the emulator: lost eject answers, duplicated and delayed up messages, clocks skewed by
-±10 minutes and set to 1970. Users borrow, return, top up while they happen."""
+±10 minutes and set to 1970. Users borrow, return, top up, pay and get back their deposit and withdraw part of
+their balance while they happen.
+
+A borrow answered with an error (5xx, 504 no answer, a connection cut by a kill) may still have ejected the
+bank: the eject can land after the answer (billing revives the failed rental, free of charge) or the answer was
+lost. A user looks at their rentals in the app, as a real one holding a bank would, and returns every bank of an
+active rental; at the end the emulator's cabinets say which banks really are out, and a bank out with no open
+rental (or an open rental whose bank never came out) is a violation."""
 
 from __future__ import annotations
 
@@ -25,6 +32,7 @@ import statistics
 import subprocess
 import sys
 import time
+import uuid
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -84,6 +92,9 @@ class Figures:
     invariant_checks: int = 0
     violations: list[dict[str, Any]] = field(default_factory=list)
     rentals: set[str] = field(default_factory=set)
+    # Rentals found active in the app after the borrow was answered with an error, by that answer.
+    active_after_error: Counter[str] = field(default_factory=Counter)
+    revived_rentals: int = 0  # answered as failed, then the late eject made them active (free of charge)
 
     def violation(self, check: str, detail: Any) -> None:
         self.violations.append({"check": check, "detail": detail, "at": datetime.now(UTC).isoformat()})
@@ -173,6 +184,7 @@ class Chaos:
         self.return_fault: dict[str, int] = {}
         self.users_set_up = 0
         self.users_ready = asyncio.Event()  # the faults start once every user is registered and topped up
+        self.users: list[PlatformClient] = []
 
     # ----------------------------------------------------------------- readiness
 
@@ -351,6 +363,93 @@ class Chaos:
             await asyncio.sleep(0.5)
         return False
 
+    async def deposit_cycle(self, api: PlatformClient) -> None:
+        """Pay the deposit through a channel (the sandbox pays it), then ask for it back (refunded to that
+        order at the provider); complete once both operations succeeded."""
+        self.fig.flows_attempted["deposit"] += 1
+        deposit = await api.call("GET", f"{self.urls.asset}/v1/deposit")
+        if deposit.status != 200:
+            await self.relogin_if_needed(api, deposit.status)
+            self.fig.refusals[f"deposit {deposit.status}"] += 1
+            return
+        if deposit.json()["held_fen"] == 0:
+            paid = await api.call(
+                "POST",
+                f"{self.urls.asset}/v1/deposit/payments",
+                json={"channel": self.rng.choice(("alipay", "wechat"))},
+                headers={"Idempotency-Key": uuid.uuid4().hex},
+            )
+            if paid.status not in (200, 201):
+                self.fig.refusals[f"deposit pay {paid.status} {self.code_of(paid)}"] += 1
+                return
+            if not await self.wait_deposit_operation(api, paid.json()["operation_id"]):
+                self.fig.refusals["deposit pay: not succeeded in time"] += 1
+                return
+        refund = await api.call(
+            "POST", f"{self.urls.asset}/v1/deposit/refunds", headers={"Idempotency-Key": uuid.uuid4().hex}
+        )
+        if refund.status not in (200, 201):
+            self.fig.refusals[f"deposit refund {refund.status} {self.code_of(refund)}"] += 1
+            return
+        if await self.wait_deposit_operation(api, refund.json()["operation_id"]):
+            self.fig.flows_completed["deposit"] += 1
+        else:
+            self.fig.refusals["deposit refund: not confirmed in time"] += 1
+
+    async def wait_deposit_operation(self, api: PlatformClient, operation_id: str) -> bool:
+        end = now_s() + self.args.recovery_bound_s
+        while now_s() < end:
+            try:
+                history = await api.call("GET", f"{self.urls.asset}/v1/deposit/history", params={"limit": 20})
+                if history.status == 200:
+                    for item in history.json()["items"]:
+                        if item["operation_id"] == operation_id and item["status"] != "pending":
+                            return bool(item["status"] == "succeeded")
+                await self.relogin_if_needed(api, history.status)
+            except (httpx.HTTPError, ValueError, KeyError):
+                pass
+            await asyncio.sleep(0.5)
+        return False
+
+    async def withdraw(self, api: PlatformClient) -> None:
+        """Take ¥3 of the balance back to the channels it came in by; complete once every part is confirmed."""
+        self.fig.flows_attempted["withdrawal"] += 1
+        asked = await api.call(
+            "POST",
+            f"{self.urls.asset}/v1/wallet/withdrawals",
+            json={"amount_fen": 300},
+            headers={"Idempotency-Key": uuid.uuid4().hex},
+        )
+        if asked.status not in (200, 201):
+            await self.relogin_if_needed(api, asked.status)
+            self.fig.refusals[f"withdrawal {asked.status} {self.code_of(asked)}"] += 1
+            return
+        withdrawal_id = asked.json()["withdrawal_id"]
+        end = now_s() + self.args.recovery_bound_s
+        while now_s() < end:
+            try:
+                moves = await api.call(
+                    "GET", f"{self.urls.asset}/v1/wallet/movements", params={"kind": "withdrawal", "limit": 50}
+                )
+                if moves.status == 200:
+                    parts = [m for m in moves.json()["items"] if m["reference_id"] == withdrawal_id]
+                    if parts and all(p["status"] == "succeeded" for p in parts):
+                        self.fig.flows_completed["withdrawal"] += 1
+                        return
+                await self.relogin_if_needed(api, moves.status)
+            except (httpx.HTTPError, ValueError, KeyError):
+                pass
+            await asyncio.sleep(0.5)
+        self.fig.refusals["withdrawal: not confirmed in time"] += 1
+
+    @staticmethod
+    def code_of(timed: Any) -> str | None:
+        try:
+            body = timed.json() if timed.response.content else {}
+        except ValueError:
+            return None
+        return body.get("code") if isinstance(body, dict) else None
+
     async def relogin_if_needed(self, api: PlatformClient, status: int) -> None:
         if status == 401:
             await api.login(api.phone, api.password)  # type: ignore[attr-defined]
@@ -363,17 +462,30 @@ class Chaos:
             borrowed = await api.borrow(code)
         except httpx.HTTPError as exc:
             self.fig.refusals[f"borrow {type(exc).__name__}"] += 1
+            await self.return_what_came_out(http, api, f"borrow {type(exc).__name__}")
             return
         if borrowed.status != 201:
             await self.relogin_if_needed(api, borrowed.status)
-            code_ = borrowed.json().get("code") if borrowed.response.content else None
+            try:
+                body = borrowed.json() if borrowed.response.content else {}
+            except ValueError:  # a proxy's or a dying server's answer
+                body = {}
+            code_ = body.get("code") if isinstance(body, dict) else None
             self.fig.refusals[f"borrow {borrowed.status} {code_}"] += 1
-            if borrowed.status in (409, 504) and (rid := (borrowed.json() or {}).get("rental_id")):
+            if isinstance(body, dict) and (rid := body.get("rental_id")):
                 self.fig.rentals.add(rid)
+            if borrowed.status >= 500:
+                await self.return_what_came_out(http, api, f"borrow {borrowed.status} {code_}")
             return
         rental = borrowed.json()
         self.fig.rentals.add(rental["rental_id"])
         await asyncio.sleep(self.rng.uniform(0.2, 1.5))
+        if await self.give_back(http, api, rental):
+            self.fig.flows_completed["rental"] += 1
+
+    async def give_back(self, http: httpx.AsyncClient, api: PlatformClient, rental: dict[str, Any]) -> bool:
+        """Push the rental's bank into a cabinet with room, then wait for the rental to be final."""
+        cabinets = await self.cabinets(http)
         for target in self.rng.sample(cabinets, k=len(cabinets)):
             try:
                 ret = await http.post(
@@ -386,9 +498,41 @@ class Chaos:
                 break
         else:
             self.fig.refusals["return: no cabinet took the bank"] += 1
+            return False
+        return await self.wait_final(api, rental["rental_id"], 120)
+
+    async def open_rentals(self, api: PlatformClient) -> list[dict[str, Any]] | None:
+        """The user's unlocking and active rentals, as the app lists them (None when billing does not answer)."""
+        try:
+            listed = await api.call("GET", f"{self.urls.billing}/v1/rentals", params={"limit": 10})
+            if listed.status != 200:
+                await self.relogin_if_needed(api, listed.status)
+                return None
+            return [r for r in listed.json()["items"] if r["state"] in ("unlocking", "active")]
+        except (httpx.HTTPError, ValueError, KeyError):
+            return None
+
+    async def return_what_came_out(
+        self, http: httpx.AsyncClient, api: PlatformClient, after: str, *, wait: bool = True
+    ) -> None:
+        """After an error answer the user looks at the app: a rental still unlocking is waited for (up to the
+        recovery bound), and the bank of every active one is in the user's hand and goes back. Without `wait`,
+        one look (between two flows)."""
+        end = now_s() + self.args.recovery_bound_s
+        while now_s() < end:
+            found = await self.open_rentals(api)
+            if found is None or any(r["state"] == "unlocking" for r in found):
+                if not wait:
+                    return
+                await asyncio.sleep(0.5 if found else 1)
+                continue
+            for rental in found:
+                self.fig.rentals.add(rental["rental_id"])
+                self.fig.active_after_error[after] += 1
+                self.fig.flows_attempted["rental_after_error"] += 1
+                if await self.give_back(http, api, rental):
+                    self.fig.flows_completed["rental_after_error"] += 1
             return
-        if await self.wait_final(api, rental["rental_id"], 120):
-            self.fig.flows_completed["rental"] += 1
 
     async def wait_final(self, api: PlatformClient, rental_id: str, timeout_s: float) -> bool:
         end = now_s() + timeout_s
@@ -410,12 +554,19 @@ class Chaos:
             self.users_set_up += 1
             if self.users_set_up == self.args.users:
                 self.users_ready.set()
+        self.users.append(api)
         n = 0
         while now_s() < self.deadline:
             n += 1
             try:
+                # A bank whose eject landed after an error answer (a revived rental) shows up later.
+                await self.return_what_came_out(http, api, "found later in the app", wait=False)
                 if n % 6 == 0:
                     await self.top_up(api, 2_000)  # payments while faults happen
+                elif n % 9 == 0:
+                    await self.deposit_cycle(api)
+                elif n % 10 == 0:
+                    await self.withdraw(api)
                 else:
                     await self.rent_once(http, api)
             except (httpx.HTTPError, ValueError, KeyError) as exc:  # a service down mid-flow: an answer that is no JSON
@@ -444,6 +595,12 @@ class Chaos:
                 "SELECT bank_id, count(*) AS n FROM rentals WHERE state IN ('unlocking', 'active') "
                 "AND bank_id IS NOT NULL GROUP BY bank_id HAVING count(*) > 1",
             ),
+            # A borrow answered as failed whose eject landed after all: the user holds the bank (the rental is
+            # active again, visible in the app) but was told nothing is charged, so its fee is 0.
+            "revived_rentals_are_free": (
+                "BILLING",
+                "SELECT id, fee_fen FROM rentals WHERE revived_at IS NOT NULL AND NOT purchased AND fee_fen > 0",
+            ),
             "ledger_transactions_balance": (
                 "ASSET",
                 "SELECT transaction_id, sum(amount_fen) AS s FROM postings GROUP BY transaction_id "
@@ -454,6 +611,29 @@ class Chaos:
                 "SELECT a.id, a.balance_fen, coalesce(sum(p.amount_fen), 0) AS entries FROM accounts a "
                 "LEFT JOIN postings p ON p.account_id = a.id GROUP BY a.id, a.balance_fen "
                 "HAVING a.balance_fen <> coalesce(sum(p.amount_fen), 0)",
+            ),
+            "books_sum_to_zero": (  # double entry: money moves between accounts, none is made or lost
+                "ASSET",
+                "SELECT sum(balance_fen) AS total FROM accounts HAVING sum(balance_fen) <> 0",
+            ),
+            "deposit_held_matches_its_operations": (
+                "ASSET",
+                "SELECT a.user_id, a.balance_fen, coalesce(o.held, 0) AS operations FROM accounts a "
+                "LEFT JOIN (SELECT user_id, sum(CASE WHEN kind = 'pay' THEN amount_fen ELSE -amount_fen END) AS held "
+                "FROM deposit_operations WHERE transaction_id IS NOT NULL GROUP BY user_id) o ON o.user_id = a.user_id "
+                "WHERE a.kind = 'user_deposit' AND a.balance_fen <> coalesce(o.held, 0)",
+            ),
+            "withdrawal_parts_match_the_withdrawal": (
+                "ASSET",
+                "SELECT w.id, w.amount_fen, coalesce(sum(p.amount_fen), 0) AS parts FROM withdrawals w "
+                "LEFT JOIN withdrawal_parts p ON p.withdrawal_id = w.id WHERE w.transaction_id IS NOT NULL "
+                "GROUP BY w.id, w.amount_fen HAVING w.amount_fen <> coalesce(sum(p.amount_fen), 0)",
+            ),
+            "withdrawn_at_most_what_a_top_up_brought": (
+                "ASSET",
+                "SELECT t.id, t.status, t.amount_fen, sum(p.amount_fen) AS withdrawn FROM withdrawal_parts p "
+                "JOIN top_ups t ON t.id = p.top_up_id GROUP BY t.id, t.status, t.amount_fen "
+                "HAVING t.status <> 'succeeded' OR sum(p.amount_fen) > t.amount_fen",
             ),
             "no_double_charge": (
                 "ASSET",
@@ -481,7 +661,16 @@ class Chaos:
         await self.clear_device_faults(http)
         started = now_s()
         while now_s() - started < self.args.settle_s:
-            if await self.all_ready(http) and not await self.unsettled() and not await self.stranded():
+            # Banks whose eject landed late are in their users' hands: they bring them back.
+            await asyncio.gather(
+                *(self.return_what_came_out(http, api, "found at the end in the app") for api in self.users)
+            )
+            if (
+                await self.all_ready(http)
+                and not await self.unsettled()
+                and not await self.stranded()
+                and not await self.refunds_pending()
+            ):
                 break
             await asyncio.sleep(1)
         await self.check_continuous()
@@ -495,6 +684,55 @@ class Chaos:
             self.fig.violation("nothing_stranded_outbox_or_parked", stranded)
         await self.check_charges_match()
         await self.check_payments_credited_once()
+        await self.check_banks_out(http)
+        revived = await self.rows("BILLING", "SELECT count(*) AS n FROM rentals WHERE revived_at IS NOT NULL")
+        self.fig.revived_rentals = revived[0]["n"]
+        pending = await self.refunds_pending()
+        self.fig.invariant_checks += 1
+        if pending:
+            self.fig.violation("provider_refunds_confirmed", pending)
+
+    async def refunds_pending(self) -> dict[str, int]:
+        """Deposit refunds and withdrawal parts the provider has not confirmed (the sweep retries them)."""
+        try:
+            deposit = await self.rows(
+                "ASSET", "SELECT count(*) AS n FROM deposit_operations WHERE kind = 'refund' AND status = 'pending'"
+            )
+            parts = await self.rows("ASSET", "SELECT count(*) AS n FROM withdrawal_parts WHERE status = 'pending'")
+        except (OSError, asyncpg.PostgresError):
+            return {"unreachable": 1}
+        found = {"deposit_refunds": deposit[0]["n"], "withdrawal_parts": parts[0]["n"]}
+        return {k: v for k, v in found.items() if v}
+
+    async def check_banks_out(self, http: httpx.AsyncClient) -> None:
+        """What the cabinets say against what billing says, once everything is at rest: a bank out of every
+        cabinet with no open rental was ejected without the user seeing a rental (or lost its return), and an
+        open rental whose bank is in a cabinet bills a user who holds nothing."""
+        out: dict[str, str] = {}
+        in_slots: set[str] = set()
+        try:
+            for cabinet in (await http.get(f"{self.emulator}/cabinets")).json()["cabinets"]:
+                # A cabinet lists what it ejected and did not get back itself; the bank may be in another one.
+                out.update({bank: cabinet["cabinet_id"] for bank in cabinet["banks_out"]})
+                in_slots.update(s["bank_id"] for s in cabinet["slots"] if s.get("bank_id"))
+        except (httpx.HTTPError, ValueError, KeyError) as exc:
+            self.fig.violation("emulator_answers", repr(exc))
+            return
+        out = {bank: cabinet for bank, cabinet in out.items() if bank not in in_slots}
+        open_banks = {
+            r["bank_id"]: str(r["id"])
+            for r in await self.rows(
+                "BILLING", "SELECT id, bank_id FROM rentals WHERE state = 'active' AND bank_id IS NOT NULL"
+            )
+        }
+        self.fig.invariant_checks += 1
+        without_rental = {bank: cabinet for bank, cabinet in out.items() if bank not in open_banks}
+        if without_rental:
+            self.fig.violation("every_bank_out_has_an_open_rental", without_rental)
+        self.fig.invariant_checks += 1
+        not_out = {bank: rental for bank, rental in open_banks.items() if bank not in out}
+        if not_out:
+            self.fig.violation("every_open_rental_holds_a_bank_that_is_out", not_out)
 
     async def unsettled(self) -> list[dict[str, Any]]:
         try:
@@ -560,6 +798,11 @@ class Chaos:
             "AND created_at < now() - interval '3 minutes'",
         )
         self.fig.invariant_checks += 1
+        stuck += await self.rows(
+            "ASSET",
+            "SELECT id::text, channel, created_at FROM deposit_operations WHERE kind = 'pay' AND status = 'pending' "
+            "AND created_at < now() - interval '3 minutes'",
+        )
         if stuck:
             self.fig.violation("no_payment_left_pending", {"count": len(stuck), "first": [dict(r) for r in stuck[:5]]})
 
@@ -605,6 +848,8 @@ class Chaos:
             "flows_attempted_by_kind": dict(self.fig.flows_attempted),
             "flows_completed_by_kind": dict(self.fig.flows_completed),
             "rentals_seen": len(self.fig.rentals),
+            "active_after_error_answer": dict(self.fig.active_after_error),
+            "revived_rentals": self.fig.revived_rentals,
             "refusals": dict(self.fig.refusals.most_common()),
             "invariant_checks": self.fig.invariant_checks,
             "violations": len(self.fig.violations),
@@ -636,6 +881,13 @@ def write_report(summary: dict[str, Any], out: Path) -> None:
     lines += [f"| {k} | {v['count']} | {v['p50_s']} | {v['max_s']} |" for k, v in summary["recovery_by_kind"].items()]
     if summary["faults_skipped"]:
         lines += ["", f"Skipped (not possible on this machine): {', '.join(summary['faults_skipped'])}."]
+    lines += [
+        "",
+        "Rentals found active in the app after the borrow was answered with an error (the bank came out after all; "
+        "the user gave it back):",
+        "",
+    ]
+    lines += [f"- {k}: {v}" for k, v in summary["active_after_error_answer"].items()] or ["- none"]
     lines += ["", "Refusals and errors the users saw (expected under faults; none may break an invariant):", ""]
     lines += [f"- {k}: {v}" for k, v in summary["refusals"].items()] or ["- none"]
     if summary["violation_details"]:
