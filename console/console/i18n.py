@@ -115,6 +115,7 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "dash.title": ("运营总览", "Operations dashboard"),
     "dash.rentals_now": ("进行中的租借", "Rentals now"),
     "dash.rentals_today": ("今日租借", "Rentals today"),
+    "dash.revenue_today": ("今日收入", "Revenue today"),
     "dash.revenue": ("累计收入", "Revenue to date"),
     "dash.cabinets_online": ("在线机柜占比", "Cabinets online"),
     "dash.open_alarms": ("未处理告警", "Open alarms"),

@@ -72,6 +72,16 @@ def test_times_are_shown_in_the_operators_zone() -> None:
     assert formatting.local_time(None, ZoneInfo("Asia/Shanghai")) == "-"
 
 
+def test_today_on_the_dashboard_starts_at_the_operators_midnight() -> None:
+    from console.pages.dashboard import start_of_today
+
+    shanghai = ZoneInfo("Asia/Shanghai")
+    # 17:00 UTC on the 5th is already 01:00 on the 6th in Shanghai.
+    start = start_of_today(shanghai, datetime(2026, 12, 5, 17, 0, tzinfo=UTC))
+    assert start == datetime(2026, 12, 6, tzinfo=shanghai) and start.utcoffset() == timedelta(hours=8)
+    assert start_of_today(shanghai, datetime(2026, 12, 5, 15, 59, tzinfo=UTC)) == datetime(2026, 12, 5, tzinfo=shanghai)
+
+
 def test_phone_numbers_are_masked() -> None:
     assert formatting.mask_phone("+8613812345678") == "+86138****5678"
 

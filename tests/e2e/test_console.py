@@ -7,10 +7,12 @@ import os
 import re
 import uuid
 from collections.abc import AsyncIterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from console_http import SHANGHAI
 from mesh import ROOT, Mesh, new_user
 from platform_client import PlatformClient, wait_for
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
@@ -151,21 +153,23 @@ async def test_dashboard_figures_match_the_apis(
         return answer.json()
 
     async def expected() -> dict[str, str]:
-        overview = await get(f"{api.urls.analytics}/v1/stats/overview")
+        local = datetime.now(SHANGHAI)  # the console's zone on the test stack: "today" starts at its midnight
+        midnight = datetime(local.year, local.month, local.day, tzinfo=SHANGHAI)
+        overview = await get(f"{api.urls.analytics}/v1/stats/overview", since=midnight.isoformat())
         presence = await get(f"{api.urls.device}/v1/ops/presence")
         alarms = await get(f"{api.urls.device}/v1/ops/alarms", limit=1000)
-        days = await get(f"{api.urls.analytics}/v1/analytics/rentals", granularity="day")
         tickets = await api.call(
             "GET",
             f"{api.urls.notify}/v1/admin/tickets",
             token=admin_token,
             params=[("status", s) for s in ("new", "assigned", "waiting_user", "reopened")] + [("limit", 100)],
         )
-        revenue = overview["revenue_fen"]
+        revenue, today = overview["revenue_fen"], overview["revenue_since_fen"]
         share = round(100 * presence["online"] / presence["cabinets"])
         return {
             "rentals_now": str(overview["active_rentals"]),
-            "rentals_today": str(days["rows"][-1]["rentals"]),
+            "rentals_today": str(overview["rentals_started_since"]),
+            "revenue_today": f"¥{today // 100:,}.{today % 100:02d}",
             "revenue": f"¥{revenue // 100:,}.{revenue % 100:02d}",
             "cabinets_online": f"{share}% ({presence['online']}/{presence['cabinets']})",
             "open_alarms": str(len(alarms["items"])),
@@ -175,7 +179,15 @@ async def test_dashboard_figures_match_the_apis(
     async def shown() -> dict[str, str]:
         return {
             key: await page.locator(f"[data-figure={key}]").inner_text()
-            for key in ("rentals_now", "rentals_today", "revenue", "cabinets_online", "open_alarms", "open_tickets")
+            for key in (
+                "rentals_now",
+                "rentals_today",
+                "revenue_today",
+                "revenue",
+                "cabinets_online",
+                "open_alarms",
+                "open_tickets",
+            )
         }
 
     # Events from earlier tests may still be reaching analytics-svc: equal once the figures stand still.
@@ -354,6 +366,7 @@ async def test_block_a_user_and_their_borrow_is_refused(
     page.on("dialog", lambda d: d.accept())
     await sign_in(page, console_url, *ADMIN)
     await page.get_by_role("link", name="用户").click()
+    await expect(page).to_have_url(re.compile(r"/users$"))  # on the users page before typing (not the dashboard)
     await page.get_by_label("搜索").fill(me["phone"][-8:])
     await page.get_by_role("button", name="搜索").click()
     await page.locator(f"tr[data-user='{me['user_id']}'] a").click()

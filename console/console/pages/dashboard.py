@@ -4,7 +4,9 @@ server-sent events whenever they change (and a short poll where EventSource is u
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, StreamingResponse
@@ -18,6 +20,7 @@ from console.web import Console, ConsoleDep, keep_fresh, page_permission, render
 router = APIRouter()
 OPEN_TICKET_STATUSES = ("new", "assigned", "waiting_user", "reopened")
 TICKET_PAGE = 100
+ALARM_PAGE = 1000  # device-svc's largest page of open alarms: more is shown as "1000+"
 
 
 @dataclass
@@ -30,10 +33,21 @@ class Figures:
     errors: list[str] = field(default_factory=list)
 
 
+def start_of_today(zone: ZoneInfo, now: datetime | None = None) -> datetime:
+    """Midnight of the operator's day (CONSOLE_TIMEZONE): "today" on the dashboard."""
+    local = (now or datetime.now(UTC)).astimezone(zone)
+    return datetime(local.year, local.month, local.day, tzinfo=zone)
+
+
 async def _overview(console: Console, staff: StaffSession, figures: Figures) -> None:
     s = console.backend.services
-    overview: dict[str, Any] = await console.backend.get(f"{s.analytics}/v1/stats/overview", staff.access_token)
+    since = start_of_today(console.zone).isoformat()
+    overview: dict[str, Any] = await console.backend.get(
+        f"{s.analytics}/v1/stats/overview", staff.access_token, since=since
+    )
     figures.values["rentals_now"] = str(overview["active_rentals"])
+    figures.values["rentals_today"] = str(overview["rentals_started_since"])
+    figures.values["revenue_today"] = yuan(int(overview["revenue_since_fen"]))
     figures.values["revenue"] = yuan(int(overview["revenue_fen"]))
     hours = await console.backend.get(f"{s.analytics}/v1/stats/rentals-per-hour", staff.access_token, days=1)
     figures.per_hour = bar_chart([(str(b["hour"]), int(b["rentals"])) for b in hours["buckets"]], every=3)
@@ -41,9 +55,6 @@ async def _overview(console: Console, staff: StaffSession, figures: Figures) -> 
 
 async def _analyses(console: Console, staff: StaffSession, figures: Figures) -> None:
     s = console.backend.services
-    days = await console.backend.get(f"{s.analytics}/v1/analytics/rentals", staff.access_token, granularity="day")
-    rows = days["rows"]
-    figures.values["rentals_today"] = str(rows[-1]["rentals"]) if rows else "0"
     active = await console.backend.get(f"{s.analytics}/v1/analytics/active-users", staff.access_token)
     figures.active_users = bar_chart([(r["period_start"][5:], int(r["active"])) for r in active["rows"]])
 
@@ -53,8 +64,9 @@ async def _devices(console: Console, staff: StaffSession, figures: Figures) -> N
     presence = await console.backend.get(f"{s.device}/v1/ops/presence", staff.access_token, silent_limit=0)
     online, total = int(presence["online"]), int(presence["cabinets"])
     figures.values["cabinets_online"] = f"{percent(online, total)} ({online}/{total})"
-    alarms = await console.backend.get(f"{s.device}/v1/ops/alarms", staff.access_token, limit=1000)
-    figures.values["open_alarms"] = str(len(alarms["items"]))
+    alarms = await console.backend.get(f"{s.device}/v1/ops/alarms", staff.access_token, limit=ALARM_PAGE)
+    count = len(alarms["items"])
+    figures.values["open_alarms"] = f"{count}+" if count == ALARM_PAGE else str(count)
 
 
 async def _tickets(console: Console, staff: StaffSession, figures: Figures) -> None:

@@ -157,7 +157,7 @@ async def test_overview_counts_each_fact_once(client, bus, admin, processed, db,
 
     async def grown():
         body = await get_json(client, "/v1/stats/overview", headers)
-        delta = {k: body[k] - base[k] for k in base}
+        delta = {k: body[k] - base[k] for k in base if isinstance(base[k], int)}
         enough = (
             delta["users_registered"] >= 1
             and delta["rentals_started"] >= 3
@@ -168,6 +168,17 @@ async def test_overview_counts_each_fact_once(client, bus, admin, processed, db,
 
     delta = await wait(grown, what="overview to count the new facts")
     assert set(delta) == {"users_registered", "rentals_started", "rentals_ended", "revenue_fen", "active_rentals"}
+    assert (base["since"], base["rentals_started_since"], base["revenue_since_fen"]) == (None, None, None)
+    # Since a moment (the console asks from the start of the operator's day): A and B started after it, A
+    # ended after it (its fee counts, at +5 min), C started and ended before it.
+    since = now - timedelta(minutes=90)
+    today = await get_json(client, "/v1/stats/overview", headers, since=since.isoformat())
+    later = await get_json(client, "/v1/stats/overview", headers, since=(now + timedelta(minutes=10)).isoformat())
+    assert datetime.fromisoformat(today["since"]) == since
+    assert today["rentals_started_since"] - later["rentals_started_since"] >= 2
+    assert today["revenue_since_fen"] - later["revenue_since_fen"] >= 300
+    before_c = await get_json(client, "/v1/stats/overview", headers, since=(now - timedelta(hours=3)).isoformat())
+    assert before_c["revenue_since_fen"] - today["revenue_since_fen"] >= 150  # C's fee, ended before `since`
 
     async with db.connect() as conn:
         assert await conn.scalar(text("SELECT count(*) FROM user_facts WHERE user_id = :u"), {"u": user}) == 1

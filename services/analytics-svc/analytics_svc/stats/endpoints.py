@@ -8,6 +8,7 @@ from analytics_svc.stats.schemas import HourBucket, OverviewOut, RentalsPerHourO
 from kit.app import RuntimeDep
 from kit.auth import Principal, require_permission
 from kit.db import SessionDep
+from kit.inputs import UtcDatetime
 
 StatsReader = Annotated[Principal, Depends(require_permission("stats:read"))]
 
@@ -39,12 +40,20 @@ async def rentals_per_hour(
 
 
 @router.get("/overview")
-async def overview(_: StatsReader, session: SessionDep) -> OverviewOut:
-    o = await service.overview(session)
+async def overview(
+    _: StatsReader,
+    session: SessionDep,
+    since: Annotated[UtcDatetime | None, Query(description="Also count rentals started and revenue since")] = None,
+) -> OverviewOut:
+    """Totals to date; with `since`, also what happened since then (a day in the caller's zone)."""
+    o = await service.overview(session, since)
     return OverviewOut(
         users_registered=o.users_registered,
         rentals_started=o.rentals_started,
         rentals_ended=o.rentals_ended,
         revenue_fen=o.revenue_fen,
         active_rentals=o.active_rentals,
+        since=since,
+        rentals_started_since=o.rentals_started_since,
+        revenue_since_fen=o.revenue_since_fen,
     )

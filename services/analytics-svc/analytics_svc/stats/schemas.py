@@ -22,3 +22,8 @@ class OverviewOut(BaseModel):
     rentals_ended: int
     revenue_fen: int
     active_rentals: int
+    # With `since` (say the start of the operator's day): rentals started since, and the fees of the
+    # rentals that ended since (revenue is counted when a rental ends). Null without it.
+    since: datetime | None = None
+    rentals_started_since: int | None = None
+    revenue_since_fen: int | None = None

@@ -24,5 +24,5 @@ async def rentals_per_hour(
     return RentalsPerHour(start=start, end=end, counts=buckets_by_local_hour(slots, zone))
 
 
-async def overview(session: AsyncSession) -> Overview:
-    return await repository.overview(session)
+async def overview(session: AsyncSession, since: datetime | None = None) -> Overview:
+    return await repository.overview(session, since)
