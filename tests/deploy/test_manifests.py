@@ -45,6 +45,7 @@ COMPOSE_ENV = {
     "NOTIFY_TELEPHONY_SIGNING_KEY": "tel-83bd19",
     "ADMIN_TOTP_KEY": "totp-2e7f51",
     "DEVICE_FIRMWARE_URL_KEY": "fw-6c0d3e",
+    "CONSOLE_SESSION_KEY": "console-5f1c0e9a7b3d2e4f6a8c0b1d3e5f7a9c",
 }
 
 # Secrets whose form a service checks (the rest are any text).
@@ -52,6 +53,7 @@ SECRET_VALUES = {
     "wechatpay-apiv3-key": COMPOSE_ENV["WECHATPAY_APIV3_KEY"],
     "notify-base-url": "https://pay.example.com",
     "unionpay-front-url": "https://app.example.com/paid",
+    "console-session-key": COMPOSE_ENV["CONSOLE_SESSION_KEY"],
 }
 
 
@@ -225,7 +227,7 @@ def test_kubernetes_deployments_are_production_shaped(monkeypatch: pytest.Monkey
         if d["kind"] == "PodDisruptionBudget"
     }
     hpas = {d["spec"]["scaleTargetRef"]["name"]: d for d in docs if d["kind"] == "HorizontalPodAutoscaler"}
-    assert set(deployments) == {*SERVICES, "mosquitto"}
+    assert set(deployments) == {*SERVICES, "mosquitto", "console"}
     for service in SERVICES:
         deployment = deployments[service]
         pod = deployment["spec"]["template"]["spec"]
@@ -241,6 +243,48 @@ def test_kubernetes_deployments_are_production_shaped(monkeypatch: pytest.Monkey
         assert hpas[service]["spec"]["minReplicas"] >= 2
         _settings_accept(service, _env_of(container, config["data"]), monkeypatch)
         assert not pod.get("shareProcessNamespace"), f"{service} needs nothing of the broker's pod"
+
+
+def _console_settings_accept(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The console's own settings read from exactly this environment; the placeholder session key refused."""
+    from console.settings import ConsoleSettings
+
+    for name in list(os.environ):
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    settings = ConsoleSettings()
+    assert settings.pb_env == "production" and settings.force_secure
+    assert settings.console_database_url.endswith("/pb_console")
+    monkeypatch.setenv("CONSOLE_SESSION_KEY", "dev-console-session-key")
+    with pytest.raises(ValueError, match="CONSOLE_SESSION_KEY"):
+        ConsoleSettings()
+
+
+def test_the_console_runs_two_replicas_on_its_own_session_database(
+    compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Compose and Kubernetes run the console twice: its replicas share the staff sessions in pb_console."""
+    spec = compose["services"]["console"]
+    assert spec["deploy"]["replicas"] == 2 and "healthcheck" in spec
+    assert "alembic upgrade head" in " ".join(spec["command"]) and spec["working_dir"] == "/app/console"
+    assert "pb_console" in " ".join(compose["services"]["postgres-init"]["command"])
+    _console_settings_accept({k: str(v) for k, v in spec["environment"].items()}, monkeypatch)
+
+    docs = _k8s_documents()
+    (config,) = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "pb-config"]
+    (deployment,) = [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "console"]
+    assert deployment["spec"]["replicas"] == 2
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert [c["command"] for c in pod["initContainers"]] == [["alembic", "upgrade", "head"]]
+    env = _env_of(container, config["data"])
+    env["CONSOLE_DATABASE_URL"] = "postgresql+asyncpg://pb:pw@postgres:5432/pb_console"  # the secret's value
+    _console_settings_accept(env, monkeypatch)
+    assert any(d["kind"] == "PodDisruptionBudget" and d["metadata"]["name"] == "console" for d in docs), (
+        "the console keeps one replica through a node drain"
+    )
 
 
 def test_the_broker_pod_keeps_its_own_device_accounts(monkeypatch: pytest.MonkeyPatch) -> None:
