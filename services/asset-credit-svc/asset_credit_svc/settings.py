@@ -60,6 +60,8 @@ class Settings(ServiceSettings):
     unionpay_root_cert_file: Path | None = None
     unionpay_middle_cert_file: Path | None = None
     unionpay_gateway_url: str = "https://gateway.95516.com"
+    # Where the daily reconciliation file is fetched (fileTransfer.do lives on its own host).
+    unionpay_file_url: str = "https://filedownload.95516.com"
     unionpay_front_url: str | None = None
     unionpay_channel_type: Literal["07", "08"] = "08"
     # The sandbox signs its notifications with this key (HMAC-SHA256); outside production it defaults to

@@ -9,10 +9,13 @@ service handed out to the fake's front-end address, over HTTP."""
 import asyncio
 import base64
 import hashlib
+import io
 import uuid
+import zipfile
+import zlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -99,6 +102,55 @@ class Trade:
     query_id: str
     paid: bool = False
     refunds: dict[tuple[str, str], int] = field(default_factory=dict)  # (orderId, txnTime) -> fen
+    refund_query_ids: dict[str, str] = field(default_factory=dict)  # refund orderId -> its queryId
+    paid_at: datetime | None = None
+
+
+# The ZM file's 42 fields (bytes, GBK), each followed by one space: 《全渠道平台接入接口规范 第3部分 文件接口》 6.1.
+ZM_WIDTHS = (
+    3,
+    11,
+    11,
+    6,
+    10,
+    19,
+    12,
+    4,
+    2,
+    21,
+    2,
+    32,
+    2,
+    6,
+    10,
+    13,
+    13,
+    4,
+    15,
+    2,
+    2,
+    6,
+    2,
+    4,
+    32,
+    1,
+    21,
+    15,
+    1,
+    15,
+    32,
+)
+ZM_WIDTHS += (13, 13, 8, 32, 13, 13, 12, 2, 1, 32, 98)
+
+
+def zm_line(values: dict[int, str]) -> bytes:
+    """One ZM record: numbers zero-filled on the left (as given), text padded with spaces on the right."""
+    out = b""
+    for i, width in enumerate(ZM_WIDTHS):
+        value = values.get(i, "").encode("gbk")
+        assert len(value) <= width, (i, value)
+        out += value.ljust(width, b" ") + b" "
+    return out.rstrip(b" ")
 
 
 class FakeUnionPay:
@@ -115,8 +167,12 @@ class FakeUnionPay:
         self.stalled = asyncio.Event()
         self.released = asyncio.Event()
         self.answer_cert: tuple[rsa.RSAPrivateKey, x509.Certificate] | None = None
+        self.unlisted: set[str] = set()  # orderIds its daily file leaves out
+        self.file_amounts: dict[str, int] = {}  # orderId -> the amount its daily file says instead
+        self.tamper_file = False
         self.app = Starlette(
             routes=[
+                Route("/", self.file_transfer, methods=["POST"]),
                 Route("/gateway/api/frontTransReq.do", self.front, methods=["POST"]),
                 Route("/gateway/api/backTransReq.do", self.back, methods=["POST"]),
                 Route("/gateway/api/queryTrans.do", self.query, methods=["POST"]),
@@ -140,6 +196,8 @@ class FakeUnionPay:
         if fields.get("merId") != MER_ID or merchant is None or not signed_by(merchant, fields):  # type: ignore[arg-type]
             return None
         assert fields["version"] == "5.1.0" and fields["signMethod"] == "01" and fields["encoding"] == "UTF-8"
+        if path == "file":
+            return fields
         assert 8 <= len(fields["orderId"]) <= 40 and fields["orderId"].isalnum(), fields["orderId"]
         datetime.strptime(fields["txnTime"], "%Y%m%d%H%M%S")
         self.paths.append(path)
@@ -177,7 +235,90 @@ class FakeUnionPay:
         if int(fields["txnAmt"]) > paid.amount - sum(paid.refunds.values()):
             return self.answer(common | {"respCode": "30", "respMsg": "退货金额超限"})
         paid.refunds[key] = int(fields["txnAmt"])
+        paid.refund_query_ids[key[0]] = self.new_query_id()
         return self.answer(common | {"respCode": "00", "respMsg": "成功[0000000]", "queryId": self.new_query_id()})
+
+    async def file_transfer(self, request: Request) -> Response:
+        """fileTransfer.do: the day's reconciliation zip (ZM and ZME files), deflated and base64-encoded."""
+        fields = await self.request(request, "file")
+        if fields is None:
+            return self.answer({"respCode": "11", "respMsg": "验证签名失败"})
+        assert (fields["txnType"], fields["txnSubType"], fields["bizType"], fields["fileType"]) == (
+            "76",
+            "01",
+            "000000",
+            "00",
+        )
+        assert "channelType" not in fields
+        today = datetime.now(BEIJING).date()
+        day = datetime.strptime(f"{today.year}{fields['settleDate']}", "%Y%m%d").date()
+        common = {"txnType": "76", "txnSubType": "01", "bizType": "000000", "settleDate": fields["settleDate"]}
+        if day > today:  # the day's file is not made yet
+            return self.answer(common | {"respCode": "98", "respMsg": "文件不存在"})
+        bundle = io.BytesIO()
+        with zipfile.ZipFile(bundle, "w") as archive:
+            archive.writestr(f"INN{day:%y%m%d}88ZM_{MER_ID}", b"\r\n".join(self.zm_records(day)) + b"\r\n")
+            archive.writestr(f"INN{day:%y%m%d}88ZME_{MER_ID}", b"")
+        content = base64.b64encode(zlib.compress(bundle.getvalue())).decode()
+        answer = self.signed(
+            common
+            | {"respCode": "00", "respMsg": "成功", "fileName": f"{MER_ID}_{day:%Y%m%d}.zip", "fileContent": content}
+        )
+        if self.tamper_file:  # a file changed on the way: the answer's signature no longer covers it
+            answer["fileContent"] = base64.b64encode(zlib.compress(b"PK not the day's file")).decode()
+        return Response(urlencode(answer), media_type="text/plain;charset=UTF-8")
+
+    def zm_records(self, day: date) -> list[bytes]:
+        records: list[bytes] = []
+        trace = 100000
+        for trade in self.trades.values():
+            if not trade.paid or trade.paid_at is None or trade.paid_at.date() != day:
+                continue
+            items = (
+                [] if trade.order_id in self.unlisted else [("S22", trade.order_id, trade.amount, trade.query_id, "")]
+            )
+            items += [
+                ("S30", order, amount, trade.refund_query_ids.get(order, ""), trade.query_id)
+                for (order, _), amount in trade.refunds.items()
+            ]
+            for code, order, amount, query_id, original in items:
+                trace += 1
+                amount = self.file_amounts.get(order, amount)
+                fee = amount * 5 // 1000  # 0.5 %: kept on a payment, given back on a refund
+                records.append(
+                    zm_line(
+                        {
+                            0: code,
+                            1: "00049992900",
+                            2: "00049992900",
+                            3: f"{trace:06d}",
+                            4: trade.paid_at.strftime("%m%d%H%M%S"),
+                            5: "6216********0018",
+                            6: f"{amount:012d}",
+                            7: "7299",
+                            8: "08",
+                            9: query_id,
+                            10: "",
+                            11: order,
+                            12: "01",
+                            16: ("C" if code == "S22" else "D") + f"{amount - fee:012d}",
+                            15: ("D" if code == "S22" else "C") + f"{fee:012d}",
+                            17: "0001",
+                            19: "01" if code == "S22" else "04",
+                            20: "01" if code == "S22" else "00",
+                            21: "000201",
+                            22: "01",
+                            25: "0",
+                            26: original,
+                            27: MER_ID,
+                            32: ("C" if code == "S22" else "D") + f"{amount - fee:012d}",
+                            33: "00000000",
+                        }
+                    )
+                )
+        # A line of another kind (a consume void, 消费撤销) that is none of ours to match: left out by the parser.
+        records.append(zm_line({0: "S31", 6: f"{1:012d}", 9: "0" * 21, 11: "VOIDED00000000001", 15: "C" + "0" * 12}))
+        return records
 
     async def query(self, request: Request) -> Response:
         fields = await self.request(request, "query")
@@ -206,6 +347,7 @@ class FakeUnionPay:
     def pay(self, order: str, txn_time: str, amount: int) -> Trade:
         trade = self.trades.setdefault((order, txn_time), Trade(order, txn_time, amount, self.new_query_id()))
         trade.paid = True
+        trade.paid_at = trade.paid_at or datetime.now(BEIJING)
         return trade
 
     def notification(
@@ -276,6 +418,7 @@ async def svc(
         unionpay_root_cert_file=tmp_path / "root.pem",
         unionpay_middle_cert_file=tmp_path / "middle.pem",
         unionpay_gateway_url=url,
+        unionpay_file_url=url,
         unionpay_front_url="https://app.example.com/paid",
     ) as service:
         yield service
@@ -526,3 +669,95 @@ async def test_a_deposit_is_paid_by_bank_card_through_the_form(svc: Any, unionpa
     assert again.json()["code"] == "deposit_not_pending"
     other = await svc.client.post(f"/v1/deposit/payments/{payment_id}/pay", headers=svc.auth(uuid.uuid4()))
     assert other.json()["code"] == "deposit_order_not_found"
+
+
+async def test_the_daily_file_is_reconciled_with_our_records(svc: Any, unionpay: tuple[FakeUnionPay, str]) -> None:
+    """UnionPay's reconciliation file from the fake (fileTransfer.do: a signed answer carrying the day's zip,
+    deflated and base64-encoded, whose fixed-width GBK ZM file lists payments and refunds): each kind of mismatch
+    found once, however often run; a debt paid by card agrees; a file that does not match its signature is
+    refused and the last good result stays."""
+    from asset_credit_svc.statements import service as statements
+
+    fake, _ = unionpay
+    user = uuid.uuid4()
+
+    async def paid(amount_fen: int, notified: bool = True) -> tuple[str, Trade]:
+        top_up = await svc.top_up(user, amount_fen, "bank_card")
+        txn_time, _ = await placed(svc, top_up["top_up_id"])
+        trade = fake.pay(order_id(top_up["top_up_id"]), txn_time, amount_fen)
+        if notified:
+            assert (await fake.deliver(svc.client, fake.notification(trade))).status_code == 200
+        return str(top_up["top_up_id"]), trade
+
+    agreed, _ = await paid(4350)
+    not_credited, _ = await paid(2000, notified=False)  # the notification never came: ours stays pending
+    differs, differing = await paid(1000)
+    fake.file_amounts[differing.order_id] = 1001  # the channel's file says otherwise
+    unlisted, gone = await paid(500)
+    fake.unlisted.add(gone.order_id)  # credited by us, absent from the channel's file
+    _, agreed_at = await placed(svc, agreed)
+    stray_refund = f"wd_{uuid.uuid4()}"  # a refund the channel made that we never recorded
+    await svc.provider("bank_card").refund(agreed, stray_refund, 100, agreed_at, datetime.now(UTC))
+
+    # A rental fee the wallet did not cover, paid as a debt by card: on both sides, the same amount.
+    owed = ChargeRequested(charge_id=uuid.uuid4(), rental_id=uuid.uuid4(), user_id=uuid.uuid4(), amount_fen=300)
+    async with unit_of_work(svc.runtime.sessionmaker) as session:
+        assert await charges.settle(session, svc.runtime, owed, uuid.uuid4()) == "failed"
+    made = await svc.client.post(
+        f"/v1/wallet/debts/{owed.rental_id}/payments",
+        json={"channel": "bank_card"},
+        headers={**svc.auth(owed.user_id), "Idempotency-Key": "card-debt"},
+    )
+    assert made.status_code == 201, made.text
+    payment_id = made.json()["payment_id"]
+    [(debt_placed,)] = await sql(svc, "SELECT created_at FROM debt_payments WHERE id = :id", id=uuid.UUID(payment_id))
+    debt_trade = fake.pay(order_id(f"debt_{payment_id}"), debt_placed.astimezone(BEIJING).strftime("%Y%m%d%H%M%S"), 300)
+    assert (await fake.deliver(svc.client, fake.notification(debt_trade))).status_code == 200
+    paid_debt = await svc.client.get(f"/v1/wallet/debt-payments/{payment_id}", headers=svc.auth(owed.user_id))
+    assert paid_debt.json()["settled_charge_id"] == str(owed.charge_id)
+
+    today = datetime.now(BEIJING).date()
+    path = f"/v1/admin/reconciliation/bank_card/statements/{today}"
+    finance = {"Authorization": f"Bearer {svc.signer.issue('fin-1', kind='admin', roles=['finance'])}"}
+    first = await svc.client.post(path, headers=finance)
+    assert first.status_code == 200, first.text
+    report = first.json()
+    assert {(m["kind"], m["number"], m["problem"]) for m in report["mismatches"]} == {
+        ("payment", not_credited, "missing_on_our_side"),
+        ("payment", differs, "amount_differs"),
+        ("payment", unlisted, "missing_on_their_side"),
+        ("refund", stray_refund, "missing_on_our_side"),
+    }
+    by_number = {m["number"]: m for m in report["mismatches"]}
+    assert (by_number[not_credited]["our_status"], by_number[not_credited]["their_amount_fen"]) == ("pending", 2000)
+    assert (by_number[differs]["our_amount_fen"], by_number[differs]["their_amount_fen"]) == (1000, 1001)
+    # Five lines: four payments and the refund (the gone payment left out, the consume void not ours).
+    assert (report["lines"], report["statement_payments_fen"], report["statement_refunds_fen"]) == (5, 7651, 100)
+    assert report["our_payments_fen"] == 4350 + 1000 + 500 + 300 and report["our_refunds_fen"] == 0
+    fees = sum(amount * 5 // 1000 for amount in (4350, 2000, 1001, 300)) - 100 * 5 // 1000
+    assert report["statement_fees_fen"] == fees
+
+    # Again by hand, then by the daily job: the same result, stored once.
+    again = await svc.client.post(path, headers=finance)
+    assert again.json()["mismatches"] == report["mismatches"]
+    done = await statements.reconcile_recent_days(
+        svc.runtime, svc.runtime.extras["payment_providers"], days=1, today=today + timedelta(days=1)
+    )
+    assert done == 1
+    assert (await sql(svc, "SELECT count(*) FROM statement_mismatches"))[0][0] == 4
+
+    # A file that does not match the answer's signature is refused; the last good result stays.
+    fake.tamper_file = True
+    refused = await svc.client.post(path, headers=finance)
+    assert (refused.status_code, refused.json()["code"]) == (503, "provider_unavailable")
+    fake.tamper_file = False
+    stored = await svc.client.get(path, headers=finance)
+    assert stored.status_code == 200 and stored.json()["mismatches"] == report["mismatches"]
+
+    # The channel fixes its file: the next run clears that mismatch.
+    fake.unlisted.clear()
+    cleared = (await svc.client.post(path, headers=finance)).json()
+    assert unlisted not in {m["number"] for m in cleared["mismatches"]} and len(cleared["mismatches"]) == 3
+
+    tomorrow = f"/v1/admin/reconciliation/bank_card/statements/{today + timedelta(days=1)}"
+    assert (await svc.client.post(tomorrow, headers=finance)).json()["code"] == "statement_not_ready"

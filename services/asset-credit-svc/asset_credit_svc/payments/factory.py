@@ -67,6 +67,7 @@ def real_providers(settings: Settings, http: httpx.AsyncClient) -> dict[str, Pay
                 root_cert=x509.load_pem_x509_certificate(required(settings.unionpay_root_cert_file).read_bytes()),
                 middle_cert=x509.load_pem_x509_certificate(required(settings.unionpay_middle_cert_file).read_bytes()),
                 gateway_url=settings.unionpay_gateway_url,
+                file_url=settings.unionpay_file_url,
                 notify_url=notify_url(settings, "bank_card"),
                 front_url=required(settings.unionpay_front_url),
                 channel_type=settings.unionpay_channel_type,

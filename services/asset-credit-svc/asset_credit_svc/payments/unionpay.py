@@ -14,6 +14,13 @@ now and its subject names UnionPay; then its key must verify the signature.
   repeated until it gets HTTP 200.
 - Query: `/gateway/api/queryTrans.do` by `orderId` and the order's `txnTime`: `respCode` says whether the query
   worked (`34`: no such order), `origRespCode` the order's outcome (`00` paid; `03`, `04`, `05` still in hand).
+- Statement (`StatementSource`): `fileTransfer.do` on the file host (`txnType=76`, `fileType=00`, `settleDate`
+  MMDD) answers, signed like every answer, `fileContent`: the day's zip, deflated (zlib) and base64-encoded. Its
+  `INN<yymmdd>88ZM_<merId>` member (GBK) lists one transaction a line in fixed-width fields, each followed by one
+  space (《全渠道平台接入接口规范 第3部分 文件接口》 6.1, the ZM file): `S22` a payment (消费), `S30` a refund (退货),
+  the amount in fen, the `queryId`, our `orderId`, the merchant fee as `D`/`C` and twelve digits. `respCode=98`
+  (no file) is "not ready". UnionPay settles from 23:00 to 23:00 Beijing time, so a payment after 23:00 is on
+  the next day's file: the reconciliation's neighbouring-day rule covers it.
 - Refund (退货, `txnType=04`): `/gateway/api/backTransReq.do` with the paid order's `queryId` (asked first) and
   our refund number as its own `orderId`; UnionPay answers that it took it, the outcome is queried (and
   notified to `backUrl`, which acknowledges such notices without applying them).
@@ -23,12 +30,17 @@ An order is `(merId, orderId, txnTime)` at UnionPay, so the same order or refund
 letters and digits: our number without its `_` (`order_numbers.to_wire`, then the prefix joined on).
 """
 
+import base64
+import binascii
 import hashlib
+import io
 import logging
 import re
+import zipfile
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from urllib.parse import parse_qsl, urlencode
 
 import httpx
@@ -51,6 +63,8 @@ from asset_credit_svc.payments.providers import (
     PaymentProviderError,
     RefundQuery,
     RefundState,
+    StatementLine,
+    StatementNotReady,
 )
 
 log = logging.getLogger(__name__)
@@ -61,7 +75,46 @@ VERSION = "5.1.0"
 FRONT_PATH = "/gateway/api/frontTransReq.do"
 BACK_PATH = "/gateway/api/backTransReq.do"
 QUERY_PATH = "/gateway/api/queryTrans.do"
-CONSUME, REFUND, QUERY = "01", "04", "00"
+FILE_PATH = "/"  # fileTransfer: the file host's root
+CONSUME, REFUND, QUERY, FILE_TRANSFER = "01", "04", "00", "76"
+NO_FILE = "98"
+MAX_BILL_BYTES = 64 * 1024 * 1024
+# The ZM file's fields (widths in bytes, GBK), each followed by one space.
+ZM_WIDTHS = (
+    3,
+    11,
+    11,
+    6,
+    10,
+    19,
+    12,
+    4,
+    2,
+    21,
+    2,
+    32,
+    2,
+    6,
+    10,
+    13,
+    13,
+    4,
+    15,
+    2,
+    2,
+    6,
+    2,
+    4,
+    32,
+    1,
+    21,
+    15,
+    1,
+    15,
+    32,
+)
+ZM_CODE, ZM_TIME, ZM_AMOUNT, ZM_QUERY_ID, ZM_ORDER_ID, ZM_FEE, ZM_ORIG_QUERY_ID = 0, 4, 6, 9, 11, 15, 26
+ZM_PAYMENT, ZM_REFUND = "S22", "S30"
 B2C_GATEWAY = "000201"
 OK = "00"
 NO_SUCH_ORDER = "34"
@@ -113,6 +166,7 @@ class UnionPayConfig:
     front_url: str  # where the browser lands after paying (shows the outcome; proves nothing)
     channel_type: str = "08"  # 07 PC, 08 mobile
     signer_name: str = "中国银联股份有限公司"
+    file_url: str = "https://filedownload.95516.com"  # fileTransfer.do
 
 
 class UnionPayProvider:
@@ -132,8 +186,9 @@ class UnionPayProvider:
             "certId": self._config.sign_cert_id,
             "merId": self._config.mer_id,
             "accessType": "0",
-            "channelType": self._config.channel_type,
         }
+        if fields.get("txnType") != FILE_TRANSFER:  # a file request names no channel
+            common["channelType"] = self._config.channel_type
         message = common | dict(fields)
         message["signature"] = rsa.sign(self._config.sign_key, signing_content(message))
         return message
@@ -158,9 +213,10 @@ class UnionPayProvider:
             return False
         return rsa.verify(key, signing_content(fields), fields.get("signature"))
 
-    async def _post(self, path: str, fields: Mapping[str, str]) -> dict[str, str]:
+    async def _post(self, path: str, fields: Mapping[str, str], base_url: str | None = None) -> dict[str, str]:
+        url = (base_url or self._config.gateway_url).rstrip("/") + path
         try:
-            response = await self._http.post(self._config.gateway_url.rstrip("/") + path, data=self.signed(fields))
+            response = await self._http.post(url, data=self.signed(fields))
         except httpx.HTTPError as exc:
             raise PaymentProviderError(f"unionpay {path}: {exc!r}") from None
         if response.status_code != 200:
@@ -291,5 +347,87 @@ class UnionPayProvider:
             state = RefundState.PROCESSING
         return RefundQuery(refund_no, state, int(amount) if amount.isdigit() else None)
 
+    async def statement(self, bill_date: date) -> list[StatementLine]:
+        answer = await self._post(
+            FILE_PATH,
+            {
+                "txnType": FILE_TRANSFER,
+                "txnSubType": "01",
+                "bizType": "000000",
+                "fileType": "00",
+                "settleDate": f"{bill_date:%m%d}",
+                "txnTime": datetime.now(BEIJING).strftime(TXN_TIME),
+            },
+            base_url=self._config.file_url,
+        )
+        if answer.get("respCode") == NO_FILE:
+            raise StatementNotReady(f"unionpay has no file for {bill_date} yet")
+        if answer.get("respCode") != OK:
+            raise PaymentProviderError(f"unionpay file: respCode {answer.get('respCode')} {answer.get('respMsg')}")
+        try:
+            archive = zlib.decompressobj().decompress(base64.b64decode(answer["fileContent"]), MAX_BILL_BYTES)
+        except (KeyError, binascii.Error, zlib.error) as exc:
+            raise PaymentProviderError(f"unionpay file: no readable fileContent ({exc!r})") from None
+        return parse_bill(archive, bill_date, self._config.mer_id)
+
     def acknowledgement(self) -> NotifyAnswer:
         return NotifyAnswer(b"ok", "text/plain")  # UnionPay reads the HTTP 200, not the body
+
+
+def _fields(line: bytes) -> list[str]:
+    fields: list[str] = []
+    at = 0
+    for width in ZM_WIDTHS:
+        fields.append(line[at : at + width].decode("gbk").strip())
+        at += width + 1
+    return fields
+
+
+def _fee(value: str) -> int:
+    """A `D`/`C` sign and twelve digits of fen: what UnionPay keeps (`D`) or gives back (`C`)."""
+    if len(value) != 13 or value[0] not in "DC" or not value[1:].isdigit():
+        raise ValueError(f"fee {value!r}")
+    return int(value[1:])
+
+
+def _when(mmddhhmmss: str, settle: date) -> datetime:
+    """The transmission time (MMDDhhmmss, Beijing) in the year of the settlement day (or the one before: a
+    31 December trade on the 1 January file)."""
+    at = datetime.strptime(f"{settle.year}{mmddhhmmss}", "%Y%m%d%H%M%S").replace(tzinfo=BEIJING)
+    return at.replace(year=settle.year - 1) if at.date() > settle + timedelta(days=1) else at
+
+
+def parse_bill(archive: bytes, settle: date, mer_id: str) -> list[StatementLine]:
+    """The day's zip: the ZM file (`INN<yymmdd>88ZM_<merId>`) lists each payment (`S22`) and refund (`S30`); other
+    transaction codes (voids, pre-authorisations) are not ours and are left out."""
+    member = f"INN{settle:%y%m%d}88ZM_{mer_id}"
+    try:
+        with zipfile.ZipFile(io.BytesIO(archive)) as bundle:
+            text = bundle.read(member)
+    except (zipfile.BadZipFile, KeyError) as exc:
+        raise PaymentProviderError(f"unionpay file: no {member} in it ({exc!r})") from None
+    lines: list[StatementLine] = []
+    try:
+        for raw in text.splitlines():
+            if not raw.strip():
+                continue
+            fields = _fields(raw)
+            if fields[ZM_CODE] not in (ZM_PAYMENT, ZM_REFUND) or not fields[ZM_AMOUNT].isdigit():
+                continue
+            number = number_of(fields[ZM_ORDER_ID])
+            refund = fields[ZM_CODE] == ZM_REFUND
+            lines.append(
+                StatementLine(
+                    kind="refund" if refund else "payment",
+                    number=number,
+                    # A refund names the paid order by its queryId only; its own number is what we match on.
+                    out_trade_no=fields[ZM_ORIG_QUERY_ID] if refund else number,
+                    trade_no=fields[ZM_QUERY_ID],
+                    amount_fen=int(fields[ZM_AMOUNT]),
+                    fee_fen=_fee(fields[ZM_FEE]),
+                    at=_when(fields[ZM_TIME], settle),
+                )
+            )
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise PaymentProviderError(f"unionpay file: a line we cannot read ({exc!r})") from None
+    return lines
