@@ -31,6 +31,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from asset_credit_svc.charges import service as charges
+from asset_credit_svc.payments import service as top_ups
 from asset_credit_svc.payments.order_numbers import to_wire
 from asset_credit_svc.payments.providers import OrderState, PaymentProviderError, RefundState
 from contracts.events import ChargeRequested
@@ -150,6 +151,11 @@ class FakeAlipay:
             found = {"out_trade_no": trade.out_trade_no, "trade_no": trade.trade_no, "trade_status": trade.status}
             found |= {"total_amount": trade.amount} | ({"send_pay_date": trade.paid_at} if trade.paid_at else {})
             return self.answer(method, ok | found)
+        if method == "alipay.trade.close":
+            if trade.status != "WAIT_BUYER_PAY":
+                return self.answer(method, {**missing, "sub_code": "ACQ.TRADE_STATUS_ERROR"})
+            trade.status = "TRADE_CLOSED"
+            return self.answer(method, ok | {"out_trade_no": trade.out_trade_no, "trade_no": trade.trade_no})
         if method == "alipay.trade.refund":
             request_no, amount = biz["out_request_no"], biz["refund_amount"]
             if request_no in trade.refunds:  # the same refund again: nothing moves
@@ -597,3 +603,29 @@ async def test_the_daily_bill_is_reconciled_with_our_records(svc: Any, alipay: t
     assert (await svc.client.post(path.replace("alipay", "wechat"), headers=finance)).json()["code"] == (
         "unsupported_channel"
     )
+
+
+async def test_stale_top_ups_are_asked_and_expired_ones_closed_at_alipay(
+    svc: Any, alipay: tuple[FakeAlipay, str]
+) -> None:
+    """Issue 14: trade.query finds a payment whose notification never came; trade.close ends a trade nobody
+    paid in time (one Alipay never saw counts as closed); both through the adapter over HTTP."""
+    fake, _ = alipay
+    user = uuid.uuid4()
+    paid, waiting, unseen = [await svc.top_up(user, amount, "alipay") for amount in (1100, 2200, 3300)]
+    fake.pay(to_wire(paid["top_up_id"]), "11.00")  # paid; the notification never came
+    fake.trades[to_wire(waiting["top_up_id"])] = Trade(to_wire(waiting["top_up_id"]), "22.00", "2026000000000001")
+    now = datetime.now(UTC) + timedelta(seconds=1)
+    async with unit_of_work(svc.runtime.sessionmaker) as session:
+        outcomes = await top_ups.resolve_stale_top_ups(session, svc.runtime, older_than=now, expire_before=now)
+    assert outcomes == {"succeeded": 1, "expired": 2}
+    assert [await top_up_status(svc, user, t["top_up_id"]) for t in (paid, waiting, unseen)] == [
+        "succeeded",
+        "failed",
+        "failed",
+    ]
+    assert fake.trades[to_wire(waiting["top_up_id"])].status == "TRADE_CLOSED"
+    assert fake.methods.count("alipay.trade.close") == 2 and fake.methods.count("alipay.trade.query") == 3
+    assert await svc.balance(user) == 1100
+    with pytest.raises(PaymentProviderError):
+        await svc.provider("alipay").close_order(paid["top_up_id"])  # paid: Alipay refuses to close it

@@ -33,6 +33,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from asset_credit_svc.charges import service as charges
+from asset_credit_svc.payments import service as top_ups
 from asset_credit_svc.payments.order_numbers import to_wire
 from asset_credit_svc.payments.providers import OrderState, PaymentOrder, PaymentProviderError, RefundState
 from contracts.events import ChargeRequested
@@ -134,6 +135,7 @@ class FakeWechatPay:
                 Route("/v3/certificates", self.certificates, methods=["GET"]),
                 Route("/v3/pay/transactions/{kind}", self.prepay, methods=["POST"]),
                 Route("/v3/pay/transactions/out-trade-no/{out_trade_no}", self.query, methods=["GET"]),
+                Route("/v3/pay/transactions/out-trade-no/{out_trade_no}/close", self.close, methods=["POST"]),
                 Route("/v3/refund/domestic/refunds", self.refund, methods=["POST"]),
                 Route("/v3/refund/domestic/refunds/{out_refund_no}", self.refund_query, methods=["GET"]),
                 Route("/v3/bill/tradebill", self.trade_bill, methods=["GET"]),
@@ -229,6 +231,20 @@ class FakeWechatPay:
         if order is None or request.query_params.get("mchid") != MCHID:
             return self.answer(404, {"code": "ORDER_NOT_EXIST", "message": "订单不存在"})
         return self.answer(200, self.transaction(order))
+
+    async def close(self, request: Request) -> Response:
+        body = await self.authorized(request)
+        if body is None:
+            return self.refused()
+        if json.loads(body).get("mchid") != MCHID:
+            return self.answer(400, {"code": "PARAM_ERROR", "message": "mchid"})
+        order = self.orders.get(request.path_params["out_trade_no"])
+        if order is None:
+            return self.answer(404, {"code": "ORDER_NOT_EXIST", "message": "订单不存在"})
+        if order.state == "SUCCESS":
+            return self.answer(400, {"code": "ORDERPAID", "message": "订单已支付"})
+        order.state = "CLOSED"
+        return Response(b"", status_code=204, headers=self.signed_headers(b"", self.sign_answers_with))
 
     async def refund(self, request: Request) -> Response:
         body = await self.authorized(request)
@@ -714,3 +730,32 @@ async def test_the_daily_bill_is_reconciled_with_our_records(svc: Any, wechat: t
     assert (await svc.client.get(path, headers=finance)).json() == stored  # the last good result stays
     tomorrow = f"/v1/admin/reconciliation/wechat/statements/{today + timedelta(days=1)}"
     assert (await svc.client.post(tomorrow, headers=finance)).json()["code"] == "statement_not_ready"
+
+
+async def test_stale_top_ups_are_asked_and_expired_ones_closed_at_wechat_pay(
+    svc: Any, wechat: tuple[FakeWechatPay, str]
+) -> None:
+    """Issue 14: a top-up paid whose notification never came is found by querying the order; one nobody paid in
+    time is closed at WeChat Pay (it can no longer be paid) and failed as expired."""
+    fake, _ = wechat
+    user = uuid.uuid4()
+    paid, unpaid = [await svc.top_up(user, amount, "wechat") for amount in (1200, 3400)]
+
+    async def opened() -> bool:
+        return all(to_wire(t["top_up_id"]) in fake.orders for t in (paid, unpaid))
+
+    await eventually(opened, what="both orders opened at WeChat Pay")
+    fake.pay(to_wire(paid["top_up_id"]))  # paid at WeChat Pay; its notification never came
+    now = datetime.now(UTC) + timedelta(seconds=1)
+    async with unit_of_work(svc.runtime.sessionmaker) as session:
+        outcomes = await top_ups.resolve_stale_top_ups(session, svc.runtime, older_than=now, expire_before=now)
+    assert outcomes == {"succeeded": 1, "expired": 1}
+    assert await top_up_status(svc, user, paid["top_up_id"]) == "succeeded"
+    assert await top_up_status(svc, user, unpaid["top_up_id"]) == "failed"
+    assert fake.orders[to_wire(unpaid["top_up_id"])].state == "CLOSED"
+    assert f"POST /v3/pay/transactions/out-trade-no/{to_wire(unpaid['top_up_id'])}/close" in fake.calls
+    assert await svc.balance(user) == 1200
+    provider = svc.provider("wechat")
+    with pytest.raises(PaymentProviderError):
+        await provider.close_order(paid["top_up_id"])  # ORDERPAID
+    await provider.close_order(str(uuid.uuid4()))  # unknown there: nothing to close

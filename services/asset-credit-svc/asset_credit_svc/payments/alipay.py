@@ -1,4 +1,5 @@
-"""Alipay open API (RSA2) behind `PaymentProvider`: app pay, notification, trade query, refund, refund query.
+"""Alipay open API (RSA2) behind `PaymentProvider`: app pay, notification, trade query, trade close, refund, refund
+query.
 
 Every request to the gateway is a form of common parameters (`app_id`, `method`, `charset`,
 `sign_type=RSA2`, `timestamp` in Beijing time, `version=1.0`, `biz_content` as JSON) signed with the
@@ -305,6 +306,15 @@ class AlipayProvider:
             )
         except (KeyError, ValueError) as exc:
             raise PaymentProviderError(f"alipay trade query: an answer without {exc}") from None
+
+    async def close_order(self, out_trade_no: str, placed_at: datetime | None = None) -> None:
+        """alipay.trade.close: an unpaid trade can no longer be paid. A trade Alipay does not know (the user never
+        opened the cashier) counts as closed; its order string stays payable until Alipay's own timeout, and a
+        payment made with it is still credited (`payments.service.apply_notification`)."""
+        answer = await self._call("alipay.trade.close", {"out_trade_no": to_wire(out_trade_no)})
+        if answer.get("code") == SUCCESS_CODE or answer.get("sub_code") == TRADE_NOT_EXIST:
+            return
+        raise PaymentProviderError(f"alipay trade close: {answer.get('code')} {answer.get('sub_code')}")
 
     async def refund(
         self,

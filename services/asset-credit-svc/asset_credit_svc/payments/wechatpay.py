@@ -1,4 +1,4 @@
-"""WeChat Pay API v3 behind `PaymentProvider`: app/JSAPI prepay, notification, query, refund, refund query.
+"""WeChat Pay API v3 behind `PaymentProvider`: app/JSAPI prepay, notification, query, close, refund, refund query.
 
 Requests carry `Authorization: WECHATPAY2-SHA256-RSA2048 mchid=..,nonce_str=..,signature=..,timestamp=..,
 serial_no=..`: SHA256withRSA with the merchant's private key over `METHOD\\nPATH?QUERY\\nTIMESTAMP\\nNONCE\\n
@@ -372,6 +372,15 @@ class WechatPayProvider:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise PaymentProviderError(f"wechat pay query: an answer without {exc}") from None
+
+    async def close_order(self, out_trade_no: str, placed_at: datetime | None = None) -> None:
+        """Close an unpaid order (204): it can no longer be paid. An order WeChat Pay does not know counts as
+        closed; a paid one answers ORDERPAID, raised as PaymentProviderError."""
+        path = f"/v3/pay/transactions/out-trade-no/{quote(to_wire(out_trade_no), safe='')}/close"
+        status, answer = await self._request("POST", path, {"mchid": self._config.mchid})
+        if status == 204 or status == 404 or answer.get("code") == "ORDER_NOT_EXIST":
+            return
+        raise PaymentProviderError(f"wechat pay close: {status} {answer.get('code')}")
 
     async def refund(
         self,
