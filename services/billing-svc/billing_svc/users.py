@@ -11,7 +11,7 @@ them) and the words of their disputes go; rentals, disputes' outcomes and correc
 from datetime import datetime
 from uuid import UUID
 
-from sqlalchemy import DateTime, String, select, update
+from sqlalchemy import DateTime, String, update
 from sqlalchemy.dialects.postgresql import UUID as PgUUID
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -36,14 +36,6 @@ class UserAccess(Base):
 class UserIsBlocked(Forbidden):
     code = "user_blocked"
     title = "This account is blocked and cannot borrow"
-
-
-async def ensure_not_blocked(session: AsyncSession, user_id: UUID) -> None:
-    status = (
-        await session.execute(select(UserAccess.status).where(UserAccess.user_id == user_id))
-    ).scalar_one_or_none()
-    if status == "blocked":
-        raise UserIsBlocked()
 
 
 async def _set(session: AsyncSession, user_id: UUID, status: str, reason: str | None, at: datetime) -> None:

@@ -5,8 +5,8 @@ holds its own units of work (`kit.db.unit_of_work`, the kit's one commit point) 
 request-scoped SessionDep, which commits only once the endpoint returned; its checks and re-reads
 use read sessions (`kit.db.read_sessionmaker`: no BEGIN/COMMIT round trips around a lookup):
 
-1. replay an earlier request with the same Idempotency-Key; refuse a second open rental (409)
-   and a user with an unpaid rental (402 unpaid_debt);
+1. in one read: replay an earlier request with the same Idempotency-Key; refuse a blocked user (403),
+   a second open rental (409) and a user with an unpaid rental (402 unpaid_debt);
 2. shed load (503 busy, nothing started) while earlier unlocks wait too long for their outcome, or
    when too little of the 5 s budget is left for a device to answer; check the balance with
    asset-credit-svc (402 / 503);
@@ -14,7 +14,7 @@ use read sessions (`kit.db.read_sessionmaker`: no BEGIN/COMMIT round trips aroun
    is cut from the request's budget, so its outcome always has `eject_answer_grace_s` to reach us;
 4. after the commit, wait (woken by the outcome: in-process or by NOTIFY from another instance's
    consumer; a slow re-read of the database as the fallback) until the rental leaves `unlocking`, or
-   until the budget ends;
+   until the budget ends; the rental is read when woken, not right after our own commit;
 5. at the budget's end, decide in ONE transaction holding the rental's row lock, against the state
    machine: still `unlocking` -> `failed` (device_no_answer), committed before the user hears it.
    The consumer applying a device outcome takes the same lock, so the answer always agrees with the
@@ -33,7 +33,6 @@ from sqlalchemy.exc import IntegrityError
 from billing_svc.models import Rental, RentalState
 from billing_svc.rentals import repository, service
 from billing_svc.rentals.errors import ActiveRentalExists, eject_error
-from billing_svc.users import ensure_not_blocked
 from kit.app import Runtime
 from kit.auth import Principal
 from kit.db import read_sessionmaker, unit_of_work
@@ -50,11 +49,7 @@ async def borrow(runtime: Runtime, user: Principal, code: str, idempotency_key: 
     waiters = service.waiters_of(runtime)
 
     async with read_sessionmaker(runtime.engine)() as session:
-        earlier = await service.replay(session, user_id, idempotency_key, code)
-        if earlier is None:
-            await ensure_not_blocked(session, user_id)
-            await service.ensure_no_open_rental(session, settings, user_id)
-            await service.ensure_no_debt(session, user_id)
+        earlier = await service.check_borrower(session, settings, user_id, idempotency_key, code)
     if earlier is not None:
         return await _answer(runtime, earlier.id, budget_end)
 
@@ -83,7 +78,7 @@ async def borrow(runtime: Runtime, user: Principal, code: str, idempotency_key: 
             if earlier is not None:
                 return await _answer(runtime, earlier.id, budget_end)
             raise ActiveRentalExists(rental_id=str(other.id) if other else None) from None
-        rental = await _wait_outcome(runtime, rental_id, woken, budget_end)
+        rental = await _wait_outcome(runtime, rental_id, woken, budget_end, just_committed=True)
     return _outcome(rental)
 
 
@@ -95,16 +90,23 @@ async def _answer(runtime: Runtime, rental_id: UUID, budget_end: float) -> Renta
     return _outcome(rental)
 
 
-async def _wait_outcome(runtime: Runtime, rental_id: UUID, woken: asyncio.Event, until: float) -> Rental:
-    """The rental once it left `unlocking`; at `until`, the decision of `service.give_up_waiting`."""
+async def _wait_outcome(
+    runtime: Runtime, rental_id: UUID, woken: asyncio.Event, until: float, *, just_committed: bool = False
+) -> Rental:
+    """The rental once it left `unlocking`; at `until`, the decision of `service.give_up_waiting`.
+    `just_committed`: the caller committed it `unlocking` while watching, so the first read is skipped
+    (an outcome applied since then has set `woken` already)."""
     poll = service.settings_of(runtime).borrow_poll_interval_s
     loop = asyncio.get_running_loop()
+    read = not just_committed
     while True:
-        async with read_sessionmaker(runtime.engine)() as session:
-            rental = await repository.get(session, rental_id)
-        assert rental is not None
-        if rental.state != RentalState.UNLOCKING.value:
-            return rental
+        if read:
+            async with read_sessionmaker(runtime.engine)() as session:
+                rental = await repository.get(session, rental_id)
+            assert rental is not None
+            if rental.state != RentalState.UNLOCKING.value:
+                return rental
+        read = True
         remaining = until - loop.time()
         if remaining <= 0:
             break

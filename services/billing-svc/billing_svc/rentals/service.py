@@ -36,6 +36,7 @@ from billing_svc.rentals.errors import (
 from billing_svc.rentals.schemas import BankPosition
 from billing_svc.rentals.waiters import OUTCOME_CHANNEL, RentalWaiters
 from billing_svc.settings import Settings
+from billing_svc.users import UserIsBlocked
 from contracts.events import (
     BankEjected,
     BankReturned,
@@ -152,22 +153,27 @@ async def replay(session: AsyncSession, user_id: UUID, key: str | None, code: st
     return rental
 
 
-async def ensure_no_open_rental(session: AsyncSession, settings: Settings, user_id: UUID) -> None:
-    if not settings.one_active_rental_per_user:
-        return
-    rental = await repository.open_for_user(session, user_id)
-    if rental is not None:
-        raise ActiveRentalExists(rental_id=str(rental.id))
-
-
-async def ensure_no_debt(session: AsyncSession, user_id: UUID) -> None:
-    """Unpaid rentals block new ones until they are paid (POST /v1/rentals/{id}/payments)."""
-    unpaid = await repository.unpaid_for_user(session, user_id)
-    if unpaid:
+async def check_borrower(
+    session: AsyncSession, settings: Settings, user_id: UUID, key: str | None, code: str
+) -> Rental | None:
+    """The rental an earlier request with the same Idempotency-Key created (its answer is replayed, whatever
+    changed since); else refuse a blocked user (403), a second open rental (409) and unpaid rentals (402
+    unpaid_debt: paid by POST /v1/rentals/{id}/payments). One read of the database (`repository.borrower`)."""
+    found = await repository.borrower(session, user_id, key)
+    if found.same_key is not None:
+        if found.same_key.code != code:
+            raise IdempotencyKeyReused(rental_id=str(found.same_key.id))
+        return found.same_key
+    if found.access_status == "blocked":
+        raise UserIsBlocked()
+    if settings.one_active_rental_per_user and found.open is not None:
+        raise ActiveRentalExists(rental_id=str(found.open.id))
+    if found.unpaid:
         raise UnpaidDebt(
-            debt_fen=sum(r.fee_fen or 0 for r in unpaid),
-            rental_ids=[str(r.id) for r in unpaid],
+            debt_fen=sum(r.fee_fen or 0 for r in found.unpaid),
+            rental_ids=[str(r.id) for r in found.unpaid],
         )
+    return None
 
 
 async def bank_whereabouts(
