@@ -31,14 +31,13 @@ async def on_user_deregistered(session: AsyncSession, envelope: Envelope) -> Non
 async def on_rental_started(session: AsyncSession, envelope: Envelope) -> None:
     data = envelope.data
     assert isinstance(data, RentalStarted)
-    await repo.active(session, data.user_id, data.started_at, await repo.region_of_cabinet(session, data.cabinet_id))
+    await repo.active(session, data.user_id, data.started_at, data.cabinet_id)
 
 
 async def on_rental_ended(session: AsyncSession, envelope: Envelope) -> None:
     data = envelope.data
     assert isinstance(data, RentalEnded)
-    region = await repo.region_of_cabinet(session, data.return_cabinet_id)
-    await repo.active(session, data.user_id, data.ended_at, region)
+    await repo.active(session, data.user_id, data.ended_at, data.return_cabinet_id)
 
 
 async def on_bank_moved(session: AsyncSession, envelope: Envelope) -> None:

@@ -54,9 +54,11 @@ async def erase_personal_data(session: AsyncSession, user_id: uuid.UUID) -> None
     await session.flush()
 
 
-async def active(session: AsyncSession, user_id: uuid.UUID, at: datetime, division_code: str | None) -> None:
-    """The user rented (or returned) at `at` in `division_code`: the newest activity wins."""
-    stmt = insert(AudienceMember).values(user_id=user_id, last_active_at=at, division_code=division_code)
+async def active(session: AsyncSession, user_id: uuid.UUID, at: datetime, cabinet_id: str) -> None:
+    """The user rented (or returned) at `at` at `cabinet_id`, in its division if known (`cabinet_region`):
+    the newest activity wins. One statement: the division is looked up inside it (issue 9)."""
+    division = select(CabinetRegion.division_code).where(CabinetRegion.cabinet_id == cabinet_id).scalar_subquery()
+    stmt = insert(AudienceMember).values(user_id=user_id, last_active_at=at, division_code=division)
     newer = AudienceMember.last_active_at.is_(None) | (AudienceMember.last_active_at <= at)
     stmt = stmt.on_conflict_do_update(
         index_elements=[AudienceMember.user_id],
@@ -96,10 +98,9 @@ async def coupon(
 
 async def cabinet_region(session: AsyncSession, cabinet_id: str, division_code: str) -> None:
     stmt = insert(CabinetRegion).values(cabinet_id=cabinet_id, division_code=division_code)
-    stmt = stmt.on_conflict_do_update(index_elements=[CabinetRegion.cabinet_id], set_={"division_code": division_code})
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[CabinetRegion.cabinet_id],
+        set_={"division_code": division_code},
+        where=CabinetRegion.division_code != division_code,  # every eject and return: no write when unchanged
+    )
     await session.execute(stmt)
-
-
-async def region_of_cabinet(session: AsyncSession, cabinet_id: str) -> str | None:
-    stmt = select(CabinetRegion.division_code).where(CabinetRegion.cabinet_id == cabinet_id)
-    return (await session.execute(stmt)).scalar_one_or_none()

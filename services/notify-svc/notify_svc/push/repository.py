@@ -1,7 +1,7 @@
 """SQL of push tokens and push jobs. Never commits."""
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 from sqlalchemy import delete, func, select
@@ -22,6 +22,18 @@ async def upsert_token(session: AsyncSession, user_id: uuid.UUID, platform: str,
 async def tokens_of(session: AsyncSession, user_id: uuid.UUID) -> Sequence[PushToken]:
     stmt = select(PushToken).where(PushToken.user_id == user_id).order_by(PushToken.created_at)
     return (await session.scalars(stmt)).all()
+
+
+async def tokens_of_users(session: AsyncSession, user_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, list[PushToken]]:
+    """The push tokens of several users at once (the push worker's claimed jobs: one query, not one per job)."""
+    found: dict[uuid.UUID, list[PushToken]] = {}
+    wanted = set(user_ids)
+    if not wanted:
+        return found
+    stmt = select(PushToken).where(PushToken.user_id.in_(wanted)).order_by(PushToken.created_at)
+    for token in (await session.scalars(stmt)).all():
+        found.setdefault(token.user_id, []).append(token)
+    return found
 
 
 async def count_tokens(session: AsyncSession, user_id: uuid.UUID) -> int:

@@ -16,7 +16,7 @@ from kit.app import Runtime
 from kit.db import after_commit
 from kit.errors import BusinessError, NotFound
 from kit.periodic import Alarm
-from notify_svc.models import PushJob
+from notify_svc.models import PushJob, PushToken
 from notify_svc.push import repository as repo
 from notify_svc.push.provider import PushMessage, PushProvider, PushStatus, fit
 
@@ -83,18 +83,27 @@ async def send_due(
 ) -> datetime | None:
     """Send the due jobs (claimed `SKIP LOCKED`: replicas share the work); the next due time."""
     now = datetime.now(UTC)
-    for job in await repo.claim_due(session, now, limit):
-        await _send(session, runtime, provider, job, now)
+    jobs = await repo.claim_due(session, now, limit)
+    tokens = await repo.tokens_of_users(session, (job.user_id for job in jobs))
+    for job in jobs:
+        await _send(session, runtime, provider, job, tokens.setdefault(job.user_id, []), now)
     await session.flush()
     return await repo.next_due(session)
 
 
-async def _send(session: AsyncSession, runtime: Runtime, provider: PushProvider, job: PushJob, now: datetime) -> None:
+async def _send(
+    session: AsyncSession,
+    runtime: Runtime,
+    provider: PushProvider,
+    job: PushJob,
+    tokens: list[PushToken],
+    now: datetime,
+) -> None:
+    """`tokens`: the user's, shared by this round's jobs of the same user (an invalid one is dropped from it)."""
     job.attempts += 1
     if job.campaign_id is not None and await repo.marketing_withdrawn(session, job.campaign_id, job.user_id):
         _finish(job, now, "no_consent")  # consent withdrawn while the push waited (quiet hours, a retry)
         return
-    tokens = await repo.tokens_of(session, job.user_id)
     data = {"message_id": str(job.message_id)} if job.message_id else {}
     body = fit(job.title, job.body, data)
     results: dict[str, str] = {}
@@ -109,6 +118,7 @@ async def _send(session: AsyncSession, runtime: Runtime, provider: PushProvider,
             results[token[-8:]] = status.value
             if status is PushStatus.INVALID_TOKEN:
                 await repo.delete_token(session, token)
+                tokens[:] = [t for t in tokens if t.token != token]
                 log.info("push token invalid: unregistered", extra={"user_id": str(job.user_id)})
         delivered = any(status is PushStatus.OK for _, status in answers)
         retry = not delivered and any(status is PushStatus.UNAVAILABLE for _, status in answers)
