@@ -185,7 +185,11 @@ async def test_ads_and_value_added_services_are_run_from_the_console(
     page = await admin.page(f"/users/{me}")
     assert text(page, f"vas-status-{consent_id}") == "已退款: cover <not> delivered"  # the reason, on the row
     assert (await user.wallet())["balance_fen"] == balance + 50
-    assert (await admin.post(f"/vas-charges/{consent_id}/refund", form)).status_code == 409
+    assert f'<input type="hidden" name="back" value="/users/{me}">' in await admin.page(f"/users/{me}")
+    again = await admin.post(f"/vas-charges/{consent_id}/refund", form | {"back": f"/users/{me}"})  # once: 409
+    assert (again.status_code, again.headers["location"]) == (303, f"/users/{me}")
+    shown = text(await admin.page(f"/users/{me}"), "problem")
+    assert shown == "该费用无法退款（已退款或未支付） (vas_charge_not_refundable)"
 
     async def told() -> bool:
         return any(m["title"] == "Refund received" for m in await user.messages())

@@ -182,8 +182,12 @@ async def test_finance_reconciles_a_channel_as_asset_credit_does(
     assert int(text(page, "checked")) >= report["checked"]
     assert text(page, "order-mismatches") == str(len(report["mismatches"]))
     assert text(page, "statement-state").endswith("(statement_not_reconciled)")
-    refused = await finance.post(f"/reconciliation/alipay/statements/{today}")
-    assert "unsupported_channel" in refused.text  # the sandbox has no daily statements
+    back = f"/reconciliation?channel=alipay&bill_date={today}"
+    assert f'name="back" value="{back.replace("&", "&amp;")}"' in page  # the form says where it was
+    refused = await finance.post(f"/reconciliation/alipay/statements/{today}", {"back": back})
+    assert (refused.status_code, refused.headers["location"]) == (303, back)
+    # The sandbox has no daily statements: asset-credit's refusal, on the page the button was on.
+    assert text(await finance.page(back), "problem") == "该支付渠道不支持此操作 (unsupported_channel)"
     operator = console()
     await operator.sign_in(*await staff_member(mesh, "operator"))
     await operator.page("/reconciliation", status=403)
