@@ -6,6 +6,8 @@ applications are refused there). Every route counts against a rate limit and cap
 (issue 15). Reads the routes of the real apps; nothing is started."""
 
 import importlib
+import inspect
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -232,3 +234,61 @@ def test_staff_routes_that_change_state_record_an_audit_entry(package: str) -> N
         if not any(q.startswith("audited.") for q in qualnames) and endpoint not in AUDITED_IN_SERVICE | READS_BY_POST:
             missing.append(f"{sorted(writes)} {route.path} ({endpoint})")
     assert not missing, "staff writes without an audit entry:\n" + "\n".join(missing)
+
+
+# An endpoint that records what it changed itself, through `CurrentAudit` (kit.audit.audited without `state`).
+RECORDS_CHANGES = re.compile(r"\.(changed|created)\(|\bbefore=|\bafter=|_sent\(audit|_imported\(audit")
+
+
+def _audited(route: APIRoute) -> Callable[..., Any] | None:
+    return next((c for c in _calls(route.dependant) if getattr(c, "__qualname__", "").startswith("audited.")), None)
+
+
+@pytest.mark.parametrize("package", SERVICES)
+def test_audit_entries_say_what_changed(package: str) -> None:
+    """Every audited staff route records its target's state before and after (issue 15, 6.3.1): it declares
+    `audited(..., state=...)` (the kit reads the target before and after the endpoint and records the fields
+    that differ), or its endpoint records before/after itself through `CurrentAudit` (actions on many
+    targets or on no row: imports, commands sent, scans). So no staff write can be added without it."""
+    missing = []
+    for route in _routes(package):
+        dependency = _audited(route)
+        if dependency is None or getattr(dependency, "state", None) is not None:
+            continue
+        source = inspect.getsource(route.endpoint)
+        if not RECORDS_CHANGES.search(source):
+            missing.append(f"{sorted(route.methods or ())} {route.path} ({route.endpoint.__module__})")
+    assert not missing, "audited routes recording no before/after:\n" + "\n".join(missing)
+
+
+def test_user_svc_staff_changes_record_before_and_after() -> None:
+    """user-svc records its staff actions in the service layer (AUDITED_IN_SERVICE): a change goes through
+    `audit.record_change`, whose `before` and `after` are required; plain `audit.record` (neither) is left to
+    the staff reads (a search, a profile viewed or revealed), so a write cannot slip in without them."""
+    import ast
+    from pathlib import Path
+
+    import user_svc
+
+    reads = {
+        route.endpoint.__name__
+        for route in _routes("user_svc")
+        if route.path.startswith(STAFF_PREFIXES) and (route.methods or set()) <= {"GET", "HEAD"}
+    }
+    root = Path(user_svc.__file__).parent
+    misplaced = []
+    for path in sorted(root.rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        for function in ast.walk(tree):
+            if not isinstance(function, ast.AsyncFunctionDef | ast.FunctionDef):
+                continue
+            for node in ast.walk(function):
+                call = node.func if isinstance(node, ast.Call) else None
+                records = (
+                    isinstance(call, ast.Attribute) and call.attr == "record" and ast.unparse(call.value) == "audit"
+                )
+                if records and function.name not in reads:
+                    misplaced.append(f"{path.relative_to(root)}:{getattr(node, 'lineno', 0)} in {function.name}")
+    assert not misplaced, "staff changes recorded without before/after (use audit.record_change):\n" + "\n".join(
+        misplaced
+    )

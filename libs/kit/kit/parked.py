@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from kit.audit import audited
+from kit.audit import CurrentAudit, audited
 from kit.auth import Principal, require_permission
 from kit.db import ReadSessionDep
 from kit.errors import NotFound
@@ -126,13 +126,14 @@ async def parked_events(
     dependencies=[audited("parked_event.replay", "parked_event", "event_id")],
 )
 async def replay_event(
-    consumer: Annotated[str, ConsumerName], event_id: UUID, _: EventsReplayer, request: Request
+    consumer: Annotated[str, ConsumerName], event_id: UUID, _: EventsReplayer, request: Request, audit: CurrentAudit
 ) -> ReplayOut:
     """Apply one parked event again (after the fix is deployed). `done`: applied; `failed`: still parked,
     with the new error; `no_payload`: parked before envelopes were kept, it cannot be replayed."""
     result = await replay_one(_runtime(request), consumer, event_id)
     if result.outcome is ReplayOutcome.NOT_PARKED:
         raise ParkedEventNotFound(f"{consumer} has no parked event {event_id}")
+    audit.note(before={"status": "parked"}, after={"outcome": result.outcome.value}, consumer=consumer)
     return result
 
 
@@ -140,6 +141,7 @@ async def replay_event(
 async def replay_all(
     _: EventsReplayer,
     request: Request,
+    audit: CurrentAudit,
     consumer: Annotated[str | None, Query(min_length=1, max_length=100)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> list[ReplayOut]:
@@ -148,4 +150,12 @@ async def replay_all(
     async with runtime.sessionmaker() as session:
         parked = await list_parked(session, consumer=consumer, limit=limit)
     known = {c.group_id for c in runtime.event_consumers}
-    return [await replay_one(runtime, p.consumer, p.event_id) for p in parked if p.replayable and p.consumer in known]
+    results = [
+        await replay_one(runtime, p.consumer, p.event_id) for p in parked if p.replayable and p.consumer in known
+    ]
+    audit.note(
+        target_id=consumer or "",
+        before={"parked": [str(p.event_id) for p in parked]},
+        after={str(r.event_id): r.outcome.value for r in results},
+    )
+    return results

@@ -298,6 +298,7 @@ async def test_each_partner_is_held_to_its_rate_limit(client, bus, admin, db, re
     assert limited.status_code == 204
     [audited] = await staff_actions(db, "webhook_partner.set_limit")  # kit.audit, issue 15
     assert (audited.target_type, audited.target_id) == ("webhook_partner", "slow")
+    assert (audited.before, audited.after["per_minute"]) == ({}, 120)  # a new row: nothing before
     assert (
         await client.put("/v1/admin/webhooks/partners/slow", json={"per_minute": 0}, headers=staff)
     ).status_code == 422

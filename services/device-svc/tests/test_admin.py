@@ -39,6 +39,7 @@ async def test_provision_rotate_revoke_and_retire(admin_service, broker, signer,
         "cabinet",
         "CAB-0100",
     )
+    assert (created.before, created.after["id"], created.after["slot_count"]) == ({}, "CAB-0100", cabinet["slot_count"])
     body = resp.json()
     assert body["state"] == "active"
     assert body["credential"]["broker_version"] > 0

@@ -77,6 +77,11 @@ async def test_banners_by_region_and_schedule_labelled_and_counted_once(client, 
     # The withdrawal is on the platform's audit trail; the refused second one is not (kit.audit, issue 15).
     withdrawals = await staff_actions(settings.database_url, "ad.withdraw")
     assert [(a.target_type, a.target_id) for a in withdrawals] == [("ad", everywhere["ad_id"])]
+    assert withdrawals[0].before["withdrawn_at"] is None and withdrawals[0].after["withdrawn_at"]
+    [created] = [
+        a for a in await staff_actions(settings.database_url, "ad.create") if a.target_id == everywhere["ad_id"]
+    ]
+    assert (created.before, created.after["title"]) == ({}, "Everywhere")  # the create names its new ad
     assert await shown(region="440304") == {"Half-price tea", "Shenzhen"}
     off_air = await client.post(f"/v1/ads/{everywhere['ad_id']}/clicks", headers=auth(user))
     assert (off_air.status_code, off_air.json()["code"]) == (409, "ad_not_running")

@@ -92,7 +92,11 @@ async def test_admin_block_and_unblock_a_user(client, database_url):
     searches = (await client.get("/v1/admin/audit-log", params={"action": "user.search"}, headers=bearer(root))).json()
     assert len(searches) == 3
     created = (await client.get("/v1/admin/audit-log", params={"action": "admin.create"}, headers=bearer(root))).json()
-    assert created[0]["details"] == {"after": {"login": "support-1", "role": "support", "must_change_password": False}}
+    assert created[0]["details"] == {
+        "before": {},
+        "after": {"login": "support-1", "role": "support", "must_change_password": False},
+    }
+    assert log_rows[1]["details"] == {"before": {"status": "active"}, "after": {"status": "blocked"}}
 
 
 async def test_staff_see_personal_data_masked_and_a_reveal_is_audited(client, database_url):

@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query
 
+from analytics_svc.models import WebhookDelivery, WebhookPartnerLimit, WebhookSubscription
 from analytics_svc.settings import Settings
 from analytics_svc.webhooks import repository as repo
 from analytics_svc.webhooks import service
@@ -22,7 +23,7 @@ from analytics_svc.webhooks.schemas import (
     SubscriptionOut,
 )
 from kit.app import RuntimeDep
-from kit.audit import audited
+from kit.audit import CurrentAudit, audited, row_state
 from kit.auth import Principal, require_permission
 from kit.db import SessionDep
 from kit.errors import BusinessError
@@ -45,14 +46,17 @@ class UnknownEventType(BusinessError):
     title = "Partners may subscribe to these event types only"
 
 
+SUBSCRIPTION = row_state(WebhookSubscription)
+
+
 @router.post(
     "",
     response_model=SubscriptionCreated,
     status_code=201,
-    dependencies=[audited("webhook.subscribe", "webhook_subscription")],
+    dependencies=[audited("webhook.subscribe", "webhook_subscription", state=SUBSCRIPTION)],
 )
 async def subscribe(
-    body: SubscriptionIn, who: PartnerAdmin, session: SessionDep, runtime: RuntimeDep
+    body: SubscriptionIn, who: PartnerAdmin, session: SessionDep, runtime: RuntimeDep, audit: CurrentAudit
 ) -> SubscriptionCreated:
     """422 `webhook_url_refused` when the URL's host resolves to a private, loopback, link-local (metadata)
     or reserved address, or does not resolve."""
@@ -67,6 +71,7 @@ async def subscribe(
         by=who.subject,
         allow_loopback=_settings(runtime).webhook_allow_loopback,
     )
+    audit.note(target_id=created.id)
     return SubscriptionCreated.model_validate(created, from_attributes=True)
 
 
@@ -90,7 +95,9 @@ async def partner_limits(_: PartnerAdmin, session: SessionDep, runtime: RuntimeD
 @router.put(
     "/partners/{partner}",
     status_code=204,
-    dependencies=[audited("webhook_partner.set_limit", "webhook_partner", "partner")],
+    dependencies=[
+        audited("webhook_partner.set_limit", "webhook_partner", "partner", state=row_state(WebhookPartnerLimit))
+    ],
 )
 async def set_partner_limit(partner: str, body: PartnerLimitIn, _: PartnerAdmin, session: SessionDep) -> None:
     """Set a partner's delivery rate limit (all its subscriptions share it); `null` goes back to the default."""
@@ -100,7 +107,7 @@ async def set_partner_limit(partner: str, body: PartnerLimitIn, _: PartnerAdmin,
 @router.delete(
     "/{subscription_id}",
     status_code=204,
-    dependencies=[audited("webhook.unsubscribe", "webhook_subscription", "subscription_id")],
+    dependencies=[audited("webhook.unsubscribe", "webhook_subscription", "subscription_id", state=SUBSCRIPTION)],
 )
 async def unsubscribe(subscription_id: uuid.UUID, _: PartnerAdmin, session: SessionDep) -> None:
     if not await repo.deactivate(session, subscription_id):
@@ -138,7 +145,14 @@ async def delivery(delivery_id: uuid.UUID, _: PartnerAdmin, session: SessionDep)
 @router.post(
     "/deliveries/{delivery_id}/replay",
     response_model=DeliveryOut,
-    dependencies=[audited("webhook_delivery.replay", "webhook_delivery", "delivery_id")],
+    dependencies=[
+        audited(
+            "webhook_delivery.replay",
+            "webhook_delivery",
+            "delivery_id",
+            state=row_state(WebhookDelivery, exclude=("payload",)),
+        )
+    ],
 )
 async def replay(delivery_id: uuid.UUID, _: PartnerAdmin, session: SessionDep) -> DeliveryOut:
     return DeliveryOut.model_validate(await service.replay(session, delivery_id), from_attributes=True)

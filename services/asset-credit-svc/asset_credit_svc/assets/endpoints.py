@@ -24,7 +24,7 @@ from asset_credit_svc.assets.schemas import (
 )
 from asset_credit_svc.ledger import service as ledger
 from asset_credit_svc.models import AssetHistory, AssetTemplate, UserAsset
-from kit.audit import audited
+from kit.audit import CurrentAudit, audited, row_state
 from kit.auth import CurrentUser, Principal, require_permission, user_scope
 from kit.db import SessionDep
 from kit.idempotency import idempotency_key
@@ -165,16 +165,20 @@ async def my_asset(asset_id: uuid.UUID, user: CurrentUser, session: SessionDep) 
 
 # ---- administrators -------------------------------------------------------------------------
 
+TEMPLATE = row_state(AssetTemplate)
+
 
 @router.post(
     "/v1/admin/asset-templates",
     response_model=TemplateOut,
     status_code=status.HTTP_201_CREATED,
-    dependencies=[audited("asset_template.create", "asset_template")],
+    dependencies=[audited("asset_template.create", "asset_template", state=TEMPLATE)],
 )
-async def create_template(body: TemplateIn, actor: AssetAdmin, session: SessionDep) -> TemplateOut:
+async def create_template(body: TemplateIn, actor: AssetAdmin, session: SessionDep, audit: CurrentAudit) -> TemplateOut:
     spec = service.TemplateSpec(**body.model_dump())
-    return template_out(await service.create_template(session, actor.subject, spec, _now()))
+    out = template_out(await service.create_template(session, actor.subject, spec, _now()))
+    audit.note(target_id=out.template_id)
+    return out
 
 
 @router.get("/v1/admin/asset-templates", response_model=TemplatesOut)
@@ -190,7 +194,7 @@ async def list_templates(
 @router.post(
     "/v1/admin/asset-templates/{template_id}/deactivate",
     response_model=TemplateOut,
-    dependencies=[audited("asset_template.deactivate", "asset_template", "template_id")],
+    dependencies=[audited("asset_template.deactivate", "asset_template", "template_id", state=TEMPLATE)],
 )
 async def deactivate_template(template_id: uuid.UUID, _: AssetAdmin, session: SessionDep) -> TemplateOut:
     """Nothing more is issued or sold from it; what users hold stays valid."""
@@ -210,6 +214,7 @@ async def issue(
     session: SessionDep,
     response: Response,
     key: AssetKey,
+    audit: CurrentAudit,
 ) -> IssuedOut:
     """One asset per user id; the same Idempotency-Key again issues nothing more to those users."""
     now = _now()
@@ -224,6 +229,7 @@ async def issue(
     template = await repo.template(session, template_id)
     assert template is not None
     new = sum(1 for _, is_new in issued if is_new)
+    audit.created(template_id, {"assets": {str(a.user_id): str(a.id) for a, is_new in issued if is_new}})
     if new == 0:
         response.status_code = status.HTTP_200_OK
     return IssuedOut(items=[asset_out(a, template, now) for a, _ in issued], issued=new)
@@ -257,7 +263,7 @@ async def asset_detail(asset_id: uuid.UUID, _: AssetAdmin, session: SessionDep) 
 @router.post(
     "/v1/admin/assets/{asset_id}/revoke",
     response_model=AssetOut,
-    dependencies=[audited("asset.revoke", "asset", "asset_id")],
+    dependencies=[audited("asset.revoke", "asset", "asset_id", state=row_state(UserAsset))],
 )
 async def revoke(asset_id: uuid.UUID, actor: AssetAdmin, session: SessionDep) -> AssetOut:
     """Revoke an available, unused asset (a red packet's amount goes back to promotions)."""

@@ -18,7 +18,7 @@ from asset_credit_svc.models import InvoiceRequest
 from asset_credit_svc.receipts.endpoints import receipt_of
 from asset_credit_svc.settings import Settings
 from kit.app import RuntimeDep
-from kit.audit import audited
+from kit.audit import audited, row_state
 from kit.auth import CurrentUser, Principal, require_permission, user_scope
 from kit.csv_export import csv_response
 from kit.db import ReadSessionDep, SessionDep
@@ -112,8 +112,11 @@ async def list_requests(
     return InvoiceRequestList(items=items)
 
 
+STATE = row_state(InvoiceRequest)
+
+
 @admin_router.post(
-    "/{request_id}/issue", dependencies=[audited("invoice_request.issue", "invoice_request", "request_id")]
+    "/{request_id}/issue", dependencies=[audited("invoice_request.issue", "invoice_request", "request_id", state=STATE)]
 )
 async def issue(request_id: uuid.UUID, body: IssueIn, _: FinanceWriter, session: SessionDep) -> InvoiceRequestOut:
     row = await service.get_for_update(session, request_id)
@@ -123,7 +126,8 @@ async def issue(request_id: uuid.UUID, body: IssueIn, _: FinanceWriter, session:
 
 
 @admin_router.post(
-    "/{request_id}/reject", dependencies=[audited("invoice_request.reject", "invoice_request", "request_id")]
+    "/{request_id}/reject",
+    dependencies=[audited("invoice_request.reject", "invoice_request", "request_id", state=STATE)],
 )
 async def reject(request_id: uuid.UUID, body: RejectIn, _: FinanceWriter, session: SessionDep) -> InvoiceRequestOut:
     row = await service.get_for_update(session, request_id)

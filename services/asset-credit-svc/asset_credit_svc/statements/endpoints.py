@@ -12,7 +12,7 @@ from asset_credit_svc.payments.endpoints import ProvidersDep
 from asset_credit_svc.payments.providers import PaymentProviderError, StatementNotReady
 from asset_credit_svc.payments.service import ProviderUnavailable, UnsupportedChannel
 from asset_credit_svc.statements import repository, service
-from kit.audit import audited
+from kit.audit import CurrentAudit, audited
 from kit.auth import Principal, require_permission
 from kit.db import SessionDep
 from kit.errors import Conflict, NotFound
@@ -78,7 +78,7 @@ def _report(run: StatementRun, mismatches: list[StatementMismatch]) -> Statement
     dependencies=[audited("statement.reconcile", "statement", "bill_date")],
 )
 async def reconcile_statement(
-    channel: str, bill_date: date, _: Finance, session: SessionDep, providers: ProvidersDep
+    channel: str, bill_date: date, _: Finance, session: SessionDep, providers: ProvidersDep, audit: CurrentAudit
 ) -> StatementReport:
     source = service.statement_sources(providers).get(channel)
     if source is None:
@@ -89,8 +89,24 @@ async def reconcile_statement(
         raise StatementNotReadyError() from None
     except PaymentProviderError:
         raise ProviderUnavailable() from None
+    earlier = await repository.result(session, channel, bill_date)
+    before = _run_totals(earlier[0]) if earlier else {}
     run, mismatches = await service.reconcile(session, channel, bill_date, lines)
+    audit.changed(before, _run_totals(run), channel=channel)
     return _report(run, mismatches)
+
+
+def _run_totals(run: StatementRun) -> dict[str, int]:
+    """A reconciliation's figures, for its audit entry (a run again replaces the day's earlier one)."""
+    return {
+        "lines": run.lines,
+        "statement_payments_fen": run.statement_payments_fen,
+        "statement_refunds_fen": run.statement_refunds_fen,
+        "statement_fees_fen": run.statement_fees_fen,
+        "our_payments_fen": run.our_payments_fen,
+        "our_refunds_fen": run.our_refunds_fen,
+        "mismatches": run.mismatches,
+    }
 
 
 @router.get("/v1/admin/reconciliation/{channel}/statements/{bill_date}")

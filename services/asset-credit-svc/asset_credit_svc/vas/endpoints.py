@@ -11,7 +11,7 @@ from sqlalchemy import select
 from asset_credit_svc.models import VasCharge
 from asset_credit_svc.vas import service
 from kit.app import RuntimeDep
-from kit.audit import CurrentAudit, audited
+from kit.audit import CurrentAudit, audited, row_state
 from kit.auth import Principal, require_permission
 from kit.db import ReadSessionDep, SessionDep
 
@@ -57,7 +57,10 @@ async def charges_of(user_id: UUID, _: Reader, session: ReadSessionDep) -> VasCh
     return VasChargeList(items=[_out(c) for c in rows])
 
 
-@router.post("/vas-charges/{consent_id}/refund", dependencies=[audited("vas_fee.refund", "vas_charge", "consent_id")])
+@router.post(
+    "/vas-charges/{consent_id}/refund",
+    dependencies=[audited("vas_fee.refund", "vas_charge", "consent_id", state=row_state(VasCharge))],
+)
 async def refund(
     consent_id: ConsentId, body: RefundIn, who: Refunder, session: SessionDep, runtime: RuntimeDep, audit: CurrentAudit
 ) -> VasChargeOut:

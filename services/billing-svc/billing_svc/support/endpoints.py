@@ -6,7 +6,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query
 
-from billing_svc.models import Dispute, RentalCorrection
+from billing_svc.models import Dispute, Rental, RentalCorrection
 from billing_svc.rentals import repository
 from billing_svc.rentals.endpoints import to_out
 from billing_svc.rentals.errors import RentalNotFound
@@ -22,7 +22,7 @@ from billing_svc.support.schemas import (
     RejectIn,
 )
 from kit.app import RuntimeDep
-from kit.audit import audited
+from kit.audit import audited, row_state
 from kit.auth import CurrentUser, Principal, require_permission, user_scope
 from kit.db import ReadSessionDep, SessionDep
 from kit.idempotency import IdempotencyKey
@@ -112,7 +112,8 @@ async def list_disputes(
 
 
 @router.post(
-    "/v1/admin/disputes/{dispute_id}/reject", dependencies=[audited("dispute.reject", "dispute", "dispute_id")]
+    "/v1/admin/disputes/{dispute_id}/reject",
+    dependencies=[audited("dispute.reject", "dispute", "dispute_id", state=row_state(Dispute))],
 )
 async def reject_dispute(dispute_id: UUID, body: RejectIn, actor: Support, session: SessionDep) -> DisputeOut:
     return dispute_out(await service.reject_dispute(session, actor, dispute_id, body.note))
@@ -121,7 +122,7 @@ async def reject_dispute(dispute_id: UUID, body: RejectIn, actor: Support, sessi
 @router.post(
     "/v1/admin/rentals/{rental_id}/corrections",
     status_code=201,
-    dependencies=[audited("rental.correct", "rental", "rental_id")],
+    dependencies=[audited("rental.correct", "rental", "rental_id", state=row_state(Rental))],
 )
 async def correct_rental(
     rental_id: UUID,

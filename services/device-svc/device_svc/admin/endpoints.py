@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts import Envelope
 from contracts.events import EventData
+from device_svc import audit_states as states
 from device_svc.admin import service
 from device_svc.admin.schemas import (
     BankCreate,
@@ -28,7 +29,6 @@ from device_svc.admin.schemas import (
 from device_svc.brokerauth.repository import all_syncs, credentials_version
 from device_svc.brokerauth.service import LIVE_WITHIN, wait_for_brokers
 from device_svc.models import Cabinet
-from device_svc.registry import repository as registry
 from device_svc.registry.endpoints import DeviceIdPath
 from device_svc.settings import Settings
 from kit.app import Runtime, RuntimeDep
@@ -74,7 +74,10 @@ def _credential(device_id: str, password: str | None, version: int) -> Credentia
 
 
 @router.post(
-    "/cabinets", response_model=Provisioned, status_code=201, dependencies=[audited("cabinet.create", "cabinet")]
+    "/cabinets",
+    response_model=Provisioned,
+    status_code=201,
+    dependencies=[audited("cabinet.create", "cabinet", state=states.CABINET)],
 )
 async def create_cabinet(
     body: CabinetCreate, _: Admin, session: SessionDep, runtime: RuntimeDep, audit: CurrentAudit
@@ -88,17 +91,11 @@ async def create_cabinet(
 @router.patch(
     "/cabinets/{cabinet_id}",
     response_model=CabinetOut,
-    dependencies=[audited("cabinet.update", "cabinet", "cabinet_id")],
+    dependencies=[audited("cabinet.update", "cabinet", "cabinet_id", state=states.CABINET)],
 )
-async def update_cabinet(
-    cabinet_id: DeviceIdPath, body: CabinetUpdate, _: Admin, session: SessionDep, audit: CurrentAudit
-) -> CabinetOut:
+async def update_cabinet(cabinet_id: DeviceIdPath, body: CabinetUpdate, _: Admin, session: SessionDep) -> CabinetOut:
     """Address, region, opening hours, position, operating state (active / maintenance: off the map)."""
-    current = await registry.get_cabinet(session, cabinet_id, for_update=True)
-    before = _cabinet_out(current).model_dump(mode="json") if current is not None else {}
-    out = _cabinet_out(await service.update_cabinet(session, cabinet_id, body))
-    audit.changed(before, out.model_dump(mode="json"))
-    return out
+    return _cabinet_out(await service.update_cabinet(session, cabinet_id, body))
 
 
 def _cabinet_out(c: Cabinet) -> CabinetOut:
@@ -117,7 +114,12 @@ def _cabinet_out(c: Cabinet) -> CabinetOut:
     )
 
 
-@router.post("/banks", response_model=Provisioned, status_code=201, dependencies=[audited("bank.create", "bank")])
+@router.post(
+    "/banks",
+    response_model=Provisioned,
+    status_code=201,
+    dependencies=[audited("bank.create", "bank", state=states.BANK)],
+)
 async def create_bank(
     body: BankCreate, _: Admin, session: SessionDep, runtime: RuntimeDep, audit: CurrentAudit
 ) -> Provisioned:
@@ -132,22 +134,33 @@ async def create_bank(
     response_model=ImportResult,
     dependencies=[audited("cabinet.import", "cabinet"), rate_class("upload")],
 )
-async def import_cabinets(body: CabinetImport, _: Admin, session: SessionDep, runtime: RuntimeDep) -> ImportResult:
+async def import_cabinets(
+    body: CabinetImport, _: Admin, session: SessionDep, runtime: RuntimeDep, audit: CurrentAudit
+) -> ImportResult:
     """Bulk provisioning (up to 5000 a request), set-based: ids already registered are skipped, so a re-run
     is harmless; each new cabinet gets its slots and a credential (its password shown once, here). One
     transaction, then one broker password-file rewrite and one SIGHUP for the whole batch."""
     imported = await service.import_cabinets(session, body.items)
+    _imported(audit, imported)
     return _import_result(imported, await _brokers_after_commit(session, runtime) if imported.passwords else 0)
 
 
 @router.post(
     "/banks/import", response_model=ImportResult, dependencies=[audited("bank.import", "bank"), rate_class("upload")]
 )
-async def import_banks(body: BankImport, _: Admin, session: SessionDep, runtime: RuntimeDep) -> ImportResult:
+async def import_banks(
+    body: BankImport, _: Admin, session: SessionDep, runtime: RuntimeDep, audit: CurrentAudit
+) -> ImportResult:
     """Bulk import (up to 5000 a request), set-based; ids already registered are skipped, so a re-run is
     harmless. One transaction: an identity clash refuses the whole import."""
     imported = await service.import_banks(session, body.items)
+    _imported(audit, imported)
     return _import_result(imported, await _brokers_after_commit(session, runtime) if imported.passwords else 0)
+
+
+def _imported(audit: CurrentAudit, imported: service.Imported) -> None:
+    """Nothing existed before; after: the ids registered (the skipped ones were there already)."""
+    audit.created("", {"created": [c.id for c in imported.created]}, skipped=len(imported.skipped))
 
 
 def _import_result(imported: service.Imported, broker_version: int) -> ImportResult:
@@ -161,7 +174,7 @@ def _import_result(imported: service.Imported, broker_version: int) -> ImportRes
 @router.post(
     "/devices/{device_id}/credentials/rotate",
     response_model=Credential,
-    dependencies=[audited("device.rotate_credentials", "device", "device_id")],
+    dependencies=[audited("device.rotate_credentials", "device", "device_id", state=states.DEVICE)],
 )
 async def rotate(device_id: DeviceIdPath, _: Admin, session: SessionDep, runtime: RuntimeDep) -> Credential:
     """A new password; the old one stops working once the broker reloaded (no restart)."""
@@ -173,7 +186,7 @@ async def rotate(device_id: DeviceIdPath, _: Admin, session: SessionDep, runtime
 @router.post(
     "/devices/{device_id}/credentials/revoke",
     response_model=Revoked,
-    dependencies=[audited("device.revoke_credentials", "device", "device_id")],
+    dependencies=[audited("device.revoke_credentials", "device", "device_id", state=states.DEVICE)],
 )
 async def revoke(device_id: DeviceIdPath, _: Admin, session: SessionDep, runtime: RuntimeDep) -> Revoked:
     await service.revoke(session, device_id, _publisher(runtime))
@@ -183,7 +196,7 @@ async def revoke(device_id: DeviceIdPath, _: Admin, session: SessionDep, runtime
 @router.post(
     "/devices/{device_id}/retire",
     response_model=Provisioned,
-    dependencies=[audited("device.retire", "device", "device_id")],
+    dependencies=[audited("device.retire", "device", "device_id", state=states.DEVICE)],
 )
 async def retire(
     device_id: DeviceIdPath,

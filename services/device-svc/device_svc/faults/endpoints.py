@@ -4,6 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query
 
+from device_svc import audit_states as states
 from device_svc.faults import repository as repo
 from device_svc.faults import service
 from device_svc.faults.schemas import Cleared, ClearIn, FaultReportList, FaultReportOut
@@ -42,7 +43,8 @@ async def open_reports(
 
 
 @router.post(
-    "/banks/{bank_id}/fault-reports/clear", dependencies=[audited("bank.clear_fault_reports", "bank", "bank_id")]
+    "/banks/{bank_id}/fault-reports/clear",
+    dependencies=[audited("bank.clear_fault_reports", "bank", "bank_id", state=states.BANK)],
 )
 async def clear(bank_id: BankId, body: ClearIn, staff: Maintainer, session: SessionDep, runtime: RuntimeDep) -> Cleared:
     """The bank was checked: close its users' reports and lend it again (unless its state or slot

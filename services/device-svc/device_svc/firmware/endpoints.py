@@ -8,6 +8,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
+from device_svc import audit_states as states
 from device_svc.firmware import repository as repo
 from device_svc.firmware import service
 from device_svc.firmware.lifecycle import RolloutAction
@@ -157,8 +158,8 @@ async def _act(
     ctx: service.FirmwareContext,
     audit: CurrentAudit,
 ) -> RolloutOut:
-    before, out = await service.act(session, ctx, rollout_id, action, staff.subject, body.reason, datetime.now(UTC))
-    audit.note(reason=body.reason or None, before={"state": before.value}, after={"state": out.state.value})
+    _, out = await service.act(session, ctx, rollout_id, action, staff.subject, body.reason, datetime.now(UTC))
+    audit.note(reason=body.reason or None)
     after_commit(session, lambda: ctx.ring(datetime.now(UTC)))
     return out
 
@@ -166,7 +167,7 @@ async def _act(
 @router.post(
     "/v1/ops/firmware/rollouts/{rollout_id}/pause",
     response_model=RolloutOut,
-    dependencies=[audited("firmware_rollout.pause", "firmware_rollout", "rollout_id")],
+    dependencies=[audited("firmware_rollout.pause", "firmware_rollout", "rollout_id", state=states.ROLLOUT)],
 )
 async def pause(
     rollout_id: UUID, body: RolloutAct, staff: FirmwareManager, session: SessionDep, ctx: Context, audit: CurrentAudit
@@ -178,7 +179,7 @@ async def pause(
 @router.post(
     "/v1/ops/firmware/rollouts/{rollout_id}/resume",
     response_model=RolloutOut,
-    dependencies=[audited("firmware_rollout.resume", "firmware_rollout", "rollout_id")],
+    dependencies=[audited("firmware_rollout.resume", "firmware_rollout", "rollout_id", state=states.ROLLOUT)],
 )
 async def resume(
     rollout_id: UUID, body: RolloutAct, staff: FirmwareManager, session: SessionDep, ctx: Context, audit: CurrentAudit
@@ -190,7 +191,7 @@ async def resume(
 @router.post(
     "/v1/ops/firmware/rollouts/{rollout_id}/cancel",
     response_model=RolloutOut,
-    dependencies=[audited("firmware_rollout.cancel", "firmware_rollout", "rollout_id")],
+    dependencies=[audited("firmware_rollout.cancel", "firmware_rollout", "rollout_id", state=states.ROLLOUT)],
 )
 async def cancel(
     rollout_id: UUID, body: RolloutAct, staff: FirmwareManager, session: SessionDep, ctx: Context, audit: CurrentAudit

@@ -5,6 +5,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends
 
+from device_svc import audit_states as states
 from device_svc.lighting import service
 from device_svc.lighting.schemas import LightAnswer, LightMe, NightLightOut, NightLightSetting
 from device_svc.ops.endpoints import Maintainer, _downlink
@@ -52,7 +53,7 @@ async def light_for_me(
 @router.put(
     "/v1/ops/cabinets/{cabinet_id}/night-light",
     response_model=NightLightOut,
-    dependencies=[audited("cabinet.set_night_light", "cabinet", "cabinet_id")],
+    dependencies=[audited("cabinet.set_night_light", "cabinet", "cabinet_id", state=states.CABINET)],
 )
 async def set_night_light(
     cabinet_id: DeviceIdPath, body: NightLightSetting, staff: Maintainer, session: SessionDep, runtime: RuntimeDep

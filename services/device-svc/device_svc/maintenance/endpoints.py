@@ -6,11 +6,12 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 
 from contracts.events import MaintenanceCause, MaintenanceTaskStatus
+from device_svc import audit_states as states
 from device_svc.maintenance import service
 from device_svc.maintenance.lifecycle import Action
 from device_svc.maintenance.schemas import AssignRequest, CloseRequest, StartRequest, SyncResult, TaskList, TaskOut
 from kit.app import RuntimeDep
-from kit.audit import audited
+from kit.audit import CurrentAudit, audited
 from kit.auth import Principal, require_permission
 from kit.db import SessionDep
 from kit.inputs import INT64_MAX
@@ -49,10 +50,12 @@ async def tasks(
 
 
 @router.post("/scan", response_model=SyncResult, dependencies=[audited("maintenance_task.scan", "maintenance_task")])
-async def scan(_: Dispatcher, session: SessionDep, runtime: RuntimeDep) -> SyncResult:
+async def scan(_: Dispatcher, session: SessionDep, runtime: RuntimeDep, audit: CurrentAudit) -> SyncResult:
     """Open tasks for every current condition now (the periodic pass does the same every
     `MAINTENANCE_SCAN_INTERVAL_S`)."""
-    return SyncResult(opened=await service.open_tasks(session, runtime, runtime.extras["task_rules"]))
+    opened = await service.open_tasks(session, runtime, runtime.extras["task_rules"])
+    audit.note(before={}, after={"opened": opened})
+    return SyncResult(opened=opened)
 
 
 @router.get("/{task_id}", response_model=TaskOut)
@@ -64,7 +67,7 @@ async def task(task_id: uuid.UUID, _: Staff, session: SessionDep) -> TaskOut:
 @router.post(
     "/{task_id}/assign",
     response_model=TaskOut,
-    dependencies=[audited("maintenance_task.assign", "maintenance_task", "task_id")],
+    dependencies=[audited("maintenance_task.assign", "maintenance_task", "task_id", state=states.TASK)],
 )
 async def assign(
     task_id: uuid.UUID, body: AssignRequest, who: Dispatcher, session: SessionDep, runtime: RuntimeDep
@@ -75,7 +78,7 @@ async def assign(
 @router.post(
     "/{task_id}/start",
     response_model=TaskOut,
-    dependencies=[audited("maintenance_task.start", "maintenance_task", "task_id")],
+    dependencies=[audited("maintenance_task.start", "maintenance_task", "task_id", state=states.TASK)],
 )
 async def start(
     task_id: uuid.UUID, body: StartRequest, who: FieldStaff, session: SessionDep, runtime: RuntimeDep
@@ -86,7 +89,7 @@ async def start(
 @router.post(
     "/{task_id}/done",
     response_model=TaskOut,
-    dependencies=[audited("maintenance_task.done", "maintenance_task", "task_id")],
+    dependencies=[audited("maintenance_task.done", "maintenance_task", "task_id", state=states.TASK)],
 )
 async def done(
     task_id: uuid.UUID, body: CloseRequest, who: FieldStaff, session: SessionDep, runtime: RuntimeDep
@@ -97,7 +100,7 @@ async def done(
 @router.post(
     "/{task_id}/cancel",
     response_model=TaskOut,
-    dependencies=[audited("maintenance_task.cancel", "maintenance_task", "task_id")],
+    dependencies=[audited("maintenance_task.cancel", "maintenance_task", "task_id", state=states.TASK)],
 )
 async def cancel(
     task_id: uuid.UUID, body: CloseRequest, who: Dispatcher, session: SessionDep, runtime: RuntimeDep

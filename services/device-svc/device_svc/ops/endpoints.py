@@ -4,6 +4,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
 
+from device_svc import audit_states as states
 from device_svc.maintenance import service as maintenance
 from device_svc.models import BANK_STATES
 from device_svc.mqtt.downlink import Downlink
@@ -23,7 +24,6 @@ from device_svc.ops.schemas import (
     StateChange,
     TransitionList,
 )
-from device_svc.registry import repository as registry
 from device_svc.registry.endpoints import DeviceIdPath
 from device_svc.settings import Settings
 from kit.app import RuntimeDep
@@ -53,13 +53,16 @@ async def alarms(_: Staff, session: SessionDep, limit: Limit = 500) -> AlarmList
 
 
 @router.post("/alarms/resolve", response_model=AlarmResolved, dependencies=[audited("alarm.resolve", "device")])
-async def resolve(body: ResolveAlarm, who: Maintainer, session: SessionDep, runtime: RuntimeDep) -> AlarmResolved:
+async def resolve(
+    body: ResolveAlarm, who: Maintainer, session: SessionDep, runtime: RuntimeDep, audit: CurrentAudit
+) -> AlarmResolved:
     """Clear the alarm; its open maintenance task (same device and cause) is done with the note, by the
     staff member, in the task's history and on device.maintenance.v1."""
     await service.resolve_alarm(session, body.device_id, body.kind)
     closed = await maintenance.close_for_alarm(
         session, runtime, body.device_id, body.kind, who.subject, body.note.strip() or "alarm resolved"
     )
+    audit.note(target_id=body.device_id, before={body.kind: "open"}, after={body.kind: "resolved"}, closed_tasks=closed)
     return AlarmResolved(device_id=body.device_id, kind=body.kind, closed_tasks=closed)
 
 
@@ -139,20 +142,13 @@ async def transitions(
 @router.post(
     "/banks/{bank_id}/state",
     response_model=BankAdminOut,
-    dependencies=[audited("bank.change_state", "bank", "bank_id")],
+    dependencies=[audited("bank.change_state", "bank", "bank_id", state=states.BANK)],
 )
 async def change_state(
     bank_id: DeviceIdPath, body: StateChange, who: Maintainer, session: SessionDep, audit: CurrentAudit
 ) -> BankAdminOut:
-    current = await registry.get_bank(session, bank_id, for_update=True)
-    before = _held(current.state, current.operator_hold) if current is not None else {}
-    bank = await service.change_state(session, bank_id, body.state, body.reason, who.subject)
-    audit.changed(before, _held(bank.state, bank.operator_hold), reason=body.reason)
-    return service.bank_admin_out(bank, 0)
-
-
-def _held(state: str, operator_hold: bool) -> dict[str, object]:
-    return {"state": state, "operator_hold": operator_hold}
+    audit.note(reason=body.reason)
+    return service.bank_admin_out(await service.change_state(session, bank_id, body.state, body.reason, who.subject), 0)
 
 
 @router.post(
@@ -161,11 +157,19 @@ def _held(state: str, operator_hold: bool) -> dict[str, object]:
     status_code=202,
     dependencies=[audited("bank.ring", "bank", "bank_id")],
 )
-async def ring(bank_id: DeviceIdPath, _: Maintainer, session: SessionDep, runtime: RuntimeDep) -> CommandAccepted:
+async def ring(
+    bank_id: DeviceIdPath, _: Maintainer, session: SessionDep, runtime: RuntimeDep, audit: CurrentAudit
+) -> CommandAccepted:
     """Make a bank with a module beep; 409 device_offline at once when it is offline."""
     settings = runtime.settings
     duration = settings.ring_duration_s if isinstance(settings, Settings) else 10
-    return await service.ring(session, _downlink(runtime), bank_id, duration)
+    return _sent(audit, await service.ring(session, _downlink(runtime), bank_id, duration))
+
+
+def _sent(audit: CurrentAudit, accepted: CommandAccepted) -> CommandAccepted:
+    """A command changes no stored state of its target until the device answers: the entry records it sent."""
+    audit.note(before={}, after={"command": accepted.type, "cmd_id": accepted.cmd_id, "device_id": accepted.device_id})
+    return accepted
 
 
 @router.post(
@@ -190,7 +194,7 @@ async def eject_for_maintenance(
     audit.note(reason=reason)
     accepted = await service.eject_for_maintenance(session, runtime.extras["ejects"], bank_id, reason, who.subject)
     audit.note(cabinet_id=accepted.device_id, slot=accepted.slot, cmd_id=accepted.cmd_id)
-    return accepted
+    return _sent(audit, accepted)
 
 
 @router.post(
@@ -200,10 +204,15 @@ async def eject_for_maintenance(
     dependencies=[audited("cabinet.light", "cabinet", "cabinet_id")],
 )
 async def light(
-    cabinet_id: DeviceIdPath, body: LightRequest, _: Maintainer, session: SessionDep, runtime: RuntimeDep
+    cabinet_id: DeviceIdPath,
+    body: LightRequest,
+    _: Maintainer,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    audit: CurrentAudit,
 ) -> CommandAccepted:
     """Switch a cabinet's night light (scanning in the dark); 409 device_offline when offline."""
-    return await service.light(session, _downlink(runtime), cabinet_id, body.on, body.duration_s)
+    return _sent(audit, await service.light(session, _downlink(runtime), cabinet_id, body.on, body.duration_s))
 
 
 @router.get("/maintenance-tasks", response_model=MaintenanceTaskList)

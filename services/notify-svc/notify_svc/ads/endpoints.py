@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.regions import DivisionCode, division_at
 from kit.app import RuntimeDep
-from kit.audit import audited
+from kit.audit import CurrentAudit, audited, row_state
 from kit.auth import CurrentUser, Principal, require_permission
 from kit.db import ReadSessionDep, SessionDep
 from kit.inputs import Latitude, Longitude
@@ -88,9 +88,15 @@ async def click(ad_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> Cou
     return Counted(ad_id=ad.id, counted=counted, link_url=ad.link_url)
 
 
-@staff_router.post("", status_code=201, dependencies=[audited("ad.create", "ad")])
-async def create(body: AdIn, staff: Manager, session: SessionDep, runtime: RuntimeDep) -> StaffAdOut:
+AD = row_state(Ad)
+
+
+@staff_router.post("", status_code=201, dependencies=[audited("ad.create", "ad", state=AD)])
+async def create(
+    body: AdIn, staff: Manager, session: SessionDep, runtime: RuntimeDep, audit: CurrentAudit
+) -> StaffAdOut:
     ad = await service.create(session, runtime, body, staff.subject)
+    audit.note(target_id=ad.id)
     return (await _staff_out(session, [ad]))[0]
 
 
@@ -109,7 +115,7 @@ async def one(ad_id: uuid.UUID, _: Manager, session: ReadSessionDep) -> StaffAdO
     return (await _staff_out(session, [await service.get(session, ad_id)]))[0]
 
 
-@staff_router.post("/{ad_id}/withdraw", dependencies=[audited("ad.withdraw", "ad", "ad_id")])
+@staff_router.post("/{ad_id}/withdraw", dependencies=[audited("ad.withdraw", "ad", "ad_id", state=AD)])
 async def withdraw(ad_id: uuid.UUID, staff: Manager, session: SessionDep, runtime: RuntimeDep) -> StaffAdOut:
     ad = await service.withdraw(session, runtime, ad_id, staff.subject)
     return (await _staff_out(session, [ad]))[0]

@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from kit.app import RuntimeDep
-from kit.audit import audited
+from kit.audit import audited, row_state
 from kit.auth import CurrentUser, Principal, require_permission, user_scope
 from kit.db import ReadSessionDep, SessionDep
 from notify_svc.callbacks import repository as repo
@@ -82,7 +82,10 @@ async def queue(
     return CallbackList(items=[_out(c) for c in await repo.queue(session, statuses, limit)])
 
 
-@staff_router.post("/{callback_id}/call", dependencies=[audited("callback.call", "callback", "callback_id")])
+@staff_router.post(
+    "/{callback_id}/call",
+    dependencies=[audited("callback.call", "callback", "callback_id", state=row_state(CallbackRequest))],
+)
 async def call(callback_id: uuid.UUID, staff: Manager, session: SessionDep, context: ContextDep) -> CallbackOut:
     """Place the call now; its outcome arrives from the provider and lands on the ticket."""
     return _out(await service.place(session, context.telephony, callback_id, staff.subject))

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from kit.audit import audited
+from kit.audit import CurrentAudit, audited, row_state
 from kit.auth import Principal, require_permission
 from kit.db import ReadSessionDep, SessionDep, after_commit
 from notify_svc.campaigns import repository as repo
@@ -70,10 +70,15 @@ async def preview(body: PreviewIn, _: Manager, session: ReadSessionDep) -> Previ
     return PreviewOut(audience=audience, reachable=Reach(inbox=inbox, push=push, sms=sms))
 
 
-@staff_router.post("", status_code=201, dependencies=[audited("campaign.create", "campaign")])
-async def create(body: CampaignIn, staff: Manager, session: SessionDep) -> CampaignOut:
+CAMPAIGN = row_state(Campaign)
+
+
+@staff_router.post("", status_code=201, dependencies=[audited("campaign.create", "campaign", state=CAMPAIGN)])
+async def create(body: CampaignIn, staff: Manager, session: SessionDep, audit: CurrentAudit) -> CampaignOut:
     """A draft; nothing is sent until it is scheduled."""
-    return await _out(session, await service.create(session, body, staff.subject))
+    campaign = await service.create(session, body, staff.subject)
+    audit.note(target_id=campaign.id)
+    return await _out(session, campaign)
 
 
 @staff_router.get("")
@@ -86,7 +91,9 @@ async def one(campaign_id: uuid.UUID, _: Manager, session: ReadSessionDep) -> Ca
     return await _out(session, await service.get(session, campaign_id))
 
 
-@staff_router.post("/{campaign_id}/schedule", dependencies=[audited("campaign.schedule", "campaign", "campaign_id")])
+@staff_router.post(
+    "/{campaign_id}/schedule", dependencies=[audited("campaign.schedule", "campaign", "campaign_id", state=CAMPAIGN)]
+)
 async def schedule(
     campaign_id: uuid.UUID, body: ScheduleIn, _: Manager, session: SessionDep, context: ContextDep
 ) -> CampaignOut:
@@ -98,6 +105,8 @@ async def schedule(
     return await _out(session, campaign)
 
 
-@staff_router.post("/{campaign_id}/cancel", dependencies=[audited("campaign.cancel", "campaign", "campaign_id")])
+@staff_router.post(
+    "/{campaign_id}/cancel", dependencies=[audited("campaign.cancel", "campaign", "campaign_id", state=CAMPAIGN)]
+)
 async def cancel(campaign_id: uuid.UUID, _: Manager, session: SessionDep) -> CampaignOut:
     return await _out(session, await service.cancel(session, campaign_id))

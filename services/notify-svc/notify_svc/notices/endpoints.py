@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.events import NoticeKind
 from kit.app import RuntimeDep
-from kit.audit import audited
+from kit.audit import CurrentAudit, audited, row_state
 from kit.auth import Principal, require_permission
 from kit.db import ReadSessionDep, SessionDep, after_commit
 from kit.ratelimit import rate_class
@@ -42,10 +42,16 @@ async def _out(session: AsyncSession, context: NotifyContext, notice: Notice) ->
     )
 
 
-@staff_router.post("", status_code=201, dependencies=[audited("notice.create", "notice")])
-async def create(body: NoticeIn, staff: Sender, session: SessionDep, context: ContextDep) -> NoticeOut:
+NOTICE = row_state(Notice)
+
+
+@staff_router.post("", status_code=201, dependencies=[audited("notice.create", "notice", state=NOTICE)])
+async def create(
+    body: NoticeIn, staff: Sender, session: SessionDep, context: ContextDep, audit: CurrentAudit
+) -> NoticeOut:
     """A draft: attach images, then publish it."""
     notice = await service.create(session, body, staff.subject)
+    audit.note(target_id=notice.id)
     return await _out(session, context, notice)
 
 
@@ -73,18 +79,21 @@ async def one(notice_id: uuid.UUID, _: Sender, session: ReadSessionDep, context:
     },
 )
 async def upload_image(
-    notice_id: uuid.UUID, request: Request, _: Sender, session: SessionDep, context: ContextDep
+    notice_id: uuid.UUID, request: Request, _: Sender, session: SessionDep, context: ContextDep, audit: CurrentAudit
 ) -> ImageOut:
     """The image's bytes as the request body (PNG, JPEG, GIF or WebP, recognised by content; the
     declared type and any file name are ignored)."""
     data = await read_limited(request, context.settings.notice_image_max_bytes)
     image = await service.add_image(session, notice_id, data, max_images=context.settings.notice_max_images)
+    audit.created(notice_id, {"image_id": str(image.id), "content_type": image.content_type, "size": image.size})
     return ImageOut(
         image_id=image.id, content_type=image.content_type, size=image.size, url=context.signer.url(image.id)
     )
 
 
-@staff_router.post("/{notice_id}/publish", dependencies=[audited("notice.publish", "notice", "notice_id")])
+@staff_router.post(
+    "/{notice_id}/publish", dependencies=[audited("notice.publish", "notice", "notice_id", state=NOTICE)]
+)
 async def publish(
     notice_id: uuid.UUID, staff: Sender, session: SessionDep, runtime: RuntimeDep, context: ContextDep
 ) -> NoticeOut:

@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.events import ReportKind, TicketPriority, TicketStatus
 from kit.app import RuntimeDep
-from kit.audit import audited
+from kit.audit import audited, row_state
 from kit.auth import CurrentUser, Principal, require_permission, user_scope
 from kit.db import ReadSessionDep, SessionDep
 from kit.ratelimit import rate_class
@@ -210,7 +210,10 @@ async def staff_view(ticket_id: uuid.UUID, _: Reader, session: ReadSessionDep, c
     return _staff_out(ticket, entries, await _photos(session, context, ticket))
 
 
-@staff_router.post("/{ticket_id}/assign", dependencies=[audited("ticket.assign", "ticket", "ticket_id")])
+TICKET = row_state(Ticket)
+
+
+@staff_router.post("/{ticket_id}/assign", dependencies=[audited("ticket.assign", "ticket", "ticket_id", state=TICKET)])
 async def assign(
     ticket_id: uuid.UUID, body: AssignIn, staff: Manager, session: SessionDep, runtime: RuntimeDep
 ) -> StaffTicketOut:
@@ -218,7 +221,7 @@ async def assign(
 
 
 @staff_router.post(
-    "/{ticket_id}/replies", status_code=201, dependencies=[audited("ticket.reply", "ticket", "ticket_id")]
+    "/{ticket_id}/replies", status_code=201, dependencies=[audited("ticket.reply", "ticket", "ticket_id", state=TICKET)]
 )
 async def staff_reply(
     ticket_id: uuid.UUID, body: StaffReplyIn, staff: Manager, session: SessionDep, runtime: RuntimeDep
@@ -230,28 +233,34 @@ async def staff_reply(
     return _staff_entry(entry)
 
 
-@staff_router.post("/{ticket_id}/notes", status_code=201, dependencies=[audited("ticket.note", "ticket", "ticket_id")])
+@staff_router.post(
+    "/{ticket_id}/notes", status_code=201, dependencies=[audited("ticket.note", "ticket", "ticket_id", state=TICKET)]
+)
 async def note(ticket_id: uuid.UUID, body: ReplyIn, staff: Manager, session: SessionDep) -> EntryOut:
     """An internal note: staff only, never shown to the user."""
     return _staff_entry(await service.add_note(session, ticket_id, body.text, staff.subject))
 
 
-@staff_router.post("/{ticket_id}/priority", dependencies=[audited("ticket.priority", "ticket", "ticket_id")])
+@staff_router.post(
+    "/{ticket_id}/priority", dependencies=[audited("ticket.priority", "ticket", "ticket_id", state=TICKET)]
+)
 async def priority(ticket_id: uuid.UUID, body: PriorityIn, staff: Manager, session: SessionDep) -> StaffTicketOut:
     return _staff_out(await service.set_priority(session, ticket_id, body.priority, staff.subject))
 
 
-@staff_router.post("/{ticket_id}/resolve", dependencies=[audited("ticket.resolve", "ticket", "ticket_id")])
+@staff_router.post(
+    "/{ticket_id}/resolve", dependencies=[audited("ticket.resolve", "ticket", "ticket_id", state=TICKET)]
+)
 async def resolve(ticket_id: uuid.UUID, staff: Manager, session: SessionDep, runtime: RuntimeDep) -> StaffTicketOut:
     return _staff_out(await service.staff_action(session, runtime, ticket_id, Action.RESOLVE, staff.subject))
 
 
-@staff_router.post("/{ticket_id}/close", dependencies=[audited("ticket.close", "ticket", "ticket_id")])
+@staff_router.post("/{ticket_id}/close", dependencies=[audited("ticket.close", "ticket", "ticket_id", state=TICKET)])
 async def staff_close(ticket_id: uuid.UUID, staff: Manager, session: SessionDep, runtime: RuntimeDep) -> StaffTicketOut:
     return _staff_out(await service.staff_action(session, runtime, ticket_id, Action.CLOSE, staff.subject))
 
 
-@staff_router.post("/{ticket_id}/reopen", dependencies=[audited("ticket.reopen", "ticket", "ticket_id")])
+@staff_router.post("/{ticket_id}/reopen", dependencies=[audited("ticket.reopen", "ticket", "ticket_id", state=TICKET)])
 async def staff_reopen(
     ticket_id: uuid.UUID, staff: Manager, session: SessionDep, runtime: RuntimeDep
 ) -> StaffTicketOut:

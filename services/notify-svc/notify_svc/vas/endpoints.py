@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query, Request
 
 from kit.app import RuntimeDep
-from kit.audit import audited
+from kit.audit import CurrentAudit, audited, row_state
 from kit.auth import CurrentUser, Principal, require_permission
 from kit.db import ReadSessionDep, SessionDep
 from notify_svc.models import ConsentRecord, RiskNotice, ValueAddedService, VasKind, VasPayment
@@ -117,9 +117,14 @@ async def withdraw(
     return _consent(await service.withdraw(session, runtime, user.user_id, code, agent))
 
 
-@staff_router.post("", status_code=201, dependencies=[audited("vas.create", "vas")])
-async def create(body: ServiceIn, staff: Manager, session: SessionDep) -> ServiceOut:
-    return _service(await service.create(session, body, staff.subject), None)
+SERVICE = row_state(ValueAddedService)
+
+
+@staff_router.post("", status_code=201, dependencies=[audited("vas.create", "vas", state=SERVICE)])
+async def create(body: ServiceIn, staff: Manager, session: SessionDep, audit: CurrentAudit) -> ServiceOut:
+    created = await service.create(session, body, staff.subject)
+    audit.note(target_id=created.code)
+    return _service(created, None)
 
 
 @staff_router.get("")
@@ -129,7 +134,7 @@ async def catalogue(_: Manager, session: ReadSessionDep) -> ServiceList:
     return ServiceList(items=[_service(s, notices.get(s.code)) for s in await repo.services(session)])
 
 
-@staff_router.post("/{code}/retire", dependencies=[audited("vas.retire", "vas", "code")])
+@staff_router.post("/{code}/retire", dependencies=[audited("vas.retire", "vas", "code", state=SERVICE)])
 async def retire(code: Code, _: Manager, session: SessionDep) -> ServiceOut:
     """Take a service off the catalogue (`409 service_retired` for whoever tries to take it since)."""
     found = await service.retire(session, code)
@@ -139,11 +144,14 @@ async def retire(code: Code, _: Manager, session: SessionDep) -> ServiceOut:
 @staff_router.post(
     "/{code}/risk-notices", status_code=201, dependencies=[audited("vas.publish_risk_notice", "vas", "code")]
 )
-async def publish_notice(code: Code, body: NoticeIn, staff: Manager, session: SessionDep) -> RiskNoticeOut:
+async def publish_notice(
+    code: Code, body: NoticeIn, staff: Manager, session: SessionDep, audit: CurrentAudit
+) -> RiskNoticeOut:
     """A new version of the risk notice; earlier consents no longer count as current."""
     notice = await service.publish_notice(session, code, body.text, staff.subject)
     out = _notice(notice)
     assert out is not None
+    audit.changed({"risk_notice_version": out.version - 1}, {"risk_notice_version": out.version})
     return out
 
 

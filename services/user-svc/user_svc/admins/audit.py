@@ -21,9 +21,14 @@ async def record(
     target_id: str,
     reason: str | None = None,
     details: dict[str, Any] | None = None,
+    before: dict[str, Any] | None = None,
+    after: dict[str, Any] | None = None,
 ) -> None:
-    """A row of user-svc's own log (`/v1/admin/audit-log`) and the platform's audit trail event."""
-    details = details or {}
+    """A row of user-svc's own log (`/v1/admin/audit-log`) and the platform's audit trail event. A change
+    passes the fields it changed as `before` and `after` (`record_change`); a read passes neither."""
+    details = dict(details or {})
+    if before is not None or after is not None:
+        details.update(before=before or {}, after=after or {})
     await record_staff_action(
         session,
         events,
@@ -48,6 +53,35 @@ async def record(
         )
     )
     await session.flush()
+
+
+async def record_change(
+    session: AsyncSession,
+    events: Publisher,
+    actor: Principal,
+    action: str,
+    *,
+    target_type: str,
+    target_id: str,
+    before: dict[str, Any],
+    after: dict[str, Any],
+    reason: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> None:
+    """A staff action that changed something: what it was and what it is now are required (issue 15;
+    tests/architecture checks every staff write of user-svc records through here)."""
+    await record(
+        session,
+        events,
+        actor,
+        action,
+        target_type=target_type,
+        target_id=target_id,
+        reason=reason,
+        details=details,
+        before=before,
+        after=after,
+    )
 
 
 async def search(

@@ -45,7 +45,17 @@ async def block_user(
     user.updated_at = now
     await sessions.end_all(session, user.id, settings, events, reason="user_blocked")
     await events.publish(session, UserBlocked(user_id=user.id, reason=reason, at=now), key=str(user.id))
-    await audit.record(session, events, actor, "user.block", target_type="user", target_id=str(user.id), reason=reason)
+    await audit.record_change(
+        session,
+        events,
+        actor,
+        "user.block",
+        target_type="user",
+        target_id=str(user.id),
+        reason=reason,
+        before={"status": UserStatus.ACTIVE},
+        after={"status": UserStatus.BLOCKED},
+    )
     log.info("user blocked", extra={"user_id": str(user.id), "admin_id": actor.subject})
     return user
 
@@ -60,8 +70,16 @@ async def unblock_user(
     user.status = UserStatus.ACTIVE
     user.updated_at = now
     await events.publish(session, UserUnblocked(user_id=user.id, at=now), key=str(user.id))
-    await audit.record(
-        session, events, actor, "user.unblock", target_type="user", target_id=str(user.id), reason=reason
+    await audit.record_change(
+        session,
+        events,
+        actor,
+        "user.unblock",
+        target_type="user",
+        target_id=str(user.id),
+        reason=reason,
+        before={"status": UserStatus.BLOCKED},
+        after={"status": UserStatus.ACTIVE},
     )
     log.info("user unblocked", extra={"user_id": str(user.id), "admin_id": actor.subject})
     return user
@@ -95,13 +113,14 @@ async def create_admin(
         must_change_password=must_change_password,
     ):
         raise AdminLoginTaken()
-    await audit.record(
+    await audit.record_change(
         session,
         events,
         actor,
         "admin.create",
         target_type="admin",
         target_id=str(admin_id),
-        details={"after": {"login": login, "role": role, "must_change_password": must_change_password}},
+        before={},
+        after={"login": login, "role": role, "must_change_password": must_change_password},
     )
     return admin_id

@@ -35,14 +35,15 @@ async def create(
     )
     session.add(key)
     await session.flush()
-    await audit.record(
+    await audit.record_change(
         session,
         events,
         actor,
         "api_key.create",
         target_type="api_key",
         target_id=str(key_id),
-        details={"name": name, "scopes": key.scopes},
+        before={},
+        after={"name": name, "scopes": key.scopes},
     )
     return key, f"{PREFIX}{key_id.hex}.{secret}"
 
@@ -52,7 +53,16 @@ async def revoke(session: AsyncSession, actor: Principal, key_id: UUID, *, event
     if key is None or key.revoked_at is not None:
         raise ApiKeyNotFound()
     key.revoked_at = datetime.now(UTC)
-    await audit.record(session, events, actor, "api_key.revoke", target_type="api_key", target_id=str(key_id))
+    await audit.record_change(
+        session,
+        events,
+        actor,
+        "api_key.revoke",
+        target_type="api_key",
+        target_id=str(key_id),
+        before={"revoked_at": None},
+        after={"revoked_at": key.revoked_at.isoformat()},
+    )
 
 
 async def listing(session: AsyncSession) -> list[ApiKey]:

@@ -91,14 +91,15 @@ async def register_client(
     session.add(client)
     await session.flush()
     await session.refresh(client)
-    await audit.record(
+    await audit.record_change(
         session,
         events,
         actor,
         "oauth_client.create",
         target_type="oauth_client",
         target_id=client.id,
-        details={
+        before={},
+        after={
             "name": name,
             "redirect_uris": client.redirect_uris,
             "scopes": client.scopes,
@@ -121,7 +122,16 @@ async def disable_client(
         raise OAuthClientNotFound()
     client.disabled_at = datetime.now(UTC)
     await sessions.end_client(session, client.id, settings, events)
-    await audit.record(session, events, actor, "oauth_client.disable", target_type="oauth_client", target_id=client.id)
+    await audit.record_change(
+        session,
+        events,
+        actor,
+        "oauth_client.disable",
+        target_type="oauth_client",
+        target_id=client.id,
+        before={"disabled_at": None},
+        after={"disabled_at": client.disabled_at.isoformat()},
+    )
 
 
 # ---- the authorization request (the signed-in user) ----------------------------------------------

@@ -235,8 +235,9 @@ async def _changed(
     settings: Settings,
     events: EventPublisher,
     end_sessions_because: str | None,
+    before: dict[str, Any],
+    after: dict[str, Any],
     reason: str | None = None,
-    details: dict[str, Any] | None = None,
     at: datetime | None = None,
 ) -> None:
     """What every change of an account does after changing it: stamp it, end its sessions when what
@@ -244,8 +245,16 @@ async def _changed(
     admin.updated_at = at or datetime.now(UTC)
     if end_sessions_because:
         await end_sessions(session, admin.id, settings=settings, events=events, reason=end_sessions_because)
-    await audit.record(
-        session, events, actor, action, target_type="admin", target_id=str(admin.id), reason=reason, details=details
+    await audit.record_change(
+        session,
+        events,
+        actor,
+        action,
+        target_type="admin",
+        target_id=str(admin.id),
+        reason=reason,
+        before=before,
+        after=after,
     )
 
 
@@ -277,7 +286,8 @@ async def change_role(
         events=events,
         end_sessions_because="admin_role_changed",
         reason=reason,
-        details={"before": {"role": before}, "after": {"role": role}},
+        before={"role": before},
+        after={"role": role},
     )
     return admin
 
@@ -311,7 +321,8 @@ async def set_enabled(
         events=events,
         end_sessions_because=None if enabled else "admin_disabled",
         reason=reason,
-        details={"before": {"status": before}, "after": {"status": wanted}},
+        before={"status": before},
+        after={"status": wanted},
     )
     return admin
 
@@ -328,6 +339,7 @@ async def reset_password(
 ) -> str:
     """A one-time password, answered once; the next sign-in must replace it. Sessions end."""
     admin = await get(session, admin_id, for_update=True)
+    had_to_change = admin.must_change_password
     temporary = secrets.token_urlsafe(15)
     admin.password_hash = await passwords.hash(temporary)
     admin.must_change_password = True
@@ -340,6 +352,8 @@ async def reset_password(
         events=events,
         end_sessions_because="admin_password_reset",
         reason=reason,
+        before={"must_change_password": had_to_change, "password": "set"},
+        after={"must_change_password": True, "password": "reset"},
     )
     return temporary
 
@@ -369,7 +383,8 @@ async def reset_totp(
         events=events,
         end_sessions_because="admin_totp_reset",
         reason=reason,
-        details={"before": {"totp": had}, "after": {"totp": False}},
+        before={"totp": had},
+        after={"totp": False},
     )
     return admin
 
@@ -387,7 +402,7 @@ async def revoke_session(
         session, admin_id, settings=settings, events=events, reason="admin_session_revoked", session_id=session_id
     ):
         raise AdminSessionNotFound()
-    await audit.record(
+    await audit.record_change(
         session,
         events,
         actor,
@@ -395,6 +410,8 @@ async def revoke_session(
         target_type="admin",
         target_id=str(admin_id),
         details={"session_id": str(session_id)},
+        before={"session": "active"},
+        after={"session": "revoked"},
     )
 
 
@@ -423,7 +440,7 @@ async def change_own_password(
     if new == current:
         raise InvalidCredentials("The new password must differ from the current one")
     admin.password_hash = await passwords.hash(new)
-    admin.must_change_password = False
+    had_to_change, admin.must_change_password = admin.must_change_password, False
     await _changed(
         session,
         actor,
@@ -432,6 +449,8 @@ async def change_own_password(
         settings=settings,
         events=events,
         end_sessions_because="admin_password_changed",
+        before={"must_change_password": had_to_change, "password": "set"},
+        after={"must_change_password": False, "password": "changed"},
     )
 
 
@@ -481,7 +500,8 @@ async def confirm_totp(
         settings=settings,
         events=events,
         end_sessions_because="admin_totp_enrolled",
-        details={"before": {"totp": False}, "after": {"totp": True}},
+        before={"totp": False},
+        after={"totp": True},
         at=now,
     )
     log.info("administrator enrolled a second factor", extra={"admin_id": str(admin.id)})
