@@ -5,7 +5,6 @@ duplicate, late and forged notifications, and can stall past the adapter's timeo
 over HTTP to the in-process service, through the real top-up and charge flows (real PG)."""
 
 import asyncio
-import base64
 import csv
 import io
 import json
@@ -14,18 +13,14 @@ import uuid
 import zipfile
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl
 
 import httpx
 import pytest
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from sqlalchemy import text
-from starlette.applications import Starlette
+from cryptography.hazmat.primitives.asymmetric import rsa
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -36,40 +31,26 @@ from asset_credit_svc.payments.order_numbers import to_wire
 from asset_credit_svc.payments.providers import OrderState, PaymentProviderError, RefundState
 from contracts.events import ChargeRequested
 from kit.db import unit_of_work
-from kit.testing import eventually, serve_app
+from kit.testing import eventually
+
+from .gateway_kit import (
+    BEIJING,
+    FakeGateway,
+    new_key,
+    post_form,
+    private_pem,
+    public_pem,
+    sha256_rsa,
+    sha256_rsa_ok,
+    sql,
+    top_up_status,
+)
 
 pytestmark = pytest.mark.integration
 
 APP_ID = "2021000000000001"
-BEIJING = timezone(timedelta(hours=8))
 NOTIFY_URL = "http://test/v1/payments/alipay/notify"
 NUMBER = re.compile(r"^[0-9A-Za-z_]{1,64}$")  # Alipay's out_trade_no and out_request_no
-
-
-def new_key() -> rsa.RSAPrivateKey:
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-
-def private_pem(key: rsa.RSAPrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-
-
-def public_pem(key: rsa.RSAPrivateKey) -> bytes:
-    return key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-
-
-def rsa2_sign(key: rsa.RSAPrivateKey, content: str) -> str:
-    return base64.b64encode(key.sign(content.encode(), padding.PKCS1v15(), hashes.SHA256())).decode()
-
-
-def rsa2_ok(key: rsa.RSAPublicKey, content: str, sign: str) -> bool:
-    try:
-        key.verify(base64.b64decode(sign), content.encode(), padding.PKCS1v15(), hashes.SHA256())
-    except (InvalidSignature, ValueError):
-        return False
-    return True
 
 
 def unsigned(params: dict[str, str], *drop: str) -> str:
@@ -87,7 +68,7 @@ class Trade:
     refunded_at: dict[str, str] = field(default_factory=dict)
 
 
-class FakeAlipay:
+class FakeAlipay(FakeGateway):
     """Alipay's gateway (`/gateway.do`) and cashier, as far as the adapter can tell."""
 
     def __init__(self, app_public_key: rsa.RSAPublicKey) -> None:
@@ -95,13 +76,11 @@ class FakeAlipay:
         self.key = new_key()  # "Alipay's" own key; the service is given its public half
         self.trades: dict[str, Trade] = {}
         self.methods: list[str] = []  # the requests whose signature verified
-        self.stalled = asyncio.Event()
-        self.released = asyncio.Event()
         self.sign_answers_with: rsa.RSAPrivateKey | None = None
         self.unlisted: set[str] = set()  # trades the bill leaves out (a channel's own mistake)
         self.bills: dict[str, bytes] = {}  # by download token
-        self.app = Starlette(
-            routes=[
+        super().__init__(
+            [
                 Route("/gateway.do", self.gateway, methods=["POST"]),
                 Route("/bills/{token}", self.bill_download, methods=["GET"]),
             ]
@@ -111,18 +90,17 @@ class FakeAlipay:
 
     def answer(self, method: str, content: dict[str, str]) -> Response:
         node = json.dumps(content, ensure_ascii=False, separators=(",", ":"))
-        sign = rsa2_sign(self.sign_answers_with or self.key, node)
+        sign = sha256_rsa(self.sign_answers_with or self.key, node)
         name = method.replace(".", "_") + "_response"
         return Response(f'{{"{name}":{node},"sign":"{sign}"}}', media_type="application/json;charset=utf-8")
 
     async def gateway(self, request: Request) -> Response:
-        if self.stalled.is_set():
-            await self.released.wait()
+        await self.hold()
         params = dict(parse_qsl((await request.body()).decode(), keep_blank_values=True))
         if (
             params.get("app_id") != APP_ID
             or params.get("sign_type") != "RSA2"
-            or not rsa2_ok(self.app_public_key, unsigned(params, "sign"), params.get("sign", ""))
+            or not sha256_rsa_ok(self.app_public_key, unsigned(params, "sign"), params.get("sign", ""))
         ):
             body = {"code": "40002", "msg": "Invalid Arguments", "sub_code": "isv.invalid-signature"}
             return Response(json.dumps({"error_response": body}), media_type="application/json")
@@ -238,7 +216,9 @@ class FakeAlipay:
         params = dict(parse_qsl(order_string, keep_blank_values=True))
         assert params["method"] == "alipay.trade.app.pay" and params["app_id"] == APP_ID
         assert params["notify_url"] == NOTIFY_URL
-        assert rsa2_ok(self.app_public_key, unsigned(params, "sign"), params["sign"]), "bad order string signature"
+        assert sha256_rsa_ok(self.app_public_key, unsigned(params, "sign"), params["sign"]), (
+            "bad order string signature"
+        )
         biz = json.loads(params["biz_content"])
         assert biz["product_code"] == "QUICK_MSECURITY_PAY" and NUMBER.match(biz["out_trade_no"])
         return self.pay(biz["out_trade_no"], biz["total_amount"])
@@ -266,14 +246,12 @@ class FakeAlipay:
             "gmt_payment": trade.paid_at or "",
             "subject": "支付宝 top-up",
         } | changes
-        params["sign"] = rsa2_sign(key or self.key, unsigned(params, "sign", "sign_type"))
+        params["sign"] = sha256_rsa(key or self.key, unsigned(params, "sign", "sign_type"))
         return params
 
     @staticmethod
     async def deliver(client: httpx.AsyncClient, params: dict[str, str]) -> httpx.Response:
-        return await client.post(
-            NOTIFY_URL, content=urlencode(params), headers={"Content-Type": "application/x-www-form-urlencoded"}
-        )
+        return await post_form(client, NOTIFY_URL, params)
 
 
 ALIPAY_BILL_HEADER = [
@@ -328,9 +306,8 @@ def app_key() -> rsa.RSAPrivateKey:
 @pytest.fixture
 async def alipay(app_key: rsa.RSAPrivateKey) -> AsyncIterator[tuple[FakeAlipay, str]]:
     fake = FakeAlipay(app_key.public_key())
-    async with serve_app(fake.app, lifespan="off") as url:
+    async with fake.serve() as url:
         yield fake, url
-        fake.released.set()
 
 
 @pytest.fixture
@@ -350,16 +327,6 @@ async def svc(
         alipay_public_key_file=tmp_path / "alipay.pem",
     ) as service:
         yield service
-
-
-async def sql(svc: Any, query: str, **params: Any) -> list[Any]:
-    async with svc.runtime.engine.connect() as conn:
-        return list((await conn.execute(text(query), params)).all())
-
-
-async def top_up_status(svc: Any, user: uuid.UUID, top_up_id: str) -> str:
-    response = await svc.client.get(f"/v1/wallet/top-ups/{top_up_id}", headers=svc.auth(user))
-    return str(response.json()["status"])
 
 
 async def test_top_up_paid_through_alipay_credits_once(svc: Any, alipay: tuple[FakeAlipay, str]) -> None:
@@ -456,13 +423,7 @@ async def test_gateway_answers_must_be_signed_and_a_stalled_gateway_times_out(
         await provider.query_order("unknown_order")  # a "not found" is not believed unsigned either
     fake.sign_answers_with = None
 
-    fake.stalled.set()
-    started = asyncio.get_running_loop().time()
-    with pytest.raises(PaymentProviderError):
-        await provider.refund(trade.out_trade_no, "r_1", 100)
-    assert asyncio.get_running_loop().time() - started < 8  # the 2 s deadline, on a loaded machine
-    fake.stalled.clear()
-    fake.released.set()
+    await fake.times_out(provider.refund(trade.out_trade_no, "r_1", 100))
     await provider.refund(trade.out_trade_no, "r_1", 100)  # the caller's retry, same refund number
     assert trade.refunds == {"r_1": "1.00"}
 

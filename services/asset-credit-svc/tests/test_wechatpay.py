@@ -14,20 +14,15 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.x509.oid import NameOID
-from sqlalchemy import text
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -38,7 +33,19 @@ from asset_credit_svc.payments.order_numbers import to_wire
 from asset_credit_svc.payments.providers import OrderState, PaymentOrder, PaymentProviderError, RefundState
 from contracts.events import ChargeRequested
 from kit.db import unit_of_work
-from kit.testing import eventually, serve_app
+from kit.testing import eventually
+
+from .gateway_kit import (
+    BEIJING,
+    FakeGateway,
+    certificate,
+    new_key,
+    private_pem,
+    sha256_rsa,
+    sha256_rsa_ok,
+    sql,
+    top_up_status,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -46,47 +53,9 @@ MCHID, APPID = "1900000109", "wxd678efh567hg6787"
 MERCHANT_SERIAL = "5157F09EFDC096DE15EBE81A47057A7232F1B8E1"
 APIV3_KEY = "0123456789abcdef0123456789ABCDEF"
 NOTIFY_URL = "http://test/v1/payments/wechat/notify"
-BEIJING = timezone(timedelta(hours=8))
 TRADE_NO = re.compile(r"^[0-9A-Za-z_\-*]{6,32}$")  # WeChat Pay's out_trade_no
 REFUND_NO = re.compile(r"^[0-9A-Za-z_\-*|@]{1,64}$")
 AUTH = re.compile(r"^WECHATPAY2-SHA256-RSA2048 (?P<fields>.+)$")
-
-
-def new_key() -> rsa.RSAPrivateKey:
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-
-def pem(key: rsa.RSAPrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-
-
-def certificate(key: rsa.RSAPrivateKey) -> x509.Certificate:
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Tenpay.com Root CA test")])
-    now = datetime.now(UTC)
-    return (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(days=1))
-        .not_valid_after(now + timedelta(days=30))
-        .sign(key, hashes.SHA256())
-    )
-
-
-def sha256_rsa(key: rsa.RSAPrivateKey, message: str) -> str:
-    return base64.b64encode(key.sign(message.encode(), padding.PKCS1v15(), hashes.SHA256())).decode()
-
-
-def sha256_rsa_ok(key: rsa.RSAPublicKey, message: str, signature: str) -> bool:
-    try:
-        key.verify(base64.b64decode(signature), message.encode(), padding.PKCS1v15(), hashes.SHA256())
-    except (InvalidSignature, ValueError):
-        return False
-    return True
 
 
 def seal(plaintext: bytes, associated_data: str, key: str = APIV3_KEY) -> dict[str, str]:
@@ -117,21 +86,19 @@ class Order:
     refunded_at: dict[str, str] = field(default_factory=dict)
 
 
-class FakeWechatPay:
+class FakeWechatPay(FakeGateway):
     """WeChat Pay's v3 API as far as the adapter can tell."""
 
     def __init__(self, merchant_public_key: rsa.RSAPublicKey) -> None:
         self.merchant_public_key = merchant_public_key
         self.platform_key = new_key()
-        self.platform_cert = certificate(self.platform_key)
+        self.platform_cert = certificate("Tenpay.com Root CA test", self.platform_key, days=30)
         self.serial = f"{self.platform_cert.serial_number:X}"
         self.orders: dict[str, Order] = {}
         self.calls: list[str] = []  # "METHOD path" of the requests whose signature verified
-        self.stalled = asyncio.Event()
-        self.released = asyncio.Event()
         self.sign_answers_with: rsa.RSAPrivateKey | None = None
-        self.app = Starlette(
-            routes=[
+        super().__init__(
+            [
                 Route("/v3/certificates", self.certificates, methods=["GET"]),
                 Route("/v3/pay/transactions/{kind}", self.prepay, methods=["POST"]),
                 Route("/v3/pay/transactions/out-trade-no/{out_trade_no}", self.query, methods=["GET"]),
@@ -164,8 +131,7 @@ class FakeWechatPay:
         return Response(body, status_code=status, headers=self.signed_headers(body, self.sign_answers_with))
 
     async def authorized(self, request: Request) -> bytes | None:
-        if self.stalled.is_set():
-            await self.released.wait()
+        await self.hold()
         body = await request.body()
         match = AUTH.match(request.headers.get("authorization", ""))
         if match is None:
@@ -453,9 +419,8 @@ def merchant_key() -> rsa.RSAPrivateKey:
 @pytest.fixture
 async def wechat(merchant_key: rsa.RSAPrivateKey) -> AsyncIterator[tuple[FakeWechatPay, str]]:
     fake = FakeWechatPay(merchant_key.public_key())
-    async with serve_app(fake.app, lifespan="off") as url:
+    async with fake.serve() as url:
         yield fake, url
-        fake.released.set()
 
 
 @pytest.fixture
@@ -463,7 +428,7 @@ def wechat_settings(
     wechat: tuple[FakeWechatPay, str], merchant_key: rsa.RSAPrivateKey, tmp_path: Path
 ) -> dict[str, Any]:
     _, url = wechat
-    (tmp_path / "merchant.pem").write_bytes(pem(merchant_key))
+    (tmp_path / "merchant.pem").write_bytes(private_pem(merchant_key))
     return {
         "payment_provider_wechat": "wechatpay",
         "payment_notify_base_url": "http://test",
@@ -482,16 +447,6 @@ async def svc(service_factory: Callable[..., Any], wechat_settings: dict[str, An
     # No platform certificate file: the service fetches it from the gateway at start.
     async with service_factory(**wechat_settings) as service:
         yield service
-
-
-async def sql(svc: Any, query: str, **params: Any) -> list[Any]:
-    async with svc.runtime.engine.connect() as conn:
-        return list((await conn.execute(text(query), params)).all())
-
-
-async def top_up_status(svc: Any, user: uuid.UUID, top_up_id: str) -> str:
-    response = await svc.client.get(f"/v1/wallet/top-ups/{top_up_id}", headers=svc.auth(user))
-    return str(response.json()["status"])
 
 
 async def test_top_up_paid_through_wechat_pay_credits_once(svc: Any, wechat: tuple[FakeWechatPay, str]) -> None:
@@ -601,13 +556,7 @@ async def test_answers_must_be_signed_jsapi_needs_a_payer_and_a_stalled_gateway_
         fake.sign_answers_with = None
 
         fake.pay("order_1")
-        fake.stalled.set()
-        started = asyncio.get_running_loop().time()
-        with pytest.raises(PaymentProviderError):
-            await provider.refund("order_1", "r_1", 100)
-        assert asyncio.get_running_loop().time() - started < 8  # the 2 s deadline, on a loaded machine
-        fake.stalled.clear()
-        fake.released.set()
+        await fake.times_out(provider.refund("order_1", "r_1", 100))
         await provider.refund("order_1", "r_1", 100)  # the caller's retry, same refund number
         assert fake.orders["order_1"].refunds == {"r_1": 100}
 
