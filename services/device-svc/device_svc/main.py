@@ -1,5 +1,7 @@
 """device-svc app: `uvicorn device_svc.main:create_app --factory --port 8002`."""
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -8,7 +10,7 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts import Envelope
-from contracts.events import EventData
+from contracts.events import DeviceAlarmKind, DeviceAlarmRaised, EventData
 from device_svc.admin.endpoints import router as admin_router
 from device_svc.commands.service import EjectService
 from device_svc.consumers import consumer_specs
@@ -21,11 +23,13 @@ from device_svc.lighting.endpoints import router as lighting_router
 from device_svc.lighting.service import LightRules, run_schedule
 from device_svc.maintenance import service as maintenance
 from device_svc.maintenance.endpoints import router as maintenance_router
+from device_svc.metrics import ALARMS_RAISED
 from device_svc.mqtt.dispatch import DeviceLanes, IntakeLanes
 from device_svc.mqtt.downlink import Downlink
 from device_svc.mqtt.gateway import Ack, MqttGateway
 from device_svc.mqtt.handlers import MessageProcessor
 from device_svc.mqtt.intake import presence_only
+from device_svc.mqtt.throttle import DeviceThrottle
 from device_svc.ops.endpoints import router as ops_router
 from device_svc.protocols.lookup import DbLookup
 from device_svc.registry.endpoints import router as registry_router
@@ -39,6 +43,8 @@ from device_svc.telemetry.snapshots import SnapshotIngest
 from kit.app import Runtime, create_service_app
 from kit.db import unit_of_work
 from kit.periodic import Alarm, run_periodically
+
+log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -139,7 +145,33 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
         )
 
+        async def raise_flood_alarm(device_id: str, topic: str) -> None:
+            at = datetime.now(UTC)
+            detail = f"over {settings.device_message_rate_per_s:g} messages/s; excess dropped (last: {topic[:120]})"
+            try:
+                async with unit_of_work(runtime.sessionmaker) as session:
+                    await publish(
+                        session,
+                        DeviceAlarmRaised(device_id=device_id, kind=DeviceAlarmKind.FLOODING, at=at, detail=detail),
+                        device_id,
+                    )
+            except Exception:  # the throttle goes on; the metric and the log already tell it
+                log.exception("flood alarm not published", extra={"device_id": device_id})
+
+        flood_alarms: set[asyncio.Task[None]] = set()
+
+        def on_flood(device_id: str, topic: str) -> None:
+            ALARMS_RAISED.labels(DeviceAlarmKind.FLOODING.value).inc()
+            task = asyncio.create_task(raise_flood_alarm(device_id, topic), name=f"flood-alarm-{device_id}")
+            flood_alarms.add(task)
+            task.add_done_callback(flood_alarms.discard)
+
+        throttle = DeviceThrottle(settings.device_message_rate_per_s, settings.device_message_burst, on_flood=on_flood)
+
         def on_message(topic: str, payload: bytes, received_at: datetime, ack: Ack, retained: bool) -> None:
+            if not throttle.admit(topic):
+                ack()  # over the device's budget: dropped, counted (mqtt/throttle.py)
+                return
             # Heartbeats and bank reports straight to their batch; everything else through a device lane.
             if not processor.take_telemetry(topic, payload, received_at, ack):
                 lanes.submit(topic, payload, received_at, ack, retained)
@@ -151,6 +183,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ejects=ejects,
             processor=processor,
             lanes=lanes,
+            throttle=throttle,
             telemetry=telemetry,
             snapshots=snapshots,
             rules=rules,
@@ -244,6 +277,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ),
             "firmware-rollouts",
         )
+
+        async def sweep_throttle() -> None:
+            throttle.sweep()
+
+        if throttle.enabled:
+            runtime.spawn(
+                run_periodically(sweep_throttle, name="device-throttle", interval_s=settings.device_throttle_sweep_s),
+                "device-throttle",
+            )
         runtime.spawn(telemetry.run(), "telemetry-ingest")
         runtime.spawn(snapshots.run(), "state-ingest")
         runtime.spawn(

@@ -19,6 +19,10 @@ MESSAGES_REJECTED = Counter("pb_device_messages_rejected_total", "Device MQTT me
 MESSAGES_FAILED = Counter(
     "pb_device_messages_failed_total", "Device MQTT messages given up (and acknowledged) after repeated errors"
 )
+DEVICE_FLOODS = Counter(
+    "pb_device_floods_total", "Devices that went over their message budget and were throttled (once per episode)"
+)
+DEVICES_THROTTLED = Gauge("pb_devices_throttled", "Devices over their message budget now (their excess is dropped)")
 MESSAGES_DROPPED = Counter(
     "pb_device_messages_dropped_total", "Device MQTT messages dropped because the device's queue was full"
 )

@@ -57,6 +57,12 @@ class Settings(ServiceSettings):
     command_sweep_min_gap_s: float = 0.2
     # Reports waiting per device before new ones are dropped (protects memory under a flood).
     max_pending_per_device: int = 100
+    # Each device's message budget, per instance (mqtt/throttle.py): sustained rate and burst (a reconnect's
+    # catch-up). Past it telemetry, presence and alarms are dropped; eject results and returns never are.
+    # A real cabinet sends a heartbeat a minute; 0 turns the throttle off.
+    device_message_rate_per_s: float = 20.0
+    device_message_burst: int = 400
+    device_throttle_sweep_s: float = 10.0
     # A message whose handling raises unexpectedly is tried this often (short back-off) before it is
     # counted, logged and acknowledged anyway (pb_device_messages_failed_total).
     message_attempts: int = 3

@@ -151,6 +151,7 @@ class DeviceAlarmKind(StrEnum):
     HIGH_TEMPERATURE = "high_temperature"
     POSITION_OVERDUE = "position_overdue"  # 7.2: an idle bank silent on position for 4 hours
     MAINTENANCE_DUE = "maintenance_due"  # 7.4.1: near its cycle budget or low battery health
+    FLOODING = "flooding"  # a device over its MQTT message budget: its excess is dropped (issue 15)
 
 
 class DeviceAlarmRaised(_Data):
