@@ -265,6 +265,7 @@ def create_service_app(
                         session_timeout_ms=settings.kafka_session_timeout_ms,
                         heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
                         metadata_max_age_ms=settings.kafka_metadata_max_age_ms,
+                        commit_interval_s=settings.kafka_commit_interval_s,
                         pacing=FetchPacing.for_class(settings, spec.latency),
                         batch_handler=spec.effective_batch_handler(),
                         max_records=spec.max_records,

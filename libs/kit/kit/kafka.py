@@ -1,6 +1,7 @@
 """Kafka clients and the idempotent consumer loop."""
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -143,6 +144,8 @@ _FETCHER_TIMEOUT_MS = 2_000
 # getmany returns as soon as records arrive; this only bounds how long one call waits at rest (and so how
 # often a consumer at rest looks for a log that started again: LogRewind).
 _REST_POLL_MS = 5_000
+# How long a stopping consumer tries to commit what it handled since its last commit.
+_FINAL_COMMIT_S = 2.0
 
 LOG_REWINDS = Counter(
     "pb_consumer_log_rewinds_total",
@@ -195,12 +198,13 @@ class LogRewind:
         self._since = {tp: at for tp, at in self._since.items() if tp in seen and tp not in found}
         return found
 
-    async def rewind(self, consumer: AIOKafkaConsumer, name: str) -> None:
-        """Seeks the partitions found beyond their end to their beginning."""
+    async def rewind(self, consumer: AIOKafkaConsumer, name: str) -> list[TopicPartition]:
+        """Seeks the partitions found beyond their end to their beginning; returns them."""
         found = self.beyond_end(consumer)
         if found:
             LOG_REWINDS.labels(name).inc(len(found))
             await consumer.seek_to_beginning(*found)
+        return found
 
 
 class MissingTopics:
@@ -320,8 +324,10 @@ class EventConsumer:
         batch_handler: BatchHandler | None = None,
         max_records: int = 200,
         metadata_max_age_ms: int = 300_000,
+        commit_interval_s: float = 1.0,
     ) -> None:
         self.name = name
+        self._commit_interval_s = commit_interval_s
         self._metadata_max_age_ms = metadata_max_age_ms
         self._batch_handler = batch_handler
         self._max_records = max_records
@@ -391,6 +397,8 @@ class EventConsumer:
             **consumer_options(self._pacing),
         )
         self._consumer = consumer
+        # The next offset of each partition whose fetched events all took effect, not committed yet.
+        handled: dict[TopicPartition, int] = {}
         try:
             await start_with_retry(consumer, f"consumer {self.name}")
             fetch_wait = self.fetch_wait = FetchWait(consumer, self._pacing)
@@ -398,9 +406,13 @@ class EventConsumer:
             missing_topics = MissingTopics(self._topics)
             self.running = True
             self.last_error = None
+            next_commit = 0.0
             while True:
                 CONSUMER_UP.labels(self.name).set(1 if self.ready else 0)
-                batches = await consumer.getmany(timeout_ms=fetch_wait.poll_timeout_ms(), max_records=self._max_records)
+                timeout_ms = fetch_wait.poll_timeout_ms()
+                if handled:  # back in time to commit them
+                    timeout_ms = max(1, min(timeout_ms, int((next_commit - time.monotonic()) * 1000) + 1))
+                batches = await consumer.getmany(timeout_ms=timeout_ms, max_records=self._max_records)
                 # Before handling: the fetcher sends the next request while the handlers await the database.
                 fetch_wait.observe(bool(batches))
                 if self._batch_handler is not None:
@@ -409,24 +421,41 @@ class EventConsumer:
                     if self._batch_handler is None:
                         for record in records:
                             await self._handle_record(record)
+                    if records:
+                        handled[partition] = records[-1].offset + 1
                     highwater = consumer.highwater(partition)
                     if records and highwater is not None:
                         lag = max(0, highwater - records[-1].offset - 1)
                         CONSUMER_LAG.labels(self.name, partition.topic, str(partition.partition)).set(lag)
-                if batches:
-                    await self._commit(consumer)
-                await rewind.rewind(consumer, self.name)
+                # The positions are committed at most every commit_interval_s (each commit is a request the
+                # broker answers: about 0.3 ms of CPU between the two, measured in issue 9), and only for
+                # events whose effects committed. What a restart or a rebalance reads again is a duplicate.
+                if handled and time.monotonic() >= next_commit:
+                    await self._commit(consumer, handled)
+                    handled = {}
+                    next_commit = time.monotonic() + self._commit_interval_s
+                for partition in await rewind.rewind(consumer, self.name):
+                    handled.pop(partition, None)  # its log started again: our offsets no longer mean anything
                 missing_topics.refresh_if_missing(consumer)
         finally:
             self.running = False
             CONSUMER_UP.labels(self.name).set(0)
+            if handled:  # only batches handled to the end: an event cut off by the stop comes again
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self._commit(consumer, handled), _FINAL_COMMIT_S)
             await consumer.stop()
 
-    async def _commit(self, consumer: AIOKafkaConsumer) -> None:
-        """Commit the positions; a commit the broker refuses (a restarted broker forgot our group: the
-        consumer rejoins) is not fatal: the events after the last commit come again and are duplicates."""
+    async def _commit(self, consumer: AIOKafkaConsumer, offsets: Mapping[TopicPartition, int]) -> None:
+        """Commit the offsets of the partitions still assigned to us; a commit the broker refuses (a restarted
+        broker forgot our group: the consumer rejoins) is not fatal: the events after the last commit come
+        again and are duplicates. A partition taken away by a rebalance is read again by its new owner from
+        its last commit, which is the same."""
+        assigned = consumer.assignment()
+        ours = {tp: offset for tp, offset in offsets.items() if tp in assigned}
+        if not ours:
+            return
         try:
-            await consumer.commit()
+            await consumer.commit(ours)
         except (CommitFailedError, KafkaError) as exc:
             log.warning(
                 "offset commit failed; the events since the last commit may come again", extra={"error": repr(exc)}

@@ -1,12 +1,12 @@
 """The outbox and the idempotent consumer against the real PostgreSQL and Kafka broker."""
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 from uuid import uuid4
 
 import pytest
-from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from prometheus_client import REGISTRY
 from pydantic import ValidationError
 from sqlalchemy import text
@@ -18,7 +18,7 @@ from kit.correlation import get_correlation_id
 from kit.db import make_sessionmaker, unit_of_work
 from kit.kafka import EventConsumer, make_producer, one_transaction_per_fetch
 from kit.outbox import Lane, OutboxRelay, OutboxWakeup, add_event, add_events
-from kit.testing import kafka_bootstrap, kit_database
+from kit.testing import eventually, kafka_bootstrap, kit_database, move_group_to_end
 
 pytestmark = pytest.mark.integration
 
@@ -317,3 +317,69 @@ async def _unpublished(sessions: async_sessionmaker[AsyncSession], event_type: s
     async with sessions() as session:
         query = text("SELECT count(*) FROM outbox WHERE published_at IS NULL AND event_type = :t")
         return int((await session.execute(query, {"t": event_type})).scalar_one())
+
+
+async def test_offsets_are_committed_at_most_every_interval_and_once_more_at_the_stop(
+    sessions: async_sessionmaker[AsyncSession], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    group = f"kit-test-{uuid4().hex}"
+    topic = Topic.DEVICE_TELEMETRY.value
+    await move_group_to_end(kafka_bootstrap(), group, [topic])
+    handled: list[str] = []
+
+    async def on_telemetry(_session: AsyncSession, env: Envelope) -> None:
+        assert isinstance(env.data, DeviceTelemetryReported)
+        handled.append(env.data.device_id)
+
+    consumer = EventConsumer(
+        name="kit-test-commits",
+        bootstrap=kafka_bootstrap(),
+        group_id=group,
+        topics=[topic],
+        handlers={"device.telemetry.reported": on_telemetry},
+        sessionmaker=sessions,
+        commit_interval_s=3600,
+    )
+    commits: list[dict[TopicPartition, int]] = []
+    commit = consumer._commit
+
+    async def counted(kafka_consumer: AIOKafkaConsumer, offsets: Mapping[TopicPartition, int]) -> None:
+        commits.append(dict(offsets))
+        await commit(kafka_consumer, offsets)
+
+    monkeypatch.setattr(consumer, "_commit", counted)
+    device = f"COMMIT-{uuid4().hex[:8]}"
+    producer = make_producer(kafka_bootstrap(), "kit-test")
+    reader = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap(), group_id=group, enable_auto_commit=False)
+    await producer.start()
+    await reader.start()
+
+    async def send_and_await_handling() -> TopicPartition:
+        envelope = new_event(_telemetry(device), key=device, producer="kit-test")
+        meta = await producer.send_and_wait(topic, envelope.to_bytes(), key=device.encode())
+        count = handled.count(device) + 1
+        await eventually(lambda: _true(handled.count(device) == count), what="the event handled")
+        return TopicPartition(topic, meta.partition)
+
+    task = asyncio.create_task(consumer.run())
+    try:
+        await eventually(lambda: _true(consumer.ready), what="the consumer assigned")
+        await send_and_await_handling()
+        partition = await send_and_await_handling()
+        # The first fetch that brought events was committed at once; the ones after wait for the interval.
+        assert len(commits) == 1
+        assert consumer._consumer is not None
+        position = await consumer._consumer.position(partition)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        assert len(commits) == 2
+        assert await reader.committed(partition) == position  # the stop committed all it had handled
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await producer.stop()
+        await reader.stop()
+
+
+async def _true(value: bool) -> bool:
+    return value
