@@ -74,7 +74,7 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "problem.admin_login_taken": ("该登录名已被使用", "That login is taken"),
     "problem.admin_self_change": ("不能修改自己的账号", "You cannot change your own account"),
     "problem.last_super_admin": ("不能停用最后一个超级管理员", "The last super administrator must stay"),
-    "problem.plan_exists": ("该范围已有计费方案", "A plan for this scope exists"),
+    "problem.plan_exists": ("该范围已有生效的计费方案", "An active plan for this scope exists"),
     "problem.not_correctable": ("该租借无法更正", "This rental cannot be corrected"),
     "problem.invalid_correction": ("更正内容无效", "The correction is not valid"),
     "problem.vas_charge_not_refundable": (

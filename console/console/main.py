@@ -168,7 +168,8 @@ def create_app(settings: ConsoleSettings | None = None) -> FastAPI:
         if staff is not None and request.method == "POST" and problem.status in FORM_STATUSES:
             back = form_page(request)
             if back is not None:
-                await console.store.set_problem(staff.session_id, problem)
+                posted = getattr(request.state, "form", None) or {}
+                await console.store.set_problem(staff.session_id, problem.with_form(request.url.path, posted))
                 return RedirectResponse(back, status_code=303)
         status = status_for(problem.status)
         key = "forbidden" if status == 403 else "error.unavailable" if status == 502 else "error.backend"

@@ -201,6 +201,7 @@ async def read_form(request: Request, expected_csrf: str) -> dict[str, str]:
     if not sent or not secrets.compare_digest(sent, expected_csrf):
         raise CsrfRefused("missing or wrong CSRF token")
     request.state.back = form.get("back", "")
+    request.state.form = form
     return form
 
 
@@ -307,7 +308,12 @@ def render_fragment(console: Console, template: str, staff: StaffSession, **cont
 def _problem(problem: Problem | None, lang: str) -> dict[str, str] | None:
     if problem is None:
         return None
-    return {"message": problem.message(lang), "code": problem.code, "detail": problem.detail}
+    return {
+        "message": problem.message(lang),
+        "code": problem.code,
+        "detail": problem.detail,
+        "refill": problem.refill(),
+    }
 
 
 def _notice(done: str, lang: str) -> str:

@@ -82,6 +82,16 @@ def test_today_on_the_dashboard_starts_at_the_operators_midnight() -> None:
     assert start_of_today(shanghai, datetime(2026, 12, 5, 15, 59, tzinfo=UTC)) == datetime(2026, 12, 5, tzinfo=shanghai)
 
 
+def test_a_refused_form_keeps_what_was_typed_but_no_secret() -> None:
+    problem = Problem(409, "plan_exists", "exists").with_form(
+        "/pricing", {"name": "<b>x</b>", "new_password": "s3cret", "totp_code": "123456", "back": "/pricing"}
+    )
+    assert problem.form == {"name": "<b>x</b>", "back": "/pricing"}
+    assert Problem.of(problem.as_dict()) == problem
+    assert '"action": "/pricing"' in problem.refill() and Problem(409, "x", "y").refill() == ""
+    assert Problem(422, "x", "y").with_form("/p", {"text": "a" * 20_000}).form == {}  # too much to keep
+
+
 def test_phone_numbers_are_masked() -> None:
     assert formatting.mask_phone("+8613812345678") == "+86138****5678"
 

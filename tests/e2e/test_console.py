@@ -387,6 +387,33 @@ async def test_block_a_user_and_their_borrow_is_refused(
     assert (relogin.status, relogin.json()["code"]) == (403, "account_blocked")
 
 
+async def test_a_refused_form_comes_back_with_the_reason_and_what_was_typed(
+    context: BrowserContext, console_url: str
+) -> None:
+    """billing-svc refuses a second plan for one cabinet (409 plan_exists): the pricing page says so, in
+    Chinese, and its form holds what was typed (the page's script puts it back)."""
+    page = await context.new_page()
+    await sign_in(page, console_url, *ADMIN)
+    cabinet = f"CAB-REFILL-{uuid.uuid4().hex[:6]}"  # no such cabinet: the fleet's prices stay as they are
+    for name in ("first plan", "second plan"):
+        await page.goto(f"{console_url}/pricing")
+        await page.get_by_label("适用范围").select_option("cabinet")
+        await page.get_by_label("区域代码或机柜编号（默认方案留空）").fill(cabinet)
+        await page.get_by_label("名称").fill(name)
+        await page.get_by_label("每周期价格（元）").fill("3.5")
+        await page.get_by_label("每日封顶（元）").fill("30")
+        await page.get_by_role("button", name="新建计费方案").click()
+        await page.wait_for_load_state()
+    await expect(page).to_have_url(f"{console_url}/pricing")
+    await expect(page.get_by_role("alert")).to_contain_text("该范围已有生效的计费方案 (plan_exists)")
+    await expect(page.locator("form[data-refilled=true]")).to_have_attribute("action", "/pricing")
+    await expect(page.get_by_label("名称")).to_have_value("second plan")
+    await expect(page.get_by_label("区域代码或机柜编号（默认方案留空）")).to_have_value(cabinet)
+    await expect(page.get_by_label("适用范围")).to_have_value("cabinet")
+    await expect(page.get_by_label("每日封顶（元）")).to_have_value("30")
+    await shot(page, "refused-form")
+
+
 async def test_a_role_sees_only_what_it_may_use(
     context: BrowserContext, console_url: str, mesh: Mesh, admin_token: str
 ) -> None:

@@ -1,10 +1,12 @@
 """The console's money pages over plain HTTP: pricing plans, red packets, the ledger report and
 reconciliation; checked against billing-svc's and asset-credit's APIs."""
 
+import json
 import re
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from html import unescape
 from typing import Any
 
 import pytest
@@ -76,6 +78,19 @@ async def test_a_pricing_plan_is_created_changed_and_retired_in_yuan(
     assert (not_money.status_code, not_money.headers["location"]) == (303, plan_url)
     shown = await finance.page(plan_url)
     assert text(shown, "problem") == "表单内容无法识别 (form_invalid)" and "price_per_period" in shown
+    refill = re.search(r'<div id="refill" hidden data-refill="([^"]+)">', shown)
+    assert refill, "what was typed is not sent back"
+    assert json.loads(unescape(refill.group(1))) == {
+        "action": plan_url,
+        "fields": {
+            "period_minutes": "1",
+            "free_minutes": "1",
+            "name": "x",
+            "price_per_period": "1.005",
+            "daily_cap": "1",
+            "purchase_ceiling": "1",
+        },
+    }
     changed = await finance.post(
         plan_url,
         {

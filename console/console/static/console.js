@@ -1,6 +1,7 @@
 // The console's only script (the Content Security Policy allows no other): the dashboard's live
 // figures (server-sent events, a short poll without EventSource), the map's pan and zoom, and a
-// confirmation before forms that say so. Pages work without it.
+// confirmation before forms that say so, and a refused form filled again with what was typed. Pages work
+// without it.
 "use strict";
 
 function swapFigures(live, html) {
@@ -88,4 +89,22 @@ function confirmForms() {
   }));
 }
 
-document.addEventListener("DOMContentLoaded", () => { liveDashboard(); panZoomMap(); confirmForms(); });
+function refillRefusedForm() {
+  // A service refused this page's form: the server sent back what was typed (never a password), to put back
+  // in the form it came from. Hidden fields (CSRF, idempotency keys) keep the page's own values.
+  const holder = document.getElementById("refill");
+  if (!holder) return;
+  let refused;
+  try { refused = JSON.parse(holder.dataset.refill || ""); } catch (e) { return; }
+  const form = [...document.querySelectorAll("form[method=post]")].find((f) => f.getAttribute("action") === refused.action);
+  if (!form) return;
+  for (const element of form.elements) {
+    if (!element.name || ["hidden", "password", "file", "submit", "button"].includes(element.type)) continue;
+    const sent = Object.prototype.hasOwnProperty.call(refused.fields, element.name) ? refused.fields[element.name] : null;
+    if (element.type === "checkbox" || element.type === "radio") element.checked = sent !== null && sent === element.value;
+    else if (sent !== null) element.value = sent;
+  }
+  form.dataset.refilled = "true";
+}
+
+document.addEventListener("DOMContentLoaded", () => { liveDashboard(); panZoomMap(); confirmForms(); refillRefusedForm(); });
