@@ -55,6 +55,14 @@ from stacklib.procs import read_pid  # noqa: E402
 SERVICES = ("user-svc", "device-svc", "device-svc-2", "billing-svc", "asset-credit-svc", "notify-svc", "analytics-svc")
 DATABASES = ("USER", "DEVICE", "BILLING", "ASSET", "NOTIFY", "ANALYTICS")
 FINAL_RENTAL_STATES = ("settled", "failed")
+# A database restarting (restart_postgres) or a connection broken mid-query: checked again at the next tick.
+DB_UNREACHABLE = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
+)
 DEVICE_FAULTS = (
     "device_lost_ack",
     "device_duplicate",
@@ -644,7 +652,7 @@ class Chaos:
         for check, (database, sql) in checks.items():
             try:
                 found = await self.rows(database, sql)
-            except (OSError, asyncpg.PostgresError):
+            except DB_UNREACHABLE:
                 continue  # PostgreSQL restarting: checked again at the next tick
             self.fig.invariant_checks += 1
             if found:
@@ -699,7 +707,7 @@ class Chaos:
                 "ASSET", "SELECT count(*) AS n FROM deposit_operations WHERE kind = 'refund' AND status = 'pending'"
             )
             parts = await self.rows("ASSET", "SELECT count(*) AS n FROM withdrawal_parts WHERE status = 'pending'")
-        except (OSError, asyncpg.PostgresError):
+        except DB_UNREACHABLE:
             return {"unreachable": 1}
         found = {"deposit_refunds": deposit[0]["n"], "withdrawal_parts": parts[0]["n"]}
         return {k: v for k, v in found.items() if v}
@@ -728,7 +736,34 @@ class Chaos:
         self.fig.invariant_checks += 1
         without_rental = {bank: cabinet for bank, cabinet in out.items() if bank not in open_banks}
         if without_rental:
-            self.fig.violation("every_bank_out_has_an_open_rental", without_rental)
+            # With the last rental billing has of each, and device-svc's last command for it: the evidence.
+            last = {
+                r["bank_id"]: f"rental {r['id']} {r['state']} {r['failure_reason'] or ''}".strip()
+                for r in await self.rows(
+                    "BILLING",
+                    "SELECT DISTINCT ON (bank_id) bank_id, id, state, failure_reason FROM rentals "
+                    "WHERE bank_id IS NOT NULL ORDER BY bank_id, requested_at DESC",
+                )
+            }
+            commands = {
+                r["bank_id"]: r["commands"]
+                for r in await self.rows(
+                    "DEVICE",
+                    "SELECT bank_id, string_agg(status || ' ' || coalesce(result, ''), ', ' ORDER BY created_at DESC) "
+                    "AS commands FROM commands GROUP BY bank_id",
+                )
+            }
+            self.fig.violation(
+                "every_bank_out_has_an_open_rental",
+                {
+                    bank: {
+                        "out_of": cabinet,
+                        "last_rental": last.get(bank),
+                        "commands": (commands.get(bank) or "")[:120],
+                    }
+                    for bank, cabinet in without_rental.items()
+                },
+            )
         self.fig.invariant_checks += 1
         not_out = {bank: rental for bank, rental in open_banks.items() if bank not in out}
         if not_out:
@@ -739,7 +774,7 @@ class Chaos:
             found = await self.rows(
                 "BILLING", "SELECT id::text, state, bank_id FROM rentals WHERE state NOT IN ('settled', 'failed')"
             )
-        except (OSError, asyncpg.PostgresError):
+        except DB_UNREACHABLE:
             return [{"database": "unreachable"}]
         return [dict(r) for r in found]
 
@@ -749,7 +784,7 @@ class Chaos:
             try:
                 outbox = await self.rows(database, "SELECT count(*) AS n FROM outbox WHERE published_at IS NULL")
                 parked = await self.rows(database, "SELECT count(*) AS n FROM processed_events WHERE status = 'failed'")
-            except (OSError, asyncpg.PostgresError):
+            except DB_UNREACHABLE:
                 found[database] = {"unreachable": 1}
                 continue
             counts = {"unpublished": outbox[0]["n"], "parked": parked[0]["n"]}
