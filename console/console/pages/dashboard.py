@@ -20,7 +20,7 @@ from console.web import Console, ConsoleDep, keep_fresh, page_permission, render
 router = APIRouter()
 OPEN_TICKET_STATUSES = ("new", "assigned", "waiting_user", "reopened")
 TICKET_PAGE = 100
-ALARM_PAGE = 1000  # device-svc's largest page of open alarms: more is shown as "1000+"
+ALARM_PAGE = 1000  # device-svc reads at most this many banks and cabinets with alarms: from there on "N+"
 
 
 @dataclass
@@ -66,7 +66,7 @@ async def _devices(console: Console, staff: StaffSession, figures: Figures) -> N
     figures.values["cabinets_online"] = f"{percent(online, total)} ({online}/{total})"
     alarms = await console.backend.get(f"{s.device}/v1/ops/alarms", staff.access_token, limit=ALARM_PAGE)
     count = len(alarms["items"])
-    figures.values["open_alarms"] = f"{count}+" if count == ALARM_PAGE else str(count)
+    figures.values["open_alarms"] = f"{count}+" if count >= ALARM_PAGE else str(count)
 
 
 async def _tickets(console: Console, staff: StaffSession, figures: Figures) -> None:
