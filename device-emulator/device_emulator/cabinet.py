@@ -25,6 +25,7 @@ import aiomqtt
 from pydantic import ValidationError
 
 from contracts.mqtt import (
+    AdPlays,
     Eject,
     EjectResult,
     EjectResultCode,
@@ -36,6 +37,7 @@ from contracts.mqtt import (
     Light,
     Playlist,
     PlaylistItem,
+    PlayReport,
     ReturnAck,
     ReturnReport,
     SlotAbnormal,
@@ -50,7 +52,10 @@ from device_emulator.firmware import FirmwareFault, FirmwareUpdater, load_public
 log = logging.getLogger("device_emulator.cabinet")
 
 SlotLike = SlotState | Mapping[str, Any]
-UpMsg = Hello | Heartbeat | Inventory | EjectResult | ReturnReport | SlotAbnormal | FirmwareReport
+UpMsg = Hello | Heartbeat | Inventory | EjectResult | ReturnReport | SlotAbnormal | FirmwareReport | PlayReport
+Queued = ReturnReport | SlotAbnormal | FirmwareReport | PlayReport  # kept while offline, sent on reconnect
+PLAY_REPORT_S = 900.0  # a screen reports its play counts every 15 minutes
+MAX_PLAY_COUNT_S = 86_400  # a count spans at most a day of device time (a clock jump counts nothing more)
 
 
 class CabinetError(Exception):
@@ -126,6 +131,7 @@ class Cabinet(Device):
         lat: float | None = None,
         lon: float | None = None,
         heartbeat_s: float = 20.0,
+        play_report_s: float = PLAY_REPORT_S,
         motor_delay_s: float = 0.03,
         keepalive_s: int = 30,
         backoff_initial_s: float = 0.5,
@@ -158,6 +164,7 @@ class Cabinet(Device):
         self.lat = lat
         self.lon = lon
         self.heartbeat_s = heartbeat_s
+        self.play_report_s = play_report_s
         self.motor_delay_s = motor_delay_s
         self.faults = faults or Faults()
         self._history = history
@@ -184,7 +191,7 @@ class Cabinet(Device):
         self._out: dict[str, tuple[int | None, float]] = {}
         self._results_by_cmd: OrderedDict[str, EjectResult] = OrderedDict()
         self._ack_futures: OrderedDict[str, asyncio.Future[ReturnAck]] = OrderedDict()
-        self._pending_reports: deque[tuple[ReturnReport | SlotAbnormal | FirmwareReport, int]] = deque()
+        self._pending_reports: deque[tuple[Queued, int]] = deque()
         self.results: deque[EjectResult] = deque(maxlen=history)  # every result decided (sent or dropped)
         self.acks: deque[ReturnAck] = deque(maxlen=history)  # every ReturnAck received
         self.stats |= {
@@ -198,6 +205,12 @@ class Cabinet(Device):
         self.light_on = False
         self.light_until: float | None = None
         self.playlist: Playlist | None = None  # what the screen plays (the newest version received)
+        # Play counts since the last `plays` report: ad id -> turns begun; counted up to a device second.
+        self._plays: dict[str, int] = {}
+        self._plays_from_ms: int | None = None
+        self._plays_counted_s: int | None = None
+        self._next_play_report = time.monotonic() + play_report_s
+        self.play_reports: deque[PlayReport] = deque(maxlen=history)  # every report made, for tests
 
     # ------------------------------------------------------------------ views
 
@@ -311,6 +324,8 @@ class Cabinet(Device):
     async def _tick(self, client: aiomqtt.Client, now: float) -> float:
         beat = Heartbeat(msg_id=self.new_msg_id(), ts=self.device_now_ms(), rssi_dbm=self._rng.randint(-95, -50))
         await self._publish_up(client, beat)
+        if now >= self._next_play_report:
+            await self.report_plays()
         return now + self.heartbeat_s
 
     async def _flush_pending(self, client: aiomqtt.Client) -> None:
@@ -368,6 +383,7 @@ class Cabinet(Device):
         """The screen's ads: a newer version replaces the list (the retained one comes again on each connect)."""
         if self.playlist is not None and playlist.version <= self.playlist.version:
             return
+        self.count_plays(self.device_now_ms())  # the turns of the old list so far
         self.playlist = playlist
         self.stats["playlists"] = self.stats.get("playlists", 0) + 1
         log.info(
@@ -398,6 +414,58 @@ class Cabinet(Device):
             at -= i.display_s
         return items[-1]
 
+    def count_plays(self, now_ms: int) -> None:
+        """Count the turns begun since the last count, second by second of device time, by the rotation `showing`
+        follows: an item's turn begins where its place in the cycle of the items on air begins."""
+        now_s = now_ms // 1000
+        if self._plays_from_ms is None:
+            self._plays_from_ms = now_ms
+        counted = self._plays_counted_s
+        if counted is not None and now_s <= counted:
+            return  # counted that far already (never backwards)
+        self._plays_counted_s = now_s
+        if self.playlist is None or counted is None:
+            return
+        for second in range(max(counted + 1, now_s - MAX_PLAY_COUNT_S), now_s + 1):
+            at_ms = second * 1000
+            items = [i for i in self.playlist.items if i.starts_at <= at_ms < i.ends_at]
+            if not items:
+                continue
+            place = second % sum(i.display_s for i in items)
+            for item in items:
+                if place == 0:
+                    self._plays[item.ad_id] = self._plays.get(item.ad_id, 0) + 1
+                    break
+                place -= item.display_s
+                if place < 0:
+                    break
+
+    async def report_plays(self) -> PlayReport | None:
+        """Send what the screen played since the last report (`plays`); None when it played nothing. Sent now, or
+        kept until the cabinet is connected again."""
+        self._next_play_report = time.monotonic() + self.play_report_s
+        now_ms = self.device_now_ms()
+        self.count_plays(now_ms)
+        if not self._plays or self.playlist is None:
+            return None
+        played = sorted(self._plays.items(), key=lambda kv: -kv[1])[:16]
+        msg = PlayReport(
+            msg_id=self.new_msg_id(),
+            ts=now_ms,
+            playlist_version=self.playlist.version,
+            from_ts=min(self._plays_from_ms or now_ms, now_ms),
+            items=[AdPlays(ad_id=ad_id, plays=n) for ad_id, n in played],
+        )
+        self._plays, self._plays_from_ms = {}, now_ms
+        self.play_reports.append(msg)
+        self.stats["play_reports"] = self.stats.get("play_reports", 0) + 1
+        log.info(
+            "screen plays reported",
+            extra={"cabinet_id": self.cabinet_id, "plays": {i.ad_id: i.plays for i in msg.items}},
+        )
+        await self._publish_or_queue(msg, 1)
+        return msg
+
     def screen(self) -> dict[str, Any]:
         """What the screen plays, as the control API shows it; every ad carries its "advertisement" label."""
         shown = self.showing()
@@ -408,6 +476,7 @@ class Cabinet(Device):
                 for i in self.on_air()
             ],
             "showing": None if shown is None else {"label": shown.label, "title": shown.title, "text": shown.text},
+            "reports_sent": len(self.play_reports),
         }
 
     @property
@@ -594,5 +663,5 @@ class Cabinet(Device):
                 log.warning(
                     "publish failed; queued for reconnect", extra={"cabinet_id": self.cabinet_id, "error": str(exc)}
                 )
-        if isinstance(msg, ReturnReport | SlotAbnormal | FirmwareReport):
+        if isinstance(msg, Queued):
             self._pending_reports.append((msg, repeat))

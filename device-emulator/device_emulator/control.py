@@ -151,6 +151,12 @@ def create_control_app(fleet: Fleet) -> FastAPI:
         cab.set_faults(**body.model_dump())
         return cab.describe()
 
+    @app.post("/cabinets/{cabinet_id}/plays")
+    async def plays(cabinet_id: str) -> dict[str, Any]:
+        """Report what the screen played since its last report now, instead of at its next turn (`plays`)."""
+        report = await cabinet(cabinet_id).report_plays()
+        return {"report": report.model_dump(mode="json") if report is not None else None}
+
     @app.get("/banks/{bank_id}")
     async def bank(bank_id: str) -> BankResponse:
         where = fleet.find_bank(bank_id)

@@ -370,3 +370,41 @@ async def test_the_screen_plays_the_retained_playlist_within_each_schedule(make_
         assert cab.screen()["showing"] is None and cab.stats["playlists"] == 2
         assert cab.stats["invalid_commands"] == 0
         await svc.client.publish(cmd_topic(cab.cabinet_id), b"", qos=1, retain=True)
+
+
+async def test_the_screen_counts_each_turn_and_reports_the_plays(make_cabinet, svc_session):
+    """Each turn an ad begins on the screen is one play; `plays` reports them since the last report (the fault
+    `duplicate` sends it twice under one msg_id, as a cabinet that missed the broker's ack would)."""
+    cab = make_cabinet()
+    now = now_ms()
+
+    def ad(title: str, display_s: int) -> PlaylistItem:
+        return PlaylistItem(
+            ad_id=title,
+            advertiser="Lucky Tea",
+            title=title,
+            text="Tea",
+            display_s=display_s,
+            starts_at=now - 60_000,
+            ends_at=now + 600_000,
+        )
+
+    async with svc_session(cab.cabinet_id) as svc:
+        shown = Playlist(version=7, issued_at=now, items=[ad("Tea", 10), ad("Cake", 5)])
+        await svc.client.publish(cmd_topic(cab.cabinet_id), shown.model_dump_json(), qos=1, retain=True)
+        await cab.start()
+        assert await cab.wait_online(5)
+        await screen_version(cab, 7)
+        # Counted up to a minute ahead of the clock and reported (what played since the playlist came), then
+        # 30 s more of screen time: two 15-second cycles of the two ads.
+        cab.count_plays(now + 60_000)
+        earlier = await cab.report_plays()
+        cab.count_plays(now + 90_000)
+        cab.set_faults(duplicate=2)
+        report = await cab.report_plays()
+        assert report is not None and report.playlist_version == 7
+        assert {i.ad_id: i.plays for i in report.items} == {"Tea": 2, "Cake": 2}
+        got = await svc.wait_for(cab.cabinet_id, UpChannel.PLAYS, lambda m: m.msg_id == report.msg_id, count=2)
+        assert len(got) == 2  # the same report twice: device-svc counts it once (its msg_id)
+        assert cab.screen()["reports_sent"] == (2 if earlier is not None else 1)
+        await svc.client.publish(cmd_topic(cab.cabinet_id), b"", qos=1, retain=True)

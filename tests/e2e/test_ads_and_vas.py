@@ -1,6 +1,7 @@
 """Value-added services and ads across the running mesh (issue 10, 6.3.7): staff put an ad on the cabinet
 screens of a region and it plays on the emulated cabinets there (notify-svc -> Kafka -> device-svc -> MQTT),
-labelled as an advertisement, until it is withdrawn; an app banner is counted once per viewer and day; a
+labelled as an advertisement, until it is withdrawn, and the cabinet's play report becomes the ad's impressions;
+an app banner is counted once per viewer and day; a
 user accepts a value-added service's risk notice and staff see the exact version accepted."""
 
 import os
@@ -48,6 +49,24 @@ async def test_cabinet_screen_ad_banner_counts_and_a_vas_consent(mesh: Mesh, use
     shown, _ = await wait_for(playing, timeout_s=20)
     assert shown["label"] == "advertisement"
 
+    # The cabinet reports what its screen played (MQTT `plays`, sent twice as after a lost ack): device-svc ->
+    # device.ad_plays.reported -> notify-svc counts the plays as the ad's impressions, once.
+    ad_id = created.json()["ad_id"]
+    cabinet.count_plays(cabinet.device_now_ms() + 30_000)  # 30 s more of screen time on the cabinet's clock
+    cabinet.set_faults(duplicate=2)
+    report = await cabinet.report_plays()
+    cabinet.set_faults(duplicate=1)
+    assert report is not None
+    played = next(i.plays for i in report.items if i.ad_id == ad_id)
+    assert played >= 1
+
+    async def screen_counts() -> dict[str, Any] | None:
+        counts: dict[str, Any] = (await user.call("GET", f"{ads}/{ad_id}", token=admin)).json()["counts"]
+        return counts if counts["impressions"] > 0 else None
+
+    counted, _ = await wait_for(screen_counts, timeout_s=20)
+    assert counted == {"impressions": played, "clicks": 0, "screens": 1}
+
     banner = {**screen_ad, "slot": "app_banner", "title": "Tea banner", "link_url": "https://tea.example.com/"}
     banner_id = (await user.call("POST", ads, token=admin, json=banner)).json()["ad_id"]
     listed = await user.call("GET", f"{user.urls.notify}/v1/ads", params={"region": "440304"})
@@ -56,7 +75,7 @@ async def test_cabinet_screen_ad_banner_counts_and_a_vas_consent(mesh: Mesh, use
         seen = await user.call("POST", f"{user.urls.notify}/v1/ads/{banner_id}/impressions")
         assert seen.json()["counted"] is expected
     counts = (await user.call("GET", f"{ads}/{banner_id}", token=admin)).json()["counts"]
-    assert counts == {"impressions": 1, "clicks": 0}
+    assert counts == {"impressions": 1, "clicks": 0, "screens": None}
 
     withdrawn = await user.call("POST", f"{ads}/{created.json()['ad_id']}/withdraw", token=admin)
     assert withdrawn.status == 200, withdrawn.response.text

@@ -195,5 +195,8 @@ async def test_ads_and_value_added_services_are_run_from_the_console(
         return any(m["title"] == "Refund received" for m in await user.messages())
 
     await wait_for(told, timeout_s=15, interval_s=0.3)
+    # notify-svc's projection moved with the message: the user's consent shows the payment refunded, with why.
+    mine = (await user.call("GET", f"{user.urls.notify}/v1/value-added-services/consents")).json()["items"]
+    assert (mine[0]["payment"], mine[0]["refund"]["reason"]) == ("refunded", "cover <not> delivered")
     assert (await admin.post(f"/vas/{code}/retire")).status_code == 303
     assert text(await admin.page(f"/vas/{code}"), "vas-state").startswith("已下架")

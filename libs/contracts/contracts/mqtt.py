@@ -44,6 +44,7 @@ class UpChannel(StrEnum):
     STATUS = "status"
     BANK_REPORT = "bank_report"
     FIRMWARE = "firmware"
+    PLAYS = "plays"
 
 
 def up_topic(device_id: str, channel: UpChannel) -> str:
@@ -245,8 +246,36 @@ class FirmwareReport(_UpMsg):
     )
 
 
+class AdPlays(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    ad_id: StrictStr = Field(min_length=1, max_length=64, description="a `playlist` item's `ad_id`")
+    plays: StrictInt = Field(ge=1, le=1_000_000, description="turns the ad was on the screen in the period")
+
+
+class PlayReport(_UpMsg):
+    """What a cabinet's screen played (protocol v1 addition; a cabinet without a screen, or an older one, never
+    sends it): per ad of its playlist, the turns it was shown from `from_ts` to `ts` (device clock), only ads
+    shown at least once. A cabinet reports at its own pace (every 15 minutes is typical) and keeps an unsent
+    report until it is connected again; a report sent again with the same `msg_id` is counted once."""
+
+    type: Literal["plays"] = "plays"
+    playlist_version: StrictInt = Field(ge=1, description="the `playlist` version the screen played")
+    from_ts: EpochMs
+    items: list[AdPlays] = Field(min_length=1, max_length=16)
+
+
 UpMessage = Annotated[
-    Hello | Heartbeat | Inventory | EjectResult | ReturnReport | SlotAbnormal | Status | BankReport | FirmwareReport,
+    Hello
+    | Heartbeat
+    | Inventory
+    | EjectResult
+    | ReturnReport
+    | SlotAbnormal
+    | Status
+    | BankReport
+    | FirmwareReport
+    | PlayReport,
     Field(discriminator="type"),
 ]
 up_message_adapter: TypeAdapter[UpMessage] = TypeAdapter(UpMessage)

@@ -30,6 +30,7 @@ class Topic(StrEnum):
     HOTSPOTS = "analytics.hotspots.v1"  # key: H3 cell (a cell ran dry or full, cleared; rebalancing suggestions)
     MAINTENANCE = "device.maintenance.v1"  # key: task_id (maintenance tasks for field staff: opened, status changes)
     FIRMWARE = "device.firmware.v1"  # key: rollout_id (firmware rollouts and each cabinet's update in them)
+    DEVICE_SCREENS = "device.screens.v1"  # key: cabinet_id (what cabinet screens played: ad play counts)
     STAFF_AUDIT = "audit.staff.v1"  # key: actor id (every staff action in every service; user-svc keeps the trail)
 
 
@@ -63,6 +64,7 @@ TOPIC_KEYS: dict[Topic, str] = {
     Topic.HOTSPOTS: "H3 cell (resolution 8)",
     Topic.MAINTENANCE: "maintenance task id",
     Topic.FIRMWARE: "firmware rollout id",
+    Topic.DEVICE_SCREENS: "cabinet id",
     Topic.STAFF_AUDIT: "the acting staff member's id",
 }
 

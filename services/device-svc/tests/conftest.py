@@ -61,6 +61,7 @@ OUTPUT_TOPICS = [
     Topic.DEVICE_FAULTS,
     Topic.MAINTENANCE,
     Topic.FIRMWARE,
+    Topic.DEVICE_SCREENS,
 ]
 
 

@@ -114,3 +114,32 @@ async def test_the_playlist_reaches_cabinets_by_region_once_per_change(
             assert (await conn.execute(text("SELECT version FROM ad_playlists"))).scalar_one() == 1_796_000_000_006
     finally:
         await engine.dispose()
+
+
+async def test_a_screen_reports_what_it_played_once_per_report(service, online, bank_device, tap, clock):
+    """`plays` (protocol v1 addition) becomes one device.ad_plays.reported per report: a report sent again with
+    the same msg_id is dropped; a period ending before it starts and a bank sending plays are refused."""
+    cab = await online("CAB-0001")
+    ad = str(uuid.uuid4())
+    report = {
+        "type": "plays",
+        "msg_id": cab.next_id(),
+        "ts": clock(),
+        "from_ts": clock(-timedelta(minutes=15)),
+        "playlist_version": 1_796_000_000_006,
+        "items": [{"ad_id": ad, "plays": 60}],
+    }
+    await cab.send("plays", report)
+    await cab.send("plays", report)  # the cabinet did not get the broker's ack: sent again
+    backwards = report | {"msg_id": cab.next_id(), "from_ts": clock(timedelta(minutes=1))}
+    await cab.send("plays", backwards)
+    bank = await bank_device("PB-000001")
+    await bank.send("plays", report | {"msg_id": bank.next_id()})
+    got = await tap.wait_for("device.ad_plays.reported", cabinet_id="CAB-0001", report_id=report["msg_id"])
+    assert [(i.ad_id, i.plays) for i in got.items] == [(ad, 60)]
+    assert got.playlist_version == 1_796_000_000_006
+    assert timedelta(minutes=14) < got.period_end - got.period_start <= timedelta(minutes=15, seconds=1)
+    await tap.wait_for("device.message.rejected", device_id="CAB-0001", reason="invalid_payload")
+    await tap.wait_for("device.message.rejected", device_id="PB-000001", reason="invalid_payload")
+    # Every message of CAB-0001 above was handled by now (one device, one intake, in order): the replay made none.
+    assert len(tap.matching("device.ad_plays.reported", cabinet_id="CAB-0001")) == 1

@@ -57,6 +57,7 @@ def test_every_channel_is_known_and_others_are_not():
         "status",
         "bank_report",
         "firmware",
+        "plays",
     } == CHANNELS
     assert "nonsense" not in CHANNELS
 

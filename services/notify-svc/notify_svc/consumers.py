@@ -101,9 +101,11 @@ class VasPaymentConsumers:
             await deliver(session, data.user_id, text, source_event_id=envelope.event_id, pushes=self._pushes)
 
     async def on_refunded(self, session: AsyncSession, envelope: Envelope) -> None:
-        """Finance gave a fee back: the user is told (once per event: the inbox keeps the source event id)."""
+        """Finance gave a fee back: the consent's payment shows `refunded` and the user is told (once per event:
+        the inbox keeps the source event id)."""
         data = envelope.data
         assert isinstance(data, VasFeeRefunded)
+        await vas.on_fee_refunded(session, data)
         service = await vas_repo.service(session, data.service_code)
         name = service.name if service is not None else data.service_code
         text = texts.vas_fee_refunded(name, data.amount_fen, data.balance_fen)

@@ -12,6 +12,7 @@ from kit.app import ConsumerSpec, Runtime, create_service_app
 from kit.db import unit_of_work
 from kit.httpclient import async_client
 from kit.periodic import Alarm, run_periodically
+from notify_svc.ads import service as ads_service
 from notify_svc.ads.endpoints import router as ads_router
 from notify_svc.ads.endpoints import staff_router as ads_staff_router
 from notify_svc.audience import consumers as audience
@@ -79,6 +80,12 @@ def _consumers(runtime: Runtime) -> list[ConsumerSpec]:
                 "billing.dispute.opened": disputes.on_opened,
                 "billing.dispute.resolved": disputes.on_resolved,
             },
+        ),
+        ConsumerSpec(
+            name="screens",
+            topics=[Topic.DEVICE_SCREENS],
+            one_transaction_per_fetch=True,  # play counts of cabinet screens: our own rows only
+            handlers={"device.ad_plays.reported": ads_service.on_plays_reported},
         ),
     ]
 

@@ -459,16 +459,25 @@ class ConsentRecord(Base):
 
 
 class VasPayment(Base):
-    """asset-credit-svc's answer to a priced acceptance (asset.vas_fee.settled / failed): one per consent."""
+    """asset-credit-svc's answer to a priced acceptance (asset.vas_fee.settled / failed), and finance giving a
+    paid fee back (asset.vas_fee.refunded): one per consent; its states in vas/payments.py."""
 
     __tablename__ = "vas_payments"
-    __table_args__ = (CheckConstraint("status IN ('paid', 'failed')", name="status"),)
+    __table_args__ = (
+        CheckConstraint("status IN ('paid', 'failed', 'refunded')", name="status"),
+        CheckConstraint(
+            "(status = 'refunded') = (refunded_at IS NOT NULL AND refunded_fen IS NOT NULL)", name="refund_complete"
+        ),
+    )
 
     consent_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("consent_records.id"), primary_key=True)
     status: Mapped[str] = mapped_column(String(10), nullable=False)
     amount_fen: Mapped[int] = mapped_column(BigInteger, nullable=False)
     reason: Mapped[str | None] = mapped_column(String(40))
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    refunded_fen: Mapped[int | None] = mapped_column(BigInteger)
+    refund_reason: Mapped[str | None] = mapped_column(String(200))
+    refunded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class AdSlot(StrEnum):
@@ -517,6 +526,24 @@ class AdInteraction(Base):
     viewer: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), primary_key=True)
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class AdScreenPlay(Base):
+    """How often a cabinet's screen showed an ad in one of its play reports (device.ad_plays.reported): the key
+    names the report (the cabinet's msg_id) and the ad, so a replayed report counts once."""
+
+    __tablename__ = "ad_screen_plays"
+    __table_args__ = (
+        CheckConstraint("plays > 0", name="plays"),
+        Index("ix_ad_screen_plays_ad_id", "ad_id"),
+    )
+
+    cabinet_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    report_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    ad_id: Mapped[uuid.UUID] = mapped_column(PgUUID(as_uuid=True), ForeignKey("ads.id"), primary_key=True)
+    plays: Mapped[int] = mapped_column(Integer, nullable=False)
+    period_start: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    period_end: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
 
 
 class AdPlaylistState(Base):

@@ -68,7 +68,7 @@ async def test_banners_by_region_and_schedule_labelled_and_counted_once(client, 
     assert (tap.json()["counted"], tap.json()["link_url"]) == (True, "https://tea.example.com/offer")
     assert (await client.post(f"/v1/ads/{ad_id}/clicks", headers=auth(user))).json()["counted"] is False
     counts = (await client.get(f"{ADMIN}/{ad_id}", headers=operator)).json()["counts"]
-    assert counts == {"impressions": 2, "clicks": 1}
+    assert counts == {"impressions": 2, "clicks": 1, "screens": None}
 
     withdrawn = await client.post(f"{ADMIN}/{everywhere['ad_id']}/withdraw", headers=operator)
     assert withdrawn.json()["withdrawn_at"] is not None
@@ -150,3 +150,43 @@ async def test_each_cabinet_screen_change_publishes_the_whole_playlist_in_versio
     await client.post(f"{ADMIN}/{first['ad_id']}/withdraw", headers=operator)
     after = (await recorder.wait_for(playlist_with(second["ad_id"]))).data
     assert isinstance(after, AdPlaylistPublished) and after.version > both.version
+
+
+async def test_cabinet_screen_impressions_are_the_plays_reported_counted_once_per_report(client, staff, bus, wait):
+    """device.ad_plays.reported (a cabinet's `plays` report) counts as the screen ad's impressions: a report
+    redelivered, or sent again by the cabinet under the same msg_id, counts once; ids of no screen ad are left out."""
+    from contracts.events import AdPlayCount, AdPlaysReported
+
+    operator = staff(roles=("operator",))
+    screen = (await client.post(ADMIN, headers=operator, json=_ad(slot="cabinet_screen", link_url=None))).json()
+    banner = (await client.post(ADMIN, headers=operator, json=_ad())).json()
+    now = datetime.now(UTC)
+
+    def report(cabinet: str, report_id: str, *items: tuple[str, int]) -> AdPlaysReported:
+        return AdPlaysReported(
+            cabinet_id=cabinet,
+            report_id=report_id,
+            playlist_version=1,
+            period_start=now - timedelta(minutes=15),
+            period_end=now,
+            items=[AdPlayCount(ad_id=a, plays=n) for a, n in items],
+            at=now,
+        )
+
+    first = report("CAB-0001", "m-1", (screen["ad_id"], 60), (banner["ad_id"], 5), ("not-a-uuid", 3))
+    envelope = await bus.publish(first, key="CAB-0001")
+    await bus.send(envelope)  # redelivered
+    await bus.publish(report("CAB-0001", "m-1", (screen["ad_id"], 60)), key="CAB-0001")  # the cabinet sent it again
+    await bus.publish(report("CAB-0002", "m-1", (screen["ad_id"], 12), (str(uuid.uuid4()), 1)), key="CAB-0002")
+    await bus.publish(report("CAB-0001", "m-2", (screen["ad_id"], 30)), key="CAB-0001")
+
+    async def counted() -> bool:
+        counts = (await client.get(f"{ADMIN}/{screen['ad_id']}", headers=operator)).json()["counts"]
+        return bool(counts["impressions"] == 102)
+
+    await wait(counted, what="the screen plays to be counted")
+    # m-2 came last on CAB-0001's partition and is counted: every copy of m-1 before it was handled.
+    listed = (await client.get(ADMIN, headers=operator, params={"slot": "cabinet_screen"})).json()["items"]
+    mine = next(a for a in listed if a["ad_id"] == screen["ad_id"])
+    assert mine["counts"] == {"impressions": 102, "clicks": 0, "screens": 2}
+    assert (await client.get(f"{ADMIN}/{banner['ad_id']}", headers=operator)).json()["counts"]["impressions"] == 0

@@ -279,3 +279,25 @@ async def test_a_priced_service_is_paid_or_withdrawn_by_the_money_path(client, a
     titles = [(m["title"], m["body"]) for m in await messages(payer)]
     assert titles[0] == ("Refund received", "We refunded ¥3.00 for Cable cover to your balance. Balance: ¥10.00.")
     assert [t for t, _ in titles] == ["Refund received", "Payment confirmed"]
+    # ... and the payment reads `refunded`, with the refund, in the user's and the staff's views.
+    assert (await offer(payer))["payment"] == "refunded"
+    mine = (await client.get(f"{USER}/consents", headers=auth(payer))).json()["items"]
+    assert [(r["action"], r["payment"]) for r in mine] == [("accepted", "refunded")]
+    assert mine[0]["refund"]["amount_fen"] == 300 and mine[0]["refund"]["reason"] == "not delivered"
+    seen = (await client.get(f"{ADMIN}/{code}/consents", headers=operator)).json()["items"]
+    by_user = {(r["user_id"], r["action"], r["payment"]) for r in seen}
+    assert (str(payer), "accepted", "refunded") in by_user
+    assert (str(short), "accepted", "failed") in by_user and (str(short), "accepted", "paid") in by_user
+    # A refund of a failed payment is no move from its state: nothing changes.
+    await bus.publish(refund.model_copy(update={"consent_id": unpaid.consent_id, "user_id": short}), key=str(short))
+
+    async def three_for_short() -> bool:
+        return len(await messages(short)) == 3
+
+    await wait(three_for_short, what="the refund message of the failed payment's user")
+    records = (await client.get(f"{USER}/consents", headers=auth(short))).json()["items"]
+    assert [(r["action"], r["payment"]) for r in records] == [
+        ("accepted", "paid"),
+        ("withdrawn", None),
+        ("accepted", "failed"),
+    ]

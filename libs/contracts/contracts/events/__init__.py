@@ -48,6 +48,8 @@ from contracts.events.billing import (
     RentalStarted,
 )
 from contracts.events.device import (
+    AdPlayCount,
+    AdPlaysReported,
     BankEjected,
     BankFaultCleared,
     BankReturned,
@@ -111,8 +113,10 @@ TOPIC_BY_TYPE: dict[str, Topic] = {
 
 __all__ = [
     "TOPIC_BY_TYPE",
+    "AdPlayCount",
     "AdPlaylistItem",
     "AdPlaylistPublished",
+    "AdPlaysReported",
     "BankEjected",
     "BankFaultCleared",
     "BankFaultReported",

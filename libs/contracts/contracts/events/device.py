@@ -4,7 +4,7 @@ from enum import StrEnum
 from typing import Literal, TypeAlias
 from uuid import UUID
 
-from pydantic import AwareDatetime, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from contracts.events._base import _Data
 from contracts.regions import RegionRef
@@ -187,6 +187,28 @@ class BankFaultCleared(_Data):
     at: AwareDatetime
 
 
+class AdPlayCount(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    ad_id: str = Field(min_length=1, max_length=64)
+    plays: int = Field(ge=1, le=1_000_000)
+
+
+class AdPlaysReported(_Data):
+    """A cabinet's screen reported what it played (MQTT `plays`, docs/protocol.md): per ad, how many turns it was
+    shown between `period_start` and `period_end` (the cabinet's clock, checked against ours). `report_id` is the
+    cabinet's msg_id: with `cabinet_id` it names the report, so a replayed one is counted once downstream."""
+
+    type: Literal["device.ad_plays.reported"] = "device.ad_plays.reported"
+    cabinet_id: str = Field(max_length=64)
+    report_id: str = Field(min_length=1, max_length=64)
+    playlist_version: int = Field(ge=1)
+    period_start: AwareDatetime
+    period_end: AwareDatetime
+    items: list[AdPlayCount] = Field(min_length=1, max_length=16)
+    at: AwareDatetime
+
+
 class MaintenanceCause(StrEnum):
     """Why a maintenance task was opened; one open task per device and cause."""
 
@@ -309,6 +331,7 @@ Events: TypeAlias = (
     | MaintenanceTaskStatusChanged
     | FirmwareUpdateChanged
     | FirmwareRolloutChanged
+    | AdPlaysReported
 )
 
 TOPICS: dict[str, Topic] = {
@@ -326,4 +349,5 @@ TOPICS: dict[str, Topic] = {
     "device.maintenance_task.status_changed": Topic.MAINTENANCE,
     "device.firmware_update.changed": Topic.FIRMWARE,  # key: rollout_id (a rollout's events stay in order)
     "device.firmware_rollout.changed": Topic.FIRMWARE,
+    "device.ad_plays.reported": Topic.DEVICE_SCREENS,  # key: cabinet_id
 }

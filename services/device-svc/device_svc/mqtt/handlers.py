@@ -27,6 +27,7 @@ from contracts.mqtt import (
     Heartbeat,
     Hello,
     Inventory,
+    PlayReport,
     ReturnAck,
     ReturnAckResult,
     ReturnReport,
@@ -56,6 +57,7 @@ from device_svc.protocols.lookup import DbLookup
 from device_svc.protocols.queries import StateQueries
 from device_svc.protocols.registry import vendor_route
 from device_svc.registry import repository as repo
+from device_svc.screens import service as screens_service
 from device_svc.telemetry.ingest import TelemetryIngest, TelemetryMessage
 from device_svc.telemetry.service import BANK_MESSAGES, BankDevices
 from device_svc.telemetry.snapshots import Outcome, SnapshotIngest
@@ -315,6 +317,11 @@ class MessageProcessor:
             if self._firmware is None:
                 raise Rejected("invalid_payload", "firmware reports are not handled by this instance")
             await firmware_service.on_report(session, self._firmware, cabinet, msg, at)
+        elif isinstance(msg, PlayReport):
+            plays = screens_service.plays_reported(cabinet.id, msg, at, max_skew_s=self._max_skew)
+            if plays is None:
+                raise Rejected("invalid_payload", "a plays period that ends before it starts")
+            await self._publish(session, plays, cabinet.id)
         elif isinstance(msg, SlotAbnormal):
             log.warning(
                 "slot abnormal",

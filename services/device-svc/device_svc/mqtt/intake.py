@@ -3,8 +3,8 @@ so that a flood of one kind never delays another (issue 9: an eject result queue
 telemetry made billing tell a user "no answer" although the bank had come out):
 
 - critical: what a user or a rental is waiting for (eject results, returns, slot alarms);
-- state: presence and slot snapshots (hello, inventory, status) and firmware updates' progress: a connect
-  storm lands here;
+- state: presence and slot snapshots (hello, inventory, status), firmware updates' progress and the screens'
+  play counts: a connect storm lands here;
 - telemetry: periodic reports (heartbeats, bank reports): the bulk of the traffic.
 
 With QoS 1 and acknowledgements after commit the broker sends a connection at most its in-flight
@@ -27,7 +27,7 @@ class Intake(StrEnum):
 
 INTAKE_CHANNELS: dict[Intake, tuple[UpChannel, ...]] = {
     Intake.CRITICAL: (UpChannel.EJECT_RESULT, UpChannel.RETURN, UpChannel.SLOT_ABNORMAL),
-    Intake.STATE: (UpChannel.HELLO, UpChannel.INVENTORY, UpChannel.STATUS, UpChannel.FIRMWARE),
+    Intake.STATE: (UpChannel.HELLO, UpChannel.INVENTORY, UpChannel.STATUS, UpChannel.FIRMWARE, UpChannel.PLAYS),
     Intake.TELEMETRY: (UpChannel.HEARTBEAT, UpChannel.BANK_REPORT),
 }
 _INTAKE_OF = {channel.value: intake for intake, channels in INTAKE_CHANNELS.items() for channel in channels}

@@ -3,7 +3,8 @@
 aimed at its region that have not ended, as one retained `playlist` command: the broker hands it to the
 cabinet now or on its next connect, and a cabinet without a screen ignores it. A cabinet is sent again only
 when its part changed (a new ad in its region, one withdrawn or ended), so a change in Beijing sends
-nothing to Shenzhen."""
+nothing to Shenzhen. Screens report what they played (`plays`): each report becomes one
+`device.ad_plays.reported` event, which notify-svc counts as the ads' impressions."""
 
 import asyncio
 import hashlib
@@ -14,10 +15,10 @@ from datetime import UTC, datetime
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from contracts import Envelope
-from contracts.events import AdPlaylistItem, AdPlaylistPublished
-from contracts.mqtt import MAX_PAYLOAD_BYTES, Playlist, PlaylistItem
+from contracts.events import AdPlayCount, AdPlaylistItem, AdPlaylistPublished, AdPlaysReported
+from contracts.mqtt import MAX_PAYLOAD_BYTES, Playlist, PlaylistItem, PlayReport
 from contracts.regions import region_at, targets
-from device_svc.clock import datetime_to_ms
+from device_svc.clock import checked_device_time, datetime_to_ms
 from device_svc.metrics import COMMANDS_DOWN
 from device_svc.mqtt.downlink import Downlink
 from device_svc.screens import repository as repo
@@ -106,3 +107,24 @@ async def sync(sessionmaker: async_sessionmaker[AsyncSession], downlink: Downlin
     if claimed:
         log.info("cabinet playlists sent", extra={"sent": len(claimed) - len(failed), "not_sent": len(failed)})
     return len(claimed) - len(failed)
+
+
+def plays_reported(
+    cabinet_id: str, msg: PlayReport, received_at: datetime, *, max_skew_s: float
+) -> AdPlaysReported | None:
+    """A cabinet's `plays` report as the event notify-svc counts impressions from (the report's msg_id names it,
+    so a replay is counted once there too). The period is the device's, each end checked against our clock
+    (a clock in the future or in 1970 gets the receive time); None for a period that ends before it starts."""
+    end, _ = checked_device_time(msg.ts, received_at, not_before=None, max_skew_s=max_skew_s)
+    start, _ = checked_device_time(msg.from_ts, received_at, not_before=None, max_skew_s=max_skew_s)
+    if msg.from_ts > msg.ts:
+        return None
+    return AdPlaysReported(
+        cabinet_id=cabinet_id,
+        report_id=msg.msg_id,
+        playlist_version=msg.playlist_version,
+        period_start=min(start, end),
+        period_end=end,
+        items=[AdPlayCount(ad_id=i.ad_id, plays=i.plays) for i in msg.items],
+        at=received_at,
+    )

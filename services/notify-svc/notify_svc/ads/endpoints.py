@@ -1,5 +1,6 @@
 """Ads. The app: `GET /v1/ads` (banners on air in the viewer's region, each labelled "advertisement"),
-`POST /v1/ads/{id}/impressions` and `/clicks` (counted once per viewer, ad and day). Staff
+`POST /v1/ads/{id}/impressions` and `/clicks` (counted once per viewer, ad and day); cabinet screens' impressions
+are the plays the cabinets report (ads/service.on_plays_reported). Staff
 (`ads:manage`): `/v1/admin/ads` to create, list with counts, and withdraw; cabinet-screen changes reach the
 cabinets through device-svc."""
 
@@ -44,19 +45,27 @@ def _out(ad: Ad) -> AdOut:
 
 
 async def _staff_out(session: AsyncSession, ads: list[Ad]) -> list[StaffAdOut]:
-    counts = await repo.counts(session, [a.id for a in ads])
+    counts = await repo.counts(session, [a.id for a in ads if a.slot == AdSlot.APP_BANNER])
+    screens = await repo.screen_counts(session, [a.id for a in ads if a.slot == AdSlot.CABINET_SCREEN])
     return [
         StaffAdOut(
             **_out(ad).model_dump(),
             created_by=ad.created_by,
             created_at=ad.created_at,
             withdrawn_at=ad.withdrawn_at,
-            counts=AdCounts(
-                impressions=counts.get(ad.id, {}).get("impression", 0), clicks=counts.get(ad.id, {}).get("click", 0)
-            ),
+            counts=_counts(ad, counts, screens),
         )
         for ad in ads
     ]
+
+
+def _counts(ad: Ad, counts: dict[uuid.UUID, dict[str, int]], screens: dict[uuid.UUID, tuple[int, int]]) -> AdCounts:
+    if ad.slot == AdSlot.CABINET_SCREEN:
+        plays, cabinets = screens.get(ad.id, (0, 0))
+        return AdCounts(impressions=plays, clicks=0, screens=cabinets)
+    return AdCounts(
+        impressions=counts.get(ad.id, {}).get("impression", 0), clicks=counts.get(ad.id, {}).get("click", 0)
+    )
 
 
 @router.get("")

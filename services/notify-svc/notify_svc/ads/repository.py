@@ -1,4 +1,4 @@
-"""SQL of ads, their deduplicated impressions and clicks, and the cabinet screens' playlist version.
+"""SQL of ads, their deduplicated impressions and clicks, the cabinet screens' play counts and playlist version.
 Never commits."""
 
 import uuid
@@ -9,7 +9,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from notify_svc.models import Ad, AdInteraction, AdPlaylistState, AdSlot
+from notify_svc.models import Ad, AdInteraction, AdPlaylistState, AdScreenPlay, AdSlot
 
 
 def add(session: AsyncSession, ad: Ad) -> None:
@@ -74,6 +74,34 @@ async def counts(session: AsyncSession, ad_ids: Sequence[uuid.UUID]) -> dict[uui
     for ad_id, kind, n in (await session.execute(stmt)).all():
         found.setdefault(ad_id, {})[kind] = int(n)
     return found
+
+
+async def existing(session: AsyncSession, slot: AdSlot, ad_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+    if not ad_ids:
+        return set()
+    stmt = select(Ad.id).where(Ad.id.in_(ad_ids), Ad.slot == slot.value)
+    return set((await session.scalars(stmt)).all())
+
+
+async def record_plays(session: AsyncSession, rows: Sequence[dict[str, object]]) -> int:
+    """rows: {cabinet_id, report_id, ad_id, plays, period_start, period_end}; the rows of a report seen before
+    are left as they are. Returns how many were new."""
+    if not rows:
+        return 0
+    stmt = insert(AdScreenPlay).values(list(rows)).on_conflict_do_nothing().returning(AdScreenPlay.ad_id)
+    return len((await session.execute(stmt)).all())
+
+
+async def screen_counts(session: AsyncSession, ad_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, tuple[int, int]]:
+    """ad id -> (plays on cabinet screens, distinct cabinets that played it)."""
+    if not ad_ids:
+        return {}
+    stmt = (
+        select(AdScreenPlay.ad_id, func.sum(AdScreenPlay.plays), func.count(func.distinct(AdScreenPlay.cabinet_id)))
+        .where(AdScreenPlay.ad_id.in_(ad_ids))
+        .group_by(AdScreenPlay.ad_id)
+    )
+    return {ad_id: (int(plays), int(cabinets)) for ad_id, plays, cabinets in (await session.execute(stmt)).all()}
 
 
 async def next_playlist_version(session: AsyncSession, slot: AdSlot, now_ms: int) -> int:

@@ -61,8 +61,12 @@ class AdOut(BaseModel):
 
 
 class AdCounts(BaseModel):
-    impressions: int = Field(description="distinct viewers per day who were shown it")
-    clicks: int = Field(description="distinct viewers per day who tapped it")
+    impressions: int = Field(
+        description="app banners: distinct viewers per day who were shown it; cabinet screens: the turns it was "
+        "played, as the cabinets reported them (each report counted once)"
+    )
+    clicks: int = Field(description="distinct viewers per day who tapped it (app banners)")
+    screens: int | None = Field(default=None, description="cabinet screens: how many cabinets played it")
 
 
 class StaffAdOut(AdOut):

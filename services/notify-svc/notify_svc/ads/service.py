@@ -2,7 +2,8 @@
 and what was tapped; each viewer counts once a day per ad and kind. Cabinet screens: every change to
 their ads publishes the whole playlist (every ad not yet ended, with its schedule and regions) as one
 versioned event; device-svc, the only MQTT speaker, gives each cabinet the part for its region and the
-cabinet plays each item within its schedule."""
+cabinet plays each item within its schedule; cabinets report what they played (device.ad_plays.reported), counted
+as the ad's impressions, once per report."""
 
 import logging
 import uuid
@@ -11,7 +12,8 @@ from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from contracts.events import AdPlaylistItem, AdPlaylistPublished
+from contracts import Envelope
+from contracts.events import AdPlaylistItem, AdPlaylistPublished, AdPlaysReported
 from contracts.regions import targets
 from kit.app import Runtime
 from kit.errors import Conflict, NotFound
@@ -100,6 +102,39 @@ async def record(session: AsyncSession, ad_id: uuid.UUID, kind: str, viewer: uui
     if ad.withdrawn_at is not None or not ad.starts_at <= now < ad.ends_at:
         raise AdNotRunning()
     return ad, await repo.count(session, ad.id, kind, viewer, now.date(), now)
+
+
+async def on_plays_reported(session: AsyncSession, envelope: Envelope) -> None:
+    """A cabinet screen's play counts (device.ad_plays.reported) become the impressions of cabinet-screen ads,
+    once per report and ad however often the report comes (a replayed MQTT message, a redelivered event). Ids
+    that name no cabinet-screen ad (a device's mistake, or an ad of another system) are left out."""
+    data = envelope.data
+    assert isinstance(data, AdPlaysReported)
+    plays: dict[uuid.UUID, int] = {}
+    for item in data.items:
+        try:
+            ad_id = uuid.UUID(item.ad_id)
+        except ValueError:
+            continue
+        plays[ad_id] = plays.get(ad_id, 0) + item.plays
+    known = await repo.existing(session, AdSlot.CABINET_SCREEN, list(plays))
+    rows = [
+        {
+            "cabinet_id": data.cabinet_id,
+            "report_id": data.report_id,
+            "ad_id": ad_id,
+            "plays": n,
+            "period_start": data.period_start,
+            "period_end": data.period_end,
+        }
+        for ad_id, n in plays.items()
+        if ad_id in known
+    ]
+    added = await repo.record_plays(session, rows)
+    log.info(
+        "screen plays counted",
+        extra={"cabinet_id": data.cabinet_id, "report_id": data.report_id, "ads": len(rows), "new": added},
+    )
 
 
 def playlist_items(ads: Sequence[Ad]) -> list[AdPlaylistItem]:

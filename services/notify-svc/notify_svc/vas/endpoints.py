@@ -3,7 +3,7 @@ at /v1/value-added-services (their own token only: no application may consent fo
 define services, publish risk notice versions and read the consent records at
 /v1/admin/value-added-services (permission `vas:manage`)."""
 
-from typing import Annotated
+from typing import Annotated, cast
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 
@@ -20,6 +20,7 @@ from notify_svc.vas.schemas import (
     ConsentOut,
     NoticeIn,
     Payment,
+    Refund,
     RiskNoticeOut,
     ServiceIn,
     ServiceList,
@@ -41,11 +42,18 @@ def _notice(n: RiskNotice | None) -> RiskNoticeOut | None:
 
 
 def _payment(record: ConsentRecord, price_fen: int | None, payments: dict[int, VasPayment]) -> Payment | None:
-    """An accepted priced consent: asset-credit's answer, or `pending` until it comes."""
+    """An accepted priced consent: asset-credit's answer (or finance's refund), or `pending` until it comes."""
     if record.action != "accepted" or not price_fen:
         return None
     found = payments.get(record.id)
-    return "pending" if found is None else ("paid" if found.status == "paid" else "failed")
+    return "pending" if found is None else cast(Payment, found.status)
+
+
+def _refund(record: ConsentRecord, payments: dict[int, VasPayment]) -> Refund | None:
+    found = payments.get(record.id)
+    if found is None or found.refunded_at is None or found.refunded_fen is None:
+        return None
+    return Refund(amount_fen=found.refunded_fen, reason=found.refund_reason or "", at=found.refunded_at)
 
 
 def _service(
@@ -70,9 +78,15 @@ def _service(
     )
 
 
-def _consent(r: ConsentRecord, payment: Payment | None = None) -> ConsentOut:
+def _consent(r: ConsentRecord, payment: Payment | None = None, refund: Refund | None = None) -> ConsentOut:
     return ConsentOut(
-        service_code=r.service_code, version=r.version, action=r.action, at=r.at, reason=r.reason, payment=payment
+        service_code=r.service_code,
+        version=r.version,
+        action=r.action,
+        at=r.at,
+        reason=r.reason,
+        payment=payment,
+        refund=refund,
     )
 
 
@@ -96,7 +110,9 @@ async def my_consents(user: CurrentUser, session: ReadSessionDep, limit: Limit =
     records = await repo.records_of_user(session, user.user_id, limit)
     payments = await repo.payments(session, [r.id for r in records])
     prices = {s.code: s.price_fen for s in await repo.services(session)}
-    return ConsentList(items=[_consent(r, _payment(r, prices.get(r.service_code), payments)) for r in records])
+    return ConsentList(
+        items=[_consent(r, _payment(r, prices.get(r.service_code), payments), _refund(r, payments)) for r in records]
+    )
 
 
 @router.post("/{code}/consents", status_code=201)
@@ -157,13 +173,23 @@ async def publish_notice(
 
 @staff_router.get("/{code}/consents")
 async def consents(code: Code, _: Manager, session: ReadSessionDep, limit: Limit = 100) -> StaffConsentList:
-    """The consent records of a service, newest first (the audit of who accepted which version when)."""
-    await service.get(session, code)
+    """The consent records of a service, newest first (the audit of who accepted which version when), each
+    accepted priced one with its payment: pending, paid, failed, or refunded (with the refund)."""
+    found = await service.get(session, code)
+    records = await repo.records_of_service(session, code, limit)
+    payments = await repo.payments(session, [r.id for r in records])
     return StaffConsentList(
         items=[
             StaffConsentOut(
-                user_id=str(r.user_id), service_code=r.service_code, version=r.version, action=r.action, at=r.at
+                user_id=str(r.user_id),
+                service_code=r.service_code,
+                version=r.version,
+                action=r.action,
+                at=r.at,
+                reason=r.reason,
+                payment=_payment(r, found.price_fen, payments),
+                refund=_refund(r, payments),
             )
-            for r in await repo.records_of_service(session, code, limit)
+            for r in records
         ]
     )

@@ -74,5 +74,9 @@ async def record_payment(session: AsyncSession, payment: dict[str, object]) -> b
     return (await session.execute(stmt.returning(VasPayment.consent_id))).scalar_one_or_none() is not None
 
 
+async def payment_for_update(session: AsyncSession, consent_id: int) -> VasPayment | None:
+    return await session.get(VasPayment, consent_id, with_for_update=True)
+
+
 async def consent(session: AsyncSession, consent_id: int) -> ConsentRecord | None:
     return await session.get(ConsentRecord, consent_id)

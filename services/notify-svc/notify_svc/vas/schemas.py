@@ -35,7 +35,13 @@ class RiskNoticeOut(BaseModel):
     published_at: datetime
 
 
-Payment = Literal["pending", "paid", "failed"]
+Payment = Literal["pending", "paid", "failed", "refunded"]
+
+
+class Refund(BaseModel):
+    amount_fen: int
+    reason: str = Field(description="finance's reason, as given at the refund")
+    at: datetime
 
 
 class ServiceOut(BaseModel):
@@ -52,7 +58,7 @@ class ServiceOut(BaseModel):
     payment: Payment | None = Field(
         default=None,
         description="a priced service you accepted: `pending` until asset-credit took the fee, then `paid` (a "
-        "failed payment withdraws the acceptance)",
+        "failed payment withdraws the acceptance); `refunded` once finance gave the fee back",
     )
 
 
@@ -72,7 +78,10 @@ class ConsentOut(BaseModel):
     action: str
     at: datetime
     reason: str | None = Field(default=None, description="recorded by the platform: `payment_failed`")
-    payment: Payment | None = Field(default=None, description="an accepted priced service: pending, paid or failed")
+    payment: Payment | None = Field(
+        default=None, description="an accepted priced service: pending, paid, failed or refunded"
+    )
+    refund: Refund | None = Field(default=None, description="with `refunded`: how much went back, why and when")
 
 
 class StaffConsentOut(ConsentOut):

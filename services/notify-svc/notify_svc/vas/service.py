@@ -3,18 +3,23 @@ each new text is a new version. A user accepts the version they read (an older v
 current one: `409 risk_notice_outdated`, read the new one); acceptance and withdrawal are append-only
 consent records, the evidence of what the user agreed to and when."""
 
+import logging
 import uuid
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Literal, cast
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from contracts.events import VasConsentRecorded, VasFeeFailed, VasFeeSettled
+from contracts.events import VasConsentRecorded, VasFeeFailed, VasFeeRefunded, VasFeeSettled
 from kit.app import Runtime
 from kit.errors import Conflict, NotFound
 from notify_svc.models import ConsentRecord, RiskNotice, ValueAddedService
+from notify_svc.vas import payments
 from notify_svc.vas import repository as repo
+from notify_svc.vas.payments import PaymentState
 from notify_svc.vas.schemas import ServiceIn
+
+log = logging.getLogger(__name__)
 
 
 class ServiceNotFound(NotFound):
@@ -153,6 +158,22 @@ async def on_fee_failed(session: AsyncSession, runtime: Runtime, data: VasFeeFai
     if latest is not None and latest.id == data.consent_id and latest.action == "accepted" and latest.version:
         await _record(session, runtime, vas, data.user_id, latest.version, "withdrawn", None, reason=PAYMENT_FAILED)
     return vas
+
+
+async def on_fee_refunded(session: AsyncSession, data: VasFeeRefunded) -> bool:
+    """Finance gave a paid fee back: the consent's payment becomes `refunded` (vas/payments.py). False when that
+    is no move from its state (refunded already, failed, or no answer recorded: logged, nothing changes)."""
+    payment = await repo.payment_for_update(session, data.consent_id)
+    before = cast(PaymentState, payment.status) if payment is not None else None
+    if payment is None or not payments.allowed(before, "refunded"):
+        log.warning("vas refund does not apply", extra={"consent_id": data.consent_id, "payment": before or "pending"})
+        return False
+    payment.status = "refunded"
+    payment.refunded_fen = data.amount_fen
+    payment.refund_reason = data.reason
+    payment.refunded_at = data.refunded_at
+    await session.flush()
+    return True
 
 
 async def _record(
