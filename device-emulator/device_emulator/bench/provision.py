@@ -4,8 +4,8 @@ depends on the contracts and the public HTTP API only, never on device-svc's cod
     python -m device_emulator.bench.provision --cabinets 20003 --slots 8 --fleet-out fleet.json [--seed 42]
         [--bank-modules N] [--volinks N]
 
-1. `POST /v1/admin/cabinets/import` (thousands a request): each new cabinet gets its slots and a credential,
-   its password in the answer, once; ids already registered are skipped.
+1. `POST /v1/admin/cabinets/import` (thousands a request, `--parallel` requests in flight): each new cabinet
+   gets its slots and a credential, its password in the answer, once; ids already registered are skipped.
 2. `POST /v1/admin/banks/import` for the new cabinets' banks (the last `--bank-modules` banks with a module of
    their own: a credential each). Imported banks are in no slot yet: the cabinets report them in their hello
    (device_emulator.bench.swarm) and device-svc places them, as with real hardware.
@@ -43,7 +43,8 @@ SPACING_DEG = 0.003  # about 330 m north-south, 310 m east-west
 EMPTY_SLOTS = 2  # each cabinet starts with two free slots, for returns
 FIRMWARE = "bench-1.0"
 VOLINKS_SN_BASE = 10_000_000
-IMPORT_CHUNK = 5000  # items per import request (device-svc's limit)
+IMPORT_CHUNK = 2500  # items per import request (device-svc's limit is 5,000)
+PARALLEL_REQUESTS = 4  # import requests in flight at once
 DEFAULT_ADMIN = ("admin", "dev-admin-password")
 
 
@@ -143,10 +144,13 @@ class AdminApi:
         self._user_url = user_url
         self._login = login
         self._headers: dict[str, str] | None = None
+        self._signing_in = asyncio.Lock()  # requests in parallel sign in once
 
     async def post(self, path: str, body: Any = None) -> Any:
-        if self._headers is None:
-            self._headers = {"Authorization": f"Bearer {await admin_token(self._http, self._user_url, self._login)}"}
+        async with self._signing_in:
+            if self._headers is None:
+                token = await admin_token(self._http, self._user_url, self._login)
+                self._headers = {"Authorization": f"Bearer {token}"}
         r = await self._http.post(f"{self._device_url}{path}", json=body, headers=self._headers)
         if r.status_code >= 300:
             raise ApiError(f"POST {path}", r)
@@ -160,18 +164,27 @@ async def provision(
     bank_modules: int = 0,
     known: dict[str, dict[str, Any]] | None = None,
     chunk: int = IMPORT_CHUNK,
+    parallel: int = PARALLEL_REQUESTS,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], Provisioned]:
     """Import `plan` (the last `bank_modules` banks of the platform's own cabinets get a module); returns the
     fleet file's cabinet and bank-module entries and what was done. `known`: the previous fleet file's entries
-    by device id (cabinets and bank modules), kept for devices that are registered already."""
+    by device id (cabinets and bank modules), kept for devices that are registered already. Up to `parallel`
+    requests are in flight: each import is one transaction of its own, so device-svc's replicas (and one
+    replica's database connections) work on several at once; cabinets first, as their banks follow them."""
     known = known or {}
     done = Provisioned()
     passwords: dict[str, str] = {}
+    gate = asyncio.Semaphore(max(1, parallel))
+
+    async def post(path: str, body: Any = None) -> Any:
+        async with gate:
+            done.requests += 1
+            return await api.post(path, body)
+
     started = time.monotonic()
     created: set[str] = set()
-    for part in _chunks([_cabinet_item(c) for c in plan], chunk):
-        answer = await api.post("/v1/admin/cabinets/import", {"items": list(part)})
-        done.requests += 1
+    parts = [list(part) for part in _chunks([_cabinet_item(c) for c in plan], chunk)]
+    for answer in await asyncio.gather(*(post("/v1/admin/cabinets/import", {"items": part}) for part in parts)):
         for item in answer["created"]:
             created.add(item["id"])
             if item.get("credential"):
@@ -188,9 +201,8 @@ async def provision(
         for bank, _ in c.banks.values()
         if c.cabinet_id in created or bank in modules
     ]
-    for part in _chunks(items, chunk):
-        answer = await api.post("/v1/admin/banks/import", {"items": list(part)})
-        done.requests += 1
+    parts = [list(part) for part in _chunks(items, chunk)]
+    for answer in await asyncio.gather(*(post("/v1/admin/banks/import", {"items": part}) for part in parts)):
         done.banks_created += len(answer["created"])
         for item in answer["created"]:
             if item.get("credential"):
@@ -205,10 +217,9 @@ async def provision(
         for device in [*(c.cabinet_id for c in plan), *module_cabinet]
         if device not in passwords and not (known.get(device) or {}).get("password")
     ]
-    for device in unknown:  # registered before, and the fleet file lost its password: a new one
-        answer = await api.post(f"/v1/admin/devices/{device}/credentials/rotate")
-        passwords[device] = answer["password"]
-        done.requests += 1
+    # registered before, and the fleet file lost its password: a new one
+    rotated = await asyncio.gather(*(post(f"/v1/admin/devices/{device}/credentials/rotate") for device in unknown))
+    passwords.update({device: answer["password"] for device, answer in zip(unknown, rotated, strict=True)})
     done.rotated = len(unknown)
     done.seconds_by_step["rotate"] = round(time.monotonic() - started, 2)
 
@@ -296,7 +307,12 @@ async def _run(args: argparse.Namespace) -> int:
             login,
         )
         cabinets, banks, done = await provision(
-            api, plan, bank_modules=args.bank_modules, known=read_known(args.fleet_out), chunk=args.chunk
+            api,
+            plan,
+            bank_modules=args.bank_modules,
+            known=read_known(args.fleet_out),
+            chunk=args.chunk,
+            parallel=args.parallel,
         )
     write_fleet(args.fleet_out, broker_from_env(), cabinets, banks)
     print(
@@ -316,6 +332,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--bank-modules", type=int, default=0, help="the last N banks get a module and credential")
     parser.add_argument("--volinks", type=int, default=0, help="also N volinks cabinets (VL-CAB-0001...)")
     parser.add_argument("--chunk", type=int, default=IMPORT_CHUNK, help="devices per import request")
+    parser.add_argument("--parallel", type=int, default=PARALLEL_REQUESTS, help="import requests in flight at once")
     parser.add_argument("--timeout-s", type=float, default=120.0, help="per request")
     return asyncio.run(_run(parser.parse_args(argv)))
 

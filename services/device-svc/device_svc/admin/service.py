@@ -18,7 +18,7 @@ from device_svc.models import Bank, Cabinet, DeviceCredential, Slot
 from device_svc.ops import repository as ops_repo
 from device_svc.presence import transition_events
 from device_svc.provisioning import repository as prov_repo
-from device_svc.provisioning.credentials import credential_row, generate_password, set_password
+from device_svc.provisioning.credentials import credential_rows, generate_password, set_password
 from device_svc.registry.repository import empty_slot_of_bank, take_offline
 from kit.errors import Conflict, NotFound
 
@@ -171,9 +171,8 @@ def _bank_row(item: BankCreate) -> dict[str, Any]:
 async def _issue_credentials(
     session: AsyncSession, devices: Sequence[tuple[str, str]], now: datetime
 ) -> dict[str, str]:
-    """A new password for each (device id, kind), written in one multi-row upsert."""
-    passwords = {device_id: generate_password() for device_id, _ in devices}
-    rows = [credential_row(device_id, kind, passwords[device_id], now) for device_id, kind in devices]
+    """A new password for each (device id, kind), hashed in parallel and written in one upsert."""
+    passwords, rows = await credential_rows(devices, now)
     await prov_repo.upsert_credentials(session, rows)
     return passwords
 
