@@ -29,7 +29,9 @@ from contracts.mqtt import (
 )
 from contracts.vendors import volinks
 from device_emulator.bench import cpu, freshness, report, run, users
-from device_emulator.bench.run import PRESETS, Attempt, errors_but_ejected, parse_args, raise_open_files
+from device_emulator.bench.presets import PRESETS, parse_args
+from device_emulator.bench.run import raise_open_files
+from device_emulator.bench.summary import Attempt, errors_but_ejected
 from device_emulator.bench.swarm import DeviceCredentials, Swarm, heartbeat_payload, read_fleet
 from device_emulator.bench.volinks_swarm import VolinksSwarmDevice
 from kit.mqtt_client import (

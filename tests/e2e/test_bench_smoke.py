@@ -9,7 +9,8 @@ import pytest
 from mesh import Mesh, new_user
 from platform_client import wait_for
 
-from device_emulator.bench.run import Bench, parse_args
+from device_emulator.bench.presets import parse_args
+from device_emulator.bench.run import Bench
 
 pytestmark = pytest.mark.e2e
 

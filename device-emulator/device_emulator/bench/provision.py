@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import random
+import subprocess
 import sys
 import tempfile
 import time
@@ -36,8 +37,10 @@ from typing import Any
 import httpx
 
 from contracts.vendors import volinks
+from device_emulator.bench.report import say
 from device_emulator.bench.users import ApiError, admin_token
 
+ROOT = Path(__file__).resolve().parents[3]
 ORIGIN = (22.54, 114.05)  # Shenzhen, Futian
 SPACING_DEG = 0.003  # about 330 m north-south, 310 m east-west
 EMPTY_SLOTS = 2  # each cabinet starts with two free slots, for returns
@@ -292,6 +295,47 @@ def broker_from_env() -> dict[str, Any]:
     if os.environ.get("MQTT_CA_FILE"):
         broker["ca_file"] = os.environ["MQTT_CA_FILE"]
     return broker
+
+
+def provision_for_bench(
+    args: argparse.Namespace, *, stack: str, stack_tool: str, fleet_file: Path, skip: int
+) -> dict[str, Any]:
+    """The benchmark's provisioning step: skip + devices cabinets through device-svc's admin API (this module's
+    command, as a process of its own: bulk imports; the emulator uses no device-svc code), or with
+    --real-provisioning through `stack.py seed` (device-svc's own demo seed, at most 9,999 cabinets). Returns
+    what details.json records of it."""
+    total = skip + args.devices
+    seed_args = ["--cabinets", str(total), "--slots", str(args.slots), "--seed", str(args.seed)]
+    if args.banks > 0:
+        seed_args += ["--bank-modules", str(args.banks)]
+    if args.volinks > 0:
+        seed_args += ["--volinks", str(args.volinks)]
+    env = dict(os.environ)
+    if args.real_provisioning:  # the bench's modules are the last banks, not the demo cabinets'
+        last = ["--bank-modules-last"] if args.banks > 0 else []
+        cmd = [sys.executable, stack_tool, "seed", "--stack", stack, "--", *seed_args, *last]
+    else:
+        cmd = [sys.executable, "-m", "device_emulator.bench.provision", *seed_args]
+        cmd += ["--fleet-out", str(fleet_file)]
+    say(
+        f"provisioning {total} cabinets, {args.volinks} volinks cabinets, {args.banks} bank modules: "
+        f"{' '.join(cmd[1:])}"
+    )
+    start = time.monotonic()
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=ROOT, env=env)
+    took = time.monotonic() - start
+    details = {
+        "cabinets": total,
+        "bank_modules": args.banks,
+        "seconds": round(took, 2),
+        "rc": done.returncode,
+        "through": "stack.py seed" if args.real_provisioning else "admin API",
+        "output": done.stdout.strip()[-300:],
+    }
+    say(f"provisioned in {took:.1f} s: {done.stdout.strip()[-300:]}")
+    if done.returncode != 0:
+        raise SystemExit(f"provisioning failed:\n{done.stdout}\n{done.stderr}")
+    return details
 
 
 async def _run(args: argparse.Namespace) -> int:

@@ -6,12 +6,18 @@ from __future__ import annotations
 import html
 import json
 import math
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 W, H, PAD_L, PAD_R, PAD_T, PAD_B = 640, 260, 60, 20, 30, 40
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#17becf")
+
+
+def say(text: str) -> None:
+    """A progress line for the operator (stderr)."""
+    print(f"bench: {text}", file=sys.stderr, flush=True)
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:

@@ -17,6 +17,9 @@ cpu_ms_per_report and cpu_ms_per_rental (device_emulator.bench.cpu explains what
 Reads the stack environment (`deploy/local/stack.py exec --stack run -- ...` sets it): *_SVC_URL,
 MQTT_HOST/PORT/USERNAME/PASSWORD, KAFKA_BOOTSTRAP, PB_FLEET_FILE, PB_STATE_DIR, PB_STACK, PB_STACK_TOOL.
 Writes <out>/summary.json, details.json, index.md and SVG charts.
+
+The run loop and its pacers live here; the command line and presets in `presets`, provisioning in `provision`,
+the connect storm in `storm`, the summary of what was measured in `summary` (rendered by `report`).
 """
 
 from __future__ import annotations
@@ -30,14 +33,9 @@ import math
 import os
 import random
 import resource
-import signal
-import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,197 +43,21 @@ import httpx
 
 from contracts.mqtt import Eject
 from contracts.vendors.volinks import PROTOCOL as VOLINKS
-from device_emulator.bench import cpu, freshness, probes
-from device_emulator.bench.report import histogram_svg, line_svg, percentile, ratio, summarize, write_report
+from device_emulator.bench import cpu, freshness, probes, storm, summary
+from device_emulator.bench.presets import ROOT, parse_args
+from device_emulator.bench.provision import provision_for_bench
+from device_emulator.bench.report import percentile, say
+from device_emulator.bench.summary import STORM_KEYS, Attempt, Results
 from device_emulator.bench.swarm import DeviceCredentials, Swarm, SwarmDevice, read_fleet
 from device_emulator.bench.users import ApiError, BenchUser, Urls, UserPool
 from device_emulator.bench.volinks_swarm import VolinksSwarmDevice
 from device_emulator.tls import context_from_env
 from kit.httpclient import KEEPALIVE_EXPIRY_S
 
-ROOT = Path(__file__).resolve().parents[3]
-STORM_ANSWER_BUDGET_MS = 5000.0  # an unlock during a connect storm is answered within 5 s, with a reason if need be
-
-
-# The runs issue 9 names, one command each (`make bench PRESET=overload`); flags given with --preset win.
-PRESETS: dict[str, dict[str, Any]] = {
-    # the overload that made unlocks answer 504 while their bank was ejected
-    "overload": {"devices": 300, "telemetry_rate": 200.0, "unlock_rate": 15.0, "duration": 30.0},
-    # CPU per rental, undiluted: few devices, no telemetry (cpu_ms_per_rental measured directly)
-    "rental": {"devices": 20, "telemetry_rate": 0.0, "unlock_rate": 5.0, "duration": 30.0},
-    # telemetry capacity: 5,000 reports/s offered by 1,000 devices, no unlocks
-    "telemetry": {"devices": 1000, "telemetry_rate": 5000.0, "unlock_rate": 0.0, "duration": 30.0},
-    # a 10,000-cabinet city at its heartbeat rate (one per 20 s), a few rentals, then a connect storm
-    "city": {
-        "devices": 10_000,
-        "telemetry_rate": 500.0,
-        "unlock_rate": 2.0,
-        "duration": 20.0,
-        "broker_restart": True,
-        "connect_rate": 1000.0,
-    },
-    # the 10-minute sustained target: 50 unlocks/s with 10,000 devices and 2,000 reports/s
-    "sustained": {
-        "devices": 10_000,
-        "telemetry_rate": 2000.0,
-        "unlock_rate": 50.0,
-        "duration": 600.0,
-        "connect_rate": 1000.0,
-    },
-    # 20,000 devices connected at once, then a broker restart (the fleet heartbeats every 20 s)
-    "storm": {
-        "devices": 20_000,
-        "telemetry_rate": 1000.0,
-        "unlock_rate": 2.0,
-        "duration": 20.0,
-        "broker_restart": True,
-        "connect_rate": 1000.0,
-    },
-    # the mesh at rest: a silent fleet connected, 30 s idle, no load window
-    "rest": {"devices": 100, "telemetry_rate": 0.0, "unlock_rate": 0.0, "duration": 0.0, "idle_s": 30.0},
-}
-
-
-def _preset_help() -> str:
-    def flag(key: str, value: Any) -> str:
-        name = "--" + key.replace("_", "-")
-        if value is True:
-            return name
-        return f"{name} {value:g}" if isinstance(value, float) else f"{name} {value}"
-
-    return "; ".join(f"{name}: {' '.join(flag(k, v) for k, v in values.items())}" for name, values in PRESETS.items())
-
-
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m device_emulator.bench", description=__doc__.split("\n\n")[0])
-    p.add_argument(
-        "--preset",
-        choices=sorted(PRESETS),
-        default=None,
-        help="a named run of issue 9 (flags given as well override its values): " + _preset_help(),
-    )
-    p.add_argument("--devices", type=int, default=100, help="swarm cabinets (each its own MQTT connection)")
-    p.add_argument("--slots", type=int, default=8, help="slots per cabinet when provisioning")
-    p.add_argument(
-        "--volinks", type=int, default=0, help="also N cabinets speaking the volinks protocol (a vendor mix)"
-    )
-    p.add_argument("--telemetry-rate", type=float, default=50.0, help="heartbeats per second, whole swarm")
-    p.add_argument("--unlock-rate", type=float, default=5.0, help="borrows started per second (0: none)")
-    p.add_argument("--duration", type=float, default=30.0, help="seconds of load (0: idle window only)")
-    p.add_argument(
-        "--idle-s",
-        type=float,
-        default=None,
-        help="quiet seconds before the load, swarm connected and silent: the platform's CPU at rest (10; 2 --smoke)",
-    )
-    p.add_argument(
-        "--telemetry-window-s",
-        type=float,
-        default=None,
-        help="seconds of telemetry only before the mixed load, for CPU per report (10; 2 with --smoke)",
-    )
-    p.add_argument("--banks", type=int, default=0, help="idle bank modules reporting positions (freshness)")
-    p.add_argument("--time-scale", type=float, default=3600.0, help="bank time per real second (3600: 4 h become 4 s)")
-    p.add_argument("--bank-report-every-s", type=float, default=3 * 3600.0, help="a bank's position period, bank time")
-    p.add_argument("--bank-jitter", type=float, default=0.2, help="+- fraction of the position period")
-    p.add_argument(
-        "--freshness-sample-s", type=float, default=0.0, help="seconds between readings (default: budget / 8)"
-    )
-    p.add_argument("--seed", type=int, default=42, help="random seed (device choice, jitter; also provisioning)")
-    p.add_argument(
-        "--skip-devices",
-        type=int,
-        default=None,
-        help="first fleet entries left alone (default: 3 on the run stack, whose emulator runs them; 0 otherwise)",
-    )
-    p.add_argument("--no-provision", action="store_true", help="use the fleet file as it is (no seed)")
-    p.add_argument(
-        "--real-provisioning",
-        action="store_true",
-        help="seed through `stack.py seed` (device-svc's demo seed, at most 9,999 cabinets), not the admin API",
-    )
-    p.add_argument("--fleet-file", type=Path, default=None, help="default $PB_FLEET_FILE")
-    p.add_argument("--hold-s", type=float, default=1.0, help="seconds a user keeps the bank")
-    p.add_argument("--users", type=int, default=0, help="simulated users (default: enough for the unlock rate)")
-    p.add_argument("--connect-rate", type=float, default=400.0, help="new MQTT connections per second")
-    p.add_argument("--motor-ms", type=float, default=0.0, help="cabinet eject delay before answering")
-    p.add_argument("--no-floors", action="store_true", help="skip the floor measurements")
-    p.add_argument("--smoke", action="store_true", help="few floor samples (CI smoke run)")
-    p.add_argument(
-        "--broker-restart",
-        action="store_true",
-        help="after the load, restart Mosquitto and time until every device is back",
-    )
-    p.add_argument("--storm-timeout-s", type=float, default=180.0, help="max seconds the storm is watched")
-    p.add_argument(
-        "--settle-s",
-        type=float,
-        default=None,
-        help="seconds of silence before the idle window, so that every consumer has gone back to its rest fetch "
-        "(default: the stack's KAFKA_FETCH_FLOW_S + 2, i.e. 12 s; 0 with --smoke)",
-    )
-    p.add_argument("--drain-s", type=float, default=10.0, help="max quiet seconds waiting for telemetry")
-    p.add_argument("--drain-max-s", type=float, default=60.0, help="max seconds waiting for telemetry in all")
-    p.add_argument("--out", type=Path, default=ROOT / "reports" / "bench")
-    p.add_argument("--quiet", action="store_true", help="no progress lines")
-    known, _ = p.parse_known_args(argv)
-    if known.preset is not None:
-        p.set_defaults(**PRESETS[known.preset])
-    args = p.parse_args(argv)
-    quiet_window_s = 2.0 if args.smoke else 10.0
-    args.idle_s = quiet_window_s if args.idle_s is None else args.idle_s
-    args.telemetry_window_s = quiet_window_s if args.telemetry_window_s is None else args.telemetry_window_s
-    if args.settle_s is None:
-        # A consumer fetches with its short flow wait until KAFKA_FETCH_FLOW_S after the last record it got
-        # (kit.kafka.FetchWait): the connect burst's presence events and the users' sign-ins would otherwise
-        # leave the first seconds of the idle window at the flow rate (measured: 10.4 % instead of 6-7 %).
-        args.settle_s = 0.0 if args.smoke else float(os.environ.get("KAFKA_FETCH_FLOW_S", "10")) + 2.0
-    return args
-
 
 def swarm_device(creds: DeviceCredentials, swarm: Swarm) -> SwarmDevice:
     """A swarm cabinet of the fleet entry's maker."""
     return VolinksSwarmDevice(creds, swarm) if creds.protocol == VOLINKS else SwarmDevice(creds, swarm)
-
-
-def say(text: str) -> None:
-    print(f"bench: {text}", file=sys.stderr, flush=True)
-
-
-@dataclass(frozen=True, slots=True)
-class Attempt:
-    """One unlock request: when it started (monotonic), how long the answer took, its error code (None: the
-    bank was ejected and the rental is active) and the correlation id it was sent with."""
-
-    started: float
-    took_ms: float
-    code: str | None
-    correlation_id: str
-
-
-def errors_but_ejected(attempts: Sequence[Attempt], ejected: Mapping[str, object]) -> int:
-    """Unlocks answered with an error although the cabinet received the eject sent for that very request
-    (`ejected` is keyed by the command's correlation id): the 504-while-ejected class; 0 when the platform is
-    right (a cabinet that answered an eject means the bank is out, whatever the user was told)."""
-    return sum(1 for a in attempts if a.code is not None and a.correlation_id in ejected)
-
-
-@dataclass
-class Results:
-    unlock_ms: list[float] = field(default_factory=list)
-    eject_seen_ms: list[float] = field(default_factory=list)
-    billing_stop_ms: list[float] = field(default_factory=list)
-    billing_parts_ms: dict[str, list[float]] = field(default_factory=lambda: collections.defaultdict(list))
-    unlock_errors: collections.Counter[str] = field(default_factory=collections.Counter)
-    stop_errors: collections.Counter[str] = field(default_factory=collections.Counter)
-    unlocks_started: int = 0
-    unlocks_skipped: int = 0  # the pacer found no idle user or cabinet
-    users_retired: int = 0  # left out after an error (they may hold a rental the platform completed late)
-    attempts: list[Attempt] = field(default_factory=list)
-    handed_back: int = 0  # error answers whose ejected bank the user handed back (see Bench.hand_back)
-    timeline: list[dict[str, float]] = field(default_factory=list)
-    # rentals borrowed and returned (billing stopped), per maker of the cabinet (--volinks)
-    cycles_by_protocol: collections.Counter[str] = field(default_factory=collections.Counter)
 
 
 class Bench:
@@ -280,42 +102,6 @@ class Bench:
         self.details: dict[str, Any] = {"params": {k: str(v) for k, v in vars(args).items()}}
 
     # ------------------------------------------------------------------ phases
-
-    def provision(self) -> None:
-        """Provision skip + devices cabinets through device-svc's admin API (device_emulator.bench.provision: bulk
-        imports; the emulator uses no device-svc code), or with --real-provisioning through `stack.py seed`
-        (device-svc's own demo seed, at most 9,999 cabinets)."""
-        total = self.skip + self.args.devices
-        seed_args = ["--cabinets", str(total), "--slots", str(self.args.slots), "--seed", str(self.args.seed)]
-        if self.args.banks > 0:
-            seed_args += ["--bank-modules", str(self.args.banks)]
-        if self.args.volinks > 0:
-            seed_args += ["--volinks", str(self.args.volinks)]
-        env = dict(os.environ)
-        if self.args.real_provisioning:  # the bench's modules are the last banks, not the demo cabinets'
-            last = ["--bank-modules-last"] if self.args.banks > 0 else []
-            cmd = [sys.executable, self.stack_tool, "seed", "--stack", self.stack, "--", *seed_args, *last]
-        else:
-            cmd = [sys.executable, "-m", "device_emulator.bench.provision", *seed_args]
-            cmd += ["--fleet-out", str(self.fleet_file)]
-        say(
-            f"provisioning {total} cabinets, {self.args.volinks} volinks cabinets, {self.args.banks} bank modules: "
-            f"{' '.join(cmd[1:])}"
-        )
-        start = time.monotonic()
-        done = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=ROOT, env=env)
-        took = time.monotonic() - start
-        self.details["provision"] = {
-            "cabinets": total,
-            "bank_modules": self.args.banks,
-            "seconds": round(took, 2),
-            "rc": done.returncode,
-            "through": "stack.py seed" if self.args.real_provisioning else "admin API",
-            "output": done.stdout.strip()[-300:],
-        }
-        say(f"provisioned in {took:.1f} s: {done.stdout.strip()[-300:]}")
-        if done.returncode != 0:
-            raise SystemExit(f"provisioning failed:\n{done.stdout}\n{done.stderr}")
 
     async def floors(self) -> dict[str, Any]:
         host, port = os.environ.get("MQTT_HOST", "127.0.0.1"), int(os.environ.get("MQTT_PORT", "1883"))
@@ -569,123 +355,14 @@ class Bench:
         await asyncio.gather(*(one(kind) for kind in kinds))
         return self.close_window("polls", before, start, polls=len(kinds))
 
-    async def cabinets_online(self, pool: UserPool, ids: set[str], seen_after: datetime | None = None) -> int:
-        """How many of `ids` device-svc shows online (and, with `seen_after`, heard from since then), from
-        its presence summary: one count query, where listing every cabinet each time would load device-svc
-        in the very storm being measured. Exact while at most 1,000 cabinets are silent; a lower bound
-        before that."""
-        params: dict[str, str | int] = {"silent_limit": 1000}
-        if seen_after is not None:
-            params["heard_since"] = seen_after.isoformat()
-        headers = await pool.admin_auth()
-        r = await pool.http.get(f"{self.device_url}/v1/ops/presence", params=params, headers=headers, timeout=30)
-        r.raise_for_status()
-        body = r.json()
-        silent = len(ids.intersection(body["silent"]))
-        if body["silent_total"] > len(body["silent"]):  # some not listed: assume the worst of them
-            silent = max(silent, body["silent_total"] - (body["cabinets"] - len(ids)))
-        return len(ids) - silent
-
-    async def wait_cabinets_online(self, pool: UserPool, ids: set[str], timeout_s: float) -> int:
-        """How many swarm cabinets device-svc shows online (waits until all or timeout)."""
-        deadline = time.monotonic() + timeout_s
-        online = 0
-        while True:
-            with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
-                online = await self.cabinets_online(pool, ids)
-            if online >= len(ids) or time.monotonic() > deadline:
-                return online
-            await asyncio.sleep(3.0)  # listing every cabinet is not free for device-svc
-
-    async def broker_restart(self, swarm: Swarm, pool: UserPool) -> dict[str, Any]:
-        """The connect storm: SIGTERM Mosquitto, start it again (`stack.py up`), and time from the SIGTERM until
-        every device is connected again, until device-svc shows each swarm cabinet online and heard from since
-        the SIGTERM (`storm_online_s`), and until a borrow succeeds again (`storm_rent_again_s`). Borrows go on
-        through the storm at --unlock-rate (at least 1/s) on cabinets connected from the swarm's side."""
-        if self.state_dir is None:
-            return {"error": "PB_STATE_DIR not set"}
-        pid = int((self.state_dir / "mosquitto" / "mosquitto.pid").read_text().strip())
-        total = len(swarm.devices)
-        ids = {d.device_id for d in swarm.devices}
-        say(f"broker restart: SIGTERM mosquitto (pid {pid}), then `stack.py up --stack {self.stack}`")
-        start = time.monotonic()
-        killed_wall = datetime.now(UTC)
-        os.kill(pid, signal.SIGTERM)
-        stop = asyncio.Event()
-        cycles: set[asyncio.Task[Any]] = set()
-        rate = max(1.0, self.args.unlock_rate)
-        storm_end = start + self.args.storm_timeout_s
-        pacer = asyncio.create_task(
-            self.unlock_pacer(pool, swarm, storm_end, cycles, self.storm_results, rate=rate, stop=stop)
-        )
-        while swarm.connected > 0 and time.monotonic() - start < 10:  # noqa: ASYNC110 (a counter, no event)
-            await asyncio.sleep(0.05)
-        dropped_at = time.monotonic()
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            self.stack_tool,
-            "up",
-            "--stack",
-            self.stack,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-            cwd=str(ROOT),
-        )
-        await proc.wait()
-        up_at = time.monotonic()
-        curve: list[tuple[float, float]] = []
-        online_curve: list[tuple[float, float]] = []
-        connected_s: float | None = None
-        online_s: float | None = None
-        next_online_check = 0.0
-        while time.monotonic() < storm_end:
-            now = time.monotonic()
-            curve.append((now - start, swarm.connected))
-            if connected_s is None and swarm.connected >= total:
-                connected_s = now - start
-            if online_s is None and now >= next_online_check:
-                next_online_check = now + 1.0
-                with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
-                    online = await self.cabinets_online(pool, ids, seen_after=killed_wall)
-                    online_curve.append((time.monotonic() - start, online))
-                    if online >= total:
-                        online_s = time.monotonic() - start
-            if connected_s is not None and online_s is not None and self.rent_again_s(start) is not None:
-                break
-            await asyncio.sleep(0.5)
-        stop.set()
-        await pacer
-        if cycles:
-            await asyncio.wait(cycles, timeout=60)
-        storm = self.storm_results
-        return {
-            "devices": total,
-            "reconnected": swarm.connected,
-            "all_back_s_after_broker_up": round(connected_s - (up_at - start), 1) if connected_s else None,
-            "all_back_s_after_sigterm": round(connected_s, 1) if connected_s is not None else None,
-            "online_s_after_sigterm": round(online_s, 1) if online_s is not None else None,
-            "rent_again_s_after_sigterm": self.rent_again_s(start),
-            "restart_command_s": round(up_at - dropped_at, 1),  # devices dropped until `stack.py up` returned
-            "unlocks": len(storm.attempts),
-            "unlocks_over_5s": sum(1 for a in storm.attempts if a.took_ms > STORM_ANSWER_BUDGET_MS),
-            "unlock_errors_by_code": dict(storm.unlock_errors),
-            "unlock_answer_ms": summarize([a.took_ms for a in storm.attempts]),
-            "unlock_error_but_ejected": errors_but_ejected(storm.attempts, self.ejected),
-            "curve": curve,
-            "online_curve": online_curve,
-        }
-
-    def rent_again_s(self, since: float) -> float | None:
-        """Seconds from `since` until the first storm borrow answered with an active rental."""
-        ok = [a.started + a.took_ms / 1000 for a in self.storm_results.attempts if a.code is None]
-        return round(min(ok) - since, 1) if ok else None
-
     # ------------------------------------------------------------------ main
 
     async def run(self) -> dict[str, Any]:
         args = self.args
         if not args.no_provision:
-            self.provision()
+            self.details["provision"] = provision_for_bench(
+                args, stack=self.stack, stack_tool=self.stack_tool, fleet_file=self.fleet_file, skip=self.skip
+            )
         host, port, creds = read_fleet(self.fleet_file)
         host = os.environ.get("MQTT_HOST", host)
         port = int(os.environ.get("MQTT_PORT", port))
@@ -778,7 +455,7 @@ class Bench:
                 every = args.freshness_sample_s or min(5.0, max(0.2, freshness.BUDGET_S / args.time_scale / 8))
                 watcher = asyncio.create_task(self.probe.watch(every))
             ids = {d.device_id for d in chosen}
-            online = await self.wait_cabinets_online(pool, ids, timeout_s=120) if pool.users else -1
+            online = await storm.wait_cabinets_online(self, pool, ids, timeout_s=120) if pool.users else -1
             ready_s = time.monotonic() - connect_start
             say(f"device-svc shows {online}/{len(ids)} swarm cabinets online after {ready_s:.1f} s")
 
@@ -831,7 +508,7 @@ class Bench:
             drain_s = time.monotonic() - drain_start
             if mixed.polls and self.last_rental is not None:
                 self.cpu_windows["polls"] = await self.measure_polls(pool, pool.polls - polls_before)
-            restart = await self.broker_restart(swarm, pool) if args.broker_restart else None
+            restart = await storm.broker_restart(self, swarm, pool) if args.broker_restart else None
         finally:
             progress.cancel()
             await freshness.cancel(watcher)
@@ -844,7 +521,8 @@ class Bench:
             if self.users_file is not None:
                 self.users_file[0].save(self.users_file[1])  # the newest refresh tokens, for the next run
             await http.aclose()
-        return self.finish(
+        return summary.finish(
+            self,
             floors=floors,
             watch=watch,
             swarm=swarm,
@@ -859,206 +537,7 @@ class Bench:
             banks=banks,
         )
 
-    def cost_and_errors(self) -> dict[str, Any]:
-        """The cost figures (device_emulator.bench.cpu), provisioning time, user preparation and the unlock
-        errors by code, with those whose cabinet did eject the bank."""
-        w = self.cpu_windows
-        costs = cpu.attribute(w.get("idle"), w.get("telemetry_only"), w.get("mixed"), w.get("polls"))
-        self.details["cpu"] = {
-            "counted": {name: pids for name, pids in self.platform.roots.items()},
-            "notes": list(self.platform.notes),
-            "windows": cpu.describe(w.items()),
-            "per_group_pct_of_core": self.cpu_group_pct,
-            "figures": costs,
-        }
-        r = self.results
-        provision = self.details.get("provision")
-        users = self.details.get("users", {})
-        return costs | {
-            "provision_s": provision["seconds"] if provision else None,
-            "users_prepare_s": users.get("prepare_s"),
-            "users_registered": users.get("registered"),
-            "unlock_errors_by_code": dict(sorted(r.unlock_errors.items())),
-            "unlock_error_but_ejected": errors_but_ejected(r.attempts, self.ejected),
-            "unlock_errors_bank_handed_back": r.handed_back,
-        }
 
-    def finish(
-        self,
-        *,
-        floors: dict[str, Any],
-        watch: probes.TelemetryWatch,
-        swarm: Swarm,
-        sampler: probes.ProcessSampler,
-        load: tuple[float, float],
-        devices_connected: int,
-        hb_sent: int,
-        drain_s: float,
-        online: int,
-        connect_s: float,
-        restart: dict[str, Any] | None,
-        banks: Swarm | None = None,
-    ) -> dict[str, Any]:
-        r = self.results
-        duration = load[1] - load[0]
-        seen_in_load = sum(1 for t in watch.seen_times if self.t0 + load[0] <= t <= self.t0 + load[1])
-        unlock = summarize(r.unlock_ms)
-        eject = summarize(r.eject_seen_ms)
-        stop = summarize(r.billing_stop_ms)
-        lag = summarize(watch.lags_ms)
-
-        def floor(name: str, key: str) -> float | None:
-            v = floors.get(name, {}).get(key)
-            return float(v) if isinstance(v, int | float) else None
-
-        mqtt_p50, kafka_p50 = floor("mqtt_round_trip_ms", "p50"), floor("kafka_round_trip_ms", "p50")
-        sub_rate = floor("aiomqtt_subscriber", "msgs_per_s")
-        telemetry_rate = round(seen_in_load / duration, 1) if duration > 0 else 0.0
-        summary: dict[str, Any] = {
-            "devices_target": len(swarm.devices),
-            "devices_connected": devices_connected,
-            "devices_online_in_device_svc": online,
-            "connect_all_s": round(connect_s, 1),
-            "unlocks_ok": len(r.unlock_ms),
-            "unlock_errors": sum(r.unlock_errors.values()),
-            "unlocks_skipped_no_idle_user_or_cabinet": r.unlocks_skipped,
-            "users_retired_after_errors": r.users_retired,
-            "rentals_completed_by_protocol": dict(r.cycles_by_protocol),
-            "unlock_rate_achieved_per_s": round(len(r.unlock_ms) / duration, 2) if duration else 0,
-            "unlock_p50_ms": unlock["p50"],
-            "unlock_p99_ms": unlock["p99"],
-            "unlock_eject_seen_p50_ms": eject["p50"],
-            "unlock_eject_seen_p99_ms": eject["p99"],
-            "billing_stop_p50_ms": stop["p50"],
-            "billing_stop_p99_ms": stop["p99"],
-            "billing_stop_errors": sum(r.stop_errors.values()),
-            "telemetry_sent": watch.sent,
-            "telemetry_sent_per_s": round(hb_sent / duration, 1) if duration else 0,
-            "telemetry_msgs_per_s": telemetry_rate,
-            "telemetry_lost": watch.sent - watch.seen,  # unseen when the wait ended: lost or later than that
-            "telemetry_drain_s": round(drain_s, 1),
-            "telemetry_lag_p50_ms": lag["p50"],
-            "telemetry_lag_p99_ms": lag["p99"],
-            "floor_mqtt_rtt_p50_ms": mqtt_p50,
-            "floor_kafka_rtt_p50_ms": kafka_p50,
-            "floor_mqtt_subscriber_msgs_per_s": floor("mqtt_subscriber", "msgs_per_s"),
-            "floor_aiomqtt_subscriber_msgs_per_s": sub_rate,
-            "ratio_unlock_p50_to_mqtt_rtt": ratio(unlock["p50"], mqtt_p50),
-            "ratio_unlock_p50_to_kafka_rtt": ratio(unlock["p50"], kafka_p50),
-            "ratio_billing_stop_p50_to_kafka_rtt": ratio(stop["p50"], kafka_p50),
-            "ratio_telemetry_lag_p50_to_kafka_rtt": ratio(lag["p50"], kafka_p50),
-            "ratio_telemetry_rate_to_subscriber_floor": (
-                round(telemetry_rate / sub_rate, 4) if sub_rate and telemetry_rate else None
-            ),
-        }
-        summary |= self.cost_and_errors()
-        if restart is not None:
-            summary["broker_restart_all_back_s"] = restart.get("all_back_s_after_sigterm")
-            summary |= {
-                "storm_connected_s": restart.get("all_back_s_after_sigterm"),
-                "storm_online_s": restart.get("online_s_after_sigterm"),
-                "storm_rent_again_s": restart.get("rent_again_s_after_sigterm"),
-                "storm_unlocks": restart.get("unlocks"),
-                "storm_unlocks_over_5s": restart.get("unlocks_over_5s"),
-                "storm_unlock_error_but_ejected": restart.get("unlock_error_but_ejected"),
-            }
-        emulated = freshness.swarm_banks(banks) if banks is not None else []
-        samples = self.probe.samples if self.probe is not None else []
-        scale = self.args.time_scale
-        summary.update(
-            freshness.freshness_summary(
-                samples,
-                banks=len(emulated),
-                time_scale=scale,
-                window=(load[0], math.inf),
-                longest_gap_s=max((b.longest_gap_s for b in emulated), default=None) if emulated else None,
-            )
-        )
-        if self.probe is not None:
-            self.details["freshness"] = {
-                "schedule": dataclasses.asdict(
-                    freshness.ReportSchedule(self.args.bank_report_every_s, self.args.bank_jitter, scale)
-                ),
-                "reports_sent": sum(b.reports_sent for b in emulated),
-                "bank_connects": banks.stats.connects if banks is not None else 0,
-                "probe_request_ms": summarize(self.probe.request_ms),
-                "probe_errors": self.probe.errors,
-                "timeline": [
-                    {"t": round(x.t, 2), "idle": x.idle, "unknown": x.unknown, "oldest_real_s": x.oldest_age_s}
-                    for x in samples
-                ],
-            }
-            if self.probe.errors:
-                self.notes.append(f"{len(self.probe.errors)} freshness readings failed, e.g. {self.probe.errors[0]}")
-        procs = sampler.summary(since=load[0])
-        self.details.update(
-            floors=floors,
-            unlock=unlock,
-            unlock_eject_seen=eject,
-            billing_stop=stop,
-            billing_stop_parts={k: summarize(v) for k, v in r.billing_parts_ms.items()},
-            unlock_errors=dict(r.unlock_errors),
-            billing_stop_errors=dict(r.stop_errors),
-            telemetry={"sent": watch.sent, "seen": watch.seen, "other_events": watch.foreign, "lag": lag},
-            swarm=dataclasses.asdict(swarm.stats),
-            processes=procs,
-            timeline=r.timeline,
-            broker_restart=restart,
-            notes=self.notes,
-        )
-        charts = {
-            "latency": histogram_svg(
-                "Latency distributions",
-                {
-                    "unlock (HTTP)": r.unlock_ms,
-                    "eject seen by device": r.eject_seen_ms,
-                    "billing stop": r.billing_stop_ms,
-                    "telemetry lag": watch.lags_ms[:: max(1, len(watch.lags_ms) // 20000)],
-                },
-            ),
-            "throughput": line_svg(
-                "Throughput over time",
-                {
-                    "heartbeats sent/s": [(p["t"], p["hb_sent_per_s"]) for p in r.timeline],
-                    "telemetry on Kafka/s": [(p["t"], p["telemetry_seen_per_s"]) for p in r.timeline],
-                    "unlocks/s x100": [(p["t"], p["unlocks_per_s"] * 100) for p in r.timeline],
-                },
-                "seconds since start",
-                "per second",
-            ),
-            "cpu": line_svg(
-                "CPU per process (% of one core)",
-                {n: [(t, c) for t, c, _ in s[1:]] for n, s in sampler.series.items()},
-                "seconds since start",
-                "% CPU",
-            ),
-        }
-        if samples:
-            budget_h = freshness.BUDGET_S / 3600
-            charts["freshness"] = line_svg(
-                f"Oldest idle-bank position age (bank time, x{scale:g})",
-                {
-                    "oldest age, h": [
-                        (x.t, x.oldest_age_s * scale / 3600) for x in samples if x.oldest_age_s is not None
-                    ],
-                    "budget (4 h)": [(samples[0].t, budget_h), (samples[-1].t, budget_h)],
-                },
-                "seconds since start",
-                "hours (bank time)",
-            )
-        if restart is not None:
-            charts["reconnect"] = line_svg(
-                "Devices connected after the broker restart",
-                {"connected": [(t, c) for t, c in restart["curve"]]},
-                "seconds since SIGTERM",
-                "devices",
-            )
-        page = write_report(self.args.out, summary, self.details, charts)
-        say(f"report: {page} and {self.args.out / 'summary.json'}")
-        return summary
-
-
-STORM_KEYS = ("storm_connected_s", "storm_online_s", "storm_rent_again_s", "storm_unlocks_over_5s")
 OWN_FILES = 1024  # the benchmark's descriptors besides one socket per device: HTTP pool, Kafka, probes, files
 
 
@@ -1088,7 +567,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     limit = raise_open_files(need)
     if need > limit:
         say(f"warning: {args.devices} devices need {need} file descriptors, over the limit {limit}")
-    summary = asyncio.run(Bench(args).run())
+    results = asyncio.run(Bench(args).run())
     for key in (
         "devices_connected",
         "unlock_p50_ms",
@@ -1104,12 +583,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "provision_s",
         "unlock_error_but_ejected",
         "unlock_errors_by_code",
-        *(
-            ("storm_connected_s", "storm_online_s", "storm_rent_again_s", "storm_unlocks_over_5s")
-            if args.broker_restart
-            else ()
-        ),
+        *(STORM_KEYS if args.broker_restart else ()),
         *(("freshness_oldest_position_s", "freshness_stale_banks") if args.banks > 0 else ()),
     ):
-        print(f"{key}: {summary.get(key)}")
+        print(f"{key}: {results.get(key)}")
     return 0
