@@ -8,7 +8,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import ColumnElement, any_, bindparam, or_, select, text, update
+from sqlalchemy import ColumnElement, any_, bindparam, func, select, text, union, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
@@ -171,11 +171,17 @@ async def active_broker_entries(session: AsyncSession) -> dict[str, str]:
 
 
 async def banks_with_identities(session: AsyncSession, identities: Sequence[str]) -> list[str]:
-    """Ids of banks whose QR code, NFC tag id or Bluetooth address is one of `identities`."""
+    """Ids of banks whose QR code, NFC tag id or Bluetooth address is one of `identities`: the given values
+    joined to each column's unique index. Not `col = ANY(:ids) OR ...`: once the statement is prepared and its
+    plan generic, PostgreSQL may read the growing table with that as a filter, comparing every row with every
+    value (12 s per 2,500-bank import, measured while provisioning 120,000 banks in parallel, issue 17); a join
+    costs at most one pass over each side."""
     found: list[str] = []
     for chunk in _chunks(identities):
-        stmt = select(Bank.id).where(
-            or_(_among(Bank.qr_code, chunk), _among(Bank.nfc_uid, chunk), _among(Bank.ble_mac, chunk))
+        values = bindparam("identities", list(chunk), type_=ARRAY(String()))
+        given = select(func.unnest(values).column_valued("v")).subquery("given")
+        stmt = union(
+            *(select(Bank.id).join(given, column == given.c.v) for column in (Bank.qr_code, Bank.nfc_uid, Bank.ble_mac))
         )
         found.extend((await session.execute(stmt)).scalars())
     return found
