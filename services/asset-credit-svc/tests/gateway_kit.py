@@ -7,7 +7,7 @@ import asyncio
 import base64
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -24,7 +24,11 @@ from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 
+from asset_credit_svc.charges import service as charges
+from asset_credit_svc.debts import service as debts
 from asset_credit_svc.payments.providers import PaymentProviderError
+from contracts.events import ChargeRequested
+from kit.db import unit_of_work
 from kit.testing import serve_app
 
 BEIJING = timezone(timedelta(hours=8))  # the channels' clock
@@ -158,3 +162,83 @@ async def sql(svc: Any, query: str, **params: Any) -> list[Any]:
 async def top_up_status(svc: Any, user: uuid.UUID, top_up_id: str) -> str:
     response = await svc.client.get(f"/v1/wallet/top-ups/{top_up_id}", headers=svc.auth(user))
     return str(response.json()["status"])
+
+
+# ---- a flow every real channel goes through --------------------------------------------------------
+
+
+async def fee_becomes_a_debt_paid_in_the_app(
+    svc: Any,
+    channel: str,
+    pay: Callable[[str, datetime, int], Any],
+    notify: Callable[[Any], Awaitable[httpx.Response]],
+) -> None:
+    """A real channel cannot take a rental fee without the user, so a fee the wallet does not cover becomes a debt
+    at once, even with the channel chosen as the payment method (no order is opened for it). The user pays two
+    debts in the app through the real adapter: `pay(order number, placed at, fen)` makes the channel take one
+    (its notification never comes) and returns the channel's trade, `notify(trade)` sends the channel's signed
+    notification. The sweep asks the channel: the paid one settles its rental, the unpaid one expires and the rental
+    stays owed; the expired one, paid after all, is taken in once and settles its rental."""
+    user = uuid.uuid4()
+    chosen = await svc.client.put("/v1/wallet/payment-method", json={"channel": channel}, headers=svc.auth(user))
+    assert chosen.status_code == 200, chosen.text
+    paid = ChargeRequested(charge_id=uuid.uuid4(), rental_id=uuid.uuid4(), user_id=user, amount_fen=150)
+    late = ChargeRequested(charge_id=uuid.uuid4(), rental_id=uuid.uuid4(), user_id=user, amount_fen=350)
+    payments: dict[uuid.UUID, str] = {}
+    for request in (paid, late):
+        async with unit_of_work(svc.runtime.sessionmaker) as session:
+            assert await charges.settle(session, svc.runtime, request, uuid.uuid4()) == "failed"
+        made = await svc.client.post(
+            f"/v1/wallet/debts/{request.rental_id}/payments",
+            json={"channel": channel},
+            headers={**svc.auth(user), "Idempotency-Key": f"debt-{request.rental_id}"},
+        )
+        assert made.status_code == 201, made.text
+        payments[request.rental_id] = made.json()["payment_id"]
+        opened = await svc.client.post(
+            f"/v1/wallet/debt-payments/{made.json()['payment_id']}/pay", headers=svc.auth(user)
+        )
+        assert opened.status_code == 200 and opened.json()["pay_params"], opened.text
+    reasons = dict(await sql(svc, "SELECT charge_id, failure_reason FROM charges"))
+    assert reasons == {paid.charge_id: "insufficient_balance", late.charge_id: "insufficient_balance"}
+    placed = dict(await sql(svc, "SELECT id, created_at FROM debt_payments"))
+
+    def order_of(request: ChargeRequested) -> tuple[str, datetime]:
+        payment_id = uuid.UUID(payments[request.rental_id])
+        return debts.order_no(payment_id), placed[payment_id]
+
+    pay(*order_of(paid), 150)  # paid at the channel, but its notification never came
+    now = datetime.now(UTC)
+    async with unit_of_work(svc.runtime.sessionmaker) as session:
+        resolved = await debts.resolve_stale(
+            session, svc.runtime, older_than=now + timedelta(seconds=1), expire_before=now + timedelta(seconds=1)
+        )
+    assert resolved == 2
+    states = {
+        r: (s, f, c)
+        for r, s, f, c in await sql(
+            svc, "SELECT rental_id, status, failure_reason, settled_charge_id FROM debt_payments"
+        )
+    }
+    assert states == {
+        paid.rental_id: ("succeeded", None, paid.charge_id),
+        late.rental_id: ("failed", "expired", None),
+    }
+    owed = (await svc.client.get("/v1/wallet/debts", headers=svc.auth(user))).json()
+    assert [d["rental_id"] for d in owed["items"]] == [str(late.rental_id)]
+
+    trade = pay(*order_of(late), 350)  # the user paid the expired order after all
+    for _ in range(2):  # the channel repeats its notification
+        assert (await notify(trade)).status_code == 200
+    [(status, settled)] = await sql(
+        svc, "SELECT status, settled_charge_id FROM debt_payments WHERE rental_id = :r", r=late.rental_id
+    )
+    assert (status, settled) == ("succeeded", late.charge_id)
+    assert await svc.balance(user) == 0  # each payment became its rental's fee, once
+    statuses = dict(await sql(svc, "SELECT charge_id, status FROM charges"))
+    assert statuses == {paid.charge_id: "settled", late.charge_id: "settled"}
+    credits = await sql(
+        svc,
+        "SELECT count(*) FROM ledger_transactions WHERE kind = 'provider_payment' AND reference LIKE 'debt_payment:%'",
+    )
+    assert credits == [(2,)]

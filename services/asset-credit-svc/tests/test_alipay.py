@@ -25,17 +25,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from asset_credit_svc.charges import service as charges
 from asset_credit_svc.payments import service as top_ups
 from asset_credit_svc.payments.order_numbers import to_wire
 from asset_credit_svc.payments.providers import OrderState, PaymentProviderError, RefundState
-from contracts.events import ChargeRequested
 from kit.db import unit_of_work
-from kit.testing import eventually
 
 from .gateway_kit import (
     BEIJING,
     FakeGateway,
+    fee_becomes_a_debt_paid_in_the_app,
     new_key,
     post_form,
     private_pem,
@@ -428,66 +426,17 @@ async def test_gateway_answers_must_be_signed_and_a_stalled_gateway_times_out(
     assert trade.refunds == {"r_1": "1.00"}
 
 
-async def test_charge_resolved_by_query_and_a_late_payment_lands_in_the_wallet_once(
+async def test_a_fee_the_wallet_does_not_cover_is_a_debt_paid_through_alipay(
     svc: Any, alipay: tuple[FakeAlipay, str]
 ) -> None:
     fake, _ = alipay
-    user = uuid.uuid4()  # an empty wallet: the provider pays the whole charge
-    response = await svc.client.put("/v1/wallet/payment-method", json={"channel": "alipay"}, headers=svc.auth(user))
-    assert response.status_code == 200
-    paid = ChargeRequested(charge_id=uuid.uuid4(), rental_id=uuid.uuid4(), user_id=user, amount_fen=150)
-    lost = ChargeRequested(charge_id=uuid.uuid4(), rental_id=uuid.uuid4(), user_id=user, amount_fen=350)
-    for request in (paid, lost):
-        async with unit_of_work(svc.runtime.sessionmaker) as session:
-            assert await charges.settle(session, svc.runtime, request, uuid.uuid4()) == "awaiting_provider"
-    fake.pay(to_wire(charges.order_no(paid.charge_id)), "1.50")  # paid, but its notification never came
-
-    now = datetime.now(UTC)
-    async with unit_of_work(svc.runtime.sessionmaker) as session:
-        resolved = await charges.resolve_unknown_outcomes(
-            session, svc.runtime, older_than=now + timedelta(seconds=1), give_up_before=now + timedelta(seconds=1)
-        )
-    assert resolved == 2
-    statuses = dict(await sql(svc, "SELECT charge_id, failure_reason FROM charges"))
-    assert statuses == {paid.charge_id: None, lost.charge_id: "provider_unavailable"}
-    assert "alipay.trade.query" in fake.methods
-
-    # The user paid the given-up order after all: it lands in the wallet once, however often told.
-    late = fake.pay(to_wire(charges.order_no(lost.charge_id)), "3.50")
-    notice = fake.notification(late)
-    for _ in range(2):
-        assert (await fake.deliver(svc.client, notice)).text == "success"
-
-    async def credited() -> bool:
-        return bool(await svc.balance(user) == 350)
-
-    await eventually(credited, timeout=5, what="the late payment in the wallet")
-    [(status,)] = await sql(svc, "SELECT status FROM charges WHERE charge_id = :c", c=lost.charge_id)
-    assert status == "failed"
-
-
-def test_settings_choose_the_provider_per_channel(settings_factory: Callable[..., Any], tmp_path: Path) -> None:
-    from pydantic import ValidationError
-
-    assert settings_factory().provider_for("alipay") == "sandbox"
-    mixed = settings_factory(payment_provider="none", payment_provider_wechat="sandbox")
-    assert (mixed.provider_for("alipay"), mixed.provider_for("wechat")) == ("none", "sandbox")
-    real = {
-        "payment_provider_alipay": "alipay",
-        "payment_notify_base_url": "https://pay.example.com",
-        "alipay_app_id": APP_ID,
-        "alipay_app_private_key_file": tmp_path / "app.pem",
-        "alipay_public_key_file": tmp_path / "alipay.pem",
-    }
-    for refused, reason in (
-        ({"pb_env": "production", "payment_provider": "sandbox"}, "production refuses"),
-        ({"pb_env": "production", "payment_provider": "none", "payment_provider_wechat": "sandbox"}, "wechat"),
-        (real | {"alipay_app_id": None}, "ALIPAY_APP_ID"),
-        (real | {"payment_notify_base_url": None}, "PAYMENT_NOTIFY_BASE_URL"),
-    ):
-        with pytest.raises(ValidationError, match=reason):
-            settings_factory(**refused)
-    assert settings_factory(**real).provider_for("alipay") == "alipay"
+    await fee_becomes_a_debt_paid_in_the_app(
+        svc,
+        "alipay",
+        pay=lambda number, _placed, fen: fake.pay(to_wire(number), f"{fen // 100}.{fen % 100:02d}"),
+        notify=lambda trade: fake.deliver(svc.client, fake.notification(trade)),
+    )
+    assert "alipay.trade.query" in fake.methods and "alipay.trade.close" in fake.methods
 
 
 async def test_the_daily_bill_is_reconciled_with_our_records(svc: Any, alipay: tuple[FakeAlipay, str]) -> None:

@@ -40,6 +40,7 @@ from .gateway_kit import (
     FakeGateway,
     cert_pem,
     certificate,
+    fee_becomes_a_debt_paid_in_the_app,
     new_key,
     post_form,
     private_pem,
@@ -515,45 +516,19 @@ async def test_answers_must_be_signed_by_unionpay_and_a_stalled_gateway_times_ou
         await provider.query_order(number)
 
 
-async def test_card_charge_resolved_by_query_and_a_late_payment_lands_in_the_wallet_once(
+async def test_a_fee_the_wallet_does_not_cover_is_a_debt_paid_by_card(
     svc: Any, unionpay: tuple[FakeUnionPay, str]
 ) -> None:
     fake, _ = unionpay
-    user = uuid.uuid4()
-    response = await svc.client.put("/v1/wallet/payment-method", json={"channel": "bank_card"}, headers=svc.auth(user))
-    assert response.status_code == 200
-    paid = ChargeRequested(charge_id=uuid.uuid4(), rental_id=uuid.uuid4(), user_id=user, amount_fen=150)
-    lost = ChargeRequested(charge_id=uuid.uuid4(), rental_id=uuid.uuid4(), user_id=user, amount_fen=350)
-    for request in (paid, lost):
-        async with unit_of_work(svc.runtime.sessionmaker) as session:
-            assert await charges.settle(session, svc.runtime, request, uuid.uuid4()) == "awaiting_provider"
-    times = dict(await sql(svc, "SELECT charge_id, provider_requested_at FROM charges"))
-
-    def card_order(charge: ChargeRequested) -> tuple[str, str]:
-        return order_id(charges.order_no(charge.charge_id)), times[charge.charge_id].astimezone(BEIJING).strftime(
-            "%Y%m%d%H%M%S"
-        )
-
-    fake.pay(*card_order(paid), 150)  # paid at the bank, but its notification never came
-
-    now = datetime.now(UTC)
-    async with unit_of_work(svc.runtime.sessionmaker) as session:
-        resolved = await charges.resolve_unknown_outcomes(
-            session, svc.runtime, older_than=now + timedelta(seconds=1), give_up_before=now + timedelta(seconds=1)
-        )
-    assert resolved == 2
-    statuses = dict(await sql(svc, "SELECT charge_id, failure_reason FROM charges"))
-    assert statuses == {paid.charge_id: None, lost.charge_id: "provider_unavailable"}
-
-    # The user paid the given-up order after all: it lands in the wallet once, however often told.
-    late = fake.notification(fake.pay(*card_order(lost), 350))
-    for _ in range(2):
-        assert (await fake.deliver(svc.client, late)).status_code == 200
-
-    async def credited() -> bool:
-        return bool(await svc.balance(user) == 350)
-
-    await eventually(credited, timeout=5, what="the late payment in the wallet")
+    await fee_becomes_a_debt_paid_in_the_app(
+        svc,
+        "bank_card",
+        pay=lambda number, placed, fen: fake.pay(
+            order_id(number), placed.astimezone(BEIJING).strftime("%Y%m%d%H%M%S"), fen
+        ),
+        notify=lambda trade: fake.deliver(svc.client, fake.notification(trade)),
+    )
+    assert "query" in fake.paths
 
 
 def test_settings_choose_the_bank_card_provider(settings_factory: Callable[..., Any], tmp_path: Path) -> None:

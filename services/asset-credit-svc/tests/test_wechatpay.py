@@ -27,11 +27,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from asset_credit_svc.charges import service as charges
 from asset_credit_svc.payments import service as top_ups
 from asset_credit_svc.payments.order_numbers import to_wire
 from asset_credit_svc.payments.providers import OrderState, PaymentOrder, PaymentProviderError, RefundState
-from contracts.events import ChargeRequested
 from kit.db import unit_of_work
 from kit.testing import eventually
 
@@ -39,6 +37,7 @@ from .gateway_kit import (
     BEIJING,
     FakeGateway,
     certificate,
+    fee_becomes_a_debt_paid_in_the_app,
     new_key,
     private_pem,
     sha256_rsa,
@@ -561,43 +560,17 @@ async def test_answers_must_be_signed_jsapi_needs_a_payer_and_a_stalled_gateway_
         assert fake.orders["order_1"].refunds == {"r_1": 100}
 
 
-async def test_charge_resolved_by_query_and_a_late_payment_lands_in_the_wallet_once(
+async def test_a_fee_the_wallet_does_not_cover_is_a_debt_paid_through_wechat_pay(
     svc: Any, wechat: tuple[FakeWechatPay, str]
 ) -> None:
     fake, _ = wechat
-    user = uuid.uuid4()
-    response = await svc.client.put("/v1/wallet/payment-method", json={"channel": "wechat"}, headers=svc.auth(user))
-    assert response.status_code == 200
-    paid = ChargeRequested(charge_id=uuid.uuid4(), rental_id=uuid.uuid4(), user_id=user, amount_fen=150)
-    lost = ChargeRequested(charge_id=uuid.uuid4(), rental_id=uuid.uuid4(), user_id=user, amount_fen=350)
-    for request in (paid, lost):
-        async with unit_of_work(svc.runtime.sessionmaker) as session:
-            assert await charges.settle(session, svc.runtime, request, uuid.uuid4()) == "awaiting_provider"
-
-    async def prepaid() -> bool:
-        return all(to_wire(charges.order_no(r.charge_id)) in fake.orders for r in (paid, lost))
-
-    await eventually(prepaid, timeout=5, what="both prepay orders at the gateway")
-    fake.pay(to_wire(charges.order_no(paid.charge_id)))  # paid, but its notification never came
-    del fake.orders[to_wire(charges.order_no(lost.charge_id))]  # never reached the gateway, as far as it knows
-
-    now = datetime.now(UTC)
-    async with unit_of_work(svc.runtime.sessionmaker) as session:
-        resolved = await charges.resolve_unknown_outcomes(
-            session, svc.runtime, older_than=now + timedelta(seconds=1), give_up_before=now + timedelta(seconds=1)
-        )
-    assert resolved == 2
-    statuses = dict(await sql(svc, "SELECT charge_id, failure_reason FROM charges"))
-    assert statuses == {paid.charge_id: None, lost.charge_id: "provider_unavailable"}
-
-    late = fake.pay(to_wire(charges.order_no(lost.charge_id)), 350)  # the user paid the given-up order after all
-    for _ in range(2):
-        assert (await fake.deliver(svc.client, fake.notification(late))).status_code == 200
-
-    async def credited() -> bool:
-        return bool(await svc.balance(user) == 350)
-
-    await eventually(credited, timeout=5, what="the late payment in the wallet")
+    await fee_becomes_a_debt_paid_in_the_app(
+        svc,
+        "wechat",
+        pay=lambda number, _placed, fen: fake.pay(to_wire(number), fen),
+        notify=lambda order: fake.deliver(svc.client, fake.notification(order)),
+    )
+    assert any(call.endswith("/close") for call in fake.calls)  # the expired order was closed there
 
 
 def test_settings_refuse_an_incomplete_wechat_pay(

@@ -126,7 +126,10 @@ async def settle(session: AsyncSession, runtime: Runtime, request: ChargeRequest
         posted, covered = await _collect(session, request)
     except InsufficientFunds as short:
         channel = await payment_method(session, request.user_id)
-        if channel is None or channel not in providers_of(runtime):
+        provider = providers_of(runtime).get(channel) if channel is not None else None
+        if channel is None or provider is None or not provider.charges_without_user:
+            # Nobody can take the shortfall now (a real channel needs the user in their app): the fee becomes a
+            # debt the user pays through a channel (debts/), and borrowing waits for it.
             return await _fail(session, runtime, request, INSUFFICIENT_BALANCE)
         return await _ask_provider(session, runtime, request, channel, short.amount_fen - short.balance_fen)
     return await _settle(session, runtime, request, posted, covered)

@@ -197,6 +197,7 @@ class AlipayConfig:
 
 class AlipayProvider:
     channel = "alipay"
+    charges_without_user = False  # the user pays in their app: no withhold agreement
 
     def __init__(self, config: AlipayConfig, http: httpx.AsyncClient) -> None:
         self._config = config

@@ -158,6 +158,10 @@ class OrderCloser(Protocol):
 @runtime_checkable
 class PaymentProvider(Protocol):
     channel: str
+    # Whether the channel takes money without the user at hand (a withhold agreement; the sandbox pays by
+    # itself). Only such a channel pays a charge's shortfall by itself (`chg_` orders); with any other the fee the
+    # wallet does not cover becomes a debt the user pays in their app (`debts/`).
+    charges_without_user: bool
 
     async def create_order(self, order: PaymentOrder) -> CreatedOrder:
         """Open an order at the provider; idempotent on `out_trade_no`."""

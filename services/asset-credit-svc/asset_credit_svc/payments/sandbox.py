@@ -72,6 +72,7 @@ class SandboxProvider:
         state_file: Path | None = None,
     ) -> None:
         self.channel = channel
+        self.charges_without_user = True  # it pays by itself, as a withhold agreement would
         self._secret = secret
         self._http = http  # base_url = this service (settings.asset_svc_url); tests inject the ASGI app
         self._pay_delay_s = pay_delay_s

@@ -171,6 +171,7 @@ class UnionPayConfig:
 
 class UnionPayProvider:
     channel = "bank_card"
+    charges_without_user = False  # the user pays in their app: no withhold agreement
 
     def __init__(self, config: UnionPayConfig, http: httpx.AsyncClient) -> None:
         self._config = config

@@ -177,6 +177,7 @@ class WechatPayConfig:
 
 class WechatPayProvider:
     channel = "wechat"
+    charges_without_user = False  # the user pays in their app: no withhold agreement
 
     def __init__(self, config: WechatPayConfig, http: httpx.AsyncClient) -> None:
         if len(config.apiv3_key) != 32:

@@ -137,7 +137,9 @@ class NoPaymentMethod(NotFound):
 
 @router.put("/payment-method", response_model=PaymentMethodOut)
 async def set_payment_method(body: PaymentMethodIn, user: CurrentUser, session: SessionDep) -> PaymentMethodOut:
-    """The provider that pays what the balance does not cover when a rental is charged."""
+    """The provider that pays what the balance does not cover when a rental is charged, if it can take money without
+    the user (the sandbox); with a real channel that fee becomes a debt the user pays in the app
+    (`/v1/wallet/debts`)."""
     stmt = insert(PaymentMethod).values(user_id=user.user_id, channel=body.channel)
     stmt = stmt.on_conflict_do_update(
         index_elements=["user_id"], set_={"channel": body.channel, "updated_at": func.now()}
