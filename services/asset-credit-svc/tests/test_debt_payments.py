@@ -13,6 +13,7 @@ from sqlalchemy import text
 
 from asset_credit_svc.charges import service as charges
 from asset_credit_svc.debts import service as debts
+from asset_credit_svc.payments.order_numbers import to_wire
 from asset_credit_svc.payments.providers import OrderState
 from contracts import event_adapter
 from contracts.events import ChargeRequested
@@ -163,6 +164,10 @@ async def test_an_unpaid_fee_is_paid_through_a_channel_and_settles_the_rental_on
         ("asset.charge.settled", request.charge_id),
     ]
     assert (await debts_of(svc, user)) == {"items": [], "total_fen": 0}
+    receipt = (await svc.client.get(f"/v1/wallet/rentals/{request.rental_id}/receipt", headers=svc.auth(user))).json()
+    assert (receipt["total_fen"], receipt["paid_by_channel_fen"], receipt["paid_from_balance_fen"]) == (300, 300, 0)
+    assert (receipt["channel"], receipt["out_trade_no"]) == ("wechat", to_wire(f"debt_{made['payment_id']}"))
+    assert receipt["channel_trade_no"]
 
     # The channel repeats its notification: nothing more moves.
     order = await svc.provider("wechat").query_order(debts.order_no(uuid.UUID(made["payment_id"])))

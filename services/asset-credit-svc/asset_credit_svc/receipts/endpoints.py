@@ -12,7 +12,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from asset_credit_svc.charges.service import order_no
-from asset_credit_svc.models import Charge, ChargeStatus, TopUp, TopUpStatus
+from asset_credit_svc.debts import service as debts
+from asset_credit_svc.models import Charge, ChargeStatus, DebtPayment, TopUp, TopUpStatus
 from asset_credit_svc.payments.order_numbers import to_wire
 from asset_credit_svc.settings import Settings
 from kit.app import RuntimeDep
@@ -96,6 +97,18 @@ async def receipt_of(
     discounts = {"card": charge.card_fen, "coupon": charge.coupon_fen, "red_packet": charge.red_packet_fen}
     by_channel = (charge.provider_amount_fen or 0) if charge.provider_transaction_id else 0
     total = charge.amount_fen
+    channel, out_trade_no, channel_trade_no = (
+        charge.provider_channel,
+        order_no(charge.charge_id),
+        charge.provider_trade_no,
+    )
+    if not by_channel:  # an unpaid fee the user paid later through a channel (debts/): that payment settled it
+        debt = (
+            await session.execute(select(DebtPayment).where(DebtPayment.settled_charge_id == charge.charge_id))
+        ).scalar_one_or_none()
+        if debt is not None:
+            by_channel = min(debt.amount_fen, total - sum(discounts.values()))
+            channel, out_trade_no, channel_trade_no = debt.channel, debts.order_no(debt.id), debt.provider_trade_no
     return Receipt(
         kind="rental",
         receipt_no=f"R{to_wire(str(charge.charge_id))}",
@@ -106,9 +119,9 @@ async def receipt_of(
         discounts_fen={k: v for k, v in discounts.items() if v},
         paid_from_balance_fen=total - sum(discounts.values()) - by_channel,
         paid_by_channel_fen=by_channel,
-        channel=charge.provider_channel if by_channel else None,
-        out_trade_no=to_wire(order_no(charge.charge_id)) if by_channel else None,
-        channel_trade_no=charge.provider_trade_no if by_channel else None,
+        channel=channel if by_channel else None,
+        out_trade_no=to_wire(out_trade_no) if by_channel else None,
+        channel_trade_no=channel_trade_no if by_channel else None,
         tax=TaxLine(
             name=settings.receipt_vat_name,
             rate_percent=settings.receipt_vat_rate_percent,
