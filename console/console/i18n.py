@@ -251,6 +251,7 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "movement.top_up": ("充值", "top-up"),
     "movement.withdrawal": ("提现", "withdrawal"),
     "movement.refund": ("退款", "refund"),
+    "movement.debt_payment": ("补缴欠费", "unpaid fee paid"),
     "rental.cabinet": ("借出机柜", "Cabinet"),
     "rental.bank": ("充电宝", "Power bank"),
     "rental.minutes": ("时长（分钟）", "Minutes"),

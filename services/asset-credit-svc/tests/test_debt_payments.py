@@ -164,6 +164,11 @@ async def test_an_unpaid_fee_is_paid_through_a_channel_and_settles_the_rental_on
         ("asset.charge.settled", request.charge_id),
     ]
     assert (await debts_of(svc, user)) == {"items": [], "total_fen": 0}
+    moved = (await svc.client.get("/v1/wallet/movements", headers=svc.auth(user))).json()["items"]
+    assert [(m["kind"], m["channel"], m["amount_fen"], m["status"], m["reference_id"]) for m in moved] == [
+        ("debt_payment", "wechat", 300, "succeeded", str(request.rental_id)),
+        ("top_up", "wechat", 100, "succeeded", moved[1]["reference_id"]),
+    ]
     receipt = (await svc.client.get(f"/v1/wallet/rentals/{request.rental_id}/receipt", headers=svc.auth(user))).json()
     assert (receipt["total_fen"], receipt["paid_by_channel_fen"], receipt["paid_from_balance_fen"]) == (300, 300, 0)
     assert (receipt["channel"], receipt["out_trade_no"]) == ("wechat", to_wire(f"debt_{made['payment_id']}"))

@@ -31,7 +31,7 @@ router = APIRouter(prefix="/v1/wallet", tags=["wallet"], dependencies=[user_scop
 admin_router = APIRouter(prefix="/v1/admin/users", tags=["wallet"])
 
 Finance = Annotated[Principal, Depends(require_permission("ledger:read"))]
-MovementKind = Literal["top_up", "withdrawal", "refund"]
+MovementKind = Literal["top_up", "withdrawal", "refund", "debt_payment"]
 
 
 @router.get("", response_model=WalletOut)
@@ -103,8 +103,8 @@ async def list_movements(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     before: Annotated[str | None, Query(max_length=200, description="cursor from `next_before`")] = None,
 ) -> MovementsOut:
-    """The user's top-ups and withdrawals (and refunds of rental fees to the balance) with their status
-    and channel, newest first; `kind` (repeatable) narrows the list."""
+    """The user's top-ups and withdrawals (and refunds of rental fees to the balance, and unpaid fees paid through
+    a channel) with their status and channel, newest first; `kind` (repeatable) narrows the list."""
     kinds = tuple(k for k in KINDS if kind is None or k in kind)
     rows, next_before = await service.movements(session, user.user_id, kinds=kinds, limit=limit, before=before)
     return _movements_out(rows, next_before)

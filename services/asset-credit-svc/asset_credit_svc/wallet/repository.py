@@ -1,6 +1,7 @@
 """The user's money movements in and out of the wallet: top-ups (in, through a provider), the parts of
 withdrawals (out, back through the provider order the money came in by) and rental refunds (in, from
-platform revenue to the balance). One keyset-paged query over the three tables, newest first."""
+platform revenue to the balance) and rental fees paid later through a channel (in, through that channel; the
+money then pays the rental). One keyset-paged query over the four tables, newest first."""
 
 import uuid
 from dataclasses import dataclass
@@ -10,12 +11,13 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, and_, case, literal, or_, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from asset_credit_svc.models import Refund, RefundStatus, TopUp, Withdrawal, WithdrawalPart
+from asset_credit_svc.models import DebtPayment, Refund, RefundStatus, TopUp, Withdrawal, WithdrawalPart
 
 TOP_UP = "top_up"
 WITHDRAWAL = "withdrawal"
 REFUND = "refund"
-KINDS = (TOP_UP, WITHDRAWAL, REFUND)
+DEBT_PAYMENT = "debt_payment"
+KINDS = (TOP_UP, WITHDRAWAL, REFUND, DEBT_PAYMENT)
 # A rental refund goes to the balance, not to a provider.
 BALANCE_CHANNEL = "balance"
 
@@ -30,7 +32,7 @@ class MovementRow:
     created_at: datetime
     completed_at: datetime | None
     failure_reason: str | None
-    # The top-up, the withdrawal the part belongs to, or the refunded rental.
+    # The top-up, the withdrawal the part belongs to, the refunded rental, or the rental a debt payment paid.
     reference_id: uuid.UUID
 
 
@@ -80,6 +82,20 @@ def _refunds(user_id: uuid.UUID) -> Select[*tuple[Any, ...]]:
     ).where(Refund.user_id == user_id)
 
 
+def _debt_payments(user_id: uuid.UUID) -> Select[*tuple[Any, ...]]:
+    return select(
+        DebtPayment.id.label("id"),
+        literal(DEBT_PAYMENT).label("kind"),
+        DebtPayment.amount_fen.label("amount_fen"),
+        DebtPayment.channel.label("channel"),
+        DebtPayment.status.label("status"),
+        DebtPayment.created_at.label("created_at"),
+        DebtPayment.completed_at.label("completed_at"),
+        DebtPayment.failure_reason.label("failure_reason"),
+        DebtPayment.rental_id.label("reference_id"),
+    ).where(DebtPayment.user_id == user_id)
+
+
 async def movements(
     session: AsyncSession,
     user_id: uuid.UUID,
@@ -88,7 +104,7 @@ async def movements(
     limit: int,
     before: tuple[datetime, uuid.UUID] | None,
 ) -> list[MovementRow]:
-    parts = {TOP_UP: _top_ups, WITHDRAWAL: _withdrawal_parts, REFUND: _refunds}
+    parts = {TOP_UP: _top_ups, WITHDRAWAL: _withdrawal_parts, REFUND: _refunds, DEBT_PAYMENT: _debt_payments}
     every = union_all(*(parts[kind](user_id) for kind in kinds)).subquery()
     stmt = select(every)
     if before is not None:

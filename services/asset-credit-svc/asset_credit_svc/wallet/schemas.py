@@ -49,8 +49,9 @@ class PaymentMethodOut(BaseModel):
 class MovementOut(BaseModel):
     movement_id: uuid.UUID
     # top_up: money in through a provider; withdrawal: one part of a withdrawal, back through the
-    # provider order it came in by; refund: part of a rental's fee back to the balance.
-    kind: Literal["top_up", "withdrawal", "refund"]
+    # provider order it came in by; refund: part of a rental's fee back to the balance; debt_payment: an unpaid
+    # rental fee paid through a provider (in, then spent on the rental: `reference_id` is the rental).
+    kind: Literal["top_up", "withdrawal", "refund", "debt_payment"]
     # Signed: positive into the wallet, negative out of it.
     amount_fen: int
     # alipay, wechat, ... or `balance` for a rental refund.
