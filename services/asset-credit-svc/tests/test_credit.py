@@ -89,6 +89,34 @@ async def test_rules_move_the_score_once_per_source(svc) -> None:
     assert mine["deposit_required"] is True
 
 
+async def test_a_rule_at_the_bound_is_recorded_but_announces_nothing(svc) -> None:
+    """A user at 1000 returning on time: the change is recorded (once per rental, delta 0) but no
+    asset.credit.changed goes out: nothing changed for the audience or analytics (issue 9)."""
+    settings = svc.runtime.settings
+    user = uuid.uuid4()
+    async with unit_of_work(svc.runtime.sessionmaker) as session:
+        await credit.change(
+            session, settings, user, 1000, reason="admin_adjustment", source="admin", source_id=f"{user}"
+        )
+    on_time = ended(user, 600)
+    for _ in range(2):  # delivered twice
+        async with unit_of_work(svc.runtime.sessionmaker) as session:
+            await credit.on_rental_ended(session, settings, on_time)
+    history = (await svc.client.get("/v1/credit/history", headers=svc.auth(user))).json()["items"]
+    assert [(h["reason"], h["delta"], h["score_after"]) for h in history] == [
+        ("on_time_return", 0, 1000),
+        ("admin_adjustment", 400, 1000),
+    ]
+    async with svc.runtime.engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                text("SELECT payload FROM outbox WHERE topic = 'asset.credit.v1' AND key = :k ORDER BY id"),
+                {"k": str(user)},
+            )
+        ).all()
+    assert [event_adapter.validate_json(payload).data.reason for (payload,) in rows] == ["admin_adjustment"]
+
+
 async def test_admin_adjustments_are_audited_and_decide_borrowing(svc) -> None:
     user = uuid.uuid4()
     admin = {"Authorization": f"Bearer {svc.signer.issue('risk-1', kind='admin', roles=['support'])}"}

@@ -73,35 +73,44 @@ async def change(
     note: str | None = None,
 ) -> CreditChange | None:
     """Apply one change (clamped to 0..1000) under the score's row lock; None when this
-    (source id, reason) was already applied."""
+    (source id, reason) was already applied. Four statements and the outbox row (issue 9: the score is read
+    fresh by the locking select itself, and the change's row is its own duplicate check)."""
     await session.execute(
         insert(CreditScore)
         .values(user_id=user_id, score=settings.credit_initial)
         .on_conflict_do_nothing(index_elements=["user_id"])
     )
     current = (
-        await session.execute(select(CreditScore).where(CreditScore.user_id == user_id).with_for_update())
-    ).scalar_one()
-    await session.refresh(current)
-    done = (
         await session.execute(
-            select(CreditChange.id).where(CreditChange.source_id == source_id, CreditChange.reason == reason)
+            select(CreditScore)
+            .where(CreditScore.user_id == user_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
         )
-    ).first()
-    if done is not None:
-        return None
+    ).scalar_one()
     after = min(SCORE_MAX, max(SCORE_MIN, current.score + delta))
-    record = CreditChange(
-        user_id=user_id,
-        delta=after - current.score,
-        score_after=after,
-        reason=reason,
-        source=source,
-        source_id=source_id,
-        actor=actor,
-        note=note,
-    )
-    session.add(record)
+    record = (
+        await session.execute(
+            insert(CreditChange)
+            .values(
+                user_id=user_id,
+                delta=after - current.score,
+                score_after=after,
+                reason=reason,
+                source=source,
+                source_id=source_id,
+                actor=actor,
+                note=note,
+            )
+            .on_conflict_do_nothing(constraint="uq_credit_changes_source_reason")
+            .returning(CreditChange)
+        )
+    ).scalar_one_or_none()
+    if record is None:
+        return None
+    log.info("credit changed", extra={"user_id": str(user_id), "delta": record.delta, "reason": reason})
+    if record.delta == 0:
+        return record  # at the bound already: recorded (once per source), but nothing changed to announce
     current.score = after
     current.updated_at = func.now()
     # Through the outbox in this transaction (analytics' user attributes, notify-svc's campaign audience).
@@ -116,7 +125,6 @@ async def change(
     )
     await add_event(session, changed, key=str(user_id), producer=settings.service_name)
     await session.flush()
-    log.info("credit changed", extra={"user_id": str(user_id), "delta": record.delta, "reason": reason})
     return record
 
 
