@@ -17,6 +17,10 @@ class Settings(ServiceSettings):
     # Events per fetch, applied in one transaction (analytics_svc/ingest_batch.py). Half the cost of a fetch of
     # 1,000 was outside the applier (fetch, parse, dedupe): 5,000 per fetch measured ~4x the rate (docs/analytics.md).
     ingest_batch_max: int = 5000
+    # A fetch of 5,000 events lives through its transaction (envelopes, rows, parameters): with Python's default
+    # threshold (700) the collector walked them again and again, promoted, in ever larger collections: about half
+    # the consumer's CPU at 20,000 rentals; 200,000 cut it from 8.5 to 4.0 s (docs/analytics.md, kit.app.tune_gc).
+    gc_gen0_threshold: int = 200_000
     # How often the hourly rollup is rebuilt for the hours facts changed in (0: never, tests drive it).
     rollup_interval_s: float = 2.0
     # The battery's cycle budget (7.4.1) and the share of it from which a bank is "approaching" its limit.
