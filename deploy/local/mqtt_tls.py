@@ -41,6 +41,14 @@ class TlsFiles:
     def crl(self) -> Path:
         return self.directory / "crl.pem"
 
+    @property
+    def device_ca_cert(self) -> Path:
+        return self.directory / "device-ca.crt"
+
+    @property
+    def device_ca_key(self) -> Path:
+        return self.directory / "device-ca.key"
+
 
 def tls_files(mqtt_dir: Path) -> TlsFiles:
     return TlsFiles(mqtt_dir / "tls")

@@ -121,6 +121,8 @@ def build_env(stack: Stack, target: PgTarget, password: str, keys: tuple[Path, P
         "MQTT_PORT": str(stack.mqtt_port),
         # The broker listens with TLS only; clients verify its certificate against the stack's private CA.
         "MQTT_CA_FILE": str(mosquitto_tls(stack).ca_cert),
+        "DEVICE_CA_CERT_FILE": str(mosquitto_tls(stack).device_ca_cert),
+        "DEVICE_CA_KEY_FILE": str(mosquitto_tls(stack).device_ca_key),
         "MQTT_USERNAME": MQTT_SERVICE_USER,
         "MQTT_PASSWORD": password,
         "MQTT_ACL_FILE": str(mqtt["acl"]),

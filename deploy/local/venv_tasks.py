@@ -117,9 +117,11 @@ def _gen_keys(args: argparse.Namespace) -> int:
 
 
 def _gen_tls(args: argparse.Namespace) -> int:
-    from kit.x509 import ensure_broker_files
+    from kit.x509 import ensure_authority, ensure_broker_files
 
     ensure_broker_files(Path(args.dir), args.host)
+    # The device CA client certificates are issued with (device-svc DEVICE_CA_*; a CA of its own).
+    ensure_authority(Path(args.dir) / "device-ca.crt", Path(args.dir) / "device-ca.key", "pb device CA")
     return 0
 
 

@@ -231,6 +231,16 @@ class BrokerFiles:
         return self.directory / "crl.pem"
 
 
+def ensure_authority(cert_file: Path, key_file: Path, name: str) -> Authority:
+    """The CA kept in these files, created when missing (the device CA client certificates are issued with)."""
+    if cert_file.exists() and key_file.exists():
+        return Authority.load(cert_file, key_file)
+    ca = new_authority(name)
+    write_private(key_file, key_pem(ca.key))
+    cert_file.write_bytes(cert_pem(ca.cert))
+    return ca
+
+
 def ensure_broker_files(directory: Path, hosts: Sequence[str], ca_name: str = "pb private device CA") -> BrokerFiles:
     """Create what is missing: the CA (kept), a server certificate for `hosts` (issued again when the CA,
     the host list changed or it ends within RENEW_BEFORE) and an empty CRL. Returns the paths."""

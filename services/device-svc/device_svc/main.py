@@ -12,6 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from contracts import Envelope
 from contracts.events import DeviceAlarmKind, DeviceAlarmRaised, EventData
 from device_svc.admin.endpoints import router as admin_router
+from device_svc.certificates.endpoints import router as certificates_router
+from device_svc.certificates.service import load_device_ca
 from device_svc.commands.service import EjectService
 from device_svc.consumers import consumer_specs
 from device_svc.faults.endpoints import router as faults_router
@@ -184,6 +186,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             processor=processor,
             lanes=lanes,
             throttle=throttle,
+            device_ca=load_device_ca(settings.device_ca_cert_file, settings.device_ca_key_file),
             telemetry=telemetry,
             snapshots=snapshots,
             rules=rules,
@@ -342,6 +345,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             maintenance_router,
             firmware_router,
             admin_router,
+            certificates_router,
         ],  # geo first: /cabinets/nearby before /cabinets/{id}
         consumers=consumer_specs,
         extra_lifespan=device_lifespan,

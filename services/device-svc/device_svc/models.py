@@ -182,6 +182,29 @@ class DeviceCredential(Base):
     __table_args__ = (CheckConstraint("kind IN ('cabinet', 'bank')", name="kind"),)
 
 
+class DeviceCertificate(Base):
+    """A client certificate issued to a device from its CSR (certificates/); revoked ones are in the CRL."""
+
+    __tablename__ = "device_certificates"
+
+    serial: Mapped[str] = mapped_column(String(64), primary_key=True)
+    device_id: Mapped[str] = mapped_column(String(64), index=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    issued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    not_after: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class DeviceCrl(Base):
+    """The device CA's current CRL (one row), written to the broker by the broker-auth sidecar."""
+
+    __tablename__ = "device_crl"
+
+    id: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    pem: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 class Command(Base):
     __tablename__ = "commands"
 

@@ -32,6 +32,9 @@ class Settings(ServiceSettings):
     # TLS: the broker's certificate is verified against this CA (MQTT_CA_FILE); unset means clear text,
     # which production refuses (kit settings' production check below).
     mqtt_ca_file: Path | None = None
+    # The device CA (certificates/): devices' client certificates are issued with it; unset: none are.
+    device_ca_cert_file: Path | None = None
+    device_ca_key_file: Path | None = None
     # The seed CLI (python -m device_svc.provision) writes the broker's password file directly when these are set;
     # the service itself never does: the broker-auth sidecar beside each broker keeps it (device_svc.brokerauth).
     mqtt_password_file: Path | None = None

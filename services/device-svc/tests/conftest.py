@@ -45,7 +45,7 @@ from kit.testing import (
     test_database_url,
     truncate_all,
 )
-from kit.x509 import BrokerFiles, client_context, ensure_broker_files
+from kit.x509 import BrokerFiles, client_context, ensure_authority, ensure_broker_files
 
 SERVICE_DIR = Path(__file__).resolve().parents[1]
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
@@ -387,7 +387,15 @@ async def broker_auth(database_url: str, broker: Broker, fleet: dict[str, Any]) 
 FIRMWARE_HTTP_PORT = free_port()
 
 
+def device_ca_files(directory: Path) -> tuple[Path, Path]:
+    """The device CA for client certificates (certificates/), made once per broker directory."""
+    cert, key = directory / "device-ca.crt", directory / "device-ca.key"
+    ensure_authority(cert, key, "pb device CA (test)")
+    return cert, key
+
+
 def make_settings(database_url: str, broker: Broker, consumer_group: str, keys: tuple[Path, Path]) -> Settings:
+    device_ca_cert, device_ca_key = device_ca_files(broker.directory)
     return Settings(
         pb_env="test",
         database_url=database_url,
@@ -397,6 +405,8 @@ def make_settings(database_url: str, broker: Broker, consumer_group: str, keys: 
         mqtt_host=broker.host,
         mqtt_port=broker.port,
         mqtt_ca_file=broker.ca_file,
+        device_ca_cert_file=device_ca_cert,
+        device_ca_key_file=device_ca_key,
         mqtt_password=SecretStr(SERVICE_PASSWORD),
         mqtt_client_id=f"device-svc-test-{uuid.uuid4().hex[:8]}",
         mqtt_clean_session=True,

@@ -28,6 +28,7 @@ from device_svc.admin.schemas import (
 )
 from device_svc.brokerauth.repository import all_syncs, credentials_version
 from device_svc.brokerauth.service import LIVE_WITHIN, wait_for_brokers
+from device_svc.certificates import service as certificates
 from device_svc.models import Cabinet
 from device_svc.registry.endpoints import DeviceIdPath
 from device_svc.settings import Settings
@@ -179,6 +180,7 @@ def _import_result(imported: service.Imported, broker_version: int) -> ImportRes
 async def rotate(device_id: DeviceIdPath, _: Admin, session: SessionDep, runtime: RuntimeDep) -> Credential:
     """A new password; the old one stops working once the broker reloaded (no restart)."""
     password = await service.rotate(session, device_id)
+    await certificates.revoke_all(session, certificates.device_ca(runtime), device_id)
     version = await _brokers_after_commit(session, runtime)
     return Credential(device_id=device_id, password=password, broker_version=version)
 
@@ -190,6 +192,7 @@ async def rotate(device_id: DeviceIdPath, _: Admin, session: SessionDep, runtime
 )
 async def revoke(device_id: DeviceIdPath, _: Admin, session: SessionDep, runtime: RuntimeDep) -> Revoked:
     await service.revoke(session, device_id, _publisher(runtime))
+    await certificates.revoke_all(session, certificates.device_ca(runtime), device_id)
     return Revoked(device_id=device_id, active=False, broker_version=await _brokers_after_commit(session, runtime))
 
 
@@ -206,6 +209,7 @@ async def retire(
     reason: Annotated[str, Body(embed=True, min_length=1, max_length=80)] = "end of life",
 ) -> Provisioned:
     out = await service.retire(session, device_id, reason, _publisher(runtime))
+    await certificates.revoke_all(session, certificates.device_ca(runtime), device_id)
     await _brokers_after_commit(session, runtime)
     return out
 

@@ -30,6 +30,7 @@ class BrokerAuthSettings(BaseSettings):
     mqtt_password_file: Path
     mqtt_broker_pidfile: Path | None = None
     mqtt_broker_reload_command: str | None = None
+    mqtt_crl_file: Path | None = None  # the certificate listener's crlfile (certificates/)
     mqtt_username: str = "device-svc"
     mqtt_password: SecretStr = SecretStr("dev-device-svc-password")
     broker_id: str = socket.gethostname()
@@ -46,6 +47,7 @@ async def _run(settings: BrokerAuthSettings, once: bool) -> int:
             settings.mqtt_password_file,
             settings.mqtt_broker_pidfile,
             tuple(shlex.split(settings.mqtt_broker_reload_command or "")),
+            settings.mqtt_crl_file,
         ),
         broker_id=settings.broker_id,
         service_user=settings.mqtt_username,

@@ -15,6 +15,7 @@ from pathlib import Path
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from device_svc.brokerauth import repository
+from device_svc.certificates.repository import current_crl
 from device_svc.provisioning.mosquitto import mosquitto_hash, reload_broker, render_password_file, write_atomically
 from device_svc.provisioning.repository import active_broker_entries
 from kit import pg_listen
@@ -31,6 +32,8 @@ class BrokerPaths:
     pidfile: Path | None
     # run instead of signalling `pidfile` (a broker in a container: deploy/local/stacklib/containers.py)
     reload_command: tuple[str, ...] = ()
+    # the broker's `crlfile` for the certificate listener (certificates/): the device CA's current CRL
+    crl_file: Path | None = None
 
 
 class BrokerAuthSidecar:
@@ -66,12 +69,16 @@ class BrokerAuthSidecar:
             await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
             version = await repository.credentials_version(session)
             entries = await active_broker_entries(session)
+            crl = await current_crl(session) if self._files.crl_file is not None else None
         entries[self._service[0]] = self._service[1]
         content = render_password_file(entries)
         path = self._files.password_file
         if self._written is None and path.exists():
             self._written = path.read_text(encoding="utf-8")  # a restarted sidecar rewrites only what changed
-        if content != self._written:
+        crl_changed = (
+            crl is not None and self._files.crl_file is not None and self._write_crl(self._files.crl_file, crl)
+        )
+        if content != self._written or crl_changed:
             write_atomically(path, content, mode=path.stat().st_mode & 0o777 if path.exists() else 0o600)
             if not await self._reload():
                 log.warning("broker not reloaded: devices changed since the last reload are not yet known to it")
@@ -83,6 +90,15 @@ class BrokerAuthSidecar:
             await repository.record_sync(session, self.broker_id, version, len(entries) - 1, datetime.now(UTC))
         self.applied = version
         return version
+
+    @staticmethod
+    def _write_crl(path: Path, crl: str) -> bool:
+        """Write the CRL when it differs from the file; whether it did (the broker must then reload)."""
+        if path.exists() and path.read_text(encoding="utf-8") == crl:
+            return False
+        write_atomically(path, crl, mode=0o644)  # a CRL is public
+        log.info("broker CRL rewritten")
+        return True
 
     async def _reload(self) -> bool:
         command = self._files.reload_command
