@@ -17,8 +17,8 @@ from decimal import Decimal
 from typing import Annotated, Any, Protocol
 
 from fastapi import Depends, Request, params
+from sqlalchemy import BigInteger, SmallInteger, select
 from sqlalchemy import inspect as sa_inspect
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase
 
@@ -85,12 +85,20 @@ def row_state(model: type[DeclarativeBase], column: str | None = None, *, exclud
     except NotImplementedError:
         python_type = None
     names = [c.key for c in mapper.column_attrs if c.key not in exclude]
+    # The path parameter is read here before the endpoint's own validation has refused a bad one: a value the
+    # column cannot hold finds no row instead of failing the query (and the transaction).
+    bits = 16 if isinstance(key.type, SmallInteger) else 64 if isinstance(key.type, BigInteger) else 32
+    max_length = getattr(key.type, "length", None)
 
     async def snapshot(session: AsyncSession, target_id: str) -> dict[str, Any] | None:
         try:
             value: Any = python_type(target_id) if python_type in (uuid.UUID, int) else target_id
         except ValueError:
             return None  # not a valid id: the endpoint answers that; there is no row
+        if isinstance(value, int) and not -(2 ** (bits - 1)) <= value < 2 ** (bits - 1):
+            return None
+        if isinstance(value, str) and max_length is not None and len(value) > max_length:
+            return None
         stmt = select(model).where(key == value).execution_options(populate_existing=True)
         row = (await session.execute(stmt)).scalars().first()
         return None if row is None else {name: _plain(getattr(row, name)) for name in names}
