@@ -136,3 +136,58 @@ async def test_device_failure_code_maps_to_reason_and_late_ok_still_reports_ejec
     await cab.send("eject_result", base | {"msg_id": cab.next_id(), "ts": clock(), "result": "ok"})
     ejected = await tap.wait_for("device.bank.ejected", command_id=cmd.command_id)
     assert ejected.bank_id == "PB-000004"
+
+
+async def lost_answer(cab, eject, tap, code):
+    """An eject the cabinet carries out whose answer never arrives: device-svc fails it at its deadline."""
+    cmd = await eject(code, deadline_s=1.0)
+    sent = await cab.receive()
+    failed = await tap.wait_for("device.eject.failed", command_id=cmd.command_id, timeout=10)
+    assert failed.reason == EjectFailureReason.DEVICE_NO_ANSWER
+    return cmd, sent
+
+
+async def test_a_lost_eject_answer_is_inferred_when_a_later_eject_finds_the_slot_empty(
+    service, fleet, online, tap, eject, clock
+):
+    """Issue 14 (found by `make chaos`): the eject happened, its answer was lost, the command expired and the
+    rental failed; the bank is in the user's hand. The next eject of it answers `bank_not_present`: the first
+    eject is reported after all, so billing revives that rental and the user can return the bank."""
+    cab = await online("CAB-0003")
+    first, sent = await lost_answer(cab, eject, tap, "CAB-0003")
+    second = await eject(sent.bank_id)
+    again = await cab.receive()
+    assert again.bank_id == sent.bank_id  # device-svc still thinks the bank is in its slot
+    await cab.send(
+        "eject_result",
+        {
+            "type": "eject_result",
+            "msg_id": cab.next_id(),
+            "ts": clock(),
+            "cmd_id": again.cmd_id,
+            "result": "bank_not_present",
+            "slot": again.slot,
+            "bank_id": again.bank_id,
+        },
+    )
+    ejected = await tap.wait_for("device.bank.ejected", command_id=first.command_id)
+    assert (ejected.rental_id, ejected.bank_id, ejected.slot) == (first.rental_id, sent.bank_id, sent.slot)
+    failed = await tap.wait_for("device.eject.failed", command_id=second.command_id)
+    assert failed.reason == EjectFailureReason.BANK_NOT_PRESENT  # this borrow got nothing
+    third = await eject(sent.bank_id)  # the bank is rented now: not offered again
+    refused = await tap.wait_for("device.eject.failed", command_id=third.command_id)
+    assert refused.reason == EjectFailureReason.BANK_NOT_AVAILABLE
+
+
+async def test_a_lost_eject_answer_is_inferred_from_the_cabinets_snapshot(service, fleet, online, tap, eject, clock):
+    cab = await online("CAB-0002")
+    first, sent = await lost_answer(cab, eject, tap, "CAB-0002")
+    slots = [
+        {"slot": s["slot"]}
+        if s.get("bank_id") in (None, sent.bank_id)
+        else {k: v for k, v in s.items() if v is not None}
+        for s in entry(fleet, "CAB-0002")["slots"]
+    ]
+    await cab.send("inventory", {"type": "inventory", "msg_id": cab.next_id(), "ts": clock(), "slots": slots})
+    ejected = await tap.wait_for("device.bank.ejected", command_id=first.command_id)
+    assert (ejected.rental_id, ejected.bank_id) == (first.rental_id, sent.bank_id)

@@ -311,6 +311,11 @@ class EjectService:
             else:
                 await self._ejected(session, command, msg, received_at)
             return
+        if msg.result == EjectResultCode.BANK_NOT_PRESENT:
+            # The slot is empty: an earlier eject of this bank whose answer was lost may explain it.
+            bank = await repo.get_bank(session, command.bank_id, for_update=True)
+            if bank is not None:
+                await self.eject_answer_was_lost(session, bank, command.cabinet_id)
         command.status = "failed"
         if command.rental_id is None:
             log.info("eject for maintenance failed", extra={"cmd_id": msg.cmd_id, "result": msg.result.value})
@@ -326,10 +331,51 @@ class EjectService:
         await self._publish(session, failed, command.cabinet_id)
 
     async def _ejected(self, session: AsyncSession, command: Command, msg: EjectResult, received_at: datetime) -> None:
-        assert command.rental_id is not None
         ejected_at, adjusted = checked_device_time(
             msg.ts, received_at, not_before=command.created_at, max_skew_s=self._max_skew
         )
+        await self._announce_ejected(session, command, ejected_at, clock_adjusted=adjusted)
+
+    async def eject_answer_was_lost(self, session: AsyncSession, bank: Bank, cabinet_id: str) -> bool:
+        """`bank` is missing from its slot in `cabinet_id` (the cabinet's snapshot says so, or a later eject of it
+        answered `bank_not_present`). If the last eject of it from there was never answered (expired with no
+        answer) and the bank has not moved since, that eject happened and its answer was lost (a lost ack, issue
+        14): it is reported as the late eject it is (`ok_inferred`, at the time it was sent), so billing makes the
+        failed rental active again, free of charge, and the user sees the bank they hold. True when it was."""
+        if bank.state != "in_cabinet" or bank.cabinet_id != cabinet_id:
+            return False
+        command = (
+            await session.execute(
+                select(Command)
+                .where(Command.bank_id == bank.id, Command.cabinet_id == cabinet_id, Command.status != "sent")
+                .order_by(Command.created_at.desc())
+                .limit(1)
+                .with_for_update()
+            )
+        ).scalar_one_or_none()
+        if (
+            command is None
+            or command.status != "expired"
+            or command.result != "no_answer"
+            or command.rental_id is None
+            or command.slot != bank.slot_no
+            or bank.state_changed_at > command.created_at  # it moved since (returned, set by operations)
+        ):
+            return False
+        log.warning(
+            "an unanswered eject did happen: the bank is gone from its slot; reported as a late eject",
+            extra={"cmd_id": str(command.cmd_id), "bank_id": bank.id, "cabinet_id": cabinet_id},
+        )
+        EJECT_RESULTS.labels("ok_inferred").inc()
+        command.result = "ok_inferred"
+        await self._announce_ejected(session, command, command.created_at, clock_adjusted=True)
+        return True
+
+    async def _announce_ejected(
+        self, session: AsyncSession, command: Command, ejected_at: datetime, *, clock_adjusted: bool
+    ) -> None:
+        assert command.rental_id is not None
+        adjusted = clock_adjusted
         bank = await repo.get_bank(session, command.bank_id, for_update=True)
         battery = 0
         model = None

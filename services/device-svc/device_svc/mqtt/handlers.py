@@ -419,6 +419,8 @@ class MessageProcessor:
             if not was_here or known.id in reported or known.id in changed:
                 continue
             log.warning("bank missing from its slot", extra={"device_id": cabinet.id, "bank_id": known.id})
+            if await self._ejects.eject_answer_was_lost(session, known, cabinet.id):
+                continue  # it left with the user whose eject went unanswered: rented now, not maintenance
             if known.state in ("in_cabinet", "faulty") and not known.operator_hold:
                 known.state = "maintenance"
             known.cabinet_id, known.slot_no, known.state_changed_at = None, None, reported_at
