@@ -5,7 +5,8 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Literal
@@ -114,6 +115,14 @@ def test_database_url(service: str) -> str:
     return os.environ.get(var) or f"postgresql+asyncpg://postgres@127.0.0.1:5432/pb_test_{service}"
 
 
+async def migrated_database(service: str, service_dir: Path) -> str:
+    """A fresh test-stack database for `service` (see `test_database_url`), migrated to head; its URL."""
+    url = test_database_url(service)
+    await ensure_database(url, recreate=True)
+    migrate(service_dir, url)
+    return url
+
+
 @asynccontextmanager
 async def kit_database(database: str, *ddl: str) -> AsyncIterator[AsyncEngine]:
     """A new database `database` on the kit's test server with the kit's own tables (outbox, processed events)
@@ -152,6 +161,16 @@ async def move_group_to_end(bootstrap: str, group: str, topics: list[str]) -> No
             await consumer.commit(dict(ends.items()))
     finally:
         await consumer.stop()
+
+
+async def fresh_consumer_group(prefix: str, lanes: Mapping[str, Iterable[str]]) -> str:
+    """A new consumer group `<prefix>-<random>` for an app under test. The kit names each consumer's group
+    `<group>.<spec name>`: every lane in `lanes` (spec name -> its topics) is moved to the end first, so the
+    app sees only what is produced from now on (the test stack's broker is shared by the suites)."""
+    group = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    for spec, topics in lanes.items():
+        await move_group_to_end(kafka_bootstrap(), f"{group}.{spec}", [str(t) for t in topics])
+    return group
 
 
 async def eventually(

@@ -44,12 +44,12 @@ from kit.testing import (
     app_client,
     ensure_database,
     eventually,
+    fresh_consumer_group,
     kafka_bootstrap,
     migrate,
     move_group_to_end,
     test_database_url,
     truncate_all,
-    write_keypair,
 )
 
 SERVICE_DIR = Path(__file__).resolve().parents[1]
@@ -70,22 +70,10 @@ async def prepared_database(database_url: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def keypair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    return write_keypair(tmp_path_factory.mktemp("keys"))
-
-
-@pytest.fixture(scope="session")
-def signer(keypair: tuple[Path, Path]) -> TokenSigner:
-    return TokenSigner.from_file(keypair[0], ISSUER, AUDIENCE)
-
-
-@pytest.fixture(scope="session")
 async def consumer_group() -> str:
-    group = f"analytics-svc-test-{uuid.uuid4().hex[:8]}"
-    # The kit names the group `<consumer_group>.<spec name>`; the spec is named `events`.
-    await move_group_to_end(kafka_bootstrap(), f"{group}.events", TOPICS)
-    await move_group_to_end(kafka_bootstrap(), f"{group}.webhooks", [t.value for t in PARTNER_EVENTS])
-    return group
+    return await fresh_consumer_group(
+        "analytics-svc-test", {"events": TOPICS, "webhooks": [t.value for t in PARTNER_EVENTS]}
+    )
 
 
 @pytest.fixture(scope="session")

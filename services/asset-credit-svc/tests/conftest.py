@@ -16,12 +16,10 @@ from contracts import Envelope, Topic, event_adapter
 from kit.auth import TokenSigner
 from kit.testing import (
     app_client,
-    ensure_database,
+    fresh_consumer_group,
     kafka_bootstrap,
-    migrate,
-    test_database_url,
+    migrated_database,
     truncate_all,
-    write_keypair,
 )
 
 SERVICE_DIR = Path(__file__).resolve().parents[1]
@@ -29,44 +27,14 @@ SERVICE_DIR = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="session")
 async def database_url() -> str:
-    url = test_database_url("asset")
-    await ensure_database(url, recreate=True)
-    migrate(SERVICE_DIR, url)
-    return url
-
-
-@pytest.fixture(scope="session")
-def keypair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    return write_keypair(tmp_path_factory.mktemp("keys"))
-
-
-@pytest.fixture(scope="session")
-def signer(keypair: tuple[Path, Path]) -> TokenSigner:
-    return TokenSigner.from_file(keypair[0], "pb-user-svc", "pb")
+    return await migrated_database("asset", SERVICE_DIR)
 
 
 @pytest.fixture(scope="session")
 async def consumer_group() -> str:
-    """A consumer group of our own, its offsets moved to the end of the charges and value-added service topics
-    first, so the test app answers only what the tests produce (the dev broker is shared)."""
-    group = f"asset-credit-svc-test-{uuid.uuid4().hex[:8]}"
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=kafka_bootstrap(), group_id=f"{group}.events", enable_auto_commit=False
-    )
-    await consumer.start()
-    try:
-        tps = [
-            TopicPartition(topic.value, p)
-            for topic in (Topic.CHARGES, Topic.VAS_CONSENTS)  # the topics of the group's "events" consumer
-            for p in sorted(consumer.partitions_for_topic(topic.value) or set())
-        ]
-        consumer.assign(tps)
-        ends = await consumer.end_offsets(tps)
-        if ends:
-            await consumer.commit({tp: offset for tp, offset in ends.items()})
-    finally:
-        await consumer.stop()
-    return group
+    """A consumer group of our own at the end of the topics of its "events" consumer, so the test app answers
+    only what the tests produce (the dev broker is shared)."""
+    return await fresh_consumer_group("asset-credit-svc-test", {"events": [Topic.CHARGES, Topic.VAS_CONSENTS]})
 
 
 @pytest.fixture(scope="session")

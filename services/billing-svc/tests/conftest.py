@@ -39,18 +39,14 @@ from contracts.events import (
 )
 from contracts.regions import RegionRef
 from kit.app import Runtime
-from kit.auth import TokenSigner
 from kit.kafka import make_producer
 from kit.testing import (
     app_client,
-    ensure_database,
     kafka_bootstrap,
-    migrate,
+    migrated_database,
     serve_app,
-    test_database_url,
     truncate_all,
 )
-from kit.testing import write_keypair as make_keypair
 
 SERVICE_DIR = Path(__file__).resolve().parents[1]
 
@@ -295,20 +291,7 @@ async def device() -> AsyncIterator[FakeDevice]:
 
 @pytest.fixture(scope="session")
 async def database_url() -> str:
-    url = test_database_url("billing")
-    await ensure_database(url, recreate=True)
-    migrate(SERVICE_DIR, url)
-    return url
-
-
-@pytest.fixture(scope="session")
-def keypair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    return make_keypair(tmp_path_factory.mktemp("keys"))
-
-
-@pytest.fixture(scope="session")
-def signer(keypair: tuple[Path, Path]) -> TokenSigner:
-    return TokenSigner.from_file(keypair[0], "pb-user-svc", "pb")
+    return await migrated_database("billing", SERVICE_DIR)
 
 
 def make_settings(database_url: str, keypair: tuple[Path, Path], asset_svc_url: str, **overrides: Any) -> Settings:

@@ -109,10 +109,20 @@ async def overload(billing: Billing, device: FakeDevice, signer: TokenSigner) ->
         response = await billing.client.post("/v1/rentals", json={"code": bank}, headers=headers_for(signer))
         return response.status_code, response.json(), time.monotonic() - started
 
-    answers = await asyncio.gather(*(borrow(bank) for bank in banks))
+    answered = await asyncio.gather(*(borrow(bank) for bank in banks))
+    # On a loaded machine the checks before the command can eat so much of the budget that a borrow is shed:
+    # 503 `busy`, before anything started. Such a borrow must have sent no eject and left no rental.
+    shed = [bank for (status, _, _), bank in zip(answered, banks, strict=True) if status == 503]
+    for (status, body, _), bank in zip(answered, banks, strict=True):
+        if status == 503:
+            assert body["code"] == "busy" and "rental_id" not in body, body
+            assert not [c for c in device.commands if c.code == bank], f"a shed borrow ejected {bank}"
+    answers = [answer for answer in answered if answer[0] != 503]
+    banks = [bank for bank in banks if bank not in shed]
     statuses = sorted(status for status, _, _ in answers)
     assert set(statuses) <= {201, 504}, statuses
-    assert 201 in statuses and 504 in statuses, f"the scatter should straddle the budget's end: {statuses}"
+    if not shed:
+        assert 201 in statuses and 504 in statuses, f"the scatter should straddle the budget's end: {statuses}"
     for (status, body, elapsed), bank in zip(answers, banks, strict=True):
         # Not a timing test: the 4.5 s budget runs from the handler's start, and this one process (app, fake
         # device, fake wallet, 16 clients) on a machine at load 10-15 answered some at 5.0-6.3 s. The
@@ -158,6 +168,8 @@ async def overload(billing: Billing, device: FakeDevice, signer: TokenSigner) ->
             assert row["fee_fen"] > 0 and charged
         else:  # told "no answer": never charged for the bank that came out after all
             assert row["fee_fen"] == 0 and not charged, row
+    # By now every admitted borrow's command has long been relayed: still none for the shed ones.
+    assert not [c for c in device.commands if c.code in shed], shed
 
 
 async def test_an_outcome_applied_by_another_instance_wakes_the_borrow_through_notify(

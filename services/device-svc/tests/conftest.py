@@ -33,16 +33,13 @@ from device_svc.main import create_app
 from device_svc.provisioning.mosquitto import mosquitto_hash, write_password_file
 from device_svc.provisioning.seed import BrokerTarget, seed
 from device_svc.settings import Settings
-from kit.auth import TokenSigner
 from kit.db import make_engine, make_sessionmaker
 from kit.testing import (
     app_client,
-    ensure_database,
     eventually,
+    fresh_consumer_group,
     kafka_bootstrap,
-    migrate,
-    move_group_to_end,
-    test_database_url,
+    migrated_database,
     truncate_all,
 )
 from kit.x509 import BrokerFiles, client_context, ensure_authority, ensure_broker_files
@@ -203,22 +200,7 @@ def service_password() -> str:
 
 @pytest.fixture(scope="session")
 async def database_url() -> str:
-    url = test_database_url("device")
-    await ensure_database(url, recreate=True)
-    migrate(SERVICE_DIR, url)
-    return url
-
-
-@pytest.fixture(scope="session")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    from kit.testing import write_keypair
-
-    return write_keypair(tmp_path_factory.mktemp("keys"))
-
-
-@pytest.fixture(scope="session")
-def signer(keys: tuple[Path, Path]) -> TokenSigner:
-    return TokenSigner.from_file(keys[0], "pb-user-svc", "pb")
+    return await migrated_database("device", SERVICE_DIR)
 
 
 @pytest.fixture(scope="session")
@@ -234,23 +216,15 @@ def group_factory() -> Callable[[str], Any]:
 
 
 async def make_consumer_group(prefix: str) -> str:
-    group = f"{prefix}-{uuid.uuid4().hex[:8]}"
-    await move_group_to_end(kafka_bootstrap(), f"{group}.faults", [Topic.FAULT_REPORTS.value])
-    await move_group_to_end(kafka_bootstrap(), f"{group}.rentals", [Topic.RENTALS.value])
-    await move_group_to_end(kafka_bootstrap(), f"{group}.screens", [Topic.ADS.value])
-    consumer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap(), group_id=f"{group}.events")
-    await consumer.start()
-    try:
-        parts = [
-            TopicPartition(Topic.DEVICE_COMMANDS, p)
-            for p in consumer.partitions_for_topic(Topic.DEVICE_COMMANDS) or {0}
-        ]
-        consumer.assign(parts)
-        await consumer.seek_to_end(*parts)
-        await consumer.commit({tp: await consumer.position(tp) for tp in parts})
-    finally:
-        await consumer.stop()
-    return group
+    return await fresh_consumer_group(
+        prefix,
+        {
+            "faults": [Topic.FAULT_REPORTS],
+            "rentals": [Topic.RENTALS],
+            "screens": [Topic.ADS],
+            "events": [Topic.DEVICE_COMMANDS],
+        },
+    )
 
 
 class EventTap:
@@ -394,14 +368,14 @@ def device_ca_files(directory: Path) -> tuple[Path, Path]:
     return cert, key
 
 
-def make_settings(database_url: str, broker: Broker, consumer_group: str, keys: tuple[Path, Path]) -> Settings:
+def make_settings(database_url: str, broker: Broker, consumer_group: str, keypair: tuple[Path, Path]) -> Settings:
     device_ca_cert, device_ca_key = device_ca_files(broker.directory)
     return Settings(
         pb_env="test",
         database_url=database_url,
         kafka_bootstrap=kafka_bootstrap(),
         kafka_consumer_group=consumer_group,
-        jwt_public_key_file=keys[1],
+        jwt_public_key_file=keypair[1],
         mqtt_host=broker.host,
         mqtt_port=broker.port,
         mqtt_ca_file=broker.ca_file,
@@ -416,14 +390,14 @@ def make_settings(database_url: str, broker: Broker, consumer_group: str, keys: 
         # every few minutes: a test cabinet's inbox gets no light command it did not ask for.
         night_light_check_s=3600,
         # Firmware images are signed with the test token key (its public half goes to emulated cabinets).
-        firmware_signing_key_file=keys[0],
+        firmware_signing_key_file=keypair[0],
         firmware_download_base_url=f"http://127.0.0.1:{FIRMWARE_HTTP_PORT}",
     )
 
 
 @pytest.fixture(scope="session")
-def settings(database_url: str, broker: Broker, consumer_group: str, keys: tuple[Path, Path]) -> Settings:
-    return make_settings(database_url, broker, consumer_group, keys)
+def settings(database_url: str, broker: Broker, consumer_group: str, keypair: tuple[Path, Path]) -> Settings:
+    return make_settings(database_url, broker, consumer_group, keypair)
 
 
 async def wait_ready(client: httpx.AsyncClient, timeout: float = 30.0) -> dict[str, Any]:
@@ -600,9 +574,9 @@ def bank_device(cabinets: Callable[..., Any], fleet: dict[str, Any]) -> Callable
 
 
 @pytest.fixture
-def settings_factory(database_url: str, broker: Broker, keys: tuple[Path, Path]) -> Callable[[str], Settings]:
+def settings_factory(database_url: str, broker: Broker, keypair: tuple[Path, Path]) -> Callable[[str], Settings]:
     """Settings for another device-svc instance (its own Kafka consumer group)."""
-    return lambda group: make_settings(database_url, broker, group, keys)
+    return lambda group: make_settings(database_url, broker, group, keypair)
 
 
 @pytest.fixture

@@ -119,7 +119,7 @@ async def upload(service_client: httpx.AsyncClient, signer: Any, version: str, *
     )
 
 
-async def test_images_are_checked_signed_and_served_only_through_a_valid_link(service, signer, settings, keys, http):
+async def test_images_are_checked_signed_and_served_only_through_a_valid_link(service, signer, settings, keypair, http):
     digest = hashlib.sha256(IMAGE).hexdigest()
     wrong = await upload(service, signer, "2.0.0", sha256="0" * 64)
     assert wrong.status_code == 422 and wrong.json()["code"] == "checksum_mismatch"
@@ -136,7 +136,7 @@ async def test_images_are_checked_signed_and_served_only_through_a_valid_link(se
     assert made.status_code == 201, made.text
     image = made.json()
     assert image["sha256"] == digest and image["size"] == len(IMAGE)
-    public = serialization.load_pem_public_key(keys[1].read_bytes())
+    public = serialization.load_pem_public_key(keypair[1].read_bytes())
     assert isinstance(public, Ed25519PublicKey)
     public.verify(base64.b64decode(image["signature"]), firmware_signed_bytes("CAB-STD", "2.0.0", digest))
     again = await upload(service, signer, "2.0.0")
@@ -180,7 +180,7 @@ async def test_images_are_checked_signed_and_served_only_through_a_valid_link(se
 
 @contextlib.asynccontextmanager
 async def emulated(
-    fleet, broker, tap, keys, ids: list[str], key_pem: bytes | None = None
+    fleet, broker, tap, keypair, ids: list[str], key_pem: bytes | None = None
 ) -> AsyncIterator[dict[str, EmulatedCabinet]]:
     cabinets = {}
     for cabinet_id in ids:
@@ -196,7 +196,7 @@ async def emulated(
             heartbeat_s=60,
             motor_delay_s=0.0,
             firmware="1.0.0",
-            firmware_key=key_pem if key_pem is not None else keys[1].read_bytes(),
+            firmware_key=key_pem if key_pem is not None else keypair[1].read_bytes(),
         )
     try:
         for cab in cabinets.values():
@@ -226,10 +226,10 @@ async def rollout_state(client: httpx.AsyncClient, signer: Any, rollout_id: str)
 
 
 async def test_a_staged_rollout_to_a_percentage_updates_one_cabinet_at_a_time(
-    service, fleet, broker, tap, keys, signer, http, database_url
+    service, fleet, broker, tap, keypair, signer, http, database_url
 ):
     ids = [c["cabinet_id"] for c in fleet["cabinets"]]
-    async with emulated(fleet, broker, tap, keys, ids) as cabinets:
+    async with emulated(fleet, broker, tap, keypair, ids) as cabinets:
         image = (await upload(service, signer, "1.1.0")).json()
         made = await service.post(
             "/v1/ops/firmware/rollouts",
@@ -270,15 +270,15 @@ async def test_a_staged_rollout_to_a_percentage_updates_one_cabinet_at_a_time(
 
 
 async def test_failures_past_the_threshold_halt_the_rollout(
-    service, fleet, broker, tap, keys, signer, http, database_url
+    service, fleet, broker, tap, keypair, signer, http, database_url
 ):
     ids = [c["cabinet_id"] for c in fleet["cabinets"]]
     order = [c for _, c in firmware.choose([SimpleNamespace(id=i, lat=0, lon=0, region="") for i in ids], 100, None)]
     stranger = Ed25519PrivateKey.generate().public_key()
     wrong_key = stranger.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     async with (
-        emulated(fleet, broker, tap, keys, order[:1], key_pem=wrong_key) as first,
-        emulated(fleet, broker, tap, keys, order[1:]) as rest,
+        emulated(fleet, broker, tap, keypair, order[:1], key_pem=wrong_key) as first,
+        emulated(fleet, broker, tap, keypair, order[1:]) as rest,
     ):
         rest[order[1]].set_faults(firmware="boot")  # installs, does not boot healthy, falls back
         image = (await upload(service, signer, "1.2.0")).json()

@@ -7,12 +7,9 @@ from pydantic import SecretStr
 
 from kit.testing import (
     app_client,
-    ensure_database,
     kafka_bootstrap,
-    migrate,
-    test_database_url,
+    migrated_database,
     truncate_all,
-    write_keypair,
 )
 from user_svc.main import create_app
 from user_svc.settings import Settings
@@ -22,15 +19,7 @@ SERVICE_DIR = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="session")
 async def database_url() -> str:
-    url = test_database_url("user")
-    await ensure_database(url, recreate=True)
-    migrate(SERVICE_DIR, url)
-    return url
-
-
-@pytest.fixture(scope="session")
-def keypair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    return write_keypair(tmp_path_factory.mktemp("keys"))
+    return await migrated_database("user", SERVICE_DIR)
 
 
 @pytest.fixture
